@@ -1,0 +1,166 @@
+//! The typed syntax tree that `syntax` produces and `check` reads.
+//!
+//! Every node carries a [`Span`]. Nothing here knows what a layer or a setting
+//! means: that is the checker's job.
+
+use crate::span::Span;
+
+/// A user-chosen name with its place in the file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ident {
+    pub name: String,
+    pub span: Span,
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct File {
+    pub items: Vec<Item>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Item {
+    /// `module Name(params) { layers; forward(...) -> [...] { ... } }` or
+    /// `model Name { ... }`
+    Module(ModuleDef),
+    /// `data name { source = csv("file.csv") ... }`
+    Data(DataDef),
+    /// `train { key = value ... }`
+    Train(SettingsBlock),
+    /// `parallel { key = value ... }`
+    Parallel(SettingsBlock),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModuleKind {
+    /// `module`: a reusable building block with parameters.
+    Module,
+    /// `model`: the network being trained.
+    Model,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModuleDef {
+    pub kind: ModuleKind,
+    /// The `module`/`model` keyword.
+    pub keyword: Span,
+    pub name: Ident,
+    pub params: Vec<Param>,
+    pub layers: Vec<LayerDef>,
+    pub forwards: Vec<Forward>,
+    pub span: Span,
+}
+
+/// `d_in: int` or `p: float = 0.1`
+#[derive(Debug, Clone, PartialEq)]
+pub struct Param {
+    pub name: Ident,
+    pub ty: Ident,
+    pub default: Option<Expr>,
+    pub span: Span,
+}
+
+/// `fc = linear(d_in, d_out)`
+#[derive(Debug, Clone, PartialEq)]
+pub struct LayerDef {
+    pub name: Ident,
+    pub value: Expr,
+    pub span: Span,
+}
+
+/// `forward(x: [B, 64]) -> [B, 10] { x |> fc }`
+#[derive(Debug, Clone, PartialEq)]
+pub struct Forward {
+    pub input: Ident,
+    pub input_shape: ShapeExpr,
+    pub output_shape: ShapeExpr,
+    pub body: Expr,
+    pub span: Span,
+}
+
+/// `[B, 64]`
+#[derive(Debug, Clone, PartialEq)]
+pub struct ShapeExpr {
+    pub dims: Vec<DimExpr>,
+    pub span: Span,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum DimExpr {
+    /// `64`
+    Size(i64, Span),
+    /// `B` (symbolic) or `d_in` (a module parameter)
+    Name(Ident),
+}
+
+impl DimExpr {
+    pub fn span(&self) -> Span {
+        match self {
+            DimExpr::Size(_, span) => *span,
+            DimExpr::Name(ident) => ident.span,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Expr {
+    pub kind: ExprKind,
+    pub span: Span,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ExprKind {
+    /// `64`
+    Int(i64),
+    /// `3e-3`
+    Float(f64),
+    /// `"data/digits.csv.gz"`
+    Str(String),
+    /// `true`
+    Bool(bool),
+    /// `relu`, `x`, `d_in`
+    Name(Ident),
+    /// `linear(64, 10, bias: false)`
+    Call(Call),
+    /// `x |> fc |> relu`: stages applied left to right.
+    Pipe(Vec<Expr>),
+    /// `[0.9, 0.999]`
+    List(Vec<Expr>),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Call {
+    pub callee: Ident,
+    pub args: Vec<Arg>,
+}
+
+/// A positional (`64`) or keyword (`bias: false`) argument.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Arg {
+    pub name: Option<Ident>,
+    pub value: Expr,
+    pub span: Span,
+}
+
+/// `data digits { ... }`
+#[derive(Debug, Clone, PartialEq)]
+pub struct DataDef {
+    pub name: Ident,
+    pub settings: Vec<Setting>,
+    pub span: Span,
+}
+
+/// The body of `train { ... }` or `parallel { ... }`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SettingsBlock {
+    pub keyword: Span,
+    pub settings: Vec<Setting>,
+    pub span: Span,
+}
+
+/// `key = value`
+#[derive(Debug, Clone, PartialEq)]
+pub struct Setting {
+    pub key: Ident,
+    pub value: Expr,
+    pub span: Span,
+}

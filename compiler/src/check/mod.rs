@@ -1,0 +1,341 @@
+//! Check: the typed syntax tree → a resolved [`Experiment`], or every error
+//! found. Names are resolved, module instances expanded with shapes
+//! inferred, settings typed and ranged, and the parts checked against each
+//! other (data width against the model input, model output against the
+//! label space, batch arithmetic).
+
+mod args;
+mod error;
+mod library;
+mod model;
+mod settings;
+mod suggest;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+pub use error::CheckError;
+pub use library::BUILTIN_NAMES;
+
+use crate::ast::{DataDef, File, Forward, Item, ModuleDef, ModuleKind, SettingsBlock};
+use crate::plan::{shape_to_string, DataPlan, Dim, ModelPlan, TrainPlan};
+use crate::span::Span;
+use settings::Settings;
+
+/// Where the checker looks for files and what it may read.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Folder that relative data paths start from: the `.dtl` file's folder.
+    pub base_dir: PathBuf,
+    /// Read data files to check their shape against the model.
+    pub probe_data: bool,
+}
+
+/// Everything a checked file says, resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Experiment {
+    pub model: ModelPlan,
+    pub data: DataPlan,
+    pub train: TrainPlan,
+}
+
+const TRAIN_KEYS: [&str; 10] = [
+    "model",
+    "data",
+    "loss",
+    "optimizer",
+    "steps",
+    "micro_batch",
+    "accumulate",
+    "clip",
+    "seed",
+    "eval_every",
+];
+
+pub fn check(file: &File, options: &Options) -> (Option<Experiment>, Vec<CheckError>) {
+    let mut errors = Vec::new();
+    let modules = collect_named(file, &mut errors);
+    let data_defs = collect_data(file, &mut errors);
+    let train = single_block(file, &mut errors);
+    for item in &file.items {
+        if let Item::Parallel(block) = item {
+            settings::parallel(block, &mut errors);
+        }
+    }
+    let experiment =
+        train.and_then(|train| check_train(train, &modules, &data_defs, options, &mut errors));
+    errors.sort_by_key(|e| (e.span(), e.to_string()));
+    errors.dedup();
+    let experiment = if errors.is_empty() { experiment } else { None };
+    (experiment, errors)
+}
+
+fn collect_named<'a>(
+    file: &'a File,
+    errors: &mut Vec<CheckError>,
+) -> BTreeMap<String, &'a ModuleDef> {
+    let mut modules: BTreeMap<String, &ModuleDef> = BTreeMap::new();
+    for item in &file.items {
+        if let Item::Module(def) = item {
+            if let Some(first) = modules.get(&def.name.name) {
+                errors.push(CheckError::Duplicate {
+                    kind: "module",
+                    name: def.name.name.clone(),
+                    span: def.name.span,
+                    first: first.name.span,
+                });
+            } else {
+                modules.insert(def.name.name.clone(), def);
+            }
+        }
+    }
+    modules
+}
+
+fn collect_data<'a>(file: &'a File, errors: &mut Vec<CheckError>) -> BTreeMap<String, &'a DataDef> {
+    let mut defs: BTreeMap<String, &DataDef> = BTreeMap::new();
+    for item in &file.items {
+        if let Item::Data(def) = item {
+            if let Some(first) = defs.get(&def.name.name) {
+                errors.push(CheckError::Duplicate {
+                    kind: "data source",
+                    name: def.name.name.clone(),
+                    span: def.name.span,
+                    first: first.name.span,
+                });
+            } else {
+                defs.insert(def.name.name.clone(), def);
+            }
+        }
+    }
+    defs
+}
+
+fn single_block<'a>(file: &'a File, errors: &mut Vec<CheckError>) -> Option<&'a SettingsBlock> {
+    let blocks: Vec<&SettingsBlock> = file
+        .items
+        .iter()
+        .filter_map(|item| match item {
+            Item::Train(block) => Some(block),
+            _ => None,
+        })
+        .collect();
+    for extra in blocks.iter().skip(1) {
+        errors.push(CheckError::Duplicate {
+            kind: "block",
+            name: "train".into(),
+            span: extra.keyword,
+            first: blocks[0].keyword,
+        });
+    }
+    if blocks.is_empty() {
+        errors.push(CheckError::MissingItem {
+            message: "no `train` block: nothing says what to train".into(),
+            span: Span::new(0, 0),
+            help: Some("add `train { model = ...; data = ...; loss = cross_entropy; optimizer = adamw(lr: 1e-3); steps = 100; micro_batch = 32 }`".into()),
+        });
+    }
+    blocks.first().copied()
+}
+
+fn check_train(
+    block: &SettingsBlock,
+    modules: &BTreeMap<String, &ModuleDef>,
+    data_defs: &BTreeMap<String, &DataDef>,
+    options: &Options,
+    errors: &mut Vec<CheckError>,
+) -> Option<Experiment> {
+    let s = Settings::new("train", block.keyword, &block.settings, &TRAIN_KEYS, errors);
+    let model_def = resolve_model(&s, modules, errors);
+    let data = resolve_data(&s, data_defs, options, errors);
+    let loss = s
+        .require("loss", "e.g. `loss = cross_entropy`", errors)
+        .and_then(|x| settings::loss(x, errors));
+    let optimizer = s
+        .require("optimizer", "e.g. `optimizer = adamw(lr: 3e-3)`", errors)
+        .and_then(|x| settings::optimizer(x, errors));
+    s.require("steps", "e.g. `steps = 500`", errors);
+    let steps = s.int("steps", 1, None, errors);
+    s.require("micro_batch", "e.g. `micro_batch = 32`", errors);
+    let micro_batch = s.int("micro_batch", 1, None, errors);
+    let accumulate = s.int("accumulate", 1, Some(1), errors);
+    let clip = match s.get("clip") {
+        Some(x) => settings::clip(x, errors),
+        None => Some(None),
+    };
+    let seed = s.int("seed", 0, Some(0), errors);
+    let eval_every = s.int("eval_every", 0, Some(0), errors);
+
+    let model = model_def.and_then(|def| {
+        let (model, model_errors) = model::Elaborator::new(modules).elaborate_model(def);
+        errors.extend(model_errors);
+        model.map(|m| (m, def))
+    });
+    let (model, def) = model?;
+    let mut data = data?;
+    check_model_against_data(&model, def, &mut data, &s, options, errors)?;
+    let (micro_batch, accumulate) = (micro_batch? as u64, accumulate? as u64);
+    let train = TrainPlan {
+        loss: loss?,
+        optimizer: optimizer?,
+        steps: steps? as u64,
+        micro_batch,
+        accumulate,
+        global_batch: micro_batch * accumulate,
+        clip: clip?,
+        seed: seed? as u64,
+        eval_every: eval_every? as u64,
+    };
+    Some(Experiment { model, data, train })
+}
+
+fn resolve_model<'a>(
+    s: &Settings<'_>,
+    modules: &BTreeMap<String, &'a ModuleDef>,
+    errors: &mut Vec<CheckError>,
+) -> Option<&'a ModuleDef> {
+    s.require(
+        "model",
+        "e.g. `model = Net`, naming a `model Net { ... }`",
+        errors,
+    );
+    let name = s.name("model", errors)?;
+    match modules.get(&name.name) {
+        Some(def) if def.kind == ModuleKind::Model => Some(def),
+        Some(_) => {
+            errors.push(CheckError::TypeMismatch {
+                expected: "a `model`".into(),
+                found: format!("the module `{}`", name.name),
+                span: name.span,
+                help: Some(format!(
+                    "declare it as `model {}` or write `model Net {{ forward(...) {{ x |> {}(...) }} }}`",
+                    name.name, name.name
+                )),
+            });
+            None
+        }
+        None => {
+            let models = modules
+                .values()
+                .filter(|m| m.kind == ModuleKind::Model)
+                .map(|m| m.name.name.as_str());
+            errors.push(CheckError::UnknownName {
+                kind: "model",
+                name: name.name.clone(),
+                span: name.span,
+                help: suggest::did_you_mean(&name.name, models),
+            });
+            None
+        }
+    }
+}
+
+fn resolve_data(
+    s: &Settings<'_>,
+    data_defs: &BTreeMap<String, &DataDef>,
+    options: &Options,
+    errors: &mut Vec<CheckError>,
+) -> Option<DataPlan> {
+    s.require(
+        "data",
+        "e.g. `data = digits`, naming a `data digits { ... }`",
+        errors,
+    );
+    let name = s.name("data", errors)?;
+    match data_defs.get(&name.name) {
+        Some(def) => settings::data(def, &options.base_dir, options.probe_data, errors),
+        None => {
+            errors.push(CheckError::UnknownName {
+                kind: "data source",
+                name: name.name.clone(),
+                span: name.span,
+                help: suggest::did_you_mean(&name.name, data_defs.keys().map(String::as_str)),
+            });
+            None
+        }
+    }
+}
+
+/// The data's features must be the model's input and the model's output must
+/// have one score per class. Without a probed file the data takes its shape
+/// from the model.
+fn check_model_against_data(
+    model: &ModelPlan,
+    def: &ModuleDef,
+    data: &mut DataPlan,
+    s: &Settings<'_>,
+    options: &Options,
+    errors: &mut Vec<CheckError>,
+) -> Option<()> {
+    let forward: &Forward = def.forwards.first()?;
+    let sample: Vec<Dim> = model.input.iter().skip(1).cloned().collect();
+    let output_classes = match model.output.as_slice() {
+        [Dim::Symbol(_), Dim::Size(c)] => *c,
+        _ => {
+            errors.push(CheckError::ShapeMismatch {
+                expected: "[B, classes]".into(),
+                found: shape_to_string(&model.output),
+                span: forward.output_shape.span,
+                what: "cross_entropy needs one score per class".into(),
+                help: None,
+            });
+            return None;
+        }
+    };
+    if !matches!(model.input.first(), Some(Dim::Symbol(_))) {
+        errors.push(CheckError::ShapeMismatch {
+            expected: "a symbolic batch dimension first, e.g. [B, 64]".into(),
+            found: shape_to_string(&model.input),
+            span: forward.input_shape.span,
+            what: "the batch dimension".into(),
+            help: None,
+        });
+        return None;
+    }
+    if !options.probe_data {
+        data.sample_shape = sample
+            .iter()
+            .map(|d| if let Dim::Size(n) = d { *n } else { 0 })
+            .collect();
+        data.classes = output_classes;
+        return Some(());
+    }
+    let expected: Vec<Dim> = data.sample_shape.iter().map(|n| Dim::Size(*n)).collect();
+    if sample != expected {
+        let mut full = vec![model.input[0].clone()];
+        full.extend(expected);
+        errors.push(CheckError::ShapeMismatch {
+            expected: shape_to_string(&full),
+            found: shape_to_string(&model.input),
+            span: forward.input_shape.span,
+            what: format!(
+                "data `{}` gives {} per batch",
+                data.name,
+                shape_to_string(&full)
+            ),
+            help: Some(format!(
+                "each row of `{}` has {} features",
+                data.name,
+                data.sample_shape.iter().product::<i64>()
+            )),
+        });
+        return None;
+    }
+    if output_classes != data.classes {
+        let span = s
+            .get("loss")
+            .map_or(forward.output_shape.span, |_| forward.output_shape.span);
+        errors.push(CheckError::ShapeMismatch {
+            expected: format!("[{}, {}]", model.output[0], data.classes),
+            found: shape_to_string(&model.output),
+            span,
+            what: format!("data `{}` has {} classes", data.name, data.classes),
+            help: Some(format!(
+                "make the last layer produce {} outputs",
+                data.classes
+            )),
+        });
+        return None;
+    }
+    Some(())
+}

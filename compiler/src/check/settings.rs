@@ -1,0 +1,524 @@
+//! The settings blocks: `data`, `train` and `parallel`. Each key has a type
+//! and a range; unknown keys, repeated keys and missing required keys are
+//! errors.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use super::args::{bind, Env, ParamSig, Ty, Value};
+use super::suggest::did_you_mean;
+use super::CheckError;
+use crate::ast::{Arg, DataDef, Expr, ExprKind, Ident, Setting, SettingsBlock};
+use crate::dataset;
+use crate::plan::{Clip, DataPlan, DataSource, Loss, NormType, Optimizer};
+use crate::span::Span;
+
+/// The settings of one block by key, after the duplicate and unknown-key checks.
+pub struct Settings<'a> {
+    block: String,
+    block_span: Span,
+    by_key: BTreeMap<&'a str, &'a Setting>,
+}
+
+impl<'a> Settings<'a> {
+    pub fn new(
+        block: &str,
+        block_span: Span,
+        settings: &'a [Setting],
+        known: &[&str],
+        errors: &mut Vec<CheckError>,
+    ) -> Self {
+        let mut by_key: BTreeMap<&str, &Setting> = BTreeMap::new();
+        for setting in settings {
+            let key = setting.key.name.as_str();
+            if !known.contains(&key) {
+                errors.push(CheckError::UnknownSetting {
+                    block: block.to_string(),
+                    key: key.to_string(),
+                    span: setting.key.span,
+                    help: did_you_mean(key, known.iter().copied())
+                        .or_else(|| Some(format!("`{block}` takes: {}", known.join(", ")))),
+                });
+            } else if let Some(first) = by_key.get(key) {
+                errors.push(CheckError::Duplicate {
+                    kind: "setting",
+                    name: key.to_string(),
+                    span: setting.key.span,
+                    first: first.key.span,
+                });
+            } else {
+                by_key.insert(key, setting);
+            }
+        }
+        Settings {
+            block: block.to_string(),
+            block_span,
+            by_key,
+        }
+    }
+
+    pub fn get(&self, key: &str) -> Option<&'a Setting> {
+        self.by_key.get(key).copied()
+    }
+
+    pub fn require(
+        &self,
+        key: &'static str,
+        help: &str,
+        errors: &mut Vec<CheckError>,
+    ) -> Option<&'a Setting> {
+        let found = self.get(key);
+        if found.is_none() {
+            errors.push(CheckError::MissingSetting {
+                block: self.block.clone(),
+                key,
+                span: self.block_span,
+                help: Some(help.to_string()),
+            });
+        }
+        found
+    }
+
+    /// An integer setting with a lower bound, or its default.
+    pub fn int(
+        &self,
+        key: &str,
+        min: i64,
+        default: Option<i64>,
+        errors: &mut Vec<CheckError>,
+    ) -> Option<i64> {
+        let Some(setting) = self.get(key) else {
+            return default;
+        };
+        match &setting.value.kind {
+            ExprKind::Int(n) if *n >= min => Some(*n),
+            ExprKind::Int(n) => {
+                errors.push(CheckError::invalid(
+                    format!("`{key}` must be at least {min}, got {n}"),
+                    setting.value.span,
+                    "too small",
+                ));
+                None
+            }
+            _ => {
+                errors.push(type_error(&setting.value, "an integer", key));
+                None
+            }
+        }
+    }
+
+    /// A number in `range`, or its default.
+    pub fn float(
+        &self,
+        key: &str,
+        range: std::ops::Range<f64>,
+        default: f64,
+        errors: &mut Vec<CheckError>,
+    ) -> Option<f64> {
+        let Some(setting) = self.get(key) else {
+            return Some(default);
+        };
+        let value = match &setting.value.kind {
+            ExprKind::Int(n) => *n as f64,
+            ExprKind::Float(x) => *x,
+            _ => {
+                errors.push(type_error(&setting.value, "a number", key));
+                return None;
+            }
+        };
+        if !range.contains(&value) {
+            errors.push(CheckError::invalid(
+                format!(
+                    "`{key}` must be in [{}, {}), got {value}",
+                    range.start, range.end
+                ),
+                setting.value.span,
+                "out of range",
+            ));
+            return None;
+        }
+        Some(value)
+    }
+
+    pub fn bool(&self, key: &str, default: bool, errors: &mut Vec<CheckError>) -> Option<bool> {
+        let Some(setting) = self.get(key) else {
+            return Some(default);
+        };
+        match &setting.value.kind {
+            ExprKind::Bool(b) => Some(*b),
+            _ => {
+                errors.push(type_error(&setting.value, "`true` or `false`", key));
+                None
+            }
+        }
+    }
+
+    /// A setting whose value names something (`model = Net`).
+    pub fn name(&self, key: &str, errors: &mut Vec<CheckError>) -> Option<&'a Ident> {
+        let setting = self.get(key)?;
+        match &setting.value.kind {
+            ExprKind::Name(ident) => Some(ident),
+            _ => {
+                errors.push(type_error(&setting.value, "a name", key));
+                None
+            }
+        }
+    }
+}
+
+fn type_error(value: &Expr, expected: &str, key: &str) -> CheckError {
+    let found = match &value.kind {
+        ExprKind::Int(_) => "an integer",
+        ExprKind::Float(_) => "a number",
+        ExprKind::Str(_) => "a string",
+        ExprKind::Bool(_) => "a boolean",
+        ExprKind::Name(_) => "a name",
+        ExprKind::Call(_) => "a call",
+        ExprKind::Pipe(_) => "a `|>` chain",
+        ExprKind::List(_) => "a list",
+    };
+    CheckError::TypeMismatch {
+        expected: format!("{expected} for `{key}`"),
+        found: found.to_string(),
+        span: value.span,
+        help: None,
+    }
+}
+
+/// A value written as a call or, when it takes no arguments, a bare name:
+/// `cross_entropy`, `cross_entropy(label_smoothing: 0.1)`.
+fn as_call(expr: &Expr) -> Option<(&Ident, &[Arg])> {
+    match &expr.kind {
+        ExprKind::Name(ident) => Some((ident, &[])),
+        ExprKind::Call(call) => Some((&call.callee, &call.args)),
+        _ => None,
+    }
+}
+
+/// Resolves a call-valued setting against a table of `(name, signature)`.
+fn choose<'s>(
+    setting: &Setting,
+    what: &'static str,
+    choices: &'s [(&'static str, Vec<ParamSig>)],
+    errors: &mut Vec<CheckError>,
+) -> Option<(&'static str, Vec<Value>)> {
+    let Some((name, args)) = as_call(&setting.value) else {
+        let names: Vec<String> = choices.iter().map(|(n, _)| format!("`{n}`")).collect();
+        errors.push(type_error(
+            &setting.value,
+            &format!("one of {}", names.join(", ")),
+            &setting.key.name,
+        ));
+        return None;
+    };
+    let Some((choice, sig)) = choices.iter().find(|(n, _)| *n == name.name) else {
+        let names: Vec<&str> = choices.iter().map(|(n, _)| *n).collect();
+        errors.push(CheckError::UnknownName {
+            kind: what,
+            name: name.name.clone(),
+            span: name.span,
+            help: did_you_mean(&name.name, names.iter().copied())
+                .or_else(|| Some(format!("choose one of: {}", names.join(", ")))),
+        });
+        return None;
+    };
+    let values = bind(choice, setting.value.span, sig, args, &Env::new(), errors)?;
+    Some((choice, values))
+}
+
+fn positive(value: f64, what: &str, span: Span, errors: &mut Vec<CheckError>) -> bool {
+    if value > 0.0 && value.is_finite() {
+        return true;
+    }
+    errors.push(CheckError::invalid(
+        format!("{what} must be greater than 0, got {value}"),
+        span,
+        "must be > 0",
+    ));
+    false
+}
+
+pub fn loss(setting: &Setting, errors: &mut Vec<CheckError>) -> Option<Loss> {
+    let choices = [(
+        "cross_entropy",
+        vec![ParamSig::optional(
+            "label_smoothing",
+            Ty::Float,
+            Value::Float(0.0),
+        )],
+    )];
+    let (_, values) = choose(setting, "loss", &choices, errors)?;
+    let smoothing = values[0].as_float();
+    if !(0.0..1.0).contains(&smoothing) {
+        errors.push(CheckError::invalid(
+            format!("label_smoothing must be in [0, 1), got {smoothing}"),
+            setting.value.span,
+            "out of range",
+        ));
+        return None;
+    }
+    Some(Loss::CrossEntropy {
+        label_smoothing: smoothing,
+    })
+}
+
+pub fn optimizer(setting: &Setting, errors: &mut Vec<CheckError>) -> Option<Optimizer> {
+    let betas = Value::List(vec![Value::Float(0.9), Value::Float(0.999)]);
+    let adam_sig = |wd: f64| {
+        vec![
+            ParamSig::required("lr", Ty::Float),
+            ParamSig::optional("betas", Ty::FloatPair, betas.clone()),
+            ParamSig::optional("eps", Ty::Float, Value::Float(1e-8)),
+            ParamSig::optional("weight_decay", Ty::Float, Value::Float(wd)),
+        ]
+    };
+    let choices = [
+        (
+            "sgd",
+            vec![
+                ParamSig::required("lr", Ty::Float),
+                ParamSig::optional("momentum", Ty::Float, Value::Float(0.0)),
+                ParamSig::optional("dampening", Ty::Float, Value::Float(0.0)),
+                ParamSig::optional("nesterov", Ty::Bool, Value::Bool(false)),
+                ParamSig::optional("weight_decay", Ty::Float, Value::Float(0.0)),
+            ],
+        ),
+        ("adam", adam_sig(0.0)),
+        ("adamw", adam_sig(0.01)),
+    ];
+    let (name, v) = choose(setting, "optimizer", &choices, errors)?;
+    let span = setting.value.span;
+    let lr = v[0].as_float();
+    if !positive(lr, "the learning rate", span, errors) {
+        return None;
+    }
+    match name {
+        "sgd" => {
+            let (momentum, dampening, nesterov, wd) = (
+                v[1].as_float(),
+                v[2].as_float(),
+                v[3].as_bool(),
+                v[4].as_float(),
+            );
+            if momentum < 0.0 || wd < 0.0 {
+                errors.push(CheckError::invalid(
+                    "momentum and weight_decay must be ≥ 0",
+                    span,
+                    "negative",
+                ));
+                return None;
+            }
+            if nesterov && (momentum <= 0.0 || dampening != 0.0) {
+                errors.push(CheckError::InvalidValue {
+                    message: "nesterov momentum needs momentum > 0 and dampening = 0".into(),
+                    span,
+                    label: "inconsistent".into(),
+                    help: Some("e.g. `sgd(lr: 0.1, momentum: 0.9, nesterov: true)`".into()),
+                });
+                return None;
+            }
+            Some(Optimizer::Sgd {
+                lr,
+                momentum,
+                dampening,
+                nesterov,
+                weight_decay: wd,
+            })
+        }
+        _ => {
+            let pair = match &v[1] {
+                Value::List(items) => [items[0].as_float(), items[1].as_float()],
+                _ => [0.9, 0.999],
+            };
+            let (eps, weight_decay) = (v[2].as_float(), v[3].as_float());
+            if !pair.iter().all(|b| (0.0..1.0).contains(b)) || eps <= 0.0 || weight_decay < 0.0 {
+                errors.push(CheckError::invalid(
+                    "betas must be in [0, 1), eps > 0 and weight_decay ≥ 0",
+                    span,
+                    "out of range",
+                ));
+                return None;
+            }
+            Some(if name == "adam" {
+                Optimizer::Adam {
+                    lr,
+                    betas: pair,
+                    eps,
+                    weight_decay,
+                }
+            } else {
+                Optimizer::AdamW {
+                    lr,
+                    betas: pair,
+                    eps,
+                    weight_decay,
+                }
+            })
+        }
+    }
+}
+
+pub fn clip(setting: &Setting, errors: &mut Vec<CheckError>) -> Option<Option<Clip>> {
+    let choices = [
+        (
+            "norm",
+            vec![
+                ParamSig::required("max", Ty::Float),
+                ParamSig::optional("type", Ty::FloatOrInf, Value::Float(2.0)),
+            ],
+        ),
+        ("value", vec![ParamSig::required("max", Ty::Float)]),
+        ("none", vec![]),
+    ];
+    let (name, v) = choose(setting, "clipping", &choices, errors)?;
+    let span = setting.value.span;
+    match name {
+        "none" => Some(None),
+        "norm" => {
+            let max_norm = v[0].as_float();
+            if !positive(max_norm, "the clip threshold", span, errors) {
+                return None;
+            }
+            let norm_type = match &v[1] {
+                Value::Name(_) => NormType::Inf,
+                other => NormType::P(other.as_float()),
+            };
+            if let NormType::P(p) = norm_type {
+                if p <= 0.0 {
+                    errors.push(CheckError::invalid(
+                        format!("the norm type must be > 0 or `inf`, got {p}"),
+                        span,
+                        "here",
+                    ));
+                    return None;
+                }
+            }
+            Some(Some(Clip::Norm {
+                max_norm,
+                norm_type,
+            }))
+        }
+        _ => {
+            let clip_value = v[0].as_float();
+            positive(clip_value, "the clip value", span, errors)
+                .then_some(Some(Clip::Value { clip_value }))
+        }
+    }
+}
+
+/// Resolves a `data` block. With `probe` the file is read to learn its
+/// width, class count and rows; without, those come from the model later.
+pub fn data(
+    def: &DataDef,
+    base_dir: &Path,
+    probe: bool,
+    errors: &mut Vec<CheckError>,
+) -> Option<DataPlan> {
+    let known = ["source", "scale", "valid", "shuffle"];
+    let settings = Settings::new(
+        &format!("data {}", def.name.name),
+        def.name.span,
+        &def.settings,
+        &known,
+        errors,
+    );
+    let source = settings.require(
+        "source",
+        "e.g. `source = csv(\"digits.csv.gz\", label: -1)`",
+        errors,
+    )?;
+    let choices = [(
+        "csv",
+        vec![
+            ParamSig::required("path", Ty::Str),
+            ParamSig::optional("label", Ty::Int, Value::Int(-1)),
+            ParamSig::optional("header", Ty::Bool, Value::Bool(false)),
+        ],
+    )];
+    let (_, v) = choose(source, "data format", &choices, errors)?;
+    let scale = settings.float("scale", f64::MIN_POSITIVE..f64::INFINITY, 1.0, errors)?;
+    let valid_fraction = settings.float("valid", 0.0..1.0, 0.2, errors)?;
+    let shuffle = settings.bool("shuffle", true, errors)?;
+    let written = v[0].as_str();
+    let path = normalize(&base_dir.join(written));
+    let (label_column, header) = (v[1].as_int(), v[2].as_bool());
+    let (mut sample_shape, mut classes, mut rows) = (Vec::new(), 0, 0);
+    if probe {
+        let table = dataset::read_text(&path)
+            .and_then(|text| dataset::parse_csv(&text, label_column, header));
+        match table {
+            Ok(table) => {
+                sample_shape = vec![table.feature_count as i64];
+                classes = table.classes();
+                rows = table.rows as u64;
+            }
+            Err(reason) => {
+                errors.push(CheckError::DataFile {
+                    path: path.display().to_string(),
+                    reason,
+                    span: source.value.span,
+                    help: Some(format!(
+                        "the path is relative to the .dtl file's folder ({})",
+                        base_dir.display()
+                    )),
+                });
+                return None;
+            }
+        }
+    }
+    Some(DataPlan {
+        name: def.name.name.clone(),
+        source: DataSource::Csv {
+            path: path.display().to_string(),
+            label_column,
+            header,
+        },
+        sample_shape,
+        classes,
+        rows,
+        scale,
+        valid_fraction,
+        shuffle,
+    })
+}
+
+/// `a/b/../c` → `a/c`, without touching the file system.
+fn normalize(path: &Path) -> std::path::PathBuf {
+    let mut out = std::path::PathBuf::new();
+    for part in path.components() {
+        match part {
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir if out.file_name().is_some() => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// The parallel block: this version trains in one process.
+pub fn parallel(block: &SettingsBlock, errors: &mut Vec<CheckError>) {
+    let settings = Settings::new(
+        "parallel",
+        block.keyword,
+        &block.settings,
+        &["data", "pipeline"],
+        errors,
+    );
+    for key in ["data", "pipeline"] {
+        if let (Some(degree), Some(setting)) =
+            (settings.int(key, 1, None, errors), settings.get(key))
+        {
+            if degree > 1 {
+                errors.push(CheckError::Unsupported {
+                    message: format!("{key} parallelism (degree {degree}) is not implemented yet"),
+                    span: setting.span,
+                    help: Some(
+                        "this version of dtl trains in a single process; use a degree of 1".into(),
+                    ),
+                });
+            }
+        }
+    }
+}

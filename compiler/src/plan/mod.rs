@@ -1,0 +1,40 @@
+//! The execution plan: the contract between the compiler and the runtime.
+//!
+//! Plain serde data, versioned and deterministic (only `Vec`s and structs, no
+//! hash maps), so the same input always gives the same bytes. The runtime
+//! reads nothing but this: the layers with their parameter names and shapes,
+//! the data source, the training settings and the ordered step program.
+
+mod build;
+mod types;
+
+pub use build::build;
+pub use types::*;
+
+/// Bumped whenever a change to the plan would be misread by an older runtime.
+pub const PLAN_VERSION: u32 = 1;
+
+impl Plan {
+    pub fn to_yaml(&self) -> String {
+        serde_yaml_ng::to_string(self).expect("a plan is always serializable")
+    }
+
+    pub fn to_json(&self) -> String {
+        let mut text = serde_json::to_string_pretty(self).expect("a plan is always serializable");
+        text.push('\n');
+        text
+    }
+
+    /// Reads a plan written as YAML or JSON (JSON is YAML). Unknown fields and
+    /// other versions are errors.
+    pub fn from_text(text: &str) -> Result<Plan, String> {
+        let plan: Plan = serde_yaml_ng::from_str(text).map_err(|e| e.to_string())?;
+        if plan.version != PLAN_VERSION {
+            return Err(format!(
+                "plan version {} is not supported (this dtl reads version {PLAN_VERSION})",
+                plan.version
+            ));
+        }
+        Ok(plan)
+    }
+}

@@ -1,0 +1,287 @@
+//! The plan's data types. Field order is output order.
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Plan {
+    pub version: u32,
+    /// The `.dtl` file the plan was compiled from.
+    pub source: String,
+    pub model: ModelPlan,
+    pub data: DataPlan,
+    pub train: TrainPlan,
+    pub topology: Topology,
+    /// What one optimizer step does, in order, on every rank.
+    pub step_program: Vec<StepOp>,
+}
+
+/// One dimension of a tensor shape: a size, or a symbol such as the batch `B`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Dim {
+    Size(i64),
+    Symbol(String),
+}
+
+impl std::fmt::Display for Dim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Dim::Size(n) => write!(f, "{n}"),
+            Dim::Symbol(s) => write!(f, "{s}"),
+        }
+    }
+}
+
+pub type Shape = Vec<Dim>;
+
+/// `[B, 64]`
+pub fn shape_to_string(shape: &[Dim]) -> String {
+    let dims: Vec<String> = shape.iter().map(Dim::to_string).collect();
+    format!("[{}]", dims.join(", "))
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelPlan {
+    pub name: String,
+    pub input: Shape,
+    pub output: Shape,
+    pub parameter_count: u64,
+    /// Every trainable tensor, named as PyTorch's `state_dict` would name it
+    /// for the equivalent `nn.Module`.
+    pub parameters: Vec<ParamSpec>,
+    /// The forward pass, in execution order; each node reads the previous
+    /// node's output.
+    pub nodes: Vec<Node>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ParamSpec {
+    pub name: String,
+    pub shape: Vec<i64>,
+    pub init: Init,
+}
+
+/// How a parameter is initialised (PyTorch's defaults for each layer).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Init {
+    /// U(-bound, bound); for `linear` bound = 1/sqrt(in_features).
+    Uniform {
+        bound: f64,
+    },
+    Ones,
+    Zeros,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Node {
+    /// Module path, e.g. `0` or `1.fc`.
+    pub name: String,
+    #[serde(flatten)]
+    pub op: Op,
+    pub output: Shape,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Op {
+    Linear {
+        in_features: i64,
+        out_features: i64,
+        weight: String,
+        bias: Option<String>,
+    },
+    LayerNorm {
+        dim: i64,
+        eps: f64,
+        weight: String,
+        bias: String,
+    },
+    Dropout {
+        p: f64,
+    },
+    Flatten,
+    Relu,
+    Gelu,
+    Silu,
+    Tanh,
+    Sigmoid,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataPlan {
+    pub name: String,
+    pub source: DataSource,
+    /// Shape of one sample's features.
+    pub sample_shape: Vec<i64>,
+    pub classes: i64,
+    /// Rows in the file, as seen at compile time (0 if the file was not read).
+    pub rows: u64,
+    /// Multiplies every feature value.
+    pub scale: f64,
+    /// Fraction of the rows held out for evaluation (the last rows after a
+    /// seeded shuffle).
+    pub valid_fraction: f64,
+    /// Reshuffle the training rows every epoch.
+    pub shuffle: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "format", rename_all = "snake_case", deny_unknown_fields)]
+pub enum DataSource {
+    /// Numeric CSV (optionally gzip-compressed); one column is the class label.
+    Csv {
+        path: String,
+        label_column: i64,
+        header: bool,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainPlan {
+    pub loss: Loss,
+    pub optimizer: Optimizer,
+    /// Optimizer steps.
+    pub steps: u64,
+    /// Samples per forward/backward pass.
+    pub micro_batch: u64,
+    /// Micro-batches per optimizer step.
+    pub accumulate: u64,
+    /// Samples per optimizer step, over all ranks.
+    pub global_batch: u64,
+    pub clip: Option<Clip>,
+    pub seed: u64,
+    /// Evaluate on the held-out rows every this many steps (0: only at the end).
+    pub eval_every: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Loss {
+    CrossEntropy { label_smoothing: f64 },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Optimizer {
+    Sgd {
+        lr: f64,
+        momentum: f64,
+        dampening: f64,
+        nesterov: bool,
+        weight_decay: f64,
+    },
+    Adam {
+        lr: f64,
+        betas: [f64; 2],
+        eps: f64,
+        weight_decay: f64,
+    },
+    #[serde(rename = "adamw")]
+    AdamW {
+        lr: f64,
+        betas: [f64; 2],
+        eps: f64,
+        weight_decay: f64,
+    },
+}
+
+impl Optimizer {
+    pub fn lr(&self) -> f64 {
+        match self {
+            Optimizer::Sgd { lr, .. }
+            | Optimizer::Adam { lr, .. }
+            | Optimizer::AdamW { lr, .. } => *lr,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Clip {
+    /// Scale all gradients so that their global p-norm is at most `max_norm`.
+    Norm { max_norm: f64, norm_type: NormType },
+    /// Clamp every gradient element to [-clip_value, clip_value].
+    Value { clip_value: f64 },
+}
+
+/// The p of a p-norm; `inf` is the largest absolute value.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum NormType {
+    P(f64),
+    Inf,
+}
+
+impl Serialize for NormType {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            NormType::P(p) => s.serialize_f64(*p),
+            NormType::Inf => s.serialize_str("inf"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for NormType {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            P(f64),
+            Name(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::P(p) => Ok(NormType::P(p)),
+            Raw::Name(n) if n == "inf" => Ok(NormType::Inf),
+            Raw::Name(n) => Err(serde::de::Error::custom(format!(
+                "norm type `{n}` is not a number or `inf`"
+            ))),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Topology {
+    pub world_size: u64,
+    pub data_parallel: u64,
+    pub pipeline_stages: u64,
+    pub ranks: Vec<RankPlan>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RankPlan {
+    pub rank: u64,
+    pub data_group: u64,
+    pub stage: u64,
+}
+
+/// One instruction of the per-step program.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+pub enum StepOp {
+    /// Forward and backward over `micro_batches` micro-batches; each loss is
+    /// multiplied by `loss_scale` before backward, so gradients accumulate to
+    /// the mean over the whole batch.
+    ForwardBackward {
+        micro_batches: u64,
+        loss_scale: f64,
+    },
+    /// Global-norm clipping over all parameters (PyTorch's `clip_grad_norm_`).
+    ClipGradNorm {
+        max_norm: f64,
+        norm_type: NormType,
+    },
+    /// Element-wise clipping (PyTorch's `clip_grad_value_`).
+    ClipGradValue {
+        clip_value: f64,
+    },
+    OptimizerStep,
+    ZeroGrad,
+}

@@ -1,0 +1,40 @@
+//! Errors of the syntax phase.
+
+use miette::Diagnostic;
+use thiserror::Error;
+
+use crate::span::Span;
+
+#[derive(Debug, Clone, Error, Diagnostic, PartialEq)]
+pub enum SyntaxError {
+    /// The parser met text it could not read as what the place calls for.
+    #[error("expected {expected}, found {found}")]
+    #[diagnostic(code(dtl::syntax::unexpected))]
+    Unexpected {
+        expected: String,
+        found: String,
+        #[label("expected {expected} here")]
+        span: Span,
+        #[help]
+        help: Option<String>,
+    },
+
+    /// A number literal that does not fit.
+    #[error("number `{text}` is out of range")]
+    #[diagnostic(code(dtl::syntax::number_out_of_range))]
+    NumberOutOfRange {
+        text: String,
+        #[label("does not fit in a 64-bit integer")]
+        span: Span,
+    },
+}
+
+impl SyntaxError {
+    pub fn span(&self) -> Span {
+        match self {
+            SyntaxError::Unexpected { span, .. } | SyntaxError::NumberOutOfRange { span, .. } => {
+                *span
+            }
+        }
+    }
+}

@@ -1,0 +1,33 @@
+//! Syntax: `grammar/dtl.pest` → typed syntax tree ([`crate::ast`]).
+//!
+//! Parsing never stops at the first problem: the grammar swallows junk lines
+//! (`bad_line`, `bad_item`) and [`lower`] re-parses each with the rule the
+//! line was meant to match, so every broken line gets its own precise error.
+
+mod error;
+mod lower;
+
+pub use error::SyntaxError;
+
+use pest::Parser;
+
+#[derive(pest_derive::Parser)]
+#[grammar = "../../grammar/dtl.pest"]
+pub(crate) struct DtlParser;
+
+/// Parses a whole file. The tree holds everything that could be read; the
+/// errors say what could not.
+pub fn parse(src: &str) -> (crate::ast::File, Vec<SyntaxError>) {
+    pest::set_error_detail(true);
+    match DtlParser::parse(Rule::file, src) {
+        Ok(mut pairs) => {
+            let file = pairs.next().expect("the file rule always yields one pair");
+            lower::lower_file(src, file)
+        }
+        // `file` accepts any input through `bad_item`; keep a message anyway.
+        Err(err) => (
+            crate::ast::File::default(),
+            vec![lower::error_from_pest(src, 0, err)],
+        ),
+    }
+}

@@ -1,0 +1,81 @@
+//! Gradient clipping with the semantics of PyTorch's `clip_grad_norm_` and
+//! `clip_grad_value_`.
+
+use dtl_compiler::plan::NormType;
+use tch::Tensor;
+
+use crate::error::{InPlace, RunError, TorchContext};
+
+/// The global p-norm of all gradients: the p-norm of the per-tensor p-norms
+/// (for `inf`, the largest absolute value).
+pub fn grad_norm<'a>(
+    params: impl Iterator<Item = &'a Tensor>,
+    norm_type: NormType,
+) -> Result<f64, RunError> {
+    tch::no_grad(|| {
+        let ctx = || "gradient norm".to_string();
+        let mut norms = Vec::new();
+        for param in params {
+            let grad = param.grad();
+            if !grad.defined() {
+                continue;
+            }
+            let flat = grad.f_flatten(0, -1).context(ctx)?;
+            norms.push(match norm_type {
+                NormType::Inf => flat.f_abs().and_then(|a| a.f_max()).context(ctx)?,
+                NormType::P(p) => flat
+                    .f_linalg_norm(p, None::<&[i64]>, false, None)
+                    .context(ctx)?,
+            });
+        }
+        if norms.is_empty() {
+            return Ok(0.0);
+        }
+        let stacked = Tensor::f_stack(&norms, 0).context(ctx)?;
+        let total = match norm_type {
+            NormType::Inf => stacked.f_max().context(ctx)?,
+            NormType::P(p) => stacked
+                .f_linalg_norm(p, None::<&[i64]>, false, None)
+                .context(ctx)?,
+        };
+        total.f_double_value(&[]).context(ctx)
+    })
+}
+
+/// Scales all gradients by min(1, max_norm / (norm + 1e-6)) and returns the
+/// norm before clipping.
+pub fn clip_grad_norm<'a>(
+    params: impl Iterator<Item = &'a Tensor> + Clone,
+    max_norm: f64,
+    norm_type: NormType,
+) -> Result<f64, RunError> {
+    let total = grad_norm(params.clone(), norm_type)?;
+    let coef = (max_norm / (total + 1e-6)).min(1.0);
+    tch::no_grad(|| {
+        for param in params {
+            let mut grad = param.grad();
+            if grad.defined() {
+                grad.f_mul_scalar_(coef)
+                    .in_place(|| "clip gradients".into())?;
+            }
+        }
+        Ok(total)
+    })
+}
+
+/// Clamps every gradient element to [-value, value].
+pub fn clip_grad_value<'a>(
+    params: impl Iterator<Item = &'a Tensor>,
+    value: f64,
+) -> Result<(), RunError> {
+    tch::no_grad(|| {
+        for param in params {
+            let mut grad = param.grad();
+            if grad.defined() {
+                grad.f_clamp_(-value, value)
+                    .in_place(|| "clip gradient values".into())?;
+            }
+        }
+        Ok(())
+    })
+}

@@ -1,0 +1,61 @@
+//! Errors of the run phase. Each carries what a user needs to find the cause:
+//! the step, the file path, the tensor shape.
+
+use miette::Diagnostic;
+use thiserror::Error;
+
+#[derive(Debug, Error, Diagnostic)]
+pub enum RunError {
+    #[error("data file `{path}`: {message}")]
+    #[diagnostic(code(dtl::run::data))]
+    Data { path: String, message: String },
+
+    #[error("{context}: {message}")]
+    #[diagnostic(code(dtl::run::torch))]
+    Torch { context: String, message: String },
+
+    #[error("step {step}: the loss is {value}")]
+    #[diagnostic(
+        code(dtl::run::non_finite),
+        help("lower the learning rate or add `clip = norm(1.0)` to the train block")
+    )]
+    NonFiniteLoss { step: u64, value: f64 },
+
+    #[error("cannot write `{path}`: {message}")]
+    #[diagnostic(code(dtl::run::io))]
+    Io { path: String, message: String },
+
+    #[error("{message}")]
+    #[diagnostic(code(dtl::run::device))]
+    Device { message: String },
+}
+
+/// Adds context to libtorch's errors.
+pub trait TorchContext<T> {
+    fn context(self, context: impl FnOnce() -> String) -> Result<T, RunError>;
+}
+
+impl<T> TorchContext<T> for Result<T, tch::TchError> {
+    fn context(self, context: impl FnOnce() -> String) -> Result<T, RunError> {
+        self.map_err(|e| RunError::Torch {
+            context: context(),
+            message: first_line(&e.to_string()),
+        })
+    }
+}
+
+/// libtorch messages carry a C++ backtrace after the first line.
+fn first_line(message: &str) -> String {
+    message.lines().next().unwrap_or(message).to_string()
+}
+
+/// For in-place libtorch calls, whose returned alias is not needed.
+pub trait InPlace {
+    fn in_place(self, context: impl FnOnce() -> String) -> Result<(), RunError>;
+}
+
+impl InPlace for Result<tch::Tensor, tch::TchError> {
+    fn in_place(self, context: impl FnOnce() -> String) -> Result<(), RunError> {
+        self.context(context).map(drop)
+    }
+}

@@ -1,0 +1,32 @@
+//! dtl-runtime: runs an execution plan for real on libtorch (through `tch`).
+//!
+//! It reads nothing but the plan ([`dtl_compiler::plan::Plan`]): it builds
+//! the parameters and forward pass from the plan's nodes ([`model`]), loads
+//! and batches the data ([`data`]), and interprets the step program
+//! ([`train`]) with PyTorch's optimizer ([`optim`]) and clipping ([`clip`])
+//! semantics.
+
+pub mod clip;
+pub mod data;
+pub mod device;
+pub mod error;
+pub mod model;
+pub mod optim;
+mod rng;
+pub mod train;
+
+pub use device::DeviceChoice;
+pub use error::RunError;
+pub use train::{train, RunOptions, Summary};
+
+/// What libtorch this binary runs on, for `dtl --version` and bug reports.
+pub fn backend_info() -> String {
+    format!(
+        "libtorch (tch 0.24), CUDA {}",
+        if device::cuda_available() {
+            format!("available ({} device(s))", tch::Cuda::device_count())
+        } else {
+            "not available".to_string()
+        }
+    )
+}

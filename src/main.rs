@@ -1,0 +1,307 @@
+//! The `dtl` command line: check, compile and run experiments.
+//!
+//! Exit codes: 0 success (warnings allowed), 1 the input has errors or the
+//! run failed, 2 usage or I/O error.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use dtl_compiler::plan::Plan;
+use dtl_compiler::Diagnostics;
+
+#[derive(Parser)]
+#[command(
+    name = "dtl",
+    version,
+    about = "Check, compile and run distributed deep-learning experiments"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check files for errors without running anything.
+    Check {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        #[arg(long, value_enum, default_value_t = CheckFormat::Human)]
+        format: CheckFormat,
+        /// Do not read data files (their shape is then taken from the model).
+        #[arg(long)]
+        no_data: bool,
+    },
+    /// Compile a file into its execution plan.
+    Compile {
+        file: PathBuf,
+        #[arg(long, value_enum, default_value_t = PlanFormat::Yaml)]
+        format: PlanFormat,
+        /// Write the plan here instead of standard output.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        #[arg(long)]
+        no_data: bool,
+    },
+    /// Train: a `.dtl` file or a compiled plan (`.yaml`/`.json`).
+    Run {
+        file: PathBuf,
+        /// Output folder for plan.yaml, metrics.jsonl, model.safetensors and
+        /// summary.json [default: runs/<file stem>].
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// cpu, cuda or auto (CUDA when present).
+        #[arg(long, default_value = "auto")]
+        device: String,
+        /// Initial weights from a safetensors file, by parameter name.
+        #[arg(long)]
+        init: Option<PathBuf>,
+        /// No progress output.
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// Print the versions of dtl and of the backends it was built with.
+    Info,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum CheckFormat {
+    Human,
+    Json,
+    Github,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum PlanFormat {
+    Yaml,
+    Json,
+}
+
+/// A failure that ends the command, with its exit code.
+struct Failure {
+    code: u8,
+    message: Option<String>,
+}
+
+impl Failure {
+    fn usage(message: String) -> Self {
+        Failure {
+            code: 2,
+            message: Some(message),
+        }
+    }
+
+    fn errors() -> Self {
+        Failure {
+            code: 1,
+            message: None,
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Check {
+            files,
+            format,
+            no_data,
+        } => check(&files, format, no_data),
+        Command::Compile {
+            file,
+            format,
+            output,
+            no_data,
+        } => compile(&file, format, output.as_deref(), no_data),
+        Command::Run {
+            file,
+            out,
+            device,
+            init,
+            quiet,
+        } => run(&file, out, &device, init, quiet),
+        Command::Info => {
+            println!("dtl {}", env!("CARGO_PKG_VERSION"));
+            println!("{}", backend_info());
+            Ok(())
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            if let Some(message) = failure.message {
+                eprintln!("error: {message}");
+            }
+            ExitCode::from(failure.code)
+        }
+    }
+}
+
+fn read(path: &Path) -> Result<String, Failure> {
+    std::fs::read_to_string(path)
+        .map_err(|e| Failure::usage(format!("cannot read `{}`: {e}", path.display())))
+}
+
+fn use_color() -> bool {
+    std::env::var_os("NO_COLOR").is_none() && std::io::stderr().is_terminal()
+}
+
+fn report(diagnostics: &Diagnostics) {
+    eprint!("{}", diagnostics.render_human(use_color()));
+    let n = diagnostics.error_count();
+    eprintln!(
+        "{}: {n} error{}",
+        diagnostics.name,
+        if n == 1 { "" } else { "s" }
+    );
+}
+
+fn check(files: &[PathBuf], format: CheckFormat, no_data: bool) -> Result<(), Failure> {
+    let mut records = Vec::new();
+    let mut failed = false;
+    for path in files {
+        let text = read(path)?;
+        let name = path.display().to_string();
+        let options = dtl_compiler::options_for(path, !no_data);
+        match dtl_compiler::check_source(&name, &text, &options) {
+            Ok(_) => {
+                if let CheckFormat::Human = format {
+                    println!("{name}: ok");
+                }
+            }
+            Err(diagnostics) => {
+                failed |= diagnostics.error_count() > 0;
+                match format {
+                    CheckFormat::Human => report(&diagnostics),
+                    CheckFormat::Json => records.extend(diagnostics.records()),
+                    CheckFormat::Github => print!("{}", diagnostics.render_github()),
+                }
+            }
+        }
+    }
+    if let CheckFormat::Json = format {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&records).expect("records serialize")
+        );
+    }
+    if failed {
+        Err(Failure::errors())
+    } else {
+        Ok(())
+    }
+}
+
+fn compile_file(path: &Path, no_data: bool) -> Result<Plan, Failure> {
+    let text = read(path)?;
+    let name = path.display().to_string();
+    dtl_compiler::compile_source(&name, &text, &dtl_compiler::options_for(path, !no_data)).map_err(
+        |d| {
+            report(&d);
+            Failure::errors()
+        },
+    )
+}
+
+fn compile(
+    path: &Path,
+    format: PlanFormat,
+    output: Option<&Path>,
+    no_data: bool,
+) -> Result<(), Failure> {
+    let plan = compile_file(path, no_data)?;
+    let text = match format {
+        PlanFormat::Yaml => plan.to_yaml(),
+        PlanFormat::Json => plan.to_json(),
+    };
+    match output {
+        None => print!("{text}"),
+        Some(out) => std::fs::write(out, text)
+            .map_err(|e| Failure::usage(format!("cannot write `{}`: {e}", out.display())))?,
+    }
+    Ok(())
+}
+
+/// A `.dtl` file is compiled; anything else is read as a compiled plan.
+fn load_plan(path: &Path) -> Result<Plan, Failure> {
+    if path.extension().is_some_and(|e| e == "dtl") {
+        return compile_file(path, false);
+    }
+    let text = read(path)?;
+    Plan::from_text(&text)
+        .map_err(|e| Failure::usage(format!("`{}` is not a dtl plan: {e}", path.display())))
+}
+
+#[cfg(feature = "runtime")]
+fn backend_info() -> String {
+    dtl_runtime::backend_info()
+}
+
+#[cfg(not(feature = "runtime"))]
+fn backend_info() -> String {
+    "built without the runtime (check and compile only)".to_string()
+}
+
+#[cfg(feature = "runtime")]
+fn run(
+    path: &Path,
+    out: Option<PathBuf>,
+    device: &str,
+    init: Option<PathBuf>,
+    quiet: bool,
+) -> Result<(), Failure> {
+    let device: dtl_runtime::DeviceChoice = device.parse().map_err(Failure::usage)?;
+    let plan = load_plan(path)?;
+    let stem = path
+        .file_stem()
+        .map_or("run".into(), |s| s.to_string_lossy().into_owned());
+    let out_dir = out.unwrap_or_else(|| PathBuf::from("runs").join(stem));
+    let options = dtl_runtime::RunOptions {
+        out_dir,
+        device,
+        progress: !quiet,
+        init_weights: init,
+    };
+    match dtl_runtime::train(&plan, &options) {
+        Ok(summary) => {
+            println!(
+                "trained {} steps ({} epochs) on {} in {:.1}s: loss {:.4} -> {:.4}",
+                summary.steps,
+                summary.epochs,
+                summary.device,
+                summary.seconds,
+                summary.first_loss,
+                summary.final_loss
+            );
+            if let Some(eval) = summary.eval {
+                println!(
+                    "held-out accuracy {:.2}% ({} rows), loss {:.4}",
+                    eval.eval_accuracy * 100.0,
+                    eval.eval_rows,
+                    eval.eval_loss
+                );
+            }
+            println!("outputs in {}", summary.out_dir);
+            Ok(())
+        }
+        Err(err) => {
+            let report = miette::Report::new(err);
+            eprintln!("{report:?}");
+            Err(Failure::errors())
+        }
+    }
+}
+
+#[cfg(not(feature = "runtime"))]
+fn run(
+    path: &Path,
+    _: Option<PathBuf>,
+    _: &str,
+    _: Option<PathBuf>,
+    _: bool,
+) -> Result<(), Failure> {
+    load_plan(path)?;
+    Err(Failure::usage("this dtl was built without the runtime (`--no-default-features`); rebuild with the default features to run".into()))
+}
