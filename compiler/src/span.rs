@@ -31,8 +31,11 @@ impl Span {
         self.start == self.end
     }
 
+    /// pest's spans of non-atomic rules can end in the whitespace that a
+    /// failed repetition skipped; that is trimmed off.
     pub fn from_pest(span: pest::Span<'_>) -> Self {
-        Span::new(span.start(), span.end())
+        let len = span.as_str().trim_end().len();
+        Span::new(span.start(), span.start() + len)
     }
 
     /// Shifts a span found in a slice that starts at `offset` of the file.

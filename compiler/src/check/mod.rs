@@ -9,7 +9,7 @@ mod error;
 mod library;
 mod model;
 mod settings;
-mod suggest;
+pub(crate) mod suggest;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

@@ -262,7 +262,7 @@ impl<'a> Elaborator<'a> {
         };
         let sig = match &callee {
             Callee::Builtin(b) => b.signature(),
-            Callee::Module(m) => self.module_signature(m),
+            Callee::Module(m) => self.module_signature(m)?,
         };
         let values = bind(&name.name, expr.span, &sig, args, env, &mut self.errors)?;
         if let Callee::Builtin(b) = &callee {
@@ -279,9 +279,11 @@ impl<'a> Elaborator<'a> {
         })
     }
 
-    /// The signature of a user module, from its parameter list.
-    fn module_signature(&mut self, module: &ModuleDef) -> Vec<ParamSig> {
+    /// The signature of a user module, from its parameter list; `None` when
+    /// a parameter is ill-typed (reported once), to avoid follow-on errors.
+    fn module_signature(&mut self, module: &ModuleDef) -> Option<Vec<ParamSig>> {
         let mut sig = Vec::new();
+        let mut ok = true;
         for param in &module.params {
             let Some(ty) = Ty::from_name(&param.ty.name) else {
                 self.errors.push(CheckError::UnknownName {
@@ -292,6 +294,7 @@ impl<'a> Elaborator<'a> {
                         || Some("parameter types are `int`, `float`, `bool` and `str`".into()),
                     ),
                 });
+                ok = false;
                 continue;
             };
             let default = match &param.default {
@@ -305,10 +308,12 @@ impl<'a> Elaborator<'a> {
                             span: expr.span,
                             help: None,
                         });
+                        ok = false;
                         None
                     }
                     Err(err) => {
                         self.errors.push(err);
+                        ok = false;
                         None
                     }
                 },
@@ -319,7 +324,7 @@ impl<'a> Elaborator<'a> {
                 default,
             });
         }
-        sig
+        ok.then_some(sig)
     }
 
     /// Applies one stage of a chain (the `index`th after the input).

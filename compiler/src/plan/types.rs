@@ -81,13 +81,12 @@ pub enum Init {
 pub struct Node {
     /// Module path, e.g. `0` or `1.fc`.
     pub name: String,
-    #[serde(flatten)]
     pub op: Op,
     pub output: Shape,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "snake_case")]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Op {
     Linear {
         in_features: i64,

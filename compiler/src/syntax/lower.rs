@@ -92,7 +92,13 @@ fn lower_module(pair: Pair<'_, Rule>, kind: ModuleKind, errors: &mut Errors) -> 
                         Rule::bad_line => {
                             if !in_bad_run {
                                 let at = item.as_span().start();
-                                errors.push(recover(src, at, Context::ModuleBody));
+                                let word = first_word(&src[at..]);
+                                let previous = layers.last().map(|l: &LayerDef| l.span);
+                                errors.push(if word == "forward" {
+                                    recover(src, at, Context::ModuleBody)
+                                } else {
+                                    recover_line(src, previous, at, Rule::layer_line)
+                                });
                             }
                             in_bad_run = true;
                             continue;
@@ -330,14 +336,15 @@ fn lower_settings_block(src: &str, pair: Pair<'_, Rule>, errors: &mut Errors) ->
 
 fn lower_settings(src: &str, pair: Pair<'_, Rule>, errors: &mut Errors) -> Vec<Setting> {
     let mut settings = Vec::new();
-    let mut in_bad_run = false;
     for item in pair.into_inner() {
         match item.as_rule() {
             Rule::bad_line => {
-                if !in_bad_run {
-                    errors.push(recover(src, item.as_span().start(), Context::Settings));
-                }
-                in_bad_run = true;
+                // Settings are one-liners: every broken line is its own error.
+                let at = item.as_span().start();
+                let error = missing_value(src, settings.last(), at).unwrap_or_else(|| {
+                    recover_line(src, settings.last().map(|s| s.span), at, Rule::setting_line)
+                });
+                errors.push(error);
                 continue;
             }
             Rule::setting => {
@@ -349,20 +356,68 @@ fn lower_settings(src: &str, pair: Pair<'_, Rule>, errors: &mut Errors) -> Vec<S
             }
             rule => unreachable!("settings hold settings, got {rule:?}"),
         }
-        in_bad_run = false;
     }
     settings
+}
+
+/// `data =` with nothing after it reads the next line's key as its value and
+/// leaves `= ...` behind; say what really happened.
+fn missing_value(src: &str, previous: Option<&Setting>, bad_at: usize) -> Option<SyntaxError> {
+    let previous = previous?;
+    let value_is_name = matches!(previous.value.kind, ExprKind::Name(_));
+    let key_line = src[..previous.key.span.end].matches('\n').count();
+    let value_line = src[..previous.value.span.start].matches('\n').count();
+    if !(src[bad_at..].starts_with('=') && value_is_name && value_line > key_line) {
+        return None;
+    }
+    let line_end = src[previous.key.span.end..]
+        .find('\n')
+        .map_or(src.len(), |i| previous.key.span.end + i);
+    Some(SyntaxError::Unexpected {
+        expected: format!("a value for `{}`", previous.key.name),
+        found: "the end of the line".into(),
+        span: Span::new(line_end, line_end),
+        help: Some(format!(
+            "write `{} = <value>` on one line",
+            previous.key.name
+        )),
+    })
 }
 
 // ---------------------------------------------------------------------------
 // Recovery
 // ---------------------------------------------------------------------------
 
+const TOP_KEYWORDS: [&str; 5] = ["module", "model", "data", "train", "parallel"];
+
 #[derive(Clone, Copy)]
 enum Context {
     Top,
     ModuleBody,
     Settings,
+}
+
+fn first_word(text: &str) -> &str {
+    let end = text
+        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .unwrap_or(text.len());
+    &text[..end]
+}
+
+/// Parses a broken one-line statement again with `rule`, which must match the
+/// whole line. The statement starts at the bad text, or at the previous
+/// statement when the bad text continues its line (`optimizer = sgd(lr: 1`
+/// parses as `optimizer = sgd` followed by junk).
+fn recover_line(src: &str, previous: Option<Span>, bad_at: usize, rule: Rule) -> SyntaxError {
+    let start = match previous {
+        Some(prev) if !src[prev.end..bad_at].contains('\n') => prev.start,
+        _ => bad_at,
+    };
+    let end = src[bad_at..].find('\n').map_or(src.len(), |i| bad_at + i);
+    match DtlParser::parse(rule, &src[start..end]) {
+        Err(err) => error_from_pest(src, start, err),
+        Ok(_) => recover(src, bad_at, Context::Settings),
+    }
 }
 
 /// Parses the text at `start` again with the rule that the context and the
@@ -373,28 +428,30 @@ fn recover(src: &str, start: usize, context: Context) -> SyntaxError {
         .chars()
         .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
         .collect();
-    let rule = match context {
-        Context::Top => match word.as_str() {
-            "module" => Rule::module_def,
-            "model" => Rule::model_def,
-            "data" => Rule::data_def,
-            "train" => Rule::train_def,
-            "parallel" => Rule::parallel_def,
-            _ => {
-                return SyntaxError::Unexpected {
+    let rule =
+        match context {
+            Context::Top => match word.as_str() {
+                "module" => Rule::module_def,
+                "model" => Rule::model_def,
+                "data" => Rule::data_def,
+                "train" => Rule::train_def,
+                "parallel" => Rule::parallel_def,
+                _ => return SyntaxError::Unexpected {
                     expected: "`module`, `model`, `data`, `train` or `parallel`".into(),
                     found: describe_found(src, start),
                     span: token_span(src, start),
-                    help: Some(
-                        "a file is a list of items; each starts with one of these keywords".into(),
-                    ),
-                }
-            }
-        },
-        Context::ModuleBody if word == "forward" => Rule::forward_def,
-        Context::ModuleBody => Rule::layer_def,
-        Context::Settings => Rule::setting,
-    };
+                    help: crate::check::suggest::did_you_mean(&word, TOP_KEYWORDS).or_else(|| {
+                        Some(
+                            "a file is a list of items; each starts with one of these keywords"
+                                .into(),
+                        )
+                    }),
+                },
+            },
+            Context::ModuleBody if word == "forward" => Rule::forward_def,
+            Context::ModuleBody => Rule::layer_def,
+            Context::Settings => Rule::setting,
+        };
     match DtlParser::parse(rule, rest) {
         Err(err) => error_from_pest(src, start, err),
         Ok(pairs) => {
@@ -424,30 +481,49 @@ pub(super) fn error_from_pest(
     offset: usize,
     err: pest::error::Error<Rule>,
 ) -> SyntaxError {
-    let pos = offset
-        + match err.location {
-            pest::error::InputLocation::Pos(p) => p,
-            pest::error::InputLocation::Span((s, _)) => s,
-        };
+    let mut pos = match err.location {
+        pest::error::InputLocation::Pos(p) => p,
+        pest::error::InputLocation::Span((s, _)) => s,
+    };
     let mut expected: Vec<String> = Vec::new();
-    if let pest::error::ErrorVariant::ParsingError { positives, .. } = &err.variant {
+    let attempts = err.parse_attempts();
+    // pest's location is the furthest *rule* attempt; a literal token (`=`,
+    // `)`) tried further on is the better place to point at.
+    let further = attempts
+        .as_ref()
+        .filter(|a| a.max_position > pos && !a.expected_tokens().is_empty());
+    if let Some(attempts) = further {
+        pos = attempts.max_position;
+    } else if let pest::error::ErrorVariant::ParsingError { positives, .. } = &err.variant {
         for rule in positives {
             if let Some(words) = describe_rule(*rule) {
                 push_unique(&mut expected, words);
             }
         }
     }
-    if let Some(attempts) = err.parse_attempts() {
-        // pest does not export its token type; its Display is the literal
-        // text for plain tokens, `a..z` for ranges and `BUILTIN_RULE`.
-        for token in attempts.expected_tokens() {
-            let token = token.to_string();
-            let noise = matches!(
-                token.as_str(),
-                " " | "\t" | "\r" | "\n" | "//" | "#" | "/*" | "-" | "." | "E" | "BUILTIN_RULE"
-            ) || token.contains("..");
-            if !noise {
-                push_unique(&mut expected, format!("`{token}`"));
+    if let Some(attempts) = &attempts {
+        if attempts.max_position == pos {
+            // pest does not export its token type; its Display is the literal
+            // text for plain tokens, `a..z` for ranges and `BUILTIN_RULE`.
+            for token in attempts.expected_tokens() {
+                let token = token.to_string();
+                let noise = matches!(
+                    token.as_str(),
+                    " " | "\t"
+                        | "\r"
+                        | "\n"
+                        | "//"
+                        | "#"
+                        | "/*"
+                        | "-"
+                        | "."
+                        | "_"
+                        | "E"
+                        | "BUILTIN_RULE"
+                ) || token.contains("..");
+                if !noise {
+                    push_unique(&mut expected, format!("`{token}`"));
+                }
             }
         }
     }
@@ -458,6 +534,7 @@ pub(super) fn error_from_pest(
         join_or(&expected)
     };
     let help = help_for(&expected);
+    let pos = offset + pos;
     SyntaxError::Unexpected {
         expected,
         found: describe_found(src, pos),
@@ -484,16 +561,21 @@ const EXPRESSION_PARTS: [&str; 6] = [
 
 /// A list of every kind of term reads better as "an expression".
 fn collapse_expression(expected: &mut Vec<String>) {
+    // The literal tokens that open a term are part of "an expression" too.
+    let openers = ["`[`", "`(`", "`\"`", "`true`", "`false`"];
+    let is_part =
+        |e: &String| EXPRESSION_PARTS.contains(&e.as_str()) || openers.contains(&e.as_str());
     let hits = expected
         .iter()
         .filter(|e| EXPRESSION_PARTS.contains(&e.as_str()))
         .count();
-    if hits >= 3 {
+    let has_expression = expected.iter().any(|e| e == "an expression");
+    if hits >= 3 || (has_expression && expected.iter().any(is_part)) {
         let at = expected
             .iter()
-            .position(|e| EXPRESSION_PARTS.contains(&e.as_str()))
+            .position(|e| is_part(e) || e == "an expression")
             .unwrap_or(0);
-        expected.retain(|e| !EXPRESSION_PARTS.contains(&e.as_str()) && e != "`[`");
+        expected.retain(|e| !is_part(e) && e != "an expression");
         expected.insert(at.min(expected.len()), "an expression".to_string());
     }
 }
