@@ -17,7 +17,7 @@ type Boxed = Box<dyn Diagnostic + Send + Sync + 'static>;
 pub struct Diagnostics {
     pub name: String,
     pub text: String,
-    source: NamedSource<String>,
+    source: Box<NamedSource<String>>,
     pub items: Vec<Boxed>,
 }
 
@@ -49,7 +49,7 @@ impl Diagnostics {
         Diagnostics {
             name: name.to_string(),
             text: text.to_string(),
-            source: NamedSource::new(name, text.to_string()),
+            source: Box::new(NamedSource::new(name, text.to_string())),
             items: Vec::new(),
         }
     }

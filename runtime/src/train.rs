@@ -113,7 +113,7 @@ pub fn train(plan: &Plan, options: &RunOptions) -> Result<Summary, RunError> {
         }
         write_line(&mut metrics, &metrics_path, &record)?;
         progress.update(&record);
-        let eval_due = train.eval_every > 0 && step % train.eval_every == 0;
+        let eval_due = train.eval_every > 0 && step.is_multiple_of(train.eval_every);
         if eval_due || step == train.steps {
             let eval = run.evaluate(step)?;
             write_line(&mut metrics, &metrics_path, &eval)?;
@@ -327,7 +327,7 @@ impl Progress {
                 bar.set_message(format!("loss {:.4}", record.loss));
                 bar.inc(1);
             }
-            None if self.enabled && record.step % self.every == 0 => {
+            None if self.enabled && record.step.is_multiple_of(self.every) => {
                 eprintln!(
                     "step {:>6}  loss {:.4}  grad_norm {:.4}",
                     record.step, record.loss, record.grad_norm

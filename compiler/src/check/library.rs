@@ -86,14 +86,12 @@ impl Builtin {
                     }
                 }
             }
-            Builtin::LayerNorm => {
-                if args[0].as_int() < 1 || args[1].as_float() <= 0.0 {
-                    return Err(CheckError::invalid(
-                        "layer_norm needs `dim` ≥ 1 and `eps` > 0",
-                        span,
-                        "here",
-                    ));
-                }
+            Builtin::LayerNorm if args[0].as_int() < 1 || args[1].as_float() <= 0.0 => {
+                return Err(CheckError::invalid(
+                    "layer_norm needs `dim` ≥ 1 and `eps` > 0",
+                    span,
+                    "here",
+                ));
             }
             Builtin::Dropout => {
                 let p = args[0].as_float();

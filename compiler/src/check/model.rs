@@ -14,6 +14,7 @@ use crate::plan::{shape_to_string, Dim, ModelPlan, Node, ParamSpec, Shape};
 use crate::span::Span;
 
 /// What a stage of a forward chain refers to, once resolved.
+#[derive(Clone, Copy)]
 enum Callee<'a> {
     Builtin(Builtin),
     Module(&'a ModuleDef),
@@ -340,10 +341,9 @@ impl<'a> Elaborator<'a> {
         // A named layer of this module is used by its name; an inline layer
         // is named by its position, as in PyTorch's nn.Sequential.
         let (bound, path) = match &stage.kind {
-            ExprKind::Name(ident) if layers.contains_key(&ident.name) => (
-                layers[&ident.name].clone_ref(),
-                join_path(scope, &ident.name),
-            ),
+            ExprKind::Name(ident) if layers.contains_key(&ident.name) => {
+                (layers[&ident.name].clone(), join_path(scope, &ident.name))
+            }
             ExprKind::Name(ident) if env.contains_key(&ident.name) => {
                 self.errors.push(CheckError::TypeMismatch {
                     expected: "a layer".into(),
@@ -427,27 +427,13 @@ impl<'a> Elaborator<'a> {
     }
 }
 
+#[derive(Clone)]
 struct BoundLayer<'a> {
     callee: Callee<'a>,
     sig: Vec<ParamSig>,
     values: Vec<Value>,
     #[allow(dead_code)]
     span: Span,
-}
-
-impl<'a> BoundLayer<'a> {
-    fn clone_ref(&self) -> BoundLayer<'a> {
-        let callee = match self.callee {
-            Callee::Builtin(b) => Callee::Builtin(b),
-            Callee::Module(m) => Callee::Module(m),
-        };
-        BoundLayer {
-            callee,
-            sig: self.sig.clone(),
-            values: self.values.clone(),
-            span: self.span,
-        }
-    }
 }
 
 fn kind_word(def: &ModuleDef) -> &'static str {

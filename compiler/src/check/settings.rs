@@ -196,10 +196,10 @@ fn as_call(expr: &Expr) -> Option<(&Ident, &[Arg])> {
 }
 
 /// Resolves a call-valued setting against a table of `(name, signature)`.
-fn choose<'s>(
+fn choose(
     setting: &Setting,
     what: &'static str,
-    choices: &'s [(&'static str, Vec<ParamSig>)],
+    choices: &[(&'static str, Vec<ParamSig>)],
     errors: &mut Vec<CheckError>,
 ) -> Option<(&'static str, Vec<Value>)> {
     let Some((name, args)) = as_call(&setting.value) else {

@@ -428,15 +428,15 @@ fn recover(src: &str, start: usize, context: Context) -> SyntaxError {
         .chars()
         .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
         .collect();
-    let rule =
-        match context {
-            Context::Top => match word.as_str() {
-                "module" => Rule::module_def,
-                "model" => Rule::model_def,
-                "data" => Rule::data_def,
-                "train" => Rule::train_def,
-                "parallel" => Rule::parallel_def,
-                _ => return SyntaxError::Unexpected {
+    let rule = match context {
+        Context::Top => match word.as_str() {
+            "module" => Rule::module_def,
+            "model" => Rule::model_def,
+            "data" => Rule::data_def,
+            "train" => Rule::train_def,
+            "parallel" => Rule::parallel_def,
+            _ => {
+                return SyntaxError::Unexpected {
                     expected: "`module`, `model`, `data`, `train` or `parallel`".into(),
                     found: describe_found(src, start),
                     span: token_span(src, start),
@@ -446,12 +446,13 @@ fn recover(src: &str, start: usize, context: Context) -> SyntaxError {
                                 .into(),
                         )
                     }),
-                },
-            },
-            Context::ModuleBody if word == "forward" => Rule::forward_def,
-            Context::ModuleBody => Rule::layer_def,
-            Context::Settings => Rule::setting,
-        };
+                }
+            }
+        },
+        Context::ModuleBody if word == "forward" => Rule::forward_def,
+        Context::ModuleBody => Rule::layer_def,
+        Context::Settings => Rule::setting,
+    };
     match DtlParser::parse(rule, rest) {
         Err(err) => error_from_pest(src, start, err),
         Ok(pairs) => {

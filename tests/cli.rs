@@ -1,0 +1,342 @@
+//! The `dtl` binary, run as a user runs it.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// One run of the binary, with fluent assertions on its outcome.
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+fn dtl(args: &[&str]) -> Run {
+    let output = Command::new(env!("CARGO_BIN_EXE_dtl"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("the dtl binary runs");
+    Run {
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+impl Run {
+    fn code(self, expected: i32) -> Self {
+        assert_eq!(
+            self.code, expected,
+            "exit code\nstdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+
+    fn stdout_has(self, text: &str) -> Self {
+        assert!(
+            self.stdout.contains(text),
+            "stdout lacks {text:?}:\n{}",
+            self.stdout
+        );
+        self
+    }
+
+    fn stderr_has(self, text: &str) -> Self {
+        assert!(
+            self.stderr.contains(text),
+            "stderr lacks {text:?}:\n{}",
+            self.stderr
+        );
+        self
+    }
+}
+
+const EXAMPLE: &str = "examples/digits_mlp.dtl";
+
+/// The default example with fewer steps, in a temp folder.
+fn short_example(dir: &Path, steps: u32) -> PathBuf {
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/digits.csv.gz");
+    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(EXAMPLE))
+        .unwrap()
+        .replace(
+            "\"../data/digits.csv.gz\"",
+            &format!("{:?}", data.display().to_string()),
+        )
+        .replace("steps = 400", &format!("steps = {steps}"))
+        .replace("eval_every = 100", "eval_every = 5");
+    let path = dir.join("short.dtl");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn check_accepts_the_example() {
+    dtl(&["check", EXAMPLE])
+        .code(0)
+        .stdout_has("digits_mlp.dtl: ok");
+}
+
+#[test]
+fn check_reports_errors_with_file_line_and_column() {
+    dtl(&["check", "tests/cases/err/width_mismatch.dtl"])
+        .code(1)
+        .stderr_has("width_mismatch.dtl:4:37")
+        .stderr_has("dtl::check::width_mismatch")
+        .stderr_has("1 error");
+}
+
+#[test]
+fn check_reports_every_file_and_fails_if_any_fails() {
+    dtl(&["check", EXAMPLE, "tests/cases/err/unknown_layer.dtl"])
+        .code(1)
+        .stdout_has("digits_mlp.dtl: ok")
+        .stderr_has("did you mean `linear`?");
+}
+
+#[test]
+fn check_json_gives_records_with_byte_offsets() {
+    let run = dtl(&[
+        "check",
+        "--format",
+        "json",
+        "tests/cases/err/unknown_layer.dtl",
+    ])
+    .code(1);
+    let records: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    let record = &records[0];
+    assert_eq!(record["code"], "dtl::check::unknown_name");
+    assert_eq!(record["severity"], "error");
+    assert_eq!(record["line"], 3);
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/cases/err/unknown_layer.dtl"),
+    )
+    .unwrap();
+    let (start, end) = (
+        record["start"].as_u64().unwrap() as usize,
+        record["end"].as_u64().unwrap() as usize,
+    );
+    assert_eq!(&text[start..end], "lienar");
+}
+
+#[test]
+fn check_github_prints_annotations() {
+    dtl(&[
+        "check",
+        "--format",
+        "github",
+        "tests/cases/err/unknown_layer.dtl",
+    ])
+    .code(1)
+    .stdout_has("::error file=tests/cases/err/unknown_layer.dtl,line=3,col=41,");
+}
+
+#[test]
+fn usage_and_io_errors_exit_2() {
+    dtl(&["check", "no/such/file.dtl"])
+        .code(2)
+        .stderr_has("cannot read `no/such/file.dtl`");
+    dtl(&["frobnicate"]).code(2);
+    dtl(&["run", EXAMPLE, "--device", "tpu"])
+        .code(2)
+        .stderr_has("unknown device `tpu`");
+}
+
+#[test]
+fn compile_is_deterministic_and_ignores_comments() {
+    let first = dtl(&["compile", EXAMPLE]).code(0).stdout;
+    let second = dtl(&["compile", EXAMPLE]).code(0).stdout;
+    assert_eq!(first, second);
+    let plan = dtl_compiler::plan::Plan::from_text(&first).unwrap();
+    assert_eq!(
+        plan.model.parameter_count,
+        64 * 128 + 128 + 128 * 64 + 64 + 64 * 10 + 10
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/digits.csv.gz");
+    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(EXAMPLE))
+        .unwrap()
+        .replace(
+            "\"../data/digits.csv.gz\"",
+            &format!("{:?}", data.display().to_string()),
+        );
+    let commented = dir.path().join("digits_mlp.dtl");
+    std::fs::write(
+        &commented,
+        format!(
+            "// an extra comment\n{}",
+            text.replace("model = DigitsMlp", "model = DigitsMlp  // which network")
+        ),
+    )
+    .unwrap();
+    let json = dtl(&["compile", "--format", "json", commented.to_str().unwrap()]);
+    // Only the source path and the data path (relative to the file) differ.
+    let other = dtl_compiler::plan::Plan::from_text(&json.code(0).stdout).unwrap();
+    assert_eq!(other.model, plan.model);
+    assert_eq!(other.train, plan.train);
+    assert_eq!(other.step_program, plan.step_program);
+}
+
+#[test]
+fn compiled_plan_rejects_unknown_fields() {
+    let yaml = dtl(&["compile", EXAMPLE]).code(0).stdout;
+    let broken = yaml.replace("micro_batch: 32", "micro_batch: 32\n  warp_speed: 9");
+    let err = dtl_compiler::plan::Plan::from_text(&broken).unwrap_err();
+    assert!(err.contains("unknown field `warp_speed`"), "{err}");
+}
+
+#[test]
+fn run_trains_writes_outputs_and_is_reproducible() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = short_example(dir.path(), 20);
+    let out_a = dir.path().join("a");
+    dtl(&[
+        "run",
+        file.to_str().unwrap(),
+        "--out",
+        out_a.to_str().unwrap(),
+        "--device",
+        "cpu",
+    ])
+    .code(0)
+    .stdout_has("trained 20 steps")
+    .stdout_has("held-out accuracy");
+    for name in [
+        "plan.yaml",
+        "metrics.jsonl",
+        "model.safetensors",
+        "summary.json",
+    ] {
+        assert!(out_a.join(name).is_file(), "{name} missing");
+    }
+    let metrics = std::fs::read_to_string(out_a.join("metrics.jsonl")).unwrap();
+    let records: Vec<serde_json::Value> = metrics
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let steps: Vec<&serde_json::Value> =
+        records.iter().filter(|r| r.get("loss").is_some()).collect();
+    assert_eq!(steps.len(), 20);
+    for (i, r) in steps.iter().enumerate() {
+        assert_eq!(r["step"], i as u64 + 1);
+        assert_eq!(r["lr"], 3e-3);
+        assert!(r["grad_norm"].as_f64().unwrap() > 0.0);
+    }
+    assert_eq!(
+        records
+            .iter()
+            .filter(|r| r.get("eval_accuracy").is_some())
+            .count(),
+        4
+    );
+
+    // The compiled plan runs the same as the file: same seed, same numbers.
+    let plan_path = dir.path().join("short.yaml");
+    dtl(&[
+        "compile",
+        file.to_str().unwrap(),
+        "-o",
+        plan_path.to_str().unwrap(),
+    ])
+    .code(0);
+    let out_b = dir.path().join("b");
+    dtl(&[
+        "run",
+        plan_path.to_str().unwrap(),
+        "--out",
+        out_b.to_str().unwrap(),
+        "--quiet",
+        "--device",
+        "cpu",
+    ])
+    .code(0);
+    assert_eq!(
+        metrics,
+        std::fs::read_to_string(out_b.join("metrics.jsonl")).unwrap()
+    );
+
+    // Initial weights from a file: starting from the trained weights, the
+    // first loss is the loss those weights reach, far below a fresh start.
+    let out_c = dir.path().join("c");
+    let init = out_a.join("model.safetensors");
+    dtl(&[
+        "run",
+        file.to_str().unwrap(),
+        "--out",
+        out_c.to_str().unwrap(),
+        "--quiet",
+        "--device",
+        "cpu",
+        "--init",
+        init.to_str().unwrap(),
+    ])
+    .code(0);
+    let first = |dir: &Path| -> f64 {
+        let text = std::fs::read_to_string(dir.join("metrics.jsonl")).unwrap();
+        let v: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+        v["loss"].as_f64().unwrap()
+    };
+    assert!(
+        first(&out_c) < first(&out_a) - 0.5,
+        "{} vs {}",
+        first(&out_c),
+        first(&out_a)
+    );
+}
+
+#[test]
+fn run_reports_a_bad_data_file_with_its_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = short_example(dir.path(), 5);
+    let plan_path = dir.path().join("plan.yaml");
+    dtl(&[
+        "compile",
+        file.to_str().unwrap(),
+        "-o",
+        plan_path.to_str().unwrap(),
+    ])
+    .code(0);
+    // The data changes after compiling: a row loses a column.
+    let bad = dir.path().join("bad.csv");
+    std::fs::write(&bad, "1,2,3\n1,2\n").unwrap();
+    let data = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("data/digits.csv.gz")
+        .display()
+        .to_string();
+    let plan = std::fs::read_to_string(&plan_path)
+        .unwrap()
+        .replace(&data, &bad.display().to_string());
+    std::fs::write(&plan_path, plan).unwrap();
+    dtl(&[
+        "run",
+        plan_path.to_str().unwrap(),
+        "--out",
+        dir.path().join("o").to_str().unwrap(),
+        "--quiet",
+    ])
+    .code(1)
+    .stderr_has("bad.csv")
+    .stderr_has("line 2: 2 columns");
+}
+
+#[test]
+fn cuda_request_without_a_gpu_is_a_clear_error() {
+    let info = dtl(&["info"]).code(0).stdout;
+    if info.contains("CUDA available") {
+        return; // a GPU machine: the request is valid there
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = short_example(dir.path(), 1);
+    dtl(&[
+        "run",
+        file.to_str().unwrap(),
+        "--device",
+        "cuda",
+        "--out",
+        dir.path().join("o").to_str().unwrap(),
+    ])
+    .code(1)
+    .stderr_has("no CUDA device");
+}

@@ -1,0 +1,85 @@
+//! Every example is checked and compiled against its golden plan; the
+//! default example is trained to the end and must reach the accuracy its
+//! README promises. `DTL_BLESS=1` rewrites the golden plans.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn examples() -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(root().join("examples"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "dtl"))
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn every_example_checks_and_compiles_to_its_golden_plan() {
+    let examples = examples();
+    assert!(!examples.is_empty());
+    for path in examples {
+        let rel = path.strip_prefix(root()).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let plan = dtl_compiler::compile_source(
+            &rel.display().to_string(),
+            &text,
+            &dtl_compiler::options_for(rel, true),
+        )
+        .unwrap_or_else(|d| panic!("{}", d.render_human(false)));
+        let yaml = plan.to_yaml();
+        let golden = root()
+            .join("tests/golden/examples")
+            .join(rel.with_extension("plan.yaml").file_name().unwrap());
+        if std::env::var_os("DTL_BLESS").is_some() {
+            std::fs::create_dir_all(golden.parent().unwrap()).unwrap();
+            std::fs::write(&golden, &yaml).unwrap();
+        }
+        let expected = std::fs::read_to_string(&golden)
+            .unwrap_or_else(|_| panic!("{} missing (DTL_BLESS=1)", golden.display()));
+        assert_eq!(
+            yaml,
+            expected,
+            "{} no longer compiles to {}",
+            rel.display(),
+            golden.display()
+        );
+    }
+}
+
+#[test]
+fn default_example_trains_to_over_90_percent_held_out_accuracy() {
+    let out = tempfile::tempdir().unwrap();
+    let status = Command::new(env!("CARGO_BIN_EXE_dtl"))
+        .args([
+            "run",
+            "examples/digits_mlp.dtl",
+            "--quiet",
+            "--device",
+            "cpu",
+            "--out",
+        ])
+        .arg(out.path())
+        .current_dir(root())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.path().join("summary.json")).unwrap())
+            .unwrap();
+    let first = summary["first_loss"].as_f64().unwrap();
+    let last = summary["final_loss"].as_f64().unwrap();
+    let accuracy = summary["eval"]["eval_accuracy"].as_f64().unwrap();
+    assert!(
+        first > 2.0,
+        "an untrained 10-class model starts near ln 10 ≈ 2.3, got {first}"
+    );
+    assert!(last < first / 4.0, "the loss must fall: {first} -> {last}");
+    assert!(accuracy >= 0.90, "held-out accuracy {accuracy}");
+    assert_eq!(summary["eval"]["eval_rows"], 359);
+}
