@@ -5,9 +5,10 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use dtl_compiler::plan::{Init, ModelPlan, Node, Op};
-use tch::{Device, Kind, Tensor};
+use tch::{Device, Tensor};
 
-use crate::error::{InPlace, RunError, TorchContext};
+use crate::error::{RunError, TorchContext};
+use crate::rng::Rng;
 
 pub struct Model {
     /// Parameters in plan order.
@@ -17,29 +18,31 @@ pub struct Model {
 }
 
 impl Model {
-    /// Creates every parameter with its initialiser, drawing from libtorch's
-    /// global generator (seed it first for reproducible weights).
-    pub fn build(plan: &ModelPlan, device: Device) -> Result<Model, RunError> {
+    /// Creates every parameter with its initialiser. The values come from a
+    /// generator seeded by `seed` and the parameter's name, not from
+    /// libtorch's global generator: the same plan gives the same weights on
+    /// every device, whatever else runs in the process, and adding a layer
+    /// leaves the other layers' initial weights unchanged.
+    pub fn build(plan: &ModelPlan, seed: u64, device: Device) -> Result<Model, RunError> {
         let mut params = Vec::with_capacity(plan.parameters.len());
         let mut index = BTreeMap::new();
         for spec in &plan.parameters {
             let ctx = || format!("initialise `{}` {:?}", spec.name, spec.shape);
-            let tensor = tch::no_grad(|| -> Result<Tensor, RunError> {
-                let t = match spec.init {
-                    Init::Uniform { bound } => {
-                        let mut t = Tensor::f_empty(spec.shape.as_slice(), (Kind::Float, device))
-                            .context(ctx)?;
-                        t.f_uniform_(-bound, bound).in_place(ctx)?;
-                        t
-                    }
-                    Init::Ones => {
-                        Tensor::f_ones(spec.shape.as_slice(), (Kind::Float, device)).context(ctx)?
-                    }
-                    Init::Zeros => Tensor::f_zeros(spec.shape.as_slice(), (Kind::Float, device))
-                        .context(ctx)?,
-                };
-                Ok(t)
-            })?;
+            let numel: i64 = spec.shape.iter().product();
+            let values: Vec<f32> = match spec.init {
+                Init::Uniform { bound } => {
+                    let mut rng = Rng::for_name(seed, &spec.name);
+                    (0..numel)
+                        .map(|_| (bound * (2.0 * rng.next_f64() - 1.0)) as f32)
+                        .collect()
+                }
+                Init::Ones => vec![1.0; numel as usize],
+                Init::Zeros => vec![0.0; numel as usize],
+            };
+            let tensor = Tensor::from_slice(&values)
+                .f_reshape(spec.shape.as_slice())
+                .and_then(|t| t.f_to_device(device))
+                .context(ctx)?;
             index.insert(spec.name.clone(), params.len());
             params.push((spec.name.clone(), tensor.set_requires_grad(true)));
         }

@@ -17,6 +17,20 @@ impl Rng {
         z ^ (z >> 31)
     }
 
+    /// A generator for one named stream (e.g. one parameter's initial
+    /// values): the seed mixed with an FNV-1a hash of the name.
+    pub fn for_name(seed: u64, name: &str) -> Self {
+        let hash = name.bytes().fold(0xCBF2_9CE4_8422_2325u64, |h, b| {
+            (h ^ b as u64).wrapping_mul(0x100_0000_01B3)
+        });
+        Rng::new(seed ^ hash.rotate_left(17))
+    }
+
+    /// Uniform in [0, 1), 53 bits.
+    pub fn next_f64(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
     /// Fisher–Yates shuffle.
     pub fn shuffle<T>(&mut self, items: &mut [T]) {
         for i in (1..items.len()).rev() {

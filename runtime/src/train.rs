@@ -77,9 +77,10 @@ pub fn train(plan: &Plan, options: &RunOptions) -> Result<Summary, RunError> {
     write_atomic(&out.join("plan.yaml"), plan.to_yaml().as_bytes())?;
 
     let train = &plan.train;
+    // Seeds dropout; weights and data order have their own generators.
     tch::manual_seed(train.seed as i64);
     let split = data::load(&plan.data, train.seed)?;
-    let mut model = Model::build(&plan.model, device)?;
+    let mut model = Model::build(&plan.model, train.seed, device)?;
     if let Some(path) = &options.init_weights {
         model.load(path)?;
     }
