@@ -309,7 +309,7 @@ impl Progress {
         let bar = (enabled && std::io::stderr().is_terminal()).then(|| {
             let bar = indicatif::ProgressBar::new(steps);
             let style = indicatif::ProgressStyle::with_template(
-                "{bar:30} {pos}/{len} steps  {per_sec}  eta {eta}  {msg}",
+                "{bar:30} {pos}/{len} steps  {msg}  eta {eta}",
             )
             .expect("the template is valid");
             bar.set_style(style);
@@ -325,7 +325,8 @@ impl Progress {
     fn update(&self, record: &StepRecord) {
         match &self.bar {
             Some(bar) => {
-                bar.set_message(format!("loss {:.4}", record.loss));
+                let rate = bar.position() as f64 / bar.elapsed().as_secs_f64().max(1e-9);
+                bar.set_message(format!("{rate:.1} steps/s  loss {:.4}", record.loss));
                 bar.inc(1);
             }
             None if self.enabled && record.step.is_multiple_of(self.every) => {
