@@ -79,6 +79,14 @@ enum PlanFormat {
     Json,
 }
 
+/// Prints a line on stdout; a closed pipe (`dtl ... | head`) is not an error.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 /// A failure that ends the command, with its exit code.
 struct Failure {
     code: u8,
@@ -123,8 +131,8 @@ fn main() -> ExitCode {
             quiet,
         } => run(&file, out, &device, init, quiet),
         Command::Info => {
-            println!("dtl {}", env!("CARGO_PKG_VERSION"));
-            println!("{}", backend_info());
+            out!("dtl {}", env!("CARGO_PKG_VERSION"));
+            out!("{}", backend_info());
             Ok(())
         }
     };
@@ -168,7 +176,7 @@ fn check(files: &[PathBuf], format: CheckFormat, no_data: bool) -> Result<(), Fa
         match dtl_compiler::check_source(&name, &text, &options) {
             Ok(_) => {
                 if let CheckFormat::Human = format {
-                    println!("{name}: ok");
+                    out!("{name}: ok");
                 }
             }
             Err(diagnostics) => {
@@ -176,13 +184,16 @@ fn check(files: &[PathBuf], format: CheckFormat, no_data: bool) -> Result<(), Fa
                 match format {
                     CheckFormat::Human => report(&diagnostics),
                     CheckFormat::Json => records.extend(diagnostics.records()),
-                    CheckFormat::Github => print!("{}", diagnostics.render_github()),
+                    CheckFormat::Github => {
+                        use std::io::Write;
+                        let _ = std::io::stdout().write_all(diagnostics.render_github().as_bytes());
+                    }
                 }
             }
         }
     }
     if let CheckFormat::Json = format {
-        println!(
+        out!(
             "{}",
             serde_json::to_string_pretty(&records).expect("records serialize")
         );
@@ -217,7 +228,10 @@ fn compile(
         PlanFormat::Json => plan.to_json(),
     };
     match output {
-        None => print!("{text}"),
+        None => {
+            use std::io::Write;
+            let _ = std::io::stdout().write_all(text.as_bytes());
+        }
         Some(out) => std::fs::write(out, text)
             .map_err(|e| Failure::usage(format!("cannot write `{}`: {e}", out.display())))?,
     }
@@ -244,6 +258,30 @@ fn backend_info() -> String {
     "built without the runtime (check and compile only)".to_string()
 }
 
+/// MKL's multi-threaded matrix products are not run-to-run reproducible:
+/// the same seeded run gave one of two results in the last bits about one
+/// time in twenty on two threads (`MKL_CBWR=AUTO,STRICT` did not help; one
+/// MKL thread did, 40 runs out of 40, with no loss of speed on the examples).
+/// MKL reads its settings when libtorch is loaded, before `main`, so `run`
+/// starts itself again with `MKL_NUM_THREADS=1`. A user's own setting is kept;
+/// libtorch's other kernels still use every core.
+#[cfg(feature = "runtime")]
+fn ensure_reproducible_mkl() {
+    use std::os::unix::process::CommandExt;
+    if std::env::var_os("MKL_NUM_THREADS").is_some() {
+        return;
+    }
+    let Ok(exe) = std::env::current_exe() else {
+        return;
+    };
+    let err = std::process::Command::new(exe)
+        .args(std::env::args_os().skip(1))
+        .env("MKL_NUM_THREADS", "1")
+        .exec();
+    // `exec` returns only when it failed: go on, less reproducibly.
+    eprintln!("warning: could not restart with MKL_NUM_THREADS=1 ({err}); runs may differ in the last bits");
+}
+
 #[cfg(feature = "runtime")]
 fn run(
     path: &Path,
@@ -252,6 +290,7 @@ fn run(
     init: Option<PathBuf>,
     quiet: bool,
 ) -> Result<(), Failure> {
+    ensure_reproducible_mkl();
     let device: dtl_runtime::DeviceChoice = device.parse().map_err(Failure::usage)?;
     let plan = load_plan(path)?;
     let stem = path
@@ -266,7 +305,7 @@ fn run(
     };
     match dtl_runtime::train(&plan, &options) {
         Ok(summary) => {
-            println!(
+            out!(
                 "trained {} steps ({} epochs) on {} in {:.1}s: loss {:.4} -> {:.4}",
                 summary.steps,
                 summary.epochs,
@@ -276,14 +315,14 @@ fn run(
                 summary.final_loss
             );
             if let Some(eval) = summary.eval {
-                println!(
+                out!(
                     "held-out accuracy {:.2}% ({} rows), loss {:.4}",
                     eval.eval_accuracy * 100.0,
                     eval.eval_rows,
                     eval.eval_loss
                 );
             }
-            println!("outputs in {}", summary.out_dir);
+            out!("outputs in {}", summary.out_dir);
             Ok(())
         }
         Err(err) => {

@@ -67,13 +67,22 @@ pub struct LayerDef {
     pub span: Span,
 }
 
-/// `forward(x: [B, 64]) -> [B, 10] { x |> fc }`
+/// `forward(x: [B, 64]) -> [B, 10] { let h = x |> fc; h + x }`
 #[derive(Debug, Clone, PartialEq)]
 pub struct Forward {
     pub input: Ident,
     pub input_shape: ShapeExpr,
     pub output_shape: ShapeExpr,
+    pub lets: Vec<LetDef>,
     pub body: Expr,
+    pub span: Span,
+}
+
+/// `let h = x |> norm`
+#[derive(Debug, Clone, PartialEq)]
+pub struct LetDef {
+    pub name: Ident,
+    pub value: Expr,
     pub span: Span,
 }
 
@@ -121,8 +130,17 @@ pub enum ExprKind {
     Name(Ident),
     /// `linear(64, 10, bias: false)`
     Call(Call),
-    /// `x |> fc |> relu`: stages applied left to right.
+    /// `x |> fc |> relu`: stages applied left to right (the first element
+    /// is the input).
     Pipe(Vec<Expr>),
+    /// `x + h`: element-wise sum of tensors of one shape.
+    Add(Vec<Expr>),
+    /// `repeat 4 { Block(128) }`: a stage made of `count` copies of a chain.
+    Repeat {
+        count: i64,
+        count_span: Span,
+        body: Vec<Expr>,
+    },
     /// `[0.9, 0.999]`
     List(Vec<Expr>),
 }

@@ -11,6 +11,7 @@ pub mod data;
 pub mod device;
 pub mod error;
 pub mod model;
+pub mod ops;
 pub mod optim;
 mod rng;
 pub mod train;

@@ -4,99 +4,103 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use dtl_compiler::plan::{Init, ModelPlan, Node, Op};
+use dtl_compiler::plan::{Init, ModelPlan, Node, Op, ParamSpec};
 use tch::{Device, Tensor};
 
 use crate::error::{RunError, TorchContext};
+use crate::ops::{self, Weights};
 use crate::rng::Rng;
 
 pub struct Model {
-    /// Parameters in plan order.
+    /// Trainable parameters in plan order.
     pub params: Vec<(String, Tensor)>,
-    index: BTreeMap<String, usize>,
+    /// Saved but not trained (batch_norm running statistics).
+    pub buffers: Vec<(String, Tensor)>,
+    index: BTreeMap<String, (bool, usize)>,
     nodes: Vec<Node>,
+    result: usize,
+}
+
+impl Weights for Model {
+    fn weight(&self, name: &str) -> &Tensor {
+        match self.index[name] {
+            (true, i) => &self.params[i].1,
+            (false, i) => &self.buffers[i].1,
+        }
+    }
+}
+
+/// The initial values of one tensor, drawn from its own seeded stream.
+fn initial_values(spec: &ParamSpec, seed: u64) -> Vec<f32> {
+    let numel: i64 = spec.shape.iter().product();
+    let mut rng = Rng::for_name(seed, &spec.name);
+    match spec.init {
+        Init::Uniform { bound } => (0..numel)
+            .map(|_| (bound * (2.0 * rng.next_f64() - 1.0)) as f32)
+            .collect(),
+        Init::Normal { std } => (0..numel)
+            .map(|_| (std * rng.next_normal()) as f32)
+            .collect(),
+        Init::Ones => vec![1.0; numel as usize],
+        Init::Zeros => vec![0.0; numel as usize],
+    }
 }
 
 impl Model {
-    /// Creates every parameter with its initialiser. The values come from a
-    /// generator seeded by `seed` and the parameter's name, not from
+    /// Creates every parameter and buffer with its initialiser. The values
+    /// come from a generator seeded by `seed` and the tensor's name, not from
     /// libtorch's global generator: the same plan gives the same weights on
     /// every device, whatever else runs in the process, and adding a layer
     /// leaves the other layers' initial weights unchanged.
     pub fn build(plan: &ModelPlan, seed: u64, device: Device) -> Result<Model, RunError> {
-        let mut params = Vec::with_capacity(plan.parameters.len());
-        let mut index = BTreeMap::new();
-        for spec in &plan.parameters {
-            let ctx = || format!("initialise `{}` {:?}", spec.name, spec.shape);
-            let numel: i64 = spec.shape.iter().product();
-            let values: Vec<f32> = match spec.init {
-                Init::Uniform { bound } => {
-                    let mut rng = Rng::for_name(seed, &spec.name);
-                    (0..numel)
-                        .map(|_| (bound * (2.0 * rng.next_f64() - 1.0)) as f32)
-                        .collect()
-                }
-                Init::Ones => vec![1.0; numel as usize],
-                Init::Zeros => vec![0.0; numel as usize],
-            };
-            let tensor = Tensor::from_slice(&values)
+        let create = |spec: &ParamSpec| -> Result<Tensor, RunError> {
+            Tensor::from_slice(&initial_values(spec, seed))
                 .f_reshape(spec.shape.as_slice())
                 .and_then(|t| t.f_to_device(device))
-                .context(ctx)?;
-            index.insert(spec.name.clone(), params.len());
-            params.push((spec.name.clone(), tensor.set_requires_grad(true)));
+                .context(|| format!("initialise `{}` {:?}", spec.name, spec.shape))
+        };
+        let mut index = BTreeMap::new();
+        let mut params = Vec::with_capacity(plan.parameters.len());
+        for spec in &plan.parameters {
+            index.insert(spec.name.clone(), (true, params.len()));
+            params.push((spec.name.clone(), create(spec)?.set_requires_grad(true)));
+        }
+        let mut buffers = Vec::with_capacity(plan.buffers.len());
+        for spec in &plan.buffers {
+            index.insert(spec.name.clone(), (false, buffers.len()));
+            buffers.push((spec.name.clone(), create(spec)?));
         }
         Ok(Model {
             params,
+            buffers,
             index,
             nodes: plan.nodes.clone(),
+            result: plan.result,
         })
     }
 
-    fn param(&self, name: &str) -> &Tensor {
-        &self.params[self.index[name]].1
-    }
-
-    /// Runs the nodes in order. `train` turns dropout on.
+    /// Runs the graph on a batch. `train` turns dropout on and makes
+    /// batch_norm use and update batch statistics.
     pub fn forward(&self, input: &Tensor, train: bool) -> Result<Tensor, RunError> {
-        let mut x = input.shallow_clone();
+        let mut values: Vec<Tensor> = Vec::with_capacity(self.nodes.len());
         for node in &self.nodes {
+            let inputs: Vec<&Tensor> = if node.inputs.is_empty() {
+                vec![input]
+            } else {
+                node.inputs.iter().map(|&i| &values[i]).collect()
+            };
+            let shapes: Vec<Vec<i64>> = inputs.iter().map(|t| t.size()).collect();
             let ctx = || {
                 format!(
-                    "layer `{}` ({}) on input {:?}",
+                    "layer `{}` ({:?}) on input {:?}",
                     node.name,
                     op_name(&node.op),
-                    x.size()
+                    shapes
                 )
             };
-            x = match &node.op {
-                Op::Linear { weight, bias, .. } => x
-                    .f_linear(self.param(weight), bias.as_deref().map(|b| self.param(b)))
-                    .context(ctx)?,
-                Op::LayerNorm {
-                    dim,
-                    eps,
-                    weight,
-                    bias,
-                } => x
-                    .f_layer_norm(
-                        [*dim].as_slice(),
-                        Some(self.param(weight)),
-                        Some(self.param(bias)),
-                        *eps,
-                        true,
-                    )
-                    .context(ctx)?,
-                Op::Dropout { p } => x.f_dropout(*p, train).context(ctx)?,
-                Op::Flatten => x.f_flatten(1, -1).context(ctx)?,
-                Op::Relu => x.f_relu().context(ctx)?,
-                Op::Gelu => x.f_gelu("none").context(ctx)?,
-                Op::Silu => x.f_silu().context(ctx)?,
-                Op::Tanh => x.f_tanh().context(ctx)?,
-                Op::Sigmoid => x.f_sigmoid().context(ctx)?,
-            };
+            values.push(ops::forward(&node.op, &inputs, self, train, ctx)?);
         }
-        Ok(x)
+        Ok(values.swap_remove(self.result))
     }
 
     pub fn tensors(&self) -> impl Iterator<Item = &Tensor> + Clone {
@@ -133,7 +137,7 @@ impl Model {
         };
         let tensors = Tensor::read_safetensors(path).map_err(|e| err(e.to_string()))?;
         let by_name: BTreeMap<String, Tensor> = tensors.into_iter().collect();
-        for (name, param) in &mut self.params {
+        for (name, param) in self.params.iter_mut().chain(self.buffers.iter_mut()) {
             let Some(src) = by_name.get(name) else {
                 return Err(err(format!("no tensor named `{name}`")));
             };
@@ -150,16 +154,10 @@ impl Model {
     }
 }
 
-fn op_name(op: &Op) -> &'static str {
-    match op {
-        Op::Linear { .. } => "linear",
-        Op::LayerNorm { .. } => "layer_norm",
-        Op::Dropout { .. } => "dropout",
-        Op::Flatten => "flatten",
-        Op::Relu => "relu",
-        Op::Gelu => "gelu",
-        Op::Silu => "silu",
-        Op::Tanh => "tanh",
-        Op::Sigmoid => "sigmoid",
-    }
+fn op_name(op: &Op) -> String {
+    // The serde tag is the op's name in the plan.
+    serde_json::to_value(op)
+        .ok()
+        .and_then(|v| v.get("kind").and_then(|k| k.as_str().map(str::to_string)))
+        .unwrap_or_default()
 }

@@ -71,8 +71,10 @@ pub enum Ty {
     FloatOrInf,
     Bool,
     Str,
-    /// A list of exactly this many numbers.
+    /// A list of exactly two numbers.
     FloatPair,
+    /// A list of integers.
+    IntList,
 }
 
 impl Ty {
@@ -84,6 +86,7 @@ impl Ty {
             Ty::Bool => "`true` or `false`",
             Ty::Str => "a string",
             Ty::FloatPair => "a list of two numbers",
+            Ty::IntList => "a list of integers",
         }
     }
 
@@ -106,6 +109,7 @@ impl Ty {
             (Ty::FloatOrInf, Value::Name(n)) => n == "inf",
             (Ty::Bool, Value::Bool(_)) => true,
             (Ty::Str, Value::Str(_)) => true,
+            (Ty::IntList, Value::List(items)) => items.iter().all(|v| matches!(v, Value::Int(_))),
             (Ty::FloatPair, Value::List(items)) => {
                 items.len() == 2 && items.iter().all(|v| Ty::Float.accepts(v))
             }
@@ -169,10 +173,10 @@ pub fn eval(expr: &Expr, env: &Env) -> Result<Value, CheckError> {
                 help: None,
             })
         }
-        ExprKind::Pipe(_) => {
+        ExprKind::Pipe(_) | ExprKind::Add(_) | ExprKind::Repeat { .. } => {
             return Err(CheckError::TypeMismatch {
                 expected: "a value".into(),
-                found: "a `|>` chain".into(),
+                found: "a tensor expression".into(),
                 span: expr.span,
                 help: None,
             })
@@ -308,6 +312,7 @@ pub fn signature_text(sig: &[ParamSig]) -> String {
                 Ty::Bool => "bool",
                 Ty::Str => "str",
                 Ty::FloatPair => "[float, float]",
+                Ty::IntList => "[int, ...]",
             };
             match &p.default {
                 Some(d) => format!("{}: {ty} = {}", p.name, value_text(d)),

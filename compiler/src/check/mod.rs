@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 pub use error::CheckError;
-pub use library::BUILTIN_NAMES;
+pub use library::builtin_names;
 
 use crate::ast::{DataDef, File, Forward, Item, ModuleDef, ModuleKind, SettingsBlock};
 use crate::plan::{shape_to_string, DataPlan, Dim, ModelPlan, TrainPlan};

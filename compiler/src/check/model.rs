@@ -1,29 +1,58 @@
 //! Elaboration of the model: every module instance is expanded with its
-//! argument values, shapes are inferred through each forward chain with a
-//! symbolic batch dimension, and the result is the plan's flat node list with
-//! PyTorch-style parameter names (`0.weight`, `1.fc.bias`).
+//! argument values, shapes are inferred through each forward body with a
+//! symbolic batch dimension, and the result is the plan's dataflow graph with
+//! PyTorch-style parameter names (`0.weight`, `1.fc.bias`, `2.0.attn.in_proj_weight`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::args::{bind, eval, Env, ParamSig, Ty, Value};
-use super::library::{join_path, Builtin, BUILTIN_NAMES};
+use super::library::{builtin_names, join_path, Builtin};
 use super::suggest::did_you_mean;
 use super::CheckError;
-use crate::ast::{DimExpr, Expr, ExprKind, ModuleDef, ModuleKind, ShapeExpr};
-use crate::plan::{shape_to_string, Dim, ModelPlan, Node, ParamSpec, Shape};
+use crate::ast::{Arg, DimExpr, Expr, ExprKind, Forward, Ident, ModuleDef, ModuleKind, ShapeExpr};
+use crate::plan::{shape_to_string, Dim, ModelPlan, Node, Op, ParamSpec, Shape};
 use crate::span::Span;
 
-/// What a stage of a forward chain refers to, once resolved.
+/// What a layer expression refers to, once resolved.
 #[derive(Clone, Copy)]
 enum Callee<'a> {
     Builtin(Builtin),
     Module(&'a ModuleDef),
 }
 
+/// A layer with its argument values, ready to be applied.
+#[derive(Clone)]
+struct BoundLayer<'a> {
+    callee: Callee<'a>,
+    sig: Vec<ParamSig>,
+    values: Vec<Value>,
+}
+
+/// A tensor in the graph: the node that produces it and its shape.
+#[derive(Clone)]
+struct TensorRef {
+    node: usize,
+    shape: Shape,
+}
+
+/// The names visible inside one forward body.
+struct Body<'a> {
+    scope: String,
+    env: Env,
+    layers: BTreeMap<String, BoundLayer<'a>>,
+    tensors: BTreeMap<String, TensorRef>,
+    /// `let`s whose value had an error: uses of them report nothing more.
+    poisoned: BTreeSet<String>,
+    /// Inline stages get their position among the body's inline stages as
+    /// their name, as in PyTorch's nn.Sequential.
+    next_index: usize,
+}
+
 pub struct Elaborator<'a> {
     modules: &'a BTreeMap<String, &'a ModuleDef>,
     pub errors: Vec<CheckError>,
     params: Vec<ParamSpec>,
+    buffers: Vec<ParamSpec>,
     nodes: Vec<Node>,
     /// Modules being expanded, to catch a module that contains itself.
     stack: Vec<String>,
@@ -35,6 +64,7 @@ impl<'a> Elaborator<'a> {
             modules,
             errors: Vec::new(),
             params: Vec::new(),
+            buffers: Vec::new(),
             nodes: Vec::new(),
             stack: Vec::new(),
         }
@@ -43,16 +73,24 @@ impl<'a> Elaborator<'a> {
     /// Expands the model `def` into the plan's model. `None` if anything in it
     /// is wrong (the errors say what).
     pub fn elaborate_model(mut self, def: &'a ModuleDef) -> (Option<ModelPlan>, Vec<CheckError>) {
-        let forward = match self.single_forward(def) {
-            Some(f) => f,
-            None => return (None, self.errors),
+        let Some(forward) = self.single_forward(def) else {
+            return (None, self.errors);
         };
         let env = Env::new();
         let input = self.resolve_shape(&forward.input_shape, &env);
-        let output = self.instantiate(def, &env, "", input.clone(), def.name.span);
-        let ok = self.errors.is_empty();
-        let plan = match (output, ok) {
-            (Some(output), true) => {
+        self.nodes.push(Node {
+            name: "input".into(),
+            op: Op::Input,
+            inputs: vec![],
+            output: input.clone(),
+        });
+        let start = TensorRef {
+            node: 0,
+            shape: input.clone(),
+        };
+        let result = self.instantiate(def, &env, "", start, def.name.span);
+        let plan = match result {
+            Some(result) if self.errors.is_empty() => {
                 let parameter_count = self
                     .params
                     .iter()
@@ -61,10 +99,12 @@ impl<'a> Elaborator<'a> {
                 Some(ModelPlan {
                     name: def.name.name.clone(),
                     input,
-                    output,
+                    output: result.shape,
                     parameter_count,
                     parameters: self.params,
+                    buffers: self.buffers,
                     nodes: self.nodes,
+                    result: result.node,
                 })
             }
             _ => None,
@@ -72,7 +112,8 @@ impl<'a> Elaborator<'a> {
         (plan, self.errors)
     }
 
-    fn single_forward(&mut self, def: &'a ModuleDef) -> Option<&'a crate::ast::Forward> {
+    fn single_forward(&mut self, def: &'a ModuleDef) -> Option<&'a Forward> {
+        let keyword = |f: &Forward| Span::new(f.span.start, f.span.start + "forward".len());
         match def.forwards.as_slice() {
             [] => {
                 self.errors.push(CheckError::MissingItem {
@@ -87,8 +128,8 @@ impl<'a> Elaborator<'a> {
                     self.errors.push(CheckError::Duplicate {
                         kind: "forward of",
                         name: def.name.name.clone(),
-                        span: Span::new(extra.span.start, extra.span.start + "forward".len()),
-                        first: Span::new(first.span.start, first.span.start + "forward".len()),
+                        span: keyword(extra),
+                        first: keyword(first),
                     });
                 }
                 Some(first)
@@ -97,15 +138,15 @@ impl<'a> Elaborator<'a> {
     }
 
     /// Expands one instance of `def` with parameter values `env` at module
-    /// path `scope`, applied to `input`. Returns its output shape.
+    /// path `scope`, applied to `input`.
     fn instantiate(
         &mut self,
         def: &'a ModuleDef,
         env: &Env,
         scope: &str,
-        input: Shape,
+        input: TensorRef,
         call_span: Span,
-    ) -> Option<Shape> {
+    ) -> Option<TensorRef> {
         if self.stack.contains(&def.name.name) {
             self.errors.push(CheckError::invalid(
                 format!("module `{}` contains itself", def.name.name),
@@ -124,21 +165,25 @@ impl<'a> Elaborator<'a> {
     fn expand_forward(
         &mut self,
         def: &'a ModuleDef,
-        forward: &'a crate::ast::Forward,
+        forward: &'a Forward,
         env: &Env,
         scope: &str,
-        input: Shape,
+        input: TensorRef,
         call_span: Span,
-    ) -> Option<Shape> {
+    ) -> Option<TensorRef> {
         let declared_in = self.resolve_shape(&forward.input_shape, env);
         let declared_out = self.resolve_shape(&forward.output_shape, env);
         let mut bindings = BTreeMap::new();
-        if !unify(&declared_in, &input, &mut bindings) {
+        if !unify(&declared_in, &input.shape, &mut bindings) {
             self.errors.push(CheckError::ShapeMismatch {
                 expected: shape_to_string(&declared_in),
-                found: shape_to_string(&input),
+                found: shape_to_string(&input.shape),
                 span: call_span,
-                what: format!("`{}` is given {}", def.name.name, shape_to_string(&input)),
+                what: format!(
+                    "`{}` is given {}",
+                    def.name.name,
+                    shape_to_string(&input.shape)
+                ),
                 help: Some(format!(
                     "`{}` is declared as forward({}: {})",
                     def.name.name,
@@ -149,40 +194,383 @@ impl<'a> Elaborator<'a> {
             return None;
         }
         let layers = self.bind_layer_defs(def, env);
-        let stages: &[Expr] = match &forward.body.kind {
-            ExprKind::Pipe(stages) => stages,
-            _ => std::slice::from_ref(&forward.body),
+        let mut body = Body {
+            scope: scope.to_string(),
+            env: env.clone(),
+            layers,
+            tensors: BTreeMap::from([(forward.input.name.clone(), input)]),
+            poisoned: BTreeSet::new(),
+            next_index: 0,
         };
-        match stages.first().map(|s| &s.kind) {
-            Some(ExprKind::Name(first)) if first.name == forward.input.name => {}
-            _ => {
-                self.errors.push(CheckError::Unsupported {
-                    message: format!(
-                        "a forward chain must start with its input `{}`",
-                        forward.input.name
-                    ),
-                    span: stages[0].span,
-                    help: Some(format!("write `{} |> ...`", forward.input.name)),
-                });
-                return None;
+        for binding in &forward.lets {
+            let name = &binding.name.name;
+            if body.tensors.contains_key(name) || body.layers.contains_key(name) {
+                self.errors.push(CheckError::invalid(
+                    format!("`{name}` is already defined in this module"),
+                    binding.name.span,
+                    "choose another name",
+                ));
+                continue;
+            }
+            match self.tensor_expr(&binding.value, &mut body) {
+                Some(value) => {
+                    body.tensors.insert(name.clone(), value);
+                }
+                None => {
+                    body.poisoned.insert(name.clone());
+                }
             }
         }
-        let mut shape = input;
-        for (index, stage) in stages[1..].iter().enumerate() {
-            shape = self.apply_stage(stage, index, &layers, env, scope, shape)?;
-        }
+        let result = self.tensor_expr(&forward.body, &mut body)?;
         let expected = substitute(&declared_out, &bindings);
-        if !unify(&expected, &shape, &mut bindings.clone()) {
+        if !unify(&expected, &result.shape, &mut bindings.clone()) {
             self.errors.push(CheckError::ShapeMismatch {
                 expected: shape_to_string(&expected),
-                found: shape_to_string(&shape),
+                found: shape_to_string(&result.shape),
                 span: forward.output_shape.span,
-                what: format!("the body produces {}", shape_to_string(&shape)),
+                what: format!("the body produces {}", shape_to_string(&result.shape)),
                 help: Some("make the declared output shape match the last layer".into()),
             });
             return None;
         }
-        Some(substitute(&declared_out, &bindings))
+        Some(result)
+    }
+
+    /// A tensor-valued expression: a name, a chain, a sum or `concat(...)`.
+    fn tensor_expr(&mut self, expr: &'a Expr, body: &mut Body<'a>) -> Option<TensorRef> {
+        match &expr.kind {
+            ExprKind::Name(ident) => self.tensor_name(ident, body),
+            ExprKind::Pipe(stages) => {
+                let mut value = self.tensor_expr(&stages[0], body)?;
+                for stage in &stages[1..] {
+                    value = self.apply_stage(stage, body, value)?;
+                }
+                Some(value)
+            }
+            ExprKind::Add(terms) => {
+                let values: Vec<Option<TensorRef>> =
+                    terms.iter().map(|t| self.tensor_expr(t, body)).collect();
+                let values: Vec<TensorRef> = values.into_iter().collect::<Option<_>>()?;
+                for (term, value) in terms.iter().zip(&values).skip(1) {
+                    if value.shape != values[0].shape {
+                        self.errors.push(CheckError::ShapeMismatch {
+                            expected: shape_to_string(&values[0].shape),
+                            found: shape_to_string(&value.shape),
+                            span: term.span,
+                            what: "`+` adds tensors of the same shape".into(),
+                            help: None,
+                        });
+                        return None;
+                    }
+                }
+                let node = self.push_node(
+                    join_path(&body.scope, "add"),
+                    Op::Add,
+                    &values,
+                    values[0].shape.clone(),
+                );
+                Some(node)
+            }
+            ExprKind::Call(call) if call.callee.name == "concat" => {
+                self.concat(&call.args, expr.span, body)
+            }
+            ExprKind::Call(call) => {
+                let what = if Builtin::lookup(&call.callee.name).is_some()
+                    || self.modules.contains_key(&call.callee.name)
+                {
+                    format!(
+                        "`{}(...)` is a layer; apply it to a tensor",
+                        call.callee.name
+                    )
+                } else {
+                    format!("unknown function `{}`", call.callee.name)
+                };
+                self.errors.push(CheckError::TypeMismatch {
+                    expected: "a tensor".into(),
+                    found: what,
+                    span: expr.span,
+                    help: Some("start a chain with a tensor: `x |> layer(...)`".into()),
+                });
+                None
+            }
+            ExprKind::Repeat { .. } => {
+                self.errors.push(CheckError::TypeMismatch {
+                    expected: "a tensor".into(),
+                    found: "`repeat`, which is a stage".into(),
+                    span: expr.span,
+                    help: Some("apply it to a tensor: `x |> repeat 2 { ... }`".into()),
+                });
+                None
+            }
+            _ => {
+                self.errors.push(CheckError::TypeMismatch {
+                    expected: "a tensor".into(),
+                    found: describe_expr(expr),
+                    span: expr.span,
+                    help: None,
+                });
+                None
+            }
+        }
+    }
+
+    fn tensor_name(&mut self, ident: &Ident, body: &Body<'a>) -> Option<TensorRef> {
+        if let Some(value) = body.tensors.get(&ident.name) {
+            return Some(value.clone());
+        }
+        if body.poisoned.contains(&ident.name) {
+            return None;
+        }
+        if body.layers.contains_key(&ident.name) || Builtin::lookup(&ident.name).is_some() {
+            self.errors.push(CheckError::TypeMismatch {
+                expected: "a tensor".into(),
+                found: format!("the layer `{}`", ident.name),
+                span: ident.span,
+                help: Some(format!("apply it to a tensor: `x |> {}`", ident.name)),
+            });
+            return None;
+        }
+        self.errors.push(CheckError::UnknownName {
+            kind: "tensor",
+            name: ident.name.clone(),
+            span: ident.span,
+            help: did_you_mean(&ident.name, body.tensors.keys().map(String::as_str)),
+        });
+        None
+    }
+
+    /// `concat(a, b, ..., dim: -1)`: tensors that agree except along `dim`.
+    fn concat(&mut self, args: &'a [Arg], span: Span, body: &mut Body<'a>) -> Option<TensorRef> {
+        let mut dim = -1i64;
+        let mut values = Vec::new();
+        let mut ok = true;
+        for arg in args {
+            match &arg.name {
+                Some(name) if name.name == "dim" => match eval(&arg.value, &body.env) {
+                    Ok(Value::Int(d)) => dim = d,
+                    _ => {
+                        self.errors.push(CheckError::TypeMismatch {
+                            expected: "an integer for `dim`".into(),
+                            found: describe_expr(&arg.value),
+                            span: arg.value.span,
+                            help: None,
+                        });
+                        ok = false;
+                    }
+                },
+                Some(name) => {
+                    self.errors.push(CheckError::UnknownArgument {
+                        callee: "concat".into(),
+                        name: name.name.clone(),
+                        span: name.span,
+                        help: Some("`concat` takes tensors and `dim: int = -1`".into()),
+                    });
+                    ok = false;
+                }
+                None => match self.tensor_expr(&arg.value, body) {
+                    Some(v) => values.push((v, arg.span)),
+                    None => ok = false,
+                },
+            }
+        }
+        if !ok {
+            return None;
+        }
+        if values.len() < 2 {
+            self.errors.push(CheckError::Arity {
+                callee: "concat".into(),
+                expected: "at least 2".into(),
+                found: values.len(),
+                span,
+                help: Some("e.g. `concat(x, h, dim: -1)`".into()),
+            });
+            return None;
+        }
+        let rank = values[0].0.shape.len() as i64;
+        let axis = if dim < 0 { dim + rank } else { dim };
+        if !(1..rank).contains(&axis) {
+            self.errors.push(CheckError::invalid(
+                format!(
+                    "concat: no dimension {dim} after the batch in {}",
+                    shape_to_string(&values[0].0.shape)
+                ),
+                span,
+                "bad `dim`",
+            ));
+            return None;
+        }
+        let mut output = values[0].0.shape.clone();
+        let mut total = 0i64;
+        for (value, arg_span) in &values {
+            let agrees = value.shape.len() == output.len()
+                && value
+                    .shape
+                    .iter()
+                    .zip(&output)
+                    .enumerate()
+                    .all(|(i, (a, b))| i as i64 == axis || a == b);
+            match (&value.shape.get(axis as usize), agrees) {
+                (Some(Dim::Size(n)), true) => total += n,
+                _ => {
+                    self.errors.push(CheckError::ShapeMismatch {
+                        expected: format!(
+                            "{} except along dimension {axis}",
+                            shape_to_string(&output)
+                        ),
+                        found: shape_to_string(&value.shape),
+                        span: *arg_span,
+                        what: "cannot be concatenated".into(),
+                        help: None,
+                    });
+                    return None;
+                }
+            }
+        }
+        output[axis as usize] = Dim::Size(total);
+        let inputs: Vec<TensorRef> = values.into_iter().map(|(v, _)| v).collect();
+        Some(self.push_node(
+            join_path(&body.scope, "concat"),
+            Op::Concat { dim: axis },
+            &inputs,
+            output,
+        ))
+    }
+
+    fn push_node(
+        &mut self,
+        name: String,
+        op: Op,
+        inputs: &[TensorRef],
+        output: Shape,
+    ) -> TensorRef {
+        self.nodes.push(Node {
+            name,
+            op,
+            inputs: inputs.iter().map(|v| v.node).collect(),
+            output: output.clone(),
+        });
+        TensorRef {
+            node: self.nodes.len() - 1,
+            shape: output,
+        }
+    }
+
+    /// Applies one stage of a chain to `input`.
+    fn apply_stage(
+        &mut self,
+        stage: &'a Expr,
+        body: &mut Body<'a>,
+        input: TensorRef,
+    ) -> Option<TensorRef> {
+        match &stage.kind {
+            ExprKind::Repeat {
+                count,
+                count_span,
+                body: chain,
+            } => {
+                if *count < 1 {
+                    self.errors.push(CheckError::invalid(
+                        format!("repeat needs a count of at least 1, got {count}"),
+                        *count_span,
+                        "here",
+                    ));
+                    return None;
+                }
+                let path = join_path(&body.scope, &body.next_index.to_string());
+                body.next_index += 1;
+                let mut value = input;
+                for copy in 0..*count {
+                    let copy_path = join_path(&path, &copy.to_string());
+                    for (i, inner) in chain.iter().enumerate() {
+                        let inner_path = if chain.len() == 1 {
+                            copy_path.clone()
+                        } else {
+                            join_path(&copy_path, &i.to_string())
+                        };
+                        if let ExprKind::Name(ident) = &inner.kind {
+                            if body.layers.contains_key(&ident.name) {
+                                self.errors.push(CheckError::Unsupported {
+                                    message: format!("the named layer `{}` inside `repeat` would be one layer shared by every copy", ident.name),
+                                    span: inner.span,
+                                    help: Some("write the layer inline so that each copy has its own weights".into()),
+                                });
+                                return None;
+                            }
+                        }
+                        let bound = self.bind_layer(inner, &body.env, Some(&body.layers))?;
+                        value = self.apply_bound(&bound, &inner_path, value, inner.span)?;
+                    }
+                }
+                Some(value)
+            }
+            ExprKind::Name(ident) if body.layers.contains_key(&ident.name) => {
+                let bound = body.layers[&ident.name].clone();
+                self.apply_bound(
+                    &bound,
+                    &join_path(&body.scope, &ident.name),
+                    input,
+                    stage.span,
+                )
+            }
+            ExprKind::Name(ident)
+                if body.tensors.contains_key(&ident.name) || body.env.contains_key(&ident.name) =>
+            {
+                self.errors.push(CheckError::TypeMismatch {
+                    expected: "a layer".into(),
+                    found: format!("`{}`, which is not a layer", ident.name),
+                    span: stage.span,
+                    help: Some("after `|>` comes a layer, a module or `repeat`".into()),
+                });
+                None
+            }
+            _ => {
+                let bound = self.bind_layer(stage, &body.env, Some(&body.layers))?;
+                let path = join_path(&body.scope, &body.next_index.to_string());
+                body.next_index += 1;
+                self.apply_bound(&bound, &path, input, stage.span)
+            }
+        }
+    }
+
+    fn apply_bound(
+        &mut self,
+        bound: &BoundLayer<'a>,
+        path: &str,
+        input: TensorRef,
+        span: Span,
+    ) -> Option<TensorRef> {
+        match bound.callee {
+            Callee::Builtin(builtin) => {
+                match builtin.lower(&bound.values, path, &input.shape, span) {
+                    Ok(lowered) => {
+                        for param in lowered.params {
+                            if !self.params.iter().any(|p| p.name == param.name) {
+                                self.params.push(param);
+                            }
+                        }
+                        for buffer in lowered.buffers {
+                            if !self.buffers.iter().any(|p| p.name == buffer.name) {
+                                self.buffers.push(buffer);
+                            }
+                        }
+                        Some(self.push_node(path.to_string(), lowered.op, &[input], lowered.output))
+                    }
+                    Err(err) => {
+                        self.errors.push(err);
+                        None
+                    }
+                }
+            }
+            Callee::Module(module) => {
+                let env: Env = bound
+                    .sig
+                    .iter()
+                    .map(|p| p.name.clone())
+                    .zip(bound.values.iter().cloned())
+                    .collect();
+                self.instantiate(module, &env, path, input, span)
+            }
+        }
     }
 
     /// Resolves the named layers of a module (`fc = linear(...)`), reporting
@@ -219,7 +607,7 @@ impl<'a> Elaborator<'a> {
         env: &Env,
         local: Option<&BTreeMap<String, BoundLayer<'a>>>,
     ) -> Option<BoundLayer<'a>> {
-        let (name, args): (&crate::ast::Ident, &[crate::ast::Arg]) = match &expr.kind {
+        let (name, args): (&Ident, &[Arg]) = match &expr.kind {
             ExprKind::Name(ident) => (ident, &[]),
             ExprKind::Call(call) => (&call.callee, &call.args),
             _ => {
@@ -248,16 +636,21 @@ impl<'a> Elaborator<'a> {
             }
             Callee::Module(module)
         } else {
-            let mut candidates: Vec<&str> = BUILTIN_NAMES.to_vec();
+            let mut candidates: Vec<&str> = builtin_names().collect();
             candidates.extend(self.modules.keys().map(String::as_str));
             if let Some(local) = local {
                 candidates.extend(local.keys().map(String::as_str));
             }
+            let help = if name.name == "concat" {
+                Some("`concat(a, b)` combines tensors; it is not a stage after `|>`".into())
+            } else {
+                did_you_mean(&name.name, candidates)
+            };
             self.errors.push(CheckError::UnknownName {
                 kind: "layer or module",
                 name: name.name.clone(),
                 span: name.span,
-                help: did_you_mean(&name.name, candidates),
+                help,
             });
             return None;
         };
@@ -276,7 +669,6 @@ impl<'a> Elaborator<'a> {
             callee,
             sig,
             values,
-            span: expr.span,
         })
     }
 
@@ -328,70 +720,6 @@ impl<'a> Elaborator<'a> {
         ok.then_some(sig)
     }
 
-    /// Applies one stage of a chain (the `index`th after the input).
-    fn apply_stage(
-        &mut self,
-        stage: &'a Expr,
-        index: usize,
-        layers: &BTreeMap<String, BoundLayer<'a>>,
-        env: &Env,
-        scope: &str,
-        input: Shape,
-    ) -> Option<Shape> {
-        // A named layer of this module is used by its name; an inline layer
-        // is named by its position, as in PyTorch's nn.Sequential.
-        let (bound, path) = match &stage.kind {
-            ExprKind::Name(ident) if layers.contains_key(&ident.name) => {
-                (layers[&ident.name].clone(), join_path(scope, &ident.name))
-            }
-            ExprKind::Name(ident) if env.contains_key(&ident.name) => {
-                self.errors.push(CheckError::TypeMismatch {
-                    expected: "a layer".into(),
-                    found: format!("the parameter `{}`", ident.name),
-                    span: stage.span,
-                    help: None,
-                });
-                return None;
-            }
-            _ => (
-                self.bind_layer(stage, env, Some(layers))?,
-                join_path(scope, &index.to_string()),
-            ),
-        };
-        match bound.callee {
-            Callee::Builtin(builtin) => {
-                match builtin.lower(&bound.values, &path, &input, stage.span) {
-                    Ok((op, params, output)) => {
-                        for param in params {
-                            if !self.params.iter().any(|p| p.name == param.name) {
-                                self.params.push(param);
-                            }
-                        }
-                        self.nodes.push(Node {
-                            name: path,
-                            op,
-                            output: output.clone(),
-                        });
-                        Some(output)
-                    }
-                    Err(err) => {
-                        self.errors.push(err);
-                        None
-                    }
-                }
-            }
-            Callee::Module(module) => {
-                let env: Env = bound
-                    .sig
-                    .iter()
-                    .map(|p| p.name.clone())
-                    .zip(bound.values.iter().cloned())
-                    .collect();
-                self.instantiate(module, &env, &path, input, stage.span)
-            }
-        }
-    }
-
     /// Turns a declared shape into plan dims: numbers stay, names bound to an
     /// `int` parameter take its value, other names are symbols.
     fn resolve_shape(&mut self, shape: &ShapeExpr, env: &Env) -> Shape {
@@ -427,15 +755,6 @@ impl<'a> Elaborator<'a> {
     }
 }
 
-#[derive(Clone)]
-struct BoundLayer<'a> {
-    callee: Callee<'a>,
-    sig: Vec<ParamSig>,
-    values: Vec<Value>,
-    #[allow(dead_code)]
-    span: Span,
-}
-
 fn kind_word(def: &ModuleDef) -> &'static str {
     match def.kind {
         ModuleKind::Model => "model",
@@ -450,6 +769,8 @@ fn describe_expr(expr: &Expr) -> String {
         ExprKind::Bool(_) => "a boolean".into(),
         ExprKind::List(_) => "a list".into(),
         ExprKind::Pipe(_) => "a `|>` chain".into(),
+        ExprKind::Add(_) => "a sum".into(),
+        ExprKind::Repeat { .. } => "`repeat`".into(),
         ExprKind::Name(n) => format!("`{}`", n.name),
         ExprKind::Call(c) => format!("a call of `{}`", c.callee.name),
     }

@@ -175,6 +175,8 @@ fn type_error(value: &Expr, expected: &str, key: &str) -> CheckError {
         ExprKind::Name(_) => "a name",
         ExprKind::Call(_) => "a call",
         ExprKind::Pipe(_) => "a `|>` chain",
+        ExprKind::Add(_) => "a sum",
+        ExprKind::Repeat { .. } => "a `repeat`",
         ExprKind::List(_) => "a list",
     };
     CheckError::TypeMismatch {
@@ -414,7 +416,7 @@ pub fn data(
     probe: bool,
     errors: &mut Vec<CheckError>,
 ) -> Option<DataPlan> {
-    let known = ["source", "scale", "valid", "shuffle"];
+    let known = ["source", "shape", "scale", "valid", "shuffle"];
     let settings = Settings::new(
         &format!("data {}", def.name.name),
         def.name.span,
@@ -449,6 +451,22 @@ pub fn data(
         match table {
             Ok(table) => {
                 sample_shape = vec![table.feature_count as i64];
+                if let Some((shape, span)) = sample_shape_setting(&settings, errors) {
+                    let size: i64 = shape.iter().product();
+                    if size != table.feature_count as i64 {
+                        errors.push(CheckError::InvalidValue {
+                            message: format!(
+                                "shape {shape:?} holds {size} values, but each row has {} features",
+                                table.feature_count
+                            ),
+                            span,
+                            label: "does not match the file".into(),
+                            help: None,
+                        });
+                        return None;
+                    }
+                    sample_shape = shape;
+                }
                 classes = table.classes();
                 rows = table.rows as u64;
             }
@@ -480,6 +498,35 @@ pub fn data(
         valid_fraction,
         shuffle,
     })
+}
+
+/// `shape = [1, 8, 8]`: how each row's features are laid out.
+fn sample_shape_setting(
+    settings: &Settings<'_>,
+    errors: &mut Vec<CheckError>,
+) -> Option<(Vec<i64>, Span)> {
+    let setting = settings.get("shape")?;
+    let dims: Option<Vec<i64>> = match &setting.value.kind {
+        ExprKind::List(items) => items
+            .iter()
+            .map(|e| match e.kind {
+                ExprKind::Int(n) if n >= 1 => Some(n),
+                _ => None,
+            })
+            .collect(),
+        _ => None,
+    };
+    match dims {
+        Some(dims) if !dims.is_empty() => Some((dims, setting.value.span)),
+        _ => {
+            errors.push(type_error(
+                &setting.value,
+                "a list of sizes ≥ 1, e.g. `[1, 8, 8]`",
+                "shape",
+            ));
+            None
+        }
+    }
 }
 
 /// `a/b/../c` → `a/c`, without touching the file system.

@@ -47,13 +47,18 @@ pub struct ModelPlan {
     pub name: String,
     pub input: Shape,
     pub output: Shape,
+    /// Trainable scalars in all parameters.
     pub parameter_count: u64,
     /// Every trainable tensor, named as PyTorch's `state_dict` would name it
     /// for the equivalent `nn.Module`.
     pub parameters: Vec<ParamSpec>,
-    /// The forward pass, in execution order; each node reads the previous
-    /// node's output.
+    /// State that is not trained but saved (batch_norm running statistics).
+    pub buffers: Vec<ParamSpec>,
+    /// The dataflow graph in execution order. Node 0 is the model input; each
+    /// node reads the outputs of earlier nodes named by `inputs`.
     pub nodes: Vec<Node>,
+    /// The node whose output is the model's output.
+    pub result: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -72,6 +77,10 @@ pub enum Init {
     Uniform {
         bound: f64,
     },
+    /// N(0, std²).
+    Normal {
+        std: f64,
+    },
     Ones,
     Zeros,
 }
@@ -82,17 +91,76 @@ pub struct Node {
     /// Module path, e.g. `0` or `1.fc`.
     pub name: String,
     pub op: Op,
+    /// Indices of the nodes whose outputs this node reads.
+    pub inputs: Vec<usize>,
     pub output: Shape,
 }
 
+/// One operation of the forward pass. Parameter fields hold parameter names.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Op {
+    /// The model's input batch.
+    Input,
     Linear {
         in_features: i64,
         out_features: i64,
         weight: String,
         bias: Option<String>,
+    },
+    Conv1d {
+        in_channels: i64,
+        out_channels: i64,
+        kernel: i64,
+        stride: i64,
+        padding: i64,
+        weight: String,
+        bias: Option<String>,
+    },
+    Conv2d {
+        in_channels: i64,
+        out_channels: i64,
+        kernel: i64,
+        stride: i64,
+        padding: i64,
+        weight: String,
+        bias: Option<String>,
+    },
+    MaxPool1d {
+        kernel: i64,
+        stride: i64,
+        padding: i64,
+    },
+    MaxPool2d {
+        kernel: i64,
+        stride: i64,
+        padding: i64,
+    },
+    AvgPool1d {
+        kernel: i64,
+        stride: i64,
+        padding: i64,
+    },
+    AvgPool2d {
+        kernel: i64,
+        stride: i64,
+        padding: i64,
+    },
+    AdaptiveAvgPool1d {
+        size: i64,
+    },
+    AdaptiveAvgPool2d {
+        height: i64,
+        width: i64,
+    },
+    BatchNorm {
+        features: i64,
+        eps: f64,
+        momentum: f64,
+        weight: String,
+        bias: String,
+        running_mean: String,
+        running_var: String,
     },
     LayerNorm {
         dim: i64,
@@ -100,15 +168,58 @@ pub enum Op {
         weight: String,
         bias: String,
     },
+    RmsNorm {
+        dim: i64,
+        eps: f64,
+        weight: String,
+    },
+    Embedding {
+        num_embeddings: i64,
+        dim: i64,
+        weight: String,
+    },
+    /// Adds a learned position vector to each position: x + weight[:T].
+    PosEmbedding {
+        max_len: i64,
+        dim: i64,
+        weight: String,
+    },
+    /// Multi-head self-attention with PyTorch `nn.MultiheadAttention`'s
+    /// parameters (batch first).
+    Attention {
+        dim: i64,
+        heads: i64,
+        causal: bool,
+        in_proj_weight: String,
+        in_proj_bias: String,
+        out_proj_weight: String,
+        out_proj_bias: String,
+    },
     Dropout {
         p: f64,
     },
     Flatten,
+    /// Reshapes every sample (the batch dimension stays).
+    Reshape {
+        shape: Vec<i64>,
+    },
+    Transpose {
+        dim0: i64,
+        dim1: i64,
+    },
+    Softmax {
+        dim: i64,
+    },
     Relu,
     Gelu,
     Silu,
     Tanh,
     Sigmoid,
+    /// Element-wise sum of the inputs.
+    Add,
+    Concat {
+        dim: i64,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -152,11 +152,26 @@ fn lower_forward(pair: Pair<'_, Rule>, errors: &mut Errors) -> Forward {
     let input = lower_ident(inner.next().expect("forward input"));
     let input_shape = lower_shape(inner.next().expect("input shape"), errors);
     let output_shape = lower_shape(inner.next().expect("output shape"), errors);
-    let body = lower_expr(inner.next().expect("forward body"), errors);
+    let mut lets = Vec::new();
+    let mut body = None;
+    for part in inner {
+        match part.as_rule() {
+            Rule::let_def => {
+                let span = Span::from_pest(part.as_span());
+                let mut kv = part.into_inner();
+                let name = lower_ident(kv.next().expect("let name"));
+                let value = lower_expr(kv.next().expect("let value"), errors);
+                lets.push(LetDef { name, value, span });
+            }
+            _ => body = Some(lower_expr(part, errors)),
+        }
+    }
+    let body = body.expect("the grammar requires a body expression");
     Forward {
         input,
         input_shape,
         output_shape,
+        lets,
         body,
         span,
     }
@@ -206,6 +221,39 @@ fn lower_expr(pair: Pair<'_, Rule>, errors: &mut Errors) -> Expr {
                     kind: ExprKind::Pipe(stages),
                     span,
                 }
+            }
+        }
+        Rule::sum => {
+            let mut terms: Vec<Expr> = pair
+                .into_inner()
+                .filter(|p| p.as_rule() != Rule::add_op)
+                .map(|p| lower_expr(p, errors))
+                .collect();
+            if terms.len() == 1 {
+                terms.pop().expect("one term")
+            } else {
+                Expr {
+                    kind: ExprKind::Add(terms),
+                    span,
+                }
+            }
+        }
+        Rule::repeat => {
+            let mut inner = pair.into_inner();
+            let count_pair = inner.next().expect("repeat count");
+            let count = lower_int(&count_pair, errors);
+            let count_span = Span::from_pest(count_pair.as_span());
+            let body = inner
+                .filter(|p| p.as_rule() != Rule::pipe_op)
+                .map(|p| lower_expr(p, errors))
+                .collect();
+            Expr {
+                kind: ExprKind::Repeat {
+                    count,
+                    count_span,
+                    body,
+                },
+                span,
             }
         }
         Rule::paren => lower_expr(
@@ -602,7 +650,10 @@ fn describe_rule(rule: Rule) -> Option<&'static str> {
         Rule::list => "a list",
         Rule::call => "a name",
         Rule::paren => "`(`",
-        Rule::expr | Rule::arg => "an expression",
+        Rule::expr | Rule::arg | Rule::sum => "an expression",
+        Rule::add_op => "`+`",
+        Rule::repeat => "`repeat`",
+        Rule::let_def => "`let`",
         Rule::kwarg => "a keyword argument",
         Rule::pipe_op => "`|>`",
         Rule::shape => "a shape like `[B, 64]`",
