@@ -94,12 +94,12 @@ pub enum CheckError {
         help: Option<String>,
     },
 
-    #[error(
-        "width mismatch: {layer} expects {expected} input features, but its input has {found}"
-    )]
+    #[error("width mismatch: {layer} expects {expected} {unit}, but its input has {found}")]
     #[diagnostic(code(dtl::check::width_mismatch))]
     WidthMismatch {
         layer: String,
+        /// "input features" or "input channels".
+        unit: &'static str,
         expected: i64,
         found: i64,
         #[label("expects {expected}, gets {found}")]

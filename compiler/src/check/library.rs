@@ -665,6 +665,7 @@ fn check_last_dim(
         Some(Dim::Size(found)) if *found == expected => Ok(()),
         Some(Dim::Size(found)) => Err(CheckError::WidthMismatch {
             layer: format!("`{}`", layer.name()),
+            unit: "input features",
             expected,
             found: *found,
             span,
@@ -733,6 +734,7 @@ fn check_channels(
         Dim::Size(c) if *c == channels => Ok(sizes),
         Dim::Size(c) => Err(CheckError::WidthMismatch {
             layer: format!("`{}`", layer.name()),
+            unit: "input channels",
             expected: channels,
             found: *c,
             span,

@@ -577,6 +577,14 @@ pub(super) fn error_from_pest(
         }
     }
     collapse_expression(&mut expected);
+    // A chain or sum could always go on; when a closing token is also
+    // possible, that is what was meant far more often.
+    if expected
+        .iter()
+        .any(|e| ["`)`", "`,`", "`]`", "`}`"].contains(&e.as_str()))
+    {
+        expected.retain(|e| !["`|>`", "`+`", "`(`"].contains(&e.as_str()));
+    }
     let expected = if expected.is_empty() {
         "something else".to_string()
     } else {
