@@ -1,0 +1,249 @@
+"""The same training run as `dtl run`, written in PyTorch.
+
+Reads a compiled dtl plan (JSON), builds the equivalent network out of
+torch.nn modules (nested so that its state_dict names are the plan's
+parameter names), writes its initial weights to a safetensors file, then
+trains it with torch.optim, torch.nn.utils.clip_grad_norm_ and the same data
+order as dtl, and writes the loss of every optimizer step as JSON.
+
+    python torch_reference.py PLAN.json INIT.safetensors LOSSES.json
+
+The Rust test tests/reference.rs runs dtl from INIT.safetensors and compares
+the losses. Nothing here is imported from dtl: it is an independent
+reference for the plan's meaning.
+"""
+
+import gzip
+import json
+import math
+import sys
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import save_file
+from torch import nn
+
+MASK64 = (1 << 64) - 1
+
+
+class SplitMix64:
+    """dtl's data-order generator (runtime/src/rng.rs), re-implemented."""
+
+    def __init__(self, seed):
+        self.state = (seed ^ 0x9E3779B97F4A7C15) & MASK64
+
+    def next_u64(self):
+        self.state = (self.state + 0x9E3779B97F4A7C15) & MASK64
+        z = self.state
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & MASK64
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & MASK64
+        return z ^ (z >> 31)
+
+    def shuffle(self, items):
+        for i in range(len(items) - 1, 0, -1):
+            j = self.next_u64() % (i + 1)
+            items[i], items[j] = items[j], items[i]
+
+
+def load_data(data):
+    source = data["source"]
+    assert source["format"] == "csv", source
+    opener = gzip.open if source["path"].endswith(".gz") else open
+    with opener(source["path"], "rt") as f:
+        lines = [line for line in f.read().splitlines() if line.strip()]
+    if source["header"]:
+        lines = lines[1:]
+    rows = [[float(c) for c in line.split(",")] for line in lines]
+    label_at = source["label_column"] % len(rows[0])
+    labels = torch.tensor([int(r[label_at]) for r in rows])
+    features = torch.tensor(
+        [[v for i, v in enumerate(r) if i != label_at] for r in rows], dtype=torch.float32
+    )
+    features = (features * float(data["scale"])).reshape([len(rows)] + data["sample_shape"])
+    return features, labels
+
+
+class PosEmbedding(nn.Module):
+    def __init__(self, max_len, dim):
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(max_len, dim))
+
+    def forward(self, x):
+        return x + self.weight[: x.shape[1]]
+
+
+def module_for(op, rank):
+    """The torch.nn module holding a node's parameters, or None."""
+    kind = op["kind"]
+    if kind == "linear":
+        return nn.Linear(op["in_features"], op["out_features"], bias=op["bias"] is not None)
+    if kind in ("conv1d", "conv2d"):
+        conv = nn.Conv1d if kind == "conv1d" else nn.Conv2d
+        return conv(op["in_channels"], op["out_channels"], op["kernel"], stride=op["stride"],
+                    padding=op["padding"], bias=op["bias"] is not None)
+    if kind == "batch_norm":
+        norm = {2: nn.BatchNorm1d, 3: nn.BatchNorm1d, 4: nn.BatchNorm2d}[rank]
+        return norm(op["features"], eps=op["eps"], momentum=op["momentum"])
+    if kind == "layer_norm":
+        return nn.LayerNorm(op["dim"], eps=op["eps"])
+    if kind == "rms_norm":
+        return nn.RMSNorm(op["dim"], eps=op["eps"])
+    if kind == "embedding":
+        return nn.Embedding(op["num_embeddings"], op["dim"])
+    if kind == "pos_embedding":
+        return PosEmbedding(op["max_len"], op["dim"])
+    if kind == "attention":
+        return nn.MultiheadAttention(op["dim"], op["heads"], batch_first=True)
+    return None
+
+
+def functional(op, inputs, module, training):
+    kind, x = op["kind"], inputs[0]
+    if module is not None:
+        if kind == "attention":
+            t = x.shape[1]
+            mask = nn.Transformer.generate_square_subsequent_mask(t) if op["causal"] else None
+            return module(x, x, x, need_weights=False, attn_mask=mask, is_causal=op["causal"])[0]
+        if kind == "embedding":
+            return module(x.long())
+        return module(x)
+    if kind == "dropout":
+        return F.dropout(x, op["p"], training)
+    if kind == "flatten":
+        return x.flatten(1)
+    if kind == "reshape":
+        return x.reshape([x.shape[0]] + op["shape"])
+    if kind == "transpose":
+        return x.transpose(op["dim0"], op["dim1"])
+    if kind == "softmax":
+        return F.softmax(x, op["dim"])
+    if kind in ("max_pool1d", "max_pool2d", "avg_pool1d", "avg_pool2d"):
+        pool = getattr(F, kind)
+        return pool(x, op["kernel"], op["stride"], op["padding"])
+    if kind == "adaptive_avg_pool1d":
+        return F.adaptive_avg_pool1d(x, op["size"])
+    if kind == "adaptive_avg_pool2d":
+        return F.adaptive_avg_pool2d(x, (op["height"], op["width"]))
+    if kind == "add":
+        return sum(inputs[1:], inputs[0])
+    if kind == "concat":
+        return torch.cat(inputs, op["dim"])
+    return {"relu": F.relu, "gelu": F.gelu, "silu": F.silu, "tanh": torch.tanh,
+            "sigmoid": torch.sigmoid}[kind](x)
+
+
+class PlanModel(nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.nodes = model["nodes"]
+        self.result = model["result"]
+        self.by_node = {}
+        for index, node in enumerate(self.nodes):
+            rank = len(self.nodes[node["inputs"][0]]["output"]) if node["inputs"] else 0
+            module = module_for(node["op"], rank)
+            if module is not None:
+                # A named layer used twice is one module applied twice.
+                self.by_node[index] = self.attach(node["name"], module)
+
+    def attach(self, path, module):
+        parent = self
+        *scopes, leaf = path.split(".")
+        for scope in scopes:
+            if scope not in parent._modules:
+                parent.add_module(scope, nn.Module())
+            parent = parent._modules[scope]
+        if leaf not in parent._modules:
+            parent.add_module(leaf, module)
+        return parent._modules[leaf]
+
+    def forward(self, x):
+        values = []
+        for index, node in enumerate(self.nodes):
+            if node["op"]["kind"] == "input":
+                values.append(x)
+                continue
+            inputs = [values[i] for i in node["inputs"]]
+            values.append(functional(node["op"], inputs, self.by_node.get(index), self.training))
+        return values[self.result]
+
+
+def optimizer_for(spec, params):
+    kind = spec["kind"]
+    if kind == "sgd":
+        return torch.optim.SGD(params, lr=spec["lr"], momentum=spec["momentum"],
+                               dampening=spec["dampening"], nesterov=spec["nesterov"],
+                               weight_decay=spec["weight_decay"], foreach=False)
+    cls = torch.optim.Adam if kind == "adam" else torch.optim.AdamW
+    return cls(params, lr=spec["lr"], betas=tuple(spec["betas"]), eps=spec["eps"],
+               weight_decay=spec["weight_decay"], foreach=False)
+
+
+def main(plan_path, init_path, losses_path):
+    with open(plan_path) as f:
+        plan = json.load(f)
+    train = plan["train"]
+    model = PlanModel(plan["model"])
+    names = [p["name"] for p in plan["model"]["parameters"]]
+    state = model.state_dict()
+    missing = [n for n in names if n not in state]
+    assert not missing, f"plan parameters with no PyTorch counterpart: {missing}"
+    # Initial weights: PyTorch's own initialisers, handed to dtl.
+    weights = {n: t.detach().clone().contiguous() for n, t in state.items() if not n.endswith("num_batches_tracked")}
+    save_file(weights, init_path)
+
+    features, labels = load_data(plan["data"])
+    rows = features.shape[0]
+    order = list(range(rows))
+    SplitMix64(train["seed"]).shuffle(order)
+    valid_rows = math.floor(rows * plan["data"]["valid_fraction"] + 0.5)
+    train_idx = torch.tensor(order[: rows - valid_rows])
+    x_train, y_train = features[train_idx], labels[train_idx]
+
+    batch_rng = SplitMix64((train["seed"] + 1) & MASK64)
+    batch_order = list(range(len(train_idx)))
+    position = [len(batch_order)]  # forces a shuffle before the first batch
+
+    def next_batch():
+        mb = train["micro_batch"]
+        if position[0] + mb > len(batch_order):
+            if plan["data"]["shuffle"]:
+                batch_rng.shuffle(batch_order)
+            position[0] = 0
+        idx = torch.tensor(batch_order[position[0]: position[0] + mb])
+        position[0] += mb
+        return x_train[idx], y_train[idx]
+
+    params = [dict(model.named_parameters())[n] for n in names]
+    optimizer = optimizer_for(train["optimizer"], params)
+    smoothing = train["loss"]["label_smoothing"]
+    torch.manual_seed(train["seed"])
+    model.train()
+    losses = []
+    for _ in range(train["steps"]):
+        total = 0.0
+        for op in plan["step_program"]:
+            if op["op"] == "forward_backward":
+                for _ in range(op["micro_batches"]):
+                    x, y = next_batch()
+                    loss = F.cross_entropy(model(x), y, label_smoothing=smoothing) * op["loss_scale"]
+                    loss.backward()
+                    total += loss.item()
+            elif op["op"] == "clip_grad_norm":
+                norm_type = op["norm_type"]
+                norm_type = math.inf if norm_type == "inf" else norm_type
+                nn.utils.clip_grad_norm_(params, op["max_norm"], norm_type=norm_type)
+            elif op["op"] == "clip_grad_value":
+                nn.utils.clip_grad_value_(params, op["clip_value"])
+            elif op["op"] == "optimizer_step":
+                optimizer.step()
+            elif op["op"] == "zero_grad":
+                optimizer.zero_grad()
+            else:
+                raise ValueError(f"unknown step op {op}")
+        losses.append(total)
+    with open(losses_path, "w") as f:
+        json.dump(losses, f)
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:4])
