@@ -13,6 +13,11 @@ use crate::ast::{Arg, DimExpr, Expr, ExprKind, Forward, Ident, ModuleDef, Module
 use crate::plan::{shape_to_string, Dim, ModelPlan, Node, Op, ParamSpec, Shape};
 use crate::span::Span;
 
+/// More operations than any real model has: a guard against `repeat 10^9`.
+const MAX_NODES: usize = 100_000;
+/// 2^40 values (4 TiB in fp32): larger than the memory of any machine.
+const MAX_TENSOR_ELEMENTS: i64 = 1 << 40;
+
 /// What a layer expression refers to, once resolved.
 #[derive(Clone, Copy)]
 enum Callee<'a> {
@@ -480,6 +485,14 @@ impl<'a> Elaborator<'a> {
                 body.next_index += 1;
                 let mut value = input;
                 for copy in 0..*count {
+                    if self.nodes.len() > MAX_NODES {
+                        self.errors.push(CheckError::invalid(
+                            format!("the model grows past {MAX_NODES} operations"),
+                            *count_span,
+                            "too many copies",
+                        ));
+                        return None;
+                    }
                     let copy_path = join_path(&path, &copy.to_string());
                     for (i, inner) in chain.iter().enumerate() {
                         let inner_path = if chain.len() == 1 {
@@ -543,6 +556,21 @@ impl<'a> Elaborator<'a> {
             Callee::Builtin(builtin) => {
                 match builtin.lower(&bound.values, path, &input.shape, span) {
                     Ok(lowered) => {
+                        for param in lowered.params.iter().chain(&lowered.buffers) {
+                            let numel = param
+                                .shape
+                                .iter()
+                                .try_fold(1i64, |acc, &n| acc.checked_mul(n));
+                            if !numel.is_some_and(|n| n <= MAX_TENSOR_ELEMENTS) {
+                                self.errors.push(CheckError::InvalidValue {
+                                    message: format!("`{}` would hold {:?} values", param.name, param.shape),
+                                    span,
+                                    label: "too large for any machine".into(),
+                                    help: Some(format!("a tensor may hold at most 2^40 values ({MAX_TENSOR_ELEMENTS})")),
+                                });
+                                return None;
+                            }
+                        }
                         for param in lowered.params {
                             if !self.params.iter().any(|p| p.name == param.name) {
                                 self.params.push(param);

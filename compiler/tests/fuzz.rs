@@ -1,0 +1,156 @@
+//! Property test of the front end: mutated versions of every corpus file and
+//! example never make the compiler panic, and every diagnostic's span lies
+//! inside the file, on character boundaries. Deterministic (a fixed seed),
+//! so a failure names the mutant that caused it.
+
+use std::path::{Path, PathBuf};
+
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+}
+
+const TOKENS: [&str; 36] = [
+    "(",
+    ")",
+    "{",
+    "}",
+    "[",
+    "]",
+    ",",
+    ":",
+    "=",
+    ";",
+    "|>",
+    "+",
+    "-",
+    "\"",
+    "\n",
+    "let",
+    "repeat",
+    "forward",
+    "module",
+    "model",
+    "train",
+    "data",
+    "0",
+    "-1",
+    "1e9",
+    "99999999999",
+    "3000000000",
+    "1.5",
+    "linear",
+    "conv2d",
+    "attention",
+    "x",
+    "B",
+    "relu",
+    "é",
+    "/*",
+];
+
+fn corpus() -> Vec<PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut files = Vec::new();
+    for dir in ["tests/cases/ok", "tests/cases/err", "examples"] {
+        for entry in std::fs::read_dir(root.join(dir)).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "dtl") {
+                files.push(path);
+            }
+        }
+    }
+    files.sort();
+    files
+}
+
+fn floor_boundary(text: &str, mut i: usize) -> usize {
+    i = i.min(text.len());
+    while !text.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
+}
+
+fn mutate(text: &str, rng: &mut Rng) -> String {
+    let mut out = text.to_string();
+    for _ in 0..1 + rng.below(3) {
+        let at = floor_boundary(&out, rng.below(out.len() + 1));
+        match rng.below(5) {
+            0 => out.insert_str(at, TOKENS[rng.below(TOKENS.len())]),
+            1 => {
+                let end = floor_boundary(&out, at + rng.below(12));
+                out.replace_range(at..end, "");
+            }
+            2 => {
+                let end = floor_boundary(&out, at + rng.below(40));
+                let piece = out[at..end].to_string();
+                let to = floor_boundary(&out, rng.below(out.len() + 1));
+                out.insert_str(to, &piece);
+            }
+            3 => out.truncate(at),
+            _ => {
+                let end = floor_boundary(&out, at + 1 + rng.below(3));
+                out.replace_range(at..end, TOKENS[rng.below(TOKENS.len())]);
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn mutated_inputs_never_panic_and_spans_stay_inside_the_file() {
+    let files = corpus();
+    assert!(files.len() > 50);
+    let mut rng = Rng(0xD71);
+    let mut checked = 0;
+    for path in &files {
+        let original = std::fs::read_to_string(path).unwrap();
+        for n in 0..150 {
+            let text = mutate(&original, &mut rng);
+            let options = dtl_compiler::check::Options {
+                base_dir: path.parent().unwrap().to_path_buf(),
+                probe_data: n % 10 == 0,
+            };
+            let result = std::panic::catch_unwind(|| {
+                dtl_compiler::compile_source("fuzz.dtl", &text, &options)
+            });
+            let outcome = result
+                .unwrap_or_else(|_| panic!("panic on a mutant of {}:\n{text}", path.display()));
+            if let Err(diagnostics) = outcome {
+                assert!(
+                    !diagnostics.is_empty(),
+                    "an error without diagnostics on a mutant of {}:\n{text}",
+                    path.display()
+                );
+                let _ = diagnostics.render_human(false);
+                for record in diagnostics.records() {
+                    let inside = record.start <= record.end && record.end <= text.len();
+                    let on_chars =
+                        text.is_char_boundary(record.start) && text.is_char_boundary(record.end);
+                    assert!(
+                        inside && on_chars,
+                        "span {}..{} of `{}` is outside the mutant of {}:\n{text}",
+                        record.start,
+                        record.end,
+                        record.code,
+                        path.display()
+                    );
+                }
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked > 7000, "{checked}");
+}
