@@ -39,7 +39,8 @@ pub struct Experiment {
     pub train: TrainPlan,
 }
 
-const TRAIN_KEYS: [&str; 10] = [
+/// The settings a `train` block accepts.
+pub const TRAIN_KEYS: [&str; 10] = [
     "model",
     "data",
     "loss",
