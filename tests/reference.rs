@@ -2,7 +2,8 @@
 //! whose state_dict names are the plan's parameter names), the same initial
 //! weights (PyTorch's, handed to dtl as safetensors) and the same data order
 //! must give the same loss at every step, to 1e-5 relative, over 50 steps of
-//! AdamW with accumulation 2 and global-norm clipping.
+//! AdamW with accumulation 2, global-norm clipping and a warm-up + cosine
+//! schedule (PyTorch's own LinearLR, SequentialLR and CosineAnnealingLR).
 //!
 //! The reference is tests/reference/torch_reference.py, run with the
 //! project's virtualenv.
@@ -121,6 +122,8 @@ const ADAMW_ACCUMULATE_CLIP: &str = "  loss = cross_entropy
   accumulate = 2
   clip = norm(0.5)
   steps = 50
+  warmup = 5
+  schedule = cosine(min_lr: 1e-4)
   seed = 3";
 
 #[test]
@@ -147,6 +150,7 @@ fn residual_mlp_with_sgd_nesterov_and_value_clipping_matches_pytorch() {
   micro_batch = 8
   accumulate = 3
   clip = value(0.05)
+  schedule = step(every: 10, gamma: 0.5)
   steps = 40",
     );
 }

@@ -144,7 +144,10 @@ pub fn train(plan: &Plan, options: &RunOptions) -> Result<Summary, RunError> {
 impl Run<'_> {
     /// Runs the step program once.
     fn step(&mut self, step: u64) -> Result<StepRecord, RunError> {
-        let lr = self.plan.train.optimizer.lr();
+        let train = &self.plan.train;
+        let lr = train
+            .schedule
+            .lr_at(train.optimizer.lr(), step, train.steps);
         let mut loss_sum = 0.0;
         let mut grad_norm = None;
         for op in &self.plan.step_program {

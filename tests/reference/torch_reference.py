@@ -178,6 +178,27 @@ def optimizer_for(spec, params):
                weight_decay=spec["weight_decay"], foreach=False)
 
 
+def scheduler_for(schedule, optimizer, steps):
+    """PyTorch's own schedulers for dtl's schedule (warm-up by LinearLR)."""
+    from torch.optim import lr_scheduler as sched
+
+    warmup, decay = schedule["warmup"], schedule["decay"]
+    after = steps - warmup
+    kind = decay["kind"]
+    if kind == "constant":
+        main_sched = sched.LambdaLR(optimizer, lambda t: 1.0)
+    elif kind == "step":
+        main_sched = sched.StepLR(optimizer, decay["every"], gamma=decay["gamma"])
+    elif kind == "cosine":
+        main_sched = sched.CosineAnnealingLR(optimizer, T_max=after, eta_min=decay["min_lr"])
+    else:
+        main_sched = sched.LinearLR(optimizer, 1.0, decay["end_factor"], total_iters=after)
+    if warmup == 0:
+        return main_sched
+    warm = sched.LinearLR(optimizer, 1.0 / warmup, 1.0, total_iters=warmup - 1)
+    return sched.SequentialLR(optimizer, [warm, main_sched], milestones=[warmup])
+
+
 def main(plan_path, init_path, losses_path):
     with open(plan_path) as f:
         plan = json.load(f)
@@ -215,6 +236,7 @@ def main(plan_path, init_path, losses_path):
 
     params = [dict(model.named_parameters())[n] for n in names]
     optimizer = optimizer_for(train["optimizer"], params)
+    scheduler = scheduler_for(train["schedule"], optimizer, train["steps"])
     smoothing = train["loss"]["label_smoothing"]
     torch.manual_seed(train["seed"])
     model.train()
@@ -236,6 +258,7 @@ def main(plan_path, init_path, losses_path):
                 nn.utils.clip_grad_value_(params, op["clip_value"])
             elif op["op"] == "optimizer_step":
                 optimizer.step()
+                scheduler.step()
             elif op["op"] == "zero_grad":
                 optimizer.zero_grad()
             else:

@@ -40,11 +40,13 @@ pub struct Experiment {
 }
 
 /// The settings a `train` block accepts.
-pub const TRAIN_KEYS: [&str; 10] = [
+pub const TRAIN_KEYS: [&str; 12] = [
     "model",
     "data",
     "loss",
     "optimizer",
+    "schedule",
+    "warmup",
     "steps",
     "micro_batch",
     "accumulate",
@@ -166,6 +168,17 @@ fn check_train(
     };
     let seed = s.int("seed", 0, Some(0), errors);
     let eval_every = s.int("eval_every", 0, Some(0), errors);
+    let warmup = s.int("warmup", 0, Some(0), errors);
+    let schedule = warmup.and_then(|w| {
+        let warmup_span = s.get("warmup").map(|x| x.value.span);
+        settings::schedule(
+            s.get("schedule"),
+            w as u64,
+            steps.map(|n| n as u64),
+            warmup_span,
+            errors,
+        )
+    });
 
     let model = model_def.and_then(|def| {
         let (model, model_errors) = model::Elaborator::new(modules).elaborate_model(def);
@@ -179,6 +192,7 @@ fn check_train(
     let train = TrainPlan {
         loss: loss?,
         optimizer: optimizer?,
+        schedule: schedule?,
         steps: steps? as u64,
         micro_batch,
         accumulate,

@@ -10,7 +10,7 @@ use super::suggest::did_you_mean;
 use super::CheckError;
 use crate::ast::{Arg, DataDef, Expr, ExprKind, Ident, Setting, SettingsBlock};
 use crate::dataset;
-use crate::plan::{Clip, DataPlan, DataSource, Loss, NormType, Optimizer};
+use crate::plan::{Clip, DataPlan, DataSource, Decay, Loss, NormType, Optimizer, Schedule};
 use crate::span::Span;
 
 /// The settings of one block by key, after the duplicate and unknown-key checks.
@@ -358,6 +358,95 @@ pub fn optimizer(setting: &Setting, errors: &mut Vec<CheckError>) -> Option<Opti
             })
         }
     }
+}
+
+/// `schedule = cosine(min_lr: 1e-5)` and `warmup = 100`.
+pub fn schedule(
+    setting: Option<&Setting>,
+    warmup: u64,
+    steps: Option<u64>,
+    warmup_span: Option<Span>,
+    errors: &mut Vec<CheckError>,
+) -> Option<Schedule> {
+    let decay = match setting {
+        None => Decay::Constant,
+        Some(setting) => {
+            let choices = [
+                ("constant", vec![]),
+                (
+                    "step",
+                    vec![
+                        ParamSig::required("every", Ty::Int),
+                        ParamSig::optional("gamma", Ty::Float, Value::Float(0.1)),
+                    ],
+                ),
+                (
+                    "cosine",
+                    vec![ParamSig::optional("min_lr", Ty::Float, Value::Float(0.0))],
+                ),
+                (
+                    "linear",
+                    vec![ParamSig::optional(
+                        "end_factor",
+                        Ty::Float,
+                        Value::Float(0.0),
+                    )],
+                ),
+            ];
+            let (name, v) = choose(setting, "schedule", &choices, errors)?;
+            let span = setting.value.span;
+            match name {
+                "constant" => Decay::Constant,
+                "step" => {
+                    let (every, gamma) = (v[0].as_int(), v[1].as_float());
+                    if every < 1 || gamma <= 0.0 {
+                        errors.push(CheckError::invalid(
+                            "step schedule needs every ≥ 1 and gamma > 0",
+                            span,
+                            "here",
+                        ));
+                        return None;
+                    }
+                    Decay::Step {
+                        every: every as u64,
+                        gamma,
+                    }
+                }
+                "cosine" => {
+                    let min_lr = v[0].as_float();
+                    if min_lr < 0.0 {
+                        errors.push(CheckError::invalid("min_lr must be ≥ 0", span, "negative"));
+                        return None;
+                    }
+                    Decay::Cosine { min_lr }
+                }
+                _ => {
+                    let end_factor = v[0].as_float();
+                    if !(0.0..=1.0).contains(&end_factor) {
+                        errors.push(CheckError::invalid(
+                            "end_factor must be in [0, 1]",
+                            span,
+                            "out of range",
+                        ));
+                        return None;
+                    }
+                    Decay::Linear { end_factor }
+                }
+            }
+        }
+    };
+    if let (Some(steps), Some(span)) = (steps, warmup_span) {
+        if warmup >= steps {
+            errors.push(CheckError::InvalidValue {
+                message: format!("a warm-up of {warmup} steps leaves none of the {steps} steps to train at the full rate"),
+                span,
+                label: "warm-up too long".into(),
+                help: Some("make warmup smaller than steps".into()),
+            });
+            return None;
+        }
+    }
+    Some(Schedule { warmup, decay })
 }
 
 pub fn clip(setting: &Setting, errors: &mut Vec<CheckError>) -> Option<Option<Clip>> {

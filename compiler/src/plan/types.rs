@@ -257,6 +257,8 @@ pub enum DataSource {
 pub struct TrainPlan {
     pub loss: Loss,
     pub optimizer: Optimizer,
+    /// How the learning rate moves from step to step.
+    pub schedule: Schedule,
     /// Optimizer steps.
     pub steps: u64,
     /// Samples per forward/backward pass.
@@ -269,6 +271,65 @@ pub struct TrainPlan {
     pub seed: u64,
     /// Evaluate on the held-out rows every this many steps (0: only at the end).
     pub eval_every: u64,
+}
+
+/// The learning-rate schedule: an optional linear warm-up, then a decay.
+/// [`Schedule::lr_at`] is the formula; `docs/language.md` states it too.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Schedule {
+    /// Steps of linear warm-up: step k ≤ warmup uses lr · k / warmup.
+    pub warmup: u64,
+    pub decay: Decay,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Decay {
+    Constant,
+    /// lr · gamma^⌊t / every⌋ (PyTorch's StepLR).
+    Step {
+        every: u64,
+        gamma: f64,
+    },
+    /// min_lr + (lr − min_lr)(1 + cos(π t / T)) / 2 (PyTorch's CosineAnnealingLR).
+    Cosine {
+        min_lr: f64,
+    },
+    /// lr · (1 − (1 − end_factor) t / T) (PyTorch's LinearLR from 1 to end_factor).
+    Linear {
+        end_factor: f64,
+    },
+}
+
+impl Schedule {
+    pub fn constant() -> Self {
+        Schedule {
+            warmup: 0,
+            decay: Decay::Constant,
+        }
+    }
+
+    /// The learning rate of optimizer step `step` (1-based) of `steps`, for a
+    /// base rate `lr`. After the warm-up, t counts the steps from 0 and T is
+    /// the number of steps after the warm-up.
+    pub fn lr_at(&self, lr: f64, step: u64, steps: u64) -> f64 {
+        if step <= self.warmup {
+            return lr * step as f64 / self.warmup as f64;
+        }
+        let t = (step - self.warmup - 1) as f64;
+        let total = steps.saturating_sub(self.warmup).max(1) as f64;
+        match self.decay {
+            Decay::Constant => lr,
+            Decay::Step { every, gamma } => {
+                lr * gamma.powi(((step - self.warmup - 1) / every.max(1)) as i32)
+            }
+            Decay::Cosine { min_lr } => {
+                min_lr + (lr - min_lr) * (1.0 + (std::f64::consts::PI * t / total).cos()) / 2.0
+            }
+            Decay::Linear { end_factor } => lr * (1.0 - (1.0 - end_factor) * t / total),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -394,4 +455,50 @@ pub enum StepOp {
     },
     OptimizerStep,
     ZeroGrad,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn close(a: f64, b: f64) -> bool {
+        (a - b).abs() < 1e-12
+    }
+
+    #[test]
+    fn schedules_follow_their_formulas() {
+        let constant = Schedule::constant();
+        assert!(close(constant.lr_at(0.1, 1, 10), 0.1) && close(constant.lr_at(0.1, 10, 10), 0.1));
+
+        // Warm-up over 4 steps: 1/4, 2/4, 3/4, 4/4 of the rate, then cosine
+        // over the remaining 6 steps from the full rate down towards 0.
+        let cosine = Schedule {
+            warmup: 4,
+            decay: Decay::Cosine { min_lr: 0.0 },
+        };
+        let lrs: Vec<f64> = (1..=10).map(|k| cosine.lr_at(1.0, k, 10)).collect();
+        assert!(close(lrs[0], 0.25) && close(lrs[3], 1.0));
+        assert!(close(lrs[4], 1.0)); // t = 0
+        assert!(close(
+            lrs[7],
+            (1.0 + (std::f64::consts::PI * 3.0 / 6.0).cos()) / 2.0
+        )); // t = 3: 0.5
+        assert!(close(lrs[7], 0.5));
+
+        let step = Schedule {
+            warmup: 0,
+            decay: Decay::Step {
+                every: 3,
+                gamma: 0.5,
+            },
+        };
+        let lrs: Vec<f64> = (1..=7).map(|k| step.lr_at(0.8, k, 7)).collect();
+        assert_eq!(lrs, vec![0.8, 0.8, 0.8, 0.4, 0.4, 0.4, 0.2]);
+
+        let linear = Schedule {
+            warmup: 0,
+            decay: Decay::Linear { end_factor: 0.0 },
+        };
+        assert!(close(linear.lr_at(1.0, 1, 5), 1.0) && close(linear.lr_at(1.0, 5, 5), 0.2));
+    }
 }
