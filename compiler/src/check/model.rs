@@ -561,7 +561,7 @@ impl<'a> Elaborator<'a> {
                                 .shape
                                 .iter()
                                 .try_fold(1i64, |acc, &n| acc.checked_mul(n));
-                            if !numel.is_some_and(|n| n <= MAX_TENSOR_ELEMENTS) {
+                            if numel.is_none_or(|n| n > MAX_TENSOR_ELEMENTS) {
                                 self.errors.push(CheckError::InvalidValue {
                                     message: format!("`{}` would hold {:?} values", param.name, param.shape),
                                     span,
