@@ -58,6 +58,8 @@ pub struct Elaborator<'a> {
     pub errors: Vec<CheckError>,
     params: Vec<ParamSpec>,
     buffers: Vec<ParamSpec>,
+    /// Names of the tensors above: a layer used twice creates them once.
+    tensor_names: BTreeSet<String>,
     nodes: Vec<Node>,
     /// Modules being expanded, to catch a module that contains itself.
     stack: Vec<String>,
@@ -70,6 +72,7 @@ impl<'a> Elaborator<'a> {
             errors: Vec::new(),
             params: Vec::new(),
             buffers: Vec::new(),
+            tensor_names: BTreeSet::new(),
             nodes: Vec::new(),
             stack: Vec::new(),
         }
@@ -572,12 +575,12 @@ impl<'a> Elaborator<'a> {
                             }
                         }
                         for param in lowered.params {
-                            if !self.params.iter().any(|p| p.name == param.name) {
+                            if self.tensor_names.insert(param.name.clone()) {
                                 self.params.push(param);
                             }
                         }
                         for buffer in lowered.buffers {
-                            if !self.buffers.iter().any(|p| p.name == buffer.name) {
+                            if self.tensor_names.insert(buffer.name.clone()) {
                                 self.buffers.push(buffer);
                             }
                         }
