@@ -156,14 +156,23 @@ fn use_color() -> bool {
     std::env::var_os("NO_COLOR").is_none() && std::io::stderr().is_terminal()
 }
 
+/// Prints diagnostics for people: each with its source excerpt, then a count.
 fn report(diagnostics: &Diagnostics) {
+    if diagnostics.is_empty() {
+        return;
+    }
     eprint!("{}", diagnostics.render_human(use_color()));
-    let n = diagnostics.error_count();
-    eprintln!(
-        "{}: {n} error{}",
-        diagnostics.name,
-        if n == 1 { "" } else { "s" }
-    );
+    let errors = diagnostics.error_count();
+    let warnings = diagnostics.items.len() - errors;
+    let plural = |n: usize| if n == 1 { "" } else { "s" };
+    let mut counts = Vec::new();
+    if errors > 0 {
+        counts.push(format!("{errors} error{}", plural(errors)));
+    }
+    if warnings > 0 {
+        counts.push(format!("{warnings} warning{}", plural(warnings)));
+    }
+    eprintln!("{}: {}", diagnostics.name, counts.join(", "));
 }
 
 fn check(files: &[PathBuf], format: CheckFormat, no_data: bool) -> Result<(), Failure> {
@@ -173,22 +182,22 @@ fn check(files: &[PathBuf], format: CheckFormat, no_data: bool) -> Result<(), Fa
         let text = read(path)?;
         let name = path.display().to_string();
         let options = dtl_compiler::options_for(path, !no_data);
-        match dtl_compiler::check_source(&name, &text, &options) {
-            Ok(_) => {
-                if let CheckFormat::Human = format {
+        let (diagnostics, ok) = match dtl_compiler::check_source(&name, &text, &options) {
+            Ok(checked) => (checked.warnings, true),
+            Err(diagnostics) => (diagnostics, false),
+        };
+        failed |= !ok;
+        match format {
+            CheckFormat::Human => {
+                report(&diagnostics);
+                if ok {
                     out!("{name}: ok");
                 }
             }
-            Err(diagnostics) => {
-                failed |= diagnostics.error_count() > 0;
-                match format {
-                    CheckFormat::Human => report(&diagnostics),
-                    CheckFormat::Json => records.extend(diagnostics.records()),
-                    CheckFormat::Github => {
-                        use std::io::Write;
-                        let _ = std::io::stdout().write_all(diagnostics.render_github().as_bytes());
-                    }
-                }
+            CheckFormat::Json => records.extend(diagnostics.records()),
+            CheckFormat::Github => {
+                use std::io::Write;
+                let _ = std::io::stdout().write_all(diagnostics.render_github().as_bytes());
             }
         }
     }
@@ -208,12 +217,20 @@ fn check(files: &[PathBuf], format: CheckFormat, no_data: bool) -> Result<(), Fa
 fn compile_file(path: &Path, no_data: bool) -> Result<Plan, Failure> {
     let text = read(path)?;
     let name = path.display().to_string();
-    dtl_compiler::compile_source(&name, &text, &dtl_compiler::options_for(path, !no_data)).map_err(
-        |d| {
-            report(&d);
-            Failure::errors()
-        },
-    )
+    match dtl_compiler::compile_source_with_warnings(
+        &name,
+        &text,
+        &dtl_compiler::options_for(path, !no_data),
+    ) {
+        Ok((plan, warnings)) => {
+            report(&warnings);
+            Ok(plan)
+        }
+        Err(diagnostics) => {
+            report(&diagnostics);
+            Err(Failure::errors())
+        }
+    }
 }
 
 fn compile(

@@ -104,8 +104,18 @@ fn ok_cases_compile_to_their_golden_plans() {
             Path::new(env!("CARGO_MANIFEST_DIR")),
             "tests run from the package root"
         );
-        match dtl_compiler::compile_source(&name, &text, &options) {
-            Ok(plan) => {
+        match dtl_compiler::compile_source_with_warnings(&name, &text, &options) {
+            Ok((plan, warnings)) => {
+                // Warnings are golden too: `<case>.warnings`, absent when none.
+                let warnings_path = path.with_extension("warnings");
+                let rendered = warnings.render_human(false);
+                if !rendered.is_empty() || warnings_path.exists() {
+                    if std::env::var_os("DTL_BLESS").is_some() && rendered.is_empty() {
+                        std::fs::remove_file(&warnings_path).unwrap();
+                    } else {
+                        golden(&warnings_path, &rendered, &mut failures);
+                    }
+                }
                 let yaml = plan.to_yaml();
                 let back = dtl_compiler::plan::Plan::from_text(&yaml).expect("the plan reads back");
                 assert_eq!(back, plan, "{}: YAML round trip", rel.display());

@@ -26,12 +26,17 @@ fn every_example_checks_and_compiles_to_its_golden_plan() {
     for path in examples {
         let rel = path.strip_prefix(root()).unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
-        let plan = dtl_compiler::compile_source(
+        let (plan, warnings) = dtl_compiler::compile_source_with_warnings(
             &rel.display().to_string(),
             &text,
             &dtl_compiler::options_for(rel, true),
         )
         .unwrap_or_else(|d| panic!("{}", d.render_human(false)));
+        assert!(
+            warnings.is_empty(),
+            "examples should be warning-free:\n{}",
+            warnings.render_human(false)
+        );
         let yaml = plan.to_yaml();
         let golden = root()
             .join("tests/golden/examples")

@@ -18,12 +18,19 @@ use std::path::Path;
 
 pub use diagnostics::Diagnostics;
 
-/// Parses and checks one file. `name` is how diagnostics name it.
+/// A file that checked without errors, with its warnings.
+pub struct Checked {
+    pub experiment: check::Experiment,
+    pub warnings: Diagnostics,
+}
+
+/// Parses and checks one file. `name` is how diagnostics name it. Errors
+/// (with any warnings) come back as `Err`.
 pub fn check_source(
     name: &str,
     text: &str,
     options: &check::Options,
-) -> Result<check::Experiment, Diagnostics> {
+) -> Result<Checked, Diagnostics> {
     let (file, syntax_errors) = syntax::parse(text);
     let mut diagnostics = Diagnostics::new(name, text);
     if !syntax_errors.is_empty() {
@@ -32,23 +39,56 @@ pub fn check_source(
         }
         return Err(diagnostics);
     }
-    let (experiment, check_errors) = check::check(&file, options);
-    for err in check_errors {
-        diagnostics.push(err);
+    let checked = check::check(&file, options);
+    let mut items: Vec<(span::Span, bool, usize)> = Vec::new();
+    items.extend(
+        checked
+            .errors
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (e.span(), true, i)),
+    );
+    items.extend(
+        checked
+            .lints
+            .iter()
+            .enumerate()
+            .map(|(i, l)| (l.span(), false, i)),
+    );
+    items.sort();
+    for (_, is_error, i) in items {
+        if is_error {
+            diagnostics.push(checked.errors[i].clone());
+        } else {
+            diagnostics.push(checked.lints[i].clone());
+        }
     }
-    match experiment {
-        Some(experiment) if diagnostics.is_empty() => Ok(experiment),
+    match checked.experiment {
+        Some(experiment) if diagnostics.error_count() == 0 => Ok(Checked {
+            experiment,
+            warnings: diagnostics,
+        }),
         _ => Err(diagnostics),
     }
 }
 
-/// Parses, checks and plans one file.
+/// Parses, checks and plans one file; warnings are dropped (see
+/// [`compile_source_with_warnings`]).
 pub fn compile_source(
     name: &str,
     text: &str,
     options: &check::Options,
 ) -> Result<plan::Plan, Diagnostics> {
-    check_source(name, text, options).map(|experiment| plan::build(experiment, name))
+    compile_source_with_warnings(name, text, options).map(|(plan, _)| plan)
+}
+
+/// Parses, checks and plans one file, keeping the warnings.
+pub fn compile_source_with_warnings(
+    name: &str,
+    text: &str,
+    options: &check::Options,
+) -> Result<(plan::Plan, Diagnostics), Diagnostics> {
+    check_source(name, text, options).map(|c| (plan::build(c.experiment, name), c.warnings))
 }
 
 /// The options for a file at `path`: data paths start from its folder.

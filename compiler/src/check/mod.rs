@@ -7,6 +7,7 @@
 mod args;
 mod error;
 mod library;
+mod lint;
 mod model;
 mod settings;
 pub(crate) mod suggest;
@@ -16,6 +17,7 @@ use std::path::PathBuf;
 
 pub use error::CheckError;
 pub use library::builtin_names;
+pub use lint::Lint;
 
 use crate::ast::{DataDef, File, Forward, Item, ModuleDef, ModuleKind, SettingsBlock};
 use crate::plan::{shape_to_string, DataPlan, Dim, ModelPlan, TrainPlan};
@@ -55,8 +57,17 @@ pub const TRAIN_KEYS: [&str; 12] = [
     "eval_every",
 ];
 
-pub fn check(file: &File, options: &Options) -> (Option<Experiment>, Vec<CheckError>) {
+/// Everything the checker found in one file.
+pub struct Checked {
+    /// `Some` when there are no errors.
+    pub experiment: Option<Experiment>,
+    pub errors: Vec<CheckError>,
+    pub lints: Vec<Lint>,
+}
+
+pub fn check(file: &File, options: &Options) -> Checked {
     let mut errors = Vec::new();
+    let mut lints = Vec::new();
     let modules = collect_named(file, &mut errors);
     let data_defs = collect_data(file, &mut errors);
     let train = single_block(file, &mut errors);
@@ -65,12 +76,26 @@ pub fn check(file: &File, options: &Options) -> (Option<Experiment>, Vec<CheckEr
             settings::parallel(block, &mut errors);
         }
     }
-    let experiment =
-        train.and_then(|train| check_train(train, &modules, &data_defs, options, &mut errors));
+    let experiment = train.and_then(|train| {
+        check_train(
+            train,
+            &modules,
+            &data_defs,
+            options,
+            &mut errors,
+            &mut lints,
+        )
+    });
     errors.sort_by_key(|e| (e.span(), e.to_string()));
     errors.dedup();
+    lints.sort_by_key(|l| (l.span(), l.to_string()));
+    lints.dedup();
     let experiment = if errors.is_empty() { experiment } else { None };
-    (experiment, errors)
+    Checked {
+        experiment,
+        errors,
+        lints,
+    }
 }
 
 fn collect_named<'a>(
@@ -147,6 +172,7 @@ fn check_train(
     data_defs: &BTreeMap<String, &DataDef>,
     options: &Options,
     errors: &mut Vec<CheckError>,
+    lints: &mut Vec<Lint>,
 ) -> Option<Experiment> {
     let s = Settings::new("train", block.keyword, &block.settings, &TRAIN_KEYS, errors);
     let model_def = resolve_model(&s, modules, errors);
@@ -181,10 +207,27 @@ fn check_train(
     });
 
     let model = model_def.and_then(|def| {
-        let (model, model_errors) = model::Elaborator::new(modules).elaborate_model(def);
-        errors.extend(model_errors);
+        let mut elaborator = model::Elaborator::new(modules);
+        let model = elaborator.elaborate_model(def);
+        errors.append(&mut elaborator.errors);
+        lints.append(&mut elaborator.lints);
+        if model.is_some() {
+            unused_modules(modules, def, &elaborator.used_modules, lints);
+        }
         model.map(|m| (m, def))
     });
+    if let (Some(optimizer), Some(setting)) = (&optimizer, s.get("optimizer")) {
+        learning_rate_lint(optimizer, setting.value.span, lints);
+    }
+    if let (Some((model, _)), Some(None)) = (&model, &clip) {
+        let layers = model.nodes.iter().filter(|n| has_weights(&n.op)).count();
+        if layers >= DEEP_MODEL_LAYERS {
+            lints.push(Lint::NoClipping {
+                layers,
+                span: block.keyword,
+            });
+        }
+    }
     let (model, def) = model?;
     let mut data = data?;
     check_model_against_data(&model, def, &mut data, &s, options, errors)?;
@@ -353,4 +396,72 @@ fn check_model_against_data(
         return None;
     }
     Some(())
+}
+
+/// From this many layers with weights on, training without clipping warns.
+const DEEP_MODEL_LAYERS: usize = 8;
+
+fn has_weights(op: &crate::plan::Op) -> bool {
+    use crate::plan::Op::*;
+    matches!(
+        op,
+        Linear { .. } | Conv1d { .. } | Conv2d { .. } | Attention { .. } | Embedding { .. }
+    )
+}
+
+fn unused_modules(
+    modules: &BTreeMap<String, &ModuleDef>,
+    trained: &ModuleDef,
+    used: &std::collections::BTreeSet<String>,
+    lints: &mut Vec<Lint>,
+) {
+    for def in modules.values() {
+        let unused = match def.kind {
+            ModuleKind::Module => !used.contains(&def.name.name),
+            ModuleKind::Model => def.name.name != trained.name.name,
+        };
+        if unused {
+            let (kind, help) = match def.kind {
+                ModuleKind::Module => ("module", None),
+                ModuleKind::Model => (
+                    "model",
+                    Some(format!(
+                        "only the model named in `train` (`{}`) is trained",
+                        trained.name.name
+                    )),
+                ),
+            };
+            lints.push(Lint::UnusedModule {
+                kind,
+                name: def.name.name.clone(),
+                span: def.name.span,
+                help,
+            });
+        }
+    }
+}
+
+/// Rates far outside what each optimizer is normally run with are usually
+/// typos (`3e3` for `3e-3`).
+fn learning_rate_lint(optimizer: &crate::plan::Optimizer, span: Span, lints: &mut Vec<Lint>) {
+    use crate::plan::Optimizer::*;
+    let lr = optimizer.lr();
+    let (name, low, high, range) = match optimizer {
+        Sgd { .. } => ("sgd", 1e-5, 2.0, "1e-5 to 2"),
+        Adam { .. } => ("adam", 1e-6, 0.1, "1e-6 to 0.1"),
+        AdamW { .. } => ("adamw", 1e-6, 0.1, "1e-6 to 0.1"),
+    };
+    if lr < low || lr > high {
+        lints.push(Lint::LearningRate {
+            lr,
+            optimizer: name,
+            range,
+            span,
+            help: Some(if lr > high {
+                "is an exponent's minus sign missing?".into()
+            } else {
+                "training this slowly rarely gets anywhere".into()
+            }),
+        });
+    }
 }

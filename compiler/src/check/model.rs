@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::args::{bind, eval, Env, ParamSig, Ty, Value};
 use super::library::{builtin_names, join_path, Builtin};
+use super::lint::Lint;
 use super::suggest::did_you_mean;
 use super::CheckError;
 use crate::ast::{Arg, DimExpr, Expr, ExprKind, Forward, Ident, ModuleDef, ModuleKind, ShapeExpr};
@@ -48,6 +49,8 @@ struct Body<'a> {
     tensors: BTreeMap<String, TensorRef>,
     /// `let`s whose value had an error: uses of them report nothing more.
     poisoned: BTreeSet<String>,
+    /// Names read so far, to find `let`s that are never used.
+    used: BTreeSet<String>,
     /// Inline stages get their position among the body's inline stages as
     /// their name, as in PyTorch's nn.Sequential.
     next_index: usize,
@@ -56,6 +59,9 @@ struct Body<'a> {
 pub struct Elaborator<'a> {
     modules: &'a BTreeMap<String, &'a ModuleDef>,
     pub errors: Vec<CheckError>,
+    pub lints: Vec<Lint>,
+    /// Modules instantiated at least once.
+    pub used_modules: BTreeSet<String>,
     params: Vec<ParamSpec>,
     buffers: Vec<ParamSpec>,
     /// Names of the tensors above: a layer used twice creates them once.
@@ -70,6 +76,8 @@ impl<'a> Elaborator<'a> {
         Elaborator {
             modules,
             errors: Vec::new(),
+            lints: Vec::new(),
+            used_modules: BTreeSet::new(),
             params: Vec::new(),
             buffers: Vec::new(),
             tensor_names: BTreeSet::new(),
@@ -79,11 +87,9 @@ impl<'a> Elaborator<'a> {
     }
 
     /// Expands the model `def` into the plan's model. `None` if anything in it
-    /// is wrong (the errors say what).
-    pub fn elaborate_model(mut self, def: &'a ModuleDef) -> (Option<ModelPlan>, Vec<CheckError>) {
-        let Some(forward) = self.single_forward(def) else {
-            return (None, self.errors);
-        };
+    /// is wrong (`errors` says what).
+    pub fn elaborate_model(&mut self, def: &'a ModuleDef) -> Option<ModelPlan> {
+        let forward = self.single_forward(def)?;
         let env = Env::new();
         let input = self.resolve_shape(&forward.input_shape, &env);
         self.nodes.push(Node {
@@ -96,28 +102,26 @@ impl<'a> Elaborator<'a> {
             node: 0,
             shape: input.clone(),
         };
-        let result = self.instantiate(def, &env, "", start, def.name.span);
-        let plan = match result {
-            Some(result) if self.errors.is_empty() => {
-                let parameter_count = self
-                    .params
-                    .iter()
-                    .map(|p| p.shape.iter().product::<i64>() as u64)
-                    .sum();
-                Some(ModelPlan {
-                    name: def.name.name.clone(),
-                    input,
-                    output: result.shape,
-                    parameter_count,
-                    parameters: self.params,
-                    buffers: self.buffers,
-                    nodes: self.nodes,
-                    result: result.node,
-                })
-            }
-            _ => None,
-        };
-        (plan, self.errors)
+        let result = self.instantiate(def, &env, "", start, def.name.span)?;
+        if !self.errors.is_empty() {
+            return None;
+        }
+        // Each tensor is at most 2^40 values (checked), so this cannot overflow.
+        let parameter_count = self
+            .params
+            .iter()
+            .map(|p| p.shape.iter().product::<i64>() as u64)
+            .sum();
+        Some(ModelPlan {
+            name: def.name.name.clone(),
+            input,
+            output: result.shape,
+            parameter_count,
+            parameters: std::mem::take(&mut self.params),
+            buffers: std::mem::take(&mut self.buffers),
+            nodes: std::mem::take(&mut self.nodes),
+            result: result.node,
+        })
     }
 
     fn single_forward(&mut self, def: &'a ModuleDef) -> Option<&'a Forward> {
@@ -164,6 +168,7 @@ impl<'a> Elaborator<'a> {
             return None;
         }
         let forward = self.single_forward(def)?;
+        self.used_modules.insert(def.name.name.clone());
         self.stack.push(def.name.name.clone());
         let result = self.expand_forward(def, forward, env, scope, input, call_span);
         self.stack.pop();
@@ -208,6 +213,7 @@ impl<'a> Elaborator<'a> {
             layers,
             tensors: BTreeMap::from([(forward.input.name.clone(), input)]),
             poisoned: BTreeSet::new(),
+            used: BTreeSet::new(),
             next_index: 0,
         };
         for binding in &forward.lets {
@@ -230,6 +236,16 @@ impl<'a> Elaborator<'a> {
             }
         }
         let result = self.tensor_expr(&forward.body, &mut body)?;
+        for binding in &forward.lets {
+            if !body.used.contains(&binding.name.name)
+                && !body.poisoned.contains(&binding.name.name)
+            {
+                self.lints.push(Lint::UnusedLet {
+                    name: binding.name.name.clone(),
+                    span: binding.name.span,
+                });
+            }
+        }
         let expected = substitute(&declared_out, &bindings);
         if !unify(&expected, &result.shape, &mut bindings.clone()) {
             self.errors.push(CheckError::ShapeMismatch {
@@ -322,7 +338,8 @@ impl<'a> Elaborator<'a> {
         }
     }
 
-    fn tensor_name(&mut self, ident: &Ident, body: &Body<'a>) -> Option<TensorRef> {
+    fn tensor_name(&mut self, ident: &Ident, body: &mut Body<'a>) -> Option<TensorRef> {
+        body.used.insert(ident.name.clone());
         if let Some(value) = body.tensors.get(&ident.name) {
             return Some(value.clone());
         }

@@ -1,0 +1,68 @@
+//! Warnings: things that are legal but probably not what was meant. They are
+//! reported with the errors and never fail `dtl check`.
+
+use miette::Diagnostic;
+use thiserror::Error;
+
+use crate::span::Span;
+
+#[derive(Debug, Clone, Error, Diagnostic, PartialEq)]
+pub enum Lint {
+    #[error("{kind} `{name}` is never used")]
+    #[diagnostic(code(dtl::lint::unused_module), severity(Warning))]
+    UnusedModule {
+        kind: &'static str,
+        name: String,
+        #[label("not part of the trained model")]
+        span: Span,
+        #[help]
+        help: Option<String>,
+    },
+
+    #[error("`{name}` is computed but never used")]
+    #[diagnostic(
+        code(dtl::lint::unused_let),
+        severity(Warning),
+        help("use it in the result, or remove the `let`")
+    )]
+    UnusedLet {
+        name: String,
+        #[label("never used")]
+        span: Span,
+    },
+
+    #[error("learning rate {lr} is outside the usual range for {optimizer} ({range})")]
+    #[diagnostic(code(dtl::lint::learning_rate), severity(Warning))]
+    LearningRate {
+        lr: f64,
+        optimizer: &'static str,
+        range: &'static str,
+        #[label("unusual")]
+        span: Span,
+        #[help]
+        help: Option<String>,
+    },
+
+    #[error("{layers} layers with weights and no gradient clipping")]
+    #[diagnostic(
+        code(dtl::lint::no_clipping),
+        severity(Warning),
+        help("add `clip = norm(1.0)`: deep networks are prone to exploding gradients")
+    )]
+    NoClipping {
+        layers: usize,
+        #[label("no `clip` in this block")]
+        span: Span,
+    },
+}
+
+impl Lint {
+    pub fn span(&self) -> Span {
+        match self {
+            Lint::UnusedModule { span, .. }
+            | Lint::UnusedLet { span, .. }
+            | Lint::LearningRate { span, .. }
+            | Lint::NoClipping { span, .. } => *span,
+        }
+    }
+}
