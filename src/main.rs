@@ -33,6 +33,9 @@ enum Command {
         /// Do not read data files (their shape is then taken from the model).
         #[arg(long)]
         no_data: bool,
+        /// World sizes to check the parallel configuration against, e.g. 4,8,64.
+        #[arg(long, value_delimiter = ',')]
+        world: Vec<u64>,
     },
     /// Compile a file into its execution plan.
     Compile {
@@ -116,7 +119,8 @@ fn main() -> ExitCode {
             files,
             format,
             no_data,
-        } => check(&files, format, no_data),
+            world,
+        } => check(&files, format, no_data, &world),
         Command::Compile {
             file,
             format,
@@ -175,13 +179,19 @@ fn report(diagnostics: &Diagnostics) {
     eprintln!("{}: {}", diagnostics.name, counts.join(", "));
 }
 
-fn check(files: &[PathBuf], format: CheckFormat, no_data: bool) -> Result<(), Failure> {
+fn check(
+    files: &[PathBuf],
+    format: CheckFormat,
+    no_data: bool,
+    world: &[u64],
+) -> Result<(), Failure> {
     let mut records = Vec::new();
     let mut failed = false;
     for path in files {
         let text = read(path)?;
         let name = path.display().to_string();
-        let options = dtl_compiler::options_for(path, !no_data);
+        let mut options = dtl_compiler::options_for(path, !no_data);
+        options.world = world.to_vec();
         let (diagnostics, ok) = match dtl_compiler::check_source(&name, &text, &options) {
             Ok(checked) => (checked.warnings, true),
             Err(diagnostics) => (diagnostics, false),

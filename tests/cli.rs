@@ -340,3 +340,21 @@ fn cuda_request_without_a_gpu_is_a_clear_error() {
     .code(1)
     .stderr_has("no CUDA device");
 }
+
+#[test]
+fn check_world_sizes_against_the_parallel_degrees() {
+    let run = dtl(&[
+        "check",
+        "--world",
+        "4,6",
+        "tests/cases/err/parallel_pipeline_local_sgd.dtl",
+    ])
+    .code(1);
+    let run = run.stderr_has("world size 6 ≠ data 2 × pipeline 2 = 4");
+    assert!(
+        !run.stderr.contains("world size 4 "),
+        "4 = 2 × 2 is a valid world size:\n{}",
+        run.stderr
+    );
+    dtl(&["check", "--world", "four", EXAMPLE]).code(2);
+}

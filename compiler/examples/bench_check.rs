@@ -32,6 +32,7 @@ fn main() {
     let options = dtl_compiler::check::Options {
         base_dir: ".".into(),
         probe_data: false,
+        world: Vec::new(),
     };
     let mut baseline = None;
     println!(

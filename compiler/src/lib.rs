@@ -97,5 +97,6 @@ pub fn options_for(path: &Path, probe_data: bool) -> check::Options {
     check::Options {
         base_dir,
         probe_data,
+        world: Vec::new(),
     }
 }

@@ -122,6 +122,7 @@ fn mutated_inputs_never_panic_and_spans_stay_inside_the_file() {
             let options = dtl_compiler::check::Options {
                 base_dir: path.parent().unwrap().to_path_buf(),
                 probe_data: n % 10 == 0,
+                world: Vec::new(),
             };
             let result = std::panic::catch_unwind(|| {
                 dtl_compiler::compile_source("fuzz.dtl", &text, &options)

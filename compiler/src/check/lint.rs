@@ -54,6 +54,20 @@ pub enum Lint {
         #[label("no `clip` in this block")]
         span: Span,
     },
+
+    #[error("{micro_batches} micro-batches for {stages} pipeline stages leave the pipeline idle {bubble} of the time")]
+    #[diagnostic(
+        code(dtl::lint::pipeline_bubble),
+        severity(Warning),
+        help("use at least as many micro-batches as stages (4× keeps the bubble under 20%)")
+    )]
+    PipelineBubble {
+        micro_batches: u64,
+        stages: u64,
+        bubble: String,
+        #[label("fewer micro-batches than stages")]
+        span: Span,
+    },
 }
 
 impl Lint {
@@ -62,7 +76,8 @@ impl Lint {
             Lint::UnusedModule { span, .. }
             | Lint::UnusedLet { span, .. }
             | Lint::LearningRate { span, .. }
-            | Lint::NoClipping { span, .. } => *span,
+            | Lint::NoClipping { span, .. }
+            | Lint::PipelineBubble { span, .. } => *span,
         }
     }
 }

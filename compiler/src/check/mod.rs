@@ -9,6 +9,7 @@ mod error;
 mod library;
 mod lint;
 mod model;
+mod parallel;
 mod settings;
 pub(crate) mod suggest;
 
@@ -31,6 +32,9 @@ pub struct Options {
     pub base_dir: PathBuf,
     /// Read data files to check their shape against the model.
     pub probe_data: bool,
+    /// World sizes to check the parallel configuration against
+    /// (`dtl check --world 4,8,64`).
+    pub world: Vec<u64>,
 }
 
 /// Everything a checked file says, resolved.
@@ -71,11 +75,25 @@ pub fn check(file: &File, options: &Options) -> Checked {
     let modules = collect_named(file, &mut errors);
     let data_defs = collect_data(file, &mut errors);
     let train = single_block(file, &mut errors);
-    for item in &file.items {
-        if let Item::Parallel(block) = item {
-            settings::parallel(block, &mut errors);
-        }
+    let parallel_blocks: Vec<&SettingsBlock> = file
+        .items
+        .iter()
+        .filter_map(|item| match item {
+            Item::Parallel(block) => Some(block),
+            _ => None,
+        })
+        .collect();
+    for extra in parallel_blocks.iter().skip(1) {
+        errors.push(CheckError::Duplicate {
+            kind: "block",
+            name: "parallel".into(),
+            span: extra.keyword,
+            first: parallel_blocks[0].keyword,
+        });
     }
+    let parallel = parallel_blocks
+        .first()
+        .map(|block| (*block, parallel::resolve(block, &mut errors)));
     let experiment = train.and_then(|train| {
         check_train(
             train,
@@ -86,6 +104,18 @@ pub fn check(file: &File, options: &Options) -> Checked {
             &mut lints,
         )
     });
+    if let (Some((block, Some(spec))), Some(experiment)) = (&parallel, &experiment) {
+        let data = &experiment.data;
+        let train_rows = (data.rows > 0)
+            .then(|| data.rows - (data.rows as f64 * data.valid_fraction).round() as u64);
+        let context = parallel::Context {
+            model: &experiment.model,
+            train: &experiment.train,
+            train_rows,
+            worlds: &options.world,
+        };
+        parallel::check(spec, block, &context, &mut errors, &mut lints);
+    }
     errors.sort_by_key(|e| (e.span(), e.to_string()));
     errors.dedup();
     lints.sort_by_key(|l| (l.span(), l.to_string()));

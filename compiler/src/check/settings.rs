@@ -8,7 +8,7 @@ use std::path::Path;
 use super::args::{bind, Env, ParamSig, Ty, Value};
 use super::suggest::did_you_mean;
 use super::CheckError;
-use crate::ast::{Arg, DataDef, Expr, ExprKind, Ident, Setting, SettingsBlock};
+use crate::ast::{Arg, DataDef, Expr, ExprKind, Ident, Setting};
 use crate::dataset;
 use crate::plan::{Clip, DataPlan, DataSource, Decay, Loss, NormType, Optimizer, Schedule};
 use crate::span::Span;
@@ -53,6 +53,20 @@ impl<'a> Settings<'a> {
         Settings {
             block: block.to_string(),
             block_span,
+            by_key,
+        }
+    }
+
+    /// A lookup-only view, for a block already checked elsewhere: reports
+    /// nothing.
+    pub fn quiet(settings: &'a [Setting]) -> Self {
+        let mut by_key = BTreeMap::new();
+        for setting in settings {
+            by_key.entry(setting.key.name.as_str()).or_insert(setting);
+        }
+        Settings {
+            block: String::new(),
+            block_span: Span::default(),
             by_key,
         }
     }
@@ -198,7 +212,7 @@ fn as_call(expr: &Expr) -> Option<(&Ident, &[Arg])> {
 }
 
 /// Resolves a call-valued setting against a table of `(name, signature)`.
-fn choose(
+pub(super) fn choose(
     setting: &Setting,
     what: &'static str,
     choices: &[(&'static str, Vec<ParamSig>)],
@@ -631,30 +645,4 @@ fn normalize(path: &Path) -> std::path::PathBuf {
         }
     }
     out
-}
-
-/// The parallel block: this version trains in one process.
-pub fn parallel(block: &SettingsBlock, errors: &mut Vec<CheckError>) {
-    let settings = Settings::new(
-        "parallel",
-        block.keyword,
-        &block.settings,
-        &["data", "pipeline"],
-        errors,
-    );
-    for key in ["data", "pipeline"] {
-        if let (Some(degree), Some(setting)) =
-            (settings.int(key, 1, None, errors), settings.get(key))
-        {
-            if degree > 1 {
-                errors.push(CheckError::Unsupported {
-                    message: format!("{key} parallelism (degree {degree}) is not implemented yet"),
-                    span: setting.span,
-                    help: Some(
-                        "this version of dtl trains in a single process; use a degree of 1".into(),
-                    ),
-                });
-            }
-        }
-    }
 }
