@@ -358,3 +358,76 @@ fn check_world_sizes_against_the_parallel_degrees() {
     );
     dtl(&["check", "--world", "four", EXAMPLE]).code(2);
 }
+
+/// The digits, written by NumPy as .npy and as gzip-compressed IDX files.
+fn digits_in_other_formats(dir: &Path) {
+    let script = r#"
+import gzip, struct, sys
+import numpy as np
+rows = np.loadtxt(sys.argv[1], delimiter=",")
+x, y = rows[:, :-1], rows[:, -1]
+np.save(sys.argv[2] + "/x.npy", x.astype(np.float32))
+np.save(sys.argv[2] + "/y.npy", y.astype(np.int64))
+with gzip.open(sys.argv[2] + "/images.idx.gz", "wb") as f:
+    f.write(struct.pack(">BBBBIII", 0, 0, 8, 3, len(x), 8, 8) + x.astype(np.uint8).tobytes())
+with gzip.open(sys.argv[2] + "/labels.idx.gz", "wb") as f:
+    f.write(struct.pack(">BBBBI", 0, 0, 8, 1, len(y)) + y.astype(np.uint8).tobytes())
+"#;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let status = Command::new(root.join(".venv/bin/python"))
+        .args(["-c", script])
+        .arg(root.join("data/digits.csv.gz"))
+        .arg(dir)
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[test]
+fn the_same_data_in_csv_npy_and_idx_trains_identically() {
+    let dir = tempfile::tempdir().unwrap();
+    digits_in_other_formats(dir.path());
+    let csv = short_example(dir.path(), 10);
+    let text = std::fs::read_to_string(&csv).unwrap();
+    let data = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("data/digits.csv.gz")
+        .display()
+        .to_string();
+    let csv_source = format!("csv({:?}, label: -1)", data);
+    assert!(text.contains(&csv_source), "{text}");
+    let mut metrics = Vec::new();
+    for (name, source, shape) in [
+        ("csv", csv_source.clone(), ""),
+        (
+            "npy",
+            r#"npy(features: "x.npy", labels: "y.npy")"#.to_string(),
+            "",
+        ),
+        // IDX images are 8×8; the MLP reads them flat.
+        (
+            "idx",
+            r#"idx(images: "images.idx.gz", labels: "labels.idx.gz")"#.to_string(),
+            "shape = [64]\n",
+        ),
+    ] {
+        let file = dir.path().join(format!("{name}.dtl"));
+        let body = text
+            .replace(&csv_source, &source)
+            .replace("scale = 0.0625", &format!("{shape}scale = 0.0625"));
+        std::fs::write(&file, body).unwrap();
+        let out = dir.path().join(format!("out-{name}"));
+        dtl(&[
+            "run",
+            file.to_str().unwrap(),
+            "--quiet",
+            "--device",
+            "cpu",
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .code(0);
+        metrics.push(std::fs::read_to_string(out.join("metrics.jsonl")).unwrap());
+    }
+    assert_eq!(metrics[0], metrics[1], "csv and npy differ");
+    assert_eq!(metrics[0], metrics[2], "csv and idx differ");
+}

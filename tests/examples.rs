@@ -58,11 +58,13 @@ fn every_example_checks_and_compiles_to_its_golden_plan() {
 }
 
 /// Held-out accuracy each example must reach when trained to the end.
-const ACCURACY: [(&str, f64); 4] = [
+const ACCURACY: [(&str, f64); 5] = [
     ("digits_mlp", 0.90),
     ("digits_cnn", 0.95),
     ("digits_resmlp", 0.93),
     ("digits_transformer", 0.93),
+    // Overlapping blobs: about 76% is what the data allows.
+    ("synthetic_blobs", 0.70),
 ];
 
 #[test]
@@ -88,22 +90,29 @@ fn every_example_trains_to_its_held_out_accuracy() {
             &std::fs::read_to_string(out.path().join("summary.json")).unwrap(),
         )
         .unwrap();
+        let rel = path.strip_prefix(root()).unwrap();
+        let text = std::fs::read_to_string(path).unwrap();
+        let plan =
+            dtl_compiler::compile_source(&stem, &text, &dtl_compiler::options_for(rel, true))
+                .unwrap();
+        let chance = (plan.data.classes as f64).ln();
         let first = summary["first_loss"].as_f64().unwrap();
         let last = summary["final_loss"].as_f64().unwrap();
         let accuracy = summary["eval"]["eval_accuracy"].as_f64().unwrap();
         assert!(
-            first > 2.0,
-            "{stem}: an untrained 10-class model starts near ln 10 ≈ 2.3, got {first}"
+            first > 0.9 * chance,
+            "{stem}: an untrained model starts near ln(classes) = {chance:.2}, got {first}"
         );
         assert!(
-            last < first / 4.0,
+            last < first * 0.6,
             "{stem}: the loss must fall: {first} -> {last}"
         );
         assert!(
             accuracy >= threshold,
             "{stem}: held-out accuracy {accuracy} < {threshold}"
         );
-        assert_eq!(summary["eval"]["eval_rows"], 359);
+        let valid_rows = (plan.data.rows as f64 * plan.data.valid_fraction).round() as u64;
+        assert_eq!(summary["eval"]["eval_rows"], valid_rows);
     }
     assert_eq!(
         examples.len(),

@@ -1,8 +1,6 @@
 //! Loading the plan's data source into tensors, the seeded train/valid split
 //! and the stream of micro-batches.
 
-use std::path::Path;
-
 use dtl_compiler::dataset;
 use dtl_compiler::plan::{DataPlan, DataSource};
 use tch::{Device, Kind, Tensor};
@@ -22,21 +20,32 @@ pub struct Split {
     pub valid: Dataset,
 }
 
+/// The file a data source is named by in messages.
+fn source_name(source: &DataSource) -> String {
+    match source {
+        DataSource::Csv { path, .. } => path.clone(),
+        DataSource::Npy { features, .. } => features.clone(),
+        DataSource::Idx { images, .. } => images.clone(),
+        DataSource::Synthetic { .. } => "synthetic data".into(),
+    }
+}
+
 /// Reads the data file, checks it against what the plan was compiled for
 /// and splits it: the rows are shuffled with `seed` and the last
 /// `valid_fraction` of them are held out.
 pub fn load(plan: &DataPlan, seed: u64) -> Result<Split, RunError> {
-    let DataSource::Csv {
-        path,
-        label_column,
-        header,
-    } = &plan.source;
-    let data_err = |message: String| RunError::Data {
-        path: path.clone(),
-        message,
+    let path = source_name(&plan.source);
+    let data_err = |message: String| {
+        let message = message
+            .strip_prefix(&format!("{path}: "))
+            .map(str::to_string)
+            .unwrap_or(message);
+        RunError::Data {
+            path: path.clone(),
+            message,
+        }
     };
-    let text = dataset::read_text(Path::new(path)).map_err(data_err)?;
-    let table = dataset::parse_csv(&text, *label_column, *header).map_err(data_err)?;
+    let table = dataset::load(&plan.source).map_err(data_err)?;
     let expected: i64 = plan.sample_shape.iter().product();
     if table.feature_count as i64 != expected {
         return Err(data_err(format!(

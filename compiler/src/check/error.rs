@@ -152,10 +152,9 @@ pub enum CheckError {
         help: Option<String>,
     },
 
-    #[error("cannot read data file `{path}`: {reason}")]
+    #[error("cannot read the data: {reason}")]
     #[diagnostic(code(dtl::check::data_file))]
     DataFile {
-        path: String,
         reason: String,
         #[label("this data source")]
         span: Span,

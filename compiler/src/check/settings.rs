@@ -532,38 +532,103 @@ pub fn data(
         "e.g. `source = csv(\"digits.csv.gz\", label: -1)`",
         errors,
     )?;
-    let choices = [(
-        "csv",
-        vec![
-            ParamSig::required("path", Ty::Str),
-            ParamSig::optional("label", Ty::Int, Value::Int(-1)),
-            ParamSig::optional("header", Ty::Bool, Value::Bool(false)),
-        ],
-    )];
-    let (_, v) = choose(source, "data format", &choices, errors)?;
+    let choices = [
+        (
+            "csv",
+            vec![
+                ParamSig::required("path", Ty::Str),
+                ParamSig::optional("label", Ty::Int, Value::Int(-1)),
+                ParamSig::optional("header", Ty::Bool, Value::Bool(false)),
+            ],
+        ),
+        (
+            "npy",
+            vec![
+                ParamSig::required("features", Ty::Str),
+                ParamSig::required("labels", Ty::Str),
+            ],
+        ),
+        (
+            "idx",
+            vec![
+                ParamSig::required("images", Ty::Str),
+                ParamSig::required("labels", Ty::Str),
+            ],
+        ),
+        (
+            "synthetic",
+            vec![
+                ParamSig::required("rows", Ty::Int),
+                ParamSig::required("features", Ty::Int),
+                ParamSig::required("classes", Ty::Int),
+                ParamSig::optional("seed", Ty::Int, Value::Int(0)),
+            ],
+        ),
+    ];
+    let (format, v) = choose(source, "data format", &choices, errors)?;
     let scale = settings.float("scale", f64::MIN_POSITIVE..f64::INFINITY, 1.0, errors)?;
     let valid_fraction = settings.float("valid", 0.0..1.0, 0.2, errors)?;
     let shuffle = settings.bool("shuffle", true, errors)?;
-    let written = v[0].as_str();
-    let path = normalize(&base_dir.join(written));
-    let (label_column, header) = (v[1].as_int(), v[2].as_bool());
+    // Paths are relative to the .dtl file.
+    let file = |value: &Value| {
+        normalize(&base_dir.join(value.as_str()))
+            .display()
+            .to_string()
+    };
+    let source_plan = match format {
+        "csv" => DataSource::Csv {
+            path: file(&v[0]),
+            label_column: v[1].as_int(),
+            header: v[2].as_bool(),
+        },
+        "npy" => DataSource::Npy {
+            features: file(&v[0]),
+            labels: file(&v[1]),
+        },
+        "idx" => DataSource::Idx {
+            images: file(&v[0]),
+            labels: file(&v[1]),
+        },
+        _ => {
+            let (rows, features, classes, seed) =
+                (v[0].as_int(), v[1].as_int(), v[2].as_int(), v[3].as_int());
+            let sane = (1..=10_000_000).contains(&rows)
+                && (1..=1_000_000).contains(&features)
+                && (2..=100_000).contains(&classes)
+                && seed >= 0
+                && rows.saturating_mul(features) <= 1 << 30;
+            if !sane {
+                errors.push(CheckError::InvalidValue {
+                    message: "synthetic data needs rows ≥ 1, features ≥ 1, classes ≥ 2, seed ≥ 0 and at most 2^30 values".into(),
+                    span: source.value.span,
+                    label: "out of range".into(),
+                    help: None,
+                });
+                return None;
+            }
+            DataSource::Synthetic {
+                rows: rows as u64,
+                features: features as u64,
+                classes: classes as u64,
+                seed: seed as u64,
+            }
+        }
+    };
     let (mut sample_shape, mut classes, mut rows) = (Vec::new(), 0, 0);
     if probe {
-        let table = dataset::read_text(&path)
-            .and_then(|text| dataset::parse_csv(&text, label_column, header));
-        match table {
+        match dataset::load(&source_plan) {
             Ok(table) => {
-                sample_shape = vec![table.feature_count as i64];
+                sample_shape = table.sample_shape.clone();
                 if let Some((shape, span)) = sample_shape_setting(&settings, errors) {
                     let size: i64 = shape.iter().product();
                     if size != table.feature_count as i64 {
                         errors.push(CheckError::InvalidValue {
                             message: format!(
-                                "shape {shape:?} holds {size} values, but each row has {} features",
+                                "shape {shape:?} holds {size} values, but each sample has {}",
                                 table.feature_count
                             ),
                             span,
-                            label: "does not match the file".into(),
+                            label: "does not match the data".into(),
                             help: None,
                         });
                         return None;
@@ -575,11 +640,10 @@ pub fn data(
             }
             Err(reason) => {
                 errors.push(CheckError::DataFile {
-                    path: path.display().to_string(),
                     reason,
                     span: source.value.span,
                     help: Some(format!(
-                        "the path is relative to the .dtl file's folder ({})",
+                        "paths are relative to the .dtl file's folder ({})",
                         base_dir.display()
                     )),
                 });
@@ -589,11 +653,7 @@ pub fn data(
     }
     Some(DataPlan {
         name: def.name.name.clone(),
-        source: DataSource::Csv {
-            path: path.display().to_string(),
-            label_column,
-            header,
-        },
+        source: source_plan,
         sample_shape,
         classes,
         rows,

@@ -250,6 +250,17 @@ pub enum DataSource {
         label_column: i64,
         header: bool,
     },
+    /// NumPy arrays: features `[N, ...]` and integer labels `[N]`.
+    Npy { features: String, labels: String },
+    /// MNIST-style IDX files (optionally gzip-compressed).
+    Idx { images: String, labels: String },
+    /// Seeded Gaussian blobs, one per class.
+    Synthetic {
+        rows: u64,
+        features: u64,
+        classes: u64,
+        seed: u64,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

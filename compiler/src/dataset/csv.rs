@@ -1,50 +1,11 @@
-//! Readers for the dataset formats, shared by the checker (which probes a
-//! file's shape before launch) and the runtime (which loads it). Pure Rust:
-//! no libtorch here.
+//! Numeric CSV: one row per sample, one column the class label.
 
-use std::io::Read;
-use std::path::Path;
-
-/// A numeric table: one row per sample, features row-major, one integer
-/// class label per row.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Table {
-    pub features: Vec<f32>,
-    pub labels: Vec<i64>,
-    pub rows: usize,
-    pub feature_count: usize,
-}
-
-impl Table {
-    /// Number of classes: the largest label plus one.
-    pub fn classes(&self) -> i64 {
-        self.labels.iter().copied().max().map_or(0, |m| m + 1)
-    }
-}
-
-/// Reads a file, transparently gunzipping names that end in `.gz`.
-pub fn read_text(path: &Path) -> Result<String, String> {
-    let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
-    if path.extension().is_some_and(|e| e == "gz") {
-        let mut text = String::new();
-        flate2::read::GzDecoder::new(&bytes[..])
-            .read_to_string(&mut text)
-            .map_err(|e| format!("not a valid gzip text file: {e}"))?;
-        Ok(text)
-    } else {
-        String::from_utf8(bytes).map_err(|_| "not UTF-8 text".to_string())
-    }
-}
+use super::Table;
 
 /// Parses a numeric CSV. `label_column` counts from 0, or from the end when
 /// negative (-1 is the last column). Errors name the line.
 pub fn parse_csv(text: &str, label_column: i64, header: bool) -> Result<Table, String> {
-    let mut table = Table {
-        features: Vec::new(),
-        labels: Vec::new(),
-        rows: 0,
-        feature_count: 0,
-    };
+    let mut table = Table::default();
     let mut columns = 0usize;
     for (index, line) in text.lines().enumerate() {
         let line_no = index + 1;
@@ -93,6 +54,7 @@ pub fn parse_csv(text: &str, label_column: i64, header: bool) -> Result<Table, S
     if table.rows == 0 {
         return Err("no data rows".into());
     }
+    table.sample_shape = vec![table.feature_count as i64];
     Ok(table)
 }
 
