@@ -65,6 +65,14 @@ enum Command {
         #[arg(short, long)]
         quiet: bool,
     },
+    /// Run the module tests (`test name { ... }`) of the files.
+    Test {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Seed for the random inputs and weights.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
     /// Print the versions of dtl and of the backends it was built with.
     Info,
 }
@@ -134,6 +142,7 @@ fn main() -> ExitCode {
             init,
             quiet,
         } => run(&file, out, &device, init, quiet),
+        Command::Test { files, seed } => test(&files, seed),
         Command::Info => {
             out!("dtl {}", env!("CARGO_PKG_VERSION"));
             out!("{}", backend_info());
@@ -273,6 +282,57 @@ fn load_plan(path: &Path) -> Result<Plan, Failure> {
     let text = read(path)?;
     Plan::from_text(&text)
         .map_err(|e| Failure::usage(format!("`{}` is not a dtl plan: {e}", path.display())))
+}
+
+/// Runs every module test of every file; a pytest-like summary line at the end.
+#[cfg(feature = "runtime")]
+fn test(files: &[PathBuf], seed: u64) -> Result<(), Failure> {
+    ensure_reproducible_mkl();
+    let (mut passed, mut failed) = (0usize, 0usize);
+    for path in files {
+        let text = read(path)?;
+        let name = path.display().to_string();
+        let checked =
+            match dtl_compiler::check_source(&name, &text, &dtl_compiler::options_for(path, false))
+            {
+                Ok(checked) => checked,
+                Err(diagnostics) => {
+                    report(&diagnostics);
+                    return Err(Failure::errors());
+                }
+            };
+        for test in &checked.tests {
+            match dtl_runtime::module_test::run(test, seed) {
+                Ok(failures) if failures.is_empty() => {
+                    passed += 1;
+                    out!("test {name}::{} ... ok", test.name);
+                }
+                Ok(failures) => {
+                    failed += 1;
+                    out!("test {name}::{} ... FAILED", test.name);
+                    for failure in failures {
+                        out!("    {failure}");
+                    }
+                }
+                Err(err) => {
+                    failed += 1;
+                    out!("test {name}::{} ... FAILED", test.name);
+                    out!("    {err}");
+                }
+            }
+        }
+    }
+    out!("{passed} passed, {failed} failed");
+    if failed > 0 {
+        Err(Failure::errors())
+    } else {
+        Ok(())
+    }
+}
+
+#[cfg(not(feature = "runtime"))]
+fn test(_: &[PathBuf], _: u64) -> Result<(), Failure> {
+    Err(Failure::usage("this dtl was built without the runtime (`--no-default-features`); rebuild with the default features to run tests".into()))
 }
 
 #[cfg(feature = "runtime")]

@@ -431,3 +431,41 @@ fn the_same_data_in_csv_npy_and_idx_trains_identically() {
     assert_eq!(metrics[0], metrics[1], "csv and npy differ");
     assert_eq!(metrics[0], metrics[2], "csv and idx differ");
 }
+
+#[test]
+fn module_tests_run_and_report_a_pytest_like_summary() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("lib.dtl");
+    std::fs::write(
+        &file,
+        "module Block(d: int) {
+  forward(x: [B, d]) -> [B, d] { x |> linear(d, d) |> layer_norm(d) |> gelu }
+}
+module Detour(d: int) {
+  forward(x: [B, d]) -> [B, d] {
+    let unused = x |> linear(d, d)
+    x |> relu
+  }
+}
+test block { Block(8) on [3, 8] gives [3, 8]; grads_reach_all_params; gradcheck }
+test attention { attention(8, 2, causal: true) on [2, 5, 8] gives [2, 5, 8]; gradcheck }
+test detour { Detour(8) on [3, 8] gives [3, 8]; grads_reach_all_params }
+",
+    )
+    .unwrap();
+    let file = file.to_str().unwrap();
+    // A library file checks clean (with a warning for the unused `let`).
+    dtl(&["check", file])
+        .code(0)
+        .stderr_has("`unused` is computed but never used");
+    dtl(&["test", file])
+        .code(1)
+        .stdout_has("lib.dtl::block ... ok")
+        .stdout_has("lib.dtl::attention ... ok")
+        .stdout_has("lib.dtl::detour ... FAILED")
+        .stdout_has("no gradient reaches `0.weight`")
+        .stdout_has("2 passed, 1 failed");
+    dtl(&["compile", file])
+        .code(1)
+        .stderr_has("no `train` block");
+}

@@ -120,3 +120,20 @@ fn every_example_trains_to_its_held_out_accuracy() {
         "an example was removed: update ACCURACY"
     );
 }
+
+#[test]
+fn every_example_passes_its_module_tests() {
+    let examples = examples();
+    let output = Command::new(env!("CARGO_BIN_EXE_dtl"))
+        .arg("test")
+        .args(&examples)
+        .current_dir(root())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    assert!(
+        stdout.contains(" 0 failed") && !stdout.starts_with("0 passed"),
+        "{stdout}"
+    );
+}

@@ -28,6 +28,21 @@ pub enum Item {
     Train(SettingsBlock),
     /// `parallel { key = value ... }`
     Parallel(SettingsBlock),
+    /// `test name { Block(64) on [4, 64] gives [4, 64]; gradcheck }`
+    Test(TestDef),
+}
+
+/// A module test: a layer or module applied to an input of a given shape.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TestDef {
+    pub name: Ident,
+    /// `Block(64, 128)` or `relu`.
+    pub subject: Expr,
+    pub input: ShapeExpr,
+    pub output: ShapeExpr,
+    /// `grads_reach_all_params`, `gradcheck`.
+    pub options: Vec<Expr>,
+    pub span: Span,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

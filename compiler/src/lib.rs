@@ -20,7 +20,10 @@ pub use diagnostics::Diagnostics;
 
 /// A file that checked without errors, with its warnings.
 pub struct Checked {
-    pub experiment: check::Experiment,
+    /// `None` for a library file: modules and tests but no `train` block.
+    pub experiment: Option<check::Experiment>,
+    /// Module tests whose shape claims hold, for `dtl test`.
+    pub tests: Vec<plan::TestPlan>,
     pub warnings: Diagnostics,
 }
 
@@ -63,13 +66,14 @@ pub fn check_source(
             diagnostics.push(checked.lints[i].clone());
         }
     }
-    match checked.experiment {
-        Some(experiment) if diagnostics.error_count() == 0 => Ok(Checked {
-            experiment,
-            warnings: diagnostics,
-        }),
-        _ => Err(diagnostics),
+    if diagnostics.error_count() > 0 {
+        return Err(diagnostics);
     }
+    Ok(Checked {
+        experiment: checked.experiment,
+        tests: checked.tests,
+        warnings: diagnostics,
+    })
 }
 
 /// Parses, checks and plans one file; warnings are dropped (see
@@ -82,13 +86,26 @@ pub fn compile_source(
     compile_source_with_warnings(name, text, options).map(|(plan, _)| plan)
 }
 
-/// Parses, checks and plans one file, keeping the warnings.
+/// Parses, checks and plans one file, keeping the warnings. A library file
+/// (no `train` block) has nothing to plan: that is an error here.
 pub fn compile_source_with_warnings(
     name: &str,
     text: &str,
     options: &check::Options,
 ) -> Result<(plan::Plan, Diagnostics), Diagnostics> {
-    check_source(name, text, options).map(|c| (plan::build(c.experiment, name), c.warnings))
+    let checked = check_source(name, text, options)?;
+    match checked.experiment {
+        Some(experiment) => Ok((plan::build(experiment, name), checked.warnings)),
+        None => {
+            let mut diagnostics = checked.warnings;
+            diagnostics.push(check::CheckError::MissingItem {
+                message: "no `train` block: nothing to train (the file's tests still run with `dtl test`)".into(),
+                span: span::Span::new(0, 0),
+                help: Some("add `train { model = ...; data = ...; ... }`".into()),
+            });
+            Err(diagnostics)
+        }
+    }
 }
 
 /// The options for a file at `path`: data paths start from its folder.

@@ -11,6 +11,7 @@ pub mod data;
 pub mod device;
 pub mod error;
 pub mod model;
+pub mod module_test;
 pub mod ops;
 pub mod optim;
 mod rng;

@@ -107,6 +107,22 @@ impl Model {
         self.params.iter().map(|(_, t)| t)
     }
 
+    /// Converts every parameter and buffer to `kind` (float64 for
+    /// gradient checks); parameters stay trainable.
+    pub fn to_kind(&mut self, kind: tch::Kind) -> Result<(), RunError> {
+        for (name, t) in &mut self.params {
+            *t = t
+                .f_to_kind(kind)
+                .context(|| format!("convert `{name}`"))?
+                .detach()
+                .set_requires_grad(true);
+        }
+        for (name, t) in &mut self.buffers {
+            *t = t.f_to_kind(kind).context(|| format!("convert `{name}`"))?;
+        }
+        Ok(())
+    }
+
     pub fn zero_grad(&mut self) {
         for (_, t) in &mut self.params {
             t.zero_grad();

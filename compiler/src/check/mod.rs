@@ -12,6 +12,7 @@ mod model;
 mod parallel;
 mod settings;
 pub(crate) mod suggest;
+mod tests;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -67,6 +68,8 @@ pub struct Checked {
     pub experiment: Option<Experiment>,
     pub errors: Vec<CheckError>,
     pub lints: Vec<Lint>,
+    /// The module tests whose shape claims hold.
+    pub tests: Vec<crate::plan::TestPlan>,
 }
 
 pub fn check(file: &File, options: &Options) -> Checked {
@@ -74,7 +77,8 @@ pub fn check(file: &File, options: &Options) -> Checked {
     let mut lints = Vec::new();
     let modules = collect_named(file, &mut errors);
     let data_defs = collect_data(file, &mut errors);
-    let train = single_block(file, &mut errors);
+    let is_library = file.items.iter().any(|item| matches!(item, Item::Test(_)));
+    let train = single_block(file, is_library, &mut errors);
     let parallel_blocks: Vec<&SettingsBlock> = file
         .items
         .iter()
@@ -116,6 +120,15 @@ pub fn check(file: &File, options: &Options) -> Checked {
         };
         parallel::check(spec, block, &context, &mut errors, &mut lints);
     }
+    let test_defs: Vec<&crate::ast::TestDef> = file
+        .items
+        .iter()
+        .filter_map(|item| match item {
+            Item::Test(test) => Some(test),
+            _ => None,
+        })
+        .collect();
+    let tests = tests::check_tests(&test_defs, &modules, &mut errors, &mut lints);
     errors.sort_by_key(|e| (e.span(), e.to_string()));
     errors.dedup();
     lints.sort_by_key(|l| (l.span(), l.to_string()));
@@ -125,6 +138,7 @@ pub fn check(file: &File, options: &Options) -> Checked {
         experiment,
         errors,
         lints,
+        tests,
     }
 }
 
@@ -169,7 +183,13 @@ fn collect_data<'a>(file: &'a File, errors: &mut Vec<CheckError>) -> BTreeMap<St
     defs
 }
 
-fn single_block<'a>(file: &'a File, errors: &mut Vec<CheckError>) -> Option<&'a SettingsBlock> {
+/// The one `train` block. A file without one is fine when it has module
+/// tests: it is a library that `dtl test` runs.
+fn single_block<'a>(
+    file: &'a File,
+    is_library: bool,
+    errors: &mut Vec<CheckError>,
+) -> Option<&'a SettingsBlock> {
     let blocks: Vec<&SettingsBlock> = file
         .items
         .iter()
@@ -186,7 +206,7 @@ fn single_block<'a>(file: &'a File, errors: &mut Vec<CheckError>) -> Option<&'a 
             first: blocks[0].keyword,
         });
     }
-    if blocks.is_empty() {
+    if blocks.is_empty() && !is_library {
         errors.push(CheckError::MissingItem {
             message: "no `train` block: nothing says what to train".into(),
             span: Span::new(0, 0),

@@ -124,6 +124,47 @@ impl<'a> Elaborator<'a> {
         })
     }
 
+    /// Expands a test's subject (`Block(64)`, `relu`) applied to `input`
+    /// into a stand-alone model; names are those of the subject's own
+    /// `state_dict` (`fc.weight`).
+    pub fn elaborate_subject(
+        &mut self,
+        name: &str,
+        subject: &'a Expr,
+        input: Shape,
+    ) -> Option<ModelPlan> {
+        self.nodes.push(Node {
+            name: "input".into(),
+            op: Op::Input,
+            inputs: vec![],
+            output: input.clone(),
+        });
+        let start = TensorRef {
+            node: 0,
+            shape: input.clone(),
+        };
+        let bound = self.bind_layer(subject, &Env::new(), None)?;
+        let result = self.apply_bound(&bound, "", start, subject.span)?;
+        if !self.errors.is_empty() {
+            return None;
+        }
+        let parameter_count = self
+            .params
+            .iter()
+            .map(|p| p.shape.iter().product::<i64>() as u64)
+            .sum();
+        Some(ModelPlan {
+            name: name.to_string(),
+            input,
+            output: result.shape,
+            parameter_count,
+            parameters: std::mem::take(&mut self.params),
+            buffers: std::mem::take(&mut self.buffers),
+            nodes: std::mem::take(&mut self.nodes),
+            result: result.node,
+        })
+    }
+
     fn single_forward(&mut self, def: &'a ModuleDef) -> Option<&'a Forward> {
         let keyword = |f: &Forward| Span::new(f.span.start, f.span.start + "forward".len());
         match def.forwards.as_slice() {

@@ -468,6 +468,20 @@ pub enum StepOp {
     ZeroGrad,
 }
 
+/// A module test (`test name { ... }`), ready for `dtl test`: the module as
+/// a one-off model on the test's input shape.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TestPlan {
+    pub name: String,
+    /// The subject as a model; `input` and `output` are the test's shapes.
+    pub model: ModelPlan,
+    /// Every parameter must receive a non-zero gradient.
+    pub grads_reach_all_params: bool,
+    /// Compare autograd with finite differences in float64.
+    pub gradcheck: bool,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

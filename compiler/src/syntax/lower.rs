@@ -45,6 +45,7 @@ pub(super) fn lower_file(src: &str, file: Pair<'_, Rule>) -> (File, Errors) {
             Rule::parallel_def => {
                 items.push(Item::Parallel(lower_settings_block(src, pair, &mut errors)))
             }
+            Rule::test_def => items.push(Item::Test(lower_test(pair, &mut errors))),
             Rule::EOI => {}
             _ => unreachable!("file holds only items, got {rule:?}"),
         }
@@ -120,6 +121,32 @@ fn lower_module(pair: Pair<'_, Rule>, kind: ModuleKind, errors: &mut Errors) -> 
         params,
         layers,
         forwards,
+        span,
+    }
+}
+
+fn lower_test(pair: Pair<'_, Rule>, errors: &mut Errors) -> TestDef {
+    let span = Span::from_pest(pair.as_span());
+    let mut inner = pair.into_inner();
+    let name = lower_ident(inner.next().expect("test name"));
+    let subject_pair = inner
+        .next()
+        .expect("test subject")
+        .into_inner()
+        .next()
+        .expect("subject expr");
+    let subject = lower_expr(subject_pair, errors);
+    let input = lower_shape(inner.next().expect("input shape"), errors);
+    let output = lower_shape(inner.next().expect("output shape"), errors);
+    let options = inner
+        .map(|option| lower_expr(option.into_inner().next().expect("option expr"), errors))
+        .collect();
+    TestDef {
+        name,
+        subject,
+        input,
+        output,
+        options,
         span,
     }
 }
@@ -436,7 +463,7 @@ fn missing_value(src: &str, previous: Option<&Setting>, bad_at: usize) -> Option
 // Recovery
 // ---------------------------------------------------------------------------
 
-const TOP_KEYWORDS: [&str; 5] = ["module", "model", "data", "train", "parallel"];
+const TOP_KEYWORDS: [&str; 6] = ["module", "model", "data", "train", "parallel", "test"];
 
 #[derive(Clone, Copy)]
 enum Context {
@@ -483,9 +510,10 @@ fn recover(src: &str, start: usize, context: Context) -> SyntaxError {
             "data" => Rule::data_def,
             "train" => Rule::train_def,
             "parallel" => Rule::parallel_def,
+            "test" => Rule::test_def,
             _ => {
                 return SyntaxError::Unexpected {
-                    expected: "`module`, `model`, `data`, `train` or `parallel`".into(),
+                    expected: "`module`, `model`, `data`, `train`, `parallel` or `test`".into(),
                     found: describe_found(src, start),
                     span: token_span(src, start),
                     help: crate::check::suggest::did_you_mean(&word, TOP_KEYWORDS).or_else(|| {
@@ -675,6 +703,9 @@ fn describe_rule(rule: Rule) -> Option<&'static str> {
         Rule::data_def => "`data`",
         Rule::train_def => "`train`",
         Rule::parallel_def => "`parallel`",
+        Rule::test_def => "`test`",
+        Rule::test_subject => "a layer or module",
+        Rule::test_option => "a test option",
         Rule::keyword => "a keyword",
         _ => return None,
     })
