@@ -130,3 +130,29 @@ fn ok_cases_compile_to_their_golden_plans() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
+
+/// Whatever the checker accepts, the runtime runs: every valid case trains
+/// (briefly) without an error.
+#[test]
+fn every_valid_case_runs() {
+    let mut failures = Vec::new();
+    for path in cases("ok") {
+        let rel = relative(&path);
+        let out = tempfile::tempdir().unwrap();
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_dtl"))
+            .args(["run", "--quiet", "--device", "cpu", "--out"])
+            .arg(out.path())
+            .arg(&rel)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .unwrap();
+        if !output.status.success() {
+            failures.push(format!(
+                "{}:\n{}",
+                rel.display(),
+                String::from_utf8_lossy(&output.stderr)
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

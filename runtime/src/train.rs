@@ -81,7 +81,12 @@ pub fn train(plan: &Plan, options: &RunOptions) -> Result<Summary, RunError> {
     tch::manual_seed(train.seed as i64);
     let split = data::load(&plan.data, train.seed)?;
     let mut model = Model::build(&plan.model, train.seed, device)?;
-    if let Some(path) = &options.init_weights {
+    // --init on the command line wins over the plan's `init`.
+    let init = options
+        .init_weights
+        .clone()
+        .or_else(|| train.init.as_ref().map(PathBuf::from));
+    if let Some(path) = &init {
         model.load(path)?;
     }
     let batches = Batches::new(

@@ -21,7 +21,7 @@ pub use error::CheckError;
 pub use library::builtin_names;
 pub use lint::Lint;
 
-use crate::ast::{DataDef, File, Forward, Item, ModuleDef, ModuleKind, SettingsBlock};
+use crate::ast::{DataDef, ExprKind, File, Forward, Item, ModuleDef, ModuleKind, SettingsBlock};
 use crate::plan::{shape_to_string, DataPlan, Dim, ModelPlan, TrainPlan};
 use crate::span::Span;
 use settings::Settings;
@@ -47,7 +47,7 @@ pub struct Experiment {
 }
 
 /// The settings a `train` block accepts.
-pub const TRAIN_KEYS: [&str; 12] = [
+pub const TRAIN_KEYS: [&str; 14] = [
     "model",
     "data",
     "loss",
@@ -60,6 +60,8 @@ pub const TRAIN_KEYS: [&str; 12] = [
     "clip",
     "seed",
     "eval_every",
+    "epochs",
+    "init",
 ];
 
 /// Everything the checker found in one file.
@@ -233,8 +235,23 @@ fn check_train(
     let optimizer = s
         .require("optimizer", "e.g. `optimizer = adamw(lr: 3e-3)`", errors)
         .and_then(|x| settings::optimizer(x, errors));
-    s.require("steps", "e.g. `steps = 500`", errors);
-    let steps = s.int("steps", 1, None, errors);
+    let steps = match (s.get("steps"), s.get("epochs")) {
+        (Some(_), Some(epochs)) => {
+            errors.push(CheckError::invalid(
+                "give `steps` or `epochs`, not both",
+                epochs.key.span,
+                "choose one",
+            ));
+            None
+        }
+        (None, None) => {
+            s.require("steps", "e.g. `steps = 500`, or `epochs = 10`", errors);
+            None
+        }
+        (Some(_), None) => s.int("steps", 1, None, errors),
+        // Epochs become steps once the data's size is known, below.
+        (None, Some(_)) => s.int("epochs", 1, None, errors).map(|_| 0),
+    };
     s.require("micro_batch", "e.g. `micro_batch = 32`", errors);
     let micro_batch = s.int("micro_batch", 1, None, errors);
     let accumulate = s.int("accumulate", 1, Some(1), errors);
@@ -282,17 +299,23 @@ fn check_train(
     let mut data = data?;
     check_model_against_data(&model, def, &mut data, &s, options, errors)?;
     let (micro_batch, accumulate) = (micro_batch? as u64, accumulate? as u64);
+    let steps = match (steps?, s.get("epochs")) {
+        (0, Some(setting)) => steps_for_epochs(setting, &data, micro_batch, accumulate, errors)?,
+        (steps, _) => steps as u64,
+    };
+    let init = init_weights(&s, options, errors)?;
     let train = TrainPlan {
         loss: loss?,
         optimizer: optimizer?,
         schedule: schedule?,
-        steps: steps? as u64,
+        steps,
         micro_batch,
         accumulate,
         global_batch: micro_batch * accumulate,
         clip: clip?,
         seed: seed? as u64,
         eval_every: eval_every? as u64,
+        init,
     };
     Some(Experiment { model, data, train })
 }
@@ -514,4 +537,70 @@ fn learning_rate_lint(optimizer: &crate::plan::Optimizer, span: Span, lints: &mu
             }),
         });
     }
+}
+
+/// `epochs = N`: enough optimizer steps to see every full micro-batch of the
+/// training rows N times, ⌈N · ⌊rows / micro_batch⌋ / accumulate⌉.
+fn steps_for_epochs(
+    setting: &crate::ast::Setting,
+    data: &DataPlan,
+    micro_batch: u64,
+    accumulate: u64,
+    errors: &mut Vec<CheckError>,
+) -> Option<u64> {
+    let ExprKind::Int(epochs) = setting.value.kind else {
+        return None;
+    };
+    if data.rows == 0 {
+        errors.push(CheckError::InvalidValue {
+            message: "`epochs` needs the number of rows, which is read from the data".into(),
+            span: setting.span,
+            label: "unknown size".into(),
+            help: Some("drop --no-data, or give `steps` instead".into()),
+        });
+        return None;
+    }
+    let train_rows = data.rows - (data.rows as f64 * data.valid_fraction).round() as u64;
+    let batches = train_rows / micro_batch;
+    if batches == 0 {
+        errors.push(CheckError::invalid(
+            format!(
+                "an epoch of {train_rows} training rows holds no full micro_batch of {micro_batch}"
+            ),
+            setting.span,
+            "no steps",
+        ));
+        return None;
+    }
+    Some((epochs as u64 * batches).div_ceil(accumulate))
+}
+
+/// `init = "weights.safetensors"`: initial weights, relative to the file.
+fn init_weights(
+    s: &Settings<'_>,
+    options: &Options,
+    errors: &mut Vec<CheckError>,
+) -> Option<Option<String>> {
+    let Some(setting) = s.get("init") else {
+        return Some(None);
+    };
+    let ExprKind::Str(path) = &setting.value.kind else {
+        errors.push(CheckError::TypeMismatch {
+            expected: "a path to a .safetensors file for `init`".into(),
+            found: "something else".into(),
+            span: setting.value.span,
+            help: None,
+        });
+        return None;
+    };
+    let resolved = options.base_dir.join(path);
+    if options.probe_data && !resolved.is_file() {
+        errors.push(CheckError::DataFile {
+            reason: format!("{}: no such file", resolved.display()),
+            span: setting.value.span,
+            help: Some("initial weights are a safetensors file, e.g. a model.safetensors from an earlier run".into()),
+        });
+        return None;
+    }
+    Some(Some(resolved.display().to_string()))
 }

@@ -282,6 +282,8 @@ pub struct TrainPlan {
     pub seed: u64,
     /// Evaluate on the held-out rows every this many steps (0: only at the end).
     pub eval_every: u64,
+    /// Initial weights (safetensors) instead of the initialisers.
+    pub init: Option<String>,
 }
 
 /// The learning-rate schedule: an optional linear warm-up, then a decay.
