@@ -47,13 +47,21 @@ fn every_example_checks_and_compiles_to_its_golden_plan() {
         }
         let expected = std::fs::read_to_string(&golden)
             .unwrap_or_else(|_| panic!("{} missing (DTL_BLESS=1)", golden.display()));
-        assert_eq!(
-            yaml,
-            expected,
-            "{} no longer compiles to {}",
-            rel.display(),
-            golden.display()
-        );
+        if yaml != expected {
+            let line = yaml
+                .lines()
+                .zip(expected.lines())
+                .position(|(a, b)| a != b)
+                .unwrap_or(0);
+            panic!(
+                "{} no longer compiles to {} (first difference at line {}: {:?} vs {:?}); DTL_BLESS=1 rewrites it",
+                rel.display(),
+                golden.display(),
+                line + 1,
+                yaml.lines().nth(line),
+                expected.lines().nth(line)
+            );
+        }
     }
 }
 
