@@ -706,19 +706,7 @@ fn spatial_sizes(
                 .then(|| "reshape flat rows into images first, e.g. `reshape([1, 8, 8])`".into()),
         });
     }
-    input[2..]
-        .iter()
-        .map(|d| match d {
-            Dim::Size(n) => Ok(*n),
-            Dim::Symbol(s) => Err(CheckError::ShapeMismatch {
-                expected: "known spatial sizes".into(),
-                found: shape_to_string(input),
-                span,
-                what: format!("`{s}` is not a known size"),
-                help: None,
-            }),
-        })
-        .collect()
+    known_sizes(&input[2..], input, span, "known spatial sizes")
 }
 
 /// Like [`spatial_sizes`], and the channel dimension must be `channels`.
@@ -779,19 +767,34 @@ fn window_out(
 }
 
 fn sample_size(input: &Shape, span: Span) -> Result<i64, CheckError> {
-    input[1..]
-        .iter()
+    let sizes = known_sizes(
+        &input[1..],
+        input,
+        span,
+        "known sizes after the batch dimension",
+    )?;
+    Ok(sizes.iter().fold(1i64, |acc, n| acc.saturating_mul(*n)))
+}
+
+/// The sizes of `dims` (part of `input`), or an error naming the symbol.
+fn known_sizes(
+    dims: &[Dim],
+    input: &Shape,
+    span: Span,
+    expected: &str,
+) -> Result<Vec<i64>, CheckError> {
+    dims.iter()
         .map(|d| match d {
             Dim::Size(n) => Ok(*n),
-            Dim::Symbol(_) => Err(CheckError::ShapeMismatch {
-                expected: "known sizes after the batch dimension".into(),
+            Dim::Symbol(s) => Err(CheckError::ShapeMismatch {
+                expected: expected.into(),
                 found: shape_to_string(input),
                 span,
-                what: "symbolic dimension".into(),
+                what: format!("`{s}` is not a known size"),
                 help: None,
             }),
         })
-        .try_fold(1i64, |acc, n| n.map(|n| acc.saturating_mul(n)))
+        .collect()
 }
 
 fn with_last(input: &Shape, size: i64) -> Shape {

@@ -92,36 +92,9 @@ impl<'a> Elaborator<'a> {
         let forward = self.single_forward(def)?;
         let env = Env::new();
         let input = self.resolve_shape(&forward.input_shape, &env);
-        self.nodes.push(Node {
-            name: "input".into(),
-            op: Op::Input,
-            inputs: vec![],
-            output: input.clone(),
-        });
-        let start = TensorRef {
-            node: 0,
-            shape: input.clone(),
-        };
+        let start = self.start(&input);
         let result = self.instantiate(def, &env, "", start, def.name.span)?;
-        if !self.errors.is_empty() {
-            return None;
-        }
-        // Each tensor is at most 2^40 values (checked), so this cannot overflow.
-        let parameter_count = self
-            .params
-            .iter()
-            .map(|p| p.shape.iter().product::<i64>() as u64)
-            .sum();
-        Some(ModelPlan {
-            name: def.name.name.clone(),
-            input,
-            output: result.shape,
-            parameter_count,
-            parameters: std::mem::take(&mut self.params),
-            buffers: std::mem::take(&mut self.buffers),
-            nodes: std::mem::take(&mut self.nodes),
-            result: result.node,
-        })
+        self.finish(&def.name.name, input, result)
     }
 
     /// Expands a test's subject (`Block(64)`, `relu`) applied to `input`
@@ -133,21 +106,23 @@ impl<'a> Elaborator<'a> {
         subject: &'a Expr,
         input: Shape,
     ) -> Option<ModelPlan> {
-        self.nodes.push(Node {
-            name: "input".into(),
-            op: Op::Input,
-            inputs: vec![],
-            output: input.clone(),
-        });
-        let start = TensorRef {
-            node: 0,
-            shape: input.clone(),
-        };
+        let start = self.start(&input);
         let bound = self.bind_layer(subject, &Env::new(), None)?;
         let result = self.apply_bound(&bound, "", start, subject.span)?;
+        self.finish(name, input, result)
+    }
+
+    /// Node 0: the model's input.
+    fn start(&mut self, input: &Shape) -> TensorRef {
+        self.push_node("input".into(), Op::Input, &[], input.clone())
+    }
+
+    /// The elaborated graph as a plan model, unless something was wrong.
+    fn finish(&mut self, name: &str, input: Shape, result: TensorRef) -> Option<ModelPlan> {
         if !self.errors.is_empty() {
             return None;
         }
+        // Each tensor is at most 2^40 values (checked), so this cannot overflow.
         let parameter_count = self
             .params
             .iter()
