@@ -50,7 +50,9 @@ pub fn clip_grad_norm<'a>(
     norm_type: NormType,
 ) -> Result<f64, RunError> {
     let total = grad_norm(params.clone(), norm_type)?;
-    let coef = (max_norm / (total + 1e-6)).min(1.0);
+    // PyTorch computes the coefficient on a float32 tensor:
+    // max_norm / (total + 1e-6), clamped at 1; so does this, bit for bit.
+    let coef = ((max_norm as f32) / (total as f32 + 1e-6f32)).min(1.0) as f64;
     tch::no_grad(|| {
         for param in params {
             let mut grad = param.grad();

@@ -104,15 +104,11 @@ impl Optimizer {
                         let m = self.first[i].get_or_insert_with(|| grad.zeros_like());
                         m.f_lerp_(&grad, 1.0 - betas[0]).in_place(ctx)?;
                         let v = self.second[i].get_or_insert_with(|| grad.zeros_like());
+                        // PyTorch: v.mul_(β2).addcmul_(g, g, value=1 − β2), which
+                        // rounds (value·g)·g; the same order here keeps the bits.
                         v.f_mul_scalar_(betas[1]).in_place(ctx)?;
-                        v.f_add_(
-                            &grad
-                                .f_mul(&grad)
-                                .context(ctx)?
-                                .f_mul_scalar(1.0 - betas[1])
-                                .context(ctx)?,
-                        )
-                        .in_place(ctx)?;
+                        let scaled = grad.f_mul_scalar(1.0 - betas[1]).context(ctx)?;
+                        v.f_addcmul_(&scaled, &grad).in_place(ctx)?;
                         let bias1 = 1.0 - betas[0].powi(step as i32);
                         let bias2_sqrt = (1.0 - betas[1].powi(step as i32)).sqrt();
                         let step_size = lr / bias1;
@@ -123,12 +119,10 @@ impl Optimizer {
                             .context(ctx)?
                             .f_add_scalar(eps)
                             .context(ctx)?;
-                        let update = m
-                            .f_div(&denom)
-                            .context(ctx)?
-                            .f_mul_scalar(step_size)
-                            .context(ctx)?;
-                        param.f_sub_(&update).in_place(ctx)?;
+                        // PyTorch: p.addcdiv_(m, denom, value=−step_size), which
+                        // rounds (value·m)/denom.
+                        let scaled = m.f_mul_scalar(-step_size).context(ctx)?;
+                        param.f_addcdiv_(&scaled, &denom).in_place(ctx)?;
                     }
                 }
             }

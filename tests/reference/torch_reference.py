@@ -203,6 +203,7 @@ def main(plan_path, init_path, losses_path):
     with open(plan_path) as f:
         plan = json.load(f)
     train = plan["train"]
+    torch.manual_seed(train["seed"])
     model = PlanModel(plan["model"])
     names = [p["name"] for p in plan["model"]["parameters"]]
     state = model.state_dict()
