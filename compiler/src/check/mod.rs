@@ -5,6 +5,7 @@
 //! label space, batch arithmetic).
 
 mod args;
+mod data;
 mod error;
 mod library;
 mod lint;
@@ -374,7 +375,7 @@ fn resolve_data(
     );
     let name = s.name("data", errors)?;
     match data_defs.get(&name.name) {
-        Some(def) => settings::data(def, &options.base_dir, options.probe_data, errors),
+        Some(def) => data::data(def, &options.base_dir, options.probe_data, errors),
         None => {
             errors.push(CheckError::UnknownName {
                 kind: "data source",

@@ -6,6 +6,7 @@
 
 mod error;
 mod lower;
+mod recover;
 
 pub use error::SyntaxError;
 
@@ -27,7 +28,7 @@ pub fn parse(src: &str) -> (crate::ast::File, Vec<SyntaxError>) {
         // `file` accepts any input through `bad_item`; keep a message anyway.
         Err(err) => (
             crate::ast::File::default(),
-            vec![lower::error_from_pest(src, 0, err)],
+            vec![recover::error_from_pest(src, 0, err)],
         ),
     }
 }

@@ -1,0 +1,209 @@
+//! The `data` block: which source, how its samples are laid out, the
+//! validation split. With `probe` the data is read at check time, so its
+//! width and classes can be checked against the model.
+
+use std::path::Path;
+
+use super::args::{ParamSig, Ty, Value};
+use super::settings::{choose, type_error, Settings};
+use super::CheckError;
+use crate::ast::{DataDef, ExprKind};
+use crate::dataset;
+use crate::plan::{DataPlan, DataSource};
+use crate::span::Span;
+
+/// Resolves a `data` block. With `probe` the file is read to learn its
+/// width, class count and rows; without, those come from the model later.
+pub fn data(
+    def: &DataDef,
+    base_dir: &Path,
+    probe: bool,
+    errors: &mut Vec<CheckError>,
+) -> Option<DataPlan> {
+    let known = ["source", "shape", "scale", "valid", "shuffle"];
+    let settings = Settings::new(
+        &format!("data {}", def.name.name),
+        def.name.span,
+        &def.settings,
+        &known,
+        errors,
+    );
+    let source = settings.require(
+        "source",
+        "e.g. `source = csv(\"digits.csv.gz\", label: -1)`",
+        errors,
+    )?;
+    let choices = [
+        (
+            "csv",
+            vec![
+                ParamSig::required("path", Ty::Str),
+                ParamSig::optional("label", Ty::Int, Value::Int(-1)),
+                ParamSig::optional("header", Ty::Bool, Value::Bool(false)),
+            ],
+        ),
+        (
+            "npy",
+            vec![
+                ParamSig::required("features", Ty::Str),
+                ParamSig::required("labels", Ty::Str),
+            ],
+        ),
+        (
+            "idx",
+            vec![
+                ParamSig::required("images", Ty::Str),
+                ParamSig::required("labels", Ty::Str),
+            ],
+        ),
+        (
+            "synthetic",
+            vec![
+                ParamSig::required("rows", Ty::Int),
+                ParamSig::required("features", Ty::Int),
+                ParamSig::required("classes", Ty::Int),
+                ParamSig::optional("seed", Ty::Int, Value::Int(0)),
+            ],
+        ),
+    ];
+    let (format, v) = choose(source, "data format", &choices, errors)?;
+    let scale = settings.float("scale", f64::MIN_POSITIVE..f64::INFINITY, 1.0, errors)?;
+    let valid_fraction = settings.float("valid", 0.0..1.0, 0.2, errors)?;
+    let shuffle = settings.bool("shuffle", true, errors)?;
+    // Paths are relative to the .dtl file.
+    let file = |value: &Value| {
+        normalize(&base_dir.join(value.as_str()))
+            .display()
+            .to_string()
+    };
+    let source_plan = match format {
+        "csv" => DataSource::Csv {
+            path: file(&v[0]),
+            label_column: v[1].as_int(),
+            header: v[2].as_bool(),
+        },
+        "npy" => DataSource::Npy {
+            features: file(&v[0]),
+            labels: file(&v[1]),
+        },
+        "idx" => DataSource::Idx {
+            images: file(&v[0]),
+            labels: file(&v[1]),
+        },
+        _ => {
+            let (rows, features, classes, seed) =
+                (v[0].as_int(), v[1].as_int(), v[2].as_int(), v[3].as_int());
+            let sane = (1..=10_000_000).contains(&rows)
+                && (1..=1_000_000).contains(&features)
+                && (2..=100_000).contains(&classes)
+                && seed >= 0
+                && rows.saturating_mul(features) <= 1 << 30;
+            if !sane {
+                errors.push(CheckError::InvalidValue {
+                    message: "synthetic data needs rows ≥ 1, features ≥ 1, classes ≥ 2, seed ≥ 0 and at most 2^30 values".into(),
+                    span: source.value.span,
+                    label: "out of range".into(),
+                    help: None,
+                });
+                return None;
+            }
+            DataSource::Synthetic {
+                rows: rows as u64,
+                features: features as u64,
+                classes: classes as u64,
+                seed: seed as u64,
+            }
+        }
+    };
+    let (mut sample_shape, mut classes, mut rows) = (Vec::new(), 0, 0);
+    if probe {
+        match dataset::load(&source_plan) {
+            Ok(table) => {
+                sample_shape = table.sample_shape.clone();
+                if let Some((shape, span)) = sample_shape_setting(&settings, errors) {
+                    let size: i64 = shape.iter().product();
+                    if size != table.feature_count as i64 {
+                        errors.push(CheckError::InvalidValue {
+                            message: format!(
+                                "shape {shape:?} holds {size} values, but each sample has {}",
+                                table.feature_count
+                            ),
+                            span,
+                            label: "does not match the data".into(),
+                            help: None,
+                        });
+                        return None;
+                    }
+                    sample_shape = shape;
+                }
+                classes = table.classes();
+                rows = table.rows as u64;
+            }
+            Err(reason) => {
+                errors.push(CheckError::DataFile {
+                    reason,
+                    span: source.value.span,
+                    help: Some(format!(
+                        "paths are relative to the .dtl file's folder ({})",
+                        base_dir.display()
+                    )),
+                });
+                return None;
+            }
+        }
+    }
+    Some(DataPlan {
+        name: def.name.name.clone(),
+        source: source_plan,
+        sample_shape,
+        classes,
+        rows,
+        scale,
+        valid_fraction,
+        shuffle,
+    })
+}
+
+/// `shape = [1, 8, 8]`: how each row's features are laid out.
+fn sample_shape_setting(
+    settings: &Settings<'_>,
+    errors: &mut Vec<CheckError>,
+) -> Option<(Vec<i64>, Span)> {
+    let setting = settings.get("shape")?;
+    let dims: Option<Vec<i64>> = match &setting.value.kind {
+        ExprKind::List(items) => items
+            .iter()
+            .map(|e| match e.kind {
+                ExprKind::Int(n) if n >= 1 => Some(n),
+                _ => None,
+            })
+            .collect(),
+        _ => None,
+    };
+    match dims {
+        Some(dims) if !dims.is_empty() => Some((dims, setting.value.span)),
+        _ => {
+            errors.push(type_error(
+                &setting.value,
+                "a list of sizes ≥ 1, e.g. `[1, 8, 8]`",
+                "shape",
+            ));
+            None
+        }
+    }
+}
+
+/// `a/b/../c` → `a/c`, without touching the file system.
+fn normalize(path: &Path) -> std::path::PathBuf {
+    let mut out = std::path::PathBuf::new();
+    for part in path.components() {
+        match part {
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir if out.file_name().is_some() => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}

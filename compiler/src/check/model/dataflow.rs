@@ -1,0 +1,381 @@
+//! The tensor expressions of a forward body: names, chains of stages,
+//! sums, `concat`, `repeat`, and the nodes they add to the graph.
+
+use super::{
+    describe_expr, Body, BoundLayer, Callee, Elaborator, TensorRef, MAX_NODES, MAX_TENSOR_ELEMENTS,
+};
+use crate::ast::{Arg, Expr, ExprKind, Ident};
+use crate::check::args::{eval, Env, Value};
+use crate::check::library::{join_path, Builtin};
+use crate::check::suggest::did_you_mean;
+use crate::check::CheckError;
+use crate::plan::{shape_to_string, Dim, Node, Op, Shape};
+use crate::span::Span;
+
+impl<'a> Elaborator<'a> {
+    /// A tensor-valued expression: a name, a chain, a sum or `concat(...)`.
+    pub(super) fn tensor_expr(&mut self, expr: &'a Expr, body: &mut Body<'a>) -> Option<TensorRef> {
+        match &expr.kind {
+            ExprKind::Name(ident) => self.tensor_name(ident, body),
+            ExprKind::Pipe(stages) => {
+                let mut value = self.tensor_expr(&stages[0], body)?;
+                for stage in &stages[1..] {
+                    value = self.apply_stage(stage, body, value)?;
+                }
+                Some(value)
+            }
+            ExprKind::Add(terms) => {
+                let values: Vec<Option<TensorRef>> =
+                    terms.iter().map(|t| self.tensor_expr(t, body)).collect();
+                let values: Vec<TensorRef> = values.into_iter().collect::<Option<_>>()?;
+                for (term, value) in terms.iter().zip(&values).skip(1) {
+                    if value.shape != values[0].shape {
+                        self.errors.push(CheckError::ShapeMismatch {
+                            expected: shape_to_string(&values[0].shape),
+                            found: shape_to_string(&value.shape),
+                            span: term.span,
+                            what: "`+` adds tensors of the same shape".into(),
+                            help: None,
+                        });
+                        return None;
+                    }
+                }
+                let node = self.push_node(
+                    join_path(&body.scope, "add"),
+                    Op::Add,
+                    &values,
+                    values[0].shape.clone(),
+                );
+                Some(node)
+            }
+            ExprKind::Call(call) if call.callee.name == "concat" => {
+                self.concat(&call.args, expr.span, body)
+            }
+            ExprKind::Call(call) => {
+                let what = if Builtin::lookup(&call.callee.name).is_some()
+                    || self.modules.contains_key(&call.callee.name)
+                {
+                    format!(
+                        "`{}(...)` is a layer; apply it to a tensor",
+                        call.callee.name
+                    )
+                } else {
+                    format!("unknown function `{}`", call.callee.name)
+                };
+                self.errors.push(CheckError::TypeMismatch {
+                    expected: "a tensor".into(),
+                    found: what,
+                    span: expr.span,
+                    help: Some("start a chain with a tensor: `x |> layer(...)`".into()),
+                });
+                None
+            }
+            ExprKind::Repeat { .. } => {
+                self.errors.push(CheckError::TypeMismatch {
+                    expected: "a tensor".into(),
+                    found: "`repeat`, which is a stage".into(),
+                    span: expr.span,
+                    help: Some("apply it to a tensor: `x |> repeat 2 { ... }`".into()),
+                });
+                None
+            }
+            _ => {
+                self.errors.push(CheckError::TypeMismatch {
+                    expected: "a tensor".into(),
+                    found: describe_expr(expr),
+                    span: expr.span,
+                    help: None,
+                });
+                None
+            }
+        }
+    }
+
+    pub(super) fn tensor_name(&mut self, ident: &Ident, body: &mut Body<'a>) -> Option<TensorRef> {
+        body.used.insert(ident.name.clone());
+        if let Some(value) = body.tensors.get(&ident.name) {
+            return Some(value.clone());
+        }
+        if body.poisoned.contains(&ident.name) {
+            return None;
+        }
+        if body.layers.contains_key(&ident.name) || Builtin::lookup(&ident.name).is_some() {
+            self.errors.push(CheckError::TypeMismatch {
+                expected: "a tensor".into(),
+                found: format!("the layer `{}`", ident.name),
+                span: ident.span,
+                help: Some(format!("apply it to a tensor: `x |> {}`", ident.name)),
+            });
+            return None;
+        }
+        self.errors.push(CheckError::UnknownName {
+            kind: "tensor",
+            name: ident.name.clone(),
+            span: ident.span,
+            help: did_you_mean(&ident.name, body.tensors.keys().map(String::as_str)),
+        });
+        None
+    }
+
+    /// `concat(a, b, ..., dim: -1)`: tensors that agree except along `dim`.
+    pub(super) fn concat(
+        &mut self,
+        args: &'a [Arg],
+        span: Span,
+        body: &mut Body<'a>,
+    ) -> Option<TensorRef> {
+        let mut dim = -1i64;
+        let mut values = Vec::new();
+        let mut ok = true;
+        for arg in args {
+            match &arg.name {
+                Some(name) if name.name == "dim" => match eval(&arg.value, &body.env) {
+                    Ok(Value::Int(d)) => dim = d,
+                    _ => {
+                        self.errors.push(CheckError::TypeMismatch {
+                            expected: "an integer for `dim`".into(),
+                            found: describe_expr(&arg.value),
+                            span: arg.value.span,
+                            help: None,
+                        });
+                        ok = false;
+                    }
+                },
+                Some(name) => {
+                    self.errors.push(CheckError::UnknownArgument {
+                        callee: "concat".into(),
+                        name: name.name.clone(),
+                        span: name.span,
+                        help: Some("`concat` takes tensors and `dim: int = -1`".into()),
+                    });
+                    ok = false;
+                }
+                None => match self.tensor_expr(&arg.value, body) {
+                    Some(v) => values.push((v, arg.span)),
+                    None => ok = false,
+                },
+            }
+        }
+        if !ok {
+            return None;
+        }
+        if values.len() < 2 {
+            self.errors.push(CheckError::Arity {
+                callee: "concat".into(),
+                expected: "at least 2".into(),
+                found: values.len(),
+                span,
+                help: Some("e.g. `concat(x, h, dim: -1)`".into()),
+            });
+            return None;
+        }
+        let rank = values[0].0.shape.len() as i64;
+        let axis = if dim < 0 { dim + rank } else { dim };
+        if !(1..rank).contains(&axis) {
+            self.errors.push(CheckError::invalid(
+                format!(
+                    "concat: no dimension {dim} after the batch in {}",
+                    shape_to_string(&values[0].0.shape)
+                ),
+                span,
+                "bad `dim`",
+            ));
+            return None;
+        }
+        let mut output = values[0].0.shape.clone();
+        let mut total = 0i64;
+        for (value, arg_span) in &values {
+            let agrees = value.shape.len() == output.len()
+                && value
+                    .shape
+                    .iter()
+                    .zip(&output)
+                    .enumerate()
+                    .all(|(i, (a, b))| i as i64 == axis || a == b);
+            match (&value.shape.get(axis as usize), agrees) {
+                (Some(Dim::Size(n)), true) => total += n,
+                _ => {
+                    self.errors.push(CheckError::ShapeMismatch {
+                        expected: format!(
+                            "{} except along dimension {axis}",
+                            shape_to_string(&output)
+                        ),
+                        found: shape_to_string(&value.shape),
+                        span: *arg_span,
+                        what: "cannot be concatenated".into(),
+                        help: None,
+                    });
+                    return None;
+                }
+            }
+        }
+        output[axis as usize] = Dim::Size(total);
+        let inputs: Vec<TensorRef> = values.into_iter().map(|(v, _)| v).collect();
+        Some(self.push_node(
+            join_path(&body.scope, "concat"),
+            Op::Concat { dim: axis },
+            &inputs,
+            output,
+        ))
+    }
+
+    pub(super) fn push_node(
+        &mut self,
+        name: String,
+        op: Op,
+        inputs: &[TensorRef],
+        output: Shape,
+    ) -> TensorRef {
+        self.nodes.push(Node {
+            name,
+            op,
+            inputs: inputs.iter().map(|v| v.node).collect(),
+            output: output.clone(),
+        });
+        TensorRef {
+            node: self.nodes.len() - 1,
+            shape: output,
+        }
+    }
+
+    /// Applies one stage of a chain to `input`.
+    pub(super) fn apply_stage(
+        &mut self,
+        stage: &'a Expr,
+        body: &mut Body<'a>,
+        input: TensorRef,
+    ) -> Option<TensorRef> {
+        match &stage.kind {
+            ExprKind::Repeat {
+                count,
+                count_span,
+                body: chain,
+            } => {
+                if *count < 1 {
+                    self.errors.push(CheckError::invalid(
+                        format!("repeat needs a count of at least 1, got {count}"),
+                        *count_span,
+                        "here",
+                    ));
+                    return None;
+                }
+                let path = join_path(&body.scope, &body.next_index.to_string());
+                body.next_index += 1;
+                let mut value = input;
+                for copy in 0..*count {
+                    if self.nodes.len() > MAX_NODES {
+                        self.errors.push(CheckError::invalid(
+                            format!("the model grows past {MAX_NODES} operations"),
+                            *count_span,
+                            "too many copies",
+                        ));
+                        return None;
+                    }
+                    let copy_path = join_path(&path, &copy.to_string());
+                    for (i, inner) in chain.iter().enumerate() {
+                        let inner_path = if chain.len() == 1 {
+                            copy_path.clone()
+                        } else {
+                            join_path(&copy_path, &i.to_string())
+                        };
+                        if let ExprKind::Name(ident) = &inner.kind {
+                            if body.layers.contains_key(&ident.name) {
+                                self.errors.push(CheckError::Unsupported {
+                                    message: format!("the named layer `{}` inside `repeat` would be one layer shared by every copy", ident.name),
+                                    span: inner.span,
+                                    help: Some("write the layer inline so that each copy has its own weights".into()),
+                                });
+                                return None;
+                            }
+                        }
+                        let bound = self.bind_layer(inner, &body.env, Some(&body.layers))?;
+                        value = self.apply_bound(&bound, &inner_path, value, inner.span)?;
+                    }
+                }
+                Some(value)
+            }
+            ExprKind::Name(ident) if body.layers.contains_key(&ident.name) => {
+                let bound = body.layers[&ident.name].clone();
+                self.apply_bound(
+                    &bound,
+                    &join_path(&body.scope, &ident.name),
+                    input,
+                    stage.span,
+                )
+            }
+            ExprKind::Name(ident)
+                if body.tensors.contains_key(&ident.name) || body.env.contains_key(&ident.name) =>
+            {
+                self.errors.push(CheckError::TypeMismatch {
+                    expected: "a layer".into(),
+                    found: format!("`{}`, which is not a layer", ident.name),
+                    span: stage.span,
+                    help: Some("after `|>` comes a layer, a module or `repeat`".into()),
+                });
+                None
+            }
+            _ => {
+                let bound = self.bind_layer(stage, &body.env, Some(&body.layers))?;
+                let path = join_path(&body.scope, &body.next_index.to_string());
+                body.next_index += 1;
+                self.apply_bound(&bound, &path, input, stage.span)
+            }
+        }
+    }
+
+    pub(super) fn apply_bound(
+        &mut self,
+        bound: &BoundLayer<'a>,
+        path: &str,
+        input: TensorRef,
+        span: Span,
+    ) -> Option<TensorRef> {
+        match bound.callee {
+            Callee::Builtin(builtin) => {
+                match builtin.lower(&bound.values, path, &input.shape, span) {
+                    Ok(lowered) => {
+                        for param in lowered.params.iter().chain(&lowered.buffers) {
+                            let numel = param
+                                .shape
+                                .iter()
+                                .try_fold(1i64, |acc, &n| acc.checked_mul(n));
+                            if numel.is_none_or(|n| n > MAX_TENSOR_ELEMENTS) {
+                                self.errors.push(CheckError::InvalidValue {
+                                    message: format!("`{}` would hold {:?} values", param.name, param.shape),
+                                    span,
+                                    label: "too large for any machine".into(),
+                                    help: Some(format!("a tensor may hold at most 2^40 values ({MAX_TENSOR_ELEMENTS})")),
+                                });
+                                return None;
+                            }
+                        }
+                        for param in lowered.params {
+                            if self.tensor_names.insert(param.name.clone()) {
+                                self.params.push(param);
+                            }
+                        }
+                        for buffer in lowered.buffers {
+                            if self.tensor_names.insert(buffer.name.clone()) {
+                                self.buffers.push(buffer);
+                            }
+                        }
+                        Some(self.push_node(path.to_string(), lowered.op, &[input], lowered.output))
+                    }
+                    Err(err) => {
+                        self.errors.push(err);
+                        None
+                    }
+                }
+            }
+            Callee::Module(module) => {
+                let env: Env = bound
+                    .sig
+                    .iter()
+                    .map(|p| p.name.clone())
+                    .zip(bound.values.iter().cloned())
+                    .collect();
+                self.instantiate(module, &env, path, input, span)
+            }
+        }
+    }
+}

@@ -1,0 +1,328 @@
+//! Recovery: each run of junk lines is parsed again with the rule it was
+//! meant to match, and pest's failure becomes a [`SyntaxError`] in words a
+//! user knows (rules renamed, tokens listed, the offending token labelled).
+
+use pest::Parser;
+
+use super::{DtlParser, Rule, SyntaxError};
+use crate::ast::{ExprKind, Setting};
+use crate::span::Span;
+
+/// `data =` with nothing after it reads the next line's key as its value and
+/// leaves `= ...` behind; say what really happened.
+pub(super) fn missing_value(
+    src: &str,
+    previous: Option<&Setting>,
+    bad_at: usize,
+) -> Option<SyntaxError> {
+    let previous = previous?;
+    let value_is_name = matches!(previous.value.kind, ExprKind::Name(_));
+    let key_line = src[..previous.key.span.end].matches('\n').count();
+    let value_line = src[..previous.value.span.start].matches('\n').count();
+    if !(src[bad_at..].starts_with('=') && value_is_name && value_line > key_line) {
+        return None;
+    }
+    let line_end = src[previous.key.span.end..]
+        .find('\n')
+        .map_or(src.len(), |i| previous.key.span.end + i);
+    Some(SyntaxError::Unexpected {
+        expected: format!("a value for `{}`", previous.key.name),
+        found: "the end of the line".into(),
+        span: Span::new(line_end, line_end),
+        help: Some(format!(
+            "write `{} = <value>` on one line",
+            previous.key.name
+        )),
+    })
+}
+
+// ---------------------------------------------------------------------------
+// Recovery
+// ---------------------------------------------------------------------------
+
+const TOP_KEYWORDS: [&str; 6] = ["module", "model", "data", "train", "parallel", "test"];
+
+#[derive(Clone, Copy)]
+pub(super) enum Context {
+    Top,
+    ModuleBody,
+    Settings,
+}
+
+pub(super) fn first_word(text: &str) -> &str {
+    let end = text
+        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .unwrap_or(text.len());
+    &text[..end]
+}
+
+/// Parses a broken one-line statement again with `rule`, which must match the
+/// whole line. The statement starts at the bad text, or at the previous
+/// statement when the bad text continues its line (`optimizer = sgd(lr: 1`
+/// parses as `optimizer = sgd` followed by junk).
+pub(super) fn recover_line(
+    src: &str,
+    previous: Option<Span>,
+    bad_at: usize,
+    rule: Rule,
+) -> SyntaxError {
+    let start = match previous {
+        Some(prev) if !src[prev.end..bad_at].contains('\n') => prev.start,
+        _ => bad_at,
+    };
+    let end = src[bad_at..].find('\n').map_or(src.len(), |i| bad_at + i);
+    match DtlParser::parse(rule, &src[start..end]) {
+        Err(err) => error_from_pest(src, start, err),
+        Ok(_) => recover(src, bad_at, Context::Settings),
+    }
+}
+
+/// Parses the text at `start` again with the rule that the context and the
+/// line's first word call for, and turns the failure into an error.
+pub(super) fn recover(src: &str, start: usize, context: Context) -> SyntaxError {
+    let rest = &src[start..];
+    let word: String = rest
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+        .collect();
+    let rule = match context {
+        Context::Top => match word.as_str() {
+            "module" => Rule::module_def,
+            "model" => Rule::model_def,
+            "data" => Rule::data_def,
+            "train" => Rule::train_def,
+            "parallel" => Rule::parallel_def,
+            "test" => Rule::test_def,
+            _ => {
+                return SyntaxError::Unexpected {
+                    expected: "`module`, `model`, `data`, `train`, `parallel` or `test`".into(),
+                    found: describe_found(src, start),
+                    span: token_span(src, start),
+                    help: crate::check::suggest::did_you_mean(&word, TOP_KEYWORDS).or_else(|| {
+                        Some(
+                            "a file is a list of items; each starts with one of these keywords"
+                                .into(),
+                        )
+                    }),
+                }
+            }
+        },
+        Context::ModuleBody if word == "forward" => Rule::forward_def,
+        Context::ModuleBody => Rule::layer_def,
+        Context::Settings => Rule::setting,
+    };
+    match DtlParser::parse(rule, rest) {
+        Err(err) => error_from_pest(src, start, err),
+        Ok(pairs) => {
+            let end = start + pairs.last().map_or(0, |p| p.as_span().end());
+            let at = skip_blank(src, end);
+            SyntaxError::Unexpected {
+                expected: "the end of the line".into(),
+                found: describe_found(src, at),
+                span: token_span(src, at),
+                help: Some("put each statement on its own line or separate them with `;`".into()),
+            }
+        }
+    }
+}
+
+fn skip_blank(src: &str, mut at: usize) -> usize {
+    let bytes = src.as_bytes();
+    while at < bytes.len() && matches!(bytes[at], b' ' | b'\t' | b'\r') {
+        at += 1;
+    }
+    at
+}
+
+/// Converts a pest error found in `src[offset..]` into a [`SyntaxError`].
+pub(super) fn error_from_pest(
+    src: &str,
+    offset: usize,
+    err: pest::error::Error<Rule>,
+) -> SyntaxError {
+    let mut pos = match err.location {
+        pest::error::InputLocation::Pos(p) => p,
+        pest::error::InputLocation::Span((s, _)) => s,
+    };
+    let mut expected: Vec<String> = Vec::new();
+    let attempts = err.parse_attempts();
+    // pest's location is the furthest *rule* attempt; a literal token (`=`,
+    // `)`) tried further on is the better place to point at.
+    let further = attempts
+        .as_ref()
+        .filter(|a| a.max_position > pos && !a.expected_tokens().is_empty());
+    if let Some(attempts) = further {
+        pos = attempts.max_position;
+    } else if let pest::error::ErrorVariant::ParsingError { positives, .. } = &err.variant {
+        for rule in positives {
+            if let Some(words) = describe_rule(*rule) {
+                push_unique(&mut expected, words);
+            }
+        }
+    }
+    if let Some(attempts) = &attempts {
+        if attempts.max_position == pos {
+            // pest does not export its token type; its Display is the literal
+            // text for plain tokens, `a..z` for ranges and `BUILTIN_RULE`.
+            for token in attempts.expected_tokens() {
+                let token = token.to_string();
+                let noise = matches!(
+                    token.as_str(),
+                    " " | "\t"
+                        | "\r"
+                        | "\n"
+                        | "//"
+                        | "#"
+                        | "/*"
+                        | "-"
+                        | "."
+                        | "_"
+                        | "E"
+                        | "BUILTIN_RULE"
+                ) || token.contains("..");
+                if !noise {
+                    push_unique(&mut expected, format!("`{token}`"));
+                }
+            }
+        }
+    }
+    collapse_expression(&mut expected);
+    // A chain or sum could always go on; when a closing token is also
+    // possible, that is what was meant far more often.
+    if expected
+        .iter()
+        .any(|e| ["`)`", "`,`", "`]`", "`}`"].contains(&e.as_str()))
+    {
+        expected.retain(|e| !["`|>`", "`+`", "`(`"].contains(&e.as_str()));
+    }
+    let expected = if expected.is_empty() {
+        "something else".to_string()
+    } else {
+        join_or(&expected)
+    };
+    let help = help_for(&expected);
+    let pos = offset + pos;
+    SyntaxError::Unexpected {
+        expected,
+        found: describe_found(src, pos),
+        span: token_span(src, pos),
+        help,
+    }
+}
+
+fn push_unique(list: &mut Vec<String>, item: impl Into<String>) {
+    let item = item.into();
+    if !list.contains(&item) {
+        list.push(item);
+    }
+}
+
+const EXPRESSION_PARTS: [&str; 6] = [
+    "a number",
+    "a string",
+    "`true` or `false`",
+    "a list",
+    "a name",
+    "`(`",
+];
+
+/// A list of every kind of term reads better as "an expression".
+fn collapse_expression(expected: &mut Vec<String>) {
+    // The literal tokens that open a term are part of "an expression" too.
+    let openers = ["`[`", "`(`", "`\"`", "`true`", "`false`"];
+    let is_part =
+        |e: &String| EXPRESSION_PARTS.contains(&e.as_str()) || openers.contains(&e.as_str());
+    let hits = expected
+        .iter()
+        .filter(|e| EXPRESSION_PARTS.contains(&e.as_str()))
+        .count();
+    let has_expression = expected.iter().any(|e| e == "an expression");
+    if hits >= 3 || (has_expression && expected.iter().any(is_part)) {
+        let at = expected
+            .iter()
+            .position(|e| is_part(e) || e == "an expression")
+            .unwrap_or(0);
+        expected.retain(|e| !is_part(e) && e != "an expression");
+        expected.insert(at.min(expected.len()), "an expression".to_string());
+    }
+}
+
+fn help_for(expected: &str) -> Option<String> {
+    if expected.contains("`}`") {
+        Some("is a closing `}` missing?".into())
+    } else if expected.contains("`)`") {
+        Some("is a closing `)` or a `,` between arguments missing?".into())
+    } else {
+        None
+    }
+}
+
+/// The user-facing words for a grammar rule, or `None` for rules that are
+/// no use to name (recovery rules, end of input).
+fn describe_rule(rule: Rule) -> Option<&'static str> {
+    Some(match rule {
+        Rule::ident | Rule::name | Rule::key => "a name",
+        Rule::int | Rule::float => "a number",
+        Rule::string => "a string",
+        Rule::boolean => "`true` or `false`",
+        Rule::list => "a list",
+        Rule::call => "a name",
+        Rule::paren => "`(`",
+        Rule::expr | Rule::arg | Rule::sum => "an expression",
+        Rule::add_op => "`+`",
+        Rule::repeat => "`repeat`",
+        Rule::let_def => "`let`",
+        Rule::kwarg => "a keyword argument",
+        Rule::pipe_op => "`|>`",
+        Rule::shape => "a shape like `[B, 64]`",
+        Rule::dim => "a dimension (a number or a name)",
+        Rule::param | Rule::params => "a parameter (`name: type`)",
+        Rule::setting => "a setting (`key = value`)",
+        Rule::layer_def => "a layer (`name = layer(...)`)",
+        Rule::forward_def => "`forward`",
+        Rule::module_def => "`module`",
+        Rule::model_def => "`model`",
+        Rule::data_def => "`data`",
+        Rule::train_def => "`train`",
+        Rule::parallel_def => "`parallel`",
+        Rule::test_def => "`test`",
+        Rule::test_subject => "a layer or module",
+        Rule::test_option => "a test option",
+        Rule::keyword => "a keyword",
+        _ => return None,
+    })
+}
+
+fn join_or(items: &[String]) -> String {
+    match items {
+        [] => String::new(),
+        [one] => one.clone(),
+        [init @ .., last] => format!("{} or {}", init.join(", "), last),
+    }
+}
+
+/// The span of the token at `at`: a word, a number, or one character.
+fn token_span(src: &str, at: usize) -> Span {
+    let at = at.min(src.len());
+    let rest = &src[at..];
+    let word_len: usize = rest
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '.')
+        .map(char::len_utf8)
+        .sum();
+    let len = if word_len > 0 {
+        word_len
+    } else {
+        rest.chars().next().map_or(0, char::len_utf8)
+    };
+    Span::new(at, at + len)
+}
+
+fn describe_found(src: &str, at: usize) -> String {
+    let span = token_span(src, at);
+    match &src[span.start..span.end] {
+        "" => "the end of the file".to_string(),
+        "\n" | "\r" => "the end of the line".to_string(),
+        text => format!("`{text}`"),
+    }
+}
