@@ -20,6 +20,22 @@ use dtl_compiler::Diagnostics;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Override a setting, checked like the file: train.steps=20,
+    /// train.optimizer.lr=1e-3, data.digits.valid=0.1 (repeatable).
+    #[arg(long = "set", value_name = "PATH=VALUE", global = true)]
+    set: Vec<String>,
+}
+
+/// The `--set` overrides of this invocation, parsed once in `main`.
+static OVERRIDES: std::sync::OnceLock<Vec<dtl_compiler::overrides::Override>> =
+    std::sync::OnceLock::new();
+
+/// Check options for a file: data paths start from its folder; the
+/// command line's overrides apply.
+fn options_for(path: &Path, probe_data: bool) -> dtl_compiler::check::Options {
+    let mut options = dtl_compiler::options_for(path, probe_data);
+    options.overrides = OVERRIDES.get().cloned().unwrap_or_default();
+    options
 }
 
 #[derive(Subcommand)]
@@ -122,6 +138,20 @@ impl Failure {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let overrides: Result<Vec<_>, String> = cli
+        .set
+        .iter()
+        .map(|o| dtl_compiler::overrides::parse(o))
+        .collect();
+    match overrides {
+        Ok(overrides) => {
+            let _ = OVERRIDES.set(overrides);
+        }
+        Err(message) => {
+            eprintln!("error: {message}");
+            return ExitCode::from(2);
+        }
+    }
     let result = match cli.command {
         Command::Check {
             files,
@@ -199,7 +229,7 @@ fn check(
     for path in files {
         let text = read(path)?;
         let name = path.display().to_string();
-        let mut options = dtl_compiler::options_for(path, !no_data);
+        let mut options = options_for(path, !no_data);
         options.world = world.to_vec();
         let (diagnostics, ok) = match dtl_compiler::check_source(&name, &text, &options) {
             Ok(checked) => (checked.warnings, true),
@@ -236,11 +266,7 @@ fn check(
 fn compile_file(path: &Path, no_data: bool) -> Result<Plan, Failure> {
     let text = read(path)?;
     let name = path.display().to_string();
-    match dtl_compiler::compile_source_with_warnings(
-        &name,
-        &text,
-        &dtl_compiler::options_for(path, !no_data),
-    ) {
+    match dtl_compiler::compile_source_with_warnings(&name, &text, &options_for(path, !no_data)) {
         Ok((plan, warnings)) => {
             report(&warnings);
             Ok(plan)
@@ -279,6 +305,12 @@ fn load_plan(path: &Path) -> Result<Plan, Failure> {
     if path.extension().is_some_and(|e| e == "dtl") {
         return compile_file(path, false);
     }
+    if OVERRIDES.get().is_some_and(|o| !o.is_empty()) {
+        return Err(Failure::usage(format!(
+            "--set applies to .dtl files; `{}` is a compiled plan",
+            path.display()
+        )));
+    }
     let text = read(path)?;
     Plan::from_text(&text)
         .map_err(|e| Failure::usage(format!("`{}` is not a dtl plan: {e}", path.display())))
@@ -292,15 +324,13 @@ fn test(files: &[PathBuf], seed: u64) -> Result<(), Failure> {
     for path in files {
         let text = read(path)?;
         let name = path.display().to_string();
-        let checked =
-            match dtl_compiler::check_source(&name, &text, &dtl_compiler::options_for(path, false))
-            {
-                Ok(checked) => checked,
-                Err(diagnostics) => {
-                    report(&diagnostics);
-                    return Err(Failure::errors());
-                }
-            };
+        let checked = match dtl_compiler::check_source(&name, &text, &options_for(path, false)) {
+            Ok(checked) => checked,
+            Err(diagnostics) => {
+                report(&diagnostics);
+                return Err(Failure::errors());
+            }
+        };
         for test in &checked.tests {
             match dtl_runtime::module_test::run(test, seed) {
                 Ok(failures) if failures.is_empty() => {

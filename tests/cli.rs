@@ -469,3 +469,56 @@ test detour { Detour(8) on [3, 8] gives [3, 8]; grads_reach_all_params }
         .code(1)
         .stderr_has("no `train` block");
 }
+
+#[test]
+fn set_overrides_are_checked_like_the_file_and_land_in_the_plan() {
+    let plan = dtl(&[
+        "compile",
+        EXAMPLE,
+        "--set",
+        "train.steps=20",
+        "--set",
+        "train.optimizer.lr=1e-2",
+        "--set",
+        "data.digits.valid=0.1",
+        "--set",
+        "train.schedule=cosine(min_lr: 0)",
+    ])
+    .code(0)
+    .stdout;
+    let plan = dtl_compiler::plan::Plan::from_text(&plan).unwrap();
+    assert_eq!(plan.train.steps, 20);
+    assert_eq!(plan.train.optimizer.lr(), 1e-2);
+    assert_eq!(plan.data.valid_fraction, 0.1);
+    assert!(matches!(
+        plan.train.schedule.decay,
+        dtl_compiler::plan::Decay::Cosine { .. }
+    ));
+    // A bad value gets the file's diagnostic, at the setting it replaced.
+    dtl(&["check", EXAMPLE, "--set", "train.steps=0"])
+        .code(1)
+        .stderr_has("`steps` must be at least 1, got 0")
+        .stderr_has("digits_mlp.dtl:32:11");
+    dtl(&["check", EXAMPLE, "--set", "data.digit.valid=0.1"])
+        .code(1)
+        .stderr_has("no data source `digit` (there is: digits)");
+    dtl(&["check", EXAMPLE, "--set", "train.steps"])
+        .code(2)
+        .stderr_has("expected PATH=VALUE");
+    // The run uses the overrides.
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("o");
+    dtl(&[
+        "run",
+        EXAMPLE,
+        "--quiet",
+        "--device",
+        "cpu",
+        "--set",
+        "train.steps=7",
+        "--out",
+        out.to_str().unwrap(),
+    ])
+    .code(0)
+    .stdout_has("trained 7 steps");
+}

@@ -33,6 +33,7 @@ fn main() {
         base_dir: ".".into(),
         probe_data: false,
         world: Vec::new(),
+        overrides: Vec::new(),
     };
     let mut baseline = None;
     println!(

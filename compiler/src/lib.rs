@@ -10,6 +10,7 @@ pub mod ast;
 pub mod check;
 pub mod dataset;
 pub mod diagnostics;
+pub mod overrides;
 pub mod plan;
 pub mod span;
 pub mod syntax;
@@ -40,6 +41,14 @@ pub fn check_source(
         for err in syntax_errors {
             diagnostics.push(err);
         }
+        return Err(diagnostics);
+    }
+    let mut file = file;
+    if let Err(message) = overrides::apply(&mut file, &options.overrides) {
+        diagnostics.push(check::CheckError::BadOverride {
+            message,
+            span: span::Span::new(0, 0),
+        });
         return Err(diagnostics);
     }
     let checked = check::check(&file, options);
@@ -115,5 +124,6 @@ pub fn options_for(path: &Path, probe_data: bool) -> check::Options {
         base_dir,
         probe_data,
         world: Vec::new(),
+        overrides: Vec::new(),
     }
 }

@@ -123,6 +123,7 @@ fn mutated_inputs_never_panic_and_spans_stay_inside_the_file() {
                 base_dir: path.parent().unwrap().to_path_buf(),
                 probe_data: n % 10 == 0,
                 world: Vec::new(),
+                overrides: Vec::new(),
             };
             let result = std::panic::catch_unwind(|| {
                 dtl_compiler::compile_source("fuzz.dtl", &text, &options)

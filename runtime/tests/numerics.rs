@@ -37,6 +37,7 @@ fn compile(dir: &Path, micro_batch: u32, accumulate: u32, clip: &str, optimizer:
         base_dir: dir.to_path_buf(),
         probe_data: true,
         world: Vec::new(),
+        overrides: Vec::new(),
     };
     dtl_compiler::compile_source("test.dtl", &source, &options)
         .unwrap_or_else(|d| panic!("{}", d.render_human(false)))

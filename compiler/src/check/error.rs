@@ -162,6 +162,18 @@ pub enum CheckError {
         help: Option<String>,
     },
 
+    /// A `--set` path that names nothing in the file.
+    #[error("{message}")]
+    #[diagnostic(
+        code(dtl::check::bad_override),
+        help("paths are train.KEY, train.KEY.ARG, parallel.KEY, data.NAME.KEY")
+    )]
+    BadOverride {
+        message: String,
+        #[label("in this file")]
+        span: Span,
+    },
+
     #[error("{message}")]
     #[diagnostic(code(dtl::check::unsupported))]
     Unsupported {
@@ -193,6 +205,7 @@ impl CheckError {
             | UnknownSetting { span, .. }
             | MissingItem { span, .. }
             | DataFile { span, .. }
+            | BadOverride { span, .. }
             | Unsupported { span, .. } => *span,
         }
     }

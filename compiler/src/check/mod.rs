@@ -37,6 +37,8 @@ pub struct Options {
     /// World sizes to check the parallel configuration against
     /// (`dtl check --world 4,8,64`).
     pub world: Vec<u64>,
+    /// `--set PATH=VALUE` overrides, applied before checking.
+    pub overrides: Vec<crate::overrides::Override>,
 }
 
 /// Everything a checked file says, resolved.

@@ -231,7 +231,7 @@ fn lower_int(pair: &Pair<'_, Rule>, errors: &mut Errors) -> i64 {
     })
 }
 
-fn lower_expr(pair: Pair<'_, Rule>, errors: &mut Errors) -> Expr {
+pub(super) fn lower_expr(pair: Pair<'_, Rule>, errors: &mut Errors) -> Expr {
     let span = Span::from_pest(pair.as_span());
     match pair.as_rule() {
         Rule::expr => {

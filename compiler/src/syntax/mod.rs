@@ -16,6 +16,20 @@ use pest::Parser;
 #[grammar = "../../grammar/dtl.pest"]
 pub(crate) struct DtlParser;
 
+/// Lowers a parsed `expr_line` (for `--set`); errors are plain text.
+pub(crate) fn lower_expr_text(
+    mut pairs: pest::iterators::Pairs<'_, Rule>,
+) -> Result<crate::ast::Expr, String> {
+    let line = pairs.next().ok_or("empty value")?;
+    let expr = line.into_inner().next().ok_or("empty value")?;
+    let mut errors = Vec::new();
+    let value = lower::lower_expr(expr, &mut errors);
+    match errors.first() {
+        None => Ok(value),
+        Some(err) => Err(err.to_string()),
+    }
+}
+
 /// Parses a whole file. The tree holds everything that could be read; the
 /// errors say what could not.
 pub fn parse(src: &str) -> (crate::ast::File, Vec<SyntaxError>) {
