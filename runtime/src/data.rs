@@ -115,7 +115,7 @@ impl Batches {
     pub fn new(rows: usize, micro_batch: u64, shuffle: bool, seed: u64) -> Result<Self, RunError> {
         if (micro_batch as usize) > rows {
             return Err(RunError::Data {
-                path: String::new(),
+                path: "the training split".into(),
                 message: format!(
                     "micro_batch {micro_batch} is larger than the {rows} training rows"
                 ),

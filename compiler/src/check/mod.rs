@@ -302,6 +302,23 @@ fn check_train(
     let mut data = data?;
     check_model_against_data(&model, def, &mut data, &s, options, errors)?;
     let (micro_batch, accumulate) = (micro_batch? as u64, accumulate? as u64);
+    let train_rows = data.rows - (data.rows as f64 * data.valid_fraction).round() as u64;
+    if data.rows > 0 && micro_batch > train_rows {
+        errors.push(CheckError::InvalidValue {
+            message: format!(
+                "micro_batch {micro_batch} is larger than the {train_rows} training rows"
+            ),
+            span: s.get("micro_batch").map_or(block.keyword, |x| x.value.span),
+            label: "more rows than the data has".into(),
+            help: Some(format!(
+                "the data `{}` has {} rows, {} of them held out",
+                data.name,
+                data.rows,
+                data.rows - train_rows
+            )),
+        });
+        return None;
+    }
     let steps = match (steps?, s.get("epochs")) {
         (0, Some(setting)) => steps_for_epochs(setting, &data, micro_batch, accumulate, errors)?,
         (steps, _) => steps as u64,
