@@ -64,6 +64,13 @@ enum Command {
         #[arg(long)]
         no_data: bool,
     },
+    /// Show the cost of one training step before anything runs: parameters
+    /// and FLOPs per layer, memory per rank, communication.
+    Explain {
+        file: PathBuf,
+        #[arg(long, value_enum, default_value_t = ExplainFormat::Text)]
+        format: ExplainFormat,
+    },
     /// Train: a `.dtl` file or a compiled plan (`.yaml`/`.json`).
     Run {
         file: PathBuf,
@@ -98,6 +105,12 @@ enum CheckFormat {
     Human,
     Json,
     Github,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ExplainFormat {
+    Text,
+    Json,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -173,6 +186,7 @@ fn main() -> ExitCode {
             quiet,
         } => run(&file, out, &device, init, quiet),
         Command::Test { files, seed } => test(&files, seed),
+        Command::Explain { file, format } => explain(&file, format),
         Command::Info => {
             out!("dtl {}", env!("CARGO_PKG_VERSION"));
             out!("{}", backend_info());
@@ -296,6 +310,19 @@ fn compile(
         }
         Some(out) => std::fs::write(out, text)
             .map_err(|e| Failure::usage(format!("cannot write `{}`: {e}", out.display())))?,
+    }
+    Ok(())
+}
+
+fn explain(path: &Path, format: ExplainFormat) -> Result<(), Failure> {
+    let plan = load_plan(path)?;
+    let cost = dtl_compiler::plan::cost(&plan);
+    match format {
+        ExplainFormat::Text => out!("{}", cost.render(&plan).trim_end()),
+        ExplainFormat::Json => out!(
+            "{}",
+            serde_json::to_string_pretty(&cost).expect("costs serialize")
+        ),
     }
     Ok(())
 }

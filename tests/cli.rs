@@ -522,3 +522,23 @@ fn set_overrides_are_checked_like_the_file_and_land_in_the_plan() {
     .code(0)
     .stdout_has("trained 7 steps");
 }
+
+#[test]
+fn explain_shows_costs_before_anything_runs() {
+    dtl(&["explain", EXAMPLE])
+        .code(0)
+        .stdout_has("model DigitsMlp — 17226 parameters")
+        .stdout_has(
+            "memory per rank: parameters 67.3 KiB + gradients 67.3 KiB + optimizer state 134.6 KiB",
+        )
+        .stdout_has("communication: none (world size 1, one process)");
+    let json = dtl(&["explain", "--format", "json", EXAMPLE])
+        .code(0)
+        .stdout;
+    let cost: serde_json::Value = serde_json::from_str(&json).unwrap();
+    // 3 × (64·128 + 128·64 + 64·10) multiply-adds × 2 FLOPs, plus element-wise work.
+    assert!(
+        cost["train_flops_per_sample"].as_u64().unwrap() >= 3 * 2 * (64 * 128 + 128 * 64 + 64 * 10)
+    );
+    assert_eq!(cost["global_batch"], 64);
+}

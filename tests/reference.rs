@@ -92,8 +92,24 @@ fn compare_with_pytorch(example: &str, train: &str) {
     assert!(status.success(), "dtl failed for {example}");
 
     let ours = losses_from_metrics(&out.join("metrics.jsonl"));
-    let theirs: Vec<f64> =
+    let reference: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&reference).unwrap()).unwrap();
+    // The parameter count `dtl explain` shows is PyTorch's.
+    assert_eq!(
+        reference["parameters"].as_u64(),
+        Some(plan.model.parameter_count),
+        "{example}: parameter count"
+    );
+    let per_layer: u64 = dtl_compiler::plan::cost(&plan)
+        .layers
+        .iter()
+        .map(|l| l.parameters)
+        .sum();
+    assert_eq!(
+        per_layer, plan.model.parameter_count,
+        "{example}: per-layer parameters must add up"
+    );
+    let theirs: Vec<f64> = serde_json::from_value(reference["losses"].clone()).unwrap();
     assert_eq!(ours.len(), theirs.len());
     assert_eq!(ours.len() as u64, plan.train.steps);
     let mut worst = 0.0f64;

@@ -4,7 +4,8 @@ Reads a compiled dtl plan (JSON), builds the equivalent network out of
 torch.nn modules (nested so that its state_dict names are the plan's
 parameter names), writes its initial weights to a safetensors file, then
 trains it with torch.optim, torch.nn.utils.clip_grad_norm_ and the same data
-order as dtl, and writes the loss of every optimizer step as JSON.
+order as dtl, and writes the loss of every optimizer step, and PyTorch's parameter count,
+as JSON.
 
     python torch_reference.py PLAN.json INIT.safetensors LOSSES.json
 
@@ -266,7 +267,7 @@ def main(plan_path, init_path, losses_path):
                 raise ValueError(f"unknown step op {op}")
         losses.append(total)
     with open(losses_path, "w") as f:
-        json.dump(losses, f)
+        json.dump({"losses": losses, "parameters": sum(p.numel() for p in model.parameters())}, f)
 
 
 if __name__ == "__main__":

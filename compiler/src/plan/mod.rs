@@ -6,9 +6,11 @@
 //! the data source, the training settings and the ordered step program.
 
 mod build;
+pub mod cost;
 mod types;
 
 pub use build::build;
+pub use cost::{cost, Cost};
 pub use types::*;
 
 /// Bumped whenever a change to the plan would be misread by an older runtime.
