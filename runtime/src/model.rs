@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use dtl_compiler::plan::{Init, ModelPlan, Node, Op, ParamSpec};
+use dtl_compiler::plan::{Init, ModelPlan, Node, ParamSpec};
 use tch::{Device, Tensor};
 
 use crate::error::{RunError, TorchContext};
@@ -94,7 +94,7 @@ impl Model {
                 format!(
                     "layer `{}` ({:?}) on input {:?}",
                     node.name,
-                    op_name(&node.op),
+                    node.op.kind(),
                     shapes
                 )
             };
@@ -168,12 +168,4 @@ impl Model {
         }
         Ok(())
     }
-}
-
-fn op_name(op: &Op) -> String {
-    // The serde tag is the op's name in the plan.
-    serde_json::to_value(op)
-        .ok()
-        .and_then(|v| v.get("kind").and_then(|k| k.as_str().map(str::to_string)))
-        .unwrap_or_default()
 }

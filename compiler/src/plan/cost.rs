@@ -109,13 +109,6 @@ fn forward_flops(node: &Node, input: &[Dim]) -> u64 {
     }
 }
 
-fn kind(op: &Op) -> String {
-    serde_json::to_value(op)
-        .ok()
-        .and_then(|v| v.get("kind").and_then(|k| k.as_str().map(str::to_string)))
-        .unwrap_or_default()
-}
-
 /// The cost of one optimizer step of `plan` on one rank.
 pub fn cost(plan: &Plan) -> Cost {
     let model = &plan.model;
@@ -139,7 +132,7 @@ pub fn cost(plan: &Plan) -> Cost {
             .sum();
         layers.push(LayerCost {
             name: node.name.clone(),
-            kind: kind(&node.op),
+            kind: node.op.kind(),
             parameters,
             forward_flops: forward_flops(node, input),
             activations: numel(&node.output),

@@ -222,6 +222,16 @@ pub enum Op {
     },
 }
 
+impl Op {
+    /// The op's name in the plan (its serde tag): `linear`, `batch_norm`, ….
+    pub fn kind(&self) -> String {
+        serde_json::to_value(self)
+            .ok()
+            .and_then(|v| v.get("kind").and_then(|k| k.as_str().map(str::to_string)))
+            .unwrap_or_default()
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DataPlan {
