@@ -84,22 +84,7 @@ pub fn check(file: &File, options: &Options) -> Checked {
     let data_defs = collect_data(file, &mut errors);
     let is_library = file.items.iter().any(|item| matches!(item, Item::Test(_)));
     let train = single_block(file, is_library, &mut errors);
-    let parallel_blocks: Vec<&SettingsBlock> = file
-        .items
-        .iter()
-        .filter_map(|item| match item {
-            Item::Parallel(block) => Some(block),
-            _ => None,
-        })
-        .collect();
-    for extra in parallel_blocks.iter().skip(1) {
-        errors.push(CheckError::Duplicate {
-            kind: "block",
-            name: "parallel".into(),
-            span: extra.keyword,
-            first: parallel_blocks[0].keyword,
-        });
-    }
+    let parallel_blocks = blocks_of(file, "parallel", &mut errors);
     let parallel = parallel_blocks
         .first()
         .map(|block| (*block, parallel::resolve(block, &mut errors)));
@@ -188,6 +173,32 @@ fn collect_data<'a>(file: &'a File, errors: &mut Vec<CheckError>) -> BTreeMap<St
     defs
 }
 
+/// The `train` or `parallel` blocks of a file, in order; every one after the
+/// first is reported as a duplicate.
+fn blocks_of<'a>(
+    file: &'a File,
+    keyword: &str,
+    errors: &mut Vec<CheckError>,
+) -> Vec<&'a SettingsBlock> {
+    let blocks: Vec<&SettingsBlock> = file
+        .items
+        .iter()
+        .filter_map(|item| match (item, keyword) {
+            (Item::Train(block), "train") | (Item::Parallel(block), "parallel") => Some(block),
+            _ => None,
+        })
+        .collect();
+    for extra in blocks.iter().skip(1) {
+        errors.push(CheckError::Duplicate {
+            kind: "block",
+            name: keyword.into(),
+            span: extra.keyword,
+            first: blocks[0].keyword,
+        });
+    }
+    blocks
+}
+
 /// The one `train` block. A file without one is fine when it has module
 /// tests: it is a library that `dtl test` runs.
 fn single_block<'a>(
@@ -195,22 +206,7 @@ fn single_block<'a>(
     is_library: bool,
     errors: &mut Vec<CheckError>,
 ) -> Option<&'a SettingsBlock> {
-    let blocks: Vec<&SettingsBlock> = file
-        .items
-        .iter()
-        .filter_map(|item| match item {
-            Item::Train(block) => Some(block),
-            _ => None,
-        })
-        .collect();
-    for extra in blocks.iter().skip(1) {
-        errors.push(CheckError::Duplicate {
-            kind: "block",
-            name: "train".into(),
-            span: extra.keyword,
-            first: blocks[0].keyword,
-        });
-    }
+    let blocks = blocks_of(file, "train", errors);
     if blocks.is_empty() && !is_library {
         errors.push(CheckError::MissingItem {
             message: "no `train` block: nothing says what to train".into(),

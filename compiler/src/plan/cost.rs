@@ -186,35 +186,32 @@ pub fn cost(plan: &Plan) -> Cost {
     }
 }
 
-/// Bytes in binary units: `1.5 MiB`.
-pub fn bytes(n: u64) -> String {
-    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = n as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < units.len() {
-        value /= 1024.0;
+/// `n` divided by `base` while it stays at least `base` and a unit is left:
+/// the scaled value and the index of its unit.
+fn scaled(n: u64, base: f64, units: usize) -> (f64, usize) {
+    let (mut value, mut unit) = (n as f64, 0);
+    while value >= base && unit + 1 < units {
+        value /= base;
         unit += 1;
     }
-    if unit == 0 {
-        format!("{n} B")
-    } else {
-        format!("{value:.1} {}", units[unit])
+    (value, unit)
+}
+
+/// Bytes in binary units: `1.5 MiB`.
+pub fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    match scaled(n, 1024.0, UNITS.len()) {
+        (_, 0) => format!("{n} B"),
+        (value, unit) => format!("{value:.1} {}", UNITS[unit]),
     }
 }
 
 /// Large counts in SI units: `1.2 M`.
 pub fn count(n: u64) -> String {
-    let units = ["", " k", " M", " G", " T", " P"];
-    let mut value = n as f64;
-    let mut unit = 0;
-    while value >= 1000.0 && unit + 1 < units.len() {
-        value /= 1000.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{n}")
-    } else {
-        format!("{value:.2}{}", units[unit])
+    const UNITS: [&str; 6] = ["", " k", " M", " G", " T", " P"];
+    match scaled(n, 1000.0, UNITS.len()) {
+        (_, 0) => format!("{n}"),
+        (value, unit) => format!("{value:.2}{}", UNITS[unit]),
     }
 }
 
