@@ -32,7 +32,7 @@ static OVERRIDES: std::sync::OnceLock<Vec<dtl_compiler::overrides::Override>> =
 
 /// Check options for a file: data paths start from its folder; the
 /// command line's overrides apply.
-fn options_for(path: &Path, probe_data: bool) -> dtl_compiler::check::Options {
+pub fn options_for(path: &Path, probe_data: bool) -> dtl_compiler::check::Options {
     let mut options = dtl_compiler::options_for(path, probe_data);
     options.overrides = OVERRIDES.get().cloned().unwrap_or_default();
     options
@@ -73,7 +73,8 @@ enum Command {
     },
     /// Train: a `.dtl` file or a compiled plan (`.yaml`/`.json`).
     Run {
-        file: PathBuf,
+        #[arg(required_unless_present = "resume")]
+        file: Option<PathBuf>,
         /// Output folder for plan.yaml, metrics.jsonl, model.safetensors and
         /// summary.json [default: runs/<file stem>].
         #[arg(long)]
@@ -84,6 +85,10 @@ enum Command {
         /// Initial weights from a safetensors file, by parameter name.
         #[arg(long)]
         init: Option<PathBuf>,
+        /// Continue the run in this folder from its last checkpoint, with
+        /// the plan it was started with.
+        #[arg(long, value_name = "DIR", conflicts_with_all = ["file", "out", "init"])]
+        resume: Option<PathBuf>,
         /// No progress output.
         #[arg(short, long)]
         quiet: bool,
@@ -127,21 +132,23 @@ macro_rules! out {
     }};
 }
 
+mod run;
+
 /// A failure that ends the command, with its exit code.
-struct Failure {
+pub struct Failure {
     code: u8,
     message: Option<String>,
 }
 
 impl Failure {
-    fn usage(message: String) -> Self {
+    pub fn usage(message: String) -> Self {
         Failure {
             code: 2,
             message: Some(message),
         }
     }
 
-    fn errors() -> Self {
+    pub fn errors() -> Self {
         Failure {
             code: 1,
             message: None,
@@ -183,13 +190,21 @@ fn main() -> ExitCode {
             out,
             device,
             init,
+            resume,
             quiet,
-        } => run(&file, out, &device, init, quiet),
-        Command::Test { files, seed } => test(&files, seed),
+        } => run::run(run::RunArgs {
+            file,
+            out,
+            device,
+            init,
+            resume,
+            quiet,
+        }),
+        Command::Test { files, seed } => run::test(&files, seed),
         Command::Explain { file, format } => explain(&file, format),
         Command::Info => {
             out!("dtl {}", env!("CARGO_PKG_VERSION"));
-            out!("{}", backend_info());
+            out!("{}", run::backend_info());
             Ok(())
         }
     };
@@ -204,7 +219,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn read(path: &Path) -> Result<String, Failure> {
+pub fn read(path: &Path) -> Result<String, Failure> {
     std::fs::read_to_string(path)
         .map_err(|e| Failure::usage(format!("cannot read `{}`: {e}", path.display())))
 }
@@ -214,7 +229,7 @@ fn use_color() -> bool {
 }
 
 /// Prints diagnostics for people: each with its source excerpt, then a count.
-fn report(diagnostics: &Diagnostics) {
+pub fn report(diagnostics: &Diagnostics) {
     if diagnostics.is_empty() {
         return;
     }
@@ -328,7 +343,7 @@ fn explain(path: &Path, format: ExplainFormat) -> Result<(), Failure> {
 }
 
 /// A `.dtl` file is compiled; anything else is read as a compiled plan.
-fn load_plan(path: &Path) -> Result<Plan, Failure> {
+pub fn load_plan(path: &Path) -> Result<Plan, Failure> {
     if path.extension().is_some_and(|e| e == "dtl") {
         return compile_file(path, false);
     }
@@ -341,150 +356,4 @@ fn load_plan(path: &Path) -> Result<Plan, Failure> {
     let text = read(path)?;
     Plan::from_text(&text)
         .map_err(|e| Failure::usage(format!("`{}` is not a dtl plan: {e}", path.display())))
-}
-
-/// Runs every module test of every file; a pytest-like summary line at the end.
-#[cfg(feature = "runtime")]
-fn test(files: &[PathBuf], seed: u64) -> Result<(), Failure> {
-    ensure_reproducible_mkl();
-    let (mut passed, mut failed) = (0usize, 0usize);
-    for path in files {
-        let text = read(path)?;
-        let name = path.display().to_string();
-        let checked = match dtl_compiler::check_source(&name, &text, &options_for(path, false)) {
-            Ok(checked) => checked,
-            Err(diagnostics) => {
-                report(&diagnostics);
-                return Err(Failure::errors());
-            }
-        };
-        for test in &checked.tests {
-            match dtl_runtime::module_test::run(test, seed) {
-                Ok(failures) if failures.is_empty() => {
-                    passed += 1;
-                    out!("test {name}::{} ... ok", test.name);
-                }
-                Ok(failures) => {
-                    failed += 1;
-                    out!("test {name}::{} ... FAILED", test.name);
-                    for failure in failures {
-                        out!("    {failure}");
-                    }
-                }
-                Err(err) => {
-                    failed += 1;
-                    out!("test {name}::{} ... FAILED", test.name);
-                    out!("    {err}");
-                }
-            }
-        }
-    }
-    out!("{passed} passed, {failed} failed");
-    if failed > 0 {
-        Err(Failure::errors())
-    } else {
-        Ok(())
-    }
-}
-
-#[cfg(not(feature = "runtime"))]
-fn test(_: &[PathBuf], _: u64) -> Result<(), Failure> {
-    Err(Failure::usage("this dtl was built without the runtime (`--no-default-features`); rebuild with the default features to run tests".into()))
-}
-
-#[cfg(feature = "runtime")]
-fn backend_info() -> String {
-    dtl_runtime::backend_info()
-}
-
-#[cfg(not(feature = "runtime"))]
-fn backend_info() -> String {
-    "built without the runtime (check and compile only)".to_string()
-}
-
-/// MKL's multi-threaded matrix products are not run-to-run reproducible:
-/// the same seeded run gave one of two results in the last bits about one
-/// time in twenty on two threads (`MKL_CBWR=AUTO,STRICT` did not help; one
-/// MKL thread did, 40 runs out of 40, with no loss of speed on the examples).
-/// MKL reads its settings when libtorch is loaded, before `main`, so `run`
-/// starts itself again with `MKL_NUM_THREADS=1`. A user's own setting is kept;
-/// libtorch's other kernels still use every core.
-#[cfg(feature = "runtime")]
-fn ensure_reproducible_mkl() {
-    use std::os::unix::process::CommandExt;
-    if std::env::var_os("MKL_NUM_THREADS").is_some() {
-        return;
-    }
-    let Ok(exe) = std::env::current_exe() else {
-        return;
-    };
-    let err = std::process::Command::new(exe)
-        .args(std::env::args_os().skip(1))
-        .env("MKL_NUM_THREADS", "1")
-        .exec();
-    // `exec` returns only when it failed: go on, less reproducibly.
-    eprintln!("warning: could not restart with MKL_NUM_THREADS=1 ({err}); runs may differ in the last bits");
-}
-
-#[cfg(feature = "runtime")]
-fn run(
-    path: &Path,
-    out: Option<PathBuf>,
-    device: &str,
-    init: Option<PathBuf>,
-    quiet: bool,
-) -> Result<(), Failure> {
-    ensure_reproducible_mkl();
-    let device: dtl_runtime::DeviceChoice = device.parse().map_err(Failure::usage)?;
-    let plan = load_plan(path)?;
-    let stem = path
-        .file_stem()
-        .map_or("run".into(), |s| s.to_string_lossy().into_owned());
-    let out_dir = out.unwrap_or_else(|| PathBuf::from("runs").join(stem));
-    let options = dtl_runtime::RunOptions {
-        out_dir,
-        device,
-        progress: !quiet,
-        init_weights: init,
-    };
-    match dtl_runtime::train(&plan, &options) {
-        Ok(summary) => {
-            out!(
-                "trained {} steps ({} epochs) on {} in {:.1}s: loss {:.4} -> {:.4}",
-                summary.steps,
-                summary.epochs,
-                summary.device,
-                summary.seconds,
-                summary.first_loss,
-                summary.final_loss
-            );
-            if let Some(eval) = summary.eval {
-                out!(
-                    "held-out accuracy {:.2}% ({} rows), loss {:.4}",
-                    eval.eval_accuracy * 100.0,
-                    eval.eval_rows,
-                    eval.eval_loss
-                );
-            }
-            out!("outputs in {}", summary.out_dir);
-            Ok(())
-        }
-        Err(err) => {
-            let report = miette::Report::new(err);
-            eprintln!("{report:?}");
-            Err(Failure::errors())
-        }
-    }
-}
-
-#[cfg(not(feature = "runtime"))]
-fn run(
-    path: &Path,
-    _: Option<PathBuf>,
-    _: &str,
-    _: Option<PathBuf>,
-    _: bool,
-) -> Result<(), Failure> {
-    load_plan(path)?;
-    Err(Failure::usage("this dtl was built without the runtime (`--no-default-features`); rebuild with the default features to run".into()))
 }

@@ -1,75 +1,11 @@
 //! The `dtl` binary, run as a user runs it.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
-/// One run of the binary, with fluent assertions on its outcome.
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
+mod common;
 
-fn dtl(args: &[&str]) -> Run {
-    let output = Command::new(env!("CARGO_BIN_EXE_dtl"))
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .env("NO_COLOR", "1")
-        .output()
-        .expect("the dtl binary runs");
-    Run {
-        code: output.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    }
-}
-
-impl Run {
-    fn code(self, expected: i32) -> Self {
-        assert_eq!(
-            self.code, expected,
-            "exit code\nstdout:\n{}\nstderr:\n{}",
-            self.stdout, self.stderr
-        );
-        self
-    }
-
-    fn stdout_has(self, text: &str) -> Self {
-        assert!(
-            self.stdout.contains(text),
-            "stdout lacks {text:?}:\n{}",
-            self.stdout
-        );
-        self
-    }
-
-    fn stderr_has(self, text: &str) -> Self {
-        assert!(
-            self.stderr.contains(text),
-            "stderr lacks {text:?}:\n{}",
-            self.stderr
-        );
-        self
-    }
-}
-
-const EXAMPLE: &str = "examples/digits_mlp.dtl";
-
-/// The default example with fewer steps, in a temp folder.
-fn short_example(dir: &Path, steps: u32) -> PathBuf {
-    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/digits.csv.gz");
-    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(EXAMPLE))
-        .unwrap()
-        .replace(
-            "\"../data/digits.csv.gz\"",
-            &format!("{:?}", data.display().to_string()),
-        )
-        .replace("steps = 400", &format!("steps = {steps}"))
-        .replace("eval_every = 100", "eval_every = 5");
-    let path = dir.join("short.dtl");
-    std::fs::write(&path, text).unwrap();
-    path
-}
+use common::{dtl, short_example, EXAMPLE};
 
 #[test]
 fn check_accepts_the_example() {
@@ -372,6 +308,8 @@ with gzip.open(sys.argv[2] + "/images.idx.gz", "wb") as f:
     f.write(struct.pack(">BBBBIII", 0, 0, 8, 3, len(x), 8, 8) + x.astype(np.uint8).tobytes())
 with gzip.open(sys.argv[2] + "/labels.idx.gz", "wb") as f:
     f.write(struct.pack(">BBBBI", 0, 0, 8, 1, len(y)) + y.astype(np.uint8).tobytes())
+from safetensors.numpy import save_file
+save_file({"x": x.astype(np.float32), "y": y.astype(np.int64)}, sys.argv[2] + "/digits.safetensors")
 "#;
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let status = Command::new(root.join(".venv/bin/python"))
@@ -384,7 +322,7 @@ with gzip.open(sys.argv[2] + "/labels.idx.gz", "wb") as f:
 }
 
 #[test]
-fn the_same_data_in_csv_npy_and_idx_trains_identically() {
+fn the_same_data_in_csv_npy_idx_and_safetensors_trains_identically() {
     let dir = tempfile::tempdir().unwrap();
     digits_in_other_formats(dir.path());
     let csv = short_example(dir.path(), 10);
@@ -401,6 +339,11 @@ fn the_same_data_in_csv_npy_and_idx_trains_identically() {
         (
             "npy",
             r#"npy(features: "x.npy", labels: "y.npy")"#.to_string(),
+            "",
+        ),
+        (
+            "safetensors",
+            r#"safetensors("digits.safetensors", features: "x", labels: "y")"#.to_string(),
             "",
         ),
         // IDX images are 8×8; the MLP reads them flat.
@@ -429,7 +372,8 @@ fn the_same_data_in_csv_npy_and_idx_trains_identically() {
         metrics.push(std::fs::read_to_string(out.join("metrics.jsonl")).unwrap());
     }
     assert_eq!(metrics[0], metrics[1], "csv and npy differ");
-    assert_eq!(metrics[0], metrics[2], "csv and idx differ");
+    assert_eq!(metrics[0], metrics[2], "csv and safetensors differ");
+    assert_eq!(metrics[0], metrics[3], "csv and idx differ");
 }
 
 #[test]

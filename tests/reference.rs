@@ -25,25 +25,33 @@ fn python() -> PathBuf {
     python
 }
 
-/// An example with its training settings replaced for the comparison.
-fn variant(example: &str, dir: &Path, train: &str) -> PathBuf {
-    let text = std::fs::read_to_string(root().join("examples").join(example)).unwrap();
-    let data = root().join("data/digits.csv.gz").display().to_string();
-    let text = text.replace("\"../data/digits.csv.gz\"", &format!("{data:?}"));
-    let train_start = text
-        .find("\ntrain {")
-        .expect("the example has a train block");
-    let model = text[text[train_start..].find("model = ").unwrap() + train_start..]
-        .lines()
-        .next()
-        .unwrap()
-        .trim()
-        .to_string();
-    let text = format!(
-        "{}\ntrain {{\n  {model}\n  data = digits\n{train}\n}}\n",
-        &text[..train_start]
+/// A file (relative to the repository) with its training settings replaced
+/// for the comparison; the model and data stay.
+fn variant(file: &str, dir: &Path, train: &str) -> PathBuf {
+    let source = root().join(file);
+    let folder = source.parent().unwrap().display().to_string();
+    let text = std::fs::read_to_string(&source).unwrap();
+    // Data paths are relative to the file; the variant lives elsewhere.
+    let text = text.replace("(\"../", &format!("(\"{folder}/../")).replace(
+        "(\"regression.csv\"",
+        &format!("(\"{folder}/regression.csv\""),
     );
-    let path = dir.join(example);
+    let train_start = text.find("\ntrain {").expect("the file has a train block");
+    let setting = |key: &str| {
+        text[text[train_start..].find(key).unwrap() + train_start..]
+            .lines()
+            .next()
+            .unwrap()
+            .trim()
+            .to_string()
+    };
+    let text = format!(
+        "{}\ntrain {{\n  {}\n  {}\n{train}\n}}\n",
+        &text[..train_start],
+        setting("model = "),
+        setting("data = ")
+    );
+    let path = dir.join(Path::new(file).file_name().unwrap());
     std::fs::write(&path, text).unwrap();
     path
 }
@@ -144,23 +152,23 @@ const ADAMW_ACCUMULATE_CLIP: &str = "  loss = cross_entropy
 
 #[test]
 fn mlp_matches_pytorch_step_for_step() {
-    compare_with_pytorch("digits_mlp.dtl", ADAMW_ACCUMULATE_CLIP);
+    compare_with_pytorch("examples/digits_mlp.dtl", ADAMW_ACCUMULATE_CLIP);
 }
 
 #[test]
 fn cnn_with_batch_norm_matches_pytorch_step_for_step() {
-    compare_with_pytorch("digits_cnn.dtl", ADAMW_ACCUMULATE_CLIP);
+    compare_with_pytorch("examples/digits_cnn.dtl", ADAMW_ACCUMULATE_CLIP);
 }
 
 #[test]
 fn transformer_matches_pytorch_step_for_step() {
-    compare_with_pytorch("digits_transformer.dtl", ADAMW_ACCUMULATE_CLIP);
+    compare_with_pytorch("examples/digits_transformer.dtl", ADAMW_ACCUMULATE_CLIP);
 }
 
 #[test]
 fn residual_mlp_with_sgd_nesterov_and_value_clipping_matches_pytorch() {
     compare_with_pytorch(
-        "digits_resmlp.dtl",
+        "examples/digits_resmlp.dtl",
         "  loss = cross_entropy(label_smoothing: 0.1)
   optimizer = sgd(lr: 0.05, momentum: 0.9, nesterov: true, weight_decay: 1e-4)
   micro_batch = 8
@@ -168,5 +176,34 @@ fn residual_mlp_with_sgd_nesterov_and_value_clipping_matches_pytorch() {
   clip = value(0.05)
   schedule = step(every: 10, gamma: 0.5)
   steps = 40",
+    );
+}
+
+#[test]
+fn character_language_model_matches_pytorch_step_for_step() {
+    // Text windows, embedding, causal attention, a loss over every token.
+    compare_with_pytorch(
+        "examples/moby_char_lm.dtl",
+        "  loss = cross_entropy
+  optimizer = adamw(lr: 3e-3)
+  micro_batch = 8
+  accumulate = 2
+  clip = norm(1.0)
+  steps = 30
+  warmup = 5
+  schedule = cosine(min_lr: 3e-4)",
+    );
+}
+
+#[test]
+fn regression_with_mse_matches_pytorch_step_for_step() {
+    compare_with_pytorch(
+        "tests/cases/ok/regression.dtl",
+        "  loss = mse
+  optimizer = adam(lr: 1e-2, weight_decay: 1e-4)
+  micro_batch = 16
+  accumulate = 2
+  clip = norm(2.0)
+  steps = 50",
     );
 }

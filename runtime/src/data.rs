@@ -1,18 +1,32 @@
 //! Loading the plan's data source into tensors, the seeded train/valid split
-//! and the stream of micro-batches.
+//! and the stream of micro-batches, whose position can be saved and
+//! restored for checkpoints.
 
-use dtl_compiler::dataset;
-use dtl_compiler::plan::{DataPlan, DataSource};
-use tch::{Device, Kind, Tensor};
+use std::sync::Arc;
+
+use dtl_compiler::dataset::{self, Targets};
+use dtl_compiler::plan::DataPlan;
+use tch::{Kind, Tensor};
 
 use crate::error::{RunError, TorchContext};
 use crate::rng::Rng;
 
-/// Samples and their class labels, on the CPU.
+/// Samples and their targets, on the CPU: class indices (int64) or real
+/// values (float32), `[rows, *target_shape]`.
 pub struct Dataset {
     pub features: Tensor,
-    pub labels: Tensor,
+    pub targets: Tensor,
     pub rows: usize,
+}
+
+impl Dataset {
+    fn shallow_clone(&self) -> Dataset {
+        Dataset {
+            features: self.features.shallow_clone(),
+            targets: self.targets.shallow_clone(),
+            rows: self.rows,
+        }
+    }
 }
 
 pub struct Split {
@@ -20,21 +34,11 @@ pub struct Split {
     pub valid: Dataset,
 }
 
-/// The file a data source is named by in messages.
-fn source_name(source: &DataSource) -> String {
-    match source {
-        DataSource::Csv { path, .. } => path.clone(),
-        DataSource::Npy { features, .. } => features.clone(),
-        DataSource::Idx { images, .. } => images.clone(),
-        DataSource::Synthetic { .. } => "synthetic data".into(),
-    }
-}
-
 /// Reads the data file, checks it against what the plan was compiled for
 /// and splits it: the rows are shuffled with `seed` and the last
 /// `valid_fraction` of them are held out.
 pub fn load(plan: &DataPlan, seed: u64) -> Result<Split, RunError> {
-    let path = source_name(&plan.source);
+    let path = plan.source.path().to_string();
     let data_err = |message: String| {
         let message = message
             .strip_prefix(&format!("{path}: "))
@@ -45,12 +49,19 @@ pub fn load(plan: &DataPlan, seed: u64) -> Result<Split, RunError> {
             message,
         }
     };
-    let table = dataset::load(&plan.source).map_err(data_err)?;
+    let table = dataset::load(&plan.source, plan.target).map_err(data_err)?;
     let expected: i64 = plan.sample_shape.iter().product();
     if table.feature_count as i64 != expected {
         return Err(data_err(format!(
             "rows have {} features, but the plan was compiled for {expected}",
             table.feature_count
+        )));
+    }
+    if table.targets.shape() != plan.target_shape.as_slice() {
+        return Err(data_err(format!(
+            "targets have shape {:?} per row, but the plan was compiled for {:?}",
+            table.targets.shape(),
+            plan.target_shape
         )));
     }
     if table.classes() > plan.classes {
@@ -71,25 +82,24 @@ pub fn load(plan: &DataPlan, seed: u64) -> Result<Split, RunError> {
     }
     let (train_idx, valid_idx) = order.split_at(train_rows);
     let take = |idx: &[usize]| -> Result<Dataset, RunError> {
-        let width = table.feature_count;
-        let mut features = Vec::with_capacity(idx.len() * width);
-        let mut labels = Vec::with_capacity(idx.len());
-        for &row in idx {
-            features.extend(
-                table.features[row * width..(row + 1) * width]
-                    .iter()
-                    .map(|v| v * plan.scale as f32),
-            );
-            labels.push(table.labels[row]);
-        }
+        let ctx = || "arrange the data".to_string();
         let mut shape = vec![idx.len() as i64];
         shape.extend(&plan.sample_shape);
-        let features = Tensor::from_slice(&features)
-            .f_reshape(&shape)
-            .context(|| "reshape data".into())?;
+        let features = Tensor::from_slice(&gather(&table.features, table.feature_count, idx))
+            .f_mul_scalar(plan.scale)
+            .and_then(|t| t.f_to_kind(Kind::Float))
+            .and_then(|t| t.f_reshape(&shape))
+            .context(ctx)?;
+        let mut target_shape = vec![idx.len() as i64];
+        target_shape.extend(&plan.target_shape);
+        let per_row = plan.target_shape.iter().product::<i64>() as usize;
+        let targets = match &table.targets {
+            Targets::Classes { labels, .. } => Tensor::from_slice(&gather(labels, per_row, idx)),
+            Targets::Values { values, .. } => Tensor::from_slice(&gather(values, per_row, idx)),
+        };
         Ok(Dataset {
             features,
-            labels: Tensor::from_slice(&labels),
+            targets: targets.f_reshape(&target_shape).context(ctx)?,
             rows: idx.len(),
         })
     };
@@ -99,67 +109,109 @@ pub fn load(plan: &DataPlan, seed: u64) -> Result<Split, RunError> {
     })
 }
 
+/// The rows `idx` of a row-major table `width` values wide.
+fn gather<T: Copy>(values: &[T], width: usize, idx: &[usize]) -> Vec<T> {
+    let mut out = Vec::with_capacity(idx.len() * width);
+    for &row in idx {
+        out.extend_from_slice(&values[row * width..(row + 1) * width]);
+    }
+    out
+}
+
+/// Where the stream of micro-batches stands: the epoch's row order, the next
+/// row, the epoch count and the shuffling generator. Saved in checkpoints.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cursor {
+    /// Shared with the batches in flight; copied when a new epoch reshuffles.
+    pub order: Arc<Vec<i64>>,
+    pub pos: usize,
+    pub epoch: u64,
+    pub rng: u64,
+}
+
 /// An endless stream of micro-batches of exactly `micro_batch` rows. Each
 /// epoch visits the rows in a new seeded order (if `shuffle`); the rows left
 /// over at the end of an epoch, fewer than a batch, are skipped.
 pub struct Batches {
-    order: Vec<i64>,
-    pos: usize,
+    data: Dataset,
+    cursor: Cursor,
     micro_batch: usize,
     shuffle: bool,
-    rng: Rng,
-    pub epoch: u64,
 }
 
 impl Batches {
-    pub fn new(rows: usize, micro_batch: u64, shuffle: bool, seed: u64) -> Result<Self, RunError> {
-        if (micro_batch as usize) > rows {
+    pub fn new(
+        data: &Dataset,
+        micro_batch: u64,
+        shuffle: bool,
+        seed: u64,
+    ) -> Result<Self, RunError> {
+        if (micro_batch as usize) > data.rows {
             return Err(RunError::Data {
                 path: "the training split".into(),
                 message: format!(
-                    "micro_batch {micro_batch} is larger than the {rows} training rows"
+                    "micro_batch {micro_batch} is larger than the {} training rows",
+                    data.rows
                 ),
             });
         }
         let mut batches = Batches {
-            order: (0..rows as i64).collect(),
-            pos: 0,
+            data: data.shallow_clone(),
+            cursor: Cursor {
+                order: Arc::new((0..data.rows as i64).collect()),
+                pos: 0,
+                epoch: 0,
+                rng: Rng::new(seed.wrapping_add(1)).state(),
+            },
             micro_batch: micro_batch as usize,
             shuffle,
-            rng: Rng::new(seed.wrapping_add(1)),
-            epoch: 0,
         };
         batches.start_epoch();
         Ok(batches)
     }
 
-    fn start_epoch(&mut self) {
-        if self.shuffle {
-            self.rng.shuffle(&mut self.order);
+    /// Continues from a saved position.
+    pub fn resume(&mut self, cursor: Cursor) -> Result<(), RunError> {
+        if cursor.order.len() != self.data.rows || cursor.pos > cursor.order.len() {
+            return Err(RunError::Data {
+                path: "the checkpoint".into(),
+                message: format!(
+                    "its data position ({} rows, row {}) does not fit the {} training rows",
+                    cursor.order.len(),
+                    cursor.pos,
+                    self.data.rows
+                ),
+            });
         }
-        self.pos = 0;
-        self.epoch += 1;
+        self.cursor = cursor;
+        Ok(())
     }
 
-    pub fn next(&mut self, data: &Dataset, device: Device) -> Result<(Tensor, Tensor), RunError> {
-        if self.pos + self.micro_batch > self.order.len() {
+    pub fn cursor(&self) -> &Cursor {
+        &self.cursor
+    }
+
+    fn start_epoch(&mut self) {
+        if self.shuffle {
+            let mut rng = Rng::from_state(self.cursor.rng);
+            rng.shuffle(Arc::make_mut(&mut self.cursor.order).as_mut_slice());
+            self.cursor.rng = rng.state();
+        }
+        self.cursor.pos = 0;
+        self.cursor.epoch += 1;
+    }
+
+    /// The next micro-batch (features, targets), on the CPU.
+    pub fn next_batch(&mut self) -> Result<(Tensor, Tensor), RunError> {
+        if self.cursor.pos + self.micro_batch > self.cursor.order.len() {
             self.start_epoch();
         }
-        let idx = Tensor::from_slice(&self.order[self.pos..self.pos + self.micro_batch]);
-        self.pos += self.micro_batch;
-        let x = data
-            .features
-            .f_index_select(0, &idx)
-            .context(|| "select batch".into())?;
-        let y = data
-            .labels
-            .f_index_select(0, &idx)
-            .context(|| "select batch".into())?;
-        Ok((
-            x.f_to_device(device).context(|| "move batch".into())?,
-            y.f_to_kind(Kind::Int64)
-                .and_then(|y| y.f_to_device(device))
-                .context(|| "move batch".into())?,
-        ))
+        let (start, end) = (self.cursor.pos, self.cursor.pos + self.micro_batch);
+        let idx = Tensor::from_slice(&self.cursor.order[start..end]);
+        self.cursor.pos = end;
+        let ctx = || "select batch".to_string();
+        let x = self.data.features.f_index_select(0, &idx).context(ctx)?;
+        let y = self.data.targets.f_index_select(0, &idx).context(ctx)?;
+        Ok((x, y))
     }
 }

@@ -14,12 +14,22 @@ pub enum RunError {
     #[diagnostic(code(dtl::run::torch))]
     Torch { context: String, message: String },
 
-    #[error("step {step}: the loss is {value}")]
+    #[error("step {step}: the {what} is {value}; {kept}")]
     #[diagnostic(
         code(dtl::run::non_finite),
-        help("lower the learning rate or add `clip = norm(1.0)` to the train block")
+        help("lower the learning rate, add `clip = norm(1.0)`, or set `on_nan = skip` in the train block to drop such steps")
     )]
-    NonFiniteLoss { step: u64, value: f64 },
+    NonFinite {
+        step: u64,
+        what: &'static str,
+        value: f64,
+        /// Which checkpoint is left to resume from.
+        kept: String,
+    },
+
+    #[error("cannot resume from `{path}`: {message}")]
+    #[diagnostic(code(dtl::run::resume))]
+    Resume { path: String, message: String },
 
     #[error("cannot write `{path}`: {message}")]
     #[diagnostic(code(dtl::run::io))]

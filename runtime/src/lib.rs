@@ -6,14 +6,18 @@
 //! ([`train`]) with PyTorch's optimizer ([`optim`]) and clipping ([`clip`])
 //! semantics.
 
+pub mod checkpoint;
 pub mod clip;
 pub mod data;
 pub mod device;
 pub mod error;
+mod loss;
 pub mod model;
 pub mod module_test;
 pub mod ops;
 pub mod optim;
+mod prefetch;
+mod progress;
 mod rng;
 pub mod train;
 

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use dtl_compiler::plan::{Init, ModelPlan, Node, ParamSpec};
+use dtl_compiler::plan::{Init, ModelPlan, Node, ParamSpec, Precision};
 use tch::{Device, Tensor};
 
 use crate::error::{RunError, TorchContext};
@@ -19,13 +19,15 @@ pub struct Model {
     index: BTreeMap<String, (bool, usize)>,
     nodes: Vec<Node>,
     result: usize,
+    /// The arithmetic of the forward pass.
+    pub precision: Precision,
 }
 
 impl Weights for Model {
-    fn weight(&self, name: &str) -> &Tensor {
+    fn weight(&self, name: &str) -> Tensor {
         match self.index[name] {
-            (true, i) => &self.params[i].1,
-            (false, i) => &self.buffers[i].1,
+            (true, i) => self.params[i].1.shallow_clone(),
+            (false, i) => self.buffers[i].1.shallow_clone(),
         }
     }
 }
@@ -76,6 +78,7 @@ impl Model {
             index,
             nodes: plan.nodes.clone(),
             result: plan.result,
+            precision: Precision::Fp32,
         })
     }
 
@@ -98,7 +101,14 @@ impl Model {
                     shapes
                 )
             };
-            values.push(ops::forward(&node.op, &inputs, self, train, ctx)?);
+            values.push(ops::forward(
+                &node.op,
+                &inputs,
+                self,
+                train,
+                self.precision,
+                ctx,
+            )?);
         }
         Ok(values.swap_remove(self.result))
     }
@@ -129,12 +139,14 @@ impl Model {
         }
     }
 
-    /// Writes the weights as safetensors, atomically (temp file + rename).
+    /// Writes the parameters and buffers as safetensors, atomically (temp
+    /// file + rename).
     pub fn save(&self, path: &Path) -> Result<(), RunError> {
         let tmp = path.with_extension("safetensors.tmp");
         let named: Vec<(&str, Tensor)> = self
             .params
             .iter()
+            .chain(&self.buffers)
             .map(|(n, t)| (n.as_str(), t.detach().to_device(Device::Cpu)))
             .collect();
         Tensor::write_safetensors(&named, &tmp).context(|| format!("write {}", tmp.display()))?;

@@ -1,29 +1,68 @@
 //! The forward computation of each plan operation on libtorch.
 
-use dtl_compiler::plan::Op;
+use dtl_compiler::plan::{Op, Precision};
 use tch::{Kind, Tensor};
 
 use crate::error::{RunError, TorchContext};
 
-/// Looks up parameters and buffers by their plan name.
+/// Looks up parameters and buffers by their plan name (a shallow clone:
+/// the same storage, tracked by autograd).
 pub trait Weights {
-    fn weight(&self, name: &str) -> &Tensor;
+    fn weight(&self, name: &str) -> Tensor;
+}
+
+/// The weights of another lookup, cast to bfloat16 (autograd carries the
+/// gradient back to the float32 masters).
+struct Bf16<'a, W>(&'a W);
+
+impl<W: Weights> Weights for Bf16<'_, W> {
+    fn weight(&self, name: &str) -> Tensor {
+        self.0.weight(name).to_kind(Kind::BFloat16)
+    }
 }
 
 /// Applies `op` to its inputs. `train` turns dropout on and makes batch_norm
-/// use (and update) batch statistics.
+/// use (and update) batch statistics. Under `Precision::Bf16` the
+/// matrix-multiplying operations (linear, convolutions, attention) compute
+/// in bfloat16 and hand float32 on, as autocast does; the rest stays float32.
 pub fn forward(
     op: &Op,
     inputs: &[&Tensor],
     w: &impl Weights,
     train: bool,
+    precision: Precision,
     ctx: impl Fn() -> String,
 ) -> Result<Tensor, RunError> {
+    let low = precision == Precision::Bf16
+        && matches!(
+            op,
+            Op::Linear { .. } | Op::Conv1d { .. } | Op::Conv2d { .. } | Op::Attention { .. }
+        );
+    if !low {
+        return apply(op, inputs, w, train).context(ctx);
+    }
+    let cast = inputs
+        .iter()
+        .map(|t| t.f_to_kind(Kind::BFloat16))
+        .collect::<Result<Vec<_>, _>>()
+        .context(&ctx)?;
+    let cast: Vec<&Tensor> = cast.iter().collect();
+    apply(op, &cast, &Bf16(w), train)
+        .and_then(|y| y.f_to_kind(Kind::Float))
+        .context(ctx)
+}
+
+fn apply(
+    op: &Op,
+    inputs: &[&Tensor],
+    w: &impl Weights,
+    train: bool,
+) -> Result<Tensor, tch::TchError> {
     let x = inputs[0];
-    let r = match op {
+    match op {
         Op::Input => Ok(x.shallow_clone()),
         Op::Linear { weight, bias, .. } => {
-            x.f_linear(w.weight(weight), bias.as_deref().map(|b| w.weight(b)))
+            x.f_linear(&w.weight(weight), bias.as_deref().map(|b| w.weight(b)))
         }
         Op::Conv1d {
             stride,
@@ -32,7 +71,7 @@ pub fn forward(
             bias,
             ..
         } => x.f_conv1d(
-            w.weight(weight),
+            &w.weight(weight),
             bias.as_deref().map(|b| w.weight(b)),
             [*stride],
             [*padding],
@@ -46,7 +85,7 @@ pub fn forward(
             bias,
             ..
         } => x.f_conv2d(
-            w.weight(weight),
+            &w.weight(weight),
             bias.as_deref().map(|b| w.weight(b)),
             [*stride, *stride],
             [*padding, *padding],
@@ -97,10 +136,10 @@ pub fn forward(
             running_var,
             ..
         } => x.f_batch_norm(
-            Some(w.weight(weight)),
-            Some(w.weight(bias)),
-            Some(w.weight(running_mean)),
-            Some(w.weight(running_var)),
+            Some(&w.weight(weight)),
+            Some(&w.weight(bias)),
+            Some(&w.weight(running_mean)),
+            Some(&w.weight(running_var)),
             train,
             *momentum,
             *eps,
@@ -113,8 +152,8 @@ pub fn forward(
             bias,
         } => x.f_layer_norm(
             [*dim].as_slice(),
-            Some(w.weight(weight)),
-            Some(w.weight(bias)),
+            Some(&w.weight(weight)),
+            Some(&w.weight(bias)),
             *eps,
             true,
         ),
@@ -125,10 +164,10 @@ pub fn forward(
             .and_then(|m| m.f_add_scalar(*eps))
             .and_then(|m| m.f_rsqrt())
             .and_then(|r| x.f_mul(&r))
-            .and_then(|y| y.f_mul(w.weight(weight))),
+            .and_then(|y| y.f_mul(&w.weight(weight))),
         Op::Embedding { weight, .. } => x
             .f_to_kind(Kind::Int64)
-            .and_then(|idx| Tensor::f_embedding(w.weight(weight), &idx, -1, false, false)),
+            .and_then(|idx| Tensor::f_embedding(&w.weight(weight), &idx, -1, false, false)),
         Op::PosEmbedding { weight, .. } => {
             let len = x.size()[1];
             w.weight(weight)
@@ -169,8 +208,7 @@ pub fn forward(
             .iter()
             .try_fold(x.shallow_clone(), |acc, t| acc.f_add(t)),
         Op::Concat { dim } => Tensor::f_cat(inputs, *dim),
-    };
-    r.context(ctx)
+    }
 }
 
 /// nn.MultiheadAttention(batch_first=True) on x: [B, T, D] attending to itself.
@@ -185,7 +223,7 @@ fn attention(
     let (b, t) = (x.size()[0], x.size()[1]);
     let head_dim = dim / heads;
     let qkv = x
-        .f_linear(w.weight(in_w), Some(w.weight(in_b)))?
+        .f_linear(&w.weight(in_w), Some(&w.weight(in_b)))?
         .f_chunk(3, -1)?;
     let split = |t_: &Tensor| {
         t_.f_reshape([b, t, heads, head_dim])
@@ -203,5 +241,5 @@ fn attention(
         false,
     )?;
     let y = y.f_transpose(1, 2)?.f_reshape([b, t, dim])?;
-    y.f_linear(w.weight(out_w), Some(w.weight(out_b)))
+    y.f_linear(&w.weight(out_w), Some(&w.weight(out_b)))
 }

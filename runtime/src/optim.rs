@@ -27,6 +27,50 @@ impl Optimizer {
         }
     }
 
+    /// Optimizer steps taken so far.
+    pub fn steps(&self) -> u64 {
+        self.step
+    }
+
+    /// The state tensors, named `<parameter>.first` / `<parameter>.second`
+    /// after the parameters they belong to (`names`, in parameter order).
+    pub fn state(&self, names: &[&str]) -> Vec<(String, Tensor)> {
+        let mut out = Vec::new();
+        for (i, name) in names.iter().enumerate() {
+            for (slot, buffers) in [("first", &self.first), ("second", &self.second)] {
+                if let Some(t) = &buffers[i] {
+                    out.push((format!("{name}.{slot}"), t.shallow_clone()));
+                }
+            }
+        }
+        out
+    }
+
+    /// Restores what [`Optimizer::state`] saved; a tensor missing from
+    /// `saved` means the slot was empty.
+    pub fn restore(
+        &mut self,
+        steps: u64,
+        names: &[&str],
+        saved: &std::collections::BTreeMap<String, Tensor>,
+        device: tch::Device,
+    ) -> Result<(), RunError> {
+        self.step = steps;
+        for (i, name) in names.iter().enumerate() {
+            for (slot, buffers) in [("first", &mut self.first), ("second", &mut self.second)] {
+                let key = format!("{name}.{slot}");
+                buffers[i] = match saved.get(&key) {
+                    Some(t) => Some(
+                        t.f_to_device(device)
+                            .context(|| format!("restore `{key}`"))?,
+                    ),
+                    None => None,
+                };
+            }
+        }
+        Ok(())
+    }
+
     /// One update of every parameter from its `.grad()`, at learning rate `lr`.
     pub fn step<'a>(
         &mut self,

@@ -49,6 +49,7 @@ fn train(plan: &Plan, out: &Path) -> (Vec<(String, Tensor)>, Vec<serde_json::Val
         device: DeviceChoice::Cpu,
         progress: false,
         init_weights: None,
+        resume: false,
     };
     dtl_runtime::train(plan, &options).unwrap();
     let mut weights = Tensor::read_safetensors(out.join("model.safetensors")).unwrap();

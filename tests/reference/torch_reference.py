@@ -47,7 +47,10 @@ class SplitMix64:
 
 
 def load_data(data):
+    """Features and targets of a csv or text source, as dtl reads them."""
     source = data["source"]
+    if source["format"] == "text":
+        return load_text(source)
     assert source["format"] == "csv", source
     opener = gzip.open if source["path"].endswith(".gz") else open
     with opener(source["path"], "rt") as f:
@@ -56,12 +59,127 @@ def load_data(data):
         lines = lines[1:]
     rows = [[float(c) for c in line.split(",")] for line in lines]
     label_at = source["label_column"] % len(rows[0])
-    labels = torch.tensor([int(r[label_at]) for r in rows])
+    if data["target"] == "float":
+        labels = torch.tensor([[r[label_at]] for r in rows], dtype=torch.float32)
+    else:
+        labels = torch.tensor([int(r[label_at]) for r in rows])
     features = torch.tensor(
         [[v for i, v in enumerate(r) if i != label_at] for r in rows], dtype=torch.float32
     )
     features = (features * float(data["scale"])).reshape([len(rows)] + data["sample_shape"])
     return features, labels
+
+
+def load_text(source):
+    """Windows of `context` tokens, each predicting the next token."""
+    with open(source["path"], "rb") as f:
+        raw = f.read()
+    if source["encoding"] == "bytes":
+        ids = list(raw)
+    else:
+        text = raw.decode("utf-8")
+        vocab = {c: i for i, c in enumerate(sorted(set(text)))}
+        ids = [vocab[c] for c in text]
+    t = source["context"]
+    rows = (len(ids) - 1) // t
+    tokens = torch.tensor(ids[: rows * t + 1])
+    features = tokens[: rows * t].reshape(rows, t).to(torch.float32)
+    labels = tokens[1: rows * t + 1].reshape(rows, t)
+    return features, labels
+
+
+def dropout_seed(seed, step):
+    """dtl seeds dropout per step (runtime/src/train.rs `dropout_seed`)."""
+    mixed = (seed ^ ((step * 0xD1B54A32D192ED03) & MASK64)) & MASK64
+    return SplitMix64(mixed).next_u64() >> 1
+
+
+class Batches:
+    """dtl's batch order (runtime/src/data.rs `Batches`): the training rows
+    reshuffled whenever the next micro-batch would run past their end."""
+
+    def __init__(self, features, labels, micro_batch, shuffle, seed):
+        self.features, self.labels = features, labels
+        self.order = list(range(features.shape[0]))
+        self.micro_batch = micro_batch
+        self.shuffle = shuffle
+        self.rng = SplitMix64((seed + 1) & MASK64)
+        self.position = len(self.order)  # forces a shuffle before the first batch
+
+    def next(self):
+        if self.position + self.micro_batch > len(self.order):
+            if self.shuffle:
+                self.rng.shuffle(self.order)
+            self.position = 0
+        idx = torch.tensor(self.order[self.position: self.position + self.micro_batch])
+        self.position += self.micro_batch
+        return self.features.index_select(0, idx), self.labels.index_select(0, idx)
+
+
+def training_split(plan):
+    """The training rows, split off the held-out ones as dtl does."""
+    features, labels = load_data(plan["data"])
+    rows = features.shape[0]
+    order = list(range(rows))
+    SplitMix64(plan["train"]["seed"]).shuffle(order)
+    valid_rows = math.floor(rows * plan["data"]["valid_fraction"] + 0.5)
+    keep = torch.tensor(order[: rows - valid_rows])
+    return features[keep], labels[keep]
+
+
+def loss_of(spec, output, target):
+    if spec["kind"] == "mse":
+        return F.mse_loss(output, target)
+    classes = output.shape[-1]
+    return F.cross_entropy(output.reshape(-1, classes), target.reshape(-1),
+                           label_smoothing=spec["label_smoothing"])
+
+
+def run_step(plan, step, model, params, optimizer, scheduler, batches):
+    """Optimizer step `step` (from 1): the plan's step program, op by op."""
+    train = plan["train"]
+    torch.manual_seed(dropout_seed(train["seed"], step))
+    total = 0.0
+    for op in plan["step_program"]:
+        kind = op["op"]
+        if kind == "forward_backward":
+            assert op["precision"] == "fp32", "the reference runs float32 only"
+            for _ in range(op["micro_batches"]):
+                x, y = batches.next()
+                loss = loss_of(train["loss"], model(x), y) * op["loss_scale"]
+                loss.backward()
+                total += loss.item()  # dtl reads every micro-batch's loss too
+        elif kind == "check_finite":
+            assert math.isfinite(total), f"step {step}: loss {total}"
+        elif kind == "clip_grad_norm":
+            norm_type = math.inf if op["norm_type"] == "inf" else op["norm_type"]
+            nn.utils.clip_grad_norm_(params, op["max_norm"], norm_type=norm_type)
+        elif kind == "clip_grad_value":
+            nn.utils.clip_grad_value_(params, op["clip_value"])
+        elif kind == "optimizer_step":
+            optimizer.step()
+            scheduler.step()
+        elif kind == "zero_grad":
+            optimizer.zero_grad()
+        else:
+            raise ValueError(f"unknown step op {op}")
+    return total
+
+
+def build(plan):
+    """The model with PyTorch's initial weights (seeded), its parameters in
+    plan order, the optimizer and the schedule."""
+    train = plan["train"]
+    torch.manual_seed(train["seed"])
+    model = PlanModel(plan["model"])
+    named = dict(model.named_parameters())
+    names = [p["name"] for p in plan["model"]["parameters"]]
+    missing = [n for n in names if n not in named]
+    assert not missing, f"plan parameters with no PyTorch counterpart: {missing}"
+    params = [named[n] for n in names]
+    optimizer = optimizer_for(train["optimizer"], params)
+    scheduler = scheduler_for(train["schedule"], optimizer, train["steps"])
+    return model, params, optimizer, scheduler
 
 
 class PosEmbedding(nn.Module):
@@ -204,68 +322,18 @@ def main(plan_path, init_path, losses_path):
     with open(plan_path) as f:
         plan = json.load(f)
     train = plan["train"]
-    torch.manual_seed(train["seed"])
-    model = PlanModel(plan["model"])
-    names = [p["name"] for p in plan["model"]["parameters"]]
-    state = model.state_dict()
-    missing = [n for n in names if n not in state]
-    assert not missing, f"plan parameters with no PyTorch counterpart: {missing}"
+    model, params, optimizer, scheduler = build(plan)
     # Initial weights: PyTorch's own initialisers, handed to dtl.
-    weights = {n: t.detach().clone().contiguous() for n, t in state.items() if not n.endswith("num_batches_tracked")}
+    weights = {n: t.detach().clone().contiguous() for n, t in model.state_dict().items()
+               if not n.endswith("num_batches_tracked")}
     save_file(weights, init_path)
 
-    features, labels = load_data(plan["data"])
-    rows = features.shape[0]
-    order = list(range(rows))
-    SplitMix64(train["seed"]).shuffle(order)
-    valid_rows = math.floor(rows * plan["data"]["valid_fraction"] + 0.5)
-    train_idx = torch.tensor(order[: rows - valid_rows])
-    x_train, y_train = features[train_idx], labels[train_idx]
-
-    batch_rng = SplitMix64((train["seed"] + 1) & MASK64)
-    batch_order = list(range(len(train_idx)))
-    position = [len(batch_order)]  # forces a shuffle before the first batch
-
-    def next_batch():
-        mb = train["micro_batch"]
-        if position[0] + mb > len(batch_order):
-            if plan["data"]["shuffle"]:
-                batch_rng.shuffle(batch_order)
-            position[0] = 0
-        idx = torch.tensor(batch_order[position[0]: position[0] + mb])
-        position[0] += mb
-        return x_train[idx], y_train[idx]
-
-    params = [dict(model.named_parameters())[n] for n in names]
-    optimizer = optimizer_for(train["optimizer"], params)
-    scheduler = scheduler_for(train["schedule"], optimizer, train["steps"])
-    smoothing = train["loss"]["label_smoothing"]
-    torch.manual_seed(train["seed"])
+    x_train, y_train = training_split(plan)
+    batches = Batches(x_train, y_train, train["micro_batch"], plan["data"]["shuffle"],
+                      train["seed"])
     model.train()
-    losses = []
-    for _ in range(train["steps"]):
-        total = 0.0
-        for op in plan["step_program"]:
-            if op["op"] == "forward_backward":
-                for _ in range(op["micro_batches"]):
-                    x, y = next_batch()
-                    loss = F.cross_entropy(model(x), y, label_smoothing=smoothing) * op["loss_scale"]
-                    loss.backward()
-                    total += loss.item()
-            elif op["op"] == "clip_grad_norm":
-                norm_type = op["norm_type"]
-                norm_type = math.inf if norm_type == "inf" else norm_type
-                nn.utils.clip_grad_norm_(params, op["max_norm"], norm_type=norm_type)
-            elif op["op"] == "clip_grad_value":
-                nn.utils.clip_grad_value_(params, op["clip_value"])
-            elif op["op"] == "optimizer_step":
-                optimizer.step()
-                scheduler.step()
-            elif op["op"] == "zero_grad":
-                optimizer.zero_grad()
-            else:
-                raise ValueError(f"unknown step op {op}")
-        losses.append(total)
+    losses = [run_step(plan, step, model, params, optimizer, scheduler, batches)
+              for step in range(1, train["steps"] + 1)]
     with open(losses_path, "w") as f:
         json.dump({"losses": losses, "parameters": sum(p.numel() for p in model.parameters())}, f)
 

@@ -7,9 +7,9 @@ use std::path::Path;
 use super::args::{ParamSig, Ty, Value};
 use super::settings::{choose, type_error, Settings};
 use super::CheckError;
-use crate::ast::{DataDef, ExprKind};
+use crate::ast::{DataDef, ExprKind, Setting};
 use crate::dataset;
-use crate::plan::{DataPlan, DataSource};
+use crate::plan::{DataPlan, DataSource, TargetKind, TextEncoding};
 use crate::span::Span;
 
 /// Resolves a `data` block. With `probe` the file is read to learn its
@@ -20,7 +20,7 @@ pub fn data(
     probe: bool,
     errors: &mut Vec<CheckError>,
 ) -> Option<DataPlan> {
-    let known = ["source", "shape", "scale", "valid", "shuffle"];
+    let known = ["source", "shape", "scale", "valid", "shuffle", "target"];
     let settings = Settings::new(
         &format!("data {}", def.name.name),
         def.name.span,
@@ -57,6 +57,22 @@ pub fn data(
             ],
         ),
         (
+            "safetensors",
+            vec![
+                ParamSig::required("path", Ty::Str),
+                ParamSig::optional("features", Ty::Str, Value::Str("features".into())),
+                ParamSig::optional("labels", Ty::Str, Value::Str("labels".into())),
+            ],
+        ),
+        (
+            "text",
+            vec![
+                ParamSig::required("path", Ty::Str),
+                ParamSig::required("context", Ty::Int),
+                ParamSig::optional("encoding", Ty::Str, Value::Str("chars".into())),
+            ],
+        ),
+        (
             "synthetic",
             vec![
                 ParamSig::required("rows", Ty::Int),
@@ -70,6 +86,7 @@ pub fn data(
     let scale = settings.float("scale", f64::MIN_POSITIVE..f64::INFINITY, 1.0, errors)?;
     let valid_fraction = settings.float("valid", 0.0..1.0, 0.2, errors)?;
     let shuffle = settings.bool("shuffle", true, errors)?;
+    let target = target_kind(&settings, errors)?;
     // Paths are relative to the .dtl file.
     let file = |value: &Value| {
         normalize(&base_dir.join(value.as_str()))
@@ -90,6 +107,12 @@ pub fn data(
             images: file(&v[0]),
             labels: file(&v[1]),
         },
+        "safetensors" => DataSource::Safetensors {
+            path: file(&v[0]),
+            features: v[1].as_str().to_string(),
+            labels: v[2].as_str().to_string(),
+        },
+        "text" => text_source(file(&v[0]), &v[1], &v[2], source, target, errors)?,
         _ => {
             let (rows, features, classes, seed) =
                 (v[0].as_int(), v[1].as_int(), v[2].as_int(), v[3].as_int());
@@ -115,11 +138,24 @@ pub fn data(
             }
         }
     };
-    let (mut sample_shape, mut classes, mut rows) = (Vec::new(), 0, 0);
+    if target == TargetKind::Float && matches!(source_plan, DataSource::Synthetic { .. }) {
+        let span = settings
+            .get("target")
+            .map_or(source.value.span, |t| t.value.span);
+        errors.push(CheckError::invalid(
+            "synthetic data has class labels, not real-valued targets",
+            span,
+            "not for this source",
+        ));
+        return None;
+    }
+    let (mut sample_shape, mut target_shape, mut classes, mut rows) =
+        (Vec::new(), Vec::new(), 0, 0);
     if probe {
-        match dataset::load(&source_plan) {
+        match dataset::load(&source_plan, target) {
             Ok(table) => {
                 sample_shape = table.sample_shape.clone();
+                target_shape = table.targets.shape().to_vec();
                 if let Some((shape, span)) = sample_shape_setting(&settings, errors) {
                     let size: i64 = shape.iter().product();
                     if size != table.feature_count as i64 {
@@ -156,11 +192,72 @@ pub fn data(
         name: def.name.name.clone(),
         source: source_plan,
         sample_shape,
+        target,
+        target_shape,
         classes,
         rows,
         scale,
         valid_fraction,
         shuffle,
+    })
+}
+
+/// `target = class` (the default) or `target = float` (regression).
+fn target_kind(settings: &Settings<'_>, errors: &mut Vec<CheckError>) -> Option<TargetKind> {
+    let Some(setting) = settings.get("target") else {
+        return Some(TargetKind::Class);
+    };
+    let choices = [("class", vec![]), ("float", vec![])];
+    let (kind, _) = choose(setting, "target kind", &choices, errors)?;
+    Some(match kind {
+        "float" => TargetKind::Float,
+        _ => TargetKind::Class,
+    })
+}
+
+/// `text("book.txt", context: 64, encoding: "chars")`.
+fn text_source(
+    path: String,
+    context: &Value,
+    encoding: &Value,
+    source: &Setting,
+    target: TargetKind,
+    errors: &mut Vec<CheckError>,
+) -> Option<DataSource> {
+    let encoding = match encoding.as_str() {
+        "chars" => TextEncoding::Chars,
+        "bytes" => TextEncoding::Bytes,
+        other => {
+            errors.push(CheckError::InvalidValue {
+                message: format!("unknown text encoding `{other}`"),
+                span: source.value.span,
+                label: "not an encoding".into(),
+                help: Some("use `encoding: \"chars\"` or `encoding: \"bytes\"`".into()),
+            });
+            return None;
+        }
+    };
+    let context = context.as_int();
+    if !(1..=1 << 20).contains(&context) {
+        errors.push(CheckError::invalid(
+            format!("context must be between 1 and 2^20 tokens, got {context}"),
+            source.value.span,
+            "out of range",
+        ));
+        return None;
+    }
+    if target == TargetKind::Float {
+        errors.push(CheckError::invalid(
+            "text predicts the next token, a class: `target = float` does not apply",
+            source.value.span,
+            "class targets",
+        ));
+        return None;
+    }
+    Some(DataSource::Text {
+        path,
+        encoding,
+        context: context as u64,
     })
 }
 

@@ -253,15 +253,21 @@ fn positive(value: f64, what: &str, span: Span, errors: &mut Vec<CheckError>) ->
 }
 
 pub fn loss(setting: &Setting, errors: &mut Vec<CheckError>) -> Option<Loss> {
-    let choices = [(
-        "cross_entropy",
-        vec![ParamSig::optional(
-            "label_smoothing",
-            Ty::Float,
-            Value::Float(0.0),
-        )],
-    )];
-    let (_, values) = choose(setting, "loss", &choices, errors)?;
+    let choices = [
+        (
+            "cross_entropy",
+            vec![ParamSig::optional(
+                "label_smoothing",
+                Ty::Float,
+                Value::Float(0.0),
+            )],
+        ),
+        ("mse", vec![]),
+    ];
+    let (name, values) = choose(setting, "loss", &choices, errors)?;
+    if name == "mse" {
+        return Some(Loss::Mse);
+    }
     let smoothing = values[0].as_float();
     if !(0.0..1.0).contains(&smoothing) {
         errors.push(CheckError::invalid(

@@ -1,11 +1,18 @@
-//! Numeric CSV: one row per sample, one column the class label.
+//! Numeric CSV: one row per sample, one column the target (a class label,
+//! or a real value for regression).
 
-use super::Table;
+use super::{Table, Targets};
+use crate::plan::TargetKind;
 
 /// Parses a numeric CSV. `label_column` counts from 0, or from the end when
 /// negative (-1 is the last column). Errors name the line.
-pub fn parse_csv(text: &str, label_column: i64, header: bool) -> Result<Table, String> {
-    let mut table = Table::default();
+pub fn parse_csv(
+    text: &str,
+    label_column: i64,
+    header: bool,
+    kind: TargetKind,
+) -> Result<Table, String> {
+    let (mut features, mut labels) = (Vec::new(), Vec::new());
     let mut columns = 0usize;
     for (index, line) in text.lines().enumerate() {
         let line_no = index + 1;
@@ -20,7 +27,6 @@ pub fn parse_csv(text: &str, label_column: i64, header: bool) -> Result<Table, S
                     "line {line_no}: need at least 2 columns (features and a label)"
                 ));
             }
-            table.feature_count = columns - 1;
         } else if cells.len() != columns {
             return Err(format!(
                 "line {line_no}: {} columns, but line 1 of the data has {columns}",
@@ -38,24 +44,31 @@ pub fn parse_csv(text: &str, label_column: i64, header: bool) -> Result<Table, S
                 )
             })?;
             if col == label_at {
-                if value < 0.0 || value.fract() != 0.0 {
+                let class_index = value >= 0.0 && value.fract() == 0.0;
+                if kind == TargetKind::Class && !class_index {
                     return Err(format!(
                         "line {line_no}, column {}: label `{cell}` is not a class index (0, 1, 2, …)",
                         col + 1
                     ));
                 }
-                table.labels.push(value as i64);
+                labels.push(value);
             } else {
-                table.features.push(value as f32);
+                features.push(value as f32);
             }
         }
-        table.rows += 1;
     }
-    if table.rows == 0 {
+    if labels.is_empty() {
         return Err("no data rows".into());
     }
-    table.sample_shape = vec![table.feature_count as i64];
-    Ok(table)
+    let shape = match kind {
+        TargetKind::Class => vec![],
+        TargetKind::Float => vec![1],
+    };
+    Table::new(
+        features,
+        Targets::new(labels, shape, kind)?,
+        vec![columns as i64 - 1],
+    )
 }
 
 fn resolve_column(column: i64, columns: usize) -> Option<usize> {
@@ -75,17 +88,38 @@ mod tests {
 
     #[test]
     fn reads_label_from_the_end() {
-        let t = parse_csv("1,2,0\n3,4,2\n", -1, false).unwrap();
+        let t = parse_csv("1,2,0\n3,4,2\n", -1, false, TargetKind::Class).unwrap();
         assert_eq!(t.features, vec![1.0, 2.0, 3.0, 4.0]);
-        assert_eq!(t.labels, vec![0, 2]);
-        assert_eq!(t.classes(), 3);
+        assert_eq!(
+            t.targets,
+            Targets::Classes {
+                labels: vec![0, 2],
+                shape: vec![],
+                classes: 3
+            }
+        );
+    }
+
+    #[test]
+    fn reads_real_targets() {
+        let t = parse_csv("1,2,-0.5\n3,4,2.25\n", 0, false, TargetKind::Float).unwrap();
+        assert_eq!(t.features, vec![2.0, -0.5, 4.0, 2.25]);
+        assert_eq!(
+            t.targets,
+            Targets::Values {
+                values: vec![1.0, 3.0],
+                shape: vec![1]
+            }
+        );
+        let err = parse_csv("1,2,-0.5\n", -1, false, TargetKind::Class).unwrap_err();
+        assert!(err.contains("not a class index"), "{err}");
     }
 
     #[test]
     fn names_the_bad_line() {
-        let err = parse_csv("1,2,0\n3,x,1\n", -1, false).unwrap_err();
+        let err = parse_csv("1,2,0\n3,x,1\n", -1, false, TargetKind::Class).unwrap_err();
         assert!(err.starts_with("line 2, column 2"), "{err}");
-        let err = parse_csv("1,2,0\n3,1\n", -1, false).unwrap_err();
+        let err = parse_csv("1,2,0\n3,1\n", -1, false, TargetKind::Class).unwrap_err();
         assert!(err.starts_with("line 2:"), "{err}");
     }
 }

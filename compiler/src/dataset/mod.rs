@@ -5,53 +5,115 @@
 mod csv;
 mod idx;
 mod npy;
+mod safetensors;
 mod synthetic;
+mod text;
 
 use std::io::Read;
 use std::path::Path;
 
 pub use csv::parse_csv;
 
-use crate::plan::DataSource;
+use crate::plan::{DataSource, TargetKind};
 
-/// A labelled table: one sample per row, features row-major, one integer
-/// class label per row.
-#[derive(Debug, Clone, PartialEq, Default)]
+/// A table of samples: features row-major, and one target per row.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Table {
     pub features: Vec<f32>,
-    pub labels: Vec<i64>,
+    pub targets: Targets,
     pub rows: usize,
     pub feature_count: usize,
     /// The natural layout of one sample (`[28, 28]` for IDX images).
     pub sample_shape: Vec<i64>,
 }
 
-impl Table {
-    /// Number of classes: the largest label plus one.
-    pub fn classes(&self) -> i64 {
-        self.labels.iter().copied().max().map_or(0, |m| m + 1)
+/// The targets of a table, `shape` per row.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Targets {
+    /// Class indices below `classes`.
+    Classes {
+        labels: Vec<i64>,
+        shape: Vec<i64>,
+        classes: i64,
+    },
+    /// Real values, for regression.
+    Values { values: Vec<f32>, shape: Vec<i64> },
+}
+
+impl Targets {
+    /// Reads raw target values as `kind`: class indices must be whole and
+    /// non-negative; the class count is the largest label plus one.
+    pub fn new(raw: Vec<f64>, shape: Vec<i64>, kind: TargetKind) -> Result<Targets, String> {
+        match kind {
+            TargetKind::Float => Ok(Targets::Values {
+                values: raw.iter().map(|v| *v as f32).collect(),
+                shape,
+            }),
+            TargetKind::Class => {
+                let labels = integral(&raw)?;
+                let classes = labels.iter().copied().max().map_or(0, |m| m + 1);
+                Ok(Targets::Classes {
+                    labels,
+                    shape,
+                    classes,
+                })
+            }
+        }
     }
 
-    fn new(features: Vec<f32>, labels: Vec<i64>, sample_shape: Vec<i64>) -> Result<Table, String> {
-        let rows = labels.len();
+    pub fn shape(&self) -> &[i64] {
+        match self {
+            Targets::Classes { shape, .. } | Targets::Values { shape, .. } => shape,
+        }
+    }
+
+    /// Number of classes; 0 for real values.
+    pub fn classes(&self) -> i64 {
+        match self {
+            Targets::Classes { classes, .. } => *classes,
+            Targets::Values { .. } => 0,
+        }
+    }
+
+    pub fn kind(&self) -> TargetKind {
+        match self {
+            Targets::Classes { .. } => TargetKind::Class,
+            Targets::Values { .. } => TargetKind::Float,
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Targets::Classes { labels, .. } => labels.len(),
+            Targets::Values { values, .. } => values.len(),
+        }
+    }
+}
+
+impl Table {
+    /// Number of classes: the largest label plus one (0 for real values).
+    pub fn classes(&self) -> i64 {
+        self.targets.classes()
+    }
+
+    fn new(features: Vec<f32>, targets: Targets, sample_shape: Vec<i64>) -> Result<Table, String> {
+        let per_row = targets.shape().iter().product::<i64>().max(1) as usize;
+        let rows = targets.len() / per_row;
         let feature_count = sample_shape.iter().product::<i64>() as usize;
         if rows == 0 {
             return Err("no samples".into());
         }
         if features.len() != rows * feature_count {
             return Err(format!(
-                "{} labels but {} feature values ({} per sample expected)",
+                "{} targets but {} feature values ({} per sample expected)",
                 rows,
                 features.len(),
                 feature_count
             ));
         }
-        if let Some(bad) = labels.iter().find(|l| **l < 0) {
-            return Err(format!("label {bad} is not a class index (0, 1, 2, …)"));
-        }
         Ok(Table {
             features,
-            labels,
+            targets,
             rows,
             feature_count,
             sample_shape,
@@ -59,57 +121,43 @@ impl Table {
     }
 }
 
-/// Loads any data source into a table. Errors say what is wrong with which
-/// file.
-pub fn load(source: &DataSource) -> Result<Table, String> {
+/// Loads any data source into a table, its targets read as `kind`. Errors
+/// say what is wrong with which file.
+pub fn load(source: &DataSource, kind: TargetKind) -> Result<Table, String> {
+    let at = |path: &str| {
+        let path = path.to_string();
+        move |e: String| format!("{path}: {e}")
+    };
     match source {
         DataSource::Csv {
             path,
             label_column,
             header,
         } => {
-            let text = read_text(Path::new(path)).map_err(|e| format!("{path}: {e}"))?;
-            parse_csv(&text, *label_column, *header).map_err(|e| format!("{path}: {e}"))
+            let text = read_text(Path::new(path)).map_err(at(path))?;
+            parse_csv(&text, *label_column, *header, kind).map_err(at(path))
         }
         DataSource::Npy { features, labels } => {
-            let x = npy::read(Path::new(features)).map_err(|e| format!("{features}: {e}"))?;
-            let y = npy::read(Path::new(labels)).map_err(|e| format!("{labels}: {e}"))?;
-            if y.shape.len() != 1 {
-                return Err(format!(
-                    "{labels}: labels must be one-dimensional, got shape {:?}",
-                    y.shape
-                ));
-            }
-            if x.shape.first() != y.shape.first() {
-                return Err(format!(
-                    "{features} has {:?} samples but {labels} has {}",
-                    x.shape.first(),
-                    y.shape[0]
-                ));
-            }
-            let labels_i = integral(&y.values).map_err(|e| format!("{labels}: {e}"))?;
-            Table::new(
-                x.values.iter().map(|v| *v as f32).collect(),
-                labels_i,
-                x.shape[1..].to_vec(),
-            )
-            .map_err(|e| format!("{features}: {e}"))
+            let x = npy::read(Path::new(features)).map_err(at(features))?;
+            let y = npy::read(Path::new(labels)).map_err(at(labels))?;
+            pair(features, x.shape, x.values, labels, y.shape, y.values, kind)
+        }
+        DataSource::Safetensors {
+            path,
+            features,
+            labels,
+        } => {
+            let file = safetensors::read(Path::new(path), &[features, labels]).map_err(at(path))?;
+            let [x, y] = <[_; 2]>::try_from(file).expect("two tensors asked for");
+            let (xs, ys) = (format!("{path}[{features}]"), format!("{path}[{labels}]"));
+            pair(&xs, x.shape, x.values, &ys, y.shape, y.values, kind)
         }
         DataSource::Idx { images, labels } => {
-            let x = idx::read(Path::new(images)).map_err(|e| format!("{images}: {e}"))?;
-            let y = idx::read(Path::new(labels)).map_err(|e| format!("{labels}: {e}"))?;
-            if y.shape.len() != 1 || x.shape.first() != y.shape.first() {
-                return Err(format!(
-                    "{images} ({:?}) and {labels} ({:?}) do not pair up",
-                    x.shape, y.shape
-                ));
-            }
-            Table::new(
-                x.values,
-                y.values.iter().map(|v| *v as i64).collect(),
-                x.shape[1..].to_vec(),
-            )
-            .map_err(|e| format!("{images}: {e}"))
+            let x = idx::read(Path::new(images)).map_err(at(images))?;
+            let y = idx::read(Path::new(labels)).map_err(at(labels))?;
+            let y_values = y.values.iter().map(|v| *v as f64).collect();
+            let x_values = x.values.iter().map(|v| *v as f64).collect();
+            pair(images, x.shape, x_values, labels, y.shape, y_values, kind)
         }
         DataSource::Synthetic {
             rows,
@@ -122,7 +170,46 @@ pub fn load(source: &DataSource) -> Result<Table, String> {
             *classes as usize,
             *seed,
         )),
+        DataSource::Text {
+            path,
+            encoding,
+            context,
+        } => {
+            let bytes = read_bytes(Path::new(path)).map_err(at(path))?;
+            text::windows(&bytes, *encoding, *context as usize).map_err(at(path))
+        }
     }
+}
+
+/// Features `[N, ...]` from one array and targets `[N, ...]` from another.
+fn pair(
+    x_name: &str,
+    x_shape: Vec<i64>,
+    x_values: Vec<f64>,
+    y_name: &str,
+    y_shape: Vec<i64>,
+    y_values: Vec<f64>,
+    kind: TargetKind,
+) -> Result<Table, String> {
+    if y_shape.is_empty() || x_shape.first() != y_shape.first() {
+        return Err(format!(
+            "{x_name} has shape {x_shape:?} and {y_name} has {y_shape:?}: the first dimension (samples) must agree"
+        ));
+    }
+    // One class label per row has no shape of its own; one real value per
+    // row is a vector of one.
+    let target_shape = match (kind, &y_shape[1..]) {
+        (TargetKind::Float, []) => vec![1],
+        (_, rest) => rest.to_vec(),
+    };
+    let targets =
+        Targets::new(y_values, target_shape, kind).map_err(|e| format!("{y_name}: {e}"))?;
+    Table::new(
+        x_values.iter().map(|v| *v as f32).collect(),
+        targets,
+        x_shape[1..].to_vec(),
+    )
+    .map_err(|e| format!("{x_name}: {e}"))
 }
 
 /// Label values must be whole numbers.

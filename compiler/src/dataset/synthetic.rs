@@ -1,7 +1,7 @@
 //! Synthetic classification data: Gaussian blobs, one per class, from a
 //! seeded generator (the same numbers on every machine).
 
-use super::Table;
+use super::{Table, Targets};
 
 /// SplitMix64.
 struct Rng(u64);
@@ -40,7 +40,11 @@ pub fn blobs(rows: usize, features: usize, classes: usize, seed: u64) -> Table {
     }
     Table {
         features: values,
-        labels,
+        targets: Targets::Classes {
+            labels,
+            shape: vec![],
+            classes: classes as i64,
+        },
         rows,
         feature_count: features,
         sample_shape: vec![features as i64],

@@ -239,6 +239,12 @@ pub struct DataPlan {
     pub source: DataSource,
     /// Shape of one sample's features.
     pub sample_shape: Vec<i64>,
+    /// What the model is trained to predict.
+    pub target: TargetKind,
+    /// Shape of one sample's target: `[]` for one class label per row,
+    /// `[T]` for one per token of a text window, `[k]` for k real values.
+    pub target_shape: Vec<i64>,
+    /// Number of classes (0 for real-valued targets).
     pub classes: i64,
     /// Rows in the file, as seen at compile time (0 if the file was not read).
     pub rows: u64,
@@ -271,6 +277,55 @@ pub enum DataSource {
         classes: u64,
         seed: u64,
     },
+    /// Two tensors of a safetensors file: features `[N, ...]` and targets `[N, ...]`.
+    Safetensors {
+        path: String,
+        features: String,
+        labels: String,
+    },
+    /// A text file cut into windows of `context` tokens; each position's
+    /// target is the next token.
+    Text {
+        path: String,
+        encoding: TextEncoding,
+        context: u64,
+    },
+}
+
+impl DataSource {
+    /// The file named in messages about this source.
+    pub fn path(&self) -> &str {
+        match self {
+            DataSource::Csv { path, .. }
+            | DataSource::Safetensors { path, .. }
+            | DataSource::Text { path, .. } => path,
+            DataSource::Npy { features, .. } => features,
+            DataSource::Idx { images, .. } => images,
+            DataSource::Synthetic { .. } => "synthetic data",
+        }
+    }
+}
+
+/// How a text file becomes tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TextEncoding {
+    /// One token per Unicode character; the vocabulary is the file's
+    /// distinct characters in code-point order.
+    Chars,
+    /// One token per byte; the vocabulary is all 256 byte values.
+    Bytes,
+}
+
+/// What a data source's targets are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum TargetKind {
+    /// Class indices, for `cross_entropy`.
+    #[default]
+    Class,
+    /// Real values, for `mse`.
+    Float,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -294,6 +349,37 @@ pub struct TrainPlan {
     pub eval_every: u64,
     /// Initial weights (safetensors) instead of the initialisers.
     pub init: Option<String>,
+    /// Arithmetic of the forward and backward passes.
+    pub precision: Precision,
+    /// Write a checkpoint every this many steps (0: never).
+    pub checkpoint_every: u64,
+    /// What a non-finite loss or gradient does.
+    pub on_nan: NanPolicy,
+}
+
+/// `precision = fp32 | bf16`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Precision {
+    /// Everything in float32.
+    #[default]
+    Fp32,
+    /// Mixed precision as autocast does it: linear, convolution and attention
+    /// compute in bfloat16 from float32 master weights; norms, softmax,
+    /// losses, gradients and the optimizer stay in float32.
+    Bf16,
+}
+
+/// `on_nan = stop | skip`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum NanPolicy {
+    /// End the run with an error naming the step; checkpoints stay intact.
+    #[default]
+    Stop,
+    /// Drop the step's gradients, leave weights and optimizer state as they
+    /// were, record the step as skipped and go on.
+    Skip,
 }
 
 /// The learning-rate schedule: an optional linear warm-up, then a decay.
@@ -358,7 +444,11 @@ impl Schedule {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Loss {
+    /// Mean cross-entropy over every predicted class label (every token of a
+    /// text window), with optional label smoothing.
     CrossEntropy { label_smoothing: f64 },
+    /// Mean squared error over every target value.
+    Mse,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -466,6 +556,11 @@ pub enum StepOp {
     ForwardBackward {
         micro_batches: u64,
         loss_scale: f64,
+        precision: Precision,
+    },
+    /// If the loss or any gradient is NaN or infinite, act on `on_nan`.
+    CheckFinite {
+        on_nan: NanPolicy,
     },
     /// Global-norm clipping over all parameters (PyTorch's `clip_grad_norm_`).
     ClipGradNorm {

@@ -1,0 +1,166 @@
+//! The parts of an experiment that must fit each other: the data's samples
+//! are the model's input, the model's output is what the loss compares with
+//! the data's targets.
+
+use super::settings::Settings;
+use super::{CheckError, Options};
+use crate::ast::{Forward, ModuleDef};
+use crate::plan::{shape_to_string, DataPlan, Dim, Loss, ModelPlan, TargetKind};
+
+/// The data's features must be the model's input and the model's output
+/// what the loss compares with the targets: `[B, *target, classes]` for
+/// `cross_entropy`, `[B, *target]` for `mse`. Without a probed file the data
+/// takes its shapes from the model.
+pub fn check_model_against_data(
+    model: &ModelPlan,
+    def: &ModuleDef,
+    data: &mut DataPlan,
+    loss: &Loss,
+    s: &Settings<'_>,
+    options: &Options,
+    errors: &mut Vec<CheckError>,
+) -> Option<()> {
+    let forward: &Forward = def.forwards.first()?;
+    if !matches!(model.input.first(), Some(Dim::Symbol(_))) {
+        errors.push(CheckError::ShapeMismatch {
+            expected: "a symbolic batch dimension first, e.g. [B, 64]".into(),
+            found: shape_to_string(&model.input),
+            span: forward.input_shape.span,
+            what: "the batch dimension".into(),
+            help: None,
+        });
+        return None;
+    }
+    loss_fits_targets(loss, data, s, errors)?;
+    let sizes = |dims: &[Dim]| -> Vec<i64> {
+        dims.iter()
+            .map(|d| if let Dim::Size(n) = d { *n } else { 0 })
+            .collect()
+    };
+    let output = &model.output[1..];
+    if output.is_empty() || output.iter().any(|d| matches!(d, Dim::Symbol(_))) {
+        errors.push(CheckError::ShapeMismatch {
+            expected: match loss {
+                Loss::CrossEntropy { .. } => "[B, classes] or [B, T, classes]".into(),
+                Loss::Mse => "[B, outputs]".into(),
+            },
+            found: shape_to_string(&model.output),
+            span: forward.output_shape.span,
+            what: match loss {
+                Loss::CrossEntropy { .. } => "cross_entropy needs one score per class".into(),
+                Loss::Mse => "mse compares fixed-size outputs with the targets".into(),
+            },
+            help: None,
+        });
+        return None;
+    }
+    if !options.probe_data {
+        data.sample_shape = sizes(&model.input[1..]);
+        match loss {
+            Loss::CrossEntropy { .. } => {
+                data.target_shape = sizes(&output[..output.len() - 1]);
+                data.classes = sizes(output)[output.len() - 1];
+            }
+            Loss::Mse => data.target_shape = sizes(output),
+        }
+        return Some(());
+    }
+    let batch = model.input[0].clone();
+    let with_batch = |rest: &[i64]| -> Vec<Dim> {
+        std::iter::once(batch.clone())
+            .chain(rest.iter().map(|n| Dim::Size(*n)))
+            .collect()
+    };
+    let expected_input = with_batch(&data.sample_shape);
+    if model.input != expected_input {
+        errors.push(CheckError::ShapeMismatch {
+            expected: shape_to_string(&expected_input),
+            found: shape_to_string(&model.input),
+            span: forward.input_shape.span,
+            what: format!(
+                "data `{}` gives {} per batch",
+                data.name,
+                shape_to_string(&expected_input)
+            ),
+            help: Some(format!(
+                "each row of `{}` has {} features",
+                data.name,
+                data.sample_shape.iter().product::<i64>()
+            )),
+        });
+        return None;
+    }
+    let mut target = data.target_shape.clone();
+    if matches!(loss, Loss::CrossEntropy { .. }) {
+        target.push(data.classes);
+    }
+    let expected_output = with_batch(&target);
+    if model.output != expected_output {
+        let (what, help) = match loss {
+            Loss::CrossEntropy { .. } if data.target_shape.is_empty() => (
+                format!("data `{}` has {} classes", data.name, data.classes),
+                format!("make the last layer produce {} outputs", data.classes),
+            ),
+            Loss::CrossEntropy { .. } => (
+                format!(
+                    "data `{}` has a label at each of {:?} positions, {} classes",
+                    data.name, data.target_shape, data.classes
+                ),
+                "score every class at every position (no flatten before the last layer)".into(),
+            ),
+            Loss::Mse => (
+                format!(
+                    "data `{}` has targets of shape {:?} per row",
+                    data.name, data.target_shape
+                ),
+                "mse compares outputs and targets element by element".into(),
+            ),
+        };
+        errors.push(CheckError::ShapeMismatch {
+            expected: shape_to_string(&expected_output),
+            found: shape_to_string(&model.output),
+            span: forward.output_shape.span,
+            what,
+            help: Some(help),
+        });
+        return None;
+    }
+    Some(())
+}
+
+/// `cross_entropy` needs class targets, `mse` real values.
+fn loss_fits_targets(
+    loss: &Loss,
+    data: &DataPlan,
+    s: &Settings<'_>,
+    errors: &mut Vec<CheckError>,
+) -> Option<()> {
+    let span = s.get("loss")?.value.span;
+    let (message, help) = match (loss, data.target) {
+        (Loss::CrossEntropy { .. }, TargetKind::Float) => (
+            format!(
+                "cross_entropy needs class labels, but data `{}` has `target = float`",
+                data.name
+            ),
+            "use `loss = mse` for real-valued targets".to_string(),
+        ),
+        (Loss::Mse, TargetKind::Class) => (
+            format!(
+                "mse needs real-valued targets, but data `{}` has class labels",
+                data.name
+            ),
+            format!(
+                "add `target = float` to `data {}`, or use `loss = cross_entropy`",
+                data.name
+            ),
+        ),
+        _ => return Some(()),
+    };
+    errors.push(CheckError::InvalidValue {
+        message,
+        span,
+        label: "does not fit the targets".into(),
+        help: Some(help),
+    });
+    None
+}

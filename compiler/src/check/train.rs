@@ -1,0 +1,388 @@
+//! The `train` block: model, data, loss, optimizer, schedule, batch and
+//! step counts, clipping, precision, checkpoints — resolved into a
+//! [`TrainPlan`] and checked against each other.
+
+use std::collections::BTreeMap;
+
+use super::settings::{self, Settings};
+use super::{data, fit, model, suggest, CheckError, Experiment, Lint, Options};
+use crate::ast::{DataDef, ExprKind, ModuleDef, ModuleKind, SettingsBlock};
+use crate::plan::{DataPlan, NanPolicy, Precision, TrainPlan};
+use crate::span::Span;
+
+/// The settings a `train` block accepts.
+pub const TRAIN_KEYS: [&str; 17] = [
+    "model",
+    "data",
+    "loss",
+    "optimizer",
+    "schedule",
+    "warmup",
+    "steps",
+    "micro_batch",
+    "accumulate",
+    "clip",
+    "seed",
+    "eval_every",
+    "epochs",
+    "init",
+    "precision",
+    "checkpoint_every",
+    "on_nan",
+];
+
+pub(super) fn check_train(
+    block: &SettingsBlock,
+    modules: &BTreeMap<String, &ModuleDef>,
+    data_defs: &BTreeMap<String, &DataDef>,
+    options: &Options,
+    errors: &mut Vec<CheckError>,
+    lints: &mut Vec<Lint>,
+) -> Option<Experiment> {
+    let s = Settings::new("train", block.keyword, &block.settings, &TRAIN_KEYS, errors);
+    let model_def = resolve_model(&s, modules, errors);
+    let data = resolve_data(&s, data_defs, options, errors);
+    let loss = s
+        .require("loss", "e.g. `loss = cross_entropy`", errors)
+        .and_then(|x| settings::loss(x, errors));
+    let optimizer = s
+        .require("optimizer", "e.g. `optimizer = adamw(lr: 3e-3)`", errors)
+        .and_then(|x| settings::optimizer(x, errors));
+    let steps = match (s.get("steps"), s.get("epochs")) {
+        (Some(_), Some(epochs)) => {
+            errors.push(CheckError::invalid(
+                "give `steps` or `epochs`, not both",
+                epochs.key.span,
+                "choose one",
+            ));
+            None
+        }
+        (None, None) => {
+            s.require("steps", "e.g. `steps = 500`, or `epochs = 10`", errors);
+            None
+        }
+        (Some(_), None) => s.int("steps", 1, None, errors),
+        // Epochs become steps once the data's size is known, below.
+        (None, Some(_)) => s.int("epochs", 1, None, errors).map(|_| 0),
+    };
+    s.require("micro_batch", "e.g. `micro_batch = 32`", errors);
+    let micro_batch = s.int("micro_batch", 1, None, errors);
+    let accumulate = s.int("accumulate", 1, Some(1), errors);
+    let clip = match s.get("clip") {
+        Some(x) => settings::clip(x, errors),
+        None => Some(None),
+    };
+    let seed = s.int("seed", 0, Some(0), errors);
+    let eval_every = s.int("eval_every", 0, Some(0), errors);
+    let checkpoint_every = s.int("checkpoint_every", 0, Some(0), errors);
+    let precision = one_of(&s, "precision", &["fp32", "bf16"], errors);
+    let on_nan = one_of(&s, "on_nan", &["stop", "skip"], errors);
+    let warmup = s.int("warmup", 0, Some(0), errors);
+    let schedule = warmup.and_then(|w| {
+        let warmup_span = s.get("warmup").map(|x| x.value.span);
+        settings::schedule(
+            s.get("schedule"),
+            w as u64,
+            steps.map(|n| n as u64),
+            warmup_span,
+            errors,
+        )
+    });
+
+    let model = model_def.and_then(|def| {
+        let mut elaborator = model::Elaborator::new(modules);
+        let model = elaborator.elaborate_model(def);
+        errors.append(&mut elaborator.errors);
+        lints.append(&mut elaborator.lints);
+        if model.is_some() {
+            unused_modules(modules, def, &elaborator.used_modules, lints);
+        }
+        model.map(|m| (m, def))
+    });
+    if let (Some(optimizer), Some(setting)) = (&optimizer, s.get("optimizer")) {
+        learning_rate_lint(optimizer, setting.value.span, lints);
+    }
+    if let (Some((model, _)), Some(None)) = (&model, &clip) {
+        let layers = model.nodes.iter().filter(|n| has_weights(&n.op)).count();
+        if layers >= DEEP_MODEL_LAYERS {
+            lints.push(Lint::NoClipping {
+                layers,
+                span: block.keyword,
+            });
+        }
+    }
+    let (model, def) = model?;
+    let mut data = data?;
+    let loss = loss?;
+    fit::check_model_against_data(&model, def, &mut data, &loss, &s, options, errors)?;
+    let (micro_batch, accumulate) = (micro_batch? as u64, accumulate? as u64);
+    let train_rows = data.rows - (data.rows as f64 * data.valid_fraction).round() as u64;
+    if data.rows > 0 && micro_batch > train_rows {
+        errors.push(CheckError::InvalidValue {
+            message: format!(
+                "micro_batch {micro_batch} is larger than the {train_rows} training rows"
+            ),
+            span: s.get("micro_batch").map_or(block.keyword, |x| x.value.span),
+            label: "more rows than the data has".into(),
+            help: Some(format!(
+                "the data `{}` has {} rows, {} of them held out",
+                data.name,
+                data.rows,
+                data.rows - train_rows
+            )),
+        });
+        return None;
+    }
+    let steps = match (steps?, s.get("epochs")) {
+        (0, Some(setting)) => steps_for_epochs(setting, &data, micro_batch, accumulate, errors)?,
+        (steps, _) => steps as u64,
+    };
+    let init = init_weights(&s, options, errors)?;
+    let train = TrainPlan {
+        loss,
+        optimizer: optimizer?,
+        schedule: schedule?,
+        steps,
+        micro_batch,
+        accumulate,
+        global_batch: micro_batch * accumulate,
+        clip: clip?,
+        seed: seed? as u64,
+        eval_every: eval_every? as u64,
+        init,
+        precision: match precision? {
+            Some("bf16") => Precision::Bf16,
+            _ => Precision::Fp32,
+        },
+        checkpoint_every: checkpoint_every? as u64,
+        on_nan: match on_nan? {
+            Some("skip") => NanPolicy::Skip,
+            _ => NanPolicy::Stop,
+        },
+    };
+    Some(Experiment { model, data, train })
+}
+
+fn resolve_model<'a>(
+    s: &Settings<'_>,
+    modules: &BTreeMap<String, &'a ModuleDef>,
+    errors: &mut Vec<CheckError>,
+) -> Option<&'a ModuleDef> {
+    s.require(
+        "model",
+        "e.g. `model = Net`, naming a `model Net { ... }`",
+        errors,
+    );
+    let name = s.name("model", errors)?;
+    match modules.get(&name.name) {
+        Some(def) if def.kind == ModuleKind::Model => Some(def),
+        Some(_) => {
+            errors.push(CheckError::TypeMismatch {
+                expected: "a `model`".into(),
+                found: format!("the module `{}`", name.name),
+                span: name.span,
+                help: Some(format!(
+                    "declare it as `model {}` or write `model Net {{ forward(...) {{ x |> {}(...) }} }}`",
+                    name.name, name.name
+                )),
+            });
+            None
+        }
+        None => {
+            let models = modules
+                .values()
+                .filter(|m| m.kind == ModuleKind::Model)
+                .map(|m| m.name.name.as_str());
+            errors.push(CheckError::UnknownName {
+                kind: "model",
+                name: name.name.clone(),
+                span: name.span,
+                help: suggest::did_you_mean(&name.name, models),
+            });
+            None
+        }
+    }
+}
+
+fn resolve_data(
+    s: &Settings<'_>,
+    data_defs: &BTreeMap<String, &DataDef>,
+    options: &Options,
+    errors: &mut Vec<CheckError>,
+) -> Option<DataPlan> {
+    s.require(
+        "data",
+        "e.g. `data = digits`, naming a `data digits { ... }`",
+        errors,
+    );
+    let name = s.name("data", errors)?;
+    match data_defs.get(&name.name) {
+        Some(def) => data::data(def, &options.base_dir, options.probe_data, errors),
+        None => {
+            errors.push(CheckError::UnknownName {
+                kind: "data source",
+                name: name.name.clone(),
+                span: name.span,
+                help: suggest::did_you_mean(&name.name, data_defs.keys().map(String::as_str)),
+            });
+            None
+        }
+    }
+}
+
+/// From this many layers with weights on, training without clipping warns.
+const DEEP_MODEL_LAYERS: usize = 8;
+
+fn has_weights(op: &crate::plan::Op) -> bool {
+    use crate::plan::Op::*;
+    matches!(
+        op,
+        Linear { .. } | Conv1d { .. } | Conv2d { .. } | Attention { .. } | Embedding { .. }
+    )
+}
+
+fn unused_modules(
+    modules: &BTreeMap<String, &ModuleDef>,
+    trained: &ModuleDef,
+    used: &std::collections::BTreeSet<String>,
+    lints: &mut Vec<Lint>,
+) {
+    for def in modules.values() {
+        let unused = match def.kind {
+            ModuleKind::Module => !used.contains(&def.name.name),
+            ModuleKind::Model => def.name.name != trained.name.name,
+        };
+        if unused {
+            let (kind, help) = match def.kind {
+                ModuleKind::Module => ("module", None),
+                ModuleKind::Model => (
+                    "model",
+                    Some(format!(
+                        "only the model named in `train` (`{}`) is trained",
+                        trained.name.name
+                    )),
+                ),
+            };
+            lints.push(Lint::UnusedModule {
+                kind,
+                name: def.name.name.clone(),
+                span: def.name.span,
+                help,
+            });
+        }
+    }
+}
+
+/// A setting that names one of `choices` (`precision = bf16`); `Some(None)`
+/// when absent.
+fn one_of(
+    s: &Settings<'_>,
+    key: &str,
+    names: &[&'static str],
+    errors: &mut Vec<CheckError>,
+) -> Option<Option<&'static str>> {
+    let Some(setting) = s.get(key) else {
+        return Some(None);
+    };
+    let choices: Vec<(&'static str, Vec<_>)> = names.iter().map(|n| (*n, vec![])).collect();
+    settings::choose(setting, key_kind(key), &choices, errors).map(|(name, _)| Some(name))
+}
+
+fn key_kind(key: &str) -> &'static str {
+    match key {
+        "precision" => "precision",
+        "on_nan" => "NaN policy",
+        _ => "choice",
+    }
+}
+
+/// Rates far outside what each optimizer is normally run with are usually
+/// typos (`3e3` for `3e-3`).
+fn learning_rate_lint(optimizer: &crate::plan::Optimizer, span: Span, lints: &mut Vec<Lint>) {
+    use crate::plan::Optimizer::*;
+    let lr = optimizer.lr();
+    let (name, low, high, range) = match optimizer {
+        Sgd { .. } => ("sgd", 1e-5, 2.0, "1e-5 to 2"),
+        Adam { .. } => ("adam", 1e-6, 0.1, "1e-6 to 0.1"),
+        AdamW { .. } => ("adamw", 1e-6, 0.1, "1e-6 to 0.1"),
+    };
+    if lr < low || lr > high {
+        lints.push(Lint::LearningRate {
+            lr,
+            optimizer: name,
+            range,
+            span,
+            help: Some(if lr > high {
+                "is an exponent's minus sign missing?".into()
+            } else {
+                "training this slowly rarely gets anywhere".into()
+            }),
+        });
+    }
+}
+
+/// `epochs = N`: enough optimizer steps to see every full micro-batch of the
+/// training rows N times, ⌈N · ⌊rows / micro_batch⌋ / accumulate⌉.
+fn steps_for_epochs(
+    setting: &crate::ast::Setting,
+    data: &DataPlan,
+    micro_batch: u64,
+    accumulate: u64,
+    errors: &mut Vec<CheckError>,
+) -> Option<u64> {
+    let ExprKind::Int(epochs) = setting.value.kind else {
+        return None;
+    };
+    if data.rows == 0 {
+        errors.push(CheckError::InvalidValue {
+            message: "`epochs` needs the number of rows, which is read from the data".into(),
+            span: setting.span,
+            label: "unknown size".into(),
+            help: Some("drop --no-data, or give `steps` instead".into()),
+        });
+        return None;
+    }
+    let train_rows = data.rows - (data.rows as f64 * data.valid_fraction).round() as u64;
+    let batches = train_rows / micro_batch;
+    if batches == 0 {
+        errors.push(CheckError::invalid(
+            format!(
+                "an epoch of {train_rows} training rows holds no full micro_batch of {micro_batch}"
+            ),
+            setting.span,
+            "no steps",
+        ));
+        return None;
+    }
+    Some((epochs as u64 * batches).div_ceil(accumulate))
+}
+
+/// `init = "weights.safetensors"`: initial weights, relative to the file.
+fn init_weights(
+    s: &Settings<'_>,
+    options: &Options,
+    errors: &mut Vec<CheckError>,
+) -> Option<Option<String>> {
+    let Some(setting) = s.get("init") else {
+        return Some(None);
+    };
+    let ExprKind::Str(path) = &setting.value.kind else {
+        errors.push(CheckError::TypeMismatch {
+            expected: "a path to a .safetensors file for `init`".into(),
+            found: "something else".into(),
+            span: setting.value.span,
+            help: None,
+        });
+        return None;
+    };
+    let resolved = options.base_dir.join(path);
+    if options.probe_data && !resolved.is_file() {
+        errors.push(CheckError::DataFile {
+            reason: format!("{}: no such file", resolved.display()),
+            span: setting.value.span,
+            help: Some("initial weights are a safetensors file, e.g. a model.safetensors from an earlier run".into()),
+        });
+        return None;
+    }
+    Some(Some(resolved.display().to_string()))
+}

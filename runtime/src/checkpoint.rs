@@ -1,0 +1,159 @@
+//! Checkpoints: everything a run needs to go on as if it had never stopped
+//! — weights and buffers, optimizer state, the data stream's position, the
+//! step and the length of `metrics.jsonl` at that step. (Dropout draws are
+//! seeded per step, so there is no generator state to keep.)
+//!
+//! A checkpoint is a folder written whole under a temporary name and then
+//! swapped in by renames: a crash at any moment leaves the previous
+//! checkpoint or the new one readable, never half of one.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use tch::{Device, Tensor};
+
+use crate::data::Cursor;
+use crate::error::{RunError, TorchContext};
+use crate::model::Model;
+use crate::optim::Optimizer;
+
+const DIR: &str = "checkpoint";
+const TMP: &str = "checkpoint.tmp";
+const OLD: &str = "checkpoint.old";
+const FORMAT: u32 = 1;
+
+/// `state.json`: the scalars of a checkpoint.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct State {
+    pub format: u32,
+    /// The last step completed.
+    pub step: u64,
+    pub optimizer_steps: u64,
+    pub data_pos: u64,
+    pub data_epoch: u64,
+    pub data_rng: u64,
+    /// Bytes of `metrics.jsonl` written up to `step`.
+    pub metrics_bytes: u64,
+    pub first_loss: f64,
+    pub skipped_steps: u64,
+    pub train_seconds: f64,
+    /// Identifies the plan the checkpoint belongs to.
+    pub plan_fingerprint: String,
+}
+
+/// A checkpoint read back.
+pub struct Loaded {
+    pub state: State,
+    pub cursor: Cursor,
+    pub model_path: PathBuf,
+    pub optimizer: BTreeMap<String, Tensor>,
+}
+
+/// A stable hash of the plan's text (FNV-1a, 64 bits).
+pub fn fingerprint(plan_yaml: &str) -> String {
+    let hash = plan_yaml.bytes().fold(0xCBF2_9CE4_8422_2325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100_0000_01B3)
+    });
+    format!("{hash:016x}")
+}
+
+fn io(path: &Path) -> impl Fn(std::io::Error) -> RunError + '_ {
+    move |e| RunError::Io {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    }
+}
+
+/// Writes a checkpoint into `out/checkpoint`, replacing the last one.
+pub fn save(
+    out: &Path,
+    state: &State,
+    model: &Model,
+    optimizer: &Optimizer,
+    cursor: &Cursor,
+) -> Result<(), RunError> {
+    let tmp = out.join(TMP);
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
+    }
+    std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
+    model.save(&tmp.join("model.safetensors"))?;
+    let names: Vec<&str> = model.params.iter().map(|(n, _)| n.as_str()).collect();
+    let mut tensors: Vec<(String, Tensor)> = optimizer
+        .state(&names)
+        .into_iter()
+        .map(|(n, t)| (n, t.to_device(Device::Cpu)))
+        .collect();
+    tensors.push(("data.order".into(), Tensor::from_slice(&cursor.order)));
+    let state_path = tmp.join("state.safetensors");
+    Tensor::write_safetensors(&tensors, &state_path)
+        .context(|| format!("write {}", state_path.display()))?;
+    let json = serde_json::to_string_pretty(state).expect("the state serializes");
+    let json_path = tmp.join("state.json");
+    std::fs::write(&json_path, json).map_err(io(&json_path))?;
+    // Swap: checkpoint → checkpoint.old, checkpoint.tmp → checkpoint.
+    let (dir, old) = (out.join(DIR), out.join(OLD));
+    if old.exists() {
+        std::fs::remove_dir_all(&old).map_err(io(&old))?;
+    }
+    if dir.exists() {
+        std::fs::rename(&dir, &old).map_err(io(&dir))?;
+    }
+    std::fs::rename(&tmp, &dir).map_err(io(&dir))?;
+    if old.exists() {
+        std::fs::remove_dir_all(&old).map_err(io(&old))?;
+    }
+    Ok(())
+}
+
+/// Reads the checkpoint of the run in `out`: `checkpoint/`, or
+/// `checkpoint.old/` when a crash came between the two renames.
+pub fn load(out: &Path, plan_yaml: &str) -> Result<Loaded, RunError> {
+    let dir = [DIR, OLD]
+        .iter()
+        .map(|d| out.join(d))
+        .find(|d| d.join("state.json").is_file())
+        .ok_or_else(|| RunError::Resume {
+            path: out.display().to_string(),
+            message: "no checkpoint here (is `checkpoint_every` set in the train block?)".into(),
+        })?;
+    let bad = |message: String| RunError::Resume {
+        path: dir.display().to_string(),
+        message,
+    };
+    let json_path = dir.join("state.json");
+    let text = std::fs::read_to_string(&json_path).map_err(io(&json_path))?;
+    let state: State = serde_json::from_str(&text).map_err(|e| bad(format!("state.json: {e}")))?;
+    if state.format != FORMAT {
+        return Err(bad(format!(
+            "checkpoint format {} (this dtl reads {FORMAT})",
+            state.format
+        )));
+    }
+    if state.plan_fingerprint != fingerprint(plan_yaml) {
+        return Err(bad(
+            "the checkpoint belongs to a different plan than the run's plan.yaml".into(),
+        ));
+    }
+    let tensors = Tensor::read_safetensors(dir.join("state.safetensors"))
+        .map_err(|e| bad(format!("state.safetensors: {e}")))?;
+    let mut optimizer: BTreeMap<String, Tensor> = tensors.into_iter().collect();
+    let order = optimizer
+        .remove("data.order")
+        .ok_or_else(|| bad("state.safetensors has no `data.order`".into()))?;
+    let order = Vec::<i64>::try_from(&order).map_err(|e| bad(format!("data.order: {e}")))?;
+    Ok(Loaded {
+        cursor: Cursor {
+            order: Arc::new(order),
+            pos: state.data_pos as usize,
+            epoch: state.data_epoch,
+            rng: state.data_rng,
+        },
+        model_path: dir.join("model.safetensors"),
+        optimizer,
+        state,
+    })
+}

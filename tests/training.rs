@@ -1,0 +1,263 @@
+//! What a run does beyond the plain loop: checkpoints and `--resume`, the
+//! NaN policy, bf16 mixed precision on the CPU.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{dtl, short_example};
+
+fn run(file: &Path, out: &Path, extra: &[&str]) -> common::Run {
+    let mut args = vec![
+        "run",
+        file.to_str().unwrap(),
+        "--quiet",
+        "--device",
+        "cpu",
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    args.extend(extra);
+    dtl(&args)
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn json(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&read(path)).unwrap()
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+#[test]
+fn resume_from_a_checkpoint_gives_bitwise_the_same_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = short_example(dir.path(), 10);
+    // Checkpoints after steps 4 and 8; the uninterrupted run goes to 10.
+    let full = dir.path().join("full");
+    run(&file, &full, &["--set", "train.checkpoint_every=4"]).code(0);
+    assert_eq!(json(&full.join("checkpoint/state.json"))["step"], 8);
+
+    // A copy of the folder resumes from step 8 and redoes 9 and 10.
+    let resumed = dir.path().join("resumed");
+    copy_dir(&full, &resumed);
+    dtl(&[
+        "run",
+        "--quiet",
+        "--device",
+        "cpu",
+        "--resume",
+        resumed.to_str().unwrap(),
+    ])
+    .code(0)
+    .stdout_has("resumed from the checkpoint of step 8");
+    assert_eq!(
+        read(&full.join("metrics.jsonl")),
+        read(&resumed.join("metrics.jsonl")),
+        "metrics after resuming differ"
+    );
+    assert_eq!(
+        std::fs::read(full.join("model.safetensors")).unwrap(),
+        std::fs::read(resumed.join("model.safetensors")).unwrap(),
+        "final weights after resuming differ"
+    );
+    assert_eq!(json(&resumed.join("summary.json"))["resumed_from"], 8);
+}
+
+#[test]
+fn a_killed_run_resumes_to_the_same_losses() {
+    // The character model, with dropout-free attention and 30 ms steps: slow
+    // enough to kill the process between two checkpoints.
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let file = root.join("examples/moby_char_lm.dtl");
+    let dir = tempfile::tempdir().unwrap();
+    let sets = [
+        "--set",
+        "train.steps=40",
+        "--set",
+        "train.checkpoint_every=5",
+        "--set",
+        "train.eval_every=0",
+    ];
+    let full = dir.path().join("full");
+    run(&file, &full, &sets).code(0);
+
+    let killed = dir.path().join("killed");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_dtl"))
+        .args([
+            "run",
+            file.to_str().unwrap(),
+            "--quiet",
+            "--device",
+            "cpu",
+            "--out",
+        ])
+        .arg(&killed)
+        .args(sets)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let state = killed.join("checkpoint/state.json");
+    let started = Instant::now();
+    while !state.exists() && started.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        !killed.join("summary.json").exists(),
+        "the run finished before it could be killed"
+    );
+    dtl(&[
+        "run",
+        "--quiet",
+        "--device",
+        "cpu",
+        "--resume",
+        killed.to_str().unwrap(),
+    ])
+    .code(0);
+    let resumed_from = json(&killed.join("summary.json"))["resumed_from"]
+        .as_u64()
+        .unwrap();
+    assert!(resumed_from < 40, "resumed from {resumed_from}");
+    assert_eq!(
+        read(&full.join("metrics.jsonl")),
+        read(&killed.join("metrics.jsonl"))
+    );
+}
+
+#[test]
+fn resume_without_a_checkpoint_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = short_example(dir.path(), 3);
+    let out = dir.path().join("out");
+    run(&file, &out, &[]).code(0);
+    dtl(&["run", "--resume", out.to_str().unwrap()])
+        .code(1)
+        .stderr_has("no checkpoint here");
+    dtl(&[
+        "run",
+        "--resume",
+        dir.path().join("nowhere").to_str().unwrap(),
+    ])
+    .code(2);
+}
+
+/// The default example with SGD at a rate that overflows within a few steps.
+const DIVERGE: [&str; 8] = [
+    "--set",
+    "train.optimizer=sgd(lr: 1e6)",
+    "--set",
+    "train.clip=none",
+    "--set",
+    "train.checkpoint_every=1",
+    "--set",
+    "train.eval_every=0",
+];
+
+#[test]
+fn a_nan_loss_stops_the_run_at_its_step_and_keeps_the_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = short_example(dir.path(), 30);
+    let out = dir.path().join("out");
+    let failed = run(&file, &out, &DIVERGE).code(1);
+    let step: u64 = failed
+        .stderr
+        .split("step ")
+        .nth(1)
+        .and_then(|rest| rest.split(':').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no step in the error:\n{}", failed.stderr));
+    assert!(failed
+        .stderr
+        .contains(&format!("the checkpoint of step {} is intact", step - 1)));
+    let state = json(&out.join("checkpoint/state.json"));
+    assert_eq!(state["step"], step - 1);
+    assert!(!out.join("checkpoint.tmp").exists());
+    // The checkpoint is usable: resuming reaches the same failure.
+    dtl(&[
+        "run",
+        "--quiet",
+        "--device",
+        "cpu",
+        "--resume",
+        out.to_str().unwrap(),
+    ])
+    .code(1)
+    .stderr_has(&format!("step {step}:"));
+}
+
+#[test]
+fn on_nan_skip_drops_the_bad_steps_and_keeps_the_weights_finite() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = short_example(dir.path(), 30);
+    let out = dir.path().join("out");
+    let mut args = DIVERGE.to_vec();
+    args.extend(["--set", "train.on_nan=skip"]);
+    run(&file, &out, &args).code(0).stdout_has("steps skipped");
+    let summary = json(&out.join("summary.json"));
+    let skipped = summary["skipped_steps"].as_u64().unwrap();
+    assert!(skipped > 0);
+    let metrics = read(&out.join("metrics.jsonl"));
+    assert_eq!(
+        metrics.matches("\"skipped\":true").count() as u64,
+        skipped,
+        "{metrics}"
+    );
+    // The weights never took a non-finite update.
+    let check = "import sys, torch\nfrom safetensors.torch import load_file\n\
+                 t = load_file(sys.argv[1])\n\
+                 assert all(torch.isfinite(v).all() for v in t.values())";
+    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
+    let status = Command::new(python)
+        .args(["-c", check])
+        .arg(out.join("model.safetensors"))
+        .status()
+        .unwrap();
+    assert!(status.success(), "non-finite weights after skipped steps");
+}
+
+#[test]
+fn bf16_mixed_precision_trains_close_to_fp32_but_not_identically() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = short_example(dir.path(), 60);
+    let losses = |precision: &str| -> Vec<f64> {
+        let out = dir.path().join(precision);
+        let set = format!("train.precision={precision}");
+        run(&file, &out, &["--set", &set]).code(0);
+        read(&out.join("metrics.jsonl"))
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["loss"].as_f64())
+            .collect()
+    };
+    let (fp32, bf16) = (losses("fp32"), losses("bf16"));
+    assert_ne!(fp32, bf16, "bf16 changed nothing");
+    // bfloat16 keeps 8 bits of mantissa: the first loss agrees to ~1%, and
+    // the run trains as well.
+    let rel = (fp32[0] - bf16[0]).abs() / fp32[0];
+    assert!(rel < 0.01, "first loss {} vs {}", fp32[0], bf16[0]);
+    let tail = |l: &[f64]| l[l.len() - 10..].iter().sum::<f64>() / 10.0;
+    assert!(
+        tail(&bf16) < 0.6 * bf16[0] && (tail(&bf16) - tail(&fp32)).abs() < 0.15,
+        "fp32 ends at {}, bf16 at {}",
+        tail(&fp32),
+        tail(&bf16)
+    );
+}
