@@ -63,6 +63,9 @@ enum Command {
         output: Option<PathBuf>,
         #[arg(long)]
         no_data: bool,
+        /// The world size the plan is for (resolves `data = auto`).
+        #[arg(long)]
+        world: Option<u64>,
     },
     /// Show the cost of one training step before anything runs: parameters
     /// and FLOPs per layer, memory per rank, communication.
@@ -70,6 +73,9 @@ enum Command {
         file: PathBuf,
         #[arg(long, value_enum, default_value_t = ExplainFormat::Text)]
         format: ExplainFormat,
+        /// The world size to explain the plan for (resolves `data = auto`).
+        #[arg(long)]
+        world: Option<u64>,
     },
     /// Train: a `.dtl` file or a compiled plan (`.yaml`/`.json`).
     Run {
@@ -100,6 +106,18 @@ enum Command {
         /// Seed for the random inputs and weights.
         #[arg(long, default_value_t = 0)]
         seed: u64,
+    },
+    /// Draw a run's loss and accuracy curves (from its metrics.jsonl) as SVG
+    /// or PNG.
+    Plot {
+        /// A run folder, or a metrics.jsonl file.
+        run: PathBuf,
+        /// The chart: `.svg` or `.png` [default: RUN/loss.svg].
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        /// Logarithmic loss axis.
+        #[arg(long)]
+        log_y: bool,
     },
     /// Print the versions of dtl and of the backends it was built with.
     Info,
@@ -132,6 +150,7 @@ macro_rules! out {
     }};
 }
 
+mod plot;
 mod run;
 
 /// A failure that ends the command, with its exit code.
@@ -184,7 +203,8 @@ fn main() -> ExitCode {
             format,
             output,
             no_data,
-        } => compile(&file, format, output.as_deref(), no_data),
+            world,
+        } => compile(&file, format, output.as_deref(), no_data, world),
         Command::Run {
             file,
             out,
@@ -201,7 +221,12 @@ fn main() -> ExitCode {
             quiet,
         }),
         Command::Test { files, seed } => run::test(&files, seed),
-        Command::Explain { file, format } => explain(&file, format),
+        Command::Explain {
+            file,
+            format,
+            world,
+        } => explain(&file, format, world),
+        Command::Plot { run, output, log_y } => plot_run(&run, output, log_y),
         Command::Info => {
             out!("dtl {}", env!("CARGO_PKG_VERSION"));
             out!("{}", run::backend_info());
@@ -292,10 +317,12 @@ fn check(
     }
 }
 
-fn compile_file(path: &Path, no_data: bool) -> Result<Plan, Failure> {
+fn compile_file(path: &Path, no_data: bool, world: Option<u64>) -> Result<Plan, Failure> {
     let text = read(path)?;
     let name = path.display().to_string();
-    match dtl_compiler::compile_source_with_warnings(&name, &text, &options_for(path, !no_data)) {
+    let mut options = options_for(path, !no_data);
+    options.world = world.into_iter().collect();
+    match dtl_compiler::compile_source_with_warnings(&name, &text, &options) {
         Ok((plan, warnings)) => {
             report(&warnings);
             Ok(plan)
@@ -312,8 +339,9 @@ fn compile(
     format: PlanFormat,
     output: Option<&Path>,
     no_data: bool,
+    world: Option<u64>,
 ) -> Result<(), Failure> {
-    let plan = compile_file(path, no_data)?;
+    let plan = compile_file(path, no_data, world)?;
     let text = match format {
         PlanFormat::Yaml => plan.to_yaml(),
         PlanFormat::Json => plan.to_json(),
@@ -329,8 +357,12 @@ fn compile(
     Ok(())
 }
 
-fn explain(path: &Path, format: ExplainFormat) -> Result<(), Failure> {
-    let plan = load_plan(path)?;
+fn explain(path: &Path, format: ExplainFormat, world: Option<u64>) -> Result<(), Failure> {
+    let plan = if world.is_some() {
+        compile_file(path, false, world)?
+    } else {
+        load_plan(path)?
+    };
     let cost = dtl_compiler::plan::cost(&plan);
     match format {
         ExplainFormat::Text => out!("{}", cost.render(&plan).trim_end()),
@@ -342,10 +374,29 @@ fn explain(path: &Path, format: ExplainFormat) -> Result<(), Failure> {
     Ok(())
 }
 
+fn plot_run(run: &Path, output: Option<PathBuf>, log_y: bool) -> Result<(), Failure> {
+    let folder = if run.is_dir() {
+        run
+    } else {
+        run.parent().unwrap_or(Path::new("."))
+    };
+    let output = output.unwrap_or_else(|| folder.join("loss.svg"));
+    match plot::plot(run, &output, log_y) {
+        Ok(()) => {
+            out!("wrote {}", output.display());
+            Ok(())
+        }
+        Err(err) => {
+            eprintln!("{:?}", miette::Report::new(err));
+            Err(Failure::errors())
+        }
+    }
+}
+
 /// A `.dtl` file is compiled; anything else is read as a compiled plan.
 pub fn load_plan(path: &Path) -> Result<Plan, Failure> {
     if path.extension().is_some_and(|e| e == "dtl") {
-        return compile_file(path, false);
+        return compile_file(path, false, None);
     }
     if OVERRIDES.get().is_some_and(|o| !o.is_empty()) {
         return Err(Failure::usage(format!(

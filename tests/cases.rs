@@ -138,6 +138,10 @@ fn every_valid_case_runs() {
     let mut failures = Vec::new();
     for path in cases("ok") {
         let rel = relative(&path);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let plan =
+            dtl_compiler::compile_source("case", &text, &dtl_compiler::options_for(&rel, true))
+                .unwrap_or_else(|d| panic!("{}", d.render_human(false)));
         let out = tempfile::tempdir().unwrap();
         let output = std::process::Command::new(env!("CARGO_BIN_EXE_dtl"))
             .args(["run", "--quiet", "--device", "cpu", "--out"])
@@ -146,6 +150,14 @@ fn every_valid_case_runs() {
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .output()
             .unwrap();
+        // A plan for several ranks is refused, clearly, before anything runs.
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        if plan.topology.world_size > 1 {
+            if output.status.code() != Some(1) || !stderr.contains("trains in one process") {
+                failures.push(format!("{}: not refused:\n{stderr}", rel.display()));
+            }
+            continue;
+        }
         if !output.status.success() {
             failures.push(format!(
                 "{}:\n{}",

@@ -475,7 +475,8 @@ fn explain_shows_costs_before_anything_runs() {
         .stdout_has(
             "memory per rank: parameters 67.3 KiB + gradients 67.3 KiB + optimizer state 134.6 KiB",
         )
-        .stdout_has("communication: none (world size 1, one process)");
+        .stdout_has("ranks: 1 (data 1 × pipeline 1)")
+        .stdout_has("communication: none (one process)");
     let json = dtl(&["explain", "--format", "json", EXAMPLE])
         .code(0)
         .stdout;
@@ -485,4 +486,73 @@ fn explain_shows_costs_before_anything_runs() {
         cost["train_flops_per_sample"].as_u64().unwrap() >= 3 * 2 * (64 * 128 + 128 * 64 + 64 * 10)
     );
     assert_eq!(cost["global_batch"], 64);
+}
+
+#[test]
+fn a_plan_for_several_ranks_compiles_for_one_world_size_and_is_not_run_here() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = short_example(dir.path(), 3);
+    let text = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(
+        &file,
+        format!("{text}\nparallel {{ data = auto; bucket_mb = 1 }}\n"),
+    )
+    .unwrap();
+    let file = file.to_str().unwrap();
+    dtl(&["compile", file])
+        .code(1)
+        .stderr_has("a plan is for one world size")
+        .stderr_has("--world 8");
+    let plan = dtl(&["compile", file, "--world", "8", "--format", "json"]).code(0);
+    let plan: serde_json::Value = serde_json::from_str(&plan.stdout).unwrap();
+    assert_eq!(plan["topology"]["world_size"], 8);
+    assert_eq!(plan["train"]["global_batch"], 32 * 2 * 8);
+    dtl(&["explain", file, "--world", "8"])
+        .code(0)
+        .stdout_has("all-reduce gradients over 8 replicas");
+    dtl(&["check", file, "--world", "8,12"])
+        .code(0)
+        .stderr_has("trains in one process");
+    let out = dir.path().join("out");
+    dtl(&["run", file, "--out", out.to_str().unwrap()])
+        .code(1)
+        .stderr_has("a plan is for one world size");
+}
+
+#[test]
+fn plot_draws_a_run_as_svg_and_png() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = short_example(dir.path(), 20);
+    let out = dir.path().join("run");
+    dtl(&[
+        "run",
+        file.to_str().unwrap(),
+        "--quiet",
+        "--device",
+        "cpu",
+        "--out",
+        out.to_str().unwrap(),
+    ])
+    .code(0);
+    let run = out.to_str().unwrap();
+    dtl(&["plot", run]).code(0).stdout_has("loss.svg");
+    let svg = std::fs::read_to_string(out.join("loss.svg")).unwrap();
+    assert!(
+        svg.starts_with("<svg") || svg.starts_with("<?xml"),
+        "{}",
+        &svg[..80]
+    );
+    assert!(svg.contains("accuracy"), "the eval records are drawn too");
+    let png = out.join("curves.png");
+    dtl(&["plot", run, "-o", png.to_str().unwrap()]).code(0);
+    assert_eq!(&std::fs::read(&png).unwrap()[..8], b"\x89PNG\r\n\x1a\n");
+    dtl(&["plot", run, "-o", "curves.gif"])
+        .code(1)
+        .stderr_has("name it .svg or .png");
+    std::fs::write(
+        out.join("metrics.jsonl"),
+        "{\"step\": 1, \"loss\": 2.0}\nnot json\n",
+    )
+    .unwrap();
+    dtl(&["plot", run]).code(1).stderr_has("metrics.jsonl:2");
 }

@@ -104,6 +104,18 @@ pub fn compile_source_with_warnings(
 ) -> Result<(plan::Plan, Diagnostics), Diagnostics> {
     let checked = check_source(name, text, options)?;
     match checked.experiment {
+        // `data = auto` is resolved by the one world size a plan is for.
+        Some(experiment) if experiment.parallel.data == 0 => {
+            let mut diagnostics = checked.warnings;
+            diagnostics.push(check::CheckError::MissingItem {
+                message: "`data = auto`: a plan is for one world size, and none was given".into(),
+                span: span::Span::new(0, 0),
+                help: Some(
+                    "give it: `dtl compile FILE --world 8` (or set `data` to a number)".into(),
+                ),
+            });
+            Err(diagnostics)
+        }
         Some(experiment) => Ok((plan::build(experiment, name), checked.warnings)),
         None => {
             let mut diagnostics = checked.warnings;

@@ -27,6 +27,17 @@ pub enum RunError {
         kept: String,
     },
 
+    #[error("the plan is for {world} ranks (data {data} × pipeline {pipeline}); this dtl trains in one process")]
+    #[diagnostic(
+        code(dtl::run::multi_rank),
+        help("`dtl explain` shows what the layout would cost; compile with `data = 1` and `pipeline = 1` (no `parallel` block) to train here")
+    )]
+    MultiRank {
+        world: u64,
+        data: u64,
+        pipeline: u64,
+    },
+
     #[error("cannot resume from `{path}`: {message}")]
     #[diagnostic(code(dtl::run::resume))]
     Resume { path: String, message: String },

@@ -106,6 +106,14 @@ struct Run<'a> {
 /// steps), `model.safetensors`, `summary.json`.
 pub fn train(plan: &Plan, options: &RunOptions) -> Result<Summary, RunError> {
     let started = Instant::now();
+    let topology = &plan.topology;
+    if topology.world_size != 1 {
+        return Err(RunError::MultiRank {
+            world: topology.world_size,
+            data: topology.data_parallel,
+            pipeline: topology.pipeline_stages,
+        });
+    }
     let device = device::resolve(options.device)?;
     let out = &options.out_dir;
     std::fs::create_dir_all(out).map_err(|e| io_err(out, e))?;
@@ -298,6 +306,18 @@ impl Run<'_> {
                     self.optimizer.step(self.model.tensors(), lr)?;
                 }
                 StepOp::ZeroGrad => self.model.zero_grad(),
+                // A one-rank plan has none of these; `train` refuses others.
+                StepOp::Pipeline { .. }
+                | StepOp::AllReduceGradients { .. }
+                | StepOp::AllReduceGradNorm { .. }
+                | StepOp::AverageParameters { .. } => {
+                    let topology = &self.plan.topology;
+                    return Err(RunError::MultiRank {
+                        world: topology.world_size,
+                        data: topology.data_parallel,
+                        pipeline: topology.pipeline_stages,
+                    });
+                }
             }
         }
         Ok(StepRecord {

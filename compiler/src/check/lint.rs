@@ -68,6 +68,18 @@ pub enum Lint {
         #[label("fewer micro-batches than stages")]
         span: Span,
     },
+
+    #[error("this plan needs {world}; the runtime of this version trains in one process")]
+    #[diagnostic(
+        code(dtl::lint::single_process_runtime),
+        severity(Warning),
+        help("`dtl compile` and `dtl explain` show the layout, collectives and memory per rank; `dtl run` refuses plans for more than one rank")
+    )]
+    SingleProcessRuntime {
+        world: String,
+        #[label("more than one rank")]
+        span: Span,
+    },
 }
 
 impl Lint {
@@ -77,7 +89,8 @@ impl Lint {
             | Lint::UnusedLet { span, .. }
             | Lint::LearningRate { span, .. }
             | Lint::NoClipping { span, .. }
-            | Lint::PipelineBubble { span, .. } => *span,
+            | Lint::PipelineBubble { span, .. }
+            | Lint::SingleProcessRuntime { span, .. } => *span,
         }
     }
 }

@@ -26,7 +26,7 @@ pub use lint::Lint;
 pub use train::TRAIN_KEYS;
 
 use crate::ast::{DataDef, File, Item, ModuleDef, SettingsBlock};
-use crate::plan::{DataPlan, ModelPlan, TrainPlan};
+use crate::plan::{DataPlan, ModelPlan, Parallelism, TrainPlan};
 use crate::span::Span;
 
 /// Where the checker looks for files and what it may read.
@@ -49,6 +49,10 @@ pub struct Experiment {
     pub model: ModelPlan,
     pub data: DataPlan,
     pub train: TrainPlan,
+    /// The parallel block, resolved (one process without one).
+    pub parallel: Parallelism,
+    /// The first node of each pipeline stage.
+    pub stage_starts: Vec<usize>,
 }
 
 /// Everything the checker found in one file.
@@ -72,7 +76,7 @@ pub fn check(file: &File, options: &Options) -> Checked {
     let parallel = parallel_blocks
         .first()
         .map(|block| (*block, parallel::resolve(block, &mut errors)));
-    let experiment = train.and_then(|train| {
+    let mut experiment = train.and_then(|train| {
         train::check_train(
             train,
             &modules,
@@ -82,7 +86,7 @@ pub fn check(file: &File, options: &Options) -> Checked {
             &mut lints,
         )
     });
-    if let (Some((block, Some(spec))), Some(experiment)) = (&parallel, &experiment) {
+    if let (Some((block, Some(spec))), Some(experiment)) = (&parallel, &mut experiment) {
         let data = &experiment.data;
         let train_rows = (data.rows > 0)
             .then(|| data.rows - (data.rows as f64 * data.valid_fraction).round() as u64);
@@ -92,7 +96,12 @@ pub fn check(file: &File, options: &Options) -> Checked {
             train_rows,
             worlds: &options.world,
         };
-        parallel::check(spec, block, &context, &mut errors, &mut lints);
+        if let Some((layout, starts)) =
+            parallel::check(spec, block, &context, &mut errors, &mut lints)
+        {
+            experiment.parallel = layout;
+            experiment.stage_starts = starts;
+        }
     }
     let test_defs: Vec<&crate::ast::TestDef> = file
         .items

@@ -3,19 +3,23 @@
 //! batch — checked before anything is launched, for every world size given
 //! with `dtl check --world`.
 //!
-//! The runtime of this version trains in one process, so a degree above 1
-//! is reported as unsupported after all the other checks have run: a user
-//! sees every problem of the configuration at once.
+//! The plan spells out the layout for any world size; the runtime of this
+//! version trains in one process and refuses a plan for more ranks, which
+//! `dtl check` says as a warning.
 
 use super::args::{ParamSig, Ty, Value};
 use super::lint::Lint;
 use super::settings::{choose, Settings};
 use super::CheckError;
 use crate::ast::{ExprKind, SettingsBlock};
-use crate::plan::{Clip, ModelPlan, Op, TrainPlan};
+use crate::plan::parallel::balanced_split;
+use crate::plan::{
+    Backend, BatchNormSync, Clip, ModelPlan, Op, Parallelism, PipelineSchedule, SyncMode, TrainPlan,
+};
 use crate::span::Span;
 
-const KEYS: [&str; 8] = [
+const KEYS: [&str; 9] = [
+    "split",
     "data",
     "pipeline",
     "schedule",
@@ -48,19 +52,14 @@ pub struct ParallelSpec {
     pub pipeline: u64,
     pub micro_batches: u64,
     pub sync: Sync,
+    pub schedule: PipelineSchedule,
+    pub backend: Backend,
+    pub bucket_mb: u64,
+    pub batch_norm: BatchNormSync,
+    /// `split = ["blocks.1", "head"]`: where stages 2, 3, … begin; `None`
+    /// balances the stages by FLOPs.
+    pub split: Option<Vec<(String, Span)>>,
     pub span: Span,
-}
-
-impl Default for ParallelSpec {
-    fn default() -> Self {
-        ParallelSpec {
-            data: Degree::Fixed(1),
-            pipeline: 1,
-            micro_batches: 1,
-            sync: Sync::EveryStep,
-            span: Span::default(),
-        }
-    }
 }
 
 /// Reads the block's settings; `None` if any is wrong (reported).
@@ -75,19 +74,38 @@ pub fn resolve(block: &SettingsBlock, errors: &mut Vec<CheckError>) -> Option<Pa
     };
     let pipeline = s.int("pipeline", 1, Some(1), errors);
     let micro_batches = s.int("micro_batches", 1, Some(pipeline.unwrap_or(1)), errors);
-    if let Some(setting) = s.get("schedule") {
-        let choices = [("gpipe", vec![]), ("one_f_one_b", vec![])];
-        choose(setting, "pipeline schedule", &choices, errors);
-    }
-    if let Some(setting) = s.get("backend") {
-        let choices = [("auto", vec![]), ("nccl", vec![]), ("mpi", vec![])];
-        choose(setting, "backend", &choices, errors);
-    }
-    if let Some(setting) = s.get("batch_norm") {
-        let choices = [("sync", vec![]), ("local", vec![])];
-        choose(setting, "batch_norm synchronisation", &choices, errors);
-    }
-    s.int("bucket_mb", 1, Some(25), errors);
+    let pick =
+        |key: &str, what: &'static str, names: &[&'static str], errors: &mut Vec<CheckError>| {
+            let setting = s.get(key)?;
+            let choices: Vec<(&'static str, Vec<ParamSig>)> =
+                names.iter().map(|n| (*n, vec![])).collect();
+            choose(setting, what, &choices, errors).map(|(name, _)| name)
+        };
+    let schedule = match pick(
+        "schedule",
+        "pipeline schedule",
+        &["gpipe", "one_f_one_b"],
+        errors,
+    ) {
+        Some("gpipe") => PipelineSchedule::Gpipe,
+        _ => PipelineSchedule::OneFOneB,
+    };
+    let backend = match pick("backend", "backend", &["auto", "nccl", "mpi"], errors) {
+        Some("nccl") => Backend::Nccl,
+        Some("mpi") => Backend::Mpi,
+        _ => Backend::Auto,
+    };
+    let batch_norm = match pick(
+        "batch_norm",
+        "batch_norm synchronisation",
+        &["sync", "local"],
+        errors,
+    ) {
+        Some("sync") => BatchNormSync::Sync,
+        _ => BatchNormSync::Local,
+    };
+    let bucket_mb = s.int("bucket_mb", 1, Some(25), errors);
+    let split = split_setting(&s, errors);
     let sync = match s.get("sync") {
         None => Some(Sync::EveryStep),
         Some(setting) => {
@@ -127,8 +145,51 @@ pub fn resolve(block: &SettingsBlock, errors: &mut Vec<CheckError>) -> Option<Pa
         pipeline: pipeline? as u64,
         micro_batches: micro_batches? as u64,
         sync: sync?,
+        schedule,
+        backend,
+        bucket_mb: bucket_mb? as u64,
+        batch_norm,
+        split: split?,
         span: block.keyword,
     })
+}
+
+/// `split = auto` or `split = ["blocks.1", "head"]`.
+fn split_setting(
+    s: &Settings<'_>,
+    errors: &mut Vec<CheckError>,
+) -> Option<Option<Vec<(String, Span)>>> {
+    let Some(setting) = s.get("split") else {
+        return Some(None);
+    };
+    match &setting.value.kind {
+        ExprKind::Name(n) if n.name == "auto" => Some(None),
+        ExprKind::List(items) => {
+            let names: Option<Vec<(String, Span)>> = items
+                .iter()
+                .map(|item| match &item.kind {
+                    ExprKind::Str(name) => Some((name.clone(), item.span)),
+                    _ => None,
+                })
+                .collect();
+            if names.is_none() {
+                errors.push(super::settings::type_error(
+                    &setting.value,
+                    "a list of layer names, e.g. `[\"blocks.1\", \"head\"]`",
+                    "split",
+                ));
+            }
+            names.map(Some)
+        }
+        _ => {
+            errors.push(super::settings::type_error(
+                &setting.value,
+                "`auto` or a list of layer names where stages begin",
+                "split",
+            ));
+            None
+        }
+    }
 }
 
 /// What the parallel configuration is checked against.
@@ -149,7 +210,7 @@ pub fn check(
     context: &Context<'_>,
     errors: &mut Vec<CheckError>,
     lints: &mut Vec<Lint>,
-) {
+) -> Option<(Parallelism, Vec<usize>)> {
     let Context {
         model,
         train,
@@ -279,37 +340,100 @@ pub fn check(
         }
     }
 
-    // Last: what this version's runtime cannot run.
-    if let Degree::Fixed(d) = spec.data {
-        if d > 1 {
-            errors.push(unsupported("data", d, at("data")));
-        }
-    } else if worlds.iter().any(|w| w / stages > 1) || worlds.is_empty() {
-        errors.push(CheckError::Unsupported {
-            message: "data = auto: the runtime of this version trains in one process".into(),
-            span: at("data"),
-            help: Some("use `data = 1` for now".into()),
+    let starts = stage_starts(spec, model, &s, block, errors)?;
+    let data = match spec.data {
+        Degree::Fixed(d) => Some(d),
+        Degree::Auto => match worlds {
+            [world] if world % stages == 0 => Some(world / stages),
+            _ => None,
+        },
+    };
+    let world = data.map(|d| d * stages);
+    if world != Some(1) {
+        lints.push(Lint::SingleProcessRuntime {
+            world: world.map_or("the world size".into(), |w| format!("{w} ranks")),
+            span: block.keyword,
         });
     }
-    if stages > 1 {
-        errors.push(unsupported("pipeline", stages, at("pipeline")));
-    }
-    if spec.sync != Sync::EveryStep {
-        errors.push(CheckError::Unsupported {
-            message: "local SGD and asynchronous updates are not implemented in the runtime yet"
-                .into(),
-            span: at("sync"),
-            help: None,
-        });
-    }
+    let sync = match spec.sync {
+        Sync::EveryStep => SyncMode::EveryStep,
+        Sync::LocalSgd { period } => SyncMode::LocalSgd { period },
+        Sync::Async { staleness } => SyncMode::Async { staleness },
+    };
+    Some((
+        Parallelism {
+            // 0: `data = auto` with no single world size to resolve it.
+            data: data.unwrap_or(0),
+            pipeline: stages,
+            micro_batches: spec.micro_batches,
+            schedule: spec.schedule,
+            sync,
+            backend: spec.backend,
+            bucket_bytes: spec.bucket_mb << 20,
+            batch_norm: spec.batch_norm,
+        },
+        starts,
+    ))
 }
 
-fn unsupported(what: &str, degree: u64, span: Span) -> CheckError {
-    CheckError::Unsupported {
-        message: format!(
-            "{what} parallelism (degree {degree}) is not implemented in the runtime yet"
-        ),
-        span,
-        help: Some("this version of dtl trains in a single process; use a degree of 1".into()),
+/// Where each pipeline stage begins: the layers named by `split`, or a
+/// split balanced by FLOPs. Every stage must own at least one layer.
+fn stage_starts(
+    spec: &ParallelSpec,
+    model: &ModelPlan,
+    s: &Settings<'_>,
+    block: &SettingsBlock,
+    errors: &mut Vec<CheckError>,
+) -> Option<Vec<usize>> {
+    let stages = spec.pipeline as usize;
+    let Some(names) = &spec.split else {
+        return (model.nodes.len() > stages).then(|| balanced_split(model, stages as u64));
+    };
+    let span = s.get("split").map_or(block.keyword, |x| x.value.span);
+    if names.len() + 1 != stages {
+        errors.push(CheckError::invalid(
+            format!(
+                "{stages} pipeline stages need {} split points, got {}",
+                stages - 1,
+                names.len()
+            ),
+            span,
+            "wrong number of split points",
+        ));
+        return None;
     }
+    let mut starts = vec![0usize];
+    for (name, name_span) in names {
+        let prefix = format!("{name}.");
+        let found = model
+            .nodes
+            .iter()
+            .position(|n| n.name == *name || n.name.starts_with(&prefix));
+        let Some(at) = found else {
+            let layers: Vec<&str> = model
+                .nodes
+                .iter()
+                .skip(1)
+                .map(|n| n.name.split('.').next().unwrap_or(&n.name))
+                .collect();
+            errors.push(CheckError::UnknownName {
+                kind: "layer",
+                name: name.clone(),
+                span: *name_span,
+                help: super::suggest::did_you_mean(name, layers.iter().copied())
+                    .or_else(|| Some(format!("the model's layers are {}", layers.join(", ")))),
+            });
+            return None;
+        };
+        if at <= *starts.last().expect("stage 0") {
+            errors.push(CheckError::invalid(
+                format!("stage {} would be empty: `{name}` does not come after the previous split point", starts.len()),
+                *name_span,
+                "out of order",
+            ));
+            return None;
+        }
+        starts.push(at);
+    }
+    Some(starts)
 }

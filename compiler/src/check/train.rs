@@ -160,7 +160,13 @@ pub(super) fn check_train(
             _ => NanPolicy::Stop,
         },
     };
-    Some(Experiment { model, data, train })
+    Some(Experiment {
+        model,
+        data,
+        train,
+        parallel: crate::plan::Parallelism::single(),
+        stage_starts: vec![0],
+    })
 }
 
 fn resolve_model<'a>(

@@ -8,7 +8,7 @@
 
 use serde::Serialize;
 
-use super::{Dim, Node, Op, Optimizer, Plan};
+use super::{Dim, Node, Op, Optimizer, PipelineSchedule, Plan, SyncMode};
 
 const BYTES_PER_VALUE: u64 = 4;
 
@@ -32,9 +32,26 @@ pub struct Cost {
     /// FLOPs of one optimizer step over the global batch.
     pub flops_per_step: u64,
     pub global_batch: u64,
+    /// The rank that needs the most memory (with pipeline stages: the
+    /// largest of `stages`).
     pub memory: Memory,
-    /// Collectives per step, with the bytes each rank sends.
+    /// Per pipeline stage (one entry without a pipeline).
+    pub stages: Vec<StageCost>,
+    /// Collectives and point-to-point transfers per step, with the bytes
+    /// each sending rank sends.
     pub collectives: Vec<Collective>,
+    /// Fraction of a step each stage idles while the pipeline fills and
+    /// drains: (stages − 1) / (micro-batches + stages − 1).
+    pub bubble: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StageCost {
+    pub stage: u64,
+    pub parameters: u64,
+    /// Micro-batch pieces whose activations are alive at once.
+    pub in_flight: u64,
+    pub memory: Memory,
 }
 
 /// Bytes per rank.
@@ -54,7 +71,7 @@ pub struct Collective {
     pub bytes_per_rank: u64,
 }
 
-fn numel(shape: &[Dim]) -> u64 {
+pub(crate) fn numel(shape: &[Dim]) -> u64 {
     shape
         .iter()
         .skip(1)
@@ -63,7 +80,7 @@ fn numel(shape: &[Dim]) -> u64 {
 }
 
 /// Forward FLOPs of one node for one sample.
-fn forward_flops(node: &Node, input: &[Dim]) -> u64 {
+pub(crate) fn forward_flops(node: &Node, input: &[Dim]) -> u64 {
     let out = numel(&node.output);
     let inp = numel(input);
     match &node.op {
@@ -119,17 +136,7 @@ pub fn cost(plan: &Plan) -> Cost {
             .inputs
             .first()
             .map_or(&node.output, |&i| &model.nodes[i].output);
-        // The parameters this node's op names; a shared layer counts once.
-        let op_json = serde_json::to_value(&node.op).unwrap_or_default();
-        let named: Vec<&str> = op_json
-            .as_object()
-            .map_or(vec![], |o| o.values().filter_map(|v| v.as_str()).collect());
-        let parameters = model
-            .parameters
-            .iter()
-            .filter(|p| named.contains(&p.name.as_str()) && counted.insert(p.name.clone()))
-            .map(|p| p.shape.iter().product::<i64>() as u64)
-            .sum();
+        let parameters = super::parallel::node_parameters(model, node, &mut counted);
         layers.push(LayerCost {
             name: node.name.clone(),
             kind: node.op.kind(),
@@ -146,35 +153,64 @@ pub fn cost(plan: &Plan) -> Cost {
         Optimizer::Sgd { .. } => 1,
         Optimizer::Adam { .. } | Optimizer::AdamW { .. } => 2,
     };
-    let activation_values: u64 = layers.iter().map(|l| l.activations).sum();
     let buffers: u64 = model
         .buffers
         .iter()
         .map(|b| b.shape.iter().product::<i64>() as u64)
         .sum();
-    let memory = Memory {
-        parameters: (params + buffers) * BYTES_PER_VALUE,
-        gradients: params * BYTES_PER_VALUE,
-        optimizer_state: optimizer_copies * params * BYTES_PER_VALUE,
-        activations: activation_values * plan.train.micro_batch * BYTES_PER_VALUE,
-        total: 0,
-    };
-    let memory = Memory {
-        total: memory.parameters + memory.gradients + memory.optimizer_state + memory.activations,
-        ..memory
-    };
-    let world = plan.topology.world_size;
-    let collectives = if plan.topology.data_parallel > 1 {
-        // Ring all-reduce: each rank sends 2 (n − 1) / n of the gradients.
-        let n = plan.topology.data_parallel;
-        vec![Collective {
-            name: "all-reduce gradients (ring)".into(),
-            bytes_per_rank: 2 * (n - 1) * params * BYTES_PER_VALUE / n,
-        }]
-    } else {
-        debug_assert_eq!(world, 1);
-        vec![]
-    };
+    let topology = &plan.topology;
+    let layout = &topology.parallelism;
+    let stage_count = topology.stages.len().max(1) as u64;
+    // Each pipeline micro-batch is a piece of `micro_batch` rows.
+    let piece = plan.train.micro_batch / layout.micro_batches.max(1);
+    let stages: Vec<StageCost> = topology
+        .stages
+        .iter()
+        .map(|stage| {
+            let activations: u64 = layers[stage.first_node..=stage.last_node]
+                .iter()
+                .map(|l| l.activations)
+                .sum();
+            let in_flight = match layout.schedule {
+                _ if stage_count == 1 => 1,
+                PipelineSchedule::Gpipe => layout.micro_batches,
+                PipelineSchedule::OneFOneB => (stage_count - stage.stage).min(layout.micro_batches),
+            };
+            let p = stage.parameters;
+            // Buffers (batch_norm statistics) are few: counted on every rank.
+            let memory = Memory {
+                parameters: (p + buffers) * BYTES_PER_VALUE,
+                gradients: p * BYTES_PER_VALUE,
+                optimizer_state: optimizer_copies * p * BYTES_PER_VALUE,
+                activations: activations * piece * in_flight * BYTES_PER_VALUE,
+                total: 0,
+            };
+            StageCost {
+                stage: stage.stage,
+                parameters: p,
+                in_flight,
+                memory: Memory {
+                    total: memory.parameters
+                        + memory.gradients
+                        + memory.optimizer_state
+                        + memory.activations,
+                    ..memory
+                },
+            }
+        })
+        .collect();
+    let memory = stages
+        .iter()
+        .map(|s| s.memory.clone())
+        .max_by_key(|m| m.total)
+        .unwrap_or(Memory {
+            parameters: 0,
+            gradients: 0,
+            optimizer_state: 0,
+            activations: 0,
+            total: 0,
+        });
+    let collectives = collectives(plan);
     Cost {
         layers,
         parameters: params,
@@ -182,8 +218,85 @@ pub fn cost(plan: &Plan) -> Cost {
         flops_per_step: train_flops_per_sample * plan.train.global_batch,
         global_batch: plan.train.global_batch,
         memory,
+        stages,
         collectives,
+        bubble: layout.bubble(),
     }
+}
+
+/// What one step sends: gradient all-reduces over the replicas of each
+/// stage, activations and their gradients between stages, the gradient
+/// norm over the stages, local SGD's parameter averaging (per step, i.e.
+/// divided by its period).
+fn collectives(plan: &Plan) -> Vec<Collective> {
+    let topology = &plan.topology;
+    let layout = &topology.parallelism;
+    let d = layout.data;
+    let mut out = Vec::new();
+    for stage in &topology.stages {
+        let at = if topology.stages.len() > 1 {
+            format!("stage {}: ", stage.stage)
+        } else {
+            String::new()
+        };
+        let ring = super::build::ring_bytes(stage.parameters * BYTES_PER_VALUE, d.max(1));
+        if d > 1 {
+            let buckets = topology
+                .buckets
+                .iter()
+                .filter(|b| b.stage == stage.stage)
+                .count();
+            let (name, bytes) = match layout.sync {
+                SyncMode::EveryStep => (
+                    format!("{at}all-reduce gradients over {d} replicas (ring, {buckets} buckets)"),
+                    ring,
+                ),
+                SyncMode::Async { staleness } => (
+                    format!("{at}all-reduce gradients over {d} replicas in the background (staleness ≤ {staleness})"),
+                    ring,
+                ),
+                SyncMode::LocalSgd { period } => (
+                    format!("{at}average parameters over {d} replicas every {period} steps (ring, per step)"),
+                    ring / period,
+                ),
+            };
+            out.push(Collective {
+                name,
+                bytes_per_rank: bytes,
+            });
+        }
+        // A whole micro-batch crosses each boundary per accumulation round,
+        // in pieces; its gradient comes back the same size.
+        let rows = plan.train.micro_batch * plan.train.accumulate;
+        for transfer in &stage.sends {
+            let bytes = transfer.values_per_sample * rows * BYTES_PER_VALUE;
+            out.push(Collective {
+                name: format!(
+                    "stage {} → {}: activations of `{}` {}",
+                    stage.stage,
+                    transfer.to_stage,
+                    transfer.node,
+                    super::shape_to_string(&transfer.shape)
+                ),
+                bytes_per_rank: bytes,
+            });
+            out.push(Collective {
+                name: format!(
+                    "stage {} → {}: their gradients",
+                    transfer.to_stage, stage.stage
+                ),
+                bytes_per_rank: bytes,
+            });
+        }
+    }
+    let p = layout.pipeline;
+    if p > 1 {
+        out.push(Collective {
+            name: format!("all-reduce the gradient norm over {p} stages"),
+            bytes_per_rank: super::build::ring_bytes(BYTES_PER_VALUE, p),
+        });
+    }
+    out
 }
 
 /// `n` divided by `base` while it stays at least `base` and a unit is left:
@@ -253,20 +366,43 @@ impl Cost {
             plan.train.micro_batch,
             bytes(m.total)
         ));
+        let topology = &plan.topology;
+        out.push_str(&format!(
+            "ranks: {} (data {} × pipeline {})\n",
+            topology.world_size, topology.data_parallel, topology.pipeline_stages
+        ));
+        if self.stages.len() > 1 {
+            for stage in &self.stages {
+                let s = &topology.stages[stage.stage as usize];
+                out.push_str(&format!(
+                    "  stage {}: nodes {}..={} ({} … {}), {} parameters, {} micro-batches in flight, {} per rank\n",
+                    stage.stage,
+                    s.first_node,
+                    s.last_node,
+                    plan.model.nodes[s.first_node].name,
+                    plan.model.nodes[s.last_node].name,
+                    stage.parameters,
+                    stage.in_flight,
+                    bytes(stage.memory.total)
+                ));
+            }
+        }
         if self.collectives.is_empty() {
-            out.push_str(&format!(
-                "communication: none (world size {}, one process)\n",
-                plan.topology.world_size
-            ));
+            out.push_str("communication: none (one process)\n");
         }
         for c in &self.collectives {
             out.push_str(&format!(
-                "communication: {} — {} per rank per step\n",
+                "communication: {} — {} per sending rank per step\n",
                 c.name,
                 bytes(c.bytes_per_rank)
             ));
         }
-        out.push_str("pipeline bubble: 0% (one stage)\n");
+        out.push_str(&format!(
+            "pipeline bubble: {:.0}% ({} stages, {} micro-batches)\n",
+            self.bubble * 100.0,
+            topology.pipeline_stages,
+            topology.parallelism.micro_batches
+        ));
         out.push_str("assumptions: float32; backward = 2 × forward; every layer output kept for backward (upper bound)\n");
         out
     }
@@ -318,5 +454,64 @@ mod hand_computed {
         assert_eq!(m.activations, (64 + 10) * 8 * 4);
         assert_eq!(m.total, 2600 + 2600 + 2368);
         assert!(cost.collectives.is_empty());
+    }
+
+    fn plan(source: &str, world: Vec<u64>) -> crate::plan::Plan {
+        let options = Options {
+            base_dir: ".".into(),
+            probe_data: true,
+            world,
+            overrides: vec![],
+        };
+        crate::compile_source("t.dtl", source, &options)
+            .unwrap_or_else(|d| panic!("{}", d.render_human(false)))
+    }
+
+    const MLP: &str = r#"
+        model Net { forward(x: [B, 64]) -> [B, 10] { x |> linear(64, 100) |> relu |> linear(100, 10) } }
+        data d { source = synthetic(rows: 1000, features: 64, classes: 10) }
+        train { model = Net; data = d; loss = cross_entropy; optimizer = adam(lr: 0.01); steps = 1; micro_batch = 8; accumulate = 2 }
+    "#;
+
+    #[test]
+    fn data_parallel_sends_the_ring_all_reduce_volume() {
+        // 64·100 + 100 + 100·10 + 10 = 7,510 parameters, 30,040 bytes of
+        // gradients; a ring over 4 ranks sends 2·3/4 of them from each rank.
+        let plan = plan(&format!("{MLP} parallel {{ data = auto }}"), vec![4]);
+        assert_eq!(plan.topology.world_size, 4);
+        assert_eq!(plan.train.global_batch, 8 * 2 * 4);
+        let cost = super::cost(&plan);
+        assert_eq!(cost.collectives.len(), 1);
+        assert_eq!(cost.collectives[0].bytes_per_rank, 30_040 * 3 / 2);
+        // Adam keeps two copies: parameters, gradients, 2 moments.
+        assert_eq!(cost.memory.optimizer_state, 2 * 30_040);
+    }
+
+    #[test]
+    fn a_pipeline_sends_the_activations_at_its_cut_and_their_gradients_back() {
+        // Cut after the ReLU: [B, 100] crosses, for all 8 × 2 rows of a step,
+        // 4 bytes a value: 6,400 bytes each way.
+        let plan = plan(
+            &format!(
+                "{MLP} parallel {{ pipeline = 2; split = [\"2\"]; micro_batches = 4; schedule = gpipe }}"
+            ),
+            vec![],
+        );
+        let stages = &plan.topology.stages;
+        assert_eq!((stages[0].first_node, stages[0].last_node), (0, 2));
+        assert_eq!(stages[0].sends.len(), 1);
+        assert_eq!(stages[0].sends[0].values_per_sample, 100);
+        let cost = super::cost(&plan);
+        let bytes: Vec<u64> = cost.collectives.iter().map(|c| c.bytes_per_rank).collect();
+        // Activations, their gradients, and the norm (4 bytes, ring of 2: 4).
+        assert_eq!(bytes, vec![6_400, 6_400, 4]);
+        assert_eq!(cost.bubble, 1.0 / 5.0);
+        // GPipe keeps all 4 pieces of 2 rows alive on stage 0: input 64 +
+        // linear 100 + relu 100 values per row.
+        assert_eq!(cost.stages[0].in_flight, 4);
+        assert_eq!(
+            cost.stages[0].memory.activations,
+            (64 + 100 + 100) * 2 * 4 * 4
+        );
     }
 }

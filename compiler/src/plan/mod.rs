@@ -7,14 +7,19 @@
 
 mod build;
 pub mod cost;
+pub mod parallel;
 mod types;
 
 pub use build::build;
 pub use cost::{cost, Cost};
+pub use parallel::{
+    Backend, BatchNormSync, GradBucket, Parallelism, PipeOp, PipelineSchedule, StagePlan,
+    StageProgram, SyncMode, Transfer,
+};
 pub use types::*;
 
 /// Bumped whenever a change to the plan would be misread by an older runtime.
-pub const PLAN_VERSION: u32 = 1;
+pub const PLAN_VERSION: u32 = 2;
 
 impl Plan {
     pub fn to_yaml(&self) -> String {

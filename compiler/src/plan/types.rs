@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use super::parallel::{GradBucket, Parallelism, PipelineSchedule, StagePlan, StageProgram};
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Plan {
@@ -535,7 +537,26 @@ pub struct Topology {
     pub world_size: u64,
     pub data_parallel: u64,
     pub pipeline_stages: u64,
+    pub parallelism: Parallelism,
+    /// Rank r runs stage r / data_parallel as replica r % data_parallel.
     pub ranks: Vec<RankPlan>,
+    /// Which layers each pipeline stage owns (one stage: the whole model).
+    pub stages: Vec<StagePlan>,
+    /// Gradients all-reduced together (empty without data parallelism).
+    pub buckets: Vec<GradBucket>,
+    /// How the training rows are dealt to the replicas.
+    pub sharding: Sharding,
+}
+
+/// Each epoch's shuffled order is dealt round-robin: replica g of D reads
+/// rows g, g + D, g + 2D, … of it; a replica's micro-batch is `micro_batch`
+/// of its own rows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sharding {
+    pub replicas: u64,
+    /// Training rows each replica reads per epoch (0 if the data was not read).
+    pub rows_per_replica: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -557,6 +578,37 @@ pub enum StepOp {
         micro_batches: u64,
         loss_scale: f64,
         precision: Precision,
+    },
+    /// Pipeline stages run their programs over `micro_batches` pieces of a
+    /// micro-batch (each loss multiplied by `loss_scale`), `rounds` times per
+    /// optimizer step; each rank runs its stage's program.
+    Pipeline {
+        schedule: PipelineSchedule,
+        rounds: u64,
+        micro_batches: u64,
+        loss_scale: f64,
+        precision: Precision,
+        stages: Vec<StageProgram>,
+    },
+    /// Average the gradients over the data-parallel replicas of each stage,
+    /// bucket by bucket (ring all-reduce: each rank sends `bytes_per_rank`).
+    /// With `staleness` k > 0 the reduction runs in the background and a
+    /// step may apply an average up to k steps old.
+    AllReduceGradients {
+        buckets: u64,
+        bytes_per_rank: u64,
+        staleness: u64,
+    },
+    /// Add up the stages' partial gradient norms, so clipping and the
+    /// finiteness check see the norm over all parameters.
+    AllReduceGradNorm {
+        stages: u64,
+    },
+    /// Local SGD: average the parameters over the replicas every `every`
+    /// steps (after the optimizer step of steps k·every).
+    AverageParameters {
+        every: u64,
+        bytes_per_rank: u64,
     },
     /// If the loss or any gradient is NaN or infinite, act on `on_nan`.
     CheckFinite {
