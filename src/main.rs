@@ -107,6 +107,21 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         seed: u64,
     },
+    /// Draw the model graph (modules as clusters, shapes on edges, pipeline
+    /// stages coloured) or the pipeline schedule, as SVG, PNG or Graphviz DOT.
+    Graph {
+        file: PathBuf,
+        /// `.svg`, `.png` or `.dot` [default: DOT on standard output].
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        /// Draw the pipeline schedule (micro-batches per stage over time)
+        /// instead of the model.
+        #[arg(long)]
+        timeline: bool,
+        /// The world size (resolves `data = auto`).
+        #[arg(long)]
+        world: Option<u64>,
+    },
     /// Draw a run's loss and accuracy curves (from its metrics.jsonl) as SVG
     /// or PNG.
     Plot {
@@ -227,6 +242,12 @@ fn main() -> ExitCode {
             world,
         } => explain(&file, format, world),
         Command::Plot { run, output, log_y } => plot_run(&run, output, log_y),
+        Command::Graph {
+            file,
+            output,
+            timeline,
+            world,
+        } => graph(&file, output.as_deref(), timeline, world),
         Command::Info => {
             out!("dtl {}", env!("CARGO_PKG_VERSION"));
             out!("{}", run::backend_info());
@@ -370,6 +391,74 @@ fn explain(path: &Path, format: ExplainFormat, world: Option<u64>) -> Result<(),
             "{}",
             serde_json::to_string_pretty(&cost).expect("costs serialize")
         ),
+    }
+    Ok(())
+}
+
+/// `dtl graph`: the picture's format follows the output's extension.
+fn graph(
+    path: &Path,
+    output: Option<&Path>,
+    timeline: bool,
+    world: Option<u64>,
+) -> Result<(), Failure> {
+    use dtl_compiler::graph;
+    let plan = if world.is_some() {
+        compile_file(path, false, world)?
+    } else {
+        load_plan(path)?
+    };
+    let stage_of: Vec<u32> = plan
+        .topology
+        .stages
+        .iter()
+        .flat_map(|s| (s.first_node..=s.last_node).map(move |_| s.stage as u32))
+        .collect();
+    let layout = &plan.topology.parallelism;
+    let svg = || {
+        if timeline {
+            graph::timeline_svg(
+                layout.pipeline as u32,
+                layout.micro_batches as u32,
+                layout.schedule,
+            )
+        } else {
+            graph::model_svg(&plan, &stage_of)
+        }
+    };
+    let ext = output
+        .and_then(|o| o.extension())
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase);
+    let bytes = match ext.as_deref() {
+        None if timeline => svg().into_bytes(),
+        None | Some("dot") if !timeline => graph::model_dot(&plan, &stage_of).into_bytes(),
+        Some("svg") => svg().into_bytes(),
+        Some("png") => match plot::render_png(&svg()) {
+            Ok(png) => png,
+            Err(err) => {
+                eprintln!("{:?}", miette::Report::new(err));
+                return Err(Failure::errors());
+            }
+        },
+        _ => {
+            return Err(Failure::usage(format!(
+                "cannot tell the picture's format from `{}`: name it .svg, .png{}",
+                output.map_or(String::new(), |o| o.display().to_string()),
+                if timeline { "" } else { " or .dot" }
+            )))
+        }
+    };
+    match output {
+        None => {
+            use std::io::Write;
+            let _ = std::io::stdout().write_all(&bytes);
+        }
+        Some(out) => {
+            std::fs::write(out, bytes)
+                .map_err(|e| Failure::usage(format!("cannot write `{}`: {e}", out.display())))?;
+            out!("wrote {}", out.display());
+        }
     }
     Ok(())
 }

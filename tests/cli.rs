@@ -556,3 +556,42 @@ fn plot_draws_a_run_as_svg_and_png() {
     .unwrap();
     dtl(&["plot", run]).code(1).stderr_has("metrics.jsonl:2");
 }
+
+#[test]
+fn graph_draws_the_model_and_the_pipeline_schedule() {
+    let dir = tempfile::tempdir().unwrap();
+    let case = "tests/cases/ok/parallel_pipeline_split.dtl";
+    let dot = dtl(&["graph", case]).code(0);
+    assert!(dot.stdout.starts_with("digraph"), "{}", dot.stdout);
+    assert!(
+        dot.stdout.contains("stage 1"),
+        "stages are coloured and named"
+    );
+    for name in ["model.svg", "model.dot", "model.png"] {
+        let out = dir.path().join(name);
+        dtl(&["graph", case, "-o", out.to_str().unwrap()]).code(0);
+        assert!(std::fs::metadata(&out).unwrap().len() > 100, "{name}");
+    }
+    let svg = std::fs::read_to_string(dir.path().join("model.svg")).unwrap();
+    assert!(
+        svg.contains("1.2.norm") && svg.contains("[B, 128]"),
+        "nodes and shapes"
+    );
+    let timeline = dir.path().join("schedule.svg");
+    dtl(&[
+        "graph",
+        case,
+        "--timeline",
+        "-o",
+        timeline.to_str().unwrap(),
+    ])
+    .code(0);
+    let svg = std::fs::read_to_string(&timeline).unwrap();
+    assert!(
+        svg.contains("1F1B") && svg.contains("20.0%"),
+        "schedule and bubble"
+    );
+    dtl(&["graph", case, "-o", "x.jpg"])
+        .code(2)
+        .stderr_has(".svg, .png or .dot");
+}

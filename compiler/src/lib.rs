@@ -10,6 +10,7 @@ pub mod ast;
 pub mod check;
 pub mod dataset;
 pub mod diagnostics;
+pub mod graph;
 pub mod overrides;
 pub mod plan;
 pub mod span;

@@ -1,0 +1,251 @@
+//! Pipeline schedules: which stage runs the forward or backward pass of which
+//! micro-batch in which time slot. A backward pass is assumed to take as
+//! long as a forward pass, one slot each.
+//!
+//! Each stage runs its passes in a fixed order (its program); a pass starts
+//! in the first slot where its stage is free and its input exists: the
+//! forward of micro-batch m on stage s needs the forward of m on stage s − 1,
+//! its backward needs the backward of m on stage s + 1 (on the last stage,
+//! its own forward). The two schedules differ only in the programs.
+
+use crate::plan::parallel::stage_order;
+pub use crate::plan::PipelineSchedule;
+
+/// What a stage does in one time slot; micro-batches count from 0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Slot {
+    Forward(u32),
+    Backward(u32),
+}
+
+/// The schedule per stage, per time slot (`None`: idle). Every row has the
+/// same length: the step's total time, `2 · (micro_batches + stages − 1)`
+/// slots for both schedules. Empty when there is nothing to run.
+pub fn timeline(
+    stages: u32,
+    micro_batches: u32,
+    schedule: PipelineSchedule,
+) -> Vec<Vec<Option<Slot>>> {
+    if stages == 0 || micro_batches == 0 {
+        return vec![Vec::new(); stages as usize];
+    }
+    let programs: Vec<Vec<Slot>> = (0..stages)
+        .map(|s| program(stages, micro_batches, s, schedule))
+        .collect();
+    let (s_n, m_n) = (stages as usize, micro_batches as usize);
+    // Slot in which each pass ran, once it has.
+    let mut forward_at = vec![vec![None::<usize>; m_n]; s_n];
+    let mut backward_at = vec![vec![None::<usize>; m_n]; s_n];
+    let mut next = vec![0usize; s_n];
+    let mut free_at = vec![0usize; s_n];
+    let mut rows: Vec<Vec<Option<Slot>>> = vec![Vec::new(); s_n];
+    // Every pass waits on one other pass only, and the programs never wait
+    // on each other in a cycle, so each sweep schedules at least one pass.
+    while (0..s_n).any(|s| next[s] < programs[s].len()) {
+        let mut progressed = false;
+        for s in 0..s_n {
+            let Some(&pass) = programs[s].get(next[s]) else {
+                continue;
+            };
+            let ready = match pass {
+                Slot::Forward(_) if s == 0 => Some(0),
+                Slot::Forward(m) => forward_at[s - 1][m as usize].map(|t| t + 1),
+                Slot::Backward(m) if s + 1 == s_n => forward_at[s][m as usize].map(|t| t + 1),
+                Slot::Backward(m) => backward_at[s + 1][m as usize].map(|t| t + 1),
+            };
+            let Some(ready) = ready else { continue };
+            let t = ready.max(free_at[s]);
+            match pass {
+                Slot::Forward(m) => forward_at[s][m as usize] = Some(t),
+                Slot::Backward(m) => backward_at[s][m as usize] = Some(t),
+            }
+            if rows[s].len() <= t {
+                rows[s].resize(t + 1, None);
+            }
+            rows[s][t] = Some(pass);
+            free_at[s] = t + 1;
+            next[s] += 1;
+            progressed = true;
+        }
+        assert!(progressed, "pipeline programs deadlocked");
+    }
+    let total = rows.iter().map(Vec::len).max().unwrap_or(0);
+    for row in &mut rows {
+        row.resize(total, None);
+    }
+    rows
+}
+
+/// The order in which stage `s` runs its passes: the plan's.
+fn program(stages: u32, micro_batches: u32, s: u32, schedule: PipelineSchedule) -> Vec<Slot> {
+    stage_order(schedule, s as u64, stages as u64, micro_batches as u64)
+        .into_iter()
+        .map(|(forward, mb)| {
+            if forward {
+                Slot::Forward(mb as u32)
+            } else {
+                Slot::Backward(mb as u32)
+            }
+        })
+        .collect()
+}
+
+/// The share of every stage's time that is idle: (stages − 1) / (micro_batches
+/// + stages − 1), for both schedules when forward and backward take one slot.
+pub(super) fn bubble(stages: u32, micro_batches: u32) -> (u32, u32) {
+    (
+        stages.saturating_sub(1),
+        (micro_batches + stages).saturating_sub(1),
+    )
+}
+
+/// Most micro-batches whose forward has run and backward has not, per stage:
+/// the activations a stage must hold at once.
+pub(super) fn peak_in_flight(rows: &[Vec<Option<Slot>>]) -> Vec<u32> {
+    rows.iter()
+        .map(|row| {
+            let (mut now, mut peak) = (0u32, 0u32);
+            for slot in row.iter().flatten() {
+                match slot {
+                    Slot::Forward(_) => now += 1,
+                    Slot::Backward(_) => now = now.saturating_sub(1),
+                }
+                peak = peak.max(now);
+            }
+            peak
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PipelineSchedule::{Gpipe, OneFOneB};
+    use super::*;
+
+    const SIZES: [(u32, u32); 9] = [
+        (1, 1),
+        (1, 4),
+        (2, 1),
+        (2, 2),
+        (2, 5),
+        (3, 3),
+        (4, 8),
+        (4, 2),
+        (6, 16),
+    ];
+
+    fn when(rows: &[Vec<Option<Slot>>], s: usize, pass: Slot) -> usize {
+        let hits: Vec<usize> = (0..rows[s].len())
+            .filter(|&t| rows[s][t] == Some(pass))
+            .collect();
+        assert_eq!(
+            hits.len(),
+            1,
+            "stage {s} runs {pass:?} {} times",
+            hits.len()
+        );
+        hits[0]
+    }
+
+    #[test]
+    fn every_pass_runs_once_after_what_it_needs() {
+        for (stages, mbs) in SIZES {
+            for schedule in [Gpipe, OneFOneB] {
+                let rows = timeline(stages, mbs, schedule);
+                let s_n = stages as usize;
+                assert_eq!(rows.len(), s_n);
+                for (s, row) in rows.iter().enumerate() {
+                    assert_eq!(
+                        row.iter().flatten().count(),
+                        2 * mbs as usize,
+                        "{schedule:?} stage {s}"
+                    );
+                }
+                for s in 0..s_n {
+                    for m in 0..mbs {
+                        let (f, b) = (
+                            when(&rows, s, Slot::Forward(m)),
+                            when(&rows, s, Slot::Backward(m)),
+                        );
+                        assert!(f < b, "{schedule:?} s={s} m={m}: backward before forward");
+                        if s > 0 {
+                            assert!(when(&rows, s - 1, Slot::Forward(m)) < f);
+                        }
+                        if s + 1 < s_n {
+                            assert!(when(&rows, s + 1, Slot::Backward(m)) < b);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn both_schedules_take_the_same_time_and_idle_the_bubble() {
+        for (stages, mbs) in SIZES {
+            let total = 2 * (mbs + stages - 1) as usize;
+            for schedule in [Gpipe, OneFOneB] {
+                let rows = timeline(stages, mbs, schedule);
+                assert!(
+                    rows.iter().all(|r| r.len() == total),
+                    "{schedule:?} {stages}×{mbs}"
+                );
+                let idle = rows.iter().flatten().filter(|s| s.is_none()).count();
+                let (num, den) = bubble(stages, mbs);
+                // idle / (stages · total) = (stages − 1) / (micro_batches + stages − 1)
+                assert_eq!(idle * den as usize, num as usize * stages as usize * total);
+            }
+        }
+    }
+
+    #[test]
+    fn one_f_one_b_holds_fewer_micro_batches() {
+        for (stages, mbs) in SIZES {
+            let gpipe = peak_in_flight(&timeline(stages, mbs, Gpipe));
+            assert!(
+                gpipe.iter().all(|&p| p == mbs),
+                "Gpipe {stages}×{mbs}: {gpipe:?}"
+            );
+            let one_f = peak_in_flight(&timeline(stages, mbs, OneFOneB));
+            for (s, &peak) in one_f.iter().enumerate() {
+                assert!(
+                    peak <= (stages - s as u32).min(mbs),
+                    "1F1B {stages}×{mbs} stage {s}: {peak}"
+                );
+            }
+        }
+        assert_eq!(peak_in_flight(&timeline(4, 8, OneFOneB)), [4, 3, 2, 1]);
+    }
+
+    #[test]
+    fn the_textbook_pictures() {
+        use Slot::{Backward as B, Forward as F};
+        let rows = timeline(2, 2, Gpipe);
+        assert_eq!(
+            rows[0],
+            [Some(F(0)), Some(F(1)), None, None, Some(B(0)), Some(B(1))]
+        );
+        assert_eq!(
+            rows[1],
+            [None, Some(F(0)), Some(F(1)), Some(B(0)), Some(B(1)), None]
+        );
+        let rows = timeline(2, 2, OneFOneB);
+        assert_eq!(
+            rows[0],
+            [Some(F(0)), Some(F(1)), None, Some(B(0)), None, Some(B(1))]
+        );
+        assert_eq!(
+            rows[1],
+            [None, Some(F(0)), Some(B(0)), Some(F(1)), Some(B(1)), None]
+        );
+    }
+
+    #[test]
+    fn nothing_to_run_is_empty() {
+        assert!(timeline(0, 4, Gpipe).is_empty());
+        assert_eq!(
+            timeline(3, 0, OneFOneB),
+            vec![Vec::<Option<Slot>>::new(); 3]
+        );
+    }
+}
