@@ -107,6 +107,9 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         seed: u64,
     },
+    /// A language server over stdio, for editors: diagnostics, hover,
+    /// go-to-definition, completion.
+    Lsp,
     /// Draw the model graph (modules as clusters, shapes on edges, pipeline
     /// stages coloured) or the pipeline schedule, as SVG, PNG or Graphviz DOT.
     Graph {
@@ -165,6 +168,7 @@ macro_rules! out {
     }};
 }
 
+mod lsp;
 mod plot;
 mod run;
 
@@ -242,6 +246,7 @@ fn main() -> ExitCode {
             world,
         } => explain(&file, format, world),
         Command::Plot { run, output, log_y } => plot_run(&run, output, log_y),
+        Command::Lsp => lsp::serve(),
         Command::Graph {
             file,
             output,
@@ -380,6 +385,12 @@ fn compile(
 
 fn explain(path: &Path, format: ExplainFormat, world: Option<u64>) -> Result<(), Failure> {
     let plan = if world.is_some() {
+        if path.extension().is_none_or(|e| e != "dtl") {
+            return Err(Failure::usage(format!(
+                "--world applies to .dtl files; `{}` is a compiled plan, already for one world size",
+                path.display()
+            )));
+        }
         compile_file(path, false, world)?
     } else {
         load_plan(path)?

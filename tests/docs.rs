@@ -1,10 +1,15 @@
-//! The language reference keeps up with the language: every built-in layer
-//! and every train setting is documented in docs/language.md.
+//! The references keep up with the code: every built-in layer and every
+//! train setting is documented in docs/language.md, every field and variant
+//! of the plan in docs/plan.md.
 
 use std::path::Path;
 
 fn reference() -> String {
     std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/language.md")).unwrap()
+}
+
+fn plan_reference() -> String {
+    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/plan.md")).unwrap()
 }
 
 #[test]
@@ -27,4 +32,116 @@ fn every_train_setting_is_documented() {
             "docs/language.md has no row for the train setting `{key}`"
         );
     }
+}
+
+/// The files that define the plan's types.
+const PLAN_TYPES: [&str; 2] = [
+    "compiler/src/plan/types.rs",
+    "compiler/src/plan/parallel.rs",
+];
+
+/// A variant's name as serde's `rename_all = "snake_case"` writes it:
+/// `OneFOneB` → `one_f_one_b`.
+fn snake_case(name: &str) -> String {
+    let mut out = String::new();
+    for (i, c) in name.chars().enumerate() {
+        if c.is_ascii_uppercase() {
+            if i > 0 {
+                out.push('_');
+            }
+            out.push(c.to_ascii_lowercase());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The names a plan is written with, read from the source of its types: the
+/// `pub` fields of every `pub struct`, and the variants of every `pub enum`
+/// that derives `Serialize`, in snake_case unless `#[serde(rename = "…")]`
+/// says otherwise. Plain text processing: the types are laid out by
+/// rustfmt, one field or variant a line.
+fn plan_names(source: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut attributes: Vec<&str> = Vec::new();
+    let mut lines = source.lines().map(str::trim);
+    while let Some(line) = lines.next() {
+        if line.starts_with("#[") || line.starts_with("///") {
+            attributes.push(line);
+            continue;
+        }
+        let item_attributes = std::mem::take(&mut attributes);
+        let is_struct = line.starts_with("pub struct ") && line.ends_with('{');
+        let is_enum = line.starts_with("pub enum ") && line.ends_with('{');
+        if !is_struct && !is_enum {
+            continue;
+        }
+        let serialized = item_attributes
+            .iter()
+            .any(|a| a.starts_with("#[derive(") && a.contains("Serialize"));
+        // `Dim` is untagged: a shape is written as bare integers and
+        // strings, so its variant names never appear in a plan.
+        let untagged = item_attributes.iter().any(|a| a.contains("untagged"));
+        let mut depth = 1i32;
+        let mut rename: Option<String> = None;
+        while depth > 0 {
+            let Some(body) = lines.next() else {
+                break;
+            };
+            if body.starts_with("//") {
+                continue;
+            }
+            // Only the item's own lines: not the fields of a struct variant.
+            let top_level = depth == 1;
+            depth += body.matches('{').count() as i32 - body.matches('}').count() as i32;
+            if !top_level {
+                continue;
+            }
+            if is_struct {
+                let field = body.strip_prefix("pub ").and_then(|f| f.split_once(':'));
+                if let Some((field, _)) = field {
+                    names.push(field.trim().to_string());
+                }
+            } else if serialized && !untagged {
+                if let Some(renamed) = body.strip_prefix("#[serde(rename = \"") {
+                    rename = renamed.split('"').next().map(str::to_string);
+                } else if body.starts_with(|c: char| c.is_ascii_uppercase()) {
+                    let variant: String = body
+                        .chars()
+                        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                        .collect();
+                    names.push(rename.take().unwrap_or_else(|| snake_case(&variant)));
+                }
+            }
+        }
+    }
+    names
+}
+
+#[test]
+fn every_plan_field_is_documented() {
+    let doc = plan_reference();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut all = Vec::new();
+    let mut missing = Vec::new();
+    for file in PLAN_TYPES {
+        let source = std::fs::read_to_string(root.join(file)).unwrap();
+        for name in plan_names(&source) {
+            if !doc.contains(&format!("`{name}`")) {
+                missing.push(format!("`{name}` ({file})"));
+            }
+            all.push(name);
+        }
+    }
+    // The reading of the sources itself: a field, a renamed variant and a
+    // snake_cased one from types.rs, a variant from parallel.rs.
+    for name in ["step_program", "adamw", "one_f_one_b", "send_gradients"] {
+        assert!(all.iter().any(|n| n == name), "plan_names missed `{name}`");
+    }
+    assert!(
+        missing.is_empty(),
+        "docs/plan.md does not document {}",
+        missing.join(", ")
+    );
 }

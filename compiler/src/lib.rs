@@ -6,6 +6,7 @@
 //! what the phases report. This crate may depend on neither libtorch nor MPI:
 //! `dtl check` must run on a machine that has neither.
 
+pub mod analysis;
 pub mod ast;
 pub mod check;
 pub mod dataset;

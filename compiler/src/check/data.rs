@@ -12,6 +12,9 @@ use crate::dataset;
 use crate::plan::{DataPlan, DataSource, TargetKind, TextEncoding};
 use crate::span::Span;
 
+/// The settings a `data` block accepts.
+pub const DATA_KEYS: [&str; 6] = ["source", "shape", "scale", "valid", "shuffle", "target"];
+
 /// Resolves a `data` block. With `probe` the file is read to learn its
 /// width, class count and rows; without, those come from the model later.
 pub fn data(
@@ -20,12 +23,11 @@ pub fn data(
     probe: bool,
     errors: &mut Vec<CheckError>,
 ) -> Option<DataPlan> {
-    let known = ["source", "shape", "scale", "valid", "shuffle", "target"];
     let settings = Settings::new(
         &format!("data {}", def.name.name),
         def.name.span,
         &def.settings,
-        &known,
+        &DATA_KEYS,
         errors,
     );
     let source = settings.require(

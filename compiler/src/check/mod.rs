@@ -20,9 +20,12 @@ mod train;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+pub use data::DATA_KEYS;
 pub use error::CheckError;
-pub use library::builtin_names;
+pub use library::{builtin_names, Builtin};
 pub use lint::Lint;
+pub use model::ShapeNote;
+pub use parallel::KEYS as PARALLEL_KEYS;
 pub use train::TRAIN_KEYS;
 
 use crate::ast::{DataDef, File, Item, ModuleDef, SettingsBlock};
@@ -63,11 +66,14 @@ pub struct Checked {
     pub lints: Vec<Lint>,
     /// The module tests whose shape claims hold.
     pub tests: Vec<crate::plan::TestPlan>,
+    /// Every tensor name's shape, per module instance (for editors).
+    pub shapes: Vec<ShapeNote>,
 }
 
 pub fn check(file: &File, options: &Options) -> Checked {
     let mut errors = Vec::new();
     let mut lints = Vec::new();
+    let mut shapes = Vec::new();
     let modules = collect_named(file, &mut errors);
     let data_defs = collect_data(file, &mut errors);
     let is_library = file.items.iter().any(|item| matches!(item, Item::Test(_)));
@@ -84,6 +90,7 @@ pub fn check(file: &File, options: &Options) -> Checked {
             options,
             &mut errors,
             &mut lints,
+            &mut shapes,
         )
     });
     if let (Some((block, Some(spec))), Some(experiment)) = (&parallel, &mut experiment) {
@@ -111,7 +118,7 @@ pub fn check(file: &File, options: &Options) -> Checked {
             _ => None,
         })
         .collect();
-    let tests = tests::check_tests(&test_defs, &modules, &mut errors, &mut lints);
+    let tests = tests::check_tests(&test_defs, &modules, &mut errors, &mut lints, &mut shapes);
     errors.sort_by_key(|e| (e.span(), e.to_string()));
     errors.dedup();
     lints.sort_by_key(|l| (l.span(), l.to_string()));
@@ -122,6 +129,7 @@ pub fn check(file: &File, options: &Options) -> Checked {
         errors,
         lints,
         tests,
+        shapes,
     }
 }
 

@@ -18,7 +18,8 @@ use crate::plan::{
 };
 use crate::span::Span;
 
-const KEYS: [&str; 9] = [
+/// The settings a `parallel` block accepts.
+pub const KEYS: [&str; 9] = [
     "split",
     "data",
     "pipeline",

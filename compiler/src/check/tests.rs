@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use super::lint::Lint;
-use super::model::Elaborator;
+use super::model::{Elaborator, ShapeNote};
 use super::suggest::did_you_mean;
 use super::CheckError;
 use crate::ast::{DimExpr, ExprKind, ModuleDef, ShapeExpr, TestDef};
@@ -18,6 +18,7 @@ pub fn check_tests(
     modules: &BTreeMap<String, &ModuleDef>,
     errors: &mut Vec<CheckError>,
     lints: &mut Vec<Lint>,
+    shapes: &mut Vec<ShapeNote>,
 ) -> Vec<TestPlan> {
     let mut plans = Vec::new();
     let mut seen: BTreeMap<&str, &TestDef> = BTreeMap::new();
@@ -31,7 +32,7 @@ pub fn check_tests(
             });
             continue;
         }
-        if let Some(plan) = check_test(test, modules, errors, lints) {
+        if let Some(plan) = check_test(test, modules, errors, lints, shapes) {
             plans.push(plan);
         }
     }
@@ -43,6 +44,7 @@ fn check_test(
     modules: &BTreeMap<String, &ModuleDef>,
     errors: &mut Vec<CheckError>,
     lints: &mut Vec<Lint>,
+    shapes: &mut Vec<ShapeNote>,
 ) -> Option<TestPlan> {
     let input = concrete(&test.input, errors)?;
     let expected = concrete(&test.output, errors)?;
@@ -75,6 +77,7 @@ fn check_test(
     let mut elaborator = Elaborator::new(modules);
     let model = elaborator.elaborate_subject(&test.name.name, &test.subject, input);
     lints.append(&mut elaborator.lints);
+    shapes.append(&mut elaborator.shapes);
     if model.is_none() {
         errors.append(&mut elaborator.errors);
         return None;

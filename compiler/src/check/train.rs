@@ -38,6 +38,7 @@ pub(super) fn check_train(
     options: &Options,
     errors: &mut Vec<CheckError>,
     lints: &mut Vec<Lint>,
+    shapes: &mut Vec<model::ShapeNote>,
 ) -> Option<Experiment> {
     let s = Settings::new("train", block.keyword, &block.settings, &TRAIN_KEYS, errors);
     let model_def = resolve_model(&s, modules, errors);
@@ -94,6 +95,7 @@ pub(super) fn check_train(
         let model = elaborator.elaborate_model(def);
         errors.append(&mut elaborator.errors);
         lints.append(&mut elaborator.lints);
+        shapes.append(&mut elaborator.shapes);
         if model.is_some() {
             unused_modules(modules, def, &elaborator.used_modules, lints);
         }

@@ -248,7 +248,10 @@ fn collectives(plan: &Plan) -> Vec<Collective> {
                 .count();
             let (name, bytes) = match layout.sync {
                 SyncMode::EveryStep => (
-                    format!("{at}all-reduce gradients over {d} replicas (ring, {buckets} buckets)"),
+                    format!(
+                        "{at}all-reduce gradients over {d} replicas (ring, {buckets} bucket{})",
+                        if buckets == 1 { "" } else { "s" }
+                    ),
                     ring,
                 ),
                 SyncMode::Async { staleness } => (
@@ -358,12 +361,16 @@ impl Cost {
             self.global_batch
         ));
         out.push_str(&format!(
-            "memory per rank: parameters {} + gradients {} + optimizer state {} + activations {} (micro_batch {}) = {}\n",
+            "memory per rank: parameters {} + gradients {} + optimizer state {} + activations {} ({} rows × {} in flight) = {}\n",
             bytes(m.parameters),
             bytes(m.gradients),
             bytes(m.optimizer_state),
             bytes(m.activations),
-            plan.train.micro_batch,
+            plan.train.micro_batch / plan.topology.parallelism.micro_batches.max(1),
+            self.stages
+                .iter()
+                .find(|s| s.memory == *m)
+                .map_or(1, |s| s.in_flight),
             bytes(m.total)
         ));
         let topology = &plan.topology;
@@ -375,7 +382,7 @@ impl Cost {
             for stage in &self.stages {
                 let s = &topology.stages[stage.stage as usize];
                 out.push_str(&format!(
-                    "  stage {}: nodes {}..={} ({} … {}), {} parameters, {} micro-batches in flight, {} per rank\n",
+                    "  stage {}: nodes {}..={} ({} … {}), {} parameters, {} micro-batch(es) in flight, {} per rank\n",
                     stage.stage,
                     s.first_node,
                     s.last_node,
@@ -398,7 +405,7 @@ impl Cost {
             ));
         }
         out.push_str(&format!(
-            "pipeline bubble: {:.0}% ({} stages, {} micro-batches)\n",
+            "pipeline bubble: {:.0}% ({} stage(s), {} micro-batch(es))\n",
             self.bubble * 100.0,
             topology.pipeline_stages,
             topology.parallelism.micro_batches

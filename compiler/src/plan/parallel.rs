@@ -342,7 +342,8 @@ pub fn buckets(model: &ModelPlan, stages: &[StagePlan], bucket_bytes: u64) -> Ve
     out
 }
 
-/// The trainable parameters a node's op names, in the op's field order.
+/// The trainable parameters a node's op names, sorted by the op's field
+/// names (`bias` before `weight`).
 fn param_names(model: &ModelPlan, node: &super::Node) -> Vec<String> {
     let op_json = serde_json::to_value(&node.op).unwrap_or_default();
     let Some(fields) = op_json.as_object() else {

@@ -122,6 +122,24 @@ impl Builtin {
             .expect("every builtin is listed")
     }
 
+    /// `linear(in_features: int, out_features: int, bias: bool = true)`.
+    pub fn signature_text(self) -> String {
+        let params: Vec<String> = self
+            .signature()
+            .iter()
+            .map(|p| match &p.default {
+                Some(value) => format!("{}: {} = {}", p.name, p.ty.surface(), value.source()),
+                None => format!("{}: {}", p.name, p.ty.surface()),
+            })
+            .collect();
+        format!("{}({})", self.name(), params.join(", "))
+    }
+
+    /// The keyword names of the layer's parameters, in order.
+    pub fn parameter_names(self) -> Vec<String> {
+        self.signature().into_iter().map(|p| p.name).collect()
+    }
+
     pub fn signature(self) -> Vec<ParamSig> {
         use Builtin::*;
         match self {

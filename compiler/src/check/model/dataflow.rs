@@ -93,8 +93,10 @@ impl<'a> Elaborator<'a> {
 
     pub(super) fn tensor_name(&mut self, ident: &Ident, body: &mut Body<'a>) -> Option<TensorRef> {
         body.used.insert(ident.name.clone());
-        if let Some(value) = body.tensors.get(&ident.name) {
-            return Some(value.clone());
+        if let Some(value) = body.tensors.get(&ident.name).cloned() {
+            let scope = body.scope.clone();
+            self.note_shape(ident, &value.shape, &scope);
+            return Some(value);
         }
         if body.poisoned.contains(&ident.name) {
             return None;

@@ -72,6 +72,19 @@ pub struct Elaborator<'a> {
     nodes: Vec<Node>,
     /// Modules being expanded, to catch a module that contains itself.
     stack: Vec<String>,
+    /// The shape of every tensor name, as each instance sees it (for
+    /// editors: hover).
+    pub shapes: Vec<ShapeNote>,
+}
+
+/// A tensor name in the source and the shape it has in one module instance.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ShapeNote {
+    pub span: Span,
+    pub name: String,
+    pub shape: String,
+    /// The module path of the instance (`""` for the model itself).
+    pub scope: String,
 }
 
 impl<'a> Elaborator<'a> {
@@ -86,6 +99,7 @@ impl<'a> Elaborator<'a> {
             tensor_names: BTreeSet::new(),
             nodes: Vec::new(),
             stack: Vec::new(),
+            shapes: Vec::new(),
         }
     }
 
@@ -226,6 +240,7 @@ impl<'a> Elaborator<'a> {
             return None;
         }
         let layers = self.bind_layer_defs(def, env);
+        self.note_shape(&forward.input, &input.shape, scope);
         let mut body = Body {
             scope: scope.to_string(),
             env: env.clone(),
@@ -247,6 +262,7 @@ impl<'a> Elaborator<'a> {
             }
             match self.tensor_expr(&binding.value, &mut body) {
                 Some(value) => {
+                    self.note_shape(&binding.name, &value.shape, scope);
                     body.tensors.insert(name.clone(), value);
                 }
                 None => {
@@ -277,6 +293,15 @@ impl<'a> Elaborator<'a> {
             return None;
         }
         Some(result)
+    }
+
+    pub(super) fn note_shape(&mut self, ident: &crate::ast::Ident, shape: &Shape, scope: &str) {
+        self.shapes.push(ShapeNote {
+            span: ident.span,
+            name: ident.name.clone(),
+            shape: shape_to_string(shape),
+            scope: scope.to_string(),
+        });
     }
 
     /// Resolves the named layers of a module (`fc = linear(...)`), reporting

@@ -1,0 +1,388 @@
+//! What an editor asks of a file: its diagnostics, the shape of the tensor
+//! under the cursor, where a name is defined, what may be typed next. Pure
+//! queries over byte offsets; `dtl lsp` turns them into the protocol.
+
+use crate::ast::{File, Item, ModuleDef};
+use crate::check::{self, Builtin, ShapeNote};
+use crate::span::Span;
+use crate::Diagnostics;
+
+/// A file parsed and checked, with what the queries need. Built even when
+/// the file has errors: whatever could be checked is there.
+pub struct Analysis {
+    pub text: String,
+    pub file: File,
+    pub diagnostics: Diagnostics,
+    pub shapes: Vec<ShapeNote>,
+}
+
+/// A completion candidate.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Completion {
+    pub label: String,
+    pub kind: CompletionKind,
+    /// A signature or a short description.
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CompletionKind {
+    Layer,
+    Module,
+    Argument,
+    Setting,
+    Keyword,
+}
+
+const KEYWORDS: [&str; 9] = [
+    "module", "model", "data", "train", "parallel", "forward", "let", "repeat", "test",
+];
+
+pub fn analyze(name: &str, text: &str, options: &check::Options) -> Analysis {
+    let (file, syntax_errors) = crate::syntax::parse(text);
+    let mut diagnostics = Diagnostics::new(name, text);
+    let mut shapes = Vec::new();
+    if syntax_errors.is_empty() {
+        let checked = check::check(&file, options);
+        for err in checked.errors {
+            diagnostics.push(err);
+        }
+        for lint in checked.lints {
+            diagnostics.push(lint);
+        }
+        shapes = checked.shapes;
+    } else {
+        for err in syntax_errors {
+            diagnostics.push(err);
+        }
+    }
+    Analysis {
+        text: text.to_string(),
+        file,
+        diagnostics,
+        shapes,
+    }
+}
+
+impl Analysis {
+    /// Markdown about the name under `offset`: a tensor's shape in every
+    /// module instance, a layer's or module's signature, a named layer's
+    /// definition.
+    pub fn hover(&self, offset: usize) -> Option<(Span, String)> {
+        let (span, word) = self.word_at(offset)?;
+        let mut shapes: Vec<String> = Vec::new();
+        for note in self.shapes.iter().filter(|n| n.span == span) {
+            let line = if note.scope.is_empty() {
+                format!("`{}`: `{}`", note.name, note.shape)
+            } else {
+                format!("`{}`: `{}` (in `{}`)", note.name, note.shape, note.scope)
+            };
+            if !shapes.contains(&line) {
+                shapes.push(line);
+            }
+        }
+        if !shapes.is_empty() {
+            return Some((span, shapes.join("  \n")));
+        }
+        if let Some(def) = self.module(word) {
+            return Some((span, format!("```dtl\n{}\n```", self.module_signature(def))));
+        }
+        if let Some(layer) = Builtin::lookup(word) {
+            return Some((span, format!("```dtl\n{}\n```", layer.signature_text())));
+        }
+        let layer = self
+            .enclosing_module(offset)
+            .and_then(|m| m.layers.iter().find(|l| l.name.name == word))?;
+        Some((
+            span,
+            format!(
+                "```dtl\n{}\n```",
+                &self.text[layer.span.start..layer.span.end]
+            ),
+        ))
+    }
+
+    /// Where the name under `offset` is defined: a module, a named layer, a
+    /// `let`, a forward's input, a data source.
+    pub fn definition(&self, offset: usize) -> Option<Span> {
+        let (_, word) = self.word_at(offset)?;
+        if let Some(def) = self.module(word) {
+            return Some(def.name.span);
+        }
+        if let Some(def) = self.enclosing_module(offset) {
+            if let Some(layer) = def.layers.iter().find(|l| l.name.name == word) {
+                return Some(layer.name.span);
+            }
+            for forward in &def.forwards {
+                if forward.input.name == word {
+                    return Some(forward.input.span);
+                }
+                if let Some(binding) = forward.lets.iter().find(|l| l.name.name == word) {
+                    return Some(binding.name.span);
+                }
+            }
+        }
+        self.file.items.iter().find_map(|item| match item {
+            Item::Data(data) if data.name.name == word => Some(data.name.span),
+            _ => None,
+        })
+    }
+
+    /// What may be typed at `offset`: the keyword arguments of the call the
+    /// cursor is in, the settings of the block it is in, or layers, modules
+    /// and keywords.
+    pub fn completions(&self, offset: usize) -> Vec<Completion> {
+        let before = &self.text[..offset.min(self.text.len())];
+        if let Some(callee) = open_call(before) {
+            let names: Vec<(String, String)> = if let Some(layer) = Builtin::lookup(callee) {
+                let sig = layer.signature_text();
+                layer
+                    .parameter_names()
+                    .into_iter()
+                    .map(|n| (n, sig.clone()))
+                    .collect()
+            } else if let Some(def) = self.module(callee) {
+                let sig = self.module_signature(def);
+                def.params
+                    .iter()
+                    .map(|p| (p.name.name.clone(), sig.clone()))
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            if !names.is_empty() {
+                return names
+                    .into_iter()
+                    .map(|(name, detail)| Completion {
+                        label: format!("{name}: "),
+                        kind: CompletionKind::Argument,
+                        detail,
+                    })
+                    .collect();
+            }
+        }
+        if let Some(block) = enclosing_block(before) {
+            let keys: &[&str] = match block {
+                "train" => &check::TRAIN_KEYS,
+                "data" => &check::DATA_KEYS,
+                "parallel" => &check::PARALLEL_KEYS,
+                _ => &[],
+            };
+            if !keys.is_empty() {
+                return keys
+                    .iter()
+                    .map(|key| Completion {
+                        label: key.to_string(),
+                        kind: CompletionKind::Setting,
+                        detail: format!("a `{block}` setting"),
+                    })
+                    .collect();
+            }
+        }
+        let mut out: Vec<Completion> = check::builtin_names()
+            .filter_map(Builtin::lookup)
+            .map(|layer| Completion {
+                label: layer.name().to_string(),
+                kind: CompletionKind::Layer,
+                detail: layer.signature_text(),
+            })
+            .collect();
+        out.extend(self.modules().map(|def| Completion {
+            label: def.name.name.clone(),
+            kind: CompletionKind::Module,
+            detail: self.module_signature(def),
+        }));
+        out.extend(KEYWORDS.iter().map(|k| Completion {
+            label: k.to_string(),
+            kind: CompletionKind::Keyword,
+            detail: "keyword".into(),
+        }));
+        out
+    }
+
+    fn modules(&self) -> impl Iterator<Item = &ModuleDef> {
+        self.file.items.iter().filter_map(|item| match item {
+            Item::Module(def) => Some(def),
+            _ => None,
+        })
+    }
+
+    fn module(&self, name: &str) -> Option<&ModuleDef> {
+        self.modules().find(|def| def.name.name == name)
+    }
+
+    fn enclosing_module(&self, offset: usize) -> Option<&ModuleDef> {
+        self.modules()
+            .find(|def| def.span.start <= offset && offset <= def.span.end)
+    }
+
+    /// `module Block(d: int, p: float = 0.1)` and its forward's shapes.
+    fn module_signature(&self, def: &ModuleDef) -> String {
+        let params: Vec<&str> = def
+            .params
+            .iter()
+            .map(|p| &self.text[p.span.start..p.span.end])
+            .collect();
+        let keyword = &self.text[def.keyword.start..def.keyword.end];
+        let mut text = if params.is_empty() {
+            format!("{keyword} {}", def.name.name)
+        } else {
+            format!("{keyword} {}({})", def.name.name, params.join(", "))
+        };
+        for forward in &def.forwards {
+            let shape = |s: Span| &self.text[s.start..s.end];
+            text.push_str(&format!(
+                "\nforward({}: {}) -> {}",
+                forward.input.name,
+                shape(forward.input_shape.span),
+                shape(forward.output_shape.span)
+            ));
+        }
+        text
+    }
+
+    /// The identifier around `offset`, if any.
+    fn word_at(&self, offset: usize) -> Option<(Span, &str)> {
+        let bytes = self.text.as_bytes();
+        let is_word = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
+        let offset = offset.min(bytes.len());
+        let mut start = offset;
+        while start > 0 && is_word(bytes[start - 1]) {
+            start -= 1;
+        }
+        let mut end = offset;
+        while end < bytes.len() && is_word(bytes[end]) {
+            end += 1;
+        }
+        (start < end && !bytes[start].is_ascii_digit())
+            .then(|| (Span::new(start, end), &self.text[start..end]))
+    }
+}
+
+/// The name before the innermost `(` still open at the end of `before`.
+fn open_call(before: &str) -> Option<&str> {
+    let mut depth = 0i32;
+    for (i, c) in before.char_indices().rev() {
+        match c {
+            ')' => depth += 1,
+            '(' if depth == 0 => {
+                let head = before[..i].trim_end();
+                let start = head
+                    .rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .map_or(0, |p| p + 1);
+                let name = &head[start..];
+                return (!name.is_empty()).then_some(name);
+            }
+            '(' => depth -= 1,
+            '{' | '}' | '\n' if depth == 0 => return None,
+            _ => {}
+        }
+    }
+    None
+}
+
+/// The keyword of the top-level block the end of `before` is in (`train`,
+/// `data`, `parallel`, …), when it is directly inside it.
+fn enclosing_block(before: &str) -> Option<&str> {
+    let mut depth = 0i32;
+    for (i, c) in before.char_indices().rev() {
+        match c {
+            '}' => depth += 1,
+            '{' if depth == 0 => {
+                let head = before[..i].trim_end();
+                // `train {`, or `data digits {`: the first word of the line.
+                let line = head.rsplit('\n').next().unwrap_or(head).trim_start();
+                return line.split_whitespace().next();
+            }
+            '{' => depth -= 1,
+            _ => {}
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SOURCE: &str = "module Block(d: int, p: float = 0.1) {
+  fc = linear(d, d)
+  forward(x: [B, d]) -> [B, d] {
+    let h = x |> fc |> relu
+    h + x
+  }
+}
+model Net {
+  forward(x: [B, 64]) -> [B, 10] { x |> Block(64) |> linear(64, 10) }
+}
+data digits { source = synthetic(rows: 100, features: 64, classes: 10) }
+train { model = Net; data = digits; loss = cross_entropy; optimizer = sgd(lr: 0.1); steps = 1; micro_batch = 8 }
+";
+
+    fn analysis() -> Analysis {
+        let options = check::Options {
+            base_dir: ".".into(),
+            probe_data: true,
+            world: vec![],
+            overrides: vec![],
+        };
+        analyze("t.dtl", SOURCE, &options)
+    }
+
+    fn at(needle: &str, nth: usize) -> usize {
+        SOURCE.match_indices(needle).nth(nth).unwrap().0 + 1
+    }
+
+    #[test]
+    fn hover_shows_shapes_signatures_and_layers() {
+        let a = analysis();
+        assert_eq!(a.diagnostics.error_count(), 0);
+        let (_, text) = a.hover(at("let h", 0) + 4).unwrap();
+        assert_eq!(text, "`h`: `[B, 64]` (in `0`)");
+        let (_, text) = a.hover(at("linear(64", 0)).unwrap();
+        assert!(
+            text.contains("linear(in_features: int, out_features: int, bias: bool = true)"),
+            "{text}"
+        );
+        let (_, text) = a.hover(at("Block(64)", 0)).unwrap();
+        assert!(
+            text.contains("module Block(d: int, p: float = 0.1)"),
+            "{text}"
+        );
+        assert!(text.contains("forward(x: [B, d]) -> [B, d]"), "{text}");
+        let (_, text) = a.hover(at("|> fc", 0) + 3).unwrap();
+        assert!(text.contains("fc = linear(d, d)"), "{text}");
+    }
+
+    #[test]
+    fn definition_finds_modules_layers_lets_and_data() {
+        let a = analysis();
+        let def = |offset| a.definition(offset).map(|s| &SOURCE[s.start..s.end]);
+        assert_eq!(def(at("Block(64)", 0)), Some("Block"));
+        assert_eq!(def(at("|> fc", 0) + 3), Some("fc"));
+        assert_eq!(def(at("h + x", 0) - 1), Some("h"));
+        let digits = at("data = digits", 0) + 7;
+        let span = a.definition(digits).unwrap();
+        assert_eq!(span.start, SOURCE.find("digits {").unwrap());
+    }
+
+    #[test]
+    fn completion_offers_arguments_settings_and_layers() {
+        let a = analysis();
+        let labels = |offset| -> Vec<String> {
+            a.completions(offset).into_iter().map(|c| c.label).collect()
+        };
+        let inside_linear = at("linear(64, 10)", 0) + 6;
+        assert_eq!(
+            labels(inside_linear),
+            ["in_features: ", "out_features: ", "bias: "]
+        );
+        let inside_block = at("Block(64)", 0) + 5;
+        assert_eq!(labels(inside_block), ["d: ", "p: "]);
+        let in_train = SOURCE.find("model = Net").unwrap();
+        assert!(labels(in_train).contains(&"micro_batch".to_string()));
+        let in_forward = at("h + x", 0);
+        let all = labels(in_forward);
+        assert!(all.contains(&"layer_norm".to_string()) && all.contains(&"Block".to_string()));
+    }
+}

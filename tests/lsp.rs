@@ -1,0 +1,188 @@
+//! `dtl lsp` driven as an editor drives it: JSON-RPC messages over stdio.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+
+use serde_json::{json, Value};
+
+struct Client {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+    next_id: i64,
+}
+
+impl Client {
+    fn start() -> Client {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_dtl"))
+            .arg("lsp")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("dtl lsp starts");
+        let stdin = child.stdin.take().unwrap();
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut client = Client {
+            child,
+            stdin,
+            stdout,
+            next_id: 1,
+        };
+        let init = client.request("initialize", json!({ "capabilities": {} }));
+        assert!(init["capabilities"]["hoverProvider"].as_bool().unwrap());
+        client.notify("initialized", json!({}));
+        client
+    }
+
+    fn send(&mut self, message: Value) {
+        let body = message.to_string();
+        write!(self.stdin, "Content-Length: {}\r\n\r\n{body}", body.len()).unwrap();
+        self.stdin.flush().unwrap();
+    }
+
+    fn receive(&mut self) -> Value {
+        let mut length = 0;
+        loop {
+            let mut line = String::new();
+            self.stdout.read_line(&mut line).unwrap();
+            let line = line.trim_end();
+            if line.is_empty() {
+                break;
+            }
+            if let Some(n) = line.strip_prefix("Content-Length: ") {
+                length = n.parse().unwrap();
+            }
+        }
+        let mut body = vec![0; length];
+        self.stdout.read_exact(&mut body).unwrap();
+        serde_json::from_slice(&body).unwrap()
+    }
+
+    fn request(&mut self, method: &str, params: Value) -> Value {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.send(json!({ "jsonrpc": "2.0", "id": id, "method": method, "params": params }));
+        loop {
+            let message = self.receive();
+            if message["id"] == id {
+                assert!(message.get("error").is_none(), "{message}");
+                return message["result"].clone();
+            }
+        }
+    }
+
+    fn notify(&mut self, method: &str, params: Value) {
+        self.send(json!({ "jsonrpc": "2.0", "method": method, "params": params }));
+    }
+
+    /// The next diagnostics published.
+    fn diagnostics(&mut self) -> Vec<Value> {
+        loop {
+            let message = self.receive();
+            if message["method"] == "textDocument/publishDiagnostics" {
+                return message["params"]["diagnostics"].as_array().unwrap().clone();
+            }
+        }
+    }
+
+    fn stop(mut self) {
+        self.request("shutdown", Value::Null);
+        self.notify("exit", Value::Null);
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "the server exits cleanly");
+    }
+}
+
+const URI: &str = "file:///tmp/dtl-lsp-test/net.dtl";
+
+const TEXT: &str = "module Block(d: int) {
+  fc = linear(d, d)
+  forward(x: [B, d]) -> [B, d] {
+    let h = x |> fc |> relu
+    h + x
+  }
+}
+model Net {
+  forward(x: [B, 64]) -> [B, 10] { x |> Block(64) |> linear(64, 10) }
+}
+data digits { source = synthetic(rows: 100, features: 64, classes: 10) }
+train { model = Net; data = digits; loss = cross_entropy; optimizer = sgd(lr: 0.1); steps = 1; micro_batch = 8 }
+";
+
+fn at(text: &str, needle: &str) -> Value {
+    let offset = text.find(needle).unwrap();
+    let line = text[..offset].matches('\n').count();
+    let column = offset - text[..offset].rfind('\n').map_or(0, |i| i + 1);
+    json!({ "line": line, "character": column })
+}
+
+fn position(uri: &str, text: &str, needle: &str) -> Value {
+    json!({ "textDocument": { "uri": uri }, "position": at(text, needle) })
+}
+
+#[test]
+fn diagnostics_follow_every_change() {
+    let mut client = Client::start();
+    client.notify(
+        "textDocument/didOpen",
+        json!({ "textDocument": { "uri": URI, "languageId": "dtl", "version": 1, "text": TEXT } }),
+    );
+    assert_eq!(client.diagnostics(), Vec::<Value>::new());
+    // A width mismatch: linear(32, 10) after a 64-wide block.
+    let broken = TEXT.replace("linear(64, 10)", "linear(32, 10)");
+    client.notify(
+        "textDocument/didChange",
+        json!({ "textDocument": { "uri": URI, "version": 2 }, "contentChanges": [{ "text": broken }] }),
+    );
+    let diagnostics = client.diagnostics();
+    assert_eq!(diagnostics.len(), 1, "{diagnostics:?}");
+    let d = &diagnostics[0];
+    assert_eq!(d["severity"], 1);
+    assert_eq!(d["code"], "dtl::check::width_mismatch");
+    assert_eq!(d["range"]["start"]["line"], 8);
+    client.stop();
+}
+
+#[test]
+fn hover_definition_and_completion() {
+    let mut client = Client::start();
+    client.notify(
+        "textDocument/didOpen",
+        json!({ "textDocument": { "uri": URI, "languageId": "dtl", "version": 1, "text": TEXT } }),
+    );
+    client.diagnostics();
+
+    let hover = client.request("textDocument/hover", position(URI, TEXT, "h = x"));
+    assert_eq!(hover["contents"]["value"], "`h`: `[B, 64]` (in `0`)");
+    let hover = client.request("textDocument/hover", position(URI, TEXT, "linear(64, 10)"));
+    assert!(hover["contents"]["value"]
+        .as_str()
+        .unwrap()
+        .contains("linear(in_features: int, out_features: int, bias: bool = true)"));
+
+    let definition = client.request("textDocument/definition", position(URI, TEXT, "Block(64)"));
+    assert_eq!(definition["uri"], URI);
+    assert_eq!(
+        definition["range"]["start"],
+        json!({ "line": 0, "character": 7 })
+    );
+
+    let inside = TEXT.replace("linear(64, 10)", "linear(64, ");
+    client.notify(
+        "textDocument/didChange",
+        json!({ "textDocument": { "uri": URI, "version": 2 }, "contentChanges": [{ "text": inside }] }),
+    );
+    client.diagnostics();
+    let mut at_cursor = position(URI, &inside, "linear(64, ");
+    at_cursor["position"]["character"] =
+        json!(at_cursor["position"]["character"].as_u64().unwrap() + "linear(64, ".len() as u64);
+    let items = client.request("textDocument/completion", at_cursor);
+    let labels: Vec<&str> = items
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["label"].as_str().unwrap())
+        .collect();
+    assert_eq!(labels, ["in_features: ", "out_features: ", "bias: "]);
+    client.stop();
+}
