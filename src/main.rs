@@ -146,6 +146,7 @@ enum CheckFormat {
     Human,
     Json,
     Github,
+    Sarif,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -305,6 +306,7 @@ fn check(
     world: &[u64],
 ) -> Result<(), Failure> {
     let mut records = Vec::new();
+    let mut all = Vec::new();
     let mut failed = false;
     for path in files {
         let text = read(path)?;
@@ -328,7 +330,12 @@ fn check(
                 use std::io::Write;
                 let _ = std::io::stdout().write_all(diagnostics.render_github().as_bytes());
             }
+            CheckFormat::Sarif => all.push(diagnostics),
         }
+    }
+    if let CheckFormat::Sarif = format {
+        use std::io::Write;
+        let _ = std::io::stdout().write_all(dtl_compiler::sarif::render(&all).as_bytes());
     }
     if let CheckFormat::Json = format {
         out!(

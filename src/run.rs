@@ -91,6 +91,7 @@ fn ensure_reproducible_mkl() {
 }
 
 /// What `dtl run` was asked to do.
+#[cfg_attr(not(feature = "runtime"), allow(dead_code))]
 pub struct RunArgs {
     /// The experiment; `None` with `resume`.
     pub file: Option<PathBuf>,

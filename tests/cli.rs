@@ -595,3 +595,55 @@ fn graph_draws_the_model_and_the_pipeline_schedule() {
         .code(2)
         .stderr_has(".svg, .png or .dot");
 }
+
+#[test]
+fn check_sarif_is_one_log_with_a_rule_per_code_and_a_region_per_result() {
+    let run = dtl(&[
+        "check",
+        "--format",
+        "sarif",
+        "tests/cases/err/mse_on_class_labels.dtl",
+        "tests/cases/ok/lints.dtl",
+    ])
+    .code(1);
+    let log: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(log["version"], "2.1.0");
+    let run0 = &log["runs"][0];
+    assert_eq!(run0["tool"]["driver"]["name"], "dtl");
+    let rules: Vec<&str> = run0["tool"]["driver"]["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
+    let results = run0["results"].as_array().unwrap();
+    assert!(results.len() >= 2);
+    for result in results {
+        let index = result["ruleIndex"].as_u64().unwrap() as usize;
+        assert_eq!(rules[index], result["ruleId"]);
+    }
+    let error = &results[0];
+    assert_eq!(error["level"], "error");
+    assert_eq!(error["ruleId"], "dtl::check::invalid_value");
+    let location = &error["locations"][0]["physicalLocation"];
+    assert_eq!(
+        location["artifactLocation"]["uri"],
+        "tests/cases/err/mse_on_class_labels.dtl"
+    );
+    // `mse` on line 5, columns 44..47, 3 bytes.
+    let region = &location["region"];
+    assert_eq!(
+        (
+            &region["startLine"],
+            &region["startColumn"],
+            &region["endColumn"]
+        ),
+        (
+            &serde_json::json!(5),
+            &serde_json::json!(44),
+            &serde_json::json!(47)
+        )
+    );
+    assert_eq!(region["byteLength"], 3);
+    assert!(results.iter().any(|r| r["level"] == "warning"));
+}

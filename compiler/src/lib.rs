@@ -14,6 +14,7 @@ pub mod diagnostics;
 pub mod graph;
 pub mod overrides;
 pub mod plan;
+pub mod sarif;
 pub mod span;
 pub mod syntax;
 
