@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# Sets up (first time only), then runs every test of the workspace.
+# Sets up (first time only), then runs every test of the workspace, then
+# the slim CLI's CI recipe (scripts/slim-check.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 source scripts/env.sh
 cargo test --workspace "$@"
+# The documented CI recipe (docs/ci.md) with the slim, libtorch-free CLI.
+scripts/slim-check.sh

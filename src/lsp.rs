@@ -235,7 +235,10 @@ fn parse<T: serde::de::DeserializeOwned>(params: serde_json::Value) -> Result<T,
 
 /// LSP positions count UTF-16 code units within a line.
 fn position(text: &str, offset: usize) -> Position {
-    let offset = offset.min(text.len());
+    let mut offset = offset.min(text.len());
+    while !text.is_char_boundary(offset) {
+        offset -= 1;
+    }
     let line_start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
     let line = text[..line_start].matches('\n').count() as u32;
     let character = text[line_start..offset].encode_utf16().count() as u32;
@@ -274,40 +277,13 @@ mod tests {
     #[test]
     fn positions_count_utf16_units() {
         let text = "a—b\nx𝄞y\n";
+        let at = |line, character| Position { line, character };
         // `—` is one UTF-16 unit and three bytes; `𝄞` is two units, four bytes.
-        assert_eq!(
-            position(text, 4),
-            Position {
-                line: 0,
-                character: 2
-            }
-        );
-        assert_eq!(
-            position(text, 10),
-            Position {
-                line: 1,
-                character: 3
-            }
-        );
-        assert_eq!(
-            offset(
-                text,
-                Position {
-                    line: 1,
-                    character: 3
-                }
-            ),
-            10
-        );
-        assert_eq!(
-            offset(
-                text,
-                Position {
-                    line: 0,
-                    character: 99
-                }
-            ),
-            5
-        );
+        assert_eq!(position(text, 4), at(0, 2));
+        assert_eq!(position(text, 11), at(1, 3));
+        assert_eq!(offset(text, at(1, 3)), 11);
+        // Inside a character: its start; past the end of a line: its end.
+        assert_eq!(position(text, 9), at(1, 1));
+        assert_eq!(offset(text, at(0, 99)), 5);
     }
 }

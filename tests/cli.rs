@@ -5,7 +5,7 @@ use std::process::Command;
 
 mod common;
 
-use common::{dtl, short_example, EXAMPLE};
+use common::{dtl, short_example, train, EXAMPLE};
 
 #[test]
 fn check_accepts_the_example() {
@@ -178,16 +178,7 @@ fn run_trains_writes_outputs_and_is_reproducible() {
     ])
     .code(0);
     let out_b = dir.path().join("b");
-    dtl(&[
-        "run",
-        plan_path.to_str().unwrap(),
-        "--out",
-        out_b.to_str().unwrap(),
-        "--quiet",
-        "--device",
-        "cpu",
-    ])
-    .code(0);
+    train(&plan_path, &out_b, &[]).code(0);
     assert_eq!(
         metrics,
         std::fs::read_to_string(out_b.join("metrics.jsonl")).unwrap()
@@ -197,18 +188,7 @@ fn run_trains_writes_outputs_and_is_reproducible() {
     // first loss is the loss those weights reach, far below a fresh start.
     let out_c = dir.path().join("c");
     let init = out_a.join("model.safetensors");
-    dtl(&[
-        "run",
-        file.to_str().unwrap(),
-        "--out",
-        out_c.to_str().unwrap(),
-        "--quiet",
-        "--device",
-        "cpu",
-        "--init",
-        init.to_str().unwrap(),
-    ])
-    .code(0);
+    train(&file, &out_c, &["--init", init.to_str().unwrap()]).code(0);
     let first = |dir: &Path| -> f64 {
         let text = std::fs::read_to_string(dir.join("metrics.jsonl")).unwrap();
         let v: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
@@ -359,16 +339,7 @@ fn the_same_data_in_csv_npy_idx_and_safetensors_trains_identically() {
             .replace("scale = 0.0625", &format!("{shape}scale = 0.0625"));
         std::fs::write(&file, body).unwrap();
         let out = dir.path().join(format!("out-{name}"));
-        dtl(&[
-            "run",
-            file.to_str().unwrap(),
-            "--quiet",
-            "--device",
-            "cpu",
-            "--out",
-            out.to_str().unwrap(),
-        ])
-        .code(0);
+        train(&file, &out, &[]).code(0);
         metrics.push(std::fs::read_to_string(out.join("metrics.jsonl")).unwrap());
     }
     assert_eq!(metrics[0], metrics[1], "csv and npy differ");
@@ -524,16 +495,7 @@ fn plot_draws_a_run_as_svg_and_png() {
     let dir = tempfile::tempdir().unwrap();
     let file = short_example(dir.path(), 20);
     let out = dir.path().join("run");
-    dtl(&[
-        "run",
-        file.to_str().unwrap(),
-        "--quiet",
-        "--device",
-        "cpu",
-        "--out",
-        out.to_str().unwrap(),
-    ])
-    .code(0);
+    train(&file, &out, &[]).code(0);
     let run = out.to_str().unwrap();
     dtl(&["plot", run]).code(0).stdout_has("loss.svg");
     let svg = std::fs::read_to_string(out.join("loss.svg")).unwrap();

@@ -7,21 +7,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{dtl, short_example};
-
-fn run(file: &Path, out: &Path, extra: &[&str]) -> common::Run {
-    let mut args = vec![
-        "run",
-        file.to_str().unwrap(),
-        "--quiet",
-        "--device",
-        "cpu",
-        "--out",
-        out.to_str().unwrap(),
-    ];
-    args.extend(extra);
-    dtl(&args)
-}
+use common::{dtl, short_example, train as run};
 
 fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))

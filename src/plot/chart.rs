@@ -247,17 +247,7 @@ fn counted(n: usize, noun: &str) -> String {
 }
 
 /// A count with thousands separators: 1,000,000.
-fn grouped(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
+use dtl_compiler::graph::group_digits as grouped;
 
 #[cfg(test)]
 mod tests {

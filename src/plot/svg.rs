@@ -194,20 +194,6 @@ pub fn draw_legend(svg: &mut Svg, panel: &Panel, curves: &[Curve]) {
     }
 }
 
-/// Text safe inside an XML element or a double-quoted attribute.
-fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&apos;"),
-            // Control characters are not allowed in XML 1.0 at all.
-            c if c.is_control() && !matches!(c, '\t' | '\n') => out.push('\u{fffd}'),
-            c => out.push(c),
-        }
-    }
-    out
-}
+/// Text safe inside an XML element or a double-quoted attribute: the
+/// graph renderer's escaping.
+use dtl_compiler::graph::xml_escape as escape;

@@ -72,3 +72,18 @@ pub fn short_example(dir: &Path, steps: u32) -> PathBuf {
     std::fs::write(&path, text).unwrap();
     path
 }
+
+/// `dtl run FILE --quiet --device cpu --out OUT` and any `extra` arguments.
+pub fn train(file: &Path, out: &Path, extra: &[&str]) -> Run {
+    let mut args = vec![
+        "run",
+        file.to_str().unwrap(),
+        "--quiet",
+        "--device",
+        "cpu",
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    args.extend(extra);
+    dtl(&args)
+}

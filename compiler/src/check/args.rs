@@ -22,25 +22,6 @@ pub enum Value {
 }
 
 impl Value {
-    /// The value as it would be written in a file.
-    pub fn source(&self) -> String {
-        match self {
-            Value::Int(n) => n.to_string(),
-            Value::Float(x) => format!("{x:?}"),
-            Value::Bool(b) => b.to_string(),
-            Value::Str(s) => format!("{s:?}"),
-            Value::Name(n) => n.clone(),
-            Value::List(items) => format!(
-                "[{}]",
-                items
-                    .iter()
-                    .map(Value::source)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-        }
-    }
-
     pub fn describe(&self) -> String {
         match self {
             Value::Int(n) => format!("the integer {n}"),
@@ -97,19 +78,6 @@ pub enum Ty {
 }
 
 impl Ty {
-    /// How a signature writes the type.
-    pub fn surface(self) -> &'static str {
-        match self {
-            Ty::Int => "int",
-            Ty::Float => "float",
-            Ty::FloatOrInf => "float | inf",
-            Ty::Bool => "bool",
-            Ty::Str => "str",
-            Ty::FloatPair => "[float, float]",
-            Ty::IntList => "[int, ...]",
-        }
-    }
-
     pub fn describe(self) -> &'static str {
         match self {
             Ty::Int => "an integer",

@@ -168,8 +168,8 @@ fn node_parameters(model: &ModelPlan, i: usize) -> u64 {
         .sum()
 }
 
-/// `20266` → `20,266`.
-fn group_digits(n: u64) -> String {
+/// `20266` → `20,266` (also `dtl plot`'s).
+pub fn group_digits(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
@@ -181,8 +181,8 @@ fn group_digits(n: u64) -> String {
     out
 }
 
-/// Text for XML content and attribute values.
-fn xml_escape(text: &str) -> String {
+/// Text for XML content and attribute values (also `dtl plot`'s).
+pub fn xml_escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {

@@ -124,15 +124,11 @@ impl Builtin {
 
     /// `linear(in_features: int, out_features: int, bias: bool = true)`.
     pub fn signature_text(self) -> String {
-        let params: Vec<String> = self
-            .signature()
-            .iter()
-            .map(|p| match &p.default {
-                Some(value) => format!("{}: {} = {}", p.name, p.ty.surface(), value.source()),
-                None => format!("{}: {}", p.name, p.ty.surface()),
-            })
-            .collect();
-        format!("{}({})", self.name(), params.join(", "))
+        format!(
+            "{}({})",
+            self.name(),
+            super::args::signature_text(&self.signature())
+        )
     }
 
     /// The keyword names of the layer's parameters, in order.
