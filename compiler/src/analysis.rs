@@ -268,8 +268,9 @@ fn open_call(before: &str) -> Option<&str> {
             '(' if depth == 0 => {
                 let head = before[..i].trim_end();
                 let start = head
-                    .rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-                    .map_or(0, |p| p + 1);
+                    .char_indices()
+                    .rfind(|(_, c)| !(c.is_ascii_alphanumeric() || *c == '_'))
+                    .map_or(0, |(p, c)| p + c.len_utf8());
                 let name = &head[start..];
                 return (!name.is_empty()).then_some(name);
             }

@@ -156,3 +156,41 @@ fn mutated_inputs_never_panic_and_spans_stay_inside_the_file() {
     }
     assert!(checked > 7000, "{checked}");
 }
+
+/// What an editor asks while a file is being typed: hover, definition and
+/// completion at any offset of any mutant never panic, and what they point
+/// at lies inside the file.
+#[test]
+fn editor_queries_never_panic_on_mutants() {
+    let mut rng = Rng(0xED17);
+    let mut asked = 0;
+    for path in corpus() {
+        let original = std::fs::read_to_string(&path).unwrap();
+        for _ in 0..20 {
+            let text = mutate(&original, &mut rng);
+            let options = dtl_compiler::options_for(&path, false);
+            let offsets: Vec<usize> = (0..10)
+                .map(|_| floor_boundary(&text, rng.below(text.len() + 1)))
+                .collect();
+            let result = std::panic::catch_unwind(|| {
+                let analysis = dtl_compiler::analysis::analyze("fuzz.dtl", &text, &options);
+                for &offset in &offsets {
+                    if let Some((span, _)) = analysis.hover(offset) {
+                        assert!(span.end <= text.len());
+                    }
+                    if let Some(span) = analysis.definition(offset) {
+                        assert!(span.end <= text.len());
+                    }
+                    analysis.completions(offset);
+                }
+            });
+            assert!(
+                result.is_ok(),
+                "panic on a mutant of {}:\n{text}",
+                path.display()
+            );
+            asked += 1;
+        }
+    }
+    assert!(asked > 1000, "{asked}");
+}
