@@ -14,7 +14,7 @@ use lsp_types::notification::{
     DidChangeTextDocument, DidCloseTextDocument, DidOpenTextDocument, Notification as _,
     PublishDiagnostics,
 };
-use lsp_types::request::{Completion, GotoDefinition, HoverRequest, Request as _};
+use lsp_types::request::{Completion, Formatting, GotoDefinition, HoverRequest, Request as _};
 use lsp_types::{
     CompletionItem, CompletionItemKind, CompletionOptions, CompletionParams, Diagnostic,
     DiagnosticSeverity, GotoDefinitionParams, Hover, HoverContents, HoverParams,
@@ -33,6 +33,7 @@ pub fn serve() -> Result<(), Failure> {
         text_document_sync: Some(TextDocumentSyncCapability::Kind(TextDocumentSyncKind::FULL)),
         hover_provider: Some(HoverProviderCapability::Simple(true)),
         definition_provider: Some(OneOf::Left(true)),
+        document_formatting_provider: Some(OneOf::Left(true)),
         completion_provider: Some(CompletionOptions {
             trigger_characters: Some(vec!["(".into(), ",".into()]),
             ..Default::default()
@@ -203,6 +204,20 @@ impl Server<'_> {
                     .collect();
                 serde_json::to_value(items)
             }),
+            // The whole document replaced by `dtl fmt`'s layout; nothing
+            // when it has syntax errors (the diagnostics say why).
+            Formatting::METHOD => {
+                parse::<lsp_types::DocumentFormattingParams>(request.params).map(|p| {
+                    let edits = self.documents.get(&p.text_document.uri).and_then(|a| {
+                        let formatted = dtl_compiler::format::format_source(&a.text).ok()?;
+                        Some(vec![lsp_types::TextEdit {
+                            range: range(&a.text, 0, a.text.len()),
+                            new_text: formatted,
+                        }])
+                    });
+                    serde_json::to_value(edits)
+                })
+            }
             other => {
                 return Response::new_err(
                     id,

@@ -107,6 +107,15 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         seed: u64,
     },
+    /// Rewrite files in the canonical layout (comments kept); with
+    /// `--check`, change nothing and exit 1 with a diff if any file would
+    /// change.
+    Fmt {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        #[arg(long)]
+        check: bool,
+    },
     /// A language server over stdio, for editors: diagnostics, hover,
     /// go-to-definition, completion.
     Lsp,
@@ -248,6 +257,7 @@ fn main() -> ExitCode {
         } => explain(&file, format, world),
         Command::Plot { run, output, log_y } => plot_run(&run, output, log_y),
         Command::Lsp => lsp::serve(),
+        Command::Fmt { files, check } => fmt(&files, check),
         Command::Graph {
             file,
             output,
@@ -411,6 +421,49 @@ fn explain(path: &Path, format: ExplainFormat, world: Option<u64>) -> Result<(),
         ),
     }
     Ok(())
+}
+
+/// Formats every file; a file with syntax errors is reported and left as it
+/// is. Files are replaced whole (temp file + rename).
+fn fmt(files: &[PathBuf], check: bool) -> Result<(), Failure> {
+    let mut failed = false;
+    for path in files {
+        let text = read(path)?;
+        let name = path.display().to_string();
+        let formatted = match dtl_compiler::format::format_source(&text) {
+            Ok(formatted) => formatted,
+            Err(errors) => {
+                let mut diagnostics = Diagnostics::new(&name, &text);
+                for err in errors {
+                    diagnostics.push(err);
+                }
+                report(&diagnostics);
+                failed = true;
+                continue;
+            }
+        };
+        if formatted == text {
+            continue;
+        }
+        if check {
+            out!(
+                "{}",
+                dtl_compiler::format::unified_diff(&name, &text, &formatted).trim_end()
+            );
+            failed = true;
+        } else {
+            let tmp = path.with_extension("dtl.fmt-tmp");
+            std::fs::write(&tmp, &formatted)
+                .and_then(|()| std::fs::rename(&tmp, path))
+                .map_err(|e| Failure::usage(format!("cannot write `{name}`: {e}")))?;
+            out!("formatted {name}");
+        }
+    }
+    if failed {
+        Err(Failure::errors())
+    } else {
+        Ok(())
+    }
 }
 
 /// `dtl graph`: the picture's format follows the output's extension.

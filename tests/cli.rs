@@ -609,3 +609,40 @@ fn check_sarif_is_one_log_with_a_rule_per_code_and_a_region_per_result() {
     assert_eq!(region["byteLength"], 3);
     assert!(results.iter().any(|r| r["level"] == "warning"));
 }
+
+#[test]
+fn fmt_rewrites_checks_with_a_diff_and_leaves_broken_files_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let messy = dir.path().join("messy.dtl");
+    let text =
+        "model Net {\n  forward(x: [B, 64]) -> [B, 10] { x |> linear( 64,10 ) }   // head\n}\n";
+    std::fs::write(&messy, text).unwrap();
+    let path = messy.to_str().unwrap();
+    let check = dtl(&["fmt", "--check", path]).code(1);
+    assert!(
+        check.stdout.contains("@@") && check.stdout.contains("+"),
+        "{}",
+        check.stdout
+    );
+    assert_eq!(
+        std::fs::read_to_string(&messy).unwrap(),
+        text,
+        "--check changes nothing"
+    );
+    dtl(&["fmt", path]).code(0).stdout_has("formatted");
+    let formatted = std::fs::read_to_string(&messy).unwrap();
+    assert!(
+        formatted.contains("linear(64, 10)") && formatted.contains("// head"),
+        "{formatted}"
+    );
+    dtl(&["fmt", "--check", path]).code(0);
+    let broken = dir.path().join("broken.dtl");
+    std::fs::write(&broken, "model Net {\n  forward(x: [B, 64] -> \n").unwrap();
+    dtl(&["fmt", broken.to_str().unwrap()])
+        .code(1)
+        .stderr_has("broken.dtl");
+    assert_eq!(
+        std::fs::read_to_string(&broken).unwrap(),
+        "model Net {\n  forward(x: [B, 64] -> \n"
+    );
+}

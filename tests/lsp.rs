@@ -186,3 +186,27 @@ fn hover_definition_and_completion() {
     assert_eq!(labels, ["in_features: ", "out_features: ", "bias: "]);
     client.stop();
 }
+
+#[test]
+fn formatting_replaces_the_document_with_the_canonical_layout() {
+    let mut client = Client::start();
+    let messy = TEXT.replace("linear(64, 10)", "linear( 64,10 )");
+    client.notify(
+        "textDocument/didOpen",
+        json!({ "textDocument": { "uri": URI, "languageId": "dtl", "version": 1, "text": messy } }),
+    );
+    client.diagnostics();
+    let edits = client.request(
+        "textDocument/formatting",
+        json!({ "textDocument": { "uri": URI }, "options": { "tabSize": 2, "insertSpaces": true } }),
+    );
+    let edits = edits.as_array().unwrap();
+    assert_eq!(edits.len(), 1);
+    let new_text = edits[0]["newText"].as_str().unwrap();
+    assert!(new_text.contains("linear(64, 10)"), "{new_text}");
+    assert_eq!(
+        edits[0]["range"]["start"],
+        json!({ "line": 0, "character": 0 })
+    );
+    client.stop();
+}

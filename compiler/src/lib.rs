@@ -11,6 +11,7 @@ pub mod ast;
 pub mod check;
 pub mod dataset;
 pub mod diagnostics;
+pub mod format;
 pub mod graph;
 pub mod overrides;
 pub mod plan;
