@@ -98,6 +98,18 @@ fn compare_with_pytorch(example: &str, train: &str) {
         .status()
         .unwrap();
     assert!(status.success(), "dtl failed for {example}");
+    // The weights dtl saves load into the PyTorch model, strictly.
+    let status = Command::new(python())
+        .arg(root().join("tests/reference/torch_reference.py"))
+        .arg("--load")
+        .arg(&plan_path)
+        .arg(out.join("model.safetensors"))
+        .status()
+        .unwrap();
+    assert!(
+        status.success(),
+        "{example}: dtl's model.safetensors does not load into PyTorch strictly"
+    );
 
     let ours = losses_from_metrics(&out.join("metrics.jsonl"));
     let reference: serde_json::Value =

@@ -134,17 +134,23 @@ fn apply(
             bias,
             running_mean,
             running_var,
+            num_batches_tracked,
             ..
-        } => x.f_batch_norm(
-            Some(&w.weight(weight)),
-            Some(&w.weight(bias)),
-            Some(&w.weight(running_mean)),
-            Some(&w.weight(running_var)),
-            train,
-            *momentum,
-            *eps,
-            true,
-        ),
+        } => {
+            if train {
+                let _ = w.weight(num_batches_tracked).f_add_scalar_(1.0)?;
+            }
+            x.f_batch_norm(
+                Some(&w.weight(weight)),
+                Some(&w.weight(bias)),
+                Some(&w.weight(running_mean)),
+                Some(&w.weight(running_var)),
+                train,
+                *momentum,
+                *eps,
+                true,
+            )
+        }
         Op::LayerNorm {
             dim,
             eps,

@@ -324,8 +324,7 @@ def main(plan_path, init_path, losses_path):
     train = plan["train"]
     model, params, optimizer, scheduler = build(plan)
     # Initial weights: PyTorch's own initialisers, handed to dtl.
-    weights = {n: t.detach().clone().contiguous() for n, t in model.state_dict().items()
-               if not n.endswith("num_batches_tracked")}
+    weights = {n: t.detach().clone().contiguous() for n, t in model.state_dict().items()}
     save_file(weights, init_path)
 
     x_train, y_train = training_split(plan)
@@ -338,5 +337,18 @@ def main(plan_path, init_path, losses_path):
         json.dump({"losses": losses, "parameters": sum(p.numel() for p in model.parameters())}, f)
 
 
+def load_strictly(plan_path, weights_path):
+    """dtl's saved weights load into the PyTorch model with strict=True."""
+    from safetensors.torch import load_file
+
+    with open(plan_path) as f:
+        plan = json.load(f)
+    model = PlanModel(plan["model"])
+    model.load_state_dict(load_file(weights_path), strict=True)
+
+
 if __name__ == "__main__":
-    main(*sys.argv[1:4])
+    if sys.argv[1] == "--load":
+        load_strictly(*sys.argv[2:4])
+    else:
+        main(*sys.argv[1:4])

@@ -163,6 +163,8 @@ pub enum Op {
         bias: String,
         running_mean: String,
         running_var: String,
+        /// Training batches seen (saved as PyTorch saves it; not read).
+        num_batches_tracked: String,
     },
     LayerNorm {
         dim: i64,

@@ -178,6 +178,9 @@ impl Builtin {
                 let buffers = vec![
                     fixed("running_mean", vec![features], Init::Zeros),
                     fixed("running_var", vec![features], Init::Ones),
+                    // Counted as PyTorch counts it, so that the saved
+                    // weights load into nn.BatchNorm with strict=True.
+                    fixed("num_batches_tracked", vec![], Init::Zeros),
                 ];
                 let op = Op::BatchNorm {
                     features,
@@ -187,6 +190,7 @@ impl Builtin {
                     bias: name("bias"),
                     running_mean: name("running_mean"),
                     running_var: name("running_var"),
+                    num_batches_tracked: name("num_batches_tracked"),
                 };
                 Lowered {
                     op,
