@@ -22,7 +22,8 @@ use crate::optim::Optimizer;
 const DIR: &str = "checkpoint";
 const TMP: &str = "checkpoint.tmp";
 const OLD: &str = "checkpoint.old";
-const FORMAT: u32 = 1;
+/// The checkpoint layout this runtime writes and reads.
+pub const FORMAT: u32 = 1;
 
 /// `state.json`: the scalars of a checkpoint.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -54,10 +55,7 @@ pub struct Loaded {
 
 /// A stable hash of the plan's text (FNV-1a, 64 bits).
 pub fn fingerprint(plan_yaml: &str) -> String {
-    let hash = plan_yaml.bytes().fold(0xCBF2_9CE4_8422_2325u64, |h, b| {
-        (h ^ b as u64).wrapping_mul(0x100_0000_01B3)
-    });
-    format!("{hash:016x}")
+    format!("{:016x}", crate::rng::fnv1a(plan_yaml.as_bytes()))
 }
 
 fn io(path: &Path) -> impl Fn(std::io::Error) -> RunError + '_ {

@@ -29,10 +29,7 @@ impl Rng {
     /// A generator for one named stream (e.g. one parameter's initial
     /// values): the seed mixed with an FNV-1a hash of the name.
     pub fn for_name(seed: u64, name: &str) -> Self {
-        let hash = name.bytes().fold(0xCBF2_9CE4_8422_2325u64, |h, b| {
-            (h ^ b as u64).wrapping_mul(0x100_0000_01B3)
-        });
-        Rng::new(seed ^ hash.rotate_left(17))
+        Rng::new(seed ^ fnv1a(name.as_bytes()).rotate_left(17))
     }
 
     /// Uniform in [0, 1), 53 bits.
@@ -54,4 +51,11 @@ impl Rng {
             items.swap(i, j);
         }
     }
+}
+
+/// FNV-1a, 64 bits: a stable hash of bytes (names, the plan's text).
+pub fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xCBF2_9CE4_8422_2325u64, |h, b| {
+        (h ^ *b as u64).wrapping_mul(0x100_0000_01B3)
+    })
 }

@@ -400,7 +400,7 @@ impl Run<'_> {
             .map_err(|e| io_err(metrics, e))?
             .len();
         let state = State {
-            format: 1,
+            format: checkpoint::FORMAT,
             step,
             optimizer_steps: self.optimizer.steps(),
             data_pos: self.cursor.pos as u64,
