@@ -130,13 +130,14 @@ pub(crate) fn forward_flops(node: &Node, input: &[Dim]) -> u64 {
 pub fn cost(plan: &Plan) -> Cost {
     let model = &plan.model;
     let mut layers = Vec::new();
+    let sizes = super::parallel::ParamSizes::of(model);
     let mut counted = std::collections::BTreeSet::new();
     for node in &model.nodes {
         let input = node
             .inputs
             .first()
             .map_or(&node.output, |&i| &model.nodes[i].output);
-        let parameters = super::parallel::node_parameters(model, node, &mut counted);
+        let parameters = sizes.of_node(node, &mut counted);
         layers.push(LayerCost {
             name: node.name.clone(),
             kind: node.op.kind(),

@@ -256,6 +256,14 @@ pub fn stages(model: &ModelPlan, starts: &[usize]) -> Vec<StagePlan> {
             }
         })
         .collect();
+    // The stages that read each node's output, in one pass over the edges.
+    let mut readers: Vec<std::collections::BTreeSet<u64>> = vec![Default::default(); n];
+    for (j, reader) in model.nodes.iter().enumerate() {
+        for &i in &reader.inputs {
+            readers[i].insert(stage_of(j));
+        }
+    }
+    let sizes = ParamSizes::of(model);
     let mut counted = std::collections::BTreeSet::new();
     for (i, node) in model.nodes.iter().enumerate() {
         let stage = &mut out[stage_of(i) as usize];
@@ -264,18 +272,9 @@ pub fn stages(model: &ModelPlan, starts: &[usize]) -> Vec<StagePlan> {
             .first()
             .map_or(&node.output, |&j| &model.nodes[j].output);
         stage.forward_flops += forward_flops(node, input);
-        stage.parameters += node_parameters(model, node, &mut counted);
+        stage.parameters += sizes.of_node(node, &mut counted);
         // Every later stage that reads this node's output gets it once.
-        let mut readers: Vec<u64> = model
-            .nodes
-            .iter()
-            .enumerate()
-            .filter(|(_, reader)| reader.inputs.contains(&i))
-            .map(|(j, _)| stage_of(j))
-            .filter(|s| *s > stage_of(i))
-            .collect();
-        readers.dedup();
-        for to_stage in readers {
+        for &to_stage in readers[i].iter().filter(|s| **s > stage_of(i)) {
             out[stage_of(i) as usize].sends.push(Transfer {
                 node: node.name.clone(),
                 to_stage,
@@ -287,25 +286,54 @@ pub fn stages(model: &ModelPlan, starts: &[usize]) -> Vec<StagePlan> {
     out
 }
 
-/// Trainable scalars a node's op names; a shared layer counts once (names
-/// in `counted` are skipped, and added).
-pub(crate) fn node_parameters(
-    model: &ModelPlan,
-    node: &super::Node,
-    counted: &mut std::collections::BTreeSet<String>,
-) -> u64 {
-    let named = param_names(model, node);
-    model
-        .parameters
-        .iter()
-        .filter(|p| named.contains(&p.name) && counted.insert(p.name.clone()))
-        .map(|p| p.shape.iter().product::<i64>() as u64)
-        .sum()
+/// The size of every trainable parameter, by name: built once per model,
+/// so per-node lookups do not scan the parameter list.
+pub(crate) struct ParamSizes<'a>(std::collections::BTreeMap<&'a str, u64>);
+
+impl<'a> ParamSizes<'a> {
+    pub(crate) fn of(model: &'a ModelPlan) -> Self {
+        ParamSizes(
+            model
+                .parameters
+                .iter()
+                .map(|p| (p.name.as_str(), p.shape.iter().product::<i64>() as u64))
+                .collect(),
+        )
+    }
+
+    /// The trainable parameters a node's op names, sorted by the op's field
+    /// names (`bias` before `weight`), with their number of values.
+    fn named_by(&self, node: &super::Node) -> Vec<(String, u64)> {
+        let op_json = serde_json::to_value(&node.op).unwrap_or_default();
+        let Some(fields) = op_json.as_object() else {
+            return Vec::new();
+        };
+        fields
+            .values()
+            .filter_map(|v| v.as_str())
+            .filter_map(|name| self.0.get(name).map(|n| (name.to_string(), *n)))
+            .collect()
+    }
+
+    /// Trainable scalars a node's op names; a shared layer counts once (names
+    /// in `counted` are skipped, and added).
+    pub(crate) fn of_node(
+        &self,
+        node: &super::Node,
+        counted: &mut std::collections::BTreeSet<String>,
+    ) -> u64 {
+        self.named_by(node)
+            .into_iter()
+            .filter(|(name, _)| counted.insert(name.clone()))
+            .map(|(_, n)| n)
+            .sum()
+    }
 }
 
 /// Each stage's gradients in buckets of about `bucket_bytes`, filled in the
 /// order backward produces them (last layer first), as DDP does.
 pub fn buckets(model: &ModelPlan, stages: &[StagePlan], bucket_bytes: u64) -> Vec<GradBucket> {
+    let sizes = ParamSizes::of(model);
     let mut out = Vec::new();
     let mut seen = std::collections::BTreeSet::new();
     for stage in stages {
@@ -315,12 +343,11 @@ pub fn buckets(model: &ModelPlan, stages: &[StagePlan], bucket_bytes: u64) -> Ve
             bytes: 0,
         };
         for node in model.nodes[stage.first_node..=stage.last_node].iter().rev() {
-            for name in param_names(model, node) {
+            for (name, values) in sizes.named_by(node) {
                 if !seen.insert(name.clone()) {
                     continue;
                 }
-                let spec = model.parameters.iter().find(|p| p.name == name);
-                let bytes = spec.map_or(0, |p| p.shape.iter().product::<i64>() as u64 * 4);
+                let bytes = values * 4;
                 if current.bytes > 0 && current.bytes + bytes > bucket_bytes {
                     out.push(std::mem::replace(
                         &mut current,
@@ -340,21 +367,6 @@ pub fn buckets(model: &ModelPlan, stages: &[StagePlan], bucket_bytes: u64) -> Ve
         }
     }
     out
-}
-
-/// The trainable parameters a node's op names, sorted by the op's field
-/// names (`bias` before `weight`).
-fn param_names(model: &ModelPlan, node: &super::Node) -> Vec<String> {
-    let op_json = serde_json::to_value(&node.op).unwrap_or_default();
-    let Some(fields) = op_json.as_object() else {
-        return Vec::new();
-    };
-    fields
-        .values()
-        .filter_map(|v| v.as_str())
-        .filter(|name| model.parameters.iter().any(|p| p.name == *name))
-        .map(str::to_string)
-        .collect()
 }
 
 /// Each stage's program for one round of `micro_batches` micro-batches: the
