@@ -388,8 +388,14 @@ pub fn stage_programs(
                 .filter(|other| other.sends.iter().any(|t| t.to_stage == s))
                 .map(|other| other.stage)
                 .collect();
-            let mut to: Vec<u64> = stage.sends.iter().map(|t| t.to_stage).collect();
-            to.dedup();
+            // Sends are listed per tensor; a stage is sent to once per piece.
+            let to: Vec<u64> = stage
+                .sends
+                .iter()
+                .map(|t| t.to_stage)
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .collect();
             let mut ops = Vec::new();
             for (forward, mb) in stage_order(schedule, s, count, micro_batches) {
                 if forward {
@@ -417,4 +423,82 @@ pub fn stage_programs(
             StageProgram { stage: s, ops }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn transfer(node: &str, to_stage: u64) -> Transfer {
+        Transfer {
+            node: node.into(),
+            to_stage,
+            shape: vec![],
+            values_per_sample: 1,
+        }
+    }
+
+    fn stage(stage: u64, sends: Vec<Transfer>) -> StagePlan {
+        StagePlan {
+            stage,
+            first_node: 0,
+            last_node: 0,
+            parameters: 0,
+            forward_flops: 0,
+            sends,
+        }
+    }
+
+    /// Stage 0's tensors go to stages 1, 2 and 1 again (a skip connection
+    /// between two that go to the next stage): one send to each stage per
+    /// piece, and one receive of gradients from each.
+    #[test]
+    fn a_stage_sends_to_each_later_stage_once_per_micro_batch() {
+        let stages = vec![
+            stage(
+                0,
+                vec![transfer("a", 1), transfer("b", 2), transfer("c", 1)],
+            ),
+            stage(1, vec![transfer("d", 2)]),
+            stage(2, vec![]),
+        ];
+        let programs = stage_programs(&stages, PipelineSchedule::Gpipe, 1);
+        assert_eq!(
+            programs[0].ops,
+            vec![
+                PipeOp::Forward { micro_batch: 0 },
+                PipeOp::SendActivations {
+                    micro_batch: 0,
+                    to: 1
+                },
+                PipeOp::SendActivations {
+                    micro_batch: 0,
+                    to: 2
+                },
+                PipeOp::RecvGradients {
+                    micro_batch: 0,
+                    from: 1
+                },
+                PipeOp::RecvGradients {
+                    micro_batch: 0,
+                    from: 2
+                },
+                PipeOp::Backward { micro_batch: 0 },
+            ]
+        );
+        // Stage 2 hears from both earlier stages.
+        assert_eq!(
+            programs[2].ops[..2],
+            [
+                PipeOp::RecvActivations {
+                    micro_batch: 0,
+                    from: 0
+                },
+                PipeOp::RecvActivations {
+                    micro_batch: 0,
+                    from: 1
+                },
+            ]
+        );
+    }
 }
