@@ -99,6 +99,10 @@ struct Run<'a> {
     train_seconds: f64,
     /// The step of the last checkpoint written or resumed from.
     last_checkpoint: Option<u64>,
+    /// The run folder, where checkpoints go.
+    out: &'a Path,
+    /// The plan's fingerprint, stored in every checkpoint.
+    fingerprint: String,
 }
 
 /// Trains the plan to the end. Everything goes into `options.out_dir`:
@@ -145,18 +149,20 @@ pub fn train(plan: &Plan, options: &RunOptions) -> Result<Summary, RunError> {
     )?;
     let mut optimizer = Optimizer::new(&train.optimizer, model.params.len());
     let metrics_path = out.join("metrics.jsonl");
-    let mut done = 0;
-    let mut run_state = (f64::NAN, 0, 0.0);
     if let Some(saved) = &resumed {
-        let state = &saved.state;
         model.load(&saved.model_path)?;
         let names: Vec<&str> = model.params.iter().map(|(n, _)| n.as_str()).collect();
-        optimizer.restore(state.optimizer_steps, &names, &saved.optimizer, device)?;
+        optimizer.restore(
+            saved.state.optimizer_steps,
+            &names,
+            &saved.optimizer,
+            device,
+        )?;
         batches.resume(saved.cursor.clone())?;
-        truncate(&metrics_path, state.metrics_bytes)?;
-        done = state.step;
-        run_state = (state.first_loss, state.skipped_steps, state.train_seconds);
+        truncate(&metrics_path, saved.state.metrics_bytes)?;
     }
+    let saved = resumed.as_ref().map(|r| &r.state);
+    let done = saved.map_or(0, |s| s.step);
     let cursor = batches.cursor().clone();
     let mut run = Run {
         plan,
@@ -166,10 +172,12 @@ pub fn train(plan: &Plan, options: &RunOptions) -> Result<Summary, RunError> {
         valid: split.valid,
         batches: Prefetch::start(batches, PREFETCH_DEPTH)?,
         cursor,
-        first_loss: run_state.0,
-        skipped_steps: run_state.1,
-        train_seconds: run_state.2,
-        last_checkpoint: resumed.as_ref().map(|r| r.state.step),
+        first_loss: saved.map_or(f64::NAN, |s| s.first_loss),
+        skipped_steps: saved.map_or(0, |s| s.skipped_steps),
+        train_seconds: saved.map_or(0.0, |s| s.train_seconds),
+        last_checkpoint: saved.map(|s| s.step),
+        out,
+        fingerprint: checkpoint::fingerprint(&plan_yaml),
     };
 
     let file = OpenOptions::new()
@@ -200,7 +208,7 @@ pub fn train(plan: &Plan, options: &RunOptions) -> Result<Summary, RunError> {
         }
         if train.checkpoint_every > 0 && step.is_multiple_of(train.checkpoint_every) {
             metrics.flush().map_err(|e| io_err(&metrics_path, e))?;
-            run.checkpoint(step, &metrics_path, &plan_yaml)?;
+            run.checkpoint(step, &metrics_path)?;
         }
         last = Some(record);
     }
@@ -395,7 +403,7 @@ impl Run<'_> {
     }
 
     /// Saves everything a resumed run needs, after `step`.
-    fn checkpoint(&mut self, step: u64, metrics: &Path, plan_yaml: &str) -> Result<(), RunError> {
+    fn checkpoint(&mut self, step: u64, metrics: &Path) -> Result<(), RunError> {
         let metrics_bytes = std::fs::metadata(metrics)
             .map_err(|e| io_err(metrics, e))?
             .len();
@@ -410,10 +418,9 @@ impl Run<'_> {
             first_loss: self.first_loss,
             skipped_steps: self.skipped_steps,
             train_seconds: self.train_seconds,
-            plan_fingerprint: checkpoint::fingerprint(plan_yaml),
+            plan_fingerprint: self.fingerprint.clone(),
         };
-        let out = metrics.parent().unwrap_or(Path::new("."));
-        checkpoint::save(out, &state, &self.model, &self.optimizer, &self.cursor)?;
+        checkpoint::save(self.out, &state, &self.model, &self.optimizer, &self.cursor)?;
         self.last_checkpoint = Some(step);
         Ok(())
     }
