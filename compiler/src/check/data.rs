@@ -206,15 +206,12 @@ pub fn data(
 
 /// `target = class` (the default) or `target = float` (regression).
 fn target_kind(settings: &Settings<'_>, errors: &mut Vec<CheckError>) -> Option<TargetKind> {
-    let Some(setting) = settings.get("target") else {
-        return Some(TargetKind::Class);
-    };
-    let choices = [("class", vec![]), ("float", vec![])];
-    let (kind, _) = choose(setting, "target kind", &choices, errors)?;
-    Some(match kind {
-        "float" => TargetKind::Float,
-        _ => TargetKind::Class,
-    })
+    Some(
+        match settings.one_of("target", "target kind", &["class", "float"], errors)? {
+            Some("float") => TargetKind::Float,
+            _ => TargetKind::Class,
+        },
+    )
 }
 
 /// `text("book.txt", context: 64, encoding: "chars")`.

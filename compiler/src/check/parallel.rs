@@ -75,23 +75,14 @@ pub fn resolve(block: &SettingsBlock, errors: &mut Vec<CheckError>) -> Option<Pa
     };
     let pipeline = s.int("pipeline", 1, Some(1), errors);
     let micro_batches = s.int("micro_batches", 1, Some(pipeline.unwrap_or(1)), errors);
-    let pick =
-        |key: &str, what: &'static str, names: &[&'static str], errors: &mut Vec<CheckError>| {
-            let setting = s.get(key)?;
-            let choices: Vec<(&'static str, Vec<ParamSig>)> =
-                names.iter().map(|n| (*n, vec![])).collect();
-            choose(setting, what, &choices, errors).map(|(name, _)| name)
-        };
-    let schedule = match pick(
-        "schedule",
-        "pipeline schedule",
-        &["gpipe", "one_f_one_b"],
-        errors,
-    ) {
+    let mut pick = |key: &str, what: &'static str, names: &[&'static str]| {
+        s.one_of(key, what, names, errors).flatten()
+    };
+    let schedule = match pick("schedule", "pipeline schedule", &["gpipe", "one_f_one_b"]) {
         Some("gpipe") => PipelineSchedule::Gpipe,
         _ => PipelineSchedule::OneFOneB,
     };
-    let backend = match pick("backend", "backend", &["auto", "nccl", "mpi"], errors) {
+    let backend = match pick("backend", "backend", &["auto", "nccl", "mpi"]) {
         Some("nccl") => Backend::Nccl,
         Some("mpi") => Backend::Mpi,
         _ => Backend::Auto,
@@ -100,7 +91,6 @@ pub fn resolve(block: &SettingsBlock, errors: &mut Vec<CheckError>) -> Option<Pa
         "batch_norm",
         "batch_norm synchronisation",
         &["sync", "local"],
-        errors,
     ) {
         Some("sync") => BatchNormSync::Sync,
         _ => BatchNormSync::Local,

@@ -165,6 +165,24 @@ impl<'a> Settings<'a> {
         }
     }
 
+    /// A setting that names one of `names` (`precision = bf16`): the name,
+    /// `Some(None)` when the setting is absent, `None` when it is wrong
+    /// (reported as an unknown `what`, with the choices).
+    pub fn one_of(
+        &self,
+        key: &str,
+        what: &'static str,
+        names: &[&'static str],
+        errors: &mut Vec<CheckError>,
+    ) -> Option<Option<&'static str>> {
+        let Some(setting) = self.get(key) else {
+            return Some(None);
+        };
+        let choices: Vec<(&'static str, Vec<ParamSig>)> =
+            names.iter().map(|n| (*n, vec![])).collect();
+        choose(setting, what, &choices, errors).map(|(name, _)| Some(name))
+    }
+
     /// A setting whose value names something (`model = Net`).
     pub fn name(&self, key: &str, errors: &mut Vec<CheckError>) -> Option<&'a Ident> {
         let setting = self.get(key)?;

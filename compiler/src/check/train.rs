@@ -76,8 +76,8 @@ pub(super) fn check_train(
     let seed = s.int("seed", 0, Some(0), errors);
     let eval_every = s.int("eval_every", 0, Some(0), errors);
     let checkpoint_every = s.int("checkpoint_every", 0, Some(0), errors);
-    let precision = one_of(&s, "precision", &["fp32", "bf16"], errors);
-    let on_nan = one_of(&s, "on_nan", &["stop", "skip"], errors);
+    let precision = s.one_of("precision", "precision", &["fp32", "bf16"], errors);
+    let on_nan = s.one_of("on_nan", "NaN policy", &["stop", "skip"], errors);
     let warmup = s.int("warmup", 0, Some(0), errors);
     let schedule = warmup.and_then(|w| {
         let warmup_span = s.get("warmup").map(|x| x.value.span);
@@ -278,29 +278,6 @@ fn unused_modules(
                 help,
             });
         }
-    }
-}
-
-/// A setting that names one of `choices` (`precision = bf16`); `Some(None)`
-/// when absent.
-fn one_of(
-    s: &Settings<'_>,
-    key: &str,
-    names: &[&'static str],
-    errors: &mut Vec<CheckError>,
-) -> Option<Option<&'static str>> {
-    let Some(setting) = s.get(key) else {
-        return Some(None);
-    };
-    let choices: Vec<(&'static str, Vec<_>)> = names.iter().map(|n| (*n, vec![])).collect();
-    settings::choose(setting, key_kind(key), &choices, errors).map(|(name, _)| Some(name))
-}
-
-fn key_kind(key: &str) -> &'static str {
-    match key {
-        "precision" => "precision",
-        "on_nan" => "NaN policy",
-        _ => "choice",
     }
 }
 
