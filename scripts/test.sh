@@ -5,6 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 source scripts/env.sh
+# The code's own standards first: formatting and every clippy lint.
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --quiet -- -D warnings
 cargo test --workspace "$@"
 # The documented CI recipe (docs/ci.md) with the slim, libtorch-free CLI.
 scripts/slim-check.sh

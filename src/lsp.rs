@@ -116,7 +116,7 @@ impl Server<'_> {
         let path = uri
             .to_file_path()
             .unwrap_or_else(|_| PathBuf::from(uri.path()));
-        let options = crate::options_for(&path, true);
+        let options = dtl_compiler::options_for(&path, true);
         let analysis = analysis::analyze(&path.display().to_string(), &text, &options);
         let diagnostics = analysis
             .diagnostics

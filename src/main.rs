@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use dtl_compiler::input::{Input, LoadError, Request};
 use dtl_compiler::plan::Plan;
 use dtl_compiler::Diagnostics;
 
@@ -24,18 +25,6 @@ struct Cli {
     /// train.optimizer.lr=1e-3, data.digits.valid=0.1 (repeatable).
     #[arg(long = "set", value_name = "PATH=VALUE", global = true)]
     set: Vec<String>,
-}
-
-/// The `--set` overrides of this invocation, parsed once in `main`.
-static OVERRIDES: std::sync::OnceLock<Vec<dtl_compiler::overrides::Override>> =
-    std::sync::OnceLock::new();
-
-/// Check options for a file: data paths start from its folder; the
-/// command line's overrides apply.
-pub fn options_for(path: &Path, probe_data: bool) -> dtl_compiler::check::Options {
-    let mut options = dtl_compiler::options_for(path, probe_data);
-    options.overrides = OVERRIDES.get().cloned().unwrap_or_default();
-    options
 }
 
 #[derive(Subcommand)]
@@ -211,29 +200,33 @@ fn main() -> ExitCode {
         .iter()
         .map(|o| dtl_compiler::overrides::parse(o))
         .collect();
-    match overrides {
-        Ok(overrides) => {
-            let _ = OVERRIDES.set(overrides);
-        }
+    let overrides = match overrides {
+        Ok(overrides) => overrides,
         Err(message) => {
             eprintln!("error: {message}");
             return ExitCode::from(2);
         }
-    }
+    };
+    // What `--set` and a command's `--world`/`--no-data` ask of a `.dtl` file.
+    let request = |world: Option<u64>, no_data: bool| Request {
+        overrides: overrides.clone(),
+        world,
+        no_data,
+    };
     let result = match cli.command {
         Command::Check {
             files,
             format,
             no_data,
             world,
-        } => check(&files, format, no_data, &world),
+        } => check(&files, format, &request(None, no_data), &world),
         Command::Compile {
             file,
             format,
             output,
             no_data,
             world,
-        } => compile(&file, format, output.as_deref(), no_data, world),
+        } => compile(&file, format, output.as_deref(), &request(world, no_data)),
         Command::Run {
             file,
             out,
@@ -241,20 +234,23 @@ fn main() -> ExitCode {
             init,
             resume,
             quiet,
-        } => run::run(run::RunArgs {
-            file,
-            out,
-            device,
-            init,
-            resume,
-            quiet,
-        }),
-        Command::Test { files, seed } => run::test(&files, seed),
+        } => run::run(
+            run::RunArgs {
+                file,
+                out,
+                device,
+                init,
+                resume,
+                quiet,
+            },
+            &request(None, false),
+        ),
+        Command::Test { files, seed } => run::test(&files, seed, &request(None, false)),
         Command::Explain {
             file,
             format,
             world,
-        } => explain(&file, format, world),
+        } => explain(&file, format, &request(world, false)),
         Command::Plot { run, output, log_y } => plot_run(&run, output, log_y),
         Command::Lsp => lsp::serve(),
         Command::Fmt { files, check } => fmt(&files, check),
@@ -263,7 +259,7 @@ fn main() -> ExitCode {
             output,
             timeline,
             world,
-        } => graph(&file, output.as_deref(), timeline, world),
+        } => graph(&file, output.as_deref(), timeline, &request(world, false)),
         Command::Info => {
             out!("dtl {}", env!("CARGO_PKG_VERSION"));
             out!("{}", run::backend_info());
@@ -312,7 +308,7 @@ pub fn report(diagnostics: &Diagnostics) {
 fn check(
     files: &[PathBuf],
     format: CheckFormat,
-    no_data: bool,
+    request: &Request,
     world: &[u64],
 ) -> Result<(), Failure> {
     let mut records = Vec::new();
@@ -321,7 +317,7 @@ fn check(
     for path in files {
         let text = read(path)?;
         let name = path.display().to_string();
-        let mut options = options_for(path, !no_data);
+        let mut options = request.options(path);
         options.world = world.to_vec();
         let (diagnostics, ok) = match dtl_compiler::check_source(&name, &text, &options) {
             Ok(checked) => (checked.warnings, true),
@@ -360,31 +356,13 @@ fn check(
     }
 }
 
-fn compile_file(path: &Path, no_data: bool, world: Option<u64>) -> Result<Plan, Failure> {
-    let text = read(path)?;
-    let name = path.display().to_string();
-    let mut options = options_for(path, !no_data);
-    options.world = world.into_iter().collect();
-    match dtl_compiler::compile_source_with_warnings(&name, &text, &options) {
-        Ok((plan, warnings)) => {
-            report(&warnings);
-            Ok(plan)
-        }
-        Err(diagnostics) => {
-            report(&diagnostics);
-            Err(Failure::errors())
-        }
-    }
-}
-
 fn compile(
     path: &Path,
     format: PlanFormat,
     output: Option<&Path>,
-    no_data: bool,
-    world: Option<u64>,
+    request: &Request,
 ) -> Result<(), Failure> {
-    let plan = compile_file(path, no_data, world)?;
+    let plan = load_plan(&Input::Source(path.to_path_buf()), request)?;
     let text = match format {
         PlanFormat::Yaml => plan.to_yaml(),
         PlanFormat::Json => plan.to_json(),
@@ -400,19 +378,9 @@ fn compile(
     Ok(())
 }
 
-fn explain(path: &Path, format: ExplainFormat, world: Option<u64>) -> Result<(), Failure> {
-    let plan = if world.is_some() {
-        if path.extension().is_none_or(|e| e != "dtl") {
-            return Err(Failure::usage(format!(
-                "--world applies to .dtl files; `{}` is a compiled plan, already for one world size",
-                path.display()
-            )));
-        }
-        compile_file(path, false, world)?
-    } else {
-        load_plan(path)?
-    };
-    let cost = dtl_compiler::plan::cost(&plan);
+fn explain(path: &Path, format: ExplainFormat, request: &Request) -> Result<(), Failure> {
+    let plan = load_plan(&Input::of(path), request)?;
+    let cost = dtl_compiler::explain::cost(&plan);
     match format {
         ExplainFormat::Text => out!("{}", cost.render(&plan).trim_end()),
         ExplainFormat::Json => out!(
@@ -471,20 +439,11 @@ fn graph(
     path: &Path,
     output: Option<&Path>,
     timeline: bool,
-    world: Option<u64>,
+    request: &Request,
 ) -> Result<(), Failure> {
     use dtl_compiler::graph;
-    let plan = if world.is_some() {
-        compile_file(path, false, world)?
-    } else {
-        load_plan(path)?
-    };
-    let stage_of: Vec<u32> = plan
-        .topology
-        .stages
-        .iter()
-        .flat_map(|s| (s.first_node..=s.last_node).map(move |_| s.stage as u32))
-        .collect();
+    let plan = load_plan(&Input::of(path), request)?;
+    let stage_of = plan.topology.stage_of_nodes();
     let layout = &plan.topology.parallelism;
     let svg = || {
         if timeline {
@@ -553,18 +512,18 @@ fn plot_run(run: &Path, output: Option<PathBuf>, log_y: bool) -> Result<(), Fail
     }
 }
 
-/// A `.dtl` file is compiled; anything else is read as a compiled plan.
-pub fn load_plan(path: &Path) -> Result<Plan, Failure> {
-    if path.extension().is_some_and(|e| e == "dtl") {
-        return compile_file(path, false, None);
+/// The plan `input` stands for: a `.dtl` file compiled (its warnings
+/// reported), or a compiled plan read back.
+pub fn load_plan(input: &Input, request: &Request) -> Result<Plan, Failure> {
+    match dtl_compiler::input::load_plan(input, request) {
+        Ok((plan, warnings)) => {
+            report(&warnings);
+            Ok(plan)
+        }
+        Err(LoadError::Invalid(diagnostics)) => {
+            report(&diagnostics);
+            Err(Failure::errors())
+        }
+        Err(err) => Err(Failure::usage(err.to_string())),
     }
-    if OVERRIDES.get().is_some_and(|o| !o.is_empty()) {
-        return Err(Failure::usage(format!(
-            "--set applies to .dtl files; `{}` is a compiled plan",
-            path.display()
-        )));
-    }
-    let text = read(path)?;
-    Plan::from_text(&text)
-        .map_err(|e| Failure::usage(format!("`{}` is not a dtl plan: {e}", path.display())))
 }

@@ -3,19 +3,23 @@
 
 use std::path::PathBuf;
 
+use dtl_compiler::input::{Input, Request};
+
 use crate::{load_plan, Failure};
 #[cfg(feature = "runtime")]
-use crate::{options_for, read, report};
+use crate::{read, report};
 
 /// Runs every module test of every file; a pytest-like summary line at the end.
 #[cfg(feature = "runtime")]
-pub fn test(files: &[PathBuf], seed: u64) -> Result<(), Failure> {
+pub fn test(files: &[PathBuf], seed: u64, request: &Request) -> Result<(), Failure> {
     ensure_reproducible_mkl();
     let (mut passed, mut failed) = (0usize, 0usize);
     for path in files {
         let text = read(path)?;
         let name = path.display().to_string();
-        let checked = match dtl_compiler::check_source(&name, &text, &options_for(path, false)) {
+        let mut options = request.options(path);
+        options.probe_data = false;
+        let checked = match dtl_compiler::check_source(&name, &text, &options) {
             Ok(checked) => checked,
             Err(diagnostics) => {
                 report(&diagnostics);
@@ -52,7 +56,7 @@ pub fn test(files: &[PathBuf], seed: u64) -> Result<(), Failure> {
 }
 
 #[cfg(not(feature = "runtime"))]
-pub fn test(_: &[PathBuf], _: u64) -> Result<(), Failure> {
+pub fn test(_: &[PathBuf], _: u64, _: &Request) -> Result<(), Failure> {
     Err(Failure::usage("this dtl was built without the runtime (`--no-default-features`); rebuild with the default features to run tests".into()))
 }
 
@@ -104,18 +108,21 @@ pub struct RunArgs {
 }
 
 #[cfg(feature = "runtime")]
-pub fn run(args: RunArgs) -> Result<(), Failure> {
+pub fn run(args: RunArgs, request: &Request) -> Result<(), Failure> {
     ensure_reproducible_mkl();
     let device: dtl_runtime::DeviceChoice = args.device.parse().map_err(Failure::usage)?;
     let (plan, out_dir) = match (&args.resume, &args.file) {
         // A resumed run goes on with the plan it was started with.
-        (Some(dir), _) => (load_plan(&dir.join("plan.yaml"))?, dir.clone()),
+        (Some(dir), _) => (
+            load_plan(&Input::Plan(dir.join("plan.yaml")), request)?,
+            dir.clone(),
+        ),
         (None, Some(path)) => {
             let stem = path
                 .file_stem()
                 .map_or("run".into(), |s| s.to_string_lossy().into_owned());
             let out = args.out.unwrap_or_else(|| PathBuf::from("runs").join(stem));
-            (load_plan(path)?, out)
+            (load_plan(&Input::of(path), request)?, out)
         }
         (None, None) => {
             return Err(Failure::usage(
@@ -176,9 +183,9 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
 }
 
 #[cfg(not(feature = "runtime"))]
-pub fn run(args: RunArgs) -> Result<(), Failure> {
+pub fn run(args: RunArgs, request: &Request) -> Result<(), Failure> {
     if let Some(path) = &args.file {
-        load_plan(path)?;
+        load_plan(&Input::of(path), request)?;
     }
     Err(Failure::usage("this dtl was built without the runtime (`--no-default-features`); rebuild with the default features to run".into()))
 }

@@ -152,7 +152,7 @@ fn every_valid_case_runs() {
             .unwrap();
         // A plan for several ranks is refused, clearly, before anything runs.
         let stderr = String::from_utf8_lossy(&output.stderr);
-        if plan.topology.world_size > 1 {
+        if plan.topology.world_size() > 1 {
             if output.status.code() != Some(1) || !stderr.contains("trains in one process") {
                 failures.push(format!("{}: not refused:\n{stderr}", rel.display()));
             }

@@ -259,11 +259,12 @@ fn cuda_request_without_a_gpu_is_a_clear_error() {
 
 #[test]
 fn check_world_sizes_against_the_parallel_degrees() {
+    // data = 2 × pipeline = 2: world 4 fits, 6 does not.
     let run = dtl(&[
         "check",
         "--world",
         "4,6",
-        "tests/cases/err/parallel_pipeline_local_sgd.dtl",
+        "tests/cases/ok/parallel_pipeline_split.dtl",
     ])
     .code(1);
     let run = run.stderr_has("world size 6 ≠ data 2 × pipeline 2 = 4");
@@ -476,7 +477,7 @@ fn a_plan_for_several_ranks_compiles_for_one_world_size_and_is_not_run_here() {
         .stderr_has("--world 8");
     let plan = dtl(&["compile", file, "--world", "8", "--format", "json"]).code(0);
     let plan: serde_json::Value = serde_json::from_str(&plan.stdout).unwrap();
-    assert_eq!(plan["topology"]["world_size"], 8);
+    assert_eq!(plan["topology"]["parallelism"]["data"], 8);
     assert_eq!(plan["train"]["global_batch"], 32 * 2 * 8);
     dtl(&["explain", file, "--world", "8"])
         .code(0)
@@ -513,7 +514,7 @@ fn plot_draws_a_run_as_svg_and_png() {
         .stderr_has("name it .svg or .png");
     std::fs::write(
         out.join("metrics.jsonl"),
-        "{\"step\": 1, \"loss\": 2.0}\nnot json\n",
+        "{\"step\": 1, \"loss\": 2.0, \"lr\": 0.1, \"grad_norm\": 1.0}\nnot json\n",
     )
     .unwrap();
     dtl(&["plot", run]).code(1).stderr_has("metrics.jsonl:2");

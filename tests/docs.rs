@@ -145,3 +145,25 @@ fn every_plan_field_is_documented() {
         missing.join(", ")
     );
 }
+
+/// The complete plan shown in docs/plan.md is the golden plan of
+/// `tests/cases/ok/minimal.dtl`, byte for byte.
+#[test]
+fn the_documented_plan_is_the_golden_one() {
+    let doc = plan_reference();
+    let marker = "`dtl compile tests/cases/ok/minimal.dtl`, from the repository root:\n\n```yaml\n";
+    let start = doc
+        .find(marker)
+        .expect("docs/plan.md shows minimal.dtl's plan")
+        + marker.len();
+    let end = start + doc[start..].find("```").expect("the block ends");
+    let golden = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/cases/ok/minimal.plan.yaml"),
+    )
+    .unwrap();
+    assert_eq!(
+        &doc[start..end],
+        golden,
+        "docs/plan.md's sample plan is out of date: copy tests/cases/ok/minimal.plan.yaml into it"
+    );
+}

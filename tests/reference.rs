@@ -120,7 +120,7 @@ fn compare_with_pytorch(example: &str, train: &str) {
         Some(plan.model.parameter_count),
         "{example}: parameter count"
     );
-    let per_layer: u64 = dtl_compiler::plan::cost(&plan)
+    let per_layer: u64 = dtl_compiler::explain::cost(&plan)
         .layers
         .iter()
         .map(|l| l.parameters)

@@ -1,9 +1,17 @@
 //! dtl-compiler: the front end of dtl.
 //!
-//! The phases are the modules: [`syntax`] (grammar → [`ast`]), [`check`]
-//! (names, types, shapes, batch arithmetic → a resolved experiment) and
-//! [`plan`] (the execution plan the runtime runs). [`diagnostics`] renders
-//! what the phases report. This crate may depend on neither libtorch nor MPI:
+//! The phases are the modules, in order: [`syntax`] (grammar → [`ast`]),
+//! [`check`] (names, types, shapes, settings → a resolved
+//! [`check::Experiment`]), [`lower`] (the experiment and a world size → the
+//! layout, step count and step program) and [`plan`] (the execution plan's
+//! data types, which the runtime reads). Each phase imports only the ones
+//! before it; `plan` imports none.
+//!
+//! Around them: [`diagnostics`] and [`sarif`] render what the phases
+//! report; [`explain`] and [`graph`] read a plan; [`format`] and
+//! [`analysis`] (the editor queries) read the syntax tree; [`dataset`]
+//! reads data files for `check` and the runtime; [`records`] is the run
+//! output's schema. This crate may depend on neither libtorch nor MPI:
 //! `dtl check` must run on a machine that has neither.
 
 pub mod analysis;
@@ -11,13 +19,18 @@ pub mod ast;
 pub mod check;
 pub mod dataset;
 pub mod diagnostics;
+pub mod explain;
 pub mod format;
 pub mod graph;
+pub mod input;
+pub mod lower;
 pub mod overrides;
 pub mod plan;
+pub mod records;
 pub mod sarif;
 pub mod span;
 pub mod syntax;
+pub mod util;
 
 use std::path::Path;
 
@@ -32,8 +45,10 @@ pub struct Checked {
     pub warnings: Diagnostics,
 }
 
-/// Parses and checks one file. `name` is how diagnostics name it. Errors
-/// (with any warnings) come back as `Err`.
+/// Parses and checks one file. `name` is how diagnostics name it. The
+/// world-size arithmetic is checked by lowering for each of
+/// `options.world` (see [`lower::validate`]). Errors (with any warnings)
+/// come back as `Err`.
 pub fn check_source(
     name: &str,
     text: &str,
@@ -55,7 +70,13 @@ pub fn check_source(
         });
         return Err(diagnostics);
     }
-    let checked = check::check(&file, options);
+    let mut checked = check::check(&file, options);
+    if let Some(experiment) = &checked.experiment {
+        checked.errors = lower::validate(experiment, &options.world);
+        if !checked.errors.is_empty() {
+            checked.experiment = None;
+        }
+    }
     let mut items: Vec<(span::Span, bool, usize)> = Vec::new();
     items.extend(
         checked
@@ -99,35 +120,48 @@ pub fn compile_source(
     compile_source_with_warnings(name, text, options).map(|(plan, _)| plan)
 }
 
-/// Parses, checks and plans one file, keeping the warnings. A library file
-/// (no `train` block) has nothing to plan: that is an error here.
+/// Parses, checks and plans one file for the one world size in
+/// `options.world` (none: the layout's own), keeping the warnings. A
+/// library file (no `train` block) has nothing to plan: that is an error
+/// here.
 pub fn compile_source_with_warnings(
     name: &str,
     text: &str,
     options: &check::Options,
 ) -> Result<(plan::Plan, Diagnostics), Diagnostics> {
     let checked = check_source(name, text, options)?;
-    match checked.experiment {
-        // `data = auto` is resolved by the one world size a plan is for.
-        Some(experiment) if experiment.parallel.data == 0 => {
-            let mut diagnostics = checked.warnings;
+    let mut diagnostics = checked.warnings;
+    let Some(experiment) = checked.experiment else {
+        diagnostics.push(check::CheckError::MissingItem {
+            message:
+                "no `train` block: nothing to train (the file's tests still run with `dtl test`)"
+                    .into(),
+            span: span::Span::new(0, 0),
+            help: Some("add `train { model = ...; data = ...; ... }`".into()),
+        });
+        return Err(diagnostics);
+    };
+    let world = match options.world[..] {
+        [] => None,
+        [world] => Some(world),
+        _ => {
             diagnostics.push(check::CheckError::MissingItem {
-                message: "`data = auto`: a plan is for one world size, and none was given".into(),
-                span: span::Span::new(0, 0),
-                help: Some(
-                    "give it: `dtl compile FILE --world 8` (or set `data` to a number)".into(),
+                message: format!(
+                    "a plan is for one world size; {} were given",
+                    options.world.len()
                 ),
-            });
-            Err(diagnostics)
-        }
-        Some(experiment) => Ok((plan::build(experiment, name), checked.warnings)),
-        None => {
-            let mut diagnostics = checked.warnings;
-            diagnostics.push(check::CheckError::MissingItem {
-                message: "no `train` block: nothing to train (the file's tests still run with `dtl test`)".into(),
                 span: span::Span::new(0, 0),
-                help: Some("add `train { model = ...; data = ...; ... }`".into()),
+                help: Some("compile once per world size".into()),
             });
+            return Err(diagnostics);
+        }
+    };
+    match lower::lower(&experiment, world, name) {
+        Ok(plan) => Ok((plan, diagnostics)),
+        Err(errors) => {
+            for err in errors {
+                diagnostics.push(err);
+            }
             Err(diagnostics)
         }
     }

@@ -5,20 +5,11 @@
 
 use std::path::{Path, PathBuf};
 
-struct Rng(u64);
+use dtl_compiler::util::rng::Rng;
 
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
+/// `0..n` from the shared generator, as an index.
+fn below(rng: &mut Rng, n: usize) -> usize {
+    rng.below(n as u64) as usize
 }
 
 const TOKENS: [&str; 36] = [
@@ -85,24 +76,24 @@ fn floor_boundary(text: &str, mut i: usize) -> usize {
 
 fn mutate(text: &str, rng: &mut Rng) -> String {
     let mut out = text.to_string();
-    for _ in 0..1 + rng.below(3) {
-        let at = floor_boundary(&out, rng.below(out.len() + 1));
-        match rng.below(5) {
-            0 => out.insert_str(at, TOKENS[rng.below(TOKENS.len())]),
+    for _ in 0..1 + below(rng, 3) {
+        let at = floor_boundary(&out, below(rng, out.len() + 1));
+        match below(rng, 5) {
+            0 => out.insert_str(at, TOKENS[below(rng, TOKENS.len())]),
             1 => {
-                let end = floor_boundary(&out, at + rng.below(12));
+                let end = floor_boundary(&out, at + below(rng, 12));
                 out.replace_range(at..end, "");
             }
             2 => {
-                let end = floor_boundary(&out, at + rng.below(40));
+                let end = floor_boundary(&out, at + below(rng, 40));
                 let piece = out[at..end].to_string();
-                let to = floor_boundary(&out, rng.below(out.len() + 1));
+                let to = floor_boundary(&out, below(rng, out.len() + 1));
                 out.insert_str(to, &piece);
             }
             3 => out.truncate(at),
             _ => {
-                let end = floor_boundary(&out, at + 1 + rng.below(3));
-                out.replace_range(at..end, TOKENS[rng.below(TOKENS.len())]);
+                let end = floor_boundary(&out, at + 1 + below(rng, 3));
+                out.replace_range(at..end, TOKENS[below(rng, TOKENS.len())]);
             }
         }
     }
@@ -113,7 +104,7 @@ fn mutate(text: &str, rng: &mut Rng) -> String {
 fn mutated_inputs_never_panic_and_spans_stay_inside_the_file() {
     let files = corpus();
     assert!(files.len() > 50);
-    let mut rng = Rng(0xD71);
+    let mut rng = Rng::from_state(0xD71);
     let mut checked = 0;
     for path in &files {
         let original = std::fs::read_to_string(path).unwrap();
@@ -162,7 +153,7 @@ fn mutated_inputs_never_panic_and_spans_stay_inside_the_file() {
 /// at lies inside the file.
 #[test]
 fn editor_queries_never_panic_on_mutants() {
-    let mut rng = Rng(0xED17);
+    let mut rng = Rng::from_state(0xED17);
     let mut asked = 0;
     for path in corpus() {
         let original = std::fs::read_to_string(&path).unwrap();
@@ -170,7 +161,7 @@ fn editor_queries_never_panic_on_mutants() {
             let text = mutate(&original, &mut rng);
             let options = dtl_compiler::options_for(&path, false);
             let offsets: Vec<usize> = (0..10)
-                .map(|_| floor_boundary(&text, rng.below(text.len() + 1)))
+                .map(|_| floor_boundary(&text, below(&mut rng, text.len() + 1)))
                 .collect();
             let result = std::panic::catch_unwind(|| {
                 let analysis = dtl_compiler::analysis::analyze("fuzz.dtl", &text, &options);

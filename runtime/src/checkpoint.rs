@@ -55,7 +55,10 @@ pub struct Loaded {
 
 /// A stable hash of the plan's text (FNV-1a, 64 bits).
 pub fn fingerprint(plan_yaml: &str) -> String {
-    format!("{:016x}", crate::rng::fnv1a(plan_yaml.as_bytes()))
+    format!(
+        "{:016x}",
+        dtl_compiler::util::rng::fnv1a(plan_yaml.as_bytes())
+    )
 }
 
 fn io(path: &Path) -> impl Fn(std::io::Error) -> RunError + '_ {

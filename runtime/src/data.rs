@@ -9,7 +9,7 @@ use dtl_compiler::plan::DataPlan;
 use tch::{Kind, Tensor};
 
 use crate::error::{RunError, TorchContext};
-use crate::rng::Rng;
+use dtl_compiler::util::rng::Rng;
 
 /// Samples and their targets, on the CPU: class indices (int64) or real
 /// values (float32), `[rows, *target_shape]`.
@@ -35,21 +35,18 @@ pub struct Split {
 }
 
 /// Reads the data file, checks it against what the plan was compiled for
-/// and splits it: the rows are shuffled with `seed` and the last
-/// `valid_fraction` of them are held out.
+/// and splits it: the rows are shuffled with `seed` (unless `shuffle` is
+/// off) and the last `valid_fraction` of them are held out.
 pub fn load(plan: &DataPlan, seed: u64) -> Result<Split, RunError> {
     let path = plan.source.path().to_string();
-    let data_err = |message: String| {
-        let message = message
-            .strip_prefix(&format!("{path}: "))
-            .map(str::to_string)
-            .unwrap_or(message);
-        RunError::Data {
-            path: path.clone(),
-            message,
-        }
+    let data_err = |message: String| RunError::Data {
+        path: path.clone(),
+        message,
     };
-    let table = dataset::load(&plan.source, plan.target).map_err(data_err)?;
+    let table = dataset::load(&plan.source, plan.target).map_err(|e| RunError::Data {
+        path: e.path,
+        message: e.message,
+    })?;
     let expected: i64 = plan.sample_shape.iter().product();
     if table.feature_count as i64 != expected {
         return Err(data_err(format!(
@@ -71,9 +68,13 @@ pub fn load(plan: &DataPlan, seed: u64) -> Result<Split, RunError> {
             plan.classes
         )));
     }
+    // The held-out rows are the last `valid_fraction` of the rows: of a
+    // seeded shuffle, or of the file as it is when `shuffle = false`.
     let mut order: Vec<usize> = (0..table.rows).collect();
-    Rng::new(seed).shuffle(&mut order);
-    let valid_rows = (table.rows as f64 * plan.valid_fraction).round() as usize;
+    if plan.shuffle {
+        Rng::new(seed).shuffle(&mut order);
+    }
+    let valid_rows = plan.held_out(table.rows as u64) as usize;
     let train_rows = table.rows - valid_rows;
     if train_rows == 0 {
         return Err(data_err(

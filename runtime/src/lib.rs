@@ -18,7 +18,6 @@ pub mod ops;
 pub mod optim;
 mod prefetch;
 mod progress;
-mod rng;
 pub mod train;
 
 pub use device::DeviceChoice;

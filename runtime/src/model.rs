@@ -9,7 +9,7 @@ use tch::{Device, Tensor};
 
 use crate::error::{RunError, TorchContext};
 use crate::ops::{self, Weights};
-use crate::rng::Rng;
+use dtl_compiler::util::rng::Rng;
 
 pub struct Model {
     /// Trainable parameters in plan order.

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use dtl_compiler::plan::{NanPolicy, NormType, Plan, StepOp};
+pub use dtl_compiler::records::{EvalRecord, StepRecord};
 use serde::Serialize;
 use tch::{Device, Reduction, Tensor};
 
@@ -22,7 +23,7 @@ use crate::model::Model;
 use crate::optim::Optimizer;
 use crate::prefetch::Prefetch;
 use crate::progress::Progress;
-use crate::rng::Rng;
+use dtl_compiler::util::rng::Rng;
 
 /// Micro-batches the data thread prepares ahead of the training loop.
 const PREFETCH_DEPTH: usize = 4;
@@ -37,30 +38,6 @@ pub struct RunOptions {
     pub init_weights: Option<PathBuf>,
     /// Continue from the checkpoint in `out_dir`.
     pub resume: bool,
-}
-
-/// One line of `metrics.jsonl`.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct StepRecord {
-    pub step: u64,
-    pub loss: f64,
-    pub lr: f64,
-    pub grad_norm: f64,
-    /// The loss or a gradient was not finite and `on_nan = skip` dropped
-    /// the update.
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub skipped: bool,
-}
-
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct EvalRecord {
-    pub step: u64,
-    /// Mean loss per target (per label, per token, per value).
-    pub eval_loss: f64,
-    /// Fraction of labels predicted right (classification only).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub eval_accuracy: Option<f64>,
-    pub eval_rows: usize,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -111,11 +88,11 @@ struct Run<'a> {
 pub fn train(plan: &Plan, options: &RunOptions) -> Result<Summary, RunError> {
     let started = Instant::now();
     let topology = &plan.topology;
-    if topology.world_size != 1 {
+    if topology.world_size() != 1 {
         return Err(RunError::MultiRank {
-            world: topology.world_size,
-            data: topology.data_parallel,
-            pipeline: topology.pipeline_stages,
+            world: topology.world_size(),
+            data: topology.parallelism.data,
+            pipeline: topology.parallelism.pipeline,
         });
     }
     let device = device::resolve(options.device)?;
@@ -321,9 +298,9 @@ impl Run<'_> {
                 | StepOp::AverageParameters { .. } => {
                     let topology = &self.plan.topology;
                     return Err(RunError::MultiRank {
-                        world: topology.world_size,
-                        data: topology.data_parallel,
-                        pipeline: topology.pipeline_stages,
+                        world: topology.world_size(),
+                        data: topology.parallelism.data,
+                        pipeline: topology.parallelism.pipeline,
                     });
                 }
             }

@@ -1,12 +1,13 @@
 //! Reading `metrics.jsonl` into the series a chart draws.
 //!
-//! Each line is one JSON object with a `step`: training lines carry `loss`,
-//! evaluation lines `eval_loss` and `eval_accuracy`. Other fields are ignored,
-//! so new ones can be added to the file without breaking old plots.
+//! Each line is a [`Record`] as the runtime writes it: training lines carry
+//! `loss`, evaluation lines `eval_loss` and `eval_accuracy`. Other fields
+//! are ignored, so new ones can be added to the file without breaking old
+//! plots.
 
 use std::path::Path;
 
-use serde_json::{Map, Value};
+use dtl_compiler::records::Record;
 
 use super::PlotError;
 
@@ -74,29 +75,14 @@ pub fn parse_metrics(text: &str) -> Result<Metrics, (usize, String)> {
 }
 
 fn add_line(metrics: &mut Metrics, line: &str) -> Result<(), String> {
-    if line.trim().is_empty() {
-        return Err("blank line".to_string());
-    }
-    let record: Map<String, Value> =
-        serde_json::from_str(line).map_err(|e| format!("not a JSON object: {e}"))?;
-    let step = match record.get("step") {
-        Some(Value::Number(n)) => n
-            .as_u64()
-            .ok_or_else(|| format!("`step` is {n}, not a count"))?,
-        Some(other) => return Err(format!("`step` is {other}, not a number")),
-        None => return Err("no `step` field".to_string()),
-    } as f64;
-    let fields = [
-        ("loss", &mut metrics.train_loss),
-        ("eval_loss", &mut metrics.eval_loss),
-        ("eval_accuracy", &mut metrics.eval_accuracy),
-    ];
-    for (name, series) in fields {
-        match record.get(name) {
-            None => {}
-            Some(Value::Null) => series.push(step, None),
-            Some(Value::Number(n)) => series.push(step, n.as_f64()),
-            Some(other) => return Err(format!("`{name}` is {other}, not a number")),
+    match Record::parse(line)? {
+        Record::Step(step) => metrics.train_loss.push(step.step as f64, Some(step.loss)),
+        Record::Eval(eval) => {
+            let step = eval.step as f64;
+            metrics.eval_loss.push(step, Some(eval.eval_loss));
+            if let Some(accuracy) = eval.eval_accuracy {
+                metrics.eval_accuracy.push(step, Some(accuracy));
+            }
         }
     }
     Ok(())
@@ -182,7 +168,7 @@ mod tests {
 
     #[test]
     fn bad_lines_name_their_number() {
-        let ok = r#"{"step":1,"loss":2.5}"#;
+        let ok = r#"{"step":1,"loss":2.5,"lr":0.1,"grad_norm":1.0}"#;
         let cases = [
             (format!("{ok}\n\n{ok}\n"), 2, "blank line"),
             (
@@ -191,12 +177,20 @@ mod tests {
                 "not a JSON object",
             ),
             (format!("{ok}\n[1,2]\n"), 2, "not a JSON object"),
-            (format!("{ok}\n{{\"loss\":1}}\n"), 2, "no `step`"),
-            (r#"{"step":-1,"loss":1}"#.to_string(), 1, "`step` is -1"),
             (
-                r#"{"step":1,"loss":"low"}"#.to_string(),
+                format!("{ok}\n{{\"loss\":1,\"lr\":0.1,\"grad_norm\":1}}\n"),
+                2,
+                "missing field `step`",
+            ),
+            (
+                r#"{"step":-1,"loss":1,"lr":0.1,"grad_norm":1}"#.to_string(),
                 1,
-                "`loss` is \"low\"",
+                "integer `-1`",
+            ),
+            (
+                r#"{"step":1,"loss":"low","lr":0.1,"grad_norm":1}"#.to_string(),
+                1,
+                "string \"low\"",
             ),
         ];
         for (text, line, reason) in cases {

@@ -4,10 +4,10 @@
 
 use std::collections::BTreeMap;
 
-use super::suggest::did_you_mean;
 use super::CheckError;
 use crate::ast::{Arg, Expr, ExprKind};
 use crate::span::Span;
+use crate::util::suggest::did_you_mean;
 
 /// A constant value, as the checker evaluates it.
 #[derive(Debug, Clone, PartialEq)]

@@ -35,9 +35,19 @@ pub fn data(
         "e.g. `source = csv(\"digits.csv.gz\", label: -1)`",
         errors,
     )?;
+    #[derive(Clone, Copy)]
+    enum Format {
+        Csv,
+        Npy,
+        Idx,
+        Safetensors,
+        Text,
+        Synthetic,
+    }
     let choices = [
         (
             "csv",
+            Format::Csv,
             vec![
                 ParamSig::required("path", Ty::Str),
                 ParamSig::optional("label", Ty::Int, Value::Int(-1)),
@@ -46,6 +56,7 @@ pub fn data(
         ),
         (
             "npy",
+            Format::Npy,
             vec![
                 ParamSig::required("features", Ty::Str),
                 ParamSig::required("labels", Ty::Str),
@@ -53,6 +64,7 @@ pub fn data(
         ),
         (
             "idx",
+            Format::Idx,
             vec![
                 ParamSig::required("images", Ty::Str),
                 ParamSig::required("labels", Ty::Str),
@@ -60,6 +72,7 @@ pub fn data(
         ),
         (
             "safetensors",
+            Format::Safetensors,
             vec![
                 ParamSig::required("path", Ty::Str),
                 ParamSig::optional("features", Ty::Str, Value::Str("features".into())),
@@ -68,6 +81,7 @@ pub fn data(
         ),
         (
             "text",
+            Format::Text,
             vec![
                 ParamSig::required("path", Ty::Str),
                 ParamSig::required("context", Ty::Int),
@@ -76,6 +90,7 @@ pub fn data(
         ),
         (
             "synthetic",
+            Format::Synthetic,
             vec![
                 ParamSig::required("rows", Ty::Int),
                 ParamSig::required("features", Ty::Int),
@@ -88,7 +103,7 @@ pub fn data(
     let scale = settings.float("scale", f64::MIN_POSITIVE..f64::INFINITY, 1.0, errors)?;
     let valid_fraction = settings.float("valid", 0.0..1.0, 0.2, errors)?;
     let shuffle = settings.bool("shuffle", true, errors)?;
-    let target = target_kind(&settings, errors)?;
+    let target = settings.choice_or("target", TargetKind::Class, errors)?;
     // Paths are relative to the .dtl file.
     let file = |value: &Value| {
         normalize(&base_dir.join(value.as_str()))
@@ -96,26 +111,26 @@ pub fn data(
             .to_string()
     };
     let source_plan = match format {
-        "csv" => DataSource::Csv {
+        Format::Csv => DataSource::Csv {
             path: file(&v[0]),
             label_column: v[1].as_int(),
             header: v[2].as_bool(),
         },
-        "npy" => DataSource::Npy {
+        Format::Npy => DataSource::Npy {
             features: file(&v[0]),
             labels: file(&v[1]),
         },
-        "idx" => DataSource::Idx {
+        Format::Idx => DataSource::Idx {
             images: file(&v[0]),
             labels: file(&v[1]),
         },
-        "safetensors" => DataSource::Safetensors {
+        Format::Safetensors => DataSource::Safetensors {
             path: file(&v[0]),
             features: v[1].as_str().to_string(),
             labels: v[2].as_str().to_string(),
         },
-        "text" => text_source(file(&v[0]), &v[1], &v[2], source, target, errors)?,
-        _ => {
+        Format::Text => text_source(file(&v[0]), &v[1], &v[2], source, target, errors)?,
+        Format::Synthetic => {
             let (rows, features, classes, seed) =
                 (v[0].as_int(), v[1].as_int(), v[2].as_int(), v[3].as_int());
             let sane = (1..=10_000_000).contains(&rows)
@@ -177,9 +192,9 @@ pub fn data(
                 classes = table.classes();
                 rows = table.rows as u64;
             }
-            Err(reason) => {
+            Err(err) => {
                 errors.push(CheckError::DataFile {
-                    reason,
+                    reason: err.to_string(),
                     span: source.value.span,
                     help: Some(format!(
                         "paths are relative to the .dtl file's folder ({})",
@@ -202,16 +217,6 @@ pub fn data(
         valid_fraction,
         shuffle,
     })
-}
-
-/// `target = class` (the default) or `target = float` (regression).
-fn target_kind(settings: &Settings<'_>, errors: &mut Vec<CheckError>) -> Option<TargetKind> {
-    Some(
-        match settings.one_of("target", "target kind", &["class", "float"], errors)? {
-            Some("float") => TargetKind::Float,
-            _ => TargetKind::Class,
-        },
-    )
 }
 
 /// `text("book.txt", context: 64, encoding: "chars")`.

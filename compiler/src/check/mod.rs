@@ -11,10 +11,9 @@ mod fit;
 mod library;
 mod lint;
 mod model;
+mod module_tests;
 mod parallel;
 mod settings;
-pub(crate) mod suggest;
-mod tests;
 mod train;
 
 use std::collections::BTreeMap;
@@ -25,11 +24,12 @@ pub use error::CheckError;
 pub use library::{builtin_names, Builtin};
 pub use lint::Lint;
 pub use model::ShapeNote;
-pub use parallel::KEYS as PARALLEL_KEYS;
-pub use train::TRAIN_KEYS;
+pub use parallel::{Degree, ParallelLayout, ParallelSpans, KEYS as PARALLEL_KEYS};
+pub use settings::Choice;
+pub use train::{Length, TrainSpans, TrainSpec, TRAIN_KEYS};
 
 use crate::ast::{DataDef, File, Item, ModuleDef, SettingsBlock};
-use crate::plan::{DataPlan, ModelPlan, Parallelism, TrainPlan};
+use crate::plan::{DataPlan, ModelPlan};
 use crate::span::Span;
 
 /// Where the checker looks for files and what it may read.
@@ -40,22 +40,21 @@ pub struct Options {
     /// Read data files to check their shape against the model.
     pub probe_data: bool,
     /// World sizes to check the parallel configuration against
-    /// (`dtl check --world 4,8,64`).
+    /// (`dtl check --world 4,8,64`); `lower` runs once for each.
     pub world: Vec<u64>,
     /// `--set PATH=VALUE` overrides, applied before checking.
     pub overrides: Vec<crate::overrides::Override>,
 }
 
-/// Everything a checked file says, resolved.
+/// Everything a checked file says, resolved, for `lower` to turn into a
+/// plan for one world size.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Experiment {
     pub model: ModelPlan,
     pub data: DataPlan,
-    pub train: TrainPlan,
-    /// The parallel block, resolved (one process without one).
-    pub parallel: Parallelism,
-    /// The first node of each pipeline stage.
-    pub stage_starts: Vec<usize>,
+    pub train: TrainSpec,
+    /// The parallel block, checked (one process without one).
+    pub parallel: ParallelLayout,
 }
 
 /// Everything the checker found in one file.
@@ -94,20 +93,15 @@ pub fn check(file: &File, options: &Options) -> Checked {
         )
     });
     if let (Some((block, Some(spec))), Some(experiment)) = (&parallel, &mut experiment) {
-        let data = &experiment.data;
-        let train_rows = (data.rows > 0)
-            .then(|| data.rows - (data.rows as f64 * data.valid_fraction).round() as u64);
-        let context = parallel::Context {
-            model: &experiment.model,
-            train: &experiment.train,
-            train_rows,
-            worlds: &options.world,
-        };
-        if let Some((layout, starts)) =
-            parallel::check(spec, block, &context, &mut errors, &mut lints)
-        {
+        if let Some(layout) = parallel::check(
+            spec,
+            block,
+            &experiment.model,
+            &experiment.train,
+            &mut errors,
+            &mut lints,
+        ) {
             experiment.parallel = layout;
-            experiment.stage_starts = starts;
         }
     }
     let test_defs: Vec<&crate::ast::TestDef> = file
@@ -118,7 +112,8 @@ pub fn check(file: &File, options: &Options) -> Checked {
             _ => None,
         })
         .collect();
-    let tests = tests::check_tests(&test_defs, &modules, &mut errors, &mut lints, &mut shapes);
+    let tests =
+        module_tests::check_tests(&test_defs, &modules, &mut errors, &mut lints, &mut shapes);
     errors.sort_by_key(|e| (e.span(), e.to_string()));
     errors.dedup();
     lints.sort_by_key(|l| (l.span(), l.to_string()));

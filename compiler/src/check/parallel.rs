@@ -1,21 +1,17 @@
 //! The `parallel` block: degrees, pipeline schedule, synchronisation,
-//! backend, and the arithmetic that ties them to the world size and the
-//! batch — checked before anything is launched, for every world size given
-//! with `dtl check --world`.
-//!
-//! The plan spells out the layout for any world size; the runtime of this
-//! version trains in one process and refuses a plan for more ranks, which
-//! `dtl check` says as a warning.
+//! backend, and the combinations that make no sense whatever the world
+//! size. The arithmetic that ties the degrees to a world size and the batch
+//! is `lower`'s, run by `dtl check` for every world size given with
+//! `--world`.
 
 use super::args::{ParamSig, Ty, Value};
 use super::lint::Lint;
 use super::settings::{choose, Settings};
+use super::train::TrainSpec;
 use super::CheckError;
 use crate::ast::{ExprKind, SettingsBlock};
-use crate::plan::parallel::balanced_split;
-use crate::plan::{
-    Backend, BatchNormSync, Clip, ModelPlan, Op, Parallelism, PipelineSchedule, SyncMode, TrainPlan,
-};
+use crate::plan::parallel::bubble;
+use crate::plan::{Backend, BatchNormSync, Clip, ModelPlan, Op, PipelineSchedule, SyncMode};
 use crate::span::Span;
 
 /// The settings a `parallel` block accepts.
@@ -39,20 +35,13 @@ pub enum Degree {
     Auto,
 }
 
-#[derive(Debug, Clone, PartialEq)]
-pub enum Sync {
-    EveryStep,
-    LocalSgd { period: u64 },
-    Async { staleness: u64 },
-}
-
-/// The parallel block, resolved.
+/// The `parallel` block as written, its settings typed.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ParallelSpec {
     pub data: Degree,
     pub pipeline: u64,
     pub micro_batches: u64,
-    pub sync: Sync,
+    pub sync: SyncMode,
     pub schedule: PipelineSchedule,
     pub backend: Backend,
     pub bucket_mb: u64,
@@ -61,6 +50,58 @@ pub struct ParallelSpec {
     /// balances the stages by FLOPs.
     pub split: Option<Vec<(String, Span)>>,
     pub span: Span,
+}
+
+/// The parallel block checked against the model and the training settings:
+/// everything about the layout that holds whatever the world size. The
+/// world size resolves `data = auto` when the plan is lowered.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParallelLayout {
+    pub data: Degree,
+    pub pipeline: u64,
+    pub micro_batches: u64,
+    pub schedule: PipelineSchedule,
+    pub sync: SyncMode,
+    pub backend: Backend,
+    pub bucket_bytes: u64,
+    pub batch_norm: BatchNormSync,
+    /// Each stage's first node, when `split` names them (stage 0 starts at
+    /// node 0); `None`: balanced by FLOPs when lowered.
+    pub split: Option<Vec<usize>>,
+    pub spans: ParallelSpans,
+}
+
+/// Where the settings that lowering checks were written (the block's
+/// keyword where a setting is absent).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ParallelSpans {
+    pub block: Span,
+    pub data: Span,
+    pub pipeline: Span,
+    pub split: Span,
+}
+
+impl ParallelLayout {
+    /// No `parallel` block: one process.
+    pub fn single(at: Span) -> Self {
+        ParallelLayout {
+            data: Degree::Fixed(1),
+            pipeline: 1,
+            micro_batches: 1,
+            schedule: PipelineSchedule::OneFOneB,
+            sync: SyncMode::EveryStep,
+            backend: Backend::Auto,
+            bucket_bytes: 25 << 20,
+            batch_norm: BatchNormSync::Local,
+            split: None,
+            spans: ParallelSpans {
+                block: at,
+                data: at,
+                pipeline: at,
+                split: at,
+            },
+        }
+    }
 }
 
 /// Reads the block's settings; `None` if any is wrong (reported).
@@ -75,58 +116,14 @@ pub fn resolve(block: &SettingsBlock, errors: &mut Vec<CheckError>) -> Option<Pa
     };
     let pipeline = s.int("pipeline", 1, Some(1), errors);
     let micro_batches = s.int("micro_batches", 1, Some(pipeline.unwrap_or(1)), errors);
-    let mut pick = |key: &str, what: &'static str, names: &[&'static str]| {
-        s.one_of(key, what, names, errors).flatten()
-    };
-    let schedule = match pick("schedule", "pipeline schedule", &["gpipe", "one_f_one_b"]) {
-        Some("gpipe") => PipelineSchedule::Gpipe,
-        _ => PipelineSchedule::OneFOneB,
-    };
-    let backend = match pick("backend", "backend", &["auto", "nccl", "mpi"]) {
-        Some("nccl") => Backend::Nccl,
-        Some("mpi") => Backend::Mpi,
-        _ => Backend::Auto,
-    };
-    let batch_norm = match pick(
-        "batch_norm",
-        "batch_norm synchronisation",
-        &["sync", "local"],
-    ) {
-        Some("sync") => BatchNormSync::Sync,
-        _ => BatchNormSync::Local,
-    };
+    let schedule = s.choice_or("schedule", PipelineSchedule::OneFOneB, errors);
+    let backend = s.choice_or("backend", Backend::Auto, errors);
+    let batch_norm = s.choice_or("batch_norm", BatchNormSync::Local, errors);
     let bucket_mb = s.int("bucket_mb", 1, Some(25), errors);
     let split = split_setting(&s, errors);
     let sync = match s.get("sync") {
-        None => Some(Sync::EveryStep),
-        Some(setting) => {
-            let choices = [
-                ("every_step", vec![]),
-                ("local_sgd", vec![ParamSig::required("period", Ty::Int)]),
-                (
-                    "async",
-                    vec![ParamSig::optional("staleness", Ty::Int, Value::Int(1))],
-                ),
-            ];
-            choose(setting, "sync mode", &choices, errors).and_then(|(name, v)| {
-                let n = v.first().map_or(1, Value::as_int);
-                if n < 1 {
-                    errors.push(CheckError::invalid(
-                        format!("{name} needs a value ≥ 1"),
-                        setting.value.span,
-                        "here",
-                    ));
-                    return None;
-                }
-                Some(match name {
-                    "every_step" => Sync::EveryStep,
-                    "local_sgd" => Sync::LocalSgd { period: n as u64 },
-                    _ => Sync::Async {
-                        staleness: n as u64,
-                    },
-                })
-            })
-        }
+        None => Some(SyncMode::EveryStep),
+        Some(setting) => sync_setting(setting, errors),
     };
     if errors.len() > before {
         return None;
@@ -136,12 +133,63 @@ pub fn resolve(block: &SettingsBlock, errors: &mut Vec<CheckError>) -> Option<Pa
         pipeline: pipeline? as u64,
         micro_batches: micro_batches? as u64,
         sync: sync?,
-        schedule,
-        backend,
+        schedule: schedule?,
+        backend: backend?,
         bucket_mb: bucket_mb? as u64,
-        batch_norm,
+        batch_norm: batch_norm?,
         split: split?,
         span: block.keyword,
+    })
+}
+
+/// `sync = every_step | local_sgd(period: N) | async(staleness: N)`.
+fn sync_setting(setting: &crate::ast::Setting, errors: &mut Vec<CheckError>) -> Option<SyncMode> {
+    #[derive(Clone, Copy)]
+    enum Kind {
+        EveryStep,
+        LocalSgd,
+        Async,
+    }
+    let choices = [
+        ("every_step", Kind::EveryStep, vec![]),
+        (
+            "local_sgd",
+            Kind::LocalSgd,
+            vec![ParamSig::required("period", Ty::Int)],
+        ),
+        (
+            "async",
+            Kind::Async,
+            vec![ParamSig::optional("staleness", Ty::Int, Value::Int(1))],
+        ),
+    ];
+    let (kind, v) = choose(setting, "sync mode", &choices, errors)?;
+    let n = v.first().map_or(1, Value::as_int);
+    // `async(staleness: 0)` is the degenerate case: the all-reduce still
+    // runs in the background and is waited for before the step.
+    let least = match kind {
+        Kind::Async => 0,
+        Kind::EveryStep | Kind::LocalSgd => 1,
+    };
+    if n < least {
+        let name = match kind {
+            Kind::EveryStep => "every_step",
+            Kind::LocalSgd => "local_sgd",
+            Kind::Async => "async",
+        };
+        errors.push(CheckError::invalid(
+            format!("{name} needs a value ≥ {least}"),
+            setting.value.span,
+            "here",
+        ));
+        return None;
+    }
+    Some(match kind {
+        Kind::EveryStep => SyncMode::EveryStep,
+        Kind::LocalSgd => SyncMode::LocalSgd { period: n as u64 },
+        Kind::Async => SyncMode::Async {
+            staleness: n as u64,
+        },
     })
 }
 
@@ -183,37 +231,23 @@ fn split_setting(
     }
 }
 
-/// What the parallel configuration is checked against.
-pub struct Context<'a> {
-    pub model: &'a ModelPlan,
-    pub train: &'a TrainPlan,
-    /// Training rows (after the validation split), when the data was read.
-    pub train_rows: Option<u64>,
-    /// World sizes from `--world`.
-    pub worlds: &'a [u64],
-}
-
-/// Checks the configuration against the model, the training settings and
-/// each world size asked about.
+/// Checks the configuration against the model and the training settings,
+/// whatever the world size; the world-size arithmetic is `lower`'s.
 pub fn check(
     spec: &ParallelSpec,
     block: &SettingsBlock,
-    context: &Context<'_>,
+    model: &ModelPlan,
+    train: &TrainSpec,
     errors: &mut Vec<CheckError>,
     lints: &mut Vec<Lint>,
-) -> Option<(Parallelism, Vec<usize>)> {
-    let Context {
-        model,
-        train,
-        train_rows,
-        worlds,
-    } = *context;
+) -> Option<ParallelLayout> {
     let s = Settings::quiet(&block.settings);
     let at = |key: &str| s.get(key).map_or(block.keyword, |x| x.span);
     let stages = spec.pipeline;
+    let before = errors.len();
 
     // Combinations that make no sense, whatever the world size.
-    if stages > 1 && spec.sync != Sync::EveryStep {
+    if stages > 1 && spec.sync != SyncMode::EveryStep {
         errors.push(CheckError::Unsupported {
             message:
                 "local SGD and asynchronous updates need whole model replicas, not pipeline stages"
@@ -222,7 +256,8 @@ pub fn check(
             help: Some("use `sync = every_step` with a pipeline".into()),
         });
     }
-    if matches!(spec.sync, Sync::Async { .. }) && matches!(train.clip, Some(Clip::Norm { .. })) {
+    if matches!(spec.sync, SyncMode::Async { .. }) && matches!(train.clip, Some(Clip::Norm { .. }))
+    {
         errors.push(CheckError::Unsupported {
             message: "global-norm clipping needs all gradients of a step; asynchronous updates never have them".into(),
             span: at("sync"),
@@ -257,7 +292,7 @@ pub fn check(
                 "too many stages",
             ));
         }
-        if train.micro_batch % spec.micro_batches != 0 {
+        if !train.micro_batch.is_multiple_of(spec.micro_batches) {
             errors.push(CheckError::InvalidValue {
                 message: format!(
                     "micro_batch {} does not split into {} pipeline micro-batches",
@@ -269,117 +304,59 @@ pub fn check(
             });
         }
         if spec.micro_batches < stages {
-            let bubble = (stages - 1) as f64 / (spec.micro_batches + stages - 1) as f64;
+            let (idle, of) = bubble(stages, spec.micro_batches);
             lints.push(Lint::PipelineBubble {
                 micro_batches: spec.micro_batches,
                 stages,
-                bubble: format!("{:.0}%", bubble * 100.0),
+                bubble: format!("{:.0}%", idle as f64 / of as f64 * 100.0),
                 span: at("micro_batches"),
             });
         }
     }
-
-    // World size arithmetic, for every world size asked about.
-    for &world in worlds {
-        let data = match spec.data {
-            Degree::Fixed(d) => {
-                if d * stages != world {
-                    errors.push(CheckError::InvalidValue {
-                        message: format!(
-                            "world size {world} ≠ data {d} × pipeline {stages} = {}",
-                            d * stages
-                        ),
-                        span: at("data"),
-                        label: format!("for --world {world}"),
-                        help: Some(
-                            "set `data = auto` to use every rank the world size gives".into(),
-                        ),
-                    });
-                    continue;
-                }
-                d
-            }
-            Degree::Auto => {
-                if world % stages != 0 {
-                    errors.push(CheckError::InvalidValue {
-                        message: format!(
-                            "world size {world} is not a multiple of the {stages} pipeline stages"
-                        ),
-                        span: at("pipeline"),
-                        label: format!("for --world {world}"),
-                        help: None,
-                    });
-                    continue;
-                }
-                world / stages
-            }
-        };
-        // Each data-parallel rank reads its own shard of the training rows.
-        if let Some(rows) = train_rows {
-            if train.micro_batch > rows / data {
-                errors.push(CheckError::InvalidValue {
-                    message: format!(
-                        "with {data} data-parallel ranks each reads {} of the {rows} training rows, fewer than micro_batch {}",
-                        rows / data,
-                        train.micro_batch
-                    ),
-                    span: at("data"),
-                    label: format!("for --world {world}"),
-                    help: Some("use fewer ranks or a smaller micro_batch".into()),
-                });
-            }
-        }
-    }
-
-    let starts = stage_starts(spec, model, &s, block, errors)?;
-    let data = match spec.data {
-        Degree::Fixed(d) => Some(d),
-        Degree::Auto => match worlds {
-            [world] if world % stages == 0 => Some(world / stages),
-            _ => None,
-        },
+    let split = match &spec.split {
+        None => None,
+        Some(names) => Some(named_split(names, stages, model, &s, block, errors)?),
     };
-    let world = data.map(|d| d * stages);
-    if world != Some(1) {
+    if errors.len() == before && (spec.data != Degree::Fixed(1) || stages > 1) {
         lints.push(Lint::SingleProcessRuntime {
-            world: world.map_or("the world size".into(), |w| format!("{w} ranks")),
+            world: match spec.data {
+                Degree::Fixed(d) => format!("{} ranks", d * stages),
+                Degree::Auto => "the world size".into(),
+            },
             span: block.keyword,
         });
     }
-    let sync = match spec.sync {
-        Sync::EveryStep => SyncMode::EveryStep,
-        Sync::LocalSgd { period } => SyncMode::LocalSgd { period },
-        Sync::Async { staleness } => SyncMode::Async { staleness },
-    };
-    Some((
-        Parallelism {
-            // 0: `data = auto` with no single world size to resolve it.
-            data: data.unwrap_or(0),
-            pipeline: stages,
-            micro_batches: spec.micro_batches,
-            schedule: spec.schedule,
-            sync,
-            backend: spec.backend,
-            bucket_bytes: spec.bucket_mb << 20,
-            batch_norm: spec.batch_norm,
+
+    Some(ParallelLayout {
+        data: spec.data,
+        pipeline: stages,
+        micro_batches: spec.micro_batches,
+        schedule: spec.schedule,
+        sync: spec.sync,
+        backend: spec.backend,
+        bucket_bytes: spec.bucket_mb << 20,
+        batch_norm: spec.batch_norm,
+        split,
+        spans: ParallelSpans {
+            block: block.keyword,
+            data: at("data"),
+            pipeline: at("pipeline"),
+            split: s.get("split").map_or(block.keyword, |x| x.value.span),
         },
-        starts,
-    ))
+    })
 }
 
-/// Where each pipeline stage begins: the layers named by `split`, or a
-/// split balanced by FLOPs. Every stage must own at least one layer.
-fn stage_starts(
-    spec: &ParallelSpec,
+/// Where each pipeline stage begins, from the layers `split` names. Every
+/// stage must own at least one layer.
+fn named_split(
+    names: &[(String, Span)],
+    stages: u64,
     model: &ModelPlan,
     s: &Settings<'_>,
     block: &SettingsBlock,
     errors: &mut Vec<CheckError>,
 ) -> Option<Vec<usize>> {
-    let stages = spec.pipeline as usize;
-    let Some(names) = &spec.split else {
-        return (model.nodes.len() > stages).then(|| balanced_split(model, stages as u64));
-    };
+    let stages = stages as usize;
     let span = s.get("split").map_or(block.keyword, |x| x.value.span);
     if names.len() + 1 != stages {
         errors.push(CheckError::invalid(
@@ -411,7 +388,7 @@ fn stage_starts(
                 kind: "layer",
                 name: name.clone(),
                 span: *name_span,
-                help: super::suggest::did_you_mean(name, layers.iter().copied())
+                help: crate::util::suggest::did_you_mean(name, layers.iter().copied())
                     .or_else(|| Some(format!("the model's layers are {}", layers.join(", ")))),
             });
             return None;

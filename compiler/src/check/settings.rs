@@ -5,11 +5,11 @@
 use std::collections::BTreeMap;
 
 use super::args::{bind, Env, ParamSig, Ty, Value};
-use super::suggest::did_you_mean;
 use super::CheckError;
 use crate::ast::{Arg, Expr, ExprKind, Ident, Setting};
 use crate::plan::{Clip, Decay, Loss, NormType, Optimizer, Schedule};
 use crate::span::Span;
+use crate::util::suggest::did_you_mean;
 
 /// The settings of one block by key, after the duplicate and unknown-key checks.
 pub struct Settings<'a> {
@@ -165,22 +165,26 @@ impl<'a> Settings<'a> {
         }
     }
 
-    /// A setting that names one of `names` (`precision = bf16`): the name,
-    /// `Some(None)` when the setting is absent, `None` when it is wrong
-    /// (reported as an unknown `what`, with the choices).
-    pub fn one_of(
-        &self,
-        key: &str,
-        what: &'static str,
-        names: &[&'static str],
-        errors: &mut Vec<CheckError>,
-    ) -> Option<Option<&'static str>> {
+    /// A setting that names one of a [`Choice`]'s values (`precision =
+    /// bf16`): the value, `Some(None)` when the setting is absent, `None`
+    /// when it is wrong (reported as an unknown name, with the choices).
+    pub fn choice<T: Choice>(&self, key: &str, errors: &mut Vec<CheckError>) -> Option<Option<T>> {
         let Some(setting) = self.get(key) else {
             return Some(None);
         };
-        let choices: Vec<(&'static str, Vec<ParamSig>)> =
-            names.iter().map(|n| (*n, vec![])).collect();
-        choose(setting, what, &choices, errors).map(|(name, _)| Some(name))
+        let choices: Vec<(&'static str, T, Vec<ParamSig>)> =
+            T::NAMES.iter().map(|(n, v)| (*n, *v, vec![])).collect();
+        choose(setting, T::WHAT, &choices, errors).map(|(value, _)| Some(value))
+    }
+
+    /// [`Settings::choice`] with the default for an absent setting.
+    pub fn choice_or<T: Choice>(
+        &self,
+        key: &str,
+        default: T,
+        errors: &mut Vec<CheckError>,
+    ) -> Option<T> {
+        self.choice(key, errors).map(|v| v.unwrap_or(default))
     }
 
     /// A setting whose value names something (`model = Net`).
@@ -227,15 +231,60 @@ fn as_call(expr: &Expr) -> Option<(&Ident, &[Arg])> {
     }
 }
 
-/// Resolves a call-valued setting against a table of `(name, signature)`.
-pub(super) fn choose(
+/// A setting's named values and the plan value each stands for, so that
+/// a setting resolves to a typed value, never to a string matched later.
+pub trait Choice: Copy + 'static {
+    /// What the value is, for "unknown ..." messages.
+    const WHAT: &'static str;
+    const NAMES: &'static [(&'static str, Self)];
+}
+
+impl Choice for crate::plan::Precision {
+    const WHAT: &'static str = "precision";
+    const NAMES: &'static [(&'static str, Self)] = &[("fp32", Self::Fp32), ("bf16", Self::Bf16)];
+}
+
+impl Choice for crate::plan::NanPolicy {
+    const WHAT: &'static str = "NaN policy";
+    const NAMES: &'static [(&'static str, Self)] = &[("stop", Self::Stop), ("skip", Self::Skip)];
+}
+
+impl Choice for crate::plan::TargetKind {
+    const WHAT: &'static str = "target kind";
+    const NAMES: &'static [(&'static str, Self)] =
+        &[("class", Self::Class), ("float", Self::Float)];
+}
+
+impl Choice for crate::plan::PipelineSchedule {
+    const WHAT: &'static str = "pipeline schedule";
+    const NAMES: &'static [(&'static str, Self)] =
+        &[("gpipe", Self::Gpipe), ("one_f_one_b", Self::OneFOneB)];
+}
+
+impl Choice for crate::plan::Backend {
+    const WHAT: &'static str = "backend";
+    const NAMES: &'static [(&'static str, Self)] = &[
+        ("auto", Self::Auto),
+        ("nccl", Self::Nccl),
+        ("mpi", Self::Mpi),
+    ];
+}
+
+impl Choice for crate::plan::BatchNormSync {
+    const WHAT: &'static str = "batch_norm synchronisation";
+    const NAMES: &'static [(&'static str, Self)] = &[("sync", Self::Sync), ("local", Self::Local)];
+}
+
+/// Resolves a call-valued setting against a table of `(name, tag,
+/// signature)`: the tag of the name written, and its arguments bound.
+pub(super) fn choose<T: Copy>(
     setting: &Setting,
     what: &'static str,
-    choices: &[(&'static str, Vec<ParamSig>)],
+    choices: &[(&'static str, T, Vec<ParamSig>)],
     errors: &mut Vec<CheckError>,
-) -> Option<(&'static str, Vec<Value>)> {
+) -> Option<(T, Vec<Value>)> {
     let Some((name, args)) = as_call(&setting.value) else {
-        let names: Vec<String> = choices.iter().map(|(n, _)| format!("`{n}`")).collect();
+        let names: Vec<String> = choices.iter().map(|(n, _, _)| format!("`{n}`")).collect();
         errors.push(type_error(
             &setting.value,
             &format!("one of {}", names.join(", ")),
@@ -243,8 +292,8 @@ pub(super) fn choose(
         ));
         return None;
     };
-    let Some((choice, sig)) = choices.iter().find(|(n, _)| *n == name.name) else {
-        let names: Vec<&str> = choices.iter().map(|(n, _)| *n).collect();
+    let Some((choice, tag, sig)) = choices.iter().find(|(n, _, _)| *n == name.name) else {
+        let names: Vec<&str> = choices.iter().map(|(n, _, _)| *n).collect();
         errors.push(CheckError::UnknownName {
             kind: what,
             name: name.name.clone(),
@@ -255,7 +304,7 @@ pub(super) fn choose(
         return None;
     };
     let values = bind(choice, setting.value.span, sig, args, &Env::new(), errors)?;
-    Some((choice, values))
+    Some((*tag, values))
 }
 
 fn positive(value: f64, what: &str, span: Span, errors: &mut Vec<CheckError>) -> bool {
@@ -271,22 +320,28 @@ fn positive(value: f64, what: &str, span: Span, errors: &mut Vec<CheckError>) ->
 }
 
 pub fn loss(setting: &Setting, errors: &mut Vec<CheckError>) -> Option<Loss> {
+    #[derive(Clone, Copy)]
+    enum Kind {
+        CrossEntropy,
+        Mse,
+    }
     let choices = [
         (
             "cross_entropy",
+            Kind::CrossEntropy,
             vec![ParamSig::optional(
                 "label_smoothing",
                 Ty::Float,
                 Value::Float(0.0),
             )],
         ),
-        ("mse", vec![]),
+        ("mse", Kind::Mse, vec![]),
     ];
-    let (name, values) = choose(setting, "loss", &choices, errors)?;
-    if name == "mse" {
-        return Some(Loss::Mse);
-    }
-    let smoothing = values[0].as_float();
+    let (kind, values) = choose(setting, "loss", &choices, errors)?;
+    let smoothing = match kind {
+        Kind::Mse => return Some(Loss::Mse),
+        Kind::CrossEntropy => values[0].as_float(),
+    };
     if !(0.0..1.0).contains(&smoothing) {
         errors.push(CheckError::invalid(
             format!("label_smoothing must be in [0, 1), got {smoothing}"),
@@ -310,9 +365,16 @@ pub fn optimizer(setting: &Setting, errors: &mut Vec<CheckError>) -> Option<Opti
             ParamSig::optional("weight_decay", Ty::Float, Value::Float(wd)),
         ]
     };
+    #[derive(Clone, Copy, PartialEq)]
+    enum Kind {
+        Sgd,
+        Adam,
+        AdamW,
+    }
     let choices = [
         (
             "sgd",
+            Kind::Sgd,
             vec![
                 ParamSig::required("lr", Ty::Float),
                 ParamSig::optional("momentum", Ty::Float, Value::Float(0.0)),
@@ -321,17 +383,17 @@ pub fn optimizer(setting: &Setting, errors: &mut Vec<CheckError>) -> Option<Opti
                 ParamSig::optional("weight_decay", Ty::Float, Value::Float(0.0)),
             ],
         ),
-        ("adam", adam_sig(0.0)),
-        ("adamw", adam_sig(0.01)),
+        ("adam", Kind::Adam, adam_sig(0.0)),
+        ("adamw", Kind::AdamW, adam_sig(0.01)),
     ];
-    let (name, v) = choose(setting, "optimizer", &choices, errors)?;
+    let (kind, v) = choose(setting, "optimizer", &choices, errors)?;
     let span = setting.value.span;
     let lr = v[0].as_float();
     if !positive(lr, "the learning rate", span, errors) {
         return None;
     }
-    match name {
-        "sgd" => {
+    match kind {
+        Kind::Sgd => {
             let (momentum, dampening, nesterov, wd) = (
                 v[1].as_float(),
                 v[2].as_float(),
@@ -363,7 +425,7 @@ pub fn optimizer(setting: &Setting, errors: &mut Vec<CheckError>) -> Option<Opti
                 weight_decay: wd,
             })
         }
-        _ => {
+        Kind::Adam | Kind::AdamW => {
             let pair = match &v[1] {
                 Value::List(items) => [items[0].as_float(), items[1].as_float()],
                 _ => [0.9, 0.999],
@@ -377,7 +439,7 @@ pub fn optimizer(setting: &Setting, errors: &mut Vec<CheckError>) -> Option<Opti
                 ));
                 return None;
             }
-            Some(if name == "adam" {
+            Some(if kind == Kind::Adam {
                 Optimizer::Adam {
                     lr,
                     betas: pair,
@@ -396,21 +458,29 @@ pub fn optimizer(setting: &Setting, errors: &mut Vec<CheckError>) -> Option<Opti
     }
 }
 
-/// `schedule = cosine(min_lr: 1e-5)` and `warmup = 100`.
+/// `schedule = cosine(min_lr: 1e-5)` and `warmup = 100`. Whether the
+/// warm-up leaves steps to decay over is checked when the step count is
+/// known (`lower`).
 pub fn schedule(
     setting: Option<&Setting>,
     warmup: u64,
-    steps: Option<u64>,
-    warmup_span: Option<Span>,
     errors: &mut Vec<CheckError>,
 ) -> Option<Schedule> {
+    #[derive(Clone, Copy)]
+    enum Kind {
+        Constant,
+        Step,
+        Cosine,
+        Linear,
+    }
     let decay = match setting {
         None => Decay::Constant,
         Some(setting) => {
             let choices = [
-                ("constant", vec![]),
+                ("constant", Kind::Constant, vec![]),
                 (
                     "step",
+                    Kind::Step,
                     vec![
                         ParamSig::required("every", Ty::Int),
                         ParamSig::optional("gamma", Ty::Float, Value::Float(0.1)),
@@ -418,10 +488,12 @@ pub fn schedule(
                 ),
                 (
                     "cosine",
+                    Kind::Cosine,
                     vec![ParamSig::optional("min_lr", Ty::Float, Value::Float(0.0))],
                 ),
                 (
                     "linear",
+                    Kind::Linear,
                     vec![ParamSig::optional(
                         "end_factor",
                         Ty::Float,
@@ -429,11 +501,11 @@ pub fn schedule(
                     )],
                 ),
             ];
-            let (name, v) = choose(setting, "schedule", &choices, errors)?;
+            let (kind, v) = choose(setting, "schedule", &choices, errors)?;
             let span = setting.value.span;
-            match name {
-                "constant" => Decay::Constant,
-                "step" => {
+            match kind {
+                Kind::Constant => Decay::Constant,
+                Kind::Step => {
                     let (every, gamma) = (v[0].as_int(), v[1].as_float());
                     if every < 1 || gamma <= 0.0 {
                         errors.push(CheckError::invalid(
@@ -448,7 +520,7 @@ pub fn schedule(
                         gamma,
                     }
                 }
-                "cosine" => {
+                Kind::Cosine => {
                     let min_lr = v[0].as_float();
                     if min_lr < 0.0 {
                         errors.push(CheckError::invalid("min_lr must be ≥ 0", span, "negative"));
@@ -456,7 +528,7 @@ pub fn schedule(
                     }
                     Decay::Cosine { min_lr }
                 }
-                _ => {
+                Kind::Linear => {
                     let end_factor = v[0].as_float();
                     if !(0.0..=1.0).contains(&end_factor) {
                         errors.push(CheckError::invalid(
@@ -471,37 +543,37 @@ pub fn schedule(
             }
         }
     };
-    if let (Some(steps), Some(span)) = (steps, warmup_span) {
-        if warmup >= steps {
-            errors.push(CheckError::InvalidValue {
-                message: format!("a warm-up of {warmup} steps leaves none of the {steps} steps to train at the full rate"),
-                span,
-                label: "warm-up too long".into(),
-                help: Some("make warmup smaller than steps".into()),
-            });
-            return None;
-        }
-    }
     Some(Schedule { warmup, decay })
 }
 
 pub fn clip(setting: &Setting, errors: &mut Vec<CheckError>) -> Option<Option<Clip>> {
+    #[derive(Clone, Copy)]
+    enum Kind {
+        Norm,
+        Value,
+        None,
+    }
     let choices = [
         (
             "norm",
+            Kind::Norm,
             vec![
                 ParamSig::required("max", Ty::Float),
                 ParamSig::optional("type", Ty::FloatOrInf, Value::Float(2.0)),
             ],
         ),
-        ("value", vec![ParamSig::required("max", Ty::Float)]),
-        ("none", vec![]),
+        (
+            "value",
+            Kind::Value,
+            vec![ParamSig::required("max", Ty::Float)],
+        ),
+        ("none", Kind::None, vec![]),
     ];
-    let (name, v) = choose(setting, "clipping", &choices, errors)?;
+    let (kind, v) = choose(setting, "clipping", &choices, errors)?;
     let span = setting.value.span;
-    match name {
-        "none" => Some(None),
-        "norm" => {
+    match kind {
+        Kind::None => Some(None),
+        Kind::Norm => {
             let max_norm = v[0].as_float();
             if !positive(max_norm, "the clip threshold", span, errors) {
                 return None;
@@ -525,7 +597,7 @@ pub fn clip(setting: &Setting, errors: &mut Vec<CheckError>) -> Option<Option<Cl
                 norm_type,
             }))
         }
-        _ => {
+        Kind::Value => {
             let clip_value = v[0].as_float();
             positive(clip_value, "the clip value", span, errors)
                 .then_some(Some(Clip::Value { clip_value }))

@@ -5,10 +5,11 @@
 use std::collections::BTreeMap;
 
 use super::settings::{self, Settings};
-use super::{data, fit, model, suggest, CheckError, Experiment, Lint, Options};
+use super::{data, fit, model, CheckError, Experiment, Lint, Options};
 use crate::ast::{DataDef, ExprKind, ModuleDef, ModuleKind, SettingsBlock};
-use crate::plan::{DataPlan, NanPolicy, Precision, TrainPlan};
+use crate::plan::{Clip, DataPlan, Loss, NanPolicy, Optimizer, Precision, Schedule};
 use crate::span::Span;
+use crate::util::suggest;
 
 /// The settings a `train` block accepts.
 pub const TRAIN_KEYS: [&str; 17] = [
@@ -31,6 +32,50 @@ pub const TRAIN_KEYS: [&str; 17] = [
     "on_nan",
 ];
 
+/// How long to train: a number of optimizer steps, or of passes over the
+/// training rows, turned into steps once the data-parallel degree is known
+/// (`lower`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Length {
+    Steps(u64),
+    Epochs(u64),
+}
+
+/// The `train` block, checked: everything the plan's [`crate::plan::TrainPlan`]
+/// holds except what depends on the parallel layout (the step count of
+/// `epochs`, the global batch), plus the spans that lowering's errors point
+/// at.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainSpec {
+    pub loss: Loss,
+    pub optimizer: Optimizer,
+    pub schedule: Schedule,
+    pub length: Length,
+    pub micro_batch: u64,
+    pub accumulate: u64,
+    pub clip: Option<Clip>,
+    pub seed: u64,
+    pub eval_every: u64,
+    pub init: Option<String>,
+    pub precision: Precision,
+    pub checkpoint_every: u64,
+    pub on_nan: NanPolicy,
+    pub spans: TrainSpans,
+}
+
+/// Where the settings that lowering checks were written.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TrainSpans {
+    /// The `train` keyword.
+    pub block: Span,
+    /// The `steps` or `epochs` setting.
+    pub length: Span,
+    /// The value of `warmup`, if written.
+    pub warmup: Option<Span>,
+    /// The value of `micro_batch`.
+    pub micro_batch: Span,
+}
+
 pub(super) fn check_train(
     block: &SettingsBlock,
     modules: &BTreeMap<String, &ModuleDef>,
@@ -49,7 +94,7 @@ pub(super) fn check_train(
     let optimizer = s
         .require("optimizer", "e.g. `optimizer = adamw(lr: 3e-3)`", errors)
         .and_then(|x| settings::optimizer(x, errors));
-    let steps = match (s.get("steps"), s.get("epochs")) {
+    let length = match (s.get("steps"), s.get("epochs")) {
         (Some(_), Some(epochs)) => {
             errors.push(CheckError::invalid(
                 "give `steps` or `epochs`, not both",
@@ -62,9 +107,12 @@ pub(super) fn check_train(
             s.require("steps", "e.g. `steps = 500`, or `epochs = 10`", errors);
             None
         }
-        (Some(_), None) => s.int("steps", 1, None, errors),
-        // Epochs become steps once the data's size is known, below.
-        (None, Some(_)) => s.int("epochs", 1, None, errors).map(|_| 0),
+        (Some(setting), None) => s
+            .int("steps", 1, None, errors)
+            .map(|n| (Length::Steps(n as u64), setting.span)),
+        (None, Some(setting)) => s
+            .int("epochs", 1, None, errors)
+            .map(|n| (Length::Epochs(n as u64), setting.span)),
     };
     s.require("micro_batch", "e.g. `micro_batch = 32`", errors);
     let micro_batch = s.int("micro_batch", 1, None, errors);
@@ -76,19 +124,10 @@ pub(super) fn check_train(
     let seed = s.int("seed", 0, Some(0), errors);
     let eval_every = s.int("eval_every", 0, Some(0), errors);
     let checkpoint_every = s.int("checkpoint_every", 0, Some(0), errors);
-    let precision = s.one_of("precision", "precision", &["fp32", "bf16"], errors);
-    let on_nan = s.one_of("on_nan", "NaN policy", &["stop", "skip"], errors);
+    let precision = s.choice_or("precision", Precision::Fp32, errors);
+    let on_nan = s.choice_or("on_nan", NanPolicy::Stop, errors);
     let warmup = s.int("warmup", 0, Some(0), errors);
-    let schedule = warmup.and_then(|w| {
-        let warmup_span = s.get("warmup").map(|x| x.value.span);
-        settings::schedule(
-            s.get("schedule"),
-            w as u64,
-            steps.map(|n| n as u64),
-            warmup_span,
-            errors,
-        )
-    });
+    let schedule = warmup.and_then(|w| settings::schedule(s.get("schedule"), w as u64, errors));
 
     let model = model_def.and_then(|def| {
         let mut elaborator = model::Elaborator::new(modules);
@@ -117,57 +156,43 @@ pub(super) fn check_train(
     let mut data = data?;
     let loss = loss?;
     fit::check_model_against_data(&model, def, &mut data, &loss, &s, options, errors)?;
-    let (micro_batch, accumulate) = (micro_batch? as u64, accumulate? as u64);
-    let train_rows = data.rows - (data.rows as f64 * data.valid_fraction).round() as u64;
-    if data.rows > 0 && micro_batch > train_rows {
+    let (length, length_span) = length?;
+    if let (Length::Epochs(_), 0) = (length, data.rows) {
         errors.push(CheckError::InvalidValue {
-            message: format!(
-                "micro_batch {micro_batch} is larger than the {train_rows} training rows"
-            ),
-            span: s.get("micro_batch").map_or(block.keyword, |x| x.value.span),
-            label: "more rows than the data has".into(),
-            help: Some(format!(
-                "the data `{}` has {} rows, {} of them held out",
-                data.name,
-                data.rows,
-                data.rows - train_rows
-            )),
+            message: "`epochs` needs the number of rows, which is read from the data".into(),
+            span: length_span,
+            label: "unknown size".into(),
+            help: Some("drop --no-data, or give `steps` instead".into()),
         });
         return None;
     }
-    let steps = match (steps?, s.get("epochs")) {
-        (0, Some(setting)) => steps_for_epochs(setting, &data, micro_batch, accumulate, errors)?,
-        (steps, _) => steps as u64,
-    };
     let init = init_weights(&s, options, errors)?;
-    let train = TrainPlan {
+    let train = TrainSpec {
         loss,
         optimizer: optimizer?,
         schedule: schedule?,
-        steps,
-        micro_batch,
-        accumulate,
-        global_batch: micro_batch * accumulate,
+        length,
+        micro_batch: micro_batch? as u64,
+        accumulate: accumulate? as u64,
         clip: clip?,
         seed: seed? as u64,
         eval_every: eval_every? as u64,
         init,
-        precision: match precision? {
-            Some("bf16") => Precision::Bf16,
-            _ => Precision::Fp32,
-        },
+        precision: precision?,
         checkpoint_every: checkpoint_every? as u64,
-        on_nan: match on_nan? {
-            Some("skip") => NanPolicy::Skip,
-            _ => NanPolicy::Stop,
+        on_nan: on_nan?,
+        spans: TrainSpans {
+            block: block.keyword,
+            length: length_span,
+            warmup: s.get("warmup").map(|x| x.value.span),
+            micro_batch: s.get("micro_batch").map_or(block.keyword, |x| x.value.span),
         },
     };
     Some(Experiment {
         model,
         data,
         train,
-        parallel: crate::plan::Parallelism::single(),
-        stage_starts: vec![0],
+        parallel: super::parallel::ParallelLayout::single(block.keyword),
     })
 }
 
@@ -283,7 +308,7 @@ fn unused_modules(
 
 /// Rates far outside what each optimizer is normally run with are usually
 /// typos (`3e3` for `3e-3`).
-fn learning_rate_lint(optimizer: &crate::plan::Optimizer, span: Span, lints: &mut Vec<Lint>) {
+fn learning_rate_lint(optimizer: &Optimizer, span: Span, lints: &mut Vec<Lint>) {
     use crate::plan::Optimizer::*;
     let lr = optimizer.lr();
     let (name, low, high, range) = match optimizer {
@@ -304,42 +329,6 @@ fn learning_rate_lint(optimizer: &crate::plan::Optimizer, span: Span, lints: &mu
             }),
         });
     }
-}
-
-/// `epochs = N`: enough optimizer steps to see every full micro-batch of the
-/// training rows N times, ⌈N · ⌊rows / micro_batch⌋ / accumulate⌉.
-fn steps_for_epochs(
-    setting: &crate::ast::Setting,
-    data: &DataPlan,
-    micro_batch: u64,
-    accumulate: u64,
-    errors: &mut Vec<CheckError>,
-) -> Option<u64> {
-    let ExprKind::Int(epochs) = setting.value.kind else {
-        return None;
-    };
-    if data.rows == 0 {
-        errors.push(CheckError::InvalidValue {
-            message: "`epochs` needs the number of rows, which is read from the data".into(),
-            span: setting.span,
-            label: "unknown size".into(),
-            help: Some("drop --no-data, or give `steps` instead".into()),
-        });
-        return None;
-    }
-    let train_rows = data.rows - (data.rows as f64 * data.valid_fraction).round() as u64;
-    let batches = train_rows / micro_batch;
-    if batches == 0 {
-        errors.push(CheckError::invalid(
-            format!(
-                "an epoch of {train_rows} training rows holds no full micro_batch of {micro_batch}"
-            ),
-            setting.span,
-            "no steps",
-        ));
-        return None;
-    }
-    Some((epochs as u64 * batches).div_ceil(accumulate))
 }
 
 /// `init = "weights.safetensors"`: initial weights, relative to the file.

@@ -121,12 +121,25 @@ impl Table {
     }
 }
 
+/// Why a data source could not be read: the file, and what is wrong with it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DataError {
+    pub path: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for DataError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
 /// Loads any data source into a table, its targets read as `kind`. Errors
 /// say what is wrong with which file.
-pub fn load(source: &DataSource, kind: TargetKind) -> Result<Table, String> {
+pub fn load(source: &DataSource, kind: TargetKind) -> Result<Table, DataError> {
     let at = |path: &str| {
         let path = path.to_string();
-        move |e: String| format!("{path}: {e}")
+        move |message: String| DataError { path, message }
     };
     match source {
         DataSource::Csv {
@@ -140,7 +153,7 @@ pub fn load(source: &DataSource, kind: TargetKind) -> Result<Table, String> {
         DataSource::Npy { features, labels } => {
             let x = npy::read(Path::new(features)).map_err(at(features))?;
             let y = npy::read(Path::new(labels)).map_err(at(labels))?;
-            pair(features, x.shape, x.values, labels, y.shape, y.values, kind)
+            pair(features, x.shape, x.values, labels, y.shape, y.values, kind).map_err(at(features))
         }
         DataSource::Safetensors {
             path,
@@ -150,14 +163,14 @@ pub fn load(source: &DataSource, kind: TargetKind) -> Result<Table, String> {
             let file = safetensors::read(Path::new(path), &[features, labels]).map_err(at(path))?;
             let [x, y] = <[_; 2]>::try_from(file).expect("two tensors asked for");
             let (xs, ys) = (format!("{path}[{features}]"), format!("{path}[{labels}]"));
-            pair(&xs, x.shape, x.values, &ys, y.shape, y.values, kind)
+            pair(&xs, x.shape, x.values, &ys, y.shape, y.values, kind).map_err(at(path))
         }
         DataSource::Idx { images, labels } => {
             let x = idx::read(Path::new(images)).map_err(at(images))?;
             let y = idx::read(Path::new(labels)).map_err(at(labels))?;
             let y_values = y.values.iter().map(|v| *v as f64).collect();
             let x_values = x.values.iter().map(|v| *v as f64).collect();
-            pair(images, x.shape, x_values, labels, y.shape, y_values, kind)
+            pair(images, x.shape, x_values, labels, y.shape, y_values, kind).map_err(at(images))
         }
         DataSource::Synthetic {
             rows,

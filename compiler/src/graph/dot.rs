@@ -13,7 +13,7 @@ const CLUSTER_FILLS: [&str; 4] = ["#f7f7f7", "#eeeeee", "#e5e5e5", "#dcdcdc"];
 /// Graphviz DOT of the model graph. `stage_of[i]` is the pipeline stage of
 /// plan node `i` (missing entries count as stage 0); with more than one
 /// stage, nodes are filled by stage and a legend lists the stages.
-pub fn model_dot(plan: &Plan, stage_of: &[u32]) -> String {
+pub fn model_dot(plan: &Plan, stage_of: &[u64]) -> String {
     let graph = Graph::of(plan, stage_of);
     let mut out = String::from("digraph model {\n");
     let title = format!("{}\n{}", graph.title, graph.subtitle);

@@ -75,10 +75,10 @@ struct GraphEdge {
 }
 
 impl Graph {
-    fn of(plan: &Plan, stage_of: &[u32]) -> Graph {
+    fn of(plan: &Plan, stage_of: &[u64]) -> Graph {
         let model = &plan.model;
         let (clusters, cluster_of) = clusters::clusters(model);
-        let stage = |i: usize| stage_of.get(i).copied().unwrap_or(0);
+        let stage = |i: usize| stage_of.get(i).copied().unwrap_or(0) as u32;
         let mut stages: Vec<u32> = (0..model.nodes.len()).map(stage).collect();
         stages.sort_unstable();
         stages.dedup();
@@ -98,7 +98,7 @@ impl Graph {
                 let params = node_parameters(model, i);
                 let detail = match params {
                     0 if kind == node.name => None,
-                    0 => Some(kind),
+                    0 => Some(kind.to_string()),
                     1 => Some(format!("{kind} (1 param)")),
                     n => Some(format!("{kind} ({} params)", group_digits(n))),
                 };

@@ -23,7 +23,7 @@ const BOX_STROKE: &str = "#5a6b7d";
 /// The model graph drawn as SVG. `stage_of[i]` is the pipeline stage of plan
 /// node `i` (missing entries count as stage 0); with more than one stage,
 /// boxes are filled by stage and a legend lists the stages.
-pub fn model_svg(plan: &Plan, stage_of: &[u32]) -> String {
+pub fn model_svg(plan: &Plan, stage_of: &[u64]) -> String {
     let graph = Graph::of(plan, stage_of);
     let drawing = draw(&graph);
     let legend_w = legend_width(&graph);

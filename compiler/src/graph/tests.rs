@@ -107,7 +107,7 @@ fn svg_is_well_formed_with_clusters_and_shortcuts() {
 #[test]
 fn pictures_are_deterministic() {
     let p = plan(RESIDUAL);
-    let stages: Vec<u32> = (0..p.model.nodes.len() as u32).map(|i| i / 6).collect();
+    let stages: Vec<u64> = (0..p.model.nodes.len() as u64).map(|i| i / 6).collect();
     assert_eq!(model_dot(&p, &stages), model_dot(&plan(RESIDUAL), &stages));
     assert_eq!(model_svg(&p, &stages), model_svg(&plan(RESIDUAL), &stages));
     assert_eq!(model_svg(&p, &[]), model_svg(&p, &[]));
@@ -116,7 +116,7 @@ fn pictures_are_deterministic() {
 #[test]
 fn stages_colour_nodes_and_get_a_legend() {
     let p = plan(RESIDUAL);
-    let stages: Vec<u32> = (0..p.model.nodes.len() as u32).map(|i| i / 6).collect();
+    let stages: Vec<u64> = (0..p.model.nodes.len() as u64).map(|i| i / 6).collect();
     let dot = model_dot(&p, &stages);
     assert!(
         dot.contains("legend_0 [label=\"stage 0\"") && dot.contains("legend_1 [label=\"stage 1\"")

@@ -8,15 +8,12 @@
 //! its backward needs the backward of m on stage s + 1 (on the last stage,
 //! its own forward). The two schedules differ only in the programs.
 
-use crate::plan::parallel::stage_order;
-pub use crate::plan::PipelineSchedule;
+use crate::lower::schedule::stage_order;
+pub use crate::plan::{PipeOp, PipelineSchedule};
 
-/// What a stage does in one time slot; micro-batches count from 0.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Slot {
-    Forward(u32),
-    Backward(u32),
-}
+/// What a stage does in one time slot: the plan's [`PipeOp::Forward`] or
+/// [`PipeOp::Backward`] of a micro-batch (counted from 0).
+pub type Slot = PipeOp;
 
 /// The schedule per stage, per time slot (`None`: idle). Every row has the
 /// same length: the step's total time, `2 · (micro_batches + stages − 1)`
@@ -48,16 +45,22 @@ pub fn timeline(
                 continue;
             };
             let ready = match pass {
-                Slot::Forward(_) if s == 0 => Some(0),
-                Slot::Forward(m) => forward_at[s - 1][m as usize].map(|t| t + 1),
-                Slot::Backward(m) if s + 1 == s_n => forward_at[s][m as usize].map(|t| t + 1),
-                Slot::Backward(m) => backward_at[s + 1][m as usize].map(|t| t + 1),
+                PipeOp::Forward { .. } if s == 0 => Some(0),
+                PipeOp::Forward { micro_batch: m } => forward_at[s - 1][m as usize].map(|t| t + 1),
+                PipeOp::Backward { micro_batch: m } if s + 1 == s_n => {
+                    forward_at[s][m as usize].map(|t| t + 1)
+                }
+                PipeOp::Backward { micro_batch: m } => {
+                    backward_at[s + 1][m as usize].map(|t| t + 1)
+                }
+                transfer => unreachable!("a stage order holds passes only, not {transfer:?}"),
             };
             let Some(ready) = ready else { continue };
             let t = ready.max(free_at[s]);
             match pass {
-                Slot::Forward(m) => forward_at[s][m as usize] = Some(t),
-                Slot::Backward(m) => backward_at[s][m as usize] = Some(t),
+                PipeOp::Forward { micro_batch: m } => forward_at[s][m as usize] = Some(t),
+                PipeOp::Backward { micro_batch: m } => backward_at[s][m as usize] = Some(t),
+                transfer => unreachable!("a stage order holds passes only, not {transfer:?}"),
             }
             if rows[s].len() <= t {
                 rows[s].resize(t + 1, None);
@@ -79,24 +82,6 @@ pub fn timeline(
 /// The order in which stage `s` runs its passes: the plan's.
 fn program(stages: u32, micro_batches: u32, s: u32, schedule: PipelineSchedule) -> Vec<Slot> {
     stage_order(schedule, s as u64, stages as u64, micro_batches as u64)
-        .into_iter()
-        .map(|(forward, mb)| {
-            if forward {
-                Slot::Forward(mb as u32)
-            } else {
-                Slot::Backward(mb as u32)
-            }
-        })
-        .collect()
-}
-
-/// The share of every stage's time that is idle: (stages − 1) / (micro_batches
-/// + stages − 1), for both schedules when forward and backward take one slot.
-pub(super) fn bubble(stages: u32, micro_batches: u32) -> (u32, u32) {
-    (
-        stages.saturating_sub(1),
-        (micro_batches + stages).saturating_sub(1),
-    )
 }
 
 /// Most micro-batches whose forward has run and backward has not, per stage:
@@ -107,8 +92,9 @@ pub(super) fn peak_in_flight(rows: &[Vec<Option<Slot>>]) -> Vec<u32> {
             let (mut now, mut peak) = (0u32, 0u32);
             for slot in row.iter().flatten() {
                 match slot {
-                    Slot::Forward(_) => now += 1,
-                    Slot::Backward(_) => now = now.saturating_sub(1),
+                    PipeOp::Forward { .. } => now += 1,
+                    PipeOp::Backward { .. } => now = now.saturating_sub(1),
+                    transfer => unreachable!("a timeline holds passes only, not {transfer:?}"),
                 }
                 peak = peak.max(now);
             }
@@ -121,6 +107,21 @@ pub(super) fn peak_in_flight(rows: &[Vec<Option<Slot>>]) -> Vec<u32> {
 mod tests {
     use super::PipelineSchedule::{Gpipe, OneFOneB};
     use super::*;
+    use crate::plan::parallel::bubble;
+
+    #[allow(non_snake_case)]
+    fn F(micro_batch: u32) -> Slot {
+        PipeOp::Forward {
+            micro_batch: micro_batch as u64,
+        }
+    }
+
+    #[allow(non_snake_case)]
+    fn B(micro_batch: u32) -> Slot {
+        PipeOp::Backward {
+            micro_batch: micro_batch as u64,
+        }
+    }
 
     const SIZES: [(u32, u32); 9] = [
         (1, 1),
@@ -163,16 +164,13 @@ mod tests {
                 }
                 for s in 0..s_n {
                     for m in 0..mbs {
-                        let (f, b) = (
-                            when(&rows, s, Slot::Forward(m)),
-                            when(&rows, s, Slot::Backward(m)),
-                        );
+                        let (f, b) = (when(&rows, s, F(m)), when(&rows, s, B(m)));
                         assert!(f < b, "{schedule:?} s={s} m={m}: backward before forward");
                         if s > 0 {
-                            assert!(when(&rows, s - 1, Slot::Forward(m)) < f);
+                            assert!(when(&rows, s - 1, F(m)) < f);
                         }
                         if s + 1 < s_n {
-                            assert!(when(&rows, s + 1, Slot::Backward(m)) < b);
+                            assert!(when(&rows, s + 1, B(m)) < b);
                         }
                     }
                 }
@@ -191,7 +189,7 @@ mod tests {
                     "{schedule:?} {stages}×{mbs}"
                 );
                 let idle = rows.iter().flatten().filter(|s| s.is_none()).count();
-                let (num, den) = bubble(stages, mbs);
+                let (num, den) = bubble(stages as u64, mbs as u64);
                 // idle / (stages · total) = (stages − 1) / (micro_batches + stages − 1)
                 assert_eq!(idle * den as usize, num as usize * stages as usize * total);
             }
@@ -219,7 +217,6 @@ mod tests {
 
     #[test]
     fn the_textbook_pictures() {
-        use Slot::{Backward as B, Forward as F};
         let rows = timeline(2, 2, Gpipe);
         assert_eq!(
             rows[0],

@@ -6,8 +6,9 @@ use std::fmt::Write;
 
 use super::layout::Rect;
 use super::svg::{rect, text};
-use super::timeline::{bubble, peak_in_flight, timeline, PipelineSchedule, Slot};
+use super::timeline::{peak_in_flight, timeline, PipeOp, PipelineSchedule, Slot};
 use super::{num, text_width, FONT};
+use crate::plan::parallel::bubble;
 
 const MARGIN: f64 = 20.0;
 const CELL_W: f64 = 34.0;
@@ -129,12 +130,28 @@ fn cell_svg(out: &mut String, cell: &Rect, slot: Option<Slot>, micro_batches: u3
             rect(out, cell, 3.0, "fill=\"url(#dtl-idle)\" stroke=\"#e0e0e0\"");
             return;
         }
-        Some(Slot::Forward(m)) => (format!("F{m}"), colour(m, micro_batches, true), "#1f2937"),
-        Some(Slot::Backward(m)) => (format!("B{m}"), colour(m, micro_batches, false), "#ffffff"),
+        Some(PipeOp::Backward { micro_batch: m }) => (
+            format!("B{m}"),
+            colour(m as u32, micro_batches, false),
+            "#ffffff",
+        ),
+        Some(other) => {
+            let m = match other {
+                PipeOp::Forward { micro_batch } => micro_batch,
+                transfer => unreachable!("a timeline holds passes only, not {transfer:?}"),
+            };
+            (
+                format!("F{m}"),
+                colour(m as u32, micro_batches, true),
+                "#1f2937",
+            )
+        }
     };
     let stroke = match slot {
-        Some(Slot::Forward(m) | Slot::Backward(m)) => colour(m, micro_batches, false),
-        None => String::new(),
+        Some(PipeOp::Forward { micro_batch: m } | PipeOp::Backward { micro_batch: m }) => {
+            colour(m as u32, micro_batches, false)
+        }
+        _ => String::new(),
     };
     rect(
         out,
@@ -167,7 +184,7 @@ fn caption(
             "Nothing to schedule: a pipeline needs at least one stage and one micro-batch.".into(),
         ];
     }
-    let (num_, den) = bubble(stages, micro_batches);
+    let (num_, den) = bubble(stages as u64, micro_batches as u64);
     let percent = 100.0 * num_ as f64 / den as f64;
     let order = match schedule {
         PipelineSchedule::Gpipe => "GPipe: every stage runs all its forwards, then all its backwards.".to_string(),

@@ -4,14 +4,14 @@
 //! hash maps), so the same input always gives the same bytes. The runtime
 //! reads nothing but this: the layers with their parameter names and shapes,
 //! the data source, the training settings and the ordered step program.
+//!
+//! Data only: this module imports no other phase. `lower` computes a plan;
+//! `explain`, `graph` and the runtime read one. `docs/plan.md` documents
+//! every field.
 
-mod build;
-pub mod cost;
 pub mod parallel;
 mod types;
 
-pub use build::build;
-pub use cost::{cost, Cost};
 pub use parallel::{
     Backend, BatchNormSync, GradBucket, Parallelism, PipeOp, PipelineSchedule, StagePlan,
     StageProgram, SyncMode, Transfer,
@@ -19,7 +19,10 @@ pub use parallel::{
 pub use types::*;
 
 /// Bumped whenever a change to the plan would be misread by an older runtime.
-pub const PLAN_VERSION: u32 = 2;
+/// 3: the degrees live in `topology.parallelism` alone; buckets in reverse
+/// parameter order; replicas read contiguous parts of each global
+/// micro-batch.
+pub const PLAN_VERSION: u32 = 3;
 
 impl Plan {
     pub fn to_yaml(&self) -> String {

@@ -228,11 +228,107 @@ pub enum Op {
 
 impl Op {
     /// The op's name in the plan (its serde tag): `linear`, `batch_norm`, ….
-    pub fn kind(&self) -> String {
-        serde_json::to_value(self)
-            .ok()
-            .and_then(|v| v.get("kind").and_then(|k| k.as_str().map(str::to_string)))
-            .unwrap_or_default()
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Op::Input => "input",
+            Op::Linear { .. } => "linear",
+            Op::Conv1d { .. } => "conv1d",
+            Op::Conv2d { .. } => "conv2d",
+            Op::MaxPool1d { .. } => "max_pool1d",
+            Op::MaxPool2d { .. } => "max_pool2d",
+            Op::AvgPool1d { .. } => "avg_pool1d",
+            Op::AvgPool2d { .. } => "avg_pool2d",
+            Op::AdaptiveAvgPool1d { .. } => "adaptive_avg_pool1d",
+            Op::AdaptiveAvgPool2d { .. } => "adaptive_avg_pool2d",
+            Op::BatchNorm { .. } => "batch_norm",
+            Op::LayerNorm { .. } => "layer_norm",
+            Op::RmsNorm { .. } => "rms_norm",
+            Op::Embedding { .. } => "embedding",
+            Op::PosEmbedding { .. } => "pos_embedding",
+            Op::Attention { .. } => "attention",
+            Op::Dropout { .. } => "dropout",
+            Op::Flatten => "flatten",
+            Op::Reshape { .. } => "reshape",
+            Op::Transpose { .. } => "transpose",
+            Op::Softmax { .. } => "softmax",
+            Op::Relu => "relu",
+            Op::Gelu => "gelu",
+            Op::Silu => "silu",
+            Op::Tanh => "tanh",
+            Op::Sigmoid => "sigmoid",
+            Op::Add => "add",
+            Op::Concat { .. } => "concat",
+        }
+    }
+
+    /// The trainable parameters the op reads, in the order PyTorch's module
+    /// registers them (`weight` before `bias`).
+    pub fn params(&self) -> Vec<&str> {
+        self.tensors().0
+    }
+
+    /// The saved, untrained state the op reads and updates (batch_norm's
+    /// running statistics), in PyTorch's registration order.
+    pub fn buffers(&self) -> Vec<&str> {
+        self.tensors().1
+    }
+
+    /// The names of the op's parameters and of its buffers.
+    fn tensors(&self) -> (Vec<&str>, Vec<&str>) {
+        match self {
+            Op::Linear { weight, bias, .. }
+            | Op::Conv1d { weight, bias, .. }
+            | Op::Conv2d { weight, bias, .. } => (
+                std::iter::once(weight.as_str())
+                    .chain(bias.as_deref())
+                    .collect(),
+                vec![],
+            ),
+            Op::BatchNorm {
+                weight,
+                bias,
+                running_mean,
+                running_var,
+                num_batches_tracked,
+                ..
+            } => (
+                vec![weight, bias],
+                vec![running_mean, running_var, num_batches_tracked],
+            ),
+            Op::LayerNorm { weight, bias, .. } => (vec![weight, bias], vec![]),
+            Op::RmsNorm { weight, .. }
+            | Op::Embedding { weight, .. }
+            | Op::PosEmbedding { weight, .. } => (vec![weight], vec![]),
+            Op::Attention {
+                in_proj_weight,
+                in_proj_bias,
+                out_proj_weight,
+                out_proj_bias,
+                ..
+            } => (
+                vec![in_proj_weight, in_proj_bias, out_proj_weight, out_proj_bias],
+                vec![],
+            ),
+            Op::Input
+            | Op::MaxPool1d { .. }
+            | Op::MaxPool2d { .. }
+            | Op::AvgPool1d { .. }
+            | Op::AvgPool2d { .. }
+            | Op::AdaptiveAvgPool1d { .. }
+            | Op::AdaptiveAvgPool2d { .. }
+            | Op::Dropout { .. }
+            | Op::Flatten
+            | Op::Reshape { .. }
+            | Op::Transpose { .. }
+            | Op::Softmax { .. }
+            | Op::Relu
+            | Op::Gelu
+            | Op::Silu
+            | Op::Tanh
+            | Op::Sigmoid
+            | Op::Add
+            | Op::Concat { .. } => (vec![], vec![]),
+        }
     }
 }
 
@@ -254,11 +350,24 @@ pub struct DataPlan {
     pub rows: u64,
     /// Multiplies every feature value.
     pub scale: f64,
-    /// Fraction of the rows held out for evaluation (the last rows after a
-    /// seeded shuffle).
+    /// Fraction of the rows held out for evaluation: the last rows of the
+    /// file, after a seeded shuffle when `shuffle` is on.
     pub valid_fraction: f64,
-    /// Reshuffle the training rows every epoch.
+    /// Shuffle the rows once before the split and the training rows every
+    /// epoch; off, rows are read in the file's order.
     pub shuffle: bool,
+}
+
+impl DataPlan {
+    /// Rows held out for evaluation, of `rows`.
+    pub fn held_out(&self, rows: u64) -> u64 {
+        (rows as f64 * self.valid_fraction).round() as u64
+    }
+
+    /// Training rows (0 if the data was not read at compile time).
+    pub fn train_rows(&self) -> u64 {
+        self.rows - self.held_out(self.rows)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -533,14 +642,13 @@ impl<'de> Deserialize<'de> for NormType {
     }
 }
 
+/// Where the ranks are and what each does. The degrees live in
+/// `parallelism` alone; everything else here follows from them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Topology {
-    pub world_size: u64,
-    pub data_parallel: u64,
-    pub pipeline_stages: u64,
     pub parallelism: Parallelism,
-    /// Rank r runs stage r / data_parallel as replica r % data_parallel.
+    /// Rank r runs stage r / data as replica r % data.
     pub ranks: Vec<RankPlan>,
     /// Which layers each pipeline stage owns (one stage: the whole model).
     pub stages: Vec<StagePlan>,
@@ -550,14 +658,30 @@ pub struct Topology {
     pub sharding: Sharding,
 }
 
-/// Each epoch's shuffled order is dealt round-robin: replica g of D reads
-/// rows g, g + D, g + 2D, … of it; a replica's micro-batch is `micro_batch`
-/// of its own rows.
+impl Topology {
+    /// Ranks the plan is for: data × pipeline.
+    pub fn world_size(&self) -> u64 {
+        self.parallelism.world_size()
+    }
+
+    /// The stage that owns each node of the model, by node index.
+    pub fn stage_of_nodes(&self) -> Vec<u64> {
+        self.stages
+            .iter()
+            .flat_map(|s| (s.first_node..=s.last_node).map(move |_| s.stage))
+            .collect()
+    }
+}
+
+/// The replicas read disjoint rows of every global micro-batch: each
+/// epoch's (shuffled) order is cut into global micro-batches of `data ×
+/// micro_batch` rows, and replica g reads rows `g·micro_batch ..
+/// (g+1)·micro_batch` of each. So `data` replicas with `micro_batch` m see
+/// exactly the rows of one process with `micro_batch` data·m, step for step.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Sharding {
-    pub replicas: u64,
-    /// Training rows each replica reads per epoch (0 if the data was not read).
+    /// Rows each replica reads per epoch (0 if the data was not read).
     pub rows_per_replica: u64,
 }
 

@@ -98,7 +98,7 @@ pub(super) fn recover(src: &str, start: usize, context: Context) -> SyntaxError 
                     expected: "`module`, `model`, `data`, `train`, `parallel` or `test`".into(),
                     found: describe_found(src, start),
                     span: token_span(src, start),
-                    help: crate::check::suggest::did_you_mean(&word, TOP_KEYWORDS).or_else(|| {
+                    help: crate::util::suggest::did_you_mean(&word, TOP_KEYWORDS).or_else(|| {
                         Some(
                             "a file is a list of items; each starts with one of these keywords"
                                 .into(),

@@ -7,10 +7,10 @@ use super::{
 use crate::ast::{Arg, Expr, ExprKind, Ident};
 use crate::check::args::{eval, Env, Value};
 use crate::check::library::{join_path, Builtin};
-use crate::check::suggest::did_you_mean;
 use crate::check::CheckError;
 use crate::plan::{shape_to_string, Dim, Node, Op, Shape};
 use crate::span::Span;
+use crate::util::suggest::did_you_mean;
 
 impl<'a> Elaborator<'a> {
     /// A tensor-valued expression: a name, a chain, a sum or `concat(...)`.

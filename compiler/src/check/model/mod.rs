@@ -11,11 +11,11 @@ mod dataflow;
 use super::args::{bind, eval, Env, ParamSig, Ty, Value};
 use super::library::{builtin_names, Builtin};
 use super::lint::Lint;
-use super::suggest::did_you_mean;
 use super::CheckError;
 use crate::ast::{Arg, DimExpr, Expr, ExprKind, Forward, Ident, ModuleDef, ModuleKind, ShapeExpr};
 use crate::plan::{shape_to_string, Dim, ModelPlan, Node, Op, ParamSpec, Shape};
 use crate::span::Span;
+use crate::util::suggest::did_you_mean;
 
 /// More operations than any real model has: a guard against `repeat 10^9`.
 const MAX_NODES: usize = 100_000;
@@ -295,7 +295,7 @@ impl<'a> Elaborator<'a> {
         Some(result)
     }
 
-    pub(super) fn note_shape(&mut self, ident: &crate::ast::Ident, shape: &Shape, scope: &str) {
+    pub(super) fn note_shape(&mut self, ident: &Ident, shape: &Shape, scope: &str) {
         self.shapes.push(ShapeNote {
             span: ident.span,
             name: ident.name.clone(),

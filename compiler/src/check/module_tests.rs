@@ -5,10 +5,10 @@ use std::collections::BTreeMap;
 
 use super::lint::Lint;
 use super::model::{Elaborator, ShapeNote};
-use super::suggest::did_you_mean;
 use super::CheckError;
 use crate::ast::{DimExpr, ExprKind, ModuleDef, ShapeExpr, TestDef};
 use crate::plan::{shape_to_string, Dim, Shape, TestPlan};
+use crate::util::suggest::did_you_mean;
 
 const OPTIONS: [&str; 2] = ["grads_reach_all_params", "gradcheck"];
 

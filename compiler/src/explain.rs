@@ -1,5 +1,6 @@
-//! The cost model behind `dtl explain`: parameters, FLOPs, memory and
-//! communication of a plan, computed before anything runs.
+//! `dtl explain`: parameters, FLOPs, memory and communication of a plan,
+//! computed before anything runs, from the plan and the cost model that
+//! lowering uses ([`crate::lower::cost`]).
 //!
 //! Assumptions, stated in the report too: float32 everywhere; a backward
 //! pass costs twice its forward; every node's output is kept for the
@@ -8,14 +9,15 @@
 
 use serde::Serialize;
 
-use super::{Dim, Node, Op, Optimizer, PipelineSchedule, Plan, SyncMode};
+use crate::lower::cost::{node_flops, numel, ring_bytes};
+use crate::plan::{Optimizer, PipelineSchedule, Plan, SyncMode};
 
 const BYTES_PER_VALUE: u64 = 4;
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct LayerCost {
     pub name: String,
-    pub kind: String,
+    pub kind: &'static str,
     pub parameters: u64,
     /// Forward FLOPs for one sample.
     pub forward_flops: u64,
@@ -71,78 +73,30 @@ pub struct Collective {
     pub bytes_per_rank: u64,
 }
 
-pub(crate) fn numel(shape: &[Dim]) -> u64 {
-    shape
-        .iter()
-        .skip(1)
-        .map(|d| if let Dim::Size(n) = d { *n as u64 } else { 1 })
-        .product()
-}
-
-/// Forward FLOPs of one node for one sample.
-pub(crate) fn forward_flops(node: &Node, input: &[Dim]) -> u64 {
-    let out = numel(&node.output);
-    let inp = numel(input);
-    match &node.op {
-        Op::Input
-        | Op::Flatten
-        | Op::Reshape { .. }
-        | Op::Transpose { .. }
-        | Op::Embedding { .. } => 0,
-        Op::Linear { in_features, .. } => 2 * *in_features as u64 * out,
-        Op::Conv1d {
-            in_channels,
-            kernel,
-            ..
-        } => 2 * (*in_channels * *kernel) as u64 * out,
-        Op::Conv2d {
-            in_channels,
-            kernel,
-            ..
-        } => 2 * (*in_channels * *kernel * *kernel) as u64 * out,
-        Op::MaxPool1d { kernel, .. } | Op::AvgPool1d { kernel, .. } => *kernel as u64 * out,
-        Op::MaxPool2d { kernel, .. } | Op::AvgPool2d { kernel, .. } => {
-            (*kernel * *kernel) as u64 * out
-        }
-        Op::AdaptiveAvgPool1d { .. } | Op::AdaptiveAvgPool2d { .. } => inp,
-        Op::BatchNorm { .. } | Op::LayerNorm { .. } | Op::RmsNorm { .. } | Op::Softmax { .. } => {
-            5 * out
-        }
-        Op::Attention { dim, .. } => {
-            let d = *dim as u64;
-            let t = (out / d.max(1)).max(1);
-            // q, k, v and output projections, then scores and their weighted sum.
-            2 * t * d * 3 * d + 2 * t * d * d + 2 * 2 * t * t * d
-        }
-        Op::PosEmbedding { .. }
-        | Op::Add
-        | Op::Dropout { .. }
-        | Op::Relu
-        | Op::Gelu
-        | Op::Silu
-        | Op::Tanh
-        | Op::Sigmoid => out,
-        Op::Concat { .. } => 0,
-    }
-}
-
 /// The cost of one optimizer step of `plan` on one rank.
 pub fn cost(plan: &Plan) -> Cost {
     let model = &plan.model;
     let mut layers = Vec::new();
-    let sizes = super::parallel::ParamSizes::of(model);
+    let sizes: std::collections::BTreeMap<&str, u64> = model
+        .parameters
+        .iter()
+        .map(|p| (p.name.as_str(), p.shape.iter().product::<i64>() as u64))
+        .collect();
+    // A layer used twice counts its parameters at its first use.
     let mut counted = std::collections::BTreeSet::new();
-    for node in &model.nodes {
-        let input = node
-            .inputs
-            .first()
-            .map_or(&node.output, |&i| &model.nodes[i].output);
-        let parameters = sizes.of_node(node, &mut counted);
+    for (i, node) in model.nodes.iter().enumerate() {
+        let parameters = node
+            .op
+            .params()
+            .into_iter()
+            .filter(|name| counted.insert(*name))
+            .map(|name| sizes[name])
+            .sum();
         layers.push(LayerCost {
             name: node.name.clone(),
             kind: node.op.kind(),
             parameters,
-            forward_flops: forward_flops(node, input),
+            forward_flops: node_flops(model, i),
             activations: numel(&node.output),
         });
     }
@@ -240,7 +194,7 @@ fn collectives(plan: &Plan) -> Vec<Collective> {
         } else {
             String::new()
         };
-        let ring = super::build::ring_bytes(stage.parameters * BYTES_PER_VALUE, d.max(1));
+        let ring = ring_bytes(stage.parameters * BYTES_PER_VALUE, d.max(1));
         if d > 1 {
             let buckets = topology
                 .buckets
@@ -280,7 +234,7 @@ fn collectives(plan: &Plan) -> Vec<Collective> {
                     stage.stage,
                     transfer.to_stage,
                     transfer.node,
-                    super::shape_to_string(&transfer.shape)
+                    crate::plan::shape_to_string(&transfer.shape)
                 ),
                 bytes_per_rank: bytes,
             });
@@ -297,7 +251,7 @@ fn collectives(plan: &Plan) -> Vec<Collective> {
     if p > 1 {
         out.push(Collective {
             name: format!("all-reduce the gradient norm over {p} stages"),
-            bytes_per_rank: super::build::ring_bytes(BYTES_PER_VALUE, p),
+            bytes_per_rank: ring_bytes(BYTES_PER_VALUE, p),
         });
     }
     out
@@ -375,9 +329,12 @@ impl Cost {
             bytes(m.total)
         ));
         let topology = &plan.topology;
+        let layout = &topology.parallelism;
         out.push_str(&format!(
             "ranks: {} (data {} × pipeline {})\n",
-            topology.world_size, topology.data_parallel, topology.pipeline_stages
+            layout.world_size(),
+            layout.data,
+            layout.pipeline
         ));
         if self.stages.len() > 1 {
             for stage in &self.stages {
@@ -408,8 +365,8 @@ impl Cost {
         out.push_str(&format!(
             "pipeline bubble: {:.0}% ({} stage(s), {} micro-batch(es))\n",
             self.bubble * 100.0,
-            topology.pipeline_stages,
-            topology.parallelism.micro_batches
+            layout.pipeline,
+            layout.micro_batches
         ));
         out.push_str("assumptions: float32; backward = 2 × forward; every layer output kept for backward (upper bound)\n");
         out
@@ -486,7 +443,7 @@ mod hand_computed {
         // 64·100 + 100 + 100·10 + 10 = 7,510 parameters, 30,040 bytes of
         // gradients; a ring over 4 ranks sends 2·3/4 of them from each rank.
         let plan = plan(&format!("{MLP} parallel {{ data = auto }}"), vec![4]);
-        assert_eq!(plan.topology.world_size, 4);
+        assert_eq!(plan.topology.world_size(), 4);
         assert_eq!(plan.train.global_batch, 8 * 2 * 4);
         let cost = super::cost(&plan);
         assert_eq!(cost.collectives.len(), 1);

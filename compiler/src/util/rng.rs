@@ -1,4 +1,6 @@
-//! A small seeded generator for data order (SplitMix64). Kept apart from
+//! A small seeded generator (SplitMix64) and a stable hash (FNV-1a), the
+//! one implementation of each: data order, initial weights, synthetic data,
+//! dropout seeds and the fuzz tests all draw from it. Kept apart from
 //! libtorch's generator so the data order does not depend on how many random
 //! numbers the model drew.
 
@@ -32,6 +34,11 @@ impl Rng {
         Rng::new(seed ^ fnv1a(name.as_bytes()).rotate_left(17))
     }
 
+    /// Uniform in `0..n` (modulo bias is negligible for the small `n` used).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n.max(1)
+    }
+
     /// Uniform in [0, 1), 53 bits.
     pub fn next_f64(&mut self) -> f64 {
         (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
@@ -47,7 +54,7 @@ impl Rng {
     /// Fisher–Yates shuffle.
     pub fn shuffle<T>(&mut self, items: &mut [T]) {
         for i in (1..items.len()).rev() {
-            let j = (self.next_u64() % (i as u64 + 1)) as usize;
+            let j = self.below(i as u64 + 1) as usize;
             items.swap(i, j);
         }
     }

@@ -1,0 +1,77 @@
+//! The cost model that lowering and `dtl explain` share: the FLOPs of one
+//! node's forward pass, the values of a tensor per sample, and the bytes a
+//! ring all-reduce sends. Assumptions: a multiply-add is two FLOPs; a
+//! backward pass costs twice its forward.
+
+use crate::plan::{Dim, ModelPlan, Node, Op};
+
+/// Values per sample of a shape whose first dimension is the batch.
+pub fn numel(shape: &[Dim]) -> u64 {
+    shape
+        .iter()
+        .skip(1)
+        .map(|d| if let Dim::Size(n) = d { *n as u64 } else { 1 })
+        .product()
+}
+
+/// Forward FLOPs of one node for one sample.
+pub fn forward_flops(node: &Node, input: &[Dim]) -> u64 {
+    let out = numel(&node.output);
+    let inp = numel(input);
+    match &node.op {
+        Op::Input
+        | Op::Flatten
+        | Op::Reshape { .. }
+        | Op::Transpose { .. }
+        | Op::Embedding { .. } => 0,
+        Op::Linear { in_features, .. } => 2 * *in_features as u64 * out,
+        Op::Conv1d {
+            in_channels,
+            kernel,
+            ..
+        } => 2 * (*in_channels * *kernel) as u64 * out,
+        Op::Conv2d {
+            in_channels,
+            kernel,
+            ..
+        } => 2 * (*in_channels * *kernel * *kernel) as u64 * out,
+        Op::MaxPool1d { kernel, .. } | Op::AvgPool1d { kernel, .. } => *kernel as u64 * out,
+        Op::MaxPool2d { kernel, .. } | Op::AvgPool2d { kernel, .. } => {
+            (*kernel * *kernel) as u64 * out
+        }
+        Op::AdaptiveAvgPool1d { .. } | Op::AdaptiveAvgPool2d { .. } => inp,
+        Op::BatchNorm { .. } | Op::LayerNorm { .. } | Op::RmsNorm { .. } | Op::Softmax { .. } => {
+            5 * out
+        }
+        Op::Attention { dim, .. } => {
+            let d = *dim as u64;
+            let t = (out / d.max(1)).max(1);
+            // q, k, v and output projections, then scores and their weighted sum.
+            2 * t * d * 3 * d + 2 * t * d * d + 2 * 2 * t * t * d
+        }
+        Op::PosEmbedding { .. }
+        | Op::Add
+        | Op::Dropout { .. }
+        | Op::Relu
+        | Op::Gelu
+        | Op::Silu
+        | Op::Tanh
+        | Op::Sigmoid => out,
+        Op::Concat { .. } => 0,
+    }
+}
+
+/// Bytes a rank sends in a ring all-reduce of `bytes` over `n` ranks.
+pub fn ring_bytes(bytes: u64, n: u64) -> u64 {
+    2 * (n - 1) * bytes / n
+}
+
+/// Forward FLOPs per sample of node `i` of `model`, on the shape it reads.
+pub fn node_flops(model: &ModelPlan, i: usize) -> u64 {
+    let node = &model.nodes[i];
+    let input = node
+        .inputs
+        .first()
+        .map_or(&node.output, |&j| &model.nodes[j].output);
+    forward_flops(node, input)
+}

@@ -1,0 +1,118 @@
+//! Lower: a checked [`Experiment`] and a world size → the execution
+//! [`Plan`]. This is where the layout is decided: the data-parallel degree,
+//! the step count of `epochs`, the pipeline stages and what crosses between
+//! them, the gradient buckets, each stage's schedule and the step program.
+//! Errors that depend on the world size (and so cannot be found by `check`
+//! alone) are reported here with the spans `check` kept.
+//!
+//! Imports run one way: `lower` reads `check`'s output and writes `plan`'s
+//! types; neither of them imports anything from here.
+
+mod buckets;
+pub mod cost;
+pub mod schedule;
+mod stages;
+mod step_program;
+mod topology;
+
+use crate::check::{CheckError, Degree, Experiment};
+use crate::plan::{Parallelism, Plan, RankPlan, Sharding, Topology, TrainPlan, PLAN_VERSION};
+
+/// The plan of `experiment` for `world` ranks (`None`: the ranks the
+/// parallel block fixes; `data = auto` then needs one). `source` names the
+/// `.dtl` file in the plan.
+pub fn lower(
+    experiment: &Experiment,
+    world: Option<u64>,
+    source: &str,
+) -> Result<Plan, Vec<CheckError>> {
+    let mut errors = Vec::new();
+    let resolved = topology::resolve(experiment, world, &mut errors);
+    let starts = stages::starts(&experiment.model, &experiment.parallel, &mut errors);
+    let (Some(resolved), Some(starts)) = (resolved, starts) else {
+        return Err(errors);
+    };
+    let Experiment {
+        model, data, train, ..
+    } = experiment;
+    let layout = &experiment.parallel;
+    let parallelism = Parallelism {
+        data: resolved.data,
+        pipeline: layout.pipeline,
+        micro_batches: layout.micro_batches,
+        schedule: layout.schedule,
+        sync: layout.sync,
+        backend: layout.backend,
+        bucket_bytes: layout.bucket_bytes,
+        batch_norm: layout.batch_norm,
+    };
+    let d = parallelism.data;
+    let train = TrainPlan {
+        loss: train.loss.clone(),
+        optimizer: train.optimizer.clone(),
+        schedule: train.schedule.clone(),
+        steps: resolved.steps,
+        micro_batch: train.micro_batch,
+        accumulate: train.accumulate,
+        global_batch: train.micro_batch * train.accumulate * d,
+        clip: train.clip.clone(),
+        seed: train.seed,
+        eval_every: train.eval_every,
+        init: train.init.clone(),
+        precision: train.precision,
+        checkpoint_every: train.checkpoint_every,
+        on_nan: train.on_nan,
+    };
+    let stages = stages::stages(model, &starts);
+    let buckets = if d > 1 {
+        buckets::buckets(model, &stages, parallelism.bucket_bytes)
+    } else {
+        Vec::new()
+    };
+    let step_program =
+        step_program::step_program(&train, &parallelism, &stages, buckets.len() as u64);
+    let global_micro_batch = d * train.micro_batch;
+    let rows_per_replica = data.train_rows() / global_micro_batch * train.micro_batch;
+    Ok(Plan {
+        version: PLAN_VERSION,
+        source: source.to_string(),
+        topology: Topology {
+            ranks: (0..parallelism.world_size())
+                .map(|rank| RankPlan {
+                    rank,
+                    data_group: rank % d,
+                    stage: rank / d,
+                })
+                .collect(),
+            stages,
+            buckets,
+            sharding: Sharding { rows_per_replica },
+            parallelism,
+        },
+        model: model.clone(),
+        data: data.clone(),
+        train,
+        step_program,
+    })
+}
+
+/// The errors lowering finds for each world size in `worlds`. Without any,
+/// a fixed layout is lowered for its own world size, and `data = auto` as
+/// if it were 1: every error found that way holds for every world size
+/// (more replicas only divide the rows further), so nothing is reported
+/// that a real world size would not also report.
+pub fn validate(experiment: &Experiment, worlds: &[u64]) -> Vec<CheckError> {
+    let stages = experiment.parallel.pipeline;
+    let worlds: Vec<Option<u64>> = match (worlds, experiment.parallel.data) {
+        ([], Degree::Fixed(_)) => vec![None],
+        ([], Degree::Auto) => vec![Some(stages)],
+        (worlds, _) => worlds.iter().copied().map(Some).collect(),
+    };
+    let mut errors: Vec<CheckError> = worlds
+        .into_iter()
+        .filter_map(|world| lower(experiment, world, "").err())
+        .flatten()
+        .collect();
+    errors.dedup();
+    errors
+}

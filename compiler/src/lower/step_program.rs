@@ -1,0 +1,82 @@
+//! The step program: what every rank does in one optimizer step, in order —
+//! forward and backward (or the pipeline's rounds), the gradient
+//! all-reduce, the norm over the stages, clipping, the finiteness check,
+//! the optimizer step, local SGD's parameter averaging, zeroing.
+
+use super::cost::ring_bytes;
+use crate::plan::{Clip, Parallelism, StagePlan, StepOp, SyncMode, TrainPlan};
+
+pub(super) fn step_program(
+    train: &TrainPlan,
+    layout: &Parallelism,
+    stages: &[StagePlan],
+    buckets: u64,
+) -> Vec<StepOp> {
+    let (d, p) = (layout.data, layout.pipeline);
+    // The stage with the most parameters sets the all-reduce volume.
+    let stage_bytes = stages.iter().map(|s| s.parameters * 4).max().unwrap_or(0);
+    let mut program = vec![if p == 1 {
+        StepOp::ForwardBackward {
+            micro_batches: train.accumulate,
+            loss_scale: 1.0 / train.accumulate as f64,
+            precision: train.precision,
+        }
+    } else {
+        StepOp::Pipeline {
+            schedule: layout.schedule,
+            rounds: train.accumulate,
+            micro_batches: layout.micro_batches,
+            loss_scale: 1.0 / (train.accumulate * layout.micro_batches) as f64,
+            precision: train.precision,
+            stages: super::schedule::stage_programs(stages, layout.schedule, layout.micro_batches),
+        }
+    }];
+    if d > 1 {
+        let staleness = match layout.sync {
+            SyncMode::EveryStep => Some(0),
+            SyncMode::Async { staleness } => Some(staleness),
+            SyncMode::LocalSgd { .. } => None,
+        };
+        if let Some(staleness) = staleness {
+            program.push(StepOp::AllReduceGradients {
+                buckets,
+                bytes_per_rank: ring_bytes(stage_bytes, d),
+                staleness,
+            });
+        }
+    }
+    if p > 1 {
+        program.push(StepOp::AllReduceGradNorm { stages: p });
+    }
+    let check = StepOp::CheckFinite {
+        on_nan: train.on_nan,
+    };
+    // The check reads the total gradient norm: after norm clipping, which
+    // computes it anyway, but before value clipping, which would turn an
+    // infinite gradient into a finite one.
+    match train.clip {
+        Some(Clip::Norm {
+            max_norm,
+            norm_type,
+        }) => program.extend([
+            StepOp::ClipGradNorm {
+                max_norm,
+                norm_type,
+            },
+            check,
+        ]),
+        Some(Clip::Value { clip_value }) => {
+            program.extend([check, StepOp::ClipGradValue { clip_value }])
+        }
+        None => program.push(check),
+    }
+    program.push(StepOp::OptimizerStep);
+    if let (SyncMode::LocalSgd { period }, true) = (layout.sync, d > 1) {
+        program.push(StepOp::AverageParameters {
+            every: period,
+            bytes_per_rank: ring_bytes(stage_bytes, d),
+        });
+    }
+    program.push(StepOp::ZeroGrad);
+    program
+}
