@@ -66,28 +66,10 @@ enum Command {
         #[arg(long)]
         world: Option<u64>,
     },
-    /// Train: a `.dtl` file or a compiled plan (`.yaml`/`.json`).
-    Run {
-        #[arg(required_unless_present = "resume")]
-        file: Option<PathBuf>,
-        /// Output folder for plan.yaml, metrics.jsonl, model.safetensors and
-        /// summary.json [default: runs/<file stem>].
-        #[arg(long)]
-        out: Option<PathBuf>,
-        /// cpu, cuda or auto (CUDA when present).
-        #[arg(long, default_value = "auto")]
-        device: String,
-        /// Initial weights from a safetensors file, by parameter name.
-        #[arg(long)]
-        init: Option<PathBuf>,
-        /// Continue the run in this folder from its last checkpoint, with
-        /// the plan it was started with.
-        #[arg(long, value_name = "DIR", conflicts_with_all = ["file", "out", "init"])]
-        resume: Option<PathBuf>,
-        /// No progress output.
-        #[arg(short, long)]
-        quiet: bool,
-    },
+    /// Train: a `.dtl` file or a compiled plan (`.yaml`/`.json`), on as many
+    /// ranks as the plan has (started through mpirun), or as one rank of an
+    /// outer launcher's job (`mpirun -n N dtl run ...`, `srun`).
+    Run(run::RunArgs),
     /// Run the module tests (`test name { ... }`) of the files.
     Test {
         #[arg(required = true)]
@@ -191,6 +173,14 @@ impl Failure {
             message: None,
         }
     }
+
+    /// Ends with `code` and nothing more to say (it was said already).
+    pub fn exit(code: u8) -> Self {
+        Failure {
+            code,
+            message: None,
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -227,24 +217,10 @@ fn main() -> ExitCode {
             no_data,
             world,
         } => compile(&file, format, output.as_deref(), &request(world, no_data)),
-        Command::Run {
-            file,
-            out,
-            device,
-            init,
-            resume,
-            quiet,
-        } => run::run(
-            run::RunArgs {
-                file,
-                out,
-                device,
-                init,
-                resume,
-                quiet,
-            },
-            &request(None, false),
-        ),
+        Command::Run(args) => {
+            let world = args.world;
+            run::run(args, &request(world, false))
+        }
         Command::Test { files, seed } => run::test(&files, seed, &request(None, false)),
         Command::Explain {
             file,
@@ -515,9 +491,21 @@ fn plot_run(run: &Path, output: Option<PathBuf>, log_y: bool) -> Result<(), Fail
 /// The plan `input` stands for: a `.dtl` file compiled (its warnings
 /// reported), or a compiled plan read back.
 pub fn load_plan(input: &Input, request: &Request) -> Result<Plan, Failure> {
+    load_plan_with(input, request, true)
+}
+
+/// [`load_plan`] without the warnings (the ranks of a job after the first:
+/// the warnings were said once already); errors are still reported.
+pub fn load_plan_quietly(input: &Input, request: &Request) -> Result<Plan, Failure> {
+    load_plan_with(input, request, false)
+}
+
+fn load_plan_with(input: &Input, request: &Request, warnings: bool) -> Result<Plan, Failure> {
     match dtl_compiler::input::load_plan(input, request) {
-        Ok((plan, warnings)) => {
-            report(&warnings);
+        Ok((plan, said)) => {
+            if warnings {
+                report(&said);
+            }
             Ok(plan)
         }
         Err(LoadError::Invalid(diagnostics)) => {

@@ -7,12 +7,12 @@ use dtl_compiler::input::{Input, Request};
 
 use crate::{load_plan, Failure};
 #[cfg(feature = "runtime")]
-use crate::{read, report};
+use crate::{load_plan_quietly, read, report};
 
 /// Runs every module test of every file; a pytest-like summary line at the end.
 #[cfg(feature = "runtime")]
 pub fn test(files: &[PathBuf], seed: u64, request: &Request) -> Result<(), Failure> {
-    ensure_reproducible_mkl();
+    restart_with_environment();
     let (mut passed, mut failed) = (0usize, 0usize);
     for path in files {
         let text = read(path)?;
@@ -70,17 +70,38 @@ pub fn backend_info() -> String {
     "built without the runtime (check and compile only)".to_string()
 }
 
-/// MKL's multi-threaded matrix products are not run-to-run reproducible:
-/// the same seeded run gave one of two results in the last bits about one
-/// time in twenty on two threads (`MKL_CBWR=AUTO,STRICT` did not help; one
-/// MKL thread did, 40 runs out of 40, with no loss of speed on the examples).
-/// MKL reads its settings when libtorch is loaded, before `main`, so `run`
-/// starts itself again with `MKL_NUM_THREADS=1`. A user's own setting is kept;
-/// libtorch's other kernels still use every core.
+/// Starts this program again, once, with what must be in its environment
+/// from the start (libraries read it when they are loaded, before `main`):
+///
+/// - MKL's multi-threaded matrix products are not run-to-run reproducible:
+///   the same seeded run gave one of two results in the last bits about one
+///   time in twenty on two threads (`MKL_CBWR=AUTO,STRICT` did not help;
+///   one MKL thread did, 40 runs out of 40, with no loss of speed on the
+///   examples), so `MKL_NUM_THREADS=1` unless the user chose;
+/// - NCCL: cudarc looks for `libnccl.so`, the torch wheel ships
+///   `libnccl.so.2`; where a GPU is visible and NCCL does not load as it
+///   is, a folder with a `libnccl.so` link goes first on `LD_LIBRARY_PATH`
+///   (ranks started through mpirun inherit both).
 #[cfg(feature = "runtime")]
-fn ensure_reproducible_mkl() {
+fn restart_with_environment() {
     use std::os::unix::process::CommandExt;
-    if std::env::var_os("MKL_NUM_THREADS").is_some() {
+    if std::env::var_os("DTL_RESTARTED").is_some() {
+        return;
+    }
+    let mut env: Vec<(&str, std::ffi::OsString)> = Vec::new();
+    if std::env::var_os("MKL_NUM_THREADS").is_none() {
+        env.push(("MKL_NUM_THREADS", "1".into()));
+    }
+    if let Some(dir) = nccl_library_dir() {
+        let mut paths = vec![dir];
+        if let Some(old) = std::env::var_os("LD_LIBRARY_PATH") {
+            paths.extend(std::env::split_paths(&old));
+        }
+        if let Ok(joined) = std::env::join_paths(paths) {
+            env.push(("LD_LIBRARY_PATH", joined));
+        }
+    }
+    if env.is_empty() {
         return;
     }
     let Ok(exe) = std::env::current_exe() else {
@@ -88,41 +109,112 @@ fn ensure_reproducible_mkl() {
     };
     let err = std::process::Command::new(exe)
         .args(std::env::args_os().skip(1))
-        .env("MKL_NUM_THREADS", "1")
+        .envs(env)
+        .env("DTL_RESTARTED", "1")
         .exec();
     // `exec` returns only when it failed: go on, less reproducibly.
     eprintln!("warning: could not restart with MKL_NUM_THREADS=1 ({err}); runs may differ in the last bits");
 }
 
-/// What `dtl run` was asked to do.
+/// A folder with a `libnccl.so` link to torch's NCCL, where a GPU is
+/// visible and NCCL does not load as it is.
+#[cfg(all(feature = "runtime", feature = "nccl"))]
+fn nccl_library_dir() -> Option<PathBuf> {
+    if !dtl_runtime::device::cuda_available() {
+        return None;
+    }
+    match dtl_runtime::comm::nccl::library_dir() {
+        Ok(dir) => dir,
+        Err(err) => {
+            // Said again, as an error, if the run needs NCCL.
+            eprintln!("warning: {err}");
+            None
+        }
+    }
+}
+
+#[cfg(all(feature = "runtime", not(feature = "nccl")))]
+fn nccl_library_dir() -> Option<PathBuf> {
+    None
+}
+
+/// `dtl run`'s arguments.
+#[derive(clap::Args)]
 #[cfg_attr(not(feature = "runtime"), allow(dead_code))]
 pub struct RunArgs {
-    /// The experiment; `None` with `resume`.
+    /// The experiment (`.dtl`) or a compiled plan; with `--resume`, a new
+    /// layout for the run being resumed (another world size, say).
+    #[arg(required_unless_present = "resume")]
     pub file: Option<PathBuf>,
+    /// Output folder for plan.yaml, metrics.jsonl, model.safetensors and
+    /// summary.json [default: runs/<file stem>].
+    #[arg(long)]
     pub out: Option<PathBuf>,
+    /// cpu, cuda or auto (CUDA when present).
+    #[arg(long, default_value = "auto")]
     pub device: String,
+    /// Initial weights from a safetensors file, by parameter name.
+    #[arg(long)]
     pub init: Option<PathBuf>,
-    /// A run folder whose checkpoint to continue from.
+    /// Continue the run in this folder from its last checkpoint: with its
+    /// own plan.yaml, or with FILE's plan when given.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["out", "init"])]
     pub resume: Option<PathBuf>,
+    /// The world size: how many ranks to start (resolves `data = auto`).
+    /// Without it, as many as the plan has.
+    #[arg(long)]
+    pub world: Option<u64>,
+    /// Each rank records what it ran and a hash of its weights after every
+    /// step, in `rank-K.trace.jsonl`.
+    #[arg(long)]
+    pub trace: bool,
+    /// No progress output.
+    #[arg(short, long)]
     pub quiet: bool,
+}
+
+/// How a line on the terminal starts: which rank says it, in a run of
+/// several.
+#[cfg(feature = "runtime")]
+fn prefix(world: &dtl_runtime::World) -> String {
+    if world.size > 1 {
+        format!("[rank {}] ", world.rank)
+    } else {
+        String::new()
+    }
 }
 
 #[cfg(feature = "runtime")]
 pub fn run(args: RunArgs, request: &Request) -> Result<(), Failure> {
-    ensure_reproducible_mkl();
+    restart_with_environment();
     let device: dtl_runtime::DeviceChoice = args.device.parse().map_err(Failure::usage)?;
+    // A rank of a job compiles the plan again, quietly: the launcher (or
+    // rank 0 of an outer launcher's job) has said the warnings.
+    let rank_of_job = dtl_runtime::world::launched_by_mpi();
+    let quiet_compile = rank_of_job
+        && (std::env::var_os("DTL_LAUNCHED").is_some()
+            || dtl_runtime::world::rank_from_launcher() != Some(0));
+    let load = |input: &Input| {
+        if quiet_compile {
+            load_plan_quietly(input, request)
+        } else {
+            load_plan(input, request)
+        }
+    };
     let (plan, out_dir) = match (&args.resume, &args.file) {
-        // A resumed run goes on with the plan it was started with.
-        (Some(dir), _) => (
-            load_plan(&Input::Plan(dir.join("plan.yaml")), request)?,
-            dir.clone(),
-        ),
+        // A resumed run goes on with the plan it was started with...
+        (Some(dir), None) => (load(&Input::Plan(dir.join("plan.yaml")))?, dir.clone()),
+        // ...or with a new layout of the same experiment.
+        (Some(dir), Some(path)) => (load(&Input::of(path))?, dir.clone()),
         (None, Some(path)) => {
             let stem = path
                 .file_stem()
                 .map_or("run".into(), |s| s.to_string_lossy().into_owned());
-            let out = args.out.unwrap_or_else(|| PathBuf::from("runs").join(stem));
-            (load_plan(&Input::of(path), request)?, out)
+            let out = args
+                .out
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("runs").join(stem));
+            (load(&Input::of(path))?, out)
         }
         (None, None) => {
             return Err(Failure::usage(
@@ -130,56 +222,103 @@ pub fn run(args: RunArgs, request: &Request) -> Result<(), Failure> {
             ))
         }
     };
+    dtl_runtime::world::supports(&plan, device).map_err(|e| report_run_error(e, ""))?;
+    let ranks = plan.topology.world_size() as usize;
+    if !rank_of_job && ranks > 1 {
+        // Start the ranks: each runs this same command line.
+        let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+        return match dtl_runtime::launch::launch(ranks, &args) {
+            Ok(0) => Ok(()),
+            Ok(code) => Err(Failure::exit(code.clamp(1, 255) as u8)),
+            Err(err) => Err(report_run_error(err, "")),
+        };
+    }
+    let world = dtl_runtime::World::join(&plan, device).map_err(|e| report_run_error(e, ""))?;
+    dtl_runtime::launch::share_cores(dtl_runtime::world::local_size());
+    let prefix = prefix(&world);
     let options = dtl_runtime::RunOptions {
         out_dir,
         device,
         progress: !args.quiet,
         init_weights: args.init,
         resume: args.resume.is_some(),
+        trace: args.trace,
     };
-    match dtl_runtime::train(&plan, &options) {
-        Ok(summary) => {
-            out!(
-                "trained {} steps ({} epochs) on {} in {:.1}s: loss {:.4} -> {:.4}",
-                summary.steps,
-                summary.epochs,
-                summary.device,
-                summary.seconds,
-                summary.first_loss,
-                summary.final_loss
-            );
-            if let Some(step) = summary.resumed_from {
-                out!("resumed from the checkpoint of step {step}");
-            }
-            if summary.skipped_steps > 0 {
-                out!(
-                    "{} steps skipped (loss or gradients not finite)",
-                    summary.skipped_steps
-                );
-            }
-            match summary.eval {
-                Some(eval) if eval.eval_accuracy.is_some() => out!(
-                    "held-out accuracy {:.2}% ({} rows), loss {:.4}",
-                    eval.eval_accuracy.unwrap_or(0.0) * 100.0,
-                    eval.eval_rows,
-                    eval.eval_loss
-                ),
-                Some(eval) => out!(
-                    "held-out loss {:.4} ({} rows)",
-                    eval.eval_loss,
-                    eval.eval_rows
-                ),
-                None => {}
-            }
-            out!("outputs in {}", summary.out_dir);
+    match dtl_runtime::train(&plan, &options, &world) {
+        Ok(summary) if world.rank == 0 => {
+            print_summary(&summary, &prefix);
             Ok(())
         }
+        Ok(_) => Ok(()),
         Err(err) => {
-            let report = miette::Report::new(err);
-            eprintln!("{report:?}");
+            // An error every rank met at the same step is said once, and
+            // every rank stops by itself; one rank's own failure ends the
+            // whole job at once, so no peer waits for it forever.
+            let together = err.is_collective();
+            if world.rank == 0 || !together {
+                let failure = report_run_error(err, &prefix);
+                if world.size > 1 && !together {
+                    world.abort(i32::from(failure.code));
+                }
+                return Err(failure);
+            }
             Err(Failure::errors())
         }
     }
+}
+
+/// Prints a run error (each line behind the rank's prefix); set-up errors
+/// (found before anything ran or was written) exit with 2, others with 1.
+#[cfg(feature = "runtime")]
+fn report_run_error(err: dtl_runtime::RunError, prefix: &str) -> Failure {
+    let code = if err.is_setup() { 2 } else { 1 };
+    let report = format!("{:?}", miette::Report::new(err));
+    for line in report.lines() {
+        eprintln!("{prefix}{line}");
+    }
+    Failure::exit(code)
+}
+
+#[cfg(feature = "runtime")]
+fn print_summary(summary: &dtl_runtime::Summary, prefix: &str) {
+    out!(
+        "{prefix}trained {} steps ({} epochs) on {}{} in {:.1}s: loss {:.4} -> {:.4}",
+        summary.steps,
+        summary.epochs,
+        summary.device,
+        if summary.world_size > 1 {
+            format!(" × {} ranks ({})", summary.world_size, summary.backend)
+        } else {
+            String::new()
+        },
+        summary.seconds,
+        summary.first_loss,
+        summary.final_loss
+    );
+    if let Some(step) = summary.resumed_from {
+        out!("{prefix}resumed from the checkpoint of step {step}");
+    }
+    if summary.skipped_steps > 0 {
+        out!(
+            "{prefix}{} steps skipped (loss or gradients not finite)",
+            summary.skipped_steps
+        );
+    }
+    match &summary.eval {
+        Some(eval) if eval.eval_accuracy.is_some() => out!(
+            "{prefix}held-out accuracy {:.2}% ({} rows), loss {:.4}",
+            eval.eval_accuracy.unwrap_or(0.0) * 100.0,
+            eval.eval_rows,
+            eval.eval_loss
+        ),
+        Some(eval) => out!(
+            "{prefix}held-out loss {:.4} ({} rows)",
+            eval.eval_loss,
+            eval.eval_rows
+        ),
+        None => {}
+    }
+    out!("{prefix}outputs in {}", summary.out_dir);
 }
 
 #[cfg(not(feature = "runtime"))]

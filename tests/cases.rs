@@ -132,7 +132,7 @@ fn ok_cases_compile_to_their_golden_plans() {
 }
 
 /// Whatever the checker accepts, the runtime runs: every valid case trains
-/// (briefly) without an error.
+/// (briefly) without an error, data-parallel ones over their ranks.
 #[test]
 fn every_valid_case_runs() {
     let mut failures = Vec::new();
@@ -142,22 +142,38 @@ fn every_valid_case_runs() {
         let plan =
             dtl_compiler::compile_source("case", &text, &dtl_compiler::options_for(&rel, true))
                 .unwrap_or_else(|d| panic!("{}", d.render_human(false)));
-        let out = tempfile::tempdir().unwrap();
-        let output = std::process::Command::new(env!("CARGO_BIN_EXE_dtl"))
-            .args(["run", "--quiet", "--device", "cpu", "--out"])
-            .arg(out.path())
-            .arg(&rel)
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .output()
-            .unwrap();
-        // A plan for several ranks is refused, clearly, before anything runs.
+        let run = |set: &[&str]| {
+            let out = tempfile::tempdir().unwrap();
+            std::process::Command::new(env!("CARGO_BIN_EXE_dtl"))
+                .args(["run", "--quiet", "--device", "cpu", "--out"])
+                .arg(out.path())
+                .args(set)
+                .arg(&rel)
+                .current_dir(env!("CARGO_MANIFEST_DIR"))
+                .output()
+                .unwrap()
+        };
+        let output = run(&[]);
         let stderr = String::from_utf8_lossy(&output.stderr);
-        if plan.topology.world_size() > 1 {
-            if output.status.code() != Some(1) || !stderr.contains("trains in one process") {
+        // A pipeline is refused, clearly, before anything runs.
+        if plan.topology.parallelism.pipeline > 1 {
+            if output.status.code() != Some(2) || !stderr.contains("not pipelines yet") {
                 failures.push(format!("{}: not refused:\n{stderr}", rel.display()));
             }
             continue;
         }
+        // NCCL needs a GPU: refused on the CPU, and trained over MPI.
+        let output = if plan.topology.parallelism.backend == dtl_compiler::plan::Backend::Nccl {
+            if output.status.code() != Some(2) || !stderr.contains("works on CUDA tensors") {
+                failures.push(format!(
+                    "{}: NCCL on the CPU not refused:\n{stderr}",
+                    rel.display()
+                ));
+            }
+            run(&["--set", "parallel.backend=mpi"])
+        } else {
+            output
+        };
         if !output.status.success() {
             failures.push(format!(
                 "{}:\n{}",

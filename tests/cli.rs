@@ -461,7 +461,7 @@ fn explain_shows_costs_before_anything_runs() {
 }
 
 #[test]
-fn a_plan_for_several_ranks_compiles_for_one_world_size_and_is_not_run_here() {
+fn data_auto_compiles_and_runs_for_the_world_size_given() {
     let dir = tempfile::tempdir().unwrap();
     let file = short_example(dir.path(), 3);
     let text = std::fs::read_to_string(&file).unwrap();
@@ -482,13 +482,16 @@ fn a_plan_for_several_ranks_compiles_for_one_world_size_and_is_not_run_here() {
     dtl(&["explain", file, "--world", "8"])
         .code(0)
         .stdout_has("all-reduce gradients over 8 replicas");
-    dtl(&["check", file, "--world", "8,12"])
-        .code(0)
-        .stderr_has("trains in one process");
+    dtl(&["check", file, "--world", "8,12"]).code(0);
     let out = dir.path().join("out");
     dtl(&["run", file, "--out", out.to_str().unwrap()])
         .code(1)
         .stderr_has("a plan is for one world size");
+    // Two ranks, started by dtl itself through mpirun.
+    dtl(&["run", file, "--world", "2", "--quiet", "--out", out.to_str().unwrap()])
+        .code(0)
+        .stdout_has("× 2 ranks (mpi)");
+    assert!(out.join("rank-1.log").is_file() && out.join("model.safetensors").is_file());
 }
 
 #[test]

@@ -1,7 +1,14 @@
 //! Checkpoints: everything a run needs to go on as if it had never stopped
 //! — weights and buffers, optimizer state, the data stream's position, the
-//! step and the length of `metrics.jsonl` at that step. (Dropout draws are
+//! step, the length of `metrics.jsonl` at that step, and under `async` the
+//! averaged gradients still waiting to be applied. (Dropout draws are
 //! seeded per step, so there is no generator state to keep.)
+//!
+//! A checkpoint is unsharded and names tensors by parameter, whatever the
+//! layout that wrote it: the data stream's position is the global one
+//! (every replica's is the same), so a run can resume at another
+//! data-parallel degree as long as each step reads the same rows
+//! (`data × micro_batch` unchanged); the fingerprint checks exactly that.
 //!
 //! A checkpoint is a folder written whole under a temporary name and then
 //! swapped in by renames: a crash at any moment leaves the previous
@@ -11,6 +18,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use dtl_compiler::plan::{DataPlan, ModelPlan, Plan, SyncMode, TrainPlan};
 use serde::{Deserialize, Serialize};
 use tch::{Device, Tensor};
 
@@ -22,8 +30,9 @@ use crate::optim::Optimizer;
 const DIR: &str = "checkpoint";
 const TMP: &str = "checkpoint.tmp";
 const OLD: &str = "checkpoint.old";
-/// The checkpoint layout this runtime writes and reads.
-pub const FORMAT: u32 = 1;
+/// The checkpoint layout this runtime writes and reads (2: layout-free
+/// fingerprint, `async` updates in flight).
+pub const FORMAT: u32 = 2;
 
 /// `state.json`: the scalars of a checkpoint.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -41,8 +50,12 @@ pub struct State {
     pub first_loss: f64,
     pub skipped_steps: u64,
     pub train_seconds: f64,
-    /// Identifies the plan the checkpoint belongs to.
+    /// Identifies what the checkpoint can be resumed with (see
+    /// [`fingerprint`]).
     pub plan_fingerprint: String,
+    /// `async`: the steps whose averaged gradients are saved, waiting to be
+    /// applied (oldest first), as `pending.<i>.<bucket>` tensors.
+    pub pending_steps: Vec<u64>,
 }
 
 /// A checkpoint read back.
@@ -51,14 +64,33 @@ pub struct Loaded {
     pub cursor: Cursor,
     pub model_path: PathBuf,
     pub optimizer: BTreeMap<String, Tensor>,
+    /// `async` updates waiting: the step and its buckets' averaged gradients.
+    pub pending: Vec<(u64, Vec<Tensor>)>,
 }
 
-/// A stable hash of the plan's text (FNV-1a, 64 bits).
-pub fn fingerprint(plan_yaml: &str) -> String {
-    format!(
-        "{:016x}",
-        dtl_compiler::util::rng::fnv1a(plan_yaml.as_bytes())
-    )
+/// What a checkpoint must match to be resumed: the model, the data, the
+/// training settings and the synchronisation, with the layout taken out —
+/// `micro_batch` counts the rows of a global micro-batch (data ×
+/// micro_batch), and the degrees, stages and step program are left out. A
+/// stable hash (FNV-1a, 64 bits) of that.
+pub fn fingerprint(plan: &Plan) -> String {
+    #[derive(Serialize)]
+    struct Identity<'a> {
+        model: &'a ModelPlan,
+        data: &'a DataPlan,
+        train: TrainPlan,
+        sync: SyncMode,
+    }
+    let mut train = plan.train.clone();
+    train.micro_batch *= plan.topology.parallelism.data;
+    let identity = Identity {
+        model: &plan.model,
+        data: &plan.data,
+        train,
+        sync: plan.topology.parallelism.sync,
+    };
+    let text = serde_json::to_string(&identity).expect("a plan serializes");
+    format!("{:016x}", dtl_compiler::util::rng::fnv1a(text.as_bytes()))
 }
 
 fn io(path: &Path) -> impl Fn(std::io::Error) -> RunError + '_ {
@@ -75,6 +107,7 @@ pub fn save(
     model: &Model,
     optimizer: &Optimizer,
     cursor: &Cursor,
+    pending: &[(u64, &[Tensor])],
 ) -> Result<(), RunError> {
     let tmp = out.join(TMP);
     if tmp.exists() {
@@ -89,6 +122,11 @@ pub fn save(
         .map(|(n, t)| (n, t.to_device(Device::Cpu)))
         .collect();
     tensors.push(("data.order".into(), Tensor::from_slice(&cursor.order)));
+    for (i, (_, flats)) in pending.iter().enumerate() {
+        for (b, flat) in flats.iter().enumerate() {
+            tensors.push((format!("pending.{i}.{b}"), flat.to_device(Device::Cpu)));
+        }
+    }
     let state_path = tmp.join("state.safetensors");
     Tensor::write_safetensors(&tensors, &state_path)
         .context(|| format!("write {}", state_path.display()))?;
@@ -112,7 +150,7 @@ pub fn save(
 
 /// Reads the checkpoint of the run in `out`: `checkpoint/`, or
 /// `checkpoint.old/` when a crash came between the two renames.
-pub fn load(out: &Path, plan_yaml: &str) -> Result<Loaded, RunError> {
+pub fn load(out: &Path, fingerprint: &str) -> Result<Loaded, RunError> {
     let dir = [DIR, OLD]
         .iter()
         .map(|d| out.join(d))
@@ -134,9 +172,10 @@ pub fn load(out: &Path, plan_yaml: &str) -> Result<Loaded, RunError> {
             state.format
         )));
     }
-    if state.plan_fingerprint != fingerprint(plan_yaml) {
+    if state.plan_fingerprint != fingerprint {
         return Err(bad(
-            "the checkpoint belongs to a different plan than the run's plan.yaml".into(),
+            "the checkpoint belongs to another experiment: the model, the data, the training settings, the rows per step (data × micro_batch) or the sync mode differ"
+                .into(),
         ));
     }
     let tensors = Tensor::read_safetensors(dir.join("state.safetensors"))
@@ -146,7 +185,27 @@ pub fn load(out: &Path, plan_yaml: &str) -> Result<Loaded, RunError> {
         .remove("data.order")
         .ok_or_else(|| bad("state.safetensors has no `data.order`".into()))?;
     let order = Vec::<i64>::try_from(&order).map_err(|e| bad(format!("data.order: {e}")))?;
+    let mut pending = Vec::new();
+    for (i, step) in state.pending_steps.iter().enumerate() {
+        let prefix = format!("pending.{i}.");
+        let mut flats: Vec<(usize, Tensor)> = Vec::new();
+        let keys: Vec<String> = optimizer
+            .keys()
+            .filter(|k| k.starts_with(&prefix))
+            .cloned()
+            .collect();
+        for key in keys {
+            let b: usize = key[prefix.len()..]
+                .parse()
+                .map_err(|_| bad(format!("state.safetensors: bad tensor name `{key}`")))?;
+            let tensor = optimizer.remove(&key).expect("listed");
+            flats.push((b, tensor));
+        }
+        flats.sort_by_key(|(b, _)| *b);
+        pending.push((*step, flats.into_iter().map(|(_, t)| t).collect()));
+    }
     Ok(Loaded {
+        pending,
         cursor: Cursor {
             order: Arc::new(order),
             pos: state.data_pos as usize,

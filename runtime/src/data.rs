@@ -130,13 +130,37 @@ pub struct Cursor {
     pub rng: u64,
 }
 
+/// Which rows of every global micro-batch this process reads: replica
+/// `replica` of `replicas` reads rows `replica·m .. (replica+1)·m` of each
+/// `replicas·m` rows of the epoch's order, so the replicas together read
+/// what one process with `micro_batch` `replicas·m` would.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    pub replica: u64,
+    pub replicas: u64,
+}
+
+impl Shard {
+    /// One process reads every row.
+    pub fn whole() -> Shard {
+        Shard {
+            replica: 0,
+            replicas: 1,
+        }
+    }
+}
+
 /// An endless stream of micro-batches of exactly `micro_batch` rows. Each
-/// epoch visits the rows in a new seeded order (if `shuffle`); the rows left
-/// over at the end of an epoch, fewer than a batch, are skipped.
+/// epoch visits the rows in a new seeded order (if `shuffle`), a global
+/// micro-batch of `replicas × micro_batch` rows at a time, of which this
+/// replica reads its part; the rows left over at the end of an epoch,
+/// fewer than a global micro-batch, are skipped. The cursor is the same on
+/// every replica.
 pub struct Batches {
     data: Dataset,
     cursor: Cursor,
     micro_batch: usize,
+    shard: Shard,
     shuffle: bool,
 }
 
@@ -144,15 +168,17 @@ impl Batches {
     pub fn new(
         data: &Dataset,
         micro_batch: u64,
+        shard: Shard,
         shuffle: bool,
         seed: u64,
     ) -> Result<Self, RunError> {
-        if (micro_batch as usize) > data.rows {
+        let global = micro_batch * shard.replicas;
+        if (global as usize) > data.rows {
             return Err(RunError::Data {
                 path: "the training split".into(),
                 message: format!(
-                    "micro_batch {micro_batch} is larger than the {} training rows",
-                    data.rows
+                    "{} replica(s) × micro_batch {micro_batch} is more than the {} training rows",
+                    shard.replicas, data.rows
                 ),
             });
         }
@@ -165,6 +191,7 @@ impl Batches {
                 rng: Rng::new(seed.wrapping_add(1)).state(),
             },
             micro_batch: micro_batch as usize,
+            shard,
             shuffle,
         };
         batches.start_epoch();
@@ -202,14 +229,16 @@ impl Batches {
         self.cursor.epoch += 1;
     }
 
-    /// The next micro-batch (features, targets), on the CPU.
+    /// The next micro-batch (features, targets), on the CPU: this
+    /// replica's part of the next global micro-batch.
     pub fn next_batch(&mut self) -> Result<(Tensor, Tensor), RunError> {
-        if self.cursor.pos + self.micro_batch > self.cursor.order.len() {
+        let global = self.micro_batch * self.shard.replicas as usize;
+        if self.cursor.pos + global > self.cursor.order.len() {
             self.start_epoch();
         }
-        let (start, end) = (self.cursor.pos, self.cursor.pos + self.micro_batch);
-        let idx = Tensor::from_slice(&self.cursor.order[start..end]);
-        self.cursor.pos = end;
+        let start = self.cursor.pos + self.shard.replica as usize * self.micro_batch;
+        let idx = Tensor::from_slice(&self.cursor.order[start..start + self.micro_batch]);
+        self.cursor.pos += global;
         let ctx = || "select batch".to_string();
         let x = self.data.features.f_index_select(0, &idx).context(ctx)?;
         let y = self.data.targets.f_index_select(0, &idx).context(ctx)?;

@@ -27,15 +27,46 @@ pub enum RunError {
         kept: String,
     },
 
-    #[error("the plan is for {world} ranks (data {data} × pipeline {pipeline}); this dtl trains in one process")]
+    #[error("rank {rank}: {ranks} ranks were started, but the plan is for {plan} (data {data} × pipeline {pipeline})")]
     #[diagnostic(
-        code(dtl::run::multi_rank),
-        help("`dtl explain` shows what the layout would cost; compile with `data = 1` and `pipeline = 1` (no `parallel` block) to train here")
+        code(dtl::run::world_size),
+        help("start as many ranks as the plan has (`mpirun -n {plan} dtl run ...`, or `dtl run FILE` and let it start them), or compile for this world size: `dtl run FILE --world {ranks}` with `data = auto`")
     )]
-    MultiRank {
-        world: u64,
+    WorldSize {
+        rank: usize,
+        ranks: usize,
+        plan: usize,
         data: u64,
         pipeline: u64,
+    },
+
+    /// A collective backend that is missing or cannot start.
+    #[error("{message}")]
+    #[diagnostic(code(dtl::run::backend))]
+    Backend { message: String },
+
+    /// Starting the ranks failed.
+    #[error("{message}")]
+    #[diagnostic(code(dtl::run::launch))]
+    Launch { message: String },
+
+    /// A collective failed during training.
+    #[error("step {step}: {message}")]
+    #[diagnostic(code(dtl::run::collective))]
+    Collective { step: u64, message: String },
+
+    /// A step the ranks decided together to stop at: another rank's loss or
+    /// gradients were not finite.
+    #[error("step {step}: the {what} is not finite on rank(s) {ranks}; {kept}")]
+    #[diagnostic(
+        code(dtl::run::non_finite),
+        help("lower the learning rate, add `clip = norm(1.0)`, or set `on_nan = skip` in the train block to drop such steps")
+    )]
+    NonFiniteOnRanks {
+        step: u64,
+        what: &'static str,
+        ranks: String,
+        kept: String,
     },
 
     #[error("cannot resume from `{path}`: {message}")]
@@ -49,6 +80,27 @@ pub enum RunError {
     #[error("{message}")]
     #[diagnostic(code(dtl::run::device))]
     Device { message: String },
+}
+
+impl RunError {
+    /// Errors of the set-up, found before anything ran or was written: the
+    /// command line's exit code 2 rather than 1.
+    pub fn is_setup(&self) -> bool {
+        matches!(
+            self,
+            RunError::WorldSize { .. } | RunError::Backend { .. } | RunError::Launch { .. }
+        )
+    }
+
+    /// Errors every rank of a run meets at the same point, from values the
+    /// ranks agreed on (a non-finite averaged loss or gradient): each rank
+    /// stops by itself, nobody is left waiting.
+    pub fn is_collective(&self) -> bool {
+        matches!(
+            self,
+            RunError::NonFinite { .. } | RunError::NonFiniteOnRanks { .. }
+        )
+    }
 }
 
 /// Adds context to libtorch's errors.

@@ -8,9 +8,12 @@
 
 pub mod checkpoint;
 pub mod clip;
+pub mod comm;
 pub mod data;
+pub mod data_parallel;
 pub mod device;
 pub mod error;
+pub mod launch;
 mod loss;
 pub mod model;
 pub mod module_test;
@@ -18,11 +21,15 @@ pub mod ops;
 pub mod optim;
 mod prefetch;
 mod progress;
+mod rank_log;
+mod step;
 pub mod train;
+pub mod world;
 
 pub use device::DeviceChoice;
 pub use error::RunError;
 pub use train::{train, RunOptions, Summary};
+pub use world::World;
 
 /// What libtorch this binary runs on, for `dtl --version` and bug reports.
 pub fn backend_info() -> String {

@@ -133,6 +133,33 @@ impl Model {
         Ok(())
     }
 
+    /// A hash (FNV-1a) of every parameter's and buffer's bytes, in order:
+    /// equal on two replicas exactly when their weights are bitwise equal.
+    pub fn hash(&self) -> Result<u64, RunError> {
+        let mut bytes = Vec::new();
+        for (name, t) in self.params.iter().chain(&self.buffers) {
+            let values = t
+                .f_detach()
+                .and_then(|t| t.f_to_device(Device::Cpu))
+                .and_then(|t| t.f_to_kind(tch::Kind::Float))
+                .and_then(|t| t.f_reshape([-1]))
+                .context(|| format!("hash `{name}`"))?;
+            let values = Vec::<f32>::try_from(&values).context(|| format!("hash `{name}`"))?;
+            bytes.extend(values.iter().flat_map(|v| v.to_le_bytes()));
+        }
+        Ok(dtl_compiler::util::rng::fnv1a(&bytes))
+    }
+
+    /// The parameters' and buffers' tensors (sharing storage), for
+    /// averaging over replicas.
+    pub fn state_tensors(&self) -> Vec<Tensor> {
+        self.params
+            .iter()
+            .chain(&self.buffers)
+            .map(|(_, t)| t.shallow_clone())
+            .collect()
+    }
+
     pub fn zero_grad(&mut self) {
         for (_, t) in &mut self.params {
             t.zero_grad();

@@ -46,6 +46,17 @@ impl Optimizer {
         out
     }
 
+    /// Every state tensor that exists (momentum buffers, moments), sharing
+    /// storage with the optimizer's: for averaging over replicas.
+    pub fn state_tensors(&self) -> Vec<Tensor> {
+        self.first
+            .iter()
+            .chain(&self.second)
+            .flatten()
+            .map(Tensor::shallow_clone)
+            .collect()
+    }
+
     /// Restores what [`Optimizer::state`] saved; a tensor missing from
     /// `saved` means the slot was empty.
     pub fn restore(

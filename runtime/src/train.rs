@@ -1,29 +1,40 @@
-//! The training loop: runs the plan's step program once per optimizer step,
-//! evaluates on the held-out rows, writes checkpoints, and writes metrics,
-//! weights and a summary into the output folder. A run with a checkpoint
-//! can be resumed and continues bit for bit.
+//! The training loop: runs the plan's step program once per optimizer step
+//! on every rank ([`crate::step`]), evaluates on the held-out rows, writes
+//! checkpoints, and writes metrics, weights and a summary into the output
+//! folder. A run with a checkpoint can be resumed and continues bit for bit
+//! (at the same world size; at another data-parallel degree it continues
+//! with the same rows per step).
+//!
+//! Rank 0 writes the run's files: `plan.yaml`, `metrics.jsonl`,
+//! `checkpoint/`, `model.safetensors`, `summary.json`. Every rank of a
+//! multi-rank run writes its own `rank-K.log`.
 
+use std::collections::VecDeque;
 use std::fs::OpenOptions;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use dtl_compiler::plan::{NanPolicy, NormType, Plan, StepOp};
-pub use dtl_compiler::records::{EvalRecord, StepRecord};
+use dtl_compiler::plan::{Plan, SyncMode};
+use dtl_compiler::util::rng::Rng;
 use serde::Serialize;
 use tch::{Device, Reduction, Tensor};
 
 use crate::checkpoint::{self, State};
-use crate::clip;
-use crate::data::{self, Batches, Cursor, Dataset};
-use crate::device::{self, DeviceChoice};
+use crate::comm::ReduceOp;
+use crate::data::{self, Batches, Cursor, Dataset, Shard};
+use crate::data_parallel::{AsyncUpdate, Buckets};
+use crate::device::DeviceChoice;
 use crate::error::{RunError, TorchContext};
 use crate::loss;
 use crate::model::Model;
 use crate::optim::Optimizer;
 use crate::prefetch::Prefetch;
 use crate::progress::Progress;
-use dtl_compiler::util::rng::Rng;
+use crate::rank_log::RankLog;
+use crate::world::World;
+
+pub use dtl_compiler::records::{EvalRecord, StepRecord};
 
 /// Micro-batches the data thread prepares ahead of the training loop.
 const PREFETCH_DEPTH: usize = 4;
@@ -38,6 +49,9 @@ pub struct RunOptions {
     pub init_weights: Option<PathBuf>,
     /// Continue from the checkpoint in `out_dir`.
     pub resume: bool,
+    /// Each rank records what it ran, step by step, with a hash of its
+    /// weights, in `rank-K.trace.jsonl`.
+    pub trace: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -45,13 +59,18 @@ pub struct Summary {
     pub steps: u64,
     pub epochs: u64,
     pub device: String,
+    /// Ranks that trained together.
+    pub world_size: usize,
+    /// The collective backend of the replicas: local, mpi or nccl.
+    pub backend: String,
     pub first_loss: f64,
     pub final_loss: f64,
     pub eval: Option<EvalRecord>,
     /// Seconds of the whole run, set-up and evaluation included.
     pub seconds: f64,
     /// Seconds spent in the training steps (batches, forward, backward,
-    /// clipping, optimizer), over the whole run including before a resume.
+    /// communication, clipping, optimizer), over the whole run including
+    /// before a resume.
     pub train_seconds: f64,
     pub steps_per_second: f64,
     pub skipped_steps: u64,
@@ -61,50 +80,54 @@ pub struct Summary {
     pub out_dir: String,
 }
 
-/// The state of a run between steps.
-struct Run<'a> {
-    plan: &'a Plan,
-    device: Device,
-    model: Model,
-    optimizer: Optimizer,
-    valid: Dataset,
-    batches: Prefetch,
+/// The state of a run between steps, on one rank.
+pub struct Run<'a> {
+    pub plan: &'a Plan,
+    pub world: &'a World,
+    pub device: Device,
+    pub model: Model,
+    pub optimizer: Optimizer,
+    pub valid: Dataset,
+    pub batches: Prefetch,
     /// The data stream's position after the last batch consumed.
-    cursor: Cursor,
-    first_loss: f64,
-    skipped_steps: u64,
-    train_seconds: f64,
+    pub cursor: Cursor,
+    /// This rank's stage's gradient buckets.
+    pub buckets: Buckets,
+    /// `async` updates on their way, oldest first.
+    pub in_flight: VecDeque<AsyncUpdate>,
+    /// Rank 0's batch-norm statistics are broadcast before every step.
+    pub broadcast_buffers: bool,
+    pub first_loss: f64,
+    pub skipped_steps: u64,
+    pub train_seconds: f64,
     /// The step of the last checkpoint written or resumed from.
-    last_checkpoint: Option<u64>,
+    pub last_checkpoint: Option<u64>,
     /// The run folder, where checkpoints go.
     out: &'a Path,
-    /// The plan's fingerprint, stored in every checkpoint.
+    /// What a checkpoint must match to be resumed from.
     fingerprint: String,
 }
 
-/// Trains the plan to the end. Everything goes into `options.out_dir`:
-/// `plan.yaml`, `metrics.jsonl`, `checkpoint/` (every `checkpoint_every`
-/// steps), `model.safetensors`, `summary.json`.
-pub fn train(plan: &Plan, options: &RunOptions) -> Result<Summary, RunError> {
+/// Trains the plan to the end on this rank of `world`. Everything goes into
+/// `options.out_dir`.
+pub fn train(plan: &Plan, options: &RunOptions, world: &World) -> Result<Summary, RunError> {
     let started = Instant::now();
-    let topology = &plan.topology;
-    if topology.world_size() != 1 {
-        return Err(RunError::MultiRank {
-            world: topology.world_size(),
-            data: topology.parallelism.data,
-            pipeline: topology.parallelism.pipeline,
-        });
-    }
-    let device = device::resolve(options.device)?;
+    let device = world.device;
     let out = &options.out_dir;
+    let lead = world.rank == 0;
     std::fs::create_dir_all(out).map_err(|e| io_err(out, e))?;
-    let plan_yaml = plan.to_yaml();
+    let mut log = RankLog::open(out, world, options.trace)?;
+    let fingerprint = checkpoint::fingerprint(plan);
     let resumed = if options.resume {
-        Some(checkpoint::load(out, &plan_yaml)?)
+        Some(checkpoint::load(out, &fingerprint)?)
     } else {
-        write_atomic(&out.join("plan.yaml"), plan_yaml.as_bytes())?;
         None
     };
+    if lead {
+        // A resumed run may continue with a new layout (another world size):
+        // plan.yaml is the plan now running.
+        write_atomic(&out.join("plan.yaml"), plan.to_yaml().as_bytes())?;
+    }
 
     let train = &plan.train;
     let split = data::load(&plan.data, train.seed)?;
@@ -118,14 +141,21 @@ pub fn train(plan: &Plan, options: &RunOptions) -> Result<Summary, RunError> {
     if let Some(path) = &init {
         model.load(path)?;
     }
+    let shard = Shard {
+        replica: world.replica as u64,
+        replicas: plan.topology.parallelism.data,
+    };
     let mut batches = Batches::new(
         &split.train,
         train.micro_batch,
+        shard,
         plan.data.shuffle,
         train.seed,
     )?;
     let mut optimizer = Optimizer::new(&train.optimizer, model.params.len());
+    let buckets = Buckets::new(plan, world.stage as u64, &model.params)?;
     let metrics_path = out.join("metrics.jsonl");
+    let mut in_flight = VecDeque::new();
     if let Some(saved) = &resumed {
         model.load(&saved.model_path)?;
         let names: Vec<&str> = model.params.iter().map(|(n, _)| n.as_str()).collect();
@@ -136,36 +166,56 @@ pub fn train(plan: &Plan, options: &RunOptions) -> Result<Summary, RunError> {
             device,
         )?;
         batches.resume(saved.cursor.clone())?;
-        truncate(&metrics_path, saved.state.metrics_bytes)?;
+        for (step, flats) in &saved.pending {
+            let flats = flats
+                .iter()
+                .map(|t| t.f_to_device(device))
+                .collect::<Result<Vec<_>, _>>()
+                .context(|| "restore the updates in flight".into())?;
+            in_flight.push_back(AsyncUpdate::Ready(*step, flats));
+        }
+        if lead {
+            truncate(&metrics_path, saved.state.metrics_bytes)?;
+        }
     }
+    same_weights_everywhere(&model, world)?;
     let saved = resumed.as_ref().map(|r| &r.state);
     let done = saved.map_or(0, |s| s.step);
     let cursor = batches.cursor().clone();
     let mut run = Run {
         plan,
+        world,
         device,
         model,
         optimizer,
         valid: split.valid,
         batches: Prefetch::start(batches, PREFETCH_DEPTH)?,
         cursor,
+        buckets,
+        in_flight,
+        broadcast_buffers: false,
         first_loss: saved.map_or(f64::NAN, |s| s.first_loss),
         skipped_steps: saved.map_or(0, |s| s.skipped_steps),
         train_seconds: saved.map_or(0.0, |s| s.train_seconds),
         last_checkpoint: saved.map(|s| s.step),
         out,
-        fingerprint: checkpoint::fingerprint(&plan_yaml),
+        fingerprint,
     };
+    run.broadcast_buffers = run.buffers_follow_replica_zero();
 
-    let file = OpenOptions::new()
-        .create(true)
-        .append(resumed.is_some())
-        .write(true)
-        .truncate(resumed.is_none())
-        .open(&metrics_path)
-        .map_err(|e| io_err(&metrics_path, e))?;
-    let mut metrics = BufWriter::new(file);
-    let progress = Progress::new(train.steps, done, options.progress);
+    let mut metrics = if lead {
+        let file = OpenOptions::new()
+            .create(true)
+            .append(resumed.is_some())
+            .write(true)
+            .truncate(resumed.is_none())
+            .open(&metrics_path)
+            .map_err(|e| io_err(&metrics_path, e))?;
+        Some(BufWriter::new(file))
+    } else {
+        None
+    };
+    let progress = Progress::new(train.steps, done, options.progress && lead);
     let (mut last, mut last_eval) = (None, None);
     for step in done + 1..=train.steps {
         let step_started = Instant::now();
@@ -174,41 +224,95 @@ pub fn train(plan: &Plan, options: &RunOptions) -> Result<Summary, RunError> {
         if step == 1 {
             run.first_loss = record.loss;
         }
-        write_line(&mut metrics, &metrics_path, &record)?;
+        log.step(&record, &run.model, step_started.elapsed().as_secs_f64())?;
+        if let Some(metrics) = &mut metrics {
+            write_line(metrics, &metrics_path, &record)?;
+        }
         progress.update(&record);
         let eval_due = train.eval_every > 0 && step.is_multiple_of(train.eval_every);
-        if eval_due || step == train.steps {
+        if step == train.steps {
+            run.finish_updates(step)?;
+        }
+        if (eval_due || step == train.steps) && lead {
             let eval = run.evaluate(step)?;
-            write_line(&mut metrics, &metrics_path, &eval)?;
+            if let Some(metrics) = &mut metrics {
+                write_line(metrics, &metrics_path, &eval)?;
+            }
             progress.eval(&eval);
             last_eval = Some(eval);
         }
         if train.checkpoint_every > 0 && step.is_multiple_of(train.checkpoint_every) {
-            metrics.flush().map_err(|e| io_err(&metrics_path, e))?;
+            if let Some(metrics) = &mut metrics {
+                metrics.flush().map_err(|e| io_err(&metrics_path, e))?;
+            }
             run.checkpoint(step, &metrics_path)?;
         }
         last = Some(record);
     }
-    metrics.flush().map_err(|e| io_err(&metrics_path, e))?;
+    if let Some(metrics) = &mut metrics {
+        metrics.flush().map_err(|e| io_err(&metrics_path, e))?;
+    }
     progress.finish();
-    run.model.save(&out.join("model.safetensors"))?;
+    if lead {
+        run.model.save(&out.join("model.safetensors"))?;
+    }
     let summary = Summary {
         steps: train.steps,
         epochs: run.cursor.epoch,
-        device: format!("{:?}", device),
+        device: format!("{device:?}"),
+        world_size: world.size,
+        backend: world.backend.to_string(),
         first_loss: run.first_loss,
         final_loss: last.map_or(f64::NAN, |r| r.loss),
         eval: last_eval,
         seconds: started.elapsed().as_secs_f64(),
         train_seconds: run.train_seconds,
-        steps_per_second: train.steps as f64 / run.train_seconds.max(1e-9),
+        steps_per_second: (train.steps - done) as f64
+            / (run.train_seconds - saved.map_or(0.0, |s| s.train_seconds)).max(1e-9),
         skipped_steps: run.skipped_steps,
         resumed_from: resumed.map(|r| r.state.step),
         out_dir: out.display().to_string(),
     };
-    let text = serde_json::to_string_pretty(&summary).expect("summary serializes");
-    write_atomic(&out.join("summary.json"), text.as_bytes())?;
+    if lead {
+        let text = serde_json::to_string_pretty(&summary).expect("summary serializes");
+        write_atomic(&out.join("summary.json"), text.as_bytes())?;
+    }
+    log.finish(&summary)?;
     Ok(summary)
+}
+
+/// The replicas must start from the same weights: the same seeded
+/// initialisers (or the same `--init` file, or checkpoint) give them on
+/// every rank, and a hash over every parameter and buffer proves it.
+fn same_weights_everywhere(model: &Model, world: &World) -> Result<(), RunError> {
+    let replicas = world.replicas.as_ref();
+    if replicas.size() == 1 {
+        return Ok(());
+    }
+    let hash = model.hash()?;
+    // Two 32-bit halves: exact in f64. The smallest and largest of each.
+    let halves = [(hash >> 32) as f64, (hash & 0xFFFF_FFFF) as f64];
+    let mut low = halves;
+    let mut high = halves;
+    let comm_err = |e: crate::comm::CommError| RunError::Collective {
+        step: 0,
+        message: e.0,
+    };
+    replicas
+        .all_reduce_host(&mut low, ReduceOp::Min)
+        .map_err(comm_err)?;
+    replicas
+        .all_reduce_host(&mut high, ReduceOp::Max)
+        .map_err(comm_err)?;
+    if low != high {
+        return Err(RunError::Backend {
+            message: format!(
+                "rank {}: the replicas start from different weights (this rank's hash {hash:016x}); are the --init file or the checkpoint the same on every machine?",
+                world.rank
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// The dropout seed of a step: a function of the run's seed and the step
@@ -218,125 +322,15 @@ pub fn dropout_seed(seed: u64, step: u64) -> i64 {
 }
 
 impl Run<'_> {
-    /// Runs the step program once.
-    fn step(&mut self, step: u64) -> Result<StepRecord, RunError> {
-        let train = &self.plan.train;
-        tch::manual_seed(dropout_seed(train.seed, step));
-        let lr = train
-            .schedule
-            .lr_at(train.optimizer.lr(), step, train.steps);
-        let mut loss_sum = 0.0;
-        let mut grad_norm = None;
-        let mut skipped = false;
-        for op in &self.plan.step_program {
-            match op {
-                StepOp::ForwardBackward {
-                    micro_batches,
-                    loss_scale,
-                    ..
-                } => {
-                    for _ in 0..*micro_batches {
-                        loss_sum += self.forward_backward(step, *loss_scale)?;
-                    }
-                }
-                StepOp::CheckFinite { on_nan } => {
-                    let norm = match grad_norm {
-                        Some(norm) => norm,
-                        None => clip::grad_norm(self.model.tensors(), NormType::P(2.0))?,
-                    };
-                    grad_norm = Some(norm);
-                    let bad = [("loss", loss_sum), ("gradient norm", norm)]
-                        .into_iter()
-                        .find(|(_, v)| !v.is_finite());
-                    if let Some((what, value)) = bad {
-                        if *on_nan == NanPolicy::Stop {
-                            return Err(RunError::NonFinite {
-                                step,
-                                what,
-                                value,
-                                kept: match self.last_checkpoint {
-                                    Some(k) => format!("the checkpoint of step {k} is intact"),
-                                    None => "no checkpoint was written".into(),
-                                },
-                            });
-                        }
-                        skipped = true;
-                        self.skipped_steps += 1;
-                    }
-                }
-                StepOp::ClipGradNorm { .. }
-                | StepOp::ClipGradValue { .. }
-                | StepOp::OptimizerStep
-                    if skipped => {}
-                StepOp::ClipGradNorm {
-                    max_norm,
-                    norm_type,
-                } => {
-                    grad_norm = Some(clip::clip_grad_norm(
-                        self.model.tensors(),
-                        *max_norm,
-                        *norm_type,
-                    )?);
-                }
-                StepOp::ClipGradValue { clip_value } => {
-                    if grad_norm.is_none() {
-                        grad_norm = Some(clip::grad_norm(self.model.tensors(), NormType::P(2.0))?);
-                    }
-                    clip::clip_grad_value(self.model.tensors(), *clip_value)?;
-                }
-                StepOp::OptimizerStep => {
-                    if grad_norm.is_none() {
-                        grad_norm = Some(clip::grad_norm(self.model.tensors(), NormType::P(2.0))?);
-                    }
-                    self.optimizer.step(self.model.tensors(), lr)?;
-                }
-                StepOp::ZeroGrad => self.model.zero_grad(),
-                // A one-rank plan has none of these; `train` refuses others.
-                StepOp::Pipeline { .. }
-                | StepOp::AllReduceGradients { .. }
-                | StepOp::AllReduceGradNorm { .. }
-                | StepOp::AverageParameters { .. } => {
-                    let topology = &self.plan.topology;
-                    return Err(RunError::MultiRank {
-                        world: topology.world_size(),
-                        data: topology.parallelism.data,
-                        pipeline: topology.parallelism.pipeline,
-                    });
-                }
+    /// After the last step: local SGD's last average, `async`'s updates
+    /// still in flight.
+    fn finish_updates(&mut self, step: u64) -> Result<(), RunError> {
+        if let SyncMode::LocalSgd { period } = self.plan.topology.parallelism.sync {
+            if !step.is_multiple_of(period) {
+                self.average_replicas(step)?;
             }
         }
-        Ok(StepRecord {
-            step,
-            loss: loss_sum,
-            lr,
-            grad_norm: grad_norm.unwrap_or(0.0),
-            skipped,
-        })
-    }
-
-    /// One micro-batch forward and backward; returns its scaled loss.
-    fn forward_backward(&mut self, step: u64, loss_scale: f64) -> Result<f64, RunError> {
-        let batch = self.batches.next()?;
-        self.cursor = batch.cursor;
-        let ctx = || format!("step {step}: move batch");
-        let x = batch.x.f_to_device(self.device).context(ctx)?;
-        let y = batch.y.f_to_device(self.device).context(ctx)?;
-        let output = self.model.forward(&x, true)?;
-        let scaled = loss::loss(&self.plan.train.loss, &output, &y, Reduction::Mean)
-            .and_then(|l| l.f_mul_scalar(loss_scale))
-            .context(|| {
-                format!(
-                    "step {step}: loss of output {:?} and targets {:?}",
-                    output.size(),
-                    y.size()
-                )
-            })?;
-        scaled
-            .f_backward()
-            .context(|| format!("step {step}: backward"))?;
-        scaled
-            .f_double_value(&[])
-            .context(|| format!("step {step}: read loss"))
+        self.drain()
     }
 
     /// Mean loss (and accuracy) over the held-out rows, dropout off.
@@ -379,11 +373,31 @@ impl Run<'_> {
         })
     }
 
-    /// Saves everything a resumed run needs, after `step`.
+    /// Saves everything a resumed run needs, after `step` and its
+    /// collectives: rank 0 writes; every rank settles its `async` updates
+    /// in flight (they are part of the state).
     fn checkpoint(&mut self, step: u64, metrics: &Path) -> Result<(), RunError> {
+        let replicas = self.world.replicas.size();
+        let queue = std::mem::take(&mut self.in_flight);
+        for update in queue {
+            self.in_flight
+                .push_back(update.settle(&self.buckets, replicas)?);
+        }
+        self.last_checkpoint = Some(step);
+        if self.world.rank != 0 {
+            return Ok(());
+        }
         let metrics_bytes = std::fs::metadata(metrics)
             .map_err(|e| io_err(metrics, e))?
             .len();
+        let pending: Vec<(u64, &[Tensor])> = self
+            .in_flight
+            .iter()
+            .map(|update| match update {
+                AsyncUpdate::Ready(step, flats) => (*step, flats.as_slice()),
+                AsyncUpdate::Flying(_) => unreachable!("settled above"),
+            })
+            .collect();
         let state = State {
             format: checkpoint::FORMAT,
             step,
@@ -396,10 +410,16 @@ impl Run<'_> {
             skipped_steps: self.skipped_steps,
             train_seconds: self.train_seconds,
             plan_fingerprint: self.fingerprint.clone(),
+            pending_steps: pending.iter().map(|(s, _)| *s).collect(),
         };
-        checkpoint::save(self.out, &state, &self.model, &self.optimizer, &self.cursor)?;
-        self.last_checkpoint = Some(step);
-        Ok(())
+        checkpoint::save(
+            self.out,
+            &state,
+            &self.model,
+            &self.optimizer,
+            &self.cursor,
+            &pending,
+        )
     }
 }
 
@@ -412,14 +432,18 @@ fn truncate(path: &Path, len: u64) -> Result<(), RunError> {
     file.set_len(len).map_err(|e| io_err(path, e))
 }
 
-fn io_err(path: &Path, e: std::io::Error) -> RunError {
+pub(crate) fn io_err(path: &Path, e: std::io::Error) -> RunError {
     RunError::Io {
         path: path.display().to_string(),
         message: e.to_string(),
     }
 }
 
-fn write_line(out: &mut impl Write, path: &Path, record: &impl Serialize) -> Result<(), RunError> {
+pub(crate) fn write_line(
+    out: &mut impl Write,
+    path: &Path,
+    record: &impl Serialize,
+) -> Result<(), RunError> {
     let line = serde_json::to_string(record).expect("records serialize");
     writeln!(out, "{line}").map_err(|e| io_err(path, e))
 }

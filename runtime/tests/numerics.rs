@@ -50,8 +50,10 @@ fn train(plan: &Plan, out: &Path) -> (Vec<(String, Tensor)>, Vec<serde_json::Val
         progress: false,
         init_weights: None,
         resume: false,
+        trace: false,
     };
-    dtl_runtime::train(plan, &options).unwrap();
+    let world = dtl_runtime::World::join(plan, DeviceChoice::Cpu).unwrap();
+    dtl_runtime::train(plan, &options, &world).unwrap();
     let mut weights = Tensor::read_safetensors(out.join("model.safetensors")).unwrap();
     weights.sort_by(|a, b| a.0.cmp(&b.0));
     let metrics = std::fs::read_to_string(out.join("metrics.jsonl"))

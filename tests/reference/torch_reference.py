@@ -17,33 +17,24 @@ reference for the plan's meaning.
 import gzip
 import json
 import math
+import os
 import sys
 
-import torch
-import torch.nn.functional as F
-from safetensors.torch import save_file
-from torch import nn
+# One thread, as `dtl run` uses MKL: with two, PyTorch's matrix products
+# round differently and the MLP is 7e-8 off instead of bit-identical.
+os.environ.setdefault("MKL_NUM_THREADS", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-MASK64 = (1 << 64) - 1
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from safetensors.torch import save_file  # noqa: E402
+from torch import nn  # noqa: E402
 
+# dtl's seeded orders (SplitMix64, the split, dropout seeds) are shared with
+# the hand-written twins; see dtl_order.py.
+from dtl_order import MASK64, SplitMix64, dropout_seed, held_out  # noqa: E402
 
-class SplitMix64:
-    """dtl's data-order generator (runtime/src/rng.rs), re-implemented."""
-
-    def __init__(self, seed):
-        self.state = (seed ^ 0x9E3779B97F4A7C15) & MASK64
-
-    def next_u64(self):
-        self.state = (self.state + 0x9E3779B97F4A7C15) & MASK64
-        z = self.state
-        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & MASK64
-        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & MASK64
-        return z ^ (z >> 31)
-
-    def shuffle(self, items):
-        for i in range(len(items) - 1, 0, -1):
-            j = self.next_u64() % (i + 1)
-            items[i], items[j] = items[j], items[i]
+torch.set_num_threads(1)
 
 
 def load_data(data):
@@ -88,12 +79,6 @@ def load_text(source):
     return features, labels
 
 
-def dropout_seed(seed, step):
-    """dtl seeds dropout per step (runtime/src/train.rs `dropout_seed`)."""
-    mixed = (seed ^ ((step * 0xD1B54A32D192ED03) & MASK64)) & MASK64
-    return SplitMix64(mixed).next_u64() >> 1
-
-
 class Batches:
     """dtl's batch order (runtime/src/data.rs `Batches`): the training rows
     reshuffled whenever the next micro-batch would run past their end."""
@@ -121,8 +106,9 @@ def training_split(plan):
     features, labels = load_data(plan["data"])
     rows = features.shape[0]
     order = list(range(rows))
-    SplitMix64(plan["train"]["seed"]).shuffle(order)
-    valid_rows = math.floor(rows * plan["data"]["valid_fraction"] + 0.5)
+    if plan["data"]["shuffle"]:  # `shuffle = false`: the last rows of the file
+        SplitMix64(plan["train"]["seed"]).shuffle(order)
+    valid_rows = held_out(rows, plan["data"]["valid_fraction"])
     keep = torch.tensor(order[: rows - valid_rows])
     return features[keep], labels[keep]
 

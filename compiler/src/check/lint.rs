@@ -69,15 +69,15 @@ pub enum Lint {
         span: Span,
     },
 
-    #[error("this plan needs {world}; the runtime of this version trains in one process")]
+    #[error("this plan cuts the model into {stages} pipeline stages; the runtime of this version trains data-parallel replicas of the whole model, not pipelines")]
     #[diagnostic(
-        code(dtl::lint::single_process_runtime),
+        code(dtl::lint::pipeline_runtime),
         severity(Warning),
-        help("`dtl compile` and `dtl explain` show the layout, collectives and memory per rank; `dtl run` refuses plans for more than one rank")
+        help("`dtl compile` and `dtl explain` show the stages, transfers and memory per rank; `dtl run` refuses a plan with pipeline stages")
     )]
-    SingleProcessRuntime {
-        world: String,
-        #[label("more than one rank")]
+    PipelineRuntime {
+        stages: u64,
+        #[label("pipeline stages")]
         span: Span,
     },
 }
@@ -90,7 +90,7 @@ impl Lint {
             | Lint::LearningRate { span, .. }
             | Lint::NoClipping { span, .. }
             | Lint::PipelineBubble { span, .. }
-            | Lint::SingleProcessRuntime { span, .. } => *span,
+            | Lint::PipelineRuntime { span, .. } => *span,
         }
     }
 }

@@ -317,13 +317,10 @@ pub fn check(
         None => None,
         Some(names) => Some(named_split(names, stages, model, &s, block, errors)?),
     };
-    if errors.len() == before && (spec.data != Degree::Fixed(1) || stages > 1) {
-        lints.push(Lint::SingleProcessRuntime {
-            world: match spec.data {
-                Degree::Fixed(d) => format!("{} ranks", d * stages),
-                Degree::Auto => "the world size".into(),
-            },
-            span: block.keyword,
+    if errors.len() == before && stages > 1 {
+        lints.push(Lint::PipelineRuntime {
+            stages,
+            span: at("pipeline"),
         });
     }
 

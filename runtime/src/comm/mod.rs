@@ -1,0 +1,208 @@
+//! Collectives behind one small trait: rank and size, all-reduce in place
+//! (blocking, or started and waited for later), broadcast, point-to-point
+//! send and receive, and splitting into sub-groups. Backends:
+//!
+//! - [`Local`]: one process, every operation a no-op (world size 1 is not
+//!   a separate code path: it is this communicator);
+//! - `mpi::Mpi` (feature `mpi`): Open MPI through rsmpi's raw bindings, for
+//!   CPU tensors (CUDA tensors are staged through the host);
+//! - `nccl::Nccl` (feature `nccl`): NCCL through cudarc, on the raw device
+//!   pointers of CUDA tensors, on the stream libtorch computes on.
+//!
+//! Nothing outside the runtime depends on this module; the compiler never
+//! sees it.
+
+#[cfg(feature = "mpi")]
+pub mod mpi;
+#[cfg(feature = "nccl")]
+pub mod nccl;
+
+use tch::{Kind, Tensor};
+
+/// How values are combined.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReduceOp {
+    Sum,
+    Max,
+    Min,
+}
+
+/// A failed collective, in words that name what failed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CommError(pub String);
+
+impl std::fmt::Display for CommError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A group of processes that compute together.
+pub trait Communicator {
+    /// This process's index in the group, `0..size()`.
+    fn rank(&self) -> usize;
+    fn size(&self) -> usize;
+    /// The backend's name, for messages: `local`, `mpi`, `nccl`.
+    fn backend(&self) -> &'static str;
+    /// Combines `tensor` (contiguous float32, float64 or int64) over the
+    /// group, in place.
+    fn all_reduce(&self, tensor: &mut Tensor, op: ReduceOp) -> Result<(), CommError>;
+    /// Starts summing `tensor` over the group and returns at once; the sum
+    /// is in the tensor when [`Pending::wait`] returns.
+    fn all_reduce_start(&self, tensor: Tensor) -> Result<Pending, CommError>;
+    /// Overwrites `tensor` with rank `root`'s.
+    fn broadcast(&self, tensor: &mut Tensor, root: usize) -> Result<(), CommError>;
+    /// Sends `tensor` to rank `to`, which receives it with [`Communicator::recv`].
+    fn send(&self, tensor: &Tensor, to: usize) -> Result<(), CommError>;
+    /// Receives into `tensor` what rank `from` sent; a message of another
+    /// size is an error.
+    fn recv(&self, tensor: &mut Tensor, from: usize) -> Result<(), CommError>;
+    /// The sub-group of the processes that gave the same `color`, ordered by
+    /// `key`: every process of this group must call it.
+    fn split(&self, color: usize, key: usize) -> Result<Box<dyn Communicator>, CommError>;
+    /// Combines host values over the group, in place (losses, flags,
+    /// hashes: small control data, whatever the backend computes on).
+    fn all_reduce_host(&self, values: &mut [f64], op: ReduceOp) -> Result<(), CommError>;
+    /// Ends the whole job at once, every process of it, with `code`: what a
+    /// rank does when it fails alone, so that no peer waits forever in a
+    /// collective it will never join.
+    fn abort(&self, code: i32) -> !;
+}
+
+/// An all-reduce under way.
+pub struct Pending {
+    inner: Box<dyn PendingOp>,
+}
+
+/// What a backend keeps of an all-reduce under way.
+pub trait PendingOp {
+    /// Lets the operation progress; `true` once it is complete.
+    fn test(&mut self) -> Result<bool, CommError>;
+    /// Waits for it and hands the summed tensor back.
+    fn wait(self: Box<Self>) -> Result<Tensor, CommError>;
+}
+
+impl Pending {
+    pub fn new(op: impl PendingOp + 'static) -> Self {
+        Pending {
+            inner: Box::new(op),
+        }
+    }
+
+    /// Lets the operation progress (some MPI libraries move a non-blocking
+    /// collective forward only inside MPI calls); `true` once complete.
+    pub fn test(&mut self) -> Result<bool, CommError> {
+        self.inner.test()
+    }
+
+    pub fn wait(self) -> Result<Tensor, CommError> {
+        self.inner.wait()
+    }
+}
+
+/// One process alone: every collective leaves its data as it is.
+#[derive(Debug, Default)]
+pub struct Local;
+
+/// The finished "all-reduce" of one process.
+struct Done(Tensor);
+
+impl PendingOp for Done {
+    fn test(&mut self) -> Result<bool, CommError> {
+        Ok(true)
+    }
+
+    fn wait(self: Box<Self>) -> Result<Tensor, CommError> {
+        Ok(self.0)
+    }
+}
+
+impl Communicator for Local {
+    fn rank(&self) -> usize {
+        0
+    }
+
+    fn size(&self) -> usize {
+        1
+    }
+
+    fn backend(&self) -> &'static str {
+        "local"
+    }
+
+    fn all_reduce(&self, _: &mut Tensor, _: ReduceOp) -> Result<(), CommError> {
+        Ok(())
+    }
+
+    fn all_reduce_start(&self, tensor: Tensor) -> Result<Pending, CommError> {
+        Ok(Pending::new(Done(tensor)))
+    }
+
+    fn broadcast(&self, _: &mut Tensor, _: usize) -> Result<(), CommError> {
+        Ok(())
+    }
+
+    fn send(&self, _: &Tensor, to: usize) -> Result<(), CommError> {
+        Err(CommError(format!(
+            "one process has no rank {to} to send to"
+        )))
+    }
+
+    fn recv(&self, _: &mut Tensor, from: usize) -> Result<(), CommError> {
+        Err(CommError(format!(
+            "one process has no rank {from} to receive from"
+        )))
+    }
+
+    fn split(&self, _: usize, _: usize) -> Result<Box<dyn Communicator>, CommError> {
+        Ok(Box::new(Local))
+    }
+
+    fn all_reduce_host(&self, _: &mut [f64], _: ReduceOp) -> Result<(), CommError> {
+        Ok(())
+    }
+
+    fn abort(&self, code: i32) -> ! {
+        std::process::exit(code)
+    }
+}
+
+/// The element type of a tensor a collective may carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Element {
+    F32,
+    F64,
+    I64,
+}
+
+impl Element {
+    pub fn of(tensor: &Tensor) -> Result<Element, CommError> {
+        match tensor.kind() {
+            Kind::Float => Ok(Element::F32),
+            Kind::Double => Ok(Element::F64),
+            Kind::Int64 => Ok(Element::I64),
+            other => Err(CommError(format!(
+                "collectives carry float32, float64 or int64 tensors, not {other:?}"
+            ))),
+        }
+    }
+
+    pub fn bytes(self) -> usize {
+        match self {
+            Element::F32 => 4,
+            Element::F64 | Element::I64 => 8,
+        }
+    }
+}
+
+/// Checks that a tensor can be handed to a collective by its data pointer.
+pub fn check_contiguous(tensor: &Tensor, what: &str) -> Result<(), CommError> {
+    if tensor.is_contiguous() {
+        Ok(())
+    } else {
+        Err(CommError(format!(
+            "{what}: the tensor {:?} is not contiguous",
+            tensor.size()
+        )))
+    }
+}

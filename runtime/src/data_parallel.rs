@@ -1,0 +1,266 @@
+//! Data parallelism, as PyTorch's DDP does it: each replica computes the
+//! gradients of its own rows; the gradients are flattened into the plan's
+//! buckets (reverse parameter order, about `bucket_mb` each), all-reduced
+//! and divided by the number of replicas, so every replica applies the same
+//! average and stays identical. Local SGD averages parameters (and the
+//! optimizer's moments) instead; asynchronous updates keep all-reduces in
+//! flight while later steps compute.
+//!
+//! tch has no gradient hooks, so a bucket cannot be sent while backward is
+//! still computing the others (DDP's overlap). What overlaps instead: every
+//! bucket's all-reduce is started before the first is waited for, so they
+//! are in flight together; and under `async` they run while the next steps
+//! compute.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use dtl_compiler::plan::Plan;
+use tch::{Kind, Tensor};
+
+use crate::comm::{CommError, Communicator, Pending};
+use crate::error::{RunError, TorchContext};
+
+/// The gradient buckets of this rank's stage, as indices into the model's
+/// parameters.
+pub struct Buckets {
+    buckets: Vec<Vec<usize>>,
+}
+
+/// Flattened bucket buffers on their way through an all-reduce.
+pub struct InFlight {
+    /// The step whose gradients these are.
+    pub step: u64,
+    pending: Vec<Pending>,
+}
+
+impl Buckets {
+    /// The plan's buckets for `stage`, over `params` (the model's
+    /// parameters by name, in order). Without buckets in the plan (one
+    /// replica), one bucket of every parameter.
+    pub fn new(plan: &Plan, stage: u64, params: &[(String, Tensor)]) -> Result<Buckets, RunError> {
+        let index: BTreeMap<&str, usize> = params
+            .iter()
+            .enumerate()
+            .map(|(i, (name, _))| (name.as_str(), i))
+            .collect();
+        let mut buckets = Vec::new();
+        for bucket in plan.topology.buckets.iter().filter(|b| b.stage == stage) {
+            let indices = bucket
+                .parameters
+                .iter()
+                .map(|name| {
+                    index
+                        .get(name.as_str())
+                        .copied()
+                        .ok_or_else(|| RunError::Torch {
+                            context: "gradient buckets".into(),
+                            message: format!(
+                                "the plan's bucket names `{name}`, which this stage does not hold"
+                            ),
+                        })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            buckets.push(indices);
+        }
+        if buckets.is_empty() {
+            buckets.push((0..params.len()).rev().collect());
+        }
+        Ok(Buckets { buckets })
+    }
+
+    /// Averages the gradients over the replicas, in place.
+    pub fn average_gradients(
+        &self,
+        comm: &dyn Communicator,
+        params: &[(String, Tensor)],
+        step: u64,
+    ) -> Result<(), RunError> {
+        let in_flight = self.start(comm, params, step)?;
+        let averaged = self.wait(in_flight, comm.size())?;
+        self.write(step, &averaged, params)
+    }
+
+    /// Starts summing every bucket's gradients over the replicas.
+    pub fn start(
+        &self,
+        comm: &dyn Communicator,
+        params: &[(String, Tensor)],
+        step: u64,
+    ) -> Result<InFlight, RunError> {
+        let mut pending = Vec::with_capacity(self.buckets.len());
+        for bucket in &self.buckets {
+            let flat = flatten(bucket.iter().map(|&i| gradient(&params[i])), step)?;
+            pending.push(comm.all_reduce_start(flat).map_err(collective(step))?);
+        }
+        Ok(InFlight { step, pending })
+    }
+
+    /// Waits for the sums and divides them by the number of replicas: each
+    /// bucket's averaged gradients, flat.
+    pub fn wait(&self, in_flight: InFlight, replicas: usize) -> Result<Vec<Tensor>, RunError> {
+        let step = in_flight.step;
+        in_flight
+            .pending
+            .into_iter()
+            .map(|pending| {
+                pending
+                    .wait()
+                    .map_err(collective(step))?
+                    .f_div_scalar(replicas as f64)
+                    .context(|| format!("step {step}: average gradients"))
+            })
+            .collect()
+    }
+
+    /// Writes each bucket's flat gradients into the parameters' gradients.
+    pub fn write(
+        &self,
+        step: u64,
+        flats: &[Tensor],
+        params: &[(String, Tensor)],
+    ) -> Result<(), RunError> {
+        if flats.len() != self.buckets.len() {
+            return Err(RunError::Torch {
+                context: format!("step {step}: gradient buckets"),
+                message: format!("{} buffers for {} buckets", flats.len(), self.buckets.len()),
+            });
+        }
+        for (bucket, flat) in self.buckets.iter().zip(flats) {
+            scatter(flat, bucket.iter().map(|&i| gradient(&params[i])), step)?;
+        }
+        Ok(())
+    }
+
+    /// Averages tensors that every replica holds (parameters, optimizer
+    /// moments, buffers) over the replicas, in place, in groups of the
+    /// buckets' size.
+    pub fn average_tensors(
+        comm: &dyn Communicator,
+        tensors: &[Tensor],
+        step: u64,
+    ) -> Result<(), RunError> {
+        let replicas = comm.size() as f64;
+        tch::no_grad(|| {
+            // Float tensors only: int64 counters are the same everywhere.
+            let floats: Vec<&Tensor> = tensors.iter().filter(|t| t.kind() == Kind::Float).collect();
+            for group in floats.chunks(64) {
+                let mut flat = flatten(group.iter().map(|t| Ok(t.shallow_clone())), step)?;
+                comm.all_reduce(&mut flat, crate::comm::ReduceOp::Sum)
+                    .map_err(collective(step))?;
+                let average = flat
+                    .f_div_scalar(replicas)
+                    .context(|| format!("step {step}: average"))?;
+                scatter(&average, group.iter().map(|t| Ok(t.shallow_clone())), step)?;
+            }
+            Ok(())
+        })
+    }
+}
+
+/// An `async` update on its way: in flight, or already averaged (a
+/// checkpoint waits for those in flight so it can save them).
+pub enum AsyncUpdate {
+    Flying(InFlight),
+    /// The step and each bucket's averaged gradients, flat.
+    Ready(u64, Vec<Tensor>),
+}
+
+impl AsyncUpdate {
+    /// The step whose gradients these are.
+    pub fn step(&self) -> u64 {
+        match self {
+            AsyncUpdate::Flying(in_flight) => in_flight.step,
+            AsyncUpdate::Ready(step, _) => *step,
+        }
+    }
+
+    /// Waits for an update in flight: it becomes `Ready`.
+    pub fn settle(self, buckets: &Buckets, replicas: usize) -> Result<AsyncUpdate, RunError> {
+        match self {
+            AsyncUpdate::Flying(in_flight) => {
+                let step = in_flight.step;
+                Ok(AsyncUpdate::Ready(step, buckets.wait(in_flight, replicas)?))
+            }
+            ready => Ok(ready),
+        }
+    }
+
+    /// Writes the averaged gradients into the parameters' gradients.
+    pub fn apply(
+        self,
+        buckets: &Buckets,
+        replicas: usize,
+        params: &[(String, Tensor)],
+    ) -> Result<(), RunError> {
+        match self.settle(buckets, replicas)? {
+            AsyncUpdate::Ready(step, averaged) => buckets.write(step, &averaged, params),
+            AsyncUpdate::Flying(_) => unreachable!("settled"),
+        }
+    }
+}
+
+/// Lets the all-reduces in flight move on, without waiting for them (an
+/// MPI without a progress thread advances them only inside MPI calls).
+pub fn progress(queue: &mut VecDeque<AsyncUpdate>) -> Result<(), RunError> {
+    for update in queue {
+        if let AsyncUpdate::Flying(in_flight) = update {
+            for pending in &mut in_flight.pending {
+                pending.test().map_err(collective(in_flight.step))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn collective(step: u64) -> impl Fn(CommError) -> RunError {
+    move |e| RunError::Collective { step, message: e.0 }
+}
+
+/// A parameter's gradient; one that backward never reached is an error
+/// under data parallelism (the replicas would disagree on its update).
+fn gradient((name, param): &(String, Tensor)) -> Result<Tensor, RunError> {
+    let grad = param.grad();
+    if grad.defined() {
+        Ok(grad)
+    } else {
+        Err(RunError::Torch {
+            context: format!("parameter `{name}`"),
+            message: "received no gradient; every parameter must take part in the loss under data parallelism".into(),
+        })
+    }
+}
+
+/// One contiguous float32 buffer of the tensors' values, in order.
+fn flatten(
+    tensors: impl Iterator<Item = Result<Tensor, RunError>>,
+    step: u64,
+) -> Result<Tensor, RunError> {
+    let flat: Vec<Tensor> = tensors
+        .map(|t| {
+            t.and_then(|t| {
+                t.f_reshape([-1])
+                    .context(|| format!("step {step}: flatten"))
+            })
+        })
+        .collect::<Result<_, _>>()?;
+    Tensor::f_cat(&flat, 0).context(|| format!("step {step}: flatten a bucket"))
+}
+
+/// Copies the slices of `flat` back into the tensors, in order.
+fn scatter(
+    flat: &Tensor,
+    tensors: impl Iterator<Item = Result<Tensor, RunError>>,
+    step: u64,
+) -> Result<(), RunError> {
+    let ctx = || format!("step {step}: unflatten a bucket");
+    let mut offset = 0i64;
+    for tensor in tensors {
+        let mut tensor = tensor?;
+        let n = tensor.numel() as i64;
+        let part = flat.f_narrow(0, offset, n).context(ctx)?;
+        let part = part.f_view_as(&tensor).context(ctx)?;
+        tch::no_grad(|| tensor.f_copy_(&part)).context(ctx)?;
+        offset += n;
+    }
+    Ok(())
+}

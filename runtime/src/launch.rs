@@ -1,0 +1,79 @@
+//! Starting the ranks of a run on this machine: `dtl run FILE --world N`
+//! starts N copies of itself through `mpirun`, which give each its rank.
+//! The same binary started by an outer launcher (`mpirun -n N dtl run ...`
+//! across machines, `srun`) runs as one of its ranks instead
+//! ([`crate::world::launched_by_mpi`]).
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::error::RunError;
+
+/// The `mpirun` to start ranks with: `DTL_MPIRUN` if set, else the one of
+/// the Open MPI dtl was built against (the project's virtualenv), else the
+/// first on `PATH`.
+pub fn find_mpirun() -> Result<PathBuf, RunError> {
+    if let Some(path) = std::env::var_os("DTL_MPIRUN") {
+        let path = PathBuf::from(path);
+        return if path.is_file() {
+            Ok(path)
+        } else {
+            Err(RunError::Launch {
+                message: format!("DTL_MPIRUN names {}, which is not a file", path.display()),
+            })
+        };
+    }
+    let built_with = option_env!("DTL_VENV").map(|venv| Path::new(venv).join("bin/mpirun"));
+    let on_path = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join("mpirun"))
+            .find(|p| p.is_file())
+    });
+    built_with
+        .filter(|p| p.is_file())
+        .or(on_path)
+        .ok_or_else(|| RunError::Launch {
+            message: "cannot start the ranks: no `mpirun` found (looked at DTL_MPIRUN, the virtualenv dtl was built with, and PATH); run scripts/setup.sh, or start the ranks yourself: `mpirun -n N dtl run ...`".into(),
+        })
+}
+
+/// Runs `ranks` copies of this program with `args` under `mpirun` and
+/// waits for them: their exit code (the first failing rank's) is the
+/// launch's. Oversubscribes when there are more ranks than cores, lets
+/// libtorch's threads use every core it is given (no binding), and allows
+/// running as root (containers).
+pub fn launch(ranks: usize, args: &[OsString]) -> Result<i32, RunError> {
+    let mpirun = find_mpirun()?;
+    let exe = std::env::current_exe().map_err(|e| RunError::Launch {
+        message: format!("cannot tell which program to start: {e}"),
+    })?;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut command = Command::new(&mpirun);
+    command.args(["-n", &ranks.to_string(), "--bind-to", "none"]);
+    if ranks > cores {
+        command.arg("--oversubscribe");
+    }
+    // Open MPI refuses root unless both are set (containers, CI).
+    command
+        .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1");
+    // The ranks know they were started here: the launcher has said the
+    // plan's warnings already.
+    command.env("DTL_LAUNCHED", "1");
+    command.arg(&exe).args(args);
+    let status = command.status().map_err(|e| RunError::Launch {
+        message: format!("cannot run {}: {e}", mpirun.display()),
+    })?;
+    Ok(status.code().unwrap_or(1))
+}
+
+/// libtorch's threads per rank when `local` ranks share this machine's
+/// cores (unless the user chose with `OMP_NUM_THREADS`).
+pub fn share_cores(local: usize) {
+    if local <= 1 || std::env::var_os("OMP_NUM_THREADS").is_some() {
+        return;
+    }
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    tch::set_num_threads((cores / local).max(1) as i32);
+}

@@ -1,0 +1,125 @@
+//! Each rank's own record of a multi-rank run: `rank-K.log` (who it is,
+//! its loss and time per step, how it ended), and with `--trace`
+//! `rank-K.trace.jsonl` (per step: its own loss and a hash of its weights,
+//! which must be the same on every replica after a synchronous step).
+//! A one-process run keeps neither: its `metrics.jsonl` says it all.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use dtl_compiler::records::StepRecord;
+use serde::Serialize;
+
+use crate::error::RunError;
+use crate::model::Model;
+use crate::train::{io_err, write_line, Summary};
+use crate::world::World;
+
+pub struct RankLog {
+    log: Option<(PathBuf, BufWriter<File>)>,
+    trace: Option<(PathBuf, BufWriter<File>)>,
+    /// Rank, replica, stage.
+    who: (usize, usize, usize),
+}
+
+/// One line of `rank-K.trace.jsonl`.
+#[derive(Serialize)]
+struct TraceLine {
+    step: u64,
+    rank: usize,
+    replica: usize,
+    stage: usize,
+    /// The step's loss as the replicas agreed on it.
+    loss: f64,
+    /// FNV-1a of every parameter's and buffer's bytes after the step.
+    weights: String,
+}
+
+fn create(path: PathBuf) -> Result<(PathBuf, BufWriter<File>), RunError> {
+    let file = File::create(&path).map_err(|e| io_err(&path, e))?;
+    Ok((path, BufWriter::new(file)))
+}
+
+impl RankLog {
+    pub fn open(out: &Path, world: &World, trace: bool) -> Result<RankLog, RunError> {
+        let rank = world.rank;
+        let mut log = if world.size > 1 {
+            Some(create(out.join(format!("rank-{rank}.log")))?)
+        } else {
+            None
+        };
+        let trace = if trace {
+            Some(create(out.join(format!("rank-{rank}.trace.jsonl")))?)
+        } else {
+            None
+        };
+        if let Some((path, file)) = &mut log {
+            writeln!(
+                file,
+                "rank {rank} of {}: replica {}, stage {}, device {:?}, backend {}, pid {}",
+                world.size,
+                world.replica,
+                world.stage,
+                world.device,
+                world.backend,
+                std::process::id()
+            )
+            .map_err(|e| io_err(path, e))?;
+        }
+        Ok(RankLog {
+            log,
+            trace,
+            who: (rank, world.replica, world.stage),
+        })
+    }
+
+    pub fn step(
+        &mut self,
+        record: &StepRecord,
+        model: &Model,
+        seconds: f64,
+    ) -> Result<(), RunError> {
+        if let Some((path, file)) = &mut self.log {
+            writeln!(
+                file,
+                "step {} loss {:.6} grad_norm {:.6} lr {:.3e} {:.1} ms{}",
+                record.step,
+                record.loss,
+                record.grad_norm,
+                record.lr,
+                seconds * 1e3,
+                if record.skipped { " skipped" } else { "" }
+            )
+            .map_err(|e| io_err(path, e))?;
+        }
+        if let Some((path, file)) = &mut self.trace {
+            let line = TraceLine {
+                step: record.step,
+                rank: self.who.0,
+                replica: self.who.1,
+                stage: self.who.2,
+                loss: record.loss,
+                weights: format!("{:016x}", model.hash()?),
+            };
+            write_line(file, path, &line)?;
+        }
+        Ok(())
+    }
+
+    pub fn finish(&mut self, summary: &Summary) -> Result<(), RunError> {
+        if let Some((path, file)) = &mut self.log {
+            writeln!(
+                file,
+                "done: {} steps, {:.2} steps/s",
+                summary.steps, summary.steps_per_second
+            )
+            .and_then(|()| file.flush())
+            .map_err(|e| io_err(path, e))?;
+        }
+        if let Some((path, file)) = &mut self.trace {
+            file.flush().map_err(|e| io_err(path, e))?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,366 @@
+//! One optimizer step: the plan's step program, op by op, on this rank.
+//! The same loop for every world size: with one replica the collectives
+//! are no-ops of a [`crate::comm::Local`] group.
+
+use dtl_compiler::plan::{BatchNormSync, NanPolicy, NormType, StepOp, SyncMode};
+use dtl_compiler::records::StepRecord;
+use tch::Reduction;
+
+use crate::clip;
+use crate::comm::ReduceOp;
+use crate::data_parallel::{self, AsyncUpdate, Buckets};
+use crate::error::{RunError, TorchContext};
+use crate::loss;
+use crate::train::{dropout_seed, Run};
+
+/// What the step's ops have found so far.
+struct StepState {
+    /// The step's loss, summed over its micro-batches (scaled).
+    loss: f64,
+    grad_norm: Option<f64>,
+    /// The update of this step is dropped (`on_nan = skip`).
+    skipped: bool,
+    /// Under `async`: the step whose averaged gradients this step applies,
+    /// `None` while the first `staleness` steps' are still in flight.
+    update_of: Option<u64>,
+    /// The ranks whose own loss was not finite.
+    bad_ranks: Vec<usize>,
+}
+
+impl Run<'_> {
+    /// Runs the step program once.
+    pub fn step(&mut self, step: u64) -> Result<StepRecord, RunError> {
+        let train = &self.plan.train;
+        let replica = self.world.replica as u64;
+        // Replica 0 draws what one process draws; the others their own masks.
+        tch::manual_seed(dropout_seed(
+            train.seed ^ replica.wrapping_mul(0x9E37_79B9),
+            step,
+        ));
+        if self.broadcast_buffers {
+            self.broadcast_buffers(step)?;
+        }
+        let mut state = StepState {
+            loss: 0.0,
+            grad_norm: None,
+            skipped: false,
+            update_of: Some(step),
+            bad_ranks: Vec::new(),
+        };
+        let program = self.plan.step_program.clone();
+        for op in &program {
+            self.run_op(op, step, &mut state)?;
+        }
+        let lr_step = state.update_of.unwrap_or(step);
+        let lr = if state.update_of.is_some() {
+            train
+                .schedule
+                .lr_at(train.optimizer.lr(), lr_step, train.steps)
+        } else {
+            0.0
+        };
+        Ok(StepRecord {
+            step,
+            loss: state.loss,
+            lr,
+            grad_norm: state.grad_norm.unwrap_or(0.0),
+            skipped: state.skipped,
+        })
+    }
+
+    fn run_op(&mut self, op: &StepOp, step: u64, state: &mut StepState) -> Result<(), RunError> {
+        let applies = !state.skipped && state.update_of.is_some();
+        match op {
+            StepOp::ForwardBackward {
+                micro_batches,
+                loss_scale,
+                ..
+            } => {
+                let mut local = 0.0;
+                for _ in 0..*micro_batches {
+                    local += self.forward_backward(step, *loss_scale)?;
+                    // Let all-reduces in flight move on.
+                    data_parallel::progress(&mut self.in_flight)?;
+                }
+                (state.loss, state.bad_ranks) = self.loss_over_replicas(local, step)?;
+            }
+            StepOp::AllReduceGradients { staleness, .. } => {
+                self.all_reduce_gradients(step, *staleness, state)?;
+            }
+            StepOp::CheckFinite { on_nan } if state.update_of.is_some() => {
+                self.check_finite(step, *on_nan, state)?;
+            }
+            StepOp::CheckFinite { .. } => {}
+            StepOp::ClipGradNorm { .. } | StepOp::ClipGradValue { .. } | StepOp::OptimizerStep
+                if !applies => {}
+            StepOp::ClipGradNorm {
+                max_norm,
+                norm_type,
+            } => {
+                state.grad_norm = Some(clip::clip_grad_norm(
+                    self.model.tensors(),
+                    *max_norm,
+                    *norm_type,
+                )?);
+            }
+            StepOp::ClipGradValue { clip_value } => {
+                if state.grad_norm.is_none() {
+                    state.grad_norm =
+                        Some(clip::grad_norm(self.model.tensors(), NormType::P(2.0))?);
+                }
+                clip::clip_grad_value(self.model.tensors(), *clip_value)?;
+            }
+            StepOp::OptimizerStep => {
+                if state.grad_norm.is_none() {
+                    state.grad_norm =
+                        Some(clip::grad_norm(self.model.tensors(), NormType::P(2.0))?);
+                }
+                let train = &self.plan.train;
+                let of = state.update_of.unwrap_or(step);
+                let lr = train.schedule.lr_at(train.optimizer.lr(), of, train.steps);
+                self.optimizer.step(self.model.tensors(), lr)?;
+            }
+            StepOp::AverageParameters { every, .. } => {
+                if step.is_multiple_of(*every) {
+                    self.average_replicas(step)?;
+                }
+            }
+            StepOp::ZeroGrad => self.model.zero_grad(),
+            StepOp::Pipeline { .. } | StepOp::AllReduceGradNorm { .. } => {
+                return Err(RunError::Backend {
+                    message:
+                        "pipeline stages are not run by this dtl yet: compile with `pipeline = 1`"
+                            .into(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// One micro-batch forward and backward; returns its scaled loss.
+    fn forward_backward(&mut self, step: u64, loss_scale: f64) -> Result<f64, RunError> {
+        let batch = self.batches.next()?;
+        self.cursor = batch.cursor;
+        let ctx = || format!("step {step}: move batch");
+        let x = batch.x.f_to_device(self.device).context(ctx)?;
+        let y = batch.y.f_to_device(self.device).context(ctx)?;
+        let output = self.model.forward(&x, true)?;
+        let scaled = loss::loss(&self.plan.train.loss, &output, &y, Reduction::Mean)
+            .and_then(|l| l.f_mul_scalar(loss_scale))
+            .context(|| {
+                format!(
+                    "step {step}: loss of output {:?} and targets {:?}",
+                    output.size(),
+                    y.size()
+                )
+            })?;
+        scaled
+            .f_backward()
+            .context(|| format!("step {step}: backward"))?;
+        scaled
+            .f_double_value(&[])
+            .context(|| format!("step {step}: read loss"))
+    }
+
+    /// The mean of a value over the replicas (each replica's loss is the
+    /// mean over its own rows: their mean is the mean over all rows).
+    fn mean_over_replicas(&self, value: f64, step: u64) -> Result<f64, RunError> {
+        let replicas = self.world.replicas.as_ref();
+        if replicas.size() == 1 {
+            return Ok(value);
+        }
+        let mut values = [value];
+        replicas
+            .all_reduce_host(&mut values, ReduceOp::Sum)
+            .map_err(|e| RunError::Collective { step, message: e.0 })?;
+        Ok(values[0] / replicas.size() as f64)
+    }
+
+    /// The mean loss over the replicas, and the ranks whose own loss was
+    /// not finite.
+    fn loss_over_replicas(&self, local: f64, step: u64) -> Result<(f64, Vec<usize>), RunError> {
+        let replicas = self.world.replicas.as_ref();
+        let d = replicas.size();
+        if d == 1 {
+            let bad = if local.is_finite() {
+                vec![]
+            } else {
+                vec![self.world.rank]
+            };
+            return Ok((local, bad));
+        }
+        // [loss, one flag per replica]: one all-reduce for both.
+        let mut values = vec![0.0; d + 1];
+        values[0] = local;
+        values[1 + self.world.replica] = f64::from(u8::from(!local.is_finite()));
+        replicas
+            .all_reduce_host(&mut values, ReduceOp::Sum)
+            .map_err(|e| RunError::Collective { step, message: e.0 })?;
+        let first = self.world.stage * d;
+        let bad = (0..d)
+            .filter(|&g| values[1 + g] > 0.0)
+            .map(|g| first + g)
+            .collect();
+        Ok((values[0] / d as f64, bad))
+    }
+
+    /// Every step: average now. `async(staleness)`: start this step's
+    /// all-reduce and apply the one of `staleness` steps ago.
+    fn all_reduce_gradients(
+        &mut self,
+        step: u64,
+        staleness: u64,
+        state: &mut StepState,
+    ) -> Result<(), RunError> {
+        let comm = self.world.replicas.as_ref();
+        let params = &self.model.params;
+        match self.plan.topology.parallelism.sync {
+            SyncMode::Async { .. } => {
+                let started = self.buckets.start(comm, params, step)?;
+                self.in_flight.push_back(AsyncUpdate::Flying(started));
+                if self.in_flight.len() as u64 > staleness {
+                    let oldest = self.in_flight.pop_front().expect("non-empty");
+                    state.update_of = Some(oldest.step());
+                    oldest.apply(&self.buckets, comm.size(), params)?;
+                } else {
+                    state.update_of = None;
+                }
+            }
+            SyncMode::EveryStep | SyncMode::LocalSgd { .. } => {
+                self.buckets.average_gradients(comm, params, step)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The finiteness check, decided the same way on every replica.
+    fn check_finite(
+        &mut self,
+        step: u64,
+        on_nan: NanPolicy,
+        state: &mut StepState,
+    ) -> Result<(), RunError> {
+        let norm = match state.grad_norm {
+            Some(norm) => norm,
+            None => clip::grad_norm(self.model.tensors(), NormType::P(2.0))?,
+        };
+        // Local SGD's gradients are each replica's own: report their mean.
+        let local_sgd = matches!(
+            self.plan.topology.parallelism.sync,
+            SyncMode::LocalSgd { .. }
+        );
+        let norm = if local_sgd {
+            self.mean_over_replicas(norm, step)?
+        } else {
+            norm
+        };
+        state.grad_norm = Some(norm);
+        let bad = [("loss", state.loss), ("gradient norm", norm)]
+            .into_iter()
+            .find(|(_, v)| !v.is_finite());
+        let Some((what, value)) = bad else {
+            return Ok(());
+        };
+        if on_nan == NanPolicy::Skip {
+            state.skipped = true;
+            self.skipped_steps += 1;
+            return Ok(());
+        }
+        let kept = match self.last_checkpoint {
+            Some(k) => format!("the checkpoint of step {k} is intact"),
+            None => "no checkpoint was written".into(),
+        };
+        if self.world.size == 1 {
+            return Err(RunError::NonFinite {
+                step,
+                what,
+                value,
+                kept,
+            });
+        }
+        // The averaged values are the same on every replica, so every rank
+        // stops here; say where the trouble started.
+        let ranks = if state.bad_ranks.is_empty() {
+            "every replica (the averaged gradients)".to_string()
+        } else {
+            state
+                .bad_ranks
+                .iter()
+                .map(usize::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        Err(RunError::NonFiniteOnRanks {
+            step,
+            what,
+            ranks,
+            kept,
+        })
+    }
+
+    /// Local SGD: every replica takes the average of the parameters, the
+    /// optimizer's moments and the buffers.
+    pub fn average_replicas(&mut self, step: u64) -> Result<(), RunError> {
+        let comm = self.world.replicas.as_ref();
+        if comm.size() == 1 {
+            return Ok(());
+        }
+        let mut tensors = self.model.state_tensors();
+        tensors.extend(self.optimizer.state_tensors());
+        Buckets::average_tensors(comm, &tensors, step)
+    }
+
+    /// Rank 0's batch-norm statistics on every replica, as DDP broadcasts
+    /// its buffers before each forward pass.
+    fn broadcast_buffers(&mut self, step: u64) -> Result<(), RunError> {
+        let comm = self.world.replicas.as_ref();
+        for (_, buffer) in &mut self.model.buffers {
+            comm.broadcast(buffer, 0)
+                .map_err(|e| RunError::Collective { step, message: e.0 })?;
+        }
+        Ok(())
+    }
+
+    /// Applies what `async` still has in flight after the last step, in
+    /// order, as the steps would have.
+    pub fn drain(&mut self) -> Result<(), RunError> {
+        while let Some(oldest) = self.in_flight.pop_front() {
+            let of = oldest.step();
+            oldest.apply(
+                &self.buckets,
+                self.world.replicas.size(),
+                &self.model.params,
+            )?;
+            let mut state = StepState {
+                loss: 0.0,
+                grad_norm: None,
+                skipped: false,
+                update_of: Some(of),
+                bad_ranks: Vec::new(),
+            };
+            let program = self.plan.step_program.clone();
+            for op in &program {
+                if matches!(
+                    op,
+                    StepOp::CheckFinite { .. }
+                        | StepOp::ClipGradValue { .. }
+                        | StepOp::ClipGradNorm { .. }
+                        | StepOp::OptimizerStep
+                        | StepOp::ZeroGrad
+                ) {
+                    self.run_op(op, of, &mut state)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether buffers are broadcast from replica 0 every step.
+    pub fn buffers_follow_replica_zero(&self) -> bool {
+        let layout = &self.plan.topology.parallelism;
+        self.world.replicas.size() > 1
+            && !self.model.buffers.is_empty()
+            && layout.batch_norm == BatchNormSync::Local
+            && !matches!(layout.sync, SyncMode::LocalSgd { .. })
+    }
+}

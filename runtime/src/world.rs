@@ -1,0 +1,238 @@
+//! Where this process stands in a run: its rank among the world's, the
+//! replica and the pipeline stage the plan gives that rank, its device, and
+//! the groups it talks to. One process is world size 1 with [`Local`]
+//! communicators: the same step loop, no separate path.
+//!
+//! A process started by an MPI launcher (`mpirun`, `srun`) takes its rank
+//! and the world size from MPI; the world size must be the plan's, checked
+//! before anything is written or computed, on every rank.
+
+use dtl_compiler::plan::{Backend, Plan};
+use tch::Device;
+
+use crate::comm::{Communicator, Local};
+use crate::device::{self, DeviceChoice};
+use crate::error::RunError;
+
+pub struct World {
+    /// This process's rank, `0..size`.
+    pub rank: usize,
+    pub size: usize,
+    /// The replica this rank is: rank % data.
+    pub replica: usize,
+    /// The pipeline stage it runs: rank / data.
+    pub stage: usize,
+    pub device: Device,
+    /// Every rank: control values (losses, flags, hashes) and aborting the
+    /// whole job.
+    pub all: Box<dyn Communicator>,
+    /// The replicas of this rank's stage, which average their gradients (or
+    /// parameters) with each other.
+    pub replicas: Box<dyn Communicator>,
+    /// The collective backend the replicas use: `local`, `mpi`, `nccl`.
+    pub backend: &'static str,
+}
+
+/// Whether this process was started by an MPI launcher.
+pub fn launched_by_mpi() -> bool {
+    ["OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_SIZE", "PMI_RANK"]
+        .iter()
+        .any(|v| std::env::var_os(v).is_some())
+}
+
+/// This process's rank as its launcher gave it, before MPI starts.
+pub fn rank_from_launcher() -> Option<usize> {
+    [
+        "OMPI_COMM_WORLD_RANK",
+        "PMIX_RANK",
+        "PMI_RANK",
+        "SLURM_PROCID",
+    ]
+    .iter()
+    .find_map(|v| std::env::var(v).ok()?.parse().ok())
+}
+
+/// This process's index among the ranks on its machine, from the launcher
+/// (Open MPI, Slurm, MPICH), 0 without one: which GPU it takes.
+pub fn local_rank() -> usize {
+    [
+        "OMPI_COMM_WORLD_LOCAL_RANK",
+        "SLURM_LOCALID",
+        "MPI_LOCALRANKID",
+        "LOCAL_RANK",
+    ]
+    .iter()
+    .find_map(|v| std::env::var(v).ok()?.parse().ok())
+    .unwrap_or(0)
+}
+
+/// How many ranks share this machine, from the launcher (1 without one).
+pub fn local_size() -> usize {
+    [
+        "OMPI_COMM_WORLD_LOCAL_SIZE",
+        "SLURM_NTASKS_PER_NODE",
+        "MPI_LOCALNRANKS",
+        "LOCAL_WORLD_SIZE",
+    ]
+    .iter()
+    .find_map(|v| std::env::var(v).ok()?.parse().ok())
+    .unwrap_or(1)
+}
+
+/// Whether this runtime can run `plan` on `choice` at all: refused before
+/// any rank is started or anything written.
+pub fn supports(plan: &Plan, choice: DeviceChoice) -> Result<(), RunError> {
+    let layout = &plan.topology.parallelism;
+    if layout.backend == Backend::Nccl && device::resolve(choice)? == Device::Cpu {
+        return Err(nccl_needs_cuda());
+    }
+    let stages = layout.pipeline;
+    if stages > 1 {
+        return Err(RunError::Backend {
+            message: format!(
+                "this plan cuts the model into {stages} pipeline stages; this dtl trains data-parallel replicas of the whole model, not pipelines yet (compile with `pipeline = 1`)"
+            ),
+        });
+    }
+    Ok(())
+}
+
+impl World {
+    /// Joins the run: every rank calls this first.
+    pub fn join(plan: &Plan, choice: DeviceChoice) -> Result<World, RunError> {
+        supports(plan, choice)?;
+        let all = world_communicator()?;
+        let (rank, size) = (all.rank(), all.size());
+        let layout = &plan.topology.parallelism;
+        let expected = plan.topology.world_size() as usize;
+        if size != expected {
+            return Err(RunError::WorldSize {
+                rank,
+                ranks: size,
+                plan: expected,
+                data: layout.data,
+                pipeline: layout.pipeline,
+            });
+        }
+        let data = layout.data as usize;
+        let device = match device::resolve(choice)? {
+            // Each rank on a machine takes its own GPU.
+            Device::Cuda(_) => {
+                Device::Cuda(local_rank() % tch::Cuda::device_count().max(1) as usize)
+            }
+            cpu => cpu,
+        };
+        let (replica, stage) = (rank % data, rank / data);
+        let backend = match (layout.backend, device) {
+            (Backend::Auto, Device::Cuda(_)) | (Backend::Nccl, _) => Backend::Nccl,
+            (Backend::Auto | Backend::Mpi, _) => Backend::Mpi,
+        };
+        let replicas = replica_group(all.as_ref(), backend, device, stage, replica, data)?;
+        let backend = replicas.backend();
+        Ok(World {
+            rank,
+            size,
+            replica,
+            stage,
+            device,
+            all,
+            replicas,
+            backend,
+        })
+    }
+
+    /// Ends the whole job with `code` when this rank fails alone: peers
+    /// blocked in a collective it will never join would wait forever.
+    pub fn abort(&self, code: i32) -> ! {
+        self.all.abort(code)
+    }
+}
+
+/// Every rank of the run: MPI's world when an MPI launcher started this
+/// process, else this process alone.
+fn world_communicator() -> Result<Box<dyn Communicator>, RunError> {
+    if !launched_by_mpi() {
+        return Ok(Box::new(Local));
+    }
+    #[cfg(feature = "mpi")]
+    {
+        crate::comm::mpi::Mpi::init()
+            .map(|comm| Box::new(comm) as Box<dyn Communicator>)
+            .map_err(|e| RunError::Backend { message: e.0 })
+    }
+    #[cfg(not(feature = "mpi"))]
+    Err(RunError::Backend {
+        message: "this process was started by an MPI launcher, but this dtl was built without MPI (the `mpi` feature)".into(),
+    })
+}
+
+/// The replicas of one stage: ranks `stage·data .. (stage+1)·data`, over
+/// the backend the plan asks for.
+fn replica_group(
+    all: &dyn Communicator,
+    backend: Backend,
+    device: Device,
+    stage: usize,
+    replica: usize,
+    data: usize,
+) -> Result<Box<dyn Communicator>, RunError> {
+    let comm_err = |e: crate::comm::CommError| RunError::Backend { message: e.0 };
+    // Every rank of the world takes part in the split, whatever its group.
+    let control = if all.size() == data {
+        None
+    } else {
+        Some(all.split(stage, replica).map_err(comm_err)?)
+    };
+    match backend {
+        Backend::Nccl => {
+            let Device::Cuda(index) = device else {
+                return Err(nccl_needs_cuda());
+            };
+            nccl_group(control, all, index as i64)
+        }
+        Backend::Mpi | Backend::Auto => {
+            if data == 1 {
+                return Ok(Box::new(Local));
+            }
+            match control {
+                Some(group) => Ok(group),
+                None => all.split(0, replica).map_err(comm_err),
+            }
+        }
+    }
+}
+
+fn nccl_needs_cuda() -> RunError {
+    RunError::Backend {
+        message: "`backend = nccl` works on CUDA tensors; this run is on the CPU (use `backend = mpi` or `auto`, or `--device cuda`)".into(),
+    }
+}
+
+#[cfg(feature = "nccl")]
+fn nccl_group(
+    control: Option<Box<dyn Communicator>>,
+    all: &dyn Communicator,
+    device: i64,
+) -> Result<Box<dyn Communicator>, RunError> {
+    let control = match control {
+        Some(group) => group,
+        // The whole world is one group: a communicator of its own.
+        None => all
+            .split(0, all.rank())
+            .map_err(|e| RunError::Backend { message: e.0 })?,
+    };
+    crate::comm::nccl::Nccl::init(control, device)
+        .map(|comm| Box::new(comm) as Box<dyn Communicator>)
+        .map_err(|e| RunError::Backend { message: e.0 })
+}
+
+#[cfg(not(feature = "nccl"))]
+fn nccl_group(
+    _: Option<Box<dyn Communicator>>,
+    _: &dyn Communicator,
+    _: i64,
+) -> Result<Box<dyn Communicator>, RunError> {
+    Err(RunError::Backend {
+        message: "this plan uses NCCL (`backend = nccl`, or `auto` on a GPU), but this dtl was built without it (the `nccl` feature)".into(),
+    })
+}

@@ -1,0 +1,363 @@
+"""What every hand-written PyTorch twin of a dtl experiment needs besides its
+network: the layers torch.nn lacks, the data as the `data` block describes
+it and the training loop as docs/language.md describes the `train` block.
+Running `dtl run` and comparing the two runs is comparison.py.
+
+Nothing here reads a dtl plan. The twins (twins.py, layers.py, bf16.py)
+spell out every constant of their `.dtl` file by hand — widths, learning
+rate, betas, clipping, schedule, batch sizes, seed — and this module turns
+those constants into a PyTorch run: torch.optim's optimizers,
+torch.nn.utils' clipping, F.cross_entropy, the learning rate of every step
+from the formulas of the language reference. The one thing shared with dtl
+is its seeded order of rows and dropout seeds (dtl_order.py), without which
+no reference could draw the same batches.
+
+The training loop, per optimizer step k (from 1), as the language reference
+lays it out:
+
+    torch.manual_seed(dropout_seed(seed, k))
+    for each of `accumulate` micro-batches:
+        loss = loss_fn(model(x), y) * (1 / accumulate); loss.backward()
+        the step's loss += loss.item()
+    grad_norm = the global norm before clipping (clip_grad_norm_'s return
+                value for `norm(...)`, else the L2 norm of the gradients)
+    clip (clip_grad_norm_ / clip_grad_value_), optimizer.step() at lr(k),
+    zero_grad()
+
+and at the last step (and every `eval_every`) an evaluation over the
+held-out rows with the network in eval mode (dropout off, batch norm on its
+running statistics): the summed loss over every target divided by their
+number, and the fraction of arg-max hits.
+"""
+
+import os
+
+# Reproducible CPU arithmetic: one thread, as `dtl run` uses MKL.
+os.environ.setdefault("MKL_NUM_THREADS", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import contextlib  # noqa: E402
+import gzip  # noqa: E402
+import math  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from safetensors.torch import save_file  # noqa: E402
+from torch import nn  # noqa: E402
+
+import dtl_order  # noqa: E402
+
+torch.set_num_threads(1)
+
+REPO = Path(__file__).resolve().parents[2]
+
+# ---------------------------------------------------------------------------
+# Self-check of the comparisons: DTL_TWIN_SABOTAGE=name[,name...] makes the
+# twin deliberately wrong, so that a run shows the comparison fails. Never
+# set in CI.
+# ---------------------------------------------------------------------------
+SABOTAGE = {s for s in os.environ.get("DTL_TWIN_SABOTAGE", "").split(",") if s}
+SABOTAGES = {
+    "weight_decay": "the optimizer's weight decay doubled",
+    "beta2": "Adam's beta2 set to 0.99 instead of the file's",
+    "dropout": "dropout p doubled (or 0.1 where the file has none)",
+    "noclip": "no gradient clipping",
+    "lr": "the learning rate 0.1% higher",
+    "momentum": "batch norm momentum 0.2 instead of 0.1",
+    "fp32": "(bf16.py) the references trained in float32, no autocast",
+    "dtype": "(bf16.py) one tensor of dtl's checkpoint/state.safetensors rewritten as bfloat16",
+}
+
+
+def sabotaged(name):
+    """True when the self-check asks the twin to get `name` wrong."""
+    assert name in SABOTAGES, name
+    return name in SABOTAGE
+
+
+def announce_sabotage():
+    unknown = SABOTAGE - SABOTAGES.keys()
+    if unknown:
+        sys.exit(f"DTL_TWIN_SABOTAGE: unknown {sorted(unknown)}; known: {sorted(SABOTAGES)}")
+    for name in sorted(SABOTAGE):
+        print(f"!! DTL_TWIN_SABOTAGE: {SABOTAGES[name]} — this run must FAIL")
+
+
+# ---------------------------------------------------------------------------
+# Layers of the language that torch.nn has no module for.
+# ---------------------------------------------------------------------------
+class PosEmbedding(nn.Module):
+    """`pos_embedding(max_len, dim)`: a learned vector per position added to
+    [B, T, dim], T ≤ max_len; weight [max_len, dim] ~ N(0, 0.02²)."""
+
+    def __init__(self, max_len, dim):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(max_len, dim))
+        nn.init.normal_(self.weight, std=0.02)
+
+    def forward(self, x):
+        return x + self.weight[: x.shape[1]]
+
+
+class SelfAttention(nn.MultiheadAttention):
+    """`attention(dim, heads, causal: false)` as a stage: multi-head
+    self-attention of [B, T, dim], which the language defines as
+    nn.MultiheadAttention (batch_first) of x with itself; a causal mask
+    keeps each position from the ones after it."""
+
+    def __init__(self, dim, heads, causal=False):
+        super().__init__(dim, heads, batch_first=True)
+        self.causal = causal
+        self.written_out = False  # see forward_written_out
+
+    def forward(self, x):
+        if self.written_out:
+            return self.forward_written_out(x)
+        mask = None
+        if self.causal:
+            mask = nn.Transformer.generate_square_subsequent_mask(x.shape[1])
+        return super().forward(x, x, x, need_weights=False, attn_mask=mask,
+                               is_causal=self.causal)[0]
+
+    def forward_written_out(self, x):
+        """The same attention written out from its definition, on the
+        [B, T, dim] layout: q, k, v = the in-projection's three chunks, each
+        split into heads, scaled dot-product attention per head, the heads
+        joined and projected out.
+
+        nn.MultiheadAttention computes this on a [T, B, dim] layout, whose
+        matrix products round differently in the last bit (the ~3e-7 per
+        step of twins.py). Under bf16 such last-bit differences flip
+        bfloat16 roundings and grow over a few steps into 1e-3, which would
+        hide a real difference; bf16.py therefore uses this form, and checks
+        it against nn.MultiheadAttention's own forward in float64
+        (attention_forms_agree)."""
+        b, t, d = x.shape
+        heads = self.num_heads
+        q, k, v = F.linear(x, self.in_proj_weight, self.in_proj_bias).chunk(3, dim=-1)
+        q, k, v = (z.reshape(b, t, heads, d // heads).transpose(1, 2) for z in (q, k, v))
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=self.causal)
+        y = y.transpose(1, 2).reshape(b, t, d)
+        return F.linear(y, self.out_proj.weight, self.out_proj.bias)
+
+
+def attention_forms_agree():
+    """max relative difference, in float64, between nn.MultiheadAttention's
+    forward and SelfAttention.forward_written_out (random weights and input,
+    causal and not, biases non-zero)."""
+    worst = 0.0
+    generator = torch.Generator().manual_seed(0)
+    for causal in (False, True):
+        attention = SelfAttention(16, 4, causal).double()
+        with torch.no_grad():
+            for p in attention.parameters():
+                p.copy_(torch.randn(p.shape, generator=generator, dtype=torch.float64))
+        x = torch.randn(3, 7, 16, generator=generator, dtype=torch.float64)
+        reference = attention(x)
+        attention.written_out = True
+        written = attention(x)
+        worst = max(worst, ((written - reference).abs().max() / reference.abs().max()).item())
+    return worst
+
+
+# ---------------------------------------------------------------------------
+# Data, as the data block describes it.
+# ---------------------------------------------------------------------------
+@dataclass
+class Data:
+    """Every row of a data source in file order, plus the split settings."""
+
+    features: torch.Tensor  # [rows, *shape]
+    targets: torch.Tensor  # [rows] or [rows, T] class indices
+    valid: float = 0.2
+    shuffle: bool = True
+
+
+def csv_source(path, label=-1, header=False):
+    """A numeric CSV (gzip when the name ends in .gz): features as float32
+    and the class column as int64."""
+    opener = gzip.open if str(path).endswith(".gz") else open
+    with opener(path, "rt") as f:
+        table = np.loadtxt(f, delimiter=",", skiprows=1 if header else 0, ndmin=2)
+    label = label % table.shape[1]
+    features = np.delete(table, label, axis=1).astype(np.float32)
+    return torch.from_numpy(features), torch.from_numpy(table[:, label].astype(np.int64))
+
+
+def digits(shape, scale, valid, shuffle=True):
+    """data/digits.csv.gz: 64 pixel columns then the digit; `scale`
+    multiplies every feature (in float32, as a tensor times a scalar),
+    `shape` lays a row out."""
+    x, y = csv_source(REPO / "data/digits.csv.gz")
+    return Data((x * scale).reshape([-1] + list(shape)), y, valid, shuffle)
+
+
+def text_windows(path, context, encoding, valid, shuffle=True):
+    """A text cut into windows of `context` tokens: row i reads tokens
+    [iT, iT+T) and predicts [iT+1, iT+T+1). Tokens are characters numbered in
+    code-point order (`chars`) or bytes (`bytes`, 256 classes)."""
+    raw = Path(path).read_bytes()
+    if encoding == "bytes":
+        ids = list(raw)
+    else:
+        text = raw.decode("utf-8")
+        vocab = sorted(set(text))
+        number = {c: i for i, c in enumerate(vocab)}
+        ids = [number[c] for c in text]
+    rows = (len(ids) - 1) // context
+    tokens = torch.tensor(ids[: rows * context + 1], dtype=torch.int64)
+    x = tokens[: rows * context].reshape(rows, context)
+    y = tokens[1: rows * context + 1].reshape(rows, context)
+    return Data(x, y, valid, shuffle)
+
+
+# ---------------------------------------------------------------------------
+# The train block.
+# ---------------------------------------------------------------------------
+@dataclass
+class Recipe:
+    """A train block's settings, every default spelt out by the twin."""
+
+    steps: int
+    micro_batch: int
+    optimizer: str  # "sgd" | "adam" | "adamw"
+    lr: float
+    optimizer_args: dict  # the remaining arguments, defaults included
+    accumulate: int = 1
+    warmup: int = 0
+    # ("constant",) | ("step", every, gamma) | ("cosine", min_lr) | ("linear", end_factor)
+    schedule: tuple = ("constant",)
+    clip: tuple = None  # None | ("norm", max, p), p = 2.0 or math.inf | ("value", v)
+    label_smoothing: float = 0.0
+    seed: int = 0
+    eval_every: int = 0
+
+    def __post_init__(self):
+        """Applies the self-check's deliberate mistakes (see SABOTAGES)."""
+        args = self.optimizer_args
+        if sabotaged("weight_decay"):
+            args["weight_decay"] = 2 * args.get("weight_decay", 0.0) or 0.01
+        if sabotaged("beta2") and "betas" in args:
+            args["betas"] = (args["betas"][0], 0.99)
+        if sabotaged("noclip"):
+            self.clip = None
+        if sabotaged("lr"):
+            self.lr *= 1.001
+
+
+def lr_at(recipe, k):
+    """docs/language.md, "Learning-rate schedules": step k (from 1) uses
+    lr·k/warmup during the warm-up; after it, with t = k − warmup − 1 and
+    T = steps − warmup, the decay's formula."""
+    lr, warmup = recipe.lr, recipe.warmup
+    if k <= warmup:
+        return lr * k / warmup
+    t = k - warmup - 1
+    total = max(recipe.steps - warmup, 1)
+    kind = recipe.schedule[0]
+    if kind == "constant":
+        return lr
+    if kind == "step":
+        _, every, gamma = recipe.schedule
+        return lr * gamma ** (t // every)
+    if kind == "cosine":
+        min_lr = recipe.schedule[1]
+        return min_lr + (lr - min_lr) * (1 + math.cos(math.pi * t / total)) / 2
+    if kind == "linear":
+        end = recipe.schedule[1]
+        return lr * (1 - (1 - end) * t / total)
+    raise ValueError(recipe.schedule)
+
+
+def make_optimizer(recipe, params):
+    """torch.optim's optimizer; foreach=False picks the single-tensor code
+    path (what PyTorch uses on CPU anyway), whose rounding dtl reproduces."""
+    cls = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
+    return cls[recipe.optimizer](params, lr=recipe.lr, foreach=False, **recipe.optimizer_args)
+
+
+def loss_fn(recipe, output, target):
+    """cross_entropy over every predicted label: [B, ..., C] against [B, ...]."""
+    classes = output.shape[-1]
+    return F.cross_entropy(output.reshape(-1, classes).float(), target.reshape(-1),
+                           label_smoothing=recipe.label_smoothing)
+
+
+@dataclass
+class TwinRun:
+    steps: list  # per step: {"step", "loss", "lr", "grad_norm"}
+    evals: list  # {"step", "eval_loss", "eval_accuracy", "eval_rows"}
+    state: dict  # the final state_dict
+    seconds: float
+
+
+def evaluate(model, recipe, x, y, step, autocast):
+    """Mean loss over every held-out target and arg-max accuracy."""
+    model.eval()
+    with torch.no_grad(), autocast():
+        out = model(x).float()
+        classes = out.shape[-1]
+        total = F.cross_entropy(out.reshape(-1, classes), y.reshape(-1),
+                                label_smoothing=recipe.label_smoothing, reduction="sum")
+        hits = (out.argmax(-1) == y).sum().item()
+    model.train()
+    return {"step": step, "eval_loss": total.item() / y.numel(),
+            "eval_accuracy": hits / y.numel(), "eval_rows": x.shape[0]}
+
+
+def train(model, data, recipe, autocast=contextlib.nullcontext):
+    """Trains `model` as `dtl run` trains its file; `autocast` wraps every
+    forward pass (bf16.py)."""
+    started = time.perf_counter()
+    train_rows, valid_rows = dtl_order.split(len(data.targets), data.valid, recipe.seed,
+                                             data.shuffle)
+    x_train, y_train = data.features[train_rows], data.targets[train_rows]
+    x_valid, y_valid = data.features[valid_rows], data.targets[valid_rows]
+    batches = dtl_order.BatchOrder(len(train_rows), recipe.micro_batch, recipe.seed,
+                                   data.shuffle)
+    params = list(model.parameters())
+    optimizer = make_optimizer(recipe, params)
+    model.train()
+    steps, evals = [], []
+    for k in range(1, recipe.steps + 1):
+        torch.manual_seed(dtl_order.dropout_seed(recipe.seed, k))
+        loss_sum = 0.0
+        for _ in range(recipe.accumulate):
+            idx = torch.tensor(batches.next())
+            x, y = x_train[idx], y_train[idx]
+            with autocast():
+                out = model(x)
+            loss = loss_fn(recipe, out, y) * (1.0 / recipe.accumulate)
+            loss.backward()
+            loss_sum += loss.item()
+        grads = [p.grad for p in params if p.grad is not None]
+        if recipe.clip and recipe.clip[0] == "norm":
+            _, max_norm, norm_type = recipe.clip
+            grad_norm = nn.utils.clip_grad_norm_(params, max_norm, norm_type=norm_type).item()
+        else:
+            grad_norm = nn.utils.get_total_norm(grads, 2.0).item()
+            if recipe.clip:
+                nn.utils.clip_grad_value_(params, recipe.clip[1])
+        lr = lr_at(recipe, k)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        optimizer.step()
+        optimizer.zero_grad()
+        steps.append({"step": k, "loss": loss_sum, "lr": lr, "grad_norm": grad_norm})
+        if (recipe.eval_every and k % recipe.eval_every == 0) or k == recipe.steps:
+            if len(valid_rows):
+                evals.append(evaluate(model, recipe, x_valid, y_valid, k, autocast))
+    state = {n: t.detach().clone() for n, t in model.state_dict().items()}
+    return TwinRun(steps, evals, state, time.perf_counter() - started)
+
+
+def save_init(model, path):
+    """The twin's initial state_dict (PyTorch's seeded initialisers) as
+    safetensors, for `dtl run --init`."""
+    save_file({n: t.detach().clone().contiguous() for n, t in model.state_dict().items()},
+              str(path))
