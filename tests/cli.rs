@@ -488,9 +488,17 @@ fn data_auto_compiles_and_runs_for_the_world_size_given() {
         .code(1)
         .stderr_has("a plan is for one world size");
     // Two ranks, started by dtl itself through mpirun.
-    dtl(&["run", file, "--world", "2", "--quiet", "--out", out.to_str().unwrap()])
-        .code(0)
-        .stdout_has("× 2 ranks (mpi)");
+    dtl(&[
+        "run",
+        file,
+        "--world",
+        "2",
+        "--quiet",
+        "--out",
+        out.to_str().unwrap(),
+    ])
+    .code(0)
+    .stdout_has("× 2 ranks (mpi)");
     assert!(out.join("rank-1.log").is_file() && out.join("model.safetensors").is_file());
 }
 

@@ -22,6 +22,7 @@ pub mod optim;
 mod prefetch;
 mod progress;
 mod rank_log;
+pub mod segments;
 mod step;
 pub mod train;
 pub mod world;

@@ -113,6 +113,16 @@ impl Model {
         Ok(values.swap_remove(self.result))
     }
 
+    /// The plan's nodes, in execution order.
+    pub fn nodes(&self) -> &[Node] {
+        &self.nodes
+    }
+
+    /// The node whose output is the model's.
+    pub fn result(&self) -> usize {
+        self.result
+    }
+
     pub fn tensors(&self) -> impl Iterator<Item = &Tensor> + Clone {
         self.params.iter().map(|(_, t)| t)
     }

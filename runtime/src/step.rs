@@ -11,6 +11,7 @@ use crate::comm::ReduceOp;
 use crate::data_parallel::{self, AsyncUpdate, Buckets};
 use crate::error::{RunError, TorchContext};
 use crate::loss;
+use crate::segments::Forward;
 use crate::train::{dropout_seed, Run};
 
 /// What the step's ops have found so far.
@@ -144,7 +145,20 @@ impl Run<'_> {
         let ctx = || format!("step {step}: move batch");
         let x = batch.x.f_to_device(self.device).context(ctx)?;
         let y = batch.y.f_to_device(self.device).context(ctx)?;
-        let output = self.model.forward(&x, true)?;
+        // Synchronised batch norm needs the replicas between segments.
+        let pass = match &self.sync_norm_segments {
+            Some(segments) => Some(Forward::run(
+                &self.model,
+                &x,
+                segments.clone(),
+                self.world.replicas.as_ref(),
+            )?),
+            None => None,
+        };
+        let output = match &pass {
+            Some(pass) => pass.output().shallow_clone(),
+            None => self.model.forward(&x, true)?,
+        };
         let scaled = loss::loss(&self.plan.train.loss, &output, &y, Reduction::Mean)
             .and_then(|l| l.f_mul_scalar(loss_scale))
             .context(|| {
@@ -154,9 +168,12 @@ impl Run<'_> {
                     y.size()
                 )
             })?;
-        scaled
-            .f_backward()
-            .context(|| format!("step {step}: backward"))?;
+        match pass {
+            Some(pass) => pass.backward(&scaled, self.world.replicas.as_ref())?,
+            None => scaled
+                .f_backward()
+                .context(|| format!("step {step}: backward"))?,
+        }
         scaled
             .f_double_value(&[])
             .context(|| format!("step {step}: read loss"))

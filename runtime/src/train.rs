@@ -15,7 +15,7 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use dtl_compiler::plan::{Plan, SyncMode};
+use dtl_compiler::plan::{BatchNormSync, Plan, SyncMode};
 use dtl_compiler::util::rng::Rng;
 use serde::Serialize;
 use tch::{Device, Reduction, Tensor};
@@ -32,6 +32,7 @@ use crate::optim::Optimizer;
 use crate::prefetch::Prefetch;
 use crate::progress::Progress;
 use crate::rank_log::RankLog;
+use crate::segments;
 use crate::world::World;
 
 pub use dtl_compiler::records::{EvalRecord, StepRecord};
@@ -97,6 +98,8 @@ pub struct Run<'a> {
     pub in_flight: VecDeque<AsyncUpdate>,
     /// Rank 0's batch-norm statistics are broadcast before every step.
     pub broadcast_buffers: bool,
+    /// `batch_norm = sync` over several replicas: each node's segment.
+    pub sync_norm_segments: Option<Vec<usize>>,
     pub first_loss: f64,
     pub skipped_steps: u64,
     pub train_seconds: f64,
@@ -194,6 +197,7 @@ pub fn train(plan: &Plan, options: &RunOptions, world: &World) -> Result<Summary
         buckets,
         in_flight,
         broadcast_buffers: false,
+        sync_norm_segments: None,
         first_loss: saved.map_or(f64::NAN, |s| s.first_loss),
         skipped_steps: saved.map_or(0, |s| s.skipped_steps),
         train_seconds: saved.map_or(0.0, |s| s.train_seconds),
@@ -202,6 +206,10 @@ pub fn train(plan: &Plan, options: &RunOptions, world: &World) -> Result<Summary
         fingerprint,
     };
     run.broadcast_buffers = run.buffers_follow_replica_zero();
+    let layout = &plan.topology.parallelism;
+    if layout.batch_norm == BatchNormSync::Sync && world.replicas.size() > 1 {
+        run.sync_norm_segments = Some(segments::sync_norm_segments(run.model.nodes()));
+    }
 
     let mut metrics = if lead {
         let file = OpenOptions::new()

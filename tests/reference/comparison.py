@@ -37,9 +37,10 @@ def require_binary(parser, path):
         parser.error(f"{path} is not an executable dtl binary")
 
 
-def run_dtl(binary, dtl_file, out, init=None, sets=()):
-    """`dtl run FILE --quiet --device cpu --out OUT [--init W] [--set ...]`,
-    into a fresh OUT (no checkpoint of an earlier run can linger)."""
+def run_dtl(binary, dtl_file, out, init=None, sets=(), flags=()):
+    """`dtl run FILE --quiet --device cpu --out OUT [--init W] [--set ...]
+    [FLAGS ...]`, into a fresh OUT (no checkpoint of an earlier run can
+    linger)."""
     shutil.rmtree(out, ignore_errors=True)
     command = [str(binary), "run", str(dtl_file), "--quiet", "--device", "cpu",
                "--out", str(out)]
@@ -47,6 +48,7 @@ def run_dtl(binary, dtl_file, out, init=None, sets=()):
         command += ["--init", str(init)]
     for s in sets:
         command += ["--set", s]
+    command += [str(f) for f in flags]
     started = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True)
     seconds = time.perf_counter() - started

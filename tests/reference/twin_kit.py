@@ -71,6 +71,9 @@ SABOTAGES = {
     "momentum": "batch norm momentum 0.2 instead of 0.1",
     "fp32": "(bf16.py) the references trained in float32, no autocast",
     "dtype": "(bf16.py) one tensor of dtl's checkpoint/state.safetensors rewritten as bfloat16",
+    "world_sum": "(ddp.py) gradients summed over the replicas, not averaged",
+    "same_rows": "(ddp.py) every replica reads the first rows of each global micro-batch",
+    "local_clip": "(ddp.py) each replica clips its own gradients before they are averaged",
 }
 
 

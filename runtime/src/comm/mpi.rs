@@ -75,6 +75,11 @@ impl Mpi {
         })
     }
 
+    /// rsmpi's view of MPI's world (for comparisons with its safe API).
+    pub fn world_handle(&self) -> mpi::topology::SimpleCommunicator {
+        self.universe.world()
+    }
+
     /// The MPI library's own version line.
     pub fn library_version() -> String {
         mpi::environment::library_version().unwrap_or_else(|_| "unknown MPI".into())

@@ -1,0 +1,307 @@
+"""dtl's data parallelism against PyTorch's DistributedDataParallel and against
+one dtl process with the global batch, step for step.
+
+    python tests/reference/ddp.py DTL_BINARY WORKDIR [--world D] [--case sgd|adamw|all]
+
+The experiment is tests/reference/layers/ddp_mlp.dtl: linear(64, 64) |> relu
+|> linear(64, 10) on the digits, no dropout, micro_batch = 8, accumulate = 2,
+clip = norm(1.0), `parallel { data = 2 }`. Case `sgd` runs the file as
+written (SGD with momentum and weight decay); case `adamw` swaps the
+optimizer on the command line (`--set train.optimizer=adamw(...)`), the one
+setting the twin changes for it too. For each case the script:
+
+1. builds the twin (torch.nn, PyTorch's seeded initialisers) and saves its
+   state_dict to WORKDIR/CASE/init.safetensors;
+2. runs `DTL_BINARY run FILE --quiet --device cpu --trace --init ...
+   --set parallel.data=D`: dtl starts D ranks itself through mpirun;
+3. runs dtl once more in one process with the same global batch:
+   `--set parallel.data=1 --set train.micro_batch=8·D`;
+4. trains the twin under torch.distributed (gloo, D processes from
+   torch.multiprocessing.spawn on a free localhost port) wrapped in
+   DistributedDataParallel: replica g reads rows g·8 … g·8+7 of every
+   global micro-batch of 8·D rows of dtl's epoch order (dtl_order.py),
+   accumulates the first micro-step under `model.no_sync()` so that DDP
+   all-reduces only on the last, then clip_grad_norm_ on the averaged
+   gradients, optimizer step; the step's loss is averaged over the replicas
+   (the sum of each replica's micro-step losses, as metrics.jsonl has it);
+5. compares dtl×D with DDP and dtl×D with dtl×1: per step loss, gradient
+   norm before clipping and lr, the final evaluation, every final weight
+   (dtl's model.safetensors against DDP rank 0's state_dict; max |difference|
+   over the tensor's largest magnitude); and checks that DDP's replicas end
+   bit-identical and that dtl's ranks held bit-identical weights after every
+   step (the `weights` hash of each rank-K.trace.jsonl).
+
+Tolerances, relative. `sgd`: 1e-6 for everything. `adamw`: 1e-6 for loss,
+gradient norm, lr and evaluation, 1e-4 for weights. Measured on the 2-core
+development machine (torch 2.11.0, Open MPI 5.0, debug dtl), world 2, 60
+steps: SGD dtl×2 vs DDP bit-identical (loss, norm, weights); dtl×2 vs dtl×1
+losses 1.2e-7, weights 6e-8. AdamW dtl×2 vs DDP bit-identical; dtl×2 vs
+dtl×1 losses 1.2e-7 and weights up to 2e-6: a gradient whose micro-batch
+sums almost cancel has a different last bit when 16 rows are summed at
+once than as two 8-row halves, and Adam divides that bit by its own tiny
+second moment into a full-size (≈ lr) step; SGD moves such a weight by lr
+times the bit. The looser weight bound is for that, not for any difference
+in the algorithm: the losses stay at 1e-7.
+
+With D = 2 the gradient average is exact whichever side divides (DDP
+divides each replica's gradient by D before its all-reduce, dtl divides the
+sum after; both by a power of two), so dtl and DDP agree to the bit. With 4
+replicas the order of the all-reduce's sums may differ between MPI and gloo.
+
+Exit status 0 when everything agrees, 1 with the mismatches listed, 2 on
+usage errors. DTL_TWIN_SABOTAGE=world_sum|same_rows|local_clip (ddp.py's
+own) or lr|noclip|weight_decay (twin_kit's) makes the DDP twin
+deliberately wrong: the run must then fail. Dropping `no_sync` is not among
+them: all-reducing every micro-step gives the same average up to the order
+of a sum, which no tolerance can tell from a correct run.
+"""
+
+import argparse
+import contextlib
+import json
+import os
+import socket
+import sys
+import time
+from pathlib import Path
+
+import twin_kit as kit  # sets the thread environment before torch loads
+import comparison as cmp
+import dtl_order
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from safetensors.torch import load_file
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+DTL_FILE = Path(__file__).resolve().parent / "layers" / "ddp_mlp.dtl"
+MICRO_BATCH = 8  # per replica, the file's train.micro_batch
+
+# (weights tolerance, tolerance of everything else), relative.
+TOLERANCES = {"sgd": (1e-6, 1e-6), "adamw": (1e-4, 1e-6)}
+
+
+# ---------------------------------------------------------------------------
+# The twin of layers/ddp_mlp.dtl, every constant spelt out.
+# ---------------------------------------------------------------------------
+def twin(case):
+    """(model, data, recipe, dtl --set overrides) for CASE; the model with
+    PyTorch's initialisers seeded by the train block's seed."""
+    seed = 3
+    torch.manual_seed(seed)
+    # model Net: x |> linear(64, 64) |> relu |> linear(64, 10)
+    model = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10))
+    # data digits: csv(label: -1), scale 0.0625, valid 0.2
+    data = kit.digits(shape=[64], scale=0.0625, valid=0.2)
+    if case == "sgd":
+        optimizer, lr = "sgd", 0.1
+        args = dict(momentum=0.9, dampening=0.0, weight_decay=1e-4, nesterov=False)
+        sets = []
+    else:
+        optimizer, lr = "adamw", 3e-3
+        args = dict(betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01)
+        sets = ["train.optimizer=adamw(lr: 3e-3, weight_decay: 0.01)"]
+    recipe = kit.Recipe(steps=60, micro_batch=MICRO_BATCH, accumulate=2,
+                        optimizer=optimizer, lr=lr, optimizer_args=args,
+                        clip=("norm", 1.0, 2.0), seed=seed)
+    return model, data, recipe, sets
+
+
+# ---------------------------------------------------------------------------
+# The DDP side: one process per replica.
+# ---------------------------------------------------------------------------
+def free_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def replica_rows(global_batch, replica, micro_batch):
+    """The rows replica g reads of a global micro-batch: a contiguous
+    g·m … (g+1)·m − 1 (docs/plan.md, `sharding`)."""
+    if kit.sabotaged("same_rows"):
+        replica = 0
+    return global_batch[replica * micro_batch:(replica + 1) * micro_batch]
+
+
+def ddp_replica(rank, world, port, case, init, out):
+    """Trains replica `rank` of `world` under DDP and saves its step
+    records, evaluation and final state_dict to OUT/rank-R.pt."""
+    os.environ["MASTER_ADDR"] = "127.0.0.1"
+    os.environ["MASTER_PORT"] = str(port)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        torch.set_num_threads(1)
+        model, data, recipe, _ = twin(case)
+        model.load_state_dict(load_file(str(init)))
+        ddp = DistributedDataParallel(model)
+        train_rows, valid_rows = dtl_order.split(len(data.targets), data.valid, recipe.seed)
+        x_train, y_train = data.features[train_rows], data.targets[train_rows]
+        # One order for all replicas: global micro-batches of D·m rows.
+        batches = dtl_order.BatchOrder(len(train_rows), world * recipe.micro_batch, recipe.seed)
+        params = list(model.parameters())
+        optimizer = kit.make_optimizer(recipe, params)
+        local_clip = kit.sabotaged("local_clip")
+        steps = []
+        for k in range(1, recipe.steps + 1):
+            loss_sum = 0.0
+            for micro in range(recipe.accumulate):
+                last = micro == recipe.accumulate - 1
+                # DDP all-reduces in the backward of the step's last
+                # micro-batch only; before it, gradients accumulate locally.
+                sync = contextlib.nullcontext() if last and not local_clip else ddp.no_sync()
+                idx = torch.tensor(replica_rows(batches.next(), rank, recipe.micro_batch))
+                with sync:
+                    loss = kit.loss_fn(recipe, ddp(x_train[idx]), y_train[idx])
+                    loss = loss * (1.0 / recipe.accumulate)
+                    loss.backward()
+                loss_sum += loss.item()
+            if local_clip:
+                nn.utils.clip_grad_norm_(params, recipe.clip[1], norm_type=recipe.clip[2])
+                for p in params:
+                    dist.all_reduce(p.grad)
+                    p.grad.div_(world)
+            if kit.sabotaged("world_sum"):
+                for p in params:
+                    p.grad.mul_(world)
+            _, max_norm, norm_type = recipe.clip
+            grad_norm = nn.utils.clip_grad_norm_(params, max_norm, norm_type=norm_type).item()
+            lr = kit.lr_at(recipe, k)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            optimizer.step()
+            optimizer.zero_grad()
+            mean_loss = torch.tensor([loss_sum], dtype=torch.float64)
+            dist.all_reduce(mean_loss)
+            steps.append({"step": k, "loss": mean_loss.item() / world, "lr": lr,
+                          "grad_norm": grad_norm})
+        evals = [kit.evaluate(model, recipe, data.features[valid_rows],
+                              data.targets[valid_rows], recipe.steps, contextlib.nullcontext)]
+        state = {n: t.detach().clone() for n, t in model.state_dict().items()}
+        torch.save({"steps": steps, "evals": evals, "state": state}, out / f"rank-{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def run_ddp(world, case, init, out):
+    """Every replica's {"steps", "evals", "state"}, by rank, and the
+    seconds the spawn took."""
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in out.glob("rank-*.pt"):
+        stale.unlink()
+    started = time.perf_counter()
+    mp.spawn(ddp_replica, args=(world, free_port(), case, init, out), nprocs=world, join=True)
+    seconds = time.perf_counter() - started
+    return [torch.load(out / f"rank-{r}.pt") for r in range(world)], seconds
+
+
+# ---------------------------------------------------------------------------
+# Checks of each side on its own.
+# ---------------------------------------------------------------------------
+def check_replicas_equal(c, states):
+    """DDP's replicas must end with the same weights, to the bit."""
+    worst, where = 0.0, "-"
+    for rank, state in enumerate(states[1:], start=1):
+        for name, tensor in state.items():
+            d = (tensor.double() - states[0][name].double()).abs().max().item()
+            if not d <= worst:
+                worst, where = d, f"rank {rank} `{name}`"
+    c.check("replicas", worst, where, 0.0)
+
+
+def check_dtl_ranks(c, out, world, steps):
+    """summary.json names D ranks; every rank wrote its log and a trace with
+    one record per step; the weight hashes agree across ranks at every step."""
+    summary = json.loads((out / "summary.json").read_text())
+    if summary.get("world_size") != world:
+        c.fail(f"summary.json: world_size {summary.get('world_size')}, expected {world}")
+    traces = []
+    for rank in range(world):
+        if not (out / f"rank-{rank}.log").is_file():
+            c.fail(f"rank-{rank}.log is missing")
+        path = out / f"rank-{rank}.trace.jsonl"
+        if not path.is_file():
+            c.fail(f"{path.name} is missing")
+            return
+        records = [json.loads(line) for line in path.read_text().splitlines()]
+        hashes = {r["step"]: r["weights"] for r in records if "weights" in r}
+        if sorted(hashes) != list(range(1, steps + 1)):
+            c.fail(f"{path.name}: weight hashes for steps {sorted(hashes)[:3]}…"
+                   f"{sorted(hashes)[-3:]} ({len(hashes)}), expected 1…{steps}")
+        traces.append(hashes)
+    differing = [k for k in range(1, steps + 1)
+                 if len({t.get(k) for t in traces}) != 1]
+    if differing:
+        c.fail(f"ranks' weight hashes differ at steps {differing[:10]}"
+               f"{' …' if len(differing) > 10 else ''} (first: "
+               + ", ".join(f"rank {r} {t.get(differing[0])}" for r, t in enumerate(traces))
+               + ")")
+    print(f"  dtl ranks: {world} traces, {steps} steps each, weight hashes "
+          f"{'equal at every step' if not differing else 'DIFFER'}")
+
+
+# ---------------------------------------------------------------------------
+# One case.
+# ---------------------------------------------------------------------------
+def run_case(case, binary, workdir, world):
+    model, _, recipe, sets = twin(case)
+    weights_tol, tol = TOLERANCES[case]
+    workdir.mkdir(parents=True, exist_ok=True)
+    init = workdir / "init.safetensors"
+    kit.save_init(model, init)
+    parallel = cmp.run_dtl(binary, DTL_FILE, workdir / f"dtl-world{world}", init=init,
+                           sets=sets + [f"parallel.data={world}"], flags=["--trace"])
+    single = cmp.run_dtl(binary, DTL_FILE, workdir / "dtl-world1", init=init,
+                         sets=sets + ["parallel.data=1",
+                                      f"train.micro_batch={world * MICRO_BATCH}"])
+    replicas, ddp_seconds = run_ddp(world, case, init, workdir / "ddp")
+    ddp = replicas[0]
+    print(f"{case}: {recipe.steps} steps, world {world}; dtl×{world} {parallel.seconds:.1f} s, "
+          f"dtl×1 {single.seconds:.1f} s, DDP×{world} {ddp_seconds:.1f} s (wall, start-up "
+          f"included)")
+
+    against_ddp = cmp.Comparison(f"{case}: dtl×{world} vs DDP")
+    cmp.compare_steps(against_ddp, parallel.steps, ddp["steps"], tol)
+    cmp.compare_evals(against_ddp, parallel.evals, ddp["evals"], tol)
+    parallel_weights = cmp.read_safetensors(parallel.out / "model.safetensors")
+    cmp.compare_weights(against_ddp, parallel_weights, ddp["state"], weights_tol)
+    check_replicas_equal(against_ddp, [r["state"] for r in replicas])
+
+    against_single = cmp.Comparison(f"{case}: dtl×{world} vs dtl×1 (micro_batch "
+                                     f"{world * MICRO_BATCH})")
+    cmp.compare_steps(against_single, parallel.steps, single.steps, tol)
+    cmp.compare_evals(against_single, parallel.evals, single.evals, tol)
+    cmp.compare_weights(against_single, parallel_weights,
+                        cmp.read_safetensors(single.out / "model.safetensors"), weights_tol)
+
+    for c in (against_ddp, against_single):
+        print(f" {c.name}, worst relative differences:")
+        c.print()
+    check_dtl_ranks(against_single, parallel.out, world, recipe.steps)
+    return [against_ddp, against_single]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("dtl", type=Path, help="the dtl binary")
+    parser.add_argument("workdir", type=Path)
+    parser.add_argument("--world", type=int, default=2,
+                        help="data-parallel replicas, for dtl and DDP alike (default 2)")
+    parser.add_argument("--case", choices=[*TOLERANCES, "all"], default="all",
+                        help="sgd: the file as written; adamw: its optimizer swapped "
+                        "(default: both)")
+    args = parser.parse_args()
+    if args.world < 2:
+        parser.error("--world must be at least 2")
+    cmp.require_binary(parser, args.dtl)
+    kit.announce_sabotage()
+    cases = list(TOLERANCES) if args.case == "all" else [args.case]
+    comparisons = []
+    for case in cases:
+        comparisons += run_case(case, args.dtl.resolve(), args.workdir / case, args.world)
+    cmp.finish(comparisons)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
