@@ -87,3 +87,91 @@ pub fn train(file: &Path, out: &Path, extra: &[&str]) -> Run {
     args.extend(extra);
     dtl(&args)
 }
+
+/// Every float32 tensor of a safetensors file, by name (values flattened).
+pub fn read_safetensors(path: &Path) -> std::collections::BTreeMap<String, Vec<f32>> {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let header_len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + header_len]).unwrap();
+    let data = &bytes[8 + header_len..];
+    header
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(name, info)| *name != "__metadata__" && info["dtype"] == "F32")
+        .map(|(name, info)| {
+            let offsets = &info["data_offsets"];
+            let (start, end) = (
+                offsets[0].as_u64().unwrap() as usize,
+                offsets[1].as_u64().unwrap() as usize,
+            );
+            let values = data[start..end]
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                .collect();
+            (name.clone(), values)
+        })
+        .collect()
+}
+
+/// The largest absolute difference between two weight files' tensors
+/// (which must hold the same names and sizes), and where it is.
+pub fn weights_differ(a: &Path, b: &Path) -> (f32, String) {
+    let (a, b) = (read_safetensors(a), read_safetensors(b));
+    assert_eq!(
+        a.keys().collect::<Vec<_>>(),
+        b.keys().collect::<Vec<_>>(),
+        "the two weight files name different tensors"
+    );
+    let mut worst = (0.0f32, String::new());
+    for (name, x) in &a {
+        let y = &b[name];
+        assert_eq!(x.len(), y.len(), "`{name}` has another size");
+        for (p, q) in x.iter().zip(y) {
+            let d = (p - q).abs();
+            if d > worst.0 || d.is_nan() {
+                worst = (d, name.clone());
+            }
+        }
+    }
+    worst
+}
+
+/// The step records of a run's metrics.jsonl (evaluation lines left out).
+pub fn step_records(out: &Path) -> Vec<dtl_compiler::records::StepRecord> {
+    std::fs::read_to_string(out.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .filter_map(
+            |line| match dtl_compiler::records::Record::parse(line).unwrap() {
+                dtl_compiler::records::Record::Step(step) => Some(step),
+                dtl_compiler::records::Record::Eval(_) => None,
+            },
+        )
+        .collect()
+}
+
+/// The last evaluation record of a run's metrics.jsonl.
+pub fn last_eval(out: &Path) -> dtl_compiler::records::EvalRecord {
+    std::fs::read_to_string(out.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .filter_map(
+            |line| match dtl_compiler::records::Record::parse(line).unwrap() {
+                dtl_compiler::records::Record::Eval(eval) => Some(eval),
+                dtl_compiler::records::Record::Step(_) => None,
+            },
+        )
+        .last()
+        .expect("the run evaluated")
+}
+
+/// The largest relative difference between two runs' step losses.
+pub fn losses_differ(a: &Path, b: &Path) -> f64 {
+    let (a, b) = (step_records(a), step_records(b));
+    assert_eq!(a.len(), b.len(), "the runs have different step counts");
+    a.iter()
+        .zip(&b)
+        .map(|(x, y)| (x.loss - y.loss).abs() / x.loss.abs().max(1e-12))
+        .fold(0.0, f64::max)
+}

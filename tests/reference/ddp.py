@@ -125,75 +125,94 @@ def replica_rows(global_batch, replica, micro_batch):
     return global_batch[replica * micro_batch:(replica + 1) * micro_batch]
 
 
-def ddp_replica(rank, world, port, case, init, out):
-    """Trains replica `rank` of `world` under DDP and saves its step
-    records, evaluation and final state_dict to OUT/rank-R.pt."""
+def ddp_replica(rank, world, port, jobs):
+    """Replica `rank` of `world`: for each (case, init, out) of `jobs`, trains
+    the case under DDP from `init` and saves its step records, evaluation
+    and final state_dict to OUT/rank-R.pt. One process group for all cases:
+    starting the processes (importing torch) is most of the time."""
     os.environ["MASTER_ADDR"] = "127.0.0.1"
     os.environ["MASTER_PORT"] = str(port)
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
         torch.set_num_threads(1)
-        model, data, recipe, _ = twin(case)
-        model.load_state_dict(load_file(str(init)))
-        ddp = DistributedDataParallel(model)
-        train_rows, valid_rows = dtl_order.split(len(data.targets), data.valid, recipe.seed)
-        x_train, y_train = data.features[train_rows], data.targets[train_rows]
-        # One order for all replicas: global micro-batches of D·m rows.
-        batches = dtl_order.BatchOrder(len(train_rows), world * recipe.micro_batch, recipe.seed)
-        params = list(model.parameters())
-        optimizer = kit.make_optimizer(recipe, params)
-        local_clip = kit.sabotaged("local_clip")
-        steps = []
-        for k in range(1, recipe.steps + 1):
-            loss_sum = 0.0
-            for micro in range(recipe.accumulate):
-                last = micro == recipe.accumulate - 1
-                # DDP all-reduces in the backward of the step's last
-                # micro-batch only; before it, gradients accumulate locally.
-                sync = contextlib.nullcontext() if last and not local_clip else ddp.no_sync()
-                idx = torch.tensor(replica_rows(batches.next(), rank, recipe.micro_batch))
-                with sync:
-                    loss = kit.loss_fn(recipe, ddp(x_train[idx]), y_train[idx])
-                    loss = loss * (1.0 / recipe.accumulate)
-                    loss.backward()
-                loss_sum += loss.item()
-            if local_clip:
-                nn.utils.clip_grad_norm_(params, recipe.clip[1], norm_type=recipe.clip[2])
-                for p in params:
-                    dist.all_reduce(p.grad)
-                    p.grad.div_(world)
-            if kit.sabotaged("world_sum"):
-                for p in params:
-                    p.grad.mul_(world)
-            _, max_norm, norm_type = recipe.clip
-            grad_norm = nn.utils.clip_grad_norm_(params, max_norm, norm_type=norm_type).item()
-            lr = kit.lr_at(recipe, k)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            optimizer.step()
-            optimizer.zero_grad()
-            mean_loss = torch.tensor([loss_sum], dtype=torch.float64)
-            dist.all_reduce(mean_loss)
-            steps.append({"step": k, "loss": mean_loss.item() / world, "lr": lr,
-                          "grad_norm": grad_norm})
-        evals = [kit.evaluate(model, recipe, data.features[valid_rows],
-                              data.targets[valid_rows], recipe.steps, contextlib.nullcontext)]
-        state = {n: t.detach().clone() for n, t in model.state_dict().items()}
-        torch.save({"steps": steps, "evals": evals, "state": state}, out / f"rank-{rank}.pt")
+        for case, init, out in jobs:
+            record = ddp_train(rank, world, case, init)
+            torch.save(record, out / f"rank-{rank}.pt")
     finally:
         dist.destroy_process_group()
 
 
-def run_ddp(world, case, init, out):
-    """Every replica's {"steps", "evals", "state"}, by rank, and the
-    seconds the spawn took."""
-    out.mkdir(parents=True, exist_ok=True)
-    for stale in out.glob("rank-*.pt"):
-        stale.unlink()
+def ddp_train(rank, world, case, init):
+    """{"steps", "evals", "state"} of replica `rank` trained on CASE."""
+    model, data, recipe, _ = twin(case)
+    model.load_state_dict(load_file(str(init)))
+    ddp = DistributedDataParallel(model)
+    train_rows, valid_rows = dtl_order.split(len(data.targets), data.valid, recipe.seed)
+    x_train, y_train = data.features[train_rows], data.targets[train_rows]
+    # One order for all replicas: global micro-batches of D·m rows.
+    batches = dtl_order.BatchOrder(len(train_rows), world * recipe.micro_batch, recipe.seed)
+    params = list(model.parameters())
+    optimizer = kit.make_optimizer(recipe, params)
+    local_clip = kit.sabotaged("local_clip")
+    steps = []
+    for k in range(1, recipe.steps + 1):
+        loss_sum = 0.0
+        for micro in range(recipe.accumulate):
+            last = micro == recipe.accumulate - 1
+            # DDP all-reduces in the backward of the step's last micro-batch
+            # only; before it, gradients accumulate locally.
+            sync = contextlib.nullcontext() if last and not local_clip else ddp.no_sync()
+            idx = torch.tensor(replica_rows(batches.next(), rank, recipe.micro_batch))
+            with sync:
+                loss = kit.loss_fn(recipe, ddp(x_train[idx]), y_train[idx])
+                loss = loss * (1.0 / recipe.accumulate)
+                loss.backward()
+            loss_sum += loss.item()
+        if local_clip:
+            nn.utils.clip_grad_norm_(params, 1.0)
+            for p in params:
+                dist.all_reduce(p.grad)
+                p.grad.div_(world)
+        if kit.sabotaged("world_sum"):
+            for p in params:
+                p.grad.mul_(world)
+        if recipe.clip:  # None only under DTL_TWIN_SABOTAGE=noclip
+            _, max_norm, norm_type = recipe.clip
+            grad_norm = nn.utils.clip_grad_norm_(params, max_norm, norm_type=norm_type).item()
+        else:
+            grad_norm = nn.utils.get_total_norm([p.grad for p in params], 2.0).item()
+        lr = kit.lr_at(recipe, k)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        optimizer.step()
+        optimizer.zero_grad()
+        # metrics.jsonl's loss: the replicas' step losses averaged.
+        mean_loss = torch.tensor([loss_sum], dtype=torch.float64)
+        dist.all_reduce(mean_loss)
+        steps.append({"step": k, "loss": mean_loss.item() / world, "lr": lr,
+                      "grad_norm": grad_norm})
+    evals = [kit.evaluate(model, recipe, data.features[valid_rows], data.targets[valid_rows],
+                          recipe.steps, contextlib.nullcontext)]
+    state = {n: t.detach().clone() for n, t in model.state_dict().items()}
+    return {"steps": steps, "evals": evals, "state": state}
+
+
+def run_ddp(world, jobs):
+    """Trains every (case, init, out) of `jobs` under DDP with `world`
+    processes; returns the seconds the spawn took. Each OUT then holds
+    rank-R.pt for every replica R."""
+    for _, _, out in jobs:
+        out.mkdir(parents=True, exist_ok=True)
+        for stale in out.glob("rank-*.pt"):
+            stale.unlink()
     started = time.perf_counter()
-    mp.spawn(ddp_replica, args=(world, free_port(), case, init, out), nprocs=world, join=True)
-    seconds = time.perf_counter() - started
-    return [torch.load(out / f"rank-{r}.pt") for r in range(world)], seconds
+    mp.spawn(ddp_replica, args=(world, free_port(), jobs), nprocs=world, join=True)
+    return time.perf_counter() - started
+
+
+def read_ddp(world, out):
+    """Every replica's {"steps", "evals", "state"}, by rank."""
+    return [torch.load(out / f"rank-{r}.pt") for r in range(world)]
 
 
 # ---------------------------------------------------------------------------
@@ -242,11 +261,12 @@ def check_dtl_ranks(c, out, world, steps):
 
 
 # ---------------------------------------------------------------------------
-# One case.
+# The cases.
 # ---------------------------------------------------------------------------
-def run_case(case, binary, workdir, world):
-    model, _, recipe, sets = twin(case)
-    weights_tol, tol = TOLERANCES[case]
+def run_dtl_case(case, binary, workdir, world):
+    """dtl×D (its own mpirun, traced) and dtl×1 with the global batch, from
+    the twin's initial weights, saved to WORKDIR/init.safetensors."""
+    model, _, _, sets = twin(case)
     workdir.mkdir(parents=True, exist_ok=True)
     init = workdir / "init.safetensors"
     kit.save_init(model, init)
@@ -255,13 +275,14 @@ def run_case(case, binary, workdir, world):
     single = cmp.run_dtl(binary, DTL_FILE, workdir / "dtl-world1", init=init,
                          sets=sets + ["parallel.data=1",
                                       f"train.micro_batch={world * MICRO_BATCH}"])
-    replicas, ddp_seconds = run_ddp(world, case, init, workdir / "ddp")
-    ddp = replicas[0]
-    print(f"{case}: {recipe.steps} steps, world {world}; dtl×{world} {parallel.seconds:.1f} s, "
-          f"dtl×1 {single.seconds:.1f} s, DDP×{world} {ddp_seconds:.1f} s (wall, start-up "
-          f"included)")
+    return init, parallel, single
 
-    against_ddp = cmp.Comparison(f"{case}: dtl×{world} vs DDP")
+
+def compare_case(case, world, parallel, single, replicas):
+    weights_tol, tol = TOLERANCES[case]
+    steps = len(replicas[0]["steps"])
+    ddp = replicas[0]
+    against_ddp = cmp.Comparison(f"{case}: dtl×{world} vs DDP×{world}")
     cmp.compare_steps(against_ddp, parallel.steps, ddp["steps"], tol)
     cmp.compare_evals(against_ddp, parallel.evals, ddp["evals"], tol)
     parallel_weights = cmp.read_safetensors(parallel.out / "model.safetensors")
@@ -275,10 +296,12 @@ def run_case(case, binary, workdir, world):
     cmp.compare_weights(against_single, parallel_weights,
                         cmp.read_safetensors(single.out / "model.safetensors"), weights_tol)
 
+    print(f"\n{case}: {steps} steps, world {world}; dtl×{world} {parallel.seconds:.1f} s, "
+          f"dtl×1 {single.seconds:.1f} s (wall, start-up included)")
     for c in (against_ddp, against_single):
-        print(f" {c.name}, worst relative differences:")
+        print(f" {c.name}, worst relative differences ('twin': the right-hand side):")
         c.print()
-    check_dtl_ranks(against_single, parallel.out, world, recipe.steps)
+    check_dtl_ranks(against_single, parallel.out, world, steps)
     return [against_ddp, against_single]
 
 
@@ -297,9 +320,16 @@ def main():
     cmp.require_binary(parser, args.dtl)
     kit.announce_sabotage()
     cases = list(TOLERANCES) if args.case == "all" else [args.case]
+    dtl_runs = {case: run_dtl_case(case, args.dtl.resolve(), args.workdir / case, args.world)
+                for case in cases}
+    jobs = [(case, dtl_runs[case][0], args.workdir / case / "ddp") for case in cases]
+    seconds = run_ddp(args.world, jobs)
+    print(f"DDP×{args.world} (gloo): {', '.join(cases)} in {seconds:.1f} s (wall, start-up "
+          f"included)")
     comparisons = []
-    for case in cases:
-        comparisons += run_case(case, args.dtl.resolve(), args.workdir / case, args.world)
+    for case, _, out in jobs:
+        _, parallel, single = dtl_runs[case]
+        comparisons += compare_case(case, args.world, parallel, single, read_ddp(args.world, out))
     cmp.finish(comparisons)
 
 
