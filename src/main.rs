@@ -117,8 +117,25 @@ enum Command {
         #[arg(long)]
         log_y: bool,
     },
-    /// Print the versions of dtl and of the backends it was built with.
-    Info,
+    /// Print the versions of dtl and of the backends it was built with;
+    /// with `--collectives`, check a collective backend over the ranks this
+    /// process was started with (`mpirun -n 2 dtl info --collectives`).
+    Info {
+        /// All-reduce, broadcast, send and receive real tensors, and check
+        /// the results.
+        #[arg(long)]
+        collectives: bool,
+        /// The backend to check: auto (NCCL on CUDA, MPI on the CPU), mpi
+        /// or nccl.
+        #[arg(long, default_value = "auto")]
+        backend: String,
+        /// cpu, cuda or auto.
+        #[arg(long, default_value = "auto")]
+        device: String,
+        /// The size of the tensors, in MB.
+        #[arg(long, default_value_t = 16.0)]
+        megabytes: f64,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -236,10 +253,19 @@ fn main() -> ExitCode {
             timeline,
             world,
         } => graph(&file, output.as_deref(), timeline, &request(world, false)),
-        Command::Info => {
-            out!("dtl {}", env!("CARGO_PKG_VERSION"));
-            out!("{}", run::backend_info());
-            Ok(())
+        Command::Info {
+            collectives,
+            backend,
+            device,
+            megabytes,
+        } => {
+            if collectives {
+                run::check_collectives(&backend, &device, megabytes)
+            } else {
+                out!("dtl {}", env!("CARGO_PKG_VERSION"));
+                out!("{}", run::backend_info());
+                Ok(())
+            }
         }
     };
     match result {

@@ -65,6 +65,40 @@ pub fn backend_info() -> String {
     dtl_runtime::backend_info()
 }
 
+/// `dtl info --collectives`: each rank's checks, behind its prefix.
+#[cfg(feature = "runtime")]
+pub fn check_collectives(backend: &str, device: &str, megabytes: f64) -> Result<(), Failure> {
+    use dtl_compiler::plan::Backend;
+    restart_with_environment();
+    let device: dtl_runtime::DeviceChoice = device.parse().map_err(Failure::usage)?;
+    let backend = match backend {
+        "auto" => Backend::Auto,
+        "mpi" => Backend::Mpi,
+        "nccl" => Backend::Nccl,
+        other => {
+            return Err(Failure::usage(format!(
+                "unknown backend `{other}` (expected auto, mpi or nccl)"
+            )))
+        }
+    };
+    match dtl_runtime::world::check_collectives(device, backend, megabytes) {
+        Ok(lines) => {
+            for line in lines {
+                out!("{line}");
+            }
+            Ok(())
+        }
+        Err(err) => Err(report_run_error(err, "")),
+    }
+}
+
+#[cfg(not(feature = "runtime"))]
+pub fn check_collectives(_: &str, _: &str, _: f64) -> Result<(), Failure> {
+    Err(Failure::usage(
+        "this dtl was built without the runtime (`--no-default-features`)".into(),
+    ))
+}
+
 #[cfg(not(feature = "runtime"))]
 pub fn backend_info() -> String {
     "built without the runtime (check and compile only)".to_string()

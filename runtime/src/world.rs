@@ -236,3 +236,137 @@ fn nccl_group(
         message: "this plan uses NCCL (`backend = nccl`, or `auto` on a GPU), but this dtl was built without it (the `nccl` feature)".into(),
     })
 }
+
+/// `dtl info --collectives`: checks a collective backend over the ranks
+/// this process was started with, on real tensors of `megabytes`: an
+/// all-reduce (blocking and started-then-waited), a broadcast, host values,
+/// and between pairs of ranks a send and a receive; each result is checked
+/// against what it must be. One line per check, from this rank.
+pub fn check_collectives(
+    choice: DeviceChoice,
+    backend: Backend,
+    megabytes: f64,
+) -> Result<Vec<String>, RunError> {
+    use crate::comm::ReduceOp;
+    use tch::{Kind, Tensor};
+
+    let all = world_communicator()?;
+    let (rank, size) = (all.rank(), all.size());
+    let device = match device::resolve(choice)? {
+        Device::Cuda(_) => Device::Cuda(local_rank() % tch::Cuda::device_count().max(1) as usize),
+        cpu => cpu,
+    };
+    let backend = match (backend, device) {
+        (Backend::Auto, Device::Cuda(_)) | (Backend::Nccl, _) => Backend::Nccl,
+        (Backend::Auto | Backend::Mpi, _) => Backend::Mpi,
+    };
+    let group: Box<dyn Communicator> = match backend {
+        Backend::Nccl => {
+            let Device::Cuda(index) = device else {
+                return Err(nccl_needs_cuda());
+            };
+            nccl_group(None, all.as_ref(), index as i64)?
+        }
+        _ if size == 1 => Box::new(Local),
+        _ => all
+            .split(0, rank)
+            .map_err(|e| RunError::Backend { message: e.0 })?,
+    };
+    let fail = |what: &str, message: String| RunError::Backend {
+        message: format!("rank {rank}: {what}: {message}"),
+    };
+    let comm = |what: &'static str| {
+        move |e: crate::comm::CommError| RunError::Backend {
+            message: format!("rank {rank}: {what}: {}", e.0),
+        }
+    };
+    let torch = |what: &'static str| {
+        move |e: tch::TchError| RunError::Backend {
+            message: format!("rank {rank}: {what}: {e}"),
+        }
+    };
+    let n = ((megabytes * 1024.0 * 1024.0 / 4.0) as i64).max(1);
+    let options = (Kind::Float, device);
+    let expected = (size * (size + 1) / 2) as f64;
+    let mut lines = Vec::new();
+    let check_all = |t: &Tensor, want: f64, what: &str| -> Result<(), RunError> {
+        let (low, high) = (
+            t.f_min()
+                .and_then(|m| m.f_double_value(&[]))
+                .map_err(torch("read back"))?,
+            t.f_max()
+                .and_then(|m| m.f_double_value(&[]))
+                .map_err(torch("read back"))?,
+        );
+        if low != want || high != want {
+            return Err(fail(
+                what,
+                format!("expected {want} everywhere, got values in [{low}, {high}]"),
+            ));
+        }
+        Ok(())
+    };
+    let label = format!("{} over {} rank(s), {:?}", group.backend(), size, device);
+
+    let mut x = Tensor::f_full([n], (rank + 1) as f64, options).map_err(torch("allocate"))?;
+    let started = std::time::Instant::now();
+    group
+        .all_reduce(&mut x, ReduceOp::Sum)
+        .map_err(comm("all-reduce"))?;
+    check_all(&x, expected, "all-reduce")?;
+    lines.push(format!(
+        "rank {rank}: all-reduce of {megabytes} MB, {label}: ok ({:.2} ms)",
+        started.elapsed().as_secs_f64() * 1e3
+    ));
+
+    let y = Tensor::f_full([n], (rank + 1) as f64, options).map_err(torch("allocate"))?;
+    let pending = group
+        .all_reduce_start(y)
+        .map_err(comm("start an all-reduce"))?;
+    let y = pending.wait().map_err(comm("wait for an all-reduce"))?;
+    check_all(&y, expected, "non-blocking all-reduce")?;
+    lines.push(format!("rank {rank}: non-blocking all-reduce, {label}: ok"));
+
+    let mut z = Tensor::f_full([n], if rank == 0 { 42.0 } else { -1.0 }, options)
+        .map_err(torch("allocate"))?;
+    group.broadcast(&mut z, 0).map_err(comm("broadcast"))?;
+    check_all(&z, 42.0, "broadcast")?;
+    lines.push(format!("rank {rank}: broadcast from rank 0, {label}: ok"));
+
+    let mut values = [rank as f64 + 1.0];
+    all.all_reduce_host(&mut values, ReduceOp::Sum)
+        .map_err(comm("host all-reduce"))?;
+    if values[0] != expected {
+        return Err(fail(
+            "host all-reduce",
+            format!("expected {expected}, got {}", values[0]),
+        ));
+    }
+    lines.push(format!(
+        "rank {rank}: host values over {} rank(s): ok",
+        size
+    ));
+
+    // Pairs (0, 1), (2, 3), …: the even rank sends, the odd one receives.
+    if size >= 2 && (rank % 2 == 1 || rank + 1 < size) {
+        let mut t = Tensor::f_full([n], rank as f64, options).map_err(torch("allocate"))?;
+        if rank % 2 == 0 {
+            group.send(&t, rank + 1).map_err(comm("send"))?;
+            lines.push(format!(
+                "rank {rank}: sent to rank {}, {label}: ok",
+                rank + 1
+            ));
+        } else {
+            group.recv(&mut t, rank - 1).map_err(comm("receive"))?;
+            check_all(&t, (rank - 1) as f64, "receive")?;
+            lines.push(format!(
+                "rank {rank}: received from rank {}, {label}: ok",
+                rank - 1
+            ));
+        }
+    }
+    if let Device::Cuda(_) = device {
+        tch::Cuda::synchronize(0);
+    }
+    Ok(lines)
+}

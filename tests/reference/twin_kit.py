@@ -74,6 +74,9 @@ SABOTAGES = {
     "world_sum": "(ddp.py) gradients summed over the replicas, not averaged",
     "same_rows": "(ddp.py) every replica reads the first rows of each global micro-batch",
     "local_clip": "(ddp.py) each replica clips its own gradients before they are averaged",
+    "sync_every": "(ddp.py) DDP all-reduces every micro-step (no no_sync): a different sum, "
+                  "seen only by the exact AdamW comparison",
+    "trace": "(ddp.py) one weight hash of dtl's rank-1.trace.jsonl read as 0000000000000000",
 }
 
 
