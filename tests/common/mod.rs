@@ -156,13 +156,13 @@ pub fn last_eval(out: &Path) -> dtl_compiler::records::EvalRecord {
     std::fs::read_to_string(out.join("metrics.jsonl"))
         .unwrap()
         .lines()
-        .filter_map(
+        .rev()
+        .find_map(
             |line| match dtl_compiler::records::Record::parse(line).unwrap() {
                 dtl_compiler::records::Record::Eval(eval) => Some(eval),
                 dtl_compiler::records::Record::Step(_) => None,
             },
         )
-        .last()
         .expect("the run evaluated")
 }
 
