@@ -2,6 +2,8 @@
 //! default example is trained to the end and must reach the accuracy its
 //! README promises. `DTL_BLESS=1` rewrites the golden plans.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -41,7 +43,7 @@ fn every_example_checks_and_compiles_to_its_golden_plan() {
         let golden = root()
             .join("tests/golden/examples")
             .join(rel.with_extension("plan.yaml").file_name().unwrap());
-        if std::env::var_os("DTL_BLESS").is_some() {
+        if common::bless() {
             std::fs::create_dir_all(golden.parent().unwrap()).unwrap();
             std::fs::write(&golden, &yaml).unwrap();
         }
@@ -65,21 +67,24 @@ fn every_example_checks_and_compiles_to_its_golden_plan() {
     }
 }
 
-/// Held-out accuracy each example must reach when trained to the end.
+/// Held-out accuracy each example must reach when trained to the end: the
+/// figure the README documents (measured on 2026-11-30: 97.21%, 97.77%,
+/// 98.89%, 98.61%, 75.80%), less one point. CPU runs are bitwise
+/// reproducible, so a drop below it is a change, not noise.
 const ACCURACY: [(&str, f64); 6] = [
-    ("digits_mlp", 0.90),
-    ("digits_cnn", 0.95),
-    ("digits_resmlp", 0.93),
-    ("digits_transformer", 0.93),
+    ("digits_mlp", 0.962),
+    ("digits_cnn", 0.967),
+    ("digits_resmlp", 0.978),
+    ("digits_transformer", 0.976),
     // Overlapping blobs: about 76% is what the data allows.
-    ("synthetic_blobs", 0.70),
+    ("synthetic_blobs", 0.748),
     // Next-character accuracy; the loss bound below is the real target.
     ("moby_char_lm", 0.25),
 ];
 
 /// Held-out loss per prediction an example must get below: the character
-/// model starts at ln(70) ≈ 4.25 nats and reaches about 2.4 in 300 steps.
-const EVAL_LOSS: [(&str, f64); 1] = [("moby_char_lm", 2.6)];
+/// model starts at ln(70) ≈ 4.25 nats and reaches 2.406 in 300 steps.
+const EVAL_LOSS: [(&str, f64); 1] = [("moby_char_lm", 2.45)];
 
 #[test]
 fn every_example_trains_to_its_held_out_accuracy() {

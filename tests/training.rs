@@ -39,9 +39,18 @@ fn resume_from_a_checkpoint_gives_bitwise_the_same_run() {
     run(&file, &full, &["--set", "train.checkpoint_every=4"]).code(0);
     assert_eq!(json(&full.join("checkpoint/state.json"))["step"], 8);
 
-    // A copy of the folder resumes from step 8 and redoes 9 and 10.
+    // A copy of the folder resumes from step 8 and redoes 9 and 10. What
+    // the first run wrote after the checkpoint is taken away, so the
+    // resumed run must write it again itself.
     let resumed = dir.path().join("resumed");
     copy_dir(&full, &resumed);
+    std::fs::remove_file(resumed.join("model.safetensors")).unwrap();
+    std::fs::remove_file(resumed.join("summary.json")).unwrap();
+    let kept = json(&resumed.join("checkpoint/state.json"))["metrics_bytes"]
+        .as_u64()
+        .unwrap();
+    let metrics = std::fs::read(resumed.join("metrics.jsonl")).unwrap();
+    std::fs::write(resumed.join("metrics.jsonl"), &metrics[..kept as usize]).unwrap();
     dtl(&[
         "run",
         "--quiet",
@@ -126,6 +135,11 @@ fn a_killed_run_resumes_to_the_same_losses() {
     assert_eq!(
         read(&full.join("metrics.jsonl")),
         read(&killed.join("metrics.jsonl"))
+    );
+    assert_eq!(
+        std::fs::read(full.join("model.safetensors")).unwrap(),
+        std::fs::read(killed.join("model.safetensors")).unwrap(),
+        "the weights after resuming a killed run differ"
     );
 }
 

@@ -130,14 +130,28 @@ fn gradcheck(
         });
     }
     total.f_backward().context(ctx)?;
+    let params = model
+        .params
+        .iter()
+        .map(|(n, t)| (n.clone(), t.shallow_clone()))
+        .collect::<Vec<_>>();
+    finite_differences(&params, || loss(model), seed, name)
+}
+
+/// Compares each parameter's `.grad()` (autograd's, already computed) with
+/// central finite differences of `loss`, on up to 6 elements of each
+/// parameter, with torch.autograd.gradcheck's tolerances.
+fn finite_differences(
+    params: &[(String, Tensor)],
+    loss: impl Fn() -> Result<Tensor, RunError>,
+    seed: u64,
+    name: &str,
+) -> Result<Failures, RunError> {
+    let ctx = || format!("test `{name}`: gradcheck");
     let mut failures = Vec::new();
     let eps = 1e-6;
     let mut pick = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    for index in 0..model.params.len() {
-        let (param_name, param) = (
-            &model.params[index].0,
-            model.params[index].1.shallow_clone(),
-        );
+    for (param_name, param) in params {
         let analytic = param.grad().f_reshape([-1]).context(ctx)?;
         let numel = param.numel() as u64;
         for _ in 0..6.min(numel) {
@@ -150,13 +164,9 @@ fn gradcheck(
                 .and_then(|f| f.f_narrow(0, at, 1))
                 .context(ctx)?;
             tch::no_grad(|| element.f_add_scalar_(eps).in_place(ctx))?;
-            let plus = tch::no_grad(|| loss(model))?
-                .f_double_value(&[])
-                .context(ctx)?;
+            let plus = tch::no_grad(&loss)?.f_double_value(&[]).context(ctx)?;
             tch::no_grad(|| element.f_add_scalar_(-2.0 * eps).in_place(ctx))?;
-            let minus = tch::no_grad(|| loss(model))?
-                .f_double_value(&[])
-                .context(ctx)?;
+            let minus = tch::no_grad(&loss)?.f_double_value(&[]).context(ctx)?;
             tch::no_grad(|| element.f_add_scalar_(eps).in_place(ctx))?;
             let numeric = (plus - minus) / (2.0 * eps);
             let exact = analytic.f_double_value(&[at]).context(ctx)?;
@@ -169,4 +179,48 @@ fn gradcheck(
         }
     }
     Ok(failures)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A "layer" whose autograd gradient is wrong: w.detach() · w has the
+    /// derivative 2w, but autograd sees only w. gradcheck must say so; the
+    /// honest w · w passes.
+    #[test]
+    fn gradcheck_catches_a_wrong_gradient() {
+        let w = Tensor::from_slice(&[0.5f64, -1.5, 2.0, 0.25]).set_requires_grad(true);
+        let projection = Tensor::from_slice(&[1.0f64, 2.0, -1.0, 3.0]);
+        let params = vec![("w".to_string(), w.shallow_clone())];
+        for (honest, expect_failure) in [(false, true), (true, false)] {
+            let loss = || -> Result<Tensor, RunError> {
+                let left = if honest {
+                    w.shallow_clone()
+                } else {
+                    w.detach()
+                };
+                Ok(left
+                    .f_mul(&w)
+                    .unwrap()
+                    .f_mul(&projection)
+                    .unwrap()
+                    .f_sum(Kind::Double)
+                    .unwrap())
+            };
+            let mut grad = w.grad();
+            if grad.defined() {
+                let _ = grad.f_zero_();
+            }
+            loss().unwrap().backward();
+            let failures = finite_differences(&params, loss, 7, "wrong").unwrap();
+            assert_eq!(!failures.is_empty(), expect_failure, "{failures:?}");
+            if expect_failure {
+                assert!(
+                    failures[0].contains("by finite differences"),
+                    "{failures:?}"
+                );
+            }
+        }
+    }
 }

@@ -8,7 +8,9 @@ The experiment is tests/reference/layers/ddp_mlp.dtl: linear(64, 64) |> relu
 clip = norm(1.0), `parallel { data = 2 }`. Case `sgd` runs the file as
 written (SGD with momentum and weight decay); case `adamw` swaps the
 optimizer on the command line (`--set train.optimizer=adamw(...)`), the one
-setting the twin changes for it too. For each case the script:
+setting the twin changes for it too. The 60 steps cross an epoch boundary
+inside step 45 (1438 training rows make 89 global micro-batches of 16, the
+last 14 rows skipped). For each case the script:
 
 1. builds the twin (torch.nn, PyTorch's seeded initialisers) and saves its
    state_dict to WORKDIR/CASE/init.safetensors;
@@ -191,12 +193,11 @@ def ddp_train(rank, world, case, init):
     for k in range(1, recipe.steps + 1):
         loss_sum = 0.0
         for micro in range(recipe.accumulate):
-            last = micro == recipe.accumulate - 1
             # DDP all-reduces in the backward of the step's last micro-batch
-            # only; before it, gradients accumulate locally.
-            if kit.sabotaged("sync_every"):
-                last = True
-            sync = contextlib.nullcontext() if last and not local_clip else ddp.no_sync()
+            # only; before it, gradients accumulate locally (no_sync).
+            # (local_clip all-reduces by hand after clipping.)
+            all_reduce = micro == recipe.accumulate - 1 or kit.sabotaged("sync_every")
+            sync = ddp.no_sync() if local_clip or not all_reduce else contextlib.nullcontext()
             idx = torch.tensor(replica_rows(batches.next(), rank, recipe.micro_batch))
             with sync:
                 loss = kit.loss_fn(recipe, ddp(x_train[idx]), y_train[idx])
@@ -204,7 +205,7 @@ def ddp_train(rank, world, case, init):
                 loss.backward()
             loss_sum += loss.item()
         if local_clip:
-            nn.utils.clip_grad_norm_(params, 1.0)
+            nn.utils.clip_grad_norm_(params, 1.0)  # the file's clip = norm(1.0)
             for p in params:
                 dist.all_reduce(p.grad)
                 p.grad.div_(world)

@@ -91,11 +91,13 @@ impl<'a> Settings<'a> {
         found
     }
 
-    /// An integer setting with a lower bound, or its default.
+    /// An integer setting in `range`, or its default. The upper bounds keep
+    /// every product of settings (rows per step, bytes of a bucket) far
+    /// from overflowing.
     pub fn int(
         &self,
         key: &str,
-        min: i64,
+        range: std::ops::RangeInclusive<i64>,
         default: Option<i64>,
         errors: &mut Vec<CheckError>,
     ) -> Option<i64> {
@@ -103,12 +105,20 @@ impl<'a> Settings<'a> {
             return default;
         };
         match &setting.value.kind {
-            ExprKind::Int(n) if *n >= min => Some(*n),
-            ExprKind::Int(n) => {
+            ExprKind::Int(n) if range.contains(n) => Some(*n),
+            ExprKind::Int(n) if n < range.start() => {
                 errors.push(CheckError::invalid(
-                    format!("`{key}` must be at least {min}, got {n}"),
+                    format!("`{key}` must be at least {}, got {n}", range.start()),
                     setting.value.span,
                     "too small",
+                ));
+                None
+            }
+            ExprKind::Int(n) => {
+                errors.push(CheckError::invalid(
+                    format!("`{key}` must be at most {}, got {n}", range.end()),
+                    setting.value.span,
+                    "too large",
                 ));
                 None
             }

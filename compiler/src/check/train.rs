@@ -108,25 +108,25 @@ pub(super) fn check_train(
             None
         }
         (Some(setting), None) => s
-            .int("steps", 1, None, errors)
+            .int("steps", 1..=1 << 40, None, errors)
             .map(|n| (Length::Steps(n as u64), setting.span)),
         (None, Some(setting)) => s
-            .int("epochs", 1, None, errors)
+            .int("epochs", 1..=1 << 20, None, errors)
             .map(|n| (Length::Epochs(n as u64), setting.span)),
     };
     s.require("micro_batch", "e.g. `micro_batch = 32`", errors);
-    let micro_batch = s.int("micro_batch", 1, None, errors);
-    let accumulate = s.int("accumulate", 1, Some(1), errors);
+    let micro_batch = s.int("micro_batch", 1..=1 << 31, None, errors);
+    let accumulate = s.int("accumulate", 1..=1 << 20, Some(1), errors);
     let clip = match s.get("clip") {
         Some(x) => settings::clip(x, errors),
         None => Some(None),
     };
-    let seed = s.int("seed", 0, Some(0), errors);
-    let eval_every = s.int("eval_every", 0, Some(0), errors);
-    let checkpoint_every = s.int("checkpoint_every", 0, Some(0), errors);
+    let seed = s.int("seed", 0..=i64::MAX, Some(0), errors);
+    let eval_every = s.int("eval_every", 0..=1 << 40, Some(0), errors);
+    let checkpoint_every = s.int("checkpoint_every", 0..=1 << 40, Some(0), errors);
     let precision = s.choice_or("precision", Precision::Fp32, errors);
     let on_nan = s.choice_or("on_nan", NanPolicy::Stop, errors);
-    let warmup = s.int("warmup", 0, Some(0), errors);
+    let warmup = s.int("warmup", 0..=1 << 40, Some(0), errors);
     let schedule = warmup.and_then(|w| settings::schedule(s.get("schedule"), w as u64, errors));
 
     let model = model_def.and_then(|def| {

@@ -4,7 +4,7 @@
 //! (the warm-up). One place for each, so `dtl check --world`, `dtl
 //! compile` and the runtime agree.
 
-use crate::check::{CheckError, Degree, Experiment, Length};
+use crate::check::{CheckError, Degree, Experiment, Length, MAX_RANKS};
 
 /// What the world size decides.
 pub(super) struct Resolved {
@@ -23,6 +23,17 @@ pub(super) fn resolve(
     let train = &experiment.train;
     let stages = layout.pipeline;
     let for_world = |world: u64| format!("for --world {world}");
+    if let Some(world) = world.filter(|w| *w > MAX_RANKS as u64) {
+        errors.push(CheckError::InvalidValue {
+            message: format!(
+                "world size {world} is more ranks than a plan is made for (at most {MAX_RANKS})"
+            ),
+            span: layout.spans.block,
+            label: for_world(world),
+            help: None,
+        });
+        return None;
+    }
     let data = match (layout.data, world) {
         (Degree::Fixed(d), Some(world)) if d * stages != world => {
             errors.push(CheckError::InvalidValue {
@@ -42,7 +53,7 @@ pub(super) fn resolve(
                 message: "`data = auto`: a plan is for one world size, and none was given".into(),
                 span: layout.spans.data,
                 help: Some(
-                    "give it: `dtl compile FILE --world 8` (or set `data` to a number)".into(),
+                    "give it with `--world N` (`dtl run`, `dtl compile`, `dtl explain`), or set `data` to a number".into(),
                 ),
             });
             return None;
@@ -60,6 +71,25 @@ pub(super) fn resolve(
         }
         (Degree::Auto, Some(world)) => world / stages,
     };
+
+    // Rows per step: with the settings' bounds (micro_batch ≤ 2³¹,
+    // accumulate ≤ 2²⁰, data ≤ 2²⁰) the product still needs a check.
+    if train
+        .micro_batch
+        .checked_mul(train.accumulate)
+        .and_then(|n| n.checked_mul(data))
+        .is_none_or(|n| n > 1 << 53)
+    {
+        errors.push(CheckError::invalid(
+            format!(
+                "{data} replica(s) × micro_batch {} × accumulate {} is more rows per step than can be counted",
+                train.micro_batch, train.accumulate
+            ),
+            train.spans.micro_batch,
+            "too many rows per step",
+        ));
+        return None;
+    }
 
     // Each global micro-batch (data × micro_batch rows) must fit in the
     // training rows, when the data was read.
