@@ -21,7 +21,10 @@
 #     within 1e-3 and the last within 5% of the CPU's, steps/s of both;
 #  5. data parallelism with two ranks on the GPU over MPI against one rank
 #     with twice the micro-batch: losses within 1e-3;
-#  6. bf16 on CUDA trains (loss falls, weights saved as float32).
+#  6. a two-stage pipeline over two ranks sharing the GPU (MPI, CUDA
+#     tensors staged through the host; NCCL refuses two ranks on one GPU)
+#     against one rank: losses within 1e-3;
+#  7. bf16 on CUDA trains (loss falls, weights saved as float32).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DTL=${1:-target/release/dtl}
@@ -92,7 +95,16 @@ read -r df dl < <(losses "$WORK/dp")
 say "   world 1 × 32: loss $of -> $ol ($(field "$WORK/one" steps_per_second) steps/s); world 2 × 16: $df -> $dl ($(field "$WORK/dp" steps_per_second) steps/s)"
 close "$dl" "$ol" 1e-3 || fail "two replicas do not train like one process"
 
-say "6. bf16 on CUDA"
+say "6. a two-stage pipeline, two ranks on the GPU over MPI"
+cp "$WORK/one.dtl" "$WORK/pipe.dtl"
+echo 'parallel { pipeline = 2; micro_batches = 4; backend = mpi }' >> "$WORK/pipe.dtl"
+DTL_MPIRUN=$(command -v "$MPIRUN") "$DTL" run "$WORK/pipe.dtl" --device cuda --quiet --out "$WORK/pipe" \
+  --set train.steps=50 || fail "two pipeline stages over MPI on CUDA"
+read -r pf pl < <(losses "$WORK/pipe")
+say "   pipeline 2 × 4 pieces: $pf -> $pl ($(field "$WORK/pipe" steps_per_second) steps/s)"
+close "$pl" "$ol" 1e-3 || fail "two stages do not train like one process"
+
+say "7. bf16 on CUDA"
 "$DTL" run examples/digits_transformer.dtl --device cuda --quiet --out "$WORK/bf16" \
   --set train.steps=60 --set train.precision=bf16 > /dev/null || fail "bf16"
 read -r bf bl < <(losses "$WORK/bf16")
@@ -106,7 +118,7 @@ assert kinds == {"F32"}, kinds
 PY
 
 if [ -f benches/vs_pytorch.py ] && "$PYTHON" benches/vs_pytorch.py --help 2>/dev/null | grep -q -- "--device"; then
-  say "7. speed against PyTorch on CUDA"
+  say "8. speed against PyTorch on CUDA"
   DTL_BIN="$DTL" "$PYTHON" benches/vs_pytorch.py --device cuda || fail "benchmark"
 fi
 say "all checks passed"

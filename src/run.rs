@@ -258,6 +258,10 @@ pub fn run(args: RunArgs, request: &Request) -> Result<(), Failure> {
     };
     dtl_runtime::world::supports(&plan, device).map_err(|e| report_run_error(e, ""))?;
     let ranks = plan.topology.world_size() as usize;
+    if let (Some(dir), false) = (&args.resume, rank_of_job) {
+        // Said once here, rather than by every rank it would start.
+        dtl_runtime::checkpoint::exists(dir).map_err(|e| report_run_error(e, ""))?;
+    }
     if !rank_of_job && ranks > 1 {
         // Start the ranks: each runs this same command line.
         let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();

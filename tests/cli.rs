@@ -200,6 +200,32 @@ fn run_trains_writes_outputs_and_is_reproducible() {
         first(&out_c),
         first(&out_a)
     );
+
+    // The file is read strictly: a tensor the model does not have (a
+    // misspelt name) is an error, not ignored.
+    let extra = dir.path().join("extra.safetensors");
+    let script = format!(
+        "from safetensors.torch import load_file, save_file\n\
+         w = load_file({:?})\n\
+         w['2.weightt'] = w['2.weight'].clone()\n\
+         save_file(w, {:?})\n",
+        init.display().to_string(),
+        extra.display().to_string()
+    );
+    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
+    assert!(Command::new(python)
+        .args(["-c", &script])
+        .status()
+        .unwrap()
+        .success());
+    train(
+        &file,
+        &dir.path().join("d"),
+        &["--init", extra.to_str().unwrap()],
+    )
+    .code(1)
+    .stderr_has("`2.weightt` is not a")
+    .stderr_has("did you mean `2.weight`?");
 }
 
 #[test]
@@ -238,23 +264,24 @@ fn run_reports_a_bad_data_file_with_its_path() {
 }
 
 #[test]
-fn cuda_request_without_a_gpu_is_a_clear_error() {
+fn cuda_is_used_where_it_exists_and_a_clear_error_where_not() {
     let info = dtl(&["info"]).code(0).stdout;
-    if info.contains("CUDA available") {
-        return; // a GPU machine: the request is valid there
-    }
     let dir = tempfile::tempdir().unwrap();
     let file = short_example(dir.path(), 1);
-    dtl(&[
+    let run = dtl(&[
         "run",
         file.to_str().unwrap(),
         "--device",
         "cuda",
         "--out",
         dir.path().join("o").to_str().unwrap(),
-    ])
-    .code(1)
-    .stderr_has("no CUDA device");
+    ]);
+    if info.contains("CUDA available") {
+        // A GPU machine: the request is valid, and the run says where it ran.
+        run.code(0).stdout_has("on Cuda(0)");
+    } else {
+        run.code(2).stderr_has("no CUDA device");
+    }
 }
 
 #[test]
@@ -474,7 +501,7 @@ fn data_auto_compiles_and_runs_for_the_world_size_given() {
     dtl(&["compile", file])
         .code(1)
         .stderr_has("a plan is for one world size")
-        .stderr_has("--world 8");
+        .stderr_has("--world N");
     let plan = dtl(&["compile", file, "--world", "8", "--format", "json"]).code(0);
     let plan: serde_json::Value = serde_json::from_str(&plan.stdout).unwrap();
     assert_eq!(plan["topology"]["parallelism"]["data"], 8);
@@ -657,4 +684,36 @@ fn fmt_rewrites_checks_with_a_diff_and_leaves_broken_files_alone() {
         std::fs::read_to_string(&broken).unwrap(),
         "model Net {\n  forward(x: [B, 64] -> \n"
     );
+}
+
+/// `--no-data`: a file whose data is not at hand still checks and
+/// compiles (its shapes taken from the model); what needs the rows says so.
+#[test]
+fn no_data_checks_and_compiles_without_reading_the_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(EXAMPLE)
+        .unwrap()
+        .replace("\"../data/digits.csv.gz\"", "\"not/here.csv\"");
+    let file = dir.path().join("elsewhere.dtl");
+    std::fs::write(&file, &text).unwrap();
+    let file = file.to_str().unwrap();
+    dtl(&["check", file]).code(1).stderr_has("not/here.csv");
+    dtl(&["check", "--no-data", file]).code(0).stdout_has("ok");
+    let plan = dtl(&["compile", "--no-data", "--format", "json", file]).code(0);
+    let plan: serde_json::Value = serde_json::from_str(&plan.stdout).unwrap();
+    assert_eq!(plan["data"]["rows"], 0);
+    assert_eq!(plan["topology"]["sharding"]["rows_per_replica"], 0);
+    assert_eq!(plan["data"]["sample_shape"], serde_json::json!([64]));
+    std::fs::write(
+        dir.path().join("epochs.dtl"),
+        text.replace("steps = 400", "epochs = 2"),
+    )
+    .unwrap();
+    dtl(&[
+        "check",
+        "--no-data",
+        dir.path().join("epochs.dtl").to_str().unwrap(),
+    ])
+    .code(1)
+    .stderr_has("`epochs` needs the number of rows");
 }

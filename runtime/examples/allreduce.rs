@@ -98,20 +98,19 @@ fn main() {
         return;
     }
     if args.json {
-        let rows: Vec<String> = results
+        let rows: Vec<serde_json::Value> = results
             .iter()
             .map(|(mb, t, s)| {
-                format!(
-                    "{{\"megabytes\":{mb},\"seconds_median\":{t},\"scratch_seconds_median\":{s}}}"
-                )
+                serde_json::json!({"megabytes": mb, "seconds_median": t, "scratch_seconds_median": s})
             })
             .collect();
-        println!(
-            "{{\"backend\":\"mpi\",\"ranks\":{},\"library\":{:?},\"results\":[{}]}}",
-            comm.size(),
-            Mpi::library_version().lines().next().unwrap_or(""),
-            rows.join(",")
-        );
+        let report = serde_json::json!({
+            "backend": "mpi",
+            "ranks": comm.size(),
+            "library": Mpi::library_version().lines().next().unwrap_or(""),
+            "results": rows,
+        });
+        println!("{report}");
     } else {
         println!(
             "ranks {}  {}",

@@ -24,8 +24,6 @@ use tch::{Device, Tensor};
 
 use crate::data::Cursor;
 use crate::error::{RunError, TorchContext};
-use crate::model::Model;
-use crate::optim::Optimizer;
 
 const DIR: &str = "checkpoint";
 const TMP: &str = "checkpoint.tmp";
@@ -104,8 +102,8 @@ fn io(path: &Path) -> impl Fn(std::io::Error) -> RunError + '_ {
 pub fn save(
     out: &Path,
     state: &State,
-    model: &Model,
-    optimizer: &Optimizer,
+    model: &[(String, Tensor)],
+    optimizer: &[(String, Tensor)],
     cursor: &Cursor,
     pending: &[(u64, &[Tensor])],
 ) -> Result<(), RunError> {
@@ -114,12 +112,10 @@ pub fn save(
         std::fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
     }
     std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
-    model.save(&tmp.join("model.safetensors"))?;
-    let names: Vec<&str> = model.params.iter().map(|(n, _)| n.as_str()).collect();
+    crate::model::write_weights(&tmp.join("model.safetensors"), model)?;
     let mut tensors: Vec<(String, Tensor)> = optimizer
-        .state(&names)
-        .into_iter()
-        .map(|(n, t)| (n, t.to_device(Device::Cpu)))
+        .iter()
+        .map(|(n, t)| (n.clone(), t.to_device(Device::Cpu)))
         .collect();
     tensors.push(("data.order".into(), Tensor::from_slice(&cursor.order)));
     for (i, (_, flats)) in pending.iter().enumerate() {
@@ -146,6 +142,22 @@ pub fn save(
         std::fs::remove_dir_all(&old).map_err(io(&old))?;
     }
     Ok(())
+}
+
+/// Whether the run in `out` has a checkpoint to resume from (an error
+/// saying there is none).
+pub fn exists(out: &Path) -> Result<(), RunError> {
+    let found = [DIR, OLD]
+        .iter()
+        .any(|d| out.join(d).join("state.json").is_file());
+    if found {
+        Ok(())
+    } else {
+        Err(RunError::Resume {
+            path: out.display().to_string(),
+            message: "no checkpoint here (is `checkpoint_every` set in the train block?)".into(),
+        })
+    }
 }
 
 /// Reads the checkpoint of the run in `out`: `checkpoint/`, or

@@ -42,6 +42,29 @@ pub fn grad_norm<'a>(
     })
 }
 
+/// This rank's share of a global norm held by several ranks (pipeline
+/// stages): Σ ‖g‖ₚᵖ over its gradients (for `inf`, the largest |g|). The
+/// ranks' shares add up (or take the largest), and [`norm_of_shares`]
+/// turns the total into the norm.
+pub fn norm_share<'a>(
+    params: impl Iterator<Item = &'a Tensor> + Clone,
+    norm_type: NormType,
+) -> Result<f64, RunError> {
+    let norm = grad_norm(params, norm_type)?;
+    Ok(match norm_type {
+        NormType::Inf => norm,
+        NormType::P(p) => norm.powf(p),
+    })
+}
+
+/// The global norm from the ranks' [`norm_share`]s, combined.
+pub fn norm_of_shares(combined: f64, norm_type: NormType) -> f64 {
+    match norm_type {
+        NormType::Inf => combined,
+        NormType::P(p) => combined.powf(1.0 / p),
+    }
+}
+
 /// Scales all gradients by min(1, max_norm / (norm + 1e-6)) and returns the
 /// norm before clipping.
 pub fn clip_grad_norm<'a>(
@@ -50,6 +73,17 @@ pub fn clip_grad_norm<'a>(
     norm_type: NormType,
 ) -> Result<f64, RunError> {
     let total = grad_norm(params.clone(), norm_type)?;
+    clip_to_norm(params, max_norm, total)?;
+    Ok(total)
+}
+
+/// Scales all gradients by min(1, max_norm / (total + 1e-6)), `total`
+/// being their global norm (computed here, or over several ranks).
+pub fn clip_to_norm<'a>(
+    params: impl Iterator<Item = &'a Tensor>,
+    max_norm: f64,
+    total: f64,
+) -> Result<(), RunError> {
     // PyTorch computes the coefficient on a float32 tensor:
     // max_norm / (total + 1e-6), clamped at 1; so does this, bit for bit.
     let coef = ((max_norm as f32) / (total as f32 + 1e-6f32)).min(1.0) as f64;
@@ -61,7 +95,7 @@ pub fn clip_grad_norm<'a>(
                     .in_place(|| "clip gradients".into())?;
             }
         }
-        Ok(total)
+        Ok(())
     })
 }
 

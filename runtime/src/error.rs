@@ -88,7 +88,10 @@ impl RunError {
     pub fn is_setup(&self) -> bool {
         matches!(
             self,
-            RunError::WorldSize { .. } | RunError::Backend { .. } | RunError::Launch { .. }
+            RunError::WorldSize { .. }
+                | RunError::Backend { .. }
+                | RunError::Launch { .. }
+                | RunError::Device { .. }
         )
     }
 

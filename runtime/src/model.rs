@@ -55,6 +55,22 @@ impl Model {
     /// every device, whatever else runs in the process, and adding a layer
     /// leaves the other layers' initial weights unchanged.
     pub fn build(plan: &ModelPlan, seed: u64, device: Device) -> Result<Model, RunError> {
+        Model::build_nodes(plan, seed, device, 0..=plan.nodes.len().saturating_sub(1))
+    }
+
+    /// The part of the model a pipeline stage runs: only the parameters and
+    /// buffers its nodes (`nodes`, of the plan's list) read, initialised as
+    /// the whole model's would be (each tensor from its own seeded stream).
+    pub fn build_nodes(
+        plan: &ModelPlan,
+        seed: u64,
+        device: Device,
+        nodes: std::ops::RangeInclusive<usize>,
+    ) -> Result<Model, RunError> {
+        let used: std::collections::BTreeSet<&str> = plan.nodes[nodes]
+            .iter()
+            .flat_map(|n| n.op.params().into_iter().chain(n.op.buffers()))
+            .collect();
         let create = |spec: &ParamSpec| -> Result<Tensor, RunError> {
             Tensor::from_slice(&initial_values(spec, seed))
                 .f_reshape(spec.shape.as_slice())
@@ -63,12 +79,20 @@ impl Model {
         };
         let mut index = BTreeMap::new();
         let mut params = Vec::with_capacity(plan.parameters.len());
-        for spec in &plan.parameters {
+        for spec in plan
+            .parameters
+            .iter()
+            .filter(|s| used.contains(s.name.as_str()))
+        {
             index.insert(spec.name.clone(), (true, params.len()));
             params.push((spec.name.clone(), create(spec)?.set_requires_grad(true)));
         }
         let mut buffers = Vec::with_capacity(plan.buffers.len());
-        for spec in &plan.buffers {
+        for spec in plan
+            .buffers
+            .iter()
+            .filter(|s| used.contains(s.name.as_str()))
+        {
             index.insert(spec.name.clone(), (false, buffers.len()));
             buffers.push((spec.name.clone(), create(spec)?));
         }
@@ -179,29 +203,51 @@ impl Model {
     /// Writes the parameters and buffers as safetensors, atomically (temp
     /// file + rename).
     pub fn save(&self, path: &Path) -> Result<(), RunError> {
-        let tmp = path.with_extension("safetensors.tmp");
-        let named: Vec<(&str, Tensor)> = self
-            .params
-            .iter()
-            .chain(&self.buffers)
-            .map(|(n, t)| (n.as_str(), t.detach().to_device(Device::Cpu)))
-            .collect();
-        Tensor::write_safetensors(&named, &tmp).context(|| format!("write {}", tmp.display()))?;
-        std::fs::rename(&tmp, path).map_err(|e| RunError::Io {
-            path: path.display().to_string(),
-            message: e.to_string(),
-        })
+        write_weights(path, &self.named())
     }
 
-    /// Loads weights written by [`Model::save`] or by PyTorch's safetensors;
-    /// every parameter must be present with its shape.
+    /// The parameters and buffers by name (sharing storage).
+    pub fn named(&self) -> Vec<(String, Tensor)> {
+        self.params
+            .iter()
+            .chain(&self.buffers)
+            .map(|(n, t)| (n.clone(), t.shallow_clone()))
+            .collect()
+    }
+
+    /// Loads weights written by [`Model::save`] or by PyTorch's safetensors,
+    /// strictly (as PyTorch's `load_state_dict(strict=True)`): every
+    /// parameter and buffer must be there with its shape, and the file may
+    /// hold nothing else (a misspelt name would otherwise go unnoticed).
     pub fn load(&mut self, path: &Path) -> Result<(), RunError> {
+        self.load_part(path, &std::collections::BTreeSet::new())
+    }
+
+    /// [`Model::load`] for a pipeline stage: the file holds the whole
+    /// model, so the tensors of `others` (the other stages') may be there
+    /// too, and are left.
+    pub fn load_part(
+        &mut self,
+        path: &Path,
+        others: &std::collections::BTreeSet<String>,
+    ) -> Result<(), RunError> {
         let err = |message: String| RunError::Data {
             path: path.display().to_string(),
             message,
         };
         let tensors = Tensor::read_safetensors(path).map_err(|e| err(e.to_string()))?;
         let by_name: BTreeMap<String, Tensor> = tensors.into_iter().collect();
+        if let Some(extra) = by_name
+            .keys()
+            .find(|name| !self.index.contains_key(*name) && !others.contains(*name))
+        {
+            let known = self.index.keys().map(String::as_str);
+            let hint = dtl_compiler::util::suggest::did_you_mean(extra, known)
+                .map_or(String::new(), |h| format!(" ({h})"));
+            return Err(err(format!(
+                "`{extra}` is not a parameter or buffer of the model{hint}"
+            )));
+        }
         for (name, param) in self.params.iter_mut().chain(self.buffers.iter_mut()) {
             let Some(src) = by_name.get(name) else {
                 return Err(err(format!("no tensor named `{name}`")));
@@ -217,4 +263,19 @@ impl Model {
         }
         Ok(())
     }
+}
+
+/// Writes named tensors as safetensors, on the CPU, atomically (temp file +
+/// rename).
+pub fn write_weights(path: &Path, named: &[(String, Tensor)]) -> Result<(), RunError> {
+    let tmp = path.with_extension("safetensors.tmp");
+    let named: Vec<(&str, Tensor)> = named
+        .iter()
+        .map(|(n, t)| (n.as_str(), t.detach().to_device(Device::Cpu)))
+        .collect();
+    Tensor::write_safetensors(&named, &tmp).context(|| format!("write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).map_err(|e| RunError::Io {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    })
 }

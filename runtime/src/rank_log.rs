@@ -34,6 +34,13 @@ struct TraceLine {
     loss: f64,
     /// FNV-1a of every parameter's and buffer's bytes after the step.
     weights: String,
+    /// A pipeline stage's passes in the order it ran them (`F0`, `B0`, …),
+    /// over the step's rounds.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    passes: Vec<String>,
+    /// The most micro-batch pieces the stage held at once.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    peak_in_flight: Option<usize>,
 }
 
 fn create(path: PathBuf) -> Result<(PathBuf, BufWriter<File>), RunError> {
@@ -79,6 +86,8 @@ impl RankLog {
         record: &StepRecord,
         model: &Model,
         seconds: f64,
+        passes: Vec<String>,
+        peak_in_flight: Option<usize>,
     ) -> Result<(), RunError> {
         if let Some((path, file)) = &mut self.log {
             writeln!(
@@ -101,6 +110,8 @@ impl RankLog {
                 stage: self.who.2,
                 loss: record.loss,
                 weights: format!("{:016x}", model.hash()?),
+                passes,
+                peak_in_flight,
             };
             write_line(file, path, &line)?;
         }

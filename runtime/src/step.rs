@@ -11,6 +11,7 @@ use crate::comm::ReduceOp;
 use crate::data_parallel::{self, AsyncUpdate, Buckets};
 use crate::error::{RunError, TorchContext};
 use crate::loss;
+use crate::pipeline::{Objective, Rows};
 use crate::segments::Forward;
 use crate::train::{dropout_seed, Run};
 
@@ -26,6 +27,8 @@ struct StepState {
     update_of: Option<u64>,
     /// The ranks whose own loss was not finite.
     bad_ranks: Vec<usize>,
+    /// The gradient norm is the one over every pipeline stage.
+    norm_over_stages: bool,
 }
 
 impl Run<'_> {
@@ -47,6 +50,7 @@ impl Run<'_> {
             skipped: false,
             update_of: Some(step),
             bad_ranks: Vec::new(),
+            norm_over_stages: false,
         };
         let program = self.plan.step_program.clone();
         for op in &program {
@@ -97,6 +101,14 @@ impl Run<'_> {
             StepOp::ClipGradNorm {
                 max_norm,
                 norm_type,
+            } if state.norm_over_stages => {
+                let total = self.norm_over_stages(*norm_type, step)?;
+                clip::clip_to_norm(self.model.tensors(), *max_norm, total)?;
+                state.grad_norm = Some(total);
+            }
+            StepOp::ClipGradNorm {
+                max_norm,
+                norm_type,
             } => {
                 state.grad_norm = Some(clip::clip_grad_norm(
                     self.model.tensors(),
@@ -106,15 +118,13 @@ impl Run<'_> {
             }
             StepOp::ClipGradValue { clip_value } => {
                 if state.grad_norm.is_none() {
-                    state.grad_norm =
-                        Some(clip::grad_norm(self.model.tensors(), NormType::P(2.0))?);
+                    state.grad_norm = Some(self.l2_norm(state, step)?);
                 }
                 clip::clip_grad_value(self.model.tensors(), *clip_value)?;
             }
             StepOp::OptimizerStep => {
                 if state.grad_norm.is_none() {
-                    state.grad_norm =
-                        Some(clip::grad_norm(self.model.tensors(), NormType::P(2.0))?);
+                    state.grad_norm = Some(self.l2_norm(state, step)?);
                 }
                 let train = &self.plan.train;
                 let of = state.update_of.unwrap_or(step);
@@ -127,13 +137,28 @@ impl Run<'_> {
                 }
             }
             StepOp::ZeroGrad => self.model.zero_grad(),
-            StepOp::Pipeline { .. } | StepOp::AllReduceGradNorm { .. } => {
-                return Err(RunError::Backend {
-                    message:
-                        "pipeline stages are not run by this dtl yet: compile with `pipeline = 1`"
-                            .into(),
-                });
+            StepOp::Pipeline {
+                rounds,
+                micro_batches,
+                loss_scale,
+                stages,
+                ..
+            } => {
+                let program = &stages[self.world.stage].ops;
+                let mut local = 0.0;
+                for _ in 0..*rounds {
+                    local += self.pipeline_round(program, *micro_batches, *loss_scale, step)?;
+                    data_parallel::progress(&mut self.in_flight)?;
+                }
+                // The loss is the last stage's: every stage learns it.
+                let mut total = [local];
+                self.world
+                    .pipeline
+                    .all_reduce_host(&mut total, ReduceOp::Sum)
+                    .map_err(|e| RunError::Collective { step, message: e.0 })?;
+                (state.loss, state.bad_ranks) = self.loss_over_replicas(total[0], step)?;
             }
+            StepOp::AllReduceGradNorm { .. } => state.norm_over_stages = true,
         }
         Ok(())
     }
@@ -193,6 +218,64 @@ impl Run<'_> {
         Ok(values[0] / replicas.size() as f64)
     }
 
+    /// The L2 norm of the gradients: this rank's, or over every pipeline
+    /// stage.
+    fn l2_norm(&self, state: &StepState, step: u64) -> Result<f64, RunError> {
+        if state.norm_over_stages {
+            self.norm_over_stages(NormType::P(2.0), step)
+        } else {
+            clip::grad_norm(self.model.tensors(), NormType::P(2.0))
+        }
+    }
+
+    /// The global norm of the gradients held by the stages of this replica:
+    /// each stage's share, added up (or the largest, for `inf`).
+    fn norm_over_stages(&self, norm_type: NormType, step: u64) -> Result<f64, RunError> {
+        let mut share = [clip::norm_share(self.model.tensors(), norm_type)?];
+        let op = match norm_type {
+            NormType::Inf => ReduceOp::Max,
+            NormType::P(_) => ReduceOp::Sum,
+        };
+        self.world
+            .pipeline
+            .all_reduce_host(&mut share, op)
+            .map_err(|e| RunError::Collective { step, message: e.0 })?;
+        Ok(clip::norm_of_shares(share[0], norm_type))
+    }
+
+    /// One round of this stage's program over the next micro-batch, cut in
+    /// `pieces`: the sum of the scaled losses (last stage; 0 elsewhere).
+    fn pipeline_round(
+        &mut self,
+        program: &[dtl_compiler::plan::PipeOp],
+        pieces: u64,
+        loss_scale: f64,
+        step: u64,
+    ) -> Result<f64, RunError> {
+        let batch = self.batches.next()?;
+        self.cursor = batch.cursor;
+        let ctx = || format!("step {step}: pipeline pieces");
+        let x = batch.x.f_to_device(self.device).context(ctx)?;
+        let y = batch.y.f_to_device(self.device).context(ctx)?;
+        let xs = x.f_chunk(pieces as i64, 0).context(ctx)?;
+        let ys = y.f_chunk(pieces as i64, 0).context(ctx)?;
+        let rows: Vec<Rows> = xs.into_iter().zip(ys).map(|(x, y)| Rows { x, y }).collect();
+        let stage = self.stage.as_mut().expect("a pipeline plan has a stage");
+        let (loss, passes) = stage.round(
+            program,
+            &rows,
+            &self.model,
+            Objective {
+                loss: &self.plan.train.loss,
+                scale: loss_scale,
+            },
+            self.world.pipeline.as_ref(),
+            step,
+        )?;
+        self.passes.extend(passes);
+        Ok(loss)
+    }
+
     /// The mean loss over the replicas, and the ranks whose own loss was
     /// not finite.
     fn loss_over_replicas(&self, local: f64, step: u64) -> Result<(f64, Vec<usize>), RunError> {
@@ -213,7 +296,8 @@ impl Run<'_> {
         replicas
             .all_reduce_host(&mut values, ReduceOp::Sum)
             .map_err(|e| RunError::Collective { step, message: e.0 })?;
-        let first = self.world.stage * d;
+        // The loss is the last stage's: name its ranks.
+        let first = (self.plan.topology.parallelism.pipeline as usize - 1) * d;
         let bad = (0..d)
             .filter(|&g| values[1 + g] > 0.0)
             .map(|g| first + g)
@@ -259,7 +343,7 @@ impl Run<'_> {
     ) -> Result<(), RunError> {
         let norm = match state.grad_norm {
             Some(norm) => norm,
-            None => clip::grad_norm(self.model.tensors(), NormType::P(2.0))?,
+            None => self.l2_norm(state, step)?,
         };
         // Local SGD's gradients are each replica's own: report their mean.
         let local_sgd = matches!(
@@ -354,6 +438,7 @@ impl Run<'_> {
                 skipped: false,
                 update_of: Some(of),
                 bad_ranks: Vec::new(),
+                norm_over_stages: self.stage.is_some(),
             };
             let program = self.plan.step_program.clone();
             for op in &program {

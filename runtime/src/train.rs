@@ -9,7 +9,7 @@
 //! `checkpoint/`, `model.safetensors`, `summary.json`. Every rank of a
 //! multi-rank run writes its own `rank-K.log`.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::fs::OpenOptions;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -26,9 +26,11 @@ use crate::data::{self, Batches, Cursor, Dataset, Shard};
 use crate::data_parallel::{AsyncUpdate, Buckets};
 use crate::device::DeviceChoice;
 use crate::error::{RunError, TorchContext};
+use crate::gather;
 use crate::loss;
-use crate::model::Model;
+use crate::model::{write_weights, Model};
 use crate::optim::Optimizer;
+use crate::pipeline::Stage;
 use crate::prefetch::Prefetch;
 use crate::progress::Progress;
 use crate::rank_log::RankLog;
@@ -100,6 +102,10 @@ pub struct Run<'a> {
     pub broadcast_buffers: bool,
     /// `batch_norm = sync` over several replicas: each node's segment.
     pub sync_norm_segments: Option<Vec<usize>>,
+    /// This rank's pipeline stage, when the model is cut into stages.
+    pub stage: Option<Stage>,
+    /// The passes this step ran (pipeline stages), for the trace.
+    pub passes: Vec<String>,
     pub first_loss: f64,
     pub skipped_steps: u64,
     pub train_seconds: f64,
@@ -134,15 +140,37 @@ pub fn train(plan: &Plan, options: &RunOptions, world: &World) -> Result<Summary
 
     let train = &plan.train;
     let split = data::load(&plan.data, train.seed)?;
-    let mut model = Model::build(&plan.model, train.seed, device)?;
+    // A pipeline stage builds and holds only its own layers.
+    let pipelined = plan.topology.parallelism.pipeline > 1;
+    let (mut model, stage) = if pipelined {
+        let own = &plan.topology.stages[world.stage];
+        let model = Model::build_nodes(
+            &plan.model,
+            train.seed,
+            device,
+            own.first_node..=own.last_node,
+        )?;
+        (model, Some(Stage::new(plan, world.stage as u64)))
+    } else {
+        (Model::build(&plan.model, train.seed, device)?, None)
+    };
     model.precision = train.precision;
+    // The files hold the whole model: a stage takes its own tensors.
+    let others: BTreeSet<String> = plan
+        .model
+        .parameters
+        .iter()
+        .chain(&plan.model.buffers)
+        .map(|p| p.name.clone())
+        .filter(|name| !model.named().iter().any(|(n, _)| n == name))
+        .collect();
     // --init on the command line wins over the plan's `init`.
     let init = options
         .init_weights
         .clone()
         .or_else(|| train.init.as_ref().map(PathBuf::from));
     if let Some(path) = &init {
-        model.load(path)?;
+        model.load_part(path, &others)?;
     }
     let shard = Shard {
         replica: world.replica as u64,
@@ -160,7 +188,7 @@ pub fn train(plan: &Plan, options: &RunOptions, world: &World) -> Result<Summary
     let metrics_path = out.join("metrics.jsonl");
     let mut in_flight = VecDeque::new();
     if let Some(saved) = &resumed {
-        model.load(&saved.model_path)?;
+        model.load_part(&saved.model_path, &others)?;
         let names: Vec<&str> = model.params.iter().map(|(n, _)| n.as_str()).collect();
         optimizer.restore(
             saved.state.optimizer_steps,
@@ -198,6 +226,8 @@ pub fn train(plan: &Plan, options: &RunOptions, world: &World) -> Result<Summary
         in_flight,
         broadcast_buffers: false,
         sync_norm_segments: None,
+        stage,
+        passes: Vec::new(),
         first_loss: saved.map_or(f64::NAN, |s| s.first_loss),
         skipped_steps: saved.map_or(0, |s| s.skipped_steps),
         train_seconds: saved.map_or(0.0, |s| s.train_seconds),
@@ -232,7 +262,15 @@ pub fn train(plan: &Plan, options: &RunOptions, world: &World) -> Result<Summary
         if step == 1 {
             run.first_loss = record.loss;
         }
-        log.step(&record, &run.model, step_started.elapsed().as_secs_f64())?;
+        let passes = std::mem::take(&mut run.passes);
+        let peak = run.stage.as_ref().map(|s| s.peak_in_flight);
+        log.step(
+            &record,
+            &run.model,
+            step_started.elapsed().as_secs_f64(),
+            passes,
+            peak,
+        )?;
         if let Some(metrics) = &mut metrics {
             write_line(metrics, &metrics_path, &record)?;
         }
@@ -241,7 +279,9 @@ pub fn train(plan: &Plan, options: &RunOptions, world: &World) -> Result<Summary
         if step == train.steps {
             run.finish_updates(step)?;
         }
-        if (eval_due || step == train.steps) && lead {
+        // Rank 0 evaluates; with a pipeline, every stage of replica 0.
+        let evaluates = lead || (pipelined && world.replica == 0);
+        if (eval_due || step == train.steps) && evaluates {
             let eval = run.evaluate(step)?;
             if let Some(metrics) = &mut metrics {
                 write_line(metrics, &metrics_path, &eval)?;
@@ -261,8 +301,8 @@ pub fn train(plan: &Plan, options: &RunOptions, world: &World) -> Result<Summary
         metrics.flush().map_err(|e| io_err(&metrics_path, e))?;
     }
     progress.finish();
-    if lead {
-        run.model.save(&out.join("model.safetensors"))?;
+    if let Some(weights) = run.gather_weights(train.steps)? {
+        write_weights(&out.join("model.safetensors"), &weights)?;
     }
     let summary = Summary {
         steps: train.steps,
@@ -343,6 +383,9 @@ impl Run<'_> {
 
     /// Mean loss (and accuracy) over the held-out rows, dropout off.
     fn evaluate(&self, step: u64) -> Result<EvalRecord, RunError> {
+        if self.stage.is_some() {
+            return self.evaluate_pipelined(step);
+        }
         let rows = self.valid.rows;
         let kind = &self.plan.train.loss;
         if rows == 0 {
@@ -381,6 +424,69 @@ impl Run<'_> {
         })
     }
 
+    /// The held-out evaluation through the stages of replica 0: the last
+    /// stage's sums, shared with every stage.
+    fn evaluate_pipelined(&self, step: u64) -> Result<EvalRecord, RunError> {
+        let stage = self.stage.as_ref().expect("a pipeline stage");
+        let rows = self.valid.rows;
+        let kind = &self.plan.train.loss;
+        let ctx = || format!("step {step}: evaluation");
+        let (mut loss_sum, mut correct, mut counted) = (0.0, 0.0, 0.0);
+        let chunk = 1024i64;
+        let mut start = 0i64;
+        while start < rows as i64 {
+            let len = chunk.min(rows as i64 - start);
+            let part = |t: &Tensor| t.f_narrow(0, start, len)?.f_to_device(self.device);
+            let x = part(&self.valid.features).context(ctx)?;
+            let y = part(&self.valid.targets).context(ctx)?;
+            let pipeline = self.world.pipeline.as_ref();
+            let (sum, hits) = stage.evaluate(&x, &y, &self.model, kind, pipeline, step)?;
+            loss_sum += sum;
+            if let Some(hits) = hits {
+                correct += hits as f64;
+                counted = 1.0;
+            }
+            start += len;
+        }
+        let mut sums = [loss_sum, correct, counted];
+        self.world
+            .pipeline
+            .all_reduce_host(&mut sums, ReduceOp::Sum)
+            .map_err(|e| RunError::Collective { step, message: e.0 })?;
+        let targets = self.valid.targets.numel().max(1) as f64;
+        Ok(EvalRecord {
+            step,
+            eval_loss: if rows == 0 {
+                f64::NAN
+            } else {
+                sums[0] / targets
+            },
+            eval_accuracy: (sums[2] > 0.0).then(|| sums[1] / targets),
+            eval_rows: rows,
+        })
+    }
+
+    /// The whole model's weights on rank 0 (`None` elsewhere): gathered
+    /// from replica 0's stages when the model is cut into stages.
+    fn gather_weights(&self, step: u64) -> Result<Option<Vec<(String, Tensor)>>, RunError> {
+        self.gather(self.model.named(), step)
+    }
+
+    /// `own` tensors of every stage of replica 0, on rank 0.
+    fn gather(
+        &self,
+        own: Vec<(String, Tensor)>,
+        step: u64,
+    ) -> Result<Option<Vec<(String, Tensor)>>, RunError> {
+        if self.world.replica != 0 {
+            return Ok(None);
+        }
+        if self.stage.is_none() {
+            return Ok((self.world.rank == 0).then_some(own));
+        }
+        gather::on_stage_zero(own, self.world.pipeline.as_ref(), step)
+    }
+
     /// Saves everything a resumed run needs, after `step` and its
     /// collectives: rank 0 writes; every rank settles its `async` updates
     /// in flight (they are part of the state).
@@ -392,9 +498,12 @@ impl Run<'_> {
                 .push_back(update.settle(&self.buckets, replicas)?);
         }
         self.last_checkpoint = Some(step);
-        if self.world.rank != 0 {
+        let names: Vec<&str> = self.model.params.iter().map(|(n, _)| n.as_str()).collect();
+        let model = self.gather(self.model.named(), step)?;
+        let optimizer = self.gather(self.optimizer.state(&names), step)?;
+        let (Some(model), Some(optimizer)) = (model, optimizer) else {
             return Ok(());
-        }
+        };
         let metrics_bytes = std::fs::metadata(metrics)
             .map_err(|e| io_err(metrics, e))?
             .len();
@@ -420,14 +529,7 @@ impl Run<'_> {
             plan_fingerprint: self.fingerprint.clone(),
             pending_steps: pending.iter().map(|(s, _)| *s).collect(),
         };
-        checkpoint::save(
-            self.out,
-            &state,
-            &self.model,
-            &self.optimizer,
-            &self.cursor,
-            &pending,
-        )
+        checkpoint::save(self.out, &state, &model, &optimizer, &self.cursor, &pending)
     }
 }
 

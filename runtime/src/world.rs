@@ -29,6 +29,10 @@ pub struct World {
     /// The replicas of this rank's stage, which average their gradients (or
     /// parameters) with each other.
     pub replicas: Box<dyn Communicator>,
+    /// The stages of this rank's replica, in stage order (its rank in the
+    /// group is its stage): activations and gradients between stages, the
+    /// gradient norm over them.
+    pub pipeline: Box<dyn Communicator>,
     /// The collective backend the replicas use: `local`, `mpi`, `nccl`.
     pub backend: &'static str,
 }
@@ -86,14 +90,6 @@ pub fn supports(plan: &Plan, choice: DeviceChoice) -> Result<(), RunError> {
     if layout.backend == Backend::Nccl && device::resolve(choice)? == Device::Cpu {
         return Err(nccl_needs_cuda());
     }
-    let stages = layout.pipeline;
-    if stages > 1 {
-        return Err(RunError::Backend {
-            message: format!(
-                "this plan cuts the model into {stages} pipeline stages; this dtl trains data-parallel replicas of the whole model, not pipelines yet (compile with `pipeline = 1`)"
-            ),
-        });
-    }
     Ok(())
 }
 
@@ -128,7 +124,24 @@ impl World {
             (Backend::Auto | Backend::Mpi, _) => Backend::Mpi,
         };
         let replicas = replica_group(all.as_ref(), backend, device, stage, replica, data)?;
-        let backend = replicas.backend();
+        let pipeline = if layout.pipeline == 1 {
+            Box::new(Local) as Box<dyn Communicator>
+        } else {
+            let group = all
+                .split(replica, stage)
+                .map_err(|e| RunError::Backend { message: e.0 })?;
+            match (backend, device) {
+                (Backend::Nccl, Device::Cuda(index)) => {
+                    nccl_group(Some(group), all.as_ref(), index as i64)?
+                }
+                _ => group,
+            }
+        };
+        let backend = if data > 1 {
+            replicas.backend()
+        } else {
+            pipeline.backend()
+        };
         Ok(World {
             rank,
             size,
@@ -137,6 +150,7 @@ impl World {
             device,
             all,
             replicas,
+            pipeline,
             backend,
         })
     }

@@ -5,6 +5,12 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+/// Whether golden files are to be rewritten: `DTL_BLESS=1` and nothing
+/// else (`DTL_BLESS=0` compares).
+pub fn bless() -> bool {
+    std::env::var("DTL_BLESS").is_ok_and(|v| v == "1")
+}
+
 /// One run of the binary, with fluent assertions on its outcome.
 pub struct Run {
     pub code: i32,

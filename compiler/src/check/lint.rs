@@ -68,18 +68,6 @@ pub enum Lint {
         #[label("fewer micro-batches than stages")]
         span: Span,
     },
-
-    #[error("this plan cuts the model into {stages} pipeline stages; the runtime of this version trains data-parallel replicas of the whole model, not pipelines")]
-    #[diagnostic(
-        code(dtl::lint::pipeline_runtime),
-        severity(Warning),
-        help("`dtl compile` and `dtl explain` show the stages, transfers and memory per rank; `dtl run` refuses a plan with pipeline stages")
-    )]
-    PipelineRuntime {
-        stages: u64,
-        #[label("pipeline stages")]
-        span: Span,
-    },
 }
 
 impl Lint {
@@ -89,8 +77,7 @@ impl Lint {
             | Lint::UnusedLet { span, .. }
             | Lint::LearningRate { span, .. }
             | Lint::NoClipping { span, .. }
-            | Lint::PipelineBubble { span, .. }
-            | Lint::PipelineRuntime { span, .. } => *span,
+            | Lint::PipelineBubble { span, .. } => *span,
         }
     }
 }

@@ -24,7 +24,7 @@ pub use error::CheckError;
 pub use library::{builtin_names, Builtin};
 pub use lint::Lint;
 pub use model::ShapeNote;
-pub use parallel::{Degree, ParallelLayout, ParallelSpans, KEYS as PARALLEL_KEYS};
+pub use parallel::{Degree, ParallelLayout, ParallelSpans, KEYS as PARALLEL_KEYS, MAX_RANKS};
 pub use settings::Choice;
 pub use train::{Length, TrainSpans, TrainSpec, TRAIN_KEYS};
 

@@ -27,6 +27,9 @@ pub const KEYS: [&str; 9] = [
     "batch_norm",
 ];
 
+/// The most ranks a plan is made for.
+pub const MAX_RANKS: i64 = 1 << 20;
+
 /// The data-parallel degree: fixed, or whatever the world size leaves.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Degree {
@@ -111,15 +114,20 @@ pub fn resolve(block: &SettingsBlock, errors: &mut Vec<CheckError>) -> Option<Pa
     let data = match s.get("data").map(|x| &x.value.kind) {
         Some(ExprKind::Name(n)) if n.name == "auto" => Some(Degree::Auto),
         _ => s
-            .int("data", 1, Some(1), errors)
+            .int("data", 1..=MAX_RANKS, Some(1), errors)
             .map(|n| Degree::Fixed(n as u64)),
     };
-    let pipeline = s.int("pipeline", 1, Some(1), errors);
-    let micro_batches = s.int("micro_batches", 1, Some(pipeline.unwrap_or(1)), errors);
+    let pipeline = s.int("pipeline", 1..=1 << 16, Some(1), errors);
+    let micro_batches = s.int(
+        "micro_batches",
+        1..=1 << 20,
+        Some(pipeline.unwrap_or(1)),
+        errors,
+    );
     let schedule = s.choice_or("schedule", PipelineSchedule::OneFOneB, errors);
     let backend = s.choice_or("backend", Backend::Auto, errors);
     let batch_norm = s.choice_or("batch_norm", BatchNormSync::Local, errors);
-    let bucket_mb = s.int("bucket_mb", 1, Some(25), errors);
+    let bucket_mb = s.int("bucket_mb", 1..=1 << 20, Some(25), errors);
     let split = split_setting(&s, errors);
     let sync = match s.get("sync") {
         None => Some(SyncMode::EveryStep),
@@ -244,7 +252,6 @@ pub fn check(
     let s = Settings::quiet(&block.settings);
     let at = |key: &str| s.get(key).map_or(block.keyword, |x| x.span);
     let stages = spec.pipeline;
-    let before = errors.len();
 
     // Combinations that make no sense, whatever the world size.
     if stages > 1 && spec.sync != SyncMode::EveryStep {
@@ -264,7 +271,30 @@ pub fn check(
             help: Some("clip each update by value (`clip = value(...)`) or synchronise every step".into()),
         });
     }
+    // A checkpoint saves rank 0's replica: between two averages the others
+    // hold their own, which a resumed run would lose.
+    if let (SyncMode::LocalSgd { period }, true) = (spec.sync, train.checkpoint_every > 0) {
+        if !train.checkpoint_every.is_multiple_of(period) {
+            errors.push(CheckError::InvalidValue {
+                message: format!(
+                    "checkpoint_every = {} falls between local SGD's averages (every {period} steps): a checkpoint there would keep one replica of several",
+                    train.checkpoint_every
+                ),
+                span: at("sync"),
+                label: "averages every period steps".into(),
+                help: Some(format!("make checkpoint_every a multiple of {period}")),
+            });
+        }
+    }
     let uses_data_parallel = spec.data != Degree::Fixed(1);
+    if stages > 1 && uses_data_parallel && spec.batch_norm == BatchNormSync::Sync {
+        errors.push(CheckError::Unsupported {
+            message: "synchronised batch norm across replicas of pipeline stages is not supported"
+                .into(),
+            span: at("batch_norm"),
+            help: Some("use `batch_norm = local` with a pipeline, or `pipeline = 1`".into()),
+        });
+    }
     let has_batch_norm = model
         .nodes
         .iter()
@@ -317,13 +347,6 @@ pub fn check(
         None => None,
         Some(names) => Some(named_split(names, stages, model, &s, block, errors)?),
     };
-    if errors.len() == before && stages > 1 {
-        lints.push(Lint::PipelineRuntime {
-            stages,
-            span: at("pipeline"),
-        });
-    }
-
     Some(ParallelLayout {
         data: spec.data,
         pipeline: stages,

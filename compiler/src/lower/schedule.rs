@@ -104,6 +104,7 @@ mod tests {
     fn transfer(node: &str, to_stage: u64) -> Transfer {
         Transfer {
             node: node.into(),
+            index: 0,
             to_stage,
             shape: vec![],
             values_per_sample: 1,

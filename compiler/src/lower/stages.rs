@@ -163,6 +163,7 @@ pub(super) fn stages(model: &ModelPlan, starts: &[usize]) -> Vec<StagePlan> {
         for &to_stage in readers[i].iter().filter(|t| **t > s) {
             stage.sends.push(Transfer {
                 node: node.name.clone(),
+                index: i,
                 to_stage,
                 shape: node.output.clone(),
                 values_per_sample: numel(&node.output),

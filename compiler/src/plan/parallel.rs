@@ -138,8 +138,11 @@ pub struct StagePlan {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Transfer {
-    /// The producing node.
+    /// The producing node's name (for people: names can repeat, as two
+    /// `add`s of one block do).
     pub node: String,
+    /// The producing node's index in `model.nodes`: what identifies it.
+    pub index: usize,
     pub to_stage: u64,
     pub shape: Shape,
     /// Values per sample (the product of the non-batch dimensions).

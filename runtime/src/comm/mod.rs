@@ -57,6 +57,17 @@ pub trait Communicator {
     /// Receives into `tensor` what rank `from` sent; a message of another
     /// size is an error.
     fn recv(&self, tensor: &mut Tensor, from: usize) -> Result<(), CommError>;
+    /// Sends and receives several tensors at once: all posted before any
+    /// is waited for, so two ranks that send to each other at the same
+    /// moment (a pipeline's activations one way, gradients the other) do
+    /// not wait on each other. Each received tensor must arrive with its
+    /// size; messages between two ranks match in the order they were
+    /// posted.
+    fn exchange(
+        &self,
+        sends: &[(&Tensor, usize)],
+        recvs: &mut [(&mut Tensor, usize)],
+    ) -> Result<(), CommError>;
     /// The sub-group of the processes that gave the same `color`, ordered by
     /// `key`: every process of this group must call it.
     fn split(&self, color: usize, key: usize) -> Result<Box<dyn Communicator>, CommError>;
@@ -152,6 +163,19 @@ impl Communicator for Local {
         Err(CommError(format!(
             "one process has no rank {from} to receive from"
         )))
+    }
+
+    fn exchange(
+        &self,
+        sends: &[(&Tensor, usize)],
+        recvs: &mut [(&mut Tensor, usize)],
+    ) -> Result<(), CommError> {
+        match (sends.first(), recvs.first()) {
+            (None, None) => Ok(()),
+            (Some((_, to)), _) | (None, Some((_, to))) => Err(CommError(format!(
+                "one process has no rank {to} to exchange tensors with"
+            ))),
+        }
     }
 
     fn split(&self, _: usize, _: usize) -> Result<Box<dyn Communicator>, CommError> {

@@ -82,7 +82,9 @@ impl Mpi {
 
     /// The MPI library's own version line.
     pub fn library_version() -> String {
-        mpi::environment::library_version().unwrap_or_else(|_| "unknown MPI".into())
+        mpi::environment::library_version()
+            .map(|v| v.trim_end_matches('\0').trim().to_string())
+            .unwrap_or_else(|_| "unknown MPI".into())
     }
 }
 
@@ -386,6 +388,99 @@ impl Communicator for Mpi {
             check(code, &format!("receive from rank {from}"))?;
         }
         buffer.finish("receive").map(drop)
+    }
+
+    fn exchange(
+        &self,
+        sends: &[(&Tensor, usize)],
+        recvs: &mut [(&mut Tensor, usize)],
+    ) -> Result<(), CommError> {
+        let outgoing: Vec<(HostBuffer, usize)> = sends
+            .iter()
+            .map(|(t, to)| HostBuffer::of(t, "send").map(|b| (b, *to)))
+            .collect::<Result<_, _>>()?;
+        let incoming: Vec<(HostBuffer, usize)> = recvs
+            .iter()
+            .map(|(t, from)| HostBuffer::of(t, "receive").map(|b| (b, *from)))
+            .collect::<Result<_, _>>()?;
+        let too_big = outgoing
+            .iter()
+            .chain(&incoming)
+            .any(|(b, _)| b.len() > MAX_COUNT);
+        if too_big {
+            return Err(CommError(format!(
+                "a tensor of more than {MAX_COUNT} values cannot be sent in one message"
+            )));
+        }
+        // SAFETY: null requests for MPI to fill in.
+        let null = unsafe { ffi::RSMPI_REQUEST_NULL };
+        let mut requests = vec![null; incoming.len() + outgoing.len()];
+        for (i, (buffer, from)) in incoming.iter().enumerate() {
+            // SAFETY: the buffer is host memory of `len` elements, alive
+            // until MPI_Waitall below returns.
+            let code = unsafe {
+                ffi::MPI_Irecv(
+                    buffer.ptr(),
+                    buffer.len() as c_int,
+                    datatype(buffer.element),
+                    *from as c_int,
+                    TAG,
+                    self.comm,
+                    &mut requests[i],
+                )
+            };
+            check(code, &format!("post a receive from rank {from}"))?;
+        }
+        for (i, (buffer, to)) in outgoing.iter().enumerate() {
+            // SAFETY: as above; MPI only reads the buffer.
+            let code = unsafe {
+                ffi::MPI_Isend(
+                    buffer.ptr(),
+                    buffer.len() as c_int,
+                    datatype(buffer.element),
+                    *to as c_int,
+                    TAG,
+                    self.comm,
+                    &mut requests[incoming.len() + i],
+                )
+            };
+            check(code, &format!("post a send to rank {to}"))?;
+        }
+        // SAFETY: statuses for MPI to fill in, one per request.
+        let mut statuses: Vec<ffi::MPI_Status> = (0..requests.len())
+            .map(|_| unsafe { std::mem::zeroed() })
+            .collect();
+        // SAFETY: every request was posted above over buffers still alive.
+        let code = unsafe {
+            ffi::MPI_Waitall(
+                requests.len() as c_int,
+                requests.as_mut_ptr(),
+                statuses.as_mut_ptr(),
+            )
+        };
+        check(code, "exchange tensors")?;
+        for (i, (buffer, from)) in incoming.iter().enumerate() {
+            let mut arrived: c_int = 0;
+            // SAFETY: the status of a completed receive.
+            let code =
+                unsafe { ffi::MPI_Get_count(&statuses[i], datatype(buffer.element), &mut arrived) };
+            check(code, "size a message")?;
+            if arrived as usize != buffer.len() {
+                return Err(CommError(format!(
+                    "rank {from} sent {arrived} values where {} were expected (a tensor of shape {:?})",
+                    buffer.len(),
+                    buffer.host.size()
+                )));
+            }
+        }
+        for ((buffer, _), (tensor, _)) in incoming.into_iter().zip(recvs.iter_mut()) {
+            let done = buffer.finish("receive")?;
+            if done.device() != tensor.device() || done.data_ptr() != tensor.data_ptr() {
+                tch::no_grad(|| tensor.f_copy_(&done))
+                    .map_err(|e| CommError(format!("receive: {e}")))?;
+            }
+        }
+        Ok(())
     }
 
     fn split(&self, color: usize, key: usize) -> Result<Box<dyn Communicator>, CommError> {

@@ -335,6 +335,25 @@ impl Communicator for Nccl {
         check(code, &format!("receive from rank {from}")).map(drop)
     }
 
+    fn exchange(
+        &self,
+        sends: &[(&Tensor, usize)],
+        recvs: &mut [(&mut Tensor, usize)],
+    ) -> Result<(), CommError> {
+        // One group: NCCL runs its sends and receives together, so two
+        // stages sending to each other do not block each other's stream.
+        check(result::group_start(), "start a group")?;
+        let mut outcome = Ok(());
+        for (tensor, to) in sends {
+            outcome = outcome.and_then(|()| self.send(tensor, *to));
+        }
+        for (tensor, from) in recvs.iter_mut() {
+            outcome = outcome.and_then(|()| self.recv(tensor, *from));
+        }
+        check(result::group_end(), "end a group")?;
+        outcome
+    }
+
     fn split(&self, color: usize, key: usize) -> Result<Box<dyn Communicator>, CommError> {
         let control = self.control.split(color, key)?;
         Ok(Box::new(Nccl::init(control, self.device)?))
