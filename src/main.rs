@@ -35,9 +35,19 @@ enum Command {
         files: Vec<PathBuf>,
         #[arg(long, value_enum, default_value_t = CheckFormat::Human)]
         format: CheckFormat,
-        /// Do not read data files (their shape is then taken from the model).
-        #[arg(long)]
+        /// Read the data files for the checks that need them (widths and
+        /// classes against the model, rows against the batch). Without it
+        /// no data file is opened, so checking an untrusted file reads
+        /// nothing it names.
+        #[arg(long, conflicts_with = "no_data")]
+        data: bool,
+        /// The default: do not read data files (kept for older scripts).
+        #[arg(long, hide = true)]
         no_data: bool,
+        /// A path that leads out of the project folder (through `..` or a
+        /// symbolic link) is an error, not a warning.
+        #[arg(long)]
+        strict: bool,
         /// World sizes to check the parallel configuration against, e.g. 4,8,64.
         #[arg(long, value_delimiter = ',')]
         world: Vec<u64>,
@@ -224,9 +234,11 @@ fn main() -> ExitCode {
         Command::Check {
             files,
             format,
-            no_data,
+            data,
+            no_data: _,
+            strict,
             world,
-        } => check(&files, format, &request(None, no_data), &world),
+        } => check(&files, format, &request(None, !data), &world, strict),
         Command::Compile {
             file,
             format,
@@ -312,6 +324,7 @@ fn check(
     format: CheckFormat,
     request: &Request,
     world: &[u64],
+    strict: bool,
 ) -> Result<(), Failure> {
     let mut records = Vec::new();
     let mut all = Vec::new();
@@ -321,6 +334,7 @@ fn check(
         let name = path.display().to_string();
         let mut options = request.options(path);
         options.world = world.to_vec();
+        options.strict = strict;
         let (diagnostics, ok) = match dtl_compiler::check_source(&name, &text, &options) {
             Ok(checked) => (checked.warnings, true),
             Err(diagnostics) => (diagnostics, false),

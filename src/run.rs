@@ -202,6 +202,10 @@ pub struct RunArgs {
     /// step, in `rank-K.trace.jsonl`.
     #[arg(long)]
     pub trace: bool,
+    /// Seconds a rank of a multi-rank run may go without finishing a step
+    /// before it ends the job (a peer hung in a collective, or died).
+    #[arg(long, default_value_t = 300)]
+    pub timeout: u64,
     /// No progress output.
     #[arg(short, long)]
     pub quiet: bool,
@@ -221,6 +225,9 @@ fn prefix(world: &dtl_runtime::World) -> String {
 #[cfg(feature = "runtime")]
 pub fn run(args: RunArgs, request: &Request) -> Result<(), Failure> {
     restart_with_environment();
+    // Ctrl-C and SIGTERM stop at the next step boundary with a checkpoint
+    // (the launcher waits for its ranks to do so).
+    dtl_runtime::signals::install();
     let device: dtl_runtime::DeviceChoice = args.device.parse().map_err(Failure::usage)?;
     // A rank of a job compiles the plan again, quietly: the launcher (or
     // rank 0 of an outer launcher's job) has said the warnings.
@@ -281,6 +288,7 @@ pub fn run(args: RunArgs, request: &Request) -> Result<(), Failure> {
         init_weights: args.init,
         resume: args.resume.is_some(),
         trace: args.trace,
+        timeout: std::time::Duration::from_secs(args.timeout.max(1)),
     };
     match dtl_runtime::train(&plan, &options, &world) {
         Ok(summary) if world.rank == 0 => {
@@ -293,6 +301,7 @@ pub fn run(args: RunArgs, request: &Request) -> Result<(), Failure> {
             // every rank stops by itself; one rank's own failure ends the
             // whole job at once, so no peer waits for it forever.
             let together = err.is_collective();
+            let err_code = err.exit_code();
             if world.rank == 0 || !together {
                 let failure = report_run_error(err, &prefix);
                 if world.size > 1 && !together {
@@ -300,16 +309,17 @@ pub fn run(args: RunArgs, request: &Request) -> Result<(), Failure> {
                 }
                 return Err(failure);
             }
-            Err(Failure::errors())
+            Err(Failure::exit(err_code))
         }
     }
 }
 
 /// Prints a run error (each line behind the rank's prefix); set-up errors
-/// (found before anything ran or was written) exit with 2, others with 1.
+/// (found before anything ran or was written) exit with 2, an interrupted
+/// run with 128 + the signal, others with 1.
 #[cfg(feature = "runtime")]
 fn report_run_error(err: dtl_runtime::RunError, prefix: &str) -> Failure {
-    let code = if err.is_setup() { 2 } else { 1 };
+    let code = err.exit_code();
     let report = format!("{:?}", miette::Report::new(err));
     for line in report.lines() {
         eprintln!("{prefix}{line}");
@@ -354,7 +364,7 @@ fn print_summary(summary: &dtl_runtime::Summary, prefix: &str) {
             eval.eval_loss,
             eval.eval_rows
         ),
-        None => {}
+        None => out!("{prefix}no held-out rows (valid = 0): nothing was evaluated"),
     }
     out!("{prefix}outputs in {}", summary.out_dir);
 }

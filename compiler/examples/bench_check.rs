@@ -1,11 +1,15 @@
 //! Benchmark (not a test): how `dtl check`'s front end scales with file size.
 //!
 //!     cargo run --release -p dtl-compiler --example bench_check
+//!     target/release/examples/bench_check --lines 1000000 --what fmt
 //!
 //! Generates files of 1,000 to 20,000 lines (modules of ten lines, each used
 //! once by the model, so elaboration grows with the file), parses and checks
 //! each several times, and prints the time per 1,000 lines and its ratio to
-//! the smallest file's: about 1.0 at every size means linear growth.
+//! the smallest file's: about 1.0 at every size means linear growth. With
+//! `--lines N --what check|fmt` it times one size once and prints one line
+//! (`scripts/bench-front-end.sh` runs it per size under `/usr/bin/time` for
+//! the peak memory).
 
 use std::time::Instant;
 
@@ -28,12 +32,49 @@ fn generate(lines: usize) -> String {
     text
 }
 
+/// `--lines N --what check|fmt`: one size, one line.
+fn one(lines: usize, what: &str) {
+    let text = generate(lines);
+    let actual = text.lines().count();
+    let start = Instant::now();
+    match what {
+        "check" => {
+            let options = dtl_compiler::check::Options {
+                base_dir: ".".into(),
+                probe_data: false,
+                world: Vec::new(),
+                overrides: Vec::new(),
+                strict: false,
+            };
+            assert!(dtl_compiler::check_source("bench.dtl", &text, &options).is_ok());
+        }
+        "fmt" => {
+            std::hint::black_box(dtl_compiler::format::format_source(&text).expect("formats"));
+        }
+        other => panic!("--what check or fmt, not {other}"),
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    println!(
+        "{what} {actual} lines {seconds:.3} s {:.3} µs/line",
+        seconds * 1e6 / actual as f64
+    );
+}
+
 fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if let [flag, lines, what_flag, what] = &args[..] {
+        assert!(
+            flag == "--lines" && what_flag == "--what",
+            "usage: --lines N --what check|fmt"
+        );
+        return one(lines.parse().expect("--lines N"), what);
+    }
     let options = dtl_compiler::check::Options {
         base_dir: ".".into(),
         probe_data: false,
         world: Vec::new(),
         overrides: Vec::new(),
+        strict: false,
     };
     let mut baseline = None;
     println!(

@@ -326,6 +326,7 @@ train { model = Net; data = digits; loss = cross_entropy; optimizer = sgd(lr: 0.
             probe_data: true,
             world: vec![],
             overrides: vec![],
+            strict: false,
         };
         analyze("t.dtl", SOURCE, &options)
     }

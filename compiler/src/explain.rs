@@ -402,6 +402,7 @@ mod hand_computed {
             probe_data: true,
             world: vec![],
             overrides: vec![],
+            strict: false,
         };
         let plan = crate::compile_source("t.dtl", source, &options).unwrap();
         let cost = super::cost(&plan);
@@ -427,6 +428,7 @@ mod hand_computed {
             probe_data: true,
             world,
             overrides: vec![],
+            strict: false,
         };
         crate::compile_source("t.dtl", source, &options)
             .unwrap_or_else(|d| panic!("{}", d.render_human(false)))

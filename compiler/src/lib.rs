@@ -175,5 +175,6 @@ pub fn options_for(path: &Path, probe_data: bool) -> check::Options {
         probe_data,
         world: Vec::new(),
         overrides: Vec::new(),
+        strict: false,
     }
 }

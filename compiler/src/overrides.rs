@@ -32,6 +32,9 @@ pub fn parse(text: &str) -> Result<Override, String> {
         return Err(format!("`{text}`: empty name in the path"));
     }
     let value_text = value.trim();
+    if let Some(err) = crate::syntax::too_deep(value_text) {
+        return Err(format!("`{text}`: {err}"));
+    }
     let parsed = DtlParser::parse(Rule::expr_line, value_text)
         .map_err(|_| format!("`{text}`: `{value_text}` is not a dtl value"))?;
     let value = lower_expr_text(parsed).map_err(|e| format!("`{text}`: {e}"))?;

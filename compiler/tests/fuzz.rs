@@ -5,51 +5,8 @@
 
 use std::path::{Path, PathBuf};
 
+use dtl_compiler::util::mutate::{below, floor_boundary, mutate};
 use dtl_compiler::util::rng::Rng;
-
-/// `0..n` from the shared generator, as an index.
-fn below(rng: &mut Rng, n: usize) -> usize {
-    rng.below(n as u64) as usize
-}
-
-const TOKENS: [&str; 36] = [
-    "(",
-    ")",
-    "{",
-    "}",
-    "[",
-    "]",
-    ",",
-    ":",
-    "=",
-    ";",
-    "|>",
-    "+",
-    "-",
-    "\"",
-    "\n",
-    "let",
-    "repeat",
-    "forward",
-    "module",
-    "model",
-    "train",
-    "data",
-    "0",
-    "-1",
-    "1e9",
-    "99999999999",
-    "3000000000",
-    "1.5",
-    "linear",
-    "conv2d",
-    "attention",
-    "x",
-    "B",
-    "relu",
-    "é",
-    "/*",
-];
 
 fn corpus() -> Vec<PathBuf> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
@@ -64,40 +21,6 @@ fn corpus() -> Vec<PathBuf> {
     }
     files.sort();
     files
-}
-
-fn floor_boundary(text: &str, mut i: usize) -> usize {
-    i = i.min(text.len());
-    while !text.is_char_boundary(i) {
-        i -= 1;
-    }
-    i
-}
-
-fn mutate(text: &str, rng: &mut Rng) -> String {
-    let mut out = text.to_string();
-    for _ in 0..1 + below(rng, 3) {
-        let at = floor_boundary(&out, below(rng, out.len() + 1));
-        match below(rng, 5) {
-            0 => out.insert_str(at, TOKENS[below(rng, TOKENS.len())]),
-            1 => {
-                let end = floor_boundary(&out, at + below(rng, 12));
-                out.replace_range(at..end, "");
-            }
-            2 => {
-                let end = floor_boundary(&out, at + below(rng, 40));
-                let piece = out[at..end].to_string();
-                let to = floor_boundary(&out, below(rng, out.len() + 1));
-                out.insert_str(to, &piece);
-            }
-            3 => out.truncate(at),
-            _ => {
-                let end = floor_boundary(&out, at + 1 + below(rng, 3));
-                out.replace_range(at..end, TOKENS[below(rng, TOKENS.len())]);
-            }
-        }
-    }
-    out
 }
 
 /// Settings a user might override, and values from the ordinary to the
@@ -174,6 +97,7 @@ fn mutated_inputs_never_panic_and_spans_stay_inside_the_file() {
                 probe_data: n % 10 == 0,
                 world: world.clone(),
                 overrides,
+                strict: false,
             };
             let label = format!("a mutant of {} (--world {world:?})", path.display());
             let result = std::panic::catch_unwind(|| {

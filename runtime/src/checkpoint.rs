@@ -10,9 +10,11 @@
 //! data-parallel degree as long as each step reads the same rows
 //! (`data × micro_batch` unchanged); the fingerprint checks exactly that.
 //!
-//! A checkpoint is a folder written whole under a temporary name and then
-//! swapped in by renames: a crash at any moment leaves the previous
-//! checkpoint or the new one readable, never half of one.
+//! A checkpoint is a folder written whole under a temporary name, flushed to
+//! the disk, and then swapped in by renames, the previous one kept as
+//! `checkpoint.prev`: a crash at any moment leaves a whole checkpoint, and
+//! a checksum over its files tells a damaged one, which resuming skips for
+//! the one before.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -27,10 +29,12 @@ use crate::error::{RunError, TorchContext};
 
 const DIR: &str = "checkpoint";
 const TMP: &str = "checkpoint.tmp";
-const OLD: &str = "checkpoint.old";
-/// The checkpoint layout this runtime writes and reads (2: layout-free
-/// fingerprint, `async` updates in flight).
-pub const FORMAT: u32 = 2;
+/// The checkpoint before the last: what a resumed run falls back to when
+/// the last one is damaged.
+const PREV: &str = "checkpoint.prev";
+/// The checkpoint layout this runtime writes and reads (3: a checksum over
+/// its files, the previous checkpoint kept).
+pub const FORMAT: u32 = 3;
 
 /// `state.json`: the scalars of a checkpoint.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -54,6 +58,10 @@ pub struct State {
     /// `async`: the steps whose averaged gradients are saved, waiting to be
     /// applied (oldest first), as `pending.<i>.<bucket>` tensors.
     pub pending_steps: Vec<u64>,
+    /// FNV-1a of `model.safetensors` and `state.safetensors`, in that
+    /// order: a torn or damaged checkpoint does not match.
+    #[serde(default)]
+    pub checksum: String,
 }
 
 /// A checkpoint read back.
@@ -64,6 +72,9 @@ pub struct Loaded {
     pub optimizer: BTreeMap<String, Tensor>,
     /// `async` updates waiting: the step and its buckets' averaged gradients.
     pub pending: Vec<(u64, Vec<Tensor>)>,
+    /// Why the last checkpoint could not be used, when this is the one
+    /// before it.
+    pub fell_back: Option<String>,
 }
 
 /// What a checkpoint must match to be resumed: the model, the data, the
@@ -98,7 +109,10 @@ fn io(path: &Path) -> impl Fn(std::io::Error) -> RunError + '_ {
     }
 }
 
-/// Writes a checkpoint into `out/checkpoint`, replacing the last one.
+/// Writes a checkpoint into `out/checkpoint`; the last one becomes
+/// `checkpoint.prev`. Every file is written whole and flushed to the disk
+/// (file and folder) before a rename makes it current: a crash at any
+/// moment leaves at least one whole checkpoint.
 pub fn save(
     out: &Path,
     state: &State,
@@ -112,7 +126,8 @@ pub fn save(
         std::fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
     }
     std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
-    crate::model::write_weights(&tmp.join("model.safetensors"), model)?;
+    let model_path = tmp.join("model.safetensors");
+    crate::model::write_weights(&model_path, model)?;
     let mut tensors: Vec<(String, Tensor)> = optimizer
         .iter()
         .map(|(n, t)| (n.clone(), t.to_device(Device::Cpu)))
@@ -126,28 +141,56 @@ pub fn save(
     let state_path = tmp.join("state.safetensors");
     Tensor::write_safetensors(&tensors, &state_path)
         .context(|| format!("write {}", state_path.display()))?;
-    let json = serde_json::to_string_pretty(state).expect("the state serializes");
+    sync_file(&state_path)?;
+    let mut state = state.clone();
+    state.checksum = checksum(&tmp)?;
+    let json = serde_json::to_string_pretty(&state).expect("the state serializes");
     let json_path = tmp.join("state.json");
     std::fs::write(&json_path, json).map_err(io(&json_path))?;
-    // Swap: checkpoint → checkpoint.old, checkpoint.tmp → checkpoint.
-    let (dir, old) = (out.join(DIR), out.join(OLD));
-    if old.exists() {
-        std::fs::remove_dir_all(&old).map_err(io(&old))?;
-    }
-    if dir.exists() {
-        std::fs::rename(&dir, &old).map_err(io(&dir))?;
+    sync_file(&json_path)?;
+    sync_dir(&tmp)?;
+    // checkpoint → checkpoint.prev, checkpoint.tmp → checkpoint.
+    let (dir, prev) = (out.join(DIR), out.join(PREV));
+    if dir.join("state.json").is_file() {
+        if prev.exists() {
+            std::fs::remove_dir_all(&prev).map_err(io(&prev))?;
+        }
+        std::fs::rename(&dir, &prev).map_err(io(&dir))?;
+    } else if dir.exists() {
+        std::fs::remove_dir_all(&dir).map_err(io(&dir))?;
     }
     std::fs::rename(&tmp, &dir).map_err(io(&dir))?;
-    if old.exists() {
-        std::fs::remove_dir_all(&old).map_err(io(&old))?;
+    sync_dir(out)
+}
+
+/// The checksum of a checkpoint folder's two tensor files.
+fn checksum(dir: &Path) -> Result<String, RunError> {
+    let mut bytes = Vec::new();
+    for name in ["model.safetensors", "state.safetensors"] {
+        let path = dir.join(name);
+        bytes.extend(std::fs::read(&path).map_err(io(&path))?);
     }
-    Ok(())
+    Ok(format!("{:016x}", dtl_compiler::util::rng::fnv1a(&bytes)))
+}
+
+/// Flushes a file's contents to the disk.
+pub fn sync_file(path: &Path) -> Result<(), RunError> {
+    std::fs::File::open(path)
+        .and_then(|f| f.sync_all())
+        .map_err(io(path))
+}
+
+/// Flushes a folder's entries (renames, new files) to the disk.
+pub fn sync_dir(path: &Path) -> Result<(), RunError> {
+    std::fs::File::open(path)
+        .and_then(|f| f.sync_all())
+        .map_err(io(path))
 }
 
 /// Whether the run in `out` has a checkpoint to resume from (an error
 /// saying there is none).
 pub fn exists(out: &Path) -> Result<(), RunError> {
-    let found = [DIR, OLD]
+    let found = [DIR, PREV]
         .iter()
         .any(|d| out.join(d).join("state.json").is_file());
     if found {
@@ -160,17 +203,44 @@ pub fn exists(out: &Path) -> Result<(), RunError> {
     }
 }
 
-/// Reads the checkpoint of the run in `out`: `checkpoint/`, or
-/// `checkpoint.old/` when a crash came between the two renames.
+/// Reads the checkpoint of the run in `out`: `checkpoint/`, or when that
+/// one is missing, torn or damaged (its checksum does not match),
+/// `checkpoint.prev/`, saying why.
 pub fn load(out: &Path, fingerprint: &str) -> Result<Loaded, RunError> {
-    let dir = [DIR, OLD]
-        .iter()
-        .map(|d| out.join(d))
-        .find(|d| d.join("state.json").is_file())
-        .ok_or_else(|| RunError::Resume {
-            path: out.display().to_string(),
-            message: "no checkpoint here (is `checkpoint_every` set in the train block?)".into(),
-        })?;
+    let mut reasons = Vec::new();
+    for name in [DIR, PREV] {
+        let dir = out.join(name);
+        if !dir.join("state.json").is_file() {
+            continue;
+        }
+        match load_dir(&dir, fingerprint) {
+            Ok(mut loaded) => {
+                if !reasons.is_empty() {
+                    loaded.fell_back = Some(reasons.join("; "));
+                }
+                return Ok(loaded);
+            }
+            // Another experiment is not a damaged checkpoint: say so.
+            Err(err @ RunError::Resume { .. }) if is_mismatch(&err) => return Err(err),
+            Err(err) => reasons.push(err.to_string()),
+        }
+    }
+    Err(RunError::Resume {
+        path: out.display().to_string(),
+        message: if reasons.is_empty() {
+            "no checkpoint here (is `checkpoint_every` set in the train block?)".into()
+        } else {
+            format!("no usable checkpoint: {}", reasons.join("; "))
+        },
+    })
+}
+
+fn is_mismatch(err: &RunError) -> bool {
+    matches!(err, RunError::Resume { message, .. } if message.starts_with("the checkpoint belongs to another experiment"))
+}
+
+fn load_dir(dir: &Path, fingerprint: &str) -> Result<Loaded, RunError> {
+    let dir = dir.to_path_buf();
     let bad = |message: String| RunError::Resume {
         path: dir.display().to_string(),
         message,
@@ -182,6 +252,13 @@ pub fn load(out: &Path, fingerprint: &str) -> Result<Loaded, RunError> {
         return Err(bad(format!(
             "checkpoint format {} (this dtl reads {FORMAT})",
             state.format
+        )));
+    }
+    let found = checksum(&dir).map_err(|e| bad(e.to_string()))?;
+    if state.checksum != found {
+        return Err(bad(format!(
+            "damaged: its files' checksum is {found}, state.json says {}",
+            state.checksum
         )));
     }
     if state.plan_fingerprint != fingerprint {
@@ -218,6 +295,7 @@ pub fn load(out: &Path, fingerprint: &str) -> Result<Loaded, RunError> {
     }
     Ok(Loaded {
         pending,
+        fell_back: None,
         cursor: Cursor {
             order: Arc::new(order),
             pos: state.data_pos as usize,

@@ -50,6 +50,21 @@ pub enum RunError {
     #[diagnostic(code(dtl::run::launch))]
     Launch { message: String },
 
+    /// Ctrl-C or SIGTERM: the run stopped at a step boundary and wrote a
+    /// checkpoint.
+    #[error("stopped by {signal} after step {step}; a checkpoint of that step is in {out}")]
+    #[diagnostic(
+        code(dtl::run::interrupted),
+        help("continue with `dtl run --resume {out}`")
+    )]
+    Interrupted {
+        step: u64,
+        signal: &'static str,
+        /// The signal's number (the exit code is 128 + it).
+        number: i32,
+        out: String,
+    },
+
     /// A collective failed during training.
     #[error("step {step}: {message}")]
     #[diagnostic(code(dtl::run::collective))]
@@ -101,8 +116,20 @@ impl RunError {
     pub fn is_collective(&self) -> bool {
         matches!(
             self,
-            RunError::NonFinite { .. } | RunError::NonFiniteOnRanks { .. }
+            RunError::NonFinite { .. }
+                | RunError::NonFiniteOnRanks { .. }
+                | RunError::Interrupted { .. }
         )
+    }
+
+    /// The process's exit code for this error: 2 for set-up errors, 128 +
+    /// the signal for an interrupted run, 1 otherwise.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            RunError::Interrupted { number, .. } => (128 + number).clamp(1, 255) as u8,
+            error if error.is_setup() => 2,
+            _ => 1,
+        }
     }
 }
 

@@ -13,6 +13,7 @@ pub mod data;
 pub mod data_parallel;
 pub mod device;
 pub mod error;
+pub mod fault;
 mod gather;
 pub mod launch;
 mod loss;
@@ -25,8 +26,10 @@ mod prefetch;
 mod progress;
 mod rank_log;
 pub mod segments;
+pub mod signals;
 mod step;
 pub mod train;
+mod watchdog;
 pub mod world;
 
 pub use device::DeviceChoice;

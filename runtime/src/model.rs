@@ -274,6 +274,7 @@ pub fn write_weights(path: &Path, named: &[(String, Tensor)]) -> Result<(), RunE
         .map(|(n, t)| (n.as_str(), t.detach().to_device(Device::Cpu)))
         .collect();
     Tensor::write_safetensors(&named, &tmp).context(|| format!("write {}", tmp.display()))?;
+    crate::checkpoint::sync_file(&tmp)?;
     std::fs::rename(&tmp, path).map_err(|e| RunError::Io {
         path: path.display().to_string(),
         message: e.to_string(),

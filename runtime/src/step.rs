@@ -185,7 +185,7 @@ impl Run<'_> {
             None => self.model.forward(&x, true)?,
         };
         let scaled = loss::loss(&self.plan.train.loss, &output, &y, Reduction::Mean)
-            .and_then(|l| l.f_mul_scalar(loss_scale))
+            .and_then(|l| l.f_mul_scalar(self.faulty(step, loss_scale)))
             .context(|| {
                 format!(
                     "step {step}: loss of output {:?} and targets {:?}",
@@ -260,6 +260,7 @@ impl Run<'_> {
         let xs = x.f_chunk(pieces as i64, 0).context(ctx)?;
         let ys = y.f_chunk(pieces as i64, 0).context(ctx)?;
         let rows: Vec<Rows> = xs.into_iter().zip(ys).map(|(x, y)| Rows { x, y }).collect();
+        let scale = self.faulty(step, loss_scale);
         let stage = self.stage.as_mut().expect("a pipeline plan has a stage");
         let (loss, passes) = stage.round(
             program,
@@ -267,13 +268,22 @@ impl Run<'_> {
             &self.model,
             Objective {
                 loss: &self.plan.train.loss,
-                scale: loss_scale,
+                scale,
             },
             self.world.pipeline.as_ref(),
             step,
         )?;
         self.passes.extend(passes);
         Ok(loss)
+    }
+
+    /// The loss scale, or NaN where a `nan` fault is planned for this rank
+    /// and step (the reliability tests).
+    fn faulty(&self, step: u64, loss_scale: f64) -> f64 {
+        match crate::fault::at(self.world.rank, step) {
+            Some(crate::fault::Kind::Nan) => f64::NAN,
+            _ => loss_scale,
+        }
     }
 
     /// The mean loss over the replicas, and the ranks whose own loss was

@@ -26,6 +26,7 @@ use crate::data::{self, Batches, Cursor, Dataset, Shard};
 use crate::data_parallel::{AsyncUpdate, Buckets};
 use crate::device::DeviceChoice;
 use crate::error::{RunError, TorchContext};
+use crate::fault;
 use crate::gather;
 use crate::loss;
 use crate::model::{write_weights, Model};
@@ -35,6 +36,8 @@ use crate::prefetch::Prefetch;
 use crate::progress::Progress;
 use crate::rank_log::RankLog;
 use crate::segments;
+use crate::signals;
+use crate::watchdog::Watchdog;
 use crate::world::World;
 
 pub use dtl_compiler::records::{EvalRecord, StepRecord};
@@ -55,6 +58,9 @@ pub struct RunOptions {
     /// Each rank records what it ran, step by step, with a hash of its
     /// weights, in `rank-K.trace.jsonl`.
     pub trace: bool,
+    /// How long a rank of a multi-rank run may wait without passing a step
+    /// boundary before it ends the job (a peer hung or died).
+    pub timeout: std::time::Duration,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -128,7 +134,14 @@ pub fn train(plan: &Plan, options: &RunOptions, world: &World) -> Result<Summary
     let mut log = RankLog::open(out, world, options.trace)?;
     let fingerprint = checkpoint::fingerprint(plan);
     let resumed = if options.resume {
-        Some(checkpoint::load(out, &fingerprint)?)
+        let loaded = checkpoint::load(out, &fingerprint)?;
+        if let (Some(why), true) = (&loaded.fell_back, lead) {
+            eprintln!(
+                "warning: the last checkpoint cannot be used ({why}); resuming from the one before, of step {}",
+                loaded.state.step
+            );
+        }
+        Some(loaded)
     } else {
         None
     };
@@ -254,8 +267,18 @@ pub fn train(plan: &Plan, options: &RunOptions, world: &World) -> Result<Summary
         None
     };
     let progress = Progress::new(train.steps, done, options.progress && lead);
+    let watchdog = (world.size > 1).then(|| {
+        Watchdog::start(
+            options.timeout,
+            format!("[rank {}] rank {}: ", world.rank, world.rank),
+        )
+    });
     let (mut last, mut last_eval) = (None, None);
     for step in done + 1..=train.steps {
+        if let Some(watchdog) = &watchdog {
+            watchdog.beat(step);
+        }
+        fault::strike(world.rank, step);
         let step_started = Instant::now();
         let record = run.step(step)?;
         run.train_seconds += step_started.elapsed().as_secs_f64();
@@ -280,7 +303,8 @@ pub fn train(plan: &Plan, options: &RunOptions, world: &World) -> Result<Summary
             run.finish_updates(step)?;
         }
         // Rank 0 evaluates; with a pipeline, every stage of replica 0.
-        let evaluates = lead || (pipelined && world.replica == 0);
+        // Without held-out rows there is nothing to evaluate.
+        let evaluates = (lead || (pipelined && world.replica == 0)) && run.valid.rows > 0;
         if (eval_due || step == train.steps) && evaluates {
             let eval = run.evaluate(step)?;
             if let Some(metrics) = &mut metrics {
@@ -289,11 +313,28 @@ pub fn train(plan: &Plan, options: &RunOptions, world: &World) -> Result<Summary
             progress.eval(&eval);
             last_eval = Some(eval);
         }
-        if train.checkpoint_every > 0 && step.is_multiple_of(train.checkpoint_every) {
+        // Ctrl-C or SIGTERM: every rank stops after the same step, with a
+        // checkpoint of it.
+        let stop = run.agree_to_stop(step)?;
+        let due = train.checkpoint_every > 0 && step.is_multiple_of(train.checkpoint_every);
+        if due || (stop.is_some() && step < train.steps) {
             if let Some(metrics) = &mut metrics {
                 metrics.flush().map_err(|e| io_err(&metrics_path, e))?;
+                metrics
+                    .get_ref()
+                    .sync_all()
+                    .map_err(|e| io_err(&metrics_path, e))?;
             }
             run.checkpoint(step, &metrics_path)?;
+        }
+        if let Some(number) = stop.filter(|_| step < train.steps) {
+            progress.finish();
+            return Err(RunError::Interrupted {
+                step,
+                signal: signals::name(number),
+                number,
+                out: out.display().to_string(),
+            });
         }
         last = Some(record);
     }
@@ -370,6 +411,21 @@ pub fn dropout_seed(seed: u64, step: u64) -> i64 {
 }
 
 impl Run<'_> {
+    /// Whether a signal asked to stop: on every rank of a job the same
+    /// answer (any rank's signal stops them all, after the same step).
+    fn agree_to_stop(&self, step: u64) -> Result<Option<i32>, RunError> {
+        let mine = signals::requested().unwrap_or(0);
+        if self.world.size == 1 {
+            return Ok((mine != 0).then_some(mine));
+        }
+        let mut any = [f64::from(mine)];
+        self.world
+            .all
+            .all_reduce_host(&mut any, ReduceOp::Max)
+            .map_err(|e| RunError::Collective { step, message: e.0 })?;
+        Ok((any[0] > 0.0).then_some(any[0] as i32))
+    }
+
     /// After the last step: local SGD's last average, `async`'s updates
     /// still in flight.
     fn finish_updates(&mut self, step: u64) -> Result<(), RunError> {
@@ -528,6 +584,7 @@ impl Run<'_> {
             train_seconds: self.train_seconds,
             plan_fingerprint: self.fingerprint.clone(),
             pending_steps: pending.iter().map(|(s, _)| *s).collect(),
+            checksum: String::new(),
         };
         checkpoint::save(self.out, &state, &model, &optimizer, &self.cursor, &pending)
     }

@@ -38,6 +38,7 @@ fn compile(dir: &Path, micro_batch: u32, accumulate: u32, clip: &str, optimizer:
         probe_data: true,
         world: Vec::new(),
         overrides: Vec::new(),
+        strict: false,
     };
     dtl_compiler::compile_source("test.dtl", &source, &options)
         .unwrap_or_else(|d| panic!("{}", d.render_human(false)))
@@ -51,6 +52,7 @@ fn train(plan: &Plan, out: &Path) -> (Vec<(String, Tensor)>, Vec<serde_json::Val
         init_weights: None,
         resume: false,
         trace: false,
+        timeout: std::time::Duration::from_secs(60),
     };
     let world = dtl_runtime::World::join(plan, DeviceChoice::Cpu).unwrap();
     dtl_runtime::train(plan, &options, &world).unwrap();

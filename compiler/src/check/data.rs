@@ -2,8 +2,6 @@
 //! validation split. With `probe` the data is read at check time, so its
 //! width and classes can be checked against the model.
 
-use std::path::Path;
-
 use super::args::{ParamSig, Ty, Value};
 use super::settings::{choose, type_error, Settings};
 use super::CheckError;
@@ -19,10 +17,11 @@ pub const DATA_KEYS: [&str; 6] = ["source", "shape", "scale", "valid", "shuffle"
 /// width, class count and rows; without, those come from the model later.
 pub fn data(
     def: &DataDef,
-    base_dir: &Path,
-    probe: bool,
+    options: &super::Options,
     errors: &mut Vec<CheckError>,
+    lints: &mut Vec<super::Lint>,
 ) -> Option<DataPlan> {
+    let (base_dir, probe) = (&options.base_dir, options.probe_data);
     let settings = Settings::new(
         &format!("data {}", def.name.name),
         def.name.span,
@@ -106,7 +105,7 @@ pub fn data(
     let target = settings.choice_or("target", TargetKind::Class, errors)?;
     // Paths are relative to the .dtl file.
     let file = |value: &Value| {
-        normalize(&base_dir.join(value.as_str()))
+        super::paths::normalize(&base_dir.join(value.as_str()))
             .display()
             .to_string()
     };
@@ -155,6 +154,22 @@ pub fn data(
             }
         }
     };
+    // The files it names, as written: where they lead.
+    let raw_paths: &[Value] = match format {
+        Format::Csv | Format::Safetensors | Format::Text => &v[..1],
+        Format::Npy | Format::Idx => &v[..2],
+        Format::Synthetic => &[],
+    };
+    for raw in raw_paths {
+        super::paths::check(
+            raw.as_str(),
+            base_dir,
+            source.value.span,
+            options.strict,
+            errors,
+            lints,
+        );
+    }
     if target == TargetKind::Float && matches!(source_plan, DataSource::Synthetic { .. }) {
         let span = settings
             .get("target")
@@ -292,19 +307,4 @@ fn sample_shape_setting(
             None
         }
     }
-}
-
-/// `a/b/../c` → `a/c`, without touching the file system.
-fn normalize(path: &Path) -> std::path::PathBuf {
-    let mut out = std::path::PathBuf::new();
-    for part in path.components() {
-        match part {
-            std::path::Component::CurDir => {}
-            std::path::Component::ParentDir if out.file_name().is_some() => {
-                out.pop();
-            }
-            other => out.push(other),
-        }
-    }
-    out
 }

@@ -174,6 +174,18 @@ pub enum CheckError {
         span: Span,
     },
 
+    #[error("`{path}` leads out of the project folder {project}")]
+    #[diagnostic(
+        code(dtl::check::path_outside_project),
+        help("keep the data inside the project, or name it by an absolute path (this is an error under --strict)")
+    )]
+    PathOutsideProject {
+        path: String,
+        project: String,
+        #[label("outside the project")]
+        span: Span,
+    },
+
     #[error("{message}")]
     #[diagnostic(code(dtl::check::unsupported))]
     Unsupported {
@@ -206,6 +218,7 @@ impl CheckError {
             | MissingItem { span, .. }
             | DataFile { span, .. }
             | BadOverride { span, .. }
+            | PathOutsideProject { span, .. }
             | Unsupported { span, .. } => *span,
         }
     }

@@ -68,6 +68,19 @@ pub enum Lint {
         #[label("fewer micro-batches than stages")]
         span: Span,
     },
+
+    #[error("`{path}` leads out of the project folder {project}")]
+    #[diagnostic(
+        code(dtl::lint::path_outside_project),
+        severity(Warning),
+        help("keep the data inside the project, or name it by an absolute path; `dtl check --strict` makes this an error")
+    )]
+    PathOutsideProject {
+        path: String,
+        project: String,
+        #[label("outside the project")]
+        span: Span,
+    },
 }
 
 impl Lint {
@@ -77,7 +90,8 @@ impl Lint {
             | Lint::UnusedLet { span, .. }
             | Lint::LearningRate { span, .. }
             | Lint::NoClipping { span, .. }
-            | Lint::PipelineBubble { span, .. } => *span,
+            | Lint::PipelineBubble { span, .. }
+            | Lint::PathOutsideProject { span, .. } => *span,
         }
     }
 }

@@ -13,6 +13,7 @@ mod lint;
 mod model;
 mod module_tests;
 mod parallel;
+mod paths;
 mod settings;
 mod train;
 
@@ -44,6 +45,9 @@ pub struct Options {
     pub world: Vec<u64>,
     /// `--set PATH=VALUE` overrides, applied before checking.
     pub overrides: Vec<crate::overrides::Override>,
+    /// `dtl check --strict`: a path that leads out of the project folder is
+    /// an error, not a warning.
+    pub strict: bool,
 }
 
 /// Everything a checked file says, resolved, for `lower` to turn into a

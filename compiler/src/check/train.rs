@@ -87,7 +87,7 @@ pub(super) fn check_train(
 ) -> Option<Experiment> {
     let s = Settings::new("train", block.keyword, &block.settings, &TRAIN_KEYS, errors);
     let model_def = resolve_model(&s, modules, errors);
-    let data = resolve_data(&s, data_defs, options, errors);
+    let data = resolve_data(&s, data_defs, options, errors, lints);
     let loss = s
         .require("loss", "e.g. `loss = cross_entropy`", errors)
         .and_then(|x| settings::loss(x, errors));
@@ -157,16 +157,7 @@ pub(super) fn check_train(
     let loss = loss?;
     fit::check_model_against_data(&model, def, &mut data, &loss, &s, options, errors)?;
     let (length, length_span) = length?;
-    if let (Length::Epochs(_), 0) = (length, data.rows) {
-        errors.push(CheckError::InvalidValue {
-            message: "`epochs` needs the number of rows, which is read from the data".into(),
-            span: length_span,
-            label: "unknown size".into(),
-            help: Some("drop --no-data, or give `steps` instead".into()),
-        });
-        return None;
-    }
-    let init = init_weights(&s, options, errors)?;
+    let init = init_weights(&s, options, errors, lints)?;
     let train = TrainSpec {
         loss,
         optimizer: optimizer?,
@@ -242,6 +233,7 @@ fn resolve_data(
     data_defs: &BTreeMap<String, &DataDef>,
     options: &Options,
     errors: &mut Vec<CheckError>,
+    lints: &mut Vec<Lint>,
 ) -> Option<DataPlan> {
     s.require(
         "data",
@@ -250,7 +242,7 @@ fn resolve_data(
     );
     let name = s.name("data", errors)?;
     match data_defs.get(&name.name) {
-        Some(def) => data::data(def, &options.base_dir, options.probe_data, errors),
+        Some(def) => data::data(def, options, errors, lints),
         None => {
             errors.push(CheckError::UnknownName {
                 kind: "data source",
@@ -336,6 +328,7 @@ fn init_weights(
     s: &Settings<'_>,
     options: &Options,
     errors: &mut Vec<CheckError>,
+    lints: &mut Vec<Lint>,
 ) -> Option<Option<String>> {
     let Some(setting) = s.get("init") else {
         return Some(None);
@@ -349,6 +342,14 @@ fn init_weights(
         });
         return None;
     };
+    super::paths::check(
+        path,
+        &options.base_dir,
+        setting.value.span,
+        options.strict,
+        errors,
+        lints,
+    );
     let resolved = options.base_dir.join(path);
     if options.probe_data && !resolved.is_file() {
         errors.push(CheckError::DataFile {

@@ -43,6 +43,12 @@ pub fn parse_csv(
                     col + 1
                 )
             })?;
+            if !value.is_finite() {
+                return Err(format!(
+                    "line {line_no}, column {}: `{cell}` is not a finite number",
+                    col + 1
+                ));
+            }
             if col == label_at {
                 let class_index = value >= 0.0 && value.fract() == 0.0;
                 if kind == TargetKind::Class && !class_index {

@@ -36,10 +36,11 @@ pub fn parse(bytes: &[u8]) -> Result<Array, String> {
         .try_fold(1usize, |acc, &d| acc.checked_mul(d as usize))
         .ok_or("shape too large")?;
     let data = &bytes[header..];
-    if data.len() < count {
+    if data.len() != count {
         return Err(format!(
-            "truncated: shape {shape:?} needs {count} bytes of data, the file has {}",
-            data.len()
+            "the header's shape {shape:?} needs {count} bytes of data after byte {header}, the file has {}{}",
+            data.len(),
+            if data.len() < count { " (truncated)" } else { "" }
         ));
     }
     Ok(Array {
@@ -59,6 +60,12 @@ mod tests {
         assert_eq!(a.values, vec![10.0, 20.0, 30.0, 40.0]);
         assert!(super::parse(&images[..18])
             .unwrap_err()
-            .starts_with("truncated"));
+            .ends_with("(truncated)"));
+        // A header that promises less than the file holds is wrong too.
+        let mut longer = images.clone();
+        longer.push(50);
+        assert!(super::parse(&longer)
+            .unwrap_err()
+            .contains("needs 4 bytes of data after byte 16, the file has 5"));
     }
 }

@@ -111,6 +111,25 @@ impl Table {
                 feature_count
             ));
         }
+        // A NaN or infinite input trains to NaN far from where it came in:
+        // say where it is.
+        if let Some(at) = features.iter().position(|v| !v.is_finite()) {
+            return Err(format!(
+                "sample {} (counting from 0), value {}: {} is not a finite number",
+                at / feature_count.max(1),
+                at % feature_count.max(1),
+                features[at]
+            ));
+        }
+        if let Targets::Values { values, .. } = &targets {
+            if let Some(at) = values.iter().position(|v| !v.is_finite()) {
+                return Err(format!(
+                    "sample {} (counting from 0): target {} is not a finite number",
+                    at / per_row,
+                    values[at]
+                ));
+            }
+        }
         Ok(Table {
             features,
             targets,
@@ -229,11 +248,14 @@ fn pair(
 fn integral(values: &[f64]) -> Result<Vec<i64>, String> {
     values
         .iter()
-        .map(|v| {
-            if v.fract() == 0.0 && *v >= 0.0 {
+        .enumerate()
+        .map(|(i, v)| {
+            if v.fract() == 0.0 && *v >= 0.0 && *v < 2f64.powi(53) {
                 Ok(*v as i64)
             } else {
-                Err(format!("label {v} is not a class index (0, 1, 2, …)"))
+                Err(format!(
+                    "label {i} (counting from 0) is {v}, not a class index (0, 1, 2, …)"
+                ))
             }
         })
         .collect()

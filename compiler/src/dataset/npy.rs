@@ -46,7 +46,10 @@ pub fn parse(bytes: &[u8]) -> Result<Array, String> {
         .split(',')
         .map(str::trim)
         .filter(|s| !s.is_empty())
-        .map(|s| s.parse().map_err(|_| format!("bad dimension `{s}`")))
+        .map(|s| match s.parse::<i64>() {
+            Ok(d) if d >= 0 => Ok(d),
+            _ => Err(format!("bad dimension `{s}`")),
+        })
         .collect::<Result<_, _>>()?;
     let count = shape
         .iter()
@@ -67,17 +70,16 @@ pub fn parse(bytes: &[u8]) -> Result<Array, String> {
             ))
         }
     };
-    if data.len() < count * size {
+    let needed = count.checked_mul(size).ok_or("shape too large")?;
+    if data.len() != needed {
         return Err(format!(
-            "truncated: shape {shape:?} needs {} bytes of data, the file has {}",
-            count * size,
-            data.len()
+            "the header's shape {shape:?} needs {needed} bytes of data after byte {}, the file has {}{}",
+            start + header_len,
+            data.len(),
+            if data.len() < needed { " (truncated)" } else { "" }
         ));
     }
-    let values = data[..count * size]
-        .chunks_exact(size)
-        .map(convert)
-        .collect();
+    let values = data[..needed].chunks_exact(size).map(convert).collect();
     Ok(Array { shape, values })
 }
 
@@ -124,7 +126,10 @@ mod tests {
     fn rejects_truncated_and_unknown() {
         assert!(parse(&npy("<f4", "(4,)", &[0; 8]))
             .unwrap_err()
-            .starts_with("truncated"));
+            .ends_with("(truncated)"));
+        assert!(parse(&npy("<f4", "(1,)", &[0; 8]))
+            .unwrap_err()
+            .contains("needs 4 bytes"));
         assert!(parse(&npy(">f4", "(1,)", &[0; 4]))
             .unwrap_err()
             .contains("not supported"));

@@ -26,8 +26,17 @@ pub fn lower(
     world: Option<u64>,
     source: &str,
 ) -> Result<Plan, Vec<CheckError>> {
+    lower_for(experiment, world, source, topology::Purpose::Plan)
+}
+
+fn lower_for(
+    experiment: &Experiment,
+    world: Option<u64>,
+    source: &str,
+    purpose: topology::Purpose,
+) -> Result<Plan, Vec<CheckError>> {
     let mut errors = Vec::new();
-    let resolved = topology::resolve(experiment, world, &mut errors);
+    let resolved = topology::resolve(experiment, world, purpose, &mut errors);
     let starts = stages::starts(&experiment.model, &experiment.parallel, &mut errors);
     let (Some(resolved), Some(starts)) = (resolved, starts) else {
         return Err(errors);
@@ -96,7 +105,8 @@ pub fn lower(
     })
 }
 
-/// The errors lowering finds for each world size in `worlds`. Without any,
+/// The errors lowering finds for each world size in `worlds` (what needs
+/// the number of rows is left alone when the data was not read). Without any,
 /// a fixed layout is lowered for its own world size, and `data = auto` as
 /// if it were 1: every error found that way holds for every world size
 /// (more replicas only divide the rows further), so nothing is reported
@@ -110,7 +120,7 @@ pub fn validate(experiment: &Experiment, worlds: &[u64]) -> Vec<CheckError> {
     };
     let mut errors: Vec<CheckError> = worlds
         .into_iter()
-        .filter_map(|world| lower(experiment, world, "").err())
+        .filter_map(|world| lower_for(experiment, world, "", topology::Purpose::Check).err())
         .flatten()
         .collect();
     errors.dedup();

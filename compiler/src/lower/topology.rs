@@ -14,9 +14,19 @@ pub(super) struct Resolved {
     pub steps: u64,
 }
 
+/// Why the arithmetic is done: for a plan, everything must be known; for
+/// `dtl check` without the data, what depends on the number of rows is
+/// left unchecked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Purpose {
+    Plan,
+    Check,
+}
+
 pub(super) fn resolve(
     experiment: &Experiment,
     world: Option<u64>,
+    purpose: Purpose,
     errors: &mut Vec<CheckError>,
 ) -> Option<Resolved> {
     let layout = &experiment.parallel;
@@ -127,6 +137,21 @@ pub(super) fn resolve(
     // micro-batch of the training rows N times.
     let steps = match train.length {
         Length::Steps(steps) => steps,
+        // Without the rows (`--no-data`, or `dtl check` without `--data`).
+        Length::Epochs(_) if rows == 0 => {
+            if purpose == Purpose::Check {
+                return Some(Resolved { data, steps: 0 });
+            }
+            errors.push(CheckError::InvalidValue {
+                message: "`epochs` needs the number of rows, which is read from the data".into(),
+                span: train.spans.length,
+                label: "unknown size".into(),
+                help: Some(
+                    "let dtl read the data (drop --no-data), or give `steps` instead".into(),
+                ),
+            });
+            return None;
+        }
         Length::Epochs(epochs) => {
             let Some(micro_batches) = epochs.checked_mul(rows / (data * m)) else {
                 errors.push(CheckError::invalid(

@@ -19,6 +19,18 @@ pub enum SyntaxError {
         help: Option<String>,
     },
 
+    /// Brackets and braces nested deeper than the parser follows.
+    #[error("brackets and braces nest more than {limit} deep")]
+    #[diagnostic(
+        code(dtl::syntax::too_deep),
+        help("name the inner parts with `let`, or split them into modules")
+    )]
+    TooDeep {
+        limit: usize,
+        #[label("level {} opens here", limit + 1)]
+        span: Span,
+    },
+
     /// A number literal that does not fit.
     #[error("number `{text}` is out of range")]
     #[diagnostic(code(dtl::syntax::number_out_of_range))]
@@ -32,9 +44,9 @@ pub enum SyntaxError {
 impl SyntaxError {
     pub fn span(&self) -> Span {
         match self {
-            SyntaxError::Unexpected { span, .. } | SyntaxError::NumberOutOfRange { span, .. } => {
-                *span
-            }
+            SyntaxError::Unexpected { span, .. }
+            | SyntaxError::NumberOutOfRange { span, .. }
+            | SyntaxError::TooDeep { span, .. } => *span,
         }
     }
 }

@@ -30,9 +30,66 @@ pub(crate) fn lower_expr_text(
     }
 }
 
+/// The deepest nesting of brackets and braces a file may have. The parser
+/// descends once per level and every later phase walks the tree it builds,
+/// so a limit here (checked before parsing, on the raw text) keeps a
+/// hostile file from overflowing the stack of any of them.
+pub const MAX_NESTING: usize = 200;
+
+/// The first bracket or brace that opens level `MAX_NESTING + 1`, skipping
+/// strings and comments as the grammar reads them.
+pub(crate) fn too_deep(src: &str) -> Option<SyntaxError> {
+    let bytes = src.as_bytes();
+    let mut depth = 0usize;
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'"' => {
+                i += 1;
+                while i < bytes.len() && bytes[i] != b'"' && bytes[i] != b'\n' {
+                    i += if bytes[i] == b'\\' { 2 } else { 1 };
+                }
+            }
+            b'#' => {
+                while i < bytes.len() && bytes[i] != b'\n' {
+                    i += 1;
+                }
+            }
+            b'/' if bytes.get(i + 1) == Some(&b'/') => {
+                while i < bytes.len() && bytes[i] != b'\n' {
+                    i += 1;
+                }
+            }
+            b'/' if bytes.get(i + 1) == Some(&b'*') => {
+                i += 2;
+                while i < bytes.len() && !(bytes[i] == b'*' && bytes.get(i + 1) == Some(&b'/')) {
+                    i += 1;
+                }
+                i += 1;
+            }
+            b'(' | b'[' | b'{' => {
+                depth += 1;
+                if depth > MAX_NESTING {
+                    return Some(SyntaxError::TooDeep {
+                        limit: MAX_NESTING,
+                        span: crate::span::Span::new(i, i + 1),
+                    });
+                }
+            }
+            b')' | b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        i += 1;
+    }
+    None
+}
+
 /// Parses a whole file. The tree holds everything that could be read; the
 /// errors say what could not.
 pub fn parse(src: &str) -> (crate::ast::File, Vec<SyntaxError>) {
+    if let Some(err) = too_deep(src) {
+        return (crate::ast::File::default(), vec![err]);
+    }
     pest::set_error_detail(true);
     match DtlParser::parse(Rule::file, src) {
         Ok(mut pairs) => {

@@ -3,5 +3,6 @@
 //! stream (data order, initial weights, synthetic data, fuzzing).
 //! Nothing here knows about the language or the plan.
 
+pub mod mutate;
 pub mod rng;
 pub mod suggest;

@@ -59,6 +59,10 @@ struct Body<'a> {
     next_index: usize,
 }
 
+/// The deepest chain of modules inside modules the checker expands: deeper
+/// chains are an error, not a stack overflow.
+pub const MAX_MODULE_DEPTH: usize = 64;
+
 pub struct Elaborator<'a> {
     modules: &'a BTreeMap<String, &'a ModuleDef>,
     pub errors: Vec<CheckError>,
@@ -198,6 +202,19 @@ impl<'a> Elaborator<'a> {
                 call_span,
                 "used inside its own definition",
             ));
+            return None;
+        }
+        if self.stack.len() >= MAX_MODULE_DEPTH {
+            self.errors.push(CheckError::InvalidValue {
+                message: format!(
+                    "modules nest more than {MAX_MODULE_DEPTH} deep here (`{}` inside {} others)",
+                    def.name.name,
+                    self.stack.len()
+                ),
+                span: call_span,
+                label: "too deep".into(),
+                help: Some("flatten the hierarchy: a module may use `repeat` instead of a chain of wrappers".into()),
+            });
             return None;
         }
         let forward = self.single_forward(def)?;

@@ -1,0 +1,69 @@
+//! Faults on purpose, for the reliability tests: `DTL_FAULT=KIND@RANK:STEP`
+//! makes rank RANK, at step STEP, hang (`hang`), exit at once (`exit`), or
+//! take a non-finite loss (`nan`). Read once; without the variable nothing
+//! happens. Documented in docs/reliability.md.
+
+use std::sync::OnceLock;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Hang,
+    Exit,
+    Nan,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Fault {
+    kind: Kind,
+    rank: usize,
+    step: u64,
+}
+
+fn parse(text: &str) -> Option<Fault> {
+    let (kind, at) = text.split_once('@')?;
+    let (rank, step) = at.split_once(':')?;
+    let kind = match kind {
+        "hang" => Kind::Hang,
+        "exit" => Kind::Exit,
+        "nan" => Kind::Nan,
+        _ => return None,
+    };
+    Some(Fault {
+        kind,
+        rank: rank.parse().ok()?,
+        step: step.parse().ok()?,
+    })
+}
+
+fn fault() -> Option<Fault> {
+    static FAULT: OnceLock<Option<Fault>> = OnceLock::new();
+    *FAULT.get_or_init(|| std::env::var("DTL_FAULT").ok().and_then(|t| parse(&t)))
+}
+
+/// The fault planned for `rank` at `step`, if any.
+pub fn at(rank: usize, step: u64) -> Option<Kind> {
+    fault()
+        .filter(|f| f.rank == rank && f.step == step)
+        .map(|f| f.kind)
+}
+
+/// Acts on a hang or exit planned for now.
+pub fn strike(rank: usize, step: u64) {
+    match at(rank, step) {
+        Some(Kind::Hang) => loop {
+            std::thread::sleep(std::time::Duration::from_secs(3600));
+        },
+        Some(Kind::Exit) => std::process::exit(9),
+        Some(Kind::Nan) | None => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn faults_read_as_written() {
+        let f = super::parse("nan@1:3").unwrap();
+        assert_eq!((f.kind, f.rank, f.step), (super::Kind::Nan, 1, 3));
+        assert!(super::parse("nan@x:3").is_none() && super::parse("boom@1:1").is_none());
+    }
+}

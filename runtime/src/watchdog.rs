@@ -1,0 +1,66 @@
+//! A rank that waits too long: a thread per rank watches the training
+//! loop's heartbeat, and when no step boundary has passed for `timeout`
+//! (a peer hung inside a collective, or died without the launcher noticing)
+//! it says which rank and step were waiting and ends the process, which
+//! makes the launcher end the others: no rank is left hanging.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub struct Watchdog {
+    beat: Arc<AtomicU64>,
+    step: Arc<AtomicU64>,
+    done: Arc<AtomicBool>,
+    started: Instant,
+}
+
+impl Watchdog {
+    /// Starts watching: `label` names the rank in the message.
+    pub fn start(timeout: Duration, label: String) -> Watchdog {
+        let beat = Arc::new(AtomicU64::new(0));
+        let step = Arc::new(AtomicU64::new(0));
+        let done = Arc::new(AtomicBool::new(false));
+        let started = Instant::now();
+        let (b, s, d) = (beat.clone(), step.clone(), done.clone());
+        let _ = std::thread::Builder::new()
+            .name("dtl-watchdog".into())
+            .spawn(move || loop {
+                std::thread::sleep(Duration::from_millis(250).min(timeout));
+                if d.load(Ordering::SeqCst) {
+                    return;
+                }
+                let last = Duration::from_millis(b.load(Ordering::SeqCst));
+                let idle = started.elapsed().saturating_sub(last);
+                if idle > timeout {
+                    eprintln!(
+                        "{label}error: step {} made no progress for {:.0} s (--timeout): a peer may have hung or died; ending the job (the last checkpoint is intact)",
+                        s.load(Ordering::SeqCst),
+                        idle.as_secs_f64()
+                    );
+                    // SAFETY: ends this process at once; the launcher ends
+                    // the other ranks.
+                    unsafe { libc::_exit(3) };
+                }
+            });
+        Watchdog {
+            beat,
+            step,
+            done,
+            started,
+        }
+    }
+
+    /// The loop is alive, at `step`.
+    pub fn beat(&self, step: u64) {
+        self.step.store(step, Ordering::SeqCst);
+        self.beat
+            .store(self.started.elapsed().as_millis() as u64, Ordering::SeqCst);
+    }
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        self.done.store(true, Ordering::SeqCst);
+    }
+}

@@ -1,0 +1,255 @@
+//! Bad data is a clear error naming the file and where in it, before any
+//! training starts, never a panic: truncated and empty files, wrong
+//! shapes, labels out of range or negative, text that is not UTF-8,
+//! non-finite values, a safetensors header that lies about sizes, an IDX
+//! header that disagrees with the file's length.
+
+mod common;
+
+use std::path::Path;
+
+use common::dtl;
+
+/// `dtl run` on an MLP over `source` (a data source expression), in `dir`:
+/// it must fail with exit 1, before the first step, naming `path` and
+/// saying `what`.
+fn refused(dir: &Path, source: &str, path: &str, what: &str) {
+    let text = format!(
+        r#"
+model Net {{ forward(x: [B, 4]) -> [B, 3] {{ x |> linear(4, 3) }} }}
+data d {{ source = {source}; valid = 0 }}
+train {{ model = Net; data = d; loss = cross_entropy; optimizer = sgd(lr: 0.1); micro_batch = 1; steps = 1 }}
+"#
+    );
+    let file = dir.join("bad.dtl");
+    std::fs::write(&file, text).unwrap();
+    let out = dir.join("out");
+    let run = dtl(&[
+        "run",
+        file.to_str().unwrap(),
+        "--quiet",
+        "--device",
+        "cpu",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(run.code, 1, "{source}: exit {}:\n{}", run.code, run.stderr);
+    assert!(
+        !run.stderr.contains("panicked"),
+        "{source}: a panic:\n{}",
+        run.stderr
+    );
+    let flat = run
+        .stderr
+        .replace('│', " ")
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    assert!(
+        flat.contains(path),
+        "{source}: the error does not name {path}:\n{}",
+        run.stderr
+    );
+    assert!(
+        flat.contains(what),
+        "{source}: expected {what:?}:\n{}",
+        run.stderr
+    );
+    assert!(
+        !out.join("metrics.jsonl").exists(),
+        "{source}: training started"
+    );
+}
+
+fn write(dir: &Path, name: &str, bytes: impl AsRef<[u8]>) {
+    std::fs::write(dir.join(name), bytes).unwrap();
+}
+
+#[test]
+fn csv_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write(d, "truncated.csv", "1,2,3,4,0\n5,6,7,8,1\n9,10");
+    refused(
+        d,
+        "csv(\"truncated.csv\")",
+        "truncated.csv",
+        "line 3: 2 columns",
+    );
+    write(d, "empty.csv", "");
+    refused(d, "csv(\"empty.csv\")", "empty.csv", "no data rows");
+    write(d, "wide.csv", "1,2,3,4,5,0\n");
+    refused(d, "csv(\"wide.csv\")", "wide.csv", "5 features");
+    write(d, "negative.csv", "1,2,3,4,0\n5,6,7,8,-1\n");
+    refused(
+        d,
+        "csv(\"negative.csv\")",
+        "negative.csv",
+        "line 2, column 5: label `-1` is not a class index",
+    );
+    write(d, "classes.csv", "1,2,3,4,0\n5,6,7,8,7\n");
+    refused(d, "csv(\"classes.csv\")", "classes.csv", "8 classes");
+    write(d, "nan.csv", "1,2,3,4,0\n5,nan,7,8,1\n");
+    refused(
+        d,
+        "csv(\"nan.csv\")",
+        "nan.csv",
+        "line 2, column 2: `nan` is not a finite number",
+    );
+    write(d, "inf.csv", "1,2,3,inf,0\n");
+    refused(
+        d,
+        "csv(\"inf.csv\")",
+        "inf.csv",
+        "line 1, column 4: `inf` is not a finite number",
+    );
+}
+
+/// A .npy file by hand.
+fn npy(descr: &str, shape: &str, data: &[u8]) -> Vec<u8> {
+    let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut out = b"\x93NUMPY\x01\x00".to_vec();
+    out.extend((header.len() as u16).to_le_bytes());
+    out.extend(header.as_bytes());
+    out.extend(data);
+    out
+}
+
+fn floats(values: &[f32]) -> Vec<u8> {
+    values.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+#[test]
+fn npy_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write(d, "x.npy", npy("<f4", "(2, 4)", &floats(&[1.0; 8])));
+    write(d, "y.npy", npy("<f4", "(2,)", &floats(&[0.0, 1.0])));
+    write(d, "short.npy", npy("<f4", "(2, 4)", &floats(&[1.0; 7])));
+    refused(
+        d,
+        "npy(\"short.npy\", \"y.npy\")",
+        "short.npy",
+        "(truncated)",
+    );
+    write(d, "long.npy", npy("<f4", "(2, 4)", &floats(&[1.0; 9])));
+    refused(
+        d,
+        "npy(\"long.npy\", \"y.npy\")",
+        "long.npy",
+        "needs 32 bytes of data",
+    );
+    write(d, "empty.npy", "");
+    refused(
+        d,
+        "npy(\"x.npy\", \"empty.npy\")",
+        "empty.npy",
+        "not a .npy file",
+    );
+    write(
+        d,
+        "three.npy",
+        npy("<f4", "(3,)", &floats(&[0.0, 1.0, 2.0])),
+    );
+    refused(
+        d,
+        "npy(\"x.npy\", \"three.npy\")",
+        "x.npy",
+        "the first dimension (samples) must agree",
+    );
+    write(
+        d,
+        "nan.npy",
+        npy(
+            "<f4",
+            "(2, 4)",
+            &floats(&[1.0, 2.0, f32::NAN, 4.0, 5.0, 6.0, 7.0, 8.0]),
+        ),
+    );
+    refused(
+        d,
+        "npy(\"nan.npy\", \"y.npy\")",
+        "nan.npy",
+        "sample 0 (counting from 0), value 2: NaN is not a finite number",
+    );
+    write(d, "fraction.npy", npy("<f4", "(2,)", &floats(&[0.0, 1.5])));
+    refused(
+        d,
+        "npy(\"x.npy\", \"fraction.npy\")",
+        "fraction.npy",
+        "label 1 (counting from 0) is 1.5",
+    );
+}
+
+#[test]
+fn idx_safetensors_and_text_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // IDX: images [2, 2, 2] and labels [2]; then headers that disagree.
+    let mut images = vec![0, 0, 8, 3, 0, 0, 0, 2, 0, 0, 0, 2, 0, 0, 0, 2];
+    images.extend([1u8; 8]);
+    write(d, "images.idx", &images);
+    write(d, "labels.idx", [0, 0, 8, 1, 0, 0, 0, 2, 0, 1]);
+    write(d, "short.idx", &images[..20]);
+    refused(
+        d,
+        "idx(\"short.idx\", \"labels.idx\")",
+        "short.idx",
+        "needs 8 bytes of data after byte 16, the file has 4 (truncated)",
+    );
+    let mut long = images.clone();
+    long.extend([9, 9]);
+    write(d, "long.idx", &long);
+    refused(
+        d,
+        "idx(\"long.idx\", \"labels.idx\")",
+        "long.idx",
+        "the file has 10",
+    );
+
+    // safetensors whose header claims more bytes than the file holds.
+    let header = r#"{"features":{"dtype":"F32","shape":[2,4],"data_offsets":[0,32]},"labels":{"dtype":"I64","shape":[2],"data_offsets":[32,48]}}"#;
+    let mut lying = (header.len() as u64).to_le_bytes().to_vec();
+    lying.extend(header.as_bytes());
+    lying.extend([0u8; 40]);
+    write(d, "lying.safetensors", &lying);
+    refused(
+        d,
+        "safetensors(\"lying.safetensors\")",
+        "lying.safetensors",
+        "not a safetensors file",
+    );
+    write(d, "empty.safetensors", "");
+    refused(
+        d,
+        "safetensors(\"empty.safetensors\")",
+        "empty.safetensors",
+        "not a safetensors file",
+    );
+
+    // Text that is not UTF-8, read as characters.
+    write(d, "latin1.txt", b"caf\xe9 au lait, caf\xe9 noir");
+    let text = r#"
+model Net { forward(x: [B, 4]) -> [B, 4, 16] { x |> embedding(16, 8) |> linear(8, 16) } }
+data d { source = text("latin1.txt", context: 4); valid = 0 }
+train { model = Net; data = d; loss = cross_entropy; optimizer = sgd(lr: 0.1); micro_batch = 1; steps = 1 }
+"#;
+    let file = d.join("text.dtl");
+    std::fs::write(&file, text).unwrap();
+    dtl(&[
+        "run",
+        file.to_str().unwrap(),
+        "--quiet",
+        "--device",
+        "cpu",
+        "--out",
+        d.join("t").to_str().unwrap(),
+    ])
+    .code(1)
+    .stderr_has("latin1.txt")
+    .stderr_has("not UTF-8 text (byte 3)");
+}

@@ -1,0 +1,420 @@
+//! Crashes and faults lose nothing: a run killed at random moments
+//! (checkpoint writes included) resumes to the bits of an uninterrupted
+//! one; a damaged checkpoint is detected and the one before it used;
+//! SIGINT and SIGTERM stop at a step boundary with a checkpoint; a rank
+//! that hangs, dies or meets NaN stops every rank, in bounded time, with
+//! none left behind. docs/reliability.md has the figures.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use common::{dtl, read_safetensors, train};
+use dtl_compiler::util::rng::Rng;
+
+/// One slow run at a time: the machine has two cores.
+static SLOW: Mutex<()> = Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    SLOW.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The character model with its data path made absolute.
+fn char_model(dir: &Path) -> PathBuf {
+    let text = std::fs::read_to_string(root().join("examples/moby_char_lm.dtl"))
+        .unwrap()
+        .replace("\"../data/", &format!("\"{}/data/", root().display()));
+    let path = dir.join("char.dtl");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn spawn(args: &[&str], env: &[(&str, &str)]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_dtl"))
+        .args(args)
+        .envs(env.iter().copied())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Waits for `child` at most `limit`; a hang fails the test.
+fn finish(mut child: Child, limit: Duration) -> (Option<i32>, String) {
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let out = child.wait_with_output().unwrap();
+            let text = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            return (status.code(), text);
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            panic!("still running after {limit:?}: a hang");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn metrics_lines(out: &Path) -> usize {
+    std::fs::read_to_string(out.join("metrics.jsonl"))
+        .map(|t| t.lines().count())
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_run_killed_at_random_moments_resumes_to_the_same_bits() {
+    let _slow = one_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let file = char_model(dir.path());
+    let sets = [
+        "--set",
+        "train.steps=40",
+        "--set",
+        "train.checkpoint_every=1",
+        "--set",
+        "train.eval_every=10",
+        "--set",
+        "train.warmup=5",
+    ];
+    let full = dir.path().join("full");
+    train(&file, &full, &sets).code(0);
+
+    // Kill -9 after a random delay, again and again, resuming each time
+    // (or starting afresh while there is no checkpoint yet).
+    let out = dir.path().join("killed");
+    let out_s = out.to_str().unwrap();
+    let mut rng = Rng::from_state(0x5EED);
+    let mut kills = 0;
+    for attempt in 0..40 {
+        let mut args = vec!["run", "--quiet", "--device", "cpu"];
+        let resuming = out.join("checkpoint/state.json").exists()
+            || out.join("checkpoint.prev/state.json").exists();
+        if resuming {
+            args.extend(["--resume", out_s]);
+        } else {
+            args.extend([file.to_str().unwrap(), "--out", out_s]);
+            args.extend(sets);
+        }
+        let mut child = spawn(&args, &[]);
+        // Kill the first attempts after a random delay, so the kills land
+        // anywhere: while loading, in a step, in a checkpoint's write;
+        // then let it finish.
+        if attempt < 8 {
+            std::thread::sleep(Duration::from_millis(50 + rng.below(700)));
+            if child.try_wait().unwrap().is_none() {
+                child.kill().unwrap();
+                kills += 1;
+            }
+        }
+        let status = child.wait().unwrap();
+        if status.success() && out.join("summary.json").exists() {
+            break;
+        }
+    }
+    assert!(out.join("summary.json").exists(), "the run never finished");
+    assert!(kills >= 6, "only {kills} kills landed");
+    assert_eq!(
+        std::fs::read_to_string(full.join("metrics.jsonl")).unwrap(),
+        std::fs::read_to_string(out.join("metrics.jsonl")).unwrap(),
+        "metrics after {kills} kills differ from the uninterrupted run"
+    );
+    assert_eq!(
+        std::fs::read(full.join("model.safetensors")).unwrap(),
+        std::fs::read(out.join("model.safetensors")).unwrap(),
+        "weights after {kills} kills differ"
+    );
+    assert!(!out.join("checkpoint.tmp").exists() || out.join("checkpoint/state.json").exists());
+}
+
+#[test]
+fn a_damaged_checkpoint_is_detected_and_the_one_before_used() {
+    let _slow = one_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let file = common::short_example(dir.path(), 10);
+    let full = dir.path().join("full");
+    train(&file, &full, &["--set", "train.checkpoint_every=4"]).code(0);
+    let state = |d: &Path, name: &str| -> u64 {
+        let v: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(d.join(name).join("state.json")).unwrap(),
+        )
+        .unwrap();
+        v["step"].as_u64().unwrap()
+    };
+    assert_eq!(
+        (state(&full, "checkpoint"), state(&full, "checkpoint.prev")),
+        (8, 4)
+    );
+    let copy = |name: &str| {
+        let to = dir.path().join(name);
+        std::fs::create_dir_all(&to).unwrap();
+        for sub in ["checkpoint", "checkpoint.prev"] {
+            std::fs::create_dir_all(to.join(sub)).unwrap();
+            for e in std::fs::read_dir(full.join(sub)).unwrap() {
+                let e = e.unwrap();
+                std::fs::copy(e.path(), to.join(sub).join(e.file_name())).unwrap();
+            }
+        }
+        std::fs::copy(full.join("plan.yaml"), to.join("plan.yaml")).unwrap();
+        std::fs::copy(full.join("metrics.jsonl"), to.join("metrics.jsonl")).unwrap();
+        to
+    };
+    // A flipped byte in the weights; a truncated optimizer state.
+    for (name, damage) in [
+        ("flipped", "model.safetensors"),
+        ("truncated", "state.safetensors"),
+    ] {
+        let run = copy(name);
+        let path = run.join("checkpoint").join(damage);
+        let mut bytes = std::fs::read(&path).unwrap();
+        if name == "flipped" {
+            let at = bytes.len() - 3;
+            bytes[at] ^= 0x40;
+        } else {
+            bytes.truncate(bytes.len() / 2);
+        }
+        std::fs::write(&path, bytes).unwrap();
+        dtl(&[
+            "run",
+            "--quiet",
+            "--device",
+            "cpu",
+            "--resume",
+            run.to_str().unwrap(),
+        ])
+        .code(0)
+        .stderr_has("the last checkpoint cannot be used")
+        .stdout_has("resumed from the checkpoint of step 4");
+        assert_eq!(
+            std::fs::read_to_string(full.join("metrics.jsonl")).unwrap(),
+            std::fs::read_to_string(run.join("metrics.jsonl")).unwrap(),
+            "{name}: resuming from the one before did not give the same run"
+        );
+    }
+    // Both damaged: a clear error, nothing run.
+    let run = copy("both");
+    for sub in ["checkpoint", "checkpoint.prev"] {
+        let path = run.join(sub).join("model.safetensors");
+        let mut bytes = std::fs::read(&path).unwrap();
+        let at = bytes.len() - 1;
+        bytes[at] ^= 1;
+        std::fs::write(&path, bytes).unwrap();
+    }
+    dtl(&[
+        "run",
+        "--quiet",
+        "--device",
+        "cpu",
+        "--resume",
+        run.to_str().unwrap(),
+    ])
+    .code(1)
+    .stderr_has("no usable checkpoint")
+    .stderr_has("damaged");
+}
+
+#[test]
+fn sigterm_and_sigint_stop_at_a_step_boundary_with_a_checkpoint() {
+    let _slow = one_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let file = char_model(dir.path());
+    let sets = [
+        "--set",
+        "train.steps=150",
+        "--set",
+        "train.eval_every=0",
+        "--set",
+        "train.checkpoint_every=50",
+    ];
+    let full = dir.path().join("full");
+    train(&file, &full, &sets).code(0);
+    for (signal, code, name) in [("-TERM", 143, "SIGTERM"), ("-INT", 130, "SIGINT")] {
+        let out = dir.path().join(name);
+        let mut args = vec![
+            "run",
+            file.to_str().unwrap(),
+            "--quiet",
+            "--device",
+            "cpu",
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        args.extend(sets);
+        let child = spawn(&args, &[]);
+        let started = Instant::now();
+        while metrics_lines(&out) < 10 {
+            assert!(started.elapsed() < Duration::from_secs(60), "no steps");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Command::new("kill")
+            .args([signal, &child.id().to_string()])
+            .status()
+            .unwrap();
+        let (status, text) = finish(child, Duration::from_secs(60));
+        assert_eq!(status, Some(code), "{name}: {text}");
+        assert!(text.contains(&format!("stopped by {name}")), "{text}");
+        assert!(text.contains("dtl run --resume"), "{text}");
+        let state: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(out.join("checkpoint/state.json")).unwrap(),
+        )
+        .unwrap();
+        let step = state["step"].as_u64().unwrap();
+        assert!(
+            (10..150).contains(&step),
+            "{name}: checkpoint of step {step}"
+        );
+        assert!(text.contains(&format!("after step {step}")), "{text}");
+        dtl(&[
+            "run",
+            "--quiet",
+            "--device",
+            "cpu",
+            "--resume",
+            out.to_str().unwrap(),
+        ])
+        .code(0);
+        assert_eq!(
+            std::fs::read(full.join("model.safetensors")).unwrap(),
+            std::fs::read(out.join("model.safetensors")).unwrap(),
+            "{name}: the resumed run differs"
+        );
+    }
+    // A second Ctrl-C stops at once.
+    let out = dir.path().join("twice");
+    let mut args = vec![
+        "run",
+        file.to_str().unwrap(),
+        "--quiet",
+        "--device",
+        "cpu",
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    args.extend([
+        "--set",
+        "train.steps=100000",
+        "--set",
+        "train.eval_every=0",
+        "--set",
+        "train.warmup=5",
+    ]);
+    let child = spawn(&args, &[]);
+    let started = Instant::now();
+    while metrics_lines(&out) < 3 {
+        assert!(started.elapsed() < Duration::from_secs(60), "no steps");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let pid = child.id().to_string();
+    Command::new("kill").args(["-INT", &pid]).status().unwrap();
+    Command::new("kill").args(["-INT", &pid]).status().unwrap();
+    let (status, _) = finish(child, Duration::from_secs(30));
+    assert_eq!(status, Some(130));
+}
+
+#[test]
+fn a_run_without_held_out_rows_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = common::short_example(dir.path(), 3);
+    train(
+        &file,
+        &dir.path().join("out"),
+        &["--set", "data.digits.valid=0"],
+    )
+    .code(0)
+    .stdout_has("no held-out rows (valid = 0)");
+}
+
+/// A two-replica run on the digits with a fault planted on rank 1.
+fn faulty_run(dir: &Path, fault: &str, extra: &[&str]) -> (Option<i32>, String, PathBuf) {
+    let digits = root().join("data/digits.csv.gz");
+    let text = format!(
+        r#"
+model Net {{ forward(x: [B, 64]) -> [B, 10] {{ x |> linear(64, 32) |> relu |> linear(32, 10) }} }}
+data digits {{ source = csv({:?}, label: -1); scale = 0.0625 }}
+train {{ model = Net; data = digits; loss = cross_entropy; optimizer = sgd(lr: 0.1); micro_batch = 8; steps = 400; checkpoint_every = 2 }}
+parallel {{ data = 2 }}
+"#,
+        digits.display().to_string()
+    );
+    let name = fault.replace(['@', ':'], "_");
+    let file = dir.join(format!("{name}.dtl"));
+    std::fs::write(&file, text).unwrap();
+    let out = dir.join(&name);
+    let mut args = vec![
+        "run",
+        file.to_str().unwrap(),
+        "--quiet",
+        "--device",
+        "cpu",
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    args.extend(extra);
+    let (code, text) = finish(
+        spawn(&args, &[("DTL_FAULT", fault)]),
+        Duration::from_secs(90),
+    );
+    // No rank is left behind.
+    let left = Command::new("pgrep")
+        .args(["-f", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&left.stdout).trim().is_empty(),
+        "{fault}: ranks still running"
+    );
+    (code, text, out)
+}
+
+#[test]
+fn a_rank_that_hangs_dies_or_meets_nan_stops_every_rank() {
+    let _slow = one_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    // Hung inside the step: the other rank waits in the all-reduce until
+    // its watchdog (here 5 s) ends the job.
+    let started = Instant::now();
+    let (code, text, out) = faulty_run(dir.path(), "hang@1:7", &["--timeout", "5"]);
+    assert!(code.is_some_and(|c| c != 0), "{text}");
+    assert!(started.elapsed() < Duration::from_secs(60));
+    assert!(text.contains("made no progress for"), "{text}");
+    assert!(text.contains("step 7"), "{text}");
+    // The last good checkpoint is intact, and resumes (without the fault).
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("checkpoint/state.json")).unwrap())
+            .unwrap();
+    assert_eq!(state["step"], 6);
+    dtl(&[
+        "run",
+        "--quiet",
+        "--device",
+        "cpu",
+        "--resume",
+        out.to_str().unwrap(),
+    ])
+    .code(0)
+    .stdout_has("resumed from the checkpoint of step 6");
+    let saved = read_safetensors(&out.join("model.safetensors"));
+    assert_eq!(saved.len(), 4);
+
+    // A rank that exits mid-run.
+    let (code, text, _) = faulty_run(dir.path(), "exit@1:5", &[]);
+    assert!(code.is_some_and(|c| c != 0), "{text}");
+
+    // A non-finite loss on one rank under on_nan = stop: every rank stops
+    // at that step, and the message names the rank.
+    let (code, text, _) = faulty_run(dir.path(), "nan@1:3", &[]);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("step 3"), "{text}");
+    assert!(text.contains("rank(s) 1"), "{text}");
+}
