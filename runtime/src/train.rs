@@ -271,6 +271,7 @@ pub fn train(plan: &Plan, options: &RunOptions, world: &World) -> Result<Summary
         Watchdog::start(
             options.timeout,
             format!("[rank {}] rank {}: ", world.rank, world.rank),
+            world.health_probes(),
         )
     });
     let (mut last, mut last_eval) = (None, None);

@@ -155,10 +155,27 @@ impl World {
         })
     }
 
+    /// The background failure checks of every group's backend, for the
+    /// watchdog.
+    pub fn health_probes(&self) -> Vec<crate::comm::HealthProbe> {
+        [&self.all, &self.replicas, &self.pipeline]
+            .into_iter()
+            .filter_map(|group| group.health_probe())
+            .collect()
+    }
+
     /// Ends the whole job with `code` when this rank fails alone: peers
     /// blocked in a collective it will never join would wait forever.
     pub fn abort(&self, code: i32) -> ! {
-        self.all.abort(code)
+        // Through a group whose backend has its own teardown (NCCL aborts
+        // its communicator first); every group's abort ends the whole job.
+        if self.replicas.size() > 1 {
+            self.replicas.abort(code)
+        } else if self.pipeline.size() > 1 {
+            self.pipeline.abort(code)
+        } else {
+            self.all.abort(code)
+        }
     }
 }
 

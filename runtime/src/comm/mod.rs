@@ -74,11 +74,20 @@ pub trait Communicator {
     /// Combines host values over the group, in place (losses, flags,
     /// hashes: small control data, whatever the backend computes on).
     fn all_reduce_host(&self, values: &mut [f64], op: ReduceOp) -> Result<(), CommError>;
+    /// A check another thread may call at any time, saying whether the
+    /// backend has failed in the background (NCCL's asynchronous errors);
+    /// `None` for backends that report every error where it happens.
+    fn health_probe(&self) -> Option<HealthProbe> {
+        None
+    }
     /// Ends the whole job at once, every process of it, with `code`: what a
     /// rank does when it fails alone, so that no peer waits forever in a
     /// collective it will never join.
     fn abort(&self, code: i32) -> !;
 }
+
+/// A background failure check: `Some(message)` once the backend failed.
+pub type HealthProbe = Box<dyn Fn() -> Option<String> + Send>;
 
 /// An all-reduce under way.
 pub struct Pending {

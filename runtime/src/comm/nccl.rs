@@ -210,21 +210,6 @@ impl Nccl {
         check_contiguous(tensor, what)?;
         Ok(tensor.data_ptr())
     }
-
-    /// An error NCCL raised in the background (a peer gone, a network
-    /// fault), if any.
-    pub fn async_error(&self) -> Result<(), CommError> {
-        let mut state = sys::ncclResult_t::ncclSuccess;
-        // SAFETY: a live communicator and an out-parameter.
-        unsafe { sys::ncclCommGetAsyncError(self.comm, &mut state) };
-        match state {
-            sys::ncclResult_t::ncclSuccess | sys::ncclResult_t::ncclInProgress => Ok(()),
-            error => Err(CommError(format!(
-                "NCCL failed in the background: {}",
-                message(error)
-            ))),
-        }
-    }
 }
 
 impl Drop for Nccl {
@@ -361,6 +346,22 @@ impl Communicator for Nccl {
 
     fn all_reduce_host(&self, values: &mut [f64], op: ReduceOp) -> Result<(), CommError> {
         self.control.all_reduce_host(values, op)
+    }
+
+    fn health_probe(&self) -> Option<super::HealthProbe> {
+        // The handle as an integer: NCCL allows polling a communicator's
+        // asynchronous error from another thread.
+        let comm = self.comm as usize;
+        Some(Box::new(move || {
+            let mut state = sys::ncclResult_t::ncclSuccess;
+            // SAFETY: the communicator outlives the run's watchdog, which
+            // stops before the world is dropped.
+            unsafe { sys::ncclCommGetAsyncError(comm as sys::ncclComm_t, &mut state) };
+            match state {
+                sys::ncclResult_t::ncclSuccess | sys::ncclResult_t::ncclInProgress => None,
+                error => Some(format!("NCCL failed in the background: {}", message(error))),
+            }
+        }))
     }
 
     fn abort(&self, code: i32) -> ! {
