@@ -253,3 +253,62 @@ train { model = Net; data = d; loss = cross_entropy; optimizer = sgd(lr: 0.1); m
     .stderr_has("latin1.txt")
     .stderr_has("not UTF-8 text (byte 3)");
 }
+
+/// `dtl run` of a model with an embedding of `rows` and `classes` outputs
+/// over the token file `name` in `dir`.
+fn run_tokens(dir: &Path, name: &str, dtype: &str, rows: u32, classes: u32) -> common::Run {
+    let text = format!(
+        r#"
+model Lm {{ forward(x: [B, 4]) -> [B, 4, {classes}] {{ x |> embedding({rows}, 8) |> linear(8, {classes}) }} }}
+data d {{ source = tokens("{name}", context: 4, dtype: "{dtype}"); valid = 0 }}
+train {{ model = Lm; data = d; loss = cross_entropy; optimizer = sgd(lr: 0.1); micro_batch = 1; steps = 1 }}
+"#
+    );
+    let file = dir.join("tokens.dtl");
+    std::fs::write(&file, text).unwrap();
+    dtl(&[
+        "run",
+        file.to_str().unwrap(),
+        "--quiet",
+        "--device",
+        "cpu",
+        "--out",
+        dir.join("t").to_str().unwrap(),
+    ])
+}
+
+#[test]
+fn token_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let ids: Vec<u8> = (0u16..20).flat_map(|t| t.to_le_bytes()).collect();
+    // A uint16 file cut in the middle of a token.
+    write(d, "cut.bin", &ids[..ids.len() - 1]);
+    run_tokens(d, "cut.bin", "uint16", 32, 32)
+        .code(1)
+        .stderr_has("cut.bin")
+        .stderr_has("39 bytes is not a whole number of uint16 tokens");
+    // The same bytes read as uint32 ids: 40 bytes is 10 tokens, but they are
+    // huge (pairs of uint16 read as one), beyond the model's 32 classes.
+    write(d, "ids.bin", &ids);
+    run_tokens(d, "ids.bin", "uint32", 32, 32)
+        .code(1)
+        .stderr_has("expected [B, 4, 1245203], found [B, 4, 32]");
+    // Ids 0..19 into an embedding of 10 rows.
+    run_tokens(d, "ids.bin", "uint16", 10, 32)
+        .code(1)
+        .stderr_has("data `d` has ids up to 19, but the embedding `0` has 10 rows");
+    // Too few tokens for one window and its next token.
+    write(d, "short.bin", &ids[..8]);
+    run_tokens(d, "short.bin", "uint16", 32, 32)
+        .code(1)
+        .stderr_has("short.bin")
+        .stderr_has("4 tokens make no window of 4 tokens");
+    // A file that is not there.
+    run_tokens(d, "missing.bin", "uint16", 32, 32)
+        .code(1)
+        .stderr_has("missing.bin")
+        .stderr_has("cannot open");
+    // And a good one trains.
+    run_tokens(d, "ids.bin", "uint16", 32, 32).code(0);
+}

@@ -66,7 +66,14 @@ fn losses_from_metrics(path: &Path) -> Vec<f64> {
 }
 
 fn compare_with_pytorch(example: &str, train: &str) {
+    compare_with_pytorch_after(example, train, |_| {});
+}
+
+/// `compare_with_pytorch`, with `prepare` first writing into the variant's
+/// folder the files it reads.
+fn compare_with_pytorch_after(example: &str, train: &str, prepare: impl FnOnce(&Path)) {
     let dir = tempfile::tempdir().unwrap();
+    prepare(dir.path());
     let source = variant(example, dir.path(), train);
     let text = std::fs::read_to_string(&source).unwrap();
     let plan =
@@ -220,6 +227,59 @@ fn regression_with_mse_matches_pytorch_step_for_step() {
     );
 }
 
+/// A ViT-style head: patches cut by a strided conv2d, class_token, an
+/// encoder block, select (index 0 and -1) and mean.
+#[test]
+fn class_token_select_and_mean_match_pytorch_step_for_step() {
+    compare_with_pytorch("tests/reference/layers/vit_head.dtl", ADAMW_ACCUMULATE_CLIP);
+}
+
+/// A SwiGLU block: the element-wise product `a * b`, widths written as
+/// arithmetic.
+#[test]
+fn swiglu_product_matches_pytorch_step_for_step() {
+    compare_with_pytorch("tests/reference/layers/swiglu.dtl", ADAMW_ACCUMULATE_CLIP);
+}
+
+/// The token files tests/reference/layers.py writes (its `TOKEN_FILES`):
+/// Moby-Dick's bytes as little-endian uint16 ids byte + 256 and as uint32
+/// ids equal to the bytes.
+fn moby_token_files(dir: &Path) {
+    let text = std::fs::read(root().join("data/moby_dick_1-5.txt")).unwrap();
+    let u16s: Vec<u8> = text
+        .iter()
+        .flat_map(|&b| (u16::from(b) + 256).to_le_bytes())
+        .collect();
+    let u32s: Vec<u8> = text
+        .iter()
+        .flat_map(|&b| u32::from(b).to_le_bytes())
+        .collect();
+    std::fs::write(dir.join("moby.u16.bin"), u16s).unwrap();
+    std::fs::write(dir.join("moby.u32.bin"), u32s).unwrap();
+}
+
+/// A GPT-2-style model whose output layer is its embedding (`tied`), on a
+/// uint16 token file read at seeded random offsets.
+#[test]
+fn tied_output_layer_on_a_token_file_matches_pytorch_step_for_step() {
+    compare_with_pytorch_after(
+        "tests/reference/layers/tiny_gpt.dtl",
+        ADAMW_ACCUMULATE_CLIP,
+        moby_token_files,
+    );
+}
+
+/// A LLaMA-style block: grouped-query attention with rotary embeddings and
+/// no biases, SwiGLU, on a uint32 token file read in order.
+#[test]
+fn grouped_rotary_attention_on_a_token_file_matches_pytorch_step_for_step() {
+    compare_with_pytorch_after(
+        "tests/reference/layers/tiny_llama.dtl",
+        ADAMW_ACCUMULATE_CLIP,
+        moby_token_files,
+    );
+}
+
 /// Runs one of the references in tests/reference/ (which run `dtl run`
 /// themselves and compare) with this build's binary; it exits 0 when every
 /// quantity agrees, 1 with the mismatches listed.
@@ -254,10 +314,21 @@ fn hand_written_pytorch_twins_train_as_dtl_does() {
 /// The layers and settings that otherwise only run (rms_norm, conv1d, the
 /// 1-d and average pools, softmax, transpose, reshape, concat, sigmoid,
 /// `bias: false`, bytes, ∞-norm clipping, SGD dampening, `init`,
-/// `shuffle = false`, the linear schedule) against PyTorch, step by step.
+/// `shuffle = false`, the linear schedule; `a * b`, class_token, select,
+/// mean, grouped-query attention with rope, `tied`, token files in both
+/// orders) against PyTorch, step by step.
 #[test]
 fn every_layer_and_setting_agrees_with_pytorch() {
     reference_script("layers.py", &[]);
+}
+
+/// The zoo's ResNet-18, ResNet-50 and (narrowed) GPT-2 small against
+/// hand-written torchvision ResNets and a GPT-2 with the file's names: the
+/// training steps, then dtl's model.safetensors loaded strictly into PyTorch
+/// and its eval-mode forward on the held-out rows giving dtl's evaluation.
+#[test]
+fn zoo_models_load_into_pytorch_and_agree() {
+    reference_script("zoo.py", &[]);
 }
 
 /// `precision = bf16` against the same casts under PyTorch (bit for bit)

@@ -34,15 +34,43 @@ fn copy_dir(from: &Path, to: &Path) {
 fn resume_from_a_checkpoint_gives_bitwise_the_same_run() {
     let dir = tempfile::tempdir().unwrap();
     let file = short_example(dir.path(), 10);
-    // Checkpoints after steps 4 and 8; the uninterrupted run goes to 10.
-    let full = dir.path().join("full");
-    run(&file, &full, &["--set", "train.checkpoint_every=4"]).code(0);
+    resumes_bitwise(&file, dir.path(), &[]);
+}
+
+/// The same with a token file read at random offsets: the resumed run draws
+/// the offsets the uninterrupted one drew (the generator's state is in the
+/// checkpoint).
+#[test]
+fn a_token_file_run_resumes_bitwise() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/moby_gpt.dtl");
+    resumes_bitwise(
+        &file,
+        dir.path(),
+        &[
+            "--set",
+            "train.steps=10",
+            "--set",
+            "train.warmup=3",
+            "--set",
+            "train.eval_every=5",
+        ],
+    );
+}
+
+/// Trains `file` for 10 steps with checkpoints after steps 4 and 8, resumes
+/// a copy of the run folder from step 8, and compares.
+fn resumes_bitwise(file: &Path, dir: &Path, extra: &[&str]) {
+    let full = dir.join("full");
+    let mut args = vec!["--set", "train.checkpoint_every=4"];
+    args.extend(extra);
+    run(file, &full, &args).code(0);
     assert_eq!(json(&full.join("checkpoint/state.json"))["step"], 8);
 
     // A copy of the folder resumes from step 8 and redoes 9 and 10. What
     // the first run wrote after the checkpoint is taken away, so the
     // resumed run must write it again itself.
-    let resumed = dir.path().join("resumed");
+    let resumed = dir.join("resumed");
     copy_dir(&full, &resumed);
     std::fs::remove_file(resumed.join("model.safetensors")).unwrap();
     std::fs::remove_file(resumed.join("summary.json")).unwrap();

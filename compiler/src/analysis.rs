@@ -34,6 +34,18 @@ pub enum CompletionKind {
     Keyword,
 }
 
+/// The forms that are not layers: they combine tensors or reuse a layer.
+const FORMS: [(&str, &str); 2] = [
+    (
+        "concat",
+        "concat(a, b, ..., dim: int = -1)  // joins tensors along dim",
+    ),
+    (
+        "tied",
+        "tied(embed)  // an output layer with the embedding `embed`'s weight",
+    ),
+];
+
 const KEYWORDS: [&str; 9] = [
     "module", "model", "data", "train", "parallel", "forward", "let", "repeat", "test",
 ];
@@ -89,6 +101,9 @@ impl Analysis {
         }
         if let Some(layer) = Builtin::lookup(word) {
             return Some((span, format!("```dtl\n{}\n```", layer.signature_text())));
+        }
+        if let Some((_, text)) = FORMS.iter().find(|(name, _)| *name == word) {
+            return Some((span, format!("```dtl\n{text}\n```")));
         }
         let layer = self
             .enclosing_module(offset)
@@ -187,6 +202,11 @@ impl Analysis {
                 detail: layer.signature_text(),
             })
             .collect();
+        out.extend(FORMS.iter().map(|(name, text)| Completion {
+            label: name.to_string(),
+            kind: CompletionKind::Layer,
+            detail: text.to_string(),
+        }));
         out.extend(self.modules().map(|def| Completion {
             label: def.name.name.clone(),
             kind: CompletionKind::Module,
@@ -386,5 +406,28 @@ train { model = Net; data = digits; loss = cross_entropy; optimizer = sgd(lr: 0.
         let in_forward = at("h + x", 0);
         let all = labels(in_forward);
         assert!(all.contains(&"layer_norm".to_string()) && all.contains(&"Block".to_string()));
+        for form in ["tied", "concat", "class_token", "select", "mean"] {
+            assert!(all.contains(&form.to_string()), "{form} missing from {all:?}");
+        }
+    }
+
+    #[test]
+    fn the_new_forms_have_hovers_and_arguments() {
+        let text = "model M {\n  e = embedding(256, 8)\n  forward(x: [B, 4]) -> [B, 4, 256] {\n    x |> e |> attention(8, 2, kv_heads: 1) |> tied(e)\n  }\n}\n";
+        let options = check::Options {
+            base_dir: ".".into(),
+            probe_data: false,
+            world: vec![],
+            overrides: vec![],
+            strict: false,
+        };
+        let a = analyze("t.dtl", text, &options);
+        let (_, hover) = a.hover(text.find("tied").unwrap()).unwrap();
+        assert!(hover.contains("tied(embed)"), "{hover}");
+        let inside = text.find("kv_heads").unwrap();
+        let labels: Vec<String> = a.completions(inside).into_iter().map(|c| c.label).collect();
+        for arg in ["kv_heads: ", "rope: ", "rope_theta: ", "bias: "] {
+            assert!(labels.contains(&arg.to_string()), "{arg} missing from {labels:?}");
+        }
     }
 }

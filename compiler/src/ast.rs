@@ -114,6 +114,8 @@ pub enum DimExpr {
     Size(i64, Span),
     /// `B` (symbolic) or `d_in` (a module parameter)
     Name(Ident),
+    /// `d / heads`: arithmetic on sizes and module parameters.
+    Expr(Box<Expr>),
 }
 
 impl DimExpr {
@@ -121,6 +123,7 @@ impl DimExpr {
         match self {
             DimExpr::Size(_, span) => *span,
             DimExpr::Name(ident) => ident.span,
+            DimExpr::Expr(expr) => expr.span,
         }
     }
 }
@@ -148,8 +151,15 @@ pub enum ExprKind {
     /// `x |> fc |> relu`: stages applied left to right (the first element
     /// is the input).
     Pipe(Vec<Expr>),
-    /// `x + h`: element-wise sum of tensors of one shape.
+    /// `x + h`: element-wise sum of tensors of one shape, or of numbers.
     Add(Vec<Expr>),
+    /// `d - 1`, `4 * d`, `d / heads` on numbers; `a * b` is also the
+    /// element-wise product of tensors of one shape.
+    Binary {
+        op: BinOp,
+        lhs: Box<Expr>,
+        rhs: Box<Expr>,
+    },
     /// `repeat 4 { Block(128) }`: a stage made of `count` copies of a chain.
     Repeat {
         count: i64,
@@ -158,6 +168,25 @@ pub enum ExprKind {
     },
     /// `[0.9, 0.999]`
     List(Vec<Expr>),
+}
+
+/// The operators besides `+` (which is [`ExprKind::Add`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BinOp {
+    Sub,
+    Mul,
+    /// Exact division: a remainder is an error.
+    Div,
+}
+
+impl BinOp {
+    pub fn symbol(self) -> &'static str {
+        match self {
+            BinOp::Sub => "-",
+            BinOp::Mul => "*",
+            BinOp::Div => "/",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

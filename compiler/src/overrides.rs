@@ -198,6 +198,10 @@ fn respan(expr: &mut Expr, span: Span) {
         ExprKind::Pipe(items) | ExprKind::Add(items) | ExprKind::List(items) => {
             items.iter_mut().for_each(|e| respan(e, span))
         }
+        ExprKind::Binary { lhs, rhs, .. } => {
+            respan(lhs, span);
+            respan(rhs, span);
+        }
         ExprKind::Repeat {
             count_span, body, ..
         } => {

@@ -28,4 +28,4 @@ assertions=$(grep -cE '^//[[:space:]]*(\^|<~*-)' tests/*.test.dtl | awk -F: '{ n
 files=$(ls tests/*.test.dtl | wc -l)
 echo "grammar: $assertions assertion lines in $files files passed"
 
-node tests/real-files.js "$tools" ../../examples/*.dtl ../../tests/cases/ok/*.dtl
+node tests/real-files.js "$tools" ../../examples/*.dtl ../../examples/zoo/*.dtl ../../tests/cases/ok/*.dtl

@@ -2,29 +2,153 @@
 //! and the stream of micro-batches, whose position can be saved and
 //! restored for checkpoints.
 
+use std::path::Path;
 use std::sync::Arc;
 
-use dtl_compiler::dataset::{self, Targets};
-use dtl_compiler::plan::DataPlan;
+use dtl_compiler::dataset::{self, Targets, TokenFile, TokenSplit};
+use dtl_compiler::plan::{DataPlan, DataSource};
 use tch::{Kind, Tensor};
 
 use crate::error::{RunError, TorchContext};
 use dtl_compiler::util::rng::Rng;
 
-/// Samples and their targets, on the CPU: class indices (int64) or real
-/// values (float32), `[rows, *target_shape]`.
+/// Samples and their targets, on the CPU: a table in memory, or windows of
+/// a memory-mapped token file read as they are asked for.
 pub struct Dataset {
-    pub features: Tensor,
-    pub targets: Tensor,
+    source: Source,
     pub rows: usize,
+}
+
+enum Source {
+    /// Features `[rows, *sample_shape]` (float32) and targets: class
+    /// indices (int64) or real values (float32), `[rows, *target_shape]`.
+    Table {
+        features: Tensor,
+        targets: Tensor,
+    },
+    Tokens(Windows),
+}
+
+/// Windows of a token file: row i starts at token `first + i × context`.
+#[derive(Clone)]
+struct Windows {
+    file: Arc<TokenFile>,
+    path: String,
+    first: u64,
+    context: u64,
+    /// Ids must be below this (the classes the model scores).
+    classes: i64,
+}
+
+impl Windows {
+    /// The windows starting at tokens `starts`: inputs `[n, context]`
+    /// (float32 ids) and targets `[n, context]` (the next tokens, int64).
+    fn at(&self, starts: &[u64]) -> Result<(Tensor, Tensor), RunError> {
+        let t = self.context as usize;
+        let mut ids = vec![0f32; starts.len() * (t + 1)];
+        for (k, &start) in starts.iter().enumerate() {
+            self.file
+                .read(start, &mut ids[k * (t + 1)..(k + 1) * (t + 1)]);
+        }
+        if let Some(at) = ids.iter().position(|&id| id as i64 >= self.classes) {
+            let (k, j) = (at / (t + 1), at % (t + 1));
+            return Err(RunError::Data {
+                path: self.path.clone(),
+                message: format!(
+                    "token {} (at token {}) is not below the model's {} classes",
+                    ids[at],
+                    starts[k] + j as u64,
+                    self.classes
+                ),
+            });
+        }
+        let ctx = || "arrange token windows".to_string();
+        let all = Tensor::from_slice(&ids)
+            .f_reshape([starts.len() as i64, t as i64 + 1])
+            .context(ctx)?;
+        let x = all
+            .f_narrow(1, 0, t as i64)
+            .context(ctx)?
+            .f_contiguous()
+            .context(ctx)?;
+        let y = all
+            .f_narrow(1, 1, t as i64)
+            .and_then(|y| y.f_to_kind(Kind::Int64))
+            .context(ctx)?;
+        Ok((x, y))
+    }
 }
 
 impl Dataset {
     fn shallow_clone(&self) -> Dataset {
+        let source = match &self.source {
+            Source::Table { features, targets } => Source::Table {
+                features: features.shallow_clone(),
+                targets: targets.shallow_clone(),
+            },
+            Source::Tokens(windows) => Source::Tokens(windows.clone()),
+        };
         Dataset {
-            features: self.features.shallow_clone(),
-            targets: self.targets.shallow_clone(),
+            source,
             rows: self.rows,
+        }
+    }
+
+    /// Rows `idx` (features, targets).
+    pub fn rows_at(&self, idx: &[i64]) -> Result<(Tensor, Tensor), RunError> {
+        match &self.source {
+            Source::Table { features, targets } => {
+                let ctx = || "select batch".to_string();
+                let idx = Tensor::from_slice(idx);
+                let x = features.f_index_select(0, &idx).context(ctx)?;
+                let y = targets.f_index_select(0, &idx).context(ctx)?;
+                Ok((x, y))
+            }
+            Source::Tokens(windows) => {
+                let starts: Vec<u64> = idx
+                    .iter()
+                    .map(|&i| windows.first + i as u64 * windows.context)
+                    .collect();
+                windows.at(&starts)
+            }
+        }
+    }
+
+    /// Rows `start .. start + len` (features, targets).
+    pub fn range(&self, start: usize, len: usize) -> Result<(Tensor, Tensor), RunError> {
+        match &self.source {
+            Source::Table { features, targets } => {
+                let ctx = || "select rows".to_string();
+                let x = features
+                    .f_narrow(0, start as i64, len as i64)
+                    .context(ctx)?;
+                let y = targets.f_narrow(0, start as i64, len as i64).context(ctx)?;
+                Ok((x, y))
+            }
+            Source::Tokens(_) => {
+                let idx: Vec<i64> = (start as i64..(start + len) as i64).collect();
+                self.rows_at(&idx)
+            }
+        }
+    }
+
+    /// Target values in all rows (a class label, or a real value, each).
+    pub fn target_count(&self) -> usize {
+        match &self.source {
+            Source::Table { targets, .. } => targets.numel(),
+            Source::Tokens(windows) => self.rows * windows.context as usize,
+        }
+    }
+
+    /// For a token file read at random offsets: the largest offset a
+    /// training window may start at.
+    fn random_windows(&self) -> Option<(&Windows, u64)> {
+        match &self.source {
+            Source::Tokens(windows) => Some((
+                windows,
+                windows.first + (self.rows as u64 - 1) * windows.context,
+            )),
+            Source::Table { .. } => None,
         }
     }
 }
@@ -36,13 +160,45 @@ pub struct Split {
 
 /// Reads the data file, checks it against what the plan was compiled for
 /// and splits it: the rows are shuffled with `seed` (unless `shuffle` is
-/// off) and the last `valid_fraction` of them are held out.
+/// off) and the last `valid_fraction` of them are held out. A token file
+/// is mapped, not read: its last windows are held out.
 pub fn load(plan: &DataPlan, seed: u64) -> Result<Split, RunError> {
     let path = plan.source.path().to_string();
     let data_err = |message: String| RunError::Data {
         path: path.clone(),
         message,
     };
+    if let DataSource::Tokens { dtype, context, .. } = &plan.source {
+        let file = TokenFile::open(Path::new(&path), *dtype).map_err(data_err)?;
+        let split = TokenSplit::new(file.len(), *context, |w| plan.held_out(w));
+        if split.train_windows == 0 {
+            return Err(data_err(format!(
+                "{} tokens leave no window of {context} for training",
+                file.len()
+            )));
+        }
+        let windows = Windows {
+            file: Arc::new(file),
+            path: path.clone(),
+            first: 0,
+            context: *context,
+            classes: plan.classes,
+        };
+        let valid = Windows {
+            first: split.valid_start(0),
+            ..windows.clone()
+        };
+        return Ok(Split {
+            train: Dataset {
+                source: Source::Tokens(windows),
+                rows: split.train_windows as usize,
+            },
+            valid: Dataset {
+                source: Source::Tokens(valid),
+                rows: split.valid_windows() as usize,
+            },
+        });
+    }
     let table = dataset::load(&plan.source, plan.target).map_err(|e| RunError::Data {
         path: e.path,
         message: e.message,
@@ -99,8 +255,10 @@ pub fn load(plan: &DataPlan, seed: u64) -> Result<Split, RunError> {
             Targets::Values { values, .. } => Tensor::from_slice(&gather(values, per_row, idx)),
         };
         Ok(Dataset {
-            features,
-            targets: targets.f_reshape(&target_shape).context(ctx)?,
+            source: Source::Table {
+                features,
+                targets: targets.f_reshape(&target_shape).context(ctx)?,
+            },
             rows: idx.len(),
         })
     };
@@ -156,6 +314,12 @@ impl Shard {
 /// replica reads its part; the rows left over at the end of an epoch,
 /// fewer than a global micro-batch, are skipped. The cursor is the same on
 /// every replica.
+///
+/// A token file is read without an order: with `shuffle` each global
+/// micro-batch is `replicas × micro_batch` windows at offsets drawn from the
+/// cursor's generator (anywhere in the training tokens), otherwise the
+/// windows in the file's order; an epoch is as many windows as the
+/// training part holds.
 pub struct Batches {
     data: Dataset,
     cursor: Cursor,
@@ -182,10 +346,14 @@ impl Batches {
                 ),
             });
         }
+        let order = match data.source {
+            Source::Table { .. } => (0..data.rows as i64).collect(),
+            Source::Tokens(_) => Vec::new(),
+        };
         let mut batches = Batches {
             data: data.shallow_clone(),
             cursor: Cursor {
-                order: Arc::new((0..data.rows as i64).collect()),
+                order: Arc::new(order),
                 pos: 0,
                 epoch: 0,
                 rng: Rng::new(seed.wrapping_add(1)).state(),
@@ -198,9 +366,17 @@ impl Batches {
         Ok(batches)
     }
 
+    /// Rows in the order an epoch visits (a token file has none).
+    fn ordered(&self) -> usize {
+        match self.data.source {
+            Source::Table { .. } => self.data.rows,
+            Source::Tokens(_) => 0,
+        }
+    }
+
     /// Continues from a saved position.
     pub fn resume(&mut self, cursor: Cursor) -> Result<(), RunError> {
-        if cursor.order.len() != self.data.rows || cursor.pos > cursor.order.len() {
+        if cursor.order.len() != self.ordered() || cursor.pos > self.data.rows {
             return Err(RunError::Data {
                 path: "the checkpoint".into(),
                 message: format!(
@@ -220,7 +396,7 @@ impl Batches {
     }
 
     fn start_epoch(&mut self) {
-        if self.shuffle {
+        if self.shuffle && self.ordered() > 0 {
             let mut rng = Rng::from_state(self.cursor.rng);
             rng.shuffle(Arc::make_mut(&mut self.cursor.order).as_mut_slice());
             self.cursor.rng = rng.state();
@@ -233,15 +409,30 @@ impl Batches {
     /// replica's part of the next global micro-batch.
     pub fn next_batch(&mut self) -> Result<(Tensor, Tensor), RunError> {
         let global = self.micro_batch * self.shard.replicas as usize;
-        if self.cursor.pos + global > self.cursor.order.len() {
+        if self.cursor.pos + global > self.data.rows {
             self.start_epoch();
         }
-        let start = self.cursor.pos + self.shard.replica as usize * self.micro_batch;
-        let idx = Tensor::from_slice(&self.cursor.order[start..start + self.micro_batch]);
+        let first = self.shard.replica as usize * self.micro_batch;
+        let mine = first..first + self.micro_batch;
+        let batch = match self.data.random_windows() {
+            Some((windows, last)) if self.shuffle => {
+                let mut rng = Rng::from_state(self.cursor.rng);
+                let starts: Vec<u64> = (0..global).map(|_| rng.below(last + 1)).collect();
+                self.cursor.rng = rng.state();
+                windows.at(&starts[mine])
+            }
+            _ if self.cursor.order.is_empty() => {
+                let start = (self.cursor.pos + mine.start) as i64;
+                let idx: Vec<i64> = (start..start + self.micro_batch as i64).collect();
+                self.data.rows_at(&idx)
+            }
+            _ => {
+                let start = self.cursor.pos + mine.start;
+                self.data
+                    .rows_at(&self.cursor.order[start..start + self.micro_batch])
+            }
+        };
         self.cursor.pos += global;
-        let ctx = || "select batch".to_string();
-        let x = self.data.features.f_index_select(0, &idx).context(ctx)?;
-        let y = self.data.targets.f_index_select(0, &idx).context(ctx)?;
-        Ok((x, y))
+        batch
     }
 }

@@ -183,19 +183,30 @@ fn apply(
         Op::Attention {
             dim,
             heads,
+            kv_heads,
             causal,
+            rope_theta,
             in_proj_weight,
             in_proj_bias,
             out_proj_weight,
             out_proj_bias,
         } => attention(
             x,
-            *dim,
-            *heads,
+            Heads {
+                dim: *dim,
+                heads: *heads,
+                kv_heads: *kv_heads,
+            },
             *causal,
+            *rope_theta,
             w,
-            [in_proj_weight, in_proj_bias, out_proj_weight, out_proj_bias],
+            (in_proj_weight, in_proj_bias.as_deref()),
+            (out_proj_weight, out_proj_bias.as_deref()),
         ),
+        Op::ClassToken { dim, weight } => w
+            .weight(weight)
+            .f_expand([x.size()[0], 1, *dim], false)
+            .and_then(|token| Tensor::f_cat(&[&token, x], 1)),
         Op::Dropout { p } => x.f_dropout(*p, train),
         Op::Flatten => x.f_flatten(1, -1),
         Op::Reshape { shape } => {
@@ -205,6 +216,8 @@ fn apply(
         }
         Op::Transpose { dim0, dim1 } => x.f_transpose(*dim0, *dim1),
         Op::Softmax { dim } => x.f_softmax(*dim, None::<Kind>),
+        Op::Select { dim, index } => x.f_select(*dim, *index),
+        Op::Mean { dim } => x.f_mean_dim([*dim].as_slice(), false, None::<Kind>),
         Op::Relu => x.f_relu(),
         Op::Gelu => x.f_gelu("none"),
         Op::Silu => x.f_silu(),
@@ -213,29 +226,57 @@ fn apply(
         Op::Add => inputs[1..]
             .iter()
             .try_fold(x.shallow_clone(), |acc, t| acc.f_add(t)),
+        Op::Mul => inputs[1..]
+            .iter()
+            .try_fold(x.shallow_clone(), |acc, t| acc.f_mul(t)),
         Op::Concat { dim } => Tensor::f_cat(inputs, *dim),
     }
 }
 
-/// nn.MultiheadAttention(batch_first=True) on x: [B, T, D] attending to itself.
-fn attention(
-    x: &Tensor,
+/// The widths of an attention layer.
+struct Heads {
     dim: i64,
     heads: i64,
+    kv_heads: i64,
+}
+
+/// nn.MultiheadAttention(batch_first=True) on x: [B, T, D] attending to
+/// itself, with grouped key/value heads and rotary embeddings when asked.
+#[allow(clippy::too_many_arguments)]
+fn attention(
+    x: &Tensor,
+    Heads {
+        dim,
+        heads,
+        kv_heads,
+    }: Heads,
     causal: bool,
+    rope_theta: Option<f64>,
     w: &impl Weights,
-    [in_w, in_b, out_w, out_b]: [&String; 4],
+    (in_w, in_b): (&str, Option<&str>),
+    (out_w, out_b): (&str, Option<&str>),
 ) -> Result<Tensor, tch::TchError> {
     let (b, t) = (x.size()[0], x.size()[1]);
     let head_dim = dim / heads;
-    let qkv = x
-        .f_linear(&w.weight(in_w), Some(&w.weight(in_b)))?
-        .f_chunk(3, -1)?;
-    let split = |t_: &Tensor| {
-        t_.f_reshape([b, t, heads, head_dim])
+    let qkv = x.f_linear(&w.weight(in_w), in_b.map(|n| w.weight(n)).as_ref())?;
+    let parts = qkv.f_split_with_sizes(
+        [heads * head_dim, kv_heads * head_dim, kv_heads * head_dim].as_slice(),
+        -1,
+    )?;
+    let split = |t_: &Tensor, n: i64| {
+        t_.f_reshape([b, t, n, head_dim])
             .and_then(|y| y.f_transpose(1, 2))
     };
-    let (q, k, v) = (split(&qkv[0])?, split(&qkv[1])?, split(&qkv[2])?);
+    let (mut q, mut k, v) = (
+        split(&parts[0], heads)?,
+        split(&parts[1], kv_heads)?,
+        split(&parts[2], kv_heads)?,
+    );
+    if let Some(theta) = rope_theta {
+        let (cos, sin) = rope_tables(t, head_dim, theta, q.kind(), q.device())?;
+        q = rotate(&q, &cos, &sin)?;
+        k = rotate(&k, &cos, &sin)?;
+    }
     let y = Tensor::f_scaled_dot_product_attention(
         &q,
         &k,
@@ -244,8 +285,40 @@ fn attention(
         0.0,
         causal,
         None,
-        false,
+        kv_heads != heads,
     )?;
     let y = y.f_transpose(1, 2)?.f_reshape([b, t, dim])?;
-    y.f_linear(&w.weight(out_w), Some(&w.weight(out_b)))
+    y.f_linear(&w.weight(out_w), out_b.map(|n| w.weight(n)).as_ref())
+}
+
+/// The cosines and sines of rotary embeddings for positions 0..t, [t,
+/// head_dim], each frequency written twice (the halves rotate together):
+/// inv_freq[i] = theta^(-2i / head_dim), computed in float32 as Hugging
+/// Face's LLaMA computes it.
+fn rope_tables(
+    t: i64,
+    head_dim: i64,
+    theta: f64,
+    kind: Kind,
+    device: tch::Device,
+) -> Result<(Tensor, Tensor), tch::TchError> {
+    let exponents = Tensor::f_arange_start_step(0, head_dim, 2, (Kind::Int64, device))?
+        .f_to_kind(Kind::Float)?
+        .f_div_scalar(head_dim as f64)?;
+    let inv_freq = Tensor::f_pow_scalar(theta, &exponents)?.f_reciprocal()?;
+    let positions = Tensor::f_arange(t, (Kind::Float, device))?;
+    let freqs = positions.f_outer(&inv_freq)?;
+    let angles = Tensor::f_cat(&[&freqs, &freqs], -1)?;
+    Ok((
+        angles.f_cos()?.f_to_kind(kind)?,
+        angles.f_sin()?.f_to_kind(kind)?,
+    ))
+}
+
+/// x * cos + rotate_half(x) * sin, where rotate_half(x) = [-x₂, x₁] for the
+/// halves x₁, x₂ of the last dimension.
+fn rotate(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor, tch::TchError> {
+    let halves = x.f_chunk(2, -1)?;
+    let rotated = Tensor::f_cat(&[&halves[1].f_neg()?, &halves[0]], -1)?;
+    x.f_mul(cos)?.f_add(&rotated.f_mul(sin)?)
 }

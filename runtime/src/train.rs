@@ -438,7 +438,8 @@ impl Run<'_> {
         self.drain()
     }
 
-    /// Mean loss (and accuracy) over the held-out rows, dropout off.
+    /// Mean loss (and accuracy) over the held-out rows, dropout off, in
+    /// chunks of [`eval_chunk`] rows.
     fn evaluate(&self, step: u64) -> Result<EvalRecord, RunError> {
         if self.stage.is_some() {
             return self.evaluate_pipelined(step);
@@ -456,13 +457,13 @@ impl Run<'_> {
         let ctx = || format!("step {step}: evaluation");
         tch::no_grad(|| {
             let (mut loss_sum, mut correct) = (0.0, None::<i64>);
-            let chunk = 1024i64;
+            let chunk = eval_chunk(&self.plan.model.output);
             let mut start = 0i64;
             while start < rows as i64 {
                 let len = chunk.min(rows as i64 - start);
-                let part = |t: &Tensor| t.f_narrow(0, start, len)?.f_to_device(self.device);
-                let x = part(&self.valid.features).context(ctx)?;
-                let y = part(&self.valid.targets).context(ctx)?;
+                let (x, y) = self.valid.range(start as usize, len as usize)?;
+                let x = x.f_to_device(self.device).context(ctx)?;
+                let y = y.f_to_device(self.device).context(ctx)?;
                 let output = self.model.forward(&x, false)?;
                 let sum = loss::loss(kind, &output, &y, Reduction::Sum).context(ctx)?;
                 loss_sum += sum.f_double_value(&[]).context(ctx)?;
@@ -471,7 +472,7 @@ impl Run<'_> {
                 }
                 start += len;
             }
-            let targets = self.valid.targets.numel() as f64;
+            let targets = self.valid.target_count() as f64;
             Ok(EvalRecord {
                 step,
                 eval_loss: loss_sum / targets,
@@ -489,13 +490,13 @@ impl Run<'_> {
         let kind = &self.plan.train.loss;
         let ctx = || format!("step {step}: evaluation");
         let (mut loss_sum, mut correct, mut counted) = (0.0, 0.0, 0.0);
-        let chunk = 1024i64;
+        let chunk = eval_chunk(&self.plan.model.output);
         let mut start = 0i64;
         while start < rows as i64 {
             let len = chunk.min(rows as i64 - start);
-            let part = |t: &Tensor| t.f_narrow(0, start, len)?.f_to_device(self.device);
-            let x = part(&self.valid.features).context(ctx)?;
-            let y = part(&self.valid.targets).context(ctx)?;
+            let (x, y) = self.valid.range(start as usize, len as usize)?;
+            let x = x.f_to_device(self.device).context(ctx)?;
+            let y = y.f_to_device(self.device).context(ctx)?;
             let pipeline = self.world.pipeline.as_ref();
             let (sum, hits) = stage.evaluate(&x, &y, &self.model, kind, pipeline, step)?;
             loss_sum += sum;
@@ -510,7 +511,7 @@ impl Run<'_> {
             .pipeline
             .all_reduce_host(&mut sums, ReduceOp::Sum)
             .map_err(|e| RunError::Collective { step, message: e.0 })?;
-        let targets = self.valid.targets.numel().max(1) as f64;
+        let targets = self.valid.target_count().max(1) as f64;
         Ok(EvalRecord {
             step,
             eval_loss: if rows == 0 {
@@ -621,4 +622,12 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), RunError> {
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, bytes).map_err(|e| io_err(&tmp, e))?;
     std::fs::rename(&tmp, path).map_err(|e| io_err(path, e))
+}
+
+/// Held-out rows evaluated at once: up to 1024, fewer when the model's
+/// output per row is large (a language model's scores for every token),
+/// so that a chunk's output stays under 2^24 values.
+fn eval_chunk(output: &[dtl_compiler::plan::Dim]) -> i64 {
+    let per_row = dtl_compiler::lower::cost::numel(output).max(1);
+    ((1u64 << 24) / per_row).clamp(1, 1024) as i64
 }

@@ -20,6 +20,11 @@ for itself.
   epoch reads the training rows in order.
 - Dropout: before step k (from 1) the global generator is seeded with
   `dropout_seed(seed, k)`.
+- Token files (`tokens(...)`): no row order. The file's (n − 1) // T
+  windows of T tokens are split in file order, the last round(windows ·
+  valid) held out; training windows start anywhere in the training tokens
+  (offsets drawn from the `seed + 1` generator) or, with `shuffle = false`,
+  one after another (TokenOrder).
 """
 
 MASK64 = (1 << 64) - 1
@@ -38,6 +43,10 @@ class SplitMix64:
         z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & MASK64
         z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & MASK64
         return z ^ (z >> 31)
+
+    def below(self, n):
+        """A number in 0..n: the next value modulo n (Rng::below)."""
+        return self.next_u64() % max(n, 1)
 
     def shuffle(self, items):
         """Fisher–Yates from the end, j = next % (i + 1), in place."""
@@ -89,3 +98,33 @@ class BatchOrder:
         batch = self.order[self.position: self.position + self.micro_batch]
         self.position += self.micro_batch
         return batch
+
+
+class TokenOrder:
+    """Where the windows of each micro-batch of a token file start (token
+    offsets), as runtime/src/data.rs `Batches` reads them for one process.
+
+    With `shuffle`, every micro-batch draws its `micro_batch` starts from
+    the `seed + 1` generator, one `below(last + 1)` each, last =
+    (train_windows − 1) · context: any token of the training part, not only
+    window starts. Without, training window i starts at i · context, read
+    in order, a new epoch from window 0 when fewer than a micro-batch are
+    left."""
+
+    def __init__(self, train_windows, context, micro_batch, seed, shuffle=True):
+        assert micro_batch <= train_windows, "micro_batch larger than the training windows"
+        self.windows, self.context = train_windows, context
+        self.micro_batch, self.shuffle = micro_batch, shuffle
+        self.rng = SplitMix64((seed + 1) & MASK64)
+        self.position = 0
+
+    def next(self):
+        if self.position + self.micro_batch > self.windows:
+            self.position = 0
+        if self.shuffle:
+            last = (self.windows - 1) * self.context
+            starts = [self.rng.below(last + 1) for _ in range(self.micro_batch)]
+        else:
+            starts = [(self.position + i) * self.context for i in range(self.micro_batch)]
+        self.position += self.micro_batch
+        return starts

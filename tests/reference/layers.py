@@ -20,6 +20,23 @@ Each `.dtl` file in tests/reference/layers/ exercises a few of them:
 |                       | attention, layer_norm                                         |
 | init_file.dtl         | `init = "file.safetensors"` (relative to the .dtl file),      |
 |                       | `shuffle = false`, SGD dampening, warm-up + linear to 0       |
+| swiglu.dtl            | `a * b` (SwiGLU), integer arithmetic in arguments, a module's |
+|                       | named layers with `let`, evaluations every 10 steps           |
+| vit_head.dtl          | conv2d with stride cutting patches, class_token, select       |
+|                       | (index 0 and -1), mean, attention without a mask              |
+| tiny_gpt.dtl          | tied(embed) as the output layer (one tensor in                |
+|                       | model.safetensors), tokens(uint16) at seeded random offsets,  |
+|                       | more classes than the largest id + 1                          |
+| tiny_llama.dtl        | attention with kv_heads < heads, rope (rope_theta), bias:     |
+|                       | false; SwiGLU; tokens(uint32) in order (`shuffle = false`),   |
+|                       | four epochs of 27 training windows                            |
+
+tiny_gpt.dtl and tiny_llama.dtl read token files that are written at test
+time, not kept in the repository: Moby-Dick's bytes (data/moby_dick_1-5.txt)
+as little-endian ids, uint16 ids byte + 256 for tiny_gpt (so the high byte
+is not zero) and uint32 ids equal to the bytes for tiny_llama. Each is
+written into the case's work folder next to a copy of its `.dtl` file, which
+names it relative to itself.
 
 Like twins.py, every network here is a hand-written torch.nn module and
 every setting is spelt out in its twin below, read off the `.dtl` file, not
@@ -38,14 +55,17 @@ stems) pick a subset. DTL_TWIN_SABOTAGE works as in twins.py.
 """
 
 import argparse
+import shutil
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import twin_kit as kit  # sets the thread environment before torch loads
 import comparison as cmp
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file
+import numpy as np
+from safetensors.torch import load_file, load_model
 from torch import nn
 
 TOLERANCE = 1e-5
@@ -172,32 +192,265 @@ def init_file():
     return model, data, recipe
 
 
-# name → (twin, whether the .dtl names its own initial weights)
+class SwiGlu(nn.Module):
+    """swiglu.dtl's module SwiGlu(d, mult = 3):
+        let h = x |> norm
+        let g = (h |> gate |> silu) * (h |> up)
+        x + (g |> down)
+    gate, up: linear(d, mult·d, bias: false); down: linear(mult·d, d,
+    bias: false); norm: rms_norm(d)."""
+
+    def __init__(self, d, mult=3):
+        super().__init__()
+        self.gate = nn.Linear(d, mult * d, bias=False)
+        self.up = nn.Linear(d, mult * d, bias=False)
+        self.down = nn.Linear(mult * d, d, bias=False)
+        self.norm = nn.RMSNorm(d)
+
+    def forward(self, x):
+        h = self.norm(x)
+        if kit.sabotaged("swiglu"):
+            g = self.gate(h) * F.silu(self.up(h))
+        else:
+            g = F.silu(self.gate(h)) * self.up(h)
+        return x + self.down(g)
+
+
+def swiglu():
+    seed = 7
+    torch.manual_seed(seed)
+    # linear(64, 64 / 2) |> SwiGlu(32) |> linear(2 * 16, 10)
+    model = nn.Sequential(nn.Linear(64, 32), SwiGlu(32), nn.Linear(32, 10))
+    data = kit.digits(shape=[64], scale=0.0625, valid=0.2)
+    recipe = kit.Recipe(steps=30, micro_batch=16, accumulate=2, optimizer="adamw", lr=3e-3,
+                        optimizer_args=dict(ADAM_DEFAULTS, weight_decay=0.02),
+                        clip=("norm", 1.0, 2.0), eval_every=10, seed=seed)
+    return model, data, recipe
+
+
+class Encoder(nn.Module):
+    """vit_head.dtl's module Encoder(d, heads): pre-norm attention (no mask)
+    and a feed-forward layer linear(d, 2d) |> gelu |> linear(2d, d), whose
+    linears are its inline stages 0 and 2."""
+
+    def __init__(self, d, heads):
+        super().__init__()
+        self.norm_1 = nn.LayerNorm(d)
+        self.attn = kit.SelfAttention(d, heads)
+        # nn.MultiheadAttention's [T, B, d] layout rounds differently in the
+        # last bit; over 30 clipped AdamW steps that grew to 5e-6 in the
+        # gradient norm, half the tolerance. The written-out form (checked
+        # against nn.MultiheadAttention in float64 by bf16.py) computes on
+        # dtl's layout and agrees exactly, so a real difference stands out.
+        self.attn.written_out = True
+        self.norm_2 = nn.LayerNorm(d)
+        self.add_module("0", nn.Linear(d, 2 * d))
+        self.add_module("2", nn.Linear(2 * d, d))
+
+    def forward(self, x):
+        h = x + self.attn(self.norm_1(x))
+        return h + self._modules["2"](F.gelu(self._modules["0"](self.norm_2(h))))
+
+
+class Vit(nn.Module):
+    """vit_head.dtl's model Vit. Inline stages of the body, in source order:
+    conv2d 0, reshape 1, transpose 2, class_token 3, pos_embedding 4,
+    Encoder 5, layer_norm 6, select 7, mean 8, select 9, linear 10."""
+
+    def __init__(self):
+        super().__init__()
+        self.add_module("0", nn.Conv2d(1, 16, 4, stride=4))
+        self.add_module("3", kit.ClassToken(16))
+        self.add_module("4", kit.PosEmbedding(5, 16))
+        self.add_module("5", Encoder(16, 4))
+        self.add_module("6", nn.LayerNorm(16))
+        self.add_module("10", nn.Linear(3 * 16, 10))
+
+    def forward(self, x):
+        m = self._modules
+        patches = m["0"](x).reshape(x.shape[0], 16, 4).transpose(1, 2)  # [B, 4, 16]
+        tokens = m["6"](m["5"](m["4"](m["3"](patches))))                 # [B, 5, 16]
+        cls = tokens.select(1, 0)
+        avg = tokens[:, 1:].mean(1) if kit.sabotaged("mean_patches") else tokens.mean(1)
+        last = tokens.select(1, -1)
+        return m["10"](torch.cat([cls, avg, last], dim=-1))
+
+
+def vit_head():
+    seed = 13
+    torch.manual_seed(seed)
+    model = Vit()
+    data = kit.digits(shape=[1, 8, 8], scale=0.0625, valid=0.2)
+    recipe = kit.Recipe(steps=30, micro_batch=16, optimizer="adamw", lr=5e-3,
+                        optimizer_args=dict(ADAM_DEFAULTS, weight_decay=0.01),
+                        clip=("norm", 1.0, 2.0), eval_every=15, seed=seed)
+    return model, data, recipe
+
+
+# The token files of tiny_gpt.dtl and tiny_llama.dtl: Moby-Dick's bytes as
+# ids, file name → (dtype, what is added to every byte).
+TOKEN_FILES = {"moby.u16.bin": ("uint16", 256), "moby.u32.bin": ("uint32", 0)}
+
+
+def write_token_files(folder):
+    """Writes TOKEN_FILES into `folder`, little-endian."""
+    text = np.frombuffer((kit.REPO / "data/moby_dick_1-5.txt").read_bytes(), dtype=np.uint8)
+    for name, (dtype, offset) in TOKEN_FILES.items():
+        little = {"uint16": "<u2", "uint32": "<u4"}[dtype]
+        (text.astype(np.int64) + offset).astype(little).tofile(folder / name)
+
+
+class GptBlock(nn.Module):
+    """tiny_gpt.dtl's module GptBlock(d, heads): ln_1, causal attention,
+    ln_2 and the inline linear(d, 4d) |> gelu |> linear(4d, d) (stages 0,
+    2)."""
+
+    def __init__(self, d, heads):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(d)
+        self.attn = kit.SelfAttention(d, heads, causal=True)
+        self.ln_2 = nn.LayerNorm(d)
+        self.add_module("0", nn.Linear(d, 4 * d))
+        self.add_module("2", nn.Linear(4 * d, d))
+
+    def forward(self, x):
+        h = x + self.attn(self.ln_1(x))
+        return h + self._modules["2"](F.gelu(self._modules["0"](self.ln_2(h))))
+
+
+class TinyGpt(nn.Module):
+    """tiny_gpt.dtl's model TinyGpt: wte = embedding(512, 32), then the
+    inline stages pos_embedding 0, GptBlock 1, layer_norm 2 and tied(wte) 3:
+    F.linear with wte's weight, no bias, no parameter of its own."""
+
+    def __init__(self):
+        super().__init__()
+        self.wte = nn.Embedding(512, 32)
+        self.add_module("0", kit.PosEmbedding(16, 32))
+        self.add_module("1", GptBlock(32, 4))
+        self.add_module("2", nn.LayerNorm(32))
+        if kit.sabotaged("untied"):
+            self.add_module("3", nn.Linear(32, 512, bias=False))
+            with torch.no_grad():
+                self._modules["3"].weight.copy_(self.wte.weight)
+            self.not_in_init = {"3.weight"}
+
+    def forward(self, x):
+        m = self._modules
+        h = m["2"](m["1"](m["0"](self.wte(x))))
+        if kit.sabotaged("untied"):
+            return m["3"](h)
+        return F.linear(h, self.wte.weight)
+
+
+def tiny_gpt(folder):
+    seed = 12
+    data = kit.token_file(folder / "moby.u16.bin", "uint16", context=16, valid=0.02,
+                          shuffle=True)
+    torch.manual_seed(seed)
+    recipe = kit.Recipe(steps=12, micro_batch=8, accumulate=2, optimizer="adamw", lr=2e-3,
+                        optimizer_args=dict(ADAM_DEFAULTS, weight_decay=0.01),
+                        clip=("norm", 1.0, 2.0), eval_every=6, seed=seed)
+    return TinyGpt(), data, recipe
+
+
+class LlamaBlock(nn.Module):
+    """tiny_llama.dtl's module Block(d, heads, kv):
+        let h = x + (x |> attn_norm |> attn)
+        let m = h |> mlp_norm
+        h + ((m |> gate |> silu) * (m |> up) |> down)
+    attn = attention(d, heads, causal: true, kv_heads: kv, bias: false,
+    rope: true, rope_theta: 500.0); gate, up: linear(d, 2d, bias: false);
+    down: linear(2d, d, bias: false)."""
+
+    def __init__(self, d, heads, kv):
+        super().__init__()
+        self.attn_norm = nn.RMSNorm(d)
+        self.attn = kit.GroupedAttention(d, heads, causal=True, kv_heads=kv, bias=False,
+                                         rope=True, rope_theta=500.0)
+        self.mlp_norm = nn.RMSNorm(d)
+        self.gate = nn.Linear(d, 2 * d, bias=False)
+        self.up = nn.Linear(d, 2 * d, bias=False)
+        self.down = nn.Linear(2 * d, d, bias=False)
+
+    def forward(self, x):
+        h = x + self.attn(self.attn_norm(x))
+        m = self.mlp_norm(h)
+        return h + self.down(F.silu(self.gate(m)) * self.up(m))
+
+
+def tiny_llama(folder):
+    seed = 11
+    data = kit.token_file(folder / "moby.u32.bin", "uint32", context=24, valid=0.99,
+                          shuffle=False)
+    torch.manual_seed(seed)
+    model = nn.Sequential(
+        nn.Embedding(256, 32),
+        LlamaBlock(32, 4, 2),
+        nn.RMSNorm(32),
+        nn.Linear(32, 256, bias=False))
+    recipe = kit.Recipe(steps=12, micro_batch=8, optimizer="adamw", lr=3e-3,
+                        optimizer_args=dict(ADAM_DEFAULTS, weight_decay=0.1),
+                        clip=("norm", 1.0, 2.0), eval_every=6, seed=seed)
+    return model, data, recipe
+
+
+@dataclass
+class Case:
+    """A twin (a function of the case's work folder when `token_files`),
+    whether its .dtl names its own initial weights, and whether it reads
+    the token files (then a copy of the .dtl runs next to them)."""
+
+    twin: object
+    own_init: bool = False
+    token_files: bool = False
+
+
 CASES = {
-    "rms_norm_sigmoid": (rms_norm_sigmoid, False),
-    "conv1d_pools": (conv1d_pools, False),
-    "avg_pool2d_sgd": (avg_pool2d_sgd, False),
-    "dataflow": (dataflow, False),
-    "bytes_lm": (bytes_lm, False),
-    "init_file": (init_file, True),
+    "rms_norm_sigmoid": Case(rms_norm_sigmoid),
+    "conv1d_pools": Case(conv1d_pools),
+    "avg_pool2d_sgd": Case(avg_pool2d_sgd),
+    "dataflow": Case(dataflow),
+    "bytes_lm": Case(bytes_lm),
+    "init_file": Case(init_file, own_init=True),
+    "swiglu": Case(swiglu),
+    "vit_head": Case(vit_head),
+    "tiny_gpt": Case(tiny_gpt, token_files=True),
+    "tiny_llama": Case(tiny_llama, token_files=True),
 }
 
 
 def compare(name, binary, workdir):
-    twin, own_init = CASES[name]
-    model, data, recipe = twin()
+    case = CASES[name]
     workdir.mkdir(parents=True, exist_ok=True)
+    dtl_file = HERE / f"{name}.dtl"
+    if case.token_files:
+        write_token_files(workdir)
+        dtl_file = Path(shutil.copy(dtl_file, workdir / dtl_file.name))
+        model, data, recipe = case.twin(workdir)
+    else:
+        model, data, recipe = case.twin()
     init = None
-    if not own_init:
+    if not case.own_init:
         init = workdir / "init.safetensors"
         kit.save_init(model, init)
-    ours = cmp.run_dtl(binary, HERE / f"{name}.dtl", workdir / "dtl", init=init)
+    ours = cmp.run_dtl(binary, dtl_file, workdir / "dtl", init=init)
     theirs = kit.train(model, data, recipe)
     c = cmp.Comparison(name)
     cmp.compare_steps(c, ours.steps, theirs.steps, TOLERANCE)
     cmp.compare_evals(c, ours.evals, theirs.evals, TOLERANCE)
     cmp.compare_weights(c, cmp.read_safetensors(ours.out / "model.safetensors"), theirs.state,
                         TOLERANCE, loose=cmp.key_bias_slices(model, recipe))
+    if name == "tiny_gpt":
+        # The tie is one tensor in the file, and it loads into the twin
+        # (whose output layer has no weight of its own) strictly.
+        names = set(cmp.read_safetensors(ours.out / "model.safetensors"))
+        if "wte.weight" not in names or any(n.startswith("3.") for n in names):
+            c.fail(f"model.safetensors holds {sorted(names)}: not the tie as wte.weight alone")
+        try:
+            load_model(TinyGpt(), str(ours.out / "model.safetensors"), strict=True)
+        except RuntimeError as e:
+            c.fail(f"model.safetensors does not load strictly into the twin: {e}")
     worst = {quantity: value for quantity, value, _, _ in c.rows}
     print(f"{name + '.dtl':<22} {recipe.steps:>5} {worst.get('loss', float('nan')):>10.2e} "
           f"{worst.get('grad_norm', float('nan')):>10.2e} {worst.get('lr', float('nan')):>10.2e} "

@@ -40,6 +40,7 @@ torch.set_num_threads(1)
 def load_data(data):
     """Features and targets of a csv or text source, as dtl reads them."""
     source = data["source"]
+    assert source["format"] != "tokens", "a token file has no rows: see load_tokens"
     if source["format"] == "text":
         return load_text(source)
     assert source["format"] == "csv", source
@@ -79,6 +80,45 @@ def load_text(source):
     return features, labels
 
 
+def load_tokens(source):
+    """A token file's ids (little-endian uint16 or uint32) as int64."""
+    import numpy as np
+
+    dtype = {"uint16": "<u2", "uint32": "<u4"}[source["dtype"]]
+    return torch.from_numpy(np.fromfile(source["path"], dtype=dtype).astype("int64"))
+
+
+class TokenBatches:
+    """dtl's windows of a token file (runtime/src/data.rs `Batches`): the
+    first (windows − held out) windows of T tokens train; with `shuffle`
+    each micro-batch starts its windows at offsets below((train − 1)·T + 1)
+    of the `seed + 1` generator, otherwise the training windows come in
+    order, a new epoch when fewer than a micro-batch are left."""
+
+    def __init__(self, tokens, context, valid_fraction, micro_batch, shuffle, seed):
+        windows = (len(tokens) - 1) // context
+        self.train = windows - held_out(windows, valid_fraction)
+        assert micro_batch <= self.train, "micro_batch larger than the training windows"
+        self.tokens, self.context = tokens, context
+        self.micro_batch, self.shuffle = micro_batch, shuffle
+        self.rng = SplitMix64((seed + 1) & MASK64)
+        self.position = 0
+
+    def next(self):
+        t = self.context
+        if self.position + self.micro_batch > self.train:
+            self.position = 0
+        if self.shuffle:
+            last = (self.train - 1) * t
+            starts = [self.rng.below(last + 1) for _ in range(self.micro_batch)]
+        else:
+            starts = [(self.position + i) * t for i in range(self.micro_batch)]
+        self.position += self.micro_batch
+        rows = torch.stack([self.tokens[s: s + t + 1] for s in starts])
+        # dtl hands the ids to the model as float32, the targets as int64.
+        return rows[:, :t].to(torch.float32), rows[:, 1:]
+
+
 class Batches:
     """dtl's batch order (runtime/src/data.rs `Batches`): the training rows
     reshuffled whenever the next micro-batch would run past their end."""
@@ -99,6 +139,17 @@ class Batches:
         idx = torch.tensor(self.order[self.position: self.position + self.micro_batch])
         self.position += self.micro_batch
         return self.features.index_select(0, idx), self.labels.index_select(0, idx)
+
+
+def batches_for(plan):
+    """dtl's micro-batches of the plan's training rows or windows."""
+    data, train = plan["data"], plan["train"]
+    if data["source"]["format"] == "tokens":
+        return TokenBatches(load_tokens(data["source"]), data["source"]["context"],
+                            data["valid_fraction"], train["micro_batch"], data["shuffle"],
+                            train["seed"])
+    x_train, y_train = training_split(plan)
+    return Batches(x_train, y_train, train["micro_batch"], data["shuffle"], train["seed"])
 
 
 def training_split(plan):
@@ -177,6 +228,72 @@ class PosEmbedding(nn.Module):
         return x + self.weight[: x.shape[1]]
 
 
+class ClassToken(nn.Module):
+    """A learned [1, 1, dim] vector put before the sequence."""
+
+    def __init__(self, dim):
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(1, 1, dim))
+
+    def forward(self, x):
+        return torch.cat([self.weight.expand(x.shape[0], 1, x.shape[2]), x], dim=1)
+
+
+class Attention(nn.Module):
+    """Self-attention beyond nn.MultiheadAttention: grouped key/value heads
+    (`kv_heads` < `heads`, each serving heads / kv_heads consecutive query
+    heads), optional biases, rotary embeddings of queries and keys
+    (rotate-half, as Hugging Face's LLaMA). The packed in-projection's rows
+    are the queries, then the keys, then the values."""
+
+    def __init__(self, op):
+        super().__init__()
+        dim, self.heads, self.kv = op["dim"], op["heads"], op["kv_heads"]
+        self.hd = dim // self.heads
+        self.causal, self.theta = op["causal"], op.get("rope_theta")
+        rows = (self.heads + 2 * self.kv) * self.hd
+        self.in_proj_weight = nn.Parameter(torch.empty(rows, dim))
+        nn.init.xavier_uniform_(self.in_proj_weight)
+        if op["in_proj_bias"] is not None:
+            self.in_proj_bias = nn.Parameter(torch.zeros(rows))
+        else:
+            self.register_parameter("in_proj_bias", None)
+        self.out_proj = nn.Linear(dim, dim, bias=op["out_proj_bias"] is not None)
+
+    def rotate(self, x):
+        t, hd = x.shape[2], self.hd
+        inv_freq = 1.0 / (self.theta ** (torch.arange(0, hd, 2).float() / hd))
+        angles = torch.outer(torch.arange(t).float(), inv_freq)
+        emb = torch.cat([angles, angles], dim=-1)
+        x1, x2 = x[..., : hd // 2], x[..., hd // 2:]
+        return x * emb.cos() + torch.cat([-x2, x1], dim=-1) * emb.sin()
+
+    def forward(self, x):
+        b, t, d = x.shape
+        sizes = [self.heads * self.hd, self.kv * self.hd, self.kv * self.hd]
+        q, k, v = F.linear(x, self.in_proj_weight, self.in_proj_bias).split(sizes, dim=-1)
+        q = q.reshape(b, t, self.heads, self.hd).transpose(1, 2)
+        k, v = (z.reshape(b, t, self.kv, self.hd).transpose(1, 2) for z in (k, v))
+        if self.theta is not None:
+            q, k = self.rotate(q), self.rotate(k)
+        group = self.heads // self.kv
+        k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=self.causal)
+        return self.out_proj(y.transpose(1, 2).reshape(b, t, d))
+
+
+def plain_multihead(op):
+    """Whether an attention node is exactly nn.MultiheadAttention."""
+    return (op["kv_heads"] == op["heads"] and op.get("rope_theta") is None
+            and op["in_proj_bias"] is not None and op["out_proj_bias"] is not None)
+
+
+def tied(node):
+    """A linear node whose weight is another layer's (`tied(embed)`)."""
+    op = node["op"]
+    return op["kind"] == "linear" and op["weight"] != f"{node['name']}.weight"
+
+
 def module_for(op, rank):
     """The torch.nn module holding a node's parameters, or None."""
     kind = op["kind"]
@@ -198,14 +315,18 @@ def module_for(op, rank):
     if kind == "pos_embedding":
         return PosEmbedding(op["max_len"], op["dim"])
     if kind == "attention":
-        return nn.MultiheadAttention(op["dim"], op["heads"], batch_first=True)
+        if plain_multihead(op):
+            return nn.MultiheadAttention(op["dim"], op["heads"], batch_first=True)
+        return Attention(op)
+    if kind == "class_token":
+        return ClassToken(op["dim"])
     return None
 
 
 def functional(op, inputs, module, training):
     kind, x = op["kind"], inputs[0]
     if module is not None:
-        if kind == "attention":
+        if kind == "attention" and isinstance(module, nn.MultiheadAttention):
             t = x.shape[1]
             mask = nn.Transformer.generate_square_subsequent_mask(t) if op["causal"] else None
             return module(x, x, x, need_weights=False, attn_mask=mask, is_causal=op["causal"])[0]
@@ -229,8 +350,17 @@ def functional(op, inputs, module, training):
         return F.adaptive_avg_pool1d(x, op["size"])
     if kind == "adaptive_avg_pool2d":
         return F.adaptive_avg_pool2d(x, (op["height"], op["width"]))
+    if kind == "select":
+        return x.select(op["dim"], op["index"])
+    if kind == "mean":
+        return x.mean(op["dim"])
     if kind == "add":
         return sum(inputs[1:], inputs[0])
+    if kind == "mul":
+        product = inputs[0]
+        for other in inputs[1:]:
+            product = product * other
+        return product
     if kind == "concat":
         return torch.cat(inputs, op["dim"])
     return {"relu": F.relu, "gelu": F.gelu, "silu": F.silu, "tanh": torch.tanh,
@@ -245,6 +375,8 @@ class PlanModel(nn.Module):
         self.by_node = {}
         for index, node in enumerate(self.nodes):
             rank = len(self.nodes[node["inputs"][0]]["output"]) if node["inputs"] else 0
+            if tied(node):
+                continue  # uses the named layer's weight; see forward
             module = module_for(node["op"], rank)
             if module is not None:
                 # A named layer used twice is one module applied twice.
@@ -268,6 +400,10 @@ class PlanModel(nn.Module):
                 values.append(x)
                 continue
             inputs = [values[i] for i in node["inputs"]]
+            if tied(node):
+                # One parameter for both uses: autograd sums their gradients.
+                values.append(F.linear(inputs[0], self.get_parameter(node["op"]["weight"])))
+                continue
             values.append(functional(node["op"], inputs, self.by_node.get(index), self.training))
         return values[self.result]
 
@@ -313,9 +449,7 @@ def main(plan_path, init_path, losses_path):
     weights = {n: t.detach().clone().contiguous() for n, t in model.state_dict().items()}
     save_file(weights, init_path)
 
-    x_train, y_train = training_split(plan)
-    batches = Batches(x_train, y_train, train["micro_batch"], plan["data"]["shuffle"],
-                      train["seed"])
+    batches = batches_for(plan)
     model.train()
     losses = [run_step(plan, step, model, params, optimizer, scheduler, batches)
               for step in range(1, train["steps"] + 1)]

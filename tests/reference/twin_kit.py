@@ -38,6 +38,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import contextlib  # noqa: E402
 import gzip  # noqa: E402
+import itertools  # noqa: E402
 import math  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
@@ -77,6 +78,20 @@ SABOTAGES = {
     "sync_every": "(ddp.py) DDP all-reduces every micro-step (no no_sync): a different sum, "
                   "seen only by the exact AdamW comparison",
     "trace": "(ddp.py) one weight hash of dtl's rank-1.trace.jsonl read as 0000000000000000",
+    "swiglu": "(layers.py) SwiGLU's silu on the up projection instead of the gate",
+    "rope": "(layers.py) no rotary position embeddings",
+    "rope_theta": "(layers.py) rope_theta the default 10000 instead of the file's",
+    "gqa_repeat": "(layers.py) key/value heads tiled (repeat) instead of each serving "
+                  "consecutive query heads (repeat_interleave)",
+    "untied": "(layers.py) the output layer a copy of the embedding, trained on its own",
+    "class_token_end": "(layers.py) the class token put after the sequence, not before it",
+    "mean_patches": "(layers.py) the mean over the patches only, not the class token",
+    "token_offsets": "(layers.py) random token windows only at multiples of the context",
+    "token_split": "(layers.py) the first token windows held out instead of the last",
+    "token_wrap": "(layers.py) in-order token windows run on into the windows an epoch skips",
+    "zoo_relu": "(zoo.py) ResNet-18's BasicBlock with a ReLU before the residual sum",
+    "zoo_stride": "(zoo.py) ResNet-50's stride in the first 1x1 convolution (v1), not the 3x3",
+    "zoo_untied": "(zoo.py) GPT-2's output layer a copy of wte, trained on its own",
 }
 
 
@@ -152,6 +167,87 @@ class SelfAttention(nn.MultiheadAttention):
         return F.linear(y, self.out_proj.weight, self.out_proj.bias)
 
 
+class GroupedAttention(nn.Module):
+    """`attention(dim, heads, causal, kv_heads, bias, rope, rope_theta)` in
+    full, written from the language reference: `in_proj_weight` [rows, dim]
+    holds the query rows (heads · head_dim), then the key rows and the value
+    rows (kv_heads · head_dim each), rows = (heads + 2 kv_heads) head_dim,
+    Xavier-uniform; `in_proj_bias` [rows] zeros and `out_proj` an
+    nn.Linear(dim, dim) with a zero bias, both only with `bias`.
+
+    Each key/value head serves heads / kv_heads consecutive query heads
+    (repeat_interleave on the head dimension); with `rope` queries and keys
+    are rotated as Hugging Face's LLaMA rotates them (rotate-half, inverse
+    frequencies theta^(−2i/head_dim) in float32)."""
+
+    def __init__(self, dim, heads, causal=False, kv_heads=0, bias=True, rope=False,
+                 rope_theta=10000.0):
+        super().__init__()
+        self.heads, self.kv_heads = heads, kv_heads or heads
+        self.head_dim = dim // heads
+        self.causal, self.rope, self.rope_theta = causal, rope, rope_theta
+        rows = (heads + 2 * self.kv_heads) * self.head_dim
+        self.in_proj_weight = nn.Parameter(torch.empty(rows, dim))
+        nn.init.xavier_uniform_(self.in_proj_weight)
+        if bias:
+            self.in_proj_bias = nn.Parameter(torch.zeros(rows))
+        else:
+            self.register_parameter("in_proj_bias", None)
+        self.out_proj = nn.Linear(dim, dim, bias=bias)  # U(±1/√dim), as PyTorch's
+        if bias:
+            nn.init.zeros_(self.out_proj.bias)
+
+    def rope_tables(self, t):
+        """cos and sin of position × inverse frequency, [t, head_dim], each
+        frequency twice (Hugging Face's LlamaRotaryEmbedding)."""
+        hd = self.head_dim
+        theta = 10000.0 if sabotaged("rope_theta") else self.rope_theta
+        inv_freq = 1.0 / (theta ** (torch.arange(0, hd, 2).float() / hd))
+        angles = torch.outer(torch.arange(t).float(), inv_freq)
+        emb = torch.cat([angles, angles], dim=-1)
+        return emb.cos(), emb.sin()
+
+    @staticmethod
+    def rotate_half(x):
+        x1, x2 = x.chunk(2, dim=-1)
+        return torch.cat([-x2, x1], dim=-1)
+
+    def forward(self, x):
+        b, t, d = x.shape
+        h, kv, hd = self.heads, self.kv_heads, self.head_dim
+        qkv = F.linear(x, self.in_proj_weight, self.in_proj_bias)
+        q, k, v = qkv.split([h * hd, kv * hd, kv * hd], dim=-1)
+        q = q.reshape(b, t, h, hd).transpose(1, 2)
+        k = k.reshape(b, t, kv, hd).transpose(1, 2)
+        v = v.reshape(b, t, kv, hd).transpose(1, 2)
+        if self.rope and not sabotaged("rope"):
+            cos, sin = self.rope_tables(t)
+            q = q * cos + self.rotate_half(q) * sin
+            k = k * cos + self.rotate_half(k) * sin
+        if kv != h:
+            if sabotaged("gqa_repeat"):
+                k, v = k.repeat(1, h // kv, 1, 1), v.repeat(1, h // kv, 1, 1)
+            else:
+                k, v = k.repeat_interleave(h // kv, dim=1), v.repeat_interleave(h // kv, dim=1)
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=self.causal)
+        return self.out_proj(y.transpose(1, 2).reshape(b, t, d))
+
+
+class ClassToken(nn.Module):
+    """`class_token(dim)`: a learned vector (`weight` [1, 1, dim], zeros)
+    put before the sequence, [B, T, dim] → [B, T + 1, dim]."""
+
+    def __init__(self, dim):
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(1, 1, dim))
+
+    def forward(self, x):
+        token = self.weight.expand(x.shape[0], 1, x.shape[2])
+        if sabotaged("class_token_end"):
+            return torch.cat([x, token], dim=1)
+        return torch.cat([token, x], dim=1)
+
+
 def attention_forms_agree():
     """max relative difference, in float64, between nn.MultiheadAttention's
     forward and SelfAttention.forward_written_out (random weights and input,
@@ -193,6 +289,43 @@ def csv_source(path, label=-1, header=False):
     label = label % table.shape[1]
     features = np.delete(table, label, axis=1).astype(np.float32)
     return torch.from_numpy(features), torch.from_numpy(table[:, label].astype(np.int64))
+
+
+@dataclass
+class TokenData:
+    """A token file (`tokens(path, context, dtype)`): the ids in file order."""
+
+    tokens: torch.Tensor  # [n] int64
+    context: int
+    valid: float = 0.2
+    shuffle: bool = True
+
+    def layout(self):
+        """(training windows, the token they start at, the held-out windows'
+        starts): of the (n − 1) // T windows the last round(windows · valid)
+        are held out, window i starting at token i · T."""
+        t = self.context
+        windows = (len(self.tokens) - 1) // t
+        held = dtl_order.held_out(windows, self.valid)
+        train = windows - held
+        if sabotaged("token_split"):
+            return train, held * t, [i * t for i in range(held)]
+        return train, 0, [(train + i) * t for i in range(held)]
+
+    def windows(self, starts):
+        """Inputs tokens[s : s+T] and targets tokens[s+1 : s+T+1] for each
+        start s: [n, T] int64 each."""
+        t = self.context
+        if not starts:
+            return torch.zeros(0, t, dtype=torch.int64), torch.zeros(0, t, dtype=torch.int64)
+        rows = torch.stack([self.tokens[s: s + t + 1] for s in starts])
+        return rows[:, :t], rows[:, 1:]
+
+
+def token_file(path, dtype, context, valid, shuffle=True):
+    """A flat little-endian file of token ids (nanoGPT's train.bin)."""
+    ids = np.fromfile(path, dtype={"uint16": "<u2", "uint32": "<u4"}[dtype])
+    return TokenData(torch.from_numpy(ids.astype(np.int64)), context, valid, shuffle)
 
 
 def digits(shape, scale, valid, shuffle=True):
@@ -316,16 +449,42 @@ def evaluate(model, recipe, x, y, step, autocast):
             "eval_accuracy": hits / y.numel(), "eval_rows": x.shape[0]}
 
 
+def batch_stream(data, recipe):
+    """(a function giving the next training micro-batch (x, y), the held-out
+    x, the held-out y), for a table (Data) or a token file (TokenData)."""
+    if isinstance(data, TokenData):
+        train_windows, first, valid_starts = data.layout()
+        order = dtl_order.TokenOrder(train_windows, data.context, recipe.micro_batch,
+                                     recipe.seed, data.shuffle)
+        read = itertools.count()  # windows read so far, for the token_wrap sabotage
+
+        def next_windows():
+            starts = order.next()
+            if sabotaged("token_offsets"):
+                starts = [s - s % data.context for s in starts]
+            if sabotaged("token_wrap") and not data.shuffle:
+                starts = [next(read) % train_windows * data.context for _ in starts]
+            return data.windows([first + s for s in starts])
+
+        return (next_windows, *data.windows(valid_starts))
+    train_rows, valid_rows = dtl_order.split(len(data.targets), data.valid, recipe.seed,
+                                             data.shuffle)
+    x_train, y_train = data.features[train_rows], data.targets[train_rows]
+    batches = dtl_order.BatchOrder(len(train_rows), recipe.micro_batch, recipe.seed,
+                                   data.shuffle)
+
+    def next_rows():
+        idx = torch.tensor(batches.next())
+        return x_train[idx], y_train[idx]
+
+    return next_rows, data.features[valid_rows], data.targets[valid_rows]
+
+
 def train(model, data, recipe, autocast=contextlib.nullcontext):
     """Trains `model` as `dtl run` trains its file; `autocast` wraps every
     forward pass (bf16.py)."""
     started = time.perf_counter()
-    train_rows, valid_rows = dtl_order.split(len(data.targets), data.valid, recipe.seed,
-                                             data.shuffle)
-    x_train, y_train = data.features[train_rows], data.targets[train_rows]
-    x_valid, y_valid = data.features[valid_rows], data.targets[valid_rows]
-    batches = dtl_order.BatchOrder(len(train_rows), recipe.micro_batch, recipe.seed,
-                                   data.shuffle)
+    next_batch, x_valid, y_valid = batch_stream(data, recipe)
     params = list(model.parameters())
     optimizer = make_optimizer(recipe, params)
     model.train()
@@ -334,8 +493,7 @@ def train(model, data, recipe, autocast=contextlib.nullcontext):
         torch.manual_seed(dtl_order.dropout_seed(recipe.seed, k))
         loss_sum = 0.0
         for _ in range(recipe.accumulate):
-            idx = torch.tensor(batches.next())
-            x, y = x_train[idx], y_train[idx]
+            x, y = next_batch()
             with autocast():
                 out = model(x)
             loss = loss_fn(recipe, out, y) * (1.0 / recipe.accumulate)
@@ -356,7 +514,7 @@ def train(model, data, recipe, autocast=contextlib.nullcontext):
         optimizer.zero_grad()
         steps.append({"step": k, "loss": loss_sum, "lr": lr, "grad_norm": grad_norm})
         if (recipe.eval_every and k % recipe.eval_every == 0) or k == recipe.steps:
-            if len(valid_rows):
+            if len(y_valid):
                 evals.append(evaluate(model, recipe, x_valid, y_valid, k, autocast))
     state = {n: t.detach().clone() for n, t in model.state_dict().items()}
     return TwinRun(steps, evals, state, time.perf_counter() - started)
@@ -364,6 +522,8 @@ def train(model, data, recipe, autocast=contextlib.nullcontext):
 
 def save_init(model, path):
     """The twin's initial state_dict (PyTorch's seeded initialisers) as
-    safetensors, for `dtl run --init`."""
-    save_file({n: t.detach().clone().contiguous() for n, t in model.state_dict().items()},
-              str(path))
+    safetensors, for `dtl run --init`; without the tensors a sabotaged twin
+    names in `not_in_init` (which dtl would refuse as unknown)."""
+    skip = getattr(model, "not_in_init", ())
+    save_file({n: t.detach().clone().contiguous() for n, t in model.state_dict().items()
+               if n not in skip}, str(path))

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use super::CheckError;
-use crate::ast::{Arg, Expr, ExprKind};
+use crate::ast::{Arg, BinOp, Expr, ExprKind};
 use crate::span::Span;
 use crate::util::suggest::did_you_mean;
 
@@ -173,7 +173,28 @@ pub fn eval(expr: &Expr, env: &Env) -> Result<Value, CheckError> {
                 help: None,
             })
         }
-        ExprKind::Pipe(_) | ExprKind::Add(_) | ExprKind::Repeat { .. } => {
+        ExprKind::Add(terms) => {
+            let mut sum = number(&terms[0], env)?;
+            for term in &terms[1..] {
+                sum = arithmetic(sum, ArithOp::Add, number(term, env)?, term.span, expr.span)?;
+            }
+            sum
+        }
+        ExprKind::Binary { op, lhs, rhs } => {
+            let op = match op {
+                BinOp::Sub => ArithOp::Sub,
+                BinOp::Mul => ArithOp::Mul,
+                BinOp::Div => ArithOp::Div,
+            };
+            arithmetic(
+                number(lhs, env)?,
+                op,
+                number(rhs, env)?,
+                rhs.span,
+                expr.span,
+            )?
+        }
+        ExprKind::Pipe(_) | ExprKind::Repeat { .. } => {
             return Err(CheckError::TypeMismatch {
                 expected: "a value".into(),
                 found: "a tensor expression".into(),
@@ -182,6 +203,95 @@ pub fn eval(expr: &Expr, env: &Env) -> Result<Value, CheckError> {
             })
         }
     })
+}
+
+/// An operand of arithmetic: an integer or a number.
+fn number(expr: &Expr, env: &Env) -> Result<Value, CheckError> {
+    match eval(expr, env)? {
+        value @ (Value::Int(_) | Value::Float(_)) => Ok(value),
+        Value::Name(name) => Err(CheckError::TypeMismatch {
+            expected: "a number".into(),
+            found: format!("`{name}`, which is not a parameter or a number here"),
+            span: expr.span,
+            help: Some(
+                "arithmetic works on numbers and module parameters (`4 * d`); tensors are combined with `+` and `*` inside `forward`".into(),
+            ),
+        }),
+        other => Err(CheckError::TypeMismatch {
+            expected: "a number".into(),
+            found: other.describe(),
+            span: expr.span,
+            help: None,
+        }),
+    }
+}
+
+#[derive(Clone, Copy)]
+enum ArithOp {
+    Add,
+    Sub,
+    Mul,
+    Div,
+}
+
+/// `a op b` on numbers: exact on integers (an overflow or a remainder is an
+/// error at `span`, the whole expression; `rhs` is the right operand),
+/// floating point as soon as one side is a float.
+fn arithmetic(a: Value, op: ArithOp, b: Value, rhs: Span, span: Span) -> Result<Value, CheckError> {
+    let symbol = match op {
+        ArithOp::Add => "+",
+        ArithOp::Sub => "-",
+        ArithOp::Mul => "*",
+        ArithOp::Div => "/",
+    };
+    if let (Value::Int(x), Value::Int(y)) = (&a, &b) {
+        let (x, y) = (*x, *y);
+        if matches!(op, ArithOp::Div) {
+            if y == 0 {
+                return Err(CheckError::invalid("division by zero", rhs, "this is 0"));
+            }
+            if x % y != 0 {
+                return Err(CheckError::InvalidValue {
+                    message: format!("{x} / {y} is not a whole number"),
+                    span,
+                    label: "`/` must divide exactly".into(),
+                    help: Some(format!(
+                        "{x} = {} × {y} + {}; pick sizes that divide, or write the result",
+                        x.div_euclid(y),
+                        x.rem_euclid(y)
+                    )),
+                });
+            }
+        }
+        let result = match op {
+            ArithOp::Add => x.checked_add(y),
+            ArithOp::Sub => x.checked_sub(y),
+            ArithOp::Mul => x.checked_mul(y),
+            ArithOp::Div => x.checked_div(y),
+        };
+        return result.map(Value::Int).ok_or_else(|| {
+            CheckError::invalid(
+                format!("{x} {symbol} {y} does not fit in 64 bits"),
+                span,
+                "overflow",
+            )
+        });
+    }
+    let (x, y) = (a.as_float(), b.as_float());
+    let result = match op {
+        ArithOp::Add => x + y,
+        ArithOp::Sub => x - y,
+        ArithOp::Mul => x * y,
+        ArithOp::Div => x / y,
+    };
+    if !result.is_finite() {
+        return Err(CheckError::invalid(
+            format!("{x} {symbol} {y} is not a finite number"),
+            span,
+            "here",
+        ));
+    }
+    Ok(Value::Float(result))
 }
 
 /// Binds `args` to `sig`, evaluating them in `env`. On success the values
@@ -334,5 +444,45 @@ fn value_text(value: &Value) -> String {
             "[{}]",
             items.iter().map(value_text).collect::<Vec<_>>().join(", ")
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The value of `setting`'s right-hand side in `train { x = ... }`.
+    fn value(text: &str) -> Result<Value, CheckError> {
+        let (file, errors) = crate::syntax::parse(&format!("train {{ x = {text} }}"));
+        assert!(errors.is_empty(), "{text}: {errors:?}");
+        let crate::ast::Item::Train(block) = &file.items[0] else {
+            panic!("a train block")
+        };
+        eval(&block.settings[0].value, &Env::new())
+    }
+
+    #[test]
+    fn arithmetic_follows_precedence_and_stays_exact() {
+        assert_eq!(value("2 + 3 * 4 - 6 / 2").unwrap(), Value::Int(11));
+        assert_eq!(value("(2 + 3) * 4").unwrap(), Value::Int(20));
+        assert_eq!(value("10 - 2 - 3").unwrap(), Value::Int(5));
+        assert_eq!(value("64 / 4 / 2").unwrap(), Value::Int(8));
+        assert_eq!(value("3 * -2").unwrap(), Value::Int(-6));
+        assert_eq!(value("1.0 / 4").unwrap(), Value::Float(0.25));
+        assert_eq!(value("3e-3 * 2").unwrap(), Value::Float(6e-3));
+    }
+
+    #[test]
+    fn arithmetic_errors_instead_of_rounding_or_wrapping() {
+        let err = value("7 / 2").unwrap_err().to_string();
+        assert!(err.contains("7 / 2 is not a whole number"), "{err}");
+        let err = value("1 / 0").unwrap_err().to_string();
+        assert!(err.contains("division by zero"), "{err}");
+        let err = value("9223372036854775807 + 1").unwrap_err().to_string();
+        assert!(err.contains("does not fit in 64 bits"), "{err}");
+        let err = value("1e308 * 10").unwrap_err().to_string();
+        assert!(err.contains("not a finite number"), "{err}");
+        let err = value("\"a\" * 2").unwrap_err().to_string();
+        assert!(err.contains("expected a number"), "{err}");
     }
 }

@@ -7,7 +7,7 @@ use super::settings::{choose, type_error, Settings};
 use super::CheckError;
 use crate::ast::{DataDef, ExprKind, Setting};
 use crate::dataset;
-use crate::plan::{DataPlan, DataSource, TargetKind, TextEncoding};
+use crate::plan::{DataPlan, DataSource, Features, TargetKind, TextEncoding, TokenDtype};
 use crate::span::Span;
 
 /// The settings a `data` block accepts.
@@ -41,6 +41,7 @@ pub fn data(
         Idx,
         Safetensors,
         Text,
+        Tokens,
         Synthetic,
     }
     let choices = [
@@ -88,6 +89,15 @@ pub fn data(
             ],
         ),
         (
+            "tokens",
+            Format::Tokens,
+            vec![
+                ParamSig::required("path", Ty::Str),
+                ParamSig::required("context", Ty::Int),
+                ParamSig::optional("dtype", Ty::Str, Value::Str("uint16".into())),
+            ],
+        ),
+        (
             "synthetic",
             Format::Synthetic,
             vec![
@@ -129,6 +139,7 @@ pub fn data(
             labels: v[2].as_str().to_string(),
         },
         Format::Text => text_source(file(&v[0]), &v[1], &v[2], source, target, errors)?,
+        Format::Tokens => tokens_source(file(&v[0]), &v[1], &v[2], source, target, errors)?,
         Format::Synthetic => {
             let (rows, features, classes, seed) =
                 (v[0].as_int(), v[1].as_int(), v[2].as_int(), v[3].as_int());
@@ -156,7 +167,7 @@ pub fn data(
     };
     // The files it names, as written: where they lead.
     let raw_paths: &[Value] = match format {
-        Format::Csv | Format::Safetensors | Format::Text => &v[..1],
+        Format::Csv | Format::Safetensors | Format::Text | Format::Tokens => &v[..1],
         Format::Npy | Format::Idx => &v[..2],
         Format::Synthetic => &[],
     };
@@ -183,7 +194,67 @@ pub fn data(
     }
     let (mut sample_shape, mut target_shape, mut classes, mut rows) =
         (Vec::new(), Vec::new(), 0, 0);
-    if probe {
+    let mut features = Features::Unknown;
+    if let (
+        true,
+        DataSource::Tokens {
+            path,
+            dtype,
+            context,
+        },
+    ) = (probe, &source_plan)
+    {
+        let found = match dataset::probe_tokens(path, *dtype) {
+            Ok(found) => found,
+            Err(err) => {
+                errors.push(CheckError::DataFile {
+                    reason: err.to_string(),
+                    span: source.value.span,
+                    help: Some(format!(
+                        "paths are relative to the .dtl file's folder ({})",
+                        base_dir.display()
+                    )),
+                });
+                return None;
+            }
+        };
+        let windows = found.tokens.saturating_sub(1) / context;
+        let split = dataset::TokenSplit::new(found.tokens, *context, |w| {
+            (w as f64 * valid_fraction).round() as u64
+        });
+        let problem = if windows == 0 {
+            Some(format!(
+                "{} tokens make no window of {context} tokens and its next token",
+                found.tokens
+            ))
+        } else if split.train_windows == 0 {
+            Some(format!(
+                "all {windows} windows of {context} tokens are held out (valid = {valid_fraction}); none is left for training"
+            ))
+        } else if found.max >= 1 << 24 {
+            Some(format!(
+                "token {} (at token {}) is 2^24 or more: ids are carried as float32, exact only below 2^24",
+                found.max, found.max_at
+            ))
+        } else {
+            None
+        };
+        if let Some(reason) = problem {
+            errors.push(CheckError::DataFile {
+                reason: format!("{path}: {reason}"),
+                span: source.value.span,
+                help: None,
+            });
+            return None;
+        }
+        sample_shape = vec![*context as i64];
+        target_shape = vec![*context as i64];
+        classes = found.max as i64 + 1;
+        rows = windows;
+        features = Features::Indices {
+            max: found.max as u64,
+        };
+    } else if probe {
         match dataset::load(&source_plan, target) {
             Ok(table) => {
                 sample_shape = table.sample_shape.clone();
@@ -206,6 +277,7 @@ pub fn data(
                 }
                 classes = table.classes();
                 rows = table.rows as u64;
+                features = feature_kind(&table.features, scale);
             }
             Err(err) => {
                 errors.push(CheckError::DataFile {
@@ -224,6 +296,7 @@ pub fn data(
         name: def.name.name.clone(),
         source: source_plan,
         sample_shape,
+        features,
         target,
         target_shape,
         classes,
@@ -232,6 +305,20 @@ pub fn data(
         valid_fraction,
         shuffle,
     })
+}
+
+/// Indices when every feature, scaled, is a whole number from 0 up (below
+/// 2^24, where float32 holds every integer); real values otherwise.
+fn feature_kind(values: &[f32], scale: f64) -> Features {
+    let mut max = 0.0f64;
+    for &v in values {
+        let v = v as f64 * scale;
+        if !(v >= 0.0 && v.fract() == 0.0 && v < (1u64 << 24) as f64) {
+            return Features::Float;
+        }
+        max = max.max(v);
+    }
+    Features::Indices { max: max as u64 }
 }
 
 /// `text("book.txt", context: 64, encoding: "chars")`.
@@ -276,6 +363,54 @@ fn text_source(
     Some(DataSource::Text {
         path,
         encoding,
+        context: context as u64,
+    })
+}
+
+/// `tokens("train.bin", context: 1024, dtype: "uint16")`.
+fn tokens_source(
+    path: String,
+    context: &Value,
+    dtype: &Value,
+    source: &Setting,
+    target: TargetKind,
+    errors: &mut Vec<CheckError>,
+) -> Option<DataSource> {
+    let dtype = match dtype.as_str() {
+        "uint16" => TokenDtype::Uint16,
+        "uint32" => TokenDtype::Uint32,
+        other => {
+            errors.push(CheckError::InvalidValue {
+                message: format!("unknown token dtype `{other}`"),
+                span: source.value.span,
+                label: "not a dtype".into(),
+                help: Some(
+                    "use `dtype: \"uint16\"` (vocabularies up to 65,536, as GPT-2's) or `dtype: \"uint32\"`".into(),
+                ),
+            });
+            return None;
+        }
+    };
+    let context = context.as_int();
+    if !(1..=1 << 20).contains(&context) {
+        errors.push(CheckError::invalid(
+            format!("context must be between 1 and 2^20 tokens, got {context}"),
+            source.value.span,
+            "out of range",
+        ));
+        return None;
+    }
+    if target == TargetKind::Float {
+        errors.push(CheckError::invalid(
+            "tokens predict the next token, a class: `target = float` does not apply",
+            source.value.span,
+            "class targets",
+        ));
+        return None;
+    }
+    Some(DataSource::Tokens {
+        path,
+        dtype,
         context: context as u64,
     })
 }

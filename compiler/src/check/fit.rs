@@ -2,10 +2,11 @@
 //! are the model's input, the model's output is what the loss compares with
 //! the data's targets.
 
+use super::model::passes_input_through;
 use super::settings::Settings;
 use super::{CheckError, Options};
 use crate::ast::{Forward, ModuleDef};
-use crate::plan::{shape_to_string, DataPlan, Dim, Loss, ModelPlan, TargetKind};
+use crate::plan::{shape_to_string, DataPlan, Dim, Features, Loss, ModelPlan, Op, TargetKind};
 
 /// The data's features must be the model's input and the model's output
 /// what the loss compares with the targets: `[B, *target, classes]` for
@@ -92,14 +93,21 @@ pub fn check_model_against_data(
     }
     let mut target = data.target_shape.clone();
     if matches!(loss, Loss::CrossEntropy { .. }) {
-        target.push(data.classes);
+        // More classes than the labels use is normal (a vocabulary whose
+        // last ids never occur); fewer is the error.
+        let scored = sizes(output)[output.len() - 1];
+        target.push(data.classes.max(scored));
     }
     let expected_output = with_batch(&target);
     if model.output != expected_output {
         let (what, help) = match loss {
             Loss::CrossEntropy { .. } if data.target_shape.is_empty() => (
                 format!("data `{}` has {} classes", data.name, data.classes),
-                format!("make the last layer produce {} outputs", data.classes),
+                format!(
+                    "make the last layer produce at least {} outputs (labels go up to {})",
+                    data.classes,
+                    data.classes - 1
+                ),
             ),
             Loss::CrossEntropy { .. } => (
                 format!(
@@ -121,6 +129,58 @@ pub fn check_model_against_data(
             found: shape_to_string(&model.output),
             span: forward.output_shape.span,
             what,
+            help: Some(help),
+        });
+        return None;
+    }
+    if matches!(loss, Loss::CrossEntropy { .. }) {
+        data.classes = sizes(output)[output.len() - 1];
+    }
+    embeddings_fit_features(model, data, forward, errors)
+}
+
+/// An `embedding` that reads the data must get whole-number ids below its
+/// row count: real-valued features would be truncated to ids silently.
+fn embeddings_fit_features(
+    model: &ModelPlan,
+    data: &DataPlan,
+    forward: &Forward,
+    errors: &mut Vec<CheckError>,
+) -> Option<()> {
+    for node in &model.nodes {
+        let Op::Embedding { num_embeddings, .. } = node.op else {
+            continue;
+        };
+        if !node
+            .inputs
+            .iter()
+            .all(|&i| passes_input_through(&model.nodes, i))
+        {
+            continue;
+        }
+        let (message, help) = match data.features {
+            Features::Float => (
+                format!(
+                    "data `{}` has real-valued features, but the embedding `{}` reads its input as token ids",
+                    data.name, node.name
+                ),
+                "an embedding needs whole-number ids (a text or tokens source, or integer arrays); real-valued features go through `linear`".to_string(),
+            ),
+            Features::Indices { max } if max >= num_embeddings as u64 => (
+                format!(
+                    "data `{}` has ids up to {max}, but the embedding `{}` has {num_embeddings} rows (ids 0..{})",
+                    data.name,
+                    node.name,
+                    num_embeddings - 1
+                ),
+                format!("make the embedding at least embedding({}, …)", max + 1),
+            ),
+            _ => continue,
+        };
+        errors.push(CheckError::InvalidValue {
+            message,
+            span: forward.input_shape.span,
+            label: "the model's input".into(),
             help: Some(help),
         });
         return None;

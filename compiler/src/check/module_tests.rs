@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use super::args::{eval, Env, Value};
 use super::lint::Lint;
 use super::model::{Elaborator, ShapeNote};
 use super::CheckError;
@@ -105,12 +106,20 @@ fn check_test(
 fn concrete(shape: &ShapeExpr, errors: &mut Vec<CheckError>) -> Option<Shape> {
     let mut dims = Vec::new();
     for dim in &shape.dims {
-        match dim {
-            DimExpr::Size(n, _) if *n >= 1 => dims.push(Dim::Size(*n)),
-            other => {
+        let size = match dim {
+            DimExpr::Size(n, _) => Some(*n),
+            DimExpr::Expr(expr) => match eval(expr, &Env::new()) {
+                Ok(Value::Int(n)) => Some(n),
+                _ => None,
+            },
+            DimExpr::Name(_) => None,
+        };
+        match size {
+            Some(n) if n >= 1 => dims.push(Dim::Size(n)),
+            _ => {
                 errors.push(CheckError::InvalidValue {
                     message: "a test's shapes must be sizes ≥ 1".into(),
-                    span: other.span(),
+                    span: dim.span(),
                     label: "not a size".into(),
                     help: Some("tests run on real tensors, e.g. `on [4, 64]`".into()),
                 });

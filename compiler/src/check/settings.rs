@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use super::args::{bind, Env, ParamSig, Ty, Value};
+use super::args::{bind, eval, Env, ParamSig, Ty, Value};
 use super::CheckError;
 use crate::ast::{Arg, Expr, ExprKind, Ident, Setting};
 use crate::plan::{Clip, Decay, Loss, NormType, Optimizer, Schedule};
@@ -104,29 +104,31 @@ impl<'a> Settings<'a> {
         let Some(setting) = self.get(key) else {
             return default;
         };
-        match &setting.value.kind {
-            ExprKind::Int(n) if range.contains(n) => Some(*n),
-            ExprKind::Int(n) if n < range.start() => {
-                errors.push(CheckError::invalid(
-                    format!("`{key}` must be at least {}, got {n}", range.start()),
-                    setting.value.span,
-                    "too small",
-                ));
-                None
-            }
-            ExprKind::Int(n) => {
-                errors.push(CheckError::invalid(
-                    format!("`{key}` must be at most {}, got {n}", range.end()),
-                    setting.value.span,
-                    "too large",
-                ));
-                None
-            }
-            _ => {
+        let n = match constant(&setting.value, errors) {
+            Err(()) => return None,
+            Ok(Some(Value::Int(n))) => n,
+            Ok(_) => {
                 errors.push(type_error(&setting.value, "an integer", key));
-                None
+                return None;
             }
+        };
+        if n < *range.start() {
+            errors.push(CheckError::invalid(
+                format!("`{key}` must be at least {}, got {n}", range.start()),
+                setting.value.span,
+                "too small",
+            ));
+            return None;
         }
+        if n > *range.end() {
+            errors.push(CheckError::invalid(
+                format!("`{key}` must be at most {}, got {n}", range.end()),
+                setting.value.span,
+                "too large",
+            ));
+            return None;
+        }
+        Some(n)
     }
 
     /// A number in `range`, or its default.
@@ -140,10 +142,11 @@ impl<'a> Settings<'a> {
         let Some(setting) = self.get(key) else {
             return Some(default);
         };
-        let value = match &setting.value.kind {
-            ExprKind::Int(n) => *n as f64,
-            ExprKind::Float(x) => *x,
-            _ => {
+        let value = match constant(&setting.value, errors) {
+            Err(()) => return None,
+            Ok(Some(Value::Int(n))) => n as f64,
+            Ok(Some(Value::Float(x))) => x,
+            Ok(_) => {
                 errors.push(type_error(&setting.value, "a number", key));
                 return None;
             }
@@ -210,6 +213,25 @@ impl<'a> Settings<'a> {
     }
 }
 
+/// A setting's value as a number: a literal, or arithmetic on literals
+/// (`steps = 10 * 100`) worked out. `Ok(None)` when it is something else
+/// (the caller reports the type); `Err` once an arithmetic error (overflow,
+/// an inexact `/`) is reported.
+fn constant(value: &Expr, errors: &mut Vec<CheckError>) -> Result<Option<Value>, ()> {
+    match &value.kind {
+        ExprKind::Int(n) => Ok(Some(Value::Int(*n))),
+        ExprKind::Float(x) => Ok(Some(Value::Float(*x))),
+        ExprKind::Add(_) | ExprKind::Binary { .. } => match eval(value, &Env::new()) {
+            Ok(value) => Ok(Some(value)),
+            Err(err) => {
+                errors.push(err);
+                Err(())
+            }
+        },
+        _ => Ok(None),
+    }
+}
+
 pub(super) fn type_error(value: &Expr, expected: &str, key: &str) -> CheckError {
     let found = match &value.kind {
         ExprKind::Int(_) => "an integer",
@@ -220,6 +242,7 @@ pub(super) fn type_error(value: &Expr, expected: &str, key: &str) -> CheckError 
         ExprKind::Call(_) => "a call",
         ExprKind::Pipe(_) => "a `|>` chain",
         ExprKind::Add(_) => "a sum",
+        ExprKind::Binary { .. } => "arithmetic",
         ExprKind::Repeat { .. } => "a `repeat`",
         ExprKind::List(_) => "a list",
     };

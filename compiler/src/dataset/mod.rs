@@ -8,13 +8,15 @@ mod npy;
 mod safetensors;
 mod synthetic;
 mod text;
+mod tokens;
 
 use std::io::Read;
 use std::path::Path;
 
 pub use csv::parse_csv;
+pub use tokens::{TokenFile, TokenSplit};
 
-use crate::plan::{DataSource, TargetKind};
+use crate::plan::{DataSource, TargetKind, TokenDtype};
 
 /// A table of samples: features row-major, and one target per row.
 #[derive(Debug, Clone, PartialEq)]
@@ -210,7 +212,35 @@ pub fn load(source: &DataSource, kind: TargetKind) -> Result<Table, DataError> {
             let bytes = read_bytes(Path::new(path)).map_err(at(path))?;
             text::windows(&bytes, *encoding, *context as usize).map_err(at(path))
         }
+        DataSource::Tokens { path, .. } => Err(DataError {
+            path: path.clone(),
+            message: "a token file is read memory-mapped, window by window, not as a table".into(),
+        }),
     }
+}
+
+/// What the checker learns from a token file before launch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TokenProbe {
+    pub tokens: u64,
+    /// The largest id, and the position of its first occurrence.
+    pub max: u32,
+    pub max_at: u64,
+}
+
+/// Opens a token file and reads it once for its largest id.
+pub fn probe_tokens(path: &str, dtype: TokenDtype) -> Result<TokenProbe, DataError> {
+    let at = |message: String| DataError {
+        path: path.to_string(),
+        message,
+    };
+    let file = TokenFile::open(Path::new(path), dtype).map_err(at)?;
+    let (max, max_at) = file.max();
+    Ok(TokenProbe {
+        tokens: file.len(),
+        max,
+        max_at,
+    })
 }
 
 /// Features `[N, ...]` from one array and targets `[N, ...]` from another.

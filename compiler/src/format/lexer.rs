@@ -16,7 +16,7 @@ pub(crate) enum Kind {
     LineComment,
     /// `/* ... */`, possibly over several lines.
     BlockComment,
-    /// `{ } ( ) [ ] , : ; = + -> |>`
+    /// `{ } ( ) [ ] , : ; = + - * / -> |>`
     Punct,
     /// A character no rule of the grammar reads.
     Other,
@@ -46,6 +46,18 @@ impl Token<'_> {
     pub fn end(&self) -> usize {
         self.start + self.text.len()
     }
+}
+
+/// Whether the last code token ends a value (a name, a number, a string or
+/// a closing bracket), after which `-` is an operator.
+fn after_value(tokens: &[Token<'_>]) -> bool {
+    tokens
+        .iter()
+        .rev()
+        .find(|t| !t.is_comment())
+        .is_some_and(|t| {
+            matches!(t.kind, Kind::Word | Kind::Number | Kind::Str) || t.is(")") || t.is("]")
+        })
 }
 
 pub(crate) fn lex(src: &str) -> Vec<Token<'_>> {
@@ -88,7 +100,8 @@ pub(crate) fn lex(src: &str) -> Vec<Token<'_>> {
                 i = number_end(bytes, i);
                 Kind::Number
             }
-            b'-' if next.is_ascii_digit() => {
+            // A sign, unless a value comes before it: `d -1` subtracts.
+            b'-' if next.is_ascii_digit() && !after_value(&tokens) => {
                 i = number_end(bytes, i + 1);
                 Kind::Number
             }
@@ -96,7 +109,8 @@ pub(crate) fn lex(src: &str) -> Vec<Token<'_>> {
                 i += 2;
                 Kind::Punct
             }
-            b'{' | b'}' | b'(' | b')' | b'[' | b']' | b',' | b':' | b';' | b'=' | b'+' => {
+            b'{' | b'}' | b'(' | b')' | b'[' | b']' | b',' | b':' | b';' | b'=' | b'+' | b'-'
+            | b'*' | b'/' => {
                 i += 1;
                 Kind::Punct
             }

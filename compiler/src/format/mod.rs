@@ -31,7 +31,7 @@
 //!   it). Inside brackets left open on an earlier line, one level per such
 //!   line instead; a line that starts with `)` or `]` stands at the level of
 //!   the line that opened it.
-//! - Spaces: one around `=`, `|>`, `+`, `->`; one after `,`, `:` and `;`;
+//! - Spaces: one around `=`, `|>`, `+`, `-`, `*`, `/`, `->`; one after `,`, `:` and `;`;
 //!   none before `,` `:` `;` `)` `]`, none after `(` `[`, none between a
 //!   name and its `(`; one before `{`; one inside a one-line block
 //!   (`{ x }`), none in an empty one (`{}`).
@@ -159,6 +159,7 @@ fn statement_starts(file: &File) -> BTreeSet<usize> {
             ExprKind::Pipe(parts) | ExprKind::Add(parts) | ExprKind::List(parts) => {
                 exprs.extend(parts)
             }
+            ExprKind::Binary { lhs, rhs, .. } => exprs.extend([&**lhs, &**rhs]),
             ExprKind::Call(call) => exprs.extend(call.args.iter().map(|arg| &arg.value)),
             ExprKind::Int(_)
             | ExprKind::Float(_)

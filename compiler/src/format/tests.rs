@@ -23,12 +23,21 @@ fn spaces_around_operators_and_after_separators() {
         "model Net { forward(x: [B, 64]) -> [B, 10] { x + x |> linear(64, 10) } }\n"
     );
     assert_eq!(
-        fmt("train{a=f (lr:3e-3,b:-1 ,c:[ 0.9,0.999 ]);d=\"x, y\"}"),
+        fmt("train{a=f(lr:3e-3,b:-1 ,c:[ 0.9,0.999 ]);d=\"x, y\"}"),
         "train { a = f(lr: 3e-3, b: -1, c: [0.9, 0.999]); d = \"x, y\" }\n"
     );
     assert_eq!(
         fmt("module M(d:int,p : float=0.1){forward(x:[B,d])->[B,d]{x}}"),
         "module M(d: int, p: float = 0.1) { forward(x: [B, d]) -> [B, d] { x } }\n"
+    );
+    // Arithmetic: a `-` after a value is an operator, elsewhere a sign.
+    assert_eq!(
+        fmt("train{a=f(4*d-1,b:-1,c:d/2-(3*-2))}"),
+        "train { a = f(4 * d - 1, b: -1, c: d / 2 - (3 * -2)) }\n"
+    );
+    assert_eq!(
+        fmt("module M(d:int){forward(x:[B,d*2])->[B,d]{(x|>silu)*(x|>relu)}}"),
+        "module M(d: int) { forward(x: [B, d * 2]) -> [B, d] { (x |> silu) * (x |> relu) } }\n"
     );
 }
 

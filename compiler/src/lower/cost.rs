@@ -23,7 +23,9 @@ pub fn forward_flops(node: &Node, input: &[Dim]) -> u64 {
         | Op::Flatten
         | Op::Reshape { .. }
         | Op::Transpose { .. }
-        | Op::Embedding { .. } => 0,
+        | Op::Embedding { .. }
+        | Op::Select { .. }
+        | Op::ClassToken { .. } => 0,
         Op::Linear { in_features, .. } => 2 * *in_features as u64 * out,
         Op::Conv1d {
             in_channels,
@@ -39,18 +41,25 @@ pub fn forward_flops(node: &Node, input: &[Dim]) -> u64 {
         Op::MaxPool2d { kernel, .. } | Op::AvgPool2d { kernel, .. } => {
             (*kernel * *kernel) as u64 * out
         }
-        Op::AdaptiveAvgPool1d { .. } | Op::AdaptiveAvgPool2d { .. } => inp,
+        Op::AdaptiveAvgPool1d { .. } | Op::AdaptiveAvgPool2d { .. } | Op::Mean { .. } => inp,
         Op::BatchNorm { .. } | Op::LayerNorm { .. } | Op::RmsNorm { .. } | Op::Softmax { .. } => {
             5 * out
         }
-        Op::Attention { dim, .. } => {
+        Op::Attention {
+            dim,
+            heads,
+            kv_heads,
+            ..
+        } => {
             let d = *dim as u64;
             let t = (out / d.max(1)).max(1);
+            let kv = d / (*heads as u64).max(1) * *kv_heads as u64;
             // q, k, v and output projections, then scores and their weighted sum.
-            2 * t * d * 3 * d + 2 * t * d * d + 2 * 2 * t * t * d
+            2 * t * d * (d + 2 * kv) + 2 * t * d * d + 2 * 2 * t * t * d
         }
         Op::PosEmbedding { .. }
         | Op::Add
+        | Op::Mul
         | Op::Dropout { .. }
         | Op::Relu
         | Op::Gelu

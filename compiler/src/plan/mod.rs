@@ -21,8 +21,10 @@ pub use types::*;
 /// Bumped whenever a change to the plan would be misread by an older runtime.
 /// 3: the degrees live in `topology.parallelism` alone; buckets in reverse
 /// parameter order; replicas read contiguous parts of each global
-/// micro-batch.
-pub const PLAN_VERSION: u32 = 3;
+/// micro-batch. 4: `data.features`, the `tokens` source, attention's
+/// `kv_heads`/`rope_theta`/optional biases, `mul`, `select`, `mean`,
+/// `class_token`; `data.classes` is the model's class count.
+pub const PLAN_VERSION: u32 = 4;
 
 impl Plan {
     pub fn to_yaml(&self) -> String {

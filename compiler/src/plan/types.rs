@@ -189,15 +189,29 @@ pub enum Op {
         weight: String,
     },
     /// Multi-head self-attention with PyTorch `nn.MultiheadAttention`'s
-    /// parameters (batch first).
+    /// parameters (batch first): the query, key and value projections packed
+    /// in one `in_proj_weight` (rows: `heads` query heads, then `kv_heads`
+    /// key heads, then `kv_heads` value heads, `dim / heads` rows each).
+    /// With fewer `kv_heads` than `heads` (grouped-query attention) each
+    /// key/value head serves `heads / kv_heads` consecutive query heads.
+    /// `rope_theta` turns on rotary position embeddings of queries and keys
+    /// (the rotate-half form of GPT-NeoX and Hugging Face's LLaMA).
     Attention {
         dim: i64,
         heads: i64,
+        kv_heads: i64,
         causal: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rope_theta: Option<f64>,
         in_proj_weight: String,
-        in_proj_bias: String,
+        in_proj_bias: Option<String>,
         out_proj_weight: String,
-        out_proj_bias: String,
+        out_proj_bias: Option<String>,
+    },
+    /// Puts a learned vector before the sequence: [B, T, D] → [B, T + 1, D].
+    ClassToken {
+        dim: i64,
+        weight: String,
     },
     Dropout {
         p: f64,
@@ -214,6 +228,15 @@ pub enum Op {
     Softmax {
         dim: i64,
     },
+    /// One position along `dim` (counting the batch as 0), which goes.
+    Select {
+        dim: i64,
+        index: i64,
+    },
+    /// The mean along `dim` (counting the batch as 0), which goes.
+    Mean {
+        dim: i64,
+    },
     Relu,
     Gelu,
     Silu,
@@ -221,6 +244,8 @@ pub enum Op {
     Sigmoid,
     /// Element-wise sum of the inputs.
     Add,
+    /// Element-wise product of the inputs.
+    Mul,
     Concat {
         dim: i64,
     },
@@ -246,17 +271,21 @@ impl Op {
             Op::Embedding { .. } => "embedding",
             Op::PosEmbedding { .. } => "pos_embedding",
             Op::Attention { .. } => "attention",
+            Op::ClassToken { .. } => "class_token",
             Op::Dropout { .. } => "dropout",
             Op::Flatten => "flatten",
             Op::Reshape { .. } => "reshape",
             Op::Transpose { .. } => "transpose",
             Op::Softmax { .. } => "softmax",
+            Op::Select { .. } => "select",
+            Op::Mean { .. } => "mean",
             Op::Relu => "relu",
             Op::Gelu => "gelu",
             Op::Silu => "silu",
             Op::Tanh => "tanh",
             Op::Sigmoid => "sigmoid",
             Op::Add => "add",
+            Op::Mul => "mul",
             Op::Concat { .. } => "concat",
         }
     }
@@ -298,7 +327,8 @@ impl Op {
             Op::LayerNorm { weight, bias, .. } => (vec![weight, bias], vec![]),
             Op::RmsNorm { weight, .. }
             | Op::Embedding { weight, .. }
-            | Op::PosEmbedding { weight, .. } => (vec![weight], vec![]),
+            | Op::PosEmbedding { weight, .. }
+            | Op::ClassToken { weight, .. } => (vec![weight], vec![]),
             Op::Attention {
                 in_proj_weight,
                 in_proj_bias,
@@ -306,7 +336,16 @@ impl Op {
                 out_proj_bias,
                 ..
             } => (
-                vec![in_proj_weight, in_proj_bias, out_proj_weight, out_proj_bias],
+                [
+                    Some(in_proj_weight),
+                    in_proj_bias.as_ref(),
+                    Some(out_proj_weight),
+                    out_proj_bias.as_ref(),
+                ]
+                .into_iter()
+                .flatten()
+                .map(String::as_str)
+                .collect(),
                 vec![],
             ),
             Op::Input
@@ -321,12 +360,15 @@ impl Op {
             | Op::Reshape { .. }
             | Op::Transpose { .. }
             | Op::Softmax { .. }
+            | Op::Select { .. }
+            | Op::Mean { .. }
             | Op::Relu
             | Op::Gelu
             | Op::Silu
             | Op::Tanh
             | Op::Sigmoid
             | Op::Add
+            | Op::Mul
             | Op::Concat { .. } => (vec![], vec![]),
         }
     }
@@ -339,12 +381,17 @@ pub struct DataPlan {
     pub source: DataSource,
     /// Shape of one sample's features.
     pub sample_shape: Vec<i64>,
+    /// Whether the features are real values or indices (what an
+    /// `embedding` reads), as seen at compile time.
+    pub features: Features,
     /// What the model is trained to predict.
     pub target: TargetKind,
     /// Shape of one sample's target: `[]` for one class label per row,
     /// `[T]` for one per token of a text window, `[k]` for k real values.
     pub target_shape: Vec<i64>,
-    /// Number of classes (0 for real-valued targets).
+    /// Number of classes the model scores (0 for real-valued targets): at
+    /// least the largest label + 1; a vocabulary may have ids the data
+    /// never uses.
     pub classes: i64,
     /// Rows in the file, as seen at compile time (0 if the file was not read).
     pub rows: u64,
@@ -356,6 +403,19 @@ pub struct DataPlan {
     /// Shuffle the rows once before the split and the training rows every
     /// epoch; off, rows are read in the file's order.
     pub shuffle: bool,
+}
+
+/// What the features of a data source are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Features {
+    /// Real values.
+    Float,
+    /// Whole numbers from 0 to `max` (token ids, category codes): what an
+    /// `embedding` can read.
+    Indices { max: u64 },
+    /// Not known: the data was not read (`dtl check` without `--data`).
+    Unknown,
 }
 
 impl DataPlan {
@@ -403,6 +463,15 @@ pub enum DataSource {
         encoding: TextEncoding,
         context: u64,
     },
+    /// A flat binary file of token ids (nanoGPT's `train.bin`), read
+    /// memory-mapped: windows of `context + 1` tokens, the last fraction of
+    /// the file held out, training windows at random offsets (`shuffle`)
+    /// or one after another.
+    Tokens {
+        path: String,
+        dtype: TokenDtype,
+        context: u64,
+    },
 }
 
 impl DataSource {
@@ -411,7 +480,8 @@ impl DataSource {
         match self {
             DataSource::Csv { path, .. }
             | DataSource::Safetensors { path, .. }
-            | DataSource::Text { path, .. } => path,
+            | DataSource::Text { path, .. }
+            | DataSource::Tokens { path, .. } => path,
             DataSource::Npy { features, .. } => features,
             DataSource::Idx { images, .. } => images,
             DataSource::Synthetic { .. } => "synthetic data",
@@ -428,6 +498,30 @@ pub enum TextEncoding {
     Chars,
     /// One token per byte; the vocabulary is all 256 byte values.
     Bytes,
+}
+
+/// How a token file stores each id: little-endian unsigned integers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenDtype {
+    Uint16,
+    Uint32,
+}
+
+impl TokenDtype {
+    pub fn bytes(self) -> usize {
+        match self {
+            TokenDtype::Uint16 => 2,
+            TokenDtype::Uint32 => 4,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            TokenDtype::Uint16 => "uint16",
+            TokenDtype::Uint32 => "uint32",
+        }
+    }
 }
 
 /// What a data source's targets are.

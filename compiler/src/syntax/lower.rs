@@ -208,13 +208,12 @@ fn lower_shape(pair: Pair<'_, Rule>, errors: &mut Errors) -> ShapeExpr {
     let dims = pair
         .into_inner()
         .map(|dim| {
-            let part = dim.into_inner().next().expect("a dim holds one part");
-            match part.as_rule() {
-                Rule::int => {
-                    DimExpr::Size(lower_int(&part, errors), Span::from_pest(part.as_span()))
-                }
-                Rule::ident => DimExpr::Name(lower_ident(part)),
-                rule => unreachable!("dim is an int or a name, got {rule:?}"),
+            let part = dim.into_inner().next().expect("a dim holds one sum");
+            let expr = lower_expr(part, errors);
+            match expr.kind {
+                ExprKind::Int(n) => DimExpr::Size(n, expr.span),
+                ExprKind::Name(ident) => DimExpr::Name(ident),
+                _ => DimExpr::Expr(Box::new(expr)),
             }
         })
         .collect();
@@ -250,19 +249,47 @@ pub(super) fn lower_expr(pair: Pair<'_, Rule>, errors: &mut Errors) -> Expr {
             }
         }
         Rule::sum => {
-            let mut terms: Vec<Expr> = pair
-                .into_inner()
-                .filter(|p| p.as_rule() != Rule::add_op)
-                .map(|p| lower_expr(p, errors))
-                .collect();
-            if terms.len() == 1 {
-                terms.pop().expect("one term")
-            } else {
-                Expr {
-                    kind: ExprKind::Add(terms),
-                    span,
+            // Left to right: a run of `+` makes one n-ary sum (one node on
+            // tensors); `-` ends the run.
+            let mut inner = pair.into_inner();
+            let first = lower_expr(inner.next().expect("a sum starts with a term"), errors);
+            let mut run = vec![first];
+            let mut combined = false;
+            while let (Some(op), Some(rhs)) = (inner.next(), inner.next()) {
+                combined = true;
+                let rhs = lower_expr(rhs, errors);
+                if op.as_str() == "+" {
+                    run.push(rhs);
+                    continue;
                 }
+                let lhs = close_sum(std::mem::take(&mut run));
+                run.push(binary(BinOp::Sub, lhs, rhs));
             }
+            // A sum's span covers its terms' brackets too; a lone term
+            // keeps its own.
+            let mut sum = close_sum(run);
+            if combined {
+                sum.span = span;
+            }
+            sum
+        }
+        Rule::product => {
+            let mut inner = pair.into_inner();
+            let mut acc = lower_expr(inner.next().expect("a product starts with a term"), errors);
+            let mut combined = false;
+            while let (Some(op), Some(rhs)) = (inner.next(), inner.next()) {
+                combined = true;
+                let op = if op.as_str() == "*" {
+                    BinOp::Mul
+                } else {
+                    BinOp::Div
+                };
+                acc = binary(op, acc, lower_expr(rhs, errors));
+            }
+            if combined {
+                acc.span = span;
+            }
+            acc
         }
         Rule::repeat => {
             let mut inner = pair.into_inner();
@@ -333,9 +360,38 @@ pub(super) fn lower_expr(pair: Pair<'_, Rule>, errors: &mut Errors) -> Expr {
     }
 }
 
+/// One term, or the sum of several.
+fn close_sum(mut terms: Vec<Expr>) -> Expr {
+    if terms.len() == 1 {
+        return terms.pop().expect("one term");
+    }
+    let span = terms[0].span.to(terms[terms.len() - 1].span);
+    Expr {
+        kind: ExprKind::Add(terms),
+        span,
+    }
+}
+
+fn binary(op: BinOp, lhs: Expr, rhs: Expr) -> Expr {
+    Expr {
+        span: lhs.span.to(rhs.span),
+        kind: ExprKind::Binary {
+            op,
+            lhs: Box::new(lhs),
+            rhs: Box::new(rhs),
+        },
+    }
+}
+
 fn lower_call(pair: Pair<'_, Rule>, errors: &mut Errors) -> Call {
     let mut inner = pair.into_inner();
-    let callee = lower_ident(inner.next().expect("callee"));
+    let callee = inner
+        .next()
+        .expect("callee")
+        .into_inner()
+        .next()
+        .expect("callee name");
+    let callee = lower_ident(callee);
     let args = inner
         .map(|arg| {
             let span = Span::from_pest(arg.as_span());

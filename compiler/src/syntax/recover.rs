@@ -193,7 +193,7 @@ pub(super) fn error_from_pest(
         .iter()
         .any(|e| ["`)`", "`,`", "`]`", "`}`"].contains(&e.as_str()))
     {
-        expected.retain(|e| !["`|>`", "`+`", "`(`"].contains(&e.as_str()));
+        expected.retain(|e| !["`|>`", "`+`", "`*`", "`/`", "`(`"].contains(&e.as_str()));
     }
     let expected = if expected.is_empty() {
         "something else".to_string()
@@ -266,16 +266,15 @@ fn describe_rule(rule: Rule) -> Option<&'static str> {
         Rule::string => "a string",
         Rule::boolean => "`true` or `false`",
         Rule::list => "a list",
-        Rule::call => "a name",
+        Rule::call | Rule::callee => "a name",
         Rule::paren => "`(`",
-        Rule::expr | Rule::arg | Rule::sum => "an expression",
-        Rule::add_op => "`+`",
+        Rule::expr | Rule::arg | Rule::sum | Rule::product => "an expression",
         Rule::repeat => "`repeat`",
         Rule::let_def => "`let`",
         Rule::kwarg => "a keyword argument",
         Rule::pipe_op => "`|>`",
         Rule::shape => "a shape like `[B, 64]`",
-        Rule::dim => "a dimension (a number or a name)",
+        Rule::dim => "a dimension (a number, a name or arithmetic on them)",
         Rule::param | Rule::params => "a parameter (`name: type`)",
         Rule::setting => "a setting (`key = value`)",
         Rule::layer_def => "a layer (`name = layer(...)`)",

@@ -236,7 +236,7 @@ impl Builtin {
             }
             Embedding => {
                 let (n, d) = (a(0), a(1));
-                let params = vec![fixed("weight", vec![n, d], Init::Normal { std: 1.0 })];
+                let params = vec![fixed("weight", vec![n, d], Init::Normal { std: f(2) })];
                 let mut output = input.clone();
                 output.push(Dim::Size(d));
                 Lowered {
@@ -282,6 +282,9 @@ impl Builtin {
             }
             Attention => {
                 let (dim, heads, causal) = (a(0), a(1), args[2].as_bool());
+                let kv_heads = if a(3) == 0 { heads } else { a(3) };
+                let (bias, rope) = (args[4].as_bool(), args[5].as_bool());
+                let rows = (heads + 2 * kv_heads) * (dim / heads);
                 match input.as_slice() {
                     [_, _, Dim::Size(w)] if *w == dim => {}
                     _ => {
@@ -298,31 +301,62 @@ impl Builtin {
                 }
                 // nn.MultiheadAttention: xavier_uniform_ in_proj, zero biases,
                 // out_proj initialised as a linear layer.
-                let xavier = (6.0 / (dim + 3 * dim) as f64).sqrt();
-                let params = vec![
-                    fixed(
-                        "in_proj_weight",
-                        vec![3 * dim, dim],
-                        Init::Uniform { bound: xavier },
-                    ),
-                    fixed("in_proj_bias", vec![3 * dim], Init::Zeros),
-                    uniform("out_proj.weight", vec![dim, dim], dim),
-                    fixed("out_proj.bias", vec![dim], Init::Zeros),
-                ];
+                let xavier = (6.0 / (dim + rows) as f64).sqrt();
+                let mut params = vec![fixed(
+                    "in_proj_weight",
+                    vec![rows, dim],
+                    Init::Uniform { bound: xavier },
+                )];
+                if bias {
+                    params.push(fixed("in_proj_bias", vec![rows], Init::Zeros));
+                }
+                params.push(uniform("out_proj.weight", vec![dim, dim], dim));
+                if bias {
+                    params.push(fixed("out_proj.bias", vec![dim], Init::Zeros));
+                }
                 let op = Op::Attention {
                     dim,
                     heads,
+                    kv_heads,
                     causal,
+                    rope_theta: rope.then(|| f(6)),
                     in_proj_weight: name("in_proj_weight"),
-                    in_proj_bias: name("in_proj_bias"),
+                    in_proj_bias: bias.then(|| name("in_proj_bias")),
                     out_proj_weight: name("out_proj.weight"),
-                    out_proj_bias: name("out_proj.bias"),
+                    out_proj_bias: bias.then(|| name("out_proj.bias")),
                 };
                 Lowered {
                     op,
                     params,
                     buffers: vec![],
                     output: input.clone(),
+                }
+            }
+            ClassToken => {
+                let d = a(0);
+                let t = match input.as_slice() {
+                    [_, Dim::Size(t), Dim::Size(w)] if *w == d => *t,
+                    _ => {
+                        return Err(CheckError::ShapeMismatch {
+                            expected: format!("[B, T, {d}]"),
+                            found: shape_to_string(input),
+                            span,
+                            what: "class_token puts one learned vector before a sequence".into(),
+                            help: None,
+                        })
+                    }
+                };
+                // torchvision's VisionTransformer: a zero-initialised
+                // [1, 1, dim] parameter.
+                let params = vec![fixed("weight", vec![1, 1, d], Init::Zeros)];
+                Lowered {
+                    op: Op::ClassToken {
+                        dim: d,
+                        weight: name("weight"),
+                    },
+                    params,
+                    buffers: vec![],
+                    output: vec![input[0].clone(), Dim::Size(t + 1), Dim::Size(d)],
                 }
             }
             Dropout => Lowered::stateless(Op::Dropout { p: f(0) }, input.clone()),
@@ -380,6 +414,56 @@ impl Builtin {
                     ));
                 }
                 Lowered::stateless(Op::Softmax { dim }, input.clone())
+            }
+            Select | Mean => {
+                let rank = input.len() as i64;
+                let dim = if a(0) < 0 { a(0) + rank } else { a(0) };
+                if !(1..rank).contains(&dim) {
+                    return Err(CheckError::ShapeMismatch {
+                        expected: format!(
+                            "a dimension between 1 and {} (0 is the batch)",
+                            rank - 1
+                        ),
+                        found: format!(
+                            "{}({}, …) of {}",
+                            self.name(),
+                            a(0),
+                            shape_to_string(input)
+                        ),
+                        span,
+                        what: "no such dimension".into(),
+                        help: None,
+                    });
+                }
+                let mut output = input.clone();
+                output.remove(dim as usize);
+                if self == Mean {
+                    return Ok(Lowered::stateless(Op::Mean { dim }, output));
+                }
+                let index = a(1);
+                if let Dim::Size(n) = input[dim as usize] {
+                    if index >= n || index < -n {
+                        return Err(CheckError::ShapeMismatch {
+                            expected: format!("an index in {}..{n} (or from the end, -{n}..-1)", 0),
+                            found: format!("{index} in {}", shape_to_string(input)),
+                            span,
+                            what: format!("dimension {dim} has {n} positions"),
+                            help: None,
+                        });
+                    }
+                    let index = if index < 0 { index + n } else { index };
+                    return Ok(Lowered::stateless(Op::Select { dim, index }, output));
+                }
+                return Err(CheckError::ShapeMismatch {
+                    expected: "a sized dimension".into(),
+                    found: shape_to_string(input),
+                    span,
+                    what: format!(
+                        "select({}, {index}) needs the size of dimension {dim}",
+                        a(0)
+                    ),
+                    help: None,
+                });
             }
             Relu => Lowered::stateless(Op::Relu, input.clone()),
             Gelu => Lowered::stateless(Op::Gelu, input.clone()),

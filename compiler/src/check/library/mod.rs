@@ -30,11 +30,14 @@ pub enum Builtin {
     Embedding,
     PosEmbedding,
     Attention,
+    ClassToken,
     Dropout,
     Flatten,
     Reshape,
     Transpose,
     Softmax,
+    Select,
+    Mean,
     Relu,
     Gelu,
     Silu,
@@ -42,7 +45,7 @@ pub enum Builtin {
     Sigmoid,
 }
 
-const ALL: [(&str, Builtin); 25] = [
+const ALL: [(&str, Builtin); 28] = [
     ("linear", Builtin::Linear),
     ("conv1d", Builtin::Conv1d),
     ("conv2d", Builtin::Conv2d),
@@ -58,11 +61,14 @@ const ALL: [(&str, Builtin); 25] = [
     ("embedding", Builtin::Embedding),
     ("pos_embedding", Builtin::PosEmbedding),
     ("attention", Builtin::Attention),
+    ("class_token", Builtin::ClassToken),
     ("dropout", Builtin::Dropout),
     ("flatten", Builtin::Flatten),
     ("reshape", Builtin::Reshape),
     ("transpose", Builtin::Transpose),
     ("softmax", Builtin::Softmax),
+    ("select", Builtin::Select),
+    ("mean", Builtin::Mean),
     ("relu", Builtin::Relu),
     ("gelu", Builtin::Gelu),
     ("silu", Builtin::Silu),
@@ -166,13 +172,26 @@ impl Builtin {
             LayerNorm => vec![int("dim"), float_or("eps", 1e-5)],
             // PyTorch's nn.RMSNorm default eps is float32's machine epsilon.
             RmsNorm => vec![int("dim"), float_or("eps", f32::EPSILON as f64)],
-            Embedding => vec![int("num_embeddings"), int("dim")],
+            // nn.Embedding's N(0, 1) by default; GPT-2 draws from N(0, 0.02²).
+            Embedding => vec![int("num_embeddings"), int("dim"), float_or("std", 1.0)],
             PosEmbedding => vec![int("max_len"), int("dim")],
-            Attention => vec![int("dim"), int("heads"), bool_or("causal", false)],
+            // kv_heads 0 stands for "as many as heads" (plain multi-head).
+            Attention => vec![
+                int("dim"),
+                int("heads"),
+                bool_or("causal", false),
+                int_or("kv_heads", 0),
+                bool_or("bias", true),
+                bool_or("rope", false),
+                float_or("rope_theta", 10000.0),
+            ],
+            ClassToken => vec![int("dim")],
             Dropout => vec![float_or("p", 0.5)],
             Reshape => vec![ParamSig::required("shape", Ty::IntList)],
             Transpose => vec![int("dim0"), int("dim1")],
             Softmax => vec![int_or("dim", -1)],
+            Select => vec![int("dim"), int("index")],
+            Mean => vec![int("dim")],
             Flatten | Relu | Gelu | Silu | Tanh | Sigmoid => vec![],
         }
     }
@@ -198,10 +217,19 @@ impl Builtin {
             Ok(())
         };
         match self {
-            Linear | Embedding | PosEmbedding | AdaptiveAvgPool2d => {
-                (0..2).try_for_each(positive)?
+            Linear | PosEmbedding | AdaptiveAvgPool2d => (0..2).try_for_each(positive)?,
+            Embedding => {
+                (0..2).try_for_each(positive)?;
+                let std = args[2].as_float();
+                if !(std.is_finite() && std > 0.0) {
+                    return Err(CheckError::invalid(
+                        format!("embedding: std must be a number above 0, got {std}"),
+                        span,
+                        "here",
+                    ));
+                }
             }
-            AdaptiveAvgPool1d => positive(0)?,
+            AdaptiveAvgPool1d | ClassToken => positive(0)?,
             Conv1d | Conv2d => {
                 (0..4).try_for_each(positive)?;
                 if args[4].as_int() < 0 {
@@ -254,6 +282,39 @@ impl Builtin {
                         )),
                     });
                 }
+                let kv = args[3].as_int();
+                if kv < 0 || (kv > 0 && heads % kv != 0) {
+                    return Err(CheckError::InvalidValue {
+                        message: format!(
+                            "attention: {kv} key/value heads do not divide the {heads} query heads"
+                        ),
+                        span,
+                        label: "kv_heads must divide heads".into(),
+                        help: Some(format!(
+                            "each key/value head serves heads / kv_heads query heads; try kv_heads = {}",
+                            divisor_near(heads, kv.max(1))
+                        )),
+                    });
+                }
+                let rope = args[5].as_bool();
+                if rope && (dim / heads) % 2 != 0 {
+                    return Err(CheckError::invalid(
+                        format!(
+                            "attention: rotary embeddings rotate pairs of features, but each head has {} (odd)",
+                            dim / heads
+                        ),
+                        span,
+                        "dim / heads must be even with rope",
+                    ));
+                }
+                let theta = args[6].as_float();
+                if !(theta.is_finite() && theta > 1.0) {
+                    return Err(CheckError::invalid(
+                        format!("attention: rope_theta must be a number above 1, got {theta}"),
+                        span,
+                        "here",
+                    ));
+                }
             }
             Dropout => {
                 let p = args[0].as_float();
@@ -280,7 +341,8 @@ impl Builtin {
                     }
                 }
             }
-            Transpose | Softmax | Flatten | Relu | Gelu | Silu | Tanh | Sigmoid => {}
+            Transpose | Softmax | Select | Mean | Flatten | Relu | Gelu | Silu | Tanh | Sigmoid => {
+            }
         }
         Ok(())
     }

@@ -2,9 +2,10 @@
 //! sums, `concat`, `repeat`, and the nodes they add to the graph.
 
 use super::{
-    describe_expr, Body, BoundLayer, Callee, Elaborator, TensorRef, MAX_NODES, MAX_TENSOR_ELEMENTS,
+    describe_expr, passes_input_through, Body, BoundLayer, Callee, Elaborator, TensorRef,
+    MAX_NODES, MAX_TENSOR_ELEMENTS,
 };
-use crate::ast::{Arg, Expr, ExprKind, Ident};
+use crate::ast::{Arg, BinOp, Expr, ExprKind, Ident};
 use crate::check::args::{eval, Env, Value};
 use crate::check::library::{join_path, Builtin};
 use crate::check::CheckError;
@@ -48,6 +49,7 @@ impl<'a> Elaborator<'a> {
                 );
                 Some(node)
             }
+            ExprKind::Binary { op, lhs, rhs } => self.tensor_binary(*op, lhs, rhs, expr.span, body),
             ExprKind::Call(call) if call.callee.name == "concat" => {
                 self.concat(&call.args, expr.span, body)
             }
@@ -89,6 +91,42 @@ impl<'a> Elaborator<'a> {
                 None
             }
         }
+    }
+
+    /// `a * b`: the element-wise product of two tensors of one shape.
+    /// `-` and `/` are arithmetic on numbers only.
+    fn tensor_binary(
+        &mut self,
+        op: BinOp,
+        lhs: &'a Expr,
+        rhs: &'a Expr,
+        span: Span,
+        body: &mut Body<'a>,
+    ) -> Option<TensorRef> {
+        if op != BinOp::Mul {
+            self.errors.push(CheckError::Unsupported {
+                message: format!("`{}` between tensors", op.symbol()),
+                span,
+                help: Some(
+                    "tensors combine with `+` (sum) and `*` (element-wise product); `-` and `/` are arithmetic on numbers, e.g. `linear(d, d / 2)`".into(),
+                ),
+            });
+            return None;
+        }
+        let (a, b) = (self.tensor_expr(lhs, body), self.tensor_expr(rhs, body));
+        let (a, b) = (a?, b?);
+        if a.shape != b.shape {
+            self.errors.push(CheckError::ShapeMismatch {
+                expected: shape_to_string(&a.shape),
+                found: shape_to_string(&b.shape),
+                span: rhs.span,
+                what: "`*` multiplies tensors of the same shape element by element".into(),
+                help: None,
+            });
+            return None;
+        }
+        let shape = a.shape.clone();
+        Some(self.push_node(join_path(&body.scope, "mul"), Op::Mul, &[a, b], shape))
     }
 
     pub(super) fn tensor_name(&mut self, ident: &Ident, body: &mut Body<'a>) -> Option<TensorRef> {
@@ -296,6 +334,11 @@ impl<'a> Elaborator<'a> {
                 }
                 Some(value)
             }
+            ExprKind::Call(call) if call.callee.name == "tied" => {
+                let path = join_path(&body.scope, &body.next_index.to_string());
+                body.next_index += 1;
+                self.tied(&call.args, stage.span, body, &path, input)
+            }
             ExprKind::Name(ident) if body.layers.contains_key(&ident.name) => {
                 let bound = body.layers[&ident.name].clone();
                 self.apply_bound(
@@ -325,6 +368,96 @@ impl<'a> Elaborator<'a> {
         }
     }
 
+    /// `tied(embed)`: an output projection that uses the named embedding's
+    /// weight ([vocabulary, d]) as its own (a linear layer without bias):
+    /// one parameter, under the embedding's name, trained by the gradients
+    /// of both uses (GPT-2's tied output layer).
+    fn tied(
+        &mut self,
+        args: &'a [Arg],
+        span: Span,
+        body: &mut Body<'a>,
+        path: &str,
+        input: TensorRef,
+    ) -> Option<TensorRef> {
+        let help = "`tied(embed)` takes the name of an `embedding` layer of this module, e.g. `embed = embedding(50257, 768)`";
+        let name = match args {
+            [Arg {
+                name: None,
+                value:
+                    Expr {
+                        kind: ExprKind::Name(ident),
+                        ..
+                    },
+                ..
+            }] => ident,
+            _ => {
+                self.errors.push(CheckError::TypeMismatch {
+                    expected: "the name of an embedding layer".into(),
+                    found: format!("{} argument(s)", args.len()),
+                    span,
+                    help: Some(help.into()),
+                });
+                return None;
+            }
+        };
+        let Some(bound) = body.layers.get(&name.name) else {
+            self.errors.push(CheckError::UnknownName {
+                kind: "layer",
+                name: name.name.clone(),
+                span: name.span,
+                help: did_you_mean(&name.name, body.layers.keys().map(String::as_str))
+                    .or_else(|| Some(help.into())),
+            });
+            return None;
+        };
+        let Callee::Builtin(Builtin::Embedding) = bound.callee else {
+            self.errors.push(CheckError::TypeMismatch {
+                expected: "an `embedding` layer".into(),
+                found: format!("`{}`, which is not an embedding", name.name),
+                span: name.span,
+                help: Some(help.into()),
+            });
+            return None;
+        };
+        body.used.insert(name.name.clone());
+        let (vocabulary, width) = (bound.values[0].as_int(), bound.values[1].as_int());
+        let weight = join_path(&join_path(&body.scope, &name.name), "weight");
+        if !self.tensor_names.contains(&weight) {
+            self.errors.push(CheckError::Unsupported {
+                message: format!("`tied({})` before `{}` is used", name.name, name.name),
+                span,
+                help: Some(format!(
+                    "apply `{}` to the input first; the output layer then reuses its weight",
+                    name.name
+                )),
+            });
+            return None;
+        }
+        if input.shape.last() != Some(&Dim::Size(width)) {
+            self.errors.push(CheckError::ShapeMismatch {
+                expected: format!("[..., {width}]"),
+                found: shape_to_string(&input.shape),
+                span,
+                what: format!(
+                    "tied({}) maps {width}-wide vectors to {vocabulary} scores with the embedding's weight",
+                    name.name
+                ),
+                help: None,
+            });
+            return None;
+        }
+        let mut output = input.shape.clone();
+        *output.last_mut().expect("the shape has a last dimension") = Dim::Size(vocabulary);
+        let op = Op::Linear {
+            in_features: width,
+            out_features: vocabulary,
+            weight,
+            bias: None,
+        };
+        Some(self.push_node(path.to_string(), op, &[input], output))
+    }
+
     pub(super) fn apply_bound(
         &mut self,
         bound: &BoundLayer<'a>,
@@ -333,6 +466,20 @@ impl<'a> Elaborator<'a> {
         span: Span,
     ) -> Option<TensorRef> {
         match bound.callee {
+            Callee::Builtin(Builtin::Embedding)
+                if !passes_input_through(&self.nodes, input.node) =>
+            {
+                let from = &self.nodes[input.node];
+                self.errors.push(CheckError::TypeMismatch {
+                    expected: "token ids from the data (an embedding looks its input up as indices)".into(),
+                    found: format!("values computed by `{}` ({})", from.name, from.op.kind()),
+                    span,
+                    help: Some(
+                        "feed an embedding the model's input (text or tokens, or whole-number arrays); to map real values, use `linear`".into(),
+                    ),
+                });
+                None
+            }
             Callee::Builtin(builtin) => {
                 match builtin.lower(&bound.values, path, &input.shape, span) {
                     Ok(lowered) => {

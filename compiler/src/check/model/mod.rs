@@ -235,7 +235,6 @@ impl<'a> Elaborator<'a> {
         call_span: Span,
     ) -> Option<TensorRef> {
         let declared_in = self.resolve_shape(&forward.input_shape, env);
-        let declared_out = self.resolve_shape(&forward.output_shape, env);
         let mut bindings = BTreeMap::new();
         if !unify(&declared_in, &input.shape, &mut bindings) {
             self.errors.push(CheckError::ShapeMismatch {
@@ -256,6 +255,15 @@ impl<'a> Elaborator<'a> {
             });
             return None;
         }
+        // The output shape may do arithmetic on the input's sizes
+        // (`[B, c, H / 2, W / 2]`): they are known now.
+        let mut sized = env.clone();
+        for (symbol, dim) in &bindings {
+            if let (Dim::Size(n), false) = (dim, env.contains_key(symbol)) {
+                sized.insert(symbol.clone(), Value::Int(*n));
+            }
+        }
+        let declared_out = self.resolve_shape(&forward.output_shape, &sized);
         let layers = self.bind_layer_defs(def, env);
         self.note_shape(&forward.input, &input.shape, scope);
         let mut body = Body {
@@ -498,8 +506,52 @@ impl<'a> Elaborator<'a> {
                     }
                     None => Dim::Symbol(ident.name.clone()),
                 },
+                DimExpr::Expr(expr) => match eval(expr, env) {
+                    Ok(Value::Int(n)) if n >= 1 => Dim::Size(n),
+                    Ok(Value::Int(n)) => {
+                        self.errors.push(CheckError::invalid(
+                            format!("a dimension must be at least 1, got {n}"),
+                            expr.span,
+                            "here",
+                        ));
+                        Dim::Size(n)
+                    }
+                    Ok(other) => {
+                        self.errors.push(CheckError::TypeMismatch {
+                            expected: "an integer dimension".into(),
+                            found: other.describe(),
+                            span: expr.span,
+                            help: Some(
+                                "arithmetic in a shape works on sizes and `int` parameters; a symbol such as `B` stands alone".into(),
+                            ),
+                        });
+                        Dim::Symbol(format!("?{}", expr.span.start))
+                    }
+                    Err(err) => {
+                        self.errors.push(err);
+                        Dim::Symbol(format!("?{}", expr.span.start))
+                    }
+                },
             })
             .collect()
+    }
+}
+
+/// Whether node `i`'s values are the model input's, moved around but not
+/// computed on (reshaped, transposed, selected, concatenated): what an
+/// `embedding` may read as indices.
+pub(crate) fn passes_input_through(nodes: &[Node], i: usize) -> bool {
+    match &nodes[i].op {
+        Op::Input => true,
+        Op::Reshape { .. }
+        | Op::Flatten
+        | Op::Transpose { .. }
+        | Op::Select { .. }
+        | Op::Concat { .. } => nodes[i]
+            .inputs
+            .iter()
+            .all(|&j| passes_input_through(nodes, j)),
+        _ => false,
     }
 }
 
@@ -518,6 +570,7 @@ fn describe_expr(expr: &Expr) -> String {
         ExprKind::List(_) => "a list".into(),
         ExprKind::Pipe(_) => "a `|>` chain".into(),
         ExprKind::Add(_) => "a sum".into(),
+        ExprKind::Binary { op, .. } => format!("a `{}` expression", op.symbol()),
         ExprKind::Repeat { .. } => "`repeat`".into(),
         ExprKind::Name(n) => format!("`{}`", n.name),
         ExprKind::Call(c) => format!("a call of `{}`", c.callee.name),
