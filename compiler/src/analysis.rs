@@ -407,7 +407,10 @@ train { model = Net; data = digits; loss = cross_entropy; optimizer = sgd(lr: 0.
         let all = labels(in_forward);
         assert!(all.contains(&"layer_norm".to_string()) && all.contains(&"Block".to_string()));
         for form in ["tied", "concat", "class_token", "select", "mean"] {
-            assert!(all.contains(&form.to_string()), "{form} missing from {all:?}");
+            assert!(
+                all.contains(&form.to_string()),
+                "{form} missing from {all:?}"
+            );
         }
     }
 
@@ -427,7 +430,10 @@ train { model = Net; data = digits; loss = cross_entropy; optimizer = sgd(lr: 0.
         let inside = text.find("kv_heads").unwrap();
         let labels: Vec<String> = a.completions(inside).into_iter().map(|c| c.label).collect();
         for arg in ["kv_heads: ", "rope: ", "rope_theta: ", "bias: "] {
-            assert!(labels.contains(&arg.to_string()), "{arg} missing from {labels:?}");
+            assert!(
+                labels.contains(&arg.to_string()),
+                "{arg} missing from {labels:?}"
+            );
         }
     }
 }
