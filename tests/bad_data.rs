@@ -2,7 +2,8 @@
 //! training starts, never a panic: truncated and empty files, wrong
 //! shapes, labels out of range or negative, text that is not UTF-8,
 //! non-finite values, a safetensors header that lies about sizes, an IDX
-//! header that disagrees with the file's length.
+//! header that disagrees with the file's length, token files cut short, of
+//! the wrong dtype or changed under a compiled plan.
 
 mod common;
 
@@ -311,4 +312,29 @@ fn token_files() {
         .stderr_has("cannot open");
     // And a good one trains.
     run_tokens(d, "ids.bin", "uint16", 32, 32).code(0);
+    // A plan compiled from it, run after the file changed: the batch that
+    // reads an id past the model's classes stops the run.
+    let plan = d.join("plan.yaml");
+    dtl(&[
+        "compile",
+        d.join("tokens.dtl").to_str().unwrap(),
+        "-o",
+        plan.to_str().unwrap(),
+    ])
+    .code(0);
+    let changed: Vec<u8> = (0u16..20).flat_map(|t| (t * 100).to_le_bytes()).collect();
+    write(d, "ids.bin", &changed);
+    dtl(&[
+        "run",
+        plan.to_str().unwrap(),
+        "--quiet",
+        "--device",
+        "cpu",
+        "--out",
+        d.join("p").to_str().unwrap(),
+    ])
+    .code(1)
+    .stderr_has("ids.bin")
+    .stderr_has("token 200 (at token 2) is not below")
+    .stderr_has("32 classes");
 }

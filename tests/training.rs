@@ -1,5 +1,5 @@
 //! What a run does beyond the plain loop: checkpoints and `--resume`, the
-//! NaN policy, bf16 mixed precision on the CPU.
+//! NaN policy, bf16 mixed precision and tf32 on the CPU.
 
 mod common;
 
@@ -288,4 +288,23 @@ fn bf16_mixed_precision_trains_close_to_fp32_but_not_identically() {
         tail(&fp32),
         tail(&bf16)
     );
+}
+
+#[test]
+fn tf32_on_the_cpu_says_so_and_trains_bitwise_as_fp32() {
+    // TF32 is a CUDA matmul mode: the CPU has none, so the run must say it
+    // computes in float32 and then do exactly that.
+    let dir = tempfile::tempdir().unwrap();
+    let file = short_example(dir.path(), 20);
+    let (fp32, tf32) = (dir.path().join("fp32"), dir.path().join("tf32"));
+    run(&file, &fp32, &["--set", "train.precision=fp32"]).code(0);
+    run(&file, &tf32, &["--set", "train.precision=tf32"])
+        .code(0)
+        .stderr_has("precision = tf32 changes CUDA matrix products only");
+    assert_eq!(common::losses_differ(&fp32, &tf32), 0.0);
+    let (worst, name) = common::weights_differ(
+        &fp32.join("model.safetensors"),
+        &tf32.join("model.safetensors"),
+    );
+    assert_eq!(worst, 0.0, "{name} differs");
 }

@@ -22,6 +22,25 @@ impl std::str::FromStr for DeviceChoice {
     }
 }
 
+extern "C" {
+    /// runtime/src/torch_shim.cpp: 0 on success.
+    fn dtl_set_cuda_tf32(on: i32) -> i32;
+}
+
+/// Matrix products on CUDA in TF32 (`precision = tf32`) or in IEEE float32
+/// (PyTorch's default; convolutions use TF32 either way, as PyTorch's
+/// `cudnn.allow_tf32` does by default). Nothing changes on the CPU.
+pub fn set_cuda_tf32(on: bool) -> Result<(), RunError> {
+    // SAFETY: sets two flags of libtorch's global context; no pointers.
+    let failed = unsafe { dtl_set_cuda_tf32(i32::from(on)) } != 0;
+    if failed {
+        return Err(RunError::Device {
+            message: "libtorch refused the TF32 setting".into(),
+        });
+    }
+    Ok(())
+}
+
 pub fn cuda_available() -> bool {
     tch::Cuda::is_available()
 }

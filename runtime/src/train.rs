@@ -15,7 +15,7 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use dtl_compiler::plan::{BatchNormSync, Plan, SyncMode};
+use dtl_compiler::plan::{BatchNormSync, Plan, Precision, SyncMode};
 use dtl_compiler::util::rng::Rng;
 use serde::Serialize;
 use tch::{Device, Reduction, Tensor};
@@ -168,6 +168,12 @@ pub fn train(plan: &Plan, options: &RunOptions, world: &World) -> Result<Summary
         (Model::build(&plan.model, train.seed, device)?, None)
     };
     model.precision = train.precision;
+    crate::device::set_cuda_tf32(train.precision == Precision::Tf32)?;
+    if train.precision == Precision::Tf32 && device == Device::Cpu && lead {
+        eprintln!(
+            "note: precision = tf32 changes CUDA matrix products only; on the CPU this run computes in float32"
+        );
+    }
     // The files hold the whole model: a stage takes its own tensors.
     let others: BTreeSet<String> = plan
         .model

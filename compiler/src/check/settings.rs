@@ -274,7 +274,11 @@ pub trait Choice: Copy + 'static {
 
 impl Choice for crate::plan::Precision {
     const WHAT: &'static str = "precision";
-    const NAMES: &'static [(&'static str, Self)] = &[("fp32", Self::Fp32), ("bf16", Self::Bf16)];
+    const NAMES: &'static [(&'static str, Self)] = &[
+        ("fp32", Self::Fp32),
+        ("tf32", Self::Tf32),
+        ("bf16", Self::Bf16),
+    ];
 }
 
 impl Choice for crate::plan::NanPolicy {

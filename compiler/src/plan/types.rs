@@ -564,13 +564,18 @@ pub struct TrainPlan {
     pub on_nan: NanPolicy,
 }
 
-/// `precision = fp32 | bf16`.
+/// `precision = fp32 | tf32 | bf16`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum Precision {
     /// Everything in float32.
     #[default]
     Fp32,
+    /// float32 storage and arithmetic, but matrix products on CUDA in TF32
+    /// (10-bit mantissa, float32 range), as PyTorch's
+    /// `torch.backends.cuda.matmul.fp32_precision = "tf32"`. The same as
+    /// `Fp32` on the CPU, which has no TF32.
+    Tf32,
     /// Mixed precision as autocast does it: linear, convolution and attention
     /// compute in bfloat16 from float32 master weights; norms, softmax,
     /// losses, gradients and the optimizer stay in float32.
