@@ -24,7 +24,10 @@
 #  6. a two-stage pipeline over two ranks sharing the GPU (MPI, CUDA
 #     tensors staged through the host; NCCL refuses two ranks on one GPU)
 #     against one rank: losses within 1e-3;
-#  7. bf16 on CUDA trains (loss falls, weights saved as float32).
+#  7. bf16 on CUDA trains (loss falls, weights saved as float32);
+#  8. the GPU benchmark: examples/gpu/gpt_char.dtl against its hand-written
+#     PyTorch twin, eager and torch.compile, fp32/tf32/bf16, steps/s and
+#     peak GPU memory (GPU_BENCH_STEPS, default 300).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DTL=${1:-target/release/dtl}
@@ -117,8 +120,7 @@ kinds = {v["dtype"] for k, v in header.items() if k != "__metadata__"}
 assert kinds == {"F32"}, kinds
 PY
 
-if [ -f benches/vs_pytorch.py ] && "$PYTHON" benches/vs_pytorch.py --help 2>/dev/null | grep -q -- "--device"; then
-  say "8. speed against PyTorch on CUDA"
-  DTL_BIN="$DTL" "$PYTHON" benches/vs_pytorch.py --device cuda || fail "benchmark"
-fi
+say "8. speed and memory against PyTorch on the GPU (benches/gpu_vs_pytorch.py)"
+DTL_BIN="$DTL" "$PYTHON" benches/gpu_vs_pytorch.py --steps "${GPU_BENCH_STEPS:-300}" || fail "benchmark"
+
 say "all checks passed"

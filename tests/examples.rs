@@ -230,3 +230,115 @@ fn zoo_models_have_their_published_parameter_counts() {
         );
     }
 }
+
+/// `examples/gpu/gpt_char.dtl` is a GPU benchmark model (19.1 M parameters,
+/// benches/gpu_vs_pytorch.py): too slow to train on the CPU, so here it is
+/// checked, compiled, its module tests run, and one row of two steps on the
+/// CPU must give the losses of its hand-written PyTorch twin
+/// (benches/gpt_char_torch.py) from the same initial weights, and the
+/// twin's parameters must be the plan's.
+#[test]
+fn the_gpu_benchmark_model_trains_like_its_pytorch_twin() {
+    let rel = PathBuf::from("examples/gpu/gpt_char.dtl");
+    let text = std::fs::read_to_string(root().join(&rel)).unwrap();
+    let (plan, warnings) = dtl_compiler::compile_source_with_warnings(
+        &rel.display().to_string(),
+        &text,
+        &dtl_compiler::options_for(&root().join(&rel), true),
+    )
+    .unwrap_or_else(|d| panic!("{}", d.render_human(false)));
+    assert!(warnings.is_empty(), "{}", warnings.render_human(false));
+    assert_eq!(plan.model.parameter_count, 19_118_150);
+    let dtl = |args: &[&str]| {
+        let output = Command::new(env!("CARGO_BIN_EXE_dtl"))
+            .args(args)
+            .current_dir(root())
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "dtl {args:?}: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    };
+    dtl(&["test", "examples/gpu/gpt_char.dtl"]);
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    let twin = |args: &[&str]| -> String {
+        let output = Command::new(root().join(".venv/bin/python"))
+            .arg(root().join("benches/gpt_char_torch.py"))
+            .args(args)
+            .env("OMP_NUM_THREADS", "1")
+            .current_dir(root())
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "gpt_char_torch.py {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).to_string()
+    };
+    let plan_json = path("plan.json");
+    dtl(&[
+        "compile",
+        "examples/gpu/gpt_char.dtl",
+        "--format",
+        "json",
+        "-o",
+        &plan_json,
+    ]);
+    twin(&["--check-plan", &plan_json]);
+    let init = path("init.safetensors");
+    twin(&["--write-init", &init]);
+    let out = path("run");
+    dtl(&[
+        "run",
+        "examples/gpu/gpt_char.dtl",
+        "--device",
+        "cpu",
+        "--quiet",
+        "--init",
+        &init,
+        "--out",
+        &out,
+        "--set",
+        "train.steps=2",
+        "--set",
+        "train.micro_batch=1",
+    ]);
+    let theirs: serde_json::Value = serde_json::from_str(
+        twin(&[
+            "--device",
+            "cpu",
+            "--steps",
+            "2",
+            "--skip",
+            "0",
+            "--micro-batch",
+            "1",
+            "--threads",
+            "1",
+            "--init",
+            &init,
+        ])
+        .trim(),
+    )
+    .unwrap();
+    let ours = common::step_records(Path::new(&out));
+    assert_eq!(ours.len(), 2);
+    let first = theirs["first_loss"].as_f64().unwrap();
+    let last = theirs["final_loss"].as_f64().unwrap();
+    assert!(
+        (ours[0].loss - first).abs() <= 1e-6 * first,
+        "first loss: dtl {}, PyTorch {first}",
+        ours[0].loss
+    );
+    assert!(
+        (ours[1].loss - last).abs() <= 1e-5 * last,
+        "second loss: dtl {}, PyTorch {last}",
+        ours[1].loss
+    );
+}
