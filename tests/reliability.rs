@@ -1,7 +1,8 @@
 //! Crashes and faults lose nothing: a run killed at random moments
 //! (checkpoint writes included) resumes to the bits of an uninterrupted
 //! one; a damaged checkpoint is detected and the one before it used;
-//! SIGINT and SIGTERM stop at a step boundary with a checkpoint; a rank
+//! SIGINT and SIGTERM stop at a step boundary with a checkpoint, sent to a
+//! launcher too (its ranks hear of it; killed, it takes them down); a rank
 //! that hangs, dies or meets NaN stops every rank, in bounded time, with
 //! none left behind. docs/reliability.md has the figures.
 
@@ -417,4 +418,130 @@ fn a_rank_that_hangs_dies_or_meets_nan_stops_every_rank() {
     assert_eq!(code, Some(1), "{text}");
     assert!(text.contains("step 3"), "{text}");
     assert!(text.contains("rank(s) 1"), "{text}");
+}
+
+/// A two-replica run on the digits for the launcher's signal tests.
+fn two_ranks(dir: &Path, name: &str, steps: u32) -> (PathBuf, PathBuf) {
+    let digits = root().join("data/digits.csv.gz");
+    let text = format!(
+        r#"
+model Net {{ forward(x: [B, 64]) -> [B, 10] {{ x |> linear(64, 32) |> relu |> linear(32, 10) }} }}
+data digits {{ source = csv({:?}, label: -1); scale = 0.0625 }}
+train {{ model = Net; data = digits; loss = cross_entropy; optimizer = sgd(lr: 0.1); micro_batch = 8; steps = {steps}; checkpoint_every = 1000; eval_every = 0 }}
+parallel {{ data = 2 }}
+"#,
+        digits.display().to_string()
+    );
+    let file = dir.join(format!("{name}.dtl"));
+    std::fs::write(&file, text).unwrap();
+    (file, dir.join(name))
+}
+
+fn ranks_left(file: &Path) -> String {
+    let left = Command::new("pgrep")
+        .args(["-f", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&left.stdout).trim().to_string()
+}
+
+#[test]
+fn the_launcher_hands_sigterm_and_sigint_to_its_ranks_and_takes_them_down_when_killed() {
+    let _slow = one_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    for (signal, code, name) in [("-TERM", 143, "SIGTERM"), ("-INT", 130, "SIGINT")] {
+        // `kill` on the launcher's pid alone (not its process group): the
+        // ranks must hear of it through mpirun, finish a step, write a
+        // checkpoint and resume from it to an uninterrupted run's bits.
+        let (file, out) = two_ranks(dir.path(), name, 600);
+        let run = |out: &Path| {
+            spawn(
+                &[
+                    "run",
+                    file.to_str().unwrap(),
+                    "--quiet",
+                    "--device",
+                    "cpu",
+                    "--out",
+                    out.to_str().unwrap(),
+                ],
+                &[],
+            )
+        };
+        let child = run(&out);
+        let started = Instant::now();
+        while metrics_lines(&out) < 20 {
+            assert!(started.elapsed() < Duration::from_secs(60), "no steps");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Command::new("kill")
+            .args([signal, &child.id().to_string()])
+            .status()
+            .unwrap();
+        let (status, text) = finish(child, Duration::from_secs(60));
+        assert_eq!(status, Some(code), "{name}: {text}");
+        assert!(text.contains(&format!("stopped by {name}")), "{text}");
+        assert!(ranks_left(&file).is_empty(), "{name}: ranks still running");
+        let state: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(out.join("checkpoint/state.json")).unwrap(),
+        )
+        .unwrap();
+        let step = state["step"].as_u64().unwrap();
+        assert!(
+            (20..600).contains(&step),
+            "{name}: checkpoint of step {step}"
+        );
+        let (code, text) = finish(
+            spawn(
+                &[
+                    "run",
+                    "--quiet",
+                    "--device",
+                    "cpu",
+                    "--resume",
+                    out.to_str().unwrap(),
+                ],
+                &[],
+            ),
+            Duration::from_secs(120),
+        );
+        assert_eq!(code, Some(0), "{text}");
+        let full = dir.path().join(format!("{name}-full"));
+        let (code, text) = finish(run(&full), Duration::from_secs(120));
+        assert_eq!(code, Some(0), "{text}");
+        assert_eq!(
+            std::fs::read(full.join("model.safetensors")).unwrap(),
+            std::fs::read(out.join("model.safetensors")).unwrap(),
+            "{name}: the resumed run differs"
+        );
+    }
+    // SIGKILL cannot be handed on; the job must not outlive its launcher.
+    let (file, out) = two_ranks(dir.path(), "killed", 1_000_000);
+    let mut child = spawn(
+        &[
+            "run",
+            file.to_str().unwrap(),
+            "--quiet",
+            "--device",
+            "cpu",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        &[],
+    );
+    let started = Instant::now();
+    while metrics_lines(&out) < 5 {
+        assert!(started.elapsed() < Duration::from_secs(60), "no steps");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let started = Instant::now();
+    while !ranks_left(&file).is_empty() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "ranks outlived their launcher"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }

@@ -5,6 +5,7 @@
 //! ([`crate::world::launched_by_mpi`]).
 
 use std::ffi::OsString;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -40,7 +41,8 @@ pub fn find_mpirun() -> Result<PathBuf, RunError> {
 
 /// Runs `ranks` copies of this program with `args` under `mpirun` and
 /// waits for them: their exit code (the first failing rank's) is the
-/// launch's. Oversubscribes when there are more ranks than cores, lets
+/// launch's. SIGINT and SIGTERM reach the ranks as stop requests
+/// (crate::signals); if this process dies, so does the job. Oversubscribes when there are more ranks than cores, lets
 /// libtorch's threads use every core it is given (no binding), and allows
 /// running as root (containers).
 pub fn launch(ranks: usize, args: &[OsString]) -> Result<i32, RunError> {
@@ -62,8 +64,27 @@ pub fn launch(ranks: usize, args: &[OsString]) -> Result<i32, RunError> {
     // plan's warnings already.
     command.env("DTL_LAUNCHED", "1");
     command.arg(&exe).args(args);
-    let status = command.status().map_err(|e| RunError::Launch {
+    // Out of the terminal's process group: Ctrl-C reaches this launcher
+    // alone, which hands it on as a stop request the ranks finish a step
+    // and write a checkpoint for (crate::signals); mpirun would kill them.
+    command.process_group(0);
+    // SAFETY: between fork and exec only `prctl`, async-signal-safe: if
+    // this launcher dies (SIGKILL), mpirun gets SIGTERM and ends its ranks
+    // instead of leaving them running.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = command.spawn().map_err(|e| RunError::Launch {
         message: format!("cannot run {}: {e}", mpirun.display()),
+    })?;
+    crate::signals::forward_to(child.id());
+    let status = child.wait().map_err(|e| RunError::Launch {
+        message: format!("lost track of {}: {e}", mpirun.display()),
     })?;
     Ok(status.code().unwrap_or(1))
 }
