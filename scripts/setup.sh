@@ -13,7 +13,7 @@ say() { echo "setup: $*" >&2; }
 need_apt=()
 compgen -G "/usr/lib/llvm-*/lib/libclang.so*" >/dev/null || need_apt+=(libclang-dev)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3-venv)
-command -v cc >/dev/null || need_apt+=(build-essential)
+{ command -v cc && command -v c++; } >/dev/null || need_apt+=(build-essential)  # C and C++ (torch-sys, the torch shim, the MPI shim)
 # `dtl plot` draws PNG text with a system font.
 compgen -G "/usr/share/fonts/truetype/dejavu/DejaVuSans*.ttf" >/dev/null || need_apt+=(fonts-dejavu-core)
 # The editor tests run the VS Code grammar through a real TextMate engine

@@ -162,18 +162,20 @@ impl Optimizer {
                         // PyTorch: v.mul_(β2).addcmul_(g, g, value=1 − β2), which
                         // rounds (value·g)·g; the same order here keeps the bits.
                         v.f_mul_scalar_(betas[1]).in_place(ctx)?;
-                        let scaled = grad.f_mul_scalar(1.0 - betas[1]).context(ctx)?;
-                        v.f_addcmul_(&scaled, &grad).in_place(ctx)?;
+                        {
+                            // Dropped at once: a step holds at most two
+                            // parameter-sized temporaries (denom and the
+                            // scaled m below), in-place where the values
+                            // allow it (the same bits either way).
+                            let scaled = grad.f_mul_scalar(1.0 - betas[1]).context(ctx)?;
+                            v.f_addcmul_(&scaled, &grad).in_place(ctx)?;
+                        }
                         let bias1 = 1.0 - betas[0].powi(step as i32);
                         let bias2_sqrt = (1.0 - betas[1].powi(step as i32)).sqrt();
                         let step_size = lr / bias1;
-                        let denom = v
-                            .f_sqrt()
-                            .context(ctx)?
-                            .f_div_scalar(bias2_sqrt)
-                            .context(ctx)?
-                            .f_add_scalar(eps)
-                            .context(ctx)?;
+                        let mut denom = v.f_sqrt().context(ctx)?;
+                        denom.f_div_scalar_(bias2_sqrt).in_place(ctx)?;
+                        denom.f_add_scalar_(eps).in_place(ctx)?;
                         // PyTorch: p.addcdiv_(m, denom, value=−step_size), which
                         // rounds (value·m)/denom.
                         let scaled = m.f_mul_scalar(-step_size).context(ctx)?;
