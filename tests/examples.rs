@@ -342,3 +342,38 @@ fn the_gpu_benchmark_model_trains_like_its_pytorch_twin() {
         ours[1].loss
     );
 }
+
+/// The benchmarks' own models (`benches/*.dtl`) check without warnings and
+/// are formatted, so a language change cannot leave them behind.
+#[test]
+fn the_benchmark_models_check() {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(root().join("benches"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "dtl"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 2, "{files:?}");
+    for path in files {
+        let rel = path.strip_prefix(root()).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let (_, warnings) = dtl_compiler::compile_source_with_warnings(
+            &rel.display().to_string(),
+            &text,
+            &dtl_compiler::options_for(&path, true),
+        )
+        .unwrap_or_else(|d| panic!("{}", d.render_human(false)));
+        assert!(warnings.is_empty(), "{}", warnings.render_human(false));
+        let output = Command::new(env!("CARGO_BIN_EXE_dtl"))
+            .args(["fmt", "--check"])
+            .arg(rel)
+            .current_dir(root())
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stdout)
+        );
+    }
+}

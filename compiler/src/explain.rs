@@ -64,6 +64,10 @@ pub struct Memory {
     pub optimizer_state: u64,
     /// Activations kept for backward at the micro-batch size.
     pub activations: u64,
+    /// On stage 0 of a pipeline (rank 0 writes the files): the other
+    /// stages' weights it receives to write one `model.safetensors`, and
+    /// with `checkpoint_every` their optimizer state too.
+    pub gathered: u64,
     pub total: u64,
 }
 
@@ -118,6 +122,13 @@ pub fn cost(plan: &Plan) -> Cost {
     let stage_count = topology.stages.len().max(1) as u64;
     // Each pipeline micro-batch is a piece of `micro_batch` rows.
     let piece = plan.train.micro_batch / layout.micro_batches.max(1);
+    // What rank 0 receives from the other stages for the files it writes.
+    let gathered_copies = 1 + if plan.train.checkpoint_every > 0 {
+        optimizer_copies
+    } else {
+        0
+    };
+    let all_stages: u64 = topology.stages.iter().map(|s| s.parameters).sum();
     let stages: Vec<StageCost> = topology
         .stages
         .iter()
@@ -132,12 +143,14 @@ pub fn cost(plan: &Plan) -> Cost {
                 PipelineSchedule::OneFOneB => (stage_count - stage.stage).min(layout.micro_batches),
             };
             let p = stage.parameters;
+            let others = if stage.stage == 0 { all_stages - p } else { 0 };
             // Buffers (batch_norm statistics) are few: counted on every rank.
             let memory = Memory {
                 parameters: (p + buffers) * BYTES_PER_VALUE,
                 gradients: p * BYTES_PER_VALUE,
                 optimizer_state: optimizer_copies * p * BYTES_PER_VALUE,
                 activations: activations * piece * in_flight * BYTES_PER_VALUE,
+                gathered: gathered_copies * others * BYTES_PER_VALUE,
                 total: 0,
             };
             StageCost {
@@ -148,7 +161,8 @@ pub fn cost(plan: &Plan) -> Cost {
                     total: memory.parameters
                         + memory.gradients
                         + memory.optimizer_state
-                        + memory.activations,
+                        + memory.activations
+                        + memory.gathered,
                     ..memory
                 },
             }
@@ -163,6 +177,7 @@ pub fn cost(plan: &Plan) -> Cost {
             gradients: 0,
             optimizer_state: 0,
             activations: 0,
+            gathered: 0,
             total: 0,
         });
     let collectives = collectives(plan);
@@ -316,7 +331,7 @@ impl Cost {
             self.global_batch
         ));
         out.push_str(&format!(
-            "memory per rank: parameters {} + gradients {} + optimizer state {} + activations {} ({} rows × {} in flight) = {}\n",
+            "memory per rank: parameters {} + gradients {} + optimizer state {} + activations {} ({} rows × {} in flight){} = {}\n",
             bytes(m.parameters),
             bytes(m.gradients),
             bytes(m.optimizer_state),
@@ -326,6 +341,14 @@ impl Cost {
                 .iter()
                 .find(|s| s.memory == *m)
                 .map_or(1, |s| s.in_flight),
+            if m.gathered > 0 {
+                format!(
+                    " + the other stages' {} gathered on rank 0 for the files it writes",
+                    bytes(m.gathered)
+                )
+            } else {
+                String::new()
+            },
             bytes(m.total)
         ));
         let topology = &plan.topology;
@@ -479,6 +502,21 @@ mod hand_computed {
         assert_eq!(
             cost.stages[0].memory.activations,
             (64 + 100 + 100) * 2 * 4 * 4
+        );
+        // Rank 0 receives stage 1's weights (100·10 + 10) to write the
+        // model file; with checkpoints, Adam's two moments of them too.
+        assert_eq!(cost.stages[0].memory.gathered, 1_010 * 4);
+        assert_eq!(cost.stages[1].memory.gathered, 0);
+        let checkpointed = self::plan(
+            &format!(
+                "{} parallel {{ pipeline = 2; split = [\"2\"]; micro_batches = 4; schedule = gpipe }}",
+                MLP.replace("accumulate = 2", "accumulate = 2; checkpoint_every = 5")
+            ),
+            vec![],
+        );
+        assert_eq!(
+            super::cost(&checkpointed).stages[0].memory.gathered,
+            3 * 1_010 * 4
         );
     }
 }
