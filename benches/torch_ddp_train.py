@@ -1,0 +1,127 @@
+"""The PyTorch side of benches/ddp_throughput.py: benches/wide_mlp.dtl written
+by hand in torch.nn and trained under DistributedDataParallel (gloo) on
+`--world` processes, on CPU; prints rank 0's training speed as JSON.
+
+    python torch_ddp_train.py --world 2 --steps 300 [--threads 1] [--init W.safetensors]
+    python torch_ddp_train.py --write-init W.safetensors
+
+Everything is spelt out from the .dtl file: linear(64, 512) |> relu |>
+linear(512, 512) |> relu |> linear(512, 10); the digits, scaled by 0.0625, 20%
+held out (dtl's split and epoch order, tests/reference/dtl_order.py); AdamW
+(lr 1e-3, betas (0.9, 0.999), eps 1e-8, weight decay 0.01, the single-tensor
+path PyTorch takes on CPU); micro_batch 32 per replica, accumulate 1,
+clip_grad_norm_(1.0); seed 0. Replica g reads rows 32g … 32g+31 of every
+global micro-batch of 32·world rows, as dtl's replicas do.
+
+Only the training loop is timed, as dtl times its own: rank 0's wall time
+over every step after a barrier that follows the set-up (process group,
+data, model, DDP's initial broadcast), each batch's selection included. As
+dtl writes each step's loss averaged over the replicas to metrics.jsonl,
+each step here all-reduces its loss too.
+
+Prints one line (rank 0): {"world", "steps", "train_seconds",
+"steps_per_second", "threads", "first_loss", "final_loss"}.
+"""
+
+import argparse
+import json
+import os
+import socket
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "reference"))
+
+import torch  # noqa: E402
+import torch.distributed as dist  # noqa: E402
+import torch.multiprocessing as mp  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from safetensors.torch import load_file, save_file  # noqa: E402
+from torch import nn  # noqa: E402
+from torch.nn.parallel import DistributedDataParallel  # noqa: E402
+
+import dtl_order  # noqa: E402
+import twin_kit  # noqa: E402  (the digits loader)
+
+SEED = 0
+MICRO_BATCH = 32
+
+
+def wide_mlp():
+    torch.manual_seed(SEED)
+    return nn.Sequential(nn.Linear(64, 512), nn.ReLU(), nn.Linear(512, 512), nn.ReLU(),
+                         nn.Linear(512, 10))
+
+
+def free_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def replica(rank, world, port, steps, threads, init, out):
+    torch.set_num_threads(threads)
+    os.environ["MASTER_ADDR"] = "127.0.0.1"
+    os.environ["MASTER_PORT"] = str(port)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        data = twin_kit.digits(shape=[64], scale=0.0625, valid=0.2)
+        train_rows, _ = dtl_order.split(len(data.targets), data.valid, SEED)
+        x_train, y_train = data.features[train_rows], data.targets[train_rows]
+        batches = dtl_order.BatchOrder(len(train_rows), world * MICRO_BATCH, SEED)
+        model = wide_mlp()
+        if init:
+            model.load_state_dict(load_file(init))
+        ddp = DistributedDataParallel(model)
+        params = list(model.parameters())
+        optimizer = torch.optim.AdamW(params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8,
+                                      weight_decay=0.01, foreach=False)
+        model.train()
+        losses = []
+        dist.barrier()
+        started = time.perf_counter()
+        for _ in range(steps):
+            global_batch = batches.next()
+            idx = torch.tensor(global_batch[rank * MICRO_BATCH:(rank + 1) * MICRO_BATCH])
+            loss = F.cross_entropy(ddp(x_train[idx]), y_train[idx])
+            loss.backward()
+            nn.utils.clip_grad_norm_(params, 1.0)
+            optimizer.step()
+            optimizer.zero_grad()
+            mean = torch.tensor([loss.item()], dtype=torch.float64)
+            dist.all_reduce(mean)
+            losses.append(mean.item() / world)
+        seconds = time.perf_counter() - started
+        if rank == 0:
+            Path(out).write_text(json.dumps({
+                "world": world, "steps": steps, "train_seconds": seconds,
+                "steps_per_second": steps / seconds, "threads": torch.get_num_threads(),
+                "first_loss": losses[0], "final_loss": losses[-1]}))
+    finally:
+        dist.destroy_process_group()
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--world", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--threads", type=int, default=1, help="intra-op threads per rank")
+    parser.add_argument("--init", help="initial weights (safetensors, state_dict names)")
+    parser.add_argument("--write-init", metavar="PATH",
+                        help="only write the seeded initial weights to PATH")
+    args = parser.parse_args()
+    if args.write_init:
+        save_file({n: t.contiguous() for n, t in wide_mlp().state_dict().items()},
+                  args.write_init)
+        return
+    with tempfile.TemporaryDirectory(prefix="dtl-ddp-bench-") as work:
+        out = Path(work) / "rank0.json"
+        mp.spawn(replica, args=(args.world, free_port(), args.steps, args.threads, args.init,
+                                str(out)), nprocs=args.world, join=True)
+        print(out.read_text())
+
+
+if __name__ == "__main__":
+    main()
