@@ -464,6 +464,37 @@ mod hand_computed {
     "#;
 
     #[test]
+    fn pipeline_settings_without_stages_warn_and_the_rows_stay_whole() {
+        let source =
+            format!("{MLP} parallel {{ pipeline = 1; micro_batches = 4; schedule = gpipe }}");
+        let options = Options {
+            base_dir: ".".into(),
+            probe_data: true,
+            world: vec![],
+            overrides: vec![],
+            strict: false,
+        };
+        let (plan, warnings) =
+            crate::compile_source_with_warnings("t.dtl", &source, &options).unwrap();
+        let text = warnings.render_human(false);
+        assert!(
+            text.contains("`micro_batches` applies to pipeline stages"),
+            "{text}"
+        );
+        assert!(
+            text.contains("`schedule` applies to pipeline stages"),
+            "{text}"
+        );
+        assert_eq!(plan.topology.parallelism.micro_batches, 1);
+        // Activations at the whole micro-batch of 8 rows: input 64, linear
+        // and relu 100 each, linear 10.
+        assert_eq!(
+            super::cost(&plan).memory.activations,
+            (64 + 100 + 100 + 10) * 8 * 4
+        );
+    }
+
+    #[test]
     fn data_parallel_sends_the_ring_all_reduce_volume() {
         // 64·100 + 100 + 100·10 + 10 = 7,510 parameters, 30,040 bytes of
         // gradients; a ring over 4 ranks sends 2·3/4 of them from each rank.

@@ -69,6 +69,18 @@ pub enum Lint {
         span: Span,
     },
 
+    #[error("`{key}` applies to pipeline stages; with one stage it does nothing")]
+    #[diagnostic(
+        code(dtl::lint::no_pipeline),
+        severity(Warning),
+        help("set `pipeline` to the number of stages, or remove `{key}` (gradient accumulation over smaller batches is `accumulate` in `train`)")
+    )]
+    NoPipeline {
+        key: &'static str,
+        #[label("ignored without `pipeline`")]
+        span: Span,
+    },
+
     #[error("`{path}` leads out of the project folder {project}")]
     #[diagnostic(
         code(dtl::lint::path_outside_project),
@@ -91,6 +103,7 @@ impl Lint {
             | Lint::LearningRate { span, .. }
             | Lint::NoClipping { span, .. }
             | Lint::PipelineBubble { span, .. }
+            | Lint::NoPipeline { span, .. }
             | Lint::PathOutsideProject { span, .. } => *span,
         }
     }

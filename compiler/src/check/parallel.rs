@@ -343,6 +343,13 @@ pub fn check(
             });
         }
     }
+    if stages == 1 {
+        for key in ["micro_batches", "schedule"] {
+            if s.get(key).is_some() {
+                lints.push(Lint::NoPipeline { key, span: at(key) });
+            }
+        }
+    }
     let split = match &spec.split {
         None => None,
         Some(names) => Some(named_split(names, stages, model, &s, block, errors)?),
@@ -350,7 +357,8 @@ pub fn check(
     Some(ParallelLayout {
         data: spec.data,
         pipeline: stages,
-        micro_batches: spec.micro_batches,
+        // One stage runs each micro-batch in one piece.
+        micro_batches: if stages > 1 { spec.micro_batches } else { 1 },
         schedule: spec.schedule,
         sync: spec.sync,
         backend: spec.backend,
