@@ -13,7 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use common::{dtl, read_safetensors, train};
+use common::{read_safetensors, resume, train};
 use dtl_compiler::util::rng::Rng;
 
 /// One slow run at a time: the machine has two cores.
@@ -45,6 +45,31 @@ fn spawn(args: &[&str], env: &[(&str, &str)]) -> Child {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap()
+}
+
+/// `dtl run FILE --quiet --device cpu --out OUT` and `extra`.
+fn spawn_run(file: &Path, out: &Path, extra: &[&str], env: &[(&str, &str)]) -> Child {
+    let mut args = vec![
+        "run",
+        file.to_str().unwrap(),
+        "--quiet",
+        "--device",
+        "cpu",
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    args.extend(extra);
+    spawn(&args, env)
+}
+
+/// Waits (at most a minute) until the run in `out` has written `lines`
+/// lines of metrics.
+fn wait_for_steps(out: &Path, lines: usize) {
+    let started = Instant::now();
+    while metrics_lines(out) < lines {
+        assert!(started.elapsed() < Duration::from_secs(60), "no steps");
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 /// Waits for `child` at most `limit`; a hang fails the test.
@@ -186,17 +211,10 @@ fn a_damaged_checkpoint_is_detected_and_the_one_before_used() {
             bytes.truncate(bytes.len() / 2);
         }
         std::fs::write(&path, bytes).unwrap();
-        dtl(&[
-            "run",
-            "--quiet",
-            "--device",
-            "cpu",
-            "--resume",
-            run.to_str().unwrap(),
-        ])
-        .code(0)
-        .stderr_has("the last checkpoint cannot be used")
-        .stdout_has("resumed from the checkpoint of step 4");
+        resume(&run)
+            .code(0)
+            .stderr_has("the last checkpoint cannot be used")
+            .stdout_has("resumed from the checkpoint of step 4");
         assert_eq!(
             std::fs::read_to_string(full.join("metrics.jsonl")).unwrap(),
             std::fs::read_to_string(run.join("metrics.jsonl")).unwrap(),
@@ -212,17 +230,10 @@ fn a_damaged_checkpoint_is_detected_and_the_one_before_used() {
         bytes[at] ^= 1;
         std::fs::write(&path, bytes).unwrap();
     }
-    dtl(&[
-        "run",
-        "--quiet",
-        "--device",
-        "cpu",
-        "--resume",
-        run.to_str().unwrap(),
-    ])
-    .code(1)
-    .stderr_has("no usable checkpoint")
-    .stderr_has("damaged");
+    resume(&run)
+        .code(1)
+        .stderr_has("no usable checkpoint")
+        .stderr_has("damaged");
 }
 
 #[test]
@@ -242,22 +253,8 @@ fn sigterm_and_sigint_stop_at_a_step_boundary_with_a_checkpoint() {
     train(&file, &full, &sets).code(0);
     for (signal, code, name) in [("-TERM", 143, "SIGTERM"), ("-INT", 130, "SIGINT")] {
         let out = dir.path().join(name);
-        let mut args = vec![
-            "run",
-            file.to_str().unwrap(),
-            "--quiet",
-            "--device",
-            "cpu",
-            "--out",
-            out.to_str().unwrap(),
-        ];
-        args.extend(sets);
-        let child = spawn(&args, &[]);
-        let started = Instant::now();
-        while metrics_lines(&out) < 10 {
-            assert!(started.elapsed() < Duration::from_secs(60), "no steps");
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        let child = spawn_run(&file, &out, &sets, &[]);
+        wait_for_steps(&out, 10);
         Command::new("kill")
             .args([signal, &child.id().to_string()])
             .status()
@@ -276,15 +273,7 @@ fn sigterm_and_sigint_stop_at_a_step_boundary_with_a_checkpoint() {
             "{name}: checkpoint of step {step}"
         );
         assert!(text.contains(&format!("after step {step}")), "{text}");
-        dtl(&[
-            "run",
-            "--quiet",
-            "--device",
-            "cpu",
-            "--resume",
-            out.to_str().unwrap(),
-        ])
-        .code(0);
+        resume(&out).code(0);
         assert_eq!(
             std::fs::read(full.join("model.safetensors")).unwrap(),
             std::fs::read(out.join("model.safetensors")).unwrap(),
@@ -293,29 +282,20 @@ fn sigterm_and_sigint_stop_at_a_step_boundary_with_a_checkpoint() {
     }
     // A second Ctrl-C stops at once.
     let out = dir.path().join("twice");
-    let mut args = vec![
-        "run",
-        file.to_str().unwrap(),
-        "--quiet",
-        "--device",
-        "cpu",
-        "--out",
-        out.to_str().unwrap(),
-    ];
-    args.extend([
-        "--set",
-        "train.steps=100000",
-        "--set",
-        "train.eval_every=0",
-        "--set",
-        "train.warmup=5",
-    ]);
-    let child = spawn(&args, &[]);
-    let started = Instant::now();
-    while metrics_lines(&out) < 3 {
-        assert!(started.elapsed() < Duration::from_secs(60), "no steps");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    let child = spawn_run(
+        &file,
+        &out,
+        &[
+            "--set",
+            "train.steps=100000",
+            "--set",
+            "train.eval_every=0",
+            "--set",
+            "train.warmup=5",
+        ],
+        &[],
+    );
+    wait_for_steps(&out, 3);
     let pid = child.id().to_string();
     Command::new("kill").args(["-INT", &pid]).status().unwrap();
     Command::new("kill").args(["-INT", &pid]).status().unwrap();
@@ -338,43 +318,14 @@ fn a_run_without_held_out_rows_says_so() {
 
 /// A two-replica run on the digits with a fault planted on rank 1.
 fn faulty_run(dir: &Path, fault: &str, extra: &[&str]) -> (Option<i32>, String, PathBuf) {
-    let digits = root().join("data/digits.csv.gz");
-    let text = format!(
-        r#"
-model Net {{ forward(x: [B, 64]) -> [B, 10] {{ x |> linear(64, 32) |> relu |> linear(32, 10) }} }}
-data digits {{ source = csv({:?}, label: -1); scale = 0.0625 }}
-train {{ model = Net; data = digits; loss = cross_entropy; optimizer = sgd(lr: 0.1); micro_batch = 8; steps = 400; checkpoint_every = 2 }}
-parallel {{ data = 2 }}
-"#,
-        digits.display().to_string()
-    );
     let name = fault.replace(['@', ':'], "_");
-    let file = dir.join(format!("{name}.dtl"));
-    std::fs::write(&file, text).unwrap();
-    let out = dir.join(&name);
-    let mut args = vec![
-        "run",
-        file.to_str().unwrap(),
-        "--quiet",
-        "--device",
-        "cpu",
-        "--out",
-        out.to_str().unwrap(),
-    ];
-    args.extend(extra);
+    let (file, out) = two_ranks(dir, &name, "steps = 400; checkpoint_every = 2");
     let (code, text) = finish(
-        spawn(&args, &[("DTL_FAULT", fault)]),
+        spawn_run(&file, &out, extra, &[("DTL_FAULT", fault)]),
         Duration::from_secs(90),
     );
     // No rank is left behind.
-    let left = Command::new("pgrep")
-        .args(["-f", file.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(
-        String::from_utf8_lossy(&left.stdout).trim().is_empty(),
-        "{fault}: ranks still running"
-    );
+    assert!(ranks_left(&file).is_empty(), "{fault}: ranks still running");
     (code, text, out)
 }
 
@@ -395,16 +346,9 @@ fn a_rank_that_hangs_dies_or_meets_nan_stops_every_rank() {
         serde_json::from_str(&std::fs::read_to_string(out.join("checkpoint/state.json")).unwrap())
             .unwrap();
     assert_eq!(state["step"], 6);
-    dtl(&[
-        "run",
-        "--quiet",
-        "--device",
-        "cpu",
-        "--resume",
-        out.to_str().unwrap(),
-    ])
-    .code(0)
-    .stdout_has("resumed from the checkpoint of step 6");
+    resume(&out)
+        .code(0)
+        .stdout_has("resumed from the checkpoint of step 6");
     let saved = read_safetensors(&out.join("model.safetensors"));
     assert_eq!(saved.len(), 4);
 
@@ -420,14 +364,15 @@ fn a_rank_that_hangs_dies_or_meets_nan_stops_every_rank() {
     assert!(text.contains("rank(s) 1"), "{text}");
 }
 
-/// A two-replica run on the digits for the launcher's signal tests.
-fn two_ranks(dir: &Path, name: &str, steps: u32) -> (PathBuf, PathBuf) {
+/// A two-replica run on the digits, with `train` settings added: the
+/// file and its output folder.
+fn two_ranks(dir: &Path, name: &str, train: &str) -> (PathBuf, PathBuf) {
     let digits = root().join("data/digits.csv.gz");
     let text = format!(
         r#"
 model Net {{ forward(x: [B, 64]) -> [B, 10] {{ x |> linear(64, 32) |> relu |> linear(32, 10) }} }}
 data digits {{ source = csv({:?}, label: -1); scale = 0.0625 }}
-train {{ model = Net; data = digits; loss = cross_entropy; optimizer = sgd(lr: 0.1); micro_batch = 8; steps = {steps}; checkpoint_every = 1000; eval_every = 0 }}
+train {{ model = Net; data = digits; loss = cross_entropy; optimizer = sgd(lr: 0.1); micro_batch = 8; {train} }}
 parallel {{ data = 2 }}
 "#,
         digits.display().to_string()
@@ -437,6 +382,7 @@ parallel {{ data = 2 }}
     (file, dir.join(name))
 }
 
+/// The processes whose command line names `file`.
 fn ranks_left(file: &Path) -> String {
     let left = Command::new("pgrep")
         .args(["-f", file.to_str().unwrap()])
@@ -453,27 +399,13 @@ fn the_launcher_hands_sigterm_and_sigint_to_its_ranks_and_takes_them_down_when_k
         // `kill` on the launcher's pid alone (not its process group): the
         // ranks must hear of it through mpirun, finish a step, write a
         // checkpoint and resume from it to an uninterrupted run's bits.
-        let (file, out) = two_ranks(dir.path(), name, 600);
-        let run = |out: &Path| {
-            spawn(
-                &[
-                    "run",
-                    file.to_str().unwrap(),
-                    "--quiet",
-                    "--device",
-                    "cpu",
-                    "--out",
-                    out.to_str().unwrap(),
-                ],
-                &[],
-            )
-        };
-        let child = run(&out);
-        let started = Instant::now();
-        while metrics_lines(&out) < 20 {
-            assert!(started.elapsed() < Duration::from_secs(60), "no steps");
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        let (file, out) = two_ranks(
+            dir.path(),
+            name,
+            "steps = 600; checkpoint_every = 1000; eval_every = 0",
+        );
+        let child = spawn_run(&file, &out, &[], &[]);
+        wait_for_steps(&out, 20);
         Command::new("kill")
             .args([signal, &child.id().to_string()])
             .status()
@@ -507,7 +439,7 @@ fn the_launcher_hands_sigterm_and_sigint_to_its_ranks_and_takes_them_down_when_k
         );
         assert_eq!(code, Some(0), "{text}");
         let full = dir.path().join(format!("{name}-full"));
-        let (code, text) = finish(run(&full), Duration::from_secs(120));
+        let (code, text) = finish(spawn_run(&file, &full, &[], &[]), Duration::from_secs(120));
         assert_eq!(code, Some(0), "{text}");
         assert_eq!(
             std::fs::read(full.join("model.safetensors")).unwrap(),
@@ -516,24 +448,13 @@ fn the_launcher_hands_sigterm_and_sigint_to_its_ranks_and_takes_them_down_when_k
         );
     }
     // SIGKILL cannot be handed on; the job must not outlive its launcher.
-    let (file, out) = two_ranks(dir.path(), "killed", 1_000_000);
-    let mut child = spawn(
-        &[
-            "run",
-            file.to_str().unwrap(),
-            "--quiet",
-            "--device",
-            "cpu",
-            "--out",
-            out.to_str().unwrap(),
-        ],
-        &[],
+    let (file, out) = two_ranks(
+        dir.path(),
+        "killed",
+        "steps = 1000000; checkpoint_every = 1000; eval_every = 0",
     );
-    let started = Instant::now();
-    while metrics_lines(&out) < 5 {
-        assert!(started.elapsed() < Duration::from_secs(60), "no steps");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    let mut child = spawn_run(&file, &out, &[], &[]);
+    wait_for_steps(&out, 5);
     child.kill().unwrap();
     child.wait().unwrap();
     let started = Instant::now();

@@ -79,16 +79,9 @@ fn resumes_bitwise(file: &Path, dir: &Path, extra: &[&str]) {
         .unwrap();
     let metrics = std::fs::read(resumed.join("metrics.jsonl")).unwrap();
     std::fs::write(resumed.join("metrics.jsonl"), &metrics[..kept as usize]).unwrap();
-    dtl(&[
-        "run",
-        "--quiet",
-        "--device",
-        "cpu",
-        "--resume",
-        resumed.to_str().unwrap(),
-    ])
-    .code(0)
-    .stdout_has("resumed from the checkpoint of step 8");
+    common::resume(&resumed)
+        .code(0)
+        .stdout_has("resumed from the checkpoint of step 8");
     assert_eq!(
         read(&full.join("metrics.jsonl")),
         read(&resumed.join("metrics.jsonl")),
@@ -147,15 +140,7 @@ fn a_killed_run_resumes_to_the_same_losses() {
         !killed.join("summary.json").exists(),
         "the run finished before it could be killed"
     );
-    dtl(&[
-        "run",
-        "--quiet",
-        "--device",
-        "cpu",
-        "--resume",
-        killed.to_str().unwrap(),
-    ])
-    .code(0);
+    common::resume(&killed).code(0);
     let resumed_from = json(&killed.join("summary.json"))["resumed_from"]
         .as_u64()
         .unwrap();
@@ -220,16 +205,9 @@ fn a_nan_loss_stops_the_run_at_its_step_and_keeps_the_checkpoint() {
     assert_eq!(state["step"], step - 1);
     assert!(!out.join("checkpoint.tmp").exists());
     // The checkpoint is usable: resuming reaches the same failure.
-    dtl(&[
-        "run",
-        "--quiet",
-        "--device",
-        "cpu",
-        "--resume",
-        out.to_str().unwrap(),
-    ])
-    .code(1)
-    .stderr_has(&format!("step {step}:"));
+    common::resume(&out)
+        .code(1)
+        .stderr_has(&format!("step {step}:"));
 }
 
 #[test]

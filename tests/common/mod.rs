@@ -32,6 +32,18 @@ pub fn dtl(args: &[&str]) -> Run {
     }
 }
 
+/// `dtl run --quiet --device cpu --resume DIR`.
+pub fn resume(dir: &Path) -> Run {
+    dtl(&[
+        "run",
+        "--quiet",
+        "--device",
+        "cpu",
+        "--resume",
+        dir.to_str().unwrap(),
+    ])
+}
+
 impl Run {
     pub fn code(self, expected: i32) -> Self {
         assert_eq!(

@@ -343,6 +343,23 @@ fn text_source(
             return None;
         }
     };
+    let context = next_token_context(context, "text predicts", source, target, errors)?;
+    Some(DataSource::Text {
+        path,
+        encoding,
+        context,
+    })
+}
+
+/// The context of a next-token source (`text`, `tokens`): 1 to 2^20
+/// tokens, and class targets; `what` begins the message for a float target.
+fn next_token_context(
+    context: &Value,
+    what: &str,
+    source: &Setting,
+    target: TargetKind,
+    errors: &mut Vec<CheckError>,
+) -> Option<u64> {
     let context = context.as_int();
     if !(1..=1 << 20).contains(&context) {
         errors.push(CheckError::invalid(
@@ -354,17 +371,13 @@ fn text_source(
     }
     if target == TargetKind::Float {
         errors.push(CheckError::invalid(
-            "text predicts the next token, a class: `target = float` does not apply",
+            format!("{what} the next token, a class: `target = float` does not apply"),
             source.value.span,
             "class targets",
         ));
         return None;
     }
-    Some(DataSource::Text {
-        path,
-        encoding,
-        context: context as u64,
-    })
+    Some(context as u64)
 }
 
 /// `tokens("train.bin", context: 1024, dtype: "uint16")`.
@@ -391,27 +404,11 @@ fn tokens_source(
             return None;
         }
     };
-    let context = context.as_int();
-    if !(1..=1 << 20).contains(&context) {
-        errors.push(CheckError::invalid(
-            format!("context must be between 1 and 2^20 tokens, got {context}"),
-            source.value.span,
-            "out of range",
-        ));
-        return None;
-    }
-    if target == TargetKind::Float {
-        errors.push(CheckError::invalid(
-            "tokens predict the next token, a class: `target = float` does not apply",
-            source.value.span,
-            "class targets",
-        ));
-        return None;
-    }
+    let context = next_token_context(context, "tokens predict", source, target, errors)?;
     Some(DataSource::Tokens {
         path,
         dtype,
-        context: context as u64,
+        context,
     })
 }
 
