@@ -54,7 +54,6 @@ the tensor's largest magnitude), and exits 1 when any of them is above
 stems) pick a subset. DTL_TWIN_SABOTAGE works as in twins.py.
 """
 
-import argparse
 import shutil
 import sys
 from dataclasses import dataclass
@@ -460,17 +459,7 @@ def compare(name, binary, workdir):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("dtl", type=Path, help="the dtl binary")
-    parser.add_argument("workdir", type=Path)
-    parser.add_argument("cases", nargs="*", metavar="CASE",
-                        help="file stems to run (default: all): " + ", ".join(CASES))
-    args = parser.parse_args()
-    unknown = [c for c in args.cases if c not in CASES]
-    if unknown:
-        parser.error(f"unknown case {unknown}; the cases are {', '.join(CASES)}")
-    cmp.require_binary(parser, args.dtl)
-    kit.announce_sabotage()
+    args = kit.case_arguments(__doc__, CASES, "file stems")
     print(f"{'file':<22} {'steps':>5} {'loss':>10} {'grad_norm':>10} {'lr':>10} "
           f"{'eval_loss':>10} {'weights':>10}  (worst relative differences, tolerance "
           f"{TOLERANCE:.0e})")

@@ -101,6 +101,27 @@ def sabotaged(name):
     return name in SABOTAGE
 
 
+def case_arguments(doc, cases, what):
+    """The command line of a twin script (`DTL WORKDIR [CASE ...]`, every
+    case by default), checked: the binary exists, the cases are known; then
+    any sabotage asked for is announced."""
+    import argparse
+    import comparison as cmp
+
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    parser.add_argument("dtl", type=Path, help="the dtl binary")
+    parser.add_argument("workdir", type=Path)
+    parser.add_argument("cases", nargs="*", metavar="CASE",
+                        help=f"{what} to run (default: all): " + ", ".join(cases))
+    args = parser.parse_args()
+    unknown = [c for c in args.cases if c not in cases]
+    if unknown:
+        parser.error(f"unknown case {unknown}; the cases are {', '.join(cases)}")
+    cmp.require_binary(parser, args.dtl)
+    announce_sabotage()
+    return args
+
+
 def announce_sabotage():
     unknown = SABOTAGE - SABOTAGES.keys()
     if unknown:

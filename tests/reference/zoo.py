@@ -45,7 +45,6 @@ convolution, "v1") or zoo_untied (GPT-2's output layer a copy of wte)
 makes the reference wrong: the run must then fail.
 """
 
-import argparse
 import contextlib
 import re
 import sys
@@ -397,17 +396,7 @@ def report(c, name):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("dtl", type=Path, help="the dtl binary")
-    parser.add_argument("workdir", type=Path)
-    parser.add_argument("cases", nargs="*", metavar="CASE",
-                        help="models to run (default: all): " + ", ".join(CASES))
-    args = parser.parse_args()
-    unknown = [c for c in args.cases if c not in CASES]
-    if unknown:
-        parser.error(f"unknown case {unknown}; the cases are {', '.join(CASES)}")
-    cmp.require_binary(parser, args.dtl)
-    kit.announce_sabotage()
+    args = kit.case_arguments(__doc__, CASES, "models")
     print(f"{'model':<12}" + "".join(f" {q:>11}" for q in COLUMNS)
           + f"  (worst relative differences, tolerance {TOLERANCE:.0e})")
     comparisons = [compare(name, args.dtl.resolve(), args.workdir)
