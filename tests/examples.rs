@@ -249,20 +249,7 @@ fn the_gpu_benchmark_model_trains_like_its_pytorch_twin() {
     .unwrap_or_else(|d| panic!("{}", d.render_human(false)));
     assert!(warnings.is_empty(), "{}", warnings.render_human(false));
     assert_eq!(plan.model.parameter_count, 19_118_150);
-    let dtl = |args: &[&str]| {
-        let output = Command::new(env!("CARGO_BIN_EXE_dtl"))
-            .args(args)
-            .current_dir(root())
-            .output()
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "dtl {args:?}: {}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-    };
-    dtl(&["test", "examples/gpu/gpt_char.dtl"]);
+    common::dtl(&["test", "examples/gpu/gpt_char.dtl"]).code(0);
 
     let dir = tempfile::tempdir().unwrap();
     let path = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
@@ -282,19 +269,20 @@ fn the_gpu_benchmark_model_trains_like_its_pytorch_twin() {
         String::from_utf8_lossy(&output.stdout).to_string()
     };
     let plan_json = path("plan.json");
-    dtl(&[
+    common::dtl(&[
         "compile",
         "examples/gpu/gpt_char.dtl",
         "--format",
         "json",
         "-o",
         &plan_json,
-    ]);
+    ])
+    .code(0);
     twin(&["--check-plan", &plan_json]);
     let init = path("init.safetensors");
     twin(&["--write-init", &init]);
     let out = path("run");
-    dtl(&[
+    common::dtl(&[
         "run",
         "examples/gpu/gpt_char.dtl",
         "--device",
@@ -308,7 +296,8 @@ fn the_gpu_benchmark_model_trains_like_its_pytorch_twin() {
         "train.steps=2",
         "--set",
         "train.micro_batch=1",
-    ]);
+    ])
+    .code(0);
     let theirs: serde_json::Value = serde_json::from_str(
         twin(&[
             "--device",
@@ -364,16 +353,6 @@ fn the_benchmark_models_check() {
         )
         .unwrap_or_else(|d| panic!("{}", d.render_human(false)));
         assert!(warnings.is_empty(), "{}", warnings.render_human(false));
-        let output = Command::new(env!("CARGO_BIN_EXE_dtl"))
-            .args(["fmt", "--check"])
-            .arg(rel)
-            .current_dir(root())
-            .output()
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&output.stdout)
-        );
+        common::dtl(&["fmt", "--check", rel.to_str().unwrap()]).code(0);
     }
 }
