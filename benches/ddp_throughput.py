@@ -33,25 +33,12 @@ import sys
 import tempfile
 from pathlib import Path
 
+from bench_common import dtl_binary, thread_env
+
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = ROOT / "benches" / "wide_mlp.dtl"
 TORCH_SIDE = ROOT / "benches" / "torch_ddp_train.py"
 MICRO_BATCH = 32  # per replica, the file's train.micro_batch
-
-
-def dtl_binary():
-    """DTL_BIN, else the release build, else the debug build."""
-    if os.environ.get("DTL_BIN"):
-        return Path(os.environ["DTL_BIN"]).resolve()
-    release = ROOT / "target" / "release" / "dtl"
-    return release if release.exists() else ROOT / "target" / "debug" / "dtl"
-
-
-def thread_env(threads):
-    env = dict(os.environ)
-    env["MKL_NUM_THREADS"] = str(threads)
-    env["OMP_NUM_THREADS"] = str(threads)
-    return env
 
 
 def run(cmd, env):

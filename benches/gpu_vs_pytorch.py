@@ -50,18 +50,13 @@ import threading
 import time
 from pathlib import Path
 
+from bench_common import dtl_binary
+
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = ROOT / "examples" / "gpu" / "gpt_char.dtl"
 TWIN = ROOT / "benches" / "gpt_char_torch.py"
 MIB = 1024 * 1024
 TOLERANCE = {"fp32": 1e-4, "tf32": 1e-2, "bf16": 1e-2}
-
-
-def dtl_binary():
-    if os.environ.get("DTL_BIN"):
-        return Path(os.environ["DTL_BIN"]).resolve()
-    release = ROOT / "target" / "release" / "dtl"
-    return release if release.exists() else ROOT / "target" / "debug" / "dtl"
 
 
 def torch_env():

@@ -58,6 +58,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench_common import dtl_binary, thread_env
+
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = ROOT / "benches" / "pipe_mlp.dtl"
 TWIN = ROOT / "benches" / "torch_pipeline_train.py"
@@ -98,18 +100,8 @@ def layouts(stage_counts):
     return found
 
 
-def dtl_binary():
-    """DTL_BIN, else the release build, else the debug build."""
-    if os.environ.get("DTL_BIN"):
-        return Path(os.environ["DTL_BIN"]).resolve()
-    release = ROOT / "target" / "release" / "dtl"
-    return release if release.exists() else ROOT / "target" / "debug" / "dtl"
-
-
-def thread_env(threads):
-    env = dict(os.environ)
-    env["MKL_NUM_THREADS"] = str(threads)
-    env["OMP_NUM_THREADS"] = str(threads)
+def rank_env(threads):
+    env = thread_env(threads)
     # Open MPI refuses root without these (dtl sets them for the mpirun it
     # starts; the memory runs' wrapper starts it the same way).
     env.setdefault("OMPI_ALLOW_RUN_AS_ROOT", "1")
@@ -430,7 +422,7 @@ def main():
     if not dtl.exists():
         raise SystemExit(f"{dtl} is missing: build dtl (cargo build --release) or set DTL_BIN")
     print(f"dtl: {dtl}", file=sys.stderr)
-    env = thread_env(args.threads)
+    env = rank_env(args.threads)
     chosen = layouts(stage_counts)
     with tempfile.TemporaryDirectory(prefix="dtl-pipeline-bench-") as work:
         bubble = {}

@@ -20,26 +20,11 @@ import sys
 import tempfile
 from pathlib import Path
 
+from bench_common import dtl_binary, thread_env
+
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ["digits_mlp", "digits_cnn", "digits_transformer", "moby_char_lm"]
 MIB = 1024 * 1024
-
-
-def dtl_binary():
-    """DTL_BIN, else the release build, else the debug build."""
-    if os.environ.get("DTL_BIN"):
-        return Path(os.environ["DTL_BIN"]).resolve()
-    release = ROOT / "target" / "release" / "dtl"
-    return release if release.exists() else ROOT / "target" / "debug" / "dtl"
-
-
-def thread_env(threads):
-    """Both tools read these when libtorch loads. dtl keeps a MKL_NUM_THREADS
-    it finds set instead of restarting itself with 1."""
-    env = dict(os.environ)
-    env["MKL_NUM_THREADS"] = str(threads)
-    env["OMP_NUM_THREADS"] = str(threads)
-    return env
 
 
 def max_rss_bytes(usage):
