@@ -68,20 +68,18 @@ pub fn backend_info() -> String {
 /// `dtl info --collectives`: each rank's checks, behind its prefix.
 #[cfg(feature = "runtime")]
 pub fn check_collectives(backend: &str, device: &str, megabytes: f64) -> Result<(), Failure> {
+    use dtl_compiler::check::Choice;
     use dtl_compiler::plan::Backend;
     restart_with_environment();
     let device: dtl_runtime::DeviceChoice = device.parse().map_err(Failure::usage)?;
-    let backend = match backend {
-        "auto" => Backend::Auto,
-        "mpi" => Backend::Mpi,
-        "nccl" => Backend::Nccl,
-        other => {
-            return Err(Failure::usage(format!(
-                "unknown backend `{other}` (expected auto, mpi or nccl)"
-            )))
-        }
+    let Some(&(_, backend)) = Backend::NAMES.iter().find(|(name, _)| *name == backend) else {
+        let names: Vec<&str> = Backend::NAMES.iter().map(|(name, _)| *name).collect();
+        return Err(Failure::usage(format!(
+            "unknown backend `{backend}` (expected {})",
+            names.join(", ")
+        )));
     };
-    match dtl_runtime::world::check_collectives(device, backend, megabytes) {
+    match dtl_runtime::selftest::check_collectives(device, backend, megabytes) {
         Ok(lines) => {
             for line in lines {
                 out!("{line}");

@@ -26,6 +26,34 @@ use tch::{Device, Tensor};
 
 use crate::data::Cursor;
 use crate::error::{RunError, TorchContext};
+use crate::output::{sync_dir, sync_file, write_weights};
+
+/// Named tensors, in the order they are written.
+pub type Named = Vec<(String, Tensor)>;
+
+/// What a checkpoint holds of the model, the optimizer and the data
+/// stream, gathered on rank 0.
+pub struct Snapshot {
+    pub model: Named,
+    pub optimizer: Named,
+    pub optimizer_steps: u64,
+    pub cursor: Cursor,
+    /// `async` updates waiting: the step and its buckets' averaged
+    /// gradients.
+    pub pending: Vec<(u64, Vec<Tensor>)>,
+}
+
+/// The driver's side of a checkpoint: where the run stands.
+pub struct Standing {
+    /// The last step completed.
+    pub step: u64,
+    /// Bytes of `metrics.jsonl` written up to `step`.
+    pub metrics_bytes: u64,
+    pub first_loss: f64,
+    pub skipped_steps: u64,
+    pub train_seconds: f64,
+    pub plan_fingerprint: String,
+}
 
 const DIR: &str = "checkpoint";
 const TMP: &str = "checkpoint.tmp";
@@ -91,7 +119,7 @@ pub fn fingerprint(plan: &Plan) -> String {
         sync: SyncMode,
     }
     let mut train = plan.train.clone();
-    train.micro_batch *= plan.topology.parallelism.data;
+    train.micro_batch = plan.topology.sharding.global_micro_batch;
     let identity = Identity {
         model: &plan.model,
         data: &plan.data,
@@ -113,27 +141,21 @@ fn io(path: &Path) -> impl Fn(std::io::Error) -> RunError + '_ {
 /// `checkpoint.prev`. Every file is written whole and flushed to the disk
 /// (file and folder) before a rename makes it current: a crash at any
 /// moment leaves at least one whole checkpoint.
-pub fn save(
-    out: &Path,
-    state: &State,
-    model: &[(String, Tensor)],
-    optimizer: &[(String, Tensor)],
-    cursor: &Cursor,
-    pending: &[(u64, &[Tensor])],
-) -> Result<(), RunError> {
+pub fn save(out: &Path, standing: &Standing, snapshot: &Snapshot) -> Result<(), RunError> {
     let tmp = out.join(TMP);
     if tmp.exists() {
         std::fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
     }
     std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
-    let model_path = tmp.join("model.safetensors");
-    crate::model::write_weights(&model_path, model)?;
-    let mut tensors: Vec<(String, Tensor)> = optimizer
+    write_weights(&tmp.join("model.safetensors"), &snapshot.model)?;
+    let mut tensors: Named = snapshot
+        .optimizer
         .iter()
         .map(|(n, t)| (n.clone(), t.to_device(Device::Cpu)))
         .collect();
+    let cursor = &snapshot.cursor;
     tensors.push(("data.order".into(), Tensor::from_slice(&cursor.order)));
-    for (i, (_, flats)) in pending.iter().enumerate() {
+    for (i, (_, flats)) in snapshot.pending.iter().enumerate() {
         for (b, flat) in flats.iter().enumerate() {
             tensors.push((format!("pending.{i}.{b}"), flat.to_device(Device::Cpu)));
         }
@@ -142,8 +164,21 @@ pub fn save(
     Tensor::write_safetensors(&tensors, &state_path)
         .context(|| format!("write {}", state_path.display()))?;
     sync_file(&state_path)?;
-    let mut state = state.clone();
-    state.checksum = checksum(&tmp)?;
+    let state = State {
+        format: FORMAT,
+        step: standing.step,
+        optimizer_steps: snapshot.optimizer_steps,
+        data_pos: cursor.pos as u64,
+        data_epoch: cursor.epoch,
+        data_rng: cursor.rng,
+        metrics_bytes: standing.metrics_bytes,
+        first_loss: standing.first_loss,
+        skipped_steps: standing.skipped_steps,
+        train_seconds: standing.train_seconds,
+        plan_fingerprint: standing.plan_fingerprint.clone(),
+        pending_steps: snapshot.pending.iter().map(|(s, _)| *s).collect(),
+        checksum: checksum(&tmp)?,
+    };
     let json = serde_json::to_string_pretty(&state).expect("the state serializes");
     let json_path = tmp.join("state.json");
     std::fs::write(&json_path, json).map_err(io(&json_path))?;
@@ -171,20 +206,6 @@ fn checksum(dir: &Path) -> Result<String, RunError> {
         bytes.extend(std::fs::read(&path).map_err(io(&path))?);
     }
     Ok(format!("{:016x}", dtl_compiler::util::rng::fnv1a(&bytes)))
-}
-
-/// Flushes a file's contents to the disk.
-pub fn sync_file(path: &Path) -> Result<(), RunError> {
-    std::fs::File::open(path)
-        .and_then(|f| f.sync_all())
-        .map_err(io(path))
-}
-
-/// Flushes a folder's entries (renames, new files) to the disk.
-pub fn sync_dir(path: &Path) -> Result<(), RunError> {
-    std::fs::File::open(path)
-        .and_then(|f| f.sync_all())
-        .map_err(io(path))
 }
 
 /// Whether the run in `out` has a checkpoint to resume from (an error

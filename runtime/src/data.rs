@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use dtl_compiler::dataset::{self, Targets, TokenFile, TokenSplit};
-use dtl_compiler::plan::{DataPlan, DataSource};
+use dtl_compiler::plan::{DataPlan, DataSource, RowSlice};
 use tch::{Kind, Tensor};
 
 use crate::error::{RunError, TorchContext};
@@ -288,61 +288,44 @@ pub struct Cursor {
     pub rng: u64,
 }
 
-/// Which rows of every global micro-batch this process reads: replica
-/// `replica` of `replicas` reads rows `replica·m .. (replica+1)·m` of each
-/// `replicas·m` rows of the epoch's order, so the replicas together read
-/// what one process with `micro_batch` `replicas·m` would.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Shard {
-    pub replica: u64,
-    pub replicas: u64,
-}
-
-impl Shard {
-    /// One process reads every row.
-    pub fn whole() -> Shard {
-        Shard {
-            replica: 0,
-            replicas: 1,
-        }
-    }
-}
-
-/// An endless stream of micro-batches of exactly `micro_batch` rows. Each
-/// epoch visits the rows in a new seeded order (if `shuffle`), a global
-/// micro-batch of `replicas × micro_batch` rows at a time, of which this
-/// replica reads its part; the rows left over at the end of an epoch,
-/// fewer than a global micro-batch, are skipped. The cursor is the same on
-/// every replica.
+/// An endless stream of micro-batches: this rank's slice of each global
+/// micro-batch, as the plan's topology gives it (`rows`, of `global`
+/// rows). Each epoch visits the rows in a new seeded order (if `shuffle`),
+/// a global micro-batch at a time; the rows left over at the end of an
+/// epoch, fewer than a global micro-batch, are skipped. The cursor is the
+/// same on every rank.
 ///
 /// A token file is read without an order: with `shuffle` each global
-/// micro-batch is `replicas × micro_batch` windows at offsets drawn from the
-/// cursor's generator (anywhere in the training tokens), otherwise the
-/// windows in the file's order; an epoch is as many windows as the
-/// training part holds.
+/// micro-batch is `global` windows at offsets drawn from the cursor's
+/// generator (anywhere in the training tokens), otherwise the windows in
+/// the file's order; an epoch is as many windows as the training part
+/// holds.
 pub struct Batches {
     data: Dataset,
     cursor: Cursor,
-    micro_batch: usize,
-    shard: Shard,
+    /// This rank's rows of each global micro-batch.
+    rows: std::ops::Range<usize>,
+    /// Rows of a global micro-batch.
+    global: usize,
     shuffle: bool,
 }
 
 impl Batches {
     pub fn new(
         data: &Dataset,
-        micro_batch: u64,
-        shard: Shard,
+        rows: RowSlice,
+        global: u64,
         shuffle: bool,
         seed: u64,
     ) -> Result<Self, RunError> {
-        let global = micro_batch * shard.replicas;
-        if (global as usize) > data.rows {
+        let (first, count) = (rows.first as usize, rows.count as usize);
+        if global as usize > data.rows || first + count > global as usize || count == 0 {
             return Err(RunError::Data {
                 path: "the training split".into(),
                 message: format!(
-                    "{} replica(s) × micro_batch {micro_batch} is more than the {} training rows",
-                    shard.replicas, data.rows
+                    "a global micro-batch of {global} rows (this rank's {first}..{}) does not fit the {} training rows",
+                    first + count,
+                    data.rows
                 ),
             });
         }
@@ -358,8 +341,8 @@ impl Batches {
                 epoch: 0,
                 rng: Rng::new(seed.wrapping_add(1)).state(),
             },
-            micro_batch: micro_batch as usize,
-            shard,
+            rows: first..first + count,
+            global: global as usize,
             shuffle,
         };
         batches.start_epoch();
@@ -408,12 +391,11 @@ impl Batches {
     /// The next micro-batch (features, targets), on the CPU: this
     /// replica's part of the next global micro-batch.
     pub fn next_batch(&mut self) -> Result<(Tensor, Tensor), RunError> {
-        let global = self.micro_batch * self.shard.replicas as usize;
+        let global = self.global;
         if self.cursor.pos + global > self.data.rows {
             self.start_epoch();
         }
-        let first = self.shard.replica as usize * self.micro_batch;
-        let mine = first..first + self.micro_batch;
+        let mine = self.rows.clone();
         let batch = match self.data.random_windows() {
             Some((windows, last)) if self.shuffle => {
                 let mut rng = Rng::from_state(self.cursor.rng);
@@ -422,14 +404,14 @@ impl Batches {
                 windows.at(&starts[mine])
             }
             _ if self.cursor.order.is_empty() => {
-                let start = (self.cursor.pos + mine.start) as i64;
-                let idx: Vec<i64> = (start..start + self.micro_batch as i64).collect();
+                let at = self.cursor.pos as i64;
+                let idx: Vec<i64> = (at + mine.start as i64..at + mine.end as i64).collect();
                 self.data.rows_at(&idx)
             }
             _ => {
-                let start = self.cursor.pos + mine.start;
+                let at = self.cursor.pos;
                 self.data
-                    .rows_at(&self.cursor.order[start..start + self.micro_batch])
+                    .rows_at(&self.cursor.order[at + mine.start..at + mine.end])
             }
         };
         self.cursor.pos += global;

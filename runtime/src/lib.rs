@@ -2,32 +2,40 @@
 //!
 //! It reads nothing but the plan ([`dtl_compiler::plan::Plan`]): it builds
 //! the parameters and forward pass from the plan's nodes ([`model`]), loads
-//! and batches the data ([`data`]), and interprets the step program
-//! ([`train`]) with PyTorch's optimizer ([`optim`]) and clipping ([`clip`])
-//! semantics.
+//! and batches the data ([`data`]), and interprets the step program (the
+//! executor) with PyTorch's optimizer ([`optim`]) and clipping ([`clip`])
+//! semantics; the parallel strategies ([`parallel`]) run over the
+//! communicators ([`comm`]) of the groups the plan gives each rank
+//! ([`world`]). The driver ([`train`]) runs the loop and writes the run's
+//! files ([`output`], [`checkpoint`]).
+//!
+//! Modules import downwards only, in this order (the runtime's
+//! `tests/layers.rs` holds it): error, fault, signals, device, output →
+//! comm, data, prefetch, ops, loss, model, optim, clip, module_test →
+//! world, parallel → checkpoint → executor → rank_log, progress, watchdog →
+//! train, launch, selftest.
 
 pub mod checkpoint;
 pub mod clip;
 pub mod comm;
 pub mod data;
-pub mod data_parallel;
 pub mod device;
 pub mod error;
+mod executor;
 pub mod fault;
-mod gather;
 pub mod launch;
 mod loss;
 pub mod model;
 pub mod module_test;
 pub mod ops;
 pub mod optim;
-pub mod pipeline;
+pub mod output;
+pub mod parallel;
 mod prefetch;
 mod progress;
 mod rank_log;
-pub mod segments;
+pub mod selftest;
 pub mod signals;
-mod step;
 pub mod train;
 mod watchdog;
 pub mod world;

@@ -9,6 +9,7 @@ use tch::{Device, Tensor};
 
 use crate::error::{RunError, TorchContext};
 use crate::ops::{self, Weights};
+use crate::output::write_weights;
 use dtl_compiler::util::rng::Rng;
 
 pub struct Model {
@@ -263,20 +264,4 @@ impl Model {
         }
         Ok(())
     }
-}
-
-/// Writes named tensors as safetensors, on the CPU, atomically (temp file +
-/// rename).
-pub fn write_weights(path: &Path, named: &[(String, Tensor)]) -> Result<(), RunError> {
-    let tmp = path.with_extension("safetensors.tmp");
-    let named: Vec<(&str, Tensor)> = named
-        .iter()
-        .map(|(n, t)| (n.as_str(), t.detach().to_device(Device::Cpu)))
-        .collect();
-    Tensor::write_safetensors(&named, &tmp).context(|| format!("write {}", tmp.display()))?;
-    crate::checkpoint::sync_file(&tmp)?;
-    std::fs::rename(&tmp, path).map_err(|e| RunError::Io {
-        path: path.display().to_string(),
-        message: e.to_string(),
-    })
 }

@@ -59,39 +59,29 @@ fn apply(
     train: bool,
 ) -> Result<Tensor, tch::TchError> {
     let x = inputs[0];
+    let bias = |b: &Option<String>| b.as_deref().map(|b| w.weight(b));
     match op {
         Op::Input => Ok(x.shallow_clone()),
-        Op::Linear { weight, bias, .. } => {
-            x.f_linear(&w.weight(weight), bias.as_deref().map(|b| w.weight(b)))
-        }
+        Op::Linear {
+            weight, bias: b, ..
+        } => x.f_linear(&w.weight(weight), bias(b)),
         Op::Conv1d {
             stride,
             padding,
             weight,
-            bias,
+            bias: b,
             ..
-        } => x.f_conv1d(
-            &w.weight(weight),
-            bias.as_deref().map(|b| w.weight(b)),
-            [*stride],
-            [*padding],
-            [1],
-            1,
-        ),
+        } => x.f_conv1d(&w.weight(weight), bias(b), [*stride], [*padding], [1], 1),
         Op::Conv2d {
             stride,
             padding,
             weight,
-            bias,
+            bias: b,
             ..
-        } => x.f_conv2d(
-            &w.weight(weight),
-            bias.as_deref().map(|b| w.weight(b)),
-            [*stride, *stride],
-            [*padding, *padding],
-            [1, 1],
-            1,
-        ),
+        } => {
+            let (s, p) = ([*stride; 2], [*padding; 2]);
+            x.f_conv2d(&w.weight(weight), bias(b), s, p, [1, 1], 1)
+        }
         Op::MaxPool1d {
             kernel,
             stride,
@@ -101,13 +91,7 @@ fn apply(
             kernel,
             stride,
             padding,
-        } => x.f_max_pool2d(
-            [*kernel, *kernel],
-            [*stride, *stride],
-            [*padding, *padding],
-            [1, 1],
-            false,
-        ),
+        } => x.f_max_pool2d([*kernel; 2], [*stride; 2], [*padding; 2], [1, 1], false),
         Op::AvgPool1d {
             kernel,
             stride,
@@ -117,92 +101,28 @@ fn apply(
             kernel,
             stride,
             padding,
-        } => x.f_avg_pool2d(
-            [*kernel, *kernel],
-            [*stride, *stride],
-            [*padding, *padding],
-            false,
-            true,
-            None,
-        ),
+        } => x.f_avg_pool2d([*kernel; 2], [*stride; 2], [*padding; 2], false, true, None),
         Op::AdaptiveAvgPool1d { size } => x.f_adaptive_avg_pool1d([*size]),
         Op::AdaptiveAvgPool2d { height, width } => x.f_adaptive_avg_pool2d([*height, *width]),
-        Op::BatchNorm {
-            eps,
-            momentum,
-            weight,
-            bias,
-            running_mean,
-            running_var,
-            num_batches_tracked,
-            ..
-        } => {
-            if train {
-                let _ = w.weight(num_batches_tracked).f_add_scalar_(1.0)?;
-            }
-            x.f_batch_norm(
-                Some(&w.weight(weight)),
-                Some(&w.weight(bias)),
-                Some(&w.weight(running_mean)),
-                Some(&w.weight(running_var)),
-                train,
-                *momentum,
-                *eps,
-                true,
-            )
-        }
+        Op::BatchNorm { .. } => batch_norm(op, x, w, train),
         Op::LayerNorm {
             dim,
             eps,
             weight,
             bias,
-        } => x.f_layer_norm(
-            [*dim].as_slice(),
-            Some(&w.weight(weight)),
-            Some(&w.weight(bias)),
-            *eps,
-            true,
-        ),
-        // PyTorch's nn.RMSNorm: x * rsqrt(mean(x², last dim) + eps) * weight.
-        Op::RmsNorm { eps, weight, .. } => x
-            .f_square()
-            .and_then(|s| s.f_mean_dim([-1i64].as_slice(), true, None::<Kind>))
-            .and_then(|m| m.f_add_scalar(*eps))
-            .and_then(|m| m.f_rsqrt())
-            .and_then(|r| x.f_mul(&r))
-            .and_then(|y| y.f_mul(&w.weight(weight))),
+        } => {
+            let (weight, bias) = (w.weight(weight), w.weight(bias));
+            x.f_layer_norm([*dim].as_slice(), Some(&weight), Some(&bias), *eps, true)
+        }
+        Op::RmsNorm { eps, weight, .. } => rms_norm(x, &w.weight(weight), *eps),
         Op::Embedding { weight, .. } => x
             .f_to_kind(Kind::Int64)
             .and_then(|idx| Tensor::f_embedding(&w.weight(weight), &idx, -1, false, false)),
-        Op::PosEmbedding { weight, .. } => {
-            let len = x.size()[1];
-            w.weight(weight)
-                .f_narrow(0, 0, len)
-                .and_then(|p| x.f_add(&p))
-        }
-        Op::Attention {
-            dim,
-            heads,
-            kv_heads,
-            causal,
-            rope_theta,
-            in_proj_weight,
-            in_proj_bias,
-            out_proj_weight,
-            out_proj_bias,
-        } => attention(
-            x,
-            Heads {
-                dim: *dim,
-                heads: *heads,
-                kv_heads: *kv_heads,
-            },
-            *causal,
-            *rope_theta,
-            w,
-            (in_proj_weight, in_proj_bias.as_deref()),
-            (out_proj_weight, out_proj_bias.as_deref()),
-        ),
+        Op::PosEmbedding { weight, .. } => w
+            .weight(weight)
+            .f_narrow(0, 0, x.size()[1])
+            .and_then(|p| x.f_add(&p)),
+        Op::Attention { .. } => attention_op(op, x, w),
         Op::ClassToken { dim, weight } => w
             .weight(weight)
             .f_expand([x.size()[0], 1, *dim], false)
@@ -231,6 +151,78 @@ fn apply(
             .try_fold(x.shallow_clone(), |acc, t| acc.f_mul(t)),
         Op::Concat { dim } => Tensor::f_cat(inputs, *dim),
     }
+}
+
+/// `batch_norm`: batch statistics (and the running ones updated) in
+/// training, the running ones otherwise.
+fn batch_norm(op: &Op, x: &Tensor, w: &impl Weights, train: bool) -> Result<Tensor, tch::TchError> {
+    let Op::BatchNorm {
+        eps,
+        momentum,
+        weight,
+        bias,
+        running_mean,
+        running_var,
+        num_batches_tracked,
+        ..
+    } = op
+    else {
+        unreachable!("apply hands batch_norm only its own op")
+    };
+    if train {
+        let _ = w.weight(num_batches_tracked).f_add_scalar_(1.0)?;
+    }
+    x.f_batch_norm(
+        Some(&w.weight(weight)),
+        Some(&w.weight(bias)),
+        Some(&w.weight(running_mean)),
+        Some(&w.weight(running_var)),
+        train,
+        *momentum,
+        *eps,
+        true,
+    )
+}
+
+/// PyTorch's nn.RMSNorm: x * rsqrt(mean(x², last dim) + eps) * weight.
+fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor, tch::TchError> {
+    x.f_square()
+        .and_then(|s| s.f_mean_dim([-1i64].as_slice(), true, None::<Kind>))
+        .and_then(|m| m.f_add_scalar(eps))
+        .and_then(|m| m.f_rsqrt())
+        .and_then(|r| x.f_mul(&r))
+        .and_then(|y| y.f_mul(weight))
+}
+
+/// `attention`, its settings taken from the op.
+fn attention_op(op: &Op, x: &Tensor, w: &impl Weights) -> Result<Tensor, tch::TchError> {
+    let Op::Attention {
+        dim,
+        heads,
+        kv_heads,
+        causal,
+        rope_theta,
+        in_proj_weight,
+        in_proj_bias,
+        out_proj_weight,
+        out_proj_bias,
+    } = op
+    else {
+        unreachable!("apply hands attention only its own op")
+    };
+    attention(
+        x,
+        Heads {
+            dim: *dim,
+            heads: *heads,
+            kv_heads: *kv_heads,
+        },
+        *causal,
+        *rope_theta,
+        w,
+        (in_proj_weight, in_proj_bias.as_deref()),
+        (out_proj_weight, out_proj_bias.as_deref()),
+    )
 }
 
 /// The widths of an attention layer.

@@ -3,7 +3,7 @@
 
 use std::io::IsTerminal;
 
-use crate::train::{EvalRecord, StepRecord};
+use dtl_compiler::records::{EvalRecord, StepRecord};
 
 /// A progress bar on a terminal; otherwise about twenty plain lines a run.
 pub struct Progress {

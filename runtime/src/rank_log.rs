@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use crate::error::RunError;
 use crate::model::Model;
-use crate::train::{io_err, write_line, Summary};
+use crate::output::{io_err, write_line};
 use crate::world::World;
 
 pub struct RankLog {
@@ -66,8 +66,8 @@ impl RankLog {
                 file,
                 "rank {rank} of {}: replica {}, stage {}, device {:?}, backend {}, pid {}",
                 world.size,
-                world.replica,
-                world.stage,
+                world.place.replica,
+                world.place.stage,
                 world.device,
                 world.backend,
                 std::process::id()
@@ -77,7 +77,11 @@ impl RankLog {
         Ok(RankLog {
             log,
             trace,
-            who: (rank, world.replica, world.stage),
+            who: (
+                rank,
+                world.place.replica as usize,
+                world.place.stage as usize,
+            ),
         })
     }
 
@@ -118,15 +122,11 @@ impl RankLog {
         Ok(())
     }
 
-    pub fn finish(&mut self, summary: &Summary) -> Result<(), RunError> {
+    pub fn finish(&mut self, steps: u64, steps_per_second: f64) -> Result<(), RunError> {
         if let Some((path, file)) = &mut self.log {
-            writeln!(
-                file,
-                "done: {} steps, {:.2} steps/s",
-                summary.steps, summary.steps_per_second
-            )
-            .and_then(|()| file.flush())
-            .map_err(|e| io_err(path, e))?;
+            writeln!(file, "done: {steps} steps, {steps_per_second:.2} steps/s")
+                .and_then(|()| file.flush())
+                .map_err(|e| io_err(path, e))?;
         }
         if let Some((path, file)) = &mut self.trace {
             file.flush().map_err(|e| io_err(path, e))?;

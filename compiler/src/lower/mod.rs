@@ -10,13 +10,14 @@
 
 mod buckets;
 pub mod cost;
+mod ranks;
 pub mod schedule;
 mod stages;
 mod step_program;
 mod topology;
 
 use crate::check::{CheckError, Degree, Experiment};
-use crate::plan::{Parallelism, Plan, RankPlan, Sharding, Topology, TrainPlan, PLAN_VERSION};
+use crate::plan::{Parallelism, Plan, Sharding, Topology, TrainPlan, PLAN_VERSION};
 
 /// The plan of `experiment` for `world` ranks (`None`: the ranks the
 /// parallel block fixes; `data = auto` then needs one). `source` names the
@@ -82,20 +83,19 @@ fn lower_for(
         step_program::step_program(&train, &parallelism, &stages, buckets.len() as u64);
     let global_micro_batch = d * train.micro_batch;
     let rows_per_replica = data.train_rows() / global_micro_batch * train.micro_batch;
+    let (ranks, communicators) = ranks::ranks(&parallelism, train.micro_batch);
     Ok(Plan {
         version: PLAN_VERSION,
         source: source.to_string(),
         topology: Topology {
-            ranks: (0..parallelism.world_size())
-                .map(|rank| RankPlan {
-                    rank,
-                    data_group: rank % d,
-                    stage: rank / d,
-                })
-                .collect(),
+            ranks,
+            communicators,
             stages,
             buckets,
-            sharding: Sharding { rows_per_replica },
+            sharding: Sharding {
+                global_micro_batch,
+                rows_per_replica,
+            },
             parallelism,
         },
         model: model.clone(),

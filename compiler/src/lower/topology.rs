@@ -29,10 +29,30 @@ pub(super) fn resolve(
     purpose: Purpose,
     errors: &mut Vec<CheckError>,
 ) -> Option<Resolved> {
+    let data = data_degree(experiment, world, errors)?;
+    rows_per_step_countable(experiment, data, errors)?;
+    micro_batch_fits(experiment, data, world, errors)?;
+    let steps = match step_count(experiment, data, purpose, errors)? {
+        Some(steps) => steps,
+        // `dtl check` without the rows: nothing depends on the steps yet.
+        None => return Some(Resolved { data, steps: 0 }),
+    };
+    warmup_fits(experiment, data, steps, errors)?;
+    Some(Resolved { data, steps })
+}
+
+fn for_world(world: u64) -> String {
+    format!("for --world {world}")
+}
+
+/// The data-parallel degree: fixed, or `auto` = world size / stages.
+fn data_degree(
+    experiment: &Experiment,
+    world: Option<u64>,
+    errors: &mut Vec<CheckError>,
+) -> Option<u64> {
     let layout = &experiment.parallel;
-    let train = &experiment.train;
     let stages = layout.pipeline;
-    let for_world = |world: u64| format!("for --world {world}");
     if let Some(world) = world.filter(|w| *w > MAX_RANKS as u64) {
         errors.push(CheckError::InvalidValue {
             message: format!(
@@ -44,7 +64,7 @@ pub(super) fn resolve(
         });
         return None;
     }
-    let data = match (layout.data, world) {
+    match (layout.data, world) {
         (Degree::Fixed(d), Some(world)) if d * stages != world => {
             errors.push(CheckError::InvalidValue {
                 message: format!(
@@ -55,9 +75,9 @@ pub(super) fn resolve(
                 label: for_world(world),
                 help: Some("set `data = auto` to use every rank the world size gives".into()),
             });
-            return None;
+            None
         }
-        (Degree::Fixed(d), _) => d,
+        (Degree::Fixed(d), _) => Some(d),
         (Degree::Auto, None) => {
             errors.push(CheckError::MissingItem {
                 message: "`data = auto`: a plan is for one world size, and none was given".into(),
@@ -66,7 +86,7 @@ pub(super) fn resolve(
                     "give it with `--world N` (`dtl run`, `dtl compile`, `dtl explain`), or set `data` to a number".into(),
                 ),
             });
-            return None;
+            None
         }
         (Degree::Auto, Some(world)) if !world.is_multiple_of(stages) => {
             errors.push(CheckError::InvalidValue {
@@ -77,19 +97,26 @@ pub(super) fn resolve(
                 label: for_world(world),
                 help: None,
             });
-            return None;
+            None
         }
-        (Degree::Auto, Some(world)) => world / stages,
-    };
+        (Degree::Auto, Some(world)) => Some(world / stages),
+    }
+}
 
-    // Rows per step: with the settings' bounds (micro_batch ≤ 2³¹,
-    // accumulate ≤ 2²⁰, data ≤ 2²⁰) the product still needs a check.
-    if train
+/// Rows per step: with the settings' bounds (micro_batch ≤ 2³¹,
+/// accumulate ≤ 2²⁰, data ≤ 2²⁰) the product still needs a check.
+fn rows_per_step_countable(
+    experiment: &Experiment,
+    data: u64,
+    errors: &mut Vec<CheckError>,
+) -> Option<()> {
+    let train = &experiment.train;
+    let countable = train
         .micro_batch
         .checked_mul(train.accumulate)
         .and_then(|n| n.checked_mul(data))
-        .is_none_or(|n| n > 1 << 53)
-    {
+        .is_some_and(|n| n <= 1 << 53);
+    if !countable {
         errors.push(CheckError::invalid(
             format!(
                 "{data} replica(s) × micro_batch {} × accumulate {} is more rows per step than can be counted",
@@ -100,47 +127,66 @@ pub(super) fn resolve(
         ));
         return None;
     }
+    Some(())
+}
 
-    // Each global micro-batch (data × micro_batch rows) must fit in the
-    // training rows, when the data was read.
+/// Each global micro-batch (data × micro_batch rows) must fit in the
+/// training rows, when the data was read.
+fn micro_batch_fits(
+    experiment: &Experiment,
+    data: u64,
+    world: Option<u64>,
+    errors: &mut Vec<CheckError>,
+) -> Option<()> {
     let data_plan = &experiment.data;
     let rows = data_plan.train_rows();
-    let m = train.micro_batch;
-    if data_plan.rows > 0 && data * m > rows {
-        errors.push(if data == 1 {
-            CheckError::InvalidValue {
-                message: format!("micro_batch {m} is larger than the {rows} training rows"),
-                span: train.spans.micro_batch,
-                label: "more rows than the data has".into(),
-                help: Some(format!(
-                    "the data `{}` has {} rows, {} of them held out",
-                    data_plan.name,
-                    data_plan.rows,
-                    data_plan.rows - rows
-                )),
-            }
-        } else {
-            CheckError::InvalidValue {
-                message: format!(
-                    "with {data} data-parallel ranks each reads {} of the {rows} training rows, fewer than micro_batch {m}",
-                    rows / data,
-                ),
-                span: layout.spans.data,
-                label: world.map_or(format!("for data = {data}"), for_world),
-                help: Some("use fewer ranks or a smaller micro_batch".into()),
-            }
-        });
-        return None;
+    let m = experiment.train.micro_batch;
+    if data_plan.rows == 0 || data * m <= rows {
+        return Some(());
     }
+    errors.push(if data == 1 {
+        CheckError::InvalidValue {
+            message: format!("micro_batch {m} is larger than the {rows} training rows"),
+            span: experiment.train.spans.micro_batch,
+            label: "more rows than the data has".into(),
+            help: Some(format!(
+                "the data `{}` has {} rows, {} of them held out",
+                data_plan.name,
+                data_plan.rows,
+                data_plan.rows - rows
+            )),
+        }
+    } else {
+        CheckError::InvalidValue {
+            message: format!(
+                "with {data} data-parallel ranks each reads {} of the {rows} training rows, fewer than micro_batch {m}",
+                rows / data,
+            ),
+            span: experiment.parallel.spans.data,
+            label: world.map_or(format!("for data = {data}"), for_world),
+            help: Some("use fewer ranks or a smaller micro_batch".into()),
+        }
+    });
+    None
+}
 
-    // `epochs = N`: enough optimizer steps to see every full global
-    // micro-batch of the training rows N times.
-    let steps = match train.length {
-        Length::Steps(steps) => steps,
+/// The optimizer steps: `steps`, or for `epochs = N` enough to see every
+/// full global micro-batch of the training rows N times. `Some(None)` when
+/// `dtl check` has no rows to count with.
+fn step_count(
+    experiment: &Experiment,
+    data: u64,
+    purpose: Purpose,
+    errors: &mut Vec<CheckError>,
+) -> Option<Option<u64>> {
+    let train = &experiment.train;
+    let rows = experiment.data.train_rows();
+    match train.length {
+        Length::Steps(steps) => Some(Some(steps)),
         // Without the rows (`--no-data`, or `dtl check` without `--data`).
         Length::Epochs(_) if rows == 0 => {
             if purpose == Purpose::Check {
-                return Some(Resolved { data, steps: 0 });
+                return Some(None);
             }
             errors.push(CheckError::InvalidValue {
                 message: "`epochs` needs the number of rows, which is read from the data".into(),
@@ -150,10 +196,10 @@ pub(super) fn resolve(
                     "let dtl read the data (drop --no-data), or give `steps` instead".into(),
                 ),
             });
-            return None;
+            None
         }
         Length::Epochs(epochs) => {
-            let Some(micro_batches) = epochs.checked_mul(rows / (data * m)) else {
+            let Some(micro_batches) = epochs.checked_mul(rows / (data * train.micro_batch)) else {
                 errors.push(CheckError::invalid(
                     format!("{epochs} epochs are more micro-batches than can be counted"),
                     train.spans.length,
@@ -161,27 +207,39 @@ pub(super) fn resolve(
                 ));
                 return None;
             };
-            micro_batches.div_ceil(train.accumulate)
+            Some(Some(micro_batches.div_ceil(train.accumulate)))
         }
-    };
-    let warmup = train.schedule.warmup;
-    if let (Some(span), true) = (train.spans.warmup, warmup >= steps) {
-        let help = match train.length {
-            Length::Steps(_) => "make warmup smaller than steps".to_string(),
-            Length::Epochs(epochs) => format!(
-                "{epochs} epoch(s) of the {rows} training rows are {steps} optimizer steps of {data} replica(s) × micro_batch {m} × accumulate {}: make warmup smaller",
-                train.accumulate
-            ),
-        };
-        errors.push(CheckError::InvalidValue {
-            message: format!(
-                "a warm-up of {warmup} steps leaves none of the {steps} steps to train at the full rate"
-            ),
-            span,
-            label: "warm-up too long".into(),
-            help: Some(help),
-        });
-        return None;
     }
-    Some(Resolved { data, steps })
+}
+
+/// The warm-up must leave steps at the full rate.
+fn warmup_fits(
+    experiment: &Experiment,
+    data: u64,
+    steps: u64,
+    errors: &mut Vec<CheckError>,
+) -> Option<()> {
+    let train = &experiment.train;
+    let warmup = train.schedule.warmup;
+    let (Some(span), true) = (train.spans.warmup, warmup >= steps) else {
+        return Some(());
+    };
+    let help = match train.length {
+        Length::Steps(_) => "make warmup smaller than steps".to_string(),
+        Length::Epochs(epochs) => format!(
+            "{epochs} epoch(s) of the {} training rows are {steps} optimizer steps of {data} replica(s) × micro_batch {} × accumulate {}: make warmup smaller",
+            experiment.data.train_rows(),
+            train.micro_batch,
+            train.accumulate
+        ),
+    };
+    errors.push(CheckError::InvalidValue {
+        message: format!(
+            "a warm-up of {warmup} steps leaves none of the {steps} steps to train at the full rate"
+        ),
+        span,
+        label: "warm-up too long".into(),
+        help: Some(help),
+    });
+    None
 }

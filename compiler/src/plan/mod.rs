@@ -13,8 +13,9 @@ pub mod parallel;
 mod types;
 
 pub use parallel::{
-    Backend, BatchNormSync, GradBucket, Parallelism, PipeOp, PipelineSchedule, StagePlan,
-    StageProgram, SyncMode, Transfer,
+    Backend, BatchNormSync, CommGroup, GradBucket, GroupKind, Parallelism, PipeOp,
+    PipelineSchedule, RankPlan, RowSlice, Sharding, StagePlan, StageProgram, SyncMode, Topology,
+    Transfer,
 };
 pub use types::*;
 
@@ -23,8 +24,12 @@ pub use types::*;
 /// parameter order; replicas read contiguous parts of each global
 /// micro-batch. 4: `data.features`, the `tokens` source, attention's
 /// `kv_heads`/`rope_theta`/optional biases, `mul`, `select`, `mean`,
-/// `class_token`; `data.classes` is the model's class count.
-pub const PLAN_VERSION: u32 = 4;
+/// `class_token`; `data.classes` is the model's class count. 5: every
+/// rank's coordinates (`replica`, `stage`, and `tensor`, `shard`,
+/// `sync_group` for the layouts to come), the rows it reads and its
+/// communicator groups (`topology.communicators`), so that the runtime
+/// derives no layout; `sharding.global_micro_batch`.
+pub const PLAN_VERSION: u32 = 5;
 
 impl Plan {
     pub fn to_yaml(&self) -> String {

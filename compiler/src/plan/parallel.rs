@@ -1,12 +1,146 @@
 //! The parallel layout of a plan: how many data-parallel replicas and
-//! pipeline stages, which layers each stage owns, which tensors cross
-//! between stages, the gradient buckets, and each stage's part of the step
-//! (forward, backward, sends and receives, in schedule order). Data only:
-//! `lower` computes these.
+//! pipeline stages, every rank's coordinates, the rows it reads and the
+//! communicator groups it belongs to, which layers each stage owns, which
+//! tensors cross between stages, the gradient buckets, and each stage's
+//! part of the step (forward, backward, sends and receives, in schedule
+//! order). Data only: `lower` computes these, and the runtime reads its
+//! layout from here alone (it derives no coordinate itself).
 
 use serde::{Deserialize, Serialize};
 
 use super::Shape;
+
+/// Where the ranks are and what each does. The degrees live in
+/// `parallelism` alone; everything else here follows from them, spelt out
+/// rank by rank so that the runtime computes none of it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Topology {
+    pub parallelism: Parallelism,
+    /// Every process, by rank: its coordinates, its rows, its groups.
+    pub ranks: Vec<RankPlan>,
+    /// The groups of ranks that talk among themselves, beside the whole
+    /// world; only groups of two or more ranks are listed. The groups of
+    /// one kind cover every rank once.
+    pub communicators: Vec<CommGroup>,
+    /// Which layers each pipeline stage owns (one stage: the whole model).
+    pub stages: Vec<StagePlan>,
+    /// Gradients all-reduced together (empty without data parallelism).
+    pub buckets: Vec<GradBucket>,
+    /// How the training rows are dealt to the replicas.
+    pub sharding: Sharding,
+}
+
+impl Topology {
+    /// Ranks the plan is for: data × pipeline.
+    pub fn world_size(&self) -> u64 {
+        self.parallelism.world_size()
+    }
+
+    /// The stage that owns each node of the model, by node index.
+    pub fn stage_of_nodes(&self) -> Vec<u64> {
+        self.stages
+            .iter()
+            .flat_map(|s| (s.first_node..=s.last_node).map(move |_| s.stage))
+            .collect()
+    }
+
+    /// The group of `kind` that `rank` belongs to, and its place in it;
+    /// `None` when the plan has no group of that kind (each rank is alone).
+    pub fn group_of(&self, rank: u64, kind: GroupKind) -> Option<(usize, &CommGroup, usize)> {
+        let me = self.ranks.get(rank as usize)?;
+        me.communicators.iter().find_map(|&index| {
+            let group = self.communicators.get(index as usize)?;
+            let place = group.ranks.iter().position(|&r| r == rank)?;
+            (group.kind == kind).then_some((index as usize, group, place))
+        })
+    }
+
+    /// The rank at these coordinates.
+    pub fn rank_at(&self, replica: u64, stage: u64) -> Option<&RankPlan> {
+        self.ranks
+            .iter()
+            .find(|r| r.replica == replica && r.stage == stage)
+    }
+}
+
+/// One process of the run. Rank r = stage × D + replica today: the D
+/// ranks of a stage are consecutive. `tensor`, `shard` and `sync_group`
+/// have their place in the contract before tensor parallelism, sharded
+/// data parallelism and groups of replicas fill them in; they are 0 until
+/// then.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RankPlan {
+    pub rank: u64,
+    /// Its data-parallel replica, 0 … D − 1.
+    pub replica: u64,
+    /// Its pipeline stage, 0 … P − 1.
+    pub stage: u64,
+    /// Its tensor-parallel rank within its tensor group (0: no tensor
+    /// parallelism).
+    pub tensor: u64,
+    /// Its place among the replicas that shard the training state (0:
+    /// every replica holds the whole state).
+    pub shard: u64,
+    /// The group of replicas it trains in sync with (0: one group).
+    pub sync_group: u64,
+    /// The rows of every global micro-batch it reads.
+    pub rows: RowSlice,
+    /// The communicator groups it belongs to: indices into
+    /// `topology.communicators`, one per kind.
+    pub communicators: Vec<u64>,
+}
+
+/// Rows `first .. first + count` of every global micro-batch of
+/// `sharding.global_micro_batch` rows (in the epoch's order).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RowSlice {
+    pub first: u64,
+    pub count: u64,
+}
+
+/// Ranks that run collectives or transfers among themselves.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommGroup {
+    pub kind: GroupKind,
+    /// Its ranks, in the order of their place in the group (a rank's index
+    /// here is its rank in the group's communicator).
+    pub ranks: Vec<u64>,
+}
+
+/// What a group of ranks does together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GroupKind {
+    /// The replicas of one stage: they average gradients (or parameters)
+    /// and agree on the loss; in replica order.
+    Replicas,
+    /// The stages of one replica: activations and gradients between them,
+    /// the gradient norm over them; in stage order.
+    Pipeline,
+}
+
+impl GroupKind {
+    /// Every kind, in the order every rank creates its communicators.
+    pub const ALL: [GroupKind; 2] = [GroupKind::Replicas, GroupKind::Pipeline];
+}
+
+/// The replicas read disjoint rows of every global micro-batch: each
+/// epoch's (shuffled) order is cut into global micro-batches of
+/// `global_micro_batch` rows (data × micro_batch), and each rank reads its
+/// `rows` slice of each. So `data` replicas with `micro_batch` m see
+/// exactly the rows of one process with `micro_batch` data·m, step for step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sharding {
+    /// Rows of one global micro-batch: data × micro_batch.
+    pub global_micro_batch: u64,
+    /// Rows each replica reads per epoch (0 if the data was not read).
+    pub rows_per_replica: u64,
+}
 
 /// The `parallel` block, resolved.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

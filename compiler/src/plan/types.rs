@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::parallel::{GradBucket, Parallelism, PipelineSchedule, StagePlan, StageProgram};
+use super::parallel::{PipelineSchedule, StageProgram, Topology};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -739,57 +739,6 @@ impl<'de> Deserialize<'de> for NormType {
             ))),
         }
     }
-}
-
-/// Where the ranks are and what each does. The degrees live in
-/// `parallelism` alone; everything else here follows from them.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Topology {
-    pub parallelism: Parallelism,
-    /// Rank r runs stage r / data as replica r % data.
-    pub ranks: Vec<RankPlan>,
-    /// Which layers each pipeline stage owns (one stage: the whole model).
-    pub stages: Vec<StagePlan>,
-    /// Gradients all-reduced together (empty without data parallelism).
-    pub buckets: Vec<GradBucket>,
-    /// How the training rows are dealt to the replicas.
-    pub sharding: Sharding,
-}
-
-impl Topology {
-    /// Ranks the plan is for: data × pipeline.
-    pub fn world_size(&self) -> u64 {
-        self.parallelism.world_size()
-    }
-
-    /// The stage that owns each node of the model, by node index.
-    pub fn stage_of_nodes(&self) -> Vec<u64> {
-        self.stages
-            .iter()
-            .flat_map(|s| (s.first_node..=s.last_node).map(move |_| s.stage))
-            .collect()
-    }
-}
-
-/// The replicas read disjoint rows of every global micro-batch: each
-/// epoch's (shuffled) order is cut into global micro-batches of `data ×
-/// micro_batch` rows, and replica g reads rows `g·micro_batch ..
-/// (g+1)·micro_batch` of each. So `data` replicas with `micro_batch` m see
-/// exactly the rows of one process with `micro_batch` data·m, step for step.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Sharding {
-    /// Rows each replica reads per epoch (0 if the data was not read).
-    pub rows_per_replica: u64,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RankPlan {
-    pub rank: u64,
-    pub data_group: u64,
-    pub stage: u64,
 }
 
 /// One instruction of the per-step program.

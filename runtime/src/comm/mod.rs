@@ -19,6 +19,33 @@ pub mod nccl;
 
 use tch::{Kind, Tensor};
 
+/// The library a communicator runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Backend {
+    /// One process: nothing to carry.
+    Local,
+    Mpi,
+    Nccl,
+}
+
+impl Backend {
+    /// The name people know it by, as the plan's `backend` setting spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Local => "local",
+            Backend::Mpi => "mpi",
+            Backend::Nccl => "nccl",
+        }
+    }
+}
+
+impl std::fmt::Display for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// How values are combined.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReduceOp {
@@ -42,8 +69,8 @@ pub trait Communicator {
     /// This process's index in the group, `0..size()`.
     fn rank(&self) -> usize;
     fn size(&self) -> usize;
-    /// The backend's name, for messages: `local`, `mpi`, `nccl`.
-    fn backend(&self) -> &'static str;
+    /// The library that carries this group's collectives.
+    fn backend(&self) -> Backend;
     /// Combines `tensor` (contiguous float32, float64 or int64) over the
     /// group, in place.
     fn all_reduce(&self, tensor: &mut Tensor, op: ReduceOp) -> Result<(), CommError>;
@@ -146,8 +173,8 @@ impl Communicator for Local {
         1
     }
 
-    fn backend(&self) -> &'static str {
-        "local"
+    fn backend(&self) -> Backend {
+        Backend::Local
     }
 
     fn all_reduce(&self, _: &mut Tensor, _: ReduceOp) -> Result<(), CommError> {

@@ -262,8 +262,8 @@ impl Communicator for Mpi {
         self.size
     }
 
-    fn backend(&self) -> &'static str {
-        "mpi"
+    fn backend(&self) -> super::Backend {
+        super::Backend::Mpi
     }
 
     fn all_reduce(&self, tensor: &mut Tensor, op: ReduceOp) -> Result<(), CommError> {

@@ -243,8 +243,8 @@ impl Communicator for Nccl {
         self.size
     }
 
-    fn backend(&self) -> &'static str {
-        "nccl"
+    fn backend(&self) -> super::Backend {
+        super::Backend::Nccl
     }
 
     fn all_reduce(&self, tensor: &mut Tensor, op: ReduceOp) -> Result<(), CommError> {

@@ -12,7 +12,7 @@ use crate::comm::Communicator;
 use crate::error::{RunError, TorchContext};
 
 /// Named tensors, in the order they are written.
-pub type Named = Vec<(String, Tensor)>;
+type Named = Vec<(String, Tensor)>;
 
 /// Gathers every stage's `own` tensors on stage 0 of `pipeline` (which
 /// gets them all, in stage order); the other stages get `None`. Every

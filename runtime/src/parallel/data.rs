@@ -17,7 +17,8 @@ use std::collections::{BTreeMap, VecDeque};
 use dtl_compiler::plan::Plan;
 use tch::{Kind, Tensor};
 
-use crate::comm::{CommError, Communicator, Pending};
+use super::flat::{flatten, scatter};
+use crate::comm::{CommError, Communicator, Pending, ReduceOp};
 use crate::error::{RunError, TorchContext};
 
 /// The gradient buckets of this rank's stage, as indices into the model's
@@ -145,7 +146,7 @@ impl Buckets {
             let floats: Vec<&Tensor> = tensors.iter().filter(|t| t.kind() == Kind::Float).collect();
             for group in floats.chunks(64) {
                 let mut flat = flatten(group.iter().map(|t| Ok(t.shallow_clone())), step)?;
-                comm.all_reduce(&mut flat, crate::comm::ReduceOp::Sum)
+                comm.all_reduce(&mut flat, ReduceOp::Sum)
                     .map_err(collective(step))?;
                 let average = flat
                     .f_div_scalar(replicas)
@@ -228,39 +229,4 @@ fn gradient((name, param): &(String, Tensor)) -> Result<Tensor, RunError> {
             message: "received no gradient; every parameter must take part in the loss under data parallelism".into(),
         })
     }
-}
-
-/// One contiguous float32 buffer of the tensors' values, in order.
-fn flatten(
-    tensors: impl Iterator<Item = Result<Tensor, RunError>>,
-    step: u64,
-) -> Result<Tensor, RunError> {
-    let flat: Vec<Tensor> = tensors
-        .map(|t| {
-            t.and_then(|t| {
-                t.f_reshape([-1])
-                    .context(|| format!("step {step}: flatten"))
-            })
-        })
-        .collect::<Result<_, _>>()?;
-    Tensor::f_cat(&flat, 0).context(|| format!("step {step}: flatten a bucket"))
-}
-
-/// Copies the slices of `flat` back into the tensors, in order.
-fn scatter(
-    flat: &Tensor,
-    tensors: impl Iterator<Item = Result<Tensor, RunError>>,
-    step: u64,
-) -> Result<(), RunError> {
-    let ctx = || format!("step {step}: unflatten a bucket");
-    let mut offset = 0i64;
-    for tensor in tensors {
-        let mut tensor = tensor?;
-        let n = tensor.numel() as i64;
-        let part = flat.f_narrow(0, offset, n).context(ctx)?;
-        let part = part.f_view_as(&tensor).context(ctx)?;
-        tch::no_grad(|| tensor.f_copy_(&part)).context(ctx)?;
-        offset += n;
-    }
-    Ok(())
 }

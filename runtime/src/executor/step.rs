@@ -2,18 +2,18 @@
 //! The same loop for every world size: with one replica the collectives
 //! are no-ops of a [`crate::comm::Local`] group.
 
-use dtl_compiler::plan::{BatchNormSync, NanPolicy, NormType, StepOp, SyncMode};
+use dtl_compiler::plan::{NanPolicy, NormType, StepOp, SyncMode};
 use dtl_compiler::records::StepRecord;
 use tch::Reduction;
 
+use super::{dropout_seed, Executor};
 use crate::clip;
 use crate::comm::ReduceOp;
-use crate::data_parallel::{self, AsyncUpdate, Buckets};
 use crate::error::{RunError, TorchContext};
 use crate::loss;
-use crate::pipeline::{Objective, Rows};
-use crate::segments::Forward;
-use crate::train::{dropout_seed, Run};
+use crate::parallel::data::{self, AsyncUpdate, Buckets};
+use crate::parallel::pipeline::{Objective, Rows};
+use crate::parallel::sync_norm::Forward;
 
 /// What the step's ops have found so far.
 struct StepState {
@@ -31,11 +31,11 @@ struct StepState {
     norm_over_stages: bool,
 }
 
-impl Run<'_> {
+impl Executor<'_> {
     /// Runs the step program once.
     pub fn step(&mut self, step: u64) -> Result<StepRecord, RunError> {
         let train = &self.plan.train;
-        let replica = self.world.replica as u64;
+        let replica = self.world.place.replica;
         // Replica 0 draws what one process draws; the others their own masks.
         tch::manual_seed(dropout_seed(
             train.seed ^ replica.wrapping_mul(0x9E37_79B9),
@@ -85,7 +85,7 @@ impl Run<'_> {
                 for _ in 0..*micro_batches {
                     local += self.forward_backward(step, *loss_scale)?;
                     // Let all-reduces in flight move on.
-                    data_parallel::progress(&mut self.in_flight)?;
+                    data::progress(&mut self.in_flight)?;
                 }
                 (state.loss, state.bad_ranks) = self.loss_over_replicas(local, step)?;
             }
@@ -144,11 +144,11 @@ impl Run<'_> {
                 stages,
                 ..
             } => {
-                let program = &stages[self.world.stage].ops;
+                let program = &stages[self.world.place.stage as usize].ops;
                 let mut local = 0.0;
                 for _ in 0..*rounds {
                     local += self.pipeline_round(program, *micro_batches, *loss_scale, step)?;
-                    data_parallel::progress(&mut self.in_flight)?;
+                    data::progress(&mut self.in_flight)?;
                 }
                 // The loss is the last stage's: every stage learns it.
                 let mut total = [local];
@@ -302,15 +302,17 @@ impl Run<'_> {
         // [loss, one flag per replica]: one all-reduce for both.
         let mut values = vec![0.0; d + 1];
         values[0] = local;
-        values[1 + self.world.replica] = f64::from(u8::from(!local.is_finite()));
+        values[1 + replicas.rank()] = f64::from(u8::from(!local.is_finite()));
         replicas
             .all_reduce_host(&mut values, ReduceOp::Sum)
             .map_err(|e| RunError::Collective { step, message: e.0 })?;
         // The loss is the last stage's: name its ranks.
-        let first = (self.plan.topology.parallelism.pipeline as usize - 1) * d;
+        let topology = &self.plan.topology;
+        let last = topology.stages.len() as u64 - 1;
         let bad = (0..d)
             .filter(|&g| values[1 + g] > 0.0)
-            .map(|g| first + g)
+            .filter_map(|g| topology.rank_at(g as u64, last))
+            .map(|r| r.rank as usize)
             .collect();
         Ok((values[0] / d as f64, bad))
     }
@@ -374,7 +376,6 @@ impl Run<'_> {
         };
         if on_nan == NanPolicy::Skip {
             state.skipped = true;
-            self.skipped_steps += 1;
             return Ok(());
         }
         let kept = match self.last_checkpoint {
@@ -465,14 +466,5 @@ impl Run<'_> {
             }
         }
         Ok(())
-    }
-
-    /// Whether buffers are broadcast from replica 0 every step.
-    pub fn buffers_follow_replica_zero(&self) -> bool {
-        let layout = &self.plan.topology.parallelism;
-        self.world.replicas.size() > 1
-            && !self.model.buffers.is_empty()
-            && layout.batch_norm == BatchNormSync::Local
-            && !matches!(layout.sync, SyncMode::LocalSgd { .. })
     }
 }

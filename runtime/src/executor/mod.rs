@@ -1,0 +1,323 @@
+//! The executor: one rank's interpreter of the plan. It owns what a step
+//! computes with — the model (or this rank's stage of it), the optimizer,
+//! the gradient buckets, the batches — and runs the step program
+//! ([`step`]) and the held-out evaluation ([`eval`]). It knows nothing of
+//! the run's files, the loop or its cadence: that is the driver's
+//! ([`crate::train`]).
+
+mod eval;
+mod step;
+
+use std::collections::{BTreeSet, VecDeque};
+use std::path::Path;
+
+use dtl_compiler::plan::{BatchNormSync, Plan, Precision, SyncMode};
+use dtl_compiler::util::rng::Rng;
+use tch::{Device, Tensor};
+
+use crate::checkpoint::{Loaded, Named, Snapshot};
+use crate::comm::ReduceOp;
+use crate::data::{self, Batches, Cursor, Dataset};
+use crate::error::{RunError, TorchContext};
+use crate::model::Model;
+use crate::optim::Optimizer;
+use crate::parallel::data::{AsyncUpdate, Buckets};
+use crate::parallel::gather;
+use crate::parallel::pipeline::Stage;
+use crate::parallel::sync_norm;
+use crate::prefetch::Prefetch;
+use crate::world::World;
+
+/// Micro-batches the data thread prepares ahead of the training loop.
+const PREFETCH_DEPTH: usize = 4;
+
+/// One rank's model, optimizer and data, and the state of the strategies
+/// between steps.
+pub struct Executor<'a> {
+    plan: &'a Plan,
+    world: &'a World,
+    device: Device,
+    model: Model,
+    optimizer: Optimizer,
+    valid: Dataset,
+    batches: Prefetch,
+    /// The data stream's position after the last batch consumed.
+    cursor: Cursor,
+    /// This rank's stage's gradient buckets.
+    buckets: Buckets,
+    /// `async` updates on their way, oldest first.
+    in_flight: VecDeque<AsyncUpdate>,
+    /// Replica 0's batch-norm statistics are broadcast before every step.
+    broadcast_buffers: bool,
+    /// `batch_norm = sync` over several replicas: each node's segment.
+    sync_norm_segments: Option<Vec<usize>>,
+    /// This rank's pipeline stage, when the model is cut into stages.
+    stage: Option<Stage>,
+    /// The passes the last step ran (pipeline stages), for the trace.
+    passes: Vec<String>,
+    /// The step of the last checkpoint, named when a step fails.
+    last_checkpoint: Option<u64>,
+}
+
+impl<'a> Executor<'a> {
+    /// Builds this rank's part of the model with its initial weights (the
+    /// initialisers, `init`, or the checkpoint `resumed`), its optimizer
+    /// and its stream of batches, and checks that every replica starts
+    /// from the same weights.
+    pub fn build(
+        plan: &'a Plan,
+        world: &'a World,
+        init: Option<&Path>,
+        resumed: Option<&Loaded>,
+    ) -> Result<Executor<'a>, RunError> {
+        let train = &plan.train;
+        let device = world.device;
+        let split = data::load(&plan.data, train.seed)?;
+        let (mut model, stage) = build_model(plan, world)?;
+        // The files hold the whole model: a stage takes its own tensors.
+        let others = other_stages_tensors(plan, &model);
+        if let Some(path) = init {
+            model.load_part(path, &others)?;
+        }
+        let mut batches = Batches::new(
+            &split.train,
+            world.place.rows,
+            plan.topology.sharding.global_micro_batch,
+            plan.data.shuffle,
+            train.seed,
+        )?;
+        let mut optimizer = Optimizer::new(&train.optimizer, model.params.len());
+        let buckets = Buckets::new(plan, world.place.stage, &model.params)?;
+        let mut in_flight = VecDeque::new();
+        if let Some(saved) = resumed {
+            model.load_part(&saved.model_path, &others)?;
+            let names: Vec<&str> = model.params.iter().map(|(n, _)| n.as_str()).collect();
+            optimizer.restore(
+                saved.state.optimizer_steps,
+                &names,
+                &saved.optimizer,
+                device,
+            )?;
+            batches.resume(saved.cursor.clone())?;
+            for (step, flats) in &saved.pending {
+                let flats = flats
+                    .iter()
+                    .map(|t| t.f_to_device(device))
+                    .collect::<Result<Vec<_>, _>>()
+                    .context(|| "restore the updates in flight".into())?;
+                in_flight.push_back(AsyncUpdate::Ready(*step, flats));
+            }
+        }
+        same_weights_everywhere(&model, world)?;
+        let cursor = batches.cursor().clone();
+        let layout = &plan.topology.parallelism;
+        let sync_norm_segments = (layout.batch_norm == BatchNormSync::Sync
+            && world.replicas.size() > 1)
+            .then(|| sync_norm::sync_norm_segments(model.nodes()));
+        let mut executor = Executor {
+            plan,
+            world,
+            device,
+            model,
+            optimizer,
+            valid: split.valid,
+            batches: Prefetch::start(batches, PREFETCH_DEPTH)?,
+            cursor,
+            buckets,
+            in_flight,
+            broadcast_buffers: false,
+            sync_norm_segments,
+            stage,
+            passes: Vec::new(),
+            last_checkpoint: resumed.map(|r| r.state.step),
+        };
+        executor.broadcast_buffers = executor.buffers_follow_replica_zero();
+        Ok(executor)
+    }
+
+    /// The model (this rank's part of it).
+    pub fn model(&self) -> &Model {
+        &self.model
+    }
+
+    /// The data stream's position after the last batch consumed.
+    pub fn cursor(&self) -> &Cursor {
+        &self.cursor
+    }
+
+    /// The passes the last step ran and the most pieces a pipeline stage
+    /// held at once, for the trace.
+    pub fn take_passes(&mut self) -> (Vec<String>, Option<usize>) {
+        let passes = std::mem::take(&mut self.passes);
+        (passes, self.stage.as_ref().map(|s| s.peak_in_flight))
+    }
+
+    /// Whether this rank evaluates: rank 0, and with a pipeline every stage
+    /// of replica 0; nobody when nothing is held out.
+    pub fn evaluates(&self) -> bool {
+        let first_replica = self.world.place.replica == 0;
+        let lead = self.world.rank == 0 || (self.stage.is_some() && first_replica);
+        lead && self.valid.rows > 0
+    }
+
+    /// Whether a signal asked to stop: on every rank of a job the same
+    /// answer (any rank's signal stops them all, after the same step).
+    pub fn agree_to_stop(&self, step: u64, mine: i32) -> Result<Option<i32>, RunError> {
+        if self.world.size == 1 {
+            return Ok((mine != 0).then_some(mine));
+        }
+        let mut any = [f64::from(mine)];
+        self.world
+            .all
+            .all_reduce_host(&mut any, ReduceOp::Max)
+            .map_err(|e| RunError::Collective { step, message: e.0 })?;
+        Ok((any[0] > 0.0).then_some(any[0] as i32))
+    }
+
+    /// After the last step: local SGD's last average, `async`'s updates
+    /// still in flight.
+    pub fn finish_updates(&mut self, step: u64) -> Result<(), RunError> {
+        if let SyncMode::LocalSgd { period } = self.plan.topology.parallelism.sync {
+            if !step.is_multiple_of(period) {
+                self.average_replicas(step)?;
+            }
+        }
+        self.drain()
+    }
+
+    /// The whole model's weights on rank 0 (`None` elsewhere): gathered
+    /// from replica 0's stages when the model is cut into stages.
+    pub fn weights(&self, step: u64) -> Result<Option<Named>, RunError> {
+        self.gather(self.model.named(), step)
+    }
+
+    /// `own` tensors of every stage of replica 0, on rank 0.
+    fn gather(&self, own: Named, step: u64) -> Result<Option<Named>, RunError> {
+        if self.world.place.replica != 0 {
+            return Ok(None);
+        }
+        if self.stage.is_none() {
+            return Ok((self.world.rank == 0).then_some(own));
+        }
+        gather::on_stage_zero(own, self.world.pipeline.as_ref(), step)
+    }
+
+    /// Everything a resumed run needs, after `step` and its collectives,
+    /// on rank 0 (`None` elsewhere). Every rank settles its `async`
+    /// updates in flight first: they are part of the state.
+    pub fn snapshot(&mut self, step: u64) -> Result<Option<Snapshot>, RunError> {
+        let replicas = self.world.replicas.size();
+        let queue = std::mem::take(&mut self.in_flight);
+        for update in queue {
+            self.in_flight
+                .push_back(update.settle(&self.buckets, replicas)?);
+        }
+        self.last_checkpoint = Some(step);
+        let names: Vec<&str> = self.model.params.iter().map(|(n, _)| n.as_str()).collect();
+        let model = self.gather(self.model.named(), step)?;
+        let optimizer = self.gather(self.optimizer.state(&names), step)?;
+        let (Some(model), Some(optimizer)) = (model, optimizer) else {
+            return Ok(None);
+        };
+        let pending = self
+            .in_flight
+            .iter()
+            .map(|update| match update {
+                AsyncUpdate::Ready(step, flats) => {
+                    (*step, flats.iter().map(Tensor::shallow_clone).collect())
+                }
+                AsyncUpdate::Flying(_) => unreachable!("settled above"),
+            })
+            .collect();
+        Ok(Some(Snapshot {
+            model,
+            optimizer,
+            optimizer_steps: self.optimizer.steps(),
+            cursor: self.cursor.clone(),
+            pending,
+        }))
+    }
+
+    /// Whether buffers are broadcast from replica 0 every step.
+    fn buffers_follow_replica_zero(&self) -> bool {
+        let layout = &self.plan.topology.parallelism;
+        self.world.replicas.size() > 1
+            && !self.model.buffers.is_empty()
+            && layout.batch_norm == BatchNormSync::Local
+            && !matches!(layout.sync, SyncMode::LocalSgd { .. })
+    }
+}
+
+/// This rank's model: its stage's layers when the model is cut into
+/// stages, else the whole of it.
+fn build_model(plan: &Plan, world: &World) -> Result<(Model, Option<Stage>), RunError> {
+    let (train, device) = (&plan.train, world.device);
+    let (mut model, stage) = if plan.topology.stages.len() > 1 {
+        let own = &plan.topology.stages[world.place.stage as usize];
+        let nodes = own.first_node..=own.last_node;
+        let model = Model::build_nodes(&plan.model, train.seed, device, nodes)?;
+        (model, Some(Stage::new(plan, world.place.stage)))
+    } else {
+        (Model::build(&plan.model, train.seed, device)?, None)
+    };
+    model.precision = train.precision;
+    crate::device::set_cuda_tf32(train.precision == Precision::Tf32)?;
+    if train.precision == Precision::Tf32 && device == Device::Cpu && world.rank == 0 {
+        eprintln!(
+            "note: precision = tf32 changes CUDA matrix products only; on the CPU this run computes in float32"
+        );
+    }
+    Ok((model, stage))
+}
+
+/// The tensors of the whole model that this rank's part does not hold.
+fn other_stages_tensors(plan: &Plan, model: &Model) -> BTreeSet<String> {
+    let own: BTreeSet<String> = model.named().into_iter().map(|(n, _)| n).collect();
+    plan.model
+        .parameters
+        .iter()
+        .chain(&plan.model.buffers)
+        .map(|p| p.name.clone())
+        .filter(|name| !own.contains(name))
+        .collect()
+}
+
+/// The replicas must start from the same weights: the same seeded
+/// initialisers (or the same `--init` file, or checkpoint) give them on
+/// every rank, and a hash over every parameter and buffer proves it.
+fn same_weights_everywhere(model: &Model, world: &World) -> Result<(), RunError> {
+    let replicas = world.replicas.as_ref();
+    if replicas.size() == 1 {
+        return Ok(());
+    }
+    let hash = model.hash()?;
+    // Two 32-bit halves: exact in f64. The smallest and largest of each.
+    let halves = [(hash >> 32) as f64, (hash & 0xFFFF_FFFF) as f64];
+    let mut low = halves;
+    let mut high = halves;
+    let comm_err = |e: crate::comm::CommError| RunError::Collective {
+        step: 0,
+        message: e.0,
+    };
+    replicas
+        .all_reduce_host(&mut low, ReduceOp::Min)
+        .map_err(comm_err)?;
+    replicas
+        .all_reduce_host(&mut high, ReduceOp::Max)
+        .map_err(comm_err)?;
+    if low != high {
+        return Err(RunError::Backend {
+            message: format!(
+                "rank {}: the replicas start from different weights (this rank's hash {hash:016x}); are the --init file or the checkpoint the same on every machine?",
+                world.rank
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// The dropout seed of a step: a function of the run's seed and the step
+/// alone, so a resumed run draws the same masks as an uninterrupted one.
+pub fn dropout_seed(seed: u64, step: u64) -> i64 {
+    (Rng::new(seed ^ step.wrapping_mul(0xD1B5_4A32_D192_ED03)).next_u64() >> 1) as i64
+}

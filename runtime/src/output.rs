@@ -1,0 +1,144 @@
+//! Writing a run's files: whole or not at all, and on the disk before they
+//! count. Every file a run writes goes through here: a temp file flushed
+//! and renamed into place (the folder flushed too), or a line appended to
+//! a log. Nothing here knows what the files mean.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::Path;
+
+use serde::Serialize;
+use tch::{Device, Tensor};
+
+use crate::error::{RunError, TorchContext};
+
+pub fn io_err(path: &Path, e: std::io::Error) -> RunError {
+    RunError::Io {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    }
+}
+
+/// Appends `record` as one JSON line.
+pub fn write_line(
+    out: &mut impl Write,
+    path: &Path,
+    record: &impl Serialize,
+) -> Result<(), RunError> {
+    let line = serde_json::to_string(record).expect("records serialize");
+    writeln!(out, "{line}").map_err(|e| io_err(path, e))
+}
+
+/// The temp file a file is written to before it is renamed into place.
+fn temp_path(path: &Path) -> std::path::PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".tmp");
+    path.with_file_name(name)
+}
+
+/// Writes a whole file or nothing: a temp file, flushed to the disk, then
+/// renamed into place, and the folder flushed so the rename survives a
+/// crash.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), RunError> {
+    let tmp = temp_path(path);
+    let mut file = File::create(&tmp).map_err(|e| io_err(&tmp, e))?;
+    file.write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .map_err(|e| io_err(&tmp, e))?;
+    drop(file);
+    rename_into_place(&tmp, path)
+}
+
+/// Renames a finished temp file over `path` and flushes the folder.
+fn rename_into_place(tmp: &Path, path: &Path) -> Result<(), RunError> {
+    std::fs::rename(tmp, path).map_err(|e| io_err(path, e))?;
+    sync_dir(
+        path.parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new(".")),
+    )
+}
+
+/// Writes named tensors as safetensors, on the CPU, atomically.
+pub fn write_weights(path: &Path, named: &[(String, Tensor)]) -> Result<(), RunError> {
+    let tmp = temp_path(path);
+    let named: Vec<(&str, Tensor)> = named
+        .iter()
+        .map(|(n, t)| (n.as_str(), t.detach().to_device(Device::Cpu)))
+        .collect();
+    Tensor::write_safetensors(&named, &tmp).context(|| format!("write {}", tmp.display()))?;
+    sync_file(&tmp)?;
+    rename_into_place(&tmp, path)
+}
+
+/// Flushes a file's contents to the disk.
+pub fn sync_file(path: &Path) -> Result<(), RunError> {
+    File::open(path)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| io_err(path, e))
+}
+
+/// Flushes a folder's entries (renames, new files) to the disk.
+pub fn sync_dir(path: &Path) -> Result<(), RunError> {
+    File::open(path)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| io_err(path, e))
+}
+
+/// Cuts a file back to its first `len` bytes.
+pub fn truncate(path: &Path, len: u64) -> Result<(), RunError> {
+    let file = OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(|e| io_err(path, e))?;
+    file.set_len(len)
+        .and_then(|()| file.sync_all())
+        .map_err(|e| io_err(path, e))
+}
+
+/// A file of JSON lines (`metrics.jsonl`, a rank's trace), written through
+/// a buffer and flushed to the disk on request.
+pub struct JsonLines {
+    path: std::path::PathBuf,
+    file: std::io::BufWriter<File>,
+}
+
+impl JsonLines {
+    /// A new, empty file (an old one is replaced).
+    pub fn create(path: &Path) -> Result<JsonLines, RunError> {
+        let file = File::create(path).map_err(|e| io_err(path, e))?;
+        Ok(JsonLines {
+            path: path.to_path_buf(),
+            file: std::io::BufWriter::new(file),
+        })
+    }
+
+    /// The file as it is, written on at its end (created if missing).
+    pub fn append(path: &Path) -> Result<JsonLines, RunError> {
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|e| io_err(path, e))?;
+        Ok(JsonLines {
+            path: path.to_path_buf(),
+            file: std::io::BufWriter::new(file),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn write(&mut self, record: &impl Serialize) -> Result<(), RunError> {
+        write_line(&mut self.file, &self.path, record)
+    }
+
+    /// Everything written so far, on the disk.
+    pub fn sync(&mut self) -> Result<(), RunError> {
+        self.file
+            .flush()
+            .and_then(|()| self.file.get_ref().sync_all())
+            .map_err(|e| io_err(&self.path, e))
+    }
+}

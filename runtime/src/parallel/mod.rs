@@ -1,0 +1,21 @@
+//! The parallel strategies, one module each, over the communicators of
+//! [`crate::comm`] and the groups [`crate::world`] read from the plan:
+//!
+//! - [`data`]: data parallelism (gradient buckets all-reduced every step,
+//!   in the background under `async`, or parameters averaged under local
+//!   SGD);
+//! - [`pipeline`]: a pipeline stage, its activations and gradients sent
+//!   point to point in the plan's schedule;
+//! - [`sync_norm`]: batch norm with statistics over every replica;
+//! - [`gather`]: the whole model on rank 0, from the stages that hold it;
+//!
+//! and what several of them share: [`flat`] buffers. A strategy reads its
+//! layout from the plan and the world; it computes no rank itself. The
+//! executor ([`crate::executor`]) decides which to run, from the step
+//! program.
+
+pub mod data;
+pub mod flat;
+pub mod gather;
+pub mod pipeline;
+pub mod sync_norm;
