@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use common::{dtl, losses_differ, step_records, train, weights_differ};
+use common::{assert_ranks_ran, dtl, losses_differ, step_records, train, weights_differ, within};
 
 /// One multi-rank run at a time: the machine has two cores.
 static RANKS: Mutex<()> = Mutex::new(());
@@ -51,6 +51,15 @@ train {{ model = Net; data = digits; loss = cross_entropy; seed = 5; {train} }}
 }
 
 const MLP: &str = "x |> linear(64, 48) |> relu |> linear(48, 48) |> relu |> linear(48, 32) |> relu |> linear(32, 10)";
+/// SGD with momentum against one process: 10× the worst measured
+/// (2026-12-04: 1.3e-7 on losses, 8.9e-8 on weights); the held-out loss
+/// was equal, bound by one float32 rounding.
+const SGD_BOUNDS: Bounds = Bounds {
+    losses: 1.3e-6,
+    weights: 9e-7,
+    eval: common::FLOAT32_ROUNDING,
+};
+
 const SETTINGS: &str = "optimizer = sgd(lr: 0.1, momentum: 0.9); accumulate = 2; clip = norm(1.0); steps = 20; eval_every = 10";
 
 fn trace(out: &Path, rank: usize) -> Vec<serde_json::Value> {
@@ -61,23 +70,143 @@ fn trace(out: &Path, rank: usize) -> Vec<serde_json::Value> {
         .collect()
 }
 
-fn assert_same_run(one: &Path, other: &Path, what: &str, weight_bound: f32) {
-    let losses = losses_differ(one, other);
-    assert!(losses < 1e-5, "{what}: losses differ by {losses:e}");
-    let (weights, at) = weights_differ(
+/// The order of a stage's passes by the textbook rule, written apart from
+/// the compiler's schedule code: a stage runs the next forward while it
+/// holds fewer pieces than its limit and forwards remain, else the oldest
+/// backward. GPipe's limit is every piece (all forwards, then all
+/// backwards); 1F1B's is `stages − stage` (Narayanan et al. 2021,
+/// PipeDream-Flush): stage 0 warms up with `stages − 1` forwards, the last
+/// stage alternates from the start.
+fn textbook_order(schedule: &str, stage: usize, stages: usize, pieces: usize) -> Vec<String> {
+    let limit = match schedule {
+        "gpipe" => pieces,
+        _ => stages - stage,
+    };
+    let (mut next_forward, mut next_backward) = (0, 0);
+    let mut order = Vec::new();
+    while next_backward < pieces {
+        if next_forward < pieces && next_forward - next_backward < limit {
+            order.push(format!("F{next_forward}"));
+            next_forward += 1;
+        } else {
+            order.push(format!("B{next_backward}"));
+            next_backward += 1;
+        }
+    }
+    order
+}
+
+#[test]
+fn the_textbook_rule_gives_the_published_orders() {
+    // Two stages, four pieces: the orders drawn in the 1F1B literature.
+    let f = |s: &str| -> Vec<String> { s.split(' ').map(String::from).collect() };
+    assert_eq!(
+        textbook_order("gpipe", 0, 2, 4),
+        f("F0 F1 F2 F3 B0 B1 B2 B3")
+    );
+    assert_eq!(
+        textbook_order("one_f_one_b", 0, 2, 4),
+        f("F0 F1 B0 F2 B1 F3 B2 B3")
+    );
+    assert_eq!(
+        textbook_order("one_f_one_b", 1, 2, 4),
+        f("F0 B0 F1 B1 F2 B2 F3 B3")
+    );
+    assert_eq!(
+        textbook_order("one_f_one_b", 0, 4, 8),
+        f("F0 F1 F2 F3 B0 F4 B1 F5 B2 F6 B3 F7 B4 B5 B6 B7")
+    );
+    assert_eq!(
+        textbook_order("one_f_one_b", 2, 4, 8),
+        f("F0 F1 B0 F2 B1 F3 B2 F4 B3 F5 B4 F6 B5 F7 B6 B7")
+    );
+}
+
+/// The passes of each stage's program in a compiled plan.
+fn planned_orders(plan: &serde_json::Value) -> Vec<Vec<String>> {
+    let pipeline = plan["step_program"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|op| op["op"] == "pipeline")
+        .expect("a pipeline op");
+    pipeline["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|stage| {
+            stage["ops"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(|op| match op["op"].as_str().unwrap() {
+                    "forward" => Some(format!("F{}", op["micro_batch"])),
+                    "backward" => Some(format!("B{}", op["micro_batch"])),
+                    _ => None,
+                })
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn plans_order_every_stage_as_the_textbook_does() {
+    let dir = tempfile::tempdir().unwrap();
+    for stages in [2usize, 4] {
+        for pieces in [4usize, 8] {
+            for schedule in ["gpipe", "one_f_one_b"] {
+                let name = format!("{schedule}_{stages}_{pieces}");
+                let file = experiment(
+                    dir.path(),
+                    &name,
+                    MLP,
+                    &format!("{SETTINGS}; micro_batch = 16"),
+                    &format!("parallel {{ pipeline = {stages}; micro_batches = {pieces}; schedule = {schedule} }}"),
+                );
+                let run = dtl(&["compile", file.to_str().unwrap(), "--format", "json"]).code(0);
+                let plan: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+                let orders = planned_orders(&plan);
+                assert_eq!(orders.len(), stages, "{name}");
+                for (stage, order) in orders.iter().enumerate() {
+                    assert_eq!(
+                        order,
+                        &textbook_order(schedule, stage, stages, pieces),
+                        "{name}: stage {stage}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Bounds of one comparison with one process: losses and held-out loss
+/// relative, weights as max |difference| over the tensor's largest value.
+struct Bounds {
+    losses: f64,
+    weights: f64,
+    eval: f64,
+}
+
+fn assert_same_run(one: &Path, other: &Path, what: &str, bounds: Bounds) {
+    within(
+        &format!("{what}: losses"),
+        losses_differ(one, other),
+        bounds.losses,
+    );
+    let (weights, at) = common::weights_differ_outside_key_bias(
         &one.join("model.safetensors"),
         &other.join("model.safetensors"),
     );
-    assert!(
-        weights < weight_bound,
-        "{what}: weights differ by {weights:e} at `{at}`"
+    within(
+        &format!("{what}: weights (at `{at}`)"),
+        weights as f64,
+        bounds.weights,
     );
     let (a, b) = (common::last_eval(one), common::last_eval(other));
-    assert!(
-        (a.eval_loss - b.eval_loss).abs() < 1e-5 * a.eval_loss,
-        "{what}: held-out loss {} vs {}",
-        a.eval_loss,
-        b.eval_loss
+    within(
+        &format!("{what}: held-out loss"),
+        (a.eval_loss - b.eval_loss).abs() / a.eval_loss,
+        bounds.eval,
     );
 }
 
@@ -101,37 +230,19 @@ fn two_stages_train_like_one_process_with_either_schedule() {
         train(&file, &out, &["--trace"])
             .code(0)
             .stdout_has("× 2 ranks");
-        assert_same_run(&out1, &out, schedule, 1e-5);
+        assert_same_run(&out1, &out, schedule, SGD_BOUNDS);
+        assert_ranks_ran(&out, 2);
 
-        // Each stage ran its passes in the order the timeline draws them,
-        // and held no more pieces than the schedule allows.
-        let rows = dtl_compiler::graph::timeline(
-            2,
-            4,
-            match schedule {
-                "gpipe" => dtl_compiler::plan::PipelineSchedule::Gpipe,
-                _ => dtl_compiler::plan::PipelineSchedule::OneFOneB,
-            },
-        );
-        for (stage, row) in rows.iter().enumerate() {
-            let drawn: Vec<String> = row
-                .iter()
-                .flatten()
-                .map(|op| match op {
-                    dtl_compiler::plan::PipeOp::Forward { micro_batch } => {
-                        format!("F{micro_batch}")
-                    }
-                    dtl_compiler::plan::PipeOp::Backward { micro_batch } => {
-                        format!("B{micro_batch}")
-                    }
-                    other => panic!("a timeline holds passes only: {other:?}"),
-                })
-                .collect();
+        // Each stage ran its passes in the textbook order, and held no
+        // more pieces than the schedule allows.
+        for stage in 0..2 {
+            let drawn = textbook_order(schedule, stage, 2, 4);
             let lines = trace(&out, stage);
             assert_eq!(lines.len(), 20);
             for line in &lines {
                 let passes: Vec<String> = serde_json::from_value(line["passes"].clone()).unwrap();
                 // Two rounds (accumulate = 2) per step, each the drawn order.
+                assert_eq!(passes.len(), 2 * drawn.len(), "{schedule}: stage {stage}");
                 let round: Vec<String> = passes[..passes.len() / 2].to_vec();
                 assert_eq!(round, drawn, "{schedule}: stage {stage} ran {passes:?}");
                 assert_eq!(&passes[passes.len() / 2..], &drawn[..]);
@@ -179,7 +290,7 @@ fn a_residual_connection_that_crosses_the_cut_is_sent_and_its_gradient_comes_bac
     let (out1, out2) = (dir.path().join("one"), dir.path().join("two"));
     train(&one, &out1, &[]).code(0);
     train(&two, &out2, &[]).code(0);
-    assert_same_run(&out1, &out2, "residual across the cut", 1e-5);
+    assert_same_run(&out1, &out2, "residual across the cut", SGD_BOUNDS);
 }
 
 #[test]
@@ -205,10 +316,16 @@ fn data_times_pipeline_trains_like_one_process() {
     train(&grid, &out4, &["--trace"])
         .code(0)
         .stdout_has("× 4 ranks");
-    assert_same_run(&out1, &out4, "2 × 2", 1e-5);
+    assert_same_run(&out1, &out4, "2 × 2", SGD_BOUNDS);
+    assert_ranks_ran(&out4, 4);
     // The replicas of each stage hold the same weights after every step.
     for stage in 0..2 {
         let (a, b) = (trace(&out4, 2 * stage), trace(&out4, 2 * stage + 1));
+        assert_eq!(
+            (a.len(), b.len()),
+            (20, 20),
+            "stage {stage}: one line a step"
+        );
         for (x, y) in a.iter().zip(&b) {
             assert_eq!(x["stage"], stage);
             assert_eq!(
@@ -247,9 +364,19 @@ fn the_character_model_split_in_two_trains_like_one_process() {
     let (out1, out2) = (dir.path().join("one"), dir.path().join("two"));
     train(&one, &out1, &sets).code(0);
     train(&two, &out2, &sets).code(0);
-    // AdamW: rounding in near-cancelling gradients moves a few weights by
-    // up to the learning rate's scale; the losses agree to 1e-5.
-    assert_same_run(&out1, &out2, "character model", 1e-4);
+    // AdamW; attention's key bias is left out of the weights (see
+    // common::weights_differ_outside_key_bias; with it, 8.5e-5). 10× the
+    // worst measured: 1.2e-7 on losses, 2.4e-7 on weights.
+    assert_same_run(
+        &out1,
+        &out2,
+        "character model",
+        Bounds {
+            losses: 1.2e-6,
+            weights: 2.4e-6,
+            eval: common::FLOAT32_ROUNDING,
+        },
+    );
 }
 
 #[test]
@@ -301,22 +428,23 @@ fn checkpoints_of_a_pipeline_resume_in_one_process_and_back() {
         ])
         .code(0)
         .stdout_has("resumed from the checkpoint of step 8");
-        for (a, b) in step_records(&full).iter().zip(step_records(&resumed)) {
-            assert!(
-                (a.loss - b.loss).abs() < 1e-6 * a.loss,
-                "{name}: step {}: {} vs {}",
-                a.step,
-                a.loss,
-                b.loss
-            );
-        }
+        let (full_steps, resumed_steps) = (step_records(&full), step_records(&resumed));
+        assert_eq!((full_steps.len(), resumed_steps.len()), (10, 10), "{name}");
+        let worst = full_steps
+            .iter()
+            .zip(&resumed_steps)
+            .map(|(a, b)| (a.loss - b.loss).abs() / a.loss)
+            .fold(0.0, f64::max);
+        // 10× the worst measured: 2.6e-8 on losses, 1.5e-8 on weights.
+        within(&format!("pipeline resume {name}: losses"), worst, 2.6e-7);
         let (weights, at) = weights_differ(
             &full.join("model.safetensors"),
             &resumed.join("model.safetensors"),
         );
-        assert!(
-            weights < 1e-6,
-            "{name}: weights differ by {weights:e} at `{at}`"
+        within(
+            &format!("pipeline resume {name}: weights (at `{at}`)"),
+            weights as f64,
+            1.5e-7,
         );
     }
 }
@@ -331,7 +459,7 @@ fn mpirun() -> Command {
 }
 
 /// Runs `command`, killing it after `limit`: a hang is a failure too.
-fn within(mut command: Command, limit: Duration) -> (Option<i32>, String) {
+fn run_within(mut command: Command, limit: Duration) -> (Option<i32>, String) {
     let mut child = command
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -394,7 +522,7 @@ fn a_stage_given_a_tensor_of_the_wrong_shape_says_so_and_every_rank_stops() {
         ])
         .arg(&out)
         .arg(&wide);
-    let (code, text) = within(command, Duration::from_secs(60));
+    let (code, text) = run_within(command, Duration::from_secs(60));
     assert!(code.is_some_and(|c| c != 0), "exit {code:?}:\n{text}");
     assert!(text.contains("[rank 1]"), "{text}");
     assert!(

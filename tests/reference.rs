@@ -1,12 +1,16 @@
 //! dtl against PyTorch itself: the same network (built from torch.nn modules
 //! whose state_dict names are the plan's parameter names), the same initial
 //! weights (PyTorch's, handed to dtl as safetensors) and the same data order
-//! must give the same loss at every step, to 1e-5 relative, over 50 steps of
-//! AdamW with accumulation 2, global-norm clipping and a warm-up + cosine
-//! schedule (PyTorch's own LinearLR, SequentialLR and CosineAnnealingLR).
+//! must give the same loss at every step over 50 steps of AdamW with
+//! accumulation 2, global-norm clipping and a warm-up + cosine schedule
+//! (PyTorch's own LinearLR, SequentialLR and CosineAnnealingLR): each
+//! example to its own bound, 10× the worst relative difference measured on
+//! 2026-12-04, 0 where it was bitwise (the MLP, the CNN, SwiGLU).
 //!
 //! The reference is tests/reference/torch_reference.py, run with the
 //! project's virtualenv.
+
+mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -65,13 +69,13 @@ fn losses_from_metrics(path: &Path) -> Vec<f64> {
         .collect()
 }
 
-fn compare_with_pytorch(example: &str, train: &str) {
-    compare_with_pytorch_after(example, train, |_| {});
+fn compare_with_pytorch(example: &str, train: &str, bound: f64) {
+    compare_with_pytorch_after(example, train, bound, |_| {});
 }
 
 /// `compare_with_pytorch`, with `prepare` first writing into the variant's
 /// folder the files it reads.
-fn compare_with_pytorch_after(example: &str, train: &str, prepare: impl FnOnce(&Path)) {
+fn compare_with_pytorch_after(example: &str, train: &str, bound: f64, prepare: impl FnOnce(&Path)) {
     let dir = tempfile::tempdir().unwrap();
     prepare(dir.path());
     let source = variant(example, dir.path(), train);
@@ -139,16 +143,19 @@ fn compare_with_pytorch_after(example: &str, train: &str, prepare: impl FnOnce(&
     let theirs: Vec<f64> = serde_json::from_value(reference["losses"].clone()).unwrap();
     assert_eq!(ours.len(), theirs.len());
     assert_eq!(ours.len() as u64, plan.train.steps);
-    let mut worst = 0.0f64;
+    let (mut worst, mut at) = (0.0f64, 0);
     for (step, (a, b)) in ours.iter().zip(&theirs).enumerate() {
         let rel = (a - b).abs() / b.abs().max(1e-12);
-        worst = worst.max(rel);
-        assert!(
-            rel <= 1e-5,
-            "{example} step {}: dtl {a} vs PyTorch {b} (relative {rel:.2e})",
-            step + 1
-        );
+        // A NaN is the worst of all.
+        if rel > worst || rel.is_nan() {
+            (worst, at) = (rel, step + 1);
+        }
     }
+    common::within(
+        &format!("{example} vs the plan-driven reference: losses (worst at step {at})"),
+        worst,
+        bound,
+    );
     assert!(
         theirs[theirs.len() - 1] < theirs[0],
         "{example}: the reference loss did not fall"
@@ -171,17 +178,21 @@ const ADAMW_ACCUMULATE_CLIP: &str = "  loss = cross_entropy
 
 #[test]
 fn mlp_matches_pytorch_step_for_step() {
-    compare_with_pytorch("examples/digits_mlp.dtl", ADAMW_ACCUMULATE_CLIP);
+    compare_with_pytorch("examples/digits_mlp.dtl", ADAMW_ACCUMULATE_CLIP, 0.0);
 }
 
 #[test]
 fn cnn_with_batch_norm_matches_pytorch_step_for_step() {
-    compare_with_pytorch("examples/digits_cnn.dtl", ADAMW_ACCUMULATE_CLIP);
+    compare_with_pytorch("examples/digits_cnn.dtl", ADAMW_ACCUMULATE_CLIP, 0.0);
 }
 
 #[test]
 fn transformer_matches_pytorch_step_for_step() {
-    compare_with_pytorch("examples/digits_transformer.dtl", ADAMW_ACCUMULATE_CLIP);
+    compare_with_pytorch(
+        "examples/digits_transformer.dtl",
+        ADAMW_ACCUMULATE_CLIP,
+        2e-6,
+    );
 }
 
 #[test]
@@ -195,6 +206,7 @@ fn residual_mlp_with_sgd_nesterov_and_value_clipping_matches_pytorch() {
   clip = value(0.05)
   schedule = step(every: 10, gamma: 0.5)
   steps = 40",
+        2e-6,
     );
 }
 
@@ -211,6 +223,7 @@ fn character_language_model_matches_pytorch_step_for_step() {
   steps = 30
   warmup = 5
   schedule = cosine(min_lr: 3e-4)",
+        1.9e-6,
     );
 }
 
@@ -224,6 +237,7 @@ fn regression_with_mse_matches_pytorch_step_for_step() {
   accumulate = 2
   clip = norm(2.0)
   steps = 50",
+        2.6e-6,
     );
 }
 
@@ -231,14 +245,22 @@ fn regression_with_mse_matches_pytorch_step_for_step() {
 /// encoder block, select (index 0 and -1) and mean.
 #[test]
 fn class_token_select_and_mean_match_pytorch_step_for_step() {
-    compare_with_pytorch("tests/reference/layers/vit_head.dtl", ADAMW_ACCUMULATE_CLIP);
+    compare_with_pytorch(
+        "tests/reference/layers/vit_head.dtl",
+        ADAMW_ACCUMULATE_CLIP,
+        1.2e-6,
+    );
 }
 
 /// A SwiGLU block: the element-wise product `a * b`, widths written as
 /// arithmetic.
 #[test]
 fn swiglu_product_matches_pytorch_step_for_step() {
-    compare_with_pytorch("tests/reference/layers/swiglu.dtl", ADAMW_ACCUMULATE_CLIP);
+    compare_with_pytorch(
+        "tests/reference/layers/swiglu.dtl",
+        ADAMW_ACCUMULATE_CLIP,
+        0.0,
+    );
 }
 
 /// The token files tests/reference/layers.py writes (its `TOKEN_FILES`):
@@ -265,6 +287,7 @@ fn tied_output_layer_on_a_token_file_matches_pytorch_step_for_step() {
     compare_with_pytorch_after(
         "tests/reference/layers/tiny_gpt.dtl",
         ADAMW_ACCUMULATE_CLIP,
+        1.1e-6,
         moby_token_files,
     );
 }
@@ -276,6 +299,7 @@ fn grouped_rotary_attention_on_a_token_file_matches_pytorch_step_for_step() {
     compare_with_pytorch_after(
         "tests/reference/layers/tiny_llama.dtl",
         ADAMW_ACCUMULATE_CLIP,
+        1.3e-6,
         moby_token_files,
     );
 }
@@ -305,10 +329,24 @@ fn reference_script(script: &str, args: &[&str]) {
 /// transformer and the character model, with their own training loops
 /// (written from the .dtl files and the docs, not from the plan): per-step
 /// loss, gradient norm and learning rate, the evaluations, and every final
-/// parameter and buffer (batch-norm statistics included) within 1e-5.
+/// parameter and buffer (batch-norm statistics included): the MLP and CNN
+/// bit for bit, the attention models within their measured bounds
+/// (twins.py's TOLERANCES) with nn.MultiheadAttention, and bit for bit,
+/// attention's key bias included, with the attention written out on dtl's
+/// layout.
 #[test]
 fn hand_written_pytorch_twins_train_as_dtl_does() {
     reference_script("twins.py", &["all"]);
+    reference_script("twins.py", &["transformer", "--written-out-attention"]);
+    reference_script("twins.py", &["char", "--written-out-attention"]);
+}
+
+/// dtl's FLOP estimates (`dtl explain`) against PyTorch's FlopCounterMode on
+/// the hand-written twins: the matrix products (linear, conv1d, conv2d,
+/// attention with grouped key/value heads) counted alike, exactly.
+#[test]
+fn flop_estimates_agree_with_pytorchs_flop_counter() {
+    reference_script("flops.py", &[]);
 }
 
 /// The layers and settings that otherwise only run (rms_norm, conv1d, the
@@ -316,7 +354,9 @@ fn hand_written_pytorch_twins_train_as_dtl_does() {
 /// `bias: false`, bytes, ∞-norm clipping, SGD dampening, `init`,
 /// `shuffle = false`, the linear schedule; `a * b`, class_token, select,
 /// mean, grouped-query attention with rope, `tied`, token files in both
-/// orders) against PyTorch, step by step.
+/// orders; a `repeat`ed residual block under SGD with Nesterov momentum;
+/// real-valued targets with mse and Adam's L2 decay) against hand-written
+/// PyTorch twins, step by step, each within its measured bounds.
 #[test]
 fn every_layer_and_setting_agrees_with_pytorch() {
     reference_script("layers.py", &[]);
@@ -331,7 +371,8 @@ fn zoo_models_load_into_pytorch_and_agree() {
     reference_script("zoo.py", &[]);
 }
 
-/// `precision = bf16` against the same casts under PyTorch (bit for bit)
+/// `precision = bf16` against the same casts under PyTorch (bit for bit,
+/// attention's key bias included)
 /// and against plain autocast (within 5e-2), and the weights, optimizer
 /// state and checkpoints it saves stay float32.
 #[test]
@@ -343,9 +384,9 @@ fn bf16_agrees_with_autocast_and_saves_float32() {
 /// started through mpirun) against torch.distributed DDP on gloo with
 /// `no_sync` on the accumulating micro-steps, and against one dtl process
 /// with the global batch, from the same weights and rows: per-step loss,
-/// gradient norm, lr, evaluation and final weights (SGD within 1e-6;
-/// AdamW bit for bit against DDP), and equal weight hashes on both ranks
-/// after every step.
+/// gradient norm, lr, evaluation and final weights (within 5e-6, AdamW's
+/// weights 3.6e-6: 10× the worst measured; AdamW bit for bit against DDP),
+/// and equal weight hashes on both ranks after every step.
 #[test]
 fn data_parallel_dtl_agrees_with_torch_ddp() {
     reference_script("ddp.py", &[]);

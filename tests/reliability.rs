@@ -164,6 +164,77 @@ fn a_run_killed_at_random_moments_resumes_to_the_same_bits() {
     assert!(!out.join("checkpoint.tmp").exists() || out.join("checkpoint/state.json").exists());
 }
 
+/// A kill that lands inside a checkpoint's write, made certain: the run
+/// stops for good (`DTL_FAULT=pause_write` / `pause_swap`) halfway through
+/// writing the checkpoint of step 10 — its model file written, its state
+/// not — or between its two renames (the checkpoint of step 5 moved aside
+/// as `checkpoint.prev`, the new one not yet in place), the test sees that
+/// state on the disk and kills it there. The resumed run goes on from step
+/// 5 and ends with the bits of an uninterrupted run.
+#[test]
+fn a_kill_inside_a_checkpoint_write_resumes_to_the_same_bits() {
+    let _slow = one_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let file = char_model(dir.path());
+    let sets = [
+        "--set",
+        "train.steps=15",
+        "--set",
+        "train.checkpoint_every=5",
+        "--set",
+        "train.eval_every=5",
+        "--set",
+        "train.warmup=2",
+    ];
+    let full = dir.path().join("full");
+    train(&file, &full, &sets).code(0);
+    let tmp = |out: &Path| out.join("checkpoint.tmp");
+    type Caught<'a> = &'a dyn Fn(&Path) -> bool;
+    let cases: [(&str, Caught); 2] = [
+        ("pause_write@0:10", &|out: &Path| {
+            tmp(out).join("model.safetensors").is_file()
+                && !tmp(out).join("state.json").exists()
+                && out.join("checkpoint/state.json").is_file()
+        }),
+        ("pause_swap@0:10", &|out: &Path| {
+            tmp(out).join("state.json").is_file()
+                && out.join("checkpoint.prev/state.json").is_file()
+                && !out.join("checkpoint").exists()
+        }),
+    ];
+    for (fault, caught) in cases {
+        let out = dir.path().join(fault.replace(['@', ':'], "_"));
+        let mut child = spawn_run(&file, &out, &sets, &[("DTL_FAULT", fault)]);
+        let started = Instant::now();
+        while !caught(&out) {
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "{fault}: the run ended before the checkpoint's write"
+            );
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "{fault}: never reached"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        resume(&out)
+            .code(0)
+            .stdout_has("resumed from the checkpoint of step 5");
+        assert_eq!(
+            std::fs::read_to_string(full.join("metrics.jsonl")).unwrap(),
+            std::fs::read_to_string(out.join("metrics.jsonl")).unwrap(),
+            "{fault}: metrics differ from the uninterrupted run"
+        );
+        assert_eq!(
+            std::fs::read(full.join("model.safetensors")).unwrap(),
+            std::fs::read(out.join("model.safetensors")).unwrap(),
+            "{fault}: weights differ"
+        );
+    }
+}
+
 #[test]
 fn a_damaged_checkpoint_is_detected_and_the_one_before_used() {
     let _slow = one_at_a_time();

@@ -148,6 +148,7 @@ pub fn save(out: &Path, standing: &Standing, snapshot: &Snapshot) -> Result<(), 
     }
     std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
     write_weights(&tmp.join("model.safetensors"), &snapshot.model)?;
+    crate::fault::pause_in_checkpoint(crate::fault::Kind::PauseWrite, standing.step);
     let mut tensors: Named = snapshot
         .optimizer
         .iter()
@@ -191,6 +192,7 @@ pub fn save(out: &Path, standing: &Standing, snapshot: &Snapshot) -> Result<(), 
             std::fs::remove_dir_all(&prev).map_err(io(&prev))?;
         }
         std::fs::rename(&dir, &prev).map_err(io(&dir))?;
+        crate::fault::pause_in_checkpoint(crate::fault::Kind::PauseSwap, standing.step);
     } else if dir.exists() {
         std::fs::remove_dir_all(&dir).map_err(io(&dir))?;
     }

@@ -1,6 +1,9 @@
 //! Faults on purpose, for the reliability tests: `DTL_FAULT=KIND@RANK:STEP`
 //! makes rank RANK, at step STEP, hang (`hang`), exit at once (`exit`), or
-//! take a non-finite loss (`nan`). Read once; without the variable nothing
+//! take a non-finite loss (`nan`); or makes the checkpoint of step STEP
+//! (written by rank 0) stop for good halfway through writing its files
+//! (`pause_write`) or between its two renames (`pause_swap`), so that a
+//! test's kill lands exactly there. Read once; without the variable nothing
 //! happens. Documented in docs/reliability.md.
 
 use std::sync::OnceLock;
@@ -10,6 +13,11 @@ pub enum Kind {
     Hang,
     Exit,
     Nan,
+    /// Inside a checkpoint's write: its model file written, its state not.
+    PauseWrite,
+    /// Between a checkpoint's renames: the last one moved aside, the new
+    /// one not yet in its place.
+    PauseSwap,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -26,6 +34,8 @@ fn parse(text: &str) -> Option<Fault> {
         "hang" => Kind::Hang,
         "exit" => Kind::Exit,
         "nan" => Kind::Nan,
+        "pause_write" => Kind::PauseWrite,
+        "pause_swap" => Kind::PauseSwap,
         _ => return None,
     };
     Some(Fault {
@@ -50,11 +60,22 @@ pub fn at(rank: usize, step: u64) -> Option<Kind> {
 /// Acts on a hang or exit planned for now.
 pub fn strike(rank: usize, step: u64) {
     match at(rank, step) {
-        Some(Kind::Hang) => loop {
-            std::thread::sleep(std::time::Duration::from_secs(3600));
-        },
+        Some(Kind::Hang) => hang(),
         Some(Kind::Exit) => std::process::exit(9),
-        Some(Kind::Nan) | None => {}
+        Some(Kind::Nan | Kind::PauseWrite | Kind::PauseSwap) | None => {}
+    }
+}
+
+/// Stops for good at `point` of the checkpoint of `step`, if planned.
+pub fn pause_in_checkpoint(point: Kind, step: u64) {
+    if at(0, step) == Some(point) {
+        hang()
+    }
+}
+
+fn hang() -> ! {
+    loop {
+        std::thread::sleep(std::time::Duration::from_secs(3600));
     }
 }
 

@@ -17,7 +17,6 @@ import torch
 from safetensors import safe_open
 from torch import nn
 
-from twin_kit import lr_at
 
 
 # ---------------------------------------------------------------------------
@@ -83,6 +82,15 @@ def relative(a, b):
     return abs(a - b) / max(abs(b), 1e-12)
 
 
+def tolerance_of(tolerance, quantity):
+    """A quantity's tolerance: `tolerance` is one number for every quantity,
+    or a dict by quantity (loss, grad_norm, lr, eval_loss, eval_accuracy,
+    weights). 0 claims bitwise equality."""
+    if isinstance(tolerance, dict):
+        return tolerance[quantity]
+    return tolerance
+
+
 @dataclass
 class Comparison:
     """Worst differences of one run pair, quantity by quantity, and every
@@ -115,19 +123,28 @@ def compare_steps(c, dtl_steps, twin_steps, tolerance, quantities=("loss", "grad
         return
     for quantity in quantities:
         worst, where, first = 0.0, "-", None
+        bound = tolerance_of(tolerance, quantity)
         for ours, theirs in zip(dtl_steps, twin_steps):
             d = relative(ours[quantity], theirs[quantity])
-            if first is None and not d <= tolerance:
+            if first is None and not d <= bound:
                 first = theirs["step"]
             if not d <= worst:  # keeps the first NaN
                 worst, where = d, (f"step {theirs['step']}: dtl {ours[quantity]!r} "
                                    f"vs twin {theirs[quantity]!r}")
         if first is not None:
             where += f" (first above tolerance at step {first})"
-        c.check(quantity, worst, where, tolerance)
+        c.check(quantity, worst, where, bound)
     skipped = [r["step"] for r in dtl_steps if r.get("skipped")]
     if skipped:
         c.fail(f"dtl skipped steps {skipped}")
+
+
+def accuracy_gap(a, b):
+    """Absolute difference of two accuracies; none on both sides (real-valued
+    targets) is no difference, none on one side is infinitely far."""
+    if a is None or b is None:
+        return 0.0 if a is None and b is None else float("inf")
+    return abs(a - b)
 
 
 def compare_evals(c, dtl_evals, twin_evals, tolerance):
@@ -142,14 +159,13 @@ def compare_evals(c, dtl_evals, twin_evals, tolerance):
         if (ours["step"], ours["eval_rows"]) != (theirs["step"], theirs["eval_rows"]):
             c.fail(f"evaluation at step {ours['step']} on {ours['eval_rows']} rows, the "
                    f"twin's at step {theirs['step']} on {theirs['eval_rows']} rows")
-        for quantity, measure in (("eval_loss", relative),
-                                  ("eval_accuracy", lambda a, b: abs(a - b))):
-            d = measure(ours[quantity], theirs[quantity])
+        for quantity, measure in (("eval_loss", relative), ("eval_accuracy", accuracy_gap)):
+            d = measure(ours.get(quantity), theirs.get(quantity))
             if not d <= worst[quantity][0]:
-                worst[quantity] = (d, f"step {theirs['step']}: dtl {ours[quantity]!r} "
-                                      f"vs twin {theirs[quantity]!r}")
+                worst[quantity] = (d, f"step {theirs['step']}: dtl {ours.get(quantity)!r} "
+                                      f"vs twin {theirs.get(quantity)!r}")
     for quantity, (d, where) in worst.items():
-        c.check(quantity, d, where, tolerance)
+        c.check(quantity, d, where, tolerance_of(tolerance, quantity))
 
 
 def compare_weights(c, dtl_weights, twin_state, tolerance, loose=None):
@@ -159,8 +175,9 @@ def compare_weights(c, dtl_weights, twin_state, tolerance, loose=None):
 
     `loose` maps a name to (slice, absolute tolerance, label) for the parts
     of a tensor whose value is not determined by the arithmetic: attention's
-    key bias (see key_bias_slices). They are compared on their own with the
-    looser absolute bound and left out of the scale-relative check."""
+    key bias (see key_bias_slices). They are left out of the scale-relative
+    check, and compared on their own with the absolute bound when one is
+    given (`None`: not compared here)."""
     loose = loose or {}
     names, theirs = set(dtl_weights), set(twin_state)
     if names != theirs:
@@ -192,29 +209,33 @@ def compare_weights(c, dtl_weights, twin_state, tolerance, loose=None):
             i = int(diff.argmax())
             worst, where = d, (f"`{name}` element {i}: dtl {ours.flatten()[i].item()!r} "
                                f"vs twin {ref.flatten()[i].item()!r}")
-    c.check("weights", worst, where, tolerance)
+    c.check("weights", worst, where, tolerance_of(tolerance, "weights"))
     if bound is not None:
         c.check(label, worst_loose, where_loose + " (absolute)", bound)
 
 
-def key_bias_slices(model, recipe):
-    """The key part of every nn.MultiheadAttention's in_proj_bias, with an
-    absolute bound for comparing it.
+def key_bias_slices(model):
+    """The key part of every nn.MultiheadAttention's in_proj_bias, left out
+    of the comparison with nn.MultiheadAttention (and compared instead, with
+    every other weight and bitwise, by the twins on dtl's own layout).
 
     Adding the same vector to every key shifts each query's scores by a
-    constant, which softmax ignores: the key bias gets a zero gradient up to
-    rounding. Adam divides that rounding noise by its own size and moves the
-    key bias by up to about lr per step in directions that depend on the
-    last bits of the arithmetic, without any effect on the output. Two exact
-    implementations therefore end with different key biases (1e-3 apart
-    here) and the same losses. What is checked for it is only that dtl
-    moved it no further than Adam's noise can: 2·Σ lr over the steps."""
-    bound = 2 * sum(lr_at(recipe, k) for k in range(1, recipe.steps + 1))
+    constant, which softmax removes: the key bias's gradient is zero in
+    exact arithmetic, and what it gets is rounding. Adam divides that
+    rounding by its own size and moves the key bias by up to about lr per
+    step, in directions set by the last bits of the arithmetic and with no
+    effect on any output. nn.MultiheadAttention computes on a [T, B, dim]
+    layout whose products round otherwise than dtl's [B, T, dim], so the two
+    end with different key biases (1.5e-3 apart here) and the same losses:
+    the value is not a property of the computation, and a bound on it would
+    check nothing. Where the rounding is the same on both sides — the twin's
+    attention written out on dtl's layout (`--written-out-attention`) — the
+    key bias is compared as every other weight, bitwise."""
     out = {}
     for name, module in model.named_modules():
         if isinstance(module, nn.MultiheadAttention):
             d = module.embed_dim
-            out[f"{name}.in_proj_bias"] = (slice(d, 2 * d), bound, "key bias")
+            out[f"{name}.in_proj_bias"] = (slice(d, 2 * d), None, "key bias")
     return out
 
 

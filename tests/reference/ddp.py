@@ -34,18 +34,20 @@ last 14 rows skipped). For each case the script:
    step (the `weights` hash of each rank-K.trace.jsonl).
 
 Tolerances, relative (weights: max |difference| over the tensor's largest
-magnitude): 1e-6 for every quantity, except AdamW's weights against dtl×1,
-1e-4, and AdamW against DDP at D = 2, which must agree exactly (0). Measured
-on the 2-core development machine (torch 2.11.0 CPU, Open MPI 5.0.11, a
-debug build of dtl), 60 steps:
+magnitude), at most 10× the worst measured: 5e-6 for every quantity
+(worst 6.9e-7), AdamW's weights 3.6e-6 (worst 3.6e-7 at D = 2, 2.0e-6 at
+D = 4), and AdamW against DDP at D = 2, which must agree exactly (0).
+Measured on the 2-core development machine (torch 2.11.0 CPU, Open MPI
+5.0.11, a debug build of dtl), 60 steps; gloo's sums are not always ordered
+alike, so two runs differ (2026-11-30 and 2026-12-04):
 
-    D = 2            loss     grad_norm  eval_loss  weights
-    sgd   vs DDP     3.6e-7   2.3e-7     0          3.8e-7
-    sgd   vs dtl×1   1.8e-7   2.5e-7     9.3e-8     3.8e-7
-    adamw vs DDP     0        0          0          0
-    adamw vs dtl×1   1.2e-7   1.6e-7     0          3.6e-7
-    D = 4 (--world 4): at most 6.3e-7 (sgd grad_norm vs DDP); AdamW's
-    weights 2.0e-6 vs DDP, 1.6e-6 vs dtl×1.
+    D = 2            loss          grad_norm     eval_loss     weights
+    sgd   vs DDP     3.6e-7 6.6e-7 2.3e-7 6.9e-7 0      3.7e-7 3.8e-7 5.7e-7
+    sgd   vs dtl×1   1.8e-7 5.5e-7 2.5e-7 5.1e-7 9.3e-8 2.8e-7 3.8e-7 4.9e-7
+    adamw vs DDP     0             0             0             0
+    adamw vs dtl×1   1.2e-7 1.3e-7 1.6e-7 1.6e-7 0      0      3.6e-7 2.3e-7
+    D = 4 (--world 4, 2026-11-30): at most 6.3e-7 (sgd grad_norm vs DDP);
+    AdamW's weights 2.0e-6 vs DDP, 1.6e-6 vs dtl×1.
 
 Why AdamW against DDP is exact at D = 2: both run the same libtorch kernels
 on the same rows, and the average of two gradients is exact whichever side
@@ -102,8 +104,8 @@ DTL_FILE = Path(__file__).resolve().parent / "layers" / "ddp_mlp.dtl"
 MICRO_BATCH = 8  # per replica, the file's train.micro_batch
 
 CASES = ("sgd", "adamw")
-TOLERANCE = 1e-6  # relative: loss, gradient norm, lr, evaluation, SGD's weights
-ADAMW_WEIGHTS = 1e-4  # AdamW's weights, dtl×D against dtl×1 (see the module doc)
+TOLERANCE = 5e-6  # relative: loss, gradient norm, lr, evaluation, SGD's weights
+ADAMW_WEIGHTS = 3.6e-6  # AdamW's weights, except against DDP at D = 2 (see the module doc)
 
 
 def tolerances(case, world, against):

@@ -79,6 +79,8 @@ SABOTAGES = {
                   "seen only by the exact AdamW comparison",
     "trace": "(ddp.py) one weight hash of dtl's rank-1.trace.jsonl read as 0000000000000000",
     "swiglu": "(layers.py) SwiGLU's silu on the up projection instead of the gate",
+    "nesterov": "(layers.py) plain momentum instead of Nesterov's (resmlp_nesterov)",
+    "mse": "(layers.py) cross_entropy instead of the mean squared error (regression_mse)",
     "rope": "(layers.py) no rotary position embeddings",
     "rope_theta": "(layers.py) rope_theta the default 10000 instead of the file's",
     "gqa_repeat": "(layers.py) key/value heads tiled (repeat) instead of each serving "
@@ -301,14 +303,18 @@ class Data:
     shuffle: bool = True
 
 
-def csv_source(path, label=-1, header=False):
+def csv_source(path, label=-1, header=False, target="class"):
     """A numeric CSV (gzip when the name ends in .gz): features as float32
-    and the class column as int64."""
+    and the label column as int64 classes, or with `target = "float"` as
+    float32 values [rows, 1]."""
     opener = gzip.open if str(path).endswith(".gz") else open
     with opener(path, "rt") as f:
         table = np.loadtxt(f, delimiter=",", skiprows=1 if header else 0, ndmin=2)
     label = label % table.shape[1]
     features = np.delete(table, label, axis=1).astype(np.float32)
+    if target == "float":
+        return torch.from_numpy(features), torch.from_numpy(
+            table[:, label:label + 1].astype(np.float32))
     return torch.from_numpy(features), torch.from_numpy(table[:, label].astype(np.int64))
 
 
@@ -394,6 +400,7 @@ class Recipe:
     schedule: tuple = ("constant",)
     clip: tuple = None  # None | ("norm", max, p), p = 2.0 or math.inf | ("value", v)
     label_smoothing: float = 0.0
+    loss: str = "cross_entropy"  # "cross_entropy" | "mse"
     seed: int = 0
     eval_every: int = 0
 
@@ -441,11 +448,15 @@ def make_optimizer(recipe, params):
     return cls[recipe.optimizer](params, lr=recipe.lr, foreach=False, **recipe.optimizer_args)
 
 
-def loss_fn(recipe, output, target):
-    """cross_entropy over every predicted label: [B, ..., C] against [B, ...]."""
+def loss_fn(recipe, output, target, reduction="mean"):
+    """cross_entropy over every predicted label ([B, ..., C] against
+    [B, ...]), or the mean squared error of real-valued targets ([B, *t]
+    against [B, *t])."""
+    if recipe.loss == "mse":
+        return F.mse_loss(output.float(), target, reduction=reduction)
     classes = output.shape[-1]
     return F.cross_entropy(output.reshape(-1, classes).float(), target.reshape(-1),
-                           label_smoothing=recipe.label_smoothing)
+                           label_smoothing=recipe.label_smoothing, reduction=reduction)
 
 
 @dataclass
@@ -457,17 +468,17 @@ class TwinRun:
 
 
 def evaluate(model, recipe, x, y, step, autocast):
-    """Mean loss over every held-out target and arg-max accuracy."""
+    """Mean loss over every held-out target and arg-max accuracy (none for
+    real-valued targets)."""
     model.eval()
     with torch.no_grad(), autocast():
         out = model(x).float()
-        classes = out.shape[-1]
-        total = F.cross_entropy(out.reshape(-1, classes), y.reshape(-1),
-                                label_smoothing=recipe.label_smoothing, reduction="sum")
-        hits = (out.argmax(-1) == y).sum().item()
+        total = loss_fn(recipe, out, y, reduction="sum")
+        hits = None if recipe.loss == "mse" else (out.argmax(-1) == y).sum().item()
     model.train()
     return {"step": step, "eval_loss": total.item() / y.numel(),
-            "eval_accuracy": hits / y.numel(), "eval_rows": x.shape[0]}
+            "eval_accuracy": None if hits is None else hits / y.numel(),
+            "eval_rows": x.shape[0]}
 
 
 def batch_stream(data, recipe):
