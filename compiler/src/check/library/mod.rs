@@ -1,7 +1,7 @@
 //! The built-in layer library: the layers' names, and the dispatch of a
 //! call to the layer's definition. Each family of layers has one file in
-//! [`layers`], with its signature, its argument checks and its lowering side
-//! by side; [`shapes`] holds the shape arithmetic the families share.
+//! [`layers`], with its signature, its argument checks and what it becomes
+//! applied to an input side by side; [`shapes`] holds the shape arithmetic the families share.
 
 mod layers;
 mod shapes;
@@ -84,23 +84,24 @@ pub fn builtin_names() -> impl Iterator<Item = &'static str> {
     ALL.iter().map(|(name, _)| *name)
 }
 
-/// What lowering one layer produces.
-pub struct Lowered {
+/// A layer applied to an input: its plan node, the parameters and buffers
+/// it creates, and the output shape.
+pub struct Applied {
     pub op: Op,
     pub params: Vec<ParamSpec>,
     pub buffers: Vec<ParamSpec>,
     pub output: Shape,
 }
 
-impl Lowered {
+impl Applied {
     /// A layer without parameters or buffers.
     fn stateless(op: Op, output: Shape) -> Self {
-        Lowered::learned(op, vec![], output)
+        Applied::learned(op, vec![], output)
     }
 
     /// A layer with parameters but no buffers.
     fn learned(op: Op, params: Vec<ParamSpec>, output: Shape) -> Self {
-        Lowered {
+        Applied {
             op,
             params,
             buffers: vec![],
@@ -151,19 +152,19 @@ impl Builtin {
 
     /// The node for this layer at module path `path` applied to `input`, with
     /// the parameters and buffers it creates, or the shape error.
-    pub fn lower(
+    pub fn apply(
         self,
         args: &[Value],
         path: &str,
         input: &Shape,
         span: Span,
-    ) -> Result<Lowered, CheckError> {
+    ) -> Result<Applied, CheckError> {
         let args = Args {
             layer: self,
             values: args,
             span,
         };
-        self.definition().lower(&Call { args, path, input })
+        self.definition().apply(&Call { args, path, input })
     }
 
     /// The family file's definition of this layer.

@@ -3,7 +3,7 @@
 
 use super::{int_or, Call, Layer};
 use crate::check::args::ParamSig;
-use crate::check::library::Lowered;
+use crate::check::library::Applied;
 use crate::check::CheckError;
 use crate::plan::{shape_to_string, Op};
 
@@ -24,8 +24,8 @@ impl Layer for Pointwise {
         vec![]
     }
 
-    fn lower(&self, call: &Call<'_>) -> Result<Lowered, CheckError> {
-        Ok(Lowered::stateless(self.op.clone(), call.input.clone()))
+    fn apply(&self, call: &Call<'_>) -> Result<Applied, CheckError> {
+        Ok(Applied::stateless(self.op.clone(), call.input.clone()))
     }
 }
 
@@ -36,7 +36,7 @@ impl Layer for Softmax {
         vec![int_or("dim", -1)]
     }
 
-    fn lower(&self, call: &Call<'_>) -> Result<Lowered, CheckError> {
+    fn apply(&self, call: &Call<'_>) -> Result<Applied, CheckError> {
         let input = call.input;
         let rank = input.len() as i64;
         let dim = call.args.int(0);
@@ -47,6 +47,6 @@ impl Layer for Softmax {
                 "here",
             ));
         }
-        Ok(Lowered::stateless(Op::Softmax { dim }, input.clone()))
+        Ok(Applied::stateless(Op::Softmax { dim }, input.clone()))
     }
 }

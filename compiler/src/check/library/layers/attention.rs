@@ -6,7 +6,7 @@
 use super::{bool_or, float_or, int, int_or, Args, Call, Layer};
 use crate::check::args::ParamSig;
 use crate::check::library::shapes::divisor_near;
-use crate::check::library::Lowered;
+use crate::check::library::Applied;
 use crate::check::CheckError;
 use crate::plan::{shape_to_string, Dim, Init, Op};
 
@@ -32,7 +32,7 @@ impl Layer for Attention {
         check_rope(args)
     }
 
-    fn lower(&self, call: &Call<'_>) -> Result<Lowered, CheckError> {
+    fn apply(&self, call: &Call<'_>) -> Result<Applied, CheckError> {
         let (a, input) = (&call.args, call.input);
         let (dim, heads, causal) = (a.int(0), a.int(1), a.flag(2));
         let kv_heads = if a.int(3) == 0 { heads } else { a.int(3) };
@@ -76,7 +76,7 @@ impl Layer for Attention {
             out_proj_weight: call.name("out_proj.weight"),
             out_proj_bias: bias.then(|| call.name("out_proj.bias")),
         };
-        Ok(Lowered::learned(op, params, input.clone()))
+        Ok(Applied::learned(op, params, input.clone()))
     }
 }
 

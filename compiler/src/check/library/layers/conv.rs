@@ -5,7 +5,7 @@
 use super::{bool_or, int, int_or, Args, Call, Layer};
 use crate::check::args::ParamSig;
 use crate::check::library::shapes::{check_channels, window_out, Spatial};
-use crate::check::library::Lowered;
+use crate::check::library::Applied;
 use crate::check::CheckError;
 use crate::plan::{Dim, Op};
 
@@ -37,7 +37,7 @@ impl Layer for Conv {
         Ok(())
     }
 
-    fn lower(&self, call: &Call<'_>) -> Result<Lowered, CheckError> {
+    fn apply(&self, call: &Call<'_>) -> Result<Applied, CheckError> {
         let a = &call.args;
         let (i, o, k, s, p, bias) = (a.int(0), a.int(1), a.int(2), a.int(3), a.int(4), a.flag(5));
         let sizes = check_channels(a.layer, call.input, self.spatial, i, a.span)?;
@@ -74,6 +74,6 @@ impl Layer for Conv {
                 bias,
             },
         };
-        Ok(Lowered::learned(op, params, output))
+        Ok(Applied::learned(op, params, output))
     }
 }

@@ -2,7 +2,7 @@
 
 use super::{float_or, Args, Call, Layer};
 use crate::check::args::ParamSig;
-use crate::check::library::Lowered;
+use crate::check::library::Applied;
 use crate::check::CheckError;
 use crate::plan::Op;
 
@@ -28,10 +28,10 @@ impl Layer for Dropout {
         Ok(())
     }
 
-    fn lower(&self, call: &Call<'_>) -> Result<Lowered, CheckError> {
+    fn apply(&self, call: &Call<'_>) -> Result<Applied, CheckError> {
         let op = Op::Dropout {
             p: call.args.float(0),
         };
-        Ok(Lowered::stateless(op, call.input.clone()))
+        Ok(Applied::stateless(op, call.input.clone()))
     }
 }

@@ -4,7 +4,7 @@
 
 use super::{float_or, int, Args, Call, Layer};
 use crate::check::args::ParamSig;
-use crate::check::library::Lowered;
+use crate::check::library::Applied;
 use crate::check::CheckError;
 use crate::plan::{shape_to_string, Dim, Init, Op};
 
@@ -29,7 +29,7 @@ impl Layer for Embedding {
         Ok(())
     }
 
-    fn lower(&self, call: &Call<'_>) -> Result<Lowered, CheckError> {
+    fn apply(&self, call: &Call<'_>) -> Result<Applied, CheckError> {
         let a = &call.args;
         let (n, d) = (a.int(0), a.int(1));
         let params = vec![call.fixed("weight", vec![n, d], Init::Normal { std: a.float(2) })];
@@ -40,7 +40,7 @@ impl Layer for Embedding {
             dim: d,
             weight: call.name("weight"),
         };
-        Ok(Lowered::learned(op, params, output))
+        Ok(Applied::learned(op, params, output))
     }
 }
 
@@ -55,7 +55,7 @@ impl Layer for PosEmbedding {
         args.positive_first(2)
     }
 
-    fn lower(&self, call: &Call<'_>) -> Result<Lowered, CheckError> {
+    fn apply(&self, call: &Call<'_>) -> Result<Applied, CheckError> {
         let (a, input) = (&call.args, call.input);
         let (max_len, d) = (a.int(0), a.int(1));
         match input.as_slice() {
@@ -76,7 +76,7 @@ impl Layer for PosEmbedding {
             dim: d,
             weight: call.name("weight"),
         };
-        Ok(Lowered::learned(op, params, input.clone()))
+        Ok(Applied::learned(op, params, input.clone()))
     }
 }
 
@@ -91,7 +91,7 @@ impl Layer for ClassToken {
         args.positive(0)
     }
 
-    fn lower(&self, call: &Call<'_>) -> Result<Lowered, CheckError> {
+    fn apply(&self, call: &Call<'_>) -> Result<Applied, CheckError> {
         let (a, input) = (&call.args, call.input);
         let d = a.int(0);
         let t = match input.as_slice() {
@@ -114,6 +114,6 @@ impl Layer for ClassToken {
             weight: call.name("weight"),
         };
         let output = vec![input[0].clone(), Dim::Size(t + 1), Dim::Size(d)];
-        Ok(Lowered::learned(op, params, output))
+        Ok(Applied::learned(op, params, output))
     }
 }

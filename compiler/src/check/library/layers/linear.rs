@@ -4,7 +4,7 @@
 use super::{bool_or, int, Args, Call, Layer};
 use crate::check::args::ParamSig;
 use crate::check::library::shapes::{check_last_dim, with_last};
-use crate::check::library::Lowered;
+use crate::check::library::Applied;
 use crate::check::CheckError;
 use crate::plan::Op;
 
@@ -23,7 +23,7 @@ impl Layer for Linear {
         args.positive_first(2)
     }
 
-    fn lower(&self, call: &Call<'_>) -> Result<Lowered, CheckError> {
+    fn apply(&self, call: &Call<'_>) -> Result<Applied, CheckError> {
         let a = &call.args;
         let (i, o, bias) = (a.int(0), a.int(1), a.flag(2));
         check_last_dim(a.layer, call.input, i, a.span)?;
@@ -37,6 +37,6 @@ impl Layer for Linear {
             weight: call.name("weight"),
             bias: bias.then(|| call.name("bias")),
         };
-        Ok(Lowered::learned(op, params, with_last(call.input, o)))
+        Ok(Applied::learned(op, params, with_last(call.input, o)))
     }
 }

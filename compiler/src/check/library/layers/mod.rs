@@ -1,9 +1,10 @@
 //! The built-in layers, one file per family. Each family implements
 //! [`Layer`]: the signature a call binds against, the checks of the bound
-//! arguments on their own, and the layer applied to an input shape (the
-//! plan node, its parameters named and initialised as PyTorch does, and the
-//! output shape, or the shape error). A new layer goes into its family's
-//! file, plus its name and its arm of the dispatch in [`super`].
+//! arguments on their own, and [`Layer::apply`], the layer applied to an
+//! input shape (the plan node, its parameters named and initialised as
+//! PyTorch does, and the output shape, or the shape error). A new layer
+//! goes into its family's file, plus its name and its arm of the dispatch
+//! in [`super`].
 
 pub(super) mod activation;
 pub(super) mod attention;
@@ -16,7 +17,7 @@ pub(super) mod pool;
 pub(super) mod shape_ops;
 
 use super::shapes::join_path;
-use super::{Builtin, Lowered};
+use super::{Applied, Builtin};
 use crate::check::args::{ParamSig, Ty, Value};
 use crate::check::CheckError;
 use crate::plan::{Init, ParamSpec, Shape};
@@ -36,7 +37,7 @@ pub(super) trait Layer: Sync {
 
     /// The plan node for the layer applied to `call.input`, with the
     /// parameters and buffers it creates, or the shape error.
-    fn lower(&self, call: &Call<'_>) -> Result<Lowered, CheckError>;
+    fn apply(&self, call: &Call<'_>) -> Result<Applied, CheckError>;
 }
 
 /// A call's bound values, in signature order, and the span errors point at.

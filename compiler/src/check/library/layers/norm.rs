@@ -5,7 +5,7 @@
 use super::{float_or, int, Args, Call, Layer};
 use crate::check::args::ParamSig;
 use crate::check::library::shapes::check_last_dim;
-use crate::check::library::Lowered;
+use crate::check::library::Applied;
 use crate::check::CheckError;
 use crate::plan::{shape_to_string, Dim, Init, Op};
 
@@ -45,7 +45,7 @@ impl Layer for BatchNorm {
         Ok(())
     }
 
-    fn lower(&self, call: &Call<'_>) -> Result<Lowered, CheckError> {
+    fn apply(&self, call: &Call<'_>) -> Result<Applied, CheckError> {
         let (a, input) = (&call.args, call.input);
         let features = a.int(0);
         match input.get(1) {
@@ -83,7 +83,7 @@ impl Layer for BatchNorm {
             running_var: call.name("running_var"),
             num_batches_tracked: call.name("num_batches_tracked"),
         };
-        Ok(Lowered {
+        Ok(Applied {
             op,
             params,
             buffers,
@@ -103,7 +103,7 @@ impl Layer for LayerNorm {
         check_width_and_eps(args)
     }
 
-    fn lower(&self, call: &Call<'_>) -> Result<Lowered, CheckError> {
+    fn apply(&self, call: &Call<'_>) -> Result<Applied, CheckError> {
         let a = &call.args;
         let dim = a.int(0);
         check_last_dim(a.layer, call.input, dim, a.span)?;
@@ -117,7 +117,7 @@ impl Layer for LayerNorm {
             weight: call.name("weight"),
             bias: call.name("bias"),
         };
-        Ok(Lowered::learned(op, params, call.input.clone()))
+        Ok(Applied::learned(op, params, call.input.clone()))
     }
 }
 
@@ -133,7 +133,7 @@ impl Layer for RmsNorm {
         check_width_and_eps(args)
     }
 
-    fn lower(&self, call: &Call<'_>) -> Result<Lowered, CheckError> {
+    fn apply(&self, call: &Call<'_>) -> Result<Applied, CheckError> {
         let a = &call.args;
         let dim = a.int(0);
         check_last_dim(a.layer, call.input, dim, a.span)?;
@@ -143,6 +143,6 @@ impl Layer for RmsNorm {
             eps: a.float(1),
             weight: call.name("weight"),
         };
-        Ok(Lowered::learned(op, params, call.input.clone()))
+        Ok(Applied::learned(op, params, call.input.clone()))
     }
 }

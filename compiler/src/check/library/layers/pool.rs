@@ -6,7 +6,7 @@
 use super::{int, int_or, Args, Call, Layer};
 use crate::check::args::ParamSig;
 use crate::check::library::shapes::{spatial_sizes, window_out, Spatial};
-use crate::check::library::Lowered;
+use crate::check::library::Applied;
 use crate::check::CheckError;
 use crate::plan::{Dim, Op};
 
@@ -46,7 +46,7 @@ impl Layer for Window {
         Ok(())
     }
 
-    fn lower(&self, call: &Call<'_>) -> Result<Lowered, CheckError> {
+    fn apply(&self, call: &Call<'_>) -> Result<Applied, CheckError> {
         let a = &call.args;
         let (k, p) = (a.int(0), a.int(2));
         let s = if a.int(1) == 0 { k } else { a.int(1) };
@@ -78,7 +78,7 @@ impl Layer for Window {
                 padding,
             },
         };
-        Ok(Lowered::stateless(op, output))
+        Ok(Applied::stateless(op, output))
     }
 }
 
@@ -99,7 +99,7 @@ impl Layer for Adaptive {
         args.positive_first(self.spatial.count())
     }
 
-    fn lower(&self, call: &Call<'_>) -> Result<Lowered, CheckError> {
+    fn apply(&self, call: &Call<'_>) -> Result<Applied, CheckError> {
         let a = &call.args;
         spatial_sizes(a.layer, call.input, self.spatial, a.span)?;
         let dims = self.spatial.count();
@@ -112,6 +112,6 @@ impl Layer for Adaptive {
                 width: a.int(1),
             },
         };
-        Ok(Lowered::stateless(op, output))
+        Ok(Applied::stateless(op, output))
     }
 }

@@ -6,7 +6,7 @@
 use super::{int, Args, Call, Layer};
 use crate::check::args::{ParamSig, Ty, Value};
 use crate::check::library::shapes::{flatten, sample_size};
-use crate::check::library::Lowered;
+use crate::check::library::Applied;
 use crate::check::CheckError;
 use crate::plan::{shape_to_string, Dim, Op, Shape};
 
@@ -17,8 +17,8 @@ impl Layer for Flatten {
         vec![]
     }
 
-    fn lower(&self, call: &Call<'_>) -> Result<Lowered, CheckError> {
-        Ok(Lowered::stateless(
+    fn apply(&self, call: &Call<'_>) -> Result<Applied, CheckError> {
+        Ok(Applied::stateless(
             Op::Flatten,
             flatten(call.input, call.args.span)?,
         ))
@@ -54,7 +54,7 @@ impl Layer for Reshape {
         Ok(())
     }
 
-    fn lower(&self, call: &Call<'_>) -> Result<Lowered, CheckError> {
+    fn apply(&self, call: &Call<'_>) -> Result<Applied, CheckError> {
         let (input, span) = (call.input, call.args.span);
         let shape = Reshape::sizes(&call.args);
         let have = sample_size(input, span)?;
@@ -70,7 +70,7 @@ impl Layer for Reshape {
         }
         let mut output = vec![input[0].clone()];
         output.extend(shape.iter().map(|n| Dim::Size(*n)));
-        Ok(Lowered::stateless(Op::Reshape { shape }, output))
+        Ok(Applied::stateless(Op::Reshape { shape }, output))
     }
 }
 
@@ -81,7 +81,7 @@ impl Layer for Transpose {
         vec![int("dim0"), int("dim1")]
     }
 
-    fn lower(&self, call: &Call<'_>) -> Result<Lowered, CheckError> {
+    fn apply(&self, call: &Call<'_>) -> Result<Applied, CheckError> {
         let (a, input) = (&call.args, call.input);
         let rank = input.len() as i64;
         let norm = |d: i64| if d < 0 { d + rank } else { d };
@@ -102,7 +102,7 @@ impl Layer for Transpose {
         }
         let mut output = input.clone();
         output.swap(d0 as usize, d1 as usize);
-        Ok(Lowered::stateless(
+        Ok(Applied::stateless(
             Op::Transpose { dim0: d0, dim1: d1 },
             output,
         ))
@@ -150,7 +150,7 @@ impl Layer for Select {
         vec![int("dim"), int("index")]
     }
 
-    fn lower(&self, call: &Call<'_>) -> Result<Lowered, CheckError> {
+    fn apply(&self, call: &Call<'_>) -> Result<Applied, CheckError> {
         let (a, input) = (&call.args, call.input);
         let dim = reduced_dim(call)?;
         let output = without(call, dim);
@@ -177,7 +177,7 @@ impl Layer for Select {
             });
         }
         let index = if index < 0 { index + n } else { index };
-        Ok(Lowered::stateless(Op::Select { dim, index }, output))
+        Ok(Applied::stateless(Op::Select { dim, index }, output))
     }
 }
 
@@ -188,8 +188,8 @@ impl Layer for Mean {
         vec![int("dim")]
     }
 
-    fn lower(&self, call: &Call<'_>) -> Result<Lowered, CheckError> {
+    fn apply(&self, call: &Call<'_>) -> Result<Applied, CheckError> {
         let dim = reduced_dim(call)?;
-        Ok(Lowered::stateless(Op::Mean { dim }, without(call, dim)))
+        Ok(Applied::stateless(Op::Mean { dim }, without(call, dim)))
     }
 }
