@@ -4,7 +4,7 @@
 
 use std::fmt::Write;
 
-use super::layout::{Rect, DETAIL_FONT, LABEL_FONT, TITLE_FONT};
+use super::placement::{Rect, DETAIL_FONT, LABEL_FONT, TITLE_FONT};
 use super::route::{draw, CAPTION_FONT};
 use super::{num, text_width, xml_escape, Graph, FONT};
 use crate::plan::Plan;
