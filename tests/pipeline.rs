@@ -105,7 +105,7 @@ fn two_stages_train_like_one_process_with_either_schedule() {
 
         // Each stage ran its passes in the order the timeline draws them,
         // and held no more pieces than the schedule allows.
-        let rows = dtl_compiler::graph::timeline(
+        let rows = dtl_compiler::tools::graph::timeline(
             2,
             4,
             match schedule {
