@@ -235,82 +235,10 @@ fn build_int(pair: &Pair<'_, Rule>, errors: &mut Errors) -> i64 {
 pub(super) fn build_expr(pair: Pair<'_, Rule>, errors: &mut Errors) -> Expr {
     let span = Span::from_pest(pair.as_span());
     match pair.as_rule() {
-        Rule::expr => {
-            let mut stages: Vec<Expr> = pair
-                .into_inner()
-                .filter(|p| p.as_rule() != Rule::pipe_op)
-                .map(|p| build_expr(p, errors))
-                .collect();
-            if stages.len() == 1 {
-                stages.pop().expect("one stage")
-            } else {
-                Expr {
-                    kind: ExprKind::Pipe(stages),
-                    span,
-                }
-            }
-        }
-        Rule::sum => {
-            // Left to right: a run of `+` makes one n-ary sum (one node on
-            // tensors); `-` ends the run.
-            let mut inner = pair.into_inner();
-            let first = build_expr(inner.next().expect("a sum starts with a term"), errors);
-            let mut run = vec![first];
-            let mut combined = false;
-            while let (Some(op), Some(rhs)) = (inner.next(), inner.next()) {
-                combined = true;
-                let rhs = build_expr(rhs, errors);
-                if op.as_str() == "+" {
-                    run.push(rhs);
-                    continue;
-                }
-                let lhs = close_sum(std::mem::take(&mut run));
-                run.push(binary(BinOp::Sub, lhs, rhs));
-            }
-            // A sum's span covers its terms' brackets too; a lone term
-            // keeps its own.
-            let mut sum = close_sum(run);
-            if combined {
-                sum.span = span;
-            }
-            sum
-        }
-        Rule::product => {
-            let mut inner = pair.into_inner();
-            let mut acc = build_expr(inner.next().expect("a product starts with a term"), errors);
-            let mut combined = false;
-            while let (Some(op), Some(rhs)) = (inner.next(), inner.next()) {
-                combined = true;
-                let op = if op.as_str() == "*" {
-                    BinOp::Mul
-                } else {
-                    BinOp::Div
-                };
-                acc = binary(op, acc, build_expr(rhs, errors));
-            }
-            if combined {
-                acc.span = span;
-            }
-            acc
-        }
-        Rule::repeat => {
-            let mut inner = pair.into_inner();
-            let count_pair = inner.next().expect("repeat count");
-            let count = build_int(&count_pair, errors);
-            let count_span = Span::from_pest(count_pair.as_span());
-            let body = inner
-                .filter(|p| p.as_rule() != Rule::pipe_op)
-                .map(|p| build_expr(p, errors))
-                .collect();
-            Expr {
-                kind: ExprKind::Repeat {
-                    count,
-                    count_span,
-                    body,
-                },
-                span,
-            }
-        }
+        Rule::expr => build_pipe(pair, span, errors),
+        Rule::sum => build_sum(pair, span, errors),
+        Rule::product => build_product(pair, span, errors),
+        Rule::repeat => build_repeat(pair, span, errors),
         Rule::paren => build_expr(
             pair.into_inner().next().expect("paren holds an expr"),
             errors,
@@ -359,6 +287,89 @@ pub(super) fn build_expr(pair: Pair<'_, Rule>, errors: &mut Errors) -> Expr {
             span,
         },
         rule => unreachable!("not an expression rule: {rule:?}"),
+    }
+}
+
+/// `x |> f |> g`: the stages, or the one expression when there is no pipe.
+fn build_pipe(pair: Pair<'_, Rule>, span: Span, errors: &mut Errors) -> Expr {
+    let mut stages: Vec<Expr> = pair
+        .into_inner()
+        .filter(|p| p.as_rule() != Rule::pipe_op)
+        .map(|p| build_expr(p, errors))
+        .collect();
+    if stages.len() == 1 {
+        stages.pop().expect("one stage")
+    } else {
+        Expr {
+            kind: ExprKind::Pipe(stages),
+            span,
+        }
+    }
+}
+
+/// `a + b - c`, left to right: a run of `+` makes one n-ary sum (one node
+/// on tensors); `-` ends the run.
+fn build_sum(pair: Pair<'_, Rule>, span: Span, errors: &mut Errors) -> Expr {
+    let mut inner = pair.into_inner();
+    let first = build_expr(inner.next().expect("a sum starts with a term"), errors);
+    let mut run = vec![first];
+    let mut combined = false;
+    while let (Some(op), Some(rhs)) = (inner.next(), inner.next()) {
+        combined = true;
+        let rhs = build_expr(rhs, errors);
+        if op.as_str() == "+" {
+            run.push(rhs);
+            continue;
+        }
+        let lhs = close_sum(std::mem::take(&mut run));
+        run.push(binary(BinOp::Sub, lhs, rhs));
+    }
+    // A sum's span covers its terms' brackets too; a lone term keeps its
+    // own.
+    let mut sum = close_sum(run);
+    if combined {
+        sum.span = span;
+    }
+    sum
+}
+
+/// `a * b / c`, left to right.
+fn build_product(pair: Pair<'_, Rule>, span: Span, errors: &mut Errors) -> Expr {
+    let mut inner = pair.into_inner();
+    let mut acc = build_expr(inner.next().expect("a product starts with a term"), errors);
+    let mut combined = false;
+    while let (Some(op), Some(rhs)) = (inner.next(), inner.next()) {
+        combined = true;
+        let op = if op.as_str() == "*" {
+            BinOp::Mul
+        } else {
+            BinOp::Div
+        };
+        acc = binary(op, acc, build_expr(rhs, errors));
+    }
+    if combined {
+        acc.span = span;
+    }
+    acc
+}
+
+/// `repeat 4 { Block(128) |> relu }`: N copies of a chain.
+fn build_repeat(pair: Pair<'_, Rule>, span: Span, errors: &mut Errors) -> Expr {
+    let mut inner = pair.into_inner();
+    let count_pair = inner.next().expect("repeat count");
+    let count = build_int(&count_pair, errors);
+    let count_span = Span::from_pest(count_pair.as_span());
+    let body = inner
+        .filter(|p| p.as_rule() != Rule::pipe_op)
+        .map(|p| build_expr(p, errors))
+        .collect();
+    Expr {
+        kind: ExprKind::Repeat {
+            count,
+            count_span,
+            body,
+        },
+        span,
     }
 }
 
