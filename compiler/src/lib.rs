@@ -7,11 +7,12 @@
 //! data types, which the runtime reads). Each phase imports only the ones
 //! before it; `plan` imports none.
 //!
-//! Beside them, what the phases share: [`ast`] (the syntax tree), [`span`]
-//! (byte ranges and line numbers), [`diagnostics`] (rendering what the
-//! phases report), [`dataset`] (reading data files, for `check` and the
-//! runtime), [`input`] (a source file or a compiled plan), [`overrides`]
-//! (`--set`), [`records`] (the run output's schema) and [`util`].
+//! Beside them: [`ast`] (the syntax tree); [`span`] (byte ranges, line
+//! numbers); [`diagnostics`] (rendering what the phases report);
+//! [`dataset`] (reading data files, for `check` and the runtime); [`input`]
+//! and [`overrides`] (what a command line names: a source file or a
+//! compiled plan, and `--set`); [`records`] (the run output's schema);
+//! [`util`].
 //!
 //! Around them, the [`tools`], which no phase imports:
 //! [`tools::explain`] and [`tools::graph`] read a plan; [`tools::format`]
