@@ -3,12 +3,12 @@
 //! shape or a layer's signature; go-to-definition finds modules, layers,
 //! `let`s and data sources; completion offers layers, modules, keyword
 //! arguments and settings. The queries are the compiler's
-//! (`dtl_compiler::analysis`); this file only speaks the protocol.
+//! (`dtl_compiler::tools::analysis`); this file only speaks the protocol.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use dtl_compiler::analysis::{self, Analysis, CompletionKind};
+use dtl_compiler::tools::analysis::{self, Analysis, CompletionKind};
 use lsp_server::{Connection, Message, Notification, Request, Response};
 use lsp_types::notification::{
     DidChangeTextDocument, DidCloseTextDocument, DidOpenTextDocument, Notification as _,
@@ -209,7 +209,7 @@ impl Server<'_> {
             Formatting::METHOD => {
                 parse::<lsp_types::DocumentFormattingParams>(request.params).map(|p| {
                     let edits = self.documents.get(&p.text_document.uri).and_then(|a| {
-                        let formatted = dtl_compiler::format::format_source(&a.text).ok()?;
+                        let formatted = dtl_compiler::tools::format::format_source(&a.text).ok()?;
                         Some(vec![lsp_types::TextEdit {
                             range: range(&a.text, 0, a.text.len()),
                             new_text: formatted,

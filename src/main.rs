@@ -357,7 +357,7 @@ fn check(
     }
     if let CheckFormat::Sarif = format {
         use std::io::Write;
-        let _ = std::io::stdout().write_all(dtl_compiler::sarif::render(&all).as_bytes());
+        let _ = std::io::stdout().write_all(dtl_compiler::tools::sarif::render(&all).as_bytes());
     }
     if let CheckFormat::Json = format {
         out!(
@@ -396,7 +396,7 @@ fn compile(
 
 fn explain(path: &Path, format: ExplainFormat, request: &Request) -> Result<(), Failure> {
     let plan = load_plan(&Input::of(path), request)?;
-    let cost = dtl_compiler::explain::cost(&plan);
+    let cost = dtl_compiler::tools::explain::cost(&plan);
     match format {
         ExplainFormat::Text => out!("{}", cost.render(&plan).trim_end()),
         ExplainFormat::Json => out!(
@@ -414,7 +414,7 @@ fn fmt(files: &[PathBuf], check: bool) -> Result<(), Failure> {
     for path in files {
         let text = read(path)?;
         let name = path.display().to_string();
-        let formatted = match dtl_compiler::format::format_source(&text) {
+        let formatted = match dtl_compiler::tools::format::format_source(&text) {
             Ok(formatted) => formatted,
             Err(errors) => {
                 let mut diagnostics = Diagnostics::new(&name, &text);
@@ -432,7 +432,7 @@ fn fmt(files: &[PathBuf], check: bool) -> Result<(), Failure> {
         if check {
             out!(
                 "{}",
-                dtl_compiler::format::unified_diff(&name, &text, &formatted).trim_end()
+                dtl_compiler::tools::format::unified_diff(&name, &text, &formatted).trim_end()
             );
             failed = true;
         } else {
@@ -457,7 +457,7 @@ fn graph(
     timeline: bool,
     request: &Request,
 ) -> Result<(), Failure> {
-    use dtl_compiler::graph;
+    use dtl_compiler::tools::graph;
     let plan = load_plan(&Input::of(path), request)?;
     let stage_of = plan.topology.stage_of_nodes();
     let layout = &plan.topology.parallelism;

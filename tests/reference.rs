@@ -131,7 +131,7 @@ fn compare_with_pytorch_after(example: &str, train: &str, bound: f64, prepare: i
         Some(plan.model.parameter_count),
         "{example}: parameter count"
     );
-    let per_layer: u64 = dtl_compiler::explain::cost(&plan)
+    let per_layer: u64 = dtl_compiler::tools::explain::cost(&plan)
         .layers
         .iter()
         .map(|l| l.parameters)

@@ -49,7 +49,9 @@ fn one(lines: usize, what: &str) {
             assert!(dtl_compiler::check_source("bench.dtl", &text, &options).is_ok());
         }
         "fmt" => {
-            std::hint::black_box(dtl_compiler::format::format_source(&text).expect("formats"));
+            std::hint::black_box(
+                dtl_compiler::tools::format::format_source(&text).expect("formats"),
+            );
         }
         other => panic!("--what check or fmt, not {other}"),
     }

@@ -75,7 +75,7 @@ fn exercise(text: &str, base: &Path, rng: &mut Rng) -> Result<(usize, bool), Str
     let ok = compiled.is_ok();
     match &compiled {
         Ok(plan) => {
-            let cost = dtl_compiler::explain::cost(plan);
+            let cost = dtl_compiler::tools::explain::cost(plan);
             let _ = cost.render(plan);
         }
         Err(diagnostics) => {
@@ -95,13 +95,13 @@ fn exercise(text: &str, base: &Path, rng: &mut Rng) -> Result<(usize, bool), Str
             let _ = diagnostics.render_human(false);
         }
     }
-    if let Ok(formatted) = dtl_compiler::format::format_source(text) {
+    if let Ok(formatted) = dtl_compiler::tools::format::format_source(text) {
         // The formatter keeps the meaning: its output parses again.
         if !dtl_compiler::syntax::parse(&formatted).1.is_empty() {
             return Err("the formatter's output does not parse".into());
         }
     }
-    let analysis = dtl_compiler::analysis::analyze("fuzz.dtl", text, &options);
+    let analysis = dtl_compiler::tools::analysis::analyze("fuzz.dtl", text, &options);
     for _ in 0..3 {
         let at = dtl_compiler::util::mutate::floor_boundary(text, below(rng, text.len() + 1));
         if let Some((span, _)) = analysis.hover(at) {

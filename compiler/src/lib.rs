@@ -7,29 +7,33 @@
 //! data types, which the runtime reads). Each phase imports only the ones
 //! before it; `plan` imports none.
 //!
-//! Around them: [`diagnostics`] and [`sarif`] render what the phases
-//! report; [`explain`] and [`graph`] read a plan; [`format`] and
-//! [`analysis`] (the editor queries) read the syntax tree; [`dataset`]
-//! reads data files for `check` and the runtime; [`records`] is the run
-//! output's schema. This crate may depend on neither libtorch nor MPI:
-//! `dtl check` must run on a machine that has neither.
+//! Beside them: [`ast`] (the syntax tree); [`span`] (byte ranges, line
+//! numbers); [`diagnostics`] (rendering what the phases report);
+//! [`dataset`] (reading data files, for `check` and the runtime); [`input`]
+//! and [`overrides`] (what a command line names: a source file or a
+//! compiled plan, and `--set`); [`records`] (the run output's schema);
+//! [`util`].
+//!
+//! Around them, the [`tools`], which no phase imports:
+//! [`tools::explain`] and [`tools::graph`] read a plan; [`tools::format`]
+//! and [`tools::analysis`] (the editor queries) read the syntax tree;
+//! [`tools::sarif`] renders diagnostics for code-scanning services.
+//!
+//! This crate may depend on neither libtorch nor MPI: `dtl check` must run
+//! on a machine that has neither.
 
-pub mod analysis;
 pub mod ast;
 pub mod check;
 pub mod dataset;
 pub mod diagnostics;
-pub mod explain;
-pub mod format;
-pub mod graph;
 pub mod input;
 pub mod lower;
 pub mod overrides;
 pub mod plan;
 pub mod records;
-pub mod sarif;
 pub mod span;
 pub mod syntax;
+pub mod tools;
 pub mod util;
 
 use std::path::Path;

@@ -11,7 +11,7 @@ use pest::Parser;
 
 use crate::ast::{Arg, Call, Expr, ExprKind, File, Ident, Item, Setting};
 use crate::span::Span;
-use crate::syntax::{lower_expr_text, DtlParser, Rule};
+use crate::syntax::{build_expr_text, DtlParser, Rule};
 
 /// One `--set PATH=VALUE`.
 #[derive(Debug, Clone, PartialEq)]
@@ -37,7 +37,7 @@ pub fn parse(text: &str) -> Result<Override, String> {
     }
     let parsed = DtlParser::parse(Rule::expr_line, value_text)
         .map_err(|_| format!("`{text}`: `{value_text}` is not a dtl value"))?;
-    let value = lower_expr_text(parsed).map_err(|e| format!("`{text}`: {e}"))?;
+    let value = build_expr_text(parsed).map_err(|e| format!("`{text}`: {e}"))?;
     Ok(Override {
         path,
         value,

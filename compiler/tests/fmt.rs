@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use dtl_compiler::format::{comments, format_source, unified_diff};
+use dtl_compiler::tools::format::{comments, format_source, unified_diff};
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")

@@ -106,9 +106,12 @@ fn mutated_inputs_never_panic_and_spans_stay_inside_the_file() {
                 let compiled = dtl_compiler::compile_source("fuzz.dtl", &text, &options);
                 // What compiles is explained and drawn too.
                 if let Ok(plan) = &compiled {
-                    let cost = dtl_compiler::explain::cost(plan);
+                    let cost = dtl_compiler::tools::explain::cost(plan);
                     let _ = cost.render(plan);
-                    let _ = dtl_compiler::graph::model_dot(plan, &plan.topology.stage_of_nodes());
+                    let _ = dtl_compiler::tools::graph::model_dot(
+                        plan,
+                        &plan.topology.stage_of_nodes(),
+                    );
                     let back = dtl_compiler::plan::Plan::from_text(&plan.to_yaml())
                         .expect("a plan reads back");
                     assert_eq!(&back, plan, "YAML round trip");
@@ -172,7 +175,7 @@ fn editor_queries_never_panic_on_mutants() {
                 .map(|_| floor_boundary(&text, below(&mut rng, text.len() + 1)))
                 .collect();
             let result = std::panic::catch_unwind(|| {
-                let analysis = dtl_compiler::analysis::analyze("fuzz.dtl", &text, &options);
+                let analysis = dtl_compiler::tools::analysis::analyze("fuzz.dtl", &text, &options);
                 for &offset in &offsets {
                     if let Some((span, _)) = analysis.hover(offset) {
                         assert!(span.end <= text.len());

@@ -3,7 +3,7 @@
 //! checked, compiled, formatted and asked the editor's questions, on a
 //! test thread's small stack (2 MiB).
 
-use dtl_compiler::analysis;
+use dtl_compiler::tools::analysis;
 
 const DEPTH: usize = 100_000;
 
@@ -34,7 +34,7 @@ fn survive(text: &str, code: &str) {
     }
     let _ = diagnostics.render_human(false);
     // The formatter refuses a file it cannot parse, and formats the rest.
-    let formatted = dtl_compiler::format::format_source(text);
+    let formatted = dtl_compiler::tools::format::format_source(text);
     assert_eq!(
         formatted.is_err(),
         code.starts_with("dtl::syntax"),

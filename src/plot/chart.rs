@@ -247,7 +247,7 @@ fn counted(n: usize, noun: &str) -> String {
 }
 
 /// A count with thousands separators: 1,000,000.
-use dtl_compiler::graph::group_digits as grouped;
+use dtl_compiler::tools::graph::group_digits as grouped;
 
 #[cfg(test)]
 mod tests {

@@ -196,4 +196,4 @@ pub fn draw_legend(svg: &mut Svg, panel: &Panel, curves: &[Curve]) {
 
 /// Text safe inside an XML element or a double-quoted attribute: the
 /// graph renderer's escaping.
-use dtl_compiler::graph::xml_escape as escape;
+use dtl_compiler::tools::graph::xml_escape as escape;

@@ -2,6 +2,8 @@
 //! validation split. With `probe` the data is read at check time, so its
 //! width and classes can be checked against the model.
 
+use std::path::Path;
+
 use super::args::{ParamSig, Ty, Value};
 use super::settings::{choose, type_error, Settings};
 use super::CheckError;
@@ -21,7 +23,7 @@ pub fn data(
     errors: &mut Vec<CheckError>,
     lints: &mut Vec<super::Lint>,
 ) -> Option<DataPlan> {
-    let (base_dir, probe) = (&options.base_dir, options.probe_data);
+    let base_dir = &options.base_dir;
     let settings = Settings::new(
         &format!("data {}", def.name.name),
         def.name.span,
@@ -34,144 +36,13 @@ pub fn data(
         "e.g. `source = csv(\"digits.csv.gz\", label: -1)`",
         errors,
     )?;
-    #[derive(Clone, Copy)]
-    enum Format {
-        Csv,
-        Npy,
-        Idx,
-        Safetensors,
-        Text,
-        Tokens,
-        Synthetic,
-    }
-    let choices = [
-        (
-            "csv",
-            Format::Csv,
-            vec![
-                ParamSig::required("path", Ty::Str),
-                ParamSig::optional("label", Ty::Int, Value::Int(-1)),
-                ParamSig::optional("header", Ty::Bool, Value::Bool(false)),
-            ],
-        ),
-        (
-            "npy",
-            Format::Npy,
-            vec![
-                ParamSig::required("features", Ty::Str),
-                ParamSig::required("labels", Ty::Str),
-            ],
-        ),
-        (
-            "idx",
-            Format::Idx,
-            vec![
-                ParamSig::required("images", Ty::Str),
-                ParamSig::required("labels", Ty::Str),
-            ],
-        ),
-        (
-            "safetensors",
-            Format::Safetensors,
-            vec![
-                ParamSig::required("path", Ty::Str),
-                ParamSig::optional("features", Ty::Str, Value::Str("features".into())),
-                ParamSig::optional("labels", Ty::Str, Value::Str("labels".into())),
-            ],
-        ),
-        (
-            "text",
-            Format::Text,
-            vec![
-                ParamSig::required("path", Ty::Str),
-                ParamSig::required("context", Ty::Int),
-                ParamSig::optional("encoding", Ty::Str, Value::Str("chars".into())),
-            ],
-        ),
-        (
-            "tokens",
-            Format::Tokens,
-            vec![
-                ParamSig::required("path", Ty::Str),
-                ParamSig::required("context", Ty::Int),
-                ParamSig::optional("dtype", Ty::Str, Value::Str("uint16".into())),
-            ],
-        ),
-        (
-            "synthetic",
-            Format::Synthetic,
-            vec![
-                ParamSig::required("rows", Ty::Int),
-                ParamSig::required("features", Ty::Int),
-                ParamSig::required("classes", Ty::Int),
-                ParamSig::optional("seed", Ty::Int, Value::Int(0)),
-            ],
-        ),
-    ];
-    let (format, v) = choose(source, "data format", &choices, errors)?;
+    let (format, v) = choose(source, "data format", &Format::choices(), errors)?;
     let scale = settings.float("scale", f64::MIN_POSITIVE..f64::INFINITY, 1.0, errors)?;
     let valid_fraction = settings.float("valid", 0.0..1.0, 0.2, errors)?;
     let shuffle = settings.bool("shuffle", true, errors)?;
     let target = settings.choice_or("target", TargetKind::Class, errors)?;
-    // Paths are relative to the .dtl file.
-    let file = |value: &Value| {
-        super::paths::normalize(&base_dir.join(value.as_str()))
-            .display()
-            .to_string()
-    };
-    let source_plan = match format {
-        Format::Csv => DataSource::Csv {
-            path: file(&v[0]),
-            label_column: v[1].as_int(),
-            header: v[2].as_bool(),
-        },
-        Format::Npy => DataSource::Npy {
-            features: file(&v[0]),
-            labels: file(&v[1]),
-        },
-        Format::Idx => DataSource::Idx {
-            images: file(&v[0]),
-            labels: file(&v[1]),
-        },
-        Format::Safetensors => DataSource::Safetensors {
-            path: file(&v[0]),
-            features: v[1].as_str().to_string(),
-            labels: v[2].as_str().to_string(),
-        },
-        Format::Text => text_source(file(&v[0]), &v[1], &v[2], source, target, errors)?,
-        Format::Tokens => tokens_source(file(&v[0]), &v[1], &v[2], source, target, errors)?,
-        Format::Synthetic => {
-            let (rows, features, classes, seed) =
-                (v[0].as_int(), v[1].as_int(), v[2].as_int(), v[3].as_int());
-            let sane = (1..=10_000_000).contains(&rows)
-                && (1..=1_000_000).contains(&features)
-                && (2..=100_000).contains(&classes)
-                && seed >= 0
-                && rows.saturating_mul(features) <= 1 << 30;
-            if !sane {
-                errors.push(CheckError::InvalidValue {
-                    message: "synthetic data needs rows ≥ 1, features ≥ 1, classes ≥ 2, seed ≥ 0 and at most 2^30 values".into(),
-                    span: source.value.span,
-                    label: "out of range".into(),
-                    help: None,
-                });
-                return None;
-            }
-            DataSource::Synthetic {
-                rows: rows as u64,
-                features: features as u64,
-                classes: classes as u64,
-                seed: seed as u64,
-            }
-        }
-    };
-    // The files it names, as written: where they lead.
-    let raw_paths: &[Value] = match format {
-        Format::Csv | Format::Safetensors | Format::Text | Format::Tokens => &v[..1],
-        Format::Npy | Format::Idx => &v[..2],
-        Format::Synthetic => &[],
-    };
-    for raw in raw_paths {
+    let source_plan = source_plan(format, &v, source, target, base_dir, errors)?;
+    for raw in format.paths(&v) {
         super::paths::check(
             raw.as_str(),
             base_dir,
@@ -192,118 +63,335 @@ pub fn data(
         ));
         return None;
     }
-    let (mut sample_shape, mut target_shape, mut classes, mut rows) =
-        (Vec::new(), Vec::new(), 0, 0);
-    let mut features = Features::Unknown;
-    if let (
-        true,
-        DataSource::Tokens {
+    let found = match (options.probe_data, &source_plan) {
+        (false, _) => Probed::unknown(),
+        (
+            true,
+            DataSource::Tokens {
+                path,
+                dtype,
+                context,
+            },
+        ) => probe_tokens(
             path,
-            dtype,
-            context,
+            *dtype,
+            *context,
+            valid_fraction,
+            source,
+            base_dir,
+            errors,
+        )?,
+        (true, _) => {
+            let table = match dataset::load(&source_plan, target) {
+                Ok(table) => table,
+                Err(err) => {
+                    errors.push(data_file_error(err.to_string(), source, base_dir));
+                    return None;
+                }
+            };
+            probe_table(&table, &settings, scale, errors)?
+        }
+    };
+    Some(DataPlan {
+        name: def.name.name.clone(),
+        source: source_plan,
+        sample_shape: found.sample_shape,
+        features: found.features,
+        target,
+        target_shape: found.target_shape,
+        classes: found.classes,
+        rows: found.rows,
+        scale,
+        valid_fraction,
+        shuffle,
+    })
+}
+
+/// The kinds of data source, the calls of `source = ...`.
+#[derive(Clone, Copy)]
+enum Format {
+    Csv,
+    Npy,
+    Idx,
+    Safetensors,
+    Text,
+    Tokens,
+    Synthetic,
+}
+
+impl Format {
+    /// Each format's name and signature, for [`choose`].
+    fn choices() -> [(&'static str, Format, Vec<ParamSig>); 7] {
+        [
+            (
+                "csv",
+                Format::Csv,
+                vec![
+                    ParamSig::required("path", Ty::Str),
+                    ParamSig::optional("label", Ty::Int, Value::Int(-1)),
+                    ParamSig::optional("header", Ty::Bool, Value::Bool(false)),
+                ],
+            ),
+            (
+                "npy",
+                Format::Npy,
+                vec![
+                    ParamSig::required("features", Ty::Str),
+                    ParamSig::required("labels", Ty::Str),
+                ],
+            ),
+            (
+                "idx",
+                Format::Idx,
+                vec![
+                    ParamSig::required("images", Ty::Str),
+                    ParamSig::required("labels", Ty::Str),
+                ],
+            ),
+            (
+                "safetensors",
+                Format::Safetensors,
+                vec![
+                    ParamSig::required("path", Ty::Str),
+                    ParamSig::optional("features", Ty::Str, Value::Str("features".into())),
+                    ParamSig::optional("labels", Ty::Str, Value::Str("labels".into())),
+                ],
+            ),
+            (
+                "text",
+                Format::Text,
+                vec![
+                    ParamSig::required("path", Ty::Str),
+                    ParamSig::required("context", Ty::Int),
+                    ParamSig::optional("encoding", Ty::Str, Value::Str("chars".into())),
+                ],
+            ),
+            (
+                "tokens",
+                Format::Tokens,
+                vec![
+                    ParamSig::required("path", Ty::Str),
+                    ParamSig::required("context", Ty::Int),
+                    ParamSig::optional("dtype", Ty::Str, Value::Str("uint16".into())),
+                ],
+            ),
+            (
+                "synthetic",
+                Format::Synthetic,
+                vec![
+                    ParamSig::required("rows", Ty::Int),
+                    ParamSig::required("features", Ty::Int),
+                    ParamSig::required("classes", Ty::Int),
+                    ParamSig::optional("seed", Ty::Int, Value::Int(0)),
+                ],
+            ),
+        ]
+    }
+
+    /// The values of `v` that name files, as written.
+    fn paths(self, v: &[Value]) -> &[Value] {
+        match self {
+            Format::Csv | Format::Safetensors | Format::Text | Format::Tokens => &v[..1],
+            Format::Npy | Format::Idx => &v[..2],
+            Format::Synthetic => &[],
+        }
+    }
+}
+
+/// The source's plan from its bound values `v`; paths are relative to the
+/// .dtl file.
+fn source_plan(
+    format: Format,
+    v: &[Value],
+    source: &Setting,
+    target: TargetKind,
+    base_dir: &Path,
+    errors: &mut Vec<CheckError>,
+) -> Option<DataSource> {
+    let file = |value: &Value| {
+        super::paths::normalize(&base_dir.join(value.as_str()))
+            .display()
+            .to_string()
+    };
+    Some(match format {
+        Format::Csv => DataSource::Csv {
+            path: file(&v[0]),
+            label_column: v[1].as_int(),
+            header: v[2].as_bool(),
         },
-    ) = (probe, &source_plan)
-    {
-        let found = match dataset::probe_tokens(path, *dtype) {
-            Ok(found) => found,
-            Err(err) => {
-                errors.push(CheckError::DataFile {
-                    reason: err.to_string(),
-                    span: source.value.span,
-                    help: Some(format!(
-                        "paths are relative to the .dtl file's folder ({})",
-                        base_dir.display()
-                    )),
-                });
-                return None;
-            }
-        };
-        let windows = found.tokens.saturating_sub(1) / context;
-        let split = dataset::TokenSplit::new(found.tokens, *context, |w| {
-            (w as f64 * valid_fraction).round() as u64
+        Format::Npy => DataSource::Npy {
+            features: file(&v[0]),
+            labels: file(&v[1]),
+        },
+        Format::Idx => DataSource::Idx {
+            images: file(&v[0]),
+            labels: file(&v[1]),
+        },
+        Format::Safetensors => DataSource::Safetensors {
+            path: file(&v[0]),
+            features: v[1].as_str().to_string(),
+            labels: v[2].as_str().to_string(),
+        },
+        Format::Text => text_source(file(&v[0]), &v[1], &v[2], source, target, errors)?,
+        Format::Tokens => tokens_source(file(&v[0]), &v[1], &v[2], source, target, errors)?,
+        Format::Synthetic => synthetic_source(v, source, errors)?,
+    })
+}
+
+/// `synthetic(rows: 2000, features: 16, classes: 4, seed: 7)`, within
+/// bounds that keep generating it cheap.
+fn synthetic_source(
+    v: &[Value],
+    source: &Setting,
+    errors: &mut Vec<CheckError>,
+) -> Option<DataSource> {
+    let (rows, features, classes, seed) =
+        (v[0].as_int(), v[1].as_int(), v[2].as_int(), v[3].as_int());
+    let sane = (1..=10_000_000).contains(&rows)
+        && (1..=1_000_000).contains(&features)
+        && (2..=100_000).contains(&classes)
+        && seed >= 0
+        && rows.saturating_mul(features) <= 1 << 30;
+    if !sane {
+        errors.push(CheckError::InvalidValue {
+            message: "synthetic data needs rows ≥ 1, features ≥ 1, classes ≥ 2, seed ≥ 0 and at most 2^30 values".into(),
+            span: source.value.span,
+            label: "out of range".into(),
+            help: None,
         });
-        let problem = if windows == 0 {
-            Some(format!(
-                "{} tokens make no window of {context} tokens and its next token",
-                found.tokens
-            ))
-        } else if split.train_windows == 0 {
-            Some(format!(
-                "all {windows} windows of {context} tokens are held out (valid = {valid_fraction}); none is left for training"
-            ))
-        } else if found.max >= 1 << 24 {
-            Some(format!(
-                "token {} (at token {}) is 2^24 or more: ids are carried as float32, exact only below 2^24",
-                found.max, found.max_at
-            ))
-        } else {
-            None
-        };
-        if let Some(reason) = problem {
-            errors.push(CheckError::DataFile {
-                reason: format!("{path}: {reason}"),
-                span: source.value.span,
+        return None;
+    }
+    Some(DataSource::Synthetic {
+        rows: rows as u64,
+        features: features as u64,
+        classes: classes as u64,
+        seed: seed as u64,
+    })
+}
+
+/// What reading the data at check time tells: nothing without `probe`.
+struct Probed {
+    sample_shape: Vec<i64>,
+    target_shape: Vec<i64>,
+    classes: i64,
+    rows: u64,
+    features: Features,
+}
+
+impl Probed {
+    fn unknown() -> Probed {
+        Probed {
+            sample_shape: Vec::new(),
+            target_shape: Vec::new(),
+            classes: 0,
+            rows: 0,
+            features: Features::Unknown,
+        }
+    }
+}
+
+/// A data file that could not be read, with where paths start from.
+fn data_file_error(reason: String, source: &Setting, base_dir: &Path) -> CheckError {
+    CheckError::DataFile {
+        reason,
+        span: source.value.span,
+        help: Some(format!(
+            "paths are relative to the .dtl file's folder ({})",
+            base_dir.display()
+        )),
+    }
+}
+
+/// Reads a token file's length and largest id: its windows of `context`
+/// tokens must leave some for training, and every id must be exact in
+/// float32.
+fn probe_tokens(
+    path: &str,
+    dtype: TokenDtype,
+    context: u64,
+    valid_fraction: f64,
+    source: &Setting,
+    base_dir: &Path,
+    errors: &mut Vec<CheckError>,
+) -> Option<Probed> {
+    let found = match dataset::probe_tokens(path, dtype) {
+        Ok(found) => found,
+        Err(err) => {
+            errors.push(data_file_error(err.to_string(), source, base_dir));
+            return None;
+        }
+    };
+    let windows = found.tokens.saturating_sub(1) / context;
+    let split = dataset::TokenSplit::new(found.tokens, context, |w| {
+        (w as f64 * valid_fraction).round() as u64
+    });
+    let problem = if windows == 0 {
+        Some(format!(
+            "{} tokens make no window of {context} tokens and its next token",
+            found.tokens
+        ))
+    } else if split.train_windows == 0 {
+        Some(format!(
+            "all {windows} windows of {context} tokens are held out (valid = {valid_fraction}); none is left for training"
+        ))
+    } else if found.max >= 1 << 24 {
+        Some(format!(
+            "token {} (at token {}) is 2^24 or more: ids are carried as float32, exact only below 2^24",
+            found.max, found.max_at
+        ))
+    } else {
+        None
+    };
+    if let Some(reason) = problem {
+        errors.push(CheckError::DataFile {
+            reason: format!("{path}: {reason}"),
+            span: source.value.span,
+            help: None,
+        });
+        return None;
+    }
+    Some(Probed {
+        sample_shape: vec![context as i64],
+        target_shape: vec![context as i64],
+        classes: found.max as i64 + 1,
+        rows: windows,
+        features: Features::Indices {
+            max: found.max as u64,
+        },
+    })
+}
+
+/// What a table read at check time says, laid out by the `shape` setting
+/// when there is one.
+fn probe_table(
+    table: &dataset::Table,
+    settings: &Settings<'_>,
+    scale: f64,
+    errors: &mut Vec<CheckError>,
+) -> Option<Probed> {
+    let mut sample_shape = table.sample_shape.clone();
+    if let Some((shape, span)) = sample_shape_setting(settings, errors) {
+        let size: i64 = shape.iter().product();
+        if size != table.feature_count as i64 {
+            errors.push(CheckError::InvalidValue {
+                message: format!(
+                    "shape {shape:?} holds {size} values, but each sample has {}",
+                    table.feature_count
+                ),
+                span,
+                label: "does not match the data".into(),
                 help: None,
             });
             return None;
         }
-        sample_shape = vec![*context as i64];
-        target_shape = vec![*context as i64];
-        classes = found.max as i64 + 1;
-        rows = windows;
-        features = Features::Indices {
-            max: found.max as u64,
-        };
-    } else if probe {
-        match dataset::load(&source_plan, target) {
-            Ok(table) => {
-                sample_shape = table.sample_shape.clone();
-                target_shape = table.targets.shape().to_vec();
-                if let Some((shape, span)) = sample_shape_setting(&settings, errors) {
-                    let size: i64 = shape.iter().product();
-                    if size != table.feature_count as i64 {
-                        errors.push(CheckError::InvalidValue {
-                            message: format!(
-                                "shape {shape:?} holds {size} values, but each sample has {}",
-                                table.feature_count
-                            ),
-                            span,
-                            label: "does not match the data".into(),
-                            help: None,
-                        });
-                        return None;
-                    }
-                    sample_shape = shape;
-                }
-                classes = table.classes();
-                rows = table.rows as u64;
-                features = feature_kind(&table.features, scale);
-            }
-            Err(err) => {
-                errors.push(CheckError::DataFile {
-                    reason: err.to_string(),
-                    span: source.value.span,
-                    help: Some(format!(
-                        "paths are relative to the .dtl file's folder ({})",
-                        base_dir.display()
-                    )),
-                });
-                return None;
-            }
-        }
+        sample_shape = shape;
     }
-    Some(DataPlan {
-        name: def.name.name.clone(),
-        source: source_plan,
+    Some(Probed {
         sample_shape,
-        features,
-        target,
-        target_shape,
-        classes,
-        rows,
-        scale,
-        valid_fraction,
-        shuffle,
+        target_shape: table.targets.shape().to_vec(),
+        classes: table.classes(),
+        rows: table.rows as u64,
+        features: feature_kind(&table.features, scale),
     })
 }
 

@@ -33,11 +33,6 @@ pub fn check_model_against_data(
         return None;
     }
     loss_fits_targets(loss, data, s, errors)?;
-    let sizes = |dims: &[Dim]| -> Vec<i64> {
-        dims.iter()
-            .map(|d| if let Dim::Size(n) = d { *n } else { 0 })
-            .collect()
-    };
     let output = &model.output[1..];
     if output.is_empty() || output.iter().any(|d| matches!(d, Dim::Symbol(_))) {
         errors.push(CheckError::ShapeMismatch {
@@ -56,14 +51,7 @@ pub fn check_model_against_data(
         return None;
     }
     if !options.probe_data {
-        data.sample_shape = sizes(&model.input[1..]);
-        match loss {
-            Loss::CrossEntropy { .. } => {
-                data.target_shape = sizes(&output[..output.len() - 1]);
-                data.classes = sizes(output)[output.len() - 1];
-            }
-            Loss::Mse => data.target_shape = sizes(output),
-        }
+        shapes_from_model(model, data, loss);
         return Some(());
     }
     let batch = model.input[0].clone();
@@ -100,43 +88,83 @@ pub fn check_model_against_data(
     }
     let expected_output = with_batch(&target);
     if model.output != expected_output {
-        let (what, help) = match loss {
-            Loss::CrossEntropy { .. } if data.target_shape.is_empty() => (
-                format!("data `{}` has {} classes", data.name, data.classes),
-                format!(
-                    "make the last layer produce at least {} outputs (labels go up to {})",
-                    data.classes,
-                    data.classes - 1
-                ),
-            ),
-            Loss::CrossEntropy { .. } => (
-                format!(
-                    "data `{}` has a label at each of {:?} positions, {} classes",
-                    data.name, data.target_shape, data.classes
-                ),
-                "score every class at every position (no flatten before the last layer)".into(),
-            ),
-            Loss::Mse => (
-                format!(
-                    "data `{}` has targets of shape {:?} per row",
-                    data.name, data.target_shape
-                ),
-                "mse compares outputs and targets element by element".into(),
-            ),
-        };
-        errors.push(CheckError::ShapeMismatch {
-            expected: shape_to_string(&expected_output),
-            found: shape_to_string(&model.output),
-            span: forward.output_shape.span,
-            what,
-            help: Some(help),
-        });
+        errors.push(output_mismatch(
+            model,
+            data,
+            loss,
+            forward,
+            &expected_output,
+        ));
         return None;
     }
     if matches!(loss, Loss::CrossEntropy { .. }) {
         data.classes = sizes(output)[output.len() - 1];
     }
     embeddings_fit_features(model, data, forward, errors)
+}
+
+/// The sizes of `dims`, 0 for a symbol.
+fn sizes(dims: &[Dim]) -> Vec<i64> {
+    dims.iter()
+        .map(|d| if let Dim::Size(n) = d { *n } else { 0 })
+        .collect()
+}
+
+/// Without a probed file the data's shapes are what the model says: its
+/// input per sample, and its output per sample as targets (with the last
+/// size as the class count for `cross_entropy`).
+fn shapes_from_model(model: &ModelPlan, data: &mut DataPlan, loss: &Loss) {
+    let output = &model.output[1..];
+    data.sample_shape = sizes(&model.input[1..]);
+    match loss {
+        Loss::CrossEntropy { .. } => {
+            data.target_shape = sizes(&output[..output.len() - 1]);
+            data.classes = sizes(output)[output.len() - 1];
+        }
+        Loss::Mse => data.target_shape = sizes(output),
+    }
+}
+
+/// The model's output is not what the loss compares with the data's
+/// targets: say what the data has and what to change.
+fn output_mismatch(
+    model: &ModelPlan,
+    data: &DataPlan,
+    loss: &Loss,
+    forward: &Forward,
+    expected_output: &[Dim],
+) -> CheckError {
+    let (what, help) = match loss {
+        Loss::CrossEntropy { .. } if data.target_shape.is_empty() => (
+            format!("data `{}` has {} classes", data.name, data.classes),
+            format!(
+                "make the last layer produce at least {} outputs (labels go up to {})",
+                data.classes,
+                data.classes - 1
+            ),
+        ),
+        Loss::CrossEntropy { .. } => (
+            format!(
+                "data `{}` has a label at each of {:?} positions, {} classes",
+                data.name, data.target_shape, data.classes
+            ),
+            "score every class at every position (no flatten before the last layer)".into(),
+        ),
+        Loss::Mse => (
+            format!(
+                "data `{}` has targets of shape {:?} per row",
+                data.name, data.target_shape
+            ),
+            "mse compares outputs and targets element by element".into(),
+        ),
+    };
+    CheckError::ShapeMismatch {
+        expected: shape_to_string(expected_output),
+        found: shape_to_string(&model.output),
+        span: forward.output_shape.span,
+        what,
+        help: Some(help),
+    }
 }
 
 /// An `embedding` that reads the data must get whole-number ids below its

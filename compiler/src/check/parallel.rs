@@ -252,8 +252,42 @@ pub fn check(
     let s = Settings::quiet(&block.settings);
     let at = |key: &str| s.get(key).map_or(block.keyword, |x| x.span);
     let stages = spec.pipeline;
+    conflicting_choices(spec, model, train, &s, &at, errors);
+    pipeline_arithmetic(spec, model, train, &s, &at, errors, lints);
+    let split = match &spec.split {
+        None => None,
+        Some(names) => Some(named_split(names, stages, model, &s, block, errors)?),
+    };
+    Some(ParallelLayout {
+        data: spec.data,
+        pipeline: stages,
+        // One stage runs each micro-batch in one piece.
+        micro_batches: if stages > 1 { spec.micro_batches } else { 1 },
+        schedule: spec.schedule,
+        sync: spec.sync,
+        backend: spec.backend,
+        bucket_bytes: spec.bucket_mb << 20,
+        batch_norm: spec.batch_norm,
+        split,
+        spans: ParallelSpans {
+            block: block.keyword,
+            data: at("data"),
+            pipeline: at("pipeline"),
+            split: s.get("split").map_or(block.keyword, |x| x.value.span),
+        },
+    })
+}
 
-    // Combinations that make no sense, whatever the world size.
+/// Combinations of choices that make no sense, whatever the world size.
+fn conflicting_choices(
+    spec: &ParallelSpec,
+    model: &ModelPlan,
+    train: &TrainSpec,
+    s: &Settings<'_>,
+    at: &dyn Fn(&str) -> Span,
+    errors: &mut Vec<CheckError>,
+) {
+    let stages = spec.pipeline;
     if stages > 1 && spec.sync != SyncMode::EveryStep {
         errors.push(CheckError::Unsupported {
             message:
@@ -307,8 +341,20 @@ pub fn check(
             help: Some("the model has batch_norm: choose `batch_norm = sync` (statistics over all replicas) or `batch_norm = local` (per replica)".into()),
         });
     }
+}
 
-    // Pipeline arithmetic.
+/// A pipeline needs a layer per stage and micro-batches that split the
+/// micro-batch; without one, the pipeline's settings do nothing.
+fn pipeline_arithmetic(
+    spec: &ParallelSpec,
+    model: &ModelPlan,
+    train: &TrainSpec,
+    s: &Settings<'_>,
+    at: &dyn Fn(&str) -> Span,
+    errors: &mut Vec<CheckError>,
+    lints: &mut Vec<Lint>,
+) {
+    let stages = spec.pipeline;
     if stages > 1 {
         let layers = model
             .nodes
@@ -350,28 +396,6 @@ pub fn check(
             }
         }
     }
-    let split = match &spec.split {
-        None => None,
-        Some(names) => Some(named_split(names, stages, model, &s, block, errors)?),
-    };
-    Some(ParallelLayout {
-        data: spec.data,
-        pipeline: stages,
-        // One stage runs each micro-batch in one piece.
-        micro_batches: if stages > 1 { spec.micro_batches } else { 1 },
-        schedule: spec.schedule,
-        sync: spec.sync,
-        backend: spec.backend,
-        bucket_bytes: spec.bucket_mb << 20,
-        batch_norm: spec.batch_norm,
-        split,
-        spans: ParallelSpans {
-            block: block.keyword,
-            data: at("data"),
-            pipeline: at("pipeline"),
-            split: s.get("split").map_or(block.keyword, |x| x.value.span),
-        },
-    })
 }
 
 /// Where each pipeline stage begins, from the layers `split` names. Every

@@ -1,11 +1,12 @@
 //! Syntax: `grammar/dtl.pest` → typed syntax tree ([`crate::ast`]).
 //!
 //! Parsing never stops at the first problem: the grammar swallows junk lines
-//! (`bad_line`, `bad_item`) and [`lower`] re-parses each with the rule the
-//! line was meant to match, so every broken line gets its own precise error.
+//! (`bad_line`, `bad_item`), and [`build`], building the tree, hands each
+//! to [`recover`], which parses it again with the rule the line was meant
+//! to match, so every broken line gets its own precise error.
 
+mod build;
 mod error;
-mod lower;
 mod recover;
 
 pub use error::SyntaxError;
@@ -16,14 +17,15 @@ use pest::Parser;
 #[grammar = "../../grammar/dtl.pest"]
 pub(crate) struct DtlParser;
 
-/// Lowers a parsed `expr_line` (for `--set`); errors are plain text.
-pub(crate) fn lower_expr_text(
+/// Builds the expression of a parsed `expr_line` (for `--set`); errors are
+/// plain text.
+pub(crate) fn build_expr_text(
     mut pairs: pest::iterators::Pairs<'_, Rule>,
 ) -> Result<crate::ast::Expr, String> {
     let line = pairs.next().ok_or("empty value")?;
     let expr = line.into_inner().next().ok_or("empty value")?;
     let mut errors = Vec::new();
-    let value = lower::lower_expr(expr, &mut errors);
+    let value = build::build_expr(expr, &mut errors);
     match errors.first() {
         None => Ok(value),
         Some(err) => Err(err.to_string()),
@@ -94,7 +96,7 @@ pub fn parse(src: &str) -> (crate::ast::File, Vec<SyntaxError>) {
     match DtlParser::parse(Rule::file, src) {
         Ok(mut pairs) => {
             let file = pairs.next().expect("the file rule always yields one pair");
-            lower::lower_file(src, file)
+            build::build_file(src, file)
         }
         // `file` accepts any input through `bad_item`; keep a message anyway.
         Err(err) => (

@@ -6,6 +6,30 @@ use crate::check::CheckError;
 use crate::plan::{shape_to_string, Dim, Shape};
 use crate::span::Span;
 
+/// The dimensions after `[B, C]` that a window slides or pools over: a
+/// sequence's (`[B, C, L]`) or an image's (`[B, C, H, W]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Spatial {
+    One,
+    Two,
+}
+
+impl Spatial {
+    pub(super) fn count(self) -> usize {
+        match self {
+            Spatial::One => 1,
+            Spatial::Two => 2,
+        }
+    }
+
+    fn layout(self) -> &'static str {
+        match self {
+            Spatial::One => "[B, C, L]",
+            Spatial::Two => "[B, C, H, W]",
+        }
+    }
+}
+
 /// The divisor of `dim` nearest `heads`, for a help line.
 pub(super) fn divisor_near(dim: i64, heads: i64) -> i64 {
     (1..=dim)
@@ -55,21 +79,17 @@ pub(super) fn check_last_dim(
 pub(super) fn spatial_sizes(
     layer: Builtin,
     input: &Shape,
-    spatial: usize,
+    spatial: Spatial,
     span: Span,
 ) -> Result<Vec<i64>, CheckError> {
-    let layout = if spatial == 1 {
-        "[B, C, L]"
-    } else {
-        "[B, C, H, W]"
-    };
-    if input.len() != spatial + 2 {
+    let layout = spatial.layout();
+    if input.len() != spatial.count() + 2 {
         return Err(CheckError::ShapeMismatch {
             expected: layout.into(),
             found: shape_to_string(input),
             span,
             what: format!("`{}` takes {layout}", layer.name()),
-            help: (spatial == 2 && input.len() == 2)
+            help: (spatial == Spatial::Two && input.len() == 2)
                 .then(|| "reshape flat rows into images first, e.g. `reshape([1, 8, 8])`".into()),
         });
     }
@@ -80,7 +100,7 @@ pub(super) fn spatial_sizes(
 pub(super) fn check_channels(
     layer: Builtin,
     input: &Shape,
-    spatial: usize,
+    spatial: Spatial,
     channels: i64,
     span: Span,
 ) -> Result<Vec<i64>, CheckError> {

@@ -481,9 +481,9 @@ impl<'a> Elaborator<'a> {
                 None
             }
             Callee::Builtin(builtin) => {
-                match builtin.lower(&bound.values, path, &input.shape, span) {
-                    Ok(lowered) => {
-                        for param in lowered.params.iter().chain(&lowered.buffers) {
+                match builtin.apply(&bound.values, path, &input.shape, span) {
+                    Ok(applied) => {
+                        for param in applied.params.iter().chain(&applied.buffers) {
                             let numel = param
                                 .shape
                                 .iter()
@@ -498,17 +498,17 @@ impl<'a> Elaborator<'a> {
                                 return None;
                             }
                         }
-                        for param in lowered.params {
+                        for param in applied.params {
                             if self.tensor_names.insert(param.name.clone()) {
                                 self.params.push(param);
                             }
                         }
-                        for buffer in lowered.buffers {
+                        for buffer in applied.buffers {
                             if self.tensor_names.insert(buffer.name.clone()) {
                                 self.buffers.push(buffer);
                             }
                         }
-                        Some(self.push_node(path.to_string(), lowered.op, &[input], lowered.output))
+                        Some(self.push_node(path.to_string(), applied.op, &[input], applied.output))
                     }
                     Err(err) => {
                         self.errors.push(err);

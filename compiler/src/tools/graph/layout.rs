@@ -23,83 +23,15 @@
 //! `route` draws the edges and module boxes from the result.
 
 use super::clusters::ancestors;
-use super::order::{order_layer, Slots};
+use super::order::order_layer;
+use super::placement::{
+    Kind, Placement, Rect, Slots, BAND, CAPTION_H, CLUSTER_PAD, DETAIL_FONT, LABEL_FONT, NODE_H,
+    TITLE_FONT,
+};
 use super::position::{place_layer, straighten};
 use super::{text_width, Graph};
 
-pub(super) const NODE_H: f64 = 36.0;
-pub(super) const CLUSTER_PAD: f64 = 10.0;
-pub(super) const CAPTION_H: f64 = 14.0;
-pub(super) const LABEL_FONT: f64 = 10.0;
-pub(super) const TITLE_FONT: f64 = 12.0;
-pub(super) const DETAIL_FONT: f64 = 11.0;
 const MIN_NODE_W: f64 = 150.0;
-pub(super) const LANE_W: f64 = 8.0;
-/// The free band between rows that holds edge labels.
-pub(super) const BAND: f64 = 30.0;
-
-/// Top-left corner and size.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub(super) struct Rect {
-    pub x: f64,
-    pub y: f64,
-    pub w: f64,
-    pub h: f64,
-}
-
-impl Rect {
-    pub fn right(&self) -> f64 {
-        self.x + self.w
-    }
-    pub fn bottom(&self) -> f64 {
-        self.y + self.h
-    }
-    pub fn cx(&self) -> f64 {
-        self.x + self.w / 2.0
-    }
-    pub fn cy(&self) -> f64 {
-        self.y + self.h / 2.0
-    }
-}
-
-/// What a layer holds, left to right.
-#[derive(Debug, Clone, PartialEq)]
-pub(super) enum Kind {
-    Box(usize),
-    /// A lane and the long edges that use it here: in a layer between its
-    /// ends one edge; beside a box, one edge into it (upper half) and one
-    /// out of it (lower half) can share.
-    Lane(Vec<usize>),
-}
-
-#[derive(Debug, Clone)]
-pub(super) struct Item {
-    pub kind: Kind,
-    /// Extents left and right of `x`.
-    pub left: f64,
-    pub right: f64,
-    pub x: f64,
-    /// The module whose box must enclose this item.
-    pub cluster: Option<usize>,
-}
-
-/// The placed picture, before edges are drawn.
-pub(super) struct Placement {
-    pub layer_of: Vec<usize>,
-    pub layers: Vec<Vec<Item>>,
-    /// Skips at least one layer.
-    pub long: Vec<bool>,
-    /// Row tops per layer.
-    pub row_y: Vec<f64>,
-    /// Middle of the label band below each row.
-    pub band_y: Vec<f64>,
-    pub height: f64,
-    pub boxes: Vec<Rect>,
-    /// `(layer, index)` of each box.
-    pub box_at: Vec<(usize, usize)>,
-    /// The lanes beside each box.
-    pub slots: Vec<Slots>,
-}
 
 pub(super) fn place(graph: &Graph) -> Placement {
     let layer_of = layers(graph);
@@ -202,28 +134,6 @@ fn box_width(graph: &Graph) -> Vec<f64> {
             }
         })
         .collect()
-}
-
-impl Placement {
-    /// Index in layer `l` of the lane that edge `e` holds there.
-    pub fn lane_index(&self, l: usize, e: usize) -> Option<usize> {
-        self.layers
-            .get(l)?
-            .iter()
-            .position(|item| match &item.kind {
-                Kind::Lane(edges) => edges.contains(&e),
-                Kind::Box(_) => false,
-            })
-    }
-
-    /// The layer where long edge `e` has its label: halfway down.
-    pub fn label_layer(&self, graph: &Graph, e: usize) -> usize {
-        let (a, b) = (
-            self.layer_of[graph.edges[e].from],
-            self.layer_of[graph.edges[e].to],
-        );
-        a + (b - a) / 2
-    }
 }
 
 /// Row tops and label bands, with room for module captions and padding.

@@ -4,7 +4,7 @@
 
 use std::fmt::Write;
 
-use super::layout::Rect;
+use super::placement::Rect;
 use super::svg::{rect, text};
 use super::timeline::{peak_in_flight, timeline, PipeOp, PipelineSchedule, Slot};
 use super::{num, text_width, FONT};

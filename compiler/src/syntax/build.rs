@@ -1,5 +1,7 @@
-//! Lowering of pest pairs into the typed syntax tree, one `lower_<construct>`
-//! per grammar rule. Junk lines go to [`super::recover`].
+//! Building the typed syntax tree from pest's pairs, one `build_<construct>`
+//! per grammar rule. Junk lines go to [`super::recover`]. (Not to be
+//! confused with the `lower` phase, which turns a checked experiment into a
+//! plan.)
 
 use pest::iterators::Pair;
 
@@ -10,7 +12,7 @@ use crate::span::Span;
 
 type Errors = Vec<SyntaxError>;
 
-pub(super) fn lower_file(src: &str, file: Pair<'_, Rule>) -> (File, Errors) {
+pub(super) fn build_file(src: &str, file: Pair<'_, Rule>) -> (File, Errors) {
     let mut errors = Errors::new();
     let mut items = Vec::new();
     let mut in_bad_run = false;
@@ -27,24 +29,24 @@ pub(super) fn lower_file(src: &str, file: Pair<'_, Rule>) -> (File, Errors) {
         }
         in_bad_run = false;
         match rule {
-            Rule::module_def => items.push(Item::Module(lower_module(
+            Rule::module_def => items.push(Item::Module(build_module(
                 pair,
                 ModuleKind::Module,
                 &mut errors,
             ))),
-            Rule::model_def => items.push(Item::Module(lower_module(
+            Rule::model_def => items.push(Item::Module(build_module(
                 pair,
                 ModuleKind::Model,
                 &mut errors,
             ))),
-            Rule::data_def => items.push(Item::Data(lower_data(src, pair, &mut errors))),
+            Rule::data_def => items.push(Item::Data(build_data(src, pair, &mut errors))),
             Rule::train_def => {
-                items.push(Item::Train(lower_settings_block(src, pair, &mut errors)))
+                items.push(Item::Train(build_settings_block(src, pair, &mut errors)))
             }
             Rule::parallel_def => {
-                items.push(Item::Parallel(lower_settings_block(src, pair, &mut errors)))
+                items.push(Item::Parallel(build_settings_block(src, pair, &mut errors)))
             }
-            Rule::test_def => items.push(Item::Test(lower_test(pair, &mut errors))),
+            Rule::test_def => items.push(Item::Test(build_test(pair, &mut errors))),
             Rule::EOI => {}
             _ => unreachable!("file holds only items, got {rule:?}"),
         }
@@ -52,7 +54,7 @@ pub(super) fn lower_file(src: &str, file: Pair<'_, Rule>) -> (File, Errors) {
     (File { items }, errors)
 }
 
-fn lower_ident(pair: Pair<'_, Rule>) -> Ident {
+fn build_ident(pair: Pair<'_, Rule>) -> Ident {
     Ident {
         name: pair.as_str().to_string(),
         span: Span::from_pest(pair.as_span()),
@@ -64,7 +66,7 @@ fn keyword_span(pair: &Pair<'_, Rule>, keyword: &str) -> Span {
     Span::new(start, start + keyword.len())
 }
 
-fn lower_module(pair: Pair<'_, Rule>, kind: ModuleKind, errors: &mut Errors) -> ModuleDef {
+fn build_module(pair: Pair<'_, Rule>, kind: ModuleKind, errors: &mut Errors) -> ModuleDef {
     let span = Span::from_pest(pair.as_span());
     let keyword = keyword_span(
         &pair,
@@ -76,14 +78,14 @@ fn lower_module(pair: Pair<'_, Rule>, kind: ModuleKind, errors: &mut Errors) -> 
     );
     let src = pair.get_input();
     let mut inner = pair.into_inner();
-    let name = lower_ident(inner.next().expect("module name"));
+    let name = build_ident(inner.next().expect("module name"));
     let mut params = Vec::new();
     let mut layers = Vec::new();
     let mut forwards = Vec::new();
     for part in inner {
         match part.as_rule() {
             Rule::params => {
-                params = part.into_inner().map(|p| lower_param(p, errors)).collect();
+                params = part.into_inner().map(|p| build_param(p, errors)).collect();
             }
             Rule::module_body => {
                 let mut in_bad_run = false;
@@ -103,8 +105,8 @@ fn lower_module(pair: Pair<'_, Rule>, kind: ModuleKind, errors: &mut Errors) -> 
                             in_bad_run = true;
                             continue;
                         }
-                        Rule::layer_def => layers.push(lower_layer_def(item, errors)),
-                        Rule::forward_def => forwards.push(lower_forward(item, errors)),
+                        Rule::layer_def => layers.push(build_layer_def(item, errors)),
+                        Rule::forward_def => forwards.push(build_forward(item, errors)),
                         rule => unreachable!("module body holds layers and forwards, got {rule:?}"),
                     }
                     in_bad_run = false;
@@ -124,21 +126,21 @@ fn lower_module(pair: Pair<'_, Rule>, kind: ModuleKind, errors: &mut Errors) -> 
     }
 }
 
-fn lower_test(pair: Pair<'_, Rule>, errors: &mut Errors) -> TestDef {
+fn build_test(pair: Pair<'_, Rule>, errors: &mut Errors) -> TestDef {
     let span = Span::from_pest(pair.as_span());
     let mut inner = pair.into_inner();
-    let name = lower_ident(inner.next().expect("test name"));
+    let name = build_ident(inner.next().expect("test name"));
     let subject_pair = inner
         .next()
         .expect("test subject")
         .into_inner()
         .next()
         .expect("subject expr");
-    let subject = lower_expr(subject_pair, errors);
-    let input = lower_shape(inner.next().expect("input shape"), errors);
-    let output = lower_shape(inner.next().expect("output shape"), errors);
+    let subject = build_expr(subject_pair, errors);
+    let input = build_shape(inner.next().expect("input shape"), errors);
+    let output = build_shape(inner.next().expect("output shape"), errors);
     let options = inner
-        .map(|option| lower_expr(option.into_inner().next().expect("option expr"), errors))
+        .map(|option| build_expr(option.into_inner().next().expect("option expr"), errors))
         .collect();
     TestDef {
         name,
@@ -150,12 +152,12 @@ fn lower_test(pair: Pair<'_, Rule>, errors: &mut Errors) -> TestDef {
     }
 }
 
-fn lower_param(pair: Pair<'_, Rule>, errors: &mut Errors) -> Param {
+fn build_param(pair: Pair<'_, Rule>, errors: &mut Errors) -> Param {
     let span = Span::from_pest(pair.as_span());
     let mut inner = pair.into_inner();
-    let name = lower_ident(inner.next().expect("param name"));
-    let ty = lower_ident(inner.next().expect("param type"));
-    let default = inner.next().map(|e| lower_expr(e, errors));
+    let name = build_ident(inner.next().expect("param name"));
+    let ty = build_ident(inner.next().expect("param type"));
+    let default = inner.next().map(|e| build_expr(e, errors));
     Param {
         name,
         ty,
@@ -164,20 +166,20 @@ fn lower_param(pair: Pair<'_, Rule>, errors: &mut Errors) -> Param {
     }
 }
 
-fn lower_layer_def(pair: Pair<'_, Rule>, errors: &mut Errors) -> LayerDef {
+fn build_layer_def(pair: Pair<'_, Rule>, errors: &mut Errors) -> LayerDef {
     let span = Span::from_pest(pair.as_span());
     let mut inner = pair.into_inner();
-    let name = lower_ident(inner.next().expect("layer name"));
-    let value = lower_expr(inner.next().expect("layer value"), errors);
+    let name = build_ident(inner.next().expect("layer name"));
+    let value = build_expr(inner.next().expect("layer value"), errors);
     LayerDef { name, value, span }
 }
 
-fn lower_forward(pair: Pair<'_, Rule>, errors: &mut Errors) -> Forward {
+fn build_forward(pair: Pair<'_, Rule>, errors: &mut Errors) -> Forward {
     let span = Span::from_pest(pair.as_span());
     let mut inner = pair.into_inner();
-    let input = lower_ident(inner.next().expect("forward input"));
-    let input_shape = lower_shape(inner.next().expect("input shape"), errors);
-    let output_shape = lower_shape(inner.next().expect("output shape"), errors);
+    let input = build_ident(inner.next().expect("forward input"));
+    let input_shape = build_shape(inner.next().expect("input shape"), errors);
+    let output_shape = build_shape(inner.next().expect("output shape"), errors);
     let mut lets = Vec::new();
     let mut body = None;
     for part in inner {
@@ -185,11 +187,11 @@ fn lower_forward(pair: Pair<'_, Rule>, errors: &mut Errors) -> Forward {
             Rule::let_def => {
                 let span = Span::from_pest(part.as_span());
                 let mut kv = part.into_inner();
-                let name = lower_ident(kv.next().expect("let name"));
-                let value = lower_expr(kv.next().expect("let value"), errors);
+                let name = build_ident(kv.next().expect("let name"));
+                let value = build_expr(kv.next().expect("let value"), errors);
                 lets.push(LetDef { name, value, span });
             }
-            _ => body = Some(lower_expr(part, errors)),
+            _ => body = Some(build_expr(part, errors)),
         }
     }
     let body = body.expect("the grammar requires a body expression");
@@ -203,13 +205,13 @@ fn lower_forward(pair: Pair<'_, Rule>, errors: &mut Errors) -> Forward {
     }
 }
 
-fn lower_shape(pair: Pair<'_, Rule>, errors: &mut Errors) -> ShapeExpr {
+fn build_shape(pair: Pair<'_, Rule>, errors: &mut Errors) -> ShapeExpr {
     let span = Span::from_pest(pair.as_span());
     let dims = pair
         .into_inner()
         .map(|dim| {
             let part = dim.into_inner().next().expect("a dim holds one sum");
-            let expr = lower_expr(part, errors);
+            let expr = build_expr(part, errors);
             match expr.kind {
                 ExprKind::Int(n) => DimExpr::Size(n, expr.span),
                 ExprKind::Name(ident) => DimExpr::Name(ident),
@@ -220,7 +222,7 @@ fn lower_shape(pair: Pair<'_, Rule>, errors: &mut Errors) -> ShapeExpr {
     ShapeExpr { dims, span }
 }
 
-fn lower_int(pair: &Pair<'_, Rule>, errors: &mut Errors) -> i64 {
+fn build_int(pair: &Pair<'_, Rule>, errors: &mut Errors) -> i64 {
     pair.as_str().parse().unwrap_or_else(|_| {
         errors.push(SyntaxError::NumberOutOfRange {
             text: pair.as_str().to_string(),
@@ -230,91 +232,19 @@ fn lower_int(pair: &Pair<'_, Rule>, errors: &mut Errors) -> i64 {
     })
 }
 
-pub(super) fn lower_expr(pair: Pair<'_, Rule>, errors: &mut Errors) -> Expr {
+pub(super) fn build_expr(pair: Pair<'_, Rule>, errors: &mut Errors) -> Expr {
     let span = Span::from_pest(pair.as_span());
     match pair.as_rule() {
-        Rule::expr => {
-            let mut stages: Vec<Expr> = pair
-                .into_inner()
-                .filter(|p| p.as_rule() != Rule::pipe_op)
-                .map(|p| lower_expr(p, errors))
-                .collect();
-            if stages.len() == 1 {
-                stages.pop().expect("one stage")
-            } else {
-                Expr {
-                    kind: ExprKind::Pipe(stages),
-                    span,
-                }
-            }
-        }
-        Rule::sum => {
-            // Left to right: a run of `+` makes one n-ary sum (one node on
-            // tensors); `-` ends the run.
-            let mut inner = pair.into_inner();
-            let first = lower_expr(inner.next().expect("a sum starts with a term"), errors);
-            let mut run = vec![first];
-            let mut combined = false;
-            while let (Some(op), Some(rhs)) = (inner.next(), inner.next()) {
-                combined = true;
-                let rhs = lower_expr(rhs, errors);
-                if op.as_str() == "+" {
-                    run.push(rhs);
-                    continue;
-                }
-                let lhs = close_sum(std::mem::take(&mut run));
-                run.push(binary(BinOp::Sub, lhs, rhs));
-            }
-            // A sum's span covers its terms' brackets too; a lone term
-            // keeps its own.
-            let mut sum = close_sum(run);
-            if combined {
-                sum.span = span;
-            }
-            sum
-        }
-        Rule::product => {
-            let mut inner = pair.into_inner();
-            let mut acc = lower_expr(inner.next().expect("a product starts with a term"), errors);
-            let mut combined = false;
-            while let (Some(op), Some(rhs)) = (inner.next(), inner.next()) {
-                combined = true;
-                let op = if op.as_str() == "*" {
-                    BinOp::Mul
-                } else {
-                    BinOp::Div
-                };
-                acc = binary(op, acc, lower_expr(rhs, errors));
-            }
-            if combined {
-                acc.span = span;
-            }
-            acc
-        }
-        Rule::repeat => {
-            let mut inner = pair.into_inner();
-            let count_pair = inner.next().expect("repeat count");
-            let count = lower_int(&count_pair, errors);
-            let count_span = Span::from_pest(count_pair.as_span());
-            let body = inner
-                .filter(|p| p.as_rule() != Rule::pipe_op)
-                .map(|p| lower_expr(p, errors))
-                .collect();
-            Expr {
-                kind: ExprKind::Repeat {
-                    count,
-                    count_span,
-                    body,
-                },
-                span,
-            }
-        }
-        Rule::paren => lower_expr(
+        Rule::expr => build_pipe(pair, span, errors),
+        Rule::sum => build_sum(pair, span, errors),
+        Rule::product => build_product(pair, span, errors),
+        Rule::repeat => build_repeat(pair, span, errors),
+        Rule::paren => build_expr(
             pair.into_inner().next().expect("paren holds an expr"),
             errors,
         ),
         Rule::int => Expr {
-            kind: ExprKind::Int(lower_int(&pair, errors)),
+            kind: ExprKind::Int(build_int(&pair, errors)),
             span,
         },
         Rule::float => {
@@ -339,24 +269,107 @@ pub(super) fn lower_expr(pair: Pair<'_, Rule>, errors: &mut Errors) -> Expr {
             span,
         },
         Rule::name => {
-            let ident = lower_ident(pair.into_inner().next().expect("name holds an ident"));
+            let ident = build_ident(pair.into_inner().next().expect("name holds an ident"));
             Expr {
                 kind: ExprKind::Name(ident),
                 span,
             }
         }
         Rule::list => {
-            let items = pair.into_inner().map(|p| lower_expr(p, errors)).collect();
+            let items = pair.into_inner().map(|p| build_expr(p, errors)).collect();
             Expr {
                 kind: ExprKind::List(items),
                 span,
             }
         }
         Rule::call => Expr {
-            kind: ExprKind::Call(lower_call(pair, errors)),
+            kind: ExprKind::Call(build_call(pair, errors)),
             span,
         },
         rule => unreachable!("not an expression rule: {rule:?}"),
+    }
+}
+
+/// `x |> f |> g`: the stages, or the one expression when there is no pipe.
+fn build_pipe(pair: Pair<'_, Rule>, span: Span, errors: &mut Errors) -> Expr {
+    let mut stages: Vec<Expr> = pair
+        .into_inner()
+        .filter(|p| p.as_rule() != Rule::pipe_op)
+        .map(|p| build_expr(p, errors))
+        .collect();
+    if stages.len() == 1 {
+        stages.pop().expect("one stage")
+    } else {
+        Expr {
+            kind: ExprKind::Pipe(stages),
+            span,
+        }
+    }
+}
+
+/// `a + b - c`, left to right: a run of `+` makes one n-ary sum (one node
+/// on tensors); `-` ends the run.
+fn build_sum(pair: Pair<'_, Rule>, span: Span, errors: &mut Errors) -> Expr {
+    let mut inner = pair.into_inner();
+    let first = build_expr(inner.next().expect("a sum starts with a term"), errors);
+    let mut run = vec![first];
+    let mut combined = false;
+    while let (Some(op), Some(rhs)) = (inner.next(), inner.next()) {
+        combined = true;
+        let rhs = build_expr(rhs, errors);
+        if op.as_str() == "+" {
+            run.push(rhs);
+            continue;
+        }
+        let lhs = close_sum(std::mem::take(&mut run));
+        run.push(binary(BinOp::Sub, lhs, rhs));
+    }
+    // A sum's span covers its terms' brackets too; a lone term keeps its
+    // own.
+    let mut sum = close_sum(run);
+    if combined {
+        sum.span = span;
+    }
+    sum
+}
+
+/// `a * b / c`, left to right.
+fn build_product(pair: Pair<'_, Rule>, span: Span, errors: &mut Errors) -> Expr {
+    let mut inner = pair.into_inner();
+    let mut acc = build_expr(inner.next().expect("a product starts with a term"), errors);
+    let mut combined = false;
+    while let (Some(op), Some(rhs)) = (inner.next(), inner.next()) {
+        combined = true;
+        let op = if op.as_str() == "*" {
+            BinOp::Mul
+        } else {
+            BinOp::Div
+        };
+        acc = binary(op, acc, build_expr(rhs, errors));
+    }
+    if combined {
+        acc.span = span;
+    }
+    acc
+}
+
+/// `repeat 4 { Block(128) |> relu }`: N copies of a chain.
+fn build_repeat(pair: Pair<'_, Rule>, span: Span, errors: &mut Errors) -> Expr {
+    let mut inner = pair.into_inner();
+    let count_pair = inner.next().expect("repeat count");
+    let count = build_int(&count_pair, errors);
+    let count_span = Span::from_pest(count_pair.as_span());
+    let body = inner
+        .filter(|p| p.as_rule() != Rule::pipe_op)
+        .map(|p| build_expr(p, errors))
+        .collect();
+    Expr {
+        kind: ExprKind::Repeat {
+            count,
+            count_span,
+            body,
+        },
+        span,
     }
 }
 
@@ -383,7 +396,7 @@ fn binary(op: BinOp, lhs: Expr, rhs: Expr) -> Expr {
     }
 }
 
-fn lower_call(pair: Pair<'_, Rule>, errors: &mut Errors) -> Call {
+fn build_call(pair: Pair<'_, Rule>, errors: &mut Errors) -> Call {
     let mut inner = pair.into_inner();
     let callee = inner
         .next()
@@ -391,7 +404,7 @@ fn lower_call(pair: Pair<'_, Rule>, errors: &mut Errors) -> Call {
         .into_inner()
         .next()
         .expect("callee name");
-    let callee = lower_ident(callee);
+    let callee = build_ident(callee);
     let args = inner
         .map(|arg| {
             let span = Span::from_pest(arg.as_span());
@@ -399,8 +412,8 @@ fn lower_call(pair: Pair<'_, Rule>, errors: &mut Errors) -> Call {
             match part.as_rule() {
                 Rule::kwarg => {
                     let mut kv = part.into_inner();
-                    let name = lower_ident(kv.next().expect("kwarg name"));
-                    let value = lower_expr(kv.next().expect("kwarg value"), errors);
+                    let name = build_ident(kv.next().expect("kwarg name"));
+                    let value = build_expr(kv.next().expect("kwarg value"), errors);
                     Arg {
                         name: Some(name),
                         value,
@@ -409,7 +422,7 @@ fn lower_call(pair: Pair<'_, Rule>, errors: &mut Errors) -> Call {
                 }
                 _ => Arg {
                     name: None,
-                    value: lower_expr(part, errors),
+                    value: build_expr(part, errors),
                     span,
                 },
             }
@@ -436,11 +449,11 @@ fn unescape(text: &str) -> String {
     out
 }
 
-fn lower_data(src: &str, pair: Pair<'_, Rule>, errors: &mut Errors) -> DataDef {
+fn build_data(src: &str, pair: Pair<'_, Rule>, errors: &mut Errors) -> DataDef {
     let span = Span::from_pest(pair.as_span());
     let mut inner = pair.into_inner();
-    let name = lower_ident(inner.next().expect("data name"));
-    let settings = lower_settings(src, inner.next().expect("data settings"), errors);
+    let name = build_ident(inner.next().expect("data name"));
+    let settings = build_settings(src, inner.next().expect("data settings"), errors);
     DataDef {
         name,
         settings,
@@ -448,7 +461,7 @@ fn lower_data(src: &str, pair: Pair<'_, Rule>, errors: &mut Errors) -> DataDef {
     }
 }
 
-fn lower_settings_block(src: &str, pair: Pair<'_, Rule>, errors: &mut Errors) -> SettingsBlock {
+fn build_settings_block(src: &str, pair: Pair<'_, Rule>, errors: &mut Errors) -> SettingsBlock {
     let span = Span::from_pest(pair.as_span());
     let word = if pair.as_rule() == Rule::train_def {
         "train"
@@ -456,7 +469,7 @@ fn lower_settings_block(src: &str, pair: Pair<'_, Rule>, errors: &mut Errors) ->
         "parallel"
     };
     let keyword = keyword_span(&pair, word);
-    let settings = lower_settings(src, pair.into_inner().next().expect("settings"), errors);
+    let settings = build_settings(src, pair.into_inner().next().expect("settings"), errors);
     SettingsBlock {
         keyword,
         settings,
@@ -464,7 +477,7 @@ fn lower_settings_block(src: &str, pair: Pair<'_, Rule>, errors: &mut Errors) ->
     }
 }
 
-fn lower_settings(src: &str, pair: Pair<'_, Rule>, errors: &mut Errors) -> Vec<Setting> {
+fn build_settings(src: &str, pair: Pair<'_, Rule>, errors: &mut Errors) -> Vec<Setting> {
     let mut settings = Vec::new();
     for item in pair.into_inner() {
         match item.as_rule() {
@@ -480,8 +493,8 @@ fn lower_settings(src: &str, pair: Pair<'_, Rule>, errors: &mut Errors) -> Vec<S
             Rule::setting => {
                 let span = Span::from_pest(item.as_span());
                 let mut kv = item.into_inner();
-                let key = lower_ident(kv.next().expect("setting key"));
-                let value = lower_expr(kv.next().expect("setting value"), errors);
+                let key = build_ident(kv.next().expect("setting key"));
+                let value = build_expr(kv.next().expect("setting value"), errors);
                 settings.push(Setting { key, value, span });
             }
             rule => unreachable!("settings hold settings, got {rule:?}"),

@@ -8,9 +8,8 @@
 //! its lane moves between layers it bends in the label band.
 
 use super::clusters::common;
-use super::layout::{
-    place, Kind, Placement, Rect, CAPTION_H, CLUSTER_PAD, LABEL_FONT, LANE_W, NODE_H,
-};
+use super::layout::place;
+use super::placement::{Kind, Placement, Rect, CAPTION_H, CLUSTER_PAD, LABEL_FONT, LANE_W, NODE_H};
 use super::{num, text_width, Graph};
 
 /// Radius of the corners where a long edge turns into or out of its lane.

@@ -4,8 +4,8 @@
 
 use std::fmt::Write;
 
-use super::layout::{Rect, DETAIL_FONT, LABEL_FONT, TITLE_FONT};
-use super::route::{draw, CAPTION_FONT};
+use super::placement::{Rect, DETAIL_FONT, LABEL_FONT, TITLE_FONT};
+use super::route::{draw, Drawing, CAPTION_FONT};
 use super::{num, text_width, xml_escape, Graph, FONT};
 use crate::plan::Plan;
 
@@ -42,6 +42,31 @@ pub fn model_svg(plan: &Plan, stage_of: &[u64]) -> String {
             .max(legend_w);
     let height = top + drawing.height + MARGIN;
     let mut out = String::new();
+    header(&mut out, &graph, width, height);
+    legend(&mut out, &graph, MARGIN + HEADER_H);
+    let _ = writeln!(
+        out,
+        "<g transform=\"translate({},{})\">",
+        num(MARGIN),
+        num(top)
+    );
+    module_boxes(&mut out, &graph, &drawing);
+    for route in &drawing.routes {
+        let _ = writeln!(
+            out,
+            "<path d=\"{}\" fill=\"none\" stroke=\"{EDGE_INK}\" stroke-width=\"1.2\" marker-end=\"url(#dtl-arrow)\"/>",
+            route.path
+        );
+    }
+    node_boxes(&mut out, &graph, &drawing);
+    edge_labels(&mut out, &graph, &drawing);
+    out.push_str("</g>\n</svg>\n");
+    out
+}
+
+/// The opening tag, the arrowhead, the white page, the title and the
+/// subtitle.
+fn header(out: &mut String, graph: &Graph, width: f64, height: f64) {
     let (w, h) = (num(width), num(height));
     let _ = writeln!(
         out,
@@ -54,7 +79,7 @@ pub fn model_svg(plan: &Plan, stage_of: &[u64]) -> String {
     );
     let _ = writeln!(out, "<rect width=\"{w}\" height=\"{h}\" fill=\"#ffffff\"/>");
     text(
-        &mut out,
+        out,
         MARGIN,
         MARGIN + 14.0,
         16.0,
@@ -63,7 +88,7 @@ pub fn model_svg(plan: &Plan, stage_of: &[u64]) -> String {
         &graph.title,
     );
     text(
-        &mut out,
+        out,
         MARGIN,
         MARGIN + 32.0,
         12.0,
@@ -71,24 +96,16 @@ pub fn model_svg(plan: &Plan, stage_of: &[u64]) -> String {
         "fill=\"#555555\"",
         &graph.subtitle,
     );
-    legend(&mut out, &graph, MARGIN + HEADER_H);
-    let _ = writeln!(
-        out,
-        "<g transform=\"translate({},{})\">",
-        num(MARGIN),
-        num(top)
-    );
+}
+
+/// Each module's background, darker the deeper it nests, with its path.
+fn module_boxes(out: &mut String, graph: &Graph, drawing: &Drawing) {
     for (cluster, r) in graph.clusters.iter().zip(&drawing.clusters) {
         let fill = CLUSTER_FILLS[(cluster.depth - 1).min(CLUSTER_FILLS.len() - 1)];
-        rect(
-            &mut out,
-            r,
-            8.0,
-            &format!("fill=\"{fill}\" stroke=\"#c4c9d2\""),
-        );
+        rect(out, r, 8.0, &format!("fill=\"{fill}\" stroke=\"#c4c9d2\""));
         let (x, y) = (r.x + 8.0, r.y + 12.0);
         text(
-            &mut out,
+            out,
             x,
             y,
             CAPTION_FONT,
@@ -97,17 +114,14 @@ pub fn model_svg(plan: &Plan, stage_of: &[u64]) -> String {
             &cluster.path,
         );
     }
-    for route in &drawing.routes {
-        let _ = writeln!(
-            out,
-            "<path d=\"{}\" fill=\"none\" stroke=\"{EDGE_INK}\" stroke-width=\"1.2\" marker-end=\"url(#dtl-arrow)\"/>",
-            route.path
-        );
-    }
+}
+
+/// One box per node: its title, and its op and parameters below.
+fn node_boxes(out: &mut String, graph: &Graph, drawing: &Drawing) {
     for (b, r) in graph.boxes.iter().zip(&drawing.boxes) {
         let radius = if b.terminal { r.h / 2.0 } else { 6.0 };
         rect(
-            &mut out,
+            out,
             r,
             radius,
             &format!("fill=\"{}\" stroke=\"{BOX_STROKE}\"", b.fill),
@@ -116,7 +130,7 @@ pub fn model_svg(plan: &Plan, stage_of: &[u64]) -> String {
         match &b.detail {
             Some(detail) => {
                 text(
-                    &mut out,
+                    out,
                     r.cx(),
                     r.cy() - 2.0,
                     TITLE_FONT,
@@ -126,7 +140,7 @@ pub fn model_svg(plan: &Plan, stage_of: &[u64]) -> String {
                 );
                 let muted = "fill=\"#333333\"";
                 text(
-                    &mut out,
+                    out,
                     r.cx(),
                     r.cy() + 12.0,
                     DETAIL_FONT,
@@ -136,7 +150,7 @@ pub fn model_svg(plan: &Plan, stage_of: &[u64]) -> String {
                 );
             }
             None => text(
-                &mut out,
+                out,
                 r.cx(),
                 r.cy() + 4.0,
                 TITLE_FONT,
@@ -146,12 +160,16 @@ pub fn model_svg(plan: &Plan, stage_of: &[u64]) -> String {
             ),
         }
     }
-    // Labels last, on a white halo, so a crossing line cannot hide them.
+}
+
+/// The shapes on the edges, drawn after everything else and on a white
+/// halo, so that a crossing line cannot hide them.
+fn edge_labels(out: &mut String, graph: &Graph, drawing: &Drawing) {
     let halo = "fill=\"#333333\" stroke=\"#ffffff\" stroke-width=\"3\" paint-order=\"stroke\"";
     for (route, edge) in drawing.routes.iter().zip(&graph.edges) {
         let anchor = if route.label_end { "end" } else { "start" };
         text(
-            &mut out,
+            out,
             route.label_x,
             route.label_y,
             LABEL_FONT,
@@ -160,8 +178,6 @@ pub fn model_svg(plan: &Plan, stage_of: &[u64]) -> String {
             &edge.label,
         );
     }
-    out.push_str("</g>\n</svg>\n");
-    out
 }
 
 fn legend_width(graph: &Graph) -> f64 {

@@ -8,13 +8,15 @@
 //!
 //! The steps of a model picture: `clusters` groups nodes by module path, the
 //! `Graph` below is what both renderers draw (boxes, labelled edges, module
-//! clusters, stage colours), `layout` places it for SVG and `route` draws
-//! its edges and module boxes.
+//! clusters, stage colours), `layout` places it for SVG (with `order` and
+//! `position`, on the types in `placement`) and `route` draws its edges and
+//! module boxes.
 
 mod clusters;
 mod dot;
 mod layout;
 mod order;
+mod placement;
 mod position;
 mod route;
 mod svg;
@@ -152,14 +154,11 @@ impl Graph {
     }
 }
 
-/// Trainable scalars in the parameters node `i`'s op names. A layer used
-/// twice shows its weights at both uses.
+/// Trainable scalars in the parameters node `i`'s op names (buffers, such
+/// as batch_norm's running statistics, are not trainable and not counted).
+/// A layer used twice shows its weights at both uses.
 fn node_parameters(model: &ModelPlan, i: usize) -> u64 {
-    // An op's string fields are exactly its parameter and buffer names.
-    let op = serde_json::to_value(&model.nodes[i].op).unwrap_or_default();
-    let named: Vec<&str> = op
-        .as_object()
-        .map_or(vec![], |o| o.values().filter_map(|v| v.as_str()).collect());
+    let named = model.nodes[i].op.params();
     model
         .parameters
         .iter()

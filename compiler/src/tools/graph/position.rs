@@ -2,7 +2,7 @@
 //! the order fixed.
 
 use super::clusters::{ancestors, common, Cluster};
-use super::layout::{Item, Kind, Placement, CLUSTER_PAD};
+use super::placement::{Item, Kind, Placement, CLUSTER_PAD};
 use super::Graph;
 
 /// Between a box and its neighbour in a layer.

@@ -2,7 +2,7 @@
 //! boxes and lanes within each layer.
 
 use super::clusters::common;
-use super::layout::{Item, Kind, Placement, LABEL_FONT, LANE_W};
+use super::placement::{Item, Kind, Placement, Slots, LABEL_FONT, LANE_W};
 use super::{text_width, Graph};
 
 /// The items of layer `l` in order, with their extents, and the lane slots
@@ -82,18 +82,6 @@ pub(super) fn order_layer(
         all_slots.push(slots);
     }
     (items, all_slots)
-}
-
-/// The lanes beside a box, innermost first: the long edges that end or
-/// start at it turn between the box and these lanes.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub(super) struct Slots {
-    pub boxed: usize,
-    /// Shortcuts into the box from the left, one per lane.
-    pub left: Vec<Vec<usize>>,
-    /// The k-th pairs the k-th other edge into the box (upper half of the
-    /// lane) with the k-th edge out of it (lower half).
-    pub right: Vec<Vec<usize>>,
 }
 
 /// Shortest spans innermost, so lanes nest instead of crossing.

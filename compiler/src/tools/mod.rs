@@ -1,0 +1,16 @@
+//! The tools around the phases: each reads what a phase produced and
+//! answers a question about it for a person or another program. None of
+//! them is a phase, and no phase may import them (`compiler/tests/phases.rs`).
+//!
+//! - [`analysis`]: what an editor asks of a file (diagnostics, shapes under
+//!   the cursor, definitions, completions), for `dtl lsp`.
+//! - [`format`]: `dtl fmt`, the canonical layout of a file, comments kept.
+//! - [`explain`]: `dtl explain`, the cost of one training step, from a plan.
+//! - [`graph`]: `dtl graph`, pictures of a plan's model and pipeline.
+//! - [`sarif`]: diagnostics as SARIF, for code-scanning services.
+
+pub mod analysis;
+pub mod explain;
+pub mod format;
+pub mod graph;
+pub mod sarif;
