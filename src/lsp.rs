@@ -7,6 +7,8 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use dtl_compiler::tools::analysis::{self, Analysis, CompletionKind};
 use lsp_server::{Connection, Message, Notification, Request, Response};
@@ -25,10 +27,12 @@ use lsp_types::{
 
 use crate::Failure;
 
+mod transport;
+
 /// Serves one client until it says `exit`.
 pub fn serve() -> Result<(), Failure> {
     let fail = |e: String| Failure::usage(format!("language server: {e}"));
-    let (connection, io_threads) = Connection::stdio();
+    let (connection, io_threads) = transport::stdio();
     let capabilities = ServerCapabilities {
         text_document_sync: Some(TextDocumentSyncCapability::Kind(TextDocumentSyncKind::FULL)),
         hover_provider: Some(HoverProviderCapability::Simple(true)),
@@ -47,16 +51,49 @@ pub fn serve() -> Result<(), Failure> {
     let mut server = Server {
         connection: &connection,
         documents: BTreeMap::new(),
+        data_checks: BTreeMap::new(),
     };
     server.run().map_err(fail)?;
     drop(connection);
-    io_threads.join().map_err(|e| fail(e.to_string()))
+    io_threads.join();
+    Ok(())
 }
 
 struct Server<'a> {
     connection: &'a Connection,
     /// Open documents, analysed at their last change.
     documents: BTreeMap<Url, Analysis>,
+    /// The background data check of each document, to cancel on its next
+    /// change.
+    data_checks: BTreeMap<Url, Arc<AtomicBool>>,
+}
+
+/// What a background data check may read: less than `dtl check --data`,
+/// since it runs on every edit.
+const DATA_BUDGET_BYTES: u64 = 256 << 20;
+const DATA_BUDGET_SECONDS: f64 = 20.0;
+
+/// A document's diagnostics in the protocol's terms.
+fn lsp_diagnostics(analysis: &Analysis, text: &str) -> Vec<Diagnostic> {
+    analysis
+        .diagnostics
+        .records()
+        .into_iter()
+        .map(|r| Diagnostic {
+            range: range(text, r.start, r.end),
+            severity: Some(match r.severity {
+                "error" => DiagnosticSeverity::ERROR,
+                _ => DiagnosticSeverity::WARNING,
+            }),
+            code: Some(NumberOrString::String(r.code)),
+            source: Some("dtl".into()),
+            message: match r.help {
+                Some(help) => format!("{}\nhelp: {help}", r.message),
+                None => r.message,
+            },
+            ..Default::default()
+        })
+        .collect()
 }
 
 impl Server<'_> {
@@ -74,11 +111,30 @@ impl Server<'_> {
                     let response = self.respond(request);
                     self.send(Message::Response(response))?;
                 }
-                Message::Notification(notification) => self.notified(notification)?,
+                Message::Notification(notification) => {
+                    let method = notification.method.clone();
+                    // Bad parameters are the client's mistake: said, and
+                    // the server goes on.
+                    if let Err(why) = self.notified(notification) {
+                        self.log(&format!("`{method}` could not be read: {why}"))?;
+                    }
+                }
                 Message::Response(_) => {}
             }
         }
         Ok(())
+    }
+
+    /// A message in the client's log (`window/logMessage`, an error).
+    fn log(&self, text: &str) -> Result<(), String> {
+        let params = lsp_types::LogMessageParams {
+            typ: lsp_types::MessageType::ERROR,
+            message: format!("dtl: {text}"),
+        };
+        self.send(Message::Notification(Notification::new(
+            lsp_types::notification::LogMessage::METHOD.to_string(),
+            params,
+        )))
     }
 
     fn send(&self, message: Message) -> Result<(), String> {
@@ -92,60 +148,92 @@ impl Server<'_> {
         match notification.method.as_str() {
             DidOpenTextDocument::METHOD => {
                 let params: lsp_types::DidOpenTextDocumentParams = parse(notification.params)?;
-                self.update(params.text_document.uri, params.text_document.text)
+                let document = params.text_document;
+                self.update(document.uri, document.text, Some(document.version))
             }
             DidChangeTextDocument::METHOD => {
                 let params: lsp_types::DidChangeTextDocumentParams = parse(notification.params)?;
                 // Full sync: the last change is the whole text.
                 match params.content_changes.into_iter().last() {
-                    Some(change) => self.update(params.text_document.uri, change.text),
+                    Some(change) => self.update(
+                        params.text_document.uri,
+                        change.text,
+                        Some(params.text_document.version),
+                    ),
                     None => Ok(()),
                 }
             }
             DidCloseTextDocument::METHOD => {
                 let params: lsp_types::DidCloseTextDocumentParams = parse(notification.params)?;
                 self.documents.remove(&params.text_document.uri);
-                self.publish(params.text_document.uri, Vec::new())
+                if let Some(check) = self.data_checks.remove(&params.text_document.uri) {
+                    check.store(true, Ordering::Relaxed);
+                }
+                self.publish(params.text_document.uri, Vec::new(), None)
             }
             _ => Ok(()),
         }
     }
 
-    /// Re-analyses a document and publishes its diagnostics.
-    fn update(&mut self, uri: Url, text: String) -> Result<(), String> {
+    /// Re-analyses a document and publishes its diagnostics: at once
+    /// without reading its data, then again when a background check with
+    /// the data (within a budget) is done, unless the document changed
+    /// first (which cancels it). The server never waits on a data file.
+    /// Diagnostics carry the document's `version`, so that a client can
+    /// tell the two publications of one version from older ones.
+    fn update(&mut self, uri: Url, text: String, version: Option<i32>) -> Result<(), String> {
         let path = uri
             .to_file_path()
             .unwrap_or_else(|_| PathBuf::from(uri.path()));
-        let options = dtl_compiler::options_for(&path, true);
+        let options = dtl_compiler::options_for(&path, false);
         let analysis = analysis::analyze(&path.display().to_string(), &text, &options);
-        let diagnostics = analysis
-            .diagnostics
-            .records()
-            .into_iter()
-            .map(|r| Diagnostic {
-                range: range(&text, r.start, r.end),
-                severity: Some(match r.severity {
-                    "error" => DiagnosticSeverity::ERROR,
-                    _ => DiagnosticSeverity::WARNING,
-                }),
-                code: Some(NumberOrString::String(r.code)),
-                source: Some("dtl".into()),
-                message: match r.help {
-                    Some(help) => format!("{}\nhelp: {help}", r.message),
-                    None => r.message,
-                },
-                ..Default::default()
-            })
-            .collect();
+        let diagnostics = lsp_diagnostics(&analysis, &text);
         self.documents.insert(uri.clone(), analysis);
-        self.publish(uri, diagnostics)
+        if let Some(previous) = self.data_checks.remove(&uri) {
+            previous.store(true, Ordering::Relaxed);
+        }
+        let cancel = Arc::new(AtomicBool::new(false));
+        self.data_checks.insert(uri.clone(), cancel.clone());
+        self.publish(uri.clone(), diagnostics, version)?;
+        let sender = self.connection.sender.clone();
+        let mut with_data = dtl_compiler::options_for(&path, true);
+        with_data.data_limits = dtl_compiler::dataset::Limits {
+            bytes: Some(DATA_BUDGET_BYTES),
+            seconds: Some(DATA_BUDGET_SECONDS),
+            cancel: Some(cancel.clone()),
+            show_values: false,
+        };
+        std::thread::Builder::new()
+            .name("dtl-lsp-data".into())
+            .spawn(move || {
+                let analysis = analysis::analyze(&path.display().to_string(), &text, &with_data);
+                if cancel.load(Ordering::Relaxed) {
+                    return;
+                }
+                let params = PublishDiagnosticsParams {
+                    uri,
+                    diagnostics: lsp_diagnostics(&analysis, &text),
+                    version,
+                };
+                let _ = sender.send(Message::Notification(Notification::new(
+                    PublishDiagnostics::METHOD.into(),
+                    params,
+                )));
+            })
+            .map_err(|e| e.to_string())?;
+        Ok(())
     }
 
-    fn publish(&self, uri: Url, diagnostics: Vec<Diagnostic>) -> Result<(), String> {
+    fn publish(
+        &self,
+        uri: Url,
+        diagnostics: Vec<Diagnostic>,
+        version: Option<i32>,
+    ) -> Result<(), String> {
         let params = PublishDiagnosticsParams {
             uri,
             diagnostics,
-            version: None,
+            version,
         };
         self.send(Message::Notification(Notification::new(
             PublishDiagnostics::METHOD.into(),

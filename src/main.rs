@@ -25,6 +25,26 @@ struct Cli {
     /// train.optimizer.lr=1e-3, data.digits.valid=0.1 (repeatable).
     #[arg(long = "set", value_name = "PATH=VALUE", global = true)]
     set: Vec<String>,
+    /// A path that leads out of the project folder (through `..`, an
+    /// absolute path or a symbolic link) is an error, not a warning
+    /// (recommended in CI, for files from pull requests).
+    #[arg(long, global = true)]
+    strict: bool,
+    /// What checking the data may read before launch (`check --data`,
+    /// `compile`, `explain`, the language server), as a size and
+    /// optionally seconds: 2GiB, 500MB,30s. Over it is an error, never a
+    /// partial check.
+    #[arg(
+        long,
+        global = true,
+        value_name = "SIZE[,SECONDS]",
+        default_value = "2GiB,120s"
+    )]
+    data_budget: String,
+    /// Messages about data files may quote the values they found (by
+    /// default they say where and what kind of value, never its bytes).
+    #[arg(long, global = true)]
+    show_values: bool,
 }
 
 #[derive(Subcommand)]
@@ -44,13 +64,13 @@ enum Command {
         /// The default: do not read data files (kept for older scripts).
         #[arg(long, hide = true)]
         no_data: bool,
-        /// A path that leads out of the project folder (through `..` or a
-        /// symbolic link) is an error, not a warning.
-        #[arg(long)]
-        strict: bool,
         /// World sizes to check the parallel configuration against, e.g. 4,8,64.
         #[arg(long, value_delimiter = ',')]
         world: Vec<u64>,
+        /// Warn when a rank would need more memory than this (e.g. 24GiB),
+        /// by `dtl explain`'s estimate.
+        #[arg(long, value_name = "SIZE")]
+        memory: Option<String>,
     },
     /// Compile a file into its execution plan.
     Compile {
@@ -224,11 +244,24 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    // What `--set` and a command's `--world`/`--no-data` ask of a `.dtl` file.
+    let data_limits = match dtl_compiler::input::parse_budget(&cli.data_budget) {
+        Ok(mut limits) => {
+            limits.show_values = cli.show_values;
+            limits
+        }
+        Err(message) => {
+            eprintln!("error: --data-budget: {message}");
+            return ExitCode::from(2);
+        }
+    };
+    // What `--set`, `--strict`, the data budget and a command's
+    // `--world`/`--no-data` ask of a `.dtl` file.
     let request = |world: Option<u64>, no_data: bool| Request {
         overrides: overrides.clone(),
         world,
         no_data,
+        strict: cli.strict,
+        data_limits: data_limits.clone(),
     };
     let result = match cli.command {
         Command::Check {
@@ -236,9 +269,16 @@ fn main() -> ExitCode {
             format,
             data,
             no_data: _,
-            strict,
             world,
-        } => check(&files, format, &request(None, !data), &world, strict),
+            memory,
+        } => match memory
+            .as_deref()
+            .map(dtl_compiler::input::parse_size)
+            .transpose()
+        {
+            Ok(memory) => check(&files, format, &request(None, !data), &world, memory),
+            Err(message) => Err(Failure::usage(format!("--memory: {message}"))),
+        },
         Command::Compile {
             file,
             format,
@@ -324,7 +364,7 @@ fn check(
     format: CheckFormat,
     request: &Request,
     world: &[u64],
-    strict: bool,
+    memory: Option<u64>,
 ) -> Result<(), Failure> {
     let mut records = Vec::new();
     let mut all = Vec::new();
@@ -334,7 +374,7 @@ fn check(
         let name = path.display().to_string();
         let mut options = request.options(path);
         options.world = world.to_vec();
-        options.strict = strict;
+        options.memory_limit = memory;
         let (diagnostics, ok) = match dtl_compiler::check_source(&name, &text, &options) {
             Ok(checked) => (checked.warnings, true),
             Err(diagnostics) => (diagnostics, false),

@@ -179,9 +179,17 @@ pub struct RunArgs {
     #[arg(required_unless_present = "resume")]
     pub file: Option<PathBuf>,
     /// Output folder for plan.yaml, metrics.jsonl, model.safetensors and
-    /// summary.json [default: runs/<file stem>].
+    /// summary.json; it must be empty or new [default: a new folder
+    /// runs/<file stem>/<n>, with runs/<file stem>/latest pointing at it].
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Replace the run already in --out (its files are deleted first).
+    #[arg(long, requires = "out")]
+    pub overwrite: bool,
+    /// Start even when `dtl explain`'s memory estimate says the run does
+    /// not fit in this machine's free memory.
+    #[arg(long)]
+    pub force: bool,
     /// cpu, cuda or auto (CUDA when present).
     #[arg(long, default_value = "auto")]
     pub device: String,
@@ -200,8 +208,9 @@ pub struct RunArgs {
     /// step, in `rank-K.trace.jsonl`.
     #[arg(long)]
     pub trace: bool,
-    /// Seconds a rank of a multi-rank run may go without finishing a step
-    /// before it ends the job (a peer hung in a collective, or died).
+    /// Seconds a rank of a multi-rank run may wait for its peers without
+    /// progress before it ends the job (a peer hung or died); waits for a
+    /// peer's evaluation or checkpoint write get more, by their size.
     #[arg(long, default_value_t = 300)]
     pub timeout: u64,
     /// No progress output.
@@ -222,6 +231,7 @@ fn prefix(world: &dtl_runtime::World) -> String {
 
 #[cfg(feature = "runtime")]
 pub fn run(args: RunArgs, request: &Request) -> Result<(), Failure> {
+    use dtl_runtime::run_folder::Target;
     restart_with_environment();
     // Ctrl-C and SIGTERM stop at the next step boundary with a checkpoint
     // (the launcher waits for its ranks to do so).
@@ -240,20 +250,24 @@ pub fn run(args: RunArgs, request: &Request) -> Result<(), Failure> {
             load_plan(input, request)
         }
     };
-    let (plan, out_dir) = match (&args.resume, &args.file) {
+    let (plan, target) = match (&args.resume, &args.file) {
         // A resumed run goes on with the plan it was started with...
-        (Some(dir), None) => (load(&Input::Plan(dir.join("plan.yaml")))?, dir.clone()),
+        (Some(dir), None) => (
+            load(&Input::Plan(dir.join("plan.yaml")))?,
+            Target::Resume(dir.clone()),
+        ),
         // ...or with a new layout of the same experiment.
-        (Some(dir), Some(path)) => (load(&Input::of(path))?, dir.clone()),
+        (Some(dir), Some(path)) => (load(&Input::of(path))?, Target::Resume(dir.clone())),
         (None, Some(path)) => {
             let stem = path
                 .file_stem()
                 .map_or("run".into(), |s| s.to_string_lossy().into_owned());
-            let out = args
-                .out
-                .clone()
-                .unwrap_or_else(|| PathBuf::from("runs").join(stem));
-            (load(&Input::of(path))?, out)
+            let target = Target::Fresh {
+                out: args.out.clone(),
+                stem,
+                overwrite: args.overwrite,
+            };
+            (load(&Input::of(path))?, target)
         }
         (None, None) => {
             return Err(Failure::usage(
@@ -262,33 +276,143 @@ pub fn run(args: RunArgs, request: &Request) -> Result<(), Failure> {
         }
     };
     dtl_runtime::world::supports(&plan, device).map_err(|e| report_run_error(e, ""))?;
+    if rank_of_job {
+        return run_as_rank(&plan, &args, &target, device);
+    }
     let ranks = plan.topology.world_size() as usize;
-    if let (Some(dir), false) = (&args.resume, rank_of_job) {
+    if ranks > 1 {
+        // Said before anything is claimed or written.
+        dtl_runtime::launch::find_mpirun().map_err(|e| report_run_error(e, ""))?;
+    }
+    // Every rank this launcher starts runs here: they must fit together.
+    if !args.force {
+        let ranks: Vec<u64> = (0..plan.topology.world_size()).collect();
+        dtl_runtime::memory::check_fits(&plan, &ranks).map_err(|e| report_run_error(e, ""))?;
+    }
+    // This process decides where the run goes, and holds the folder while
+    // the run lasts (its ranks too, when it starts them).
+    let Some(folder) = claim(&target)? else {
+        return Ok(());
+    };
+    if let Target::Resume(dir) = &target {
         // Said once here, rather than by every rank it would start.
         dtl_runtime::checkpoint::exists(dir).map_err(|e| report_run_error(e, ""))?;
     }
-    if !rank_of_job && ranks > 1 {
-        // Start the ranks: each runs this same command line.
+    if ranks > 1 {
+        // Start the ranks: each runs this same command line, into the
+        // folder claimed here.
         let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
-        return match dtl_runtime::launch::launch(ranks, &args) {
+        return match dtl_runtime::launch::launch(ranks, &args, &folder.path) {
             Ok(0) => Ok(()),
             Ok(code) => Err(Failure::exit(code.clamp(1, 255) as u8)),
             Err(err) => Err(report_run_error(err, "")),
         };
     }
     let world = dtl_runtime::World::join(&plan, device).map_err(|e| report_run_error(e, ""))?;
-    dtl_runtime::launch::share_cores(dtl_runtime::world::local_size());
+    train_in(&plan, &args, &target, device, &world, &folder, None)
+}
+
+/// Claims the run folder; `None` when the run to resume is finished (said
+/// here; nothing changed).
+#[cfg(feature = "runtime")]
+fn claim(
+    target: &dtl_runtime::run_folder::Target,
+) -> Result<Option<dtl_runtime::run_folder::RunFolder>, Failure> {
+    match dtl_runtime::run_folder::RunFolder::claim(target) {
+        Ok(folder) => Ok(Some(folder)),
+        Err(Ok(finished)) => {
+            eprintln!(
+                "the run in {} is finished{}: nothing to resume, and nothing was changed",
+                finished.path.display(),
+                finished
+                    .steps
+                    .map_or(String::new(), |s| format!(" ({s} steps)"))
+            );
+            Ok(None)
+        }
+        Err(Err(err)) => Err(report_run_error(err, "")),
+    }
+}
+
+/// One rank of a job started by a launcher (dtl's own, which has claimed
+/// the folder, or an outer `mpirun`/`srun`, where rank 0 claims it and
+/// tells the others).
+#[cfg(feature = "runtime")]
+fn run_as_rank(
+    plan: &dtl_compiler::plan::Plan,
+    args: &RunArgs,
+    target: &dtl_runtime::run_folder::Target,
+    device: dtl_runtime::DeviceChoice,
+) -> Result<(), Failure> {
+    use dtl_runtime::run_folder::RunFolder;
+    // Watched from the start: a peer that never joins is a hang too.
+    let rank = dtl_runtime::world::rank_from_launcher().unwrap_or(0);
+    let timeout = std::time::Duration::from_secs(args.timeout.max(1));
+    let watchdog = std::sync::Arc::new(dtl_runtime::watchdog::Watchdog::start(rank, timeout));
+    let world = dtl_runtime::World::join(plan, device).map_err(|e| report_run_error(e, ""))?;
     let prefix = prefix(&world);
+    // Under an outer launcher each rank checks its own share of its
+    // machine (dtl's own launcher has checked them all).
+    if !args.force && std::env::var_os("DTL_RUN_FOLDER").is_none() {
+        let here = dtl_runtime::world::local_size().max(1) as u64;
+        let mine = vec![world.rank as u64; here as usize];
+        if let Err(err) = dtl_runtime::memory::check_fits(plan, &mine) {
+            let failure = report_run_error(err, &prefix);
+            world.abort(i32::from(failure.code));
+        }
+    }
+    let folder = if let Some(path) = std::env::var_os("DTL_RUN_FOLDER") {
+        RunFolder::claimed_by_launcher(path.into())
+    } else {
+        // Rank 0 claims and says where (an empty path: finished, nothing
+        // to do; none: it could not, and has said why).
+        let mine = if world.rank == 0 {
+            claim(target)
+        } else {
+            Ok(None)
+        };
+        let said = match &mine {
+            Ok(Some(folder)) => Some(folder.path.display().to_string()),
+            Ok(None) => Some(String::new()),
+            Err(_) => None,
+        };
+        let shared = world
+            .text_from_rank_zero(said.as_deref())
+            .map_err(|e| report_run_error(e, &prefix))?;
+        match (mine?, shared) {
+            (Some(folder), _) => folder,
+            (None, Some(path)) if !path.is_empty() => RunFolder::claimed_by_launcher(path.into()),
+            (None, Some(_)) => return Ok(()),
+            (None, None) => return Err(Failure::exit(2)),
+        }
+    };
+    dtl_runtime::launch::share_cores(dtl_runtime::world::local_size());
+    train_in(plan, args, target, device, &world, &folder, Some(watchdog))
+}
+
+/// Trains on this rank into the claimed folder, and reports the outcome.
+#[cfg(feature = "runtime")]
+fn train_in(
+    plan: &dtl_compiler::plan::Plan,
+    args: &RunArgs,
+    target: &dtl_runtime::run_folder::Target,
+    device: dtl_runtime::DeviceChoice,
+    world: &dtl_runtime::World,
+    folder: &dtl_runtime::run_folder::RunFolder,
+    watchdog: Option<std::sync::Arc<dtl_runtime::watchdog::Watchdog>>,
+) -> Result<(), Failure> {
+    let prefix = prefix(world);
     let options = dtl_runtime::RunOptions {
-        out_dir,
+        out_dir: folder.path.clone(),
         device,
         progress: !args.quiet,
-        init_weights: args.init,
-        resume: args.resume.is_some(),
+        init_weights: args.init.clone(),
+        resume: matches!(target, dtl_runtime::run_folder::Target::Resume(_)),
         trace: args.trace,
         timeout: std::time::Duration::from_secs(args.timeout.max(1)),
+        watchdog,
     };
-    match dtl_runtime::train(&plan, &options, &world) {
+    match dtl_runtime::train(plan, &options, world) {
         Ok(summary) if world.rank == 0 => {
             print_summary(&summary, &prefix);
             Ok(())

@@ -86,7 +86,7 @@ fn csv_files() {
         d,
         "csv(\"negative.csv\")",
         "negative.csv",
-        "line 2, column 5: label `-1` is not a class index",
+        "line 2, column 5: the label is a negative number, not a class index",
     );
     write(d, "classes.csv", "1,2,3,4,0\n5,6,7,8,7\n");
     refused(d, "csv(\"classes.csv\")", "classes.csv", "8 classes");
@@ -95,14 +95,14 @@ fn csv_files() {
         d,
         "csv(\"nan.csv\")",
         "nan.csv",
-        "line 2, column 2: `nan` is not a finite number",
+        "line 2, column 2: NaN is not a finite number",
     );
     write(d, "inf.csv", "1,2,3,inf,0\n");
     refused(
         d,
         "csv(\"inf.csv\")",
         "inf.csv",
-        "line 1, column 4: `inf` is not a finite number",
+        "line 1, column 4: an infinite number is not a finite number",
     );
 }
 
@@ -312,29 +312,43 @@ fn token_files() {
         .stderr_has("cannot open");
     // And a good one trains.
     run_tokens(d, "ids.bin", "uint16", 32, 32).code(0);
-    // A plan compiled from it, run after the file changed: the batch that
-    // reads an id past the model's classes stops the run.
+    // A plan compiled from it, run after the file changed: refused before
+    // the file is read, by name.
     let plan = d.join("plan.yaml");
-    dtl(&[
-        "compile",
-        d.join("tokens.dtl").to_str().unwrap(),
-        "-o",
-        plan.to_str().unwrap(),
-    ])
-    .code(0);
+    let source = d.join("tokens.dtl");
+    let compile = |extra: &[&str]| {
+        let mut args = vec!["compile", source.to_str().unwrap()];
+        args.extend(extra);
+        args.extend(["-o", plan.to_str().unwrap()]);
+        dtl(&args).code(0);
+    };
+    let run_plan = |out: &str| {
+        dtl(&[
+            "run",
+            plan.to_str().unwrap(),
+            "--quiet",
+            "--device",
+            "cpu",
+            "--out",
+            d.join(out).to_str().unwrap(),
+        ])
+    };
+    compile(&[]);
     let changed: Vec<u8> = (0u16..20).flat_map(|t| (t * 100).to_le_bytes()).collect();
     write(d, "ids.bin", &changed);
-    dtl(&[
-        "run",
-        plan.to_str().unwrap(),
-        "--quiet",
-        "--device",
-        "cpu",
-        "--out",
-        d.join("p").to_str().unwrap(),
-    ])
-    .code(1)
-    .stderr_has("ids.bin")
-    .stderr_has("token 200 (at token 2) is not below")
-    .stderr_has("32 classes");
+    run_plan("p")
+        .code(1)
+        .stderr_has("ids.bin")
+        .stderr_has("changed since the plan was made")
+        .stderr_has("other contents");
+    // A plan made without reading the data knows no identity: the batch
+    // that reads an id past the model's classes stops the run.
+    write(d, "ids.bin", &ids);
+    compile(&["--no-data"]);
+    write(d, "ids.bin", &changed);
+    run_plan("q")
+        .code(1)
+        .stderr_has("ids.bin")
+        .stderr_has("token 200 (at token 2) is not below")
+        .stderr_has("32 classes");
 }

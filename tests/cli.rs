@@ -233,9 +233,12 @@ fn run_reports_a_bad_data_file_with_its_path() {
     let dir = tempfile::tempdir().unwrap();
     let file = short_example(dir.path(), 5);
     let plan_path = dir.path().join("plan.yaml");
+    // Without the data read, the plan records no file identity: the
+    // runtime's own reading meets the bad row.
     dtl(&[
         "compile",
         file.to_str().unwrap(),
+        "--no-data",
         "-o",
         plan_path.to_str().unwrap(),
     ])
@@ -261,6 +264,30 @@ fn run_reports_a_bad_data_file_with_its_path() {
     .code(1)
     .stderr_has("bad.csv")
     .stderr_has("line 2: 2 columns");
+    // A plan made with the data read: the changed file is refused before
+    // it is read, by name.
+    dtl(&[
+        "compile",
+        file.to_str().unwrap(),
+        "-o",
+        plan_path.to_str().unwrap(),
+    ])
+    .code(0);
+    let plan = std::fs::read_to_string(&plan_path)
+        .unwrap()
+        .replace(&data, &bad.display().to_string());
+    std::fs::write(&plan_path, plan).unwrap();
+    dtl(&[
+        "run",
+        plan_path.to_str().unwrap(),
+        "--out",
+        dir.path().join("o2").to_str().unwrap(),
+        "--quiet",
+    ])
+    .code(1)
+    .stderr_has("bad.csv")
+    .stderr_has("changed since the plan was made")
+    .stderr_has("57523 bytes then, 10 now");
 }
 
 #[test]

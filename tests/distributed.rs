@@ -81,7 +81,12 @@ fn two_replicas_train_like_one_process_with_twice_the_micro_batch() {
             &format!("{settings}; micro_batch = 8"),
             "parallel { data = 2 }",
         );
-        let (out1, out2) = (dir.path().join("w1"), dir.path().join("w2"));
+        // One pair of run folders per optimizer: a run never overwrites one.
+        let name = &optimizer[..optimizer.find('(').unwrap()];
+        let (out1, out2) = (
+            dir.path().join(format!("{name}1")),
+            dir.path().join(format!("{name}2")),
+        );
         train(&one, &out1, &[]).code(0);
         train(&two, &out2, &["--trace"])
             .code(0)
@@ -333,7 +338,9 @@ fn a_run_resumes_at_another_data_parallel_degree() {
             "{name}: {summary}"
         );
     }
-    // Another number of rows per step is another experiment.
+    // Another number of rows per step is another experiment (the folder's
+    // run made unfinished again: a finished run has nothing to resume).
+    std::fs::remove_file(dir.path().join("resumed/summary.json")).unwrap();
     let other = experiment(
         dir.path(),
         "other",

@@ -75,11 +75,15 @@ impl Client {
         self.send(json!({ "jsonrpc": "2.0", "method": method, "params": params }));
     }
 
-    /// The next diagnostics published.
-    fn diagnostics(&mut self) -> Vec<Value> {
+    /// The next diagnostics published for `version` of the document (the
+    /// server publishes each version twice: at once, and after checking
+    /// the data in the background; older ones are skipped).
+    fn diagnostics(&mut self, version: i64) -> Vec<Value> {
         loop {
             let message = self.receive();
-            if message["method"] == "textDocument/publishDiagnostics" {
+            if message["method"] == "textDocument/publishDiagnostics"
+                && message["params"]["version"] == version
+            {
                 return message["params"]["diagnostics"].as_array().unwrap().clone();
             }
         }
@@ -127,14 +131,14 @@ fn diagnostics_follow_every_change() {
         "textDocument/didOpen",
         json!({ "textDocument": { "uri": URI, "languageId": "dtl", "version": 1, "text": TEXT } }),
     );
-    assert_eq!(client.diagnostics(), Vec::<Value>::new());
+    assert_eq!(client.diagnostics(1), Vec::<Value>::new());
     // A width mismatch: linear(32, 10) after a 64-wide block.
     let broken = TEXT.replace("linear(64, 10)", "linear(32, 10)");
     client.notify(
         "textDocument/didChange",
         json!({ "textDocument": { "uri": URI, "version": 2 }, "contentChanges": [{ "text": broken }] }),
     );
-    let diagnostics = client.diagnostics();
+    let diagnostics = client.diagnostics(2);
     assert_eq!(diagnostics.len(), 1, "{diagnostics:?}");
     let d = &diagnostics[0];
     assert_eq!(d["severity"], 1);
@@ -150,7 +154,7 @@ fn hover_definition_and_completion() {
         "textDocument/didOpen",
         json!({ "textDocument": { "uri": URI, "languageId": "dtl", "version": 1, "text": TEXT } }),
     );
-    client.diagnostics();
+    client.diagnostics(1);
 
     let hover = client.request("textDocument/hover", position(URI, TEXT, "h = x"));
     assert_eq!(hover["contents"]["value"], "`h`: `[B, 64]` (in `0`)");
@@ -172,7 +176,7 @@ fn hover_definition_and_completion() {
         "textDocument/didChange",
         json!({ "textDocument": { "uri": URI, "version": 2 }, "contentChanges": [{ "text": inside }] }),
     );
-    client.diagnostics();
+    client.diagnostics(2);
     let mut at_cursor = position(URI, &inside, "linear(64, ");
     at_cursor["position"]["character"] =
         json!(at_cursor["position"]["character"].as_u64().unwrap() + "linear(64, ".len() as u64);
@@ -195,7 +199,7 @@ fn formatting_replaces_the_document_with_the_canonical_layout() {
         "textDocument/didOpen",
         json!({ "textDocument": { "uri": URI, "languageId": "dtl", "version": 1, "text": messy } }),
     );
-    client.diagnostics();
+    client.diagnostics(1);
     let edits = client.request(
         "textDocument/formatting",
         json!({ "textDocument": { "uri": URI }, "options": { "tabSize": 2, "insertSpaces": true } }),
@@ -208,5 +212,58 @@ fn formatting_replaces_the_document_with_the_canonical_layout() {
         edits[0]["range"]["start"],
         json!({ "line": 0, "character": 0 })
     );
+    client.stop();
+}
+
+/// Frames a broken client sends are answered with JSON-RPC errors, and the
+/// server goes on: a body that is not JSON, a header without a length, a
+/// length over the server's limit, a notification whose parameters are
+/// not what the method takes.
+#[test]
+fn bad_frames_and_bad_parameters_do_not_end_the_server() {
+    let mut client = Client::start();
+    let raw = |client: &mut Client, bytes: &str| {
+        client.stdin.write_all(bytes.as_bytes()).unwrap();
+        client.stdin.flush().unwrap();
+    };
+    raw(&mut client, "Content-Length: 9\r\n\r\n{not json");
+    let reply = client.receive();
+    assert_eq!(reply["error"]["code"], -32700, "{reply}");
+    assert!(reply["id"].is_null());
+    raw(&mut client, "X-Nothing: 1\r\n\r\n");
+    let reply = client.receive();
+    assert_eq!(reply["error"]["code"], -32600, "{reply}");
+    // Over the limit: refused without reading it into memory, and skipped.
+    raw(&mut client, "Content-Length: 70000000\r\n\r\n");
+    let reply = client.receive();
+    assert!(
+        reply["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("over the server's limit"),
+        "{reply}"
+    );
+    client.stdin.write_all(&vec![b' '; 70_000_000]).unwrap();
+    // Parameters of the wrong shape: logged, not fatal.
+    client.notify("textDocument/didOpen", json!({ "textDocument": 42 }));
+    let log = loop {
+        let message = client.receive();
+        if message["method"] == "window/logMessage" {
+            break message;
+        }
+    };
+    assert!(
+        log["params"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("could not be read"),
+        "{log}"
+    );
+    // And the server still answers.
+    client.notify(
+        "textDocument/didOpen",
+        json!({ "textDocument": { "uri": URI, "languageId": "dtl", "version": 1, "text": TEXT } }),
+    );
+    assert_eq!(client.diagnostics(1), Vec::<Value>::new());
     client.stop();
 }

@@ -559,7 +559,7 @@ fn a_peer_that_dies_mid_step_stops_every_rank() {
         if text.lines().count() > 3 {
             let pid: u32 = text
                 .lines()
-                .next()
+                .find(|l| l.starts_with("rank 1 of"))
                 .and_then(|l| l.split("pid ").nth(1))
                 .and_then(|p| p.trim().parse().ok())
                 .expect("rank-1.log names its pid");

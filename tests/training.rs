@@ -162,6 +162,14 @@ fn resume_without_a_checkpoint_is_a_clear_error() {
     let file = short_example(dir.path(), 3);
     let out = dir.path().join("out");
     run(&file, &out, &[]).code(0);
+    // Finished: nothing to resume, nothing changed.
+    let summary = std::fs::read(out.join("summary.json")).unwrap();
+    dtl(&["run", "--resume", out.to_str().unwrap()])
+        .code(0)
+        .stderr_has("is finished (3 steps): nothing to resume");
+    assert_eq!(std::fs::read(out.join("summary.json")).unwrap(), summary);
+    // Unfinished, without a checkpoint.
+    std::fs::remove_file(out.join("summary.json")).unwrap();
     dtl(&["run", "--resume", out.to_str().unwrap()])
         .code(1)
         .stderr_has("no checkpoint here");

@@ -45,6 +45,8 @@ fn one(lines: usize, what: &str) {
                 world: Vec::new(),
                 overrides: Vec::new(),
                 strict: false,
+                data_limits: Default::default(),
+                memory_limit: None,
             };
             assert!(dtl_compiler::check_source("bench.dtl", &text, &options).is_ok());
         }
@@ -77,6 +79,8 @@ fn main() {
         world: Vec::new(),
         overrides: Vec::new(),
         strict: false,
+        data_limits: Default::default(),
+        memory_limit: None,
     };
     let mut baseline = None;
     println!(

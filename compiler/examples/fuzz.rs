@@ -69,6 +69,8 @@ fn exercise(text: &str, base: &Path, rng: &mut Rng) -> Result<(usize, bool), Str
         world: Vec::new(),
         overrides: Vec::new(),
         strict: false,
+        data_limits: Default::default(),
+        memory_limit: None,
     };
     let mut errors = 0;
     let compiled = dtl_compiler::compile_source("fuzz.dtl", text, &options);

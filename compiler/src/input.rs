@@ -38,6 +38,11 @@ pub struct Request {
     pub world: Option<u64>,
     /// Leave data files unread (`--no-data`).
     pub no_data: bool,
+    /// `--strict`: paths out of the project folder are errors.
+    pub strict: bool,
+    /// What reading the data may cost, and whether its errors may quote
+    /// values.
+    pub data_limits: crate::dataset::Limits,
 }
 
 impl Request {
@@ -47,8 +52,62 @@ impl Request {
         let mut options = crate::options_for(path, !self.no_data);
         options.overrides = self.overrides.clone();
         options.world = self.world.into_iter().collect();
+        options.strict = self.strict;
+        options.data_limits = self.data_limits.clone();
         options
     }
+}
+
+/// `--data-budget SIZE[,SECONDS]`: `2GiB`, `500MB,30s`, `1048576`.
+pub fn parse_budget(text: &str) -> Result<crate::dataset::Limits, String> {
+    let (size, seconds) = match text.split_once(',') {
+        Some((size, seconds)) => (size.trim(), Some(seconds.trim())),
+        None => (text.trim(), None),
+    };
+    let bytes = parse_size(size)?;
+    let seconds = match seconds {
+        None => crate::dataset::read::CHECK_SECONDS,
+        Some(s) => s
+            .trim_end_matches('s')
+            .parse::<f64>()
+            .ok()
+            .filter(|s| *s > 0.0)
+            .ok_or_else(|| format!("`{s}` is not a time in seconds (e.g. 30s)"))?,
+    };
+    Ok(crate::dataset::Limits {
+        bytes: Some(bytes),
+        seconds: Some(seconds),
+        ..Default::default()
+    })
+}
+
+/// A size in bytes: `24GiB`, `500MB`, `1048576`.
+pub fn parse_size(size: &str) -> Result<u64, String> {
+    let size = size.trim();
+    let split = size
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(size.len());
+    let (number, unit) = size.split_at(split);
+    let number: f64 = number
+        .parse()
+        .map_err(|_| format!("`{size}` is not a size (e.g. 2GiB, 500MB)"))?;
+    let scale = match unit.trim() {
+        "" | "B" => 1.0,
+        "KB" => 1e3,
+        "MB" => 1e6,
+        "GB" => 1e9,
+        "TB" => 1e12,
+        "KiB" => 1024.0,
+        "MiB" => 1024f64.powi(2),
+        "GiB" => 1024f64.powi(3),
+        "TiB" => 1024f64.powi(4),
+        other => {
+            return Err(format!(
+                "unknown unit `{other}` (B, KB, MB, GB, KiB, MiB, GiB, …)"
+            ))
+        }
+    };
+    Ok((number * scale) as u64)
 }
 
 /// Why a plan could not be had.

@@ -81,6 +81,11 @@ pub fn check_source(
             checked.experiment = None;
         }
     }
+    if let (Some(experiment), Some(limit)) = (&checked.experiment, options.memory_limit) {
+        checked
+            .lints
+            .extend(memory_lints(experiment, &options.world, limit));
+    }
     let mut items: Vec<(span::Span, bool, usize)> = Vec::new();
     items.extend(
         checked
@@ -112,6 +117,52 @@ pub fn check_source(
         tests: checked.tests,
         warnings: diagnostics,
     })
+}
+
+/// `--memory`: a warning for each world size at which a rank would need
+/// more than `limit`, by `dtl explain`'s estimate (a layout that does not
+/// lower is reported by `lower::validate` already).
+fn memory_lints(experiment: &check::Experiment, worlds: &[u64], limit: u64) -> Vec<check::Lint> {
+    let worlds: Vec<Option<u64>> = if worlds.is_empty() {
+        vec![None]
+    } else {
+        worlds.iter().copied().map(Some).collect()
+    };
+    let mut lints = Vec::new();
+    for world in worlds {
+        let Ok(plan) = lower::lower(experiment, world, "") else {
+            continue;
+        };
+        let cost = tools::explain::cost(&plan);
+        let Some(worst) = cost.stages.iter().max_by_key(|s| s.memory.total) else {
+            continue;
+        };
+        let m = &worst.memory;
+        if m.total <= limit {
+            continue;
+        }
+        let mut parts = [
+            ("parameters", m.parameters),
+            ("gradients", m.gradients),
+            ("optimizer state", m.optimizer_state),
+            ("activations", m.activations),
+            ("gathered weights", m.gathered),
+        ];
+        parts.sort_by_key(|(_, b)| std::cmp::Reverse(*b));
+        let biggest: Vec<String> = parts
+            .iter()
+            .take(3)
+            .map(|(what, b)| format!("{what} {}", tools::explain::bytes(*b)))
+            .collect();
+        lints.push(check::Lint::Memory {
+            needed: tools::explain::bytes(m.total),
+            world: world.map_or(String::new(), |w| format!(" at --world {w}")),
+            limit: tools::explain::bytes(limit),
+            biggest: biggest.join(", "),
+            span: experiment.train.spans.block,
+        });
+    }
+    lints
 }
 
 /// Parses, checks and plans one file; warnings are dropped (see
@@ -180,5 +231,7 @@ pub fn options_for(path: &Path, probe_data: bool) -> check::Options {
         world: Vec::new(),
         overrides: Vec::new(),
         strict: false,
+        data_limits: dataset::Limits::checking(),
+        memory_limit: None,
     }
 }

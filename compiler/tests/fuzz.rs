@@ -98,6 +98,8 @@ fn mutated_inputs_never_panic_and_spans_stay_inside_the_file() {
                 world: world.clone(),
                 overrides,
                 strict: false,
+                data_limits: Default::default(),
+                memory_limit: None,
             };
             let label = format!("a mutant of {} (--world {world:?})", path.display());
             let result = std::panic::catch_unwind(|| {

@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use dtl_compiler::plan::{DataPlan, ModelPlan, Plan, SyncMode, TrainPlan};
+use dtl_compiler::plan::{DataFile, DataPlan, ModelPlan, Plan, SyncMode, TrainPlan};
 use serde::{Deserialize, Serialize};
 use tch::{Device, Tensor};
 
@@ -45,6 +45,10 @@ pub struct Snapshot {
 
 /// The driver's side of a checkpoint: where the run stands.
 pub struct Standing {
+    /// The data files of the plan.
+    pub data_files: Vec<DataFile>,
+    /// Data-parallel replicas and pipeline stages.
+    pub layout: [u64; 2],
     /// The last step completed.
     pub step: u64,
     /// Bytes of `metrics.jsonl` written up to `step`.
@@ -61,8 +65,9 @@ const TMP: &str = "checkpoint.tmp";
 /// the last one is damaged.
 const PREV: &str = "checkpoint.prev";
 /// The checkpoint layout this runtime writes and reads (3: a checksum over
-/// its files, the previous checkpoint kept).
-pub const FORMAT: u32 = 3;
+/// its files, the previous checkpoint kept; 4: the checksum covers
+/// state.json's values too).
+pub const FORMAT: u32 = 4;
 
 /// `state.json`: the scalars of a checkpoint.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -86,8 +91,15 @@ pub struct State {
     /// `async`: the steps whose averaged gradients are saved, waiting to be
     /// applied (oldest first), as `pending.<i>.<bucket>` tensors.
     pub pending_steps: Vec<u64>,
-    /// FNV-1a of `model.safetensors` and `state.safetensors`, in that
-    /// order: a torn or damaged checkpoint does not match.
+    /// The data files the run was trained on (their size and sampled
+    /// hash): a resume on other data is refused, naming the file.
+    pub data_files: Vec<DataFile>,
+    /// The layout that wrote it: data-parallel replicas and pipeline
+    /// stages.
+    pub layout: [u64; 2],
+    /// FNV-1a of `model.safetensors`, `state.safetensors` and this
+    /// state's own values (written with an empty checksum), in that order:
+    /// a torn, damaged or edited checkpoint does not match.
     #[serde(default)]
     pub checksum: String,
 }
@@ -114,15 +126,21 @@ pub fn fingerprint(plan: &Plan) -> String {
     #[derive(Serialize)]
     struct Identity<'a> {
         model: &'a ModelPlan,
-        data: &'a DataPlan,
+        data: DataPlan,
         train: TrainPlan,
         sync: SyncMode,
     }
     let mut train = plan.train.clone();
     train.micro_batch = plan.topology.sharding.global_micro_batch;
+    // The data by its contents, not where it lies: the files' identities
+    // are compared apart (by name, in `load`), and a run may be resumed
+    // from another folder.
+    let mut data = plan.data.clone();
+    data.source.files_mut().into_iter().for_each(String::clear);
+    data.files.clear();
     let identity = Identity {
         model: &plan.model,
-        data: &plan.data,
+        data,
         train,
         sync: plan.topology.parallelism.sync,
     };
@@ -178,7 +196,13 @@ pub fn save(out: &Path, standing: &Standing, snapshot: &Snapshot) -> Result<(), 
         train_seconds: standing.train_seconds,
         plan_fingerprint: standing.plan_fingerprint.clone(),
         pending_steps: snapshot.pending.iter().map(|(s, _)| *s).collect(),
-        checksum: checksum(&tmp)?,
+        data_files: standing.data_files.clone(),
+        layout: standing.layout,
+        checksum: String::new(),
+    };
+    let state = State {
+        checksum: checksum(&tmp, &state)?,
+        ..state
     };
     let json = serde_json::to_string_pretty(&state).expect("the state serializes");
     let json_path = tmp.join("state.json");
@@ -200,14 +224,38 @@ pub fn save(out: &Path, standing: &Standing, snapshot: &Snapshot) -> Result<(), 
     sync_dir(out)
 }
 
-/// The checksum of a checkpoint folder's two tensor files.
-fn checksum(dir: &Path) -> Result<String, RunError> {
-    let mut bytes = Vec::new();
+/// The checksum of a checkpoint: its two tensor files, read in chunks,
+/// then `state`'s values with the checksum left empty.
+fn checksum(dir: &Path, state: &State) -> Result<String, RunError> {
+    use std::io::Read;
+    let mut hash = dtl_compiler::util::rng::Fnv1a::new();
+    let mut chunk = vec![0u8; 1 << 20];
     for name in ["model.safetensors", "state.safetensors"] {
         let path = dir.join(name);
-        bytes.extend(std::fs::read(&path).map_err(io(&path))?);
+        let mut file = std::fs::File::open(&path).map_err(io(&path))?;
+        loop {
+            let n = file.read(&mut chunk).map_err(io(&path))?;
+            if n == 0 {
+                break;
+            }
+            hash = hash.update(&chunk[..n]);
+        }
     }
-    Ok(format!("{:016x}", dtl_compiler::util::rng::fnv1a(&bytes)))
+    let unsigned = State {
+        checksum: String::new(),
+        ..state.clone()
+    };
+    let values = serde_json::to_string(&unsigned).expect("the state serializes");
+    Ok(format!("{:016x}", hash.update(values.as_bytes()).finish()))
+}
+
+/// The step of the checkpoint a resume would start from, if one reads
+/// (for messages; `load` decides).
+pub fn peek_step(out: &Path) -> Option<u64> {
+    [DIR, PREV].iter().find_map(|d| {
+        let text = std::fs::read_to_string(out.join(d).join("state.json")).ok()?;
+        serde_json::from_str::<serde_json::Value>(&text).ok()?["step"].as_u64()
+    })
 }
 
 /// Whether the run in `out` has a checkpoint to resume from (an error
@@ -229,14 +277,14 @@ pub fn exists(out: &Path) -> Result<(), RunError> {
 /// Reads the checkpoint of the run in `out`: `checkpoint/`, or when that
 /// one is missing, torn or damaged (its checksum does not match),
 /// `checkpoint.prev/`, saying why.
-pub fn load(out: &Path, fingerprint: &str) -> Result<Loaded, RunError> {
+pub fn load(out: &Path, fingerprint: &str, data: &[DataFile]) -> Result<Loaded, RunError> {
     let mut reasons = Vec::new();
     for name in [DIR, PREV] {
         let dir = out.join(name);
         if !dir.join("state.json").is_file() {
             continue;
         }
-        match load_dir(&dir, fingerprint) {
+        match load_dir(&dir, fingerprint, data) {
             Ok(mut loaded) => {
                 if !reasons.is_empty() {
                     loaded.fell_back = Some(reasons.join("; "));
@@ -262,7 +310,7 @@ fn is_mismatch(err: &RunError) -> bool {
     matches!(err, RunError::Resume { message, .. } if message.starts_with("the checkpoint belongs to another experiment"))
 }
 
-fn load_dir(dir: &Path, fingerprint: &str) -> Result<Loaded, RunError> {
+fn load_dir(dir: &Path, fingerprint: &str, data: &[DataFile]) -> Result<Loaded, RunError> {
     let dir = dir.to_path_buf();
     let bad = |message: String| RunError::Resume {
         path: dir.display().to_string(),
@@ -277,11 +325,24 @@ fn load_dir(dir: &Path, fingerprint: &str) -> Result<Loaded, RunError> {
             state.format
         )));
     }
-    let found = checksum(&dir).map_err(|e| bad(e.to_string()))?;
+    let found = checksum(&dir, &state).map_err(|e| bad(e.to_string()))?;
     if state.checksum != found {
         return Err(bad(format!(
-            "damaged: its files' checksum is {found}, state.json says {}",
+            "damaged: its files' and values' checksum is {found}, state.json says {}",
             state.checksum
+        )));
+    }
+    let trained = state.data_files.iter().zip(data);
+    if let Some((then, now)) = trained
+        .clone()
+        .find(|(a, b)| (a.bytes, &a.sample_hash) != (b.bytes, &b.sample_hash))
+    {
+        return Err(bad(format!(
+            "the checkpoint belongs to another experiment: the data file `{}` is not the one it was trained on ({} bytes then, {} now{})",
+            now.path,
+            then.bytes,
+            now.bytes,
+            if then.bytes == now.bytes { ", other contents" } else { "" }
         )));
     }
     if state.plan_fingerprint != fingerprint {
@@ -297,6 +358,13 @@ fn load_dir(dir: &Path, fingerprint: &str) -> Result<Loaded, RunError> {
         .remove("data.order")
         .ok_or_else(|| bad("state.safetensors has no `data.order`".into()))?;
     let order = Vec::<i64>::try_from(&order).map_err(|e| bad(format!("data.order: {e}")))?;
+    let rows = order.len() as u64;
+    if (rows > 0 && state.data_pos > rows) || state.data_epoch == 0 {
+        return Err(bad(format!(
+            "damaged: its data position (row {} of {rows}, epoch {}) cannot be",
+            state.data_pos, state.data_epoch
+        )));
+    }
     let mut pending = Vec::new();
     for (i, step) in state.pending_steps.iter().enumerate() {
         let prefix = format!("pending.{i}.");

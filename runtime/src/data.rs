@@ -163,6 +163,7 @@ pub struct Split {
 /// off) and the last `valid_fraction` of them are held out. A token file
 /// is mapped, not read: its last windows are held out.
 pub fn load(plan: &DataPlan, seed: u64) -> Result<Split, RunError> {
+    same_files(plan)?;
     let path = plan.source.path().to_string();
     let data_err = |message: String| RunError::Data {
         path: path.clone(),
@@ -199,10 +200,13 @@ pub fn load(plan: &DataPlan, seed: u64) -> Result<Split, RunError> {
             },
         });
     }
-    let table = dataset::load(&plan.source, plan.target).map_err(|e| RunError::Data {
-        path: e.path,
-        message: e.message,
-    })?;
+    let table =
+        dataset::load(&plan.source, plan.target, &dataset::Limits::unbounded()).map_err(|e| {
+            RunError::Data {
+                path: e.path,
+                message: e.message,
+            }
+        })?;
     let expected: i64 = plan.sample_shape.iter().product();
     if table.feature_count as i64 != expected {
         return Err(data_err(format!(
@@ -266,6 +270,31 @@ pub fn load(plan: &DataPlan, seed: u64) -> Result<Split, RunError> {
         train: take(train_idx)?,
         valid: take(valid_idx)?,
     })
+}
+
+/// Each of the source's files must be the one the plan was made with: a
+/// file replaced or edited since (or another one at the same path, for a
+/// run resumed from another folder) is refused, by name.
+pub fn same_files(plan: &DataPlan) -> Result<(), RunError> {
+    for file in &plan.files {
+        let refuse = |message: String| RunError::Data {
+            path: file.path.clone(),
+            message,
+        };
+        let (bytes, hash) = dataset::read::fingerprint(Path::new(&file.path)).map_err(refuse)?;
+        if bytes != file.bytes {
+            return Err(refuse(format!(
+                "changed since the plan was made: {} bytes then, {bytes} now; compile again (`dtl run FILE` does), or restore the file",
+                file.bytes
+            )));
+        }
+        if hash != file.sample_hash {
+            return Err(refuse(
+                "changed since the plan was made: the same size, other contents; compile again (`dtl run FILE` does), or restore the file".into(),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The rows `idx` of a row-major table `width` values wide.

@@ -95,6 +95,31 @@ pub enum RunError {
     #[error("{message}")]
     #[diagnostic(code(dtl::run::device))]
     Device { message: String },
+
+    /// The run folder cannot be this run's: it holds another run, or
+    /// another run is using it.
+    #[error("run folder `{path}`: {message}")]
+    #[diagnostic(code(dtl::run::folder))]
+    RunFolder { path: String, message: String },
+
+    /// The run would not fit in this machine's memory.
+    #[error("not enough memory: {message}")]
+    #[diagnostic(
+        code(dtl::run::memory),
+        help("use more ranks (pipeline stages split the model), a smaller micro_batch, or `--force` to try anyway")
+    )]
+    Memory { message: String },
+
+    /// A tensor could not be allocated.
+    #[error("cannot allocate `{tensor}` ({bytes} bytes): out of memory")]
+    #[diagnostic(code(dtl::run::allocation))]
+    Allocation { tensor: String, bytes: u64 },
+
+    /// A weights file (`--init`, `init = weights(…)`) that does not fit the
+    /// model.
+    #[error("weights file `{path}`: {message}")]
+    #[diagnostic(code(dtl::run::weights))]
+    Weights { path: String, message: String },
 }
 
 impl RunError {
@@ -107,6 +132,8 @@ impl RunError {
                 | RunError::Backend { .. }
                 | RunError::Launch { .. }
                 | RunError::Device { .. }
+                | RunError::RunFolder { .. }
+                | RunError::Memory { .. }
         )
     }
 

@@ -39,13 +39,14 @@ pub fn find_mpirun() -> Result<PathBuf, RunError> {
         })
 }
 
-/// Runs `ranks` copies of this program with `args` under `mpirun` and
-/// waits for them: their exit code (the first failing rank's) is the
-/// launch's. SIGINT and SIGTERM reach the ranks as stop requests
+/// Runs `ranks` copies of this program with `args` under `mpirun`, into
+/// the run folder `folder` this process has claimed (and holds while they
+/// run), and waits for them: their exit code (the first failing rank's) is
+/// the launch's. SIGINT and SIGTERM reach the ranks as stop requests
 /// (crate::signals); if this process dies, so does the job. Oversubscribes when there are more ranks than cores, lets
 /// libtorch's threads use every core it is given (no binding), and allows
 /// running as root (containers).
-pub fn launch(ranks: usize, args: &[OsString]) -> Result<i32, RunError> {
+pub fn launch(ranks: usize, args: &[OsString], folder: &Path) -> Result<i32, RunError> {
     let mpirun = find_mpirun()?;
     let exe = std::env::current_exe().map_err(|e| RunError::Launch {
         message: format!("cannot tell which program to start: {e}"),
@@ -63,6 +64,12 @@ pub fn launch(ranks: usize, args: &[OsString]) -> Result<i32, RunError> {
     // The ranks know they were started here: the launcher has said the
     // plan's warnings already.
     command.env("DTL_LAUNCHED", "1");
+    // The folder the launcher claimed: the ranks write there, and do not
+    // claim it again.
+    let folder = std::fs::canonicalize(folder).unwrap_or_else(|_| folder.to_path_buf());
+    command.env("DTL_RUN_FOLDER", &folder);
+    // Passed on to ranks on other machines too.
+    command.args(["-x", "DTL_LAUNCHED", "-x", "DTL_RUN_FOLDER"]);
     command.arg(&exe).args(args);
     // Out of the terminal's process group: Ctrl-C reaches this launcher
     // alone, which hands it on as a stop request the ranks finish a step

@@ -11,7 +11,7 @@
 //!
 //! Modules import downwards only, in this order (the runtime's
 //! `tests/layers.rs` holds it): error, fault, signals, device, output →
-//! comm, data, prefetch, ops, loss, model, optim, clip, module_test →
+//! comm, data, prefetch, ops, loss, memory, model, optim, clip, module_test →
 //! world, parallel → checkpoint → executor → rank_log, progress, watchdog →
 //! train, launch, selftest.
 
@@ -25,6 +25,7 @@ mod executor;
 pub mod fault;
 pub mod launch;
 mod loss;
+pub mod memory;
 pub mod model;
 pub mod module_test;
 pub mod ops;
@@ -34,10 +35,11 @@ pub mod parallel;
 mod prefetch;
 mod progress;
 mod rank_log;
+pub mod run_folder;
 pub mod selftest;
 pub mod signals;
 pub mod train;
-mod watchdog;
+pub mod watchdog;
 pub mod world;
 
 pub use device::DeviceChoice;

@@ -33,20 +33,27 @@ impl Weights for Model {
     }
 }
 
-/// The initial values of one tensor, drawn from its own seeded stream.
-fn initial_values(spec: &ParamSpec, seed: u64) -> Vec<f32> {
-    let numel: i64 = spec.shape.iter().product();
+/// The initial values of one tensor, drawn from its own seeded stream; a
+/// tensor the machine cannot hold is an error naming it, not an abort.
+fn initial_values(spec: &ParamSpec, seed: u64) -> Result<Vec<f32>, RunError> {
+    let numel = spec.shape.iter().product::<i64>().max(0) as usize;
+    let mut values = Vec::new();
+    values
+        .try_reserve_exact(numel)
+        .map_err(|_| RunError::Allocation {
+            tensor: format!("{} {:?}", spec.name, spec.shape),
+            bytes: numel as u64 * 4,
+        })?;
     let mut rng = Rng::for_name(seed, &spec.name);
     match spec.init {
-        Init::Uniform { bound } => (0..numel)
-            .map(|_| (bound * (2.0 * rng.next_f64() - 1.0)) as f32)
-            .collect(),
-        Init::Normal { std } => (0..numel)
-            .map(|_| (std * rng.next_normal()) as f32)
-            .collect(),
-        Init::Ones => vec![1.0; numel as usize],
-        Init::Zeros => vec![0.0; numel as usize],
+        Init::Uniform { bound } => {
+            values.extend((0..numel).map(|_| (bound * (2.0 * rng.next_f64() - 1.0)) as f32))
+        }
+        Init::Normal { std } => values.extend((0..numel).map(|_| (std * rng.next_normal()) as f32)),
+        Init::Ones => values.resize(numel, 1.0),
+        Init::Zeros => values.resize(numel, 0.0),
     }
+    Ok(values)
 }
 
 impl Model {
@@ -73,7 +80,7 @@ impl Model {
             .flat_map(|n| n.op.params().into_iter().chain(n.op.buffers()))
             .collect();
         let create = |spec: &ParamSpec| -> Result<Tensor, RunError> {
-            Tensor::from_slice(&initial_values(spec, seed))
+            Tensor::from_slice(&initial_values(spec, seed)?)
                 .f_reshape(spec.shape.as_slice())
                 .and_then(|t| t.f_to_device(device))
                 .context(|| format!("initialise `{}` {:?}", spec.name, spec.shape))
@@ -232,7 +239,7 @@ impl Model {
         path: &Path,
         others: &std::collections::BTreeSet<String>,
     ) -> Result<(), RunError> {
-        let err = |message: String| RunError::Data {
+        let err = |message: String| RunError::Weights {
             path: path.display().to_string(),
             message,
         };
@@ -249,7 +256,13 @@ impl Model {
                 "`{extra}` is not a parameter or buffer of the model{hint}"
             )));
         }
-        for (name, param) in self.params.iter_mut().chain(self.buffers.iter_mut()) {
+        let trainable = self.params.len();
+        for (i, (name, param)) in self
+            .params
+            .iter_mut()
+            .chain(self.buffers.iter_mut())
+            .enumerate()
+        {
             let Some(src) = by_name.get(name) else {
                 return Err(err(format!("no tensor named `{name}`")));
             };
@@ -260,8 +273,25 @@ impl Model {
                     param.size()
                 )));
             }
+            // Integers or booleans where a parameter holds real values would
+            // be cast silently. Buffers may count (PyTorch's
+            // num_batches_tracked is int64).
+            if i < trainable && !is_float(src.kind()) {
+                return Err(err(format!(
+                    "`{name}` is {:?} in the file, but it is a parameter of real values ({:?}): refused rather than converted",
+                    src.kind(),
+                    param.kind()
+                )));
+            }
             tch::no_grad(|| param.f_copy_(src)).context(|| format!("load `{name}`"))?;
         }
         Ok(())
     }
+}
+
+fn is_float(kind: tch::Kind) -> bool {
+    matches!(
+        kind,
+        tch::Kind::Float | tch::Kind::Double | tch::Kind::Half | tch::Kind::BFloat16
+    )
 }

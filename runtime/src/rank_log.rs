@@ -3,9 +3,13 @@
 //! `rank-K.trace.jsonl` (per step: its own loss and a hash of its weights,
 //! which must be the same on every replica after a synchronous step).
 //! A one-process run keeps neither: its `metrics.jsonl` says it all.
+//!
+//! The log is appended to, one attempt after another (a start, each
+//! resume), each under a header line, and written through line by line: a
+//! rank that ends abruptly leaves every line it wrote, and how it failed.
 
-use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, LineWriter, Write};
 use std::path::{Path, PathBuf};
 
 use dtl_compiler::records::StepRecord;
@@ -17,7 +21,7 @@ use crate::output::{io_err, write_line};
 use crate::world::World;
 
 pub struct RankLog {
-    log: Option<(PathBuf, BufWriter<File>)>,
+    log: Option<(PathBuf, LineWriter<File>)>,
     trace: Option<(PathBuf, BufWriter<File>)>,
     /// Rank, replica, stage.
     who: (usize, usize, usize),
@@ -48,14 +52,39 @@ fn create(path: PathBuf) -> Result<(PathBuf, BufWriter<File>), RunError> {
     Ok((path, BufWriter::new(file)))
 }
 
+/// `rank-K.log`, appended to.
+fn append(path: PathBuf) -> Result<(PathBuf, LineWriter<File>), RunError> {
+    let file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .map_err(|e| io_err(&path, e))?;
+    Ok((path, LineWriter::new(file)))
+}
+
 impl RankLog {
-    pub fn open(out: &Path, world: &World, trace: bool) -> Result<RankLog, RunError> {
+    /// Opens the rank's log for another attempt (a resume of the
+    /// checkpoint of `resumed_at`, or a start) and its trace.
+    pub fn open(
+        out: &Path,
+        world: &World,
+        trace: bool,
+        resumed_at: Option<u64>,
+    ) -> Result<RankLog, RunError> {
         let rank = world.rank;
         let mut log = if world.size > 1 {
-            Some(create(out.join(format!("rank-{rank}.log")))?)
+            Some(append(out.join(format!("rank-{rank}.log")))?)
         } else {
             None
         };
+        if let Some((path, file)) = &mut log {
+            let attempt = match resumed_at {
+                Some(step) => format!("resumed from the checkpoint of step {step}"),
+                None => "started".to_string(),
+            };
+            writeln!(file, "--- {} UTC: {attempt} ---", crate::output::utc_now())
+                .map_err(|e| io_err(path, e))?;
+        }
         let trace = if trace {
             Some(create(out.join(format!("rank-{rank}.trace.jsonl")))?)
         } else {
@@ -120,6 +149,17 @@ impl RankLog {
             write_line(file, path, &line)?;
         }
         Ok(())
+    }
+
+    /// How the attempt ended, when it failed (best effort: the failure
+    /// itself is what is reported).
+    pub fn failed(&mut self, err: &RunError) {
+        if let Some((_, file)) = &mut self.log {
+            let _ = writeln!(file, "failed: {err}");
+        }
+        if let Some((_, file)) = &mut self.trace {
+            let _ = file.flush();
+        }
     }
 
     pub fn finish(&mut self, steps: u64, steps_per_second: f64) -> Result<(), RunError> {

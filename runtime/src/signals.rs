@@ -1,6 +1,7 @@
 //! Ctrl-C and SIGTERM (what Slurm sends before a job's time runs out): the
 //! run finishes the step it is in, writes a checkpoint, says how to resume,
-//! and exits non-zero. A second Ctrl-C stops at once. The handler only sets
+//! and exits non-zero. A second Ctrl-C or SIGTERM stops at once, and so does
+//! a request that comes before the training loop (start-up, loading). The handler only sets
 //! a flag (all a signal handler may safely do); the training loop reads it
 //! at each step boundary, and the ranks of a job agree on it before any of
 //! them stops.
@@ -21,6 +22,11 @@ static STOP: AtomicI32 = AtomicI32::new(0);
 static CHILD: AtomicI32 = AtomicI32::new(0);
 /// Whether the first stop request has been handed on to `CHILD`.
 static FORWARDED: AtomicBool = AtomicBool::new(false);
+/// Whether this process has reached the training loop, whose step
+/// boundaries act on a stop request; before that there is nothing to save
+/// and a request ends the process at once (a rank waiting for a peer that
+/// never starts would otherwise never see it).
+static IN_LOOP: AtomicBool = AtomicBool::new(false);
 
 /// What a signal asks for: SIGUSR1 and SIGUSR2 are SIGTERM and SIGINT
 /// handed on by a launcher.
@@ -44,9 +50,12 @@ fn forwarded(signal: libc::c_int) -> libc::c_int {
 extern "C" fn on_signal(signal: libc::c_int) {
     let signal = meaning(signal);
     let child = CHILD.load(Ordering::SeqCst);
-    if signal == libc::SIGINT && STOP.load(Ordering::SeqCst) == libc::SIGINT {
-        // The second Ctrl-C: now (a launcher's job too). `kill` and `_exit`
-        // are async-signal-safe.
+    let again = STOP.load(Ordering::SeqCst) != 0;
+    let before_loop = child == 0 && !IN_LOOP.load(Ordering::SeqCst);
+    if again || before_loop {
+        // A second request (Ctrl-C or SIGTERM), or one before the training
+        // loop: now (a launcher's job too). `kill` and `_exit` are
+        // async-signal-safe.
         // SAFETY: signals a process this one started, then ends this one
         // without running anything else.
         unsafe {
@@ -92,6 +101,12 @@ pub fn forward_to(pid: u32) {
             unsafe { libc::kill(pid, forwarded(signal)) };
         }
     }
+}
+
+/// From now on a stop request waits for the next step boundary (and its
+/// checkpoint) instead of ending the process at once.
+pub fn at_step_boundaries() {
+    IN_LOOP.store(true, Ordering::SeqCst);
 }
 
 /// The signal that asked to stop, if one did.

@@ -13,12 +13,13 @@
 //! multi-rank run writes its own `rank-K.log`.
 
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use dtl_compiler::plan::Plan;
 use serde::Serialize;
 
-use crate::checkpoint::{self, Loaded, Standing};
+use crate::checkpoint::{self, Loaded, Standing, State};
 use crate::device::DeviceChoice;
 use crate::error::RunError;
 use crate::executor::Executor;
@@ -27,7 +28,7 @@ use crate::output::{self, write_atomic, write_weights, JsonLines};
 use crate::progress::Progress;
 use crate::rank_log::RankLog;
 use crate::signals;
-use crate::watchdog::Watchdog;
+use crate::watchdog::{Phase, Watchdog, UNBOUNDED};
 use crate::world::World;
 
 pub use dtl_compiler::records::{EvalRecord, StepRecord};
@@ -45,9 +46,12 @@ pub struct RunOptions {
     /// Each rank records what it ran, step by step, with a hash of its
     /// weights, in `rank-K.trace.jsonl`.
     pub trace: bool,
-    /// How long a rank of a multi-rank run may wait without passing a step
-    /// boundary before it ends the job (a peer hung or died).
-    pub timeout: std::time::Duration,
+    /// How long a rank of a multi-rank run may wait without progress
+    /// before it ends the job (a peer hung or died).
+    pub timeout: Duration,
+    /// The rank's watchdog (multi-rank runs), started before it joined the
+    /// job.
+    pub watchdog: Option<Arc<Watchdog>>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -95,7 +99,8 @@ struct Driver<'a> {
     world: &'a World,
     out: &'a Path,
     fingerprint: String,
-    log: RankLog,
+    log: &'a mut RankLog,
+    watchdog: Option<&'a Watchdog>,
     /// `metrics.jsonl`, on rank 0.
     metrics: Option<JsonLines>,
     progress: Progress,
@@ -103,23 +108,64 @@ struct Driver<'a> {
 }
 
 /// Trains the plan to the end on this rank of `world`. Everything goes into
-/// `options.out_dir`.
+/// `options.out_dir`. A failure is also written, with its step, into the
+/// rank's log.
 pub fn train(plan: &Plan, options: &RunOptions, world: &World) -> Result<Summary, RunError> {
     let started = Instant::now();
     let out = options.out_dir.as_path();
-    let lead = world.rank == 0;
     std::fs::create_dir_all(out).map_err(|e| output::io_err(out, e))?;
-    let log = RankLog::open(out, world, options.trace)?;
+    let resumed_at = options.resume.then(|| checkpoint::peek_step(out)).flatten();
+    let mut log = RankLog::open(out, world, options.trace, resumed_at)?;
+    let watchdog = options.watchdog.as_deref();
+    if let Some(watchdog) = watchdog {
+        watchdog.set_folder(out);
+        watchdog.add_probes(world.health_probes());
+    }
+    let result = run_to_the_end(plan, options, world, &mut log, started);
+    if let Err(err) = &result {
+        log.failed(err);
+    }
+    result
+}
+
+/// The set-up, the loop and the run's files.
+fn run_to_the_end(
+    plan: &Plan,
+    options: &RunOptions,
+    world: &World,
+    log: &mut RankLog,
+    started: Instant,
+) -> Result<Summary, RunError> {
+    let out = options.out_dir.as_path();
+    let lead = world.rank == 0;
+    let watchdog = options.watchdog.as_deref();
+    let enter = |phase, step, allowance| {
+        if let Some(w) = watchdog {
+            w.enter(phase, step, allowance)
+        }
+    };
     let fingerprint = checkpoint::fingerprint(plan);
+    enter(Phase::Load, 0, UNBOUNDED);
+    let loading = Instant::now();
     let resumed = if options.resume {
-        Some(resume_from(out, &fingerprint, lead)?)
+        Some(resume_from(plan, out, &fingerprint, lead)?)
+    } else {
+        None
+    };
+    let saved = resumed.as_ref().map(|r| &r.state);
+    // The metrics first: a log that does not fit the checkpoint stops the
+    // resume before anything is written.
+    let metrics = if lead {
+        Some(open_metrics(out, saved)?)
     } else {
         None
     };
     if lead {
         // A resumed run may continue with a new layout (another world size):
-        // plan.yaml is the plan now running.
-        write_atomic(&out.join("plan.yaml"), plan.to_yaml().as_bytes())?;
+        // plan.yaml is the plan now running, its paths made absolute so
+        // that a resume from another folder reads the same files.
+        let anchored = plan.with_absolute_paths();
+        write_atomic(&out.join("plan.yaml"), anchored.to_yaml().as_bytes())?;
     }
     // --init on the command line wins over the plan's `init`.
     let init = options
@@ -127,12 +173,9 @@ pub fn train(plan: &Plan, options: &RunOptions, world: &World) -> Result<Summary
         .clone()
         .or_else(|| plan.train.init.as_ref().map(PathBuf::from));
     let mut executor = Executor::build(plan, world, init.as_deref(), resumed.as_ref())?;
-    let saved = resumed.as_ref().map(|r| &r.state);
-    let metrics = if lead {
-        Some(open_metrics(out, saved.map(|s| s.metrics_bytes))?)
-    } else {
-        None
-    };
+    // The peers load about as long as this rank did.
+    enter(Phase::AfterLoad, 0, 2 * loading.elapsed());
+    executor.agree_on_weights()?;
     let done = saved.map_or(0, |s| s.step);
     let mut driver = Driver {
         plan,
@@ -142,6 +185,7 @@ pub fn train(plan: &Plan, options: &RunOptions, world: &World) -> Result<Summary
         log,
         metrics,
         progress: Progress::new(plan.train.steps, done, options.progress && lead),
+        watchdog,
         tally: Tally {
             first_loss: saved.map_or(f64::NAN, |s| s.first_loss),
             skipped_steps: saved.map_or(0, |s| s.skipped_steps),
@@ -152,45 +196,97 @@ pub fn train(plan: &Plan, options: &RunOptions, world: &World) -> Result<Summary
             last_eval: None,
         },
     };
-    let watchdog = (world.size > 1).then(|| {
-        Watchdog::start(
-            options.timeout,
-            format!("[rank {}] rank {}: ", world.rank, world.rank),
-            world.health_probes(),
-        )
-    });
+    signals::at_step_boundaries();
     for step in done + 1..=plan.train.steps {
-        if let Some(watchdog) = &watchdog {
-            watchdog.beat(step);
-        }
+        driver.enter(Phase::Step, step, Duration::ZERO);
         driver.step(&mut executor, step)?;
     }
     driver.finish(&executor, started, resumed.map(|r| r.state.step))
 }
 
-/// The checkpoint to go on from, saying so when the last one was damaged.
-fn resume_from(out: &Path, fingerprint: &str, lead: bool) -> Result<Loaded, RunError> {
-    let loaded = checkpoint::load(out, fingerprint)?;
-    if let (Some(why), true) = (&loaded.fell_back, lead) {
+/// The checkpoint to go on from, saying so when the last one was damaged,
+/// and when dropout will draw other masks than the run that wrote it.
+fn resume_from(plan: &Plan, out: &Path, fingerprint: &str, lead: bool) -> Result<Loaded, RunError> {
+    let loaded = checkpoint::load(out, fingerprint, &plan.data.files)?;
+    if !lead {
+        return Ok(loaded);
+    }
+    if let Some(why) = &loaded.fell_back {
         eprintln!(
             "warning: the last checkpoint cannot be used ({why}); resuming from the one before, of step {}",
             loaded.state.step
+        );
+    }
+    let layout = &plan.topology.parallelism;
+    let [data, pipeline] = loaded.state.layout;
+    let dropout = plan
+        .model
+        .nodes
+        .iter()
+        .any(|n| matches!(n.op, dtl_compiler::plan::Op::Dropout { p } if p > 0.0));
+    if dropout && [data, pipeline] != [layout.data, layout.pipeline] {
+        eprintln!(
+            "warning: the checkpoint was written by data {data} × pipeline {pipeline}, this run is data {} × pipeline {}: dropout draws its masks per replica and per pipeline piece, so from here on the losses differ from those of an uninterrupted run (everything else is the same computation)",
+            layout.data, layout.pipeline
         );
     }
     Ok(loaded)
 }
 
 /// `metrics.jsonl`: new, or for a resumed run cut back to what was written
-/// up to its checkpoint and continued.
-fn open_metrics(out: &Path, resumed_at: Option<u64>) -> Result<JsonLines, RunError> {
+/// up to its checkpoint and continued. A log shorter than that, or cut
+/// inside a line, was damaged: refused, with the way out. A missing one is
+/// started afresh at the checkpoint's step, said.
+fn open_metrics(out: &Path, resumed: Option<&State>) -> Result<JsonLines, RunError> {
     let path = out.join("metrics.jsonl");
-    match resumed_at {
-        Some(bytes) => {
-            output::truncate(&path, bytes)?;
-            JsonLines::append(&path)
+    let Some(state) = resumed else {
+        return JsonLines::create(&path);
+    };
+    let bytes = state.metrics_bytes;
+    let held = match std::fs::metadata(&path) {
+        Ok(meta) => meta.len(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            eprintln!(
+                "warning: {} is missing: it starts afresh after step {}, the lines of the steps before are gone",
+                path.display(),
+                state.step
+            );
+            return JsonLines::create(&path);
         }
-        None => JsonLines::create(&path),
+        Err(e) => return Err(output::io_err(&path, e)),
+    };
+    let refuse = |why: String| RunError::Resume {
+        path: path.display().to_string(),
+        message: format!(
+            "{why}; restore it, or delete it to start the log afresh after step {}",
+            state.step
+        ),
+    };
+    if held < bytes {
+        return Err(refuse(format!(
+            "it holds {held} bytes, fewer than the {bytes} written up to the checkpoint of step {}: it was cut",
+            state.step
+        )));
     }
+    if bytes > 0 && !ends_a_line(&path, bytes)? {
+        return Err(refuse(format!(
+            "byte {bytes}, where the checkpoint of step {} ended it, is not the end of a line: it was edited",
+            state.step
+        )));
+    }
+    output::truncate(&path, bytes)?;
+    JsonLines::append(&path)
+}
+
+/// Whether the byte before `at` is a newline.
+fn ends_a_line(path: &Path, at: u64) -> Result<bool, RunError> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = std::fs::File::open(path).map_err(|e| output::io_err(path, e))?;
+    let mut byte = [0u8];
+    file.seek(SeekFrom::Start(at - 1))
+        .and_then(|_| file.read_exact(&mut byte))
+        .map_err(|e| output::io_err(path, e))?;
+    Ok(byte[0] == b'\n')
 }
 
 impl Driver<'_> {
@@ -220,18 +316,30 @@ impl Driver<'_> {
         }
         let eval_due = train.eval_every > 0 && step.is_multiple_of(train.eval_every);
         if (eval_due || last_step) && executor.evaluates() {
-            let eval = executor.evaluate(step)?;
+            self.enter(Phase::Evaluate, step, Duration::ZERO);
+            let beat = || self.beat();
+            let eval = executor.evaluate(step, &beat)?;
             if let Some(metrics) = &mut self.metrics {
                 metrics.write(&eval)?;
             }
             self.progress.eval(&eval);
             self.tally.last_eval = Some(eval);
+        } else if eval_due || last_step {
+            // The ranks that evaluate take about a forward pass over the
+            // held-out rows; a trained row costs more than that.
+            let rows = executor.held_out_rows() as f64;
+            self.enter(
+                Phase::AwaitEvaluation,
+                step,
+                2 * self.per_row(step).mul_f64(rows),
+            );
         }
         // Ctrl-C or SIGTERM: every rank stops after the same step, with a
         // checkpoint of it.
         let stop = executor.agree_to_stop(step, signals::requested().unwrap_or(0))?;
         let due = train.checkpoint_every > 0 && step.is_multiple_of(train.checkpoint_every);
         if due || (stop.is_some() && !last_step) {
+            self.enter(Phase::Checkpoint, step, self.write_allowance());
             self.checkpoint(executor, step)?;
         }
         if let Some(number) = stop.filter(|_| !last_step) {
@@ -245,6 +353,34 @@ impl Driver<'_> {
         }
         self.tally.last = Some(record);
         Ok(())
+    }
+
+    fn enter(&self, phase: Phase, step: u64, allowance: Duration) {
+        if let Some(watchdog) = self.watchdog {
+            watchdog.enter(phase, step, allowance);
+        }
+    }
+
+    fn beat(&self) {
+        if let Some(watchdog) = self.watchdog {
+            watchdog.beat();
+        }
+    }
+
+    /// Training seconds per row of this rank so far.
+    fn per_row(&self, step: u64) -> Duration {
+        let train = &self.plan.train;
+        let rows = (step - self.tally.done) * train.micro_batch * train.accumulate;
+        let seconds = self.tally.train_seconds - self.tally.seconds_before;
+        Duration::from_secs_f64((seconds / rows.max(1) as f64).max(0.0))
+    }
+
+    /// What rank 0 may take to write the model and the optimizer's state
+    /// (at most four values per parameter) at 20 MB/s, the slowest disk
+    /// the watchdog allows for.
+    fn write_allowance(&self) -> Duration {
+        let bytes = 16 * self.plan.model.parameter_count;
+        Duration::from_secs_f64(bytes as f64 / 20e6)
     }
 
     /// A checkpoint of `step`: the metrics so far on the disk first, so
@@ -263,7 +399,10 @@ impl Driver<'_> {
         let Some(snapshot) = executor.snapshot(step)? else {
             return Ok(());
         };
+        let layout = &self.plan.topology.parallelism;
         let standing = Standing {
+            data_files: self.plan.data.files.clone(),
+            layout: [layout.data, layout.pipeline],
             step,
             metrics_bytes,
             first_loss: self.tally.first_loss,
@@ -282,6 +421,7 @@ impl Driver<'_> {
         resumed_from: Option<u64>,
     ) -> Result<Summary, RunError> {
         let steps = self.plan.train.steps;
+        self.enter(Phase::Finish, steps, self.write_allowance());
         if let Some(metrics) = &mut self.metrics {
             metrics.sync()?;
         }

@@ -136,6 +136,35 @@ impl World {
         })
     }
 
+    /// Rank 0's `text` on every rank (`None` everywhere when rank 0 has
+    /// none): a short string (a path) as bytes through two host
+    /// all-reduces, the other ranks adding zeros. Every rank calls it.
+    pub fn text_from_rank_zero(&self, text: Option<&str>) -> Result<Option<String>, RunError> {
+        let comm_err = |e: comm::CommError| RunError::Backend { message: e.0 };
+        let mine = if self.rank == 0 { text } else { None };
+        let mut length = [mine.map_or(-1.0, |t| t.len() as f64)];
+        if self.rank != 0 {
+            length[0] = 0.0;
+        }
+        self.all
+            .all_reduce_host(&mut length, comm::ReduceOp::Sum)
+            .map_err(comm_err)?;
+        if length[0] < 0.0 {
+            return Ok(None);
+        }
+        let mut bytes = vec![0.0; length[0] as usize];
+        if let Some(text) = mine {
+            for (slot, byte) in bytes.iter_mut().zip(text.bytes()) {
+                *slot = f64::from(byte);
+            }
+        }
+        self.all
+            .all_reduce_host(&mut bytes, comm::ReduceOp::Sum)
+            .map_err(comm_err)?;
+        let bytes: Vec<u8> = bytes.into_iter().map(|b| b as u8).collect();
+        Ok(Some(String::from_utf8_lossy(&bytes).into_owned()))
+    }
+
     /// The background failure checks of every group's backend, for the
     /// watchdog.
     pub fn health_probes(&self) -> Vec<comm::HealthProbe> {

@@ -9,19 +9,21 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// Bottom to top.
-const ORDER: [&str; 24] = [
+const ORDER: [&str; 26] = [
     // Foundations: no other module of the runtime.
     "error",
     "fault",
     "signals",
     "device",
     "output",
+    "run_folder",
     // Collectives, data and the model's computation.
     "comm",
     "data",
     "prefetch",
     "ops",
     "loss",
+    "memory",
     "model",
     "optim",
     "clip",

@@ -39,6 +39,8 @@ fn compile(dir: &Path, micro_batch: u32, accumulate: u32, clip: &str, optimizer:
         world: Vec::new(),
         overrides: Vec::new(),
         strict: false,
+        data_limits: Default::default(),
+        memory_limit: None,
     };
     dtl_compiler::compile_source("test.dtl", &source, &options)
         .unwrap_or_else(|d| panic!("{}", d.render_human(false)))
@@ -53,6 +55,7 @@ fn train(plan: &Plan, out: &Path) -> (Vec<(String, Tensor)>, Vec<serde_json::Val
         resume: false,
         trace: false,
         timeout: std::time::Duration::from_secs(60),
+        watchdog: None,
     };
     let world = dtl_runtime::World::join(plan, DeviceChoice::Cpu).unwrap();
     dtl_runtime::train(plan, &options, &world).unwrap();

@@ -78,11 +78,11 @@ pub fn data(
             *context,
             valid_fraction,
             source,
-            base_dir,
+            options,
             errors,
         )?,
         (true, _) => {
-            let table = match dataset::load(&source_plan, target) {
+            let table = match dataset::load(&source_plan, target, &options.data_limits) {
                 Ok(table) => table,
                 Err(err) => {
                     errors.push(data_file_error(err.to_string(), source, base_dir));
@@ -92,8 +92,14 @@ pub fn data(
             probe_table(&table, &settings, scale, errors)?
         }
     };
+    let files = if options.probe_data {
+        identify(&source_plan, source, base_dir, errors)?
+    } else {
+        Vec::new()
+    };
     Some(DataPlan {
         name: def.name.name.clone(),
+        files,
         source: source_plan,
         sample_shape: found.sample_shape,
         features: found.features,
@@ -105,6 +111,35 @@ pub fn data(
         valid_fraction,
         shuffle,
     })
+}
+
+/// The identity of each of the source's files, which a run checks before
+/// it reads them.
+fn identify(
+    source_plan: &DataSource,
+    source: &Setting,
+    base_dir: &Path,
+    errors: &mut Vec<CheckError>,
+) -> Option<Vec<crate::plan::DataFile>> {
+    let mut files = Vec::new();
+    for path in source_plan.files() {
+        match dataset::read::fingerprint(Path::new(path)) {
+            Ok((bytes, sample_hash)) => files.push(crate::plan::DataFile {
+                path: path.to_string(),
+                bytes,
+                sample_hash,
+            }),
+            Err(message) => {
+                errors.push(data_file_error(
+                    format!("{path}: {message}"),
+                    source,
+                    base_dir,
+                ));
+                return None;
+            }
+        }
+    }
+    Some(files)
 }
 
 /// The kinds of data source, the calls of `source = ...`.
@@ -295,10 +330,14 @@ fn data_file_error(reason: String, source: &Setting, base_dir: &Path) -> CheckEr
     CheckError::DataFile {
         reason,
         span: source.value.span,
-        help: Some(format!(
-            "paths are relative to the .dtl file's folder ({})",
-            base_dir.display()
-        )),
+        help: Some(if base_dir.as_os_str().is_empty() {
+            "paths are relative to the .dtl file's folder (here the current folder)".to_string()
+        } else {
+            format!(
+                "paths are relative to the .dtl file's folder ({})",
+                base_dir.display()
+            )
+        }),
     }
 }
 
@@ -311,13 +350,13 @@ fn probe_tokens(
     context: u64,
     valid_fraction: f64,
     source: &Setting,
-    base_dir: &Path,
+    options: &super::Options,
     errors: &mut Vec<CheckError>,
 ) -> Option<Probed> {
-    let found = match dataset::probe_tokens(path, dtype) {
+    let found = match dataset::probe_tokens(path, dtype, &options.data_limits) {
         Ok(found) => found,
         Err(err) => {
-            errors.push(data_file_error(err.to_string(), source, base_dir));
+            errors.push(data_file_error(err.to_string(), source, &options.base_dir));
             return None;
         }
     };

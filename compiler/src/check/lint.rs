@@ -93,6 +93,21 @@ pub enum Lint {
         #[label("outside the project")]
         span: Span,
     },
+
+    #[error("a rank needs {needed} by `dtl explain`'s estimate{world}, over the {limit} of `--memory`; the biggest: {biggest}")]
+    #[diagnostic(
+        code(dtl::lint::memory),
+        severity(Warning),
+        help("split the model over pipeline stages, lower micro_batch, or give ranks more memory; `dtl explain` shows the estimate in full")
+    )]
+    Memory {
+        needed: String,
+        world: String,
+        limit: String,
+        biggest: String,
+        #[label("this training does not fit")]
+        span: Span,
+    },
 }
 
 impl Lint {
@@ -104,7 +119,8 @@ impl Lint {
             | Lint::NoClipping { span, .. }
             | Lint::PipelineBubble { span, .. }
             | Lint::NoPipeline { span, .. }
-            | Lint::PathOutsideProject { span, .. } => *span,
+            | Lint::PathOutsideProject { span, .. }
+            | Lint::Memory { span, .. } => *span,
         }
     }
 }

@@ -48,6 +48,12 @@ pub struct Options {
     /// `dtl check --strict`: a path that leads out of the project folder is
     /// an error, not a warning.
     pub strict: bool,
+    /// What reading the data may cost (`--data-budget`), and whether its
+    /// errors may quote values (`--show-values`).
+    pub data_limits: crate::dataset::Limits,
+    /// `dtl check --memory SIZE`: warn when a rank would need more, by
+    /// `dtl explain`'s estimate.
+    pub memory_limit: Option<u64>,
 }
 
 /// Everything a checked file says, resolved, for `lower` to turn into a

@@ -1,25 +1,53 @@
 //! Numeric CSV: one row per sample, one column the target (a class label,
 //! or a real value for regression).
 
+use std::io::{BufRead, Read};
+
 use super::{Table, Targets};
 use crate::plan::TargetKind;
 
-/// Parses a numeric CSV. `label_column` counts from 0, or from the end when
-/// negative (-1 is the last column). Errors name the line.
+/// The longest line a CSV may have: 8 MiB (a million narrow columns).
+pub const MAX_LINE: usize = 8 << 20;
+
+/// Parses a numeric CSV, streamed line by line. `label_column` counts from
+/// 0, or from the end when negative (-1 is the last column). Errors name
+/// the line and column, and quote the cell only with `show_values`.
 pub fn parse_csv(
-    text: &str,
+    mut input: impl BufRead,
     label_column: i64,
     header: bool,
     kind: TargetKind,
+    show_values: bool,
 ) -> Result<Table, String> {
     let (mut features, mut labels) = (Vec::new(), Vec::new());
     let mut columns = 0usize;
-    for (index, line) in text.lines().enumerate() {
+    let mut line = Vec::new();
+    for index in 0.. {
         let line_no = index + 1;
-        if (header && index == 0) || line.trim().is_empty() {
+        line.clear();
+        let n = (&mut input)
+            .take(MAX_LINE as u64 + 1)
+            .read_until(b'\n', &mut line)
+            .map_err(|e| format!("line {line_no}: {}", super::read::read_error(&e)))?;
+        if n == 0 {
+            break;
+        }
+        if n > MAX_LINE {
+            return Err(format!(
+                "line {line_no} is longer than {}: not a CSV of numbers",
+                super::read::size_words(MAX_LINE as u64)
+            ));
+        }
+        let text = std::str::from_utf8(&line)
+            .map_err(|e| format!("line {line_no}: not UTF-8 text (byte {})", e.valid_up_to()))?;
+        if (header && index == 0) || text.trim().is_empty() {
             continue;
         }
-        let cells: Vec<&str> = line.split(',').map(str::trim).collect();
+        let cells: Vec<&str> = text
+            .trim_end_matches(['\n', '\r'])
+            .split(',')
+            .map(str::trim)
+            .collect();
         if columns == 0 {
             columns = cells.len();
             if columns < 2 {
@@ -37,24 +65,28 @@ pub fn parse_csv(
             format!("label column {label_column} does not exist in {columns} columns")
         })?;
         for (col, cell) in cells.iter().enumerate() {
+            let what = || super::read::value_words(cell, show_values);
             let value: f64 = cell.parse().map_err(|_| {
                 format!(
-                    "line {line_no}, column {}: `{cell}` is not a number",
-                    col + 1
+                    "line {line_no}, column {}: {} is not a number",
+                    col + 1,
+                    what()
                 )
             })?;
             if !value.is_finite() {
                 return Err(format!(
-                    "line {line_no}, column {}: `{cell}` is not a finite number",
-                    col + 1
+                    "line {line_no}, column {}: {} is not a finite number",
+                    col + 1,
+                    what()
                 ));
             }
             if col == label_at {
                 let class_index = value >= 0.0 && value.fract() == 0.0;
                 if kind == TargetKind::Class && !class_index {
                     return Err(format!(
-                        "line {line_no}, column {}: label `{cell}` is not a class index (0, 1, 2, …)",
-                        col + 1
+                        "line {line_no}, column {}: the label is {}, not a class index (0, 1, 2, …)",
+                        col + 1,
+                        what()
                     ));
                 }
                 labels.push(value);
@@ -94,7 +126,14 @@ mod tests {
 
     #[test]
     fn reads_label_from_the_end() {
-        let t = parse_csv("1,2,0\n3,4,2\n", -1, false, TargetKind::Class).unwrap();
+        let t = parse_csv(
+            "1,2,0\n3,4,2\n".as_bytes(),
+            -1,
+            false,
+            TargetKind::Class,
+            true,
+        )
+        .unwrap();
         assert_eq!(t.features, vec![1.0, 2.0, 3.0, 4.0]);
         assert_eq!(
             t.targets,
@@ -108,7 +147,14 @@ mod tests {
 
     #[test]
     fn reads_real_targets() {
-        let t = parse_csv("1,2,-0.5\n3,4,2.25\n", 0, false, TargetKind::Float).unwrap();
+        let t = parse_csv(
+            "1,2,-0.5\n3,4,2.25\n".as_bytes(),
+            0,
+            false,
+            TargetKind::Float,
+            true,
+        )
+        .unwrap();
         assert_eq!(t.features, vec![2.0, -0.5, 4.0, 2.25]);
         assert_eq!(
             t.targets,
@@ -117,15 +163,58 @@ mod tests {
                 shape: vec![1]
             }
         );
-        let err = parse_csv("1,2,-0.5\n", -1, false, TargetKind::Class).unwrap_err();
+        let err =
+            parse_csv("1,2,-0.5\n".as_bytes(), -1, false, TargetKind::Class, true).unwrap_err();
         assert!(err.contains("not a class index"), "{err}");
     }
 
     #[test]
+    fn quotes_no_value_unless_asked() {
+        let err = parse_csv(
+            "1,2,0\nTOKEN=ghp_abc,1,1\n".as_bytes(),
+            -1,
+            false,
+            TargetKind::Class,
+            false,
+        )
+        .unwrap_err();
+        assert!(!err.contains("ghp"), "{err}");
+        assert!(err.contains("a 13-character text is not a number"), "{err}");
+    }
+
+    #[test]
+    fn a_line_without_end_is_refused_in_bounded_memory() {
+        let endless = std::io::repeat(b'1').take(MAX_LINE as u64 * 2);
+        let err = parse_csv(
+            std::io::BufReader::new(endless),
+            -1,
+            false,
+            TargetKind::Class,
+            false,
+        )
+        .unwrap_err();
+        assert!(err.contains("longer than 8 MiB"), "{err}");
+    }
+
+    #[test]
     fn names_the_bad_line() {
-        let err = parse_csv("1,2,0\n3,x,1\n", -1, false, TargetKind::Class).unwrap_err();
+        let err = parse_csv(
+            "1,2,0\n3,x,1\n".as_bytes(),
+            -1,
+            false,
+            TargetKind::Class,
+            true,
+        )
+        .unwrap_err();
         assert!(err.starts_with("line 2, column 2"), "{err}");
-        let err = parse_csv("1,2,0\n3,1\n", -1, false, TargetKind::Class).unwrap_err();
+        let err = parse_csv(
+            "1,2,0\n3,1\n".as_bytes(),
+            -1,
+            false,
+            TargetKind::Class,
+            true,
+        )
+        .unwrap_err();
         assert!(err.starts_with("line 2:"), "{err}");
     }
 }

@@ -9,8 +9,8 @@ pub struct Array {
     pub values: Vec<f32>,
 }
 
-pub fn read(path: &Path) -> Result<Array, String> {
-    parse(&super::read_bytes(path)?)
+pub fn read(path: &Path, meter: &mut super::read::Meter) -> Result<Array, String> {
+    parse(&super::read::bytes(path, meter)?)
 }
 
 pub fn parse(bytes: &[u8]) -> Result<Array, String> {

@@ -5,15 +5,16 @@
 mod csv;
 mod idx;
 mod npy;
+pub mod read;
 mod safetensors;
 mod synthetic;
 mod text;
 mod tokens;
 
-use std::io::Read;
 use std::path::Path;
 
 pub use csv::parse_csv;
+pub use read::Limits;
 pub use tokens::{TokenFile, TokenSplit};
 
 use crate::plan::{DataSource, TargetKind, TokenDtype};
@@ -155,25 +156,29 @@ impl std::fmt::Display for DataError {
     }
 }
 
-/// Loads any data source into a table, its targets read as `kind`. Errors
-/// say what is wrong with which file.
-pub fn load(source: &DataSource, kind: TargetKind) -> Result<Table, DataError> {
+/// Loads any data source into a table, its targets read as `kind`, within
+/// `limits` (regular files only; streamed or memory-mapped). Errors say
+/// what is wrong with which file, where, and what kind of value, not the
+/// value itself unless the limits allow it.
+pub fn load(source: &DataSource, kind: TargetKind, limits: &Limits) -> Result<Table, DataError> {
     let at = |path: &str| {
         let path = path.to_string();
         move |message: String| DataError { path, message }
     };
+    let mut meter = limits.meter();
     match source {
         DataSource::Csv {
             path,
             label_column,
             header,
         } => {
-            let text = read_text(Path::new(path)).map_err(at(path))?;
-            parse_csv(&text, *label_column, *header, kind).map_err(at(path))
+            let show = meter.show_values();
+            let input = read::stream(Path::new(path), &mut meter).map_err(at(path))?;
+            parse_csv(input, *label_column, *header, kind, show).map_err(at(path))
         }
         DataSource::Npy { features, labels } => {
-            let x = npy::read(Path::new(features)).map_err(at(features))?;
-            let y = npy::read(Path::new(labels)).map_err(at(labels))?;
+            let x = npy::read(Path::new(features), &mut meter).map_err(at(features))?;
+            let y = npy::read(Path::new(labels), &mut meter).map_err(at(labels))?;
             pair(features, x.shape, x.values, labels, y.shape, y.values, kind).map_err(at(features))
         }
         DataSource::Safetensors {
@@ -181,14 +186,15 @@ pub fn load(source: &DataSource, kind: TargetKind) -> Result<Table, DataError> {
             features,
             labels,
         } => {
-            let file = safetensors::read(Path::new(path), &[features, labels]).map_err(at(path))?;
+            let file = safetensors::read(Path::new(path), &[features, labels], &mut meter)
+                .map_err(at(path))?;
             let [x, y] = <[_; 2]>::try_from(file).expect("two tensors asked for");
             let (xs, ys) = (format!("{path}[{features}]"), format!("{path}[{labels}]"));
             pair(&xs, x.shape, x.values, &ys, y.shape, y.values, kind).map_err(at(path))
         }
         DataSource::Idx { images, labels } => {
-            let x = idx::read(Path::new(images)).map_err(at(images))?;
-            let y = idx::read(Path::new(labels)).map_err(at(labels))?;
+            let x = idx::read(Path::new(images), &mut meter).map_err(at(images))?;
+            let y = idx::read(Path::new(labels), &mut meter).map_err(at(labels))?;
             let y_values = y.values.iter().map(|v| *v as f64).collect();
             let x_values = x.values.iter().map(|v| *v as f64).collect();
             pair(images, x.shape, x_values, labels, y.shape, y_values, kind).map_err(at(images))
@@ -209,7 +215,7 @@ pub fn load(source: &DataSource, kind: TargetKind) -> Result<Table, DataError> {
             encoding,
             context,
         } => {
-            let bytes = read_bytes(Path::new(path)).map_err(at(path))?;
+            let bytes = read::bytes(Path::new(path), &mut meter).map_err(at(path))?;
             text::windows(&bytes, *encoding, *context as usize).map_err(at(path))
         }
         DataSource::Tokens { path, .. } => Err(DataError {
@@ -228,14 +234,20 @@ pub struct TokenProbe {
     pub max_at: u64,
 }
 
-/// Opens a token file and reads it once for its largest id.
-pub fn probe_tokens(path: &str, dtype: TokenDtype) -> Result<TokenProbe, DataError> {
+/// Opens a token file and reads it once for its largest id, within
+/// `limits`.
+pub fn probe_tokens(
+    path: &str,
+    dtype: TokenDtype,
+    limits: &Limits,
+) -> Result<TokenProbe, DataError> {
     let at = |message: String| DataError {
         path: path.to_string(),
         message,
     };
     let file = TokenFile::open(Path::new(path), dtype).map_err(at)?;
-    let (max, max_at) = file.max();
+    let mut meter = limits.meter();
+    let (max, max_at) = file.max(&mut meter).map_err(at)?;
     Ok(TokenProbe {
         tokens: file.len(),
         max,
@@ -289,23 +301,4 @@ fn integral(values: &[f64]) -> Result<Vec<i64>, String> {
             }
         })
         .collect()
-}
-
-/// Reads a file's bytes, transparently gunzipping names that end in `.gz`.
-pub fn read_bytes(path: &Path) -> Result<Vec<u8>, String> {
-    let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
-    if path.extension().is_some_and(|e| e == "gz") {
-        let mut out = Vec::new();
-        flate2::read::GzDecoder::new(&bytes[..])
-            .read_to_end(&mut out)
-            .map_err(|e| format!("not a valid gzip file: {e}"))?;
-        Ok(out)
-    } else {
-        Ok(bytes)
-    }
-}
-
-/// Reads a text file, transparently gunzipping names that end in `.gz`.
-pub fn read_text(path: &Path) -> Result<String, String> {
-    String::from_utf8(read_bytes(path)?).map_err(|_| "not UTF-8 text".to_string())
 }

@@ -12,8 +12,12 @@ pub struct Array {
 }
 
 /// Reads the tensors called `names`, in that order.
-pub fn read(path: &Path, names: &[&String]) -> Result<Vec<Array>, String> {
-    parse(&super::read_bytes(path)?, names)
+pub fn read(
+    path: &Path,
+    names: &[&String],
+    meter: &mut super::read::Meter,
+) -> Result<Vec<Array>, String> {
+    parse(&super::read::bytes(path, meter)?, names)
 }
 
 pub fn parse(bytes: &[u8], names: &[&String]) -> Result<Vec<Array>, String> {

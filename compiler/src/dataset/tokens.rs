@@ -8,7 +8,6 @@
 //! reads the tokens before them, either at random offsets (any position, not
 //! only window boundaries) or window after window.
 
-use std::fs::File;
 use std::path::Path;
 
 use memmap2::Mmap;
@@ -24,7 +23,7 @@ pub struct TokenFile {
 impl TokenFile {
     /// Maps `path`; its length must be a whole number of tokens.
     pub fn open(path: &Path, dtype: TokenDtype) -> Result<TokenFile, String> {
-        let file = File::open(path).map_err(|e| format!("cannot open: {e}"))?;
+        let file = super::read::open(path)?;
         // SAFETY: the mapping is read-only; a file changed underneath a run
         // shows as different tokens, never as memory unsafety for the
         // reads below (which copy values out).
@@ -68,28 +67,25 @@ impl TokenFile {
     }
 
     /// The largest id in the file and its position (a pass over the whole
-    /// file: what the checker does once, before launch).
-    pub fn max(&self) -> (u32, u64) {
+    /// file: what the checker does once, before launch), in chunks spent
+    /// from `meter`.
+    pub fn max(&self, meter: &mut super::read::Meter) -> Result<(u32, u64), String> {
+        const CHUNK: usize = 1 << 20;
+        let size = self.dtype.bytes();
         let (mut max, mut at) = (0u32, 0u64);
-        match self.dtype {
-            TokenDtype::Uint16 => {
-                for (i, pair) in self.map.chunks_exact(2).enumerate() {
-                    let v = u16::from_le_bytes([pair[0], pair[1]]) as u32;
-                    if v > max {
-                        (max, at) = (v, i as u64);
-                    }
-                }
-            }
-            TokenDtype::Uint32 => {
-                for (i, quad) in self.map.chunks_exact(4).enumerate() {
-                    let v = u32::from_le_bytes(quad.try_into().expect("four bytes"));
-                    if v > max {
-                        (max, at) = (v, i as u64);
-                    }
+        for (c, chunk) in self.map.chunks(CHUNK * size).enumerate() {
+            meter.spend(chunk.len() as u64)?;
+            for (i, token) in chunk.chunks_exact(size).enumerate() {
+                let v = match self.dtype {
+                    TokenDtype::Uint16 => u16::from_le_bytes([token[0], token[1]]) as u32,
+                    TokenDtype::Uint32 => u32::from_le_bytes(token.try_into().expect("four bytes")),
+                };
+                if v > max {
+                    (max, at) = (v, (c * CHUNK + i) as u64);
                 }
             }
         }
-        (max, at)
+        Ok((max, at))
     }
 }
 
@@ -161,7 +157,11 @@ mod tests {
         let t = TokenFile::open(&f.0, TokenDtype::Uint16).unwrap();
         assert_eq!(t.len(), 3);
         assert_eq!((t.get(0), t.get(1), t.get(2)), (1, 0x1234, 0xffff));
-        assert_eq!(t.max(), (0xffff, 2));
+        assert_eq!(
+            t.max(&mut super::super::read::Limits::unbounded().meter())
+                .unwrap(),
+            (0xffff, 2)
+        );
         let f = file(&[1, 0, 0, 0, 0, 0, 1, 0]);
         let t = TokenFile::open(&f.0, TokenDtype::Uint32).unwrap();
         assert_eq!((t.get(0), t.get(1)), (1, 0x10000));

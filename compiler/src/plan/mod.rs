@@ -32,6 +32,26 @@ pub use types::*;
 pub const PLAN_VERSION: u32 = 5;
 
 impl Plan {
+    /// The plan with its file paths (the data source's, `train.init`) made
+    /// absolute against the current folder: what a run folder keeps, so
+    /// that a resume started from another folder reads the same files.
+    pub fn with_absolute_paths(&self) -> Plan {
+        let absolute = |path: &mut String| {
+            if let Ok(full) = std::path::absolute(&*path) {
+                *path = full.display().to_string();
+            }
+        };
+        let mut plan = self.clone();
+        plan.data.source.files_mut().into_iter().for_each(absolute);
+        for file in &mut plan.data.files {
+            absolute(&mut file.path);
+        }
+        if let Some(init) = &mut plan.train.init {
+            absolute(init);
+        }
+        plan
+    }
+
     pub fn to_yaml(&self) -> String {
         serde_yaml_ng::to_string(self).expect("a plan is always serializable")
     }

@@ -403,6 +403,20 @@ pub struct DataPlan {
     /// Shuffle the rows once before the split and the training rows every
     /// epoch; off, rows are read in the file's order.
     pub shuffle: bool,
+    /// The source's files as they were when the plan was made (empty when
+    /// the data was not read): a run refuses a file that has changed since.
+    pub files: Vec<DataFile>,
+}
+
+/// A data file's identity: its size and a hash of samples of its bytes
+/// (head, tail and 16 pieces between), cheap on any size of file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataFile {
+    pub path: String,
+    pub bytes: u64,
+    /// FNV-1a of the sampled bytes, 16 hex digits.
+    pub sample_hash: String,
 }
 
 /// What the features of a data source are.
@@ -485,6 +499,33 @@ impl DataSource {
             DataSource::Npy { features, .. } => features,
             DataSource::Idx { images, .. } => images,
             DataSource::Synthetic { .. } => "synthetic data",
+        }
+    }
+
+    /// Every file the source reads (none for synthetic data).
+    pub fn files(&self) -> Vec<&str> {
+        match self {
+            DataSource::Csv { path, .. }
+            | DataSource::Safetensors { path, .. }
+            | DataSource::Text { path, .. }
+            | DataSource::Tokens { path, .. } => vec![path],
+            DataSource::Npy { features, labels } => vec![features, labels],
+            DataSource::Idx { images, labels } => vec![images, labels],
+            DataSource::Synthetic { .. } => vec![],
+        }
+    }
+
+    /// [`DataSource::files`], to rewrite (the paths of `DataPlan::files`
+    /// follow them).
+    pub fn files_mut(&mut self) -> Vec<&mut String> {
+        match self {
+            DataSource::Csv { path, .. }
+            | DataSource::Safetensors { path, .. }
+            | DataSource::Text { path, .. }
+            | DataSource::Tokens { path, .. } => vec![path],
+            DataSource::Npy { features, labels } => vec![features, labels],
+            DataSource::Idx { images, labels } => vec![images, labels],
+            DataSource::Synthetic { .. } => vec![],
         }
     }
 }

@@ -347,6 +347,8 @@ train { model = Net; data = digits; loss = cross_entropy; optimizer = sgd(lr: 0.
             world: vec![],
             overrides: vec![],
             strict: false,
+            data_limits: Default::default(),
+            memory_limit: None,
         };
         analyze("t.dtl", SOURCE, &options)
     }
@@ -423,6 +425,8 @@ train { model = Net; data = digits; loss = cross_entropy; optimizer = sgd(lr: 0.
             world: vec![],
             overrides: vec![],
             strict: false,
+            data_limits: Default::default(),
+            memory_limit: None,
         };
         let a = analyze("t.dtl", text, &options);
         let (_, hover) = a.hover(text.find("tied").unwrap()).unwrap();

@@ -426,6 +426,8 @@ mod hand_computed {
             world: vec![],
             overrides: vec![],
             strict: false,
+            data_limits: Default::default(),
+            memory_limit: None,
         };
         let plan = crate::compile_source("t.dtl", source, &options).unwrap();
         let cost = super::cost(&plan);
@@ -452,6 +454,8 @@ mod hand_computed {
             world,
             overrides: vec![],
             strict: false,
+            data_limits: Default::default(),
+            memory_limit: None,
         };
         crate::compile_source("t.dtl", source, &options)
             .unwrap_or_else(|d| panic!("{}", d.render_human(false)))
@@ -473,6 +477,8 @@ mod hand_computed {
             world: vec![],
             overrides: vec![],
             strict: false,
+            data_limits: Default::default(),
+            memory_limit: None,
         };
         let (plan, warnings) =
             crate::compile_source_with_warnings("t.dtl", &source, &options).unwrap();

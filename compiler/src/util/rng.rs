@@ -62,7 +62,33 @@ impl Rng {
 
 /// FNV-1a, 64 bits: a stable hash of bytes (names, the plan's text).
 pub fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xCBF2_9CE4_8422_2325u64, |h, b| {
-        (h ^ *b as u64).wrapping_mul(0x100_0000_01B3)
-    })
+    Fnv1a::new().update(bytes).finish()
+}
+
+/// FNV-1a fed in pieces (a file read in chunks): the same hash as
+/// [`fnv1a`] of the pieces joined.
+#[derive(Debug, Clone, Copy)]
+pub struct Fnv1a(u64);
+
+impl Default for Fnv1a {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Fnv1a {
+    pub fn new() -> Self {
+        Fnv1a(0xCBF2_9CE4_8422_2325)
+    }
+
+    pub fn update(mut self, bytes: &[u8]) -> Self {
+        self.0 = bytes
+            .iter()
+            .fold(self.0, |h, b| (h ^ *b as u64).wrapping_mul(0x100_0000_01B3));
+        self
+    }
+
+    pub fn finish(self) -> u64 {
+        self.0
+    }
 }

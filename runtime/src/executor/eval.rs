@@ -13,9 +13,10 @@ use crate::loss;
 impl Executor<'_> {
     /// Mean loss (and accuracy) over the held-out rows, dropout off, in
     /// chunks of [`eval_chunk`] rows.
-    pub fn evaluate(&self, step: u64) -> Result<EvalRecord, RunError> {
+    /// `progress` is called after every chunk.
+    pub fn evaluate(&self, step: u64, progress: &dyn Fn()) -> Result<EvalRecord, RunError> {
         if self.stage.is_some() {
-            return self.evaluate_pipelined(step);
+            return self.evaluate_pipelined(step, progress);
         }
         let rows = self.valid.rows;
         let kind = &self.plan.train.loss;
@@ -44,6 +45,7 @@ impl Executor<'_> {
                     correct = Some(correct.unwrap_or(0) + hits);
                 }
                 start += len;
+                progress();
             }
             let targets = self.valid.target_count() as f64;
             Ok(EvalRecord {
@@ -57,7 +59,7 @@ impl Executor<'_> {
 
     /// The held-out evaluation through the stages of replica 0: the last
     /// stage's sums, shared with every stage.
-    fn evaluate_pipelined(&self, step: u64) -> Result<EvalRecord, RunError> {
+    fn evaluate_pipelined(&self, step: u64, progress: &dyn Fn()) -> Result<EvalRecord, RunError> {
         let stage = self.stage.as_ref().expect("a pipeline stage");
         let rows = self.valid.rows;
         let kind = &self.plan.train.loss;
@@ -78,6 +80,7 @@ impl Executor<'_> {
                 counted = 1.0;
             }
             start += len;
+            progress();
         }
         let mut sums = [loss_sum, correct, counted];
         self.world

@@ -62,8 +62,7 @@ pub struct Executor<'a> {
 impl<'a> Executor<'a> {
     /// Builds this rank's part of the model with its initial weights (the
     /// initialisers, `init`, or the checkpoint `resumed`), its optimizer
-    /// and its stream of batches, and checks that every replica starts
-    /// from the same weights.
+    /// and its stream of batches: local work, no collective.
     pub fn build(
         plan: &'a Plan,
         world: &'a World,
@@ -108,7 +107,6 @@ impl<'a> Executor<'a> {
                 in_flight.push_back(AsyncUpdate::Ready(*step, flats));
             }
         }
-        same_weights_everywhere(&model, world)?;
         let cursor = batches.cursor().clone();
         let layout = &plan.topology.parallelism;
         let sync_norm_segments = (layout.batch_norm == BatchNormSync::Sync
@@ -133,6 +131,17 @@ impl<'a> Executor<'a> {
         };
         executor.broadcast_buffers = executor.buffers_follow_replica_zero();
         Ok(executor)
+    }
+
+    /// Checks that every replica starts from the same weights (a
+    /// collective over the replicas).
+    pub fn agree_on_weights(&self) -> Result<(), RunError> {
+        same_weights_everywhere(&self.model, self.world)
+    }
+
+    /// Rows held out for evaluation.
+    pub fn held_out_rows(&self) -> usize {
+        self.valid.rows
     }
 
     /// The model (this rank's part of it).
