@@ -85,7 +85,7 @@ def torch_result(cmd, env, notes):
 
 def dtl_run(dtl, world, steps, init, out, env):
     """{"steps_per_second", "final_loss", "world"} of one `dtl run`."""
-    cmd = [dtl, "run", MODEL, "--device", "cpu", "-q", "--out", out, "--init", init,
+    cmd = [dtl, "run", MODEL, "--device", "cpu", "-q", "--out", out, "--overwrite", "--init", init,
            "--set", f"train.steps={steps}", "--set", f"parallel.data={world}"]
     run(cmd, env)
     summary = json.loads((Path(out) / "summary.json").read_text())

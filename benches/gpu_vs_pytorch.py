@@ -121,7 +121,7 @@ def dtl_run(args, precision, init, work, env):
     sets = [f"train.steps={args.steps}", f"train.precision={precision}",
             f"train.micro_batch={args.micro_batch}"]
     cmd = [dtl_binary(), "run", MODEL, "--device", args.device, "--init", init, "-q",
-           "--out", out, *[a for s in sets for a in ("--set", s)]]
+           "--out", out, "--overwrite", *[a for s in sets for a in ("--set", s)]]
     _, peak = run(cmd, env)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["steps"] == args.steps, summary

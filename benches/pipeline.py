@@ -268,7 +268,7 @@ def check_plan(plan, layout):
 def dtl_run(dtl, file, layout, steps, out, env, timeout, init=None, extra=()):
     """{"steps_per_second", "first_loss", "final_loss"} of one `dtl run`, and
     the launcher's own peak RSS (the one rank of a 1-stage run)."""
-    cmd = [dtl, "run", file, "--device", "cpu", "-q", "--out", out,
+    cmd = [dtl, "run", file, "--device", "cpu", "-q", "--out", out, "--overwrite",
            *sets(layout, [f"train.steps={steps}", *extra])]
     if init:
         cmd += ["--init", init]

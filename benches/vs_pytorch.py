@@ -70,7 +70,8 @@ def bench_example(name, args, dtl, env, work):
     plan = work / f"{name}.plan.json"
     subprocess.run([dtl, "compile", source, "--format", "json", *sets, "-o", plan],
                    cwd=ROOT, env=env, check=True)
-    dtl_cmd = [dtl, "run", source, *sets, "--device", "cpu", "-q", "--out", work / f"{name}.run"]
+    dtl_cmd = [dtl, "run", source, *sets, "--device", "cpu", "-q", "--out", work / f"{name}.run",
+               "--overwrite"]
     torch_cmd = [sys.executable, ROOT / "benches" / "torch_train.py", plan,
                  "--threads", str(args.threads)]
 

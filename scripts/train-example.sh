@@ -4,4 +4,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 source scripts/env.sh
-exec target/debug/dtl run examples/digits_mlp.dtl --device cpu --out runs/digits_mlp "$@"
+exec target/debug/dtl run examples/digits_mlp.dtl --device cpu "$@"

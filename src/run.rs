@@ -349,6 +349,11 @@ fn run_as_rank(
     let rank = dtl_runtime::world::rank_from_launcher().unwrap_or(0);
     let timeout = std::time::Duration::from_secs(args.timeout.max(1));
     let watchdog = std::sync::Arc::new(dtl_runtime::watchdog::Watchdog::start(rank, timeout));
+    if let Some(folder) = std::env::var_os("DTL_RUN_FOLDER") {
+        // Heartbeats from the start, so a rank that never joins is named.
+        watchdog.set_folder(std::path::Path::new(&folder));
+    }
+    dtl_runtime::fault::strike(rank, 0);
     let world = dtl_runtime::World::join(plan, device).map_err(|e| report_run_error(e, ""))?;
     let prefix = prefix(&world);
     // Under an outer launcher each rank checks its own share of its

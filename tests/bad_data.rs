@@ -352,3 +352,120 @@ fn token_files() {
         .stderr_has("token 200 (at token 2) is not below")
         .stderr_has("32 classes");
 }
+
+/// `dtl ARGS...` on `bad.dtl` reading `source`, with `env`; must end
+/// within 20 seconds.
+fn checked(dir: &Path, source: &str, args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
+    let text = format!(
+        r#"
+model Net {{ forward(x: [B, 4]) -> [B, 3] {{ x |> linear(4, 3) }} }}
+data d {{ source = {source}; valid = 0 }}
+train {{ model = Net; data = d; loss = cross_entropy; optimizer = sgd(lr: 0.1); micro_batch = 1; steps = 1 }}
+"#
+    );
+    let file = dir.join("bad.dtl");
+    std::fs::write(&file, text).unwrap();
+    let started = std::time::Instant::now();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_dtl"))
+        .args(args)
+        .arg(&file)
+        .envs(env.iter().copied())
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(20),
+        "{source}: {args:?} took {:?}",
+        started.elapsed()
+    );
+    let stderr = common::flat(&String::from_utf8_lossy(&output.stderr));
+    (output.status.code().unwrap_or(-1), stderr)
+}
+
+/// Only regular files are data, read within bounds: a device, a FIFO, a
+/// folder, a line without end, a file over the budget — each a clear
+/// error in seconds, for `check --data` and `compile` alike.
+#[test]
+fn data_is_read_within_bounds() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let fifo = d.join("pipe");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    // A sparse file of 2 GB: no line end in its first 8 MiB.
+    let sparse = std::fs::File::create(d.join("sparse.csv")).unwrap();
+    sparse.set_len(2 << 30).unwrap();
+    let cases = [
+        ("csv(\"/dev/zero\")", "is a device, not a data file"),
+        (
+            &format!("csv({:?})", fifo.display().to_string()),
+            "is a FIFO (named pipe)",
+        ),
+        ("csv(\"/tmp\")", "is a folder"),
+        ("csv(\"sparse.csv\")", "line 1 is longer than 8 MiB"),
+        ("npy(\"/dev/zero\", \"/dev/zero\")", "is a device"),
+        (
+            "tokens(\"/dev/zero\", context: 4, dtype: \"uint16\")",
+            "is a device",
+        ),
+    ];
+    for (source, what) in cases {
+        for args in [&["check", "--data"][..], &["compile"][..]] {
+            let (code, stderr) = checked(d, source, args, &[]);
+            assert_eq!(code, 1, "{source} {args:?}: {stderr}");
+            assert!(stderr.contains(what), "{source} {args:?}: {stderr}");
+        }
+    }
+    // Over the budget: the digits (57 KB gzipped, 160 KB read) in 100 KB.
+    let digits = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/digits.csv.gz");
+    let source = format!("csv({:?})", digits.display().to_string());
+    let (code, stderr) = checked(
+        d,
+        &source,
+        &["check", "--data", "--data-budget", "100KB"],
+        &[],
+    );
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("over the data budget"), "{stderr}");
+    assert!(stderr.contains("--data-budget"), "{stderr}");
+    let (code, stderr) = checked(
+        d,
+        &source,
+        &["check", "--data", "--data-budget", "1MB"],
+        &[],
+    );
+    assert_eq!(code, 1, "{stderr}"); // the width: 64 features, not 4
+    assert!(!stderr.contains("budget"), "{stderr}");
+}
+
+/// A data file's contents are never quoted in an error unless asked: a
+/// secret in the environment, or in a file, stays out of the message.
+#[test]
+fn no_value_of_a_data_file_is_echoed() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = "ghp_0123456789abcdefghijklmnopqrstuvwxyz";
+    let env = [("FAKE_CI_TOKEN", secret)];
+    let environ = "csv(\"/proc/self/environ\", label: 0)";
+    for args in [&["check", "--data"][..], &["compile"][..]] {
+        let (code, stderr) = checked(dir.path(), environ, args, &env);
+        assert_eq!(code, 1, "{stderr}");
+        assert!(!stderr.contains("ghp_"), "{args:?} echoed: {stderr}");
+    }
+    // A file with a secret where a number belongs.
+    let file = dir.path().join("secrets.csv");
+    std::fs::write(&file, format!("1,2\nFAKE_CI_TOKEN={secret},1\n")).unwrap();
+    let source = format!("csv({:?})", file.display().to_string());
+    for args in [&["check", "--data"][..], &["compile"][..]] {
+        let (code, stderr) = checked(dir.path(), &source, args, &[]);
+        assert_eq!(code, 1, "{stderr}");
+        assert!(!stderr.contains("ghp_"), "{args:?} echoed: {stderr}");
+        let said = "line 2, column 1: a 54-character text is not a number";
+        assert!(stderr.contains(said), "{stderr}");
+    }
+    let show = ["check", "--data", "--show-values"];
+    let (_, stderr) = checked(dir.path(), &source, &show, &[]);
+    assert!(stderr.contains(secret), "--show-values quotes it: {stderr}");
+}

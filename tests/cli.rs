@@ -745,3 +745,28 @@ fn no_data_checks_and_compiles_without_reading_the_data() {
         .code(1)
         .stderr_has("`epochs` needs the number of rows");
 }
+
+/// The help of a data file that cannot be read says where paths start,
+/// also for a file named without a folder (run from its own folder).
+#[test]
+fn path_help_names_the_current_folder_for_a_bare_file_name() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("bare.dtl"),
+        "model Net { forward(x: [B, 4]) -> [B, 3] { x |> linear(4, 3) } }
+data d { source = csv(\"missing.csv\") }
+train { model = Net; data = d; loss = cross_entropy; optimizer = sgd(lr: 0.1); micro_batch = 1; steps = 1 }
+",
+    )
+    .unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_dtl"))
+        .args(["check", "--data", "bare.dtl"])
+        .current_dir(dir.path())
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    let stderr = common::flat(&String::from_utf8_lossy(&output.stderr));
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("(here the current folder)"), "{stderr}");
+    assert!(!stderr.contains("folder ()"), "{stderr}");
+}

@@ -463,3 +463,43 @@ fn the_default_example_trains_on_two_ranks() {
         .unwrap();
     assert!(accuracy > 96.0, "{}", run.stdout);
 }
+
+/// A resume at another layout is the same computation, except for
+/// dropout, whose masks follow the layout: said when the model has it.
+#[test]
+fn a_resume_at_another_layout_warns_about_dropout() {
+    let _one_at_a_time = ranks();
+    let dir = tempfile::tempdir().unwrap();
+    let settings = "optimizer = sgd(lr: 0.1); steps = 6; checkpoint_every = 3";
+    let with_dropout = |name: &str, micro_batch: u32, parallel: &str| {
+        let path = experiment(
+            dir.path(),
+            name,
+            &format!("{settings}; micro_batch = {micro_batch}"),
+            parallel,
+        );
+        let text = std::fs::read_to_string(&path).unwrap().replace(
+            "relu |> linear(48, 10)",
+            "relu |> dropout(0.2) |> linear(48, 10)",
+        );
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let one = with_dropout("one", 16, "");
+    let two = with_dropout("two", 8, "parallel { data = 2 }");
+    let out = dir.path().join("run");
+    train(&one, &out, &[]).code(0);
+    std::fs::remove_file(out.join("summary.json")).unwrap();
+    let run = dtl(&[
+        "run",
+        two.to_str().unwrap(),
+        "--quiet",
+        "--device",
+        "cpu",
+        "--resume",
+        out.to_str().unwrap(),
+    ]);
+    run.code(0)
+        .stderr_has("written by data 1 × pipeline 1, this run is data 2 × pipeline 1")
+        .stderr_has("dropout draws its masks per replica");
+}

@@ -267,3 +267,41 @@ fn bad_frames_and_bad_parameters_do_not_end_the_server() {
     assert_eq!(client.diagnostics(1), Vec::<Value>::new());
     client.stop();
 }
+
+/// The server never waits on a data file: diagnostics without the data
+/// come at once, and those of the data check (within its budget, in the
+/// background) follow for the same version of the document.
+#[test]
+fn data_is_checked_in_the_background() {
+    let dir = tempfile::tempdir().unwrap();
+    // A 1 GB file with no line end: the data check stops at 8 MiB.
+    let sparse = std::fs::File::create(dir.path().join("sparse.csv")).unwrap();
+    sparse.set_len(1 << 30).unwrap();
+    let uri = format!("file://{}/net.dtl", dir.path().display());
+    let text = TEXT.replace(
+        "synthetic(rows: 100, features: 64, classes: 10)",
+        "csv(\"sparse.csv\")",
+    );
+    let mut client = Client::start();
+    let started = std::time::Instant::now();
+    client.notify(
+        "textDocument/didOpen",
+        json!({ "textDocument": { "uri": uri, "languageId": "dtl", "version": 1, "text": text } }),
+    );
+    assert_eq!(client.diagnostics(1), Vec::<Value>::new());
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    let with_data = client.diagnostics(1);
+    assert_eq!(with_data.len(), 1, "{with_data:?}");
+    assert_eq!(with_data[0]["code"], "dtl::check::data_file");
+    assert!(
+        with_data[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("longer than 8 MiB"),
+        "{with_data:?}"
+    );
+    // Hover answers while data checks come and go.
+    let hover = client.request("textDocument/hover", position(&uri, &text, "Block(64)"));
+    assert!(hover["contents"]["value"].as_str().is_some(), "{hover}");
+    client.stop();
+}

@@ -537,3 +537,101 @@ fn the_launcher_hands_sigterm_and_sigint_to_its_ranks_and_takes_them_down_when_k
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// The watchdog knows what each rank is doing (reliability round 2): an
+/// evaluation longer than `--timeout` is not a hang; a rank frozen before
+/// it joins, or mid-run, ends the job within the timeout, named by its
+/// stale heartbeat; a stop request during a start-up that cannot finish
+/// ends the job at once; every rank's log keeps each attempt and how it
+/// ended.
+#[test]
+fn the_watchdog_knows_each_phase_and_names_the_rank_that_froze() {
+    let _slow = one_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    // A held-out half of 200000 rows, evaluated by rank 0 for longer than
+    // the 1 s timeout while rank 1 waits: a healthy run.
+    let text = r#"
+model Net { forward(x: [B, 64]) -> [B, 10] { x |> linear(64, 1024) |> relu |> linear(1024, 1024) |> relu |> linear(1024, 10) } }
+data blobs { source = synthetic(rows: 200000, features: 64, classes: 10, seed: 1); valid = 0.5 }
+train { model = Net; data = blobs; loss = cross_entropy; optimizer = sgd(lr: 0.05); micro_batch = 4; steps = 6; eval_every = 3 }
+parallel { data = 2 }
+"#;
+    let file = dir.path().join("long_eval.dtl");
+    std::fs::write(&file, text).unwrap();
+    let out = dir.path().join("long_eval");
+    let (code, text) = finish(
+        spawn_run(&file, &out, &["--timeout", "1"], &[]),
+        Duration::from_secs(120),
+    );
+    assert_eq!(code, Some(0), "{text}");
+    let seconds: f64 = serde_json::from_str::<serde_json::Value>(
+        &std::fs::read_to_string(out.join("summary.json")).unwrap(),
+    )
+    .unwrap()["seconds"]
+        .as_f64()
+        .unwrap();
+    assert!(
+        seconds > 2.0,
+        "the evaluations were not longer than the timeout ({seconds} s)"
+    );
+
+    // Frozen before it joins the job (SIGSTOP, threads and all): the job
+    // ends within the timeout, rank 1 named.
+    let started = Instant::now();
+    let (code, text, out) = faulty_run(dir.path(), "stop@1:0", &["--timeout", "5"]);
+    assert!(code.is_some_and(|c| c != 0), "{text}");
+    assert!(started.elapsed() < Duration::from_secs(40), "{text}");
+    assert!(text.contains("start-up made no progress"), "{text}");
+    assert!(text.contains("rank 1 (pid"), "{text}");
+    assert!(text.contains("has not answered"), "{text}");
+    assert!(!out.join("summary.json").exists());
+
+    // Frozen mid-run: rank 0 names it, the checkpoint before is intact, and
+    // each rank's log says how its attempt ended.
+    let (code, text, out) = faulty_run(dir.path(), "stop@1:5", &["--timeout", "3"]);
+    assert!(code.is_some_and(|c| c != 0), "{text}");
+    assert!(text.contains("step 5 made no progress"), "{text}");
+    assert!(
+        text.contains("rank 1 (pid") && text.contains("has not answered"),
+        "{text}"
+    );
+    let log0 = std::fs::read_to_string(out.join("rank-0.log")).unwrap();
+    assert!(
+        log0.starts_with("--- ") && log0.contains(": started ---"),
+        "{log0}"
+    );
+    assert!(log0.contains("step 4 loss"), "{log0}");
+    assert!(log0.contains("step 5 made no progress"), "{log0}");
+    let log1 = std::fs::read_to_string(out.join("rank-1.log")).unwrap();
+    assert!(log1.contains("step 4 loss"), "{log1}");
+    // A resume appends its own attempt to the same logs.
+    resume(&out)
+        .code(0)
+        .stdout_has("resumed from the checkpoint of step 4");
+    let log0 = std::fs::read_to_string(out.join("rank-0.log")).unwrap();
+    assert!(log0.contains("step 5 made no progress"), "{log0}");
+    assert!(
+        log0.contains(": resumed from the checkpoint of step 4 ---"),
+        "{log0}"
+    );
+    assert!(log0.trim_end().ends_with("steps/s"), "{log0}");
+
+    // SIGTERM to the launcher while a rank is frozen in start-up: the
+    // others stop at once (nothing to save yet), and so does the job.
+    let (file, out) = two_ranks(dir.path(), "stopped_start", "steps = 400");
+    let child = spawn_run(
+        &file,
+        &out,
+        &["--timeout", "300"],
+        &[("DTL_FAULT", "stop@1:0")],
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    let pid = child.id().to_string();
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    let started = Instant::now();
+    let (code, text) = finish(child, Duration::from_secs(30));
+    assert!(code.is_some_and(|c| c != 0), "{text}");
+    assert!(started.elapsed() < Duration::from_secs(20), "{text}");
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(ranks_left(&file).is_empty(), "ranks left after SIGTERM");
+}

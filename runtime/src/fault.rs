@@ -1,6 +1,8 @@
 //! Faults on purpose, for the reliability tests: `DTL_FAULT=KIND@RANK:STEP`
-//! makes rank RANK, at step STEP, hang (`hang`), exit at once (`exit`), or
-//! take a non-finite loss (`nan`); or makes the checkpoint of step STEP
+//! makes rank RANK, at step STEP, hang (`hang`), exit at once (`exit`),
+//! stop as SIGSTOP stops it, threads and all (`stop`; step 0: at start-up,
+//! before it joins the others), or take a non-finite loss (`nan`); or makes
+//! the checkpoint of step STEP
 //! (written by rank 0) stop for good halfway through writing its files
 //! (`pause_write`) or between its two renames (`pause_swap`), so that a
 //! test's kill lands exactly there. Read once; without the variable nothing
@@ -12,6 +14,8 @@ use std::sync::OnceLock;
 pub enum Kind {
     Hang,
     Exit,
+    /// The whole process stopped (SIGSTOP), as a frozen machine would be.
+    Stop,
     Nan,
     /// Inside a checkpoint's write: its model file written, its state not.
     PauseWrite,
@@ -33,6 +37,7 @@ fn parse(text: &str) -> Option<Fault> {
     let kind = match kind {
         "hang" => Kind::Hang,
         "exit" => Kind::Exit,
+        "stop" => Kind::Stop,
         "nan" => Kind::Nan,
         "pause_write" => Kind::PauseWrite,
         "pause_swap" => Kind::PauseSwap,
@@ -62,6 +67,10 @@ pub fn strike(rank: usize, step: u64) {
     match at(rank, step) {
         Some(Kind::Hang) => hang(),
         Some(Kind::Exit) => std::process::exit(9),
+        // SAFETY: raises a signal at this process; nothing else is touched.
+        Some(Kind::Stop) => unsafe {
+            libc::raise(libc::SIGSTOP);
+        },
         Some(Kind::Nan | Kind::PauseWrite | Kind::PauseSwap) | None => {}
     }
 }

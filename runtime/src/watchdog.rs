@@ -41,6 +41,23 @@ pub enum Phase {
 }
 
 impl Phase {
+    const ALL: [Phase; 8] = [
+        Phase::StartUp,
+        Phase::Load,
+        Phase::AfterLoad,
+        Phase::Step,
+        Phase::Evaluate,
+        Phase::AwaitEvaluation,
+        Phase::Checkpoint,
+        Phase::Finish,
+    ];
+
+    fn from_name(name: &str) -> Option<Phase> {
+        Phase::ALL
+            .into_iter()
+            .find(|p| p.name().replace(' ', "_") == name)
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Phase::StartUp => "start-up",
@@ -89,6 +106,10 @@ impl std::fmt::Debug for Watchdog {
 /// beats, or its peers notice).
 pub const UNBOUNDED: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
+/// What joining the job may take beyond the timeout: MPI's own start
+/// (its runtime contacting every rank) takes seconds on a loaded machine.
+pub const START_UP: Duration = Duration::from_secs(10);
+
 impl Watchdog {
     /// Starts watching rank `rank`, in start-up.
     pub fn start(rank: usize, timeout: Duration) -> Watchdog {
@@ -96,8 +117,8 @@ impl Watchdog {
             state: Mutex::new(State {
                 phase: Phase::StartUp,
                 step: 0,
-                deadline: Instant::now() + timeout,
-                allowance: Duration::ZERO,
+                deadline: Instant::now() + timeout + START_UP,
+                allowance: START_UP,
                 folder: None,
                 probes: Vec::new(),
             }),
@@ -136,9 +157,14 @@ impl Watchdog {
         self.with(|s| s.deadline = deadline(timeout, s.allowance));
     }
 
-    /// Heartbeats and messages go into the run folder from now on.
+    /// Heartbeats and messages go into the run folder from now on (the
+    /// first one now, so that a rank frozen right after is on record).
     pub fn set_folder(&self, folder: &Path) {
-        self.with(|s| s.folder = Some(folder.to_path_buf()));
+        let rank = self.shared.rank;
+        self.with(|s| {
+            s.folder = Some(folder.to_path_buf());
+            heartbeat(folder, rank, s);
+        });
     }
 
     /// Background failure checks of the backends, polled from now on.
@@ -268,7 +294,7 @@ struct Beat {
     rank: usize,
     pid: String,
     host: String,
-    phase: String,
+    phase: Phase,
     step: u64,
     age: f64,
 }
@@ -296,7 +322,7 @@ fn read_beats(folder: &Path) -> Vec<Beat> {
                 rank,
                 pid: pid.to_string(),
                 host: host.to_string(),
-                phase: phase.replace('_', " "),
+                phase: Phase::from_name(phase)?,
                 step,
                 age: now - at,
             })
@@ -319,17 +345,12 @@ pub fn stalled_peers(folder: &Path, me: usize) -> String {
         .filter(|b| b.age > 2.0)
         .map(|b| {
             format!(
-                "rank {} (pid {} on {}) has not answered for {:.1} s, in {}{}",
+                "rank {} (pid {} on {}) has not answered for {:.1} s, in {}",
                 b.rank,
                 b.pid,
                 b.host,
                 b.age,
-                b.phase,
-                if b.step > 0 {
-                    format!(" of step {}", b.step)
-                } else {
-                    String::new()
-                }
+                doing(b.phase, b.step)
             )
         })
         .collect();
@@ -338,8 +359,11 @@ pub fn stalled_peers(folder: &Path, me: usize) -> String {
     }
     match beats.iter().min_by_key(|b| b.step) {
         Some(b) if beats.iter().any(|o| o.step > b.step) => format!(
-            ": rank {} (pid {} on {}) is behind, in {} of step {}",
-            b.rank, b.pid, b.host, b.phase, b.step
+            ": rank {} (pid {} on {}) is behind, in {}",
+            b.rank,
+            b.pid,
+            b.host,
+            doing(b.phase, b.step)
         ),
         _ => String::new(),
     }

@@ -63,14 +63,25 @@ impl Run {
         self
     }
 
+    /// `text` in stderr, whether or not a diagnostic's box wrapped it
+    /// over lines (the frame characters and line breaks are spaces here).
     pub fn stderr_has(self, text: &str) -> Self {
         assert!(
-            self.stderr.contains(text),
+            flat(&self.stderr).contains(&flat(text)),
             "stderr lacks {text:?}:\n{}",
             self.stderr
         );
         self
     }
+}
+
+/// Text with a diagnostic's box drawing taken out and every run of
+/// whitespace one space.
+pub fn flat(text: &str) -> String {
+    text.replace(['│', '×'], " ")
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 pub const EXAMPLE: &str = "examples/digits_mlp.dtl";
