@@ -19,6 +19,11 @@ compgen -G "/usr/share/fonts/truetype/dejavu/DejaVuSans*.ttf" >/dev/null || need
 # The editor tests run the VS Code grammar through a real TextMate engine
 # from npm.
 command -v npm >/dev/null || need_apt+=(nodejs npm)
+# The multi-host tests simulate two hosts with network namespaces
+# (scripts/two-hosts.sh); the fault tests look for processes left over.
+command -v ip >/dev/null || need_apt+=(iproute2)
+command -v unshare >/dev/null || need_apt+=(util-linux)
+command -v pgrep >/dev/null || need_apt+=(procps)
 if [ ${#need_apt[@]} -gt 0 ]; then
   say "installing ${need_apt[*]} (apt)"
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo

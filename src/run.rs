@@ -124,6 +124,12 @@ fn restart_with_environment() {
     if std::env::var_os("MKL_NUM_THREADS").is_none() {
         env.push(("MKL_NUM_THREADS", "1".into()));
     }
+    // Open MPI's fault tolerance (ULFM): a lost peer is an error a rank can
+    // report (`MPI_ERR_PROC_FAILED`, with the failed ranks), not an abort
+    // from inside MPI. Read by MPI_Init; other MPIs ignore it.
+    if std::env::var_os("OMPI_MCA_mpi_ft_enable").is_none() {
+        env.push(("OMPI_MCA_mpi_ft_enable", "true".into()));
+    }
     if let Some(dir) = nccl_library_dir() {
         let mut paths = vec![dir];
         if let Some(old) = std::env::var_os("LD_LIBRARY_PATH") {
@@ -303,13 +309,50 @@ pub fn run(args: RunArgs, request: &Request) -> Result<(), Failure> {
         // folder claimed here.
         let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
         return match dtl_runtime::launch::launch(ranks, &args, &folder.path) {
-            Ok(0) => Ok(()),
+            // mpirun's own word is not enough: with a host lost, it has
+            // returned 0. The job finished only if rank 0 wrote its summary.
+            Ok(0) if folder.path.join("summary.json").is_file() => Ok(()),
+            Ok(0) => {
+                eprintln!(
+                    "error: the job ended without finishing: rank 0 wrote no summary{}",
+                    how_ranks_ended(&folder.path)
+                );
+                Err(Failure::exit(1))
+            }
             Ok(code) => Err(Failure::exit(code.clamp(1, 255) as u8)),
             Err(err) => Err(report_run_error(err, "")),
         };
     }
     let world = dtl_runtime::World::join(&plan, device).map_err(|e| report_run_error(e, ""))?;
     train_in(&plan, &args, &target, device, &world, &folder, None)
+}
+
+/// What the ranks' logs say of how their last attempt ended ("; rank 0:
+/// failed: step 12: peer on host h2 (rank 1) lost: …"), or where to look.
+#[cfg(feature = "runtime")]
+fn how_ranks_ended(folder: &std::path::Path) -> String {
+    let mut said = Vec::new();
+    for rank in 0.. {
+        let Ok(log) = std::fs::read_to_string(folder.join(format!("rank-{rank}.log"))) else {
+            break;
+        };
+        let attempt = log.rsplit("\n--- ").next().unwrap_or(&log);
+        if let Some(end) = attempt
+            .lines()
+            .rev()
+            .find(|l| l.starts_with("failed: ") || l.contains("made no progress"))
+        {
+            said.push(format!("rank {rank}: {end}"));
+        }
+    }
+    if said.is_empty() {
+        format!(
+            " (a rank or its host was lost?); see the rank-K.log files in {}",
+            folder.display()
+        )
+    } else {
+        format!("; {}", said.join("; "))
+    }
 }
 
 /// Claims the run folder; `None` when the run to resume is finished (said

@@ -121,11 +121,42 @@ pub fn train(plan: &Plan, options: &RunOptions, world: &World) -> Result<Summary
         watchdog.set_folder(out);
         watchdog.add_probes(world.health_probes());
     }
-    let result = run_to_the_end(plan, options, world, &mut log, started);
+    let result = run_to_the_end(plan, options, world, &mut log, started)
+        .map_err(|err| name_lost_peers(err, world, out));
     if let Err(err) = &result {
         log.failed(err);
     }
     result
+}
+
+/// A collective that failed because a peer was lost says which: the ranks
+/// MPI knows to have failed, with their host from their heartbeat when the
+/// run folder is shared.
+fn name_lost_peers(err: RunError, world: &World, out: &Path) -> RunError {
+    let RunError::Collective { step, message } = err else {
+        return err;
+    };
+    let lost = world.all.failed_ranks().unwrap_or_default();
+    if lost.is_empty() {
+        return RunError::Collective { step, message };
+    }
+    let named: Vec<String> = lost
+        .iter()
+        .map(|&rank| {
+            let beat = std::fs::read_to_string(out.join(format!("rank-{rank}.beat")));
+            match beat
+                .ok()
+                .and_then(|b| b.split_whitespace().nth(1).map(String::from))
+            {
+                Some(host) => format!("peer on host {host} (rank {rank}) lost"),
+                None => format!("peer rank {rank} lost"),
+            }
+        })
+        .collect();
+    RunError::Collective {
+        step,
+        message: format!("{}: {message}", named.join(", ")),
+    }
 }
 
 /// The set-up, the loop and the run's files.

@@ -101,6 +101,12 @@ pub trait Communicator {
     /// Combines host values over the group, in place (losses, flags,
     /// hashes: small control data, whatever the backend computes on).
     fn all_reduce_host(&self, values: &mut [f64], op: ReduceOp) -> Result<(), CommError>;
+    /// The ranks of this group its backend knows to have failed (a process
+    /// or its host lost); `None` when the backend cannot tell.
+    fn failed_ranks(&self) -> Option<Vec<usize>> {
+        None
+    }
+
     /// A check another thread may call at any time, saying whether the
     /// backend has failed in the background (NCCL's asynchronous errors);
     /// `None` for backends that report every error where it happens.

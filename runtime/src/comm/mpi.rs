@@ -18,6 +18,9 @@ use super::{check_contiguous, CommError, Communicator, Element, Pending, Pending
 extern "C" {
     /// `MPI_IN_PLACE`, from `mpi_shim.c`.
     fn dtl_mpi_in_place() -> *mut c_void;
+    /// The failed ranks of a communicator (Open MPI's ULFM), from
+    /// `mpi_shim.c`: their count, or -1 when MPI cannot tell.
+    fn dtl_mpi_failed_ranks(comm: ffi::MPI_Comm, ranks: *mut c_int, max: c_int) -> c_int;
 }
 
 /// The tag of every point-to-point message: pairs of ranks exchange their
@@ -51,10 +54,18 @@ impl Mpi {
         // SAFETY: MPI is initialised; the constants are link-time handles.
         let comm = unsafe { ffi::RSMPI_COMM_WORLD };
         // Errors come back as codes (turned into messages here) instead of
-        // aborting the process from inside MPI.
-        // SAFETY: `comm` is a valid communicator.
-        let code = unsafe { ffi::MPI_Comm_set_errhandler(comm, ffi::RSMPI_ERRORS_RETURN) };
-        check(code, "set the error handler")?;
+        // aborting the process from inside MPI, on the world and on
+        // MPI_COMM_SELF (where MPI raises errors of no communicator). A
+        // lost peer is such an error only with Open MPI's fault tolerance
+        // on (`OMPI_MCA_mpi_ft_enable`, which `dtl run` sets): without it,
+        // MPI ends the process itself.
+        // SAFETY: reading a link-time constant handle.
+        let own = unsafe { ffi::RSMPI_COMM_SELF };
+        for (handle, what) in [(comm, "the world"), (own, "self")] {
+            // SAFETY: `handle` is a valid communicator.
+            let code = unsafe { ffi::MPI_Comm_set_errhandler(handle, ffi::RSMPI_ERRORS_RETURN) };
+            check(code, &format!("set the error handler of {what}"))?;
+        }
         Mpi::wrap(comm, false, Rc::new(universe))
     }
 
@@ -264,6 +275,17 @@ impl Communicator for Mpi {
 
     fn backend(&self) -> super::Backend {
         super::Backend::Mpi
+    }
+
+    fn failed_ranks(&self) -> Option<Vec<usize>> {
+        let mut ranks = vec![0 as c_int; self.size];
+        // SAFETY: `ranks` holds `size` ints, the most the call writes.
+        let n = unsafe { dtl_mpi_failed_ranks(self.comm, ranks.as_mut_ptr(), self.size as c_int) };
+        if n < 0 {
+            return None;
+        }
+        ranks.truncate(n as usize);
+        Some(ranks.into_iter().map(|r| r as usize).collect())
     }
 
     fn all_reduce(&self, tensor: &mut Tensor, op: ReduceOp) -> Result<(), CommError> {
