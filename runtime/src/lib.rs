@@ -10,8 +10,9 @@
 //! files ([`output`], [`checkpoint`]).
 //!
 //! Modules import downwards only, in this order (the runtime's
-//! `tests/layers.rs` holds it): error, fault, signals, device, output →
-//! comm, data, prefetch, ops, loss, memory, model, optim, clip, module_test →
+//! `tests/layers.rs` holds it): error, fault, signals, device, torch_ops,
+//! output → comm, data, prefetch, ops, loss, memory, model, optim, clip,
+//! module_test →
 //! world, parallel → checkpoint → executor → rank_log, progress, watchdog →
 //! train, launch, selftest.
 
@@ -38,6 +39,7 @@ mod rank_log;
 pub mod run_folder;
 pub mod selftest;
 pub mod signals;
+mod torch_ops;
 pub mod train;
 pub mod watchdog;
 pub mod world;

@@ -1,9 +1,10 @@
 //! The forward computation of each plan operation on libtorch.
 
-use dtl_compiler::plan::{Op, Precision};
+use dtl_compiler::plan::{Op, Precision, UpsampleMode};
 use tch::{Kind, Tensor};
 
 use crate::error::{RunError, TorchContext};
+use crate::torch_ops;
 
 /// Looks up parameters and buffers by their plan name (a shallow clone:
 /// the same storage, tracked by autograd).
@@ -36,7 +37,11 @@ pub fn forward(
     let low = precision == Precision::Bf16
         && matches!(
             op,
-            Op::Linear { .. } | Op::Conv1d { .. } | Op::Conv2d { .. } | Op::Attention { .. }
+            Op::Linear { .. }
+                | Op::Conv1d { .. }
+                | Op::Conv2d { .. }
+                | Op::ConvTranspose2d { .. }
+                | Op::Attention { .. }
         );
     if !low {
         return apply(op, inputs, w, train).context(ctx);
@@ -65,23 +70,7 @@ fn apply(
         Op::Linear {
             weight, bias: b, ..
         } => x.f_linear(&w.weight(weight), bias(b)),
-        Op::Conv1d {
-            stride,
-            padding,
-            weight,
-            bias: b,
-            ..
-        } => x.f_conv1d(&w.weight(weight), bias(b), [*stride], [*padding], [1], 1),
-        Op::Conv2d {
-            stride,
-            padding,
-            weight,
-            bias: b,
-            ..
-        } => {
-            let (s, p) = ([*stride; 2], [*padding; 2]);
-            x.f_conv2d(&w.weight(weight), bias(b), s, p, [1, 1], 1)
-        }
+        Op::Conv1d { .. } | Op::Conv2d { .. } | Op::ConvTranspose2d { .. } => conv(op, x, w),
         Op::MaxPool1d {
             kernel,
             stride,
@@ -104,17 +93,12 @@ fn apply(
         } => x.f_avg_pool2d([*kernel; 2], [*stride; 2], [*padding; 2], false, true, None),
         Op::AdaptiveAvgPool1d { size } => x.f_adaptive_avg_pool1d([*size]),
         Op::AdaptiveAvgPool2d { height, width } => x.f_adaptive_avg_pool2d([*height, *width]),
+        Op::Upsample { .. } => upsample(op, x),
         Op::BatchNorm { .. } => batch_norm(op, x, w, train),
-        Op::LayerNorm {
-            dim,
-            eps,
-            weight,
-            bias,
-        } => {
-            let (weight, bias) = (w.weight(weight), w.weight(bias));
-            x.f_layer_norm([*dim].as_slice(), Some(&weight), Some(&bias), *eps, true)
-        }
-        Op::RmsNorm { eps, weight, .. } => rms_norm(x, &w.weight(weight), *eps),
+        Op::LayerNorm { .. }
+        | Op::RmsNorm { .. }
+        | Op::GroupNorm { .. }
+        | Op::InstanceNorm { .. } => norm(op, x, w),
         Op::Embedding { weight, .. } => x
             .f_to_kind(Kind::Int64)
             .and_then(|idx| Tensor::f_embedding(&w.weight(weight), &idx, -1, false, false)),
@@ -136,9 +120,12 @@ fn apply(
         }
         Op::Transpose { dim0, dim1 } => x.f_transpose(*dim0, *dim1),
         Op::Softmax { dim } => x.f_softmax(*dim, None::<Kind>),
+        Op::LogSoftmax { dim } => x.f_log_softmax(*dim, None::<Kind>),
         Op::Select { dim, index } => x.f_select(*dim, *index),
         Op::Mean { dim } => x.f_mean_dim([*dim].as_slice(), false, None::<Kind>),
         Op::Relu => x.f_relu(),
+        Op::LeakyRelu { negative_slope } => torch_ops::leaky_relu(x, *negative_slope),
+        Op::Elu { alpha } => torch_ops::elu(x, *alpha),
         Op::Gelu => x.f_gelu("none"),
         Op::Silu => x.f_silu(),
         Op::Tanh => x.f_tanh(),
@@ -150,6 +137,126 @@ fn apply(
             .iter()
             .try_fold(x.shallow_clone(), |acc, t| acc.f_mul(t)),
         Op::Concat { dim } => Tensor::f_cat(inputs, *dim),
+    }
+}
+
+/// The convolutions, as `F.conv1d`, `F.conv2d` and `F.conv_transpose2d`.
+fn conv(op: &Op, x: &Tensor, w: &impl Weights) -> Result<Tensor, tch::TchError> {
+    let bias = |b: &Option<String>| b.as_deref().map(|b| w.weight(b));
+    match op {
+        Op::Conv1d {
+            stride,
+            padding,
+            dilation,
+            groups,
+            weight,
+            bias: b,
+            ..
+        } => x.f_conv1d(
+            &w.weight(weight),
+            bias(b),
+            [*stride],
+            [*padding],
+            [*dilation],
+            *groups,
+        ),
+        Op::Conv2d {
+            stride,
+            padding,
+            dilation,
+            groups,
+            weight,
+            bias: b,
+            ..
+        } => x.f_conv2d(
+            &w.weight(weight),
+            bias(b),
+            *stride,
+            *padding,
+            *dilation,
+            *groups,
+        ),
+        Op::ConvTranspose2d {
+            stride,
+            padding,
+            output_padding,
+            dilation,
+            groups,
+            weight,
+            bias: b,
+            ..
+        } => x.f_conv_transpose2d(
+            &w.weight(weight),
+            bias(b),
+            *stride,
+            *padding,
+            *output_padding,
+            *groups,
+            *dilation,
+        ),
+        _ => unreachable!("apply hands conv only convolutions"),
+    }
+}
+
+/// `F.interpolate` to the op's size, with the scale factors handed on
+/// when the size came from them.
+fn upsample(op: &Op, x: &Tensor) -> Result<Tensor, tch::TchError> {
+    let Op::Upsample {
+        mode,
+        height,
+        width,
+        scale,
+        align_corners,
+    } = op
+    else {
+        unreachable!("apply hands upsample only its own op")
+    };
+    let (sh, sw) = (scale.map(|s| s[0]), scale.map(|s| s[1]));
+    match mode {
+        UpsampleMode::Nearest => x.f_upsample_nearest2d([*height, *width], sh, sw),
+        UpsampleMode::Bilinear => {
+            x.f_upsample_bilinear2d([*height, *width], *align_corners, sh, sw)
+        }
+    }
+}
+
+/// The norms without running statistics: layer_norm and rms_norm over the
+/// last dimension, group_norm over groups of channels, instance_norm over
+/// each channel's positions.
+fn norm(op: &Op, x: &Tensor, w: &impl Weights) -> Result<Tensor, tch::TchError> {
+    let optional = |n: &Option<String>| n.as_deref().map(|n| w.weight(n));
+    match op {
+        Op::LayerNorm {
+            dim,
+            eps,
+            weight,
+            bias,
+        } => {
+            let (weight, bias) = (w.weight(weight), w.weight(bias));
+            x.f_layer_norm([*dim].as_slice(), Some(&weight), Some(&bias), *eps, true)
+        }
+        Op::RmsNorm { eps, weight, .. } => rms_norm(x, &w.weight(weight), *eps),
+        Op::GroupNorm {
+            groups,
+            eps,
+            weight,
+            bias,
+            ..
+        } => x.f_group_norm(*groups, optional(weight), optional(bias), *eps, true),
+        // F.instance_norm without running statistics: the input's own.
+        Op::InstanceNorm {
+            eps, weight, bias, ..
+        } => x.f_instance_norm(
+            optional(weight),
+            optional(bias),
+            None::<Tensor>,
+            None::<Tensor>,
+            true,
+            0.1,
+            *eps,
+            true,
+        ),
+        _ => unreachable!("apply hands norm only the norms without statistics"),
     }
 }
 

@@ -1,15 +1,48 @@
-// libtorch settings that tch does not expose, called from Rust through a C
-// interface (runtime/src/device.rs).
+// libtorch calls that tch does not expose, called from Rust through a C
+// interface: the TF32 settings (runtime/src/device.rs), and operations whose
+// scalar arguments tch's generated bindings drop (elu's alpha, leaky_relu's
+// slope; runtime/src/torch_ops.rs). A tch `Tensor` holds a
+// pointer to an at::Tensor (torch-sys's `tensor`), which these take and
+// return; a returned tensor is owned by the caller, as tch's own are.
+#include <ATen/ATen.h>
 #include <ATen/Context.h>
 
+#include <cstring>
+#include <exception>
+#include <string>
+
+namespace {
+
+thread_local std::string last_error;
+
+// Runs `body`; 0 on success, 1 (with the message kept for
+// dtl_last_error) when libtorch threw.
+template <typename F>
+int guarded(F body) {
+  try {
+    body();
+    return 0;
+  } catch (const std::exception& e) {
+    last_error = e.what();
+  } catch (...) {
+    last_error = "unknown libtorch exception";
+  }
+  return 1;
+}
+
+}  // namespace
+
 extern "C" {
+
+// The message of the last failed call on this thread.
+const char* dtl_last_error() { return last_error.c_str(); }
 
 // Matrix products (cuBLAS) and convolutions (cuDNN) on CUDA in TF32 when
 // `on`, in IEEE float32 otherwise for matrix products (PyTorch's defaults:
 // `torch.backends.cuda.matmul.fp32_precision = "ieee"`, convolutions TF32).
 // Returns 0, or 1 when libtorch threw.
 int dtl_set_cuda_tf32(int on) {
-  try {
+  return guarded([&] {
     auto& context = at::globalContext();
     context.setFloat32Precision(
         at::Float32Backend::CUDA, at::Float32Op::MATMUL,
@@ -17,10 +50,19 @@ int dtl_set_cuda_tf32(int on) {
     context.setFloat32Precision(
         at::Float32Backend::CUDA, at::Float32Op::CONV,
         at::Float32Precision::TF32);
-    return 0;
-  } catch (...) {
-    return 1;
-  }
+  });
+}
+
+// *out = F.elu(x, alpha), recorded by autograd.
+int dtl_elu(const at::Tensor* x, double alpha, at::Tensor** out) {
+  return guarded([&] { *out = new at::Tensor(at::elu(*x, alpha)); });
+}
+
+// *out = F.leaky_relu(x, negative_slope), recorded by autograd.
+int dtl_leaky_relu(const at::Tensor* x, double negative_slope,
+                   at::Tensor** out) {
+  return guarded(
+      [&] { *out = new at::Tensor(at::leaky_relu(*x, negative_slope)); });
 }
 
 }  // extern "C"

@@ -9,12 +9,13 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// Bottom to top.
-const ORDER: [&str; 26] = [
+const ORDER: [&str; 27] = [
     // Foundations: no other module of the runtime.
     "error",
     "fault",
     "signals",
     "device",
+    "torch_ops",
     "output",
     "run_folder",
     // Collectives, data and the model's computation.

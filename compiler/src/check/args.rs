@@ -53,6 +53,28 @@ impl Value {
         matches!(self, Value::Bool(true))
     }
 
+    /// An integer, or a list of two, as `[first, second]` (`3` is `[3, 3]`).
+    pub fn as_int_pair(&self) -> [i64; 2] {
+        match self {
+            Value::List(items) if items.len() == 2 => [items[0].as_int(), items[1].as_int()],
+            other => [other.as_int(); 2],
+        }
+    }
+
+    /// A number, or a list of two, as `[first, second]`.
+    pub fn as_float_pair(&self) -> [f64; 2] {
+        match self {
+            Value::List(items) if items.len() == 2 => [items[0].as_float(), items[1].as_float()],
+            other => [other.as_float(); 2],
+        }
+    }
+
+    /// Whether this is the default of an argument that has none: `none`,
+    /// which no written value can be.
+    pub fn is_absent(&self) -> bool {
+        matches!(self, Value::Name(n) if n == ABSENT)
+    }
+
     pub fn as_str(&self) -> &str {
         match self {
             Value::Str(s) | Value::Name(s) => s,
@@ -60,6 +82,10 @@ impl Value {
         }
     }
 }
+
+/// The default of an argument that may be left out and has no value then
+/// (`upsample`'s `scale` when a `size` is given).
+pub const ABSENT: &str = "none";
 
 /// The type a parameter accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,6 +101,10 @@ pub enum Ty {
     FloatPair,
     /// A list of integers.
     IntList,
+    /// An integer, or a list of two (height and width).
+    IntOrPair,
+    /// A number, or a list of two numbers.
+    FloatOrPair,
 }
 
 impl Ty {
@@ -87,6 +117,8 @@ impl Ty {
             Ty::Str => "a string",
             Ty::FloatPair => "a list of two numbers",
             Ty::IntList => "a list of integers",
+            Ty::IntOrPair => "an integer or a list of two integers",
+            Ty::FloatOrPair => "a number or a list of two numbers",
         }
     }
 
@@ -110,9 +142,14 @@ impl Ty {
             (Ty::Bool, Value::Bool(_)) => true,
             (Ty::Str, Value::Str(_)) => true,
             (Ty::IntList, Value::List(items)) => items.iter().all(|v| matches!(v, Value::Int(_))),
-            (Ty::FloatPair, Value::List(items)) => {
+            (Ty::FloatPair | Ty::FloatOrPair, Value::List(items)) => {
                 items.len() == 2 && items.iter().all(|v| Ty::Float.accepts(v))
             }
+            (Ty::IntOrPair, Value::Int(_)) => true,
+            (Ty::IntOrPair, Value::List(items)) => {
+                items.len() == 2 && items.iter().all(|v| matches!(v, Value::Int(_)))
+            }
+            (Ty::FloatOrPair, Value::Int(_) | Value::Float(_)) => true,
             _ => false,
         }
     }
@@ -423,6 +460,8 @@ pub fn signature_text(sig: &[ParamSig]) -> String {
                 Ty::Str => "str",
                 Ty::FloatPair => "[float, float]",
                 Ty::IntList => "[int, ...]",
+                Ty::IntOrPair => "int | [int, int]",
+                Ty::FloatOrPair => "float | [float, float]",
             };
             match &p.default {
                 Some(d) => format!("{}: {ty} = {}", p.name, value_text(d)),

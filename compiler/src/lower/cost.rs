@@ -3,7 +3,7 @@
 //! ring all-reduce sends. Assumptions: a multiply-add is two FLOPs; a
 //! backward pass costs twice its forward.
 
-use crate::plan::{Dim, ModelPlan, Node, Op};
+use crate::plan::{Dim, ModelPlan, Node, Op, UpsampleMode};
 
 /// Values per sample of a shape whose first dimension is the batch.
 pub fn numel(shape: &[Dim]) -> u64 {
@@ -27,24 +27,45 @@ pub fn forward_flops(node: &Node, input: &[Dim]) -> u64 {
         | Op::Select { .. }
         | Op::ClassToken { .. } => 0,
         Op::Linear { in_features, .. } => 2 * *in_features as u64 * out,
+        // A group convolves in_channels / groups inputs into each output:
+        // what FlopCounterMode counts from the weight's shape.
         Op::Conv1d {
             in_channels,
             kernel,
+            groups,
             ..
-        } => 2 * (*in_channels * *kernel) as u64 * out,
+        } => 2 * (*in_channels / *groups * *kernel) as u64 * out,
         Op::Conv2d {
             in_channels,
             kernel,
+            groups,
             ..
-        } => 2 * (*in_channels * *kernel * *kernel) as u64 * out,
+        } => 2 * (*in_channels / *groups * kernel[0] * kernel[1]) as u64 * out,
+        // Each input value is scattered into out_channels / groups channels
+        // through the kernel.
+        Op::ConvTranspose2d {
+            out_channels,
+            kernel,
+            groups,
+            ..
+        } => 2 * (*out_channels / *groups * kernel[0] * kernel[1]) as u64 * inp,
         Op::MaxPool1d { kernel, .. } | Op::AvgPool1d { kernel, .. } => *kernel as u64 * out,
         Op::MaxPool2d { kernel, .. } | Op::AvgPool2d { kernel, .. } => {
             (*kernel * *kernel) as u64 * out
         }
         Op::AdaptiveAvgPool1d { .. } | Op::AdaptiveAvgPool2d { .. } | Op::Mean { .. } => inp,
-        Op::BatchNorm { .. } | Op::LayerNorm { .. } | Op::RmsNorm { .. } | Op::Softmax { .. } => {
-            5 * out
-        }
+        Op::BatchNorm { .. }
+        | Op::LayerNorm { .. }
+        | Op::RmsNorm { .. }
+        | Op::GroupNorm { .. }
+        | Op::InstanceNorm { .. }
+        | Op::Softmax { .. }
+        | Op::LogSoftmax { .. } => 5 * out,
+        // Nearest copies; bilinear weighs four inputs per output.
+        Op::Upsample { mode, .. } => match mode {
+            UpsampleMode::Nearest => 0,
+            UpsampleMode::Bilinear => 8 * out,
+        },
         Op::Attention {
             dim,
             heads,
@@ -62,6 +83,8 @@ pub fn forward_flops(node: &Node, input: &[Dim]) -> u64 {
         | Op::Mul
         | Op::Dropout { .. }
         | Op::Relu
+        | Op::LeakyRelu { .. }
+        | Op::Elu { .. }
         | Op::Gelu
         | Op::Silu
         | Op::Tanh

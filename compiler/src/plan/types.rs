@@ -110,21 +110,43 @@ pub enum Op {
         weight: String,
         bias: Option<String>,
     },
+    /// `groups` splits the channels into that many independent
+    /// convolutions (`in_channels / groups` inputs each); `dilation` spaces
+    /// the kernel's taps.
     Conv1d {
         in_channels: i64,
         out_channels: i64,
         kernel: i64,
         stride: i64,
         padding: i64,
+        dilation: i64,
+        groups: i64,
         weight: String,
         bias: Option<String>,
     },
+    /// Every size is `[height, width]`.
     Conv2d {
         in_channels: i64,
         out_channels: i64,
-        kernel: i64,
-        stride: i64,
-        padding: i64,
+        kernel: [i64; 2],
+        stride: [i64; 2],
+        padding: [i64; 2],
+        dilation: [i64; 2],
+        groups: i64,
+        weight: String,
+        bias: Option<String>,
+    },
+    /// The gradient of a convolution as a layer (`nn.ConvTranspose2d`):
+    /// the weight is `[in_channels, out_channels / groups, kh, kw]`.
+    ConvTranspose2d {
+        in_channels: i64,
+        out_channels: i64,
+        kernel: [i64; 2],
+        stride: [i64; 2],
+        padding: [i64; 2],
+        output_padding: [i64; 2],
+        dilation: [i64; 2],
+        groups: i64,
         weight: String,
         bias: Option<String>,
     },
@@ -155,6 +177,17 @@ pub enum Op {
         height: i64,
         width: i64,
     },
+    /// Resizes `[B, C, H, W]` to `[B, C, height, width]`. `scale` (the
+    /// factors written, when the size came from them) is handed to the
+    /// kernel as `F.interpolate(scale_factor=…)` hands it.
+    Upsample {
+        mode: UpsampleMode,
+        height: i64,
+        width: i64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        scale: Option<[f64; 2]>,
+        align_corners: bool,
+    },
     BatchNorm {
         features: i64,
         eps: f64,
@@ -176,6 +209,24 @@ pub enum Op {
         dim: i64,
         eps: f64,
         weight: String,
+    },
+    /// Normalises each of `groups` groups of channels of `[B, C, ...]`
+    /// over its channels and positions (`nn.GroupNorm`); `weight` and
+    /// `bias` are absent without `affine`.
+    GroupNorm {
+        groups: i64,
+        channels: i64,
+        eps: f64,
+        weight: Option<String>,
+        bias: Option<String>,
+    },
+    /// Normalises each channel of each sample over its positions
+    /// (`nn.InstanceNorm1d`/`2d` without running statistics).
+    InstanceNorm {
+        features: i64,
+        eps: f64,
+        weight: Option<String>,
+        bias: Option<String>,
     },
     Embedding {
         num_embeddings: i64,
@@ -228,6 +279,9 @@ pub enum Op {
     Softmax {
         dim: i64,
     },
+    LogSoftmax {
+        dim: i64,
+    },
     /// One position along `dim` (counting the batch as 0), which goes.
     Select {
         dim: i64,
@@ -238,6 +292,14 @@ pub enum Op {
         dim: i64,
     },
     Relu,
+    /// x for x > 0, `negative_slope` · x otherwise.
+    LeakyRelu {
+        negative_slope: f64,
+    },
+    /// x for x > 0, `alpha` · (exp(x) − 1) otherwise.
+    Elu {
+        alpha: f64,
+    },
     Gelu,
     Silu,
     Tanh,
@@ -259,15 +321,19 @@ impl Op {
             Op::Linear { .. } => "linear",
             Op::Conv1d { .. } => "conv1d",
             Op::Conv2d { .. } => "conv2d",
+            Op::ConvTranspose2d { .. } => "conv_transpose2d",
             Op::MaxPool1d { .. } => "max_pool1d",
             Op::MaxPool2d { .. } => "max_pool2d",
             Op::AvgPool1d { .. } => "avg_pool1d",
             Op::AvgPool2d { .. } => "avg_pool2d",
             Op::AdaptiveAvgPool1d { .. } => "adaptive_avg_pool1d",
             Op::AdaptiveAvgPool2d { .. } => "adaptive_avg_pool2d",
+            Op::Upsample { .. } => "upsample",
             Op::BatchNorm { .. } => "batch_norm",
             Op::LayerNorm { .. } => "layer_norm",
             Op::RmsNorm { .. } => "rms_norm",
+            Op::GroupNorm { .. } => "group_norm",
+            Op::InstanceNorm { .. } => "instance_norm",
             Op::Embedding { .. } => "embedding",
             Op::PosEmbedding { .. } => "pos_embedding",
             Op::Attention { .. } => "attention",
@@ -277,9 +343,12 @@ impl Op {
             Op::Reshape { .. } => "reshape",
             Op::Transpose { .. } => "transpose",
             Op::Softmax { .. } => "softmax",
+            Op::LogSoftmax { .. } => "log_softmax",
             Op::Select { .. } => "select",
             Op::Mean { .. } => "mean",
             Op::Relu => "relu",
+            Op::LeakyRelu { .. } => "leaky_relu",
+            Op::Elu { .. } => "elu",
             Op::Gelu => "gelu",
             Op::Silu => "silu",
             Op::Tanh => "tanh",
@@ -307,7 +376,8 @@ impl Op {
         match self {
             Op::Linear { weight, bias, .. }
             | Op::Conv1d { weight, bias, .. }
-            | Op::Conv2d { weight, bias, .. } => (
+            | Op::Conv2d { weight, bias, .. }
+            | Op::ConvTranspose2d { weight, bias, .. } => (
                 std::iter::once(weight.as_str())
                     .chain(bias.as_deref())
                     .collect(),
@@ -325,6 +395,10 @@ impl Op {
                 vec![running_mean, running_var, num_batches_tracked],
             ),
             Op::LayerNorm { weight, bias, .. } => (vec![weight, bias], vec![]),
+            Op::GroupNorm { weight, bias, .. } | Op::InstanceNorm { weight, bias, .. } => (
+                weight.iter().chain(bias).map(String::as_str).collect(),
+                vec![],
+            ),
             Op::RmsNorm { weight, .. }
             | Op::Embedding { weight, .. }
             | Op::PosEmbedding { weight, .. }
@@ -355,14 +429,18 @@ impl Op {
             | Op::AvgPool2d { .. }
             | Op::AdaptiveAvgPool1d { .. }
             | Op::AdaptiveAvgPool2d { .. }
+            | Op::Upsample { .. }
             | Op::Dropout { .. }
             | Op::Flatten
             | Op::Reshape { .. }
             | Op::Transpose { .. }
             | Op::Softmax { .. }
+            | Op::LogSoftmax { .. }
             | Op::Select { .. }
             | Op::Mean { .. }
             | Op::Relu
+            | Op::LeakyRelu { .. }
+            | Op::Elu { .. }
             | Op::Gelu
             | Op::Silu
             | Op::Tanh
@@ -372,6 +450,16 @@ impl Op {
             | Op::Concat { .. } => (vec![], vec![]),
         }
     }
+}
+
+/// How `upsample` fills the new positions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UpsampleMode {
+    /// The nearest input position's value (`mode="nearest"`).
+    Nearest,
+    /// Interpolated between the four nearest (`mode="bilinear"`).
+    Bilinear,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -12,7 +12,9 @@ use super::args::{ParamSig, Value};
 use super::CheckError;
 use crate::plan::{Op, ParamSpec, Shape};
 use crate::span::Span;
-use layers::{activation, attention, conv, dropout, embedding, linear, norm, pool, shape_ops};
+use layers::{
+    activation, attention, conv, dropout, embedding, linear, norm, pool, shape_ops, upsample,
+};
 use layers::{Args, Call, Layer};
 use shapes::Spatial;
 
@@ -21,15 +23,19 @@ pub enum Builtin {
     Linear,
     Conv1d,
     Conv2d,
+    ConvTranspose2d,
     MaxPool1d,
     MaxPool2d,
     AvgPool1d,
     AvgPool2d,
     AdaptiveAvgPool1d,
     AdaptiveAvgPool2d,
+    Upsample,
     BatchNorm,
     LayerNorm,
     RmsNorm,
+    GroupNorm,
+    InstanceNorm,
     Embedding,
     PosEmbedding,
     Attention,
@@ -39,28 +45,35 @@ pub enum Builtin {
     Reshape,
     Transpose,
     Softmax,
+    LogSoftmax,
     Select,
     Mean,
     Relu,
+    LeakyRelu,
+    Elu,
     Gelu,
     Silu,
     Tanh,
     Sigmoid,
 }
 
-const ALL: [(&str, Builtin); 28] = [
+const ALL: [(&str, Builtin); 35] = [
     ("linear", Builtin::Linear),
     ("conv1d", Builtin::Conv1d),
     ("conv2d", Builtin::Conv2d),
+    ("conv_transpose2d", Builtin::ConvTranspose2d),
     ("max_pool1d", Builtin::MaxPool1d),
     ("max_pool2d", Builtin::MaxPool2d),
     ("avg_pool1d", Builtin::AvgPool1d),
     ("avg_pool2d", Builtin::AvgPool2d),
     ("adaptive_avg_pool1d", Builtin::AdaptiveAvgPool1d),
     ("adaptive_avg_pool2d", Builtin::AdaptiveAvgPool2d),
+    ("upsample", Builtin::Upsample),
     ("batch_norm", Builtin::BatchNorm),
     ("layer_norm", Builtin::LayerNorm),
     ("rms_norm", Builtin::RmsNorm),
+    ("group_norm", Builtin::GroupNorm),
+    ("instance_norm", Builtin::InstanceNorm),
     ("embedding", Builtin::Embedding),
     ("pos_embedding", Builtin::PosEmbedding),
     ("attention", Builtin::Attention),
@@ -70,9 +83,12 @@ const ALL: [(&str, Builtin); 28] = [
     ("reshape", Builtin::Reshape),
     ("transpose", Builtin::Transpose),
     ("softmax", Builtin::Softmax),
+    ("log_softmax", Builtin::LogSoftmax),
     ("select", Builtin::Select),
     ("mean", Builtin::Mean),
     ("relu", Builtin::Relu),
+    ("leaky_relu", Builtin::LeakyRelu),
+    ("elu", Builtin::Elu),
     ("gelu", Builtin::Gelu),
     ("silu", Builtin::Silu),
     ("tanh", Builtin::Tanh),
@@ -178,6 +194,7 @@ impl Builtin {
             Conv2d => &conv::Conv {
                 spatial: Spatial::Two,
             },
+            ConvTranspose2d => &conv::ConvTranspose,
             MaxPool1d => &pool::Window {
                 reduce: pool::Reduce::Max,
                 spatial: Spatial::One,
@@ -200,9 +217,12 @@ impl Builtin {
             AdaptiveAvgPool2d => &pool::Adaptive {
                 spatial: Spatial::Two,
             },
+            Upsample => &upsample::Upsample,
             BatchNorm => &norm::BatchNorm,
             LayerNorm => &norm::LayerNorm,
             RmsNorm => &norm::RmsNorm,
+            GroupNorm => &norm::GroupNorm,
+            InstanceNorm => &norm::InstanceNorm,
             Embedding => &embedding::Embedding,
             PosEmbedding => &embedding::PosEmbedding,
             ClassToken => &embedding::ClassToken,
@@ -213,8 +233,11 @@ impl Builtin {
             Transpose => &shape_ops::Transpose,
             Select => &shape_ops::Select,
             Mean => &shape_ops::Mean,
-            Softmax => &activation::Softmax,
+            Softmax => &activation::Softmax { log: false },
+            LogSoftmax => &activation::Softmax { log: true },
             Relu => &activation::RELU,
+            LeakyRelu => &activation::LEAKY_RELU,
+            Elu => &activation::ELU,
             Gelu => &activation::GELU,
             Silu => &activation::SILU,
             Tanh => &activation::TANH,

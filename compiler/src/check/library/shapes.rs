@@ -128,26 +128,87 @@ pub(super) fn check_channels(
     }
 }
 
-/// Output size of a sliding window (convolution, pooling).
+/// A sliding window along one dimension: its taps `dilation` apart.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Window {
+    pub kernel: i64,
+    pub stride: i64,
+    pub padding: i64,
+    pub dilation: i64,
+}
+
+impl Window {
+    /// A window of adjacent taps (pooling).
+    pub(super) fn dense(kernel: i64, stride: i64, padding: i64) -> Self {
+        Window {
+            kernel,
+            stride,
+            padding,
+            dilation: 1,
+        }
+    }
+
+    /// The positions the window spans: dilation · (kernel − 1) + 1.
+    fn span(self) -> i64 {
+        self.dilation * (self.kernel - 1) + 1
+    }
+}
+
+/// Output size of a sliding window (convolution, pooling):
+/// ⌊(size + 2·padding − dilation·(kernel − 1) − 1) / stride⌋ + 1.
 pub(super) fn window_out(
     layer: Builtin,
     size: i64,
-    kernel: i64,
-    stride: i64,
-    padding: i64,
+    window: Window,
     span: Span,
 ) -> Result<i64, CheckError> {
-    let out = (size + 2 * padding - kernel).div_euclid(stride) + 1;
+    let Window {
+        kernel,
+        stride,
+        padding,
+        dilation,
+    } = window;
+    let out = (size + 2 * padding - window.span()).div_euclid(stride) + 1;
     if out < 1 {
+        let dilated = if dilation == 1 {
+            String::new()
+        } else {
+            format!(", dilation {dilation}")
+        };
         return Err(CheckError::ShapeMismatch {
             expected: format!(
-                "an input of at least {} (kernel {kernel}, padding {padding})",
-                kernel - 2 * padding
+                "an input of at least {} (kernel {kernel}{dilated}, padding {padding})",
+                window.span() - 2 * padding
             ),
             found: format!("size {size}"),
             span,
             what: format!("`{}`: the window does not fit", layer.name()),
             help: None,
+        });
+    }
+    Ok(out)
+}
+
+/// Output size of a transposed convolution: (size − 1)·stride − 2·padding
+/// + dilation·(kernel − 1) + output_padding + 1.
+pub(super) fn transposed_out(
+    layer: Builtin,
+    size: i64,
+    window: Window,
+    output_padding: i64,
+    span: Span,
+) -> Result<i64, CheckError> {
+    let out = (size - 1) * window.stride - 2 * window.padding + window.span() + output_padding;
+    if out < 1 {
+        return Err(CheckError::ShapeMismatch {
+            expected: "an output of at least one position".into(),
+            found: format!(
+                "size {size} → {out} (padding {} takes more than the kernel adds)",
+                window.padding
+            ),
+            span,
+            what: format!("`{}`: nothing is left", layer.name()),
+            help: Some("lower `padding`".into()),
         });
     }
     Ok(out)

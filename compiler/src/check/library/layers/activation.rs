@@ -1,7 +1,9 @@
 //! Activations: `relu`, `gelu`, `silu`, `tanh` and `sigmoid`, one function
-//! of each value; `softmax(dim = -1)`, normalised along one dimension.
+//! of each value; `leaky_relu(negative_slope = 0.01)` and `elu(alpha =
+//! 1.0)`, the same with a number; `softmax(dim = -1)` and `log_softmax(dim
+//! = -1)`, normalised along one dimension.
 
-use super::{int_or, Call, Layer};
+use super::{float_or, int_or, Call, Layer};
 use crate::check::args::ParamSig;
 use crate::check::library::Applied;
 use crate::check::CheckError;
@@ -29,7 +31,48 @@ impl Layer for Pointwise {
     }
 }
 
-pub struct Softmax;
+/// A function of each value with one number, as PyTorch's module takes it
+/// (`nn.LeakyReLU(negative_slope)`, `nn.ELU(alpha)`).
+pub struct Shaped {
+    param: &'static str,
+    default: f64,
+    op: fn(f64) -> Op,
+}
+
+fn leaky_relu(negative_slope: f64) -> Op {
+    Op::LeakyRelu { negative_slope }
+}
+
+fn elu(alpha: f64) -> Op {
+    Op::Elu { alpha }
+}
+
+pub static LEAKY_RELU: Shaped = Shaped {
+    param: "negative_slope",
+    default: 0.01,
+    op: leaky_relu,
+};
+pub static ELU: Shaped = Shaped {
+    param: "alpha",
+    default: 1.0,
+    op: elu,
+};
+
+impl Layer for Shaped {
+    fn signature(&self) -> Vec<ParamSig> {
+        vec![float_or(self.param, self.default)]
+    }
+
+    fn apply(&self, call: &Call<'_>) -> Result<Applied, CheckError> {
+        let op = (self.op)(call.args.float(0));
+        Ok(Applied::stateless(op, call.input.clone()))
+    }
+}
+
+/// `softmax` or, with `log`, `log_softmax` along one dimension.
+pub struct Softmax {
+    pub log: bool,
+}
 
 impl Layer for Softmax {
     fn signature(&self) -> Vec<ParamSig> {
@@ -42,11 +85,20 @@ impl Layer for Softmax {
         let dim = call.args.int(0);
         if dim >= rank || dim < -rank {
             return Err(CheckError::invalid(
-                format!("softmax: no dimension {dim} in {}", shape_to_string(input)),
+                format!(
+                    "{}: no dimension {dim} in {}",
+                    call.args.layer.name(),
+                    shape_to_string(input)
+                ),
                 call.args.span,
                 "here",
             ));
         }
-        Ok(Applied::stateless(Op::Softmax { dim }, input.clone()))
+        let op = if self.log {
+            Op::LogSoftmax { dim }
+        } else {
+            Op::Softmax { dim }
+        };
+        Ok(Applied::stateless(op, input.clone()))
     }
 }

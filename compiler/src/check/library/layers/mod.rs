@@ -15,6 +15,7 @@ pub(super) mod linear;
 pub(super) mod norm;
 pub(super) mod pool;
 pub(super) mod shape_ops;
+pub(super) mod upsample;
 
 use super::shapes::join_path;
 use super::{Applied, Builtin};
@@ -81,6 +82,33 @@ impl Args<'_> {
     fn positive_first(&self, n: usize) -> Result<(), CheckError> {
         (0..n).try_for_each(|i| self.positive(i))
     }
+
+    /// The `i`-th value as `[height, width]` (an integer stands for both).
+    fn pair(&self, i: usize) -> [i64; 2] {
+        self.values[i].as_int_pair()
+    }
+
+    /// Every entry of the `i`-th value (an integer or a pair) must be at
+    /// least `min`.
+    fn pair_at_least(&self, i: usize, min: i64) -> Result<(), CheckError> {
+        let found = self.pair(i);
+        if found.iter().all(|v| *v >= min) {
+            return Ok(());
+        }
+        let name = &self.layer.signature()[i].name;
+        let shown = match &self.values[i] {
+            Value::List(_) => format!("[{}, {}]", found[0], found[1]),
+            _ => found[0].to_string(),
+        };
+        Err(CheckError::invalid(
+            format!(
+                "{} `{name}` must be at least {min}, got {shown}",
+                self.layer.name()
+            ),
+            self.span,
+            "here",
+        ))
+    }
 }
 
 /// A layer applied to an input inside a module.
@@ -128,6 +156,15 @@ fn int_or(name: &str, default: i64) -> ParamSig {
 
 fn float_or(name: &str, default: f64) -> ParamSig {
     ParamSig::optional(name, Ty::Float, Value::Float(default))
+}
+
+/// An integer or `[height, width]`.
+fn pair(name: &str) -> ParamSig {
+    ParamSig::required(name, Ty::IntOrPair)
+}
+
+fn pair_or(name: &str, default: i64) -> ParamSig {
+    ParamSig::optional(name, Ty::IntOrPair, Value::Int(default))
 }
 
 fn bool_or(name: &str, default: bool) -> ParamSig {

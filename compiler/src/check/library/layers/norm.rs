@@ -1,10 +1,13 @@
 //! Normalisation: `batch_norm(features, eps = 1e-5, momentum = 0.1)` over
 //! the batch, with running statistics; `layer_norm(dim, eps = 1e-5)` and
-//! `rms_norm(dim, eps)` over the last dimension.
+//! `rms_norm(dim, eps)` over the last dimension; `group_norm(groups,
+//! channels, eps = 1e-5, affine = true)` over groups of channels and
+//! `instance_norm(features, eps = 1e-5, affine = false)` over each channel
+//! of each sample, neither with running statistics.
 
-use super::{float_or, int, Args, Call, Layer};
+use super::{bool_or, float_or, int, Args, Call, Layer};
 use crate::check::args::ParamSig;
-use crate::check::library::shapes::check_last_dim;
+use crate::check::library::shapes::{check_last_dim, divisor_near};
 use crate::check::library::Applied;
 use crate::check::CheckError;
 use crate::plan::{shape_to_string, Dim, Init, Op};
@@ -142,6 +145,131 @@ impl Layer for RmsNorm {
             dim,
             eps: a.float(1),
             weight: call.name("weight"),
+        };
+        Ok(Applied::learned(op, params, call.input.clone()))
+    }
+}
+
+/// The learned per-channel scale (ones) and shift (zeros) of a norm with
+/// `affine`, and their names for the op (absent without).
+fn affine(
+    call: &Call<'_>,
+    channels: i64,
+    on: bool,
+) -> (Vec<crate::plan::ParamSpec>, Option<String>, Option<String>) {
+    if !on {
+        return (vec![], None, None);
+    }
+    let params = vec![
+        call.fixed("weight", vec![channels], Init::Ones),
+        call.fixed("bias", vec![channels], Init::Zeros),
+    ];
+    (params, Some(call.name("weight")), Some(call.name("bias")))
+}
+
+/// The channel dimension (1) of a `[B, C, ...]` input of one of `ranks`
+/// must be `channels`.
+fn check_channel_dim(
+    a: &Args<'_>,
+    input: &crate::plan::Shape,
+    channels: i64,
+    ranks: std::ops::RangeInclusive<usize>,
+    layouts: &str,
+) -> Result<(), CheckError> {
+    match input.get(1) {
+        Some(Dim::Size(c)) if *c == channels && ranks.contains(&input.len()) => Ok(()),
+        _ => Err(CheckError::ShapeMismatch {
+            expected: layouts.replace('C', &channels.to_string()),
+            found: shape_to_string(input),
+            span: a.span,
+            what: format!(
+                "{}({channels}, …) normalizes the channels of dimension 1",
+                a.layer.name()
+            ),
+            help: None,
+        }),
+    }
+}
+
+pub struct GroupNorm;
+
+impl Layer for GroupNorm {
+    fn signature(&self) -> Vec<ParamSig> {
+        vec![
+            int("groups"),
+            int("channels"),
+            float_or("eps", 1e-5),
+            bool_or("affine", true),
+        ]
+    }
+
+    fn validate(&self, args: &Args<'_>) -> Result<(), CheckError> {
+        args.positive_first(2)?;
+        if args.float(2) <= 0.0 {
+            return Err(CheckError::invalid(
+                "group_norm: eps must be > 0",
+                args.span,
+                "here",
+            ));
+        }
+        let (groups, channels) = (args.int(0), args.int(1));
+        if channels % groups != 0 {
+            return Err(CheckError::InvalidValue {
+                message: format!("group_norm: {groups} groups do not divide {channels} channels"),
+                span: args.span,
+                label: "groups must divide channels".into(),
+                help: Some(format!(
+                    "each group normalizes channels / groups channels; e.g. `group_norm({}, {channels})`",
+                    divisor_near(channels, groups)
+                )),
+            });
+        }
+        Ok(())
+    }
+
+    fn apply(&self, call: &Call<'_>) -> Result<Applied, CheckError> {
+        let a = &call.args;
+        let (groups, channels) = (a.int(0), a.int(1));
+        check_channel_dim(a, call.input, channels, 2..=8, "[B, C, ...]")?;
+        let (params, weight, bias) = affine(call, channels, a.flag(3));
+        let op = Op::GroupNorm {
+            groups,
+            channels,
+            eps: a.float(2),
+            weight,
+            bias,
+        };
+        Ok(Applied::learned(op, params, call.input.clone()))
+    }
+}
+
+pub struct InstanceNorm;
+
+impl Layer for InstanceNorm {
+    fn signature(&self) -> Vec<ParamSig> {
+        // PyTorch's defaults: no affine, no running statistics (which dtl
+        // does not offer).
+        vec![
+            int("features"),
+            float_or("eps", 1e-5),
+            bool_or("affine", false),
+        ]
+    }
+
+    fn validate(&self, args: &Args<'_>) -> Result<(), CheckError> {
+        check_width_and_eps(args)
+    }
+
+    fn apply(&self, call: &Call<'_>) -> Result<Applied, CheckError> {
+        let a = &call.args;
+        let features = a.int(0);
+        check_channel_dim(a, call.input, features, 3..=4, "[B, C, L] or [B, C, H, W]")?;
+        let (params, weight, bias) = affine(call, features, a.flag(2));
+        let op = Op::InstanceNorm {
+            features,
+            eps: a.float(1),
+            weight,
+            bias,
         };
         Ok(Applied::learned(op, params, call.input.clone()))
     }

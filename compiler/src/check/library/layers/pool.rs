@@ -5,7 +5,7 @@
 
 use super::{int, int_or, Args, Call, Layer};
 use crate::check::args::ParamSig;
-use crate::check::library::shapes::{spatial_sizes, window_out, Spatial};
+use crate::check::library::shapes::{spatial_sizes, window_out, Spatial, Window as Sliding};
 use crate::check::library::Applied;
 use crate::check::CheckError;
 use crate::plan::{Dim, Op};
@@ -53,7 +53,12 @@ impl Layer for Window {
         let sizes = spatial_sizes(a.layer, call.input, self.spatial, a.span)?;
         let mut output = call.input[..call.input.len() - self.spatial.count()].to_vec();
         for size in sizes {
-            output.push(Dim::Size(window_out(a.layer, size, k, s, p, a.span)?));
+            output.push(Dim::Size(window_out(
+                a.layer,
+                size,
+                Sliding::dense(k, s, p),
+                a.span,
+            )?));
         }
         let (kernel, stride, padding) = (k, s, p);
         let op = match (self.reduce, self.spatial) {

@@ -1,0 +1,49 @@
+//! libtorch operations whose scalar arguments tch's generated bindings drop
+//! (`elu`'s alpha, `leaky_relu`'s slope), called through
+//! runtime/src/torch_shim.cpp so that they are PyTorch's own kernels, with
+//! PyTorch's autograd and rounding. Nothing else of the runtime.
+
+use std::ffi::{c_char, c_void, CStr};
+
+use tch::{TchError, Tensor};
+
+extern "C" {
+    fn dtl_last_error() -> *const c_char;
+    fn dtl_elu(x: *const c_void, alpha: f64, out: *mut *mut c_void) -> i32;
+    fn dtl_leaky_relu(x: *const c_void, negative_slope: f64, out: *mut *mut c_void) -> i32;
+}
+
+/// libtorch's message for a call that returned `status` 1.
+fn check(status: i32) -> Result<(), TchError> {
+    if status == 0 {
+        return Ok(());
+    }
+    // SAFETY: the shim keeps the message in a thread-local string that
+    // lives until the next failing call on this thread.
+    let message = unsafe { CStr::from_ptr(dtl_last_error()) };
+    Err(TchError::Torch(message.to_string_lossy().into_owned()))
+}
+
+/// A tensor the shim created (`new at::Tensor`), now owned here.
+fn owned(status: i32, out: *mut c_void) -> Result<Tensor, TchError> {
+    check(status)?;
+    // SAFETY: on success `out` is a fresh at::Tensor that nothing else
+    // owns; tch frees it when the Tensor drops.
+    Ok(unsafe { Tensor::from_ptr(out.cast()) })
+}
+
+/// `F.elu(x, alpha)`: x for x > 0, alpha · (exp(x) − 1) otherwise.
+pub fn elu(x: &Tensor, alpha: f64) -> Result<Tensor, TchError> {
+    let mut out = std::ptr::null_mut();
+    // SAFETY: `x` is a live tensor for the call; `out` receives a new one.
+    let status = unsafe { dtl_elu(x.as_ptr().cast(), alpha, &mut out) };
+    owned(status, out)
+}
+
+/// `F.leaky_relu(x, negative_slope)`.
+pub fn leaky_relu(x: &Tensor, negative_slope: f64) -> Result<Tensor, TchError> {
+    let mut out = std::ptr::null_mut();
+    // SAFETY: as in `elu`.
+    let status = unsafe { dtl_leaky_relu(x.as_ptr().cast(), negative_slope, &mut out) };
+    owned(status, out)
+}
