@@ -58,6 +58,33 @@ fn a_token_file_run_resumes_bitwise() {
     );
 }
 
+/// Lion's momentum and Adafactor's factored second moments (row and column
+/// statistics of the matrices, full ones of the biases) are saved and
+/// restored, under schedules with their own warm-up.
+#[test]
+fn lion_and_adafactor_runs_resume_bitwise() {
+    for (optimizer, schedule) in [
+        (
+            "lion(lr: 1e-3, weight_decay: 0.1)",
+            "one_cycle(pct_start: 0.4)",
+        ),
+        (
+            "adafactor(lr: 1e-2, weight_decay: 0.01)",
+            "constant_with_warmup(warmup_steps: 3)",
+        ),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let file = short_example(dir.path(), 10);
+        let optimizer = format!("train.optimizer={optimizer}");
+        let schedule = format!("train.schedule={schedule}");
+        resumes_bitwise(
+            &file,
+            dir.path(),
+            &["--set", &optimizer, "--set", &schedule],
+        );
+    }
+}
+
 /// Trains `file` for 10 steps with checkpoints after steps 4 and 8, resumes
 /// a copy of the run folder from step 8, and compares.
 fn resumes_bitwise(file: &Path, dir: &Path, extra: &[&str]) {

@@ -1,5 +1,5 @@
 //! libtorch operations whose scalar arguments tch's generated bindings drop
-//! (`elu`'s alpha, `leaky_relu`'s slope), called through
+//! (`elu`'s alpha, `leaky_relu`'s slope, `add_`'s alpha), called through
 //! runtime/src/torch_shim.cpp so that they are PyTorch's own kernels, with
 //! PyTorch's autograd and rounding. Nothing else of the runtime.
 
@@ -11,6 +11,7 @@ extern "C" {
     fn dtl_last_error() -> *const c_char;
     fn dtl_elu(x: *const c_void, alpha: f64, out: *mut *mut c_void) -> i32;
     fn dtl_leaky_relu(x: *const c_void, negative_slope: f64, out: *mut *mut c_void) -> i32;
+    fn dtl_add_scaled_(target: *mut c_void, other: *const c_void, alpha: f64) -> i32;
 }
 
 /// libtorch's message for a call that returned `status` 1.
@@ -46,4 +47,12 @@ pub fn leaky_relu(x: &Tensor, negative_slope: f64) -> Result<Tensor, TchError> {
     // SAFETY: as in `elu`.
     let status = unsafe { dtl_leaky_relu(x.as_ptr().cast(), negative_slope, &mut out) };
     owned(status, out)
+}
+
+/// `target.add_(other, alpha=alpha)`: target + alpha · other rounded once,
+/// as `torch.optim` updates parameters.
+pub fn add_scaled_(target: &mut Tensor, other: &Tensor, alpha: f64) -> Result<(), TchError> {
+    // SAFETY: both tensors are live for the call; `target` is changed in
+    // place, as tch's own `_` methods change it.
+    check(unsafe { dtl_add_scaled_(target.as_mut_ptr().cast(), other.as_ptr().cast(), alpha) })
 }

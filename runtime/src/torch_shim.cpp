@@ -1,7 +1,7 @@
 // libtorch calls that tch does not expose, called from Rust through a C
 // interface: the TF32 settings (runtime/src/device.rs), and operations whose
 // scalar arguments tch's generated bindings drop (elu's alpha, leaky_relu's
-// slope; runtime/src/torch_ops.rs). A tch `Tensor` holds a
+// slope, add_'s alpha; runtime/src/torch_ops.rs). A tch `Tensor` holds a
 // pointer to an at::Tensor (torch-sys's `tensor`), which these take and
 // return; a returned tensor is owned by the caller, as tch's own are.
 #include <ATen/ATen.h>
@@ -63,6 +63,12 @@ int dtl_leaky_relu(const at::Tensor* x, double negative_slope,
                    at::Tensor** out) {
   return guarded(
       [&] { *out = new at::Tensor(at::leaky_relu(*x, negative_slope)); });
+}
+
+// self.add_(other, alpha=alpha): one rounding of self + alpha · other, as
+// torch.optim's updates round it.
+int dtl_add_scaled_(at::Tensor* self, const at::Tensor* other, double alpha) {
+  return guarded([&] { self->add_(*other, alpha); });
 }
 
 }  // extern "C"

@@ -69,6 +69,14 @@ impl Value {
         }
     }
 
+    /// A number, or a list of numbers, as a list.
+    pub fn as_floats(&self) -> Vec<f64> {
+        match self {
+            Value::List(items) => items.iter().map(Value::as_float).collect(),
+            other => vec![other.as_float()],
+        }
+    }
+
     /// Whether this is the default of an argument that has none: `none`,
     /// which no written value can be.
     pub fn is_absent(&self) -> bool {
@@ -105,6 +113,8 @@ pub enum Ty {
     IntOrPair,
     /// A number, or a list of two numbers.
     FloatOrPair,
+    /// A number, or a list of numbers.
+    FloatOrList,
 }
 
 impl Ty {
@@ -119,6 +129,7 @@ impl Ty {
             Ty::IntList => "a list of integers",
             Ty::IntOrPair => "an integer or a list of two integers",
             Ty::FloatOrPair => "a number or a list of two numbers",
+            Ty::FloatOrList => "a number or a list of numbers",
         }
     }
 
@@ -149,7 +160,10 @@ impl Ty {
             (Ty::IntOrPair, Value::List(items)) => {
                 items.len() == 2 && items.iter().all(|v| matches!(v, Value::Int(_)))
             }
-            (Ty::FloatOrPair, Value::Int(_) | Value::Float(_)) => true,
+            (Ty::FloatOrPair | Ty::FloatOrList, Value::Int(_) | Value::Float(_)) => true,
+            (Ty::FloatOrList, Value::List(items)) => {
+                !items.is_empty() && items.iter().all(|v| Ty::Float.accepts(v))
+            }
             _ => false,
         }
     }
@@ -462,6 +476,7 @@ pub fn signature_text(sig: &[ParamSig]) -> String {
                 Ty::IntList => "[int, ...]",
                 Ty::IntOrPair => "int | [int, int]",
                 Ty::FloatOrPair => "float | [float, float]",
+                Ty::FloatOrList => "float | [float, ...]",
             };
             match &p.default {
                 Some(d) => format!("{}: {ty} = {}", p.name, value_text(d)),

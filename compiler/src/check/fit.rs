@@ -4,7 +4,7 @@
 
 use super::model::passes_input_through;
 use super::settings::Settings;
-use super::{CheckError, Options};
+use super::{CheckError, Lint, Options};
 use crate::ast::{Forward, ModuleDef};
 use crate::plan::{shape_to_string, DataPlan, Dim, Features, Loss, ModelPlan, Op, TargetKind};
 
@@ -35,17 +35,18 @@ pub fn check_model_against_data(
     loss_fits_targets(loss, data, s, errors)?;
     let output = &model.output[1..];
     if output.is_empty() || output.iter().any(|d| matches!(d, Dim::Symbol(_))) {
+        let (expected, what) = match loss.target() {
+            TargetKind::Class => ("[B, classes] or [B, T, classes]", "one score per class"),
+            TargetKind::Float => (
+                "[B, outputs]",
+                "fixed-size outputs to compare with the targets",
+            ),
+        };
         errors.push(CheckError::ShapeMismatch {
-            expected: match loss {
-                Loss::CrossEntropy { .. } => "[B, classes] or [B, T, classes]".into(),
-                Loss::Mse => "[B, outputs]".into(),
-            },
+            expected: expected.into(),
             found: shape_to_string(&model.output),
             span: forward.output_shape.span,
-            what: match loss {
-                Loss::CrossEntropy { .. } => "cross_entropy needs one score per class".into(),
-                Loss::Mse => "mse compares fixed-size outputs with the targets".into(),
-            },
+            what: format!("{} needs {what}", loss.name()),
             help: None,
         });
         return None;
@@ -80,7 +81,8 @@ pub fn check_model_against_data(
         return None;
     }
     let mut target = data.target_shape.clone();
-    if matches!(loss, Loss::CrossEntropy { .. }) {
+    let classes = loss.target() == TargetKind::Class;
+    if classes {
         // More classes than the labels use is normal (a vocabulary whose
         // last ids never occur); fewer is the error.
         let scored = sizes(output)[output.len() - 1];
@@ -97,9 +99,10 @@ pub fn check_model_against_data(
         ));
         return None;
     }
-    if matches!(loss, Loss::CrossEntropy { .. }) {
+    if classes {
         data.classes = sizes(output)[output.len() - 1];
     }
+    pos_weight_fits(model, loss, s, errors)?;
     embeddings_fit_features(model, data, forward, errors)
 }
 
@@ -116,12 +119,12 @@ fn sizes(dims: &[Dim]) -> Vec<i64> {
 fn shapes_from_model(model: &ModelPlan, data: &mut DataPlan, loss: &Loss) {
     let output = &model.output[1..];
     data.sample_shape = sizes(&model.input[1..]);
-    match loss {
-        Loss::CrossEntropy { .. } => {
+    match loss.target() {
+        TargetKind::Class => {
             data.target_shape = sizes(&output[..output.len() - 1]);
             data.classes = sizes(output)[output.len() - 1];
         }
-        Loss::Mse => data.target_shape = sizes(output),
+        TargetKind::Float => data.target_shape = sizes(output),
     }
 }
 
@@ -134,8 +137,9 @@ fn output_mismatch(
     forward: &Forward,
     expected_output: &[Dim],
 ) -> CheckError {
-    let (what, help) = match loss {
-        Loss::CrossEntropy { .. } if data.target_shape.is_empty() => (
+    let name = loss.name();
+    let (what, help) = match loss.target() {
+        TargetKind::Class if data.target_shape.is_empty() => (
             format!("data `{}` has {} classes", data.name, data.classes),
             format!(
                 "make the last layer produce at least {} outputs (labels go up to {})",
@@ -143,19 +147,19 @@ fn output_mismatch(
                 data.classes - 1
             ),
         ),
-        Loss::CrossEntropy { .. } => (
+        TargetKind::Class => (
             format!(
                 "data `{}` has a label at each of {:?} positions, {} classes",
                 data.name, data.target_shape, data.classes
             ),
             "score every class at every position (no flatten before the last layer)".into(),
         ),
-        Loss::Mse => (
+        TargetKind::Float => (
             format!(
                 "data `{}` has targets of shape {:?} per row",
                 data.name, data.target_shape
             ),
-            "mse compares outputs and targets element by element".into(),
+            format!("{name} compares outputs and targets element by element"),
         ),
     };
     CheckError::ShapeMismatch {
@@ -216,7 +220,8 @@ fn embeddings_fit_features(
     Some(())
 }
 
-/// `cross_entropy` needs class targets, `mse` real values.
+/// Each loss needs the targets it compares with: class labels for
+/// `cross_entropy` and `nll`, real values for the others.
 fn loss_fits_targets(
     loss: &Loss,
     data: &DataPlan,
@@ -224,23 +229,30 @@ fn loss_fits_targets(
     errors: &mut Vec<CheckError>,
 ) -> Option<()> {
     let span = s.get("loss")?.value.span;
-    let (message, help) = match (loss, data.target) {
-        (Loss::CrossEntropy { .. }, TargetKind::Float) => (
+    let name = loss.name();
+    let (message, help) = match (loss.target(), data.target) {
+        (TargetKind::Class, TargetKind::Float) => (
             format!(
-                "cross_entropy needs class labels, but data `{}` has `target = float`",
+                "{name} needs class labels, but data `{}` has `target = float`",
                 data.name
             ),
-            "use `loss = mse` for real-valued targets".to_string(),
+            "for real-valued targets use `mse`, `huber`, `smooth_l1`, or `binary_cross_entropy` for 0/1 targets".to_string(),
         ),
-        (Loss::Mse, TargetKind::Class) => (
+        (TargetKind::Float, TargetKind::Class) => (
             format!(
-                "mse needs real-valued targets, but data `{}` has class labels",
+                "{name} needs real-valued targets, but data `{}` has class labels",
                 data.name
             ),
-            format!(
-                "add `target = float` to `data {}`, or use `loss = cross_entropy`",
-                data.name
-            ),
+            match loss {
+                Loss::BinaryCrossEntropy { .. } => format!(
+                    "binary_cross_entropy compares each output with a 0/1 target: add `target = float` to `data {}` (a column per output), or use `loss = cross_entropy` for the classes",
+                    data.name
+                ),
+                _ => format!(
+                    "add `target = float` to `data {}`, or use `loss = cross_entropy`",
+                    data.name
+                ),
+            },
         ),
         _ => return Some(()),
     };
@@ -251,4 +263,64 @@ fn loss_fits_targets(
         help: Some(help),
     });
     None
+}
+
+/// `binary_cross_entropy(pos_weight: [...])` has one factor for all the
+/// outputs or one per output (the last dimension).
+fn pos_weight_fits(
+    model: &ModelPlan,
+    loss: &Loss,
+    s: &Settings<'_>,
+    errors: &mut Vec<CheckError>,
+) -> Option<()> {
+    let Loss::BinaryCrossEntropy {
+        pos_weight: Some(weights),
+    } = loss
+    else {
+        return Some(());
+    };
+    let outputs = match model.output.last() {
+        Some(Dim::Size(n)) => *n,
+        _ => return Some(()),
+    };
+    if weights.len() == 1 || weights.len() as i64 == outputs {
+        return Some(());
+    }
+    errors.push(CheckError::InvalidValue {
+        message: format!(
+            "pos_weight has {} factors, but the model has {outputs} output(s) per row",
+            weights.len()
+        ),
+        span: s.get("loss")?.value.span,
+        label: "one factor per output".into(),
+        help: Some(format!(
+            "give one number for every output, or a list of {outputs} (the model's output is {})",
+            shape_to_string(&model.output)
+        )),
+    });
+    None
+}
+
+/// Warnings for a loss that does not read what the model ends with: `nll`
+/// wants log-probabilities (a final `log_softmax`), and
+/// `binary_cross_entropy` applies the sigmoid itself.
+pub fn loss_on_output(model: &ModelPlan, loss: &Loss, span: crate::span::Span) -> Option<Lint> {
+    let last = &model.nodes.get(model.result)?.op;
+    let (message, help) = match (loss, last) {
+        (Loss::Nll, Op::LogSoftmax { .. }) => return None,
+        (Loss::Nll, _) => (
+            "nll reads log-probabilities, but the model does not end with `log_softmax`",
+            "end the model with `log_softmax`, or use `loss = cross_entropy`, which takes the scores as they are",
+        ),
+        (Loss::BinaryCrossEntropy { .. }, Op::Sigmoid) => (
+            "binary_cross_entropy applies the sigmoid itself, but the model ends with `sigmoid`",
+            "remove the final `sigmoid`: the loss takes logits (BCEWithLogitsLoss)",
+        ),
+        _ => return None,
+    };
+    Some(Lint::LossInput {
+        message: message.into(),
+        span,
+        help: help.into(),
+    })
 }

@@ -94,6 +94,16 @@ pub enum Lint {
         span: Span,
     },
 
+    #[error("{message}")]
+    #[diagnostic(code(dtl::lint::loss_input), severity(Warning))]
+    LossInput {
+        message: String,
+        #[label("this loss")]
+        span: Span,
+        #[help]
+        help: String,
+    },
+
     #[error("a rank needs {needed} by `dtl explain`'s estimate{world}, over the {limit} of `--memory`; the biggest: {biggest}")]
     #[diagnostic(
         code(dtl::lint::memory),
@@ -120,7 +130,8 @@ impl Lint {
             | Lint::PipelineBubble { span, .. }
             | Lint::NoPipeline { span, .. }
             | Lint::PathOutsideProject { span, .. }
-            | Lint::Memory { span, .. } => *span,
+            | Lint::Memory { span, .. }
+            | Lint::LossInput { span, .. } => *span,
         }
     }
 }

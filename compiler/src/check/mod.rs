@@ -10,10 +10,13 @@ mod error;
 mod fit;
 mod library;
 mod lint;
+mod loss;
 mod model;
 mod module_tests;
+mod optimizer;
 mod parallel;
 mod paths;
+mod schedule;
 mod settings;
 mod train;
 

@@ -1,13 +1,14 @@
 //! The settings blocks: `data`, `train` and `parallel`. Each key has a type
 //! and a range; unknown keys, repeated keys and missing required keys are
-//! errors.
+//! errors. The call-valued train settings have their own files: [`super::loss`],
+//! [`super::optimizer`], [`super::schedule`]; `clip` is here.
 
 use std::collections::BTreeMap;
 
 use super::args::{bind, eval, Env, ParamSig, Ty, Value};
 use super::CheckError;
 use crate::ast::{Arg, Expr, ExprKind, Ident, Setting};
-use crate::plan::{Clip, Decay, Loss, NormType, Optimizer, Schedule};
+use crate::plan::{Clip, NormType};
 use crate::span::Span;
 use crate::util::suggest::did_you_mean;
 
@@ -344,7 +345,7 @@ pub(super) fn choose<T: Copy>(
     Some((*tag, values))
 }
 
-fn positive(value: f64, what: &str, span: Span, errors: &mut Vec<CheckError>) -> bool {
+pub(super) fn positive(value: f64, what: &str, span: Span, errors: &mut Vec<CheckError>) -> bool {
     if value > 0.0 && value.is_finite() {
         return true;
     }
@@ -354,233 +355,6 @@ fn positive(value: f64, what: &str, span: Span, errors: &mut Vec<CheckError>) ->
         "must be > 0",
     ));
     false
-}
-
-pub fn loss(setting: &Setting, errors: &mut Vec<CheckError>) -> Option<Loss> {
-    #[derive(Clone, Copy)]
-    enum Kind {
-        CrossEntropy,
-        Mse,
-    }
-    let choices = [
-        (
-            "cross_entropy",
-            Kind::CrossEntropy,
-            vec![ParamSig::optional(
-                "label_smoothing",
-                Ty::Float,
-                Value::Float(0.0),
-            )],
-        ),
-        ("mse", Kind::Mse, vec![]),
-    ];
-    let (kind, values) = choose(setting, "loss", &choices, errors)?;
-    let smoothing = match kind {
-        Kind::Mse => return Some(Loss::Mse),
-        Kind::CrossEntropy => values[0].as_float(),
-    };
-    if !(0.0..1.0).contains(&smoothing) {
-        errors.push(CheckError::invalid(
-            format!("label_smoothing must be in [0, 1), got {smoothing}"),
-            setting.value.span,
-            "out of range",
-        ));
-        return None;
-    }
-    Some(Loss::CrossEntropy {
-        label_smoothing: smoothing,
-    })
-}
-
-pub fn optimizer(setting: &Setting, errors: &mut Vec<CheckError>) -> Option<Optimizer> {
-    let betas = Value::List(vec![Value::Float(0.9), Value::Float(0.999)]);
-    let adam_sig = |wd: f64| {
-        vec![
-            ParamSig::required("lr", Ty::Float),
-            ParamSig::optional("betas", Ty::FloatPair, betas.clone()),
-            ParamSig::optional("eps", Ty::Float, Value::Float(1e-8)),
-            ParamSig::optional("weight_decay", Ty::Float, Value::Float(wd)),
-        ]
-    };
-    #[derive(Clone, Copy, PartialEq)]
-    enum Kind {
-        Sgd,
-        Adam,
-        AdamW,
-    }
-    let choices = [
-        (
-            "sgd",
-            Kind::Sgd,
-            vec![
-                ParamSig::required("lr", Ty::Float),
-                ParamSig::optional("momentum", Ty::Float, Value::Float(0.0)),
-                ParamSig::optional("dampening", Ty::Float, Value::Float(0.0)),
-                ParamSig::optional("nesterov", Ty::Bool, Value::Bool(false)),
-                ParamSig::optional("weight_decay", Ty::Float, Value::Float(0.0)),
-            ],
-        ),
-        ("adam", Kind::Adam, adam_sig(0.0)),
-        ("adamw", Kind::AdamW, adam_sig(0.01)),
-    ];
-    let (kind, v) = choose(setting, "optimizer", &choices, errors)?;
-    let span = setting.value.span;
-    let lr = v[0].as_float();
-    if !positive(lr, "the learning rate", span, errors) {
-        return None;
-    }
-    match kind {
-        Kind::Sgd => {
-            let (momentum, dampening, nesterov, wd) = (
-                v[1].as_float(),
-                v[2].as_float(),
-                v[3].as_bool(),
-                v[4].as_float(),
-            );
-            if momentum < 0.0 || wd < 0.0 {
-                errors.push(CheckError::invalid(
-                    "momentum and weight_decay must be ≥ 0",
-                    span,
-                    "negative",
-                ));
-                return None;
-            }
-            if nesterov && (momentum <= 0.0 || dampening != 0.0) {
-                errors.push(CheckError::InvalidValue {
-                    message: "nesterov momentum needs momentum > 0 and dampening = 0".into(),
-                    span,
-                    label: "inconsistent".into(),
-                    help: Some("e.g. `sgd(lr: 0.1, momentum: 0.9, nesterov: true)`".into()),
-                });
-                return None;
-            }
-            Some(Optimizer::Sgd {
-                lr,
-                momentum,
-                dampening,
-                nesterov,
-                weight_decay: wd,
-            })
-        }
-        Kind::Adam | Kind::AdamW => {
-            let pair = match &v[1] {
-                Value::List(items) => [items[0].as_float(), items[1].as_float()],
-                _ => [0.9, 0.999],
-            };
-            let (eps, weight_decay) = (v[2].as_float(), v[3].as_float());
-            if !pair.iter().all(|b| (0.0..1.0).contains(b)) || eps <= 0.0 || weight_decay < 0.0 {
-                errors.push(CheckError::invalid(
-                    "betas must be in [0, 1), eps > 0 and weight_decay ≥ 0",
-                    span,
-                    "out of range",
-                ));
-                return None;
-            }
-            Some(if kind == Kind::Adam {
-                Optimizer::Adam {
-                    lr,
-                    betas: pair,
-                    eps,
-                    weight_decay,
-                }
-            } else {
-                Optimizer::AdamW {
-                    lr,
-                    betas: pair,
-                    eps,
-                    weight_decay,
-                }
-            })
-        }
-    }
-}
-
-/// `schedule = cosine(min_lr: 1e-5)` and `warmup = 100`. Whether the
-/// warm-up leaves steps to decay over is checked when the step count is
-/// known (`lower`).
-pub fn schedule(
-    setting: Option<&Setting>,
-    warmup: u64,
-    errors: &mut Vec<CheckError>,
-) -> Option<Schedule> {
-    #[derive(Clone, Copy)]
-    enum Kind {
-        Constant,
-        Step,
-        Cosine,
-        Linear,
-    }
-    let decay = match setting {
-        None => Decay::Constant,
-        Some(setting) => {
-            let choices = [
-                ("constant", Kind::Constant, vec![]),
-                (
-                    "step",
-                    Kind::Step,
-                    vec![
-                        ParamSig::required("every", Ty::Int),
-                        ParamSig::optional("gamma", Ty::Float, Value::Float(0.1)),
-                    ],
-                ),
-                (
-                    "cosine",
-                    Kind::Cosine,
-                    vec![ParamSig::optional("min_lr", Ty::Float, Value::Float(0.0))],
-                ),
-                (
-                    "linear",
-                    Kind::Linear,
-                    vec![ParamSig::optional(
-                        "end_factor",
-                        Ty::Float,
-                        Value::Float(0.0),
-                    )],
-                ),
-            ];
-            let (kind, v) = choose(setting, "schedule", &choices, errors)?;
-            let span = setting.value.span;
-            match kind {
-                Kind::Constant => Decay::Constant,
-                Kind::Step => {
-                    let (every, gamma) = (v[0].as_int(), v[1].as_float());
-                    if every < 1 || gamma <= 0.0 {
-                        errors.push(CheckError::invalid(
-                            "step schedule needs every ≥ 1 and gamma > 0",
-                            span,
-                            "here",
-                        ));
-                        return None;
-                    }
-                    Decay::Step {
-                        every: every as u64,
-                        gamma,
-                    }
-                }
-                Kind::Cosine => {
-                    let min_lr = v[0].as_float();
-                    if min_lr < 0.0 {
-                        errors.push(CheckError::invalid("min_lr must be ≥ 0", span, "negative"));
-                        return None;
-                    }
-                    Decay::Cosine { min_lr }
-                }
-                Kind::Linear => {
-                    let end_factor = v[0].as_float();
-                    if !(0.0..=1.0).contains(&end_factor) {
-                        errors.push(CheckError::invalid(
-                            "end_factor must be in [0, 1]",
-                            span,
-                            "out of range",
-                        ));
-                        return None;
-                    }
-                    Decay::Linear { end_factor }
-                }
-            }
-        }
-    };
-    Some(Schedule { warmup, decay })
 }
 
 pub fn clip(setting: &Setting, errors: &mut Vec<CheckError>) -> Option<Option<Clip>> {

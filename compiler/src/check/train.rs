@@ -72,6 +72,8 @@ pub struct TrainSpans {
     pub length: Span,
     /// The value of `warmup`, if written.
     pub warmup: Option<Span>,
+    /// The value of `schedule`, if written.
+    pub schedule: Option<Span>,
     /// The value of `micro_batch`.
     pub micro_batch: Span,
 }
@@ -90,10 +92,10 @@ pub(super) fn check_train(
     let data = resolve_data(&s, data_defs, options, errors, lints);
     let loss = s
         .require("loss", "e.g. `loss = cross_entropy`", errors)
-        .and_then(|x| settings::loss(x, errors));
+        .and_then(|x| super::loss::loss(x, errors));
     let optimizer = s
         .require("optimizer", "e.g. `optimizer = adamw(lr: 3e-3)`", errors)
-        .and_then(|x| settings::optimizer(x, errors));
+        .and_then(|x| super::optimizer::optimizer(x, errors));
     let length = match (s.get("steps"), s.get("epochs")) {
         (Some(_), Some(epochs)) => {
             errors.push(CheckError::invalid(
@@ -127,7 +129,9 @@ pub(super) fn check_train(
     let precision = s.choice_or("precision", Precision::Fp32, errors);
     let on_nan = s.choice_or("on_nan", NanPolicy::Stop, errors);
     let warmup = s.int("warmup", 0..=1 << 40, Some(0), errors);
-    let schedule = warmup.and_then(|w| settings::schedule(s.get("schedule"), w as u64, errors));
+    let warmup_span = s.get("warmup").map(|x| x.value.span);
+    let schedule = warmup
+        .and_then(|w| super::schedule::schedule(s.get("schedule"), w as u64, warmup_span, errors));
 
     let model = model_def.and_then(|def| {
         let mut elaborator = model::Elaborator::new(modules);
@@ -156,6 +160,9 @@ pub(super) fn check_train(
     let mut data = data?;
     let loss = loss?;
     fit::check_model_against_data(&model, def, &mut data, &loss, &s, options, errors)?;
+    if let Some(setting) = s.get("loss") {
+        lints.extend(fit::loss_on_output(&model, &loss, setting.value.span));
+    }
     let (length, length_span) = length?;
     let init = init_weights(&s, options, errors, lints)?;
     let train = TrainSpec {
@@ -175,7 +182,8 @@ pub(super) fn check_train(
         spans: TrainSpans {
             block: block.keyword,
             length: length_span,
-            warmup: s.get("warmup").map(|x| x.value.span),
+            warmup: warmup_span,
+            schedule: s.get("schedule").map(|x| x.value.span),
             micro_batch: s.get("micro_batch").map_or(block.keyword, |x| x.value.span),
         },
     };
@@ -307,6 +315,10 @@ fn learning_rate_lint(optimizer: &Optimizer, span: Span, lints: &mut Vec<Lint>) 
         Sgd { .. } => ("sgd", 1e-5, 2.0, "1e-5 to 2"),
         Adam { .. } => ("adam", 1e-6, 0.1, "1e-6 to 0.1"),
         AdamW { .. } => ("adamw", 1e-6, 0.1, "1e-6 to 0.1"),
+        // Lion runs 3–10× below AdamW (its paper); Adafactor's lr caps a
+        // relative step of 1/√t.
+        Lion { .. } => ("lion", 1e-7, 0.01, "1e-7 to 0.01"),
+        Adafactor { .. } => ("adafactor", 1e-5, 1.0, "1e-5 to 1"),
     };
     if lr < low || lr > high {
         lints.push(Lint::LearningRate {

@@ -5,6 +5,7 @@
 //! compile` and the runtime agree.
 
 use crate::check::{CheckError, Degree, Experiment, Length, MAX_RANKS};
+use crate::plan::Decay;
 
 /// What the world size decides.
 pub(super) struct Resolved {
@@ -212,7 +213,9 @@ fn step_count(
     }
 }
 
-/// The warm-up must leave steps at the full rate.
+/// The warm-up (the `warmup` setting's, or the schedule's own) must leave
+/// steps at the full rate, and one_cycle's rising phase must span more
+/// than one step.
 fn warmup_fits(
     experiment: &Experiment,
     data: u64,
@@ -220,18 +223,17 @@ fn warmup_fits(
     errors: &mut Vec<CheckError>,
 ) -> Option<()> {
     let train = &experiment.train;
-    let warmup = train.schedule.warmup;
-    let (Some(span), true) = (train.spans.warmup, warmup >= steps) else {
-        return Some(());
+    let (warmup, span, setting) = match train.schedule.decay {
+        Decay::ConstantWithWarmup { warmup_steps } => {
+            (warmup_steps, train.spans.schedule, "warmup_steps")
+        }
+        Decay::OneCycle { pct_start, .. } => {
+            return one_cycle_rises(experiment, pct_start, data, steps, errors)
+        }
+        _ => (train.schedule.warmup, train.spans.warmup, "warmup"),
     };
-    let help = match train.length {
-        Length::Steps(_) => "make warmup smaller than steps".to_string(),
-        Length::Epochs(epochs) => format!(
-            "{epochs} epoch(s) of the {} training rows are {steps} optimizer steps of {data} replica(s) × micro_batch {} × accumulate {}: make warmup smaller",
-            experiment.data.train_rows(),
-            train.micro_batch,
-            train.accumulate
-        ),
+    let (Some(span), true) = (span, warmup >= steps) else {
+        return Some(());
     };
     errors.push(CheckError::InvalidValue {
         message: format!(
@@ -239,7 +241,61 @@ fn warmup_fits(
         ),
         span,
         label: "warm-up too long".into(),
-        help: Some(help),
+        help: Some(fewer(
+            experiment,
+            data,
+            steps,
+            [
+                &format!("make {setting} smaller than steps"),
+                &format!("make {setting} smaller"),
+            ],
+        )),
     });
     None
+}
+
+/// OneCycleLR rises over pct_start · steps − 1 steps: with fewer than one
+/// there is no rise (and at exactly none PyTorch divides by zero).
+fn one_cycle_rises(
+    experiment: &Experiment,
+    pct_start: f64,
+    data: u64,
+    steps: u64,
+    errors: &mut Vec<CheckError>,
+) -> Option<()> {
+    let rising = pct_start * steps as f64;
+    let span = experiment.train.spans.schedule?;
+    if rising > 1.0 {
+        return Some(());
+    }
+    errors.push(CheckError::InvalidValue {
+        message: format!(
+            "one_cycle rises over pct_start × steps = {pct_start} × {steps} = {rising} steps; it needs more than 1"
+        ),
+        span,
+        label: "no rising phase".into(),
+        help: Some(fewer(
+            experiment,
+            data,
+            steps,
+            ["raise pct_start, or train for more steps"; 2],
+        )),
+    });
+    None
+}
+
+/// The help for a schedule that does not fit `steps`: the fix for a step
+/// count written out, or for one from `epochs`, after how the epochs
+/// became steps.
+fn fewer(experiment: &Experiment, data: u64, steps: u64, [for_steps, fix]: [&str; 2]) -> String {
+    let train = &experiment.train;
+    match train.length {
+        Length::Steps(_) => for_steps.to_string(),
+        Length::Epochs(epochs) => format!(
+            "{epochs} epoch(s) of the {} training rows are {steps} optimizer steps of {data} replica(s) × micro_batch {} × accumulate {}: {fix}",
+            experiment.data.train_rows(),
+            train.micro_batch,
+            train.accumulate
+        ),
+    }
 }

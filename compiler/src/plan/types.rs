@@ -750,6 +750,31 @@ pub enum Decay {
     Linear {
         end_factor: f64,
     },
+    /// PyTorch's OneCycleLR with the optimizer's lr as `max_lr`, over all
+    /// the steps: up from max_lr / div_factor for `pct_start` of them, then
+    /// down to that / final_div_factor. It warms up itself (the schedule's
+    /// `warmup` is 0); momentum is not cycled.
+    OneCycle {
+        pct_start: f64,
+        anneal: Anneal,
+        div_factor: f64,
+        final_div_factor: f64,
+    },
+    /// Hugging Face's `get_constant_schedule_with_warmup`: step k uses
+    /// lr · min(1, (k − 1) / warmup_steps), so the first step's rate is 0.
+    ConstantWithWarmup {
+        warmup_steps: u64,
+    },
+}
+
+/// How `one_cycle` moves between its rates (OneCycleLR's `anneal_strategy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Anneal {
+    /// end + (start − end)(cos(π p) + 1) / 2 at fraction p of the phase.
+    Cos,
+    /// start + (end − start) p.
+    Linear,
 }
 
 impl Schedule {
@@ -778,6 +803,44 @@ impl Schedule {
                 min_lr + (lr - min_lr) * (1.0 + (std::f64::consts::PI * t / total).cos()) / 2.0
             }
             Decay::Linear { end_factor } => lr * (1.0 - (1.0 - end_factor) * t / total),
+            Decay::OneCycle { .. } => self.one_cycle_at(lr, step, steps),
+            Decay::ConstantWithWarmup { warmup_steps } => {
+                let done = (step - 1) as f64;
+                if done < warmup_steps as f64 {
+                    lr * (done / warmup_steps.max(1) as f64)
+                } else {
+                    lr
+                }
+            }
+        }
+    }
+
+    /// OneCycleLR's rate for step `step` (its `last_epoch` is step − 1),
+    /// with its arithmetic in its order, so that the rates are PyTorch's
+    /// to the bit.
+    fn one_cycle_at(&self, max_lr: f64, step: u64, steps: u64) -> f64 {
+        let Decay::OneCycle {
+            pct_start,
+            anneal,
+            div_factor,
+            final_div_factor,
+        } = self.decay
+        else {
+            unreachable!("one_cycle_at is called for one_cycle only")
+        };
+        let initial = max_lr / div_factor;
+        let min_lr = initial / final_div_factor;
+        let step_num = (step - 1) as f64;
+        let warm_end = pct_start * steps as f64 - 1.0;
+        let (start_step, end_step, from, to) = if step_num <= warm_end {
+            (0.0, warm_end, initial, max_lr)
+        } else {
+            (warm_end, steps as f64 - 1.0, max_lr, min_lr)
+        };
+        let pct = (step_num - start_step) / (end_step - start_step);
+        match anneal {
+            Anneal::Cos => to + (from - to) / 2.0 * ((std::f64::consts::PI * pct).cos() + 1.0),
+            Anneal::Linear => (to - from) * pct + from,
         }
     }
 }
@@ -788,8 +851,46 @@ pub enum Loss {
     /// Mean cross-entropy over every predicted class label (every token of a
     /// text window), with optional label smoothing.
     CrossEntropy { label_smoothing: f64 },
+    /// Mean negative log-likelihood of the class labels, the model's output
+    /// read as log-probabilities (`F.nll_loss`).
+    Nll,
     /// Mean squared error over every target value.
     Mse,
+    /// Mean binary cross-entropy of every target value against the sigmoid
+    /// of the output (`BCEWithLogitsLoss`); `pos_weight` multiplies the
+    /// positive term, one factor for all outputs or one per output.
+    BinaryCrossEntropy { pos_weight: Option<Vec<f64>> },
+    /// Mean smooth L1 loss: quadratic below `beta`, linear above
+    /// (`F.smooth_l1_loss`).
+    SmoothL1 { beta: f64 },
+    /// Mean Huber loss: quadratic below `delta`, linear above
+    /// (`F.huber_loss`).
+    Huber { delta: f64 },
+}
+
+impl Loss {
+    /// What the loss compares the output with: class labels or real values.
+    pub fn target(&self) -> TargetKind {
+        match self {
+            Loss::CrossEntropy { .. } | Loss::Nll => TargetKind::Class,
+            Loss::Mse
+            | Loss::BinaryCrossEntropy { .. }
+            | Loss::SmoothL1 { .. }
+            | Loss::Huber { .. } => TargetKind::Float,
+        }
+    }
+
+    /// The loss's name in a `.dtl` file.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Loss::CrossEntropy { .. } => "cross_entropy",
+            Loss::Nll => "nll",
+            Loss::Mse => "mse",
+            Loss::BinaryCrossEntropy { .. } => "binary_cross_entropy",
+            Loss::SmoothL1 { .. } => "smooth_l1",
+            Loss::Huber { .. } => "huber",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -815,6 +916,22 @@ pub enum Optimizer {
         eps: f64,
         weight_decay: f64,
     },
+    /// Lion (Chen et al. 2023): the sign of an interpolation of the
+    /// momentum and the gradient, decoupled weight decay.
+    Lion {
+        lr: f64,
+        betas: [f64; 2],
+        weight_decay: f64,
+    },
+    /// `torch.optim.Adafactor`: factored second moments for tensors of two
+    /// or more dimensions, a relative step size capped by `lr`.
+    Adafactor {
+        lr: f64,
+        beta2_decay: f64,
+        eps: [f64; 2],
+        d: f64,
+        weight_decay: f64,
+    },
 }
 
 impl Optimizer {
@@ -822,7 +939,9 @@ impl Optimizer {
         match self {
             Optimizer::Sgd { lr, .. }
             | Optimizer::Adam { lr, .. }
-            | Optimizer::AdamW { lr, .. } => *lr,
+            | Optimizer::AdamW { lr, .. }
+            | Optimizer::Lion { lr, .. }
+            | Optimizer::Adafactor { lr, .. } => *lr,
         }
     }
 }

@@ -107,11 +107,8 @@ pub fn cost(plan: &Plan) -> Cost {
     let forward: u64 = layers.iter().map(|l| l.forward_flops).sum();
     let train_flops_per_sample = 3 * forward;
     let params = model.parameter_count;
-    let optimizer_copies = match plan.train.optimizer {
-        Optimizer::Sgd { momentum: 0.0, .. } => 0,
-        Optimizer::Sgd { .. } => 1,
-        Optimizer::Adam { .. } | Optimizer::AdamW { .. } => 2,
-    };
+    let stage_state = stage_optimizer_state(plan);
+    let all_state: u64 = stage_state.iter().sum();
     let buffers: u64 = model
         .buffers
         .iter()
@@ -122,12 +119,6 @@ pub fn cost(plan: &Plan) -> Cost {
     let stage_count = topology.stages.len().max(1) as u64;
     // Each pipeline micro-batch is a piece of `micro_batch` rows.
     let piece = plan.train.micro_batch / layout.micro_batches.max(1);
-    // What rank 0 receives from the other stages for the files it writes.
-    let gathered_copies = 1 + if plan.train.checkpoint_every > 0 {
-        optimizer_copies
-    } else {
-        0
-    };
     let all_stages: u64 = topology.stages.iter().map(|s| s.parameters).sum();
     let stages: Vec<StageCost> = topology
         .stages
@@ -143,14 +134,24 @@ pub fn cost(plan: &Plan) -> Cost {
                 PipelineSchedule::OneFOneB => (stage_count - stage.stage).min(layout.micro_batches),
             };
             let p = stage.parameters;
-            let others = if stage.stage == 0 { all_stages - p } else { 0 };
+            let state = stage_state[stage.stage as usize];
+            // What rank 0 receives from the other stages for the files it
+            // writes: their weights, and their optimizer state for a
+            // checkpoint.
+            let others = if stage.stage > 0 {
+                0
+            } else if plan.train.checkpoint_every > 0 {
+                all_stages - p + all_state - state
+            } else {
+                all_stages - p
+            };
             // Buffers (batch_norm statistics) are few: counted on every rank.
             let memory = Memory {
                 parameters: (p + buffers) * BYTES_PER_VALUE,
                 gradients: p * BYTES_PER_VALUE,
-                optimizer_state: optimizer_copies * p * BYTES_PER_VALUE,
+                optimizer_state: state * BYTES_PER_VALUE,
                 activations: activations * piece * in_flight * BYTES_PER_VALUE,
-                gathered: gathered_copies * others * BYTES_PER_VALUE,
+                gathered: others * BYTES_PER_VALUE,
                 total: 0,
             };
             StageCost {
@@ -191,6 +192,49 @@ pub fn cost(plan: &Plan) -> Cost {
         stages,
         collectives,
         bubble: layout.bubble(),
+    }
+}
+
+/// Values of optimizer state per pipeline stage, each shared parameter
+/// once.
+fn stage_optimizer_state(plan: &Plan) -> Vec<u64> {
+    let model = &plan.model;
+    let shapes: std::collections::BTreeMap<&str, &[i64]> = model
+        .parameters
+        .iter()
+        .map(|p| (p.name.as_str(), p.shape.as_slice()))
+        .collect();
+    plan.topology
+        .stages
+        .iter()
+        .map(|stage| {
+            let names: std::collections::BTreeSet<&str> = model.nodes
+                [stage.first_node..=stage.last_node]
+                .iter()
+                .flat_map(|n| n.op.params())
+                .collect();
+            names
+                .iter()
+                .map(|name| optimizer_state(&plan.train.optimizer, shapes[name]))
+                .sum()
+        })
+        .collect()
+}
+
+/// Values of optimizer state a parameter of `shape` carries: SGD's
+/// momentum buffer, Adam's two moments, Lion's one; Adafactor's row and
+/// column second moments (for two or more dimensions: the tensor's size
+/// over its last dimension plus over its second-to-last) or a full one.
+fn optimizer_state(optimizer: &Optimizer, shape: &[i64]) -> u64 {
+    let n = shape.iter().product::<i64>() as u64;
+    match optimizer {
+        Optimizer::Sgd { momentum, .. } if *momentum == 0.0 => 0,
+        Optimizer::Sgd { .. } | Optimizer::Lion { .. } => n,
+        Optimizer::Adam { .. } | Optimizer::AdamW { .. } => 2 * n,
+        Optimizer::Adafactor { .. } => match shape {
+            [.., rows, cols] if n > 0 => n / *cols as u64 + n / *rows as u64,
+            _ => n,
+        },
     }
 }
 
