@@ -263,6 +263,64 @@ fn swiglu_product_matches_pytorch_step_for_step() {
     );
 }
 
+/// Convolutions with groups, dilation and rectangular sizes, a transposed
+/// convolution, group_norm, leaky_relu and elu, trained by Lion under
+/// one_cycle.
+#[test]
+fn grouped_and_transposed_convolutions_with_lion_match_pytorch_step_for_step() {
+    compare_with_pytorch(
+        "tests/reference/layers/conv_groups_lion.dtl",
+        "  loss = cross_entropy
+  optimizer = lion(lr: 2e-3, weight_decay: 0.5)
+  schedule = one_cycle(pct_start: 0.3)
+  micro_batch = 16
+  clip = norm(1.0)
+  steps = 30
+  seed = 8",
+        0.0,
+    );
+}
+
+/// upsample (nearest and bilinear), instance_norm and log_softmax under
+/// nll, trained by Adafactor under constant_with_warmup.
+#[test]
+fn upsampling_and_instance_norm_with_adafactor_match_pytorch_step_for_step() {
+    compare_with_pytorch(
+        "tests/reference/layers/upsample_nll_adafactor.dtl",
+        "  loss = nll
+  optimizer = adafactor(lr: 0.05, weight_decay: 0.01)
+  schedule = constant_with_warmup(warmup_steps: 5)
+  micro_batch = 16
+  accumulate = 2
+  steps = 30
+  seed = 9",
+        0.0,
+    );
+}
+
+/// The regression data under the Huber and the smooth L1 loss.
+#[test]
+fn huber_and_smooth_l1_match_pytorch_step_for_step() {
+    compare_with_pytorch(
+        "tests/cases/ok/regression.dtl",
+        "  loss = huber(delta: 0.5)
+  optimizer = adafactor(lr: 0.02, d: 2.0)
+  schedule = one_cycle(anneal: \"linear\")
+  micro_batch = 16
+  steps = 40",
+        0.0,
+    );
+    compare_with_pytorch(
+        "tests/cases/ok/regression.dtl",
+        "  loss = smooth_l1(beta: 0.3)
+  optimizer = lion(lr: 1e-3)
+  micro_batch = 16
+  clip = value(0.5)
+  steps = 40",
+        0.0,
+    );
+}
+
 /// The token files tests/reference/layers.py writes (its `TOKEN_FILES`):
 /// Moby-Dick's bytes as little-endian uint16 ids byte + 256 and as uint32
 /// ids equal to the bytes.
@@ -355,8 +413,12 @@ fn flop_estimates_agree_with_pytorchs_flop_counter() {
 /// `shuffle = false`, the linear schedule; `a * b`, class_token, select,
 /// mean, grouped-query attention with rope, `tied`, token files in both
 /// orders; a `repeat`ed residual block under SGD with Nesterov momentum;
-/// real-valued targets with mse and Adam's L2 decay) against hand-written
-/// PyTorch twins, step by step, each within its measured bounds.
+/// real-valued targets with mse and Adam's L2 decay; grouped, dilated,
+/// rectangular and transposed convolutions, upsample, group_norm,
+/// instance_norm, log_softmax, leaky_relu, elu; nll, binary_cross_entropy,
+/// huber, smooth_l1; Lion, Adafactor; one_cycle, constant_with_warmup)
+/// against hand-written PyTorch twins, step by step, each within its
+/// measured bounds (the newer cases bit for bit).
 #[test]
 fn every_layer_and_setting_agrees_with_pytorch() {
     reference_script("layers.py", &[]);

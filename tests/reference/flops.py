@@ -8,8 +8,8 @@ sample (docs/plan.md: a multiply-add is two FLOPs). PyTorch's
 products and convolutions a forward pass runs (addmm, mm, bmm, convolution,
 scaled_dot_product_attention; element-wise operations, norms and pooling are
 not counted). So the sum of dtl's estimates over its matrix-product layers
-(linear, conv1d, conv2d, attention: projections, scores and their weighted
-sum) must equal FlopCounterMode's total for one sample through the twin,
+(linear, conv1d, conv2d, conv_transpose2d, attention: projections, scores
+and their weighted sum) must equal FlopCounterMode's total for one sample through the twin,
 exactly: both count 2·m·n·k per product. The twins are the ones of
 twins.py, written from the `.dtl` files by hand, so the count does not come
 from dtl's plan.
@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 # dtl's layer kinds whose FLOPs are matrix products (what PyTorch counts).
-PRODUCTS = {"linear", "conv1d", "conv2d", "attention"}
+PRODUCTS = {"linear", "conv1d", "conv2d", "conv_transpose2d", "attention"}
 
 
 def dtl_product_flops(binary, dtl_file):
@@ -100,17 +100,20 @@ def one_sample(data):
 def models(workdir):
     """(name, .dtl file, twin, data) of twins.py's four twins and of the
     layers.py cases with other products: conv1d, strided conv2d patches,
-    grouped-query attention."""
+    grouped-query attention, conv2d with groups, dilation and rectangular
+    sizes, conv_transpose2d (conv_groups_lion), convolutions between
+    upsamplings (upsample_nll_adafactor)."""
     for name, (build, _) in twins.TWINS.items():
         dtl_file, model, data, _ = build(1)
         yield name, kit.REPO / dtl_file, model, data
     workdir.mkdir(parents=True, exist_ok=True)
-    for name in ("conv1d_pools", "vit_head", "tiny_llama"):
+    for name in ("conv1d_pools", "vit_head", "tiny_llama", "conv_groups_lion",
+                 "upsample_nll_adafactor"):
         case = layers.CASES[name]
         dtl_file = layers.HERE / f"{name}.dtl"
-        if case.token_files:
-            # The file names its token file relative to itself.
-            layers.write_token_files(workdir)
+        if case.files:
+            # The file names its data files relative to itself.
+            case.files(workdir)
             dtl_file = Path(shutil.copy(dtl_file, workdir / dtl_file.name))
             model, data, _ = case.twin(workdir)
         else:

@@ -35,11 +35,27 @@ Each `.dtl` file in tests/reference/layers/ exercises a few of them:
 |                       | clipping, label smoothing, step schedule, accumulation 3      |
 | regression_mse.dtl    | real-valued targets (`target = float`), mse; Adam with L2     |
 |                       | weight decay, 2-norm clipping                                 |
+| conv_groups_lion.dtl  | conv2d with [h, w] kernel, stride and padding, dilation,      |
+|                       | groups, no bias; conv_transpose2d with groups, output_padding |
+|                       | and dilation; group_norm (affine and not), leaky_relu, elu,   |
+|                       | avg_pool2d; Lion (the paper's update, twin_kit.PaperLion),   |
+|                       | one_cycle (OneCycleLR, cos), 2-norm clipping                  |
+| upsample_nll_adafactor.dtl | upsample nearest by 1.5, bilinear to a size with         |
+|                       | align_corners, bilinear by [h, w] factors; instance_norm      |
+|                       | (affine and not), log_softmax, nll; torch.optim.Adafactor     |
+|                       | with weight decay; constant_with_warmup (HF's lambda)         |
+| bce_multilabel.dtl    | binary_cross_entropy on logits with a pos_weight per output,  |
+|                       | three 0/1 targets per digit from npy arrays; Adafactor with   |
+|                       | every option set; one_cycle annealed linearly; accumulation   |
+| huber_regression.dtl  | huber(delta), leaky_relu; AdamW; constant_with_warmup         |
+| smooth_l1_regression.dtl | smooth_l1(beta), elu(alpha); Lion with its betas; one_cycle,|
+|                       | value clipping                                                |
 
 tiny_gpt.dtl and tiny_llama.dtl read token files that are written at test
 time, not kept in the repository: Moby-Dick's bytes (data/moby_dick_1-5.txt)
 as little-endian ids, uint16 ids byte + 256 for tiny_gpt (so the high byte
-is not zero) and uint32 ids equal to the bytes for tiny_llama. Each is
+is not zero) and uint32 ids equal to the bytes for tiny_llama. bce_multilabel
+reads two npy arrays written likewise from the digits (write_bits). Each is
 written into the case's work folder next to a copy of its `.dtl` file, which
 names it relative to itself.
 
@@ -57,9 +73,11 @@ lr, evaluation-loss and accuracy differences and the worst weight difference
 (max |difference| over the tensor's largest magnitude), and exits 1 when any
 of them is above the case's tolerance in CASES (with the mismatches listed),
 2 on usage errors. The tolerances are 10× the worst measured, 0 where the
-case was bitwise (dataflow, vit_head), one float32 rounding where a
-quantity of a non-bitwise case was measured equal. CASE names (file
-stems) pick a subset. DTL_TWIN_SABOTAGE works as in twins.py.
+case was bitwise (dataflow, vit_head, and conv_groups_lion to
+smooth_l1_regression: the newer layers, losses, optimizers and schedules,
+measured bitwise on 2026-12-04), one float32 rounding where a quantity of a
+non-bitwise case was measured equal. CASE names (file stems) pick a
+subset. DTL_TWIN_SABOTAGE works as in twins.py.
 """
 
 import shutil
@@ -474,16 +492,142 @@ def tiny_llama(folder):
     return model, data, recipe
 
 
+def conv_groups_lion():
+    seed = 8
+    torch.manual_seed(seed)
+    model = nn.Sequential(
+        nn.Conv2d(1, 8, (3, 5), stride=(1, 2), padding=(1, 2)),            # [B, 8, 8, 4]
+        nn.GroupNorm(4, 8),
+        nn.LeakyReLU(0.1 if kit.sabotaged("leaky_slope") else 0.2),
+        nn.Conv2d(8, 12, 3, padding=2, dilation=2, groups=4, bias=False),  # [B, 12, 8, 4]
+        nn.ELU(alpha=0.7),
+        nn.ConvTranspose2d(12, 6, (3, 2), stride=2, padding=(1, 0), output_padding=(1, 0),
+                           groups=3, dilation=(1, 2)),                     # [B, 6, 16, 9]
+        nn.GroupNorm(3, 6, eps=1e-3, affine=False),
+        nn.LeakyReLU(),                                                    # slope 0.01
+        nn.AvgPool2d(2),                                                   # [B, 6, 8, 4]
+        nn.Flatten(),
+        nn.Linear(192, 10))
+    data = kit.digits(shape=[1, 8, 8], scale=0.0625, valid=0.2)
+    recipe = kit.Recipe(
+        steps=30, micro_batch=16, optimizer="lion", lr=2e-3,
+        optimizer_args=dict(betas=(0.9, 0.99), weight_decay=0.5),
+        schedule=("one_cycle", dict(pct_start=0.3, anneal_strategy="cos", div_factor=25.0,
+                                    final_div_factor=1e4)),
+        clip=("norm", 1.0, 2.0), eval_every=15, seed=seed)
+    return model, data, recipe
+
+
+class Upsampling(nn.Module):
+    """upsample_nll_adafactor.dtl's model Net, its inline stages numbered
+    in source order: conv2d 0, instance_norm 1 (affine), relu 2, upsample 3,
+    conv2d 4, upsample 5, instance_norm 6, upsample 7, flatten 8, linear 9,
+    log_softmax 10."""
+
+    def __init__(self):
+        super().__init__()
+        self.add_module("0", nn.Conv2d(1, 4, 3, padding=1))
+        self.add_module("1", nn.InstanceNorm2d(4, affine=True))
+        self.add_module("4", nn.Conv2d(4, 4, 3, stride=2))
+        self.add_module("6", nn.InstanceNorm2d(4, eps=1e-3))
+        self.add_module("9", nn.Linear(72, 10))
+
+    def forward(self, x):
+        m = self._modules
+        h = F.relu(m["1"](m["0"](x)))                                      # [B, 4, 8, 8]
+        h = nn.Upsample(scale_factor=1.5)(h)                               # [B, 4, 12, 12]
+        h = m["4"](h)                                                      # [B, 4, 5, 5]
+        h = nn.Upsample(size=(7, 9), mode="bilinear",
+                        align_corners=not kit.sabotaged("align_corners"))(h)
+        h = m["6"](h)
+        h = F.interpolate(h, scale_factor=(0.5, 0.75), mode="bilinear")    # [B, 4, 3, 6]
+        return F.log_softmax(m["9"](h.flatten(1)), dim=-1)
+
+
+def upsample_nll_adafactor():
+    seed = 9
+    torch.manual_seed(seed)
+    data = kit.digits(shape=[1, 8, 8], scale=0.0625, valid=0.2)
+    recipe = kit.Recipe(
+        steps=30, micro_batch=16, optimizer="adafactor", lr=0.05,
+        optimizer_args=dict(beta2_decay=-0.8, eps=(None, 1e-3), d=1.0, weight_decay=0.01),
+        schedule=("constant_with_warmup", 5), loss="nll", eval_every=10, seed=seed)
+    return Upsampling(), data, recipe
+
+
+def write_bits(folder):
+    """bce_multilabel.dtl's arrays: the digits' 64 pixels (float32, as in
+    the CSV) and three 0/1 answers per digit y — y even, y ≥ 5, y = 0 — as
+    float32 [N, 3]."""
+    x, y = kit.csv_source(kit.REPO / "data/digits.csv.gz")
+    bits = torch.stack([y % 2 == 0, y >= 5, y == 0], dim=1).float()
+    np.save(folder / "digits_bits.x.npy", x.numpy())
+    np.save(folder / "digits_bits.y.npy", bits.numpy())
+
+
+def bce_multilabel(folder):
+    seed = 10
+    x = torch.from_numpy(np.load(folder / "digits_bits.x.npy"))
+    y = torch.from_numpy(np.load(folder / "digits_bits.y.npy"))
+    data = kit.Data(x * 0.0625, y, valid=0.2)
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Linear(64, 32), nn.ELU(), nn.Linear(32, 3))
+    recipe = kit.Recipe(
+        steps=30, micro_batch=16, accumulate=2, optimizer="adafactor", lr=0.02,
+        optimizer_args=dict(beta2_decay=-0.7, eps=(1e-6, 1e-2),
+                            d=1.0 if kit.sabotaged("adafactor_d") else 2.0, weight_decay=0.001),
+        schedule=("one_cycle", dict(pct_start=0.4, anneal_strategy="linear", div_factor=10.0,
+                                    final_div_factor=100.0)),
+        loss="binary_cross_entropy", loss_args=dict(pos_weight=[1.0, 2.0, 9.0]),
+        eval_every=15, seed=seed)
+    return model, data, recipe
+
+
+def regression_curve():
+    """tests/cases/ok/regression.csv: csv(label: -1, header: true),
+    target = float, valid 0.2."""
+    x, y = kit.csv_source(kit.REPO / "tests/cases/ok/regression.csv", header=True,
+                          target="float")
+    return kit.Data(x, y, valid=0.2)
+
+
+def huber_regression():
+    seed = 11
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Linear(4, 32), nn.LeakyReLU(0.05), nn.Linear(32, 1))
+    recipe = kit.Recipe(
+        steps=40, micro_batch=16, optimizer="adamw", lr=1e-2,
+        optimizer_args=dict(ADAM_DEFAULTS, weight_decay=0.01),
+        schedule=("constant_with_warmup", 8), loss="huber", loss_args=dict(delta=0.5),
+        eval_every=20, seed=seed)
+    return model, regression_curve(), recipe
+
+
+def smooth_l1_regression():
+    seed = 12
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Linear(4, 32), nn.ELU(alpha=1.5), nn.Linear(32, 32), nn.Tanh(),
+                          nn.Linear(32, 1))
+    recipe = kit.Recipe(
+        steps=40, micro_batch=16, optimizer="lion", lr=3e-3,
+        optimizer_args=dict(betas=(0.95, 0.98), weight_decay=0.0),
+        schedule=("one_cycle", dict(pct_start=0.2, anneal_strategy="cos", div_factor=25.0,
+                                    final_div_factor=1e4)),
+        clip=("value", 0.5), loss="smooth_l1", loss_args=dict(beta=0.3), eval_every=20,
+        seed=seed)
+    return model, regression_curve(), recipe
+
+
 @dataclass
 class Case:
-    """A twin (a function of the case's work folder when `token_files`),
-    whether its .dtl names its own initial weights, and whether it reads
-    the token files (then a copy of the .dtl runs next to them)."""
+    """A twin (a function of the case's work folder when it has `files`),
+    whether its .dtl names its own initial weights, and what writes the
+    data files it reads (then a copy of the .dtl runs next to them)."""
 
     twin: object
     tolerance: dict
     own_init: bool = False
-    token_files: bool = False
+    files: object = None  # a function of the work folder, or None
 
 
 # Measured worst relative differences, ×10 (see `bounds`).
@@ -496,10 +640,16 @@ CASES = {
     "init_file": Case(init_file, bounds(1.8e-6, 1.5e-6, F32, 1.7e-6), own_init=True),
     "swiglu": Case(swiglu, bounds(1.3e-6, 2.1e-6, 9.9e-7, 1.6e-5)),
     "vit_head": Case(vit_head, BITWISE),
-    "tiny_gpt": Case(tiny_gpt, bounds(6.9e-7, 6.2e-7, 1.2e-6, 3.1e-5), token_files=True),
-    "tiny_llama": Case(tiny_llama, bounds(9.5e-7, 8.7e-7, 1.3e-6, 3.2e-6), token_files=True),
+    "tiny_gpt": Case(tiny_gpt, bounds(6.9e-7, 6.2e-7, 1.2e-6, 3.1e-5), files=write_token_files),
+    "tiny_llama": Case(tiny_llama, bounds(9.5e-7, 8.7e-7, 1.3e-6, 3.2e-6),
+                       files=write_token_files),
     "resmlp_nesterov": Case(resmlp_nesterov, bounds(1.5e-6, 4.0e-6, 1.2e-6, 4.0e-6)),
     "regression_mse": Case(regression_mse, bounds(6.3e-7, 7.7e-7, F32, 9.8e-7)),
+    "conv_groups_lion": Case(conv_groups_lion, BITWISE),
+    "upsample_nll_adafactor": Case(upsample_nll_adafactor, BITWISE),
+    "bce_multilabel": Case(bce_multilabel, BITWISE, files=write_bits),
+    "huber_regression": Case(huber_regression, BITWISE),
+    "smooth_l1_regression": Case(smooth_l1_regression, BITWISE),
 }
 
 
@@ -507,8 +657,8 @@ def compare(name, binary, workdir):
     case = CASES[name]
     workdir.mkdir(parents=True, exist_ok=True)
     dtl_file = HERE / f"{name}.dtl"
-    if case.token_files:
-        write_token_files(workdir)
+    if case.files:
+        case.files(workdir)
         dtl_file = Path(shutil.copy(dtl_file, workdir / dtl_file.name))
         model, data, recipe = case.twin(workdir)
     else:

@@ -165,9 +165,20 @@ def training_split(plan):
 
 
 def loss_of(spec, output, target):
-    if spec["kind"] == "mse":
+    kind = spec["kind"]
+    if kind == "mse":
         return F.mse_loss(output, target)
+    if kind == "binary_cross_entropy":
+        weight = spec["pos_weight"]
+        weight = None if weight is None else torch.tensor(weight, dtype=torch.float32)
+        return F.binary_cross_entropy_with_logits(output, target, pos_weight=weight)
+    if kind == "huber":
+        return F.huber_loss(output, target, delta=spec["delta"])
+    if kind == "smooth_l1":
+        return F.smooth_l1_loss(output, target, beta=spec["beta"])
     classes = output.shape[-1]
+    if kind == "nll":
+        return F.nll_loss(output.reshape(-1, classes), target.reshape(-1))
     return F.cross_entropy(output.reshape(-1, classes), target.reshape(-1),
                            label_smoothing=spec["label_smoothing"])
 
@@ -302,7 +313,19 @@ def module_for(op, rank):
     if kind in ("conv1d", "conv2d"):
         conv = nn.Conv1d if kind == "conv1d" else nn.Conv2d
         return conv(op["in_channels"], op["out_channels"], op["kernel"], stride=op["stride"],
-                    padding=op["padding"], bias=op["bias"] is not None)
+                    padding=op["padding"], dilation=op["dilation"], groups=op["groups"],
+                    bias=op["bias"] is not None)
+    if kind == "conv_transpose2d":
+        return nn.ConvTranspose2d(op["in_channels"], op["out_channels"], op["kernel"],
+                                  stride=op["stride"], padding=op["padding"],
+                                  output_padding=op["output_padding"], groups=op["groups"],
+                                  bias=op["bias"] is not None, dilation=op["dilation"])
+    if kind == "group_norm":
+        return nn.GroupNorm(op["groups"], op["channels"], eps=op["eps"],
+                            affine=op["weight"] is not None)
+    if kind == "instance_norm":
+        norm = {3: nn.InstanceNorm1d, 4: nn.InstanceNorm2d}[rank]
+        return norm(op["features"], eps=op["eps"], affine=op["weight"] is not None)
     if kind == "batch_norm":
         norm = {2: nn.BatchNorm1d, 3: nn.BatchNorm1d, 4: nn.BatchNorm2d}[rank]
         return norm(op["features"], eps=op["eps"], momentum=op["momentum"])
@@ -343,6 +366,19 @@ def functional(op, inputs, module, training):
         return x.transpose(op["dim0"], op["dim1"])
     if kind == "softmax":
         return F.softmax(x, op["dim"])
+    if kind == "log_softmax":
+        return F.log_softmax(x, op["dim"])
+    if kind == "leaky_relu":
+        return F.leaky_relu(x, op["negative_slope"])
+    if kind == "elu":
+        return F.elu(x, op["alpha"])
+    if kind == "upsample":
+        align = op["align_corners"] if op["mode"] == "bilinear" else None
+        if op.get("scale") is not None:
+            return F.interpolate(x, scale_factor=tuple(op["scale"]), mode=op["mode"],
+                                 align_corners=align)
+        return F.interpolate(x, size=(op["height"], op["width"]), mode=op["mode"],
+                             align_corners=align)
     if kind in ("max_pool1d", "max_pool2d", "avg_pool1d", "avg_pool2d"):
         pool = getattr(F, kind)
         return pool(x, op["kernel"], op["stride"], op["padding"])
@@ -414,6 +450,17 @@ def optimizer_for(spec, params):
         return torch.optim.SGD(params, lr=spec["lr"], momentum=spec["momentum"],
                                dampening=spec["dampening"], nesterov=spec["nesterov"],
                                weight_decay=spec["weight_decay"], foreach=False)
+    if kind == "adafactor":
+        return torch.optim.Adafactor(params, lr=spec["lr"], beta2_decay=spec["beta2_decay"],
+                                     eps=tuple(spec["eps"]), d=spec["d"],
+                                     weight_decay=spec["weight_decay"], foreach=False)
+    if kind == "lion":
+        # torch.optim has none: the paper's update, written by hand in
+        # twin_kit (not from dtl).
+        from twin_kit import PaperLion
+
+        return PaperLion(params, lr=spec["lr"], betas=tuple(spec["betas"]),
+                         weight_decay=spec["weight_decay"])
     cls = torch.optim.Adam if kind == "adam" else torch.optim.AdamW
     return cls(params, lr=spec["lr"], betas=tuple(spec["betas"]), eps=spec["eps"],
                weight_decay=spec["weight_decay"], foreach=False)
@@ -426,6 +473,16 @@ def scheduler_for(schedule, optimizer, steps):
     warmup, decay = schedule["warmup"], schedule["decay"]
     after = steps - warmup
     kind = decay["kind"]
+    if kind == "one_cycle":
+        # max_lr is the optimizer's lr; the momentum is not cycled.
+        return sched.OneCycleLR(optimizer, max_lr=optimizer.defaults["lr"], total_steps=steps,
+                                pct_start=decay["pct_start"], anneal_strategy=decay["anneal"],
+                                div_factor=decay["div_factor"],
+                                final_div_factor=decay["final_div_factor"], cycle_momentum=False)
+    if kind == "constant_with_warmup":
+        # Hugging Face's get_constant_schedule_with_warmup.
+        n = decay["warmup_steps"]
+        return sched.LambdaLR(optimizer, lambda s: float(s) / float(max(1.0, n)) if s < n else 1.0)
     if kind == "constant":
         main_sched = sched.LambdaLR(optimizer, lambda t: 1.0)
     elif kind == "step":

@@ -91,6 +91,14 @@ SABOTAGES = {
     "token_offsets": "(layers.py) random token windows only at multiples of the context",
     "token_split": "(layers.py) the first token windows held out instead of the last",
     "token_wrap": "(layers.py) in-order token windows run on into the windows an epoch skips",
+    "leaky_slope": "(layers.py) the first leaky_relu's slope 0.1 instead of 0.2 (conv_groups_lion)",
+    "cycle_momentum": "(layers.py) OneCycleLR's default momentum cycling (Lion's β1) left on",
+    "align_corners": "(layers.py) bilinear upsampling without align_corners (upsample_nll_adafactor)",
+    "hf_warmup": "(layers.py) constant_with_warmup one step ahead: (s + 1) / warmup",
+    "lion_order": "(layers.py) Lion's momentum updated before the sign is taken, not after",
+    "pos_weight": "(layers.py) binary_cross_entropy without its pos_weight (bce_multilabel)",
+    "adafactor_d": "(layers.py) Adafactor's clipping threshold d the default 1 (bce_multilabel)",
+    "huber_delta": "(layers.py) the Huber loss at delta 1, not the file's (huber_regression)",
     "zoo_relu": "(zoo.py) ResNet-18's BasicBlock with a ReLU before the residual sum",
     "zoo_stride": "(zoo.py) ResNet-50's stride in the first 1x1 convolution (v1), not the 3x3",
     "zoo_untied": "(zoo.py) GPT-2's output layer a copy of wte, trained on its own",
@@ -391,16 +399,19 @@ class Recipe:
 
     steps: int
     micro_batch: int
-    optimizer: str  # "sgd" | "adam" | "adamw"
+    optimizer: str  # "sgd" | "adam" | "adamw" | "lion" | "adafactor"
     lr: float
     optimizer_args: dict  # the remaining arguments, defaults included
     accumulate: int = 1
     warmup: int = 0
     # ("constant",) | ("step", every, gamma) | ("cosine", min_lr) | ("linear", end_factor)
+    # | ("one_cycle", dict of OneCycleLR's arguments) | ("constant_with_warmup", steps)
     schedule: tuple = ("constant",)
     clip: tuple = None  # None | ("norm", max, p), p = 2.0 or math.inf | ("value", v)
     label_smoothing: float = 0.0
-    loss: str = "cross_entropy"  # "cross_entropy" | "mse"
+    # "cross_entropy" | "mse" | "nll" | "binary_cross_entropy" | "huber" | "smooth_l1"
+    loss: str = "cross_entropy"
+    loss_args: dict = None  # pos_weight, delta, beta
     seed: int = 0
     eval_every: int = 0
 
@@ -441,21 +452,106 @@ def lr_at(recipe, k):
     raise ValueError(recipe.schedule)
 
 
+class PaperLion(torch.optim.Optimizer):
+    """Lion as Chen et al. 2023 write it (Algorithm 2), every product and sum
+    its own tensor operation, the momentum m starting at zero:
+
+        c = β1·m + (1 − β1)·g
+        p ← p·(1 − lr·λ) − lr·sign(c)        (λ: weight_decay)
+        m ← β2·m + (1 − β2)·g
+
+    torch.optim has no Lion; this is written from the paper, not from dtl."""
+
+    def __init__(self, params, lr, betas=(0.9, 0.99), weight_decay=0.0):
+        super().__init__(params, dict(lr=lr, betas=betas, weight_decay=weight_decay))
+
+    @torch.no_grad()
+    def step(self):
+        for group in self.param_groups:
+            lr, (beta1, beta2), wd = group["lr"], group["betas"], group["weight_decay"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                g = p.grad
+                state = self.state[p]
+                if "m" not in state:
+                    state["m"] = torch.zeros_like(p)
+                m = state["m"]
+                if sabotaged("lion_order"):
+                    m.copy_(beta2 * m + (1 - beta2) * g)
+                c = beta1 * m + (1 - beta1) * g
+                p.mul_(1 - lr * wd)
+                p.sub_(lr * torch.sign(c))
+                if not sabotaged("lion_order"):
+                    m.copy_(beta2 * m + (1 - beta2) * g)
+
+
 def make_optimizer(recipe, params):
-    """torch.optim's optimizer; foreach=False picks the single-tensor code
-    path (what PyTorch uses on CPU anyway), whose rounding dtl reproduces."""
-    cls = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
+    """torch.optim's optimizer (Lion: PaperLion); foreach=False picks the
+    single-tensor code path (what PyTorch uses on CPU anyway), whose
+    rounding dtl reproduces."""
+    if recipe.optimizer == "lion":
+        return PaperLion(params, lr=recipe.lr, **recipe.optimizer_args)
+    cls = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW,
+           "adafactor": torch.optim.Adafactor}
     return cls[recipe.optimizer](params, lr=recipe.lr, foreach=False, **recipe.optimizer_args)
 
 
+def make_scheduler(recipe, optimizer):
+    """PyTorch's scheduler for the schedules docs/language.md defines as
+    one (None for those lr_at computes): OneCycleLR with the optimizer's lr
+    as max_lr, over all the steps, without momentum cycling; Hugging Face's
+    get_constant_schedule_with_warmup as the LambdaLR it is
+    (transformers/optimization.py): step s (from 0) scaled by s / warmup
+    below warmup, else 1."""
+    kind = recipe.schedule[0]
+    if kind == "one_cycle":
+        return torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=recipe.lr, total_steps=recipe.steps,
+            cycle_momentum=sabotaged("cycle_momentum"), **recipe.schedule[1])
+    if kind == "constant_with_warmup":
+        warmup = recipe.schedule[1]
+
+        def lr_lambda(current_step):
+            if sabotaged("hf_warmup"):
+                current_step += 1
+            if current_step < warmup:
+                return float(current_step) / float(max(1.0, warmup))
+            return 1.0
+
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda)
+    return None
+
+
+CLASS_LOSSES = ("cross_entropy", "nll")
+
+
 def loss_fn(recipe, output, target, reduction="mean"):
-    """cross_entropy over every predicted label ([B, ..., C] against
-    [B, ...]), or the mean squared error of real-valued targets ([B, *t]
-    against [B, *t])."""
+    """cross_entropy or the negative log-likelihood over every predicted
+    label ([B, ..., C] against [B, ...]); the mean squared error, binary
+    cross-entropy on logits, Huber or smooth L1 of real-valued targets
+    ([B, *t] against [B, *t])."""
+    args = recipe.loss_args or {}
+    output = output.float()
     if recipe.loss == "mse":
-        return F.mse_loss(output.float(), target, reduction=reduction)
+        return F.mse_loss(output, target, reduction=reduction)
+    if recipe.loss == "binary_cross_entropy":
+        pos_weight = args.get("pos_weight")
+        if sabotaged("pos_weight"):
+            pos_weight = None
+        if pos_weight is not None:
+            pos_weight = torch.tensor(pos_weight, dtype=torch.float32)
+        return F.binary_cross_entropy_with_logits(output, target, pos_weight=pos_weight,
+                                                  reduction=reduction)
+    if recipe.loss == "huber":
+        delta = 1.0 if sabotaged("huber_delta") else args["delta"]
+        return F.huber_loss(output, target, delta=delta, reduction=reduction)
+    if recipe.loss == "smooth_l1":
+        return F.smooth_l1_loss(output, target, beta=args["beta"], reduction=reduction)
     classes = output.shape[-1]
-    return F.cross_entropy(output.reshape(-1, classes).float(), target.reshape(-1),
+    if recipe.loss == "nll":
+        return F.nll_loss(output.reshape(-1, classes), target.reshape(-1), reduction=reduction)
+    return F.cross_entropy(output.reshape(-1, classes), target.reshape(-1),
                            label_smoothing=recipe.label_smoothing, reduction=reduction)
 
 
@@ -474,7 +570,7 @@ def evaluate(model, recipe, x, y, step, autocast):
     with torch.no_grad(), autocast():
         out = model(x).float()
         total = loss_fn(recipe, out, y, reduction="sum")
-        hits = None if recipe.loss == "mse" else (out.argmax(-1) == y).sum().item()
+        hits = (out.argmax(-1) == y).sum().item() if recipe.loss in CLASS_LOSSES else None
     model.train()
     return {"step": step, "eval_loss": total.item() / y.numel(),
             "eval_accuracy": None if hits is None else hits / y.numel(),
@@ -519,6 +615,7 @@ def train(model, data, recipe, autocast=contextlib.nullcontext):
     next_batch, x_valid, y_valid = batch_stream(data, recipe)
     params = list(model.parameters())
     optimizer = make_optimizer(recipe, params)
+    scheduler = make_scheduler(recipe, optimizer)
     model.train()
     steps, evals = [], []
     for k in range(1, recipe.steps + 1):
@@ -539,10 +636,15 @@ def train(model, data, recipe, autocast=contextlib.nullcontext):
             grad_norm = nn.utils.get_total_norm(grads, 2.0).item()
             if recipe.clip:
                 nn.utils.clip_grad_value_(params, recipe.clip[1])
-        lr = lr_at(recipe, k)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
+        if scheduler is None:
+            lr = lr_at(recipe, k)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+        else:
+            lr = optimizer.param_groups[0]["lr"]
         optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
         optimizer.zero_grad()
         steps.append({"step": k, "loss": loss_sum, "lr": lr, "grad_norm": grad_norm})
         if (recipe.eval_every and k % recipe.eval_every == 0) or k == recipe.steps:
