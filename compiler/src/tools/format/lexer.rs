@@ -56,7 +56,13 @@ fn after_value(tokens: &[Token<'_>]) -> bool {
         .rev()
         .find(|t| !t.is_comment())
         .is_some_and(|t| {
-            matches!(t.kind, Kind::Word | Kind::Number | Kind::Str) || t.is(")") || t.is("]")
+            // `repeat -2 { … }`: the keyword takes a number, so a minus
+            // after it is the number's sign (an error the checker reports,
+            // laid out as written).
+            (t.kind == Kind::Word && t.text != "repeat")
+                || matches!(t.kind, Kind::Number | Kind::Str)
+                || t.is(")")
+                || t.is("]")
         })
 }
 

@@ -35,6 +35,12 @@ fn spaces_around_operators_and_after_separators() {
         fmt("train{a=f(4*d-1,b:-1,c:d/2-(3*-2))}"),
         "train { a = f(4 * d - 1, b: -1, c: d / 2 - (3 * -2)) }\n"
     );
+    // `repeat` takes a number: a minus after it is the sign of a count the
+    // checker refuses, laid out as written (found by the mutant test).
+    assert_eq!(
+        fmt("model N{forward(x:[B,8])->[B,8]{x|>repeat -2{linear(8,8)}}}"),
+        "model N { forward(x: [B, 8]) -> [B, 8] { x |> repeat -2 { linear(8, 8) } } }\n"
+    );
     assert_eq!(
         fmt("module M(d:int){forward(x:[B,d*2])->[B,d]{(x|>silu)*(x|>relu)}}"),
         "module M(d: int) { forward(x: [B, d * 2]) -> [B, d] { (x |> silu) * (x |> relu) } }\n"
