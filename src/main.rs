@@ -136,16 +136,38 @@ enum Command {
         world: Option<u64>,
     },
     /// Draw a run's loss and accuracy curves (from its metrics.jsonl) as SVG
-    /// or PNG.
+    /// or PNG; with several runs, overlay them.
     Plot {
-        /// A run folder, or a metrics.jsonl file.
-        run: PathBuf,
-        /// The chart: `.svg` or `.png` [default: RUN/loss.svg].
+        /// Run folders, or metrics.jsonl files.
+        #[arg(required = true)]
+        runs: Vec<PathBuf>,
+        /// The chart: `.svg` or `.png` [default: RUN/loss.svg, or
+        /// compare.svg here for several runs].
         #[arg(short, long)]
         output: Option<PathBuf>,
         /// Logarithmic loss axis.
         #[arg(long)]
         log_y: bool,
+    },
+    /// The loss and metrics of trained weights on the held-out rows, or on
+    /// every row of another file (`--data`).
+    Eval(infer::EvalArgs),
+    /// The model's outputs for rows of features: per row the output, and
+    /// for classifiers the class and the probabilities, as JSON lines.
+    Predict(infer::PredictArgs),
+    /// Continue a text with a next-token model, token by token (keys and
+    /// values of the tokens before kept where the model allows).
+    Generate(infer::GenerateArgs),
+    /// List the runs under a folder: file, git commit, plan fingerprint,
+    /// steps, last and best evaluation, wall time and status (finished,
+    /// failed, interrupted, running, or died: killed or its machine lost).
+    Runs {
+        /// The folder to look in (run folders up to three levels down).
+        #[arg(default_value = "runs")]
+        dir: PathBuf,
+        /// One JSON object per run instead of the table.
+        #[arg(long)]
+        json: bool,
     },
     /// Print the versions of dtl and of the backends it was built with;
     /// with `--collectives`, check a collective backend over the ranks this
@@ -196,9 +218,11 @@ macro_rules! out {
     }};
 }
 
+mod infer;
 mod lsp;
 mod plot;
 mod run;
+mod runs;
 
 /// A failure that ends the command, with its exit code.
 pub struct Failure {
@@ -296,8 +320,16 @@ fn main() -> ExitCode {
             format,
             world,
         } => explain(&file, format, &request(world, false)),
-        Command::Plot { run, output, log_y } => plot_run(&run, output, log_y),
+        Command::Plot {
+            runs,
+            output,
+            log_y,
+        } => plot_runs(&runs, output, log_y),
         Command::Lsp => lsp::serve(),
+        Command::Runs { dir, json } => list_runs(&dir, json),
+        Command::Eval(args) => infer::eval(args, &request(None, false)),
+        Command::Predict(args) => infer::predict(args, &request(None, false)),
+        Command::Generate(args) => infer::generate(args, &request(None, false)),
         Command::Fmt { files, check } => fmt(&files, check),
         Command::Graph {
             file,
@@ -549,15 +581,24 @@ fn graph(
     Ok(())
 }
 
-fn plot_run(run: &Path, output: Option<PathBuf>, log_y: bool) -> Result<(), Failure> {
-    let folder = if run.is_dir() {
-        run
-    } else {
-        run.parent().unwrap_or(Path::new("."))
+fn plot_runs(runs: &[PathBuf], output: Option<PathBuf>, log_y: bool) -> Result<(), Failure> {
+    let result = match runs {
+        [run] => {
+            let folder = if run.is_dir() {
+                run.as_path()
+            } else {
+                run.parent().unwrap_or(Path::new("."))
+            };
+            let output = output.unwrap_or_else(|| folder.join("loss.svg"));
+            plot::plot(run, &output, log_y).map(|()| output)
+        }
+        several => {
+            let output = output.unwrap_or_else(|| PathBuf::from("compare.svg"));
+            plot::plot_many(several, &output, log_y).map(|()| output)
+        }
     };
-    let output = output.unwrap_or_else(|| folder.join("loss.svg"));
-    match plot::plot(run, &output, log_y) {
-        Ok(()) => {
+    match result {
+        Ok(output) => {
             out!("wrote {}", output.display());
             Ok(())
         }
@@ -566,6 +607,26 @@ fn plot_run(run: &Path, output: Option<PathBuf>, log_y: bool) -> Result<(), Fail
             Err(Failure::errors())
         }
     }
+}
+
+fn list_runs(dir: &Path, json: bool) -> Result<(), Failure> {
+    if !dir.is_dir() {
+        return Err(Failure::usage(format!(
+            "{} is not a folder (runs are in runs/ by default)",
+            dir.display()
+        )));
+    }
+    let rows = runs::list(dir);
+    if json {
+        for row in &rows {
+            out!("{}", serde_json::to_string(row).expect("a row serializes"));
+        }
+    } else if rows.is_empty() {
+        out!("no runs under {}", dir.display());
+    } else {
+        print!("{}", runs::table(&rows));
+    }
+    Ok(())
 }
 
 /// The plan `input` stands for: a `.dtl` file compiled (its warnings

@@ -222,6 +222,9 @@ pub struct RunArgs {
     /// No progress output.
     #[arg(short, long)]
     pub quiet: bool,
+    /// Write no TensorBoard event files.
+    #[arg(long)]
+    pub no_tensorboard: bool,
 }
 
 /// How a line on the terminal starts: which rank says it, in a run of
@@ -313,13 +316,17 @@ pub fn run(args: RunArgs, request: &Request) -> Result<(), Failure> {
             // returned 0. The job finished only if rank 0 wrote its summary.
             Ok(0) if folder.path.join("summary.json").is_file() => Ok(()),
             Ok(0) => {
-                eprintln!(
-                    "error: the job ended without finishing: rank 0 wrote no summary{}",
-                    how_ranks_ended(&folder.path)
-                );
+                let how = how_ranks_ended(&folder.path);
+                eprintln!("error: the job ended without finishing: rank 0 wrote no summary{how}");
+                let message = format!("the job ended without a summary{how}");
+                let _ = dtl_runtime::run_record::end_if_running(&folder.path, message);
                 Err(Failure::exit(1))
             }
-            Ok(code) => Err(Failure::exit(code.clamp(1, 255) as u8)),
+            Ok(code) => {
+                let message = format!("mpirun exited with {code}{}", how_ranks_ended(&folder.path));
+                let _ = dtl_runtime::run_record::end_if_running(&folder.path, message);
+                Err(Failure::exit(code.clamp(1, 255) as u8))
+            }
             Err(err) => Err(report_run_error(err, "")),
         };
     }
@@ -459,6 +466,7 @@ fn train_in(
         trace: args.trace,
         timeout: std::time::Duration::from_secs(args.timeout.max(1)),
         watchdog,
+        tensorboard: !args.no_tensorboard,
     };
     match dtl_runtime::train(plan, &options, world) {
         Ok(summary) if world.rank == 0 => {
@@ -535,6 +543,28 @@ fn print_summary(summary: &dtl_runtime::Summary, prefix: &str) {
             eval.eval_rows
         ),
         None => out!("{prefix}no held-out rows (valid = 0): nothing was evaluated"),
+    }
+    if let Some(eval) = &summary.eval {
+        let measures: Vec<String> = eval
+            .measures
+            .0
+            .iter()
+            .map(|(key, value)| format!("{key} {value:.4}"))
+            .collect();
+        if !measures.is_empty() {
+            out!("{prefix}{}", measures.join(", "));
+        }
+    }
+    if let Some(reason) = &summary.stopped_early {
+        out!("{prefix}stopped early: {reason}");
+    }
+    if let Some(best) = &summary.best {
+        out!(
+            "{prefix}best {} {:.4} at step {}: weights in best/",
+            best.metric,
+            best.value,
+            best.step
+        );
     }
     out!("{prefix}outputs in {}", summary.out_dir);
 }

@@ -35,9 +35,10 @@ fn every_train_setting_is_documented() {
 }
 
 /// The files that define the plan's types.
-const PLAN_TYPES: [&str; 2] = [
+const PLAN_TYPES: [&str; 3] = [
     "compiler/src/plan/types.rs",
     "compiler/src/plan/parallel.rs",
+    "compiler/src/plan/tracking.rs",
 ];
 
 /// A variant's name as serde's `rename_all = "snake_case"` writes it:

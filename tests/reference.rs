@@ -12,22 +12,9 @@
 
 mod common;
 
+use common::{python, root};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn python() -> PathBuf {
-    let python = root().join(".venv/bin/python");
-    assert!(
-        python.exists(),
-        "{} is missing: run scripts/setup.sh",
-        python.display()
-    );
-    python
-}
 
 /// A file (relative to the repository) with its training settings replaced
 /// for the comparison; the model and data stay.
@@ -122,6 +109,16 @@ fn compare_with_pytorch_after(example: &str, train: &str, bound: f64, prepare: i
         "{example}: dtl's model.safetensors does not load into PyTorch strictly"
     );
 
+    // `ema`: the average dtl saves is AveragedModel's.
+    let averaged = PathBuf::from(format!("{}.ema.safetensors", reference.display()));
+    if plan.train.tracking.ema.is_some() {
+        let (worst, name) = common::weights_differ(&averaged, &out.join("model_ema.safetensors"));
+        common::within(
+            &format!("{example}: model_ema.safetensors vs AveragedModel (worst `{name}`)"),
+            worst as f64,
+            bound,
+        );
+    }
     let ours = losses_from_metrics(&out.join("metrics.jsonl"));
     let reference: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&reference).unwrap()).unwrap();
@@ -184,6 +181,16 @@ fn mlp_matches_pytorch_step_for_step() {
 #[test]
 fn cnn_with_batch_norm_matches_pytorch_step_for_step() {
     compare_with_pytorch("examples/digits_cnn.dtl", ADAMW_ACCUMULATE_CLIP, 0.0);
+}
+
+/// `ema = 0.9` on the CNN: the average of its weights and of its
+/// batch-norm statistics (use_buffers=True) after every step, as
+/// `torch.optim.swa_utils.AveragedModel(model, multi_avg_fn=
+/// get_ema_multi_avg_fn(0.9), use_buffers=True)` keeps it.
+#[test]
+fn the_average_of_the_weights_is_averaged_models() {
+    let train = format!("{ADAMW_ACCUMULATE_CLIP}\n  ema = 0.9");
+    compare_with_pytorch("examples/digits_cnn.dtl", &train, 0.0);
 }
 
 #[test]
@@ -440,6 +447,14 @@ fn zoo_models_load_into_pytorch_and_agree() {
 #[test]
 fn bf16_agrees_with_autocast_and_saves_float32() {
     reference_script("bf16.py", &[]);
+}
+
+/// `precision = fp16` against torch.amp.GradScaler around the same casts:
+/// the same steps skipped, the same loss scales, and losses, gradient
+/// norms, evaluation and weights bit for bit.
+#[test]
+fn fp16_loss_scaling_is_grad_scalers() {
+    reference_script("fp16.py", &[]);
 }
 
 /// Data parallelism against PyTorch's own: dtl at world 2 (its ranks

@@ -4,7 +4,9 @@
 //! `null`; reading turns `null` back into NaN. Fields added later are
 //! ignored by older readers.
 
-use serde::{Deserialize, Deserializer, Serialize};
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// One optimizer step.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -24,6 +26,10 @@ pub struct StepRecord {
     /// the update.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub skipped: bool,
+    /// `precision = fp16`: the loss scale of this step (halved after a step
+    /// whose gradients overflowed, which is skipped).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss_scale: Option<f64>,
 }
 
 /// An evaluation on the held-out rows.
@@ -41,6 +47,50 @@ pub struct EvalRecord {
     )]
     pub eval_accuracy: Option<f64>,
     pub eval_rows: usize,
+    /// The `metrics` of `train` beyond the accuracy (`eval_top5`,
+    /// `eval_f1_macro`, `eval_perplexity`, `eval_mse`, `eval_mae`) and,
+    /// with `ema`, every measure of the averaged weights (`ema_eval_loss`,
+    /// …), in the same line.
+    #[serde(flatten)]
+    pub measures: Measures,
+}
+
+impl EvalRecord {
+    /// A measure by its key in the file (`eval_loss`, `eval_accuracy`,
+    /// `eval_top5`, `ema_eval_loss`, …).
+    pub fn get(&self, key: &str) -> Option<f64> {
+        match key {
+            "eval_loss" => Some(self.eval_loss),
+            "eval_accuracy" => self.eval_accuracy,
+            other => self.measures.0.get(other).copied(),
+        }
+    }
+}
+
+/// Measures by name, written as numbers (`null` when not finite) and read
+/// back from the numbers and nulls of a line (other fields are skipped).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Measures(pub BTreeMap<String, f64>);
+
+impl Serialize for Measures {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.0.iter().map(|(k, v)| (k, v.is_finite().then_some(*v))))
+    }
+}
+
+impl<'de> Deserialize<'de> for Measures {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = BTreeMap::<String, serde_json::Value>::deserialize(d)?;
+        Ok(Measures(
+            raw.into_iter()
+                .filter_map(|(k, v)| match v {
+                    serde_json::Value::Null => Some((k, f64::NAN)),
+                    serde_json::Value::Number(n) => n.as_f64().map(|x| (k, x)),
+                    _ => None,
+                })
+                .collect(),
+        ))
+    }
 }
 
 /// A line of `metrics.jsonl`.
@@ -74,6 +124,61 @@ impl Record {
     }
 }
 
+/// `run.json`: what a run is and how it ended, for `dtl runs`. Written by
+/// whoever claimed the run folder when the run starts, again at every
+/// resume, and when it ends.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RunRecord {
+    /// The `.dtl` file (or plan) the run was started from.
+    pub source: String,
+    /// The git commit of the source's repository at the start, `+` when it
+    /// had uncommitted changes; `null` outside a repository.
+    pub commit: Option<String>,
+    /// The plan's fingerprint (what a checkpoint must match).
+    pub plan_fingerprint: String,
+    /// Optimizer steps the plan asks for.
+    pub steps: u64,
+    pub world_size: u64,
+    /// Each start: the first and every resume.
+    pub attempts: Vec<Attempt>,
+    pub outcome: Outcome,
+}
+
+/// One start of a run.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Attempt {
+    /// UTC, `2026-12-04T09:15:02Z`.
+    pub started: String,
+    pub host: String,
+    /// The command line.
+    pub command: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resumed_from: Option<u64>,
+}
+
+/// How the last attempt ended, as far as it could say.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Outcome {
+    pub status: Status,
+    /// UTC, when it ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended: Option<String>,
+    /// The error, the signal, or why it stopped early.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// What became of a run. `running` is written at the start: a run that
+/// still says so while nobody holds its lock was killed or lost its machine.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Running,
+    Finished,
+    Failed,
+    Interrupted,
+}
+
 fn nan_if_null<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
     Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
 }
@@ -94,6 +199,7 @@ mod tests {
             lr: 0.1,
             grad_norm: 2.0,
             skipped: true,
+            loss_scale: None,
         };
         let line = serde_json::to_string(&step).unwrap();
         assert_eq!(
@@ -109,8 +215,20 @@ mod tests {
             eval_loss: 0.5,
             eval_accuracy: None,
             eval_rows: 10,
+            measures: Measures([("eval_top5".to_string(), 0.75)].into()),
         };
         let line = serde_json::to_string(&eval).unwrap();
-        assert_eq!(Record::parse(&line).unwrap(), Record::Eval(eval));
+        assert_eq!(
+            line,
+            r#"{"step":3,"eval_loss":0.5,"eval_rows":10,"eval_top5":0.75}"#
+        );
+        assert_eq!(Record::parse(&line).unwrap(), Record::Eval(eval.clone()));
+        let Record::Eval(back) =
+            Record::parse(r#"{"step":3,"eval_loss":0.5,"eval_rows":10,"eval_top5":0.75,"note":"x","ema_eval_loss":null}"#).unwrap()
+        else {
+            panic!("an evaluation record")
+        };
+        assert_eq!(back.get("eval_top5"), Some(0.75));
+        assert!(back.get("ema_eval_loss").unwrap().is_nan());
     }
 }

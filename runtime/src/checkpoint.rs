@@ -27,6 +27,7 @@ use tch::{Device, Tensor};
 use crate::data::Cursor;
 use crate::error::{RunError, TorchContext};
 use crate::output::{sync_dir, sync_file, write_weights};
+use crate::watch::Watch;
 
 /// Named tensors, in the order they are written.
 pub type Named = Vec<(String, Tensor)>;
@@ -41,6 +42,10 @@ pub struct Snapshot {
     /// `async` updates waiting: the step and its buckets' averaged
     /// gradients.
     pub pending: Vec<(u64, Vec<Tensor>)>,
+    /// `ema`: the average of the weights (empty without).
+    pub ema: Named,
+    /// `precision = fp16`: the loss scale and its steps without overflow.
+    pub loss_scale: Option<crate::loss_scale::LossScale>,
 }
 
 /// The driver's side of a checkpoint: where the run stands.
@@ -57,9 +62,12 @@ pub struct Standing {
     pub skipped_steps: u64,
     pub train_seconds: f64,
     pub plan_fingerprint: String,
+    pub watch: Watch,
 }
 
 const DIR: &str = "checkpoint";
+/// The prefix of the average's tensors in `state.safetensors`.
+const EMA: &str = "ema.";
 const TMP: &str = "checkpoint.tmp";
 /// The checkpoint before the last: what a resumed run falls back to when
 /// the last one is damaged.
@@ -97,6 +105,15 @@ pub struct State {
     /// The layout that wrote it: data-parallel replicas and pipeline
     /// stages.
     pub layout: [u64; 2],
+    /// `keep_best` and `stop_early`'s standing.
+    #[serde(default)]
+    pub watch: Watch,
+    /// `precision = fp16`: the loss scale, and the steps in a row since it
+    /// last changed or a step overflowed.
+    #[serde(default)]
+    pub loss_scale: Option<f64>,
+    #[serde(default)]
+    pub loss_scale_tracker: u64,
     /// FNV-1a of `model.safetensors`, `state.safetensors` and this
     /// state's own values (written with an empty checksum), in that order:
     /// a torn, damaged or edited checkpoint does not match.
@@ -112,6 +129,8 @@ pub struct Loaded {
     pub optimizer: BTreeMap<String, Tensor>,
     /// `async` updates waiting: the step and its buckets' averaged gradients.
     pub pending: Vec<(u64, Vec<Tensor>)>,
+    /// `ema`: the average of the weights, by tensor name (empty without).
+    pub ema: BTreeMap<String, Tensor>,
     /// Why the last checkpoint could not be used, when this is the one
     /// before it.
     pub fell_back: Option<String>,
@@ -179,6 +198,9 @@ pub fn save(out: &Path, standing: &Standing, snapshot: &Snapshot) -> Result<(), 
             tensors.push((format!("pending.{i}.{b}"), flat.to_device(Device::Cpu)));
         }
     }
+    for (name, t) in &snapshot.ema {
+        tensors.push((format!("{EMA}{name}"), t.to_device(Device::Cpu)));
+    }
     let state_path = tmp.join("state.safetensors");
     Tensor::write_safetensors(&tensors, &state_path)
         .context(|| format!("write {}", state_path.display()))?;
@@ -198,6 +220,9 @@ pub fn save(out: &Path, standing: &Standing, snapshot: &Snapshot) -> Result<(), 
         pending_steps: snapshot.pending.iter().map(|(s, _)| *s).collect(),
         data_files: standing.data_files.clone(),
         layout: standing.layout,
+        watch: standing.watch.clone(),
+        loss_scale: snapshot.loss_scale.map(|s| s.scale),
+        loss_scale_tracker: snapshot.loss_scale.map_or(0, |s| s.tracker),
         checksum: String::new(),
     };
     let state = State {
@@ -365,6 +390,18 @@ fn load_dir(dir: &Path, fingerprint: &str, data: &[DataFile]) -> Result<Loaded, 
             state.data_pos, state.data_epoch
         )));
     }
+    let ema_names: Vec<String> = optimizer
+        .keys()
+        .filter(|k| k.starts_with(EMA))
+        .cloned()
+        .collect();
+    let ema = ema_names
+        .into_iter()
+        .map(|k| {
+            let t = optimizer.remove(&k).expect("listed");
+            (k[EMA.len()..].to_string(), t)
+        })
+        .collect();
     let mut pending = Vec::new();
     for (i, step) in state.pending_steps.iter().enumerate() {
         let prefix = format!("pending.{i}.");
@@ -386,6 +423,7 @@ fn load_dir(dir: &Path, fingerprint: &str, data: &[DataFile]) -> Result<Loaded, 
     }
     Ok(Loaded {
         pending,
+        ema,
         fell_back: None,
         cursor: Cursor {
             order: Arc::new(order),

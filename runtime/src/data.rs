@@ -200,6 +200,42 @@ pub fn load(plan: &DataPlan, seed: u64) -> Result<Split, RunError> {
             },
         });
     }
+    let table = read_table(plan)?;
+    // The held-out rows are the last `valid_fraction` of the rows: of a
+    // seeded shuffle, or of the file as it is when `shuffle = false`.
+    let mut order: Vec<usize> = (0..table.rows).collect();
+    if plan.shuffle {
+        Rng::new(seed).shuffle(&mut order);
+    }
+    let valid_rows = plan.held_out(table.rows as u64) as usize;
+    let train_rows = table.rows - valid_rows;
+    if train_rows == 0 {
+        return Err(data_err(
+            "no rows left for training after the validation split".into(),
+        ));
+    }
+    let (train_idx, valid_idx) = order.split_at(train_rows);
+    Ok(Split {
+        train: take(plan, &table, train_idx)?,
+        valid: take(plan, &table, valid_idx)?,
+    })
+}
+
+/// Every row of a table source, in the file's order (`dtl eval --data`).
+pub fn load_every_row(plan: &DataPlan) -> Result<Dataset, RunError> {
+    same_files(plan)?;
+    let table = read_table(plan)?;
+    let all: Vec<usize> = (0..table.rows).collect();
+    take(plan, &table, &all)
+}
+
+/// A table source read whole and checked against the plan.
+fn read_table(plan: &DataPlan) -> Result<dataset::Table, RunError> {
+    let path = plan.source.path().to_string();
+    let data_err = |message: String| RunError::Data {
+        path: path.clone(),
+        message,
+    };
     let table =
         dataset::load(&plan.source, plan.target, &dataset::Limits::unbounded()).map_err(|e| {
             RunError::Data {
@@ -228,47 +264,33 @@ pub fn load(plan: &DataPlan, seed: u64) -> Result<Split, RunError> {
             plan.classes
         )));
     }
-    // The held-out rows are the last `valid_fraction` of the rows: of a
-    // seeded shuffle, or of the file as it is when `shuffle = false`.
-    let mut order: Vec<usize> = (0..table.rows).collect();
-    if plan.shuffle {
-        Rng::new(seed).shuffle(&mut order);
-    }
-    let valid_rows = plan.held_out(table.rows as u64) as usize;
-    let train_rows = table.rows - valid_rows;
-    if train_rows == 0 {
-        return Err(data_err(
-            "no rows left for training after the validation split".into(),
-        ));
-    }
-    let (train_idx, valid_idx) = order.split_at(train_rows);
-    let take = |idx: &[usize]| -> Result<Dataset, RunError> {
-        let ctx = || "arrange the data".to_string();
-        let mut shape = vec![idx.len() as i64];
-        shape.extend(&plan.sample_shape);
-        let features = Tensor::from_slice(&gather(&table.features, table.feature_count, idx))
-            .f_mul_scalar(plan.scale)
-            .and_then(|t| t.f_to_kind(Kind::Float))
-            .and_then(|t| t.f_reshape(&shape))
-            .context(ctx)?;
-        let mut target_shape = vec![idx.len() as i64];
-        target_shape.extend(&plan.target_shape);
-        let per_row = plan.target_shape.iter().product::<i64>() as usize;
-        let targets = match &table.targets {
-            Targets::Classes { labels, .. } => Tensor::from_slice(&gather(labels, per_row, idx)),
-            Targets::Values { values, .. } => Tensor::from_slice(&gather(values, per_row, idx)),
-        };
-        Ok(Dataset {
-            source: Source::Table {
-                features,
-                targets: targets.f_reshape(&target_shape).context(ctx)?,
-            },
-            rows: idx.len(),
-        })
+    Ok(table)
+}
+
+/// The rows `idx` of `table` as a dataset: features scaled and shaped,
+/// targets shaped.
+fn take(plan: &DataPlan, table: &dataset::Table, idx: &[usize]) -> Result<Dataset, RunError> {
+    let ctx = || "arrange the data".to_string();
+    let mut shape = vec![idx.len() as i64];
+    shape.extend(&plan.sample_shape);
+    let features = Tensor::from_slice(&gather(&table.features, table.feature_count, idx))
+        .f_mul_scalar(plan.scale)
+        .and_then(|t| t.f_to_kind(Kind::Float))
+        .and_then(|t| t.f_reshape(&shape))
+        .context(ctx)?;
+    let mut target_shape = vec![idx.len() as i64];
+    target_shape.extend(&plan.target_shape);
+    let per_row = plan.target_shape.iter().product::<i64>() as usize;
+    let targets = match &table.targets {
+        Targets::Classes { labels, .. } => Tensor::from_slice(&gather(labels, per_row, idx)),
+        Targets::Values { values, .. } => Tensor::from_slice(&gather(values, per_row, idx)),
     };
-    Ok(Split {
-        train: take(train_idx)?,
-        valid: take(valid_idx)?,
+    Ok(Dataset {
+        source: Source::Table {
+            features,
+            targets: targets.f_reshape(&target_shape).context(ctx)?,
+        },
+        rows: idx.len(),
     })
 }
 

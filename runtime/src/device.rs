@@ -59,3 +59,40 @@ pub fn resolve(choice: DeviceChoice) -> Result<tch::Device, RunError> {
         }),
     }
 }
+
+/// Bytes in use on the GPU `ordinal` (the device's total less its free
+/// memory, every process's), through the CUDA driver; `None` on a build
+/// without NCCL or where the driver does not answer.
+#[cfg(feature = "nccl")]
+pub fn gpu_memory_used(ordinal: usize) -> Option<u64> {
+    use std::sync::{Arc, OnceLock};
+
+    use cudarc::driver::{result, sys, CudaContext};
+    static CONTEXT: OnceLock<Option<Arc<CudaContext>>> = OnceLock::new();
+    // SAFETY: only asks whether the driver library can be loaded.
+    if !unsafe { sys::is_culib_present() } {
+        return None;
+    }
+    // The device's primary context, which libtorch computes in too.
+    let context = CONTEXT
+        .get_or_init(|| CudaContext::new(ordinal).ok())
+        .as_ref()?;
+    context.bind_to_thread().ok()?;
+    let (free, total) = result::mem_get_info().ok()?;
+    Some((total - free) as u64)
+}
+
+#[cfg(not(feature = "nccl"))]
+pub fn gpu_memory_used(_ordinal: usize) -> Option<u64> {
+    None
+}
+
+/// This process's resident memory in bytes (`/proc/self/statm`), where
+/// Linux says.
+pub fn host_memory_resident() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    // SAFETY: sysconf reads a constant of the system.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    Some(pages * page.max(1) as u64)
+}

@@ -16,17 +16,22 @@
 //! world, parallel → checkpoint → executor → rank_log, progress, watchdog →
 //! train, launch, selftest.
 
+mod board;
 pub mod checkpoint;
 pub mod clip;
 pub mod comm;
 pub mod data;
 pub mod device;
+pub mod ema;
 pub mod error;
 mod executor;
 pub mod fault;
+pub mod infer;
 pub mod launch;
 mod loss;
+pub mod loss_scale;
 pub mod memory;
+pub mod metrics;
 pub mod model;
 pub mod module_test;
 pub mod ops;
@@ -36,11 +41,16 @@ pub mod parallel;
 mod prefetch;
 mod progress;
 mod rank_log;
+mod resume;
 pub mod run_folder;
+pub mod run_record;
 pub mod selftest;
 pub mod signals;
+mod summary;
+pub mod tensorboard;
 mod torch_ops;
 pub mod train;
+pub mod watch;
 pub mod watchdog;
 pub mod world;
 

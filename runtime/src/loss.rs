@@ -1,11 +1,11 @@
-//! The training objective and the evaluation measures: cross-entropy and
+//! The training objective: cross-entropy and
 //! the negative log-likelihood over every predicted label (one per row, or
 //! one per token of a text window); the mean squared error, binary
 //! cross-entropy on logits, the smooth L1 and the Huber loss over every
 //! target value — each as `torch.nn.functional` computes it.
 
 use dtl_compiler::plan::Loss;
-use tch::{Kind, Reduction, Tensor};
+use tch::{Reduction, Tensor};
 
 /// The loss of `output` against `target` (`Mean` for training, `Sum` to add
 /// up over evaluation chunks).
@@ -46,26 +46,5 @@ pub fn loss(
         }
         Loss::SmoothL1 { beta } => output.f_smooth_l1_loss(target, reduction, *beta),
         Loss::Huber { delta } => output.f_huber_loss(target, reduction, *delta),
-    }
-}
-
-/// How many labels the scores get right (class targets only: the arg-max
-/// of the scores or log-probabilities).
-pub fn correct(
-    kind: &Loss,
-    output: &Tensor,
-    target: &Tensor,
-) -> Result<Option<i64>, tch::TchError> {
-    match kind {
-        Loss::CrossEntropy { .. } | Loss::Nll => output
-            .f_argmax(-1, false)?
-            .f_eq_tensor(target)?
-            .f_sum(Kind::Int64)?
-            .f_int64_value(&[])
-            .map(Some),
-        Loss::Mse
-        | Loss::BinaryCrossEntropy { .. }
-        | Loss::SmoothL1 { .. }
-        | Loss::Huber { .. } => Ok(None),
     }
 }

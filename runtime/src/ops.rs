@@ -12,20 +12,31 @@ pub trait Weights {
     fn weight(&self, name: &str) -> Tensor;
 }
 
-/// The weights of another lookup, cast to bfloat16 (autograd carries the
-/// gradient back to the float32 masters).
-struct Bf16<'a, W>(&'a W);
+/// The weights of another lookup, cast to a lower precision (bfloat16 or
+/// float16; autograd carries the gradient back to the float32 masters).
+struct Low<'a, W>(&'a W, Kind);
 
-impl<W: Weights> Weights for Bf16<'_, W> {
+impl<W: Weights> Weights for Low<'_, W> {
     fn weight(&self, name: &str) -> Tensor {
-        self.0.weight(name).to_kind(Kind::BFloat16)
+        self.0.weight(name).to_kind(self.1)
+    }
+}
+
+/// The arithmetic of linear, convolution and attention layers under
+/// `precision`: bfloat16, float16, or none lower than float32.
+fn low_kind(precision: Precision) -> Option<Kind> {
+    match precision {
+        Precision::Bf16 => Some(Kind::BFloat16),
+        Precision::Fp16 => Some(Kind::Half),
+        Precision::Fp32 | Precision::Tf32 => None,
     }
 }
 
 /// Applies `op` to its inputs. `train` turns dropout on and makes batch_norm
-/// use (and update) batch statistics. Under `Precision::Bf16` the
+/// use (and update) batch statistics. Under `Precision::Bf16` (`Fp16`) the
 /// matrix-multiplying operations (linear, convolutions, attention) compute
-/// in bfloat16 and hand float32 on, as autocast does; the rest stays float32.
+/// in bfloat16 (float16) and hand float32 on, as autocast does; the rest
+/// stays float32.
 pub fn forward(
     op: &Op,
     inputs: &[&Tensor],
@@ -34,25 +45,24 @@ pub fn forward(
     precision: Precision,
     ctx: impl Fn() -> String,
 ) -> Result<Tensor, RunError> {
-    let low = precision == Precision::Bf16
-        && matches!(
-            op,
-            Op::Linear { .. }
-                | Op::Conv1d { .. }
-                | Op::Conv2d { .. }
-                | Op::ConvTranspose2d { .. }
-                | Op::Attention { .. }
-        );
-    if !low {
+    let multiplies = matches!(
+        op,
+        Op::Linear { .. }
+            | Op::Conv1d { .. }
+            | Op::Conv2d { .. }
+            | Op::ConvTranspose2d { .. }
+            | Op::Attention { .. }
+    );
+    let Some(kind) = low_kind(precision).filter(|_| multiplies) else {
         return apply(op, inputs, w, train).context(ctx);
-    }
+    };
     let cast = inputs
         .iter()
-        .map(|t| t.f_to_kind(Kind::BFloat16))
+        .map(|t| t.f_to_kind(kind))
         .collect::<Result<Vec<_>, _>>()
         .context(&ctx)?;
     let cast: Vec<&Tensor> = cast.iter().collect();
-    apply(op, &cast, &Bf16(w), train)
+    apply(op, &cast, &Low(w, kind), train)
         .and_then(|y| y.f_to_kind(Kind::Float))
         .context(ctx)
 }
@@ -106,7 +116,7 @@ fn apply(
             .weight(weight)
             .f_narrow(0, 0, x.size()[1])
             .and_then(|p| x.f_add(&p)),
-        Op::Attention { .. } => attention_op(op, x, w),
+        Op::Attention { .. } => attention_op(op, x, w, None),
         Op::ClassToken { dim, weight } => w
             .weight(weight)
             .f_expand([x.size()[0], 1, *dim], false)
@@ -301,8 +311,55 @@ fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor, tch::TchErr
         .and_then(|y| y.f_mul(weight))
 }
 
+/// What generation keeps of an attention layer between steps: the keys
+/// and values of every position so far, `[B, kv_heads, T, head_dim]`.
+#[derive(Default)]
+pub struct KvCache {
+    k: Option<Tensor>,
+    v: Option<Tensor>,
+}
+
+/// Applies `op` to the positions `offset..offset + t` of a sequence during
+/// generation (no dropout, batch statistics not updated): position
+/// embeddings start at `offset`, and attention attends to the keys and
+/// values `cache` holds of the positions before (appending this call's).
+/// The other operations see only these positions, so the caller uses this
+/// for operations that act on each position alone.
+pub fn forward_at(
+    op: &Op,
+    inputs: &[&Tensor],
+    w: &impl Weights,
+    precision: Precision,
+    offset: i64,
+    cache: &mut KvCache,
+    ctx: impl Fn() -> String,
+) -> Result<Tensor, RunError> {
+    match op {
+        Op::PosEmbedding { weight, .. } => w
+            .weight(weight)
+            .f_narrow(0, offset, inputs[0].size()[1])
+            .and_then(|p| inputs[0].f_add(&p))
+            .context(ctx),
+        Op::Attention { .. } => match low_kind(precision) {
+            Some(kind) => {
+                let x = inputs[0].f_to_kind(kind).context(&ctx)?;
+                attention_op(op, &x, &Low(w, kind), Some((offset, cache)))
+                    .and_then(|y| y.f_to_kind(Kind::Float))
+                    .context(ctx)
+            }
+            None => attention_op(op, inputs[0], w, Some((offset, cache))).context(ctx),
+        },
+        _ => forward(op, inputs, w, false, precision, ctx),
+    }
+}
+
 /// `attention`, its settings taken from the op.
-fn attention_op(op: &Op, x: &Tensor, w: &impl Weights) -> Result<Tensor, tch::TchError> {
+fn attention_op(
+    op: &Op,
+    x: &Tensor,
+    w: &impl Weights,
+    at: Option<(i64, &mut KvCache)>,
+) -> Result<Tensor, tch::TchError> {
     let Op::Attention {
         dim,
         heads,
@@ -329,6 +386,7 @@ fn attention_op(op: &Op, x: &Tensor, w: &impl Weights) -> Result<Tensor, tch::Tc
         w,
         (in_proj_weight, in_proj_bias.as_deref()),
         (out_proj_weight, out_proj_bias.as_deref()),
+        at,
     )
 }
 
@@ -341,6 +399,8 @@ struct Heads {
 
 /// nn.MultiheadAttention(batch_first=True) on x: [B, T, D] attending to
 /// itself, with grouped key/value heads and rotary embeddings when asked.
+/// During generation `at` gives the position of x's first row and the keys
+/// and values of the positions before it.
 #[allow(clippy::too_many_arguments)]
 fn attention(
     x: &Tensor,
@@ -354,8 +414,10 @@ fn attention(
     w: &impl Weights,
     (in_w, in_b): (&str, Option<&str>),
     (out_w, out_b): (&str, Option<&str>),
+    at: Option<(i64, &mut KvCache)>,
 ) -> Result<Tensor, tch::TchError> {
     let (b, t) = (x.size()[0], x.size()[1]);
+    let offset = at.as_ref().map_or(0, |(offset, _)| *offset);
     let head_dim = dim / heads;
     let qkv = x.f_linear(&w.weight(in_w), in_b.map(|n| w.weight(n)).as_ref())?;
     let parts = qkv.f_split_with_sizes(
@@ -366,23 +428,34 @@ fn attention(
         t_.f_reshape([b, t, n, head_dim])
             .and_then(|y| y.f_transpose(1, 2))
     };
-    let (mut q, mut k, v) = (
+    let (mut q, mut k, mut v) = (
         split(&parts[0], heads)?,
         split(&parts[1], kv_heads)?,
         split(&parts[2], kv_heads)?,
     );
     if let Some(theta) = rope_theta {
-        let (cos, sin) = rope_tables(t, head_dim, theta, q.kind(), q.device())?;
+        let (cos, sin) = rope_tables(offset, t, head_dim, theta, q.kind(), q.device())?;
         q = rotate(&q, &cos, &sin)?;
         k = rotate(&k, &cos, &sin)?;
     }
+    if let Some((_, cache)) = at {
+        if let (Some(old_k), Some(old_v)) = (&cache.k, &cache.v) {
+            k = Tensor::f_cat(&[old_k, &k], 2)?;
+            v = Tensor::f_cat(&[old_v, &v], 2)?;
+        }
+        cache.k = Some(k.shallow_clone());
+        cache.v = Some(v.shallow_clone());
+    }
+    // Rows after the first of the sequence attend to every key before them:
+    // the causal mask matters only among this call's own rows, and a call
+    // with earlier positions cached brings one row.
     let y = Tensor::f_scaled_dot_product_attention(
         &q,
         &k,
         &v,
         None::<Tensor>,
         0.0,
-        causal,
+        causal && offset == 0,
         None,
         kv_heads != heads,
     )?;
@@ -390,11 +463,12 @@ fn attention(
     y.f_linear(&w.weight(out_w), out_b.map(|n| w.weight(n)).as_ref())
 }
 
-/// The cosines and sines of rotary embeddings for positions 0..t, [t,
-/// head_dim], each frequency written twice (the halves rotate together):
-/// inv_freq[i] = theta^(-2i / head_dim), computed in float32 as Hugging
-/// Face's LLaMA computes it.
+/// The cosines and sines of rotary embeddings for positions start..start +
+/// t, [t, head_dim], each frequency written twice (the halves rotate
+/// together): inv_freq[i] = theta^(-2i / head_dim), computed in float32 as
+/// Hugging Face's LLaMA computes it.
 fn rope_tables(
+    start: i64,
     t: i64,
     head_dim: i64,
     theta: f64,
@@ -405,7 +479,7 @@ fn rope_tables(
         .f_to_kind(Kind::Float)?
         .f_div_scalar(head_dim as f64)?;
     let inv_freq = Tensor::f_pow_scalar(theta, &exponents)?.f_reciprocal()?;
-    let positions = Tensor::f_arange(t, (Kind::Float, device))?;
+    let positions = Tensor::f_arange_start(start, start + t, (Kind::Float, device))?;
     let freqs = positions.f_outer(&inv_freq)?;
     let angles = Tensor::f_cat(&[&freqs, &freqs], -1)?;
     Ok((

@@ -71,6 +71,43 @@ pub fn write_weights(path: &Path, named: &[(String, Tensor)]) -> Result<(), RunE
     rename_into_place(&tmp, path)
 }
 
+/// `keep_best`'s folder `best/`: the weights of the best evaluation and
+/// `best.json` (its step, the measure watched and the evaluation), written
+/// whole under `best.tmp/` and swapped in, so that `best/` is always one
+/// evaluation's.
+pub fn write_best(
+    out: &Path,
+    weights: &[(String, Tensor)],
+    eval: &dtl_compiler::records::EvalRecord,
+    metric: &str,
+) -> Result<(), RunError> {
+    let (tmp, dir, old) = (out.join("best.tmp"), out.join("best"), out.join("best.old"));
+    for stale in [&tmp, &old] {
+        if stale.exists() {
+            std::fs::remove_dir_all(stale).map_err(|e| io_err(stale, e))?;
+        }
+    }
+    std::fs::create_dir_all(&tmp).map_err(|e| io_err(&tmp, e))?;
+    write_weights(&tmp.join("model.safetensors"), weights)?;
+    let about = serde_json::json!({
+        "step": eval.step,
+        "metric": metric,
+        "value": eval.get(metric),
+        "eval": eval,
+    });
+    let text = serde_json::to_string_pretty(&about).expect("a record serializes");
+    write_atomic(&tmp.join("best.json"), text.as_bytes())?;
+    sync_dir(&tmp)?;
+    if dir.exists() {
+        std::fs::rename(&dir, &old).map_err(|e| io_err(&dir, e))?;
+    }
+    std::fs::rename(&tmp, &dir).map_err(|e| io_err(&dir, e))?;
+    if old.exists() {
+        std::fs::remove_dir_all(&old).map_err(|e| io_err(&old, e))?;
+    }
+    sync_dir(out)
+}
+
 /// Flushes a file's contents to the disk.
 pub fn sync_file(path: &Path) -> Result<(), RunError> {
     File::open(path)
@@ -101,7 +138,13 @@ pub fn truncate(path: &Path, len: u64) -> Result<(), RunError> {
 pub struct JsonLines {
     path: std::path::PathBuf,
     file: std::io::BufWriter<File>,
+    /// When the lines were last handed to the file: at least every second,
+    /// so that a run can be followed (`tail -f`).
+    flushed: std::time::Instant,
 }
+
+/// How long written lines may wait in memory.
+const FLUSH_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl JsonLines {
     /// A new, empty file (an old one is replaced).
@@ -110,6 +153,7 @@ impl JsonLines {
         Ok(JsonLines {
             path: path.to_path_buf(),
             file: std::io::BufWriter::new(file),
+            flushed: std::time::Instant::now(),
         })
     }
 
@@ -123,6 +167,7 @@ impl JsonLines {
         Ok(JsonLines {
             path: path.to_path_buf(),
             file: std::io::BufWriter::new(file),
+            flushed: std::time::Instant::now(),
         })
     }
 
@@ -131,7 +176,12 @@ impl JsonLines {
     }
 
     pub fn write(&mut self, record: &impl Serialize) -> Result<(), RunError> {
-        write_line(&mut self.file, &self.path, record)
+        write_line(&mut self.file, &self.path, record)?;
+        if self.flushed.elapsed() >= FLUSH_EVERY {
+            self.flushed = std::time::Instant::now();
+            self.file.flush().map_err(|e| io_err(&self.path, e))?;
+        }
+        Ok(())
     }
 
     /// Everything written so far, on the disk.
@@ -145,24 +195,8 @@ impl JsonLines {
 
 /// The time now, UTC, as `2026-12-04 09:50:00`.
 pub fn utc_now() -> String {
-    let seconds = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let (days, rest) = (seconds / 86_400, seconds % 86_400);
-    // Civil from days (Howard Hinnant's algorithm), for 1970 onwards.
-    let z = days as i64 + 719_468;
-    let era = z / 146_097;
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
-        rest / 3_600,
-        rest % 3_600 / 60,
-        rest % 60
-    )
+    dtl_compiler::util::time::now_utc()
+        .replace('T', " ")
+        .trim_end_matches('Z')
+        .to_string()
 }

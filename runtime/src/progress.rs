@@ -60,6 +60,14 @@ impl Progress {
         if let Some(accuracy) = eval.eval_accuracy {
             line += &format!("  eval_accuracy {:.2}%", accuracy * 100.0);
         }
+        for (key, value) in &eval.measures.0 {
+            if key.starts_with("eval_") {
+                line += &format!("  {key} {value:.4}");
+            }
+        }
+        if let Some(loss) = eval.get("ema_eval_loss") {
+            line += &format!("  ema_eval_loss {loss:.4}");
+        }
         match &self.bar {
             Some(bar) => bar.println(line),
             None if self.enabled => eprintln!("{line}"),

@@ -51,11 +51,15 @@ pub struct Finished {
 /// The names a run writes into its folder; `--overwrite` clears a folder
 /// only when it holds nothing else.
 fn is_run_file(name: &str) -> bool {
-    const EXACT: [&str; 9] = [
+    const EXACT: [&str; 13] = [
         "plan.yaml",
         "metrics.jsonl",
         "summary.json",
+        "run.json",
         "model.safetensors",
+        "model_ema.safetensors",
+        "best",
+        "best.old",
         "checkpoint",
         "checkpoint.prev",
         "checkpoint.tmp",
@@ -64,6 +68,7 @@ fn is_run_file(name: &str) -> bool {
     ];
     EXACT.contains(&name)
         || name.ends_with(".tmp")
+        || name.starts_with("events.out.tfevents.")
         || (name.starts_with("rank-") || name.starts_with(".rank-"))
             && [".log", ".jsonl", ".beat"]
                 .iter()

@@ -17,9 +17,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dtl_compiler::plan::Plan;
-use serde::Serialize;
 
-use crate::checkpoint::{self, Loaded, Standing, State};
+use crate::board::Board;
+use crate::checkpoint::{self, Standing};
 use crate::device::DeviceChoice;
 use crate::error::RunError;
 use crate::executor::Executor;
@@ -27,10 +27,15 @@ use crate::fault;
 use crate::output::{self, write_atomic, write_weights, JsonLines};
 use crate::progress::Progress;
 use crate::rank_log::RankLog;
+use crate::resume::{open_metrics, resume_from};
+use crate::run_record;
 use crate::signals;
-use crate::watchdog::{Phase, Watchdog, UNBOUNDED};
+use crate::summary::{Finished, Tally};
+use crate::watchdog::{self, Phase, Watchdog, UNBOUNDED};
 use crate::world::World;
+use dtl_compiler::records::Status;
 
+pub use crate::summary::{Best, Summary};
 pub use dtl_compiler::records::{EvalRecord, StepRecord};
 
 #[derive(Debug, Clone)]
@@ -52,45 +57,8 @@ pub struct RunOptions {
     /// The rank's watchdog (multi-rank runs), started before it joined the
     /// job.
     pub watchdog: Option<Arc<Watchdog>>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct Summary {
-    pub steps: u64,
-    pub epochs: u64,
-    pub device: String,
-    /// Ranks that trained together.
-    pub world_size: usize,
-    /// The collective backend of the replicas: local, mpi or nccl.
-    pub backend: crate::comm::Backend,
-    pub first_loss: f64,
-    pub final_loss: f64,
-    pub eval: Option<EvalRecord>,
-    /// Seconds of the whole run, set-up and evaluation included.
-    pub seconds: f64,
-    /// Seconds spent in the training steps (batches, forward, backward,
-    /// communication, clipping, optimizer), over the whole run including
-    /// before a resume.
-    pub train_seconds: f64,
-    pub steps_per_second: f64,
-    pub skipped_steps: u64,
-    /// The checkpoint step this process continued from.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub resumed_from: Option<u64>,
-    pub out_dir: String,
-}
-
-/// Where the loop stands: what the summary and the checkpoints report.
-struct Tally {
-    first_loss: f64,
-    skipped_steps: u64,
-    train_seconds: f64,
-    /// Steps done before this process started (a resumed run).
-    done: u64,
-    /// Training seconds before this process started.
-    seconds_before: f64,
-    last: Option<StepRecord>,
-    last_eval: Option<EvalRecord>,
+    /// Rank 0 writes TensorBoard event files beside `metrics.jsonl`.
+    pub tensorboard: bool,
 }
 
 /// The loop's company on this rank: its files and its outputs.
@@ -103,6 +71,8 @@ struct Driver<'a> {
     watchdog: Option<&'a Watchdog>,
     /// `metrics.jsonl`, on rank 0.
     metrics: Option<JsonLines>,
+    /// TensorBoard's event file, on rank 0.
+    board: Option<Board>,
     progress: Progress,
     tally: Tally,
 }
@@ -122,41 +92,23 @@ pub fn train(plan: &Plan, options: &RunOptions, world: &World) -> Result<Summary
         watchdog.add_probes(world.health_probes());
     }
     let result = run_to_the_end(plan, options, world, &mut log, started)
-        .map_err(|err| name_lost_peers(err, world, out));
+        .map_err(|err| watchdog::name_lost_peers(err, world, out));
     if let Err(err) = &result {
         log.failed(err);
     }
+    if world.rank == 0 {
+        let (status, message) = match &result {
+            Ok(summary) => (Status::Finished, summary.stopped_early.clone()),
+            Err(err @ RunError::Interrupted { .. }) => (Status::Interrupted, Some(err.to_string())),
+            Err(err) => (Status::Failed, Some(err.to_string())),
+        };
+        // The run's own outcome comes first: a run.json that cannot be
+        // written is said, not put in its place.
+        if let Err(err) = run_record::end(out, status, message) {
+            eprintln!("warning: {err}");
+        }
+    }
     result
-}
-
-/// A collective that failed because a peer was lost says which: the ranks
-/// MPI knows to have failed, with their host from their heartbeat when the
-/// run folder is shared.
-fn name_lost_peers(err: RunError, world: &World, out: &Path) -> RunError {
-    let RunError::Collective { step, message } = err else {
-        return err;
-    };
-    let lost = world.all.failed_ranks().unwrap_or_default();
-    if lost.is_empty() {
-        return RunError::Collective { step, message };
-    }
-    let named: Vec<String> = lost
-        .iter()
-        .map(|&rank| {
-            let beat = std::fs::read_to_string(out.join(format!("rank-{rank}.beat")));
-            match beat
-                .ok()
-                .and_then(|b| b.split_whitespace().nth(1).map(String::from))
-            {
-                Some(host) => format!("peer on host {host} (rank {rank}) lost"),
-                None => format!("peer rank {rank} lost"),
-            }
-        })
-        .collect();
-    RunError::Collective {
-        step,
-        message: format!("{}: {message}", named.join(", ")),
-    }
 }
 
 /// The set-up, the loop and the run's files.
@@ -197,6 +149,7 @@ fn run_to_the_end(
         // that a resume from another folder reads the same files.
         let anchored = plan.with_absolute_paths();
         write_atomic(&out.join("plan.yaml"), anchored.to_yaml().as_bytes())?;
+        run_record::start(out, plan, &fingerprint, saved.map(|s| s.step))?;
     }
     // --init on the command line wins over the plan's `init`.
     let init = options
@@ -208,6 +161,11 @@ fn run_to_the_end(
     enter(Phase::AfterLoad, 0, 2 * loading.elapsed());
     executor.agree_on_weights()?;
     let done = saved.map_or(0, |s| s.step);
+    let board = if lead && options.tensorboard {
+        Some(Board::open(out, plan, done)?)
+    } else {
+        None
+    };
     let mut driver = Driver {
         plan,
         world,
@@ -215,109 +173,23 @@ fn run_to_the_end(
         fingerprint,
         log,
         metrics,
+        board,
         progress: Progress::new(plan.train.steps, done, options.progress && lead),
         watchdog,
-        tally: Tally {
-            first_loss: saved.map_or(f64::NAN, |s| s.first_loss),
-            skipped_steps: saved.map_or(0, |s| s.skipped_steps),
-            train_seconds: saved.map_or(0.0, |s| s.train_seconds),
-            done,
-            seconds_before: saved.map_or(0.0, |s| s.train_seconds),
-            last: None,
-            last_eval: None,
-        },
+        tally: Tally::new(saved),
     };
     signals::at_step_boundaries();
+    let mut last = done;
     for step in done + 1..=plan.train.steps {
         driver.enter(Phase::Step, step, Duration::ZERO);
         driver.step(&mut executor, step)?;
-    }
-    driver.finish(&executor, started, resumed.map(|r| r.state.step))
-}
-
-/// The checkpoint to go on from, saying so when the last one was damaged,
-/// and when dropout will draw other masks than the run that wrote it.
-fn resume_from(plan: &Plan, out: &Path, fingerprint: &str, lead: bool) -> Result<Loaded, RunError> {
-    let loaded = checkpoint::load(out, fingerprint, &plan.data.files)?;
-    if !lead {
-        return Ok(loaded);
-    }
-    if let Some(why) = &loaded.fell_back {
-        eprintln!(
-            "warning: the last checkpoint cannot be used ({why}); resuming from the one before, of step {}",
-            loaded.state.step
-        );
-    }
-    let layout = &plan.topology.parallelism;
-    let [data, pipeline] = loaded.state.layout;
-    let dropout = plan
-        .model
-        .nodes
-        .iter()
-        .any(|n| matches!(n.op, dtl_compiler::plan::Op::Dropout { p } if p > 0.0));
-    if dropout && [data, pipeline] != [layout.data, layout.pipeline] {
-        eprintln!(
-            "warning: the checkpoint was written by data {data} × pipeline {pipeline}, this run is data {} × pipeline {}: dropout draws its masks per replica and per pipeline piece, so from here on the losses differ from those of an uninterrupted run (everything else is the same computation)",
-            layout.data, layout.pipeline
-        );
-    }
-    Ok(loaded)
-}
-
-/// `metrics.jsonl`: new, or for a resumed run cut back to what was written
-/// up to its checkpoint and continued. A log shorter than that, or cut
-/// inside a line, was damaged: refused, with the way out. A missing one is
-/// started afresh at the checkpoint's step, said.
-fn open_metrics(out: &Path, resumed: Option<&State>) -> Result<JsonLines, RunError> {
-    let path = out.join("metrics.jsonl");
-    let Some(state) = resumed else {
-        return JsonLines::create(&path);
-    };
-    let bytes = state.metrics_bytes;
-    let held = match std::fs::metadata(&path) {
-        Ok(meta) => meta.len(),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            eprintln!(
-                "warning: {} is missing: it starts afresh after step {}, the lines of the steps before are gone",
-                path.display(),
-                state.step
-            );
-            return JsonLines::create(&path);
+        last = step;
+        if driver.tally.stopped_early.is_some() {
+            executor.finish_updates(step)?;
+            break;
         }
-        Err(e) => return Err(output::io_err(&path, e)),
-    };
-    let refuse = |why: String| RunError::Resume {
-        path: path.display().to_string(),
-        message: format!(
-            "{why}; restore it, or delete it to start the log afresh after step {}",
-            state.step
-        ),
-    };
-    if held < bytes {
-        return Err(refuse(format!(
-            "it holds {held} bytes, fewer than the {bytes} written up to the checkpoint of step {}: it was cut",
-            state.step
-        )));
     }
-    if bytes > 0 && !ends_a_line(&path, bytes)? {
-        return Err(refuse(format!(
-            "byte {bytes}, where the checkpoint of step {} ended it, is not the end of a line: it was edited",
-            state.step
-        )));
-    }
-    output::truncate(&path, bytes)?;
-    JsonLines::append(&path)
-}
-
-/// Whether the byte before `at` is a newline.
-fn ends_a_line(path: &Path, at: u64) -> Result<bool, RunError> {
-    use std::io::{Read, Seek, SeekFrom};
-    let mut file = std::fs::File::open(path).map_err(|e| output::io_err(path, e))?;
-    let mut byte = [0u8];
-    file.seek(SeekFrom::Start(at - 1))
-        .and_then(|_| file.read_exact(&mut byte))
-        .map_err(|e| output::io_err(path, e))?;
-    Ok(byte[0] == b'\n')
+    driver.finish(&executor, started, resumed.map(|r| r.state.step), last)
 }
 
 impl Driver<'_> {
@@ -340,30 +212,18 @@ impl Driver<'_> {
         if let Some(metrics) = &mut self.metrics {
             metrics.write(&record)?;
         }
+        if let Some(board) = &mut self.board {
+            let rows = self.plan.train.global_batch;
+            board.step(&record, seconds, rows, self.world.device)?;
+        }
         self.progress.update(&record);
         let last_step = step == train.steps;
         if last_step {
             executor.finish_updates(step)?;
         }
         let eval_due = train.eval_every > 0 && step.is_multiple_of(train.eval_every);
-        if (eval_due || last_step) && executor.evaluates() {
-            self.enter(Phase::Evaluate, step, Duration::ZERO);
-            let beat = || self.beat();
-            let eval = executor.evaluate(step, &beat)?;
-            if let Some(metrics) = &mut self.metrics {
-                metrics.write(&eval)?;
-            }
-            self.progress.eval(&eval);
-            self.tally.last_eval = Some(eval);
-        } else if eval_due || last_step {
-            // The ranks that evaluate take about a forward pass over the
-            // held-out rows; a trained row costs more than that.
-            let rows = executor.held_out_rows() as f64;
-            self.enter(
-                Phase::AwaitEvaluation,
-                step,
-                2 * self.per_row(step).mul_f64(rows),
-            );
+        if (eval_due || last_step) && executor.held_out_rows() > 0 {
+            self.evaluate(executor, step)?;
         }
         // Ctrl-C or SIGTERM: every rank stops after the same step, with a
         // checkpoint of it.
@@ -383,6 +243,47 @@ impl Driver<'_> {
             });
         }
         self.tally.last = Some(record);
+        Ok(())
+    }
+
+    /// The evaluation of `step` on every rank: logged, and watched by
+    /// `keep_best` and `stop_early`.
+    fn evaluate(&mut self, executor: &mut Executor<'_>, step: u64) -> Result<(), RunError> {
+        if executor.evaluates(step) {
+            self.enter(Phase::Evaluate, step, Duration::ZERO);
+        } else {
+            // The ranks that evaluate take about a forward pass over the
+            // held-out rows; a trained row costs more than that.
+            let rows = executor.held_out_rows() as f64;
+            self.enter(
+                Phase::AwaitEvaluation,
+                step,
+                2 * self.per_row(step).mul_f64(rows),
+            );
+        }
+        let beat = || self.beat();
+        let eval = executor.evaluate(step, &beat)?;
+        if let Some(metrics) = &mut self.metrics {
+            metrics.write(&eval)?;
+        }
+        if let Some(board) = &mut self.board {
+            board.eval(step, &eval)?;
+        }
+        self.progress.eval(&eval);
+        let tracking = &self.plan.train.tracking;
+        if let Some(monitor) = tracking.keep_best {
+            if self.tally.watch.new_best(monitor, &eval, step) {
+                self.enter(Phase::Checkpoint, step, self.write_allowance());
+                if let Some(weights) = executor.weights(step)? {
+                    output::write_best(self.out, &weights, &eval, &monitor.key())?;
+                }
+            }
+        }
+        if let Some(stop) = &tracking.stop_early {
+            let last_step = step == self.plan.train.steps;
+            self.tally.stopped_early = self.tally.watch.stop_early(stop, &eval, step, last_step);
+        }
+        self.tally.last_eval = Some(eval);
         Ok(())
     }
 
@@ -440,6 +341,7 @@ impl Driver<'_> {
             skipped_steps: self.tally.skipped_steps,
             train_seconds: self.tally.train_seconds,
             plan_fingerprint: self.fingerprint.clone(),
+            watch: self.tally.watch.clone(),
         };
         checkpoint::save(self.out, &standing, &snapshot)
     }
@@ -450,34 +352,33 @@ impl Driver<'_> {
         executor: &Executor<'_>,
         started: Instant,
         resumed_from: Option<u64>,
+        steps: u64,
     ) -> Result<Summary, RunError> {
-        let steps = self.plan.train.steps;
         self.enter(Phase::Finish, steps, self.write_allowance());
         if let Some(metrics) = &mut self.metrics {
             metrics.sync()?;
+        }
+        if let Some(board) = &mut self.board {
+            board.flush()?;
         }
         self.progress.finish();
         if let Some(weights) = executor.weights(steps)? {
             write_weights(&self.out.join("model.safetensors"), &weights)?;
         }
-        let tally = &self.tally;
-        let summary = Summary {
+        if let Some(average) = executor.averaged_weights(steps)? {
+            write_weights(&self.out.join("model_ema.safetensors"), &average)?;
+        }
+
+        let summary = self.tally.summary(Finished {
             steps,
             epochs: executor.cursor().epoch,
-            device: format!("{:?}", self.world.device),
-            world_size: self.world.size,
-            backend: self.world.backend,
-            first_loss: tally.first_loss,
-            final_loss: tally.last.as_ref().map_or(f64::NAN, |r| r.loss),
-            eval: tally.last_eval.clone(),
+            world: self.world,
             seconds: started.elapsed().as_secs_f64(),
-            train_seconds: tally.train_seconds,
-            steps_per_second: (steps - tally.done) as f64
-                / (tally.train_seconds - tally.seconds_before).max(1e-9),
-            skipped_steps: tally.skipped_steps,
             resumed_from,
-            out_dir: self.out.display().to_string(),
-        };
+            keep_best: self.plan.train.tracking.keep_best,
+            tensorboard_seconds: self.board.as_ref().map(Board::seconds),
+            out: self.out,
+        });
         if self.world.rank == 0 {
             let text = serde_json::to_string_pretty(&summary).expect("summary serializes");
             write_atomic(&self.out.join("summary.json"), text.as_bytes())?;

@@ -20,6 +20,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use crate::error::RunError;
+use crate::world::World;
+
 /// What a rank is doing, as its heartbeat and messages say it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
@@ -287,6 +290,36 @@ fn heartbeat(folder: &Path, rank: usize, state: &State) {
     if std::fs::write(&tmp, line).is_ok() {
         let _ = std::fs::rename(&tmp, path);
     }
+}
+
+/// A collective that failed because a peer was lost says which: the ranks
+/// MPI knows to have failed, with their host from their heartbeat when the
+/// run folder is shared.
+pub fn name_lost_peers(err: RunError, world: &World, out: &Path) -> RunError {
+    let RunError::Collective { step, message } = err else {
+        return err;
+    };
+    let lost = world.all.failed_ranks().unwrap_or_default();
+    if lost.is_empty() {
+        return RunError::Collective { step, message };
+    }
+    let named: Vec<String> = lost
+        .iter()
+        .map(|&rank| match host_of(out, rank) {
+            Some(host) => format!("peer on host {host} (rank {rank}) lost"),
+            None => format!("peer rank {rank} lost"),
+        })
+        .collect();
+    RunError::Collective {
+        step,
+        message: format!("{}: {message}", named.join(", ")),
+    }
+}
+
+/// The host of `rank` by its last heartbeat in `folder`.
+fn host_of(folder: &Path, rank: usize) -> Option<String> {
+    let beat = std::fs::read_to_string(folder.join(format!("rank-{rank}.beat"))).ok()?;
+    beat.split_whitespace().nth(1).map(String::from)
 }
 
 /// A peer's last heartbeat.

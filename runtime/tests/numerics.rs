@@ -56,6 +56,7 @@ fn train(plan: &Plan, out: &Path) -> (Vec<(String, Tensor)>, Vec<serde_json::Val
         trace: false,
         timeout: std::time::Duration::from_secs(60),
         watchdog: None,
+        tensorboard: false,
     };
     let world = dtl_runtime::World::join(plan, DeviceChoice::Cpu).unwrap();
     dtl_runtime::train(plan, &options, &world).unwrap();

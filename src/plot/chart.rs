@@ -44,51 +44,15 @@ pub fn render_svg(metrics: &Metrics, options: &ChartOptions) -> String {
         .map(|&(s, a)| (s, a * 100.0))
         .collect();
 
-    let steps = losses
-        .iter()
-        .flat_map(|c| &c.points)
-        .chain(&accuracy)
-        .map(|p| p.0);
-    let x = match min_max(steps) {
-        Some((lo, hi)) => Axis::linear(lo, hi, 8, true),
-        None => Axis::linear(0.0, 1.0, 8, true),
-    };
-    let loss_y = match min_max(losses.iter().flat_map(|c| &c.points).map(|p| p.1)) {
-        Some((lo, hi)) if options.log_y => Axis::log(lo, hi),
-        Some((lo, hi)) => Axis::linear(lo, hi, 6, false),
-        None => Axis::linear(0.0, 1.0, 6, false),
-    };
-    let loss_panel = Panel {
-        x: x.clone(),
-        y: loss_y,
-        top: TOP,
-        height: LOSS_HEIGHT,
-    };
-    let accuracy_panel = min_max(accuracy.iter().map(|p| p.1)).map(|(lo, hi)| Panel {
-        x,
-        y: clamp(Axis::linear(lo, hi, 4, false), lo.min(0.0), hi.max(100.0)),
-        top: TOP + LOSS_HEIGHT + GAP,
-        height: ACCURACY_HEIGHT,
-    });
-    let height = match &accuracy_panel {
-        Some(panel) => panel.bottom() + BOTTOM,
-        None => loss_panel.bottom() + BOTTOM,
-    };
-
-    let mut svg = Svg::default();
-    svg.put(format_args!(
-        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n\
-         <svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{WIDTH}\" height=\"{height}\" \
-         viewBox=\"0 0 {WIDTH} {height}\" font-family=\"DejaVu Sans, Helvetica, Arial, sans-serif\" \
-         font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
-    ));
-    svg.text(
-        WIDTH / 2.0,
-        28.0,
-        "middle",
-        " font-size=\"18\" font-weight=\"bold\"",
-        &options.title,
+    let steps = losses.iter().flat_map(|c| &c.points).chain(&accuracy);
+    let (loss_panel, accuracy_panel, height) = panels(
+        steps.map(|p| p.0),
+        losses.iter().flat_map(|c| &c.points).map(|p| p.1),
+        accuracy.iter().map(|p| p.1),
+        options.log_y,
+        (LOSS_HEIGHT, ACCURACY_HEIGHT),
     );
+    let mut svg = start_svg(height, &options.title);
     let subtitle = subtitle(metrics, non_positive);
     svg.text(WIDTH / 2.0, 48.0, "middle", " fill=\"#555\"", &subtitle);
 
@@ -124,6 +88,64 @@ pub fn render_svg(metrics: &Metrics, options: &ChartOptions) -> String {
     }
     svg.put(format_args!("</svg>\n"));
     svg.into_string()
+}
+
+/// The panels of a chart of `steps`: the loss at the top and, when there
+/// are accuracies (in percent), a panel for them below it spanning 0–100 %
+/// at least; with the picture's height. `heights`: the loss panel's and
+/// the accuracy panel's.
+pub fn panels(
+    steps: impl Iterator<Item = f64>,
+    losses: impl Iterator<Item = f64>,
+    accuracies: impl Iterator<Item = f64>,
+    log_y: bool,
+    (loss_height, accuracy_height): (f64, f64),
+) -> (Panel, Option<Panel>, f64) {
+    let x = match min_max(steps) {
+        Some((lo, hi)) => Axis::linear(lo, hi, 8, true),
+        None => Axis::linear(0.0, 1.0, 8, true),
+    };
+    let loss_y = match min_max(losses) {
+        Some((lo, hi)) if log_y => Axis::log(lo, hi),
+        Some((lo, hi)) => Axis::linear(lo, hi, 6, false),
+        None => Axis::linear(0.0, 1.0, 6, false),
+    };
+    let loss_panel = Panel {
+        x: x.clone(),
+        y: loss_y,
+        top: TOP,
+        height: loss_height,
+    };
+    let accuracy_panel = min_max(accuracies).map(|(lo, hi)| Panel {
+        x,
+        y: clamp(Axis::linear(lo, hi, 4, false), lo.min(0.0), hi.max(100.0)),
+        top: TOP + loss_height + GAP,
+        height: accuracy_height,
+    });
+    let height = match &accuracy_panel {
+        Some(panel) => panel.bottom() + BOTTOM,
+        None => loss_panel.bottom() + BOTTOM,
+    };
+    (loss_panel, accuracy_panel, height)
+}
+
+/// A white picture `height` pixels high with `title` at the top.
+pub fn start_svg(height: f64, title: &str) -> Svg {
+    let mut svg = Svg::default();
+    svg.put(format_args!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n\
+         <svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{WIDTH}\" height=\"{height}\" \
+         viewBox=\"0 0 {WIDTH} {height}\" font-family=\"DejaVu Sans, Helvetica, Arial, sans-serif\" \
+         font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
+    ));
+    svg.text(
+        WIDTH / 2.0,
+        28.0,
+        "middle",
+        " font-size=\"18\" font-weight=\"bold\"",
+        title,
+    );
+    svg
 }
 
 /// Training loss, its moving average and eval loss, each downsampled; with
@@ -213,7 +235,7 @@ fn subtitle(metrics: &Metrics, non_positive: usize) -> String {
 }
 
 /// An axis cut back to `[lo, hi]`, so accuracy does not run past 0 or 100%.
-fn clamp(mut axis: Axis, lo: f64, hi: f64) -> Axis {
+pub(super) fn clamp(mut axis: Axis, lo: f64, hi: f64) -> Axis {
     let inside: Vec<bool> = axis.ticks.iter().map(|t| (lo..=hi).contains(t)).collect();
     let mut keep = inside.iter();
     axis.ticks.retain(|_| *keep.next().unwrap());
@@ -224,7 +246,7 @@ fn clamp(mut axis: Axis, lo: f64, hi: f64) -> Axis {
     axis
 }
 
-fn min_max(values: impl Iterator<Item = f64>) -> Option<(f64, f64)> {
+pub(super) fn min_max(values: impl Iterator<Item = f64>) -> Option<(f64, f64)> {
     values.fold(None, |acc, v| match acc {
         None => Some((v, v)),
         Some((lo, hi)) => Some((lo.min(v), hi.max(v))),
@@ -232,7 +254,7 @@ fn min_max(values: impl Iterator<Item = f64>) -> Option<(f64, f64)> {
 }
 
 /// A value for the subtitle: four decimals, or scientific when tiny or huge.
-fn number(v: f64) -> String {
+pub(super) fn number(v: f64) -> String {
     if v == 0.0 || (1e-3..1e5).contains(&v.abs()) {
         format!("{v:.4}")
     } else {

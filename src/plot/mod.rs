@@ -6,6 +6,7 @@
 
 mod axis;
 mod chart;
+mod compare;
 pub mod metrics;
 mod svg;
 
@@ -123,6 +124,65 @@ pub fn plot(input: &Path, out: &Path, log_y: bool) -> Result<(), PlotError> {
         path: out.to_path_buf(),
         source,
     })
+}
+
+/// Overlays several runs (folders or `metrics.jsonl` files) into `out`. The
+/// legend names each by its folder, with the folder above for all when
+/// two would read the same (`digits_mlp/1`, `digits_mlp/2`).
+pub fn plot_many(inputs: &[PathBuf], out: &Path, log_y: bool) -> Result<(), PlotError> {
+    let format = Format::of(out)?;
+    let files: Vec<PathBuf> = inputs
+        .iter()
+        .map(|i| {
+            if i.is_dir() {
+                i.join("metrics.jsonl")
+            } else {
+                i.clone()
+            }
+        })
+        .collect();
+    let short: Vec<String> = files.iter().map(|f| run_name(f)).collect();
+    let clash = (1..short.len()).any(|i| short[..i].contains(&short[i]));
+    let mut runs = Vec::new();
+    for (i, file) in files.iter().enumerate() {
+        let metrics = read_metrics(file)?;
+        if metrics.is_empty() {
+            return Err(PlotError::Empty { path: file.clone() });
+        }
+        let name = if clash {
+            long_name(file)
+        } else {
+            short[i].clone()
+        };
+        runs.push(compare::Run { name, metrics });
+    }
+    let options = ChartOptions {
+        title: format!("{} runs", runs.len()),
+        log_y,
+    };
+    let svg = compare::render_compare(&runs, &options);
+    let bytes = match format {
+        Format::Svg => svg.into_bytes(),
+        Format::Png => render_png(&svg)?,
+    };
+    std::fs::write(out, bytes).map_err(|source| PlotError::Write {
+        path: out.to_path_buf(),
+        source,
+    })
+}
+
+/// The run's folder and the one above it: `digits_mlp/3`.
+fn long_name(metrics_file: &Path) -> String {
+    let folder = metrics_file.parent().filter(|p| !p.as_os_str().is_empty());
+    let folder = folder.map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+    let folder = std::fs::canonicalize(&folder).unwrap_or(folder);
+    let names: Vec<String> = folder
+        .iter()
+        .rev()
+        .take(2)
+        .map(|c| c.to_string_lossy().into_owned())
+        .collect();
+    names.into_iter().rev().collect::<Vec<_>>().join("/")
 }
 
 /// The name of the folder holding the metrics file, e.g. `digits_mlp`.

@@ -5,6 +5,22 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+/// The repository's root.
+pub fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The project's Python (PyTorch and the tools the twins use).
+pub fn python() -> PathBuf {
+    let python = root().join(".venv/bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: run scripts/setup.sh",
+        python.display()
+    );
+    python
+}
+
 /// Whether golden files are to be rewritten: `DTL_BLESS=1` and nothing
 /// else (`DTL_BLESS=0` compares).
 pub fn bless() -> bool {
@@ -117,7 +133,9 @@ pub fn train(file: &Path, out: &Path, extra: &[&str]) -> Run {
     dtl(&args)
 }
 
-/// Every float32 tensor of a safetensors file, by name (values flattened).
+/// Every float32 and int64 tensor of a safetensors file, by name (values
+/// flattened, as f32: PyTorch's `num_batches_tracked` is int64, dtl's a
+/// float32 count).
 pub fn read_safetensors(path: &Path) -> std::collections::BTreeMap<String, Vec<f32>> {
     let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let header_len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
@@ -127,17 +145,27 @@ pub fn read_safetensors(path: &Path) -> std::collections::BTreeMap<String, Vec<f
         .as_object()
         .unwrap()
         .iter()
-        .filter(|(name, info)| *name != "__metadata__" && info["dtype"] == "F32")
+        .filter(|(name, info)| {
+            *name != "__metadata__"
+                && ["F32", "I64"].contains(&info["dtype"].as_str().unwrap_or(""))
+        })
         .map(|(name, info)| {
             let offsets = &info["data_offsets"];
             let (start, end) = (
                 offsets[0].as_u64().unwrap() as usize,
                 offsets[1].as_u64().unwrap() as usize,
             );
-            let values = data[start..end]
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-                .collect();
+            let values = if info["dtype"] == "I64" {
+                data[start..end]
+                    .chunks_exact(8)
+                    .map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f32)
+                    .collect()
+            } else {
+                data[start..end]
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                    .collect()
+            };
             (name.clone(), values)
         })
         .collect()

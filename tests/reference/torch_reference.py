@@ -508,10 +508,24 @@ def main(plan_path, init_path, losses_path):
 
     batches = batches_for(plan)
     model.train()
-    losses = [run_step(plan, step, model, params, optimizer, scheduler, batches)
-              for step in range(1, train["steps"] + 1)]
+    # `ema = D`: torch.optim.swa_utils.AveragedModel with the EMA
+    # multi_avg_fn and use_buffers=True, updated after every step.
+    decay = train.get("tracking", {}).get("ema")
+    averaged = None
+    if decay is not None:
+        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+        averaged = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+    losses = []
+    for step in range(1, train["steps"] + 1):
+        losses.append(run_step(plan, step, model, params, optimizer, scheduler, batches))
+        if averaged is not None:
+            averaged.update_parameters(model)
     with open(losses_path, "w") as f:
         json.dump({"losses": losses, "parameters": sum(p.numel() for p in model.parameters())}, f)
+    if averaged is not None:
+        weights = {n: t.detach().clone().contiguous() for n, t in averaged.module.state_dict().items()}
+        save_file(weights, losses_path + ".ema.safetensors")
 
 
 def load_strictly(plan_path, weights_path):

@@ -72,6 +72,7 @@ SABOTAGES = {
     "momentum": "batch norm momentum 0.2 instead of 0.1",
     "fp32": "(bf16.py) the references trained in float32, no autocast",
     "dtype": "(bf16.py) one tensor of dtl's checkpoint/state.safetensors rewritten as bfloat16",
+    "noscale": "(fp16.py) the twin trains without a GradScaler",
     "world_sum": "(ddp.py) gradients summed over the replicas, not averaged",
     "same_rows": "(ddp.py) every replica reads the first rows of each global micro-batch",
     "local_clip": "(ddp.py) each replica clips its own gradients before they are averaged",
@@ -608,9 +609,11 @@ def batch_stream(data, recipe):
     return next_rows, data.features[valid_rows], data.targets[valid_rows]
 
 
-def train(model, data, recipe, autocast=contextlib.nullcontext):
+def train(model, data, recipe, autocast=contextlib.nullcontext, scaler=None):
     """Trains `model` as `dtl run` trains its file; `autocast` wraps every
-    forward pass (bf16.py)."""
+    forward pass (bf16.py, fp16.py); `scaler`, a torch.amp.GradScaler,
+    scales the losses and unscales the gradients before clipping, skips the
+    steps whose gradients overflow and moves its scale (fp16.py)."""
     started = time.perf_counter()
     next_batch, x_valid, y_valid = batch_stream(data, recipe)
     params = list(model.parameters())
@@ -626,8 +629,12 @@ def train(model, data, recipe, autocast=contextlib.nullcontext):
             with autocast():
                 out = model(x)
             loss = loss_fn(recipe, out, y) * (1.0 / recipe.accumulate)
-            loss.backward()
+            (scaler.scale(loss) if scaler else loss).backward()
             loss_sum += loss.item()
+        scale = None
+        if scaler:
+            scale = scaler.get_scale()
+            scaler.unscale_(optimizer)
         grads = [p.grad for p in params if p.grad is not None]
         if recipe.clip and recipe.clip[0] == "norm":
             _, max_norm, norm_type = recipe.clip
@@ -642,11 +649,19 @@ def train(model, data, recipe, autocast=contextlib.nullcontext):
                 group["lr"] = lr
         else:
             lr = optimizer.param_groups[0]["lr"]
-        optimizer.step()
+        record = {"step": k, "loss": loss_sum, "lr": lr, "grad_norm": grad_norm}
+        if scaler:
+            scaler.step(optimizer)
+            scaler.update()
+            record["loss_scale"] = scale
+            if scaler.get_scale() < scale:
+                record["skipped"] = True
+        else:
+            optimizer.step()
         if scheduler is not None:
             scheduler.step()
         optimizer.zero_grad()
-        steps.append({"step": k, "loss": loss_sum, "lr": lr, "grad_norm": grad_norm})
+        steps.append(record)
         if (recipe.eval_every and k % recipe.eval_every == 0) or k == recipe.steps:
             if len(y_valid):
                 evals.append(evaluate(model, recipe, x_valid, y_valid, k, autocast))

@@ -18,6 +18,7 @@ mod parallel;
 mod paths;
 mod schedule;
 mod settings;
+mod tracking;
 mod train;
 
 use std::collections::BTreeMap;

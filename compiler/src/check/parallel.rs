@@ -11,7 +11,9 @@ use super::train::TrainSpec;
 use super::CheckError;
 use crate::ast::{ExprKind, SettingsBlock};
 use crate::plan::parallel::bubble;
-use crate::plan::{Backend, BatchNormSync, Clip, ModelPlan, Op, PipelineSchedule, SyncMode};
+use crate::plan::{
+    Backend, BatchNormSync, Clip, ModelPlan, Op, PipelineSchedule, Precision, SyncMode,
+};
 use crate::span::Span;
 
 /// The settings a `parallel` block accepts.
@@ -303,6 +305,13 @@ fn conflicting_choices(
             message: "global-norm clipping needs all gradients of a step; asynchronous updates never have them".into(),
             span: at("sync"),
             help: Some("clip each update by value (`clip = value(...)`) or synchronise every step".into()),
+        });
+    }
+    if matches!(spec.sync, SyncMode::Async { .. }) && train.precision == Precision::Fp16 {
+        errors.push(CheckError::Unsupported {
+            message: "fp16's loss scale changes from step to step; an asynchronous update applies gradients scaled by an older one".into(),
+            span: at("sync"),
+            help: Some("use `precision = bf16`, or synchronise every step or with local SGD".into()),
         });
     }
     // A checkpoint saves rank 0's replica: between two averages the others

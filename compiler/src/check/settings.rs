@@ -279,6 +279,7 @@ impl Choice for crate::plan::Precision {
         ("fp32", Self::Fp32),
         ("tf32", Self::Tf32),
         ("bf16", Self::Bf16),
+        ("fp16", Self::Fp16),
     ];
 }
 

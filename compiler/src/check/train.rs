@@ -7,12 +7,12 @@ use std::collections::BTreeMap;
 use super::settings::{self, Settings};
 use super::{data, fit, model, CheckError, Experiment, Lint, Options};
 use crate::ast::{DataDef, ExprKind, ModuleDef, ModuleKind, SettingsBlock};
-use crate::plan::{Clip, DataPlan, Loss, NanPolicy, Optimizer, Precision, Schedule};
+use crate::plan::{Clip, DataPlan, Loss, NanPolicy, Optimizer, Precision, Schedule, Tracking};
 use crate::span::Span;
 use crate::util::suggest;
 
 /// The settings a `train` block accepts.
-pub const TRAIN_KEYS: [&str; 17] = [
+pub const TRAIN_KEYS: [&str; 21] = [
     "model",
     "data",
     "loss",
@@ -30,6 +30,10 @@ pub const TRAIN_KEYS: [&str; 17] = [
     "precision",
     "checkpoint_every",
     "on_nan",
+    "metrics",
+    "keep_best",
+    "stop_early",
+    "ema",
 ];
 
 /// How long to train: a number of optimizer steps, or of passes over the
@@ -60,6 +64,7 @@ pub struct TrainSpec {
     pub precision: Precision,
     pub checkpoint_every: u64,
     pub on_nan: NanPolicy,
+    pub tracking: Tracking,
     pub spans: TrainSpans,
 }
 
@@ -165,6 +170,7 @@ pub(super) fn check_train(
     }
     let (length, length_span) = length?;
     let init = init_weights(&s, options, errors, lints)?;
+    let tracking = super::tracking::tracking(&s, &loss, &data, eval_every? as u64, errors)?;
     let train = TrainSpec {
         loss,
         optimizer: optimizer?,
@@ -179,6 +185,7 @@ pub(super) fn check_train(
         precision: precision?,
         checkpoint_every: checkpoint_every? as u64,
         on_nan: on_nan?,
+        tracking,
         spans: TrainSpans {
             block: block.keyword,
             length: length_span,

@@ -13,15 +13,108 @@ pub const MAX_LINE: usize = 8 << 20;
 /// 0, or from the end when negative (-1 is the last column). Errors name
 /// the line and column, and quote the cell only with `show_values`.
 pub fn parse_csv(
-    mut input: impl BufRead,
+    input: impl BufRead,
     label_column: i64,
     header: bool,
     kind: TargetKind,
     show_values: bool,
 ) -> Result<Table, String> {
     let (mut features, mut labels) = (Vec::new(), Vec::new());
+    let mut label_at = None;
+    let columns = each_row(input, header, show_values, |line_no, cells, values| {
+        if values.len() < 2 {
+            return Err(format!(
+                "line {line_no}: need at least 2 columns (features and a label)"
+            ));
+        }
+        let at = match label_at {
+            Some(at) => at,
+            None => {
+                *label_at.insert(resolve_column(label_column, values.len()).ok_or_else(|| {
+                    format!(
+                        "label column {label_column} does not exist in {} columns",
+                        values.len()
+                    )
+                })?)
+            }
+        };
+        for (col, &value) in values.iter().enumerate() {
+            if col == at {
+                let class_index = value >= 0.0 && value.fract() == 0.0;
+                if kind == TargetKind::Class && !class_index {
+                    return Err(format!(
+                        "line {line_no}, column {}: the label is {}, not a class index (0, 1, 2, …)",
+                        col + 1,
+                        super::read::value_words(cells[col], show_values)
+                    ));
+                }
+                labels.push(value);
+            } else {
+                features.push(value as f32);
+            }
+        }
+        Ok(())
+    })?;
+    if labels.is_empty() {
+        return Err("no data rows".into());
+    }
+    let shape = match kind {
+        TargetKind::Class => vec![],
+        TargetKind::Float => vec![1],
+    };
+    Table::new(
+        features,
+        Targets::new(labels, shape, kind)?,
+        vec![columns as i64 - 1],
+    )
+}
+
+/// Rows of features only (the input of `dtl predict`): every column a
+/// feature; a first line that is not all numbers is a header. The values,
+/// row after row, and the number of columns.
+pub fn parse_feature_rows(
+    input: impl BufRead,
+    show_values: bool,
+) -> Result<(Vec<f32>, usize), String> {
+    let mut features = Vec::new();
+    let header = {
+        let mut input = input;
+        let mut first = Vec::new();
+        (&mut input)
+            .take(MAX_LINE as u64 + 1)
+            .read_until(b'\n', &mut first)
+            .map_err(|e| format!("line 1: {}", super::read::read_error(&e)))?;
+        let text = String::from_utf8_lossy(&first);
+        let header = text
+            .trim_end_matches(['\n', '\r'])
+            .split(',')
+            .any(|c| !c.trim().is_empty() && c.trim().parse::<f64>().is_err());
+        (header, first, input)
+    };
+    let (header, first, rest) = header;
+    let input = std::io::BufReader::new(first.as_slice().chain(rest));
+    let columns = each_row(input, header, show_values, |_, _, values| {
+        features.extend(values.iter().map(|v| *v as f32));
+        Ok(())
+    })?;
+    if features.is_empty() {
+        return Err("no data rows".into());
+    }
+    Ok((features, columns))
+}
+
+/// Calls `row` with each data line's number, cells and values: every cell
+/// a finite number, every line as many cells as the first. The number of
+/// columns.
+fn each_row(
+    mut input: impl BufRead,
+    header: bool,
+    show_values: bool,
+    mut row: impl FnMut(usize, &[&str], &[f64]) -> Result<(), String>,
+) -> Result<usize, String> {
     let mut columns = 0usize;
     let mut line = Vec::new();
+    let mut values = Vec::new();
     for index in 0.. {
         let line_no = index + 1;
         line.clear();
@@ -50,20 +143,13 @@ pub fn parse_csv(
             .collect();
         if columns == 0 {
             columns = cells.len();
-            if columns < 2 {
-                return Err(format!(
-                    "line {line_no}: need at least 2 columns (features and a label)"
-                ));
-            }
         } else if cells.len() != columns {
             return Err(format!(
                 "line {line_no}: {} columns, but line 1 of the data has {columns}",
                 cells.len()
             ));
         }
-        let label_at = resolve_column(label_column, columns).ok_or_else(|| {
-            format!("label column {label_column} does not exist in {columns} columns")
-        })?;
+        values.clear();
         for (col, cell) in cells.iter().enumerate() {
             let what = || super::read::value_words(cell, show_values);
             let value: f64 = cell.parse().map_err(|_| {
@@ -80,33 +166,11 @@ pub fn parse_csv(
                     what()
                 ));
             }
-            if col == label_at {
-                let class_index = value >= 0.0 && value.fract() == 0.0;
-                if kind == TargetKind::Class && !class_index {
-                    return Err(format!(
-                        "line {line_no}, column {}: the label is {}, not a class index (0, 1, 2, …)",
-                        col + 1,
-                        what()
-                    ));
-                }
-                labels.push(value);
-            } else {
-                features.push(value as f32);
-            }
+            values.push(value);
         }
+        row(line_no, &cells, &values)?;
     }
-    if labels.is_empty() {
-        return Err("no data rows".into());
-    }
-    let shape = match kind {
-        TargetKind::Class => vec![],
-        TargetKind::Float => vec![1],
-    };
-    Table::new(
-        features,
-        Targets::new(labels, shape, kind)?,
-        vec![columns as i64 - 1],
-    )
+    Ok(columns)
 }
 
 fn resolve_column(column: i64, columns: usize) -> Option<usize> {
@@ -216,5 +280,15 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.starts_with("line 2:"), "{err}");
+    }
+
+    #[test]
+    fn feature_rows_with_and_without_a_header() {
+        let (values, columns) = parse_feature_rows("a,b\n1,2\n3,4\n".as_bytes(), true).unwrap();
+        assert_eq!((values, columns), (vec![1.0, 2.0, 3.0, 4.0], 2));
+        let (values, columns) = parse_feature_rows("1,2,3\n".as_bytes(), true).unwrap();
+        assert_eq!((values, columns), (vec![1.0, 2.0, 3.0], 3));
+        let err = parse_feature_rows("1,2\n3\n".as_bytes(), true).unwrap_err();
+        assert_eq!(err, "line 2: 1 columns, but line 1 of the data has 2");
     }
 }

@@ -6,6 +6,7 @@ mod csv;
 mod idx;
 mod npy;
 pub mod read;
+mod rows;
 mod safetensors;
 mod synthetic;
 mod text;
@@ -15,6 +16,8 @@ use std::path::Path;
 
 pub use csv::parse_csv;
 pub use read::Limits;
+pub use rows::{feature_rows, FeatureRows};
+pub use text::tokens as text_tokens;
 pub use tokens::{TokenFile, TokenSplit};
 
 use crate::plan::{DataSource, TargetKind, TokenDtype};

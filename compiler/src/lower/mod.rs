@@ -72,6 +72,7 @@ fn lower_for(
         precision: train.precision,
         checkpoint_every: train.checkpoint_every,
         on_nan: train.on_nan,
+        tracking: train.tracking.clone(),
     };
     let stages = stages::stages(model, &starts);
     let buckets = if d > 1 {

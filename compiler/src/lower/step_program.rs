@@ -1,10 +1,11 @@
 //! The step program: what every rank does in one optimizer step, in order —
 //! forward and backward (or the pipeline's rounds), the gradient
-//! all-reduce, the norm over the stages, clipping, the finiteness check,
-//! the optimizer step, local SGD's parameter averaging, zeroing.
+//! all-reduce, the norm over the stages, fp16's unscaling, clipping, the
+//! finiteness check, the optimizer step, local SGD's parameter averaging,
+//! zeroing.
 
 use super::cost::ring_bytes;
-use crate::plan::{Clip, Parallelism, StagePlan, StepOp, SyncMode, TrainPlan};
+use crate::plan::{Clip, Parallelism, Precision, StagePlan, StepOp, SyncMode, TrainPlan};
 
 pub(super) fn step_program(
     train: &TrainPlan,
@@ -47,6 +48,15 @@ pub(super) fn step_program(
     }
     if p > 1 {
         program.push(StepOp::AllReduceGradNorm { stages: p });
+    }
+    if train.precision == Precision::Fp16 {
+        // GradScaler's defaults.
+        program.push(StepOp::UnscaleGradients {
+            initial_scale: 65536.0,
+            growth: 2.0,
+            backoff: 0.5,
+            growth_interval: 2000,
+        });
     }
     let check = StepOp::CheckFinite {
         on_nan: train.on_nan,

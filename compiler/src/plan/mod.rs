@@ -10,6 +10,7 @@
 //! every field.
 
 pub mod parallel;
+mod tracking;
 mod types;
 
 pub use parallel::{
@@ -17,6 +18,7 @@ pub use parallel::{
     PipelineSchedule, RankPlan, RowSlice, Sharding, StagePlan, StageProgram, SyncMode, Topology,
     Transfer,
 };
+pub use tracking::{EarlyStop, F1Average, Metric, Monitor, Tracking};
 pub use types::*;
 
 /// Bumped whenever a change to the plan would be misread by an older runtime.
@@ -28,8 +30,11 @@ pub use types::*;
 /// rank's coordinates (`replica`, `stage`, and `tensor`, `shard`,
 /// `sync_group` for the layouts to come), the rows it reads and its
 /// communicator groups (`topology.communicators`), so that the runtime
-/// derives no layout; `sharding.global_micro_batch`.
-pub const PLAN_VERSION: u32 = 5;
+/// derives no layout; `sharding.global_micro_batch`. 6: grouped, dilated
+/// and transposed convolutions, `upsample`, `group_norm`, `instance_norm`,
+/// the `nll`, `binary_cross_entropy`, `huber` and `smooth_l1` losses, `lion`
+/// and `adafactor`, `one_cycle` and `constant_with_warmup`; `train.tracking`.
+pub const PLAN_VERSION: u32 = 6;
 
 impl Plan {
     /// The plan with its file paths (the data source's, `train.init`) made

@@ -3,6 +3,7 @@
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::parallel::{PipelineSchedule, StageProgram, Topology};
+use super::tracking::Tracking;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -691,6 +692,9 @@ pub struct TrainPlan {
     pub checkpoint_every: u64,
     /// What a non-finite loss or gradient does.
     pub on_nan: NanPolicy,
+    /// Metrics, the best weights, early stopping, the weights' moving
+    /// average.
+    pub tracking: Tracking,
 }
 
 /// `precision = fp32 | tf32 | bf16`.
@@ -709,6 +713,11 @@ pub enum Precision {
     /// compute in bfloat16 from float32 master weights; norms, softmax,
     /// losses, gradients and the optimizer stay in float32.
     Bf16,
+    /// As `Bf16` with float16, whose range is narrow: the loss is scaled up
+    /// before backward and the gradients down after (dynamic loss scaling,
+    /// `torch.amp.GradScaler`'s rules), a step whose gradients overflow is
+    /// skipped and the scale halved.
+    Fp16,
 }
 
 /// `on_nan = stop | skip`.
@@ -1031,6 +1040,17 @@ pub enum StepOp {
     AverageParameters {
         every: u64,
         bytes_per_rank: u64,
+    },
+    /// `precision = fp16`: divide the gradients by the loss scale; when any
+    /// is infinite or NaN on any rank the step is skipped and the scale
+    /// multiplied by `backoff`, else after `growth_interval` steps in a row
+    /// without one it is multiplied by `growth` (`GradScaler.unscale_`,
+    /// `step` and `update`).
+    UnscaleGradients {
+        initial_scale: f64,
+        growth: f64,
+        backoff: f64,
+        growth_interval: u64,
     },
     /// If the loss or any gradient is NaN or infinite, act on `on_nan`.
     CheckFinite {

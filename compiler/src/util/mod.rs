@@ -6,3 +6,4 @@
 pub mod mutate;
 pub mod rng;
 pub mod suggest;
+pub mod time;

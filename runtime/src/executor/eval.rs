@@ -1,110 +1,98 @@
-//! The held-out evaluation: the mean loss (and accuracy) over the rows the
-//! data split held out, dropout off, in chunks; through the stages of
-//! replica 0 when the model is cut into stages.
+//! The held-out evaluation: the loss and the plan's metrics over the rows
+//! the data split held out, dropout off, in chunks. Every rank takes part:
+//! when the replicas hold the same weights each evaluates its share of the
+//! rows, otherwise (local SGD between averages) replica 0 evaluates them
+//! all; a pipelined replica evaluates through its stages. The sums are then
+//! added up over every rank, so every rank knows the result (and decides
+//! the same about the best weights and stopping early).
 
+use dtl_compiler::plan::SyncMode;
 use dtl_compiler::records::EvalRecord;
-use tch::Reduction;
+
+use tch::Tensor;
 
 use super::Executor;
 use crate::comm::ReduceOp;
-use crate::error::{RunError, TorchContext};
-use crate::loss;
+use crate::error::RunError;
+use crate::metrics::{over_rows, Measure};
 
 impl Executor<'_> {
-    /// Mean loss (and accuracy) over the held-out rows, dropout off, in
-    /// chunks of [`eval_chunk`] rows.
-    /// `progress` is called after every chunk.
-    pub fn evaluate(&self, step: u64, progress: &dyn Fn()) -> Result<EvalRecord, RunError> {
-        if self.stage.is_some() {
-            return self.evaluate_pipelined(step, progress);
+    /// The evaluation of the weights, and with `ema` of their average (its
+    /// measures `ema_`-prefixed in the same record). `progress` is called
+    /// after every chunk.
+    pub fn evaluate(&mut self, step: u64, progress: &dyn Fn()) -> Result<EvalRecord, RunError> {
+        if self.broadcast_buffers && self.eval_shared(step) {
+            // The replicas evaluate with replica 0's batch-norm statistics,
+            // as they will train with them at the next step.
+            self.broadcast_buffers(step)?;
         }
-        let rows = self.valid.rows;
-        let kind = &self.plan.train.loss;
-        if rows == 0 {
-            return Ok(EvalRecord {
-                step,
-                eval_loss: f64::NAN,
-                eval_accuracy: None,
-                eval_rows: 0,
-            });
+        let measure = Measure::new(self.plan);
+        let mut record = self.measure(&measure, step, progress, "")?;
+        if let Some(mut ema) = self.ema.take() {
+            let swapped = ema.swap(&self.model);
+            let averaged = swapped.and_then(|()| self.measure(&measure, step, progress, "ema_"));
+            let back = ema.swap(&self.model);
+            self.ema = Some(ema);
+            back?;
+            record.measures.0.extend(averaged?.measures.0);
         }
-        let ctx = || format!("step {step}: evaluation");
-        tch::no_grad(|| {
-            let (mut loss_sum, mut correct) = (0.0, None::<i64>);
-            let chunk = eval_chunk(&self.plan.model.output);
-            let mut start = 0i64;
-            while start < rows as i64 {
-                let len = chunk.min(rows as i64 - start);
-                let (x, y) = self.valid.range(start as usize, len as usize)?;
-                let x = x.f_to_device(self.device).context(ctx)?;
-                let y = y.f_to_device(self.device).context(ctx)?;
-                let output = self.model.forward(&x, false)?;
-                let sum = loss::loss(kind, &output, &y, Reduction::Sum).context(ctx)?;
-                loss_sum += sum.f_double_value(&[]).context(ctx)?;
-                if let Some(hits) = loss::correct(kind, &output, &y).context(ctx)? {
-                    correct = Some(correct.unwrap_or(0) + hits);
-                }
-                start += len;
-                progress();
-            }
-            let targets = self.valid.target_count() as f64;
-            Ok(EvalRecord {
-                step,
-                eval_loss: loss_sum / targets,
-                eval_accuracy: correct.map(|c| c as f64 / targets),
-                eval_rows: rows,
-            })
-        })
+        Ok(record)
     }
 
-    /// The held-out evaluation through the stages of replica 0: the last
-    /// stage's sums, shared with every stage.
-    fn evaluate_pipelined(&self, step: u64, progress: &dyn Fn()) -> Result<EvalRecord, RunError> {
-        let stage = self.stage.as_ref().expect("a pipeline stage");
-        let rows = self.valid.rows;
-        let kind = &self.plan.train.loss;
-        let ctx = || format!("step {step}: evaluation");
-        let (mut loss_sum, mut correct, mut counted) = (0.0, 0.0, 0.0);
-        let chunk = eval_chunk(&self.plan.model.output);
-        let mut start = 0i64;
-        while start < rows as i64 {
-            let len = chunk.min(rows as i64 - start);
-            let (x, y) = self.valid.range(start as usize, len as usize)?;
-            let x = x.f_to_device(self.device).context(ctx)?;
-            let y = y.f_to_device(self.device).context(ctx)?;
-            let pipeline = self.world.pipeline.as_ref();
-            let (sum, hits) = stage.evaluate(&x, &y, &self.model, kind, pipeline, step)?;
-            loss_sum += sum;
-            if let Some(hits) = hits {
-                correct += hits as f64;
-                counted = 1.0;
-            }
-            start += len;
-            progress();
-        }
-        let mut sums = [loss_sum, correct, counted];
+    /// One evaluation of the weights the model holds now.
+    fn measure(
+        &self,
+        measure: &Measure,
+        step: u64,
+        progress: &dyn Fn(),
+        prefix: &str,
+    ) -> Result<EvalRecord, RunError> {
+        let mut forward = |x: &Tensor| match &self.stage {
+            Some(stage) => stage.evaluate(x, &self.model, self.world.pipeline.as_ref(), step),
+            None => self.model.forward(x, false).map(Some),
+        };
+        let (first, count) = self.eval_rows(step);
+        let mut values = over_rows(
+            &format!("step {step}: evaluation"),
+            measure,
+            (&self.valid, first, count),
+            &self.plan.model.output,
+            self.device,
+            &mut forward,
+            progress,
+        )?;
         self.world
-            .pipeline
-            .all_reduce_host(&mut sums, ReduceOp::Sum)
+            .all
+            .all_reduce_host(&mut values, ReduceOp::Sum)
             .map_err(|e| RunError::Collective { step, message: e.0 })?;
-        let targets = self.valid.target_count().max(1) as f64;
-        Ok(EvalRecord {
-            step,
-            eval_loss: if rows == 0 {
-                f64::NAN
-            } else {
-                sums[0] / targets
-            },
-            eval_accuracy: (sums[2] > 0.0).then(|| sums[1] / targets),
-            eval_rows: rows,
-        })
+        Ok(measure.record(step, self.valid.rows, &values, prefix))
     }
-}
 
-/// Held-out rows evaluated at once: up to 1024, fewer when the model's
-/// output per row is large (a language model's scores for every token),
-/// so that a chunk's output stays under 2^24 values.
-fn eval_chunk(output: &[dtl_compiler::plan::Dim]) -> i64 {
-    let per_row = dtl_compiler::lower::cost::numel(output).max(1);
-    ((1u64 << 24) / per_row).clamp(1, 1024) as i64
+    /// Whether the replicas share the held-out rows at `step`: they hold
+    /// the same weights after every step when they average gradients
+    /// (every step, or asynchronously: each applies the same averages), and
+    /// under local SGD after an average.
+    fn eval_shared(&self, step: u64) -> bool {
+        match self.plan.topology.parallelism.sync {
+            SyncMode::EveryStep | SyncMode::Async { .. } => true,
+            SyncMode::LocalSgd { period } => step.is_multiple_of(period),
+        }
+    }
+
+    /// The first held-out row this rank's replica evaluates, and how many:
+    /// replica g of D takes rows [g·n/D, (g+1)·n/D) when the replicas share
+    /// them, replica 0 takes every row otherwise.
+    pub(super) fn eval_rows(&self, step: u64) -> (usize, usize) {
+        let rows = self.valid.rows;
+        let replica = self.world.place.replica as usize;
+        if self.eval_shared(step) {
+            let replicas = self.world.replicas.size();
+            let (start, end) = (replica * rows / replicas, (replica + 1) * rows / replicas);
+            (start, end - start)
+        } else if replica == 0 {
+            (0, rows)
+        } else {
+            (0, 0)
+        }
+    }
 }

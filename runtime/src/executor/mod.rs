@@ -18,7 +18,9 @@ use tch::{Device, Tensor};
 use crate::checkpoint::{Loaded, Named, Snapshot};
 use crate::comm::ReduceOp;
 use crate::data::{self, Batches, Cursor, Dataset};
+use crate::ema::Ema;
 use crate::error::{RunError, TorchContext};
+use crate::loss_scale::LossScale;
 use crate::model::Model;
 use crate::optim::Optimizer;
 use crate::parallel::data::{AsyncUpdate, Buckets};
@@ -57,6 +59,11 @@ pub struct Executor<'a> {
     passes: Vec<String>,
     /// The step of the last checkpoint, named when a step fails.
     last_checkpoint: Option<u64>,
+    /// `ema`: the average of this rank's weights.
+    ema: Option<Ema>,
+    /// `precision = fp16`: the loss scale and the steps since it last
+    /// changed or overflowed.
+    scaler: Option<LossScale>,
 }
 
 impl<'a> Executor<'a> {
@@ -88,6 +95,10 @@ impl<'a> Executor<'a> {
         let mut optimizer = Optimizer::new(&train.optimizer, model.params.len());
         let buckets = Buckets::new(plan, world.place.stage, &model.params)?;
         let mut in_flight = VecDeque::new();
+        let mut ema = match plan.train.tracking.ema {
+            Some(decay) => Some(Ema::new(decay, &model)?),
+            None => None,
+        };
         if let Some(saved) = resumed {
             model.load_part(&saved.model_path, &others)?;
             let names: Vec<&str> = model.params.iter().map(|(n, _)| n.as_str()).collect();
@@ -98,6 +109,10 @@ impl<'a> Executor<'a> {
                 device,
             )?;
             batches.resume(saved.cursor.clone())?;
+            if let Some(ema) = &mut ema {
+                // Updated after every step, the first update a copy.
+                ema.restore(&saved.ema, &model, saved.state.step)?;
+            }
             for (step, flats) in &saved.pending {
                 let flats = flats
                     .iter()
@@ -107,6 +122,14 @@ impl<'a> Executor<'a> {
                 in_flight.push_back(AsyncUpdate::Ready(*step, flats));
             }
         }
+        let saved_scale = resumed.and_then(|r| {
+            let state = &r.state;
+            state.loss_scale.map(|scale| LossScale {
+                scale,
+                tracker: state.loss_scale_tracker,
+            })
+        });
+        let scaler = LossScale::for_plan(plan, saved_scale);
         let cursor = batches.cursor().clone();
         let layout = &plan.topology.parallelism;
         let sync_norm_segments = (layout.batch_norm == BatchNormSync::Sync
@@ -128,6 +151,8 @@ impl<'a> Executor<'a> {
             stage,
             passes: Vec::new(),
             last_checkpoint: resumed.map(|r| r.state.step),
+            ema,
+            scaler,
         };
         executor.broadcast_buffers = executor.buffers_follow_replica_zero();
         Ok(executor)
@@ -161,12 +186,10 @@ impl<'a> Executor<'a> {
         (passes, self.stage.as_ref().map(|s| s.peak_in_flight))
     }
 
-    /// Whether this rank evaluates: rank 0, and with a pipeline every stage
-    /// of replica 0; nobody when nothing is held out.
-    pub fn evaluates(&self) -> bool {
-        let first_replica = self.world.place.replica == 0;
-        let lead = self.world.rank == 0 || (self.stage.is_some() && first_replica);
-        lead && self.valid.rows > 0
+    /// Whether this rank evaluates rows (see [`eval`]); every rank takes
+    /// part in adding up the evaluation.
+    pub fn evaluates(&self, step: u64) -> bool {
+        self.eval_rows(step).1 > 0
     }
 
     /// Whether a signal asked to stop: on every rank of a job the same
@@ -200,6 +223,15 @@ impl<'a> Executor<'a> {
         self.gather(self.model.named(), step)
     }
 
+    /// The average of the weights (`ema`) on rank 0, as [`Self::weights`];
+    /// `None` without `ema`, on every rank.
+    pub fn averaged_weights(&self, step: u64) -> Result<Option<Named>, RunError> {
+        match &self.ema {
+            Some(ema) => self.gather(ema.named(&self.model), step),
+            None => Ok(None),
+        }
+    }
+
     /// `own` tensors of every stage of replica 0, on rank 0.
     fn gather(&self, own: Named, step: u64) -> Result<Option<Named>, RunError> {
         if self.world.place.replica != 0 {
@@ -225,6 +257,7 @@ impl<'a> Executor<'a> {
         let names: Vec<&str> = self.model.params.iter().map(|(n, _)| n.as_str()).collect();
         let model = self.gather(self.model.named(), step)?;
         let optimizer = self.gather(self.optimizer.state(&names), step)?;
+        let ema = self.averaged_weights(step)?;
         let (Some(model), Some(optimizer)) = (model, optimizer) else {
             return Ok(None);
         };
@@ -244,6 +277,8 @@ impl<'a> Executor<'a> {
             optimizer_steps: self.optimizer.steps(),
             cursor: self.cursor.clone(),
             pending,
+            ema: ema.unwrap_or_default(),
+            loss_scale: self.scaler,
         }))
     }
 

@@ -29,6 +29,9 @@ struct StepState {
     bad_ranks: Vec<usize>,
     /// The gradient norm is the one over every pipeline stage.
     norm_over_stages: bool,
+    /// `fp16`: a gradient overflowed at this step's loss scale; the step is
+    /// skipped and the scale lowered (not a NaN for `on_nan`).
+    overflow: bool,
 }
 
 impl Executor<'_> {
@@ -51,10 +54,15 @@ impl Executor<'_> {
             update_of: Some(step),
             bad_ranks: Vec::new(),
             norm_over_stages: false,
+            overflow: false,
         };
+        let loss_scale = self.scaler.map(|s| s.scale);
         let program = self.plan.step_program.clone();
         for op in &program {
             self.run_op(op, step, &mut state)?;
+        }
+        if let Some(ema) = &mut self.ema {
+            ema.update(&self.model)?;
         }
         let lr_step = state.update_of.unwrap_or(step);
         let lr = if state.update_of.is_some() {
@@ -70,6 +78,7 @@ impl Executor<'_> {
             lr,
             grad_norm: state.grad_norm.unwrap_or(0.0),
             skipped: state.skipped,
+            loss_scale,
         })
     }
 
@@ -87,11 +96,21 @@ impl Executor<'_> {
                     // Let all-reduces in flight move on.
                     data::progress(&mut self.in_flight)?;
                 }
+                let local = local / self.dynamic_scale();
                 (state.loss, state.bad_ranks) = self.loss_over_replicas(local, step)?;
             }
             StepOp::AllReduceGradients { staleness, .. } => {
                 self.all_reduce_gradients(step, *staleness, state)?;
             }
+            StepOp::UnscaleGradients {
+                growth,
+                backoff,
+                growth_interval,
+                ..
+            } if state.update_of.is_some() => {
+                self.unscale(step, (*growth, *backoff, *growth_interval), state)?;
+            }
+            StepOp::UnscaleGradients { .. } => {}
             StepOp::CheckFinite { on_nan } if state.update_of.is_some() => {
                 self.check_finite(step, *on_nan, state)?;
             }
@@ -151,7 +170,7 @@ impl Executor<'_> {
                     data::progress(&mut self.in_flight)?;
                 }
                 // The loss is the last stage's: every stage learns it.
-                let mut total = [local];
+                let mut total = [local / self.dynamic_scale()];
                 self.world
                     .pipeline
                     .all_reduce_host(&mut total, ReduceOp::Sum)
@@ -277,13 +296,67 @@ impl Executor<'_> {
         Ok(loss)
     }
 
-    /// The loss scale, or NaN where a `nan` fault is planned for this rank
-    /// and step (the reliability tests).
+    /// The loss scale (with fp16's dynamic scale: both are powers of two
+    /// or `1 / accumulate`, and a product with a power of two rounds
+    /// nothing), or NaN where a `nan` fault is planned for this rank and
+    /// step (the reliability tests).
     fn faulty(&self, step: u64, loss_scale: f64) -> f64 {
         match crate::fault::at(self.world.rank, step) {
             Some(crate::fault::Kind::Nan) => f64::NAN,
-            _ => loss_scale,
+            _ => loss_scale * self.dynamic_scale(),
         }
+    }
+
+    /// fp16's loss scale now (1 otherwise).
+    fn dynamic_scale(&self) -> f64 {
+        self.scaler.map_or(1.0, |s| s.scale)
+    }
+
+    /// fp16: the gradients divided by the loss scale (multiplied by its
+    /// float32 reciprocal, as `GradScaler.unscale_`); an overflow on any
+    /// rank skips the step everywhere and multiplies the scale by
+    /// `backoff`, and `interval` steps in a row without one multiply it by
+    /// `growth` (`GradScaler.update`).
+    fn unscale(
+        &mut self,
+        step: u64,
+        (growth, backoff, interval): (f64, f64, u64),
+        state: &mut StepState,
+    ) -> Result<(), RunError> {
+        let Some(scaler) = self.scaler else {
+            return Ok(());
+        };
+        let inverse = f64::from((1.0 / scaler.scale) as f32);
+        let ctx = || format!("step {step}: unscale the gradients");
+        let mut found = 0.0;
+        for param in self.model.tensors() {
+            let mut grad = param.grad();
+            if !grad.defined() {
+                continue;
+            }
+            let finite = grad
+                .f_isfinite()
+                .and_then(|f| f.f_all())
+                .and_then(|f| f.f_int64_value(&[]))
+                .context(ctx)?;
+            if finite == 0 {
+                found = 1.0;
+            }
+            let _ = grad.f_mul_scalar_(inverse).context(ctx)?;
+        }
+        let mut any = [found];
+        if self.world.size > 1 {
+            self.world
+                .all
+                .all_reduce_host(&mut any, ReduceOp::Max)
+                .map_err(|e| RunError::Collective { step, message: e.0 })?;
+        }
+        if any[0] > 0.0 {
+            state.overflow = true;
+            state.skipped = true;
+        }
+        self.scaler = Some(scaler.next(any[0] > 0.0, growth, backoff, interval));
+        Ok(())
     }
 
     /// The mean loss over the replicas, and the ranks whose own loss was
@@ -368,8 +441,11 @@ impl Executor<'_> {
             norm
         };
         state.grad_norm = Some(norm);
+        // An fp16 overflow is the loss scale's, handled: only the loss
+        // itself counts then.
         let bad = [("loss", state.loss), ("gradient norm", norm)]
             .into_iter()
+            .filter(|(what, _)| !(state.overflow && *what == "gradient norm"))
             .find(|(_, v)| !v.is_finite());
         let Some((what, value)) = bad else {
             return Ok(());
@@ -424,7 +500,7 @@ impl Executor<'_> {
 
     /// Rank 0's batch-norm statistics on every replica, as DDP broadcasts
     /// its buffers before each forward pass.
-    fn broadcast_buffers(&mut self, step: u64) -> Result<(), RunError> {
+    pub(super) fn broadcast_buffers(&mut self, step: u64) -> Result<(), RunError> {
         let comm = self.world.replicas.as_ref();
         for (_, buffer) in &mut self.model.buffers {
             comm.broadcast(buffer, 0)
@@ -450,6 +526,7 @@ impl Executor<'_> {
                 update_of: Some(of),
                 bad_ranks: Vec::new(),
                 norm_over_stages: self.stage.is_some(),
+                overflow: false,
             };
             let program = self.plan.step_program.clone();
             for op in &program {

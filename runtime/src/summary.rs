@@ -1,0 +1,136 @@
+//! What a run reports: where the loop stands as it goes (the [`Tally`]
+//! the checkpoints keep), and at the end the [`Summary`] written to
+//! `summary.json`.
+
+use std::path::Path;
+
+use dtl_compiler::plan::Monitor;
+use dtl_compiler::records::{EvalRecord, StepRecord};
+use serde::Serialize;
+
+use crate::checkpoint::State;
+use crate::watch::Watch;
+use crate::world::World;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    pub steps: u64,
+    pub epochs: u64,
+    pub device: String,
+    /// Ranks that trained together.
+    pub world_size: usize,
+    /// The collective backend of the replicas: local, mpi or nccl.
+    pub backend: crate::comm::Backend,
+    pub first_loss: f64,
+    pub final_loss: f64,
+    pub eval: Option<EvalRecord>,
+    /// Seconds of the whole run, set-up and evaluation included.
+    pub seconds: f64,
+    /// Seconds spent in the training steps (batches, forward, backward,
+    /// communication, clipping, optimizer), over the whole run including
+    /// before a resume.
+    pub train_seconds: f64,
+    pub steps_per_second: f64,
+    pub skipped_steps: u64,
+    /// The checkpoint step this process continued from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resumed_from: Option<u64>,
+    /// Why the run ended before its last step (`stop_early`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stopped_early: Option<String>,
+    /// `keep_best`: the evaluation whose weights are in `best/`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub best: Option<Best>,
+    /// Seconds rank 0 spent on TensorBoard during training: sampling
+    /// memory, encoding and writing events (what logging costs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tensorboard_seconds: Option<f64>,
+    pub out_dir: String,
+}
+
+/// The best evaluation by the measure `keep_best` watches.
+#[derive(Debug, Clone, Serialize)]
+pub struct Best {
+    pub step: u64,
+    /// The measure's key in `metrics.jsonl` (`eval_loss`, `eval_accuracy`,
+    /// …).
+    pub metric: String,
+    pub value: f64,
+}
+
+/// Where the loop stands: what the summary and the checkpoints report.
+pub struct Tally {
+    pub first_loss: f64,
+    pub skipped_steps: u64,
+    pub train_seconds: f64,
+    /// Steps done before this process started (a resumed run).
+    pub done: u64,
+    /// Training seconds before this process started.
+    pub seconds_before: f64,
+    pub last: Option<StepRecord>,
+    pub last_eval: Option<EvalRecord>,
+    /// `keep_best` and `stop_early`'s standing.
+    pub watch: Watch,
+    /// Why the run stops before its last step (`stop_early`).
+    pub stopped_early: Option<String>,
+}
+
+/// What the end of the loop adds to the tally for the summary.
+pub struct Finished<'a> {
+    /// The last step done.
+    pub steps: u64,
+    pub epochs: u64,
+    pub world: &'a World,
+    /// Seconds of the whole run.
+    pub seconds: f64,
+    pub resumed_from: Option<u64>,
+    pub keep_best: Option<Monitor>,
+    pub tensorboard_seconds: Option<f64>,
+    pub out: &'a Path,
+}
+
+impl Tally {
+    /// A fresh tally, or the one a checkpoint kept.
+    pub fn new(saved: Option<&State>) -> Tally {
+        Tally {
+            first_loss: saved.map_or(f64::NAN, |s| s.first_loss),
+            skipped_steps: saved.map_or(0, |s| s.skipped_steps),
+            train_seconds: saved.map_or(0.0, |s| s.train_seconds),
+            done: saved.map_or(0, |s| s.step),
+            seconds_before: saved.map_or(0.0, |s| s.train_seconds),
+            last: None,
+            last_eval: None,
+            watch: saved.map_or_else(Watch::default, |s| s.watch.clone()),
+            stopped_early: None,
+        }
+    }
+
+    pub fn summary(&self, end: Finished<'_>) -> Summary {
+        Summary {
+            steps: end.steps,
+            epochs: end.epochs,
+            device: format!("{:?}", end.world.device),
+            world_size: end.world.size,
+            backend: end.world.backend,
+            first_loss: self.first_loss,
+            final_loss: self.last.as_ref().map_or(f64::NAN, |r| r.loss),
+            eval: self.last_eval.clone(),
+            seconds: end.seconds,
+            train_seconds: self.train_seconds,
+            steps_per_second: (end.steps - self.done) as f64
+                / (self.train_seconds - self.seconds_before).max(1e-9),
+            skipped_steps: self.skipped_steps,
+            resumed_from: end.resumed_from,
+            stopped_early: self.stopped_early.clone(),
+            best: end.keep_best.and_then(|m| {
+                self.watch.best.map(|value| Best {
+                    step: self.watch.best_step,
+                    metric: m.key(),
+                    value,
+                })
+            }),
+            tensorboard_seconds: end.tensorboard_seconds,
+            out_dir: end.out.display().to_string(),
+        }
+    }
+}
