@@ -238,6 +238,29 @@ fn prefix(world: &dtl_runtime::World) -> String {
     }
 }
 
+/// torchrun starts every process as a whole `dtl run` of its own: each
+/// would launch (or be) a separate job writing the same folder. dtl starts
+/// its ranks itself, over MPI, so a process of torchrun's is refused with
+/// the command that does what was meant. (Accepting torchrun as a
+/// launcher would need its TCP rendezvous to bootstrap MPI, which MPI
+/// cannot join.)
+#[cfg(feature = "runtime")]
+fn refuse_torchrun() -> Result<(), Failure> {
+    if std::env::var_os("TORCHELASTIC_RUN_ID").is_none() || dtl_runtime::world::launched_by_mpi() {
+        return Ok(());
+    }
+    let var = |name: &str| std::env::var(name).unwrap_or_else(|_| "?".into());
+    let world = var("WORLD_SIZE");
+    Err(Failure::usage(format!(
+        "dtl run was started by torchrun (TORCHELASTIC_RUN_ID is set; this is rank {} of {world}): \
+         every torchrun process would start a whole run of its own into the same folder. \
+         dtl starts its ranks itself: run `dtl run FILE` once, with `parallel {{ data = {world} }}` \
+         in the file or `--set parallel.data={world}`; across machines, start it with mpirun or \
+         srun (docs/distributed.md)",
+        var("RANK")
+    )))
+}
+
 #[cfg(feature = "runtime")]
 pub fn run(args: RunArgs, request: &Request) -> Result<(), Failure> {
     use dtl_runtime::run_folder::Target;
@@ -246,6 +269,7 @@ pub fn run(args: RunArgs, request: &Request) -> Result<(), Failure> {
     // (the launcher waits for its ranks to do so).
     dtl_runtime::signals::install();
     let device: dtl_runtime::DeviceChoice = args.device.parse().map_err(Failure::usage)?;
+    refuse_torchrun()?;
     // A rank of a job compiles the plan again, quietly: the launcher (or
     // rank 0 of an outer launcher's job) has said the warnings.
     let rank_of_job = dtl_runtime::world::launched_by_mpi();

@@ -475,6 +475,18 @@ fn set_overrides_are_checked_like_the_file_and_land_in_the_plan() {
     dtl(&["check", EXAMPLE, "--set", "train.steps"])
         .code(2)
         .stderr_has("expected PATH=VALUE");
+    // A file without a `parallel` block takes `--set parallel.…` as the
+    // others do; a bad value points at the `train` block.
+    let plan = dtl(&["compile", EXAMPLE, "--set", "parallel.data=2"])
+        .code(0)
+        .stdout;
+    let plan = dtl_compiler::plan::Plan::from_text(&plan).unwrap();
+    assert_eq!(plan.topology.parallelism.data, 2);
+    assert_eq!(plan.topology.ranks.len(), 2);
+    dtl(&["check", EXAMPLE, "--set", "parallel.data=0"])
+        .code(1)
+        .stderr_has("`data` must be at least 1, got 0")
+        .stderr_has("digits_mlp.dtl:24:1");
     // The run uses the overrides.
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("o");
@@ -491,6 +503,31 @@ fn set_overrides_are_checked_like_the_file_and_land_in_the_plan() {
     ])
     .code(0)
     .stdout_has("trained 7 steps");
+}
+
+/// torchrun would start a whole run per process into one folder: refused,
+/// with the command that does what was meant, before anything is written.
+#[test]
+fn a_run_started_by_torchrun_is_refused_with_the_right_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("o");
+    let output = Command::new(env!("CARGO_BIN_EXE_dtl"))
+        .args(["run", EXAMPLE, "--quiet", "--out"])
+        .arg(&out)
+        .env("TORCHELASTIC_RUN_ID", "none")
+        .env("RANK", "1")
+        .env("WORLD_SIZE", "2")
+        .env("LOCAL_WORLD_SIZE", "2")
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    let said = common::flat(&stderr);
+    assert!(said.contains("started by torchrun"), "{stderr}");
+    assert!(said.contains("this is rank 1 of 2"), "{stderr}");
+    assert!(said.contains("--set parallel.data=2"), "{stderr}");
+    assert!(!out.exists(), "the refused run wrote {}", out.display());
 }
 
 #[test]

@@ -9,7 +9,7 @@
 
 use pest::Parser;
 
-use crate::ast::{Arg, Call, Expr, ExprKind, File, Ident, Item, Setting};
+use crate::ast::{Arg, Call, Expr, ExprKind, File, Ident, Item, Setting, SettingsBlock};
 use crate::span::Span;
 use crate::syntax::{build_expr_text, DtlParser, Rule};
 
@@ -45,6 +45,28 @@ pub fn parse(text: &str) -> Result<Override, String> {
     })
 }
 
+/// A file without a `parallel` block gets an empty one (one process), so
+/// that `--set parallel.KEY=…` works on any file. A diagnostic about its
+/// settings points at the `train` block, where the run is described.
+fn add_parallel_block(file: &mut File) {
+    if file.items.iter().any(|i| matches!(i, Item::Parallel(_))) {
+        return;
+    }
+    let at = file
+        .items
+        .iter()
+        .find_map(|i| match i {
+            Item::Train(b) => Some(b.keyword),
+            _ => None,
+        })
+        .unwrap_or_default();
+    file.items.push(Item::Parallel(SettingsBlock {
+        keyword: at,
+        settings: Vec::new(),
+        span: at,
+    }));
+}
+
 /// Applies the overrides to the file's settings.
 pub fn apply(file: &mut File, overrides: &[Override]) -> Result<(), String> {
     for o in overrides {
@@ -57,6 +79,9 @@ fn apply_one(file: &mut File, o: &Override) -> Result<(), String> {
     let path: Vec<&str> = o.path.iter().map(String::as_str).collect();
     let (settings, block_span, rest) = match path.as_slice() {
         ["train", rest @ ..] | ["parallel", rest @ ..] => {
+            if path[0] == "parallel" {
+                add_parallel_block(file);
+            }
             let block = file
                 .items
                 .iter_mut()

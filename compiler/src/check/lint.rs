@@ -69,6 +69,20 @@ pub enum Lint {
         span: Span,
     },
 
+    #[error("batch norm sees the pipeline's pieces of {piece} rows, not micro-batches of {micro_batch}: its statistics, and so the losses, differ from one process's")]
+    #[diagnostic(
+        code(dtl::lint::pipeline_batch_norm),
+        severity(Warning),
+        help("`micro_batches = 1` keeps the statistics exact (and the pipeline idle); layer_norm or group_norm do not depend on the rows at all")
+    )]
+    PipelineBatchNorm {
+        piece: u64,
+        micro_batch: u64,
+        #[label("{micro_batches} pieces per micro-batch")]
+        span: Span,
+        micro_batches: u64,
+    },
+
     #[error("`{key}` applies to pipeline stages; with one stage it does nothing")]
     #[diagnostic(
         code(dtl::lint::no_pipeline),
@@ -128,6 +142,7 @@ impl Lint {
             | Lint::LearningRate { span, .. }
             | Lint::NoClipping { span, .. }
             | Lint::PipelineBubble { span, .. }
+            | Lint::PipelineBatchNorm { span, .. }
             | Lint::NoPipeline { span, .. }
             | Lint::PathOutsideProject { span, .. }
             | Lint::Memory { span, .. }

@@ -388,6 +388,18 @@ fn pipeline_arithmetic(
                 help: Some(format!("choose a divisor of {}", train.micro_batch)),
             });
         }
+        let batch_norm = model
+            .nodes
+            .iter()
+            .any(|n| matches!(n.op, Op::BatchNorm { .. }));
+        if batch_norm && spec.micro_batches > 1 {
+            lints.push(Lint::PipelineBatchNorm {
+                piece: train.micro_batch / spec.micro_batches,
+                micro_batch: train.micro_batch,
+                micro_batches: spec.micro_batches,
+                span: at("micro_batches"),
+            });
+        }
         if spec.micro_batches < stages {
             let (idle, of) = bubble(stages, spec.micro_batches);
             lints.push(Lint::PipelineBubble {

@@ -340,6 +340,7 @@ impl<'a> Elaborator<'a> {
                 self.tied(&call.args, stage.span, body, &path, input)
             }
             ExprKind::Name(ident) if body.layers.contains_key(&ident.name) => {
+                body.used.insert(ident.name.clone());
                 let bound = body.layers[&ident.name].clone();
                 self.apply_bound(
                     &bound,

@@ -306,6 +306,19 @@ impl<'a> Elaborator<'a> {
                 });
             }
         }
+        for layer in &def.layers {
+            if !body.used.contains(&layer.name.name) {
+                self.lints.push(Lint::UnusedModule {
+                    kind: "layer",
+                    name: layer.name.name.clone(),
+                    span: layer.name.span,
+                    help: Some(
+                        "use it in `forward`, or remove it: a layer that is never applied has no place in the model's parameters"
+                            .into(),
+                    ),
+                });
+            }
+        }
         let expected = substitute(&declared_out, &bindings);
         if !unify(&expected, &result.shape, &mut bindings.clone()) {
             self.errors.push(CheckError::ShapeMismatch {
