@@ -441,6 +441,58 @@ fn data_is_read_within_bounds() {
     assert!(!stderr.contains("budget"), "{stderr}");
 }
 
+/// JSON lines: a line that is not JSON, a ragged array, a missing field,
+/// a label of the wrong kind, a line without end: each named by line and
+/// field, the value never quoted.
+#[test]
+fn jsonl_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let good = "{\"x\": [1, 2, 3, 4], \"y\": 0}\n";
+    let cases = [
+        (
+            "cut.jsonl",
+            format!("{good}{{\"x\": [1, 2"),
+            "line 2: not JSON",
+        ),
+        (
+            "ragged.jsonl",
+            format!("{good}{{\"x\": [1, 2, 3], \"y\": 1}}\n"),
+            "line 2, field `x`: an array of 3 where the first has 4 (ragged)",
+        ),
+        (
+            "no_label.jsonl",
+            format!("{good}{{\"x\": [1, 2, 3, 4]}}\n"),
+            "line 2: no field `y`",
+        ),
+        (
+            "text_label.jsonl",
+            format!("{good}{{\"x\": [1, 2, 3, 4], \"y\": \"ghp_secret\"}}\n"),
+            "line 2, field `y`: a text, not a class index",
+        ),
+        (
+            "array.jsonl",
+            format!("{good}[1, 2, 3, 4]\n"),
+            "line 2: an array, not an object",
+        ),
+        ("empty.jsonl", String::new(), "no data rows"),
+    ];
+    for (name, text, what) in cases {
+        write(d, name, &text);
+        refused(d, &format!("jsonl({name:?})"), name, what);
+    }
+    let (_, stderr) = checked(d, "jsonl(\"text_label.jsonl\")", &["check", "--data"], &[]);
+    assert!(!stderr.contains("ghp_"), "echoed: {stderr}");
+    // A line of 9 MiB without an end.
+    write(d, "endless.jsonl", vec![b' '; 9 << 20]);
+    refused(
+        d,
+        "jsonl(\"endless.jsonl\")",
+        "endless.jsonl",
+        "line 1 is longer than 8 MiB",
+    );
+}
+
 /// A data file's contents are never quoted in an error unless asked: a
 /// secret in the environment, or in a file, stays out of the message.
 #[test]

@@ -30,6 +30,64 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
+/// A JSON-lines copy of the digits trains bit for bit as the CSV does:
+/// the same samples, in the same order, as the same float32 values
+/// (features in one array field, then the same under 64 named fields).
+#[test]
+fn a_jsonl_source_trains_bitwise_as_its_csv() {
+    use std::io::Read;
+    let dir = tempfile::tempdir().unwrap();
+    let file = short_example(dir.path(), 12);
+    let mut text = String::new();
+    let gz = std::fs::File::open(common::root().join("data/digits.csv.gz")).unwrap();
+    flate2::read::GzDecoder::new(gz)
+        .read_to_string(&mut text)
+        .unwrap();
+    let (mut array, mut fields) = (String::new(), String::new());
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let cells: Vec<&str> = line.split(',').map(str::trim).collect();
+        let (x, y) = cells.split_at(cells.len() - 1);
+        array += &format!("{{\"x\": [{}], \"y\": {}}}\n", x.join(", "), y[0]);
+        let named: Vec<String> = x
+            .iter()
+            .enumerate()
+            .map(|(i, v)| format!("\"p{i}\": {v}"))
+            .collect();
+        fields += &format!("{{\"digit\": {}, {}}}\n", y[0], named.join(", "));
+    }
+    std::fs::write(dir.path().join("digits.jsonl"), array).unwrap();
+    std::fs::write(dir.path().join("fields.jsonl"), fields).unwrap();
+    let csv = dir.path().join("csv");
+    run(&file, &csv, &[]).code(0);
+    let names: Vec<String> = (0..64).map(|i| format!("\"p{i}\"")).collect();
+    for source in [
+        format!(
+            "jsonl({:?})",
+            dir.path().join("digits.jsonl").display().to_string()
+        ),
+        format!(
+            "jsonl({:?}, features: [{}], label: \"digit\")",
+            dir.path().join("fields.jsonl").display().to_string(),
+            names.join(", ")
+        ),
+    ] {
+        let out = dir.path().join("jsonl");
+        let set = format!("data.digits.source={source}");
+        run(&file, &out, &["--set", &set, "--overwrite"]).code(0);
+        let (a, b) = (common::step_records(&csv), common::step_records(&out));
+        assert_eq!(a.len(), 12);
+        for (x, y) in a.iter().zip(&b) {
+            assert_eq!(x.loss.to_bits(), y.loss.to_bits(), "step {}", x.step);
+        }
+        assert_eq!(common::last_eval(&csv), common::last_eval(&out));
+        let (diff, at) = common::weights_differ(
+            &csv.join("model.safetensors"),
+            &out.join("model.safetensors"),
+        );
+        assert_eq!(diff, 0.0, "{source}: weights differ at {at}");
+    }
+}
+
 #[test]
 fn resume_from_a_checkpoint_gives_bitwise_the_same_run() {
     let dir = tempfile::tempdir().unwrap();

@@ -115,6 +115,8 @@ pub enum Ty {
     FloatOrPair,
     /// A number, or a list of numbers.
     FloatOrList,
+    /// A string, or a non-empty list of strings.
+    StrOrList,
 }
 
 impl Ty {
@@ -130,6 +132,7 @@ impl Ty {
             Ty::IntOrPair => "an integer or a list of two integers",
             Ty::FloatOrPair => "a number or a list of two numbers",
             Ty::FloatOrList => "a number or a list of numbers",
+            Ty::StrOrList => "a string or a list of strings",
         }
     }
 
@@ -163,6 +166,10 @@ impl Ty {
             (Ty::FloatOrPair | Ty::FloatOrList, Value::Int(_) | Value::Float(_)) => true,
             (Ty::FloatOrList, Value::List(items)) => {
                 !items.is_empty() && items.iter().all(|v| Ty::Float.accepts(v))
+            }
+            (Ty::StrOrList, Value::Str(_)) => true,
+            (Ty::StrOrList, Value::List(items)) => {
+                !items.is_empty() && items.iter().all(|v| matches!(v, Value::Str(_)))
             }
             _ => false,
         }
@@ -477,6 +484,7 @@ pub fn signature_text(sig: &[ParamSig]) -> String {
                 Ty::IntOrPair => "int | [int, int]",
                 Ty::FloatOrPair => "float | [float, float]",
                 Ty::FloatOrList => "float | [float, ...]",
+                Ty::StrOrList => "str | [str, ...]",
             };
             match &p.default {
                 Some(d) => format!("{}: {ty} = {}", p.name, value_text(d)),

@@ -146,6 +146,7 @@ fn identify(
 #[derive(Clone, Copy)]
 enum Format {
     Csv,
+    Jsonl,
     Npy,
     Idx,
     Safetensors,
@@ -156,7 +157,7 @@ enum Format {
 
 impl Format {
     /// Each format's name and signature, for [`choose`].
-    fn choices() -> [(&'static str, Format, Vec<ParamSig>); 7] {
+    fn choices() -> [(&'static str, Format, Vec<ParamSig>); 8] {
         [
             (
                 "csv",
@@ -165,6 +166,15 @@ impl Format {
                     ParamSig::required("path", Ty::Str),
                     ParamSig::optional("label", Ty::Int, Value::Int(-1)),
                     ParamSig::optional("header", Ty::Bool, Value::Bool(false)),
+                ],
+            ),
+            (
+                "jsonl",
+                Format::Jsonl,
+                vec![
+                    ParamSig::required("path", Ty::Str),
+                    ParamSig::optional("features", Ty::StrOrList, Value::Str("x".into())),
+                    ParamSig::optional("label", Ty::Str, Value::Str("y".into())),
                 ],
             ),
             (
@@ -226,7 +236,9 @@ impl Format {
     /// The values of `v` that name files, as written.
     fn paths(self, v: &[Value]) -> &[Value] {
         match self {
-            Format::Csv | Format::Safetensors | Format::Text | Format::Tokens => &v[..1],
+            Format::Csv | Format::Jsonl | Format::Safetensors | Format::Text | Format::Tokens => {
+                &v[..1]
+            }
             Format::Npy | Format::Idx => &v[..2],
             Format::Synthetic => &[],
         }
@@ -254,6 +266,7 @@ fn source_plan(
             label_column: v[1].as_int(),
             header: v[2].as_bool(),
         },
+        Format::Jsonl => jsonl_source(file(&v[0]), &v[1], &v[2], source, errors)?,
         Format::Npy => DataSource::Npy {
             features: file(&v[0]),
             labels: file(&v[1]),
@@ -270,6 +283,40 @@ fn source_plan(
         Format::Text => text_source(file(&v[0]), &v[1], &v[2], source, target, errors)?,
         Format::Tokens => tokens_source(file(&v[0]), &v[1], &v[2], source, target, errors)?,
         Format::Synthetic => synthetic_source(v, source, errors)?,
+    })
+}
+
+/// `jsonl(path, features: "x" | ["a", "b"], label: "y")`: the label may
+/// not be one of the features, nor a feature named twice.
+fn jsonl_source(
+    path: String,
+    features: &Value,
+    label: &Value,
+    source: &Setting,
+    errors: &mut Vec<CheckError>,
+) -> Option<DataSource> {
+    let features: Vec<String> = match features {
+        Value::List(items) => items.iter().map(|i| i.as_str().to_string()).collect(),
+        one => vec![one.as_str().to_string()],
+    };
+    let label = label.as_str().to_string();
+    let twice = features
+        .iter()
+        .enumerate()
+        .find(|(i, f)| features[..*i].contains(f));
+    let problem = if features.contains(&label) {
+        Some(format!("`{label}` is both a feature and the label"))
+    } else {
+        twice.map(|(_, f)| format!("the feature `{f}` is named twice"))
+    };
+    if let Some(message) = problem {
+        errors.push(CheckError::invalid(message, source.value.span, "here"));
+        return None;
+    }
+    Some(DataSource::Jsonl {
+        path,
+        features,
+        label,
     })
 }
 

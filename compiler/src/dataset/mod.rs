@@ -4,6 +4,7 @@
 
 mod csv;
 mod idx;
+mod jsonl;
 mod npy;
 pub mod read;
 mod rows;
@@ -178,6 +179,14 @@ pub fn load(source: &DataSource, kind: TargetKind, limits: &Limits) -> Result<Ta
             let show = meter.show_values();
             let input = read::stream(Path::new(path), &mut meter).map_err(at(path))?;
             parse_csv(input, *label_column, *header, kind, show).map_err(at(path))
+        }
+        DataSource::Jsonl {
+            path,
+            features,
+            label,
+        } => {
+            let input = read::stream(Path::new(path), &mut meter).map_err(at(path))?;
+            jsonl::parse_jsonl(input, features, label, kind).map_err(at(path))
         }
         DataSource::Npy { features, labels } => {
             let x = npy::read(Path::new(features), &mut meter).map_err(at(features))?;

@@ -7,7 +7,7 @@
 use std::io::BufRead;
 use std::path::Path;
 
-use super::{npy, read, DataError};
+use super::{jsonl, npy, read, DataError};
 
 /// Rows of features, row-major.
 #[derive(Debug, Clone, PartialEq)]
@@ -64,14 +64,9 @@ fn json_lines(input: impl BufRead) -> Result<FeatureRows, String> {
     let mut values = Vec::new();
     let mut row_shape: Option<Vec<i64>> = None;
     let mut rows = 0;
-    for (i, line) in input.lines().enumerate() {
-        let line_no = i + 1;
-        let line = line.map_err(|e| format!("line {line_no}: {}", read::read_error(&e)))?;
-        if line.trim().is_empty() {
-            continue;
-        }
+    jsonl::each_line(input, |line_no, line| {
         let value: serde_json::Value =
-            serde_json::from_str(&line).map_err(|e| format!("line {line_no}: not JSON ({e})"))?;
+            serde_json::from_str(line).map_err(|e| format!("line {line_no}: not JSON ({e})"))?;
         let features = match &value {
             serde_json::Value::Array(_) => &value,
             serde_json::Value::Object(object) => {
@@ -79,10 +74,15 @@ fn json_lines(input: impl BufRead) -> Result<FeatureRows, String> {
                     format!("line {line_no}: an object without `x`, `features` or `input`")
                 })?
             }
-            _ => return Err(format!("line {line_no}: neither an array nor an object")),
+            other => {
+                return Err(format!(
+                    "line {line_no}: {}, neither an array nor an object",
+                    jsonl::kind_words(other)
+                ))
+            }
         };
         let mut shape = Vec::new();
-        flatten(features, 0, &mut shape, &mut values)
+        jsonl::flatten(features, 0, &mut shape, &mut values)
             .map_err(|e| format!("line {line_no}: {e}"))?;
         match &row_shape {
             None => row_shape = Some(shape),
@@ -94,51 +94,14 @@ fn json_lines(input: impl BufRead) -> Result<FeatureRows, String> {
             Some(_) => {}
         }
         rows += 1;
-    }
+        Ok(())
+    })?;
     let row_shape = row_shape.ok_or("no data rows")?;
     Ok(FeatureRows {
         values,
         row_shape,
         rows,
     })
-}
-
-/// A nested array of numbers, flattened; its shape from the first element
-/// of every level, every other element checked against it.
-fn flatten(
-    value: &serde_json::Value,
-    depth: usize,
-    shape: &mut Vec<i64>,
-    out: &mut Vec<f32>,
-) -> Result<(), String> {
-    match value {
-        serde_json::Value::Number(n) => {
-            if depth < shape.len() {
-                return Err("a number where the first row has an array".into());
-            }
-            let x = n
-                .as_f64()
-                .filter(|x| x.is_finite())
-                .ok_or("a number out of range")?;
-            out.push(x as f32);
-            Ok(())
-        }
-        serde_json::Value::Array(items) => {
-            if depth == shape.len() {
-                shape.push(items.len() as i64);
-            } else if shape[depth] != items.len() as i64 {
-                return Err(format!(
-                    "an array of {} where the first has {} (ragged)",
-                    items.len(),
-                    shape[depth]
-                ));
-            }
-            items
-                .iter()
-                .try_for_each(|v| flatten(v, depth + 1, shape, out))
-        }
-        _ => Err("features are numbers (or arrays of numbers)".into()),
-    }
 }
 
 #[cfg(test)]

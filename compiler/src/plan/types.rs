@@ -542,6 +542,14 @@ pub enum DataSource {
         label_column: i64,
         header: bool,
     },
+    /// JSON lines, one object a sample: the features under one field (a
+    /// number or a nested array of numbers) or several numeric fields, in
+    /// order; the target under `label`.
+    Jsonl {
+        path: String,
+        features: Vec<String>,
+        label: String,
+    },
     /// NumPy arrays: features `[N, ...]` and integer labels `[N]`.
     Npy { features: String, labels: String },
     /// MNIST-style IDX files (optionally gzip-compressed).
@@ -582,6 +590,7 @@ impl DataSource {
     pub fn path(&self) -> &str {
         match self {
             DataSource::Csv { path, .. }
+            | DataSource::Jsonl { path, .. }
             | DataSource::Safetensors { path, .. }
             | DataSource::Text { path, .. }
             | DataSource::Tokens { path, .. } => path,
@@ -595,6 +604,7 @@ impl DataSource {
     pub fn files(&self) -> Vec<&str> {
         match self {
             DataSource::Csv { path, .. }
+            | DataSource::Jsonl { path, .. }
             | DataSource::Safetensors { path, .. }
             | DataSource::Text { path, .. }
             | DataSource::Tokens { path, .. } => vec![path],
@@ -609,6 +619,7 @@ impl DataSource {
     pub fn files_mut(&mut self) -> Vec<&mut String> {
         match self {
             DataSource::Csv { path, .. }
+            | DataSource::Jsonl { path, .. }
             | DataSource::Safetensors { path, .. }
             | DataSource::Text { path, .. }
             | DataSource::Tokens { path, .. } => vec![path],
