@@ -579,6 +579,21 @@ fn print_summary(summary: &dtl_runtime::Summary, prefix: &str) {
             out!("{prefix}{}", measures.join(", "));
         }
     }
+    if let Some(test) = &summary.test {
+        let mut said = vec![format!("loss {:.4}", test.eval_loss)];
+        said.extend(
+            test.eval_accuracy
+                .map(|a| format!("accuracy {:.2}%", a * 100.0)),
+        );
+        said.extend(test.measures.0.iter().map(|(key, value)| {
+            format!("{} {value:.4}", key.strip_prefix("eval_").unwrap_or(key))
+        }));
+        out!(
+            "{prefix}test ({} rows): {}",
+            test.eval_rows,
+            said.join(", ")
+        );
+    }
     if let Some(reason) = &summary.stopped_early {
         out!("{prefix}stopped early: {reason}");
     }

@@ -409,6 +409,100 @@ fn a_data_parallel_evaluation_is_one_processes() {
     assert!(out.join("best/model.safetensors").is_file());
 }
 
+/// `valid = <file>` and `test = <file>`: the held-out evaluations read
+/// every row of the held-out file, every row of the training file trains,
+/// and the test file is evaluated once after the last step and reported
+/// apart — by two replicas, each its share, equal to `dtl eval` of the
+/// final weights on those files in one process.
+#[test]
+fn held_out_and_test_files_are_evaluated_apart() {
+    use std::io::Read;
+    let dir = tempfile::tempdir().unwrap();
+    let mut text = String::new();
+    flate2::read::GzDecoder::new(std::fs::File::open(root().join("data/digits.csv.gz")).unwrap())
+        .read_to_string(&mut text)
+        .unwrap();
+    let rows: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    let parts = [
+        ("train", 0..1200),
+        ("valid", 1200..1500),
+        ("test", 1500..rows.len()),
+    ];
+    for (name, range) in parts.clone() {
+        std::fs::write(
+            dir.path().join(format!("{name}.csv")),
+            rows[range].join("\n") + "\n",
+        )
+        .unwrap();
+    }
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let at = |name: &str| s(&dir.path().join(format!("{name}.csv")));
+    let file = dir.path().join("files.dtl");
+    let source = format!(
+        "data digits {{ source = csv({:?}); valid = csv({:?}); test = csv({:?}); scale = 0.0625 }}",
+        at("train"),
+        at("valid"),
+        at("test")
+    );
+    let text = std::fs::read_to_string(mlp(
+        dir.path(),
+        "base",
+        "steps = 40; eval_every = 20\n  metrics = [f1(macro)]",
+        "parallel { data = 2 }",
+    ))
+    .unwrap()
+    .lines()
+    .map(|l| {
+        if l.starts_with("data digits") {
+            source.clone()
+        } else {
+            l.to_string()
+        }
+    })
+    .collect::<Vec<_>>()
+    .join("\n");
+    std::fs::write(&file, text).unwrap();
+    let out = dir.path().join("run");
+    let run = train(&file, &out, &[]).code(0);
+    assert!(
+        run.stdout.contains("test (297 rows): loss"),
+        "{}",
+        run.stdout
+    );
+    common::assert_ranks_ran(&out, 2);
+    let plan = dtl_compiler::plan::Plan::from_text(
+        &std::fs::read_to_string(out.join("plan.yaml")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!((plan.data.rows, plan.data.valid_fraction), (1200, 0.0));
+    assert_eq!(plan.data.files.len(), 3, "the three files' identities");
+    let run_evals = evals(&out);
+    assert_eq!(run_evals.len(), 2);
+    assert!(run_evals.iter().all(|e| e["eval_rows"] == 300));
+    assert!(run_evals.iter().all(|e| e.get("test_loss").is_none()));
+    let summary = read_json(&out.join("summary.json"));
+    let test = &summary["test"];
+    for (name, run_eval) in [("valid", run_evals.last().unwrap()), ("test", test)] {
+        let one = eval_json(&[&s(&out), "--data", &at(name)]);
+        for key in ["eval_accuracy", "eval_f1_macro", "eval_rows"] {
+            assert_eq!(one[key], run_eval[key], "{name}: {key}");
+        }
+        let (a, b) = (
+            one["eval_loss"].as_f64().unwrap(),
+            run_eval["eval_loss"].as_f64().unwrap(),
+        );
+        // Measured 2026-12-04: valid 0, test 3.4e-8 (sums of ~300 losses
+        // in another order).
+        common::within(
+            &format!("{name}: data 2 vs one process"),
+            (a - b).abs() / b,
+            3.4e-7,
+        );
+    }
+    assert_eq!(test["eval_rows"], 297);
+    assert_eq!(test["step"], 40);
+}
+
 /// `stop_early` ends the run after the evaluation that runs out of
 /// patience: weights, evaluation and summary written, the reason given.
 #[test]

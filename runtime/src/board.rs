@@ -89,13 +89,18 @@ impl Board {
     /// An evaluation's loss, accuracy and measures: `eval/…`, and the
     /// average of the weights' as `eval_ema/…`.
     pub fn eval(&mut self, step: u64, eval: &EvalRecord) -> Result<(), RunError> {
+        self.eval_as("eval", step, eval)
+    }
+
+    /// [`Board::eval`] under another name (`test/…` for the test file).
+    pub fn eval_as(&mut self, name: &str, step: u64, eval: &EvalRecord) -> Result<(), RunError> {
         let started = Instant::now();
-        let mut values = vec![("eval/loss".to_string(), eval.eval_loss)];
-        values.extend(eval.eval_accuracy.map(|a| ("eval/accuracy".to_string(), a)));
+        let mut values = vec![(format!("{name}/loss"), eval.eval_loss)];
+        values.extend(eval.eval_accuracy.map(|a| (format!("{name}/accuracy"), a)));
         for (key, value) in &eval.measures.0 {
             let tag = match key.strip_prefix("ema_eval_") {
-                Some(name) => format!("eval_ema/{name}"),
-                None => format!("eval/{}", key.strip_prefix("eval_").unwrap_or(key)),
+                Some(metric) => format!("{name}_ema/{metric}"),
+                None => format!("{name}/{}", key.strip_prefix("eval_").unwrap_or(key)),
             };
             values.push((tag, *value));
         }

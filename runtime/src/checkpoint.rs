@@ -155,7 +155,9 @@ pub fn fingerprint(plan: &Plan) -> String {
     // are compared apart (by name, in `load`), and a run may be resumed
     // from another folder.
     let mut data = plan.data.clone();
-    data.source.files_mut().into_iter().for_each(String::clear);
+    for source in data.sources_mut() {
+        source.files_mut().into_iter().for_each(String::clear);
+    }
     data.files.clear();
     let identity = Identity {
         model: &plan.model,

@@ -156,6 +156,8 @@ impl Dataset {
 pub struct Split {
     pub train: Dataset,
     pub valid: Dataset,
+    /// `test = <source>`: evaluated once after the last step.
+    pub test: Option<Dataset>,
 }
 
 /// Reads the data file, checks it against what the plan was compiled for
@@ -198,6 +200,7 @@ pub fn load(plan: &DataPlan, seed: u64) -> Result<Split, RunError> {
                 source: Source::Tokens(valid),
                 rows: split.valid_windows() as usize,
             },
+            test: None,
         });
     }
     let table = read_table(plan)?;
@@ -215,9 +218,19 @@ pub fn load(plan: &DataPlan, seed: u64) -> Result<Split, RunError> {
         ));
     }
     let (train_idx, valid_idx) = order.split_at(train_rows);
+    // A held-out or test file: every row, in the file's order.
+    let every_row = |source: &DataSource| -> Result<Dataset, RunError> {
+        let table = read_source(plan, source)?;
+        let all: Vec<usize> = (0..table.rows).collect();
+        take(plan, &table, &all)
+    };
     Ok(Split {
         train: take(plan, &table, train_idx)?,
-        valid: take(plan, &table, valid_idx)?,
+        valid: match &plan.valid_source {
+            Some(source) => every_row(source)?,
+            None => take(plan, &table, valid_idx)?,
+        },
+        test: plan.test_source.as_ref().map(every_row).transpose()?,
     })
 }
 
@@ -229,20 +242,25 @@ pub fn load_every_row(plan: &DataPlan) -> Result<Dataset, RunError> {
     take(plan, &table, &all)
 }
 
-/// A table source read whole and checked against the plan.
+/// The training source read whole and checked against the plan.
 fn read_table(plan: &DataPlan) -> Result<dataset::Table, RunError> {
-    let path = plan.source.path().to_string();
+    read_source(plan, &plan.source)
+}
+
+/// A table source of the plan's data read whole and checked against what
+/// the plan was compiled for.
+fn read_source(plan: &DataPlan, source: &DataSource) -> Result<dataset::Table, RunError> {
+    let path = source.path().to_string();
     let data_err = |message: String| RunError::Data {
         path: path.clone(),
         message,
     };
-    let table =
-        dataset::load(&plan.source, plan.target, &dataset::Limits::unbounded()).map_err(|e| {
-            RunError::Data {
-                path: e.path,
-                message: e.message,
-            }
-        })?;
+    let table = dataset::load(source, plan.target, &dataset::Limits::unbounded()).map_err(|e| {
+        RunError::Data {
+            path: e.path,
+            message: e.message,
+        }
+    })?;
     let expected: i64 = plan.sample_shape.iter().product();
     if table.feature_count as i64 != expected {
         return Err(data_err(format!(

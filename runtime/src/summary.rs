@@ -24,6 +24,9 @@ pub struct Summary {
     pub first_loss: f64,
     pub final_loss: f64,
     pub eval: Option<EvalRecord>,
+    /// `test = <source>`: the test file's evaluation after the last step.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub test: Option<EvalRecord>,
     /// Seconds of the whole run, set-up and evaluation included.
     pub seconds: f64,
     /// Seconds spent in the training steps (batches, forward, backward,
@@ -69,6 +72,7 @@ pub struct Tally {
     pub seconds_before: f64,
     pub last: Option<StepRecord>,
     pub last_eval: Option<EvalRecord>,
+    pub test: Option<EvalRecord>,
     /// `keep_best` and `stop_early`'s standing.
     pub watch: Watch,
     /// Why the run stops before its last step (`stop_early`).
@@ -100,6 +104,7 @@ impl Tally {
             seconds_before: saved.map_or(0.0, |s| s.train_seconds),
             last: None,
             last_eval: None,
+            test: None,
             watch: saved.map_or_else(Watch::default, |s| s.watch.clone()),
             stopped_early: None,
         }
@@ -115,6 +120,7 @@ impl Tally {
             first_loss: self.first_loss,
             final_loss: self.last.as_ref().map_or(f64::NAN, |r| r.loss),
             eval: self.last_eval.clone(),
+            test: self.test.clone(),
             seconds: end.seconds,
             train_seconds: self.train_seconds,
             steps_per_second: (end.steps - self.done) as f64

@@ -189,6 +189,13 @@ fn run_to_the_end(
             break;
         }
     }
+    // The test file, once, with the weights the run ends with.
+    driver.enter(Phase::Evaluate, last, Duration::ZERO);
+    let test = executor.evaluate_test(last, &|| driver.beat())?;
+    if let (Some(board), Some(test)) = (&mut driver.board, &test) {
+        board.eval_as("test", last, test)?;
+    }
+    driver.tally.test = test;
     driver.finish(&executor, started, resumed.map(|r| r.state.step), last)
 }
 

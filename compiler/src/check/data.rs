@@ -13,7 +13,9 @@ use crate::plan::{DataPlan, DataSource, Features, TargetKind, TextEncoding, Toke
 use crate::span::Span;
 
 /// The settings a `data` block accepts.
-pub const DATA_KEYS: [&str; 6] = ["source", "shape", "scale", "valid", "shuffle", "target"];
+pub const DATA_KEYS: [&str; 7] = [
+    "source", "shape", "scale", "valid", "test", "shuffle", "target",
+];
 
 /// Resolves a `data` block. With `probe` the file is read to learn its
 /// width, class count and rows; without, those come from the model later.
@@ -38,7 +40,13 @@ pub fn data(
     )?;
     let (format, v) = choose(source, "data format", &Format::choices(), errors)?;
     let scale = settings.float("scale", f64::MIN_POSITIVE..f64::INFINITY, 1.0, errors)?;
-    let valid_fraction = settings.float("valid", 0.0..1.0, 0.2, errors)?;
+    let valid_call = settings
+        .get("valid")
+        .filter(|v| matches!(v.value.kind, ExprKind::Call(_)));
+    let valid_fraction = match valid_call {
+        Some(_) => 0.0,
+        None => settings.float("valid", 0.0..1.0, 0.2, errors)?,
+    };
     let shuffle = settings.bool("shuffle", true, errors)?;
     let target = settings.choice_or("target", TargetKind::Class, errors)?;
     let source_plan = source_plan(format, &v, source, target, base_dir, errors)?;
@@ -92,11 +100,25 @@ pub fn data(
             probe_table(&table, &settings, scale, errors)?
         }
     };
-    let files = if options.probe_data {
+    let mut files = if options.probe_data {
         identify(&source_plan, source, base_dir, errors)?
     } else {
         Vec::new()
     };
+    let mut found = found;
+    let mut held_out = |setting: Option<&Setting>| -> Option<Option<DataSource>> {
+        let Some(setting) = setting else {
+            return Some(None);
+        };
+        let held = other_source(setting, &source_plan, target, options, errors, lints)?;
+        if options.probe_data {
+            found = fits_with(found.clone(), &held, setting, target, options, errors)?;
+            files.extend(identify(&held, setting, base_dir, errors)?);
+        }
+        Some(Some(held))
+    };
+    let valid_source = held_out(valid_call)?;
+    let test_source = held_out(settings.get("test"))?;
     Some(DataPlan {
         name: def.name.name.clone(),
         files,
@@ -109,8 +131,112 @@ pub fn data(
         rows: found.rows,
         scale,
         valid_fraction,
+        valid_source,
+        test_source,
         shuffle,
     })
+}
+
+/// `valid = <source>` or `test = <source>`: another file of samples for the
+/// same model, read as the training source is (a table: its rows are
+/// whole samples, so text and token sources, whose windows and vocabulary
+/// belong to their file, and synthetic data, whose blobs belong to their
+/// seed, have none).
+fn other_source(
+    setting: &Setting,
+    main: &DataSource,
+    target: TargetKind,
+    options: &super::Options,
+    errors: &mut Vec<CheckError>,
+    lints: &mut Vec<super::Lint>,
+) -> Option<DataSource> {
+    let key = &setting.key.name;
+    let not_a_table = |source: &DataSource| {
+        matches!(
+            source,
+            DataSource::Text { .. } | DataSource::Tokens { .. } | DataSource::Synthetic { .. }
+        )
+    };
+    if not_a_table(main) {
+        errors.push(CheckError::Unsupported {
+            message: format!("`{key} = <source>` with a text, token or synthetic source"),
+            span: setting.value.span,
+            help: Some(if key == "valid" {
+                "hold out a fraction of it: `valid = 0.1`".into()
+            } else {
+                "a test file is a table of samples (csv, jsonl, npy, idx, safetensors)".into()
+            }),
+        });
+        return None;
+    }
+    let (format, v) = choose(setting, "data format", &Format::choices(), errors)?;
+    let held = source_plan(format, &v, setting, target, &options.base_dir, errors)?;
+    if not_a_table(&held) {
+        errors.push(CheckError::Unsupported {
+            message: format!("`{key}` from a text, token or synthetic source"),
+            span: setting.value.span,
+            help: Some(
+                "a held-out file is a table of samples (csv, jsonl, npy, idx, safetensors)".into(),
+            ),
+        });
+        return None;
+    }
+    for raw in format.paths(&v) {
+        super::paths::check(
+            raw.as_str(),
+            &options.base_dir,
+            setting.value.span,
+            options.strict,
+            errors,
+            lints,
+        );
+    }
+    Some(held)
+}
+
+/// What the training source told, with a held-out source read too: its
+/// samples must have the training samples' width and target shape, and the
+/// classes are the most either needs.
+fn fits_with(
+    mut found: Probed,
+    held: &DataSource,
+    setting: &Setting,
+    target: TargetKind,
+    options: &super::Options,
+    errors: &mut Vec<CheckError>,
+) -> Option<Probed> {
+    let table = match dataset::load(held, target, &options.data_limits) {
+        Ok(table) => table,
+        Err(err) => {
+            errors.push(data_file_error(err.to_string(), setting, &options.base_dir));
+            return None;
+        }
+    };
+    let width: i64 = found.sample_shape.iter().product();
+    let problem = if table.feature_count as i64 != width {
+        Some(format!(
+            "its samples have {} features, the training samples {width}",
+            table.feature_count
+        ))
+    } else if table.targets.shape() != found.target_shape.as_slice() {
+        Some(format!(
+            "its targets have shape {:?} per sample, the training targets {:?}",
+            table.targets.shape(),
+            found.target_shape
+        ))
+    } else {
+        None
+    };
+    if let Some(reason) = problem {
+        errors.push(CheckError::DataFile {
+            reason: format!("{}: {reason}", held.path()),
+            span: setting.value.span,
+            help: None,
+        });
+        return None;
+    }
+    found.classes = found.classes.max(table.classes());
+    Some(found)
 }
 
 /// The identity of each of the source's files, which a run checks before
@@ -352,6 +478,7 @@ fn synthetic_source(
 }
 
 /// What reading the data at check time tells: nothing without `probe`.
+#[derive(Clone)]
 struct Probed {
     sample_shape: Vec<i64>,
     target_shape: Vec<i64>,

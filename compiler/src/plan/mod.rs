@@ -33,7 +33,9 @@ pub use types::*;
 /// derives no layout; `sharding.global_micro_batch`. 6: grouped, dilated
 /// and transposed convolutions, `upsample`, `group_norm`, `instance_norm`,
 /// the `nll`, `binary_cross_entropy`, `huber` and `smooth_l1` losses, `lion`
-/// and `adafactor`, `one_cycle` and `constant_with_warmup`; `train.tracking`.
+/// and `adafactor`, `one_cycle` and `constant_with_warmup`; `train.tracking`;
+/// fp16's `unscale_gradients`; the `jsonl` source, `data.valid_source` and
+/// `data.test_source`.
 pub const PLAN_VERSION: u32 = 6;
 
 impl Plan {
@@ -47,7 +49,9 @@ impl Plan {
             }
         };
         let mut plan = self.clone();
-        plan.data.source.files_mut().into_iter().for_each(absolute);
+        for source in plan.data.sources_mut() {
+            source.files_mut().into_iter().for_each(absolute);
+        }
         for file in &mut plan.data.files {
             absolute(&mut file.path);
         }

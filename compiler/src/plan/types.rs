@@ -487,8 +487,17 @@ pub struct DataPlan {
     /// Multiplies every feature value.
     pub scale: f64,
     /// Fraction of the rows held out for evaluation: the last rows of the
-    /// file, after a seeded shuffle when `shuffle` is on.
+    /// file, after a seeded shuffle when `shuffle` is on. 0 with
+    /// `valid_source`.
     pub valid_fraction: f64,
+    /// `valid = <source>`: the held-out rows are every row of this source,
+    /// in its order; every row of `source` trains.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub valid_source: Option<DataSource>,
+    /// `test = <source>`: evaluated once, after the last step, and reported
+    /// apart from the held-out evaluations.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_source: Option<DataSource>,
     /// Shuffle the rows once before the split and the training rows every
     /// epoch; off, rows are read in the file's order.
     pub shuffle: bool,
@@ -522,6 +531,15 @@ pub enum Features {
 }
 
 impl DataPlan {
+    /// The sources read: the training source, then the held-out and test
+    /// sources when they are files of their own.
+    pub fn sources_mut(&mut self) -> Vec<&mut DataSource> {
+        let mut sources = vec![&mut self.source];
+        sources.extend(self.valid_source.as_mut());
+        sources.extend(self.test_source.as_mut());
+        sources
+    }
+
     /// Rows held out for evaluation, of `rows`.
     pub fn held_out(&self, rows: u64) -> u64 {
         (rows as f64 * self.valid_fraction).round() as u64

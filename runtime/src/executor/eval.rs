@@ -13,6 +13,7 @@ use tch::Tensor;
 
 use super::Executor;
 use crate::comm::ReduceOp;
+use crate::data::Dataset;
 use crate::error::RunError;
 use crate::metrics::{over_rows, Measure};
 
@@ -39,9 +40,41 @@ impl Executor<'_> {
         Ok(record)
     }
 
+    /// The evaluation of the test file (`test = <source>`), once, after the
+    /// last step: the same measures as the held-out evaluation, over its
+    /// every row. None without a test file.
+    pub fn evaluate_test(
+        &mut self,
+        step: u64,
+        progress: &dyn Fn(),
+    ) -> Result<Option<EvalRecord>, RunError> {
+        let Some(test) = self.test.take() else {
+            return Ok(None);
+        };
+        if self.broadcast_buffers && self.eval_shared(step) {
+            self.broadcast_buffers(step)?;
+        }
+        let measure = Measure::new(self.plan);
+        let record = self.measure_on(&test, &measure, step, progress, "");
+        self.test = Some(test);
+        record.map(Some)
+    }
+
     /// One evaluation of the weights the model holds now.
     fn measure(
         &self,
+        measure: &Measure,
+        step: u64,
+        progress: &dyn Fn(),
+        prefix: &str,
+    ) -> Result<EvalRecord, RunError> {
+        self.measure_on(&self.valid, measure, step, progress, prefix)
+    }
+
+    /// One evaluation over `rows` of the weights the model holds now.
+    fn measure_on(
+        &self,
+        rows: &Dataset,
         measure: &Measure,
         step: u64,
         progress: &dyn Fn(),
@@ -51,11 +84,11 @@ impl Executor<'_> {
             Some(stage) => stage.evaluate(x, &self.model, self.world.pipeline.as_ref(), step),
             None => self.model.forward(x, false).map(Some),
         };
-        let (first, count) = self.eval_rows(step);
+        let (first, count) = self.eval_rows(rows.rows, step);
         let mut values = over_rows(
             &format!("step {step}: evaluation"),
             measure,
-            (&self.valid, first, count),
+            (rows, first, count),
             &self.plan.model.output,
             self.device,
             &mut forward,
@@ -65,7 +98,7 @@ impl Executor<'_> {
             .all
             .all_reduce_host(&mut values, ReduceOp::Sum)
             .map_err(|e| RunError::Collective { step, message: e.0 })?;
-        Ok(measure.record(step, self.valid.rows, &values, prefix))
+        Ok(measure.record(step, rows.rows, &values, prefix))
     }
 
     /// Whether the replicas share the held-out rows at `step`: they hold
@@ -79,11 +112,10 @@ impl Executor<'_> {
         }
     }
 
-    /// The first held-out row this rank's replica evaluates, and how many:
-    /// replica g of D takes rows [g·n/D, (g+1)·n/D) when the replicas share
-    /// them, replica 0 takes every row otherwise.
-    pub(super) fn eval_rows(&self, step: u64) -> (usize, usize) {
-        let rows = self.valid.rows;
+    /// The first of `rows` evaluated rows this rank's replica evaluates, and
+    /// how many: replica g of D takes rows [g·n/D, (g+1)·n/D) when the
+    /// replicas share them, replica 0 takes every row otherwise.
+    pub(super) fn eval_rows(&self, rows: usize, step: u64) -> (usize, usize) {
         let replica = self.world.place.replica as usize;
         if self.eval_shared(step) {
             let replicas = self.world.replicas.size();

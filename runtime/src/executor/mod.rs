@@ -42,6 +42,8 @@ pub struct Executor<'a> {
     model: Model,
     optimizer: Optimizer,
     valid: Dataset,
+    /// `test = <source>`: evaluated once after the last step.
+    test: Option<Dataset>,
     batches: Prefetch,
     /// The data stream's position after the last batch consumed.
     cursor: Cursor,
@@ -142,6 +144,7 @@ impl<'a> Executor<'a> {
             model,
             optimizer,
             valid: split.valid,
+            test: split.test,
             batches: Prefetch::start(batches, PREFETCH_DEPTH)?,
             cursor,
             buckets,
@@ -189,7 +192,7 @@ impl<'a> Executor<'a> {
     /// Whether this rank evaluates rows (see [`eval`]); every rank takes
     /// part in adding up the evaluation.
     pub fn evaluates(&self, step: u64) -> bool {
-        self.eval_rows(step).1 > 0
+        self.eval_rows(self.valid.rows, step).1 > 0
     }
 
     /// Whether a signal asked to stop: on every rank of a job the same
