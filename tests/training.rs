@@ -88,6 +88,88 @@ fn a_jsonl_source_trains_bitwise_as_its_csv() {
     }
 }
 
+/// `init = weights(path, skip: [...])`: the tensors the file holds and
+/// `skip` does not name are the file's, bit for bit; the skipped and the
+/// missing keep the initialisers a run without `init` draws; the run says
+/// which; a shape that does not fit is refused with both shapes.
+#[test]
+fn a_partial_init_loads_what_fits_and_keeps_the_initialisers_of_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = common::root().join("data/digits.csv.gz");
+    let file = |name: &str, layers: &str, init: &str, lr: &str| {
+        let text = format!(
+            "model Net {{ forward(x: [B, 64]) -> [B, 10] {{ x |> {layers} }} }}\n\
+             data digits {{ source = csv({:?}); scale = 0.0625 }}\n\
+             train {{ model = Net; data = digits; loss = cross_entropy; optimizer = sgd(lr: {lr}); steps = 5; micro_batch = 16; seed = 9 {init} }}\n",
+            data.display().to_string()
+        );
+        let path = dir.path().join(format!("{name}.dtl"));
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let mlp = "linear(64, 48) |> relu |> linear(48, 10)";
+    let base = dir.path().join("base");
+    run(&file("base", mlp, "", "0.1"), &base, &[]).code(0);
+    let weights = base.join("model.safetensors");
+    let w = format!("{:?}", weights.display().to_string());
+    // The head is new, and a third layer is not in the file. At a rate of
+    // 1e-30 every update is below half an ulp of its weight: the weights
+    // after the steps are the initial ones, bit for bit.
+    let deeper = "linear(64, 48) |> relu |> linear(48, 10) |> relu |> linear(10, 10)";
+    let init = format!("; init = weights({w}, skip: [\"2.*\"])");
+    let tuned = dir.path().join("tuned");
+    let said = run(&file("tuned", deeper, &init, "1e-30"), &tuned, &[]).code(0);
+    let said = common::flat(&said.stderr);
+    assert!(
+        said.contains("2 tensors loaded, 2 skipped (2.weight, 2.bias), 2 missing from the file (4.weight, 4.bias) (initialisers kept), 0 in the file unused"),
+        "{said}"
+    );
+    let fresh = dir.path().join("fresh");
+    run(&file("fresh", deeper, "", "1e-30"), &fresh, &[]).code(0);
+    let (base_w, tuned_w, fresh_w) = (
+        common::read_safetensors(&weights),
+        common::read_safetensors(&tuned.join("model.safetensors")),
+        common::read_safetensors(&fresh.join("model.safetensors")),
+    );
+    for name in ["0.weight", "0.bias"] {
+        assert_eq!(tuned_w[name], base_w[name], "{name}: the file's");
+        assert_ne!(
+            tuned_w[name], fresh_w[name],
+            "{name}: not the initialiser's"
+        );
+    }
+    for name in ["2.weight", "2.bias", "4.weight", "4.bias"] {
+        assert_eq!(tuned_w[name], fresh_w[name], "{name}: the initialiser's");
+    }
+    // What the file holds beyond the model is said.
+    let init = format!("; init = weights({w}, skip: \"0.*\")");
+    let small = run(
+        &file("small", "linear(64, 10)", &init, "0.1"),
+        &dir.path().join("s"),
+        &[],
+    )
+    .code(0);
+    assert!(
+        common::flat(&small.stderr).contains("0 tensors loaded, 2 skipped (0.weight, 0.bias), 0 missing from the file (initialisers kept), 2 in the file unused (2.bias, 2.weight)"),
+        "{}",
+        small.stderr
+    );
+    // A tensor of another shape, not skipped: refused, both shapes said.
+    let narrow = "linear(64, 32) |> relu |> linear(32, 10)";
+    let init = format!("; init = weights({w})");
+    let refused = run(
+        &file("narrow", narrow, &init, "0.1"),
+        &dir.path().join("n"),
+        &[],
+    )
+    .code(1);
+    assert!(
+        common::flat(&refused.stderr).contains("`0.weight` has shape [48, 64] in the file, the model needs [32, 64]; name it in `skip` to keep its initialiser"),
+        "{}",
+        refused.stderr
+    );
+}
+
 #[test]
 fn resume_from_a_checkpoint_gives_bitwise_the_same_run() {
     let dir = tempfile::tempdir().unwrap();

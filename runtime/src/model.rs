@@ -287,6 +287,102 @@ impl Model {
         }
         Ok(())
     }
+
+    /// A partial load: every tensor of this part of the model that the
+    /// file holds and `skip` does not name is copied, with its shape and
+    /// kind checked as [`Model::load_part`] does; the rest keep their
+    /// initialisers. Tensors of `others` (other pipeline stages) are
+    /// neither loaded nor reported.
+    pub fn load_partial(
+        &mut self,
+        path: &Path,
+        others: &std::collections::BTreeSet<String>,
+        skip: &[String],
+    ) -> Result<LoadReport, RunError> {
+        let err = |message: String| RunError::Weights {
+            path: path.display().to_string(),
+            message,
+        };
+        let tensors = Tensor::read_safetensors(path).map_err(|e| err(e.to_string()))?;
+        let by_name: BTreeMap<String, Tensor> = tensors.into_iter().collect();
+        let skipped = |name: &str| dtl_compiler::util::glob::any(skip, name);
+        let mut report = LoadReport::default();
+        let trainable = self.params.len();
+        for (i, (name, param)) in self
+            .params
+            .iter_mut()
+            .chain(self.buffers.iter_mut())
+            .enumerate()
+        {
+            if skipped(name) {
+                report.skipped.push(name.clone());
+                continue;
+            }
+            let Some(src) = by_name.get(name) else {
+                report.missing.push(name.clone());
+                continue;
+            };
+            if src.size() != param.size() {
+                return Err(err(format!(
+                    "`{name}` has shape {:?} in the file, the model needs {:?}; name it in `skip` to keep its initialiser",
+                    src.size(),
+                    param.size()
+                )));
+            }
+            if i < trainable && !is_float(src.kind()) {
+                return Err(err(format!(
+                    "`{name}` is {:?} in the file, but it is a parameter of real values ({:?}): refused rather than converted",
+                    src.kind(),
+                    param.kind()
+                )));
+            }
+            tch::no_grad(|| param.f_copy_(src)).context(|| format!("load `{name}`"))?;
+            report.loaded.push(name.clone());
+        }
+        report.unused = by_name
+            .keys()
+            .filter(|n| !self.index.contains_key(*n) && !others.contains(*n) && !skipped(n))
+            .cloned()
+            .collect();
+        Ok(report)
+    }
+}
+
+/// What a partial load (`init = weights(path, skip: [...])`) did with each
+/// tensor, by name.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct LoadReport {
+    /// Copied from the file.
+    pub loaded: Vec<String>,
+    /// Named by `skip`: the initialisers' values kept (the file's, if it
+    /// has them, left unused).
+    pub skipped: Vec<String>,
+    /// Not in the file: the initialisers' values kept.
+    pub missing: Vec<String>,
+    /// In the file but not in the model (nor another stage), not skipped.
+    pub unused: Vec<String>,
+}
+
+impl LoadReport {
+    /// One line for the terminal: counts, and the names when few.
+    pub fn summary(&self, path: &Path) -> String {
+        let few = |names: &[String]| match names.len() {
+            0 => String::new(),
+            1..=6 => format!(" ({})", names.join(", ")),
+            n => format!(" ({}, … {} more)", names[..4].join(", "), n - 4),
+        };
+        format!(
+            "init from {}: {} tensors loaded, {} skipped{}, {} missing from the file{} (initialisers kept), {} in the file unused{}",
+            path.display(),
+            self.loaded.len(),
+            self.skipped.len(),
+            few(&self.skipped),
+            self.missing.len(),
+            few(&self.missing),
+            self.unused.len(),
+            few(&self.unused)
+        )
+    }
 }
 
 fn is_float(kind: tch::Kind) -> bool {

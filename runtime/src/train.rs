@@ -151,12 +151,14 @@ fn run_to_the_end(
         write_atomic(&out.join("plan.yaml"), anchored.to_yaml().as_bytes())?;
         run_record::start(out, plan, &fingerprint, saved.map(|s| s.step))?;
     }
-    // --init on the command line wins over the plan's `init`.
+    // --init on the command line (every tensor) wins over the plan's `init`.
+    let from_plan = options.init_weights.is_none();
     let init = options
         .init_weights
         .clone()
         .or_else(|| plan.train.init.as_ref().map(PathBuf::from));
-    let mut executor = Executor::build(plan, world, init.as_deref(), resumed.as_ref())?;
+    let init = (init.as_deref(), from_plan);
+    let mut executor = Executor::build(plan, world, init, resumed.as_ref())?;
     // The peers load about as long as this rank did.
     enter(Phase::AfterLoad, 0, 2 * loading.elapsed());
     executor.agree_on_weights()?;

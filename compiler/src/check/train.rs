@@ -4,7 +4,8 @@
 
 use std::collections::BTreeMap;
 
-use super::settings::{self, Settings};
+use super::args::{ParamSig, Ty, Value};
+use super::settings::{self, choose, Settings};
 use super::{data, fit, model, CheckError, Experiment, Lint, Options};
 use crate::ast::{DataDef, ExprKind, ModuleDef, ModuleKind, SettingsBlock};
 use crate::plan::{Clip, DataPlan, Loss, NanPolicy, Optimizer, Precision, Schedule, Tracking};
@@ -61,6 +62,7 @@ pub struct TrainSpec {
     pub seed: u64,
     pub eval_every: u64,
     pub init: Option<String>,
+    pub init_skip: Option<Vec<String>>,
     pub precision: Precision,
     pub checkpoint_every: u64,
     pub on_nan: NanPolicy,
@@ -169,7 +171,7 @@ pub(super) fn check_train(
         lints.extend(fit::loss_on_output(&model, &loss, setting.value.span));
     }
     let (length, length_span) = length?;
-    let init = init_weights(&s, options, errors, lints)?;
+    let (init, init_skip) = init_weights(&s, options, errors, lints)?;
     let tracking = super::tracking::tracking(&s, &loss, &data, eval_every? as u64, errors)?;
     let train = TrainSpec {
         loss,
@@ -182,6 +184,7 @@ pub(super) fn check_train(
         seed: seed? as u64,
         eval_every: eval_every? as u64,
         init,
+        init_skip,
         precision: precision?,
         checkpoint_every: checkpoint_every? as u64,
         on_nan: on_nan?,
@@ -342,34 +345,59 @@ fn learning_rate_lint(optimizer: &Optimizer, span: Span, lints: &mut Vec<Lint>) 
     }
 }
 
-/// `init = "weights.safetensors"`: initial weights, relative to the file.
+/// `init = "weights.safetensors"`: initial weights, relative to the file,
+/// every tensor of the model; or `init = weights(path, skip: [...])`: what
+/// the file holds of the model, the names matching `skip` left to the
+/// initialisers (fine-tuning with a new head).
 fn init_weights(
     s: &Settings<'_>,
     options: &Options,
     errors: &mut Vec<CheckError>,
     lints: &mut Vec<Lint>,
-) -> Option<Option<String>> {
+) -> Option<(Option<String>, Option<Vec<String>>)> {
     let Some(setting) = s.get("init") else {
-        return Some(None);
+        return Some((None, None));
     };
-    let ExprKind::Str(path) = &setting.value.kind else {
-        errors.push(CheckError::TypeMismatch {
-            expected: "a path to a .safetensors file for `init`".into(),
-            found: "something else".into(),
-            span: setting.value.span,
-            help: None,
-        });
-        return None;
+    let sig = [
+        ParamSig::required("path", Ty::Str),
+        ParamSig::optional("skip", Ty::StrOrList, Value::List(Vec::new())),
+    ];
+    let (path, skip) = match &setting.value.kind {
+        ExprKind::Str(path) => (path.clone(), None),
+        ExprKind::Call(_) => {
+            let (_, v) = choose(
+                setting,
+                "initial weights",
+                &[("weights", (), sig.to_vec())],
+                errors,
+            )?;
+            let skip: Vec<String> = match &v[1] {
+                Value::List(items) => items.iter().map(|i| i.as_str().to_string()).collect(),
+                one => vec![one.as_str().to_string()],
+            };
+            (v[0].as_str().to_string(), Some(skip))
+        }
+        _ => {
+            errors.push(CheckError::TypeMismatch {
+                expected:
+                    "a path to a .safetensors file for `init`, or `weights(path, skip: [...])`"
+                        .into(),
+                found: "something else".into(),
+                span: setting.value.span,
+                help: None,
+            });
+            return None;
+        }
     };
     super::paths::check(
-        path,
+        &path,
         &options.base_dir,
         setting.value.span,
         options.strict,
         errors,
         lints,
     );
-    let resolved = options.base_dir.join(path);
+    let resolved = options.base_dir.join(&path);
     if options.probe_data && !resolved.is_file() {
         errors.push(CheckError::DataFile {
             reason: format!("{}: no such file", resolved.display()),
@@ -378,5 +406,5 @@ fn init_weights(
         });
         return None;
     }
-    Some(Some(resolved.display().to_string()))
+    Some((Some(resolved.display().to_string()), skip))
 }

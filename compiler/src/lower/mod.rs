@@ -69,6 +69,7 @@ fn lower_for(
         seed: train.seed,
         eval_every: train.eval_every,
         init: train.init.clone(),
+        init_skip: train.init_skip.clone(),
         precision: train.precision,
         checkpoint_every: train.checkpoint_every,
         on_nan: train.on_nan,

@@ -715,6 +715,12 @@ pub struct TrainPlan {
     pub eval_every: u64,
     /// Initial weights (safetensors) instead of the initialisers.
     pub init: Option<String>,
+    /// `init = weights(path, skip: [...])`: a partial load. The tensors
+    /// whose names match these patterns, and those the file lacks, keep
+    /// their initialisers (the run says which). None: `init` holds every
+    /// tensor of the model and nothing else.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init_skip: Option<Vec<String>>,
     /// Arithmetic of the forward and backward passes.
     pub precision: Precision,
     /// Write a checkpoint every this many steps (0: never).

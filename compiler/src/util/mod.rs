@@ -3,6 +3,7 @@
 //! stream (data order, initial weights, synthetic data, fuzzing).
 //! Nothing here knows about the language or the plan.
 
+pub mod glob;
 pub mod mutate;
 pub mod rng;
 pub mod suggest;

@@ -75,7 +75,7 @@ impl<'a> Executor<'a> {
     pub fn build(
         plan: &'a Plan,
         world: &'a World,
-        init: Option<&Path>,
+        (init, init_from_plan): (Option<&Path>, bool),
         resumed: Option<&Loaded>,
     ) -> Result<Executor<'a>, RunError> {
         let train = &plan.train;
@@ -84,8 +84,15 @@ impl<'a> Executor<'a> {
         let (mut model, stage) = build_model(plan, world)?;
         // The files hold the whole model: a stage takes its own tensors.
         let others = other_stages_tensors(plan, &model);
-        if let Some(path) = init {
-            model.load_part(path, &others)?;
+        match (init, &train.init_skip) {
+            (Some(path), Some(skip)) if init_from_plan => {
+                let report = model.load_partial(path, &others, skip)?;
+                if world.rank == 0 {
+                    eprintln!("{}", report.summary(path));
+                }
+            }
+            (Some(path), _) => model.load_part(path, &others)?,
+            (None, _) => {}
         }
         let mut batches = Batches::new(
             &split.train,
