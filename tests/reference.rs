@@ -457,6 +457,15 @@ fn fp16_loss_scaling_is_grad_scalers() {
     reference_script("fp16.py", &[]);
 }
 
+/// `freeze` against requires_grad_(False) on the MLP and the CNN twins
+/// (batch norm's statistics still moving under a frozen weight): losses,
+/// gradient norms, evaluations and weights bit for bit, the frozen tensors
+/// their initial values.
+#[test]
+fn freeze_is_requires_grad_false() {
+    reference_script("freeze.py", &[]);
+}
+
 /// Data parallelism against PyTorch's own: dtl at world 2 (its ranks
 /// started through mpirun) against torch.distributed DDP on gloo with
 /// `no_sync` on the accumulating micro-steps, and against one dtl process

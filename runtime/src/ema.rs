@@ -139,5 +139,5 @@ impl Ema {
 }
 
 fn tensors(model: &Model) -> impl Iterator<Item = &Tensor> {
-    model.params.iter().chain(&model.buffers).map(|(_, t)| t)
+    model.all().map(|(_, t)| t)
 }

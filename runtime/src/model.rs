@@ -15,20 +15,32 @@ use dtl_compiler::util::rng::Rng;
 pub struct Model {
     /// Trainable parameters in plan order.
     pub params: Vec<(String, Tensor)>,
+    /// Parameters `freeze` keeps from training, in plan order: no
+    /// gradient, no optimizer state, no all-reduce.
+    pub frozen: Vec<(String, Tensor)>,
     /// Saved but not trained (batch_norm running statistics).
     pub buffers: Vec<(String, Tensor)>,
-    index: BTreeMap<String, (bool, usize)>,
+    index: BTreeMap<String, (Slot, usize)>,
     nodes: Vec<Node>,
     result: usize,
     /// The arithmetic of the forward pass.
     pub precision: Precision,
 }
 
+/// Which of the model's lists holds a tensor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Slot {
+    Param,
+    Frozen,
+    Buffer,
+}
+
 impl Weights for Model {
     fn weight(&self, name: &str) -> Tensor {
         match self.index[name] {
-            (true, i) => self.params[i].1.shallow_clone(),
-            (false, i) => self.buffers[i].1.shallow_clone(),
+            (Slot::Param, i) => self.params[i].1.shallow_clone(),
+            (Slot::Frozen, i) => self.frozen[i].1.shallow_clone(),
+            (Slot::Buffer, i) => self.buffers[i].1.shallow_clone(),
         }
     }
 }
@@ -86,14 +98,19 @@ impl Model {
                 .context(|| format!("initialise `{}` {:?}", spec.name, spec.shape))
         };
         let mut index = BTreeMap::new();
-        let mut params = Vec::with_capacity(plan.parameters.len());
+        let (mut params, mut frozen) = (Vec::new(), Vec::new());
         for spec in plan
             .parameters
             .iter()
             .filter(|s| used.contains(s.name.as_str()))
         {
-            index.insert(spec.name.clone(), (true, params.len()));
-            params.push((spec.name.clone(), create(spec)?.set_requires_grad(true)));
+            if spec.frozen {
+                index.insert(spec.name.clone(), (Slot::Frozen, frozen.len()));
+                frozen.push((spec.name.clone(), create(spec)?));
+            } else {
+                index.insert(spec.name.clone(), (Slot::Param, params.len()));
+                params.push((spec.name.clone(), create(spec)?.set_requires_grad(true)));
+            }
         }
         let mut buffers = Vec::with_capacity(plan.buffers.len());
         for spec in plan
@@ -101,11 +118,12 @@ impl Model {
             .iter()
             .filter(|s| used.contains(s.name.as_str()))
         {
-            index.insert(spec.name.clone(), (false, buffers.len()));
+            index.insert(spec.name.clone(), (Slot::Buffer, buffers.len()));
             buffers.push((spec.name.clone(), create(spec)?));
         }
         Ok(Model {
             params,
+            frozen,
             buffers,
             index,
             nodes: plan.nodes.clone(),
@@ -169,7 +187,7 @@ impl Model {
                 .detach()
                 .set_requires_grad(true);
         }
-        for (name, t) in &mut self.buffers {
+        for (name, t) in self.frozen.iter_mut().chain(&mut self.buffers) {
             *t = t.f_to_kind(kind).context(|| format!("convert `{name}`"))?;
         }
         Ok(())
@@ -179,7 +197,7 @@ impl Model {
     /// equal on two replicas exactly when their weights are bitwise equal.
     pub fn hash(&self) -> Result<u64, RunError> {
         let mut bytes = Vec::new();
-        for (name, t) in self.params.iter().chain(&self.buffers) {
+        for (name, t) in self.all() {
             let values = t
                 .f_detach()
                 .and_then(|t| t.f_to_device(Device::Cpu))
@@ -195,11 +213,25 @@ impl Model {
     /// The parameters' and buffers' tensors (sharing storage), for
     /// averaging over replicas.
     pub fn state_tensors(&self) -> Vec<Tensor> {
-        self.params
-            .iter()
-            .chain(&self.buffers)
-            .map(|(_, t)| t.shallow_clone())
-            .collect()
+        self.all().map(|(_, t)| t.shallow_clone()).collect()
+    }
+
+    /// Every tensor with its name: the parameters, the frozen ones, the
+    /// buffers.
+    pub fn all(&self) -> impl Iterator<Item = &(String, Tensor)> {
+        self.params.iter().chain(&self.frozen).chain(&self.buffers)
+    }
+
+    /// [`Model::all`], to change in place; the count of real-valued
+    /// tensors (parameters, frozen or not) that come first.
+    fn all_mut(&mut self) -> (impl Iterator<Item = &mut (String, Tensor)>, usize) {
+        let real = self.params.len() + self.frozen.len();
+        let all = self
+            .params
+            .iter_mut()
+            .chain(self.frozen.iter_mut())
+            .chain(self.buffers.iter_mut());
+        (all, real)
     }
 
     pub fn zero_grad(&mut self) {
@@ -216,9 +248,7 @@ impl Model {
 
     /// The parameters and buffers by name (sharing storage).
     pub fn named(&self) -> Vec<(String, Tensor)> {
-        self.params
-            .iter()
-            .chain(&self.buffers)
+        self.all()
             .map(|(n, t)| (n.clone(), t.shallow_clone()))
             .collect()
     }
@@ -256,13 +286,8 @@ impl Model {
                 "`{extra}` is not a parameter or buffer of the model{hint}"
             )));
         }
-        let trainable = self.params.len();
-        for (i, (name, param)) in self
-            .params
-            .iter_mut()
-            .chain(self.buffers.iter_mut())
-            .enumerate()
-        {
+        let (all, trainable) = self.all_mut();
+        for (i, (name, param)) in all.enumerate() {
             let Some(src) = by_name.get(name) else {
                 return Err(err(format!("no tensor named `{name}`")));
             };
@@ -307,13 +332,8 @@ impl Model {
         let by_name: BTreeMap<String, Tensor> = tensors.into_iter().collect();
         let skipped = |name: &str| dtl_compiler::util::glob::any(skip, name);
         let mut report = LoadReport::default();
-        let trainable = self.params.len();
-        for (i, (name, param)) in self
-            .params
-            .iter_mut()
-            .chain(self.buffers.iter_mut())
-            .enumerate()
-        {
+        let (all, trainable) = self.all_mut();
+        for (i, (name, param)) in all.enumerate() {
             if skipped(name) {
                 report.skipped.push(name.clone());
                 continue;

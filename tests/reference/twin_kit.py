@@ -73,6 +73,7 @@ SABOTAGES = {
     "fp32": "(bf16.py) the references trained in float32, no autocast",
     "dtype": "(bf16.py) one tensor of dtl's checkpoint/state.safetensors rewritten as bfloat16",
     "noscale": "(fp16.py) the twin trains without a GradScaler",
+    "unfrozen": "(freeze.py) the twin trains every parameter, the frozen ones too",
     "world_sum": "(ddp.py) gradients summed over the replicas, not averaged",
     "same_rows": "(ddp.py) every replica reads the first rows of each global micro-batch",
     "local_clip": "(ddp.py) each replica clips its own gradients before they are averaged",

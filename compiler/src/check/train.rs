@@ -13,7 +13,7 @@ use crate::span::Span;
 use crate::util::suggest;
 
 /// The settings a `train` block accepts.
-pub const TRAIN_KEYS: [&str; 21] = [
+pub const TRAIN_KEYS: [&str; 22] = [
     "model",
     "data",
     "loss",
@@ -35,6 +35,7 @@ pub const TRAIN_KEYS: [&str; 21] = [
     "keep_best",
     "stop_early",
     "ema",
+    "freeze",
 ];
 
 /// How long to train: a number of optimizer steps, or of passes over the
@@ -163,7 +164,10 @@ pub(super) fn check_train(
             });
         }
     }
-    let (model, def) = model?;
+    let (mut model, def) = model?;
+    if let Some(setting) = s.get("freeze") {
+        freeze(setting, &mut model, errors)?;
+    }
     let mut data = data?;
     let loss = loss?;
     fit::check_model_against_data(&model, def, &mut data, &loss, &s, options, errors)?;
@@ -342,6 +346,76 @@ fn learning_rate_lint(optimizer: &Optimizer, span: Span, lints: &mut Vec<Lint>) 
                 "training this slowly rarely gets anywhere".into()
             }),
         });
+    }
+}
+
+/// `freeze = ["0.*", "blocks.0.*"]`: the parameters these patterns name
+/// are not trained. Each pattern must name a parameter, and one parameter
+/// at least must be left to train.
+fn freeze(
+    setting: &crate::ast::Setting,
+    model: &mut crate::plan::ModelPlan,
+    errors: &mut Vec<CheckError>,
+) -> Option<()> {
+    let value = &setting.value;
+    let patterns: Vec<(String, Span)> = match &value.kind {
+        ExprKind::Str(p) => vec![(p.clone(), value.span)],
+        ExprKind::List(items) => {
+            let mut patterns = Vec::new();
+            for item in items {
+                let ExprKind::Str(p) = &item.kind else {
+                    errors.push(settings::type_error(
+                        item,
+                        "a name pattern in quotes",
+                        "freeze",
+                    ));
+                    return None;
+                };
+                patterns.push((p.clone(), item.span));
+            }
+            patterns
+        }
+        _ => {
+            errors.push(settings::type_error(
+                value,
+                "a list of name patterns, e.g. [\"0.*\"]",
+                "freeze",
+            ));
+            return None;
+        }
+    };
+    let names: Vec<String> = model.parameters.iter().map(|p| p.name.clone()).collect();
+    let before = errors.len();
+    for (pattern, span) in &patterns {
+        if !names.iter().any(|n| crate::util::glob::matches(pattern, n)) {
+            errors.push(CheckError::UnknownName {
+                kind: "parameter pattern",
+                name: pattern.clone(),
+                span: *span,
+                help: suggest::did_you_mean(pattern, names.iter().map(String::as_str))
+                    .or_else(|| Some(format!("the parameters are: {}", few_names(&names)))),
+            });
+        }
+    }
+    let patterns: Vec<String> = patterns.into_iter().map(|(p, _)| p).collect();
+    for param in &mut model.parameters {
+        param.frozen = crate::util::glob::any(&patterns, &param.name);
+    }
+    if model.parameters.iter().all(|p| p.frozen) {
+        errors.push(CheckError::invalid(
+            "`freeze` names every parameter: nothing is left to train",
+            value.span,
+            "everything frozen",
+        ));
+    }
+    (errors.len() == before).then_some(())
+}
+
+/// Up to eight names, and how many more.
+fn few_names(names: &[String]) -> String {
+    match names.len() {
+        0..=8 => names.join(", "),
+        n => format!("{}, … ({} more)", names[..8].join(", "), n - 8),
     }
 }
 

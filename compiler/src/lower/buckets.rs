@@ -24,9 +24,11 @@ pub(super) fn buckets(
             .iter()
             .flat_map(|node| node.op.params())
             .collect();
+        // Frozen parameters have no gradient to average.
         let order: Vec<&str> = model
             .parameters
             .iter()
+            .filter(|p| !p.frozen)
             .map(|p| p.name.as_str())
             .filter(|name| owned.contains(name))
             .collect();

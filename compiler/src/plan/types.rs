@@ -50,7 +50,7 @@ pub struct ModelPlan {
     pub name: String,
     pub input: Shape,
     pub output: Shape,
-    /// Trainable scalars in all parameters.
+    /// Scalars in all parameters (frozen ones included).
     pub parameter_count: u64,
     /// Every trainable tensor, named as PyTorch's `state_dict` would name it
     /// for the equivalent `nn.Module`.
@@ -70,6 +70,10 @@ pub struct ParamSpec {
     pub name: String,
     pub shape: Vec<i64>,
     pub init: Init,
+    /// `freeze`: kept as initialised (or loaded), with no gradient, no
+    /// optimizer state and no all-reduce.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub frozen: bool,
 }
 
 /// How a parameter is initialised (PyTorch's defaults for each layer).

@@ -29,6 +29,8 @@ pub struct LayerCost {
 pub struct Cost {
     pub layers: Vec<LayerCost>,
     pub parameters: u64,
+    /// Of `parameters`, those `freeze` keeps from training.
+    pub frozen: u64,
     /// Forward + backward FLOPs per sample (3 × forward).
     pub train_flops_per_sample: u64,
     /// FLOPs of one optimizer step over the global batch.
@@ -108,6 +110,7 @@ pub fn cost(plan: &Plan) -> Cost {
     let train_flops_per_sample = 3 * forward;
     let params = model.parameter_count;
     let stage_state = stage_optimizer_state(plan);
+    let stage_grads = stage_gradients(plan);
     let all_state: u64 = stage_state.iter().sum();
     let buffers: u64 = model
         .buffers
@@ -148,7 +151,7 @@ pub fn cost(plan: &Plan) -> Cost {
             // Buffers (batch_norm statistics) are few: counted on every rank.
             let memory = Memory {
                 parameters: (p + buffers) * BYTES_PER_VALUE,
-                gradients: p * BYTES_PER_VALUE,
+                gradients: stage_grads[stage.stage as usize] * BYTES_PER_VALUE,
                 optimizer_state: state * BYTES_PER_VALUE,
                 activations: activations * piece * in_flight * BYTES_PER_VALUE,
                 gathered: others * BYTES_PER_VALUE,
@@ -185,6 +188,12 @@ pub fn cost(plan: &Plan) -> Cost {
     Cost {
         layers,
         parameters: params,
+        frozen: model
+            .parameters
+            .iter()
+            .filter(|p| p.frozen)
+            .map(|p| p.shape.iter().product::<i64>() as u64)
+            .sum(),
         train_flops_per_sample,
         flops_per_step: train_flops_per_sample * plan.train.global_batch,
         global_batch: plan.train.global_batch,
@@ -198,10 +207,22 @@ pub fn cost(plan: &Plan) -> Cost {
 /// Values of optimizer state per pipeline stage, each shared parameter
 /// once.
 fn stage_optimizer_state(plan: &Plan) -> Vec<u64> {
+    stage_sums(plan, |shape| optimizer_state(&plan.train.optimizer, shape))
+}
+
+/// Values of gradient per pipeline stage: the trainable parameters'.
+fn stage_gradients(plan: &Plan) -> Vec<u64> {
+    stage_sums(plan, |shape| shape.iter().product::<i64>() as u64)
+}
+
+/// `per(shape)` summed over each stage's trainable parameters (frozen ones
+/// have no gradient and no optimizer state), each shared parameter once.
+fn stage_sums(plan: &Plan, per: impl Fn(&[i64]) -> u64) -> Vec<u64> {
     let model = &plan.model;
     let shapes: std::collections::BTreeMap<&str, &[i64]> = model
         .parameters
         .iter()
+        .filter(|p| !p.frozen)
         .map(|p| (p.name.as_str(), p.shape.as_slice()))
         .collect();
     plan.topology
@@ -215,7 +236,7 @@ fn stage_optimizer_state(plan: &Plan) -> Vec<u64> {
                 .collect();
             names
                 .iter()
-                .map(|name| optimizer_state(&plan.train.optimizer, shapes[name]))
+                .filter_map(|name| shapes.get(name).map(|shape| per(shape)))
                 .sum()
         })
         .collect()
@@ -246,6 +267,7 @@ fn collectives(plan: &Plan) -> Vec<Collective> {
     let topology = &plan.topology;
     let layout = &topology.parallelism;
     let d = layout.data;
+    let gradients = stage_gradients(plan);
     let mut out = Vec::new();
     for stage in &topology.stages {
         let at = if topology.stages.len() > 1 {
@@ -253,7 +275,10 @@ fn collectives(plan: &Plan) -> Vec<Collective> {
         } else {
             String::new()
         };
+        // Every parameter's value (local SGD averages the weights, frozen
+        // ones too); the trainable ones' gradients.
         let ring = ring_bytes(stage.parameters * BYTES_PER_VALUE, d.max(1));
+        let gradient_ring = ring_bytes(gradients[stage.stage as usize] * BYTES_PER_VALUE, d.max(1));
         if d > 1 {
             let buckets = topology
                 .buckets
@@ -266,11 +291,11 @@ fn collectives(plan: &Plan) -> Vec<Collective> {
                         "{at}all-reduce gradients over {d} replicas (ring, {buckets} bucket{})",
                         if buckets == 1 { "" } else { "s" }
                     ),
-                    ring,
+                    gradient_ring,
                 ),
                 SyncMode::Async { staleness } => (
                     format!("{at}all-reduce gradients over {d} replicas in the background (staleness ≤ {staleness})"),
-                    ring,
+                    gradient_ring,
                 ),
                 SyncMode::LocalSgd { period } => (
                     format!("{at}average parameters over {d} replicas every {period} steps (ring, per step)"),
@@ -350,9 +375,17 @@ impl Cost {
     pub fn render(&self, plan: &Plan) -> String {
         let mut out = String::new();
         out.push_str(&format!(
-            "model {} — {} parameters\n\n",
+            "model {} — {} parameters",
             plan.model.name, self.parameters
         ));
+        if self.frozen > 0 {
+            out.push_str(&format!(
+                " ({} trainable, {} frozen: no gradient, no optimizer state, not all-reduced)",
+                self.parameters - self.frozen,
+                self.frozen
+            ));
+        }
+        out.push_str("\n\n");
         out.push_str(&format!(
             "{:<16} {:<20} {:>12} {:>14} {:>12}\n",
             "layer", "kind", "parameters", "fwd FLOPs/sample", "output/sample"
@@ -556,6 +589,34 @@ mod hand_computed {
         assert_eq!(cost.collectives[0].bytes_per_rank, 30_040 * 3 / 2);
         // Adam keeps two copies: parameters, gradients, 2 moments.
         assert_eq!(cost.memory.optimizer_state, 2 * 30_040);
+    }
+
+    #[test]
+    fn frozen_parameters_have_no_gradient_state_or_all_reduce() {
+        // `freeze = ["0.*"]`: the first layer's 6,500 values keep their
+        // memory but have no gradient, no Adam moments and no share of the
+        // all-reduce; the second's 1,010 have all three.
+        let source = MLP.replace("accumulate = 2", "accumulate = 2; freeze = [\"0.*\"]");
+        let plan = plan(&format!("{source} parallel {{ data = 2 }}"), vec![2]);
+        let cost = super::cost(&plan);
+        assert_eq!((cost.parameters, cost.frozen), (7_510, 6_500));
+        let m = &cost.memory;
+        assert_eq!(
+            (m.parameters, m.gradients, m.optimizer_state),
+            (30_040, 4_040, 2 * 4_040)
+        );
+        let bucketed: Vec<&str> = plan
+            .topology
+            .buckets
+            .iter()
+            .flat_map(|b| b.parameters.iter().map(String::as_str))
+            .collect();
+        assert_eq!(bucketed, ["2.bias", "2.weight"]);
+        // A ring of 2 sends 2·1/2 of the trainable gradients from each rank.
+        assert_eq!(cost.collectives[0].bytes_per_rank, 4_040);
+        assert!(cost
+            .render(&plan)
+            .contains("7510 parameters (1010 trainable, 6500 frozen"));
     }
 
     #[test]

@@ -63,7 +63,8 @@ impl Buckets {
                 .collect::<Result<Vec<_>, _>>()?;
             buckets.push(indices);
         }
-        if buckets.is_empty() {
+        // A stage whose parameters are all frozen has nothing to average.
+        if buckets.is_empty() && !params.is_empty() {
             buckets.push((0..params.len()).rev().collect());
         }
         Ok(Buckets { buckets })

@@ -142,6 +142,7 @@ impl Call<'_> {
             name: self.name(n),
             shape,
             init,
+            frozen: false,
         }
     }
 }
