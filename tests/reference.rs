@@ -466,6 +466,14 @@ fn freeze_is_requires_grad_false() {
     reference_script("freeze.py", &[]);
 }
 
+/// Optimizer `groups` against torch.optim parameter groups: decay off for
+/// norms and biases (CNN), a half-rate head and more decay on the hidden
+/// matrices (MLP), bit for bit.
+#[test]
+fn optimizer_groups_are_torch_param_groups() {
+    reference_script("groups.py", &[]);
+}
+
 /// Data parallelism against PyTorch's own: dtl at world 2 (its ranks
 /// started through mpirun) against torch.distributed DDP on gloo with
 /// `no_sync` on the accumulating micro-steps, and against one dtl process

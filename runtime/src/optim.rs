@@ -3,7 +3,7 @@
 //! paper, so that a run can be compared with PyTorch step for step and its
 //! state saved.
 
-use dtl_compiler::plan::Optimizer as OptimizerPlan;
+use dtl_compiler::plan::{Optimizer as OptimizerPlan, ParamGroup};
 use tch::{TchError, Tensor};
 
 use crate::error::{RunError, TorchContext};
@@ -11,6 +11,10 @@ use crate::torch_ops;
 
 pub struct Optimizer {
     plan: OptimizerPlan,
+    /// Per parameter: the optimizer its group gives it (another weight
+    /// decay) and the factor on the step's learning rate, for those in a
+    /// `groups` entry.
+    grouped: Vec<Option<(OptimizerPlan, f64)>>,
     /// Steps taken so far (Adam's bias correction counts from 1).
     step: u64,
     /// Per parameter: the momentum buffer (SGD) or first moment (Adam).
@@ -20,9 +24,26 @@ pub struct Optimizer {
 }
 
 impl Optimizer {
-    pub fn new(plan: &OptimizerPlan, params: usize) -> Self {
+    /// The optimizer of the parameters `names` (this rank's trainable
+    /// ones, in order), with the plan's parameter groups.
+    pub fn new(plan: &OptimizerPlan, names: &[&str], groups: &[ParamGroup]) -> Self {
+        let params = names.len();
+        let grouped = names
+            .iter()
+            .map(|name| {
+                let group = groups
+                    .iter()
+                    .find(|g| g.parameters.iter().any(|p| p == name))?;
+                let plan = match group.weight_decay {
+                    Some(decay) => plan.with_weight_decay(decay),
+                    None => plan.clone(),
+                };
+                Some((plan, group.lr_scale))
+            })
+            .collect();
         Optimizer {
             plan: plan.clone(),
+            grouped,
             step: 0,
             first: (0..params).map(|_| None).collect(),
             second: (0..params).map(|_| None).collect(),
@@ -104,15 +125,19 @@ impl Optimizer {
                     first: &mut self.first[i],
                     second: &mut self.second[i],
                 };
+                let (plan, lr) = match &self.grouped[i] {
+                    Some((plan, scale)) => (plan, lr * scale),
+                    None => (&self.plan, lr),
+                };
                 let at = Step { lr, step };
-                match &self.plan {
-                    OptimizerPlan::Sgd { .. } => sgd(&self.plan, &mut param, &grad, state, at),
+                match plan {
+                    OptimizerPlan::Sgd { .. } => sgd(plan, &mut param, &grad, state, at),
                     OptimizerPlan::Adam { .. } | OptimizerPlan::AdamW { .. } => {
-                        adam(&self.plan, &mut param, &grad, state, at)
+                        adam(plan, &mut param, &grad, state, at)
                     }
-                    OptimizerPlan::Lion { .. } => lion(&self.plan, &mut param, &grad, state, at),
+                    OptimizerPlan::Lion { .. } => lion(plan, &mut param, &grad, state, at),
                     OptimizerPlan::Adafactor { .. } => {
-                        adafactor(&self.plan, &mut param, &grad, state, at)
+                        adafactor(plan, &mut param, &grad, state, at)
                     }
                 }
                 .context(ctx)?;

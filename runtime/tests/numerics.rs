@@ -182,7 +182,7 @@ fn clip_grad_value_clamps_each_element() {
 
 fn one_step(plan: OptimizerPlan, grad: f32, start: f32, steps: usize) -> f32 {
     let p = Tensor::from_slice(&[start]).set_requires_grad(true);
-    let mut optimizer = Optimizer::new(&plan, 1);
+    let mut optimizer = Optimizer::new(&plan, &["w"], &[]);
     for _ in 0..steps {
         let mut q = p.shallow_clone();
         q.zero_grad();

@@ -74,6 +74,7 @@ SABOTAGES = {
     "dtype": "(bf16.py) one tensor of dtl's checkpoint/state.safetensors rewritten as bfloat16",
     "noscale": "(fp16.py) the twin trains without a GradScaler",
     "unfrozen": "(freeze.py) the twin trains every parameter, the frozen ones too",
+    "one_group": "(groups.py) the twin puts every parameter in one group, as without `groups`",
     "world_sum": "(ddp.py) gradients summed over the replicas, not averaged",
     "same_rows": "(ddp.py) every replica reads the first rows of each global micro-batch",
     "local_clip": "(ddp.py) each replica clips its own gradients before they are averaged",
@@ -610,15 +611,18 @@ def batch_stream(data, recipe):
     return next_rows, data.features[valid_rows], data.targets[valid_rows]
 
 
-def train(model, data, recipe, autocast=contextlib.nullcontext, scaler=None):
+def train(model, data, recipe, autocast=contextlib.nullcontext, scaler=None, groups=None):
     """Trains `model` as `dtl run` trains its file; `autocast` wraps every
     forward pass (bf16.py, fp16.py); `scaler`, a torch.amp.GradScaler,
     scales the losses and unscales the gradients before clipping, skips the
-    steps whose gradients overflow and moves its scale (fp16.py)."""
+    steps whose gradients overflow and moves its scale (fp16.py); `groups`,
+    torch.optim parameter groups (a dict each, with an `lr_scale` that
+    multiplies the step's rate) instead of every parameter in one
+    (groups.py)."""
     started = time.perf_counter()
     next_batch, x_valid, y_valid = batch_stream(data, recipe)
     params = list(model.parameters())
-    optimizer = make_optimizer(recipe, params)
+    optimizer = make_optimizer(recipe, groups if groups is not None else params)
     scheduler = make_scheduler(recipe, optimizer)
     model.train()
     steps, evals = [], []
@@ -647,7 +651,7 @@ def train(model, data, recipe, autocast=contextlib.nullcontext, scaler=None):
         if scheduler is None:
             lr = lr_at(recipe, k)
             for group in optimizer.param_groups:
-                group["lr"] = lr
+                group["lr"] = lr * group["lr_scale"] if "lr_scale" in group else lr
         else:
             lr = optimizer.param_groups[0]["lr"]
         record = {"step": k, "loss": loss_sum, "lr": lr, "grad_norm": grad_norm}

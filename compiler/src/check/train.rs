@@ -13,7 +13,7 @@ use crate::span::Span;
 use crate::util::suggest;
 
 /// The settings a `train` block accepts.
-pub const TRAIN_KEYS: [&str; 22] = [
+pub const TRAIN_KEYS: [&str; 23] = [
     "model",
     "data",
     "loss",
@@ -36,6 +36,7 @@ pub const TRAIN_KEYS: [&str; 22] = [
     "stop_early",
     "ema",
     "freeze",
+    "groups",
 ];
 
 /// How long to train: a number of optimizer steps, or of passes over the
@@ -68,6 +69,7 @@ pub struct TrainSpec {
     pub checkpoint_every: u64,
     pub on_nan: NanPolicy,
     pub tracking: Tracking,
+    pub groups: Vec<crate::plan::ParamGroup>,
     pub spans: TrainSpans,
 }
 
@@ -84,6 +86,30 @@ pub struct TrainSpans {
     pub schedule: Option<Span>,
     /// The value of `micro_batch`.
     pub micro_batch: Span,
+}
+
+/// `steps = N` or `epochs = N` (one of them), with its span.
+fn length(s: &Settings<'_>, errors: &mut Vec<CheckError>) -> Option<(Length, Span)> {
+    match (s.get("steps"), s.get("epochs")) {
+        (Some(_), Some(epochs)) => {
+            errors.push(CheckError::invalid(
+                "give `steps` or `epochs`, not both",
+                epochs.key.span,
+                "choose one",
+            ));
+            None
+        }
+        (None, None) => {
+            s.require("steps", "e.g. `steps = 500`, or `epochs = 10`", errors);
+            None
+        }
+        (Some(setting), None) => s
+            .int("steps", 1..=1 << 40, None, errors)
+            .map(|n| (Length::Steps(n as u64), setting.span)),
+        (None, Some(setting)) => s
+            .int("epochs", 1..=1 << 20, None, errors)
+            .map(|n| (Length::Epochs(n as u64), setting.span)),
+    }
 }
 
 pub(super) fn check_train(
@@ -104,26 +130,7 @@ pub(super) fn check_train(
     let optimizer = s
         .require("optimizer", "e.g. `optimizer = adamw(lr: 3e-3)`", errors)
         .and_then(|x| super::optimizer::optimizer(x, errors));
-    let length = match (s.get("steps"), s.get("epochs")) {
-        (Some(_), Some(epochs)) => {
-            errors.push(CheckError::invalid(
-                "give `steps` or `epochs`, not both",
-                epochs.key.span,
-                "choose one",
-            ));
-            None
-        }
-        (None, None) => {
-            s.require("steps", "e.g. `steps = 500`, or `epochs = 10`", errors);
-            None
-        }
-        (Some(setting), None) => s
-            .int("steps", 1..=1 << 40, None, errors)
-            .map(|n| (Length::Steps(n as u64), setting.span)),
-        (None, Some(setting)) => s
-            .int("epochs", 1..=1 << 20, None, errors)
-            .map(|n| (Length::Epochs(n as u64), setting.span)),
-    };
+    let length = length(&s, errors);
     s.require("micro_batch", "e.g. `micro_batch = 32`", errors);
     let micro_batch = s.int("micro_batch", 1..=1 << 31, None, errors);
     let accumulate = s.int("accumulate", 1..=1 << 20, Some(1), errors);
@@ -168,6 +175,10 @@ pub(super) fn check_train(
     if let Some(setting) = s.get("freeze") {
         freeze(setting, &mut model, errors)?;
     }
+    let groups = match s.get("groups") {
+        Some(setting) => groups(setting, &model, errors)?,
+        None => Vec::new(),
+    };
     let mut data = data?;
     let loss = loss?;
     fit::check_model_against_data(&model, def, &mut data, &loss, &s, options, errors)?;
@@ -193,6 +204,7 @@ pub(super) fn check_train(
         checkpoint_every: checkpoint_every? as u64,
         on_nan: on_nan?,
         tracking,
+        groups,
         spans: TrainSpans {
             block: block.keyword,
             length: length_span,
@@ -409,6 +421,142 @@ fn freeze(
         ));
     }
     (errors.len() == before).then_some(())
+}
+
+/// `groups = [group(select, weight_decay: D, lr_scale: S), ...]`: each
+/// selector a kind (`matrices`, `norms`, `biases`, `embeddings`) or a name
+/// pattern, and each must pick a trainable parameter; a parameter belongs
+/// to the first group that picks it.
+fn groups(
+    setting: &crate::ast::Setting,
+    model: &crate::plan::ModelPlan,
+    errors: &mut Vec<CheckError>,
+) -> Option<Vec<crate::plan::ParamGroup>> {
+    let ExprKind::List(items) = &setting.value.kind else {
+        errors.push(settings::type_error(
+            &setting.value,
+            "a list of `group(...)`, e.g. [group([\"norms\", \"biases\"], weight_decay: 0)]",
+            "groups",
+        ));
+        return None;
+    };
+    let sig = vec![
+        ParamSig::required("select", Ty::StrOrList),
+        ParamSig::optional("weight_decay", Ty::Float, Value::Float(-1.0)),
+        ParamSig::optional("lr_scale", Ty::Float, Value::Float(1.0)),
+    ];
+    let kinds = parameter_kinds(model);
+    let mut taken = std::collections::BTreeSet::new();
+    let mut out = Vec::new();
+    let before = errors.len();
+    for item in items {
+        let one = crate::ast::Setting {
+            key: setting.key.clone(),
+            value: item.clone(),
+            span: item.span,
+        };
+        let Some((_, v)) = choose(
+            &one,
+            "parameter group",
+            &[("group", (), sig.clone())],
+            errors,
+        ) else {
+            continue;
+        };
+        let selectors: Vec<String> = match &v[0] {
+            Value::List(items) => items.iter().map(|i| i.as_str().to_string()).collect(),
+            one => vec![one.as_str().to_string()],
+        };
+        let (decay, scale) = (v[1].as_float(), v[2].as_float());
+        if decay != -1.0 && !(0.0..1e6).contains(&decay) {
+            errors.push(CheckError::invalid(
+                format!("weight_decay must be 0 or more, got {decay}"),
+                item.span,
+                "out of range",
+            ));
+        }
+        if !(scale > 0.0 && scale.is_finite()) {
+            errors.push(CheckError::invalid(
+                format!("lr_scale must be greater than 0, got {scale}"),
+                item.span,
+                "must be > 0",
+            ));
+        }
+        let mut parameters = Vec::new();
+        for selector in &selectors {
+            let picked: Vec<&String> = kinds
+                .iter()
+                .filter(|(name, kinds)| match selector.as_str() {
+                    "matrices" | "norms" | "biases" | "embeddings" => {
+                        kinds.contains(&selector.as_str())
+                    }
+                    pattern => crate::util::glob::matches(pattern, name),
+                })
+                .map(|(name, _)| name)
+                .collect();
+            if picked.is_empty() {
+                errors.push(CheckError::invalid(
+                    format!("`{selector}` picks no trainable parameter"),
+                    item.span,
+                    "an empty group",
+                ));
+            }
+            for name in picked {
+                if taken.insert(name.clone()) {
+                    parameters.push(name.clone());
+                }
+            }
+        }
+        out.push(crate::plan::ParamGroup {
+            parameters,
+            weight_decay: (decay != -1.0).then_some(decay),
+            lr_scale: scale,
+        });
+    }
+    (errors.len() == before).then_some(out)
+}
+
+/// Each trainable parameter, in plan order, with the kinds a group may
+/// select it by: `matrices` (two or more dimensions), `norms` (a
+/// normalisation layer's weight or bias), `biases` (a name ending in
+/// `bias`), `embeddings` (an embedding's table).
+fn parameter_kinds(model: &crate::plan::ModelPlan) -> Vec<(String, Vec<&'static str>)> {
+    use crate::plan::Op;
+    let mut role: BTreeMap<&str, &'static str> = BTreeMap::new();
+    for node in &model.nodes {
+        let kind = match node.op {
+            Op::LayerNorm { .. }
+            | Op::RmsNorm { .. }
+            | Op::BatchNorm { .. }
+            | Op::GroupNorm { .. }
+            | Op::InstanceNorm { .. } => "norms",
+            Op::Embedding { .. } | Op::PosEmbedding { .. } => "embeddings",
+            _ => continue,
+        };
+        for name in node.op.params() {
+            role.insert(name, kind);
+        }
+    }
+    model
+        .parameters
+        .iter()
+        .filter(|p| !p.frozen)
+        .map(|p| {
+            let mut kinds = Vec::new();
+            if p.shape.len() >= 2 {
+                kinds.push("matrices");
+            }
+            if p.name
+                .rsplit('.')
+                .next()
+                .is_some_and(|last| last.ends_with("bias"))
+            {
+                kinds.push("biases");
+            }
+            kinds.extend(role.get(p.name.as_str()).copied());
+            (p.name.clone(), kinds)
+        })
+        .collect()
 }
 
 /// Up to eight names, and how many more.

@@ -74,6 +74,7 @@ fn lower_for(
         checkpoint_every: train.checkpoint_every,
         on_nan: train.on_nan,
         tracking: train.tracking.clone(),
+        groups: train.groups.clone(),
     };
     let stages = stages::stages(model, &starts);
     let buckets = if d > 1 {

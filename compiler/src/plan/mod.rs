@@ -35,7 +35,8 @@ pub use types::*;
 /// the `nll`, `binary_cross_entropy`, `huber` and `smooth_l1` losses, `lion`
 /// and `adafactor`, `one_cycle` and `constant_with_warmup`; `train.tracking`;
 /// fp16's `unscale_gradients`; the `jsonl` source, `data.valid_source` and
-/// `data.test_source`; `train.init_skip`; a parameter's `frozen`.
+/// `data.test_source`; `train.init_skip`; a parameter's `frozen`;
+/// `train.groups`.
 pub const PLAN_VERSION: u32 = 6;
 
 impl Plan {

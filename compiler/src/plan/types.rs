@@ -734,6 +734,24 @@ pub struct TrainPlan {
     /// Metrics, the best weights, early stopping, the weights' moving
     /// average.
     pub tracking: Tracking,
+    /// `groups`: parameters trained with other settings than the
+    /// optimizer's. Each trainable parameter is in at most one (the first
+    /// that names it); the rest follow the optimizer.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<ParamGroup>,
+}
+
+/// `group(["norms", "biases"], weight_decay: 0, lr_scale: 1)`, resolved.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ParamGroup {
+    /// The parameters in the group, by name.
+    pub parameters: Vec<String>,
+    /// Replaces the optimizer's weight decay (None: the optimizer's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight_decay: Option<f64>,
+    /// Multiplies the step's learning rate.
+    pub lr_scale: f64,
 }
 
 /// `precision = fp32 | tf32 | bf16`.
@@ -983,6 +1001,19 @@ pub enum Optimizer {
 }
 
 impl Optimizer {
+    /// The same optimizer with another weight decay (a parameter group's).
+    pub fn with_weight_decay(&self, decay: f64) -> Optimizer {
+        let mut optimizer = self.clone();
+        match &mut optimizer {
+            Optimizer::Sgd { weight_decay, .. }
+            | Optimizer::Adam { weight_decay, .. }
+            | Optimizer::AdamW { weight_decay, .. }
+            | Optimizer::Lion { weight_decay, .. }
+            | Optimizer::Adafactor { weight_decay, .. } => *weight_decay = decay,
+        }
+        optimizer
+    }
+
     pub fn lr(&self) -> f64 {
         match self {
             Optimizer::Sgd { lr, .. }

@@ -188,12 +188,7 @@ pub fn cost(plan: &Plan) -> Cost {
     Cost {
         layers,
         parameters: params,
-        frozen: model
-            .parameters
-            .iter()
-            .filter(|p| p.frozen)
-            .map(|p| p.shape.iter().product::<i64>() as u64)
-            .sum(),
+        frozen: frozen_values(model),
         train_flops_per_sample,
         flops_per_step: train_flops_per_sample * plan.train.global_batch,
         global_batch: plan.train.global_batch,
@@ -202,6 +197,16 @@ pub fn cost(plan: &Plan) -> Cost {
         collectives,
         bubble: layout.bubble(),
     }
+}
+
+/// Values in the parameters `freeze` keeps from training.
+fn frozen_values(model: &crate::plan::ModelPlan) -> u64 {
+    model
+        .parameters
+        .iter()
+        .filter(|p| p.frozen)
+        .map(|p| p.shape.iter().product::<i64>() as u64)
+        .sum()
 }
 
 /// Values of optimizer state per pipeline stage, each shared parameter

@@ -101,7 +101,8 @@ impl<'a> Executor<'a> {
             plan.data.shuffle,
             train.seed,
         )?;
-        let mut optimizer = Optimizer::new(&train.optimizer, model.params.len());
+        let names: Vec<&str> = model.params.iter().map(|(n, _)| n.as_str()).collect();
+        let mut optimizer = Optimizer::new(&train.optimizer, &names, &train.groups);
         let buckets = Buckets::new(plan, world.place.stage, &model.params)?;
         let mut in_flight = VecDeque::new();
         let mut ema = match plan.train.tracking.ema {
