@@ -168,3 +168,29 @@ fn the_documented_plan_is_the_golden_one() {
         "docs/plan.md's sample plan is out of date: copy tests/cases/ok/minimal.plan.yaml into it"
     );
 }
+
+/// The ```dtl blocks of the guides that show whole files compile, data
+/// read, paths relative to the page: a renamed setting or layer fails here,
+/// not for a reader.
+#[test]
+fn the_guides_whole_files_compile() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut checked = 0;
+    for page in ["docs/from-pytorch.md"] {
+        let path = root.join(page);
+        let text = std::fs::read_to_string(&path).unwrap();
+        for (i, block) in text.split("```dtl\n").skip(1).enumerate() {
+            let source = block.split("```").next().unwrap();
+            let options = dtl_compiler::options_for(&path, true);
+            if let Err(diagnostics) = dtl_compiler::compile_source(page, source, &options) {
+                panic!(
+                    "{page}, dtl block {}:\n{}",
+                    i + 1,
+                    diagnostics.render_human(false)
+                );
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked >= 1, "no dtl block found");
+}

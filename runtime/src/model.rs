@@ -291,23 +291,7 @@ impl Model {
             let Some(src) = by_name.get(name) else {
                 return Err(err(format!("no tensor named `{name}`")));
             };
-            if src.size() != param.size() {
-                return Err(err(format!(
-                    "`{name}` has shape {:?}, the model needs {:?}",
-                    src.size(),
-                    param.size()
-                )));
-            }
-            // Integers or booleans where a parameter holds real values would
-            // be cast silently. Buffers may count (PyTorch's
-            // num_batches_tracked is int64).
-            if i < trainable && !is_float(src.kind()) {
-                return Err(err(format!(
-                    "`{name}` is {:?} in the file, but it is a parameter of real values ({:?}): refused rather than converted",
-                    src.kind(),
-                    param.kind()
-                )));
-            }
+            fits(name, src, param, i < trainable, "").map_err(err)?;
             tch::no_grad(|| param.f_copy_(src)).context(|| format!("load `{name}`"))?;
         }
         Ok(())
@@ -342,20 +326,8 @@ impl Model {
                 report.missing.push(name.clone());
                 continue;
             };
-            if src.size() != param.size() {
-                return Err(err(format!(
-                    "`{name}` has shape {:?} in the file, the model needs {:?}; name it in `skip` to keep its initialiser",
-                    src.size(),
-                    param.size()
-                )));
-            }
-            if i < trainable && !is_float(src.kind()) {
-                return Err(err(format!(
-                    "`{name}` is {:?} in the file, but it is a parameter of real values ({:?}): refused rather than converted",
-                    src.kind(),
-                    param.kind()
-                )));
-            }
+            let way_out = "; name it in `skip` to keep its initialiser";
+            fits(name, src, param, i < trainable, way_out).map_err(err)?;
             tch::no_grad(|| param.f_copy_(src)).context(|| format!("load `{name}`"))?;
             report.loaded.push(name.clone());
         }
@@ -403,6 +375,28 @@ impl LoadReport {
             few(&self.unused)
         )
     }
+}
+
+/// Whether the file's tensor `src` can be copied into `param`: the same
+/// shape, and real values for a parameter (integers or booleans would be
+/// cast silently; buffers may count, as PyTorch's num_batches_tracked).
+/// `way_out` ends the shape message.
+fn fits(name: &str, src: &Tensor, param: &Tensor, real: bool, way_out: &str) -> Result<(), String> {
+    if src.size() != param.size() {
+        return Err(format!(
+            "`{name}` has shape {:?} in the file, the model needs {:?}{way_out}",
+            src.size(),
+            param.size()
+        ));
+    }
+    if real && !is_float(src.kind()) {
+        return Err(format!(
+            "`{name}` is {:?} in the file, but it is a parameter of real values ({:?}): refused rather than converted",
+            src.kind(),
+            param.kind()
+        ));
+    }
+    Ok(())
 }
 
 fn is_float(kind: tch::Kind) -> bool {
