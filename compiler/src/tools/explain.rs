@@ -199,6 +199,34 @@ pub fn cost(plan: &Plan) -> Cost {
     }
 }
 
+/// One line per parameter group (`groups`): what it changes and which
+/// tensors it holds; nothing without groups.
+fn groups_text(plan: &Plan) -> String {
+    plan.train
+        .groups
+        .iter()
+        .map(|g| {
+            let mut changes = Vec::new();
+            if let Some(decay) = g.weight_decay {
+                changes.push(format!("weight_decay {decay}"));
+            }
+            if g.lr_scale != 1.0 {
+                changes.push(format!("lr × {}", g.lr_scale));
+            }
+            let names = match g.parameters.len() {
+                0..=6 => g.parameters.join(", "),
+                n => format!("{}, … {} more", g.parameters[..4].join(", "), n - 4),
+            };
+            let count = g.parameters.len();
+            let plural = if count == 1 { "" } else { "s" };
+            format!(
+                "group: {} for {count} tensor{plural} ({names})\n",
+                changes.join(", ")
+            )
+        })
+        .collect()
+}
+
 /// Values in the parameters `freeze` keeps from training.
 fn frozen_values(model: &crate::plan::ModelPlan) -> u64 {
     model
@@ -390,7 +418,9 @@ impl Cost {
                 self.frozen
             ));
         }
-        out.push_str("\n\n");
+        out.push('\n');
+        out.push_str(&groups_text(plan));
+        out.push('\n');
         out.push_str(&format!(
             "{:<16} {:<20} {:>12} {:>14} {:>12}\n",
             "layer", "kind", "parameters", "fwd FLOPs/sample", "output/sample"
@@ -622,6 +652,20 @@ mod hand_computed {
         assert!(cost
             .render(&plan)
             .contains("7510 parameters (1010 trainable, 6500 frozen"));
+    }
+
+    #[test]
+    fn parameter_groups_are_listed_with_what_they_change() {
+        let source = MLP.replace(
+            "accumulate = 2",
+            "accumulate = 2; groups = [group(\"biases\", weight_decay: 0), group(\"2.weight\", lr_scale: 0.5)]",
+        );
+        let plan = plan(&source, vec![]);
+        let text = super::cost(&plan).render(&plan);
+        assert!(
+            text.contains("group: weight_decay 0 for 2 tensors (0.bias, 2.bias)\ngroup: lr × 0.5 for 1 tensor (2.weight)\n"),
+            "{text}"
+        );
     }
 
     #[test]
