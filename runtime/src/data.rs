@@ -203,7 +203,7 @@ pub fn load(plan: &DataPlan, seed: u64) -> Result<Split, RunError> {
             test: None,
         });
     }
-    let table = read_table(plan)?;
+    let table = read_source(plan, &plan.source)?;
     // The held-out rows are the last `valid_fraction` of the rows: of a
     // seeded shuffle, or of the file as it is when `shuffle = false`.
     let mut order: Vec<usize> = (0..table.rows).collect();
@@ -237,14 +237,9 @@ pub fn load(plan: &DataPlan, seed: u64) -> Result<Split, RunError> {
 /// Every row of a table source, in the file's order (`dtl eval --data`).
 pub fn load_every_row(plan: &DataPlan) -> Result<Dataset, RunError> {
     same_files(plan)?;
-    let table = read_table(plan)?;
+    let table = read_source(plan, &plan.source)?;
     let all: Vec<usize> = (0..table.rows).collect();
     take(plan, &table, &all)
-}
-
-/// The training source read whole and checked against the plan.
-fn read_table(plan: &DataPlan) -> Result<dataset::Table, RunError> {
-    read_source(plan, &plan.source)
 }
 
 /// A table source of the plan's data read whole and checked against what

@@ -56,21 +56,14 @@ pub fn render_svg(metrics: &Metrics, options: &ChartOptions) -> String {
     let subtitle = subtitle(metrics, non_positive);
     svg.text(WIDTH / 2.0, 48.0, "middle", " fill=\"#555\"", &subtitle);
 
-    let loss_title = if options.log_y {
-        "loss (log scale)"
-    } else {
-        "loss"
-    };
     let last_panel_is_loss = accuracy_panel.is_none();
-    draw_frame(&mut svg, &loss_panel, loss_title, last_panel_is_loss);
-    for curve in &losses {
-        draw_curve(&mut svg, &loss_panel, curve);
-    }
-    if losses.is_empty() {
-        let (cx, cy) = loss_panel.center();
-        svg.text(cx, cy, "middle", " fill=\"#555\"", "no finite loss values");
-    }
-    draw_legend(&mut svg, &loss_panel, &losses);
+    draw_losses(
+        &mut svg,
+        &loss_panel,
+        &losses,
+        options.log_y,
+        last_panel_is_loss,
+    );
 
     if let Some(panel) = &accuracy_panel {
         draw_frame(&mut svg, panel, "accuracy %", true);
@@ -127,6 +120,21 @@ pub fn panels(
         None => loss_panel.bottom() + BOTTOM,
     };
     (loss_panel, accuracy_panel, height)
+}
+
+/// The loss panel: its frame (the x axis titled when it is the last
+/// panel), the curves, a note when there are none, and the legend.
+pub fn draw_losses(svg: &mut Svg, panel: &Panel, losses: &[Curve], log_y: bool, x_title: bool) {
+    let title = if log_y { "loss (log scale)" } else { "loss" };
+    draw_frame(svg, panel, title, x_title);
+    for curve in losses {
+        draw_curve(svg, panel, curve);
+    }
+    if losses.is_empty() {
+        let (cx, cy) = panel.center();
+        svg.text(cx, cy, "middle", " fill=\"#555\"", "no finite loss values");
+    }
+    draw_legend(svg, panel, losses);
 }
 
 /// A white picture `height` pixels high with `title` at the top.

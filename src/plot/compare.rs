@@ -3,9 +3,9 @@
 //! loss as circles joined by a thin line, and its accuracy in a panel below
 //! when any run has one.
 
-use super::chart::{number, panels, start_svg, ChartOptions};
+use super::chart::{draw_losses, number, panels, start_svg, ChartOptions};
 use super::metrics::{downsample, moving_average, Metrics};
-use super::svg::{draw_curve, draw_frame, draw_legend, Curve, WIDTH};
+use super::svg::{draw_curve, draw_frame, Curve, WIDTH};
 
 /// Colours of the runs in order (matplotlib's `tab10`), then again.
 const PALETTE: [&str; 10] = [
@@ -107,20 +107,14 @@ pub fn render_compare(runs: &[Run], options: &ChartOptions) -> String {
         " fill=\"#555\"",
         &subtitle(runs, left_off),
     );
-    let title = if options.log_y {
-        "loss (log scale)"
-    } else {
-        "loss"
-    };
-    draw_frame(&mut svg, &loss_panel, title, accuracy_panel.is_none());
-    for curve in &losses {
-        draw_curve(&mut svg, &loss_panel, curve);
-    }
-    if losses.is_empty() {
-        let (cx, cy) = loss_panel.center();
-        svg.text(cx, cy, "middle", " fill=\"#555\"", "no finite loss values");
-    }
-    draw_legend(&mut svg, &loss_panel, &losses);
+    let last_panel_is_loss = accuracy_panel.is_none();
+    draw_losses(
+        &mut svg,
+        &loss_panel,
+        &losses,
+        options.log_y,
+        last_panel_is_loss,
+    );
     if let Some(panel) = &accuracy_panel {
         draw_frame(&mut svg, panel, "accuracy %", true);
         for curve in &accuracy {

@@ -89,6 +89,14 @@ impl Value {
             _ => "",
         }
     }
+
+    /// A [`Ty::StrOrList`] value's strings: the list's, or the one.
+    pub fn as_strings(&self) -> Vec<String> {
+        match self {
+            Value::List(items) => items.iter().map(|i| i.as_str().to_string()).collect(),
+            one => vec![one.as_str().to_string()],
+        }
+    }
 }
 
 /// The default of an argument that may be left out and has no value then

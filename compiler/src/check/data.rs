@@ -421,10 +421,7 @@ fn jsonl_source(
     source: &Setting,
     errors: &mut Vec<CheckError>,
 ) -> Option<DataSource> {
-    let features: Vec<String> = match features {
-        Value::List(items) => items.iter().map(|i| i.as_str().to_string()).collect(),
-        one => vec![one.as_str().to_string()],
-    };
+    let features = features.as_strings();
     let label = label.as_str().to_string();
     let twice = features
         .iter()

@@ -463,10 +463,7 @@ fn groups(
         ) else {
             continue;
         };
-        let selectors: Vec<String> = match &v[0] {
-            Value::List(items) => items.iter().map(|i| i.as_str().to_string()).collect(),
-            one => vec![one.as_str().to_string()],
-        };
+        let selectors = v[0].as_strings();
         let (decay, scale) = (v[1].as_float(), v[2].as_float());
         if decay != -1.0 && !(0.0..1e6).contains(&decay) {
             errors.push(CheckError::invalid(
@@ -593,10 +590,7 @@ fn init_weights(
                 &[("weights", (), sig.to_vec())],
                 errors,
             )?;
-            let skip: Vec<String> = match &v[1] {
-                Value::List(items) => items.iter().map(|i| i.as_str().to_string()).collect(),
-                one => vec![one.as_str().to_string()],
-            };
+            let skip = v[1].as_strings();
             (v[0].as_str().to_string(), Some(skip))
         }
         _ => {

@@ -139,8 +139,8 @@ pub fn parse_jsonl(
             several => {
                 for name in several {
                     match field(name)? {
-                        Value::Number(_) => {
-                            flatten(field(name)?, 0, &mut Vec::new(), &mut xs)
+                        value @ Value::Number(_) => {
+                            flatten(value, 0, &mut Vec::new(), &mut xs)
                                 .map_err(|e| format!("line {line_no}, field `{name}`: {e}"))?;
                         }
                         other => {
