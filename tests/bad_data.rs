@@ -493,6 +493,112 @@ fn jsonl_files() {
     );
 }
 
+/// Parquet files and saved Hugging Face datasets: a text column, a missing
+/// label, a ragged list, a fractional class, a missing column, a cut or
+/// foreign file, an empty folder, one bad shard among good ones, a
+/// DatasetDict without its split, a `state.json` that points outside its
+/// folder, a cut Arrow stream: each named by file, row and column, the
+/// value never quoted.
+#[test]
+fn columnar_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let made = std::process::Command::new(common::python())
+        .arg(common::root().join("tests/data_files.py"))
+        .arg("hostile")
+        .arg(d)
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let cases = [
+        (
+            "parquet(\"text_feature.parquet\")",
+            "text_feature.parquet",
+            "row 0, column `x`: text, not numbers",
+        ),
+        (
+            "parquet(\"null_label.parquet\")",
+            "null_label.parquet",
+            "row 1, column `y`: a missing value (null)",
+        ),
+        (
+            "parquet(\"ragged.parquet\")",
+            "ragged.parquet",
+            "row 1, column `x`: a list of 3 where the first has 4 (ragged)",
+        ),
+        (
+            "parquet(\"float_label.parquet\")",
+            "float_label.parquet",
+            "row 1, column `y`: the label is not a class index",
+        ),
+        (
+            "parquet(\"no_label.parquet\")",
+            "no_label.parquet",
+            "no column `y` (the columns are `x`, `z`)",
+        ),
+        (
+            "parquet(\"cut.parquet\")",
+            "cut.parquet",
+            "not a readable Parquet file",
+        ),
+        (
+            "parquet(\"not.parquet\")",
+            "not.parquet",
+            "not a readable Parquet file",
+        ),
+        (
+            "parquet(\"empty_folder\")",
+            "empty_folder",
+            "a folder without .parquet files",
+        ),
+        (
+            "parquet(\"mixed\")",
+            "mixed",
+            "b.parquet: row 0, column `x`: text, not numbers",
+        ),
+        (
+            "hf_dataset(\"hf_dict\", label: \"y\")",
+            "hf_dict",
+            "a DatasetDict of the splits `train`: name one, e.g. `split: \"train\"`",
+        ),
+        (
+            "hf_dataset(\"hf_dict\", label: \"y\", split: \"valid\")",
+            "hf_dict",
+            "no split `valid` (the splits are `train`)",
+        ),
+        (
+            "hf_dataset(\"hf_escape\", label: \"y\")",
+            "hf_escape",
+            "a `_data_files` entry without a plain `filename`",
+        ),
+        (
+            "hf_dataset(\"hf_cut\", label: \"y\")",
+            "hf_cut",
+            "data-00000-of-00001.arrow: ",
+        ),
+        (
+            "hf_dataset(\"good.parquet\", label: \"y\")",
+            "good.parquet",
+            "not a dataset saved with `save_to_disk`",
+        ),
+    ];
+    for (source, path, what) in cases {
+        refused(d, source, path, what);
+    }
+    let (_, stderr) = checked(
+        d,
+        "parquet(\"text_feature.parquet\")",
+        &["check", "--data"],
+        &[],
+    );
+    assert!(stderr.contains("text, not numbers"), "{stderr}");
+    assert!(!stderr.contains("ghp_"), "echoed: {stderr}");
+}
+
 /// A data file's contents are never quoted in an error unless asked: a
 /// secret in the environment, or in a file, stays out of the message.
 #[test]

@@ -170,6 +170,67 @@ fn a_partial_init_loads_what_fits_and_keeps_the_initialisers_of_the_rest() {
     );
 }
 
+/// The digits as the columnar files Python writes: a Parquet file of one
+/// list column (pandas), a folder of three Parquet shards of 64 integer
+/// columns under zstd, gzip and lz4 (pyarrow), a Hugging Face dataset
+/// saved to disk in two Arrow shards, and one split of a DatasetDict
+/// (`datasets`): each trains bit for bit as the CSV does.
+#[test]
+fn columnar_sources_train_bitwise_as_their_csv() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let file = short_example(d, 12);
+    let made = Command::new(common::python())
+        .arg(common::root().join("tests/data_files.py"))
+        .arg("digits")
+        .arg(common::root().join("data/digits.csv.gz"))
+        .arg(d)
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let csv = d.join("csv");
+    run(&file, &csv, &[]).code(0);
+    let at = |name: &str| format!("{:?}", d.join(name).display().to_string());
+    let names: Vec<String> = (0..64).map(|i| format!("\"p{i}\"")).collect();
+    for source in [
+        format!("parquet({})", at("digits.parquet")),
+        format!(
+            "parquet({}, features: [{}], label: \"digit\")",
+            at("shards"),
+            names.join(", ")
+        ),
+        format!("hf_dataset({}, features: \"pixels\")", at("hf_one")),
+        format!(
+            "hf_dataset({}, features: \"pixels\", split: \"train\")",
+            at("hf_dict")
+        ),
+    ] {
+        let out = d.join("columnar");
+        let set = format!("data.digits.source={source}");
+        run(&file, &out, &["--set", &set, "--overwrite"]).code(0);
+        let (a, b) = (common::step_records(&csv), common::step_records(&out));
+        assert_eq!(a.len(), 12);
+        for (x, y) in a.iter().zip(&b) {
+            assert_eq!(
+                x.loss.to_bits(),
+                y.loss.to_bits(),
+                "{source}: step {}",
+                x.step
+            );
+        }
+        assert_eq!(common::last_eval(&csv), common::last_eval(&out), "{source}");
+        let (diff, at) = common::weights_differ(
+            &csv.join("model.safetensors"),
+            &out.join("model.safetensors"),
+        );
+        assert_eq!(diff, 0.0, "{source}: weights differ at {at}");
+    }
+}
+
 #[test]
 fn resume_from_a_checkpoint_gives_bitwise_the_same_run() {
     let dir = tempfile::tempdir().unwrap();

@@ -273,6 +273,8 @@ fn identify(
 enum Format {
     Csv,
     Jsonl,
+    Parquet,
+    HfDataset,
     Npy,
     Idx,
     Safetensors,
@@ -283,7 +285,7 @@ enum Format {
 
 impl Format {
     /// Each format's name and signature, for [`choose`].
-    fn choices() -> [(&'static str, Format, Vec<ParamSig>); 8] {
+    fn choices() -> [(&'static str, Format, Vec<ParamSig>); 10] {
         [
             (
                 "csv",
@@ -301,6 +303,25 @@ impl Format {
                     ParamSig::required("path", Ty::Str),
                     ParamSig::optional("features", Ty::StrOrList, Value::Str("x".into())),
                     ParamSig::optional("label", Ty::Str, Value::Str("y".into())),
+                ],
+            ),
+            (
+                "parquet",
+                Format::Parquet,
+                vec![
+                    ParamSig::required("path", Ty::Str),
+                    ParamSig::optional("features", Ty::StrOrList, Value::Str("x".into())),
+                    ParamSig::optional("label", Ty::Str, Value::Str("y".into())),
+                ],
+            ),
+            (
+                "hf_dataset",
+                Format::HfDataset,
+                vec![
+                    ParamSig::required("path", Ty::Str),
+                    ParamSig::optional("features", Ty::StrOrList, Value::Str("x".into())),
+                    ParamSig::optional("label", Ty::Str, Value::Str("label".into())),
+                    ParamSig::optional("split", Ty::Str, Value::Str(String::new())),
                 ],
             ),
             (
@@ -362,9 +383,13 @@ impl Format {
     /// The values of `v` that name files, as written.
     fn paths(self, v: &[Value]) -> &[Value] {
         match self {
-            Format::Csv | Format::Jsonl | Format::Safetensors | Format::Text | Format::Tokens => {
-                &v[..1]
-            }
+            Format::Csv
+            | Format::Jsonl
+            | Format::Parquet
+            | Format::HfDataset
+            | Format::Safetensors
+            | Format::Text
+            | Format::Tokens => &v[..1],
             Format::Npy | Format::Idx => &v[..2],
             Format::Synthetic => &[],
         }
@@ -392,7 +417,31 @@ fn source_plan(
             label_column: v[1].as_int(),
             header: v[2].as_bool(),
         },
-        Format::Jsonl => jsonl_source(file(&v[0]), &v[1], &v[2], source, errors)?,
+        Format::Jsonl => {
+            let (features, label) = named_columns(&v[1], &v[2], source, errors)?;
+            DataSource::Jsonl {
+                path: file(&v[0]),
+                features,
+                label,
+            }
+        }
+        Format::Parquet => {
+            let (features, label) = named_columns(&v[1], &v[2], source, errors)?;
+            DataSource::Parquet {
+                path: file(&v[0]),
+                features,
+                label,
+            }
+        }
+        Format::HfDataset => {
+            let (features, label) = named_columns(&v[1], &v[2], source, errors)?;
+            DataSource::HfDataset {
+                path: file(&v[0]),
+                split: v[3].as_str().to_string(),
+                features,
+                label,
+            }
+        }
         Format::Npy => DataSource::Npy {
             features: file(&v[0]),
             labels: file(&v[1]),
@@ -412,15 +461,15 @@ fn source_plan(
     })
 }
 
-/// `jsonl(path, features: "x" | ["a", "b"], label: "y")`: the label may
-/// not be one of the features, nor a feature named twice.
-fn jsonl_source(
-    path: String,
+/// The `features: "x" | ["a", "b"]` and `label: "y"` of a source that
+/// reads named fields or columns: the label may not be one of the
+/// features, nor a feature named twice.
+fn named_columns(
     features: &Value,
     label: &Value,
     source: &Setting,
     errors: &mut Vec<CheckError>,
-) -> Option<DataSource> {
+) -> Option<(Vec<String>, String)> {
     let features = features.as_strings();
     let label = label.as_str().to_string();
     let twice = features
@@ -436,11 +485,7 @@ fn jsonl_source(
         errors.push(CheckError::invalid(message, source.value.span, "here"));
         return None;
     }
-    Some(DataSource::Jsonl {
-        path,
-        features,
-        label,
-    })
+    Some((features, label))
 }
 
 /// `synthetic(rows: 2000, features: 16, classes: 4, seed: 7)`, within

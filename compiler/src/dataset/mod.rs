@@ -2,10 +2,13 @@
 //! file's shape before launch) and the runtime (which loads it). Pure Rust:
 //! no libtorch here.
 
+mod columns;
 mod csv;
+mod hf;
 mod idx;
 mod jsonl;
 mod npy;
+mod parquet;
 pub mod read;
 mod rows;
 mod safetensors;
@@ -188,6 +191,17 @@ pub fn load(source: &DataSource, kind: TargetKind, limits: &Limits) -> Result<Ta
             let input = read::stream(Path::new(path), &mut meter).map_err(at(path))?;
             jsonl::parse_jsonl(input, features, label, kind).map_err(at(path))
         }
+        DataSource::Parquet {
+            path,
+            features,
+            label,
+        } => parquet::read(Path::new(path), features, label, kind, &mut meter).map_err(at(path)),
+        DataSource::HfDataset {
+            path,
+            split,
+            features,
+            label,
+        } => hf::read(Path::new(path), split, features, label, kind, &mut meter).map_err(at(path)),
         DataSource::Npy { features, labels } => {
             let x = npy::read(Path::new(features), &mut meter).map_err(at(features))?;
             let y = npy::read(Path::new(labels), &mut meter).map_err(at(labels))?;

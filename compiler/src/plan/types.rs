@@ -572,6 +572,24 @@ pub enum DataSource {
         features: Vec<String>,
         label: String,
     },
+    /// Parquet: one file, or a folder whose `.parquet` files are read in
+    /// name order as one dataset; the features one column (a number or a
+    /// nested list of numbers) or several numeric columns, in order; the
+    /// target under `label`.
+    Parquet {
+        path: String,
+        features: Vec<String>,
+        label: String,
+    },
+    /// A Hugging Face dataset saved with `save_to_disk` (Arrow IPC files
+    /// listed in `state.json`); `split` names one split of a `DatasetDict`,
+    /// empty for a single dataset. Columns as for Parquet.
+    HfDataset {
+        path: String,
+        split: String,
+        features: Vec<String>,
+        label: String,
+    },
     /// NumPy arrays: features `[N, ...]` and integer labels `[N]`.
     Npy { features: String, labels: String },
     /// MNIST-style IDX files (optionally gzip-compressed).
@@ -613,6 +631,8 @@ impl DataSource {
         match self {
             DataSource::Csv { path, .. }
             | DataSource::Jsonl { path, .. }
+            | DataSource::Parquet { path, .. }
+            | DataSource::HfDataset { path, .. }
             | DataSource::Safetensors { path, .. }
             | DataSource::Text { path, .. }
             | DataSource::Tokens { path, .. } => path,
@@ -627,6 +647,8 @@ impl DataSource {
         match self {
             DataSource::Csv { path, .. }
             | DataSource::Jsonl { path, .. }
+            | DataSource::Parquet { path, .. }
+            | DataSource::HfDataset { path, .. }
             | DataSource::Safetensors { path, .. }
             | DataSource::Text { path, .. }
             | DataSource::Tokens { path, .. } => vec![path],
@@ -642,6 +664,8 @@ impl DataSource {
         match self {
             DataSource::Csv { path, .. }
             | DataSource::Jsonl { path, .. }
+            | DataSource::Parquet { path, .. }
+            | DataSource::HfDataset { path, .. }
             | DataSource::Safetensors { path, .. }
             | DataSource::Text { path, .. }
             | DataSource::Tokens { path, .. } => vec![path],
