@@ -599,6 +599,100 @@ fn columnar_files() {
     assert!(!stderr.contains("ghp_"), "echoed: {stderr}");
 }
 
+/// Image folders: no class folders, a class without images, an image of
+/// another size, a cut PNG, a text file named `.png`, a held-out folder
+/// with other classes: each refused before training, naming the folder or
+/// the file. An image of the wrong size deep in the folder (not read at
+/// start) stops the run at its batch, naming the file, with no panic.
+#[test]
+fn image_folders() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let made = std::process::Command::new(common::python())
+        .arg(common::root().join("tests/data_files.py"))
+        .arg("images")
+        .arg(d)
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let run = |source: &str, extra: &str| {
+        let text = format!(
+            "model Net {{ forward(x: [B, 1, 4, 4]) -> [B, 2] {{ x |> flatten |> linear(16, 2) }} }}\n\
+             data d {{ source = {source}; valid = 0; {extra} }}\n\
+             train {{ model = Net; data = d; loss = cross_entropy; optimizer = sgd(lr: 0.1); micro_batch = 4; steps = 30 }}\n"
+        );
+        let file = d.join("img.dtl");
+        std::fs::write(&file, text).unwrap();
+        let out = d.join("out");
+        let _ = std::fs::remove_dir_all(&out);
+        let done = dtl(&[
+            "run",
+            file.to_str().unwrap(),
+            "--quiet",
+            "--device",
+            "cpu",
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        (done.code, common::flat(&done.stderr), out)
+    };
+    let images = |folder: &str| format!("images({folder:?}, size: [4, 4], channels: 1)");
+    let (code, stderr, _) = run(&images("good"), "");
+    assert_eq!(code, 0, "{stderr}");
+    let cases = [
+        (images("no_classes"), "", "no_classes: no class folders"),
+        (
+            images("empty_class"),
+            "",
+            "the class folder `c` holds no image",
+        ),
+        (
+            images("wrong_size"),
+            "",
+            "height 3 and width 5, not the [4, 4] of `size`",
+        ),
+        (images("cut"), "", "0.png: a damaged or unreadable image"),
+        (images("text"), "", "0.png: not an image"),
+        (
+            images("good"),
+            &format!("test = {}", images("other_classes")),
+            "its classes are not the training folder's",
+        ),
+        (
+            images("good"),
+            "mean = [0.5, 0.5]; std = [1, 1]",
+            "`mean` has 2 values, for samples of 1 channels",
+        ),
+    ];
+    for (source, extra, what) in cases {
+        let (code, stderr, out) = run(&source, extra);
+        assert_eq!(code, 1, "{source} {extra}: {stderr}");
+        assert!(
+            stderr.contains(what),
+            "{source} {extra}: expected {what:?}:\n{stderr}"
+        );
+        assert!(
+            !stderr.contains("panicked") && !stderr.contains("ghp_"),
+            "{stderr}"
+        );
+        assert!(
+            !out.join("metrics.jsonl").exists(),
+            "{source}: training started"
+        );
+    }
+    let (code, stderr, _) = run(&images("later_wrong_size"), "");
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("33.png`: height 4 and width 6, not the [4, 4]"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
 /// A data file's contents are never quoted in an error unless asked: a
 /// secret in the environment, or in a file, stays out of the message.
 #[test]

@@ -4,6 +4,7 @@ writes `save_to_disk` folders, Pillow writes image folders.
 
     data_files.py digits CSV_GZ OUT   the digits CSV as every columnar source
     data_files.py hostile OUT         files each broken in one way
+    data_files.py images OUT          image folders, good and broken
 
 Run by tests/training.rs and tests/bad_data.rs with the project's .venv.
 """
@@ -78,8 +79,40 @@ def hostile(out):
     arrow.write_bytes(arrow.read_bytes()[:200])
 
 
+def images(out):
+    """Folders of 4×4 greyscale PNGs in classes `a` and `b`: `good`, and
+    each of the others broken in one way."""
+    from PIL import Image
+
+    def folder(name, sizes=((4, 4),) * 3, classes=("a", "b")):
+        for c in classes:
+            (out / name / c).mkdir(parents=True)
+            for i, (h, w) in enumerate(sizes):
+                pixels = np.full((h, w), (40 * i + (100 if c == "b" else 0)) % 256, np.uint8)
+                Image.fromarray(pixels, "L").save(out / name / c / f"{i}.png")
+        return out / name
+
+    folder("good")
+    folder("other_classes", classes=("a", "c"))
+    folder("wrong_size", sizes=((3, 5), (4, 4)))
+    later = folder("later_wrong_size", sizes=((4, 4),) * 40)
+    Image.fromarray(np.zeros((4, 6), np.uint8), "L").save(later / "b" / "33.png")
+    cut = folder("cut")
+    data = (cut / "a" / "0.png").read_bytes()
+    (cut / "a" / "0.png").write_bytes(data[: len(data) // 2])
+    text = folder("text")
+    (text / "a" / "0.png").write_text("ghp_secret, not an image\n")
+    (out / "no_classes").mkdir()
+    (out / "no_classes" / "0.png").write_bytes((out / "good" / "a" / "0.png").read_bytes())
+    empty = folder("empty_class")
+    (empty / "c").mkdir()
+    (empty / "c" / "notes.txt").write_text("no image here\n")
+
+
 if __name__ == "__main__":
     if sys.argv[1] == "digits":
         digits(Path(sys.argv[2]), Path(sys.argv[3]))
+    elif sys.argv[1] == "images":
+        images(Path(sys.argv[2]))
     else:
         hostile(Path(sys.argv[2]))

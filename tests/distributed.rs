@@ -113,6 +113,63 @@ fn two_replicas_train_like_one_process_with_twice_the_micro_batch() {
     }
 }
 
+/// Random crops and flips are drawn per sample from its place in the
+/// epoch, not per rank: two replicas of 8 rows train as one process of 16
+/// (within the SGD bound above), and the transforms do change the run.
+#[test]
+fn augmented_samples_are_the_same_at_any_world_size() {
+    let _one_at_a_time = ranks();
+    let dir = tempfile::tempdir().unwrap();
+    let file = |name: &str, micro: u32, data: &str, parallel: &str| {
+        let text = format!(
+            r#"
+model Net {{
+  forward(x: [B, 1, 8, 8]) -> [B, 10] {{ x |> flatten |> linear(64, 48) |> relu |> linear(48, 10) }}
+}}
+data digits {{
+  source = csv({}, label: -1); shape = [1, 8, 8]; scale = 0.0625; valid = 0.2
+  {data}
+}}
+train {{ model = Net; data = digits; loss = cross_entropy; seed = 3; optimizer = sgd(lr: 0.1, momentum: 0.9); micro_batch = {micro}; steps = 30 }}
+{parallel}
+"#,
+            digits()
+        );
+        let path = dir.path().join(format!("{name}.dtl"));
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let augment = "random_crop = 1; horizontal_flip = 0.5; mean = [0.3]; std = [0.4]";
+    let outs: Vec<PathBuf> = ["plain", "one", "two"]
+        .iter()
+        .map(|n| dir.path().join(n))
+        .collect();
+    train(
+        &file("plain", 16, "mean = [0.3]; std = [0.4]", ""),
+        &outs[0],
+        &[],
+    )
+    .code(0);
+    train(&file("one", 16, augment, ""), &outs[1], &[]).code(0);
+    train(
+        &file("two", 8, augment, "parallel { data = 2 }"),
+        &outs[2],
+        &[],
+    )
+    .code(0)
+    .stdout_has("× 2 ranks (mpi)");
+    within(
+        "augmented, data 2 vs 1: losses",
+        losses_differ(&outs[1], &outs[2]),
+        1.1e-6,
+    );
+    let changed = losses_differ(&outs[0], &outs[1]);
+    assert!(
+        changed > 1e-3,
+        "crops and flips changed the losses by only {changed}"
+    );
+}
+
 #[test]
 fn local_sgd_of_period_one_and_async_of_staleness_zero_are_every_step() {
     let _one_at_a_time = ranks();

@@ -457,6 +457,16 @@ fn fp16_loss_scaling_is_grad_scalers() {
     reference_script("fp16.py", &[]);
 }
 
+/// An image folder (PNG in four modes, JPEG, a subfolder, a stray text
+/// file) read by `images(...)` with random crops, flips and normalisation
+/// against torchvision's ImageFolder, ToTensor, pad/crop/hflip at dtl's
+/// draws and Normalize: RGB and greyscale, losses, gradient norms,
+/// evaluations and weights bit for bit.
+#[test]
+fn image_folders_train_as_torchvision_reads_them() {
+    reference_script("images.py", &[]);
+}
+
 /// `freeze` against requires_grad_(False) on the MLP and the CNN twins
 /// (batch norm's statistics still moving under a frozen weight): losses,
 /// gradient norms, evaluations and weights bit for bit, the frozen tensors

@@ -238,6 +238,29 @@ fn resume_from_a_checkpoint_gives_bitwise_the_same_run() {
     resumes_bitwise(&file, dir.path(), &[]);
 }
 
+/// The same with random crops and flips: the resumed run draws each
+/// sample's transforms as the uninterrupted one did (epoch and place are
+/// in the checkpoint's data position).
+#[test]
+fn an_augmented_run_resumes_bitwise() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/digits_cnn.dtl");
+    resumes_bitwise(
+        &file,
+        dir.path(),
+        &[
+            "--set",
+            "train.steps=10",
+            "--set",
+            "train.eval_every=5",
+            "--set",
+            "data.digits.random_crop=1",
+            "--set",
+            "data.digits.horizontal_flip=0.5",
+        ],
+    );
+}
+
 /// The same with a token file read at random offsets: the resumed run draws
 /// the offsets the uninterrupted one drew (the generator's state is in the
 /// checkpoint).

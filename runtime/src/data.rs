@@ -9,7 +9,9 @@ use dtl_compiler::dataset::{self, Targets, TokenFile, TokenSplit};
 use dtl_compiler::plan::{DataPlan, DataSource, RowSlice};
 use tch::{Kind, Tensor};
 
+use crate::augment::Transforms;
 use crate::error::{RunError, TorchContext};
+use crate::images::{self, Images};
 use dtl_compiler::util::rng::Rng;
 
 /// Samples and their targets, on the CPU: a table in memory, or windows of
@@ -17,6 +19,9 @@ use dtl_compiler::util::rng::Rng;
 pub struct Dataset {
     source: Source,
     pub rows: usize,
+    /// Normalisation of every row read; random crops and flips of the
+    /// training rows (in [`Batches`]).
+    transforms: Transforms,
 }
 
 enum Source {
@@ -27,6 +32,8 @@ enum Source {
         targets: Tensor,
     },
     Tokens(Windows),
+    /// Images decoded as they are asked for.
+    Images(Images),
 }
 
 /// Windows of a token file: row i starts at token `first + i × context`.
@@ -87,16 +94,25 @@ impl Dataset {
                 targets: targets.shallow_clone(),
             },
             Source::Tokens(windows) => Source::Tokens(windows.clone()),
+            Source::Images(images) => Source::Images(images.clone()),
         };
         Dataset {
             source,
             rows: self.rows,
+            transforms: self.transforms.clone(),
         }
     }
 
-    /// Rows `idx` (features, targets).
+    /// Rows `idx` (features, targets), normalised.
     pub fn rows_at(&self, idx: &[i64]) -> Result<(Tensor, Tensor), RunError> {
+        let (x, y) = self.raw_rows_at(idx)?;
+        Ok((self.transforms.normalize(x)?, y))
+    }
+
+    /// Rows `idx` (features, targets) before normalisation.
+    fn raw_rows_at(&self, idx: &[i64]) -> Result<(Tensor, Tensor), RunError> {
         match &self.source {
+            Source::Images(images) => images.at(idx),
             Source::Table { features, targets } => {
                 let ctx = || "select batch".to_string();
                 let idx = Tensor::from_slice(idx);
@@ -123,9 +139,9 @@ impl Dataset {
                     .f_narrow(0, start as i64, len as i64)
                     .context(ctx)?;
                 let y = targets.f_narrow(0, start as i64, len as i64).context(ctx)?;
-                Ok((x, y))
+                Ok((self.transforms.normalize(x)?, y))
             }
-            Source::Tokens(_) => {
+            Source::Tokens(_) | Source::Images(_) => {
                 let idx: Vec<i64> = (start as i64..(start + len) as i64).collect();
                 self.rows_at(&idx)
             }
@@ -137,6 +153,7 @@ impl Dataset {
         match &self.source {
             Source::Table { targets, .. } => targets.numel(),
             Source::Tokens(windows) => self.rows * windows.context as usize,
+            Source::Images(_) => self.rows,
         }
     }
 
@@ -148,7 +165,7 @@ impl Dataset {
                 windows,
                 windows.first + (self.rows as u64 - 1) * windows.context,
             )),
-            Source::Table { .. } => None,
+            Source::Table { .. } | Source::Images(_) => None,
         }
     }
 }
@@ -195,13 +212,18 @@ pub fn load(plan: &DataPlan, seed: u64) -> Result<Split, RunError> {
             train: Dataset {
                 source: Source::Tokens(windows),
                 rows: split.train_windows as usize,
+                transforms: Transforms::new(&plan.augment, seed),
             },
             valid: Dataset {
                 source: Source::Tokens(valid),
                 rows: split.valid_windows() as usize,
+                transforms: Transforms::new(&plan.augment, seed),
             },
             test: None,
         });
+    }
+    if let DataSource::Images { .. } = &plan.source {
+        return load_images(plan, seed);
     }
     let table = read_source(plan, &plan.source)?;
     // The held-out rows are the last `valid_fraction` of the rows: of a
@@ -222,15 +244,83 @@ pub fn load(plan: &DataPlan, seed: u64) -> Result<Split, RunError> {
     let every_row = |source: &DataSource| -> Result<Dataset, RunError> {
         let table = read_source(plan, source)?;
         let all: Vec<usize> = (0..table.rows).collect();
-        take(plan, &table, &all)
+        take(plan, &table, &all, seed)
     };
     Ok(Split {
-        train: take(plan, &table, train_idx)?,
+        train: take(plan, &table, train_idx, seed)?,
         valid: match &plan.valid_source {
             Some(source) => every_row(source)?,
-            None => take(plan, &table, valid_idx)?,
+            None => take(plan, &table, valid_idx, seed)?,
         },
         test: plan.test_source.as_ref().map(every_row).transpose()?,
+    })
+}
+
+/// An image folder split as a table is (a seeded shuffle, the last
+/// `valid_fraction` held out), or with every image of a held-out folder,
+/// whose classes must be the training folder's.
+fn load_images(plan: &DataPlan, seed: u64) -> Result<Split, RunError> {
+    let folder = Arc::new(images::list(plan.source.path())?);
+    let refuse = |path: &str, message: String| RunError::Data {
+        path: path.to_string(),
+        message,
+    };
+    if folder.classes.len() as i64 != plan.classes {
+        return Err(refuse(
+            plan.source.path(),
+            format!(
+                "{} class folders, but the plan was compiled for {}",
+                folder.classes.len(),
+                plan.classes
+            ),
+        ));
+    }
+    let dataset =
+        |folder: &Arc<dataset::images::ImageFolder>, files: Vec<usize>, source: &DataSource| {
+            let DataSource::Images { size, channels, .. } = source else {
+                unreachable!("an image folder's held-out sources are image folders (checked)")
+            };
+            Dataset {
+                rows: files.len(),
+                source: Source::Images(Images {
+                    folder: folder.clone(),
+                    files: Arc::new(files),
+                    channels: *channels,
+                    size: *size,
+                    scale: plan.scale,
+                }),
+                transforms: Transforms::new(&plan.augment, seed),
+            }
+        };
+    let every_image = |source: &DataSource| -> Result<Dataset, RunError> {
+        let other = Arc::new(images::list(source.path())?);
+        if other.classes != folder.classes {
+            return Err(refuse(
+                source.path(),
+                "its class folders are not the training folder's: class i must be the same folder name in both".into(),
+            ));
+        }
+        Ok(dataset(&other, (0..other.files.len()).collect(), source))
+    };
+    let mut order: Vec<usize> = (0..folder.files.len()).collect();
+    if plan.shuffle {
+        Rng::new(seed).shuffle(&mut order);
+    }
+    let train_rows = order.len() - plan.held_out(order.len() as u64) as usize;
+    if train_rows == 0 {
+        return Err(refuse(
+            plan.source.path(),
+            "no images left for training after the validation split".into(),
+        ));
+    }
+    let valid_idx = order.split_off(train_rows);
+    Ok(Split {
+        train: dataset(&folder, order, &plan.source),
+        valid: match &plan.valid_source {
+            Some(source) => every_image(source)?,
+            None => dataset(&folder, valid_idx, &plan.source),
+        },
+        test: plan.test_source.as_ref().map(every_image).transpose()?,
     })
 }
 
@@ -239,7 +329,7 @@ pub fn load_every_row(plan: &DataPlan) -> Result<Dataset, RunError> {
     same_files(plan)?;
     let table = read_source(plan, &plan.source)?;
     let all: Vec<usize> = (0..table.rows).collect();
-    take(plan, &table, &all)
+    take(plan, &table, &all, 0)
 }
 
 /// A table source of the plan's data read whole and checked against what
@@ -282,7 +372,12 @@ fn read_source(plan: &DataPlan, source: &DataSource) -> Result<dataset::Table, R
 
 /// The rows `idx` of `table` as a dataset: features scaled and shaped,
 /// targets shaped.
-fn take(plan: &DataPlan, table: &dataset::Table, idx: &[usize]) -> Result<Dataset, RunError> {
+fn take(
+    plan: &DataPlan,
+    table: &dataset::Table,
+    idx: &[usize],
+    seed: u64,
+) -> Result<Dataset, RunError> {
     let ctx = || "arrange the data".to_string();
     let mut shape = vec![idx.len() as i64];
     shape.extend(&plan.sample_shape);
@@ -304,6 +399,7 @@ fn take(plan: &DataPlan, table: &dataset::Table, idx: &[usize]) -> Result<Datase
             targets: targets.f_reshape(&target_shape).context(ctx)?,
         },
         rows: idx.len(),
+        transforms: Transforms::new(&plan.augment, seed),
     })
 }
 
@@ -394,7 +490,7 @@ impl Batches {
             });
         }
         let order = match data.source {
-            Source::Table { .. } => (0..data.rows as i64).collect(),
+            Source::Table { .. } | Source::Images(_) => (0..data.rows as i64).collect(),
             Source::Tokens(_) => Vec::new(),
         };
         let mut batches = Batches {
@@ -416,7 +512,7 @@ impl Batches {
     /// Rows in the order an epoch visits (a token file has none).
     fn ordered(&self) -> usize {
         match self.data.source {
-            Source::Table { .. } => self.data.rows,
+            Source::Table { .. } | Source::Images(_) => self.data.rows,
             Source::Tokens(_) => 0,
         }
     }
@@ -474,8 +570,12 @@ impl Batches {
             }
             _ => {
                 let at = self.cursor.pos;
-                self.data
-                    .rows_at(&self.cursor.order[at + mine.start..at + mine.end])
+                let (x, y) = self
+                    .data
+                    .raw_rows_at(&self.cursor.order[at + mine.start..at + mine.end])?;
+                let transforms = &self.data.transforms;
+                let x = transforms.randomize(&x, self.cursor.epoch, (at + mine.start) as u64)?;
+                Ok((transforms.normalize(x)?, y))
             }
         };
         self.cursor.pos += global;

@@ -102,7 +102,7 @@ fn model_device(model: &Model) -> Device {
 }
 
 /// The rows of `path` as the model's input: `[N, *input]`, times the
-/// data block's `scale`.
+/// data block's `scale`, normalised by its `mean` and `std`.
 pub fn read_inputs(plan: &Plan, path: &Path) -> Result<Tensor, RunError> {
     let rows: FeatureRows =
         dataset::feature_rows(path, &dataset::Limits::unbounded()).map_err(|e| RunError::Data {
@@ -128,11 +128,13 @@ pub fn read_inputs(plan: &Plan, path: &Path) -> Result<Tensor, RunError> {
     }
     let mut shape = vec![rows.rows as i64];
     shape.extend(&plan.data.sample_shape);
-    Tensor::from_slice(&rows.values)
+    let x = Tensor::from_slice(&rows.values)
         .f_mul_scalar(plan.data.scale)
         .and_then(|t| t.f_to_kind(Kind::Float))
         .and_then(|t| t.f_reshape(shape.as_slice()))
-        .context(|| format!("read {}", path.display()))
+        .context(|| format!("read {}", path.display()))?;
+    // As every sample is on its way to the model: `mean` and `std`.
+    crate::augment::Transforms::new(&plan.data.augment, 0).normalize(x)
 }
 
 /// One row's prediction: the model's output, and for class scores the

@@ -11,11 +11,12 @@
 //!
 //! Modules import downwards only, in this order (the runtime's
 //! `tests/layers.rs` holds it): error, fault, signals, device, torch_ops,
-//! output → comm, data, prefetch, ops, loss, memory, model, optim, clip,
+//! output → comm, augment, images, data, prefetch, ops, loss, memory, model, optim, clip,
 //! module_test →
 //! world, parallel → checkpoint → executor → rank_log, progress, watchdog →
 //! train, launch, selftest.
 
+pub mod augment;
 mod board;
 pub mod checkpoint;
 pub mod clip;
@@ -26,6 +27,7 @@ pub mod ema;
 pub mod error;
 mod executor;
 pub mod fault;
+mod images;
 pub mod infer;
 pub mod launch;
 mod loss;

@@ -22,6 +22,9 @@ pub struct Batch {
 pub struct Prefetch {
     rx: Option<Receiver<Result<Batch, RunError>>>,
     worker: Option<JoinHandle<()>>,
+    /// Seconds the training loop waited for a batch: what preparing the
+    /// data (decoding, transforms) cost the steps.
+    waited: std::cell::Cell<f64>,
 }
 
 impl Prefetch {
@@ -49,7 +52,13 @@ impl Prefetch {
         Ok(Prefetch {
             rx: Some(rx),
             worker: Some(worker),
+            waited: std::cell::Cell::new(0.0),
         })
+    }
+
+    /// Seconds spent waiting in [`Prefetch::next`] so far.
+    pub fn waited(&self) -> f64 {
+        self.waited.get()
     }
 
     pub fn next(&self) -> Result<Batch, RunError> {
@@ -57,7 +66,11 @@ impl Prefetch {
             .rx
             .as_ref()
             .expect("the receiver lives as long as Prefetch");
-        rx.recv().unwrap_or_else(|_| {
+        let started = std::time::Instant::now();
+        let batch = rx.recv();
+        self.waited
+            .set(self.waited.get() + started.elapsed().as_secs_f64());
+        batch.unwrap_or_else(|_| {
             Err(RunError::Data {
                 path: "the data thread".into(),
                 message: "stopped without a reason".into(),

@@ -48,6 +48,10 @@ pub struct Summary {
     /// memory, encoding and writing events (what logging costs).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tensorboard_seconds: Option<f64>,
+    /// Seconds this rank's steps waited for their micro-batches (reading,
+    /// decoding and transforming are on the data thread): near 0 when the
+    /// data keeps up with the model.
+    pub data_wait_seconds: f64,
     pub out_dir: String,
 }
 
@@ -90,6 +94,7 @@ pub struct Finished<'a> {
     pub resumed_from: Option<u64>,
     pub keep_best: Option<Monitor>,
     pub tensorboard_seconds: Option<f64>,
+    pub data_wait_seconds: f64,
     pub out: &'a Path,
 }
 
@@ -136,6 +141,7 @@ impl Tally {
                 })
             }),
             tensorboard_seconds: end.tensorboard_seconds,
+            data_wait_seconds: end.data_wait_seconds,
             out_dir: end.out.display().to_string(),
         }
     }

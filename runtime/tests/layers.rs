@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// Bottom to top.
-const ORDER: [&str; 37] = [
+const ORDER: [&str; 39] = [
     // Foundations: no other module of the runtime.
     "error",
     "fault",
@@ -24,6 +24,8 @@ const ORDER: [&str; 37] = [
     "run_record",
     // Collectives, data and the model's computation.
     "comm",
+    "augment",
+    "images",
     "data",
     "prefetch",
     "ops",

@@ -18,6 +18,9 @@ for itself.
   every epoch; an epoch ends when the next micro-batch would run past the
   end, and the rows left over are skipped. With `shuffle = false` every
   epoch reads the training rows in order.
+- Augmentation (`random_crop`, `horizontal_flip`): each training sample's
+  draws from `for_name(seed, "augment {epoch} {place}")`, its place in the
+  epoch's order (augment_draw).
 - Dropout: before step k (from 1) the global generator is seeded with
   `dropout_seed(seed, k)`.
 - Token files (`tokens(...)`): no row order. The file's (n − 1) // T
@@ -53,6 +56,33 @@ class SplitMix64:
         for i in range(len(items) - 1, 0, -1):
             j = self.next_u64() % (i + 1)
             items[i], items[j] = items[j], items[i]
+
+
+def fnv1a(data):
+    """FNV-1a, 64 bits (util/rng.rs `fnv1a`)."""
+    h = 0xCBF29CE484222325
+    for b in data:
+        h = ((h ^ b) * 0x100000001B3) & MASK64
+    return h
+
+
+def for_name(seed, name):
+    """The generator of one named stream (Rng::for_name): the seed mixed
+    with the name's FNV-1a hash rotated left by 17."""
+    h = fnv1a(name.encode())
+    return SplitMix64(seed ^ (((h << 17) | (h >> 47)) & MASK64))
+
+
+def augment_draw(seed, epoch, place, padding, flip):
+    """(top, left, flipped) of the training sample at `place` of epoch
+    `epoch` (runtime/src/augment.rs): top and left `below(2P + 1)` each when
+    `random_crop = P` is on, then a flip when next_f64() < p."""
+    rng = for_name(seed, f"augment {epoch} {place}")
+    top = left = 0
+    if padding > 0:
+        top, left = rng.below(2 * padding + 1), rng.below(2 * padding + 1)
+    flipped = flip > 0 and (rng.next_u64() >> 11) / float(1 << 53) < flip
+    return top, left, flipped
 
 
 def dropout_seed(seed, step):

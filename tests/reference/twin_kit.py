@@ -102,6 +102,7 @@ SABOTAGES = {
     "pos_weight": "(layers.py) binary_cross_entropy without its pos_weight (bce_multilabel)",
     "adafactor_d": "(layers.py) Adafactor's clipping threshold d the default 1 (bce_multilabel)",
     "huber_delta": "(layers.py) the Huber loss at delta 1, not the file's (huber_regression)",
+    "crop_swap": "(images.py) each random crop's top and left offsets swapped",
     "zoo_relu": "(zoo.py) ResNet-18's BasicBlock with a ReLU before the residual sum",
     "zoo_stride": "(zoo.py) ResNet-50's stride in the first 1x1 convolution (v1), not the 3x3",
     "zoo_untied": "(zoo.py) GPT-2's output layer a copy of wte, trained on its own",
@@ -312,6 +313,10 @@ class Data:
     targets: torch.Tensor  # [rows] or [rows, T] class indices
     valid: float = 0.2
     shuffle: bool = True
+    # f(x, epoch, place of x[0] in the epoch) -> x: training rows' random
+    # transforms (images.py); f(x) -> x: every row's normalisation.
+    augment: object = None
+    normalize: object = None
 
 
 def csv_source(path, label=-1, header=False, target="class"):
@@ -606,9 +611,15 @@ def batch_stream(data, recipe):
 
     def next_rows():
         idx = torch.tensor(batches.next())
-        return x_train[idx], y_train[idx]
+        x = x_train[idx]
+        if data.augment is not None:
+            x = data.augment(x, batches.epoch, batches.position - recipe.micro_batch)
+        return normalize(x), y_train[idx]
 
-    return next_rows, data.features[valid_rows], data.targets[valid_rows]
+    def normalize(x):
+        return x if data.normalize is None else data.normalize(x)
+
+    return next_rows, normalize(data.features[valid_rows]), data.targets[valid_rows]
 
 
 def train(model, data, recipe, autocast=contextlib.nullcontext, scaler=None, groups=None):

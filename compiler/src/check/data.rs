@@ -13,8 +13,18 @@ use crate::plan::{DataPlan, DataSource, Features, TargetKind, TextEncoding, Toke
 use crate::span::Span;
 
 /// The settings a `data` block accepts.
-pub const DATA_KEYS: [&str; 7] = [
-    "source", "shape", "scale", "valid", "test", "shuffle", "target",
+pub const DATA_KEYS: [&str; 11] = [
+    "source",
+    "shape",
+    "scale",
+    "valid",
+    "test",
+    "shuffle",
+    "target",
+    "random_crop",
+    "horizontal_flip",
+    "mean",
+    "std",
 ];
 
 /// Resolves a `data` block. With `probe` the file is read to learn its
@@ -71,7 +81,81 @@ pub fn data(
         ));
         return None;
     }
-    let found = match (options.probe_data, &source_plan) {
+    let found = probe(
+        &source_plan,
+        &settings,
+        source,
+        target,
+        scale,
+        valid_fraction,
+        options,
+        errors,
+    )?;
+    let mut files = if options.probe_data {
+        identify(&source_plan, source, base_dir, errors)?
+    } else {
+        Vec::new()
+    };
+    let mut found = found;
+    if let Some(shape) = super::images::sample_shape(&source_plan) {
+        if let Some(setting) = settings.get("shape") {
+            errors.push(CheckError::invalid(
+                "an image's shape is [channels, height, width], from the source's `channels` and `size`",
+                setting.value.span,
+                "not for images",
+            ));
+            return None;
+        }
+        found.sample_shape = shape;
+    }
+    let mut held_out = |setting: Option<&Setting>| -> Option<Option<DataSource>> {
+        let Some(setting) = setting else {
+            return Some(None);
+        };
+        let held = other_source(setting, &source_plan, target, options, errors, lints)?;
+        if options.probe_data {
+            found = fits_with(found.clone(), &held, setting, target, options, errors)?;
+            files.extend(identify(&held, setting, base_dir, errors)?);
+        }
+        Some(Some(held))
+    };
+    let valid_source = held_out(valid_call)?;
+    let test_source = held_out(settings.get("test"))?;
+    let augment = super::augment::read(&settings, &found.sample_shape, &source_plan, errors)?;
+    Some(DataPlan {
+        name: def.name.name.clone(),
+        files,
+        source: source_plan,
+        sample_shape: found.sample_shape,
+        features: found.features,
+        target,
+        target_shape: found.target_shape,
+        classes: found.classes,
+        rows: found.rows,
+        scale,
+        valid_fraction,
+        valid_source,
+        test_source,
+        shuffle,
+        augment,
+    })
+}
+
+/// What the source says before launch: read when `options.probe_data`,
+/// else unknown.
+#[allow(clippy::too_many_arguments)]
+fn probe(
+    source_plan: &DataSource,
+    settings: &Settings<'_>,
+    source: &Setting,
+    target: TargetKind,
+    scale: f64,
+    valid_fraction: f64,
+    options: &super::Options,
+    errors: &mut Vec<CheckError>,
+) -> Option<Probed> {
+    let base_dir = &options.base_dir;
+    Some(match (options.probe_data, source_plan) {
         (false, _) => Probed::unknown(),
         (
             true,
@@ -89,51 +173,32 @@ pub fn data(
             options,
             errors,
         )?,
+        (true, DataSource::Images { .. }) => {
+            match super::images::probe(source_plan, &options.data_limits) {
+                Ok(found) => Probed {
+                    sample_shape: found.sample_shape,
+                    target_shape: Vec::new(),
+                    classes: found.classes.len() as i64,
+                    rows: found.rows,
+                    features: found.features,
+                    class_names: found.classes,
+                },
+                Err(err) => {
+                    errors.push(data_file_error(err.to_string(), source, base_dir));
+                    return None;
+                }
+            }
+        }
         (true, _) => {
-            let table = match dataset::load(&source_plan, target, &options.data_limits) {
+            let table = match dataset::load(source_plan, target, &options.data_limits) {
                 Ok(table) => table,
                 Err(err) => {
                     errors.push(data_file_error(err.to_string(), source, base_dir));
                     return None;
                 }
             };
-            probe_table(&table, &settings, scale, errors)?
+            probe_table(&table, settings, scale, errors)?
         }
-    };
-    let mut files = if options.probe_data {
-        identify(&source_plan, source, base_dir, errors)?
-    } else {
-        Vec::new()
-    };
-    let mut found = found;
-    let mut held_out = |setting: Option<&Setting>| -> Option<Option<DataSource>> {
-        let Some(setting) = setting else {
-            return Some(None);
-        };
-        let held = other_source(setting, &source_plan, target, options, errors, lints)?;
-        if options.probe_data {
-            found = fits_with(found.clone(), &held, setting, target, options, errors)?;
-            files.extend(identify(&held, setting, base_dir, errors)?);
-        }
-        Some(Some(held))
-    };
-    let valid_source = held_out(valid_call)?;
-    let test_source = held_out(settings.get("test"))?;
-    Some(DataPlan {
-        name: def.name.name.clone(),
-        files,
-        source: source_plan,
-        sample_shape: found.sample_shape,
-        features: found.features,
-        target,
-        target_shape: found.target_shape,
-        classes: found.classes,
-        rows: found.rows,
-        scale,
-        valid_fraction,
-        valid_source,
-        test_source,
-        shuffle,
     })
 }
 
@@ -171,6 +236,15 @@ fn other_source(
     }
     let (format, v) = choose(setting, "data format", &Format::choices(), errors)?;
     let held = source_plan(format, &v, setting, target, &options.base_dir, errors)?;
+    let images = |s: &DataSource| super::images::sample_shape(s);
+    if images(main) != images(&held) {
+        errors.push(CheckError::Unsupported {
+            message: format!("`{key}` and the training source must both be image folders of one size and channel count, or neither"),
+            span: setting.value.span,
+            help: None,
+        });
+        return None;
+    }
     if not_a_table(&held) {
         errors.push(CheckError::Unsupported {
             message: format!("`{key}` from a text, token or synthetic source"),
@@ -205,6 +279,29 @@ fn fits_with(
     options: &super::Options,
     errors: &mut Vec<CheckError>,
 ) -> Option<Probed> {
+    if let DataSource::Images { .. } = held {
+        let other = match super::images::probe(held, &options.data_limits) {
+            Ok(other) => other,
+            Err(err) => {
+                errors.push(data_file_error(err.to_string(), setting, &options.base_dir));
+                return None;
+            }
+        };
+        if other.classes != found.class_names {
+            errors.push(CheckError::DataFile {
+                reason: format!(
+                    "{}: its classes are not the training folder's ({} here, {} there): class i must be the same folder name in both",
+                    held.path(),
+                    other.classes.len(),
+                    found.class_names.len()
+                ),
+                span: setting.value.span,
+                help: None,
+            });
+            return None;
+        }
+        return Some(found);
+    }
     let table = match dataset::load(held, target, &options.data_limits) {
         Ok(table) => table,
         Err(err) => {
@@ -275,6 +372,7 @@ enum Format {
     Jsonl,
     Parquet,
     HfDataset,
+    Images,
     Npy,
     Idx,
     Safetensors,
@@ -285,7 +383,7 @@ enum Format {
 
 impl Format {
     /// Each format's name and signature, for [`choose`].
-    fn choices() -> [(&'static str, Format, Vec<ParamSig>); 10] {
+    fn choices() -> [(&'static str, Format, Vec<ParamSig>); 11] {
         [
             (
                 "csv",
@@ -322,6 +420,15 @@ impl Format {
                     ParamSig::optional("features", Ty::StrOrList, Value::Str("x".into())),
                     ParamSig::optional("label", Ty::Str, Value::Str("label".into())),
                     ParamSig::optional("split", Ty::Str, Value::Str(String::new())),
+                ],
+            ),
+            (
+                "images",
+                Format::Images,
+                vec![
+                    ParamSig::required("path", Ty::Str),
+                    ParamSig::required("size", Ty::IntOrPair),
+                    ParamSig::optional("channels", Ty::Int, Value::Int(3)),
                 ],
             ),
             (
@@ -387,6 +494,7 @@ impl Format {
             | Format::Jsonl
             | Format::Parquet
             | Format::HfDataset
+            | Format::Images
             | Format::Safetensors
             | Format::Text
             | Format::Tokens => &v[..1],
@@ -442,6 +550,7 @@ fn source_plan(
                 label,
             }
         }
+        Format::Images => super::images::source(file(&v[0]), &v[1], &v[2], source, target, errors)?,
         Format::Npy => DataSource::Npy {
             features: file(&v[0]),
             labels: file(&v[1]),
@@ -527,6 +636,8 @@ struct Probed {
     classes: i64,
     rows: u64,
     features: Features,
+    /// An image folder's classes, in order (empty for other sources).
+    class_names: Vec<String>,
 }
 
 impl Probed {
@@ -537,6 +648,7 @@ impl Probed {
             classes: 0,
             rows: 0,
             features: Features::Unknown,
+            class_names: Vec::new(),
         }
     }
 }
@@ -613,6 +725,7 @@ fn probe_tokens(
         features: Features::Indices {
             max: found.max as u64,
         },
+        class_names: Vec::new(),
     })
 }
 
@@ -647,6 +760,7 @@ fn probe_table(
         classes: table.classes(),
         rows: table.rows as u64,
         features: feature_kind(&table.features, scale),
+        class_names: Vec::new(),
     })
 }
 

@@ -5,9 +5,11 @@
 //! label space, batch arithmetic).
 
 mod args;
+mod augment;
 mod data;
 mod error;
 mod fit;
+mod images;
 mod library;
 mod lint;
 mod loss;

@@ -166,6 +166,36 @@ impl<'a> Settings<'a> {
         Some(value)
     }
 
+    /// A non-empty list of numbers (`mean = [0.49, 0.48, 0.45]`), with its
+    /// span; `Some(None)` when not set.
+    pub fn floats(
+        &self,
+        key: &str,
+        errors: &mut Vec<CheckError>,
+    ) -> Option<Option<(Vec<f64>, Span)>> {
+        let Some(setting) = self.get(key) else {
+            return Some(None);
+        };
+        let numbers: Option<Vec<f64>> = match &setting.value.kind {
+            ExprKind::List(items) if !items.is_empty() => items
+                .iter()
+                .map(|e| match constant(e, errors) {
+                    Ok(Some(Value::Int(n))) => Some(n as f64),
+                    Ok(Some(Value::Float(x))) => Some(x),
+                    _ => None,
+                })
+                .collect(),
+            _ => None,
+        };
+        match numbers {
+            Some(numbers) => Some(Some((numbers, setting.value.span))),
+            None => {
+                errors.push(type_error(&setting.value, "a list of numbers", key));
+                None
+            }
+        }
+    }
+
     pub fn bool(&self, key: &str, default: bool, errors: &mut Vec<CheckError>) -> Option<bool> {
         let Some(setting) = self.get(key) else {
             return Some(default);

@@ -6,6 +6,7 @@ mod columns;
 mod csv;
 mod hf;
 mod idx;
+pub mod images;
 mod jsonl;
 mod npy;
 mod parquet;
@@ -247,6 +248,10 @@ pub fn load(source: &DataSource, kind: TargetKind, limits: &Limits) -> Result<Ta
         DataSource::Tokens { path, .. } => Err(DataError {
             path: path.clone(),
             message: "a token file is read memory-mapped, window by window, not as a table".into(),
+        }),
+        DataSource::Images { path, .. } => Err(DataError {
+            path: path.clone(),
+            message: "an image folder is decoded batch by batch, not read as a table".into(),
         }),
     }
 }

@@ -508,6 +508,46 @@ pub struct DataPlan {
     /// The source's files as they were when the plan was made (empty when
     /// the data was not read): a run refuses a file that has changed since.
     pub files: Vec<DataFile>,
+    /// Per-sample transforms of `[C, H, W]` samples: random crops and flips
+    /// of the training samples, normalisation of every sample.
+    #[serde(default, skip_serializing_if = "Augment::is_none")]
+    pub augment: Augment,
+}
+
+/// What is done to each sample on its way to the model, after `scale`, in
+/// this order: `random_crop` and `horizontal_flip` to training samples
+/// only, drawn per sample from the seed, the epoch and the sample's place
+/// in the epoch (so the same whatever the world size); then
+/// `(x - mean) / std` per channel to every sample, training and held-out.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Augment {
+    /// `random_crop = P`: the sample padded with P zeros on each side of
+    /// its height and width, then cut back to its size at a random place
+    /// (torchvision's `RandomCrop(size, padding=P)`). 0: off.
+    #[serde(default)]
+    pub crop_padding: u64,
+    /// `horizontal_flip = p`: mirrored left to right with probability p
+    /// (`RandomHorizontalFlip(p)`). 0: off.
+    #[serde(default)]
+    pub flip: f64,
+    /// `mean = [...]`, `std = [...]`: one each per channel
+    /// (`Normalize(mean, std)`); empty: off.
+    #[serde(default)]
+    pub mean: Vec<f64>,
+    #[serde(default)]
+    pub std: Vec<f64>,
+}
+
+impl Augment {
+    pub fn is_none(&self) -> bool {
+        *self == Augment::default()
+    }
+
+    /// Whether training samples are transformed at random.
+    pub fn random(&self) -> bool {
+        self.crop_padding > 0 || self.flip > 0.0
+    }
 }
 
 /// A data file's identity: its size and a hash of samples of its bytes
@@ -590,6 +630,15 @@ pub enum DataSource {
         features: Vec<String>,
         label: String,
     },
+    /// A folder of images, one subfolder per class (torchvision's
+    /// `ImageFolder`): classes numbered in name order, images decoded as
+    /// batches ask for them, `channels` × `size` ([height, width]) each,
+    /// pixels / 255.
+    Images {
+        path: String,
+        size: [u32; 2],
+        channels: u32,
+    },
     /// NumPy arrays: features `[N, ...]` and integer labels `[N]`.
     Npy { features: String, labels: String },
     /// MNIST-style IDX files (optionally gzip-compressed).
@@ -633,6 +682,7 @@ impl DataSource {
             | DataSource::Jsonl { path, .. }
             | DataSource::Parquet { path, .. }
             | DataSource::HfDataset { path, .. }
+            | DataSource::Images { path, .. }
             | DataSource::Safetensors { path, .. }
             | DataSource::Text { path, .. }
             | DataSource::Tokens { path, .. } => path,
@@ -649,6 +699,7 @@ impl DataSource {
             | DataSource::Jsonl { path, .. }
             | DataSource::Parquet { path, .. }
             | DataSource::HfDataset { path, .. }
+            | DataSource::Images { path, .. }
             | DataSource::Safetensors { path, .. }
             | DataSource::Text { path, .. }
             | DataSource::Tokens { path, .. } => vec![path],
@@ -666,6 +717,7 @@ impl DataSource {
             | DataSource::Jsonl { path, .. }
             | DataSource::Parquet { path, .. }
             | DataSource::HfDataset { path, .. }
+            | DataSource::Images { path, .. }
             | DataSource::Safetensors { path, .. }
             | DataSource::Text { path, .. }
             | DataSource::Tokens { path, .. } => vec![path],

@@ -185,6 +185,11 @@ impl<'a> Executor<'a> {
         &self.model
     }
 
+    /// Seconds the steps waited for the data thread's batches.
+    pub fn data_wait_seconds(&self) -> f64 {
+        self.batches.waited()
+    }
+
     /// The data stream's position after the last batch consumed.
     pub fn cursor(&self) -> &Cursor {
         &self.cursor
