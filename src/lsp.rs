@@ -202,6 +202,8 @@ impl Server<'_> {
             seconds: Some(DATA_BUDGET_SECONDS),
             cancel: Some(cancel.clone()),
             show_values: false,
+            // The data block's own `on_bad_row` decides (check/data.rs).
+            skip_bad_rows: false,
         };
         std::thread::Builder::new()
             .name("dtl-lsp-data".into())

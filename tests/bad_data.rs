@@ -589,6 +589,22 @@ fn columnar_files() {
     for (source, path, what) in cases {
         refused(d, source, path, what);
     }
+    // Asked to, the rows that cannot be read are left out and counted.
+    std::fs::write(
+        d.join("skip.dtl"),
+        "model Net { forward(x: [B, 4]) -> [B, 3] { x |> linear(4, 3) } }\n\
+         data d { source = parquet(\"null_label.parquet\"); valid = 0; on_bad_row = skip }\n\
+         train { model = Net; data = d; loss = cross_entropy; optimizer = sgd(lr: 0.1); micro_batch = 1; steps = 1 }\n",
+    )
+    .unwrap();
+    let check = dtl(&["check", "--data", d.join("skip.dtl").to_str().unwrap()]);
+    assert_eq!(check.code, 0, "{}", check.stderr);
+    assert!(
+        common::flat(&check.stderr)
+            .contains("1 bad row left out (the first: row 1, column `y`: a missing value (null))"),
+        "{}",
+        check.stderr
+    );
     let (_, stderr) = checked(
         d,
         "parquet(\"text_feature.parquet\")",
@@ -691,6 +707,14 @@ fn image_folders() {
         "{stderr}"
     );
     assert!(!stderr.contains("panicked"), "{stderr}");
+    // Asked to, every image is decoded at start and the bad one left out.
+    let (code, stderr, out) = run(&images("later_wrong_size"), "on_bad_row = skip");
+    assert_eq!(code, 0, "{stderr}");
+    let summary = std::fs::read_to_string(out.join("summary.json")).unwrap();
+    let summary: serde_json::Value = serde_json::from_str(&summary).unwrap();
+    assert_eq!(summary["skipped_rows"][0]["rows"], 1, "{summary}");
+    let first = summary["skipped_rows"][0]["first"].as_str().unwrap();
+    assert!(first.ends_with("33.png: height 4 and width 6, not the [4, 4] of `size` (dtl does not resize: resize the folder first)"), "{first}");
 }
 
 /// A data file's contents are never quoted in an error unless asked: a

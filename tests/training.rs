@@ -170,6 +170,90 @@ fn a_partial_init_loads_what_fits_and_keeps_the_initialisers_of_the_rest() {
     );
 }
 
+/// `on_bad_row = skip`: the digits CSV with broken lines among its rows (a
+/// text cell, a short line, a negative label, a non-finite value) trains
+/// bit for bit as the clean file, and summary.json counts the lines left
+/// out and names the first; `dtl check --data` warns about them.
+#[test]
+fn bad_rows_left_out_train_as_the_clean_file() {
+    use std::io::Read;
+    let dir = tempfile::tempdir().unwrap();
+    let file = short_example(dir.path(), 12);
+    let mut text = String::new();
+    let gz = std::fs::File::open(common::root().join("data/digits.csv.gz")).unwrap();
+    flate2::read::GzDecoder::new(gz)
+        .read_to_string(&mut text)
+        .unwrap();
+    let bad = ["1,2,oops,4", "1,2", "-1,-1,-1", "nan,0,1"];
+    let mut dirty = String::new();
+    for (i, line) in text.lines().enumerate() {
+        dirty += line;
+        dirty.push('\n');
+        if i % 300 == 7 {
+            let cells = line.split(',').count();
+            let broken = match bad[(i / 300) % bad.len()] {
+                "1,2" => "1,2".to_string(),
+                pattern => {
+                    let mut row: Vec<&str> = vec!["0"; cells];
+                    let given: Vec<&str> = pattern.split(',').collect();
+                    row[..given.len()].copy_from_slice(&given);
+                    if pattern.starts_with("-1") {
+                        row[cells - 1] = "-1";
+                    }
+                    row.join(",")
+                }
+            };
+            dirty += &broken;
+            dirty.push('\n');
+        }
+    }
+    let path = dir.path().join("dirty.csv");
+    std::fs::write(&path, dirty).unwrap();
+    let clean = dir.path().join("clean");
+    run(&file, &clean, &[]).code(0);
+    let out = dir.path().join("dirty");
+    let source = format!("data.digits.source=csv({:?})", path.display().to_string());
+    run(
+        &file,
+        &out,
+        &["--set", &source, "--set", "data.digits.on_bad_row=skip"],
+    )
+    .code(0);
+    let (a, b) = (common::step_records(&clean), common::step_records(&out));
+    for (x, y) in a.iter().zip(&b) {
+        assert_eq!(x.loss.to_bits(), y.loss.to_bits(), "step {}", x.step);
+    }
+    let (diff, at) = common::weights_differ(
+        &clean.join("model.safetensors"),
+        &out.join("model.safetensors"),
+    );
+    assert_eq!(diff, 0.0, "weights differ at {at}");
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    let skipped = &summary["skipped_rows"][0];
+    assert_eq!(skipped["rows"], 6, "{summary}");
+    assert_eq!(
+        skipped["first"], "line 9, column 3: a 4-character text is not a number",
+        "{summary}"
+    );
+    assert!(common::step_records(&clean).len() == 12);
+    let checked = dtl(&[
+        "check",
+        "--data",
+        file.to_str().unwrap(),
+        "--set",
+        &source,
+        "--set",
+        "data.digits.on_bad_row=skip",
+    ]);
+    assert_eq!(checked.code, 0, "{}", checked.stderr);
+    assert!(
+        common::flat(&checked.stderr).contains("6 bad rows left out (the first: line 9, column 3"),
+        "{}",
+        checked.stderr
+    );
+}
+
 /// The digits as the columnar files Python writes: a Parquet file of one
 /// list column (pandas), a folder of three Parquet shards of 64 integer
 /// columns under zstd, gzip and lz4 (pyarrow), a Hugging Face dataset

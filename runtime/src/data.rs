@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use dtl_compiler::dataset::{self, Targets, TokenFile, TokenSplit};
-use dtl_compiler::plan::{DataPlan, DataSource, RowSlice};
+use dtl_compiler::plan::{BadRows, DataPlan, DataSource, RowSlice};
 use tch::{Kind, Tensor};
 
 use crate::augment::Transforms;
@@ -175,6 +175,9 @@ pub struct Split {
     pub valid: Dataset,
     /// `test = <source>`: evaluated once after the last step.
     pub test: Option<Dataset>,
+    /// Rows left out under `on_bad_row = skip`, by file (files that left
+    /// none out are not listed).
+    pub skipped: Vec<(String, dataset::Skipped)>,
 }
 
 /// Reads the data file, checks it against what the plan was compiled for
@@ -219,13 +222,25 @@ pub fn load(plan: &DataPlan, seed: u64) -> Result<Split, RunError> {
                 rows: split.valid_windows() as usize,
                 transforms: Transforms::new(&plan.augment, seed),
             },
+            skipped: Vec::new(),
             test: None,
         });
     }
     if let DataSource::Images { .. } = &plan.source {
         return load_images(plan, seed);
     }
-    let table = read_source(plan, &plan.source)?;
+    let skipped = std::cell::RefCell::new(Vec::new());
+    let read = |source: &DataSource| -> Result<dataset::Table, RunError> {
+        let mut table = read_source(plan, source)?;
+        if table.skipped.rows > 0 {
+            let left_out = std::mem::take(&mut table.skipped);
+            skipped
+                .borrow_mut()
+                .push((source.path().to_string(), left_out));
+        }
+        Ok(table)
+    };
+    let table = read(&plan.source)?;
     // The held-out rows are the last `valid_fraction` of the rows: of a
     // seeded shuffle, or of the file as it is when `shuffle = false`.
     let mut order: Vec<usize> = (0..table.rows).collect();
@@ -242,7 +257,7 @@ pub fn load(plan: &DataPlan, seed: u64) -> Result<Split, RunError> {
     let (train_idx, valid_idx) = order.split_at(train_rows);
     // A held-out or test file: every row, in the file's order.
     let every_row = |source: &DataSource| -> Result<Dataset, RunError> {
-        let table = read_source(plan, source)?;
+        let table = read(source)?;
         let all: Vec<usize> = (0..table.rows).collect();
         take(plan, &table, &all, seed)
     };
@@ -253,6 +268,7 @@ pub fn load(plan: &DataPlan, seed: u64) -> Result<Split, RunError> {
             None => take(plan, &table, valid_idx, seed)?,
         },
         test: plan.test_source.as_ref().map(every_row).transpose()?,
+        skipped: skipped.into_inner(),
     })
 }
 
@@ -260,7 +276,17 @@ pub fn load(plan: &DataPlan, seed: u64) -> Result<Split, RunError> {
 /// `valid_fraction` held out), or with every image of a held-out folder,
 /// whose classes must be the training folder's.
 fn load_images(plan: &DataPlan, seed: u64) -> Result<Split, RunError> {
-    let folder = Arc::new(images::list(plan.source.path())?);
+    let skipped = std::cell::RefCell::new(Vec::new());
+    let list = |source: &DataSource| -> Result<Arc<dataset::images::ImageFolder>, RunError> {
+        let (folder, left_out) = images::list(source, plan.on_bad_row)?;
+        if left_out.rows > 0 {
+            skipped
+                .borrow_mut()
+                .push((source.path().to_string(), left_out));
+        }
+        Ok(Arc::new(folder))
+    };
+    let folder = list(&plan.source)?;
     let refuse = |path: &str, message: String| RunError::Data {
         path: path.to_string(),
         message,
@@ -293,7 +319,7 @@ fn load_images(plan: &DataPlan, seed: u64) -> Result<Split, RunError> {
             }
         };
     let every_image = |source: &DataSource| -> Result<Dataset, RunError> {
-        let other = Arc::new(images::list(source.path())?);
+        let other = list(source)?;
         if other.classes != folder.classes {
             return Err(refuse(
                 source.path(),
@@ -321,6 +347,7 @@ fn load_images(plan: &DataPlan, seed: u64) -> Result<Split, RunError> {
             None => dataset(&folder, valid_idx, &plan.source),
         },
         test: plan.test_source.as_ref().map(every_image).transpose()?,
+        skipped: skipped.into_inner(),
     })
 }
 
@@ -340,11 +367,13 @@ fn read_source(plan: &DataPlan, source: &DataSource) -> Result<dataset::Table, R
         path: path.clone(),
         message,
     };
-    let table = dataset::load(source, plan.target, &dataset::Limits::unbounded()).map_err(|e| {
-        RunError::Data {
-            path: e.path,
-            message: e.message,
-        }
+    let limits = dataset::Limits {
+        skip_bad_rows: plan.on_bad_row == BadRows::Skip,
+        ..dataset::Limits::unbounded()
+    };
+    let table = dataset::load(source, plan.target, &limits).map_err(|e| RunError::Data {
+        path: e.path,
+        message: e.message,
     })?;
     let expected: i64 = plan.sample_shape.iter().product();
     if table.feature_count as i64 != expected {

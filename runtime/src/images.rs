@@ -6,7 +6,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use dtl_compiler::dataset::images::{self, ImageFolder};
-use dtl_compiler::dataset::Limits;
+use dtl_compiler::dataset::{Limits, Skipped};
+use dtl_compiler::plan::{BadRows, DataSource};
 use tch::Tensor;
 
 use crate::error::{RunError, TorchContext};
@@ -22,14 +23,31 @@ pub struct Images {
     pub scale: f64,
 }
 
-/// Lists the folder at `path` (classes and files, no image read).
-pub fn list(path: &str) -> Result<ImageFolder, RunError> {
-    ImageFolder::list(Path::new(path), &Limits::unbounded().meter()).map_err(|message| {
-        RunError::Data {
-            path: path.to_string(),
-            message,
-        }
-    })
+/// Lists an image source's folder (classes and files; no image read,
+/// unless `on_bad_row = skip`, which decodes every image and leaves out
+/// and counts those that fail).
+pub fn list(source: &DataSource, bad_rows: BadRows) -> Result<(ImageFolder, Skipped), RunError> {
+    let DataSource::Images {
+        path,
+        size,
+        channels,
+    } = source
+    else {
+        unreachable!("listed sources are image folders")
+    };
+    let refuse = |message| RunError::Data {
+        path: path.to_string(),
+        message,
+    };
+    let meter = Limits::unbounded().meter();
+    let mut folder = ImageFolder::list(Path::new(path), &meter).map_err(refuse)?;
+    let skipped = match bad_rows {
+        BadRows::Skip => folder
+            .keep_readable(*channels, *size, &meter)
+            .map_err(refuse)?,
+        BadRows::Error => Skipped::default(),
+    };
+    Ok((folder, skipped))
 }
 
 impl Images {

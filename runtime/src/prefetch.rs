@@ -11,6 +11,15 @@ use tch::Tensor;
 use crate::data::{Batches, Cursor};
 use crate::error::RunError;
 
+/// What a run's data reported: how long the steps waited for their
+/// batches, and the rows the sources left out (`on_bad_row = skip`), by
+/// file.
+#[derive(Debug, Clone, Default)]
+pub struct DataReport {
+    pub wait_seconds: f64,
+    pub skipped: Vec<(String, dtl_compiler::dataset::Skipped)>,
+}
+
 /// One prepared micro-batch and the stream's position after it (what a
 /// checkpoint taken after consuming it must store).
 pub struct Batch {

@@ -9,6 +9,7 @@ use dtl_compiler::records::{EvalRecord, StepRecord};
 use serde::Serialize;
 
 use crate::checkpoint::State;
+use crate::prefetch::DataReport;
 use crate::watch::Watch;
 use crate::world::World;
 
@@ -52,7 +53,18 @@ pub struct Summary {
     /// decoding and transforming are on the data thread): near 0 when the
     /// data keeps up with the model.
     pub data_wait_seconds: f64,
+    /// `on_bad_row = skip`: the rows each file left out.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub skipped_rows: Vec<SkippedRows>,
     pub out_dir: String,
+}
+
+/// The rows one data file left out, and why the first was.
+#[derive(Debug, Clone, Serialize)]
+pub struct SkippedRows {
+    pub file: String,
+    pub rows: u64,
+    pub first: Option<String>,
 }
 
 /// The best evaluation by the measure `keep_best` watches.
@@ -94,7 +106,7 @@ pub struct Finished<'a> {
     pub resumed_from: Option<u64>,
     pub keep_best: Option<Monitor>,
     pub tensorboard_seconds: Option<f64>,
-    pub data_wait_seconds: f64,
+    pub data: DataReport,
     pub out: &'a Path,
 }
 
@@ -141,7 +153,17 @@ impl Tally {
                 })
             }),
             tensorboard_seconds: end.tensorboard_seconds,
-            data_wait_seconds: end.data_wait_seconds,
+            data_wait_seconds: end.data.wait_seconds,
+            skipped_rows: end
+                .data
+                .skipped
+                .iter()
+                .map(|(file, skipped)| SkippedRows {
+                    file: file.clone(),
+                    rows: skipped.rows,
+                    first: skipped.first.clone(),
+                })
+                .collect(),
             out_dir: end.out.display().to_string(),
         }
     }

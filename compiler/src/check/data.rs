@@ -9,11 +9,11 @@ use super::settings::{choose, type_error, Settings};
 use super::CheckError;
 use crate::ast::{DataDef, ExprKind, Setting};
 use crate::dataset;
-use crate::plan::{DataPlan, DataSource, Features, TargetKind, TextEncoding, TokenDtype};
+use crate::plan::{BadRows, DataPlan, DataSource, Features, TargetKind, TextEncoding, TokenDtype};
 use crate::span::Span;
 
 /// The settings a `data` block accepts.
-pub const DATA_KEYS: [&str; 11] = [
+pub const DATA_KEYS: [&str; 12] = [
     "source",
     "shape",
     "scale",
@@ -25,6 +25,7 @@ pub const DATA_KEYS: [&str; 11] = [
     "horizontal_flip",
     "mean",
     "std",
+    "on_bad_row",
 ];
 
 /// Resolves a `data` block. With `probe` the file is read to learn its
@@ -59,6 +60,14 @@ pub fn data(
     };
     let shuffle = settings.bool("shuffle", true, errors)?;
     let target = settings.choice_or("target", TargetKind::Class, errors)?;
+    let on_bad_row = settings.choice_or("on_bad_row", BadRows::Error, errors)?;
+    let options = &super::Options {
+        data_limits: dataset::Limits {
+            skip_bad_rows: on_bad_row == BadRows::Skip,
+            ..options.data_limits.clone()
+        },
+        ..options.clone()
+    };
     let source_plan = source_plan(format, &v, source, target, base_dir, errors)?;
     for raw in format.paths(&v) {
         super::paths::check(
@@ -122,6 +131,15 @@ pub fn data(
     let valid_source = held_out(valid_call)?;
     let test_source = held_out(settings.get("test"))?;
     let augment = super::augment::read(&settings, &found.sample_shape, &source_plan, errors)?;
+    for (path, skipped) in &found.skipped {
+        if skipped.rows > 0 {
+            lints.push(super::Lint::SkippedRows {
+                path: path.clone(),
+                words: skipped.words(),
+                span: source.value.span,
+            });
+        }
+    }
     Some(DataPlan {
         name: def.name.name.clone(),
         files,
@@ -138,6 +156,7 @@ pub fn data(
         test_source,
         shuffle,
         augment,
+        on_bad_row,
     })
 }
 
@@ -182,6 +201,7 @@ fn probe(
                     rows: found.rows,
                     features: found.features,
                     class_names: found.classes,
+                    skipped: vec![(source_plan.path().to_string(), found.skipped)],
                 },
                 Err(err) => {
                     errors.push(data_file_error(err.to_string(), source, base_dir));
@@ -197,7 +217,9 @@ fn probe(
                     return None;
                 }
             };
-            probe_table(&table, settings, scale, errors)?
+            let mut found = probe_table(&table, settings, scale, errors)?;
+            found.skipped = vec![(source_plan.path().to_string(), table.skipped)];
+            found
         }
     })
 }
@@ -333,6 +355,7 @@ fn fits_with(
         return None;
     }
     found.classes = found.classes.max(table.classes());
+    found.skipped.push((held.path().to_string(), table.skipped));
     Some(found)
 }
 
@@ -638,6 +661,8 @@ struct Probed {
     features: Features,
     /// An image folder's classes, in order (empty for other sources).
     class_names: Vec<String>,
+    /// Rows left out under `on_bad_row = skip`, by file.
+    skipped: Vec<(String, dataset::Skipped)>,
 }
 
 impl Probed {
@@ -649,6 +674,7 @@ impl Probed {
             rows: 0,
             features: Features::Unknown,
             class_names: Vec::new(),
+            skipped: Vec::new(),
         }
     }
 }
@@ -726,6 +752,7 @@ fn probe_tokens(
             max: found.max as u64,
         },
         class_names: Vec::new(),
+        skipped: Vec::new(),
     })
 }
 
@@ -761,6 +788,7 @@ fn probe_table(
         rows: table.rows as u64,
         features: feature_kind(&table.features, scale),
         class_names: Vec::new(),
+        skipped: Vec::new(),
     })
 }
 

@@ -67,6 +67,8 @@ pub(super) struct Found {
     pub classes: Vec<String>,
     pub rows: u64,
     pub features: Features,
+    /// Images left out under `on_bad_row = skip`.
+    pub skipped: crate::dataset::Skipped,
 }
 
 /// The sample shape `[channels, height, width]` of an image source.
@@ -94,8 +96,9 @@ pub(super) fn probe(
     else {
         unreachable!("probe is called on image sources")
     };
-    let folder = images::probe(path, *channels, *size, limits)?;
+    let (folder, skipped) = images::probe(path, *channels, *size, limits)?;
     Ok(Found {
+        skipped,
         sample_shape: sample_shape(source).unwrap_or_default(),
         classes: folder.classes,
         rows: folder.files.len() as u64,

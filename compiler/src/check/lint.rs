@@ -8,6 +8,19 @@ use crate::span::Span;
 
 #[derive(Debug, Clone, Error, Diagnostic, PartialEq)]
 pub enum Lint {
+    #[error("{path}: {words}")]
+    #[diagnostic(
+        code(dtl::lint::skipped_rows),
+        severity(Warning),
+        help("`on_bad_row = skip` leaves them out of training; mend the file, or drop the setting to see each error")
+    )]
+    SkippedRows {
+        path: String,
+        words: String,
+        #[label("read with `on_bad_row = skip`")]
+        span: Span,
+    },
+
     #[error("{kind} `{name}` is never used")]
     #[diagnostic(code(dtl::lint::unused_module), severity(Warning))]
     UnusedModule {
@@ -137,7 +150,8 @@ pub enum Lint {
 impl Lint {
     pub fn span(&self) -> Span {
         match self {
-            Lint::UnusedModule { span, .. }
+            Lint::SkippedRows { span, .. }
+            | Lint::UnusedModule { span, .. }
             | Lint::UnusedLet { span, .. }
             | Lint::LearningRate { span, .. }
             | Lint::NoClipping { span, .. }

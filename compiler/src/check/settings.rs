@@ -318,6 +318,11 @@ impl Choice for crate::plan::NanPolicy {
     const NAMES: &'static [(&'static str, Self)] = &[("stop", Self::Stop), ("skip", Self::Skip)];
 }
 
+impl Choice for crate::plan::BadRows {
+    const WHAT: &'static str = "bad-row policy";
+    const NAMES: &'static [(&'static str, Self)] = &[("error", Self::Error), ("skip", Self::Skip)];
+}
+
 impl Choice for crate::plan::TargetKind {
     const WHAT: &'static str = "target kind";
     const NAMES: &'static [(&'static str, Self)] =

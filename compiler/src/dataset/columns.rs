@@ -12,7 +12,7 @@ use arrow_array::types::{
 use arrow_array::{Array, ArrayRef, RecordBatch};
 use arrow_schema::{DataType, Schema};
 
-use super::{Table, Targets};
+use super::{Skipped, Table, Targets};
 use crate::plan::TargetKind;
 
 /// The columns a table is read from, and what has been read so far.
@@ -28,10 +28,13 @@ pub struct Columns<'a> {
     pub rows: usize,
     /// Rows read so far of the current file, for messages.
     file_rows: usize,
+    /// `on_bad_row = skip`: bad rows are counted here and left out.
+    skip: bool,
+    skipped: Skipped,
 }
 
 impl<'a> Columns<'a> {
-    pub fn new(features: &'a [String], label: &'a str, kind: TargetKind) -> Self {
+    pub fn new(features: &'a [String], label: &'a str, kind: TargetKind, skip: bool) -> Self {
         Columns {
             features,
             label,
@@ -41,6 +44,8 @@ impl<'a> Columns<'a> {
             first: None,
             rows: 0,
             file_rows: 0,
+            skip,
+            skipped: Skipped::default(),
         }
     }
 
@@ -95,7 +100,12 @@ impl<'a> Columns<'a> {
         let label = column(self.label)?;
         for r in 0..batch.num_rows() {
             let row = self.file_rows + r;
-            self.push_row(&features, &label, r, row)?;
+            let (x0, y0) = (self.xs.len(), self.ys.len());
+            let outcome = self.push_row(&features, &label, r, row);
+            if !self.skipped.row(outcome, self.skip)? {
+                self.xs.truncate(x0);
+                self.ys.truncate(y0);
+            }
         }
         self.rows += batch.num_rows();
         self.file_rows += batch.num_rows();
@@ -149,6 +159,14 @@ impl<'a> Columns<'a> {
                 values.len()
             ));
         }
+        if let Some(at) = values
+            .iter()
+            .position(|v| !v.is_finite() || v.abs() > f32::MAX as f64)
+        {
+            return Err(format!(
+                "row {row}: feature value {at} is not a finite float32 number"
+            ));
+        }
         self.xs.extend(values.iter().map(|&v| v as f32));
         let mut target = Vec::new();
         match self.kind {
@@ -166,6 +184,12 @@ impl<'a> Columns<'a> {
             TargetKind::Float => flatten(label.as_ref(), r, 0, &mut y_shape, &mut target)
                 .map_err(at(row, self.label))?,
         }
+        if target.iter().any(|v| !v.is_finite()) {
+            return Err(format!(
+                "row {row}, column `{}`: not a finite number",
+                self.label
+            ));
+        }
         self.ys.extend(target);
         if fresh {
             self.first = Some((x_shape, y_shape));
@@ -176,7 +200,10 @@ impl<'a> Columns<'a> {
     /// The table read, its samples shaped as the first row's features.
     pub fn finish(self) -> Result<Table, String> {
         let Some((mut x_shape, y_shape)) = self.first else {
-            return Err("no data rows".into());
+            return Err(match self.skipped.rows {
+                0 => "no data rows".into(),
+                _ => format!("no data rows: {}", self.skipped.words()),
+            });
         };
         if x_shape.is_empty() {
             // One number per row: a sample of one feature.
@@ -187,7 +214,9 @@ impl<'a> Columns<'a> {
             TargetKind::Float if y_shape.is_empty() => vec![1],
             TargetKind::Float => y_shape,
         };
-        Table::new(self.xs, Targets::new(self.ys, y_shape, self.kind)?, x_shape)
+        let mut table = Table::new(self.xs, Targets::new(self.ys, y_shape, self.kind)?, x_shape)?;
+        table.skipped = self.skipped;
+        Ok(table)
     }
 }
 

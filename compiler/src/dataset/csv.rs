@@ -3,7 +3,7 @@
 
 use std::io::{BufRead, Read};
 
-use super::{Table, Targets};
+use super::{Skipped, Table, Targets};
 use crate::plan::TargetKind;
 
 /// The longest line a CSV may have: 8 MiB (a million narrow columns).
@@ -18,10 +18,17 @@ pub fn parse_csv(
     header: bool,
     kind: TargetKind,
     show_values: bool,
+    skip: bool,
 ) -> Result<Table, String> {
     let (mut features, mut labels) = (Vec::new(), Vec::new());
     let mut label_at = None;
-    let columns = each_row(input, header, show_values, |line_no, cells, values| {
+    let mut skipped = Skipped::default();
+    let rows = Rows {
+        header,
+        show_values,
+        skip,
+    };
+    let columns = rows.each(input, &mut skipped, |line_no, cells, values| {
         if values.len() < 2 {
             return Err(format!(
                 "line {line_no}: need at least 2 columns (features and a label)"
@@ -38,35 +45,36 @@ pub fn parse_csv(
                 })?)
             }
         };
-        for (col, &value) in values.iter().enumerate() {
-            if col == at {
-                let class_index = value >= 0.0 && value.fract() == 0.0;
-                if kind == TargetKind::Class && !class_index {
-                    return Err(format!(
-                        "line {line_no}, column {}: the label is {}, not a class index (0, 1, 2, …)",
-                        col + 1,
-                        super::read::value_words(cells[col], show_values)
-                    ));
-                }
-                labels.push(value);
-            } else {
-                features.push(value as f32);
-            }
+        let label = values[at];
+        if kind == TargetKind::Class && !(label >= 0.0 && label.fract() == 0.0) {
+            return Err(format!(
+                "line {line_no}, column {}: the label is {}, not a class index (0, 1, 2, …)",
+                at + 1,
+                super::read::value_words(cells[at], show_values)
+            ));
         }
+        labels.push(label);
+        let row = values.iter().enumerate().filter(|(col, _)| *col != at);
+        features.extend(row.map(|(_, &v)| v as f32));
         Ok(())
     })?;
     if labels.is_empty() {
-        return Err("no data rows".into());
+        return Err(match skipped.rows {
+            0 => "no data rows".into(),
+            _ => format!("no data rows: {}", skipped.words()),
+        });
     }
     let shape = match kind {
         TargetKind::Class => vec![],
         TargetKind::Float => vec![1],
     };
-    Table::new(
+    let mut table = Table::new(
         features,
         Targets::new(labels, shape, kind)?,
         vec![columns as i64 - 1],
-    )
+    )?;
+    table.skipped = skipped;
+    Ok(table)
 }
 
 /// Rows of features only (the input of `dtl predict`): every column a
@@ -93,7 +101,12 @@ pub fn parse_feature_rows(
     };
     let (header, first, rest) = header;
     let input = std::io::BufReader::new(first.as_slice().chain(rest));
-    let columns = each_row(input, header, show_values, |_, _, values| {
+    let rows = Rows {
+        header,
+        show_values,
+        skip: false,
+    };
+    let columns = rows.each(input, &mut Skipped::default(), |_, _, values| {
         features.extend(values.iter().map(|v| *v as f32));
         Ok(())
     })?;
@@ -103,47 +116,76 @@ pub fn parse_feature_rows(
     Ok((features, columns))
 }
 
-/// Calls `row` with each data line's number, cells and values: every cell
-/// a finite number, every line as many cells as the first. The number of
-/// columns.
-fn each_row(
-    mut input: impl BufRead,
+/// How the lines of a CSV are read.
+struct Rows {
+    /// The first line is a header.
     header: bool,
     show_values: bool,
-    mut row: impl FnMut(usize, &[&str], &[f64]) -> Result<(), String>,
-) -> Result<usize, String> {
-    let mut columns = 0usize;
-    let mut line = Vec::new();
-    let mut values = Vec::new();
-    for index in 0.. {
-        let line_no = index + 1;
-        line.clear();
-        let n = (&mut input)
-            .take(MAX_LINE as u64 + 1)
-            .read_until(b'\n', &mut line)
-            .map_err(|e| format!("line {line_no}: {}", super::read::read_error(&e)))?;
-        if n == 0 {
-            break;
+    /// `on_bad_row = skip`: a line that cannot be read (a cell that is not
+    /// a number, a count of columns unlike the first line's, what `row`
+    /// refuses) is counted in `skipped` and left out.
+    skip: bool,
+}
+
+impl Rows {
+    /// Calls `row` with each data line's number, cells and values: every cell
+    /// a finite number, every line as many cells as the first. The number of
+    /// columns.
+    fn each(
+        &self,
+        mut input: impl BufRead,
+        skipped: &mut Skipped,
+        mut row: impl FnMut(usize, &[&str], &[f64]) -> Result<(), String>,
+    ) -> Result<usize, String> {
+        let mut columns = 0usize;
+        let mut line = Vec::new();
+        let mut values = Vec::new();
+        for index in 0.. {
+            let line_no = index + 1;
+            line.clear();
+            let n = (&mut input)
+                .take(MAX_LINE as u64 + 1)
+                .read_until(b'\n', &mut line)
+                .map_err(|e| format!("line {line_no}: {}", super::read::read_error(&e)))?;
+            if n == 0 {
+                break;
+            }
+            if n > MAX_LINE {
+                return Err(format!(
+                    "line {line_no} is longer than {}: not a CSV of numbers",
+                    super::read::size_words(MAX_LINE as u64)
+                ));
+            }
+            if self.header && index == 0 {
+                continue;
+            }
+            let outcome = self.line(line_no, &line, &mut columns, &mut values, &mut row);
+            skipped.row(outcome, self.skip)?;
         }
-        if n > MAX_LINE {
-            return Err(format!(
-                "line {line_no} is longer than {}: not a CSV of numbers",
-                super::read::size_words(MAX_LINE as u64)
-            ));
-        }
-        let text = std::str::from_utf8(&line)
+        Ok(columns)
+    }
+
+    /// One line: its cells as numbers, handed to `row` (blank lines are
+    /// passed over). The first line read sets the count of columns.
+    fn line(
+        &self,
+        line_no: usize,
+        line: &[u8],
+        columns: &mut usize,
+        values: &mut Vec<f64>,
+        row: &mut impl FnMut(usize, &[&str], &[f64]) -> Result<(), String>,
+    ) -> Result<(), String> {
+        let text = std::str::from_utf8(line)
             .map_err(|e| format!("line {line_no}: not UTF-8 text (byte {})", e.valid_up_to()))?;
-        if (header && index == 0) || text.trim().is_empty() {
-            continue;
+        if text.trim().is_empty() {
+            return Ok(());
         }
         let cells: Vec<&str> = text
             .trim_end_matches(['\n', '\r'])
             .split(',')
             .map(str::trim)
             .collect();
-        if columns == 0 {
-            columns = cells.len();
-        } else if cells.len() != columns {
+        if *columns != 0 && cells.len() != *columns {
             return Err(format!(
                 "line {line_no}: {} columns, but line 1 of the data has {columns}",
                 cells.len()
@@ -151,7 +193,7 @@ fn each_row(
         }
         values.clear();
         for (col, cell) in cells.iter().enumerate() {
-            let what = || super::read::value_words(cell, show_values);
+            let what = || super::read::value_words(cell, self.show_values);
             let value: f64 = cell.parse().map_err(|_| {
                 format!(
                     "line {line_no}, column {}: {} is not a number",
@@ -168,9 +210,10 @@ fn each_row(
             }
             values.push(value);
         }
-        row(line_no, &cells, &values)?;
+        row(line_no, &cells, values)?;
+        *columns = cells.len();
+        Ok(())
     }
-    Ok(columns)
 }
 
 fn resolve_column(column: i64, columns: usize) -> Option<usize> {
@@ -196,6 +239,7 @@ mod tests {
             false,
             TargetKind::Class,
             true,
+            false,
         )
         .unwrap();
         assert_eq!(t.features, vec![1.0, 2.0, 3.0, 4.0]);
@@ -217,6 +261,7 @@ mod tests {
             false,
             TargetKind::Float,
             true,
+            false,
         )
         .unwrap();
         assert_eq!(t.features, vec![2.0, -0.5, 4.0, 2.25]);
@@ -227,8 +272,15 @@ mod tests {
                 shape: vec![1]
             }
         );
-        let err =
-            parse_csv("1,2,-0.5\n".as_bytes(), -1, false, TargetKind::Class, true).unwrap_err();
+        let err = parse_csv(
+            "1,2,-0.5\n".as_bytes(),
+            -1,
+            false,
+            TargetKind::Class,
+            true,
+            false,
+        )
+        .unwrap_err();
         assert!(err.contains("not a class index"), "{err}");
     }
 
@@ -239,6 +291,7 @@ mod tests {
             -1,
             false,
             TargetKind::Class,
+            false,
             false,
         )
         .unwrap_err();
@@ -255,9 +308,32 @@ mod tests {
             false,
             TargetKind::Class,
             false,
+            false,
         )
         .unwrap_err();
         assert!(err.contains("longer than 8 MiB"), "{err}");
+    }
+
+    #[test]
+    fn bad_lines_are_left_out_and_counted_when_asked() {
+        let text = "1,2,0\n3,x,1\n5,6\n7,8,-1\n9,10,1\n";
+        let t = parse_csv(text.as_bytes(), -1, false, TargetKind::Class, false, true).unwrap();
+        assert_eq!(t.features, vec![1.0, 2.0, 9.0, 10.0]);
+        assert_eq!(t.rows, 2);
+        assert_eq!(t.skipped.rows, 3);
+        assert_eq!(
+            t.skipped.first.as_deref(),
+            Some("line 2, column 2: a 1-character text is not a number")
+        );
+        let none = parse_csv(
+            "x,1\n".as_bytes(),
+            -1,
+            false,
+            TargetKind::Class,
+            false,
+            true,
+        );
+        assert_eq!(none.unwrap_err(), "no data rows: 1 bad row left out (the first: line 1, column 1: a 1-character text is not a number)");
     }
 
     #[test]
@@ -268,6 +344,7 @@ mod tests {
             false,
             TargetKind::Class,
             true,
+            false,
         )
         .unwrap_err();
         assert!(err.starts_with("line 2, column 2"), "{err}");
@@ -277,6 +354,7 @@ mod tests {
             false,
             TargetKind::Class,
             true,
+            false,
         )
         .unwrap_err();
         assert!(err.starts_with("line 2:"), "{err}");

@@ -29,7 +29,7 @@ pub fn read(
     meter: &mut Meter,
 ) -> Result<Table, String> {
     let dir = split_folder(dir, split, meter)?;
-    let mut columns = Columns::new(features, label, kind);
+    let mut columns = Columns::new(features, label, kind, meter.skip_bad_rows());
     for file in data_files(&dir, meter)? {
         let name = file
             .strip_prefix(&dir)

@@ -71,19 +71,27 @@ impl ImageFolder {
 
 /// Lists the folder at `path` and decodes the first image of each class,
 /// within `limits`: the folder's layout, sizes and channels are checked
-/// before launch, its images read by the batches that need them.
+/// before launch, its images read by the batches that need them. Under
+/// `on_bad_row = skip` every image is decoded, and those that fail are
+/// left out of the listing and counted.
 pub fn probe(
     path: &str,
     channels: u32,
     size: [u32; 2],
     limits: &read::Limits,
-) -> Result<ImageFolder, super::DataError> {
+) -> Result<(ImageFolder, super::Skipped), super::DataError> {
     let at = |path: &Path| {
         let path = path.display().to_string();
         move |message: String| super::DataError { path, message }
     };
     let meter = limits.meter();
-    let folder = ImageFolder::list(Path::new(path), &meter).map_err(at(Path::new(path)))?;
+    let mut folder = ImageFolder::list(Path::new(path), &meter).map_err(at(Path::new(path)))?;
+    if meter.skip_bad_rows() {
+        let skipped = folder
+            .keep_readable(channels, size, &meter)
+            .map_err(at(Path::new(path)))?;
+        return Ok((folder, skipped));
+    }
     let mut last = None;
     for (file, class) in &folder.files {
         if last != Some(class) {
@@ -92,7 +100,36 @@ pub fn probe(
         }
         last = Some(class);
     }
-    Ok(folder)
+    Ok((folder, super::Skipped::default()))
+}
+
+impl ImageFolder {
+    /// Decodes every image and leaves out those that cannot be read (or
+    /// are not `channels` × `size`), counting them; an error if none is
+    /// left.
+    pub fn keep_readable(
+        &mut self,
+        channels: u32,
+        size: [u32; 2],
+        meter: &Meter,
+    ) -> Result<super::Skipped, String> {
+        let mut skipped = super::Skipped::default();
+        let mut kept = Vec::with_capacity(self.files.len());
+        for (file, class) in std::mem::take(&mut self.files) {
+            meter.check_time()?;
+            let outcome = decode(&file, channels, size)
+                .map(|_| ())
+                .map_err(|e| format!("{}: {e}", file.display()));
+            if skipped.row(outcome, true)? {
+                kept.push((file, class));
+            }
+        }
+        if kept.is_empty() {
+            return Err(format!("no readable image: {}", skipped.words()));
+        }
+        self.files = kept;
+        Ok(skipped)
+    }
 }
 
 /// Every folder under `dir` (itself included) with its image files sorted

@@ -8,7 +8,7 @@ use std::io::BufRead;
 
 use serde_json::Value;
 
-use super::{read, Table, Targets};
+use super::{read, Skipped, Table, Targets};
 use crate::plan::TargetKind;
 
 /// The longest line read: 8 MiB, as for CSV.
@@ -120,25 +120,29 @@ pub fn parse_jsonl(
     features: &[String],
     label: &str,
     kind: TargetKind,
+    skip: bool,
 ) -> Result<Table, String> {
     let (mut xs, mut ys) = (Vec::new(), Vec::new());
     let mut first: Option<(Vec<i64>, Vec<i64>)> = None;
+    let mut skipped = Skipped::default();
     each_line(input, |line_no, text| {
-        let object = object(line_no, text)?;
-        let field = |name: &str| {
-            object
-                .get(name)
-                .ok_or_else(|| format!("line {line_no}: no field `{name}`"))
-        };
-        let (mut x_shape, mut y_shape) = first.clone().unwrap_or_default();
-        let fresh = first.is_none();
-        let before = xs.len();
-        match features {
-            [one] => flatten(field(one)?, 0, &mut x_shape, &mut xs)
-                .map_err(|e| format!("line {line_no}, field `{one}`: {e}"))?,
-            several => {
-                for name in several {
-                    match field(name)? {
+        let (x0, y0) = (xs.len(), ys.len());
+        let mut read = || -> Result<(), String> {
+            let object = object(line_no, text)?;
+            let field = |name: &str| {
+                object
+                    .get(name)
+                    .ok_or_else(|| format!("line {line_no}: no field `{name}`"))
+            };
+            let (mut x_shape, mut y_shape) = first.clone().unwrap_or_default();
+            let fresh = first.is_none();
+            let before = xs.len();
+            match features {
+                [one] => flatten(field(one)?, 0, &mut x_shape, &mut xs)
+                    .map_err(|e| format!("line {line_no}, field `{one}`: {e}"))?,
+                several => {
+                    for name in several {
+                        match field(name)? {
                         value @ Value::Number(_) => {
                             flatten(value, 0, &mut Vec::new(), &mut xs)
                                 .map_err(|e| format!("line {line_no}, field `{name}`: {e}"))?;
@@ -150,47 +154,57 @@ pub fn parse_jsonl(
                             ))
                         }
                     }
+                    }
+                    x_shape = vec![several.len() as i64];
                 }
-                x_shape = vec![several.len() as i64];
             }
-        }
-        let x_count: i64 = x_shape.iter().product();
-        if xs.len() - before != x_count as usize {
-            return Err(format!(
-                "line {line_no}: {} feature values, the first row has {x_count}",
-                xs.len() - before
-            ));
-        }
-        let target = field(label)?;
-        match (kind, target) {
-            (TargetKind::Class, Value::Number(n)) => {
-                let class = n.as_u64().filter(|&c| c < 1 << 53).ok_or_else(|| {
+            let x_count: i64 = x_shape.iter().product();
+            if xs.len() - before != x_count as usize {
+                return Err(format!(
+                    "line {line_no}: {} feature values, the first row has {x_count}",
+                    xs.len() - before
+                ));
+            }
+            let target = field(label)?;
+            match (kind, target) {
+                (TargetKind::Class, Value::Number(n)) => {
+                    let class = n.as_u64().filter(|&c| c < 1 << 53).ok_or_else(|| {
                     format!(
                         "line {line_no}, field `{label}`: the label is not a class index (0, 1, 2, …)"
                     )
                 })?;
-                ys.push(class as f64);
+                    ys.push(class as f64);
+                }
+                (TargetKind::Class, other) => {
+                    return Err(format!(
+                        "line {line_no}, field `{label}`: {}, not a class index (0, 1, 2, …)",
+                        kind_words(other)
+                    ))
+                }
+                (TargetKind::Float, value) => {
+                    let mut values = Vec::new();
+                    flatten(value, 0, &mut y_shape, &mut values)
+                        .map_err(|e| format!("line {line_no}, field `{label}`: {e}"))?;
+                    ys.extend(values.iter().map(|&v| f64::from(v)));
+                }
             }
-            (TargetKind::Class, other) => {
-                return Err(format!(
-                    "line {line_no}, field `{label}`: {}, not a class index (0, 1, 2, …)",
-                    kind_words(other)
-                ))
+            if fresh {
+                first = Some((x_shape, y_shape));
             }
-            (TargetKind::Float, value) => {
-                let mut values = Vec::new();
-                flatten(value, 0, &mut y_shape, &mut values)
-                    .map_err(|e| format!("line {line_no}, field `{label}`: {e}"))?;
-                ys.extend(values.iter().map(|&v| f64::from(v)));
-            }
-        }
-        if fresh {
-            first = Some((x_shape, y_shape));
+            Ok(())
+        };
+        let outcome = read();
+        if !skipped.row(outcome, skip)? {
+            xs.truncate(x0);
+            ys.truncate(y0);
         }
         Ok(())
     })?;
     let Some((mut x_shape, y_shape)) = first else {
-        return Err("no data rows".into());
+        return Err(match skipped.rows {
+            0 => "no data rows".into(),
+            _ => format!("no data rows: {}", skipped.words()),
+        });
     };
     if x_shape.is_empty() {
         // One number per row: a sample of one feature.
@@ -201,7 +215,9 @@ pub fn parse_jsonl(
         TargetKind::Float if y_shape.is_empty() => vec![1],
         TargetKind::Float => y_shape,
     };
-    Table::new(xs, Targets::new(ys, y_shape, kind)?, x_shape)
+    let mut table = Table::new(xs, Targets::new(ys, y_shape, kind)?, x_shape)?;
+    table.skipped = skipped;
+    Ok(table)
 }
 
 #[cfg(test)]
@@ -215,13 +231,26 @@ mod tests {
     #[test]
     fn one_array_field_or_several_numbers() {
         let text = "{\"x\": [1, 2], \"y\": 1}\n\n{\"y\": 0, \"x\": [3, 4]}\n";
-        let table = parse_jsonl(text.as_bytes(), &names(&["x"]), "y", TargetKind::Class).unwrap();
+        let table = parse_jsonl(
+            text.as_bytes(),
+            &names(&["x"]),
+            "y",
+            TargetKind::Class,
+            false,
+        )
+        .unwrap();
         assert_eq!(table.features, vec![1.0, 2.0, 3.0, 4.0]);
         assert_eq!((table.rows, table.sample_shape.clone()), (2, vec![2]));
         assert_eq!(table.classes(), 2);
         let text = "{\"a\": 1, \"b\": 2.5, \"t\": 0.5}\n{\"a\": 3, \"b\": 4, \"t\": -1}\n";
-        let table =
-            parse_jsonl(text.as_bytes(), &names(&["b", "a"]), "t", TargetKind::Float).unwrap();
+        let table = parse_jsonl(
+            text.as_bytes(),
+            &names(&["b", "a"]),
+            "t",
+            TargetKind::Float,
+            false,
+        )
+        .unwrap();
         assert_eq!(table.features, vec![2.5, 1.0, 4.0, 3.0]);
         assert_eq!(
             table.targets,
@@ -231,21 +260,55 @@ mod tests {
             }
         );
         let single = "{\"x\": 1, \"y\": 0}\n{\"x\": 2, \"y\": 1}\n";
-        let table = parse_jsonl(single.as_bytes(), &names(&["x"]), "y", TargetKind::Class).unwrap();
+        let table = parse_jsonl(
+            single.as_bytes(),
+            &names(&["x"]),
+            "y",
+            TargetKind::Class,
+            false,
+        )
+        .unwrap();
         assert_eq!(
             (table.features.clone(), table.sample_shape.clone()),
             (vec![1.0, 2.0], vec![1])
         );
         let nested = "{\"x\": [[1, 2], [3, 4]], \"y\": [1, 0]}\n";
-        let table = parse_jsonl(nested.as_bytes(), &names(&["x"]), "y", TargetKind::Float).unwrap();
+        let table = parse_jsonl(
+            nested.as_bytes(),
+            &names(&["x"]),
+            "y",
+            TargetKind::Float,
+            false,
+        )
+        .unwrap();
         assert_eq!(table.sample_shape, vec![2, 2]);
         assert_eq!(table.targets.shape(), &[2]);
     }
 
     #[test]
+    fn bad_lines_are_left_out_and_counted_when_asked() {
+        let text = "{\"x\": [1, 2], \"y\": 1}\n{\"x\": [1], \"y\": 0}\n{\"x\": [3, 4]}\nnot json\n{\"x\": [5, 6], \"y\": 0}\n";
+        let table = parse_jsonl(
+            text.as_bytes(),
+            &names(&["x"]),
+            "y",
+            TargetKind::Class,
+            true,
+        )
+        .unwrap();
+        assert_eq!(table.features, vec![1.0, 2.0, 5.0, 6.0]);
+        assert_eq!(table.skipped.rows, 3);
+        assert_eq!(
+            table.skipped.first.as_deref(),
+            Some("line 2, field `x`: an array of 1 where the first has 2 (ragged)")
+        );
+    }
+
+    #[test]
     fn bad_lines_are_named_without_their_values() {
-        let err =
-            |text: &str, kind| parse_jsonl(text.as_bytes(), &names(&["x"]), "y", kind).unwrap_err();
+        let err = |text: &str, kind| {
+            parse_jsonl(text.as_bytes(), &names(&["x"]), "y", kind, false).unwrap_err()
+        };
         let class = TargetKind::Class;
         assert_eq!(
             err("{\"x\": [1, 2], \"y\": 1}\n{\"x\": [1], \"y\": 1}\n", class),
@@ -268,8 +331,14 @@ mod tests {
         );
         assert_eq!(err("\n\n", class), "no data rows");
         let endless = std::io::Read::take(std::io::repeat(b' '), MAX_LINE as u64 * 2);
-        let long =
-            parse_jsonl(std::io::BufReader::new(endless), &names(&["x"]), "y", class).unwrap_err();
+        let long = parse_jsonl(
+            std::io::BufReader::new(endless),
+            &names(&["x"]),
+            "y",
+            class,
+            false,
+        )
+        .unwrap_err();
         assert_eq!(long, "line 1 is longer than 8 MiB");
     }
 }

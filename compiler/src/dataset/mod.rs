@@ -36,6 +36,41 @@ pub struct Table {
     pub feature_count: usize,
     /// The natural layout of one sample (`[28, 28]` for IDX images).
     pub sample_shape: Vec<i64>,
+    /// Rows left out under `on_bad_row = skip`.
+    pub skipped: Skipped,
+}
+
+/// The rows a source left out under `on_bad_row = skip`: how many, and
+/// why the first one was.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Skipped {
+    pub rows: u64,
+    pub first: Option<String>,
+}
+
+impl Skipped {
+    /// One row's outcome: `Ok(true)` kept; a bad row is counted and
+    /// `Ok(false)` under `skip`, the error otherwise.
+    pub fn row(&mut self, outcome: Result<(), String>, skip: bool) -> Result<bool, String> {
+        match outcome {
+            Ok(()) => Ok(true),
+            Err(reason) if skip => {
+                self.rows += 1;
+                self.first.get_or_insert(reason);
+                Ok(false)
+            }
+            Err(reason) => Err(reason),
+        }
+    }
+
+    /// In words: "3 bad rows left out (the first: line 5, …)".
+    pub fn words(&self) -> String {
+        let rows = if self.rows == 1 { "row" } else { "rows" };
+        match &self.first {
+            Some(first) => format!("{} bad {rows} left out (the first: {first})", self.rows),
+            None => format!("{} bad {rows} left out", self.rows),
+        }
+    }
 }
 
 /// The targets of a table, `shape` per row.
@@ -147,6 +182,7 @@ impl Table {
             rows,
             feature_count,
             sample_shape,
+            skipped: Skipped::default(),
         })
     }
 }
@@ -181,16 +217,18 @@ pub fn load(source: &DataSource, kind: TargetKind, limits: &Limits) -> Result<Ta
             header,
         } => {
             let show = meter.show_values();
+            let skip = meter.skip_bad_rows();
             let input = read::stream(Path::new(path), &mut meter).map_err(at(path))?;
-            parse_csv(input, *label_column, *header, kind, show).map_err(at(path))
+            parse_csv(input, *label_column, *header, kind, show, skip).map_err(at(path))
         }
         DataSource::Jsonl {
             path,
             features,
             label,
         } => {
+            let skip = meter.skip_bad_rows();
             let input = read::stream(Path::new(path), &mut meter).map_err(at(path))?;
-            jsonl::parse_jsonl(input, features, label, kind).map_err(at(path))
+            jsonl::parse_jsonl(input, features, label, kind, skip).map_err(at(path))
         }
         DataSource::Parquet {
             path,

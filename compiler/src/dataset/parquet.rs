@@ -21,7 +21,7 @@ pub fn read(
     meter: &mut Meter,
 ) -> Result<Table, String> {
     let shards = shards(path)?;
-    let mut columns = Columns::new(features, label, kind);
+    let mut columns = Columns::new(features, label, kind, meter.skip_bad_rows());
     for shard in &shards {
         // In a folder, say which shard.
         let named = |e: String| match path.is_dir() {

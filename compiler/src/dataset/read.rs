@@ -28,6 +28,9 @@ pub struct Limits {
     /// they say where and what kind of value, never its bytes (a data file
     /// can be `/proc/self/environ`).
     pub show_values: bool,
+    /// `on_bad_row = skip`: a row that cannot be read is left out and
+    /// counted ([`super::Skipped`]) instead of stopping the read.
+    pub skip_bad_rows: bool,
 }
 
 /// A budget being spent: what was read so far, since when.
@@ -70,6 +73,10 @@ impl Limits {
 impl Meter {
     pub fn show_values(&self) -> bool {
         self.limits.show_values
+    }
+
+    pub fn skip_bad_rows(&self) -> bool {
+        self.limits.skip_bad_rows
     }
 
     /// Counts `n` more bytes read; an error once the budget is spent.

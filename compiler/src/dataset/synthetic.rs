@@ -31,5 +31,6 @@ pub fn blobs(rows: usize, features: usize, classes: usize, seed: u64) -> Table {
         rows,
         feature_count: features,
         sample_shape: vec![features as i64],
+        skipped: Default::default(),
     }
 }

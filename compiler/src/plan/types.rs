@@ -512,6 +512,28 @@ pub struct DataPlan {
     /// of the training samples, normalisation of every sample.
     #[serde(default, skip_serializing_if = "Augment::is_none")]
     pub augment: Augment,
+    /// What a row that cannot be read does: stop the read (the default), or
+    /// be left out and counted.
+    #[serde(default, skip_serializing_if = "BadRows::is_error")]
+    pub on_bad_row: BadRows,
+}
+
+/// `on_bad_row`: what a row (a line, a Parquet row, an image) that cannot
+/// be read does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BadRows {
+    /// Stops the read with an error naming the file, row and field.
+    #[default]
+    Error,
+    /// Leaves it out; the count and the first reason are reported.
+    Skip,
+}
+
+impl BadRows {
+    pub fn is_error(&self) -> bool {
+        *self == BadRows::Error
+    }
 }
 
 /// What is done to each sample on its way to the model, after `scale`, in

@@ -27,7 +27,7 @@ use crate::parallel::data::{AsyncUpdate, Buckets};
 use crate::parallel::gather;
 use crate::parallel::pipeline::Stage;
 use crate::parallel::sync_norm;
-use crate::prefetch::Prefetch;
+use crate::prefetch::{DataReport, Prefetch};
 use crate::world::World;
 
 /// Micro-batches the data thread prepares ahead of the training loop.
@@ -45,6 +45,8 @@ pub struct Executor<'a> {
     /// `test = <source>`: evaluated once after the last step.
     test: Option<Dataset>,
     batches: Prefetch,
+    /// Rows the sources left out (`on_bad_row = skip`), by file.
+    skipped: Vec<(String, dtl_compiler::dataset::Skipped)>,
     /// The data stream's position after the last batch consumed.
     cursor: Cursor,
     /// This rank's stage's gradient buckets.
@@ -154,6 +156,7 @@ impl<'a> Executor<'a> {
             valid: split.valid,
             test: split.test,
             batches: Prefetch::start(batches, PREFETCH_DEPTH)?,
+            skipped: split.skipped,
             cursor,
             buckets,
             in_flight,
@@ -185,9 +188,13 @@ impl<'a> Executor<'a> {
         &self.model
     }
 
-    /// Seconds the steps waited for the data thread's batches.
-    pub fn data_wait_seconds(&self) -> f64 {
-        self.batches.waited()
+    /// How long the steps waited for the data thread's batches, and the
+    /// rows the sources left out.
+    pub fn data_report(&self) -> DataReport {
+        DataReport {
+            wait_seconds: self.batches.waited(),
+            skipped: self.skipped.clone(),
+        }
     }
 
     /// The data stream's position after the last batch consumed.
