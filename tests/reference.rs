@@ -467,6 +467,14 @@ fn image_folders_train_as_torchvision_reads_them() {
     reference_script("images.py", &[]);
 }
 
+/// `h = repeat 3 { Hidden(32) }` against `self.h = nn.Sequential(...)`:
+/// PyTorch's names load through `--init` (strict), and the runs agree bit
+/// for bit.
+#[test]
+fn a_named_repeat_is_named_as_pytorch_names_it() {
+    reference_script("named_repeat.py", &[]);
+}
+
 /// `freeze` against requires_grad_(False) on the MLP and the CNN twins
 /// (batch norm's statistics still moving under a frozen weight): losses,
 /// gradient norms, evaluations and weights bit for bit, the frozen tensors

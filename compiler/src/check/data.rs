@@ -106,17 +106,8 @@ pub fn data(
         Vec::new()
     };
     let mut found = found;
-    if let Some(shape) = super::images::sample_shape(&source_plan) {
-        if let Some(setting) = settings.get("shape") {
-            errors.push(CheckError::invalid(
-                "an image's shape is [channels, height, width], from the source's `channels` and `size`",
-                setting.value.span,
-                "not for images",
-            ));
-            return None;
-        }
-        found.sample_shape = shape;
-    }
+    found.sample_shape =
+        image_shape(&source_plan, &settings, errors)?.unwrap_or(found.sample_shape);
     let mut held_out = |setting: Option<&Setting>| -> Option<Option<DataSource>> {
         let Some(setting) = setting else {
             return Some(None);
@@ -131,15 +122,7 @@ pub fn data(
     let valid_source = held_out(valid_call)?;
     let test_source = held_out(settings.get("test"))?;
     let augment = super::augment::read(&settings, &found.sample_shape, &source_plan, errors)?;
-    for (path, skipped) in &found.skipped {
-        if skipped.rows > 0 {
-            lints.push(super::Lint::SkippedRows {
-                path: path.clone(),
-                words: skipped.words(),
-                span: source.value.span,
-            });
-        }
-    }
+    report_skipped(&found, source, lints);
     Some(DataPlan {
         name: def.name.name.clone(),
         files,
@@ -158,6 +141,40 @@ pub fn data(
         augment,
         on_bad_row,
     })
+}
+
+/// An image source's sample shape, `[channels, height, width]`, which a
+/// `shape` setting may not change; `None` inside for other sources.
+fn image_shape(
+    source: &DataSource,
+    settings: &Settings<'_>,
+    errors: &mut Vec<CheckError>,
+) -> Option<Option<Vec<i64>>> {
+    let Some(shape) = super::images::sample_shape(source) else {
+        return Some(None);
+    };
+    if let Some(setting) = settings.get("shape") {
+        errors.push(CheckError::invalid(
+            "an image's shape is [channels, height, width], from the source's `channels` and `size`",
+            setting.value.span,
+            "not for images",
+        ));
+        return None;
+    }
+    Some(Some(shape))
+}
+
+/// A warning for each file that left rows out (`on_bad_row = skip`).
+fn report_skipped(found: &Probed, source: &Setting, lints: &mut Vec<super::Lint>) {
+    for (path, skipped) in &found.skipped {
+        if skipped.rows > 0 {
+            lints.push(super::Lint::SkippedRows {
+                path: path.clone(),
+                words: skipped.words(),
+                span: source.value.span,
+            });
+        }
+    }
 }
 
 /// What the source says before launch: read when `options.probe_data`,

@@ -291,48 +291,22 @@ impl<'a> Elaborator<'a> {
                 count_span,
                 body: chain,
             } => {
-                if *count < 1 {
-                    self.errors.push(CheckError::invalid(
-                        format!("repeat needs a count of at least 1, got {count}"),
-                        *count_span,
-                        "here",
-                    ));
-                    return None;
-                }
                 let path = join_path(&body.scope, &body.next_index.to_string());
                 body.next_index += 1;
-                let mut value = input;
-                for copy in 0..*count {
-                    if self.nodes.len() > MAX_NODES {
-                        self.errors.push(CheckError::invalid(
-                            format!("the model grows past {MAX_NODES} operations"),
-                            *count_span,
-                            "too many copies",
-                        ));
-                        return None;
-                    }
-                    let copy_path = join_path(&path, &copy.to_string());
-                    for (i, inner) in chain.iter().enumerate() {
-                        let inner_path = if chain.len() == 1 {
-                            copy_path.clone()
-                        } else {
-                            join_path(&copy_path, &i.to_string())
-                        };
-                        if let ExprKind::Name(ident) = &inner.kind {
-                            if body.layers.contains_key(&ident.name) {
-                                self.errors.push(CheckError::Unsupported {
-                                    message: format!("the named layer `{}` inside `repeat` would be one layer shared by every copy", ident.name),
-                                    span: inner.span,
-                                    help: Some("write the layer inline so that each copy has its own weights".into()),
-                                });
-                                return None;
-                            }
-                        }
-                        let bound = self.bind_layer(inner, &body.env, Some(&body.layers))?;
-                        value = self.apply_bound(&bound, &inner_path, value, inner.span)?;
-                    }
-                }
-                Some(value)
+                self.repeat(*count, *count_span, chain, &path, body, input)
+            }
+            ExprKind::Name(ident) if body.repeats.contains_key(&ident.name) => {
+                body.used.insert(ident.name.clone());
+                let ExprKind::Repeat {
+                    count,
+                    count_span,
+                    body: chain,
+                } = &body.repeats[&ident.name].kind
+                else {
+                    unreachable!("body.repeats holds repeats")
+                };
+                let path = join_path(&body.scope, &ident.name);
+                self.repeat(*count, *count_span, chain, &path, body, input)
             }
             ExprKind::Call(call) if call.callee.name == "tied" => {
                 let path = join_path(&body.scope, &body.next_index.to_string());
@@ -367,6 +341,62 @@ impl<'a> Elaborator<'a> {
                 self.apply_bound(&bound, &path, input, stage.span)
             }
         }
+    }
+
+    /// `repeat N { chain }` under `path`: N copies of the chain, each with
+    /// its own weights, copy i named `path.i` (`path.i.j` for the j-th
+    /// stage of a chain of several).
+    fn repeat(
+        &mut self,
+        count: i64,
+        count_span: Span,
+        chain: &'a [Expr],
+        path: &str,
+        body: &mut Body<'a>,
+        input: TensorRef,
+    ) -> Option<TensorRef> {
+        if count < 1 {
+            self.errors.push(CheckError::invalid(
+                format!("repeat needs a count of at least 1, got {count}"),
+                count_span,
+                "here",
+            ));
+            return None;
+        }
+        let mut value = input;
+        for copy in 0..count {
+            if self.nodes.len() > MAX_NODES {
+                self.errors.push(CheckError::invalid(
+                    format!("the model grows past {MAX_NODES} operations"),
+                    count_span,
+                    "too many copies",
+                ));
+                return None;
+            }
+            let copy_path = join_path(path, &copy.to_string());
+            for (i, inner) in chain.iter().enumerate() {
+                let inner_path = if chain.len() == 1 {
+                    copy_path.clone()
+                } else {
+                    join_path(&copy_path, &i.to_string())
+                };
+                if let ExprKind::Name(ident) = &inner.kind {
+                    if body.layers.contains_key(&ident.name)
+                        || body.repeats.contains_key(&ident.name)
+                    {
+                        self.errors.push(CheckError::Unsupported {
+                            message: format!("the named layer `{}` inside `repeat` would be one layer shared by every copy", ident.name),
+                            span: inner.span,
+                            help: Some("write the layer inline so that each copy has its own weights".into()),
+                        });
+                        return None;
+                    }
+                }
+                let bound = self.bind_layer(inner, &body.env, Some(&body.layers))?;
+                value = self.apply_bound(&bound, &inner_path, value, inner.span)?;
+            }
+        }
+        Some(value)
     }
 
     /// `tied(embed)`: an output projection that uses the named embedding's

@@ -49,6 +49,9 @@ struct Body<'a> {
     scope: String,
     env: Env,
     layers: BTreeMap<String, BoundLayer<'a>>,
+    /// Named repeats (`h = repeat 12 { Block(768) }`): their copies are
+    /// named after them.
+    repeats: BTreeMap<String, &'a Expr>,
     tensors: BTreeMap<String, TensorRef>,
     /// `let`s whose value had an error: uses of them report nothing more.
     poisoned: BTreeSet<String>,
@@ -265,11 +268,18 @@ impl<'a> Elaborator<'a> {
         }
         let declared_out = self.resolve_shape(&forward.output_shape, &sized);
         let layers = self.bind_layer_defs(def, env);
+        let repeats = def
+            .layers
+            .iter()
+            .filter(|l| matches!(l.value.kind, ExprKind::Repeat { .. }))
+            .map(|l| (l.name.name.clone(), &l.value))
+            .collect();
         self.note_shape(&forward.input, &input.shape, scope);
         let mut body = Body {
             scope: scope.to_string(),
             env: env.clone(),
             layers,
+            repeats,
             tensors: BTreeMap::from([(forward.input.name.clone(), input)]),
             poisoned: BTreeSet::new(),
             used: BTreeSet::new(),
@@ -277,7 +287,10 @@ impl<'a> Elaborator<'a> {
         };
         for binding in &forward.lets {
             let name = &binding.name.name;
-            if body.tensors.contains_key(name) || body.layers.contains_key(name) {
+            if body.tensors.contains_key(name)
+                || body.layers.contains_key(name)
+                || body.repeats.contains_key(name)
+            {
                 self.errors.push(CheckError::invalid(
                     format!("`{name}` is already defined in this module"),
                     binding.name.span,
@@ -360,6 +373,9 @@ impl<'a> Elaborator<'a> {
                     first,
                 });
                 continue;
+            }
+            if matches!(layer.value.kind, ExprKind::Repeat { .. }) {
+                continue; // a named repeat, expanded where it is applied
             }
             if let Some(bound) = self.bind_layer(&layer.value, env, None) {
                 layers.insert(layer.name.name.clone(), bound);
