@@ -194,3 +194,172 @@ fn the_guides_whole_files_compile() {
     }
     assert!(checked >= 1, "no dtl block found");
 }
+
+/// The fenced blocks of `lang` in `text`, with the line each starts on.
+fn blocks<'t>(text: &'t str, lang: &str) -> Vec<(usize, &'t str)> {
+    let fence = format!("```{lang}\n");
+    let mut out = Vec::new();
+    let mut rest = text;
+    while let Some(at) = rest.find(&fence) {
+        let body = &rest[at + fence.len()..];
+        let end = body.find("\n```").map_or(body.len(), |e| e + 1);
+        let line = text[..text.len() - rest.len() + at].lines().count() + 2;
+        out.push((line, &body[..end]));
+        rest = &body[end..];
+    }
+    out
+}
+
+fn dtl_binary(args: &[&str], dir: &Path) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_dtl"))
+        .args(args)
+        .current_dir(dir)
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap()
+}
+
+/// docs/cookbook.md's recipes, in order, in a scratch folder (data paths
+/// made absolute): `// cookbook: run NAME [--set ...]` is checked with its
+/// data and trained for three steps into `runs/NAME` (the sets fit the
+/// recipe to three steps); `// cookbook: check ARGS` is
+/// checked with `dtl check ARGS`.
+#[test]
+fn the_cookbook_recipes_check_and_run() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(root.join("docs/cookbook.md")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = format!("{}/", root.join("data").display());
+    let (mut ran, mut checked) = (0, 0);
+    for (line, block) in blocks(&text, "dtl") {
+        let first = block.lines().next().unwrap_or_default();
+        let how = first
+            .strip_prefix("// cookbook: ")
+            .unwrap_or_else(|| panic!("docs/cookbook.md:{line}: a recipe starts with `// cookbook: run NAME` or `// cookbook: check ARGS`"));
+        let file = dir.path().join(format!("recipe{line}.dtl"));
+        std::fs::write(&file, block.replace("../data/", &data)).unwrap();
+        let file = file.to_str().unwrap();
+        let fail = |what: &str, out: std::process::Output| {
+            panic!(
+                "docs/cookbook.md:{line}: {what} failed:\n{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )
+        };
+        if let Some(run) = how.strip_prefix("run ") {
+            // `run NAME [--set ...]`: the sets fit the recipe to three steps.
+            let mut words = run.split_whitespace();
+            let name = words.next().unwrap_or_default();
+            let out = dtl_binary(&["check", "--data", file], dir.path());
+            if !out.status.success() {
+                fail("dtl check --data", out);
+            }
+            let to = format!("runs/{name}");
+            let mut args = vec![
+                "run",
+                file,
+                "--quiet",
+                "--device",
+                "cpu",
+                "--no-tensorboard",
+                "--out",
+                &to,
+                "--set",
+                "train.steps=3",
+                "--set",
+                "train.eval_every=0",
+            ];
+            args.extend(words);
+            let out = dtl_binary(&args, dir.path());
+            if !out.status.success() {
+                fail("a three-step dtl run", out);
+            }
+            assert!(dir.path().join(&to).join("model.safetensors").is_file());
+            ran += 1;
+        } else if let Some(args) = how.strip_prefix("check") {
+            let mut argv: Vec<&str> = vec!["check"];
+            argv.extend(args.split_whitespace());
+            argv.push(file);
+            let out = dtl_binary(&argv, dir.path());
+            if !out.status.success() {
+                fail(&format!("dtl check{args}"), out);
+            }
+            checked += 1;
+        } else {
+            panic!("docs/cookbook.md:{line}: unknown `// cookbook: {how}`");
+        }
+    }
+    assert!(
+        ran >= 3 && checked >= 2,
+        "{ran} recipes run, {checked} checked"
+    );
+}
+
+/// Every `dtl` command in a shell block of README.md and docs/ names a
+/// command that exists, with flags its `--help` lists: a renamed flag fails
+/// here, not for a reader.
+#[test]
+fn every_documented_command_has_its_flags() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut pages = vec![root.join("README.md")];
+    let mut docs: Vec<_> = std::fs::read_dir(root.join("docs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "md"))
+        .collect();
+    docs.sort();
+    pages.extend(docs);
+    let mut help = std::collections::BTreeMap::<String, String>::new();
+    let mut commands = 0;
+    for page in &pages {
+        let text = std::fs::read_to_string(page).unwrap();
+        let name = page.strip_prefix(root).unwrap().display().to_string();
+        for lang in ["sh", "bash", "console"] {
+            for (start, block) in blocks(&text, lang) {
+                for (k, line) in block.lines().enumerate() {
+                    if line.trim_start().starts_with('#') {
+                        continue;
+                    }
+                    let code = line.split(" #").next().unwrap_or_default();
+                    let words: Vec<&str> = code.split_whitespace().collect();
+                    let Some(at) = words
+                        .iter()
+                        .position(|w| *w == "dtl" || w.ends_with("/dtl"))
+                    else {
+                        continue;
+                    };
+                    let Some(command) = words.get(at + 1).filter(|c| !c.starts_with('-')) else {
+                        continue;
+                    };
+                    let text = help.entry(command.to_string()).or_insert_with(|| {
+                        let out = dtl_binary(&[command, "--help"], root);
+                        assert!(
+                            out.status.success(),
+                            "{name}:{}: `dtl {command}` is not a command",
+                            start + k
+                        );
+                        String::from_utf8_lossy(&out.stdout).into_owned()
+                    });
+                    for flag in words[at + 2..].iter().filter(|w| w.starts_with('-')) {
+                        let flag = flag.split('=').next().unwrap();
+                        if flag == "-" || flag.starts_with("---") {
+                            continue;
+                        }
+                        assert!(
+                            text.contains(&format!("{flag} "))
+                                || text.contains(&format!("{flag},"))
+                                || text.contains(&format!("{flag}\n")),
+                            "{name}:{}: `dtl {command}` has no flag {flag}",
+                            start + k
+                        );
+                    }
+                    commands += 1;
+                }
+            }
+        }
+    }
+    assert!(
+        commands >= 20,
+        "only {commands} dtl commands found in the docs"
+    );
+}
