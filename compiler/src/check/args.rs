@@ -426,11 +426,17 @@ pub fn bind(
                 slots[index] = Some((value, arg.value.span))
             }
             Ok(value) => {
+                let help = match (sig[index].name.as_str(), &value) {
+                    ("padding", Value::Str(mode)) if mode == "same" || mode == "valid" => Some(
+                        "write the number: `padding: 1` keeps the size of a 3×3 kernel at stride 1 (`padding: (kernel - 1) / 2`), `padding: 0` is \"valid\"".to_string(),
+                    ),
+                    _ => None,
+                };
                 errors.push(CheckError::TypeMismatch {
                     expected: format!("{} for `{}`", sig[index].ty.describe(), sig[index].name),
                     found: value.describe(),
                     span: arg.value.span,
-                    help: None,
+                    help,
                 });
                 ok = false;
             }

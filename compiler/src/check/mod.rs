@@ -9,6 +9,7 @@ mod augment;
 mod data;
 mod error;
 mod fit;
+mod foreign;
 mod images;
 mod library;
 mod lint;

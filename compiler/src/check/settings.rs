@@ -35,7 +35,9 @@ impl<'a> Settings<'a> {
                     block: block.to_string(),
                     key: key.to_string(),
                     span: setting.key.span,
-                    help: did_you_mean(key, known.iter().copied())
+                    help: super::foreign::setting(block, key)
+                        .map(String::from)
+                        .or_else(|| did_you_mean(key, known.iter().copied()))
                         .or_else(|| Some(format!("`{block}` takes: {}", known.join(", ")))),
                 });
             } else if let Some(first) = by_key.get(key) {
@@ -372,7 +374,9 @@ pub(super) fn choose<T: Copy>(
             kind: what,
             name: name.name.clone(),
             span: name.span,
-            help: did_you_mean(&name.name, names.iter().copied())
+            help: super::foreign::choice(what, &name.name)
+                .map(String::from)
+                .or_else(|| did_you_mean(&name.name, names.iter().copied()))
                 .or_else(|| Some(format!("choose one of: {}", names.join(", ")))),
         });
         return None;
