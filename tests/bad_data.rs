@@ -503,17 +503,7 @@ fn jsonl_files() {
 fn columnar_files() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let made = std::process::Command::new(common::python())
-        .arg(common::root().join("tests/data_files.py"))
-        .arg("hostile")
-        .arg(d)
-        .output()
-        .unwrap();
-    assert!(
-        made.status.success(),
-        "{}",
-        String::from_utf8_lossy(&made.stderr)
-    );
+    common::data_files(&["hostile".as_ref(), d.as_os_str()]);
     let cases = [
         (
             "parquet(\"text_feature.parquet\")",
@@ -624,17 +614,7 @@ fn columnar_files() {
 fn image_folders() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let made = std::process::Command::new(common::python())
-        .arg(common::root().join("tests/data_files.py"))
-        .arg("images")
-        .arg(d)
-        .output()
-        .unwrap();
-    assert!(
-        made.status.success(),
-        "{}",
-        String::from_utf8_lossy(&made.stderr)
-    );
+    common::data_files(&["images".as_ref(), d.as_os_str()]);
     let run = |source: &str, extra: &str| {
         let text = format!(
             "model Net {{ forward(x: [B, 1, 4, 4]) -> [B, 2] {{ x |> flatten |> linear(16, 2) }} }}\n\

@@ -30,19 +30,25 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-/// A JSON-lines copy of the digits trains bit for bit as the CSV does:
-/// the same samples, in the same order, as the same float32 values
-/// (features in one array field, then the same under 64 named fields).
-#[test]
-fn a_jsonl_source_trains_bitwise_as_its_csv() {
+/// data/digits.csv.gz as text.
+fn digits_csv() -> String {
     use std::io::Read;
-    let dir = tempfile::tempdir().unwrap();
-    let file = short_example(dir.path(), 12);
     let mut text = String::new();
     let gz = std::fs::File::open(common::root().join("data/digits.csv.gz")).unwrap();
     flate2::read::GzDecoder::new(gz)
         .read_to_string(&mut text)
         .unwrap();
+    text
+}
+
+/// A JSON-lines copy of the digits trains bit for bit as the CSV does:
+/// the same samples, in the same order, as the same float32 values
+/// (features in one array field, then the same under 64 named fields).
+#[test]
+fn a_jsonl_source_trains_bitwise_as_its_csv() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = short_example(dir.path(), 12);
+    let text = digits_csv();
     let (mut array, mut fields) = (String::new(), String::new());
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
         let cells: Vec<&str> = line.split(',').map(str::trim).collect();
@@ -176,14 +182,9 @@ fn a_partial_init_loads_what_fits_and_keeps_the_initialisers_of_the_rest() {
 /// out and names the first; `dtl check --data` warns about them.
 #[test]
 fn bad_rows_left_out_train_as_the_clean_file() {
-    use std::io::Read;
     let dir = tempfile::tempdir().unwrap();
     let file = short_example(dir.path(), 12);
-    let mut text = String::new();
-    let gz = std::fs::File::open(common::root().join("data/digits.csv.gz")).unwrap();
-    flate2::read::GzDecoder::new(gz)
-        .read_to_string(&mut text)
-        .unwrap();
+    let text = digits_csv();
     let bad = ["1,2,oops,4", "1,2", "-1,-1,-1", "nan,0,1"];
     let mut dirty = String::new();
     for (i, line) in text.lines().enumerate() {
@@ -264,18 +265,8 @@ fn columnar_sources_train_bitwise_as_their_csv() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let file = short_example(d, 12);
-    let made = Command::new(common::python())
-        .arg(common::root().join("tests/data_files.py"))
-        .arg("digits")
-        .arg(common::root().join("data/digits.csv.gz"))
-        .arg(d)
-        .output()
-        .unwrap();
-    assert!(
-        made.status.success(),
-        "{}",
-        String::from_utf8_lossy(&made.stderr)
-    );
+    let digits = common::root().join("data/digits.csv.gz");
+    common::data_files(&["digits".as_ref(), digits.as_os_str(), d.as_os_str()]);
     let csv = d.join("csv");
     run(&file, &csv, &[]).code(0);
     let at = |name: &str| format!("{:?}", d.join(name).display().to_string());

@@ -21,6 +21,21 @@ pub fn python() -> PathBuf {
     python
 }
 
+/// Runs tests/data_files.py (the data files Python's tools write) with
+/// `args`; fails the test with its error output if it fails.
+pub fn data_files(args: &[&std::ffi::OsStr]) {
+    let made = Command::new(python())
+        .arg(root().join("tests/data_files.py"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "tests/data_files.py {args:?}: {}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+}
+
 /// Whether golden files are to be rewritten: `DTL_BLESS=1` and nothing
 /// else (`DTL_BLESS=0` compares).
 pub fn bless() -> bool {
