@@ -8,6 +8,19 @@ use crate::span::Span;
 
 #[derive(Debug, Clone, Error, Diagnostic, PartialEq)]
 pub enum Lint {
+    #[error("the schedule's min_lr {min_lr} is above the optimizer's lr {lr}: the rate would rise as it decays")]
+    #[diagnostic(
+        code(dtl::lint::min_lr),
+        severity(Warning),
+        help("`min_lr` is the rate cosine decays to, below `lr` (often lr / 10)")
+    )]
+    MinLrAboveLr {
+        min_lr: f64,
+        lr: f64,
+        #[label("above lr")]
+        span: Span,
+    },
+
     #[error("{path}: {words}")]
     #[diagnostic(
         code(dtl::lint::skipped_rows),
@@ -150,7 +163,8 @@ pub enum Lint {
 impl Lint {
     pub fn span(&self) -> Span {
         match self {
-            Lint::SkippedRows { span, .. }
+            Lint::MinLrAboveLr { span, .. }
+            | Lint::SkippedRows { span, .. }
             | Lint::UnusedModule { span, .. }
             | Lint::UnusedLet { span, .. }
             | Lint::LearningRate { span, .. }

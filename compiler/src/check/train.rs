@@ -161,6 +161,7 @@ pub(super) fn check_train(
     });
     if let (Some(optimizer), Some(setting)) = (&optimizer, s.get("optimizer")) {
         learning_rate_lint(optimizer, setting.value.span, lints);
+        min_lr_lint(optimizer, schedule.as_ref(), s.get("schedule"), lints);
     }
     if let (Some((model, _)), Some(None)) = (&model, &clip) {
         let layers = model.nodes.iter().filter(|n| has_weights(&n.op)).count();
@@ -328,6 +329,26 @@ fn unused_modules(
                 span: def.name.span,
                 help,
             });
+        }
+    }
+}
+
+/// A cosine schedule whose floor is above the rate it starts from.
+fn min_lr_lint(
+    optimizer: &Optimizer,
+    schedule: Option<&Schedule>,
+    setting: Option<&crate::ast::Setting>,
+    lints: &mut Vec<Lint>,
+) {
+    if let (Some(schedule), Some(setting)) = (schedule, setting) {
+        if let crate::plan::Decay::Cosine { min_lr } = schedule.decay {
+            if min_lr > optimizer.lr() {
+                lints.push(Lint::MinLrAboveLr {
+                    min_lr,
+                    lr: optimizer.lr(),
+                    span: setting.value.span,
+                });
+            }
         }
     }
 }

@@ -200,8 +200,8 @@ pub(super) fn error_from_pest(
     } else {
         join_or(&expected)
     };
-    let help = help_for(&expected);
     let pos = offset + pos;
+    let help = help_for(&expected, &src[pos.min(src.len())..]);
     SyntaxError::Unexpected {
         expected,
         found: describe_found(src, pos),
@@ -247,7 +247,12 @@ fn collapse_expression(expected: &mut Vec<String>) {
     }
 }
 
-fn help_for(expected: &str) -> Option<String> {
+/// The likely fix, from what was expected and the text at the error.
+fn help_for(expected: &str, rest: &str) -> Option<String> {
+    // `padding=1` inside a call: Python's keyword arguments.
+    if expected.contains("`:`") && rest.starts_with('=') && !rest.starts_with("==") {
+        return Some("arguments are named with `:`, as in `padding: 1`".into());
+    }
     if expected.contains("`}`") {
         Some("is a closing `}` missing?".into())
     } else if expected.contains("`)`") {

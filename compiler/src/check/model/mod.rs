@@ -199,9 +199,24 @@ impl<'a> Elaborator<'a> {
         input: TensorRef,
         call_span: Span,
     ) -> Option<TensorRef> {
-        if self.stack.contains(&def.name.name) {
+        if let Some(from) = self.stack.iter().position(|m| *m == def.name.name) {
+            // The whole cycle, as the expansion went round it: P → Q → R → P.
+            let mut cycle: Vec<&str> = self.stack[from..].iter().map(String::as_str).collect();
+            cycle.push(&def.name.name);
+            let message = match cycle.len() {
+                2 => format!("module `{}` contains itself", def.name.name),
+                _ => format!(
+                    "module `{}` contains itself: {}",
+                    def.name.name,
+                    cycle
+                        .iter()
+                        .map(|m| format!("`{m}`"))
+                        .collect::<Vec<_>>()
+                        .join(" → ")
+                ),
+            };
             self.errors.push(CheckError::invalid(
-                format!("module `{}` contains itself", def.name.name),
+                message,
                 call_span,
                 "used inside its own definition",
             ));
