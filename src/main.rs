@@ -401,6 +401,8 @@ fn check(
     let mut records = Vec::new();
     let mut all = Vec::new();
     let mut failed = false;
+    // Files whose data was not read (no `--data`): said once, at the end.
+    let mut unread = 0;
     for path in files {
         let text = read(path)?;
         let name = path.display().to_string();
@@ -408,7 +410,16 @@ fn check(
         options.world = world.to_vec();
         options.memory_limit = memory;
         let (diagnostics, ok) = match dtl_compiler::check_source(&name, &text, &options) {
-            Ok(checked) => (checked.warnings, true),
+            Ok(checked) => {
+                let reads_files = checked
+                    .experiment
+                    .as_ref()
+                    .is_some_and(|e| !e.data.source.files().is_empty());
+                if reads_files && !options.probe_data {
+                    unread += 1;
+                }
+                (checked.warnings, true)
+            }
             Err(diagnostics) => (diagnostics, false),
         };
         failed |= !ok;
@@ -426,6 +437,16 @@ fn check(
             }
             CheckFormat::Sarif => all.push(diagnostics),
         }
+    }
+    if unread > 0 && matches!(format, CheckFormat::Human) {
+        let files = if unread == 1 {
+            "its data file was"
+        } else {
+            "their data files were"
+        };
+        out!(
+            "note: {files} not read; `dtl check --data` also checks the model's widths and classes and the batch against the rows"
+        );
     }
     if let CheckFormat::Sarif = format {
         use std::io::Write;

@@ -11,7 +11,21 @@ use common::{dtl, short_example, train, EXAMPLE};
 fn check_accepts_the_example() {
     dtl(&["check", EXAMPLE])
         .code(0)
-        .stdout_has("digits_mlp.dtl: ok");
+        .stdout_has("digits_mlp.dtl: ok")
+        .stdout_has("note: its data file was not read; `dtl check --data` also checks");
+    // With --data, or for synthetic data, there is nothing to say.
+    let with_data = dtl(&["check", "--data", EXAMPLE]).code(0);
+    assert!(
+        !with_data.stdout.contains("not read"),
+        "{}",
+        with_data.stdout
+    );
+    let synthetic = dtl(&["check", "examples/synthetic_blobs.dtl"]).code(0);
+    assert!(
+        !synthetic.stdout.contains("not read"),
+        "{}",
+        synthetic.stdout
+    );
 }
 
 #[test]
