@@ -130,7 +130,9 @@ fn a_run_killed_at_random_moments_resumes_to_the_same_bits() {
         if resuming {
             args.extend(["--resume", out_s]);
         } else {
-            args.extend([file.to_str().unwrap(), "--out", out_s]);
+            // A kill before the first checkpoint leaves a run folder that
+            // a new run may only replace when asked.
+            args.extend([file.to_str().unwrap(), "--out", out_s, "--overwrite"]);
             args.extend(sets);
         }
         let mut child = spawn(&args, &[]);
