@@ -2,7 +2,7 @@
 by hand in torch.nn and trained under DistributedDataParallel (gloo) on
 `--world` processes, on CPU; prints rank 0's training speed as JSON.
 
-    python torch_ddp_train.py --world 2 --steps 300 [--threads 1] [--init W.safetensors]
+    python torch_ddp_train.py --world 2 --steps 300 [--threads 1] [--init W.safetensors] [--zero]
     python torch_ddp_train.py --write-init W.safetensors
 
 Everything is spelt out from the .dtl file: linear(64, 512) |> relu |>
@@ -19,13 +19,21 @@ data, model, DDP's initial broadcast), each batch's selection included. As
 dtl writes each step's loss averaged over the replicas to metrics.jsonl,
 each step here all-reduces its loss too.
 
+With `--zero` (benches/sharded.py) the AdamW is wrapped in
+torch.distributed.optim.ZeroRedundancyOptimizer, ZeRO-1 as PyTorch ships
+it: each rank keeps the state of its share of the parameters (whole
+tensors, balanced by size) and broadcasts its updated ones.
+
 Prints one line (rank 0): {"world", "steps", "train_seconds",
-"steps_per_second", "threads", "first_loss", "final_loss"}.
+"steps_per_second", "threads", "first_loss", "final_loss",
+"optimizer_state_bytes" (rank 0's, from the tensors its optimizer holds),
+"peak_rss_bytes" (the largest rank's peak resident memory)}.
 """
 
 import argparse
 import json
 import os
+import resource
 import socket
 import sys
 import tempfile
@@ -40,6 +48,7 @@ import torch.multiprocessing as mp  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from safetensors.torch import load_file, save_file  # noqa: E402
 from torch import nn  # noqa: E402
+from torch.distributed.optim import ZeroRedundancyOptimizer  # noqa: E402
 from torch.nn.parallel import DistributedDataParallel  # noqa: E402
 
 import dtl_order  # noqa: E402
@@ -61,7 +70,15 @@ def free_port():
         return s.getsockname()[1]
 
 
-def replica(rank, world, port, steps, threads, init, out):
+def state_bytes(optimizer):
+    """Bytes of the state tensors an optimizer holds (its local one under
+    ZeroRedundancyOptimizer)."""
+    inner = getattr(optimizer, "optim", optimizer)
+    return sum(t.numel() * t.element_size() for state in inner.state.values()
+               for t in state.values() if torch.is_tensor(t) and t.dim() > 0)
+
+
+def replica(rank, world, port, steps, threads, init, out, zero=False):
     torch.set_num_threads(threads)
     os.environ["MASTER_ADDR"] = "127.0.0.1"
     os.environ["MASTER_PORT"] = str(port)
@@ -76,8 +93,12 @@ def replica(rank, world, port, steps, threads, init, out):
             model.load_state_dict(load_file(init))
         ddp = DistributedDataParallel(model)
         params = list(model.parameters())
-        optimizer = torch.optim.AdamW(params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8,
-                                      weight_decay=0.01, foreach=False)
+        settings = dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01, foreach=False)
+        if zero:
+            optimizer = ZeroRedundancyOptimizer(params, optimizer_class=torch.optim.AdamW,
+                                                **settings)
+        else:
+            optimizer = torch.optim.AdamW(params, **settings)
         model.train()
         losses = []
         dist.barrier()
@@ -94,11 +115,17 @@ def replica(rank, world, port, steps, threads, init, out):
             dist.all_reduce(mean)
             losses.append(mean.item() / world)
         seconds = time.perf_counter() - started
+        # ru_maxrss is KiB on Linux; the largest over the ranks.
+        peak = torch.tensor([resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024],
+                            dtype=torch.float64)
+        dist.all_reduce(peak, op=dist.ReduceOp.MAX)
         if rank == 0:
             Path(out).write_text(json.dumps({
                 "world": world, "steps": steps, "train_seconds": seconds,
                 "steps_per_second": steps / seconds, "threads": torch.get_num_threads(),
-                "first_loss": losses[0], "final_loss": losses[-1]}))
+                "first_loss": losses[0], "final_loss": losses[-1],
+                "optimizer_state_bytes": state_bytes(optimizer),
+                "peak_rss_bytes": int(peak.item())}))
     finally:
         dist.destroy_process_group()
 
@@ -109,6 +136,8 @@ def main():
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--threads", type=int, default=1, help="intra-op threads per rank")
     parser.add_argument("--init", help="initial weights (safetensors, state_dict names)")
+    parser.add_argument("--zero", action="store_true",
+                        help="shard the optimizer state (ZeroRedundancyOptimizer)")
     parser.add_argument("--write-init", metavar="PATH",
                         help="only write the seeded initial weights to PATH")
     args = parser.parse_args()
@@ -119,7 +148,7 @@ def main():
     with tempfile.TemporaryDirectory(prefix="dtl-ddp-bench-") as work:
         out = Path(work) / "rank0.json"
         mp.spawn(replica, args=(args.world, free_port(), args.steps, args.threads, args.init,
-                                str(out)), nprocs=args.world, join=True)
+                                str(out), args.zero), nprocs=args.world, join=True)
         print(out.read_text())
 
 

@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use common::{
-    assert_ranks_ran, dtl, last_eval, losses_differ, step_records, train, weights_differ, within,
-    EXAMPLE,
+    assert_ranks_ran, copy_for_resume, dtl, last_eval, losses_differ, step_records, train,
+    weights_differ, within, EXAMPLE,
 };
 
 /// One multi-rank run at a time: the machine has two cores.
@@ -314,24 +314,6 @@ train {{ model = Net; data = digits; loss = cross_entropy; optimizer = sgd(lr: 0
         weights > 1e-3,
         "local batch norm should differ from one process"
     );
-}
-
-/// Copies a run folder for resuming and takes away what the resumed run
-/// must write again itself.
-fn copy_for_resume(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to.join("checkpoint")).unwrap();
-    for entry in std::fs::read_dir(from.join("checkpoint")).unwrap() {
-        let entry = entry.unwrap();
-        std::fs::copy(entry.path(), to.join("checkpoint").join(entry.file_name())).unwrap();
-    }
-    std::fs::copy(from.join("plan.yaml"), to.join("plan.yaml")).unwrap();
-    // metrics.jsonl as it was at the checkpoint: the rest must come again.
-    let state: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(to.join("checkpoint/state.json")).unwrap())
-            .unwrap();
-    let kept = state["metrics_bytes"].as_u64().unwrap() as usize;
-    let metrics = std::fs::read(from.join("metrics.jsonl")).unwrap();
-    std::fs::write(to.join("metrics.jsonl"), &metrics[..kept]).unwrap();
 }
 
 #[test]

@@ -9,6 +9,9 @@ use tch::{TchError, Tensor};
 use crate::error::{RunError, TorchContext};
 use crate::torch_ops;
 
+/// The names of the state slots, as a checkpoint names them.
+pub const SLOTS: [&str; 2] = ["first", "second"];
+
 pub struct Optimizer {
     plan: OptimizerPlan,
     /// Per parameter: the optimizer its group gives it (another weight
@@ -105,22 +108,49 @@ impl Optimizer {
         Ok(())
     }
 
+    /// Whether any parameter has state in slot `first` and `second`.
+    pub fn slots_in_use(&self) -> [bool; 2] {
+        [
+            self.first.iter().any(Option::is_some),
+            self.second.iter().any(Option::is_some),
+        ]
+    }
+
+    /// Parameter `i`'s state in slot `slot` (0: `first`, 1: `second`).
+    pub fn slot(&self, i: usize, slot: usize) -> Option<&Tensor> {
+        [&self.first, &self.second][slot][i].as_ref()
+    }
+
     /// One update of every parameter from its `.grad()`, at learning rate `lr`.
     pub fn step<'a>(
         &mut self,
         params: impl Iterator<Item = &'a Tensor>,
         lr: f64,
     ) -> Result<(), RunError> {
+        let pairs = params.map(|p| {
+            let grad = p.grad();
+            (p.shallow_clone(), grad.defined().then_some(grad))
+        });
+        self.step_pairs(pairs.collect(), lr)
+    }
+
+    /// One update of each tensor from the gradient beside it (none: left
+    /// as it is), at learning rate `lr`: the whole parameters, or slices of
+    /// them (`shard = optimizer`: each update rule but Adafactor's works
+    /// value by value).
+    pub fn step_pairs(
+        &mut self,
+        pairs: Vec<(Tensor, Option<Tensor>)>,
+        lr: f64,
+    ) -> Result<(), RunError> {
         self.step += 1;
         let step = self.step;
         tch::no_grad(|| {
-            for (i, param) in params.enumerate() {
-                let grad = param.grad();
-                if !grad.defined() {
+            for (i, (mut param, grad)) in pairs.into_iter().enumerate() {
+                let Some(grad) = grad else {
                     continue;
-                }
+                };
                 let ctx = || format!("optimizer step {step}");
-                let mut param = param.shallow_clone();
                 let state = Slots {
                     first: &mut self.first[i],
                     second: &mut self.second[i],

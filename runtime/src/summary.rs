@@ -9,7 +9,7 @@ use dtl_compiler::records::{EvalRecord, StepRecord};
 use serde::Serialize;
 
 use crate::checkpoint::State;
-use crate::prefetch::DataReport;
+use crate::executor::RankReport;
 use crate::watch::Watch;
 use crate::world::World;
 
@@ -53,6 +53,9 @@ pub struct Summary {
     /// decoding and transforming are on the data thread): near 0 when the
     /// data keeps up with the model.
     pub data_wait_seconds: f64,
+    /// Bytes of optimizer state rank 0 holds (with `shard = optimizer`:
+    /// its shard).
+    pub optimizer_state_bytes: u64,
     /// `on_bad_row = skip`: the rows each file left out.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub skipped_rows: Vec<SkippedRows>,
@@ -106,7 +109,7 @@ pub struct Finished<'a> {
     pub resumed_from: Option<u64>,
     pub keep_best: Option<Monitor>,
     pub tensorboard_seconds: Option<f64>,
-    pub data: DataReport,
+    pub rank: RankReport,
     pub out: &'a Path,
 }
 
@@ -153,8 +156,10 @@ impl Tally {
                 })
             }),
             tensorboard_seconds: end.tensorboard_seconds,
-            data_wait_seconds: end.data.wait_seconds,
+            data_wait_seconds: end.rank.data.wait_seconds,
+            optimizer_state_bytes: end.rank.optimizer_state_bytes,
             skipped_rows: end
+                .rank
                 .data
                 .skipped
                 .iter()

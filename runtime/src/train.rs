@@ -386,7 +386,7 @@ impl Driver<'_> {
             resumed_from,
             keep_best: self.plan.train.tracking.keep_best,
             tensorboard_seconds: self.board.as_ref().map(Board::seconds),
-            data: executor.data_report(),
+            rank: executor.report(),
             out: self.out,
         });
         if self.world.rank == 0 {

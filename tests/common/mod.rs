@@ -317,3 +317,21 @@ pub fn within(what: &str, value: f64, bound: f64) {
         "{what}: differs by {value:e}, more than {bound:e}"
     );
 }
+
+/// Copies a run folder for resuming and takes away what the resumed run
+/// must write again itself.
+pub fn copy_for_resume(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to.join("checkpoint")).unwrap();
+    for entry in std::fs::read_dir(from.join("checkpoint")).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), to.join("checkpoint").join(entry.file_name())).unwrap();
+    }
+    std::fs::copy(from.join("plan.yaml"), to.join("plan.yaml")).unwrap();
+    // metrics.jsonl as it was at the checkpoint: the rest must come again.
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(to.join("checkpoint/state.json")).unwrap())
+            .unwrap();
+    let kept = state["metrics_bytes"].as_u64().unwrap() as usize;
+    let metrics = std::fs::read(from.join("metrics.jsonl")).unwrap();
+    std::fs::write(to.join("metrics.jsonl"), &metrics[..kept]).unwrap();
+}

@@ -144,11 +144,23 @@ pub enum Lint {
         help: String,
     },
 
+    #[error("`shard = {mode}` with one replica per stage splits nothing")]
+    #[diagnostic(
+        code(dtl::lint::shard_one_replica),
+        severity(Warning),
+        help("shard over data-parallel replicas: set `data` above 1, or drop `shard`")
+    )]
+    ShardOneReplica {
+        mode: &'static str,
+        #[label("data = 1")]
+        span: Span,
+    },
+
     #[error("a rank needs {needed} by `dtl explain`'s estimate{world}, over the {limit} of `--memory`; the biggest: {biggest}")]
     #[diagnostic(
         code(dtl::lint::memory),
         severity(Warning),
-        help("split the model over pipeline stages, lower micro_batch, or give ranks more memory; `dtl explain` shows the estimate in full")
+        help("shard the optimizer state over the replicas (`shard = optimizer`), split the model over pipeline stages, lower micro_batch, or give ranks more memory; `dtl explain` shows the estimate in full")
     )]
     Memory {
         needed: String,
@@ -174,6 +186,7 @@ impl Lint {
             | Lint::NoPipeline { span, .. }
             | Lint::PathOutsideProject { span, .. }
             | Lint::Memory { span, .. }
+            | Lint::ShardOneReplica { span, .. }
             | Lint::LossInput { span, .. } => *span,
         }
     }

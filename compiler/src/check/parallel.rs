@@ -12,12 +12,13 @@ use super::CheckError;
 use crate::ast::{ExprKind, SettingsBlock};
 use crate::plan::parallel::bubble;
 use crate::plan::{
-    Backend, BatchNormSync, Clip, ModelPlan, Op, PipelineSchedule, Precision, SyncMode,
+    Backend, BatchNormSync, Clip, ModelPlan, Op, Optimizer, PipelineSchedule, Precision, Shard,
+    SyncMode,
 };
 use crate::span::Span;
 
 /// The settings a `parallel` block accepts.
-pub const KEYS: [&str; 9] = [
+pub const KEYS: [&str; 10] = [
     "split",
     "data",
     "pipeline",
@@ -27,7 +28,18 @@ pub const KEYS: [&str; 9] = [
     "backend",
     "bucket_mb",
     "batch_norm",
+    "shard",
 ];
+
+/// `shard` as written: ZeRO's three stages, of which the plan (and the
+/// runtime) has the first.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ShardMode {
+    None,
+    Optimizer,
+    Gradients,
+    Parameters,
+}
 
 /// The most ranks a plan is made for.
 pub const MAX_RANKS: i64 = 1 << 20;
@@ -51,6 +63,7 @@ pub struct ParallelSpec {
     pub backend: Backend,
     pub bucket_mb: u64,
     pub batch_norm: BatchNormSync,
+    pub shard: ShardMode,
     /// `split = ["blocks.1", "head"]`: where stages 2, 3, … begin; `None`
     /// balances the stages by FLOPs.
     pub split: Option<Vec<(String, Span)>>,
@@ -70,6 +83,7 @@ pub struct ParallelLayout {
     pub backend: Backend,
     pub bucket_bytes: u64,
     pub batch_norm: BatchNormSync,
+    pub shard: Shard,
     /// Each stage's first node, when `split` names them (stage 0 starts at
     /// node 0); `None`: balanced by FLOPs when lowered.
     pub split: Option<Vec<usize>>,
@@ -98,6 +112,7 @@ impl ParallelLayout {
             backend: Backend::Auto,
             bucket_bytes: 25 << 20,
             batch_norm: BatchNormSync::Local,
+            shard: Shard::None,
             split: None,
             spans: ParallelSpans {
                 block: at,
@@ -130,6 +145,7 @@ pub fn resolve(block: &SettingsBlock, errors: &mut Vec<CheckError>) -> Option<Pa
     let backend = s.choice_or("backend", Backend::Auto, errors);
     let batch_norm = s.choice_or("batch_norm", BatchNormSync::Local, errors);
     let bucket_mb = s.int("bucket_mb", 1..=1 << 20, Some(25), errors);
+    let shard = s.choice_or("shard", ShardMode::None, errors);
     let split = split_setting(&s, errors);
     let sync = match s.get("sync") {
         None => Some(SyncMode::EveryStep),
@@ -147,6 +163,7 @@ pub fn resolve(block: &SettingsBlock, errors: &mut Vec<CheckError>) -> Option<Pa
         backend: backend?,
         bucket_mb: bucket_mb? as u64,
         batch_norm: batch_norm?,
+        shard: shard?,
         split: split?,
         span: block.keyword,
     })
@@ -255,6 +272,7 @@ pub fn check(
     let at = |key: &str| s.get(key).map_or(block.keyword, |x| x.span);
     let stages = spec.pipeline;
     conflicting_choices(spec, model, train, &s, &at, errors);
+    sharding(spec, train, &at, errors, lints);
     pipeline_arithmetic(spec, model, train, &s, &at, errors, lints);
     let split = match &spec.split {
         None => None,
@@ -270,6 +288,11 @@ pub fn check(
         backend: spec.backend,
         bucket_bytes: spec.bucket_mb << 20,
         batch_norm: spec.batch_norm,
+        shard: match spec.shard {
+            ShardMode::Optimizer => Shard::Optimizer,
+            // The others are refused by `sharding`.
+            _ => Shard::None,
+        },
         split,
         spans: ParallelSpans {
             block: block.keyword,
@@ -348,6 +371,58 @@ fn conflicting_choices(
             key: "batch_norm",
             span: at("data"),
             help: Some("the model has batch_norm: choose `batch_norm = sync` (statistics over all replicas) or `batch_norm = local` (per replica)".into()),
+        });
+    }
+}
+
+/// `shard`: what is implemented, and what it needs. Sharded optimizer
+/// state is cut into flat slices, so the update must work value by value
+/// and be the same on every replica.
+fn sharding(
+    spec: &ParallelSpec,
+    train: &TrainSpec,
+    at: &dyn Fn(&str) -> Span,
+    errors: &mut Vec<CheckError>,
+    lints: &mut Vec<Lint>,
+) {
+    let mode = match spec.shard {
+        ShardMode::None => return,
+        ShardMode::Optimizer => "optimizer",
+        ShardMode::Gradients | ShardMode::Parameters => {
+            let (name, stage) = if spec.shard == ShardMode::Gradients {
+                ("gradients", 2)
+            } else {
+                ("parameters", 3)
+            };
+            errors.push(CheckError::Unsupported {
+                message: format!("`shard = {name}` (ZeRO-{stage}) is not implemented yet"),
+                span: at("shard"),
+                help: Some(
+                    "`shard = optimizer` (ZeRO-1) splits the optimizer state over the replicas"
+                        .into(),
+                ),
+            });
+            return;
+        }
+    };
+    if spec.sync != SyncMode::EveryStep {
+        errors.push(CheckError::Unsupported {
+            message: format!("`shard = {mode}` needs every replica to apply the same averaged gradients at every step; under local SGD or asynchronous updates the replicas differ"),
+            span: at("shard"),
+            help: Some("use `sync = every_step`, or `shard = none`".into()),
+        });
+    }
+    if matches!(train.optimizer, Optimizer::Adafactor { .. }) {
+        errors.push(CheckError::Unsupported {
+            message: format!("`shard = {mode}` cuts the optimizer state into flat slices; Adafactor's factored second moment spans whole rows and columns of a tensor"),
+            span: at("shard"),
+            help: Some("use sgd, adam, adamw or lion with `shard`, or `shard = none` with adafactor".into()),
+        });
+    }
+    if spec.data == Degree::Fixed(1) {
+        lints.push(Lint::ShardOneReplica {
+            mode,
+            span: at("shard"),
         });
     }
 }

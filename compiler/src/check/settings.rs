@@ -346,6 +346,16 @@ impl Choice for crate::plan::Backend {
     ];
 }
 
+impl Choice for super::parallel::ShardMode {
+    const WHAT: &'static str = "shard mode";
+    const NAMES: &'static [(&'static str, Self)] = &[
+        ("none", Self::None),
+        ("optimizer", Self::Optimizer),
+        ("gradients", Self::Gradients),
+        ("parameters", Self::Parameters),
+    ];
+}
+
 impl Choice for crate::plan::BatchNormSync {
     const WHAT: &'static str = "batch_norm synchronisation";
     const NAMES: &'static [(&'static str, Self)] = &[("sync", Self::Sync), ("local", Self::Local)];

@@ -98,6 +98,18 @@ pub fn ring_bytes(bytes: u64, n: u64) -> u64 {
     2 * (n - 1) * bytes / n
 }
 
+/// Bytes each rank sends to all-gather `buckets` over `d` replicas in a
+/// ring: every bucket is padded to `d` equal slices, and each rank passes
+/// on the `d − 1` slices it does not own.
+pub fn all_gather_bytes<'a>(
+    buckets: impl Iterator<Item = &'a crate::plan::GradBucket>,
+    d: u64,
+) -> u64 {
+    buckets
+        .map(|b| (d - 1) * (b.bytes / 4).div_ceil(d) * 4)
+        .sum()
+}
+
 /// Forward FLOPs per sample of node `i` of `model`, on the shape it reads.
 pub fn node_flops(model: &ModelPlan, i: usize) -> u64 {
     let node = &model.nodes[i];

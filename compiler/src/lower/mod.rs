@@ -55,6 +55,7 @@ fn lower_for(
         backend: layout.backend,
         bucket_bytes: layout.bucket_bytes,
         batch_norm: layout.batch_norm,
+        shard: layout.shard,
     };
     let d = parallelism.data;
     let train = TrainPlan {
@@ -82,8 +83,7 @@ fn lower_for(
     } else {
         Vec::new()
     };
-    let step_program =
-        step_program::step_program(&train, &parallelism, &stages, buckets.len() as u64);
+    let step_program = step_program::step_program(&train, &parallelism, &stages, &buckets);
     let global_micro_batch = d * train.micro_batch;
     let rows_per_replica = data.train_rows() / global_micro_batch * train.micro_batch;
     let (ranks, communicators) = ranks::ranks(&parallelism, train.micro_batch);

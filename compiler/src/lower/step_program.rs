@@ -4,18 +4,21 @@
 //! finiteness check, the optimizer step, local SGD's parameter averaging,
 //! zeroing.
 
-use super::cost::ring_bytes;
-use crate::plan::{Clip, Parallelism, Precision, StagePlan, StepOp, SyncMode, TrainPlan};
+use super::cost::{all_gather_bytes, ring_bytes};
+use crate::plan::{
+    Clip, GradBucket, Parallelism, Precision, Shard, StagePlan, StepOp, SyncMode, TrainPlan,
+};
 
 pub(super) fn step_program(
     train: &TrainPlan,
     layout: &Parallelism,
     stages: &[StagePlan],
-    buckets: u64,
+    buckets: &[GradBucket],
 ) -> Vec<StepOp> {
     let (d, p) = (layout.data, layout.pipeline);
     // The stage with the most parameters sets the all-reduce volume.
     let stage_bytes = stages.iter().map(|s| s.parameters * 4).max().unwrap_or(0);
+    let bucket_count = buckets.len() as u64;
     let mut program = vec![if p == 1 {
         StepOp::ForwardBackward {
             micro_batches: train.accumulate,
@@ -40,7 +43,7 @@ pub(super) fn step_program(
         };
         if let Some(staleness) = staleness {
             program.push(StepOp::AllReduceGradients {
-                buckets,
+                buckets: bucket_count,
                 bytes_per_rank: ring_bytes(stage_bytes, d),
                 staleness,
             });
@@ -81,6 +84,17 @@ pub(super) fn step_program(
         None => program.push(check),
     }
     program.push(StepOp::OptimizerStep);
+    if layout.shard == Shard::Optimizer && d > 1 {
+        let bytes_per_rank = stages
+            .iter()
+            .map(|s| all_gather_bytes(buckets.iter().filter(|b| b.stage == s.stage), d))
+            .max()
+            .unwrap_or(0);
+        program.push(StepOp::AllGatherParameters {
+            buckets: bucket_count,
+            bytes_per_rank,
+        });
+    }
     if let (SyncMode::LocalSgd { period }, true) = (layout.sync, d > 1) {
         program.push(StepOp::AverageParameters {
             every: period,

@@ -15,8 +15,8 @@ mod types;
 
 pub use parallel::{
     Backend, BatchNormSync, CommGroup, GradBucket, GroupKind, Parallelism, PipeOp,
-    PipelineSchedule, RankPlan, RowSlice, Sharding, StagePlan, StageProgram, SyncMode, Topology,
-    Transfer,
+    PipelineSchedule, RankPlan, RowSlice, Shard, Sharding, StagePlan, StageProgram, SyncMode,
+    Topology, Transfer,
 };
 pub use tracking::{EarlyStop, F1Average, Metric, Monitor, Tracking};
 pub use types::*;

@@ -158,6 +158,10 @@ pub struct Parallelism {
     /// Gradients are all-reduced in buckets of about this many bytes.
     pub bucket_bytes: u64,
     pub batch_norm: BatchNormSync,
+    /// Which training state the replicas of a stage split among
+    /// themselves; absent from the plan when none is.
+    #[serde(default, skip_serializing_if = "Shard::is_none")]
+    pub shard: Shard,
 }
 
 impl Parallelism {
@@ -172,6 +176,7 @@ impl Parallelism {
             backend: Backend::Auto,
             bucket_bytes: 25 << 20,
             batch_norm: BatchNormSync::Local,
+            shard: Shard::None,
         }
     }
 
@@ -250,6 +255,27 @@ pub enum BatchNormSync {
     Local,
     /// Statistics all-reduced over the replicas (SyncBatchNorm).
     Sync,
+}
+
+/// `shard`: the training state the replicas of a stage split among
+/// themselves, as ZeRO's stages do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Shard {
+    /// Every replica holds everything (DDP).
+    #[default]
+    None,
+    /// ZeRO-1: every gradient bucket is cut into one equal slice per
+    /// replica; a replica keeps the optimizer state of its slice only and
+    /// updates only those values, then the replicas all-gather the
+    /// updated parameters.
+    Optimizer,
+}
+
+impl Shard {
+    pub fn is_none(&self) -> bool {
+        *self == Shard::None
+    }
 }
 
 /// The layers one pipeline stage owns and what it sends on.

@@ -1234,6 +1234,14 @@ pub enum StepOp {
         clip_value: f64,
     },
     OptimizerStep,
+    /// `shard = optimizer`: the optimizer step updated each replica's
+    /// slice of every bucket; the replicas all-gather the updated
+    /// parameters, bucket by bucket (ring: each rank sends
+    /// `bytes_per_rank`).
+    AllGatherParameters {
+        buckets: u64,
+        bytes_per_rank: u64,
+    },
     ZeroGrad,
 }
 

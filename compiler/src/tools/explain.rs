@@ -9,8 +9,8 @@
 
 use serde::Serialize;
 
-use crate::lower::cost::{node_flops, numel, ring_bytes};
-use crate::plan::{Optimizer, PipelineSchedule, Plan, SyncMode};
+use crate::lower::cost::{all_gather_bytes, node_flops, numel, ring_bytes};
+use crate::plan::{Optimizer, PipelineSchedule, Plan, Shard, SyncMode};
 
 const BYTES_PER_VALUE: u64 = 4;
 
@@ -110,6 +110,7 @@ pub fn cost(plan: &Plan) -> Cost {
     let train_flops_per_sample = 3 * forward;
     let params = model.parameter_count;
     let stage_state = stage_optimizer_state(plan);
+    let held_state = held_optimizer_state(plan, &stage_state);
     let stage_grads = stage_gradients(plan);
     let all_state: u64 = stage_state.iter().sum();
     let buffers: u64 = model
@@ -137,10 +138,10 @@ pub fn cost(plan: &Plan) -> Cost {
                 PipelineSchedule::OneFOneB => (stage_count - stage.stage).min(layout.micro_batches),
             };
             let p = stage.parameters;
-            let state = stage_state[stage.stage as usize];
-            // What rank 0 receives from the other stages for the files it
-            // writes: their weights, and their optimizer state for a
-            // checkpoint.
+            let state = held_state[stage.stage as usize];
+            // What rank 0 receives from the other stages (and, sharded,
+            // the other replicas) for the files it writes: their weights,
+            // and their optimizer state for a checkpoint.
             let others = if stage.stage > 0 {
                 0
             } else if plan.train.checkpoint_every > 0 {
@@ -243,6 +244,32 @@ fn stage_optimizer_state(plan: &Plan) -> Vec<u64> {
     stage_sums(plan, |shape| optimizer_state(&plan.train.optimizer, shape))
 }
 
+/// Values of optimizer state one rank of each stage holds: the stage's
+/// whole state, or with `shard = optimizer` its slice of every bucket
+/// (each bucket padded to `data` equal slices).
+fn held_optimizer_state(plan: &Plan, stage_state: &[u64]) -> Vec<u64> {
+    let layout = &plan.topology.parallelism;
+    let d = layout.data;
+    if layout.shard != Shard::Optimizer || d == 1 {
+        return stage_state.to_vec();
+    }
+    // Sharding is refused for Adafactor: every other optimizer keeps the
+    // same number of state values per parameter value.
+    let per_value = optimizer_state(&plan.train.optimizer, &[1]);
+    (0..stage_state.len() as u64)
+        .map(|stage| {
+            let slices: u64 = plan
+                .topology
+                .buckets
+                .iter()
+                .filter(|b| b.stage == stage)
+                .map(|b| (b.bytes / BYTES_PER_VALUE).div_ceil(d))
+                .sum();
+            per_value * slices
+        })
+        .collect()
+}
+
 /// Values of gradient per pipeline stage: the trainable parameters'.
 fn stage_gradients(plan: &Plan) -> Vec<u64> {
     stage_sums(plan, |shape| shape.iter().product::<i64>() as u64)
@@ -339,6 +366,15 @@ fn collectives(plan: &Plan) -> Vec<Collective> {
                 name,
                 bytes_per_rank: bytes,
             });
+            if layout.shard == Shard::Optimizer {
+                let own = topology.buckets.iter().filter(|b| b.stage == stage.stage);
+                out.push(Collective {
+                    name: format!(
+                        "{at}all-gather the updated parameters over {d} replicas (ring, each updates 1/{d} of every bucket)"
+                    ),
+                    bytes_per_rank: all_gather_bytes(own, d),
+                });
+            }
         }
         // A whole micro-batch crosses each boundary per accumulation round,
         // in pieces; its gradient comes back the same size.
@@ -443,17 +479,27 @@ impl Cost {
             self.global_batch
         ));
         out.push_str(&format!(
-            "memory per rank: parameters {} + gradients {} + optimizer state {} + activations {} ({} rows × {} in flight){} = {}\n",
+            "memory per rank: parameters {} + gradients {} + optimizer state {}{} + activations {} ({} rows × {} in flight){} = {}\n",
             bytes(m.parameters),
             bytes(m.gradients),
             bytes(m.optimizer_state),
+            match plan.topology.parallelism {
+                ref l if l.shard == Shard::Optimizer && l.data > 1 =>
+                    format!(" (its 1/{} shard)", l.data),
+                _ => String::new(),
+            },
             bytes(m.activations),
             plan.train.micro_batch / plan.topology.parallelism.micro_batches.max(1),
             self.stages
                 .iter()
                 .find(|s| s.memory == *m)
                 .map_or(1, |s| s.in_flight),
-            if m.gathered > 0 {
+            if m.gathered > 0 && plan.topology.parallelism.shard != Shard::None {
+                format!(
+                    " + {} gathered on rank 0 for the files it writes (the other stages' weights, the other ranks' optimizer state)",
+                    bytes(m.gathered)
+                )
+            } else if m.gathered > 0 {
                 format!(
                     " + the other stages' {} gathered on rank 0 for the files it writes",
                     bytes(m.gathered)

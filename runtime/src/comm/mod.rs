@@ -77,6 +77,10 @@ pub trait Communicator {
     /// Starts summing `tensor` over the group and returns at once; the sum
     /// is in the tensor when [`Pending::wait`] returns.
     fn all_reduce_start(&self, tensor: Tensor) -> Result<Pending, CommError>;
+    /// Gathers every rank's `send` (a contiguous tensor of the same
+    /// length and kind on every rank) into `recv`, of `size()` times that
+    /// length: rank r's values at `r * len`, on every rank.
+    fn all_gather(&self, send: &Tensor, recv: &mut Tensor) -> Result<(), CommError>;
     /// Overwrites `tensor` with rank `root`'s.
     fn broadcast(&self, tensor: &mut Tensor, root: usize) -> Result<(), CommError>;
     /// Sends `tensor` to rank `to`, which receives it with [`Communicator::recv`].
@@ -191,6 +195,12 @@ impl Communicator for Local {
         Ok(Pending::new(Done(tensor)))
     }
 
+    fn all_gather(&self, send: &Tensor, recv: &mut Tensor) -> Result<(), CommError> {
+        gather_sizes(send, recv, 1)?;
+        tch::no_grad(|| recv.f_copy_(&send.reshape(recv.size())))
+            .map_err(|e| CommError(format!("all-gather: {e}")))
+    }
+
     fn broadcast(&self, _: &mut Tensor, _: usize) -> Result<(), CommError> {
         Ok(())
     }
@@ -259,6 +269,21 @@ impl Element {
             Element::F64 | Element::I64 => 8,
         }
     }
+}
+
+/// Checks an all-gather's buffers: `recv` holds `ranks` times `send`'s
+/// values, of the same kind.
+pub fn gather_sizes(send: &Tensor, recv: &Tensor, ranks: usize) -> Result<(), CommError> {
+    if recv.numel() != send.numel() * ranks || recv.kind() != send.kind() {
+        return Err(CommError(format!(
+            "all-gather: {ranks} rank(s) of {} {:?} values do not fill a buffer of {} {:?}",
+            send.numel(),
+            send.kind(),
+            recv.numel(),
+            recv.kind()
+        )));
+    }
+    Ok(())
 }
 
 /// Checks that a tensor can be handed to a collective by its data pointer.

@@ -337,6 +337,59 @@ impl Communicator for Mpi {
         }))
     }
 
+    fn all_gather(&self, send: &Tensor, recv: &mut Tensor) -> Result<(), CommError> {
+        let what = "all-gather";
+        let ranks = self.size();
+        super::gather_sizes(send, recv, ranks)?;
+        let input = HostBuffer::of(send, what)?;
+        let output = HostBuffer::of(recv, what)?;
+        let (n, element) = (input.len(), input.element);
+        // MPI counts in `int`: a longer buffer is gathered in chunks, each
+        // through a staging buffer laid out rank by rank.
+        let host_err = |e: tch::TchError| CommError(format!("{what}: {e}"));
+        for start in (0..n.max(1)).step_by(MAX_COUNT) {
+            let count = (n - start).min(MAX_COUNT);
+            let whole = count == n;
+            let staged = if whole {
+                output.host.shallow_clone()
+            } else {
+                Tensor::f_empty([(count * ranks) as i64], (output.host.kind(), Device::Cpu))
+                    .map_err(host_err)?
+            };
+            let piece = input
+                .host
+                .f_reshape([-1])
+                .and_then(|t| t.f_narrow(0, start as i64, count as i64))
+                .map_err(host_err)?;
+            // SAFETY: `piece` addresses `count` contiguous host elements and
+            // `staged` `count * ranks`, both alive for the call.
+            let code = unsafe {
+                ffi::MPI_Allgather(
+                    piece.data_ptr(),
+                    count as c_int,
+                    datatype(element),
+                    staged.data_ptr(),
+                    count as c_int,
+                    datatype(element),
+                    self.comm,
+                )
+            };
+            check(code, what)?;
+            if !whole {
+                let flat = output.host.f_reshape([-1]).map_err(host_err)?;
+                for r in 0..ranks {
+                    let at = (r * n + start) as i64;
+                    flat.f_narrow(0, at, count as i64)
+                        .and_then(|mut dst| {
+                            dst.f_copy_(&staged.f_narrow(0, (r * count) as i64, count as i64)?)
+                        })
+                        .map_err(host_err)?;
+                }
+            }
+        }
+        output.finish(what).map(drop)
+    }
+
     fn broadcast(&self, tensor: &mut Tensor, root: usize) -> Result<(), CommError> {
         let buffer = HostBuffer::of(tensor, "broadcast")?;
         for (ptr, count) in buffer.chunks() {

@@ -270,6 +270,26 @@ impl Communicator for Nccl {
         Ok(Pending::new(Queued(tensor)))
     }
 
+    fn all_gather(&self, send: &Tensor, recv: &mut Tensor) -> Result<(), CommError> {
+        super::gather_sizes(send, recv, self.size())?;
+        let input = self.device_pointer(send, "all-gather")?;
+        let output = self.device_pointer(recv, "all-gather")?;
+        // SAFETY: `input` addresses `numel` contiguous elements and `output`
+        // `size()` times as many, both on this rank's device, alive for the
+        // call (ordered on the stream torch computes on).
+        let code = unsafe {
+            result::all_gather(
+                input,
+                output,
+                send.numel(),
+                element(send)?,
+                self.comm,
+                stream(),
+            )
+        };
+        check(code, "all-gather").map(drop)
+    }
+
     fn broadcast(&self, tensor: &mut Tensor, root: usize) -> Result<(), CommError> {
         let ptr = self.device_pointer(tensor, "broadcast")?;
         // SAFETY: as in `all_reduce`.

@@ -11,7 +11,7 @@ mod step;
 use std::collections::{BTreeSet, VecDeque};
 use std::path::Path;
 
-use dtl_compiler::plan::{BatchNormSync, Plan, Precision, SyncMode};
+use dtl_compiler::plan::{BatchNormSync, Plan, Precision, Shard, SyncMode};
 use dtl_compiler::util::rng::Rng;
 use tch::{Device, Tensor};
 
@@ -22,16 +22,23 @@ use crate::ema::Ema;
 use crate::error::{RunError, TorchContext};
 use crate::loss_scale::LossScale;
 use crate::model::Model;
-use crate::optim::Optimizer;
 use crate::parallel::data::{AsyncUpdate, Buckets};
 use crate::parallel::gather;
 use crate::parallel::pipeline::Stage;
+use crate::parallel::shard::Updater;
 use crate::parallel::sync_norm;
 use crate::prefetch::{DataReport, Prefetch};
 use crate::world::World;
 
 /// Micro-batches the data thread prepares ahead of the training loop.
 const PREFETCH_DEPTH: usize = 4;
+
+/// What a rank reports of itself at the end.
+pub struct RankReport {
+    pub data: DataReport,
+    /// Bytes of optimizer state it holds.
+    pub optimizer_state_bytes: u64,
+}
 
 /// One rank's model, optimizer and data, and the state of the strategies
 /// between steps.
@@ -40,7 +47,8 @@ pub struct Executor<'a> {
     world: &'a World,
     device: Device,
     model: Model,
-    optimizer: Optimizer,
+    /// The optimizer: over every parameter, or this replica's shard.
+    optimizer: Updater,
     valid: Dataset,
     /// `test = <source>`: evaluated once after the last step.
     test: Option<Dataset>,
@@ -103,9 +111,14 @@ impl<'a> Executor<'a> {
             plan.data.shuffle,
             train.seed,
         )?;
-        let names: Vec<&str> = model.params.iter().map(|(n, _)| n.as_str()).collect();
-        let mut optimizer = Optimizer::new(&train.optimizer, &names, &train.groups);
         let buckets = Buckets::new(plan, world.place.stage, &model.params)?;
+        let sharded = plan.topology.parallelism.shard == Shard::Optimizer;
+        let mut optimizer = Updater::new(
+            &train.optimizer,
+            &train.groups,
+            &model.params,
+            sharded.then_some((&buckets, world.replicas.as_ref())),
+        );
         let mut in_flight = VecDeque::new();
         let mut ema = match plan.train.tracking.ema {
             Some(decay) => Some(Ema::new(decay, &model)?),
@@ -113,10 +126,9 @@ impl<'a> Executor<'a> {
         };
         if let Some(saved) = resumed {
             model.load_part(&saved.model_path, &others)?;
-            let names: Vec<&str> = model.params.iter().map(|(n, _)| n.as_str()).collect();
             optimizer.restore(
                 saved.state.optimizer_steps,
-                &names,
+                &model.params,
                 &saved.optimizer,
                 device,
             )?;
@@ -188,12 +200,15 @@ impl<'a> Executor<'a> {
         &self.model
     }
 
-    /// How long the steps waited for the data thread's batches, and the
-    /// rows the sources left out.
-    pub fn data_report(&self) -> DataReport {
-        DataReport {
-            wait_seconds: self.batches.waited(),
-            skipped: self.skipped.clone(),
+    /// How long the steps waited for the data thread's batches, the rows
+    /// the sources left out, and the optimizer state this rank holds.
+    pub fn report(&self) -> RankReport {
+        RankReport {
+            data: DataReport {
+                wait_seconds: self.batches.waited(),
+                skipped: self.skipped.clone(),
+            },
+            optimizer_state_bytes: self.optimizer.state_bytes(),
         }
     }
 
@@ -277,9 +292,12 @@ impl<'a> Executor<'a> {
                 .push_back(update.settle(&self.buckets, replicas)?);
         }
         self.last_checkpoint = Some(step);
-        let names: Vec<&str> = self.model.params.iter().map(|(n, _)| n.as_str()).collect();
         let model = self.gather(self.model.named(), step)?;
-        let optimizer = self.gather(self.optimizer.state(&names), step)?;
+        let keep = self.world.place.replica == 0;
+        let state =
+            self.optimizer
+                .state(&self.model.params, self.world.replicas.as_ref(), keep, step)?;
+        let optimizer = self.gather(state, step)?;
         let ema = self.averaged_weights(step)?;
         let (Some(model), Some(optimizer)) = (model, optimizer) else {
             return Ok(None);

@@ -115,7 +115,10 @@ impl Executor<'_> {
                 self.check_finite(step, *on_nan, state)?;
             }
             StepOp::CheckFinite { .. } => {}
-            StepOp::ClipGradNorm { .. } | StepOp::ClipGradValue { .. } | StepOp::OptimizerStep
+            StepOp::ClipGradNorm { .. }
+            | StepOp::ClipGradValue { .. }
+            | StepOp::OptimizerStep
+            | StepOp::AllGatherParameters { .. }
                 if !applies => {}
             StepOp::ClipGradNorm {
                 max_norm,
@@ -148,7 +151,12 @@ impl Executor<'_> {
                 let train = &self.plan.train;
                 let of = state.update_of.unwrap_or(step);
                 let lr = train.schedule.lr_at(train.optimizer.lr(), of, train.steps);
-                self.optimizer.step(self.model.tensors(), lr)?;
+                self.optimizer.step(&self.model.params, lr)?;
+            }
+            StepOp::AllGatherParameters { .. } => {
+                let replicas = self.world.replicas.as_ref();
+                self.optimizer
+                    .all_gather(&self.model.params, replicas, step)?;
             }
             StepOp::AverageParameters { every, .. } => {
                 if step.is_multiple_of(*every) {

@@ -70,6 +70,11 @@ impl Buckets {
         Ok(Buckets { buckets })
     }
 
+    /// Each bucket's parameters, as indices into the stage's parameters.
+    pub fn indices(&self) -> &[Vec<usize>] {
+        &self.buckets
+    }
+
     /// Averages the gradients over the replicas, in place.
     pub fn average_gradients(
         &self,

@@ -8,6 +8,7 @@
 //!   point to point in the plan's schedule;
 //! - [`sync_norm`]: batch norm with statistics over every replica;
 //! - [`gather`]: the whole model on rank 0, from the stages that hold it;
+//! - [`shard`]: the optimizer state split over the replicas (ZeRO-1);
 //!
 //! and what several of them share: [`flat`] buffers. A strategy reads its
 //! layout from the plan and the world; it computes no rank itself. The
@@ -18,4 +19,5 @@ pub mod data;
 pub mod flat;
 pub mod gather;
 pub mod pipeline;
+pub mod shard;
 pub mod sync_norm;

@@ -1,0 +1,405 @@
+//! `shard = optimizer` (ZeRO-1): the replicas of a stage split the
+//! optimizer state among themselves. Every gradient bucket is laid out flat
+//! as the all-reduce sends it (its parameters in bucket order), padded to
+//! `D` equal slices, and replica `r` owns slice `r` of every bucket: it
+//! keeps the optimizer state of those values only and updates only those
+//! values. After the update the replicas all-gather each bucket's slices,
+//! so every replica holds the whole updated model again.
+//!
+//! The gradients are all-reduced in full first, exactly as without
+//! sharding, so clipping, fp16's unscaling and the finiteness check see
+//! the same values; every update rule that shards (SGD, Adam, AdamW,
+//! Lion) works value by value, so a slice's update is the whole tensor's
+//! restricted to it. Adafactor, whose factored moments span rows and
+//! columns, is refused by the checker.
+//!
+//! A checkpoint keeps the format of an unsharded run (each parameter's
+//! whole state, by name): the replicas all-gather the state one bucket at
+//! a time and replica 0 keeps it, so a run resumes at another degree or
+//! shard mode.
+
+use std::collections::BTreeMap;
+
+use dtl_compiler::plan::{Optimizer as OptimizerPlan, ParamGroup};
+use tch::{Device, Tensor};
+
+use super::data::Buckets;
+use crate::comm::{CommError, Communicator};
+use crate::error::{RunError, TorchContext};
+use crate::optim::{Optimizer, SLOTS};
+
+/// The optimizer of a rank: over every parameter, or over its slices.
+pub enum Updater {
+    Whole(Optimizer),
+    Sharded(Sharded),
+}
+
+/// One rank's share of the optimizer: its slice of every bucket.
+pub struct Sharded {
+    inner: Optimizer,
+    /// The values this rank updates, bucket by bucket, each within one
+    /// parameter.
+    pieces: Vec<Piece>,
+    buckets: Vec<BucketSlices>,
+    rank: usize,
+}
+
+/// Values `offset..offset + len` of parameter `param`'s flattened values.
+struct Piece {
+    param: usize,
+    offset: i64,
+    len: i64,
+}
+
+/// A bucket cut into one slice per replica.
+struct BucketSlices {
+    /// Its parameters, in bucket order.
+    params: Vec<usize>,
+    /// Values per slice: the bucket's values divided by the replicas,
+    /// rounded up (the last slices padded).
+    slice: i64,
+    /// This rank's pieces, as indices into `Sharded::pieces`.
+    pieces: std::ops::Range<usize>,
+}
+
+impl Updater {
+    /// The optimizer of `params` (this rank's trainable parameters): sharded
+    /// over `replicas` when the plan says so and there are several.
+    pub fn new(
+        plan: &OptimizerPlan,
+        groups: &[ParamGroup],
+        params: &[(String, Tensor)],
+        shard: Option<(&Buckets, &dyn Communicator)>,
+    ) -> Updater {
+        match shard {
+            Some((buckets, comm)) if comm.size() > 1 => Updater::Sharded(Sharded::new(
+                plan,
+                groups,
+                params,
+                buckets.indices(),
+                (comm.rank(), comm.size()),
+            )),
+            _ => {
+                let names: Vec<&str> = params.iter().map(|(n, _)| n.as_str()).collect();
+                Updater::Whole(Optimizer::new(plan, &names, groups))
+            }
+        }
+    }
+
+    pub fn steps(&self) -> u64 {
+        match self {
+            Updater::Whole(o) => o.steps(),
+            Updater::Sharded(s) => s.inner.steps(),
+        }
+    }
+
+    /// One update from the gradients, at learning rate `lr`: of every
+    /// parameter, or of this rank's slices (then [`Sharded::all_gather`]).
+    pub fn step(&mut self, params: &[(String, Tensor)], lr: f64) -> Result<(), RunError> {
+        match self {
+            Updater::Whole(o) => o.step(params.iter().map(|(_, t)| t), lr),
+            Updater::Sharded(s) => s.step(params, lr),
+        }
+    }
+
+    /// Bytes of optimizer state this rank holds.
+    pub fn state_bytes(&self) -> u64 {
+        let inner = match self {
+            Updater::Whole(o) => o,
+            Updater::Sharded(s) => &s.inner,
+        };
+        inner
+            .state_tensors()
+            .iter()
+            .map(|t| (t.numel() * t.kind().elt_size_in_bytes()) as u64)
+            .sum()
+    }
+
+    /// The whole state by name (`<parameter>.first`, `.second`), for a
+    /// checkpoint. Sharded, a collective over the replicas: every replica
+    /// calls it, and only those with `keep` get the tensors back.
+    pub fn state(
+        &self,
+        params: &[(String, Tensor)],
+        comm: &dyn Communicator,
+        keep: bool,
+        step: u64,
+    ) -> Result<Vec<(String, Tensor)>, RunError> {
+        let names: Vec<&str> = params.iter().map(|(n, _)| n.as_str()).collect();
+        match self {
+            Updater::Whole(o) => Ok(o.state(&names)),
+            Updater::Sharded(s) => s.state(params, comm, keep, step),
+        }
+    }
+
+    /// Restores what [`Updater::state`] saved (from a run sharded or not,
+    /// at any degree).
+    pub fn restore(
+        &mut self,
+        steps: u64,
+        params: &[(String, Tensor)],
+        saved: &BTreeMap<String, Tensor>,
+        device: Device,
+    ) -> Result<(), RunError> {
+        match self {
+            Updater::Whole(o) => {
+                let names: Vec<&str> = params.iter().map(|(n, _)| n.as_str()).collect();
+                o.restore(steps, &names, saved, device)
+            }
+            Updater::Sharded(s) => s.restore(steps, params, saved, device),
+        }
+    }
+
+    /// Every state tensor, sharing storage with the optimizer's (local
+    /// SGD's averaging; never sharded there).
+    pub fn state_tensors(&self) -> Vec<Tensor> {
+        match self {
+            Updater::Whole(o) => o.state_tensors(),
+            Updater::Sharded(s) => s.inner.state_tensors(),
+        }
+    }
+
+    /// `shard = optimizer`: every replica takes the others' updated slices.
+    pub fn all_gather(
+        &self,
+        params: &[(String, Tensor)],
+        comm: &dyn Communicator,
+        step: u64,
+    ) -> Result<(), RunError> {
+        match self {
+            Updater::Sharded(s) => s.all_gather(params, comm, step),
+            Updater::Whole(_) => Err(RunError::Torch {
+                context: format!("step {step}: all-gather the parameters"),
+                message: "the plan all-gathers sharded parameters, but this rank's optimizer is not sharded".into(),
+            }),
+        }
+    }
+}
+
+impl Sharded {
+    fn new(
+        plan: &OptimizerPlan,
+        groups: &[ParamGroup],
+        params: &[(String, Tensor)],
+        buckets: &[Vec<usize>],
+        (rank, replicas): (usize, usize),
+    ) -> Sharded {
+        let mut pieces = Vec::new();
+        let mut slices = Vec::new();
+        for bucket in buckets {
+            let values: usize = bucket.iter().map(|&i| params[i].1.numel()).sum();
+            let slice = values.div_ceil(replicas) as i64;
+            let (own_start, own_end) = (rank as i64 * slice, (rank as i64 + 1) * slice);
+            let first = pieces.len();
+            let mut at = 0i64;
+            for &param in bucket {
+                let n = params[param].1.numel() as i64;
+                let (start, end) = (at.max(own_start), (at + n).min(own_end));
+                if start < end {
+                    pieces.push(Piece {
+                        param,
+                        offset: start - at,
+                        len: end - start,
+                    });
+                }
+                at += n;
+            }
+            slices.push(BucketSlices {
+                params: bucket.clone(),
+                slice,
+                pieces: first..pieces.len(),
+            });
+        }
+        // A piece is optimized as its parameter: the same group settings.
+        let names: Vec<&str> = pieces.iter().map(|p| params[p.param].0.as_str()).collect();
+        Sharded {
+            inner: Optimizer::new(plan, &names, groups),
+            pieces,
+            buckets: slices,
+            rank,
+        }
+    }
+
+    /// A piece of a tensor shaped like its parameter: a view sharing its
+    /// storage, outside autograd.
+    fn view(piece: &Piece, tensor: &Tensor) -> Result<Tensor, tch::TchError> {
+        tensor
+            .f_detach()?
+            .f_view([-1])?
+            .f_narrow(0, piece.offset, piece.len)
+    }
+
+    fn step(&mut self, params: &[(String, Tensor)], lr: f64) -> Result<(), RunError> {
+        let pairs = self
+            .pieces
+            .iter()
+            .map(|piece| {
+                let param = &params[piece.param].1;
+                let ctx = || format!("parameter `{}`: its shard", params[piece.param].0);
+                let grad = param.grad();
+                let grad = if grad.defined() {
+                    let flat = grad.f_reshape([-1]);
+                    Some(
+                        flat.and_then(|g| g.f_narrow(0, piece.offset, piece.len))
+                            .context(ctx)?,
+                    )
+                } else {
+                    None
+                };
+                Ok((Self::view(piece, param).context(ctx)?, grad))
+            })
+            .collect::<Result<Vec<_>, RunError>>()?;
+        self.inner.step_pairs(pairs, lr)
+    }
+
+    /// This rank's slice of bucket `b` of the tensors `of` gives for each
+    /// piece (its values or a state slot), padded to the slice's length.
+    fn own_slice(
+        &self,
+        b: usize,
+        mut of: impl FnMut(usize, &Piece) -> Result<Tensor, tch::TchError>,
+        like: &Tensor,
+    ) -> Result<Tensor, tch::TchError> {
+        let bucket = &self.buckets[b];
+        let mut parts = Vec::new();
+        let mut len = 0;
+        for i in bucket.pieces.clone() {
+            let part = of(i, &self.pieces[i])?;
+            len += part.numel() as i64;
+            parts.push(part);
+        }
+        if len < bucket.slice {
+            parts.push(like.f_new_zeros([bucket.slice - len], (like.kind(), like.device()))?);
+        }
+        Tensor::f_cat(&parts, 0)
+    }
+
+    /// Gathers bucket `b`'s slices of `of` from every replica: the
+    /// bucket's values laid end to end (padding at the end).
+    fn gather_bucket(
+        &self,
+        b: usize,
+        of: impl FnMut(usize, &Piece) -> Result<Tensor, tch::TchError>,
+        like: &Tensor,
+        comm: &dyn Communicator,
+        step: u64,
+    ) -> Result<Tensor, RunError> {
+        let ctx = || format!("step {step}: shard of bucket {b}");
+        let send = self.own_slice(b, of, like).context(ctx)?;
+        let mut recv = like
+            .f_new_zeros(
+                [self.buckets[b].slice * comm.size() as i64],
+                (like.kind(), like.device()),
+            )
+            .context(ctx)?;
+        comm.all_gather(&send, &mut recv)
+            .map_err(collective(step))?;
+        Ok(recv)
+    }
+
+    fn all_gather(
+        &self,
+        params: &[(String, Tensor)],
+        comm: &dyn Communicator,
+        step: u64,
+    ) -> Result<(), RunError> {
+        tch::no_grad(|| {
+            for (b, bucket) in self.buckets.iter().enumerate() {
+                let Some(&first) = bucket.params.first() else {
+                    continue;
+                };
+                let like = &params[first].1;
+                let values = |_: usize, piece: &Piece| Self::view(piece, &params[piece.param].1);
+                let flat = self.gather_bucket(b, values, like, comm, step)?;
+                super::flat::scatter(
+                    &flat,
+                    bucket.params.iter().map(|&i| Ok(params[i].1.detach())),
+                    step,
+                )?;
+            }
+            Ok(())
+        })
+    }
+
+    fn state(
+        &self,
+        params: &[(String, Tensor)],
+        comm: &dyn Communicator,
+        keep: bool,
+        step: u64,
+    ) -> Result<Vec<(String, Tensor)>, RunError> {
+        let mut whole = BTreeMap::new();
+        // Every replica takes part, slot by slot, in the same order.
+        let mut used = self.inner.slots_in_use().map(|u| f64::from(u8::from(u)));
+        comm.all_reduce_host(&mut used, crate::comm::ReduceOp::Max)
+            .map_err(collective(step))?;
+        for (slot, name) in SLOTS.iter().enumerate() {
+            if used[slot] == 0.0 {
+                continue;
+            }
+            for (b, bucket) in self.buckets.iter().enumerate() {
+                let Some(&first) = bucket.params.first() else {
+                    continue;
+                };
+                let like = &params[first].1;
+                let inner = &self.inner;
+                let states = |i: usize, piece: &Piece| match inner.slot(i, slot) {
+                    Some(t) => t.f_reshape([-1]),
+                    None => like.f_new_zeros([piece.len], (like.kind(), like.device())),
+                };
+                let flat = self.gather_bucket(b, states, like, comm, step)?;
+                if !keep {
+                    continue;
+                }
+                let mut at = 0;
+                for &i in &bucket.params {
+                    let (param_name, param) = &params[i];
+                    let n = param.numel() as i64;
+                    let t = flat
+                        .f_narrow(0, at, n)
+                        .and_then(|t| t.f_view(param.size().as_slice()))
+                        .context(|| format!("checkpoint: the state of `{param_name}`"))?;
+                    whole.insert((i, slot), (format!("{param_name}.{name}"), t));
+                    at += n;
+                }
+            }
+        }
+        // In parameter order, each parameter's slots in turn, as unsharded.
+        Ok(whole.into_values().collect())
+    }
+
+    fn restore(
+        &mut self,
+        steps: u64,
+        params: &[(String, Tensor)],
+        saved: &BTreeMap<String, Tensor>,
+        device: Device,
+    ) -> Result<(), RunError> {
+        // Each piece's slice of its parameter's saved state, under the
+        // names the inner optimizer knows its pieces by.
+        let mut slices = BTreeMap::new();
+        let mut names = Vec::new();
+        for (i, piece) in self.pieces.iter().enumerate() {
+            let name = format!("{i}:{}", params[piece.param].0);
+            for slot in SLOTS {
+                let key = format!("{}.{slot}", params[piece.param].0);
+                if let Some(t) = saved.get(&key) {
+                    let part = t
+                        .f_reshape([-1])
+                        .and_then(|t| t.f_narrow(0, piece.offset, piece.len))
+                        .context(|| format!("restore `{key}` (rank {})", self.rank))?
+                        // Its own storage: the whole saved tensor is let go.
+                        .copy();
+                    slices.insert(format!("{name}.{slot}"), part);
+                }
+            }
+            names.push(name);
+        }
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        self.inner.restore(steps, &names, &slices, device)
+    }
+}
+
+fn collective(step: u64) -> impl Fn(CommError) -> RunError {
+    move |e| RunError::Collective { step, message: e.0 }
+}
