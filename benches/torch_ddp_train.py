@@ -56,6 +56,7 @@ import twin_kit  # noqa: E402  (the digits loader)
 
 SEED = 0
 MICRO_BATCH = 32
+TEARDOWN_GRACE = 20  # seconds
 
 
 def wide_mlp():
@@ -147,8 +148,23 @@ def main():
         return
     with tempfile.TemporaryDirectory(prefix="dtl-ddp-bench-") as work:
         out = Path(work) / "rank0.json"
-        mp.spawn(replica, args=(args.world, free_port(), args.steps, args.threads, args.init,
-                                str(out), args.zero), nprocs=args.world, join=True)
+        ranks = mp.spawn(replica, args=(args.world, free_port(), args.steps, args.threads,
+                                        args.init, str(out), args.zero),
+                         nprocs=args.world, join=False)
+        # gloo's teardown has hung a rank after the result was written (4
+        # ranks on 2 cores): give the ranks a grace period, then end them.
+        written = None
+        while not ranks.join(timeout=1):
+            if out.exists():
+                written = written or time.monotonic()
+                if time.monotonic() - written > TEARDOWN_GRACE:
+                    for process in ranks.processes:
+                        if process.is_alive():
+                            process.kill()
+                    print(out.read_text())
+                    print(f"a rank was still tearing down {TEARDOWN_GRACE} s after the "
+                          "result: ended", file=sys.stderr)
+                    sys.exit(3)
         print(out.read_text())
 
 

@@ -283,6 +283,33 @@ train { model = Net; data = d; loss = cross_entropy; optimizer = sgd(lr: 0.1); m
         .stderr_has("cannot allocate `0.weight");
 }
 
+/// `dtl check --memory` names the layouts of the same ranks that fit: a
+/// model whose AdamW state does not fit 4 replicas unsharded fits sharded,
+/// or cut into pipeline stages.
+#[test]
+fn check_memory_names_the_layouts_that_fit() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("wide.dtl");
+    // 200 M parameters: 3.0 GiB of weights, gradients and AdamW's moments
+    // per rank unsharded, 1.9 GiB with the moments split 4 ways.
+    std::fs::write(
+        &file,
+        "model Net { forward(x: [B, 100]) -> [B, 10] { x |> linear(100, 10000) |> relu |> linear(10000, 10000) |> relu |> linear(10000, 10000) |> linear(10000, 10) } }
+data d { source = synthetic(rows: 64, features: 100, classes: 10) }
+train { model = Net; data = d; loss = cross_entropy; optimizer = adamw(lr: 1e-3); micro_batch = 4; steps = 1 }
+parallel { data = 4 }
+",
+    )
+    .unwrap();
+    dtl(&["check", file.to_str().unwrap(), "--memory", "2GiB"])
+        .code(0)
+        .stderr_has("dtl::lint::memory")
+        .stderr_has("on the same 4 rank(s) these fit, by the same estimate: `shard = optimizer` (1.9 GiB per rank)");
+    dtl(&["check", file.to_str().unwrap(), "--memory", "100MiB"])
+        .code(0)
+        .stderr_has("no layout of these ranks fits");
+}
+
 #[test]
 fn weights_files_are_named_as_such_and_integers_refused() {
     let dir = tempfile::tempdir().unwrap();

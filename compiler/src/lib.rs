@@ -154,15 +154,97 @@ fn memory_lints(experiment: &check::Experiment, worlds: &[u64], limit: u64) -> V
             .take(3)
             .map(|(what, b)| format!("{what} {}", tools::explain::bytes(*b)))
             .collect();
+        let fits = layouts_that_fit(experiment, &plan, limit);
+        let help = if fits.is_empty() {
+            "no layout of these ranks fits (with or without `shard = optimizer` and pipeline stages): lower micro_batch, use more ranks, or give ranks more memory; `dtl explain` shows the estimate in full".to_string()
+        } else {
+            format!(
+                "on the same {} rank(s) these fit, by the same estimate: {}",
+                plan.topology.parallelism.world_size(),
+                fits.join("; ")
+            )
+        };
         lints.push(check::Lint::Memory {
             needed: tools::explain::bytes(m.total),
             world: world.map_or(String::new(), |w| format!(" at --world {w}")),
             limit: tools::explain::bytes(limit),
             biggest: biggest.join(", "),
             span: experiment.train.spans.block,
+            help,
         });
     }
     lints
+}
+
+/// Other layouts of the ranks of `plan` whose largest rank fits in
+/// `limit` by explain's estimate, written as `parallel` settings with the
+/// estimate: the optimizer state sharded, then the model cut into 2, 4, …
+/// pipeline stages (balanced, as many pieces as stages), sharded too where
+/// that may be. At most three, fewest changes first.
+fn layouts_that_fit(experiment: &check::Experiment, plan: &plan::Plan, limit: u64) -> Vec<String> {
+    use plan::{BatchNormSync, Optimizer, Shard, SyncMode};
+    let now = &plan.topology.parallelism;
+    let world = now.world_size();
+    let layers = experiment
+        .model
+        .nodes
+        .iter()
+        .filter(|n| !matches!(n.op, plan::Op::Input))
+        .count() as u64;
+    let can_shard = now.sync == SyncMode::EveryStep
+        && !matches!(experiment.train.optimizer, Optimizer::Adafactor { .. });
+    let mut candidates = Vec::new();
+    for stages in (0..).map(|k| 1u64 << k).take_while(|&p| p <= world.min(layers)) {
+        let data = world / stages;
+        let pipelined = stages > 1;
+        if !world.is_multiple_of(stages)
+            || (pipelined
+                && (now.sync != SyncMode::EveryStep
+                    || !experiment.train.micro_batch.is_multiple_of(stages)
+                    || (data > 1 && now.batch_norm == BatchNormSync::Sync)))
+        {
+            continue;
+        }
+        for shard in [Shard::None, Shard::Optimizer] {
+            let same = stages == now.pipeline && shard == now.shard;
+            if same || (shard == Shard::Optimizer && (!can_shard || data == 1)) {
+                continue;
+            }
+            candidates.push((stages, data, shard));
+        }
+    }
+    let mut fits = Vec::new();
+    for (stages, data, shard) in candidates {
+        let mut other = experiment.clone();
+        let layout = &mut other.parallel;
+        layout.data = check::Degree::Fixed(data);
+        if stages != now.pipeline {
+            layout.pipeline = stages;
+            layout.micro_batches = stages;
+            layout.split = None;
+        }
+        layout.shard = shard;
+        let Ok(plan) = lower::lower(&other, Some(world), "") else {
+            continue;
+        };
+        let total = tools::explain::cost(&plan).memory.total;
+        if total <= limit {
+            let mut settings = Vec::new();
+            if stages != now.pipeline {
+                settings.push(format!("data = {data}; pipeline = {stages}"));
+            }
+            if shard == Shard::Optimizer {
+                settings.push("shard = optimizer".into());
+            }
+            fits.push(format!(
+                "`{}` ({} per rank)",
+                settings.join("; "),
+                tools::explain::bytes(total)
+            ));
+        }
+    }
+    fits.truncate(3);
+    fits
 }
 
 /// Parses, checks and plans one file; warnings are dropped (see

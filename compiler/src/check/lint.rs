@@ -159,8 +159,7 @@ pub enum Lint {
     #[error("a rank needs {needed} by `dtl explain`'s estimate{world}, over the {limit} of `--memory`; the biggest: {biggest}")]
     #[diagnostic(
         code(dtl::lint::memory),
-        severity(Warning),
-        help("shard the optimizer state over the replicas (`shard = optimizer`), split the model over pipeline stages, lower micro_batch, or give ranks more memory; `dtl explain` shows the estimate in full")
+        severity(Warning)
     )]
     Memory {
         needed: String,
@@ -169,6 +168,9 @@ pub enum Lint {
         biggest: String,
         #[label("this training does not fit")]
         span: Span,
+        /// The layouts of the same ranks that fit, or what else to try.
+        #[help]
+        help: String,
     },
 }
 
