@@ -194,7 +194,10 @@ fn layouts_that_fit(experiment: &check::Experiment, plan: &plan::Plan, limit: u6
     let can_shard = now.sync == SyncMode::EveryStep
         && !matches!(experiment.train.optimizer, Optimizer::Adafactor { .. });
     let mut candidates = Vec::new();
-    for stages in (0..).map(|k| 1u64 << k).take_while(|&p| p <= world.min(layers)) {
+    for stages in (0..)
+        .map(|k| 1u64 << k)
+        .take_while(|&p| p <= world.min(layers))
+    {
         let data = world / stages;
         let pipelined = stages > 1;
         if !world.is_multiple_of(stages)

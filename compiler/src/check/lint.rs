@@ -157,10 +157,7 @@ pub enum Lint {
     },
 
     #[error("a rank needs {needed} by `dtl explain`'s estimate{world}, over the {limit} of `--memory`; the biggest: {biggest}")]
-    #[diagnostic(
-        code(dtl::lint::memory),
-        severity(Warning)
-    )]
+    #[diagnostic(code(dtl::lint::memory), severity(Warning))]
     Memory {
         needed: String,
         world: String,
