@@ -1,5 +1,7 @@
 //! Gradient clipping with the semantics of PyTorch's `clip_grad_norm_` and
-//! `clip_grad_value_`.
+//! `clip_grad_value_`, over gradient tensors (each parameter's `.grad()`,
+//! or a replica's slices under `shard = gradients`; undefined ones are
+//! left out).
 
 use dtl_compiler::plan::NormType;
 use tch::Tensor;
@@ -8,15 +10,14 @@ use crate::error::{InPlace, RunError, TorchContext};
 
 /// The global p-norm of all gradients: the p-norm of the per-tensor p-norms
 /// (for `inf`, the largest absolute value).
-pub fn grad_norm<'a>(
-    params: impl Iterator<Item = &'a Tensor>,
+pub fn grad_norm(
+    grads: impl IntoIterator<Item = Tensor>,
     norm_type: NormType,
 ) -> Result<f64, RunError> {
     tch::no_grad(|| {
         let ctx = || "gradient norm".to_string();
         let mut norms = Vec::new();
-        for param in params {
-            let grad = param.grad();
+        for grad in grads {
             if !grad.defined() {
                 continue;
             }
@@ -46,11 +47,11 @@ pub fn grad_norm<'a>(
 /// stages): Σ ‖g‖ₚᵖ over its gradients (for `inf`, the largest |g|). The
 /// ranks' shares add up (or take the largest), and [`norm_of_shares`]
 /// turns the total into the norm.
-pub fn norm_share<'a>(
-    params: impl Iterator<Item = &'a Tensor> + Clone,
+pub fn norm_share(
+    grads: impl IntoIterator<Item = Tensor>,
     norm_type: NormType,
 ) -> Result<f64, RunError> {
-    let norm = grad_norm(params, norm_type)?;
+    let norm = grad_norm(grads, norm_type)?;
     Ok(match norm_type {
         NormType::Inf => norm,
         NormType::P(p) => norm.powf(p),
@@ -67,20 +68,20 @@ pub fn norm_of_shares(combined: f64, norm_type: NormType) -> f64 {
 
 /// Scales all gradients by min(1, max_norm / (norm + 1e-6)) and returns the
 /// norm before clipping.
-pub fn clip_grad_norm<'a>(
-    params: impl Iterator<Item = &'a Tensor> + Clone,
+pub fn clip_grad_norm(
+    grads: &[Tensor],
     max_norm: f64,
     norm_type: NormType,
 ) -> Result<f64, RunError> {
-    let total = grad_norm(params.clone(), norm_type)?;
-    clip_to_norm(params, max_norm, total)?;
+    let total = grad_norm(grads.iter().map(Tensor::shallow_clone), norm_type)?;
+    clip_to_norm(grads.iter().map(Tensor::shallow_clone), max_norm, total)?;
     Ok(total)
 }
 
 /// Scales all gradients by min(1, max_norm / (total + 1e-6)), `total`
 /// being their global norm (computed here, or over several ranks).
-pub fn clip_to_norm<'a>(
-    params: impl Iterator<Item = &'a Tensor>,
+pub fn clip_to_norm(
+    grads: impl IntoIterator<Item = Tensor>,
     max_norm: f64,
     total: f64,
 ) -> Result<(), RunError> {
@@ -88,8 +89,7 @@ pub fn clip_to_norm<'a>(
     // max_norm / (total + 1e-6), clamped at 1; so does this, bit for bit.
     let coef = ((max_norm as f32) / (total as f32 + 1e-6f32)).min(1.0) as f64;
     tch::no_grad(|| {
-        for param in params {
-            let mut grad = param.grad();
+        for mut grad in grads {
             if grad.defined() {
                 grad.f_mul_scalar_(coef)
                     .in_place(|| "clip gradients".into())?;
@@ -100,13 +100,12 @@ pub fn clip_to_norm<'a>(
 }
 
 /// Clamps every gradient element to [-value, value].
-pub fn clip_grad_value<'a>(
-    params: impl Iterator<Item = &'a Tensor>,
+pub fn clip_grad_value(
+    grads: impl IntoIterator<Item = Tensor>,
     value: f64,
 ) -> Result<(), RunError> {
     tch::no_grad(|| {
-        for param in params {
-            let mut grad = param.grad();
+        for mut grad in grads {
             if grad.defined() {
                 grad.f_clamp_(-value, value)
                     .in_place(|| "clip gradient values".into())?;

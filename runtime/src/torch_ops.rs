@@ -12,6 +12,7 @@ extern "C" {
     fn dtl_elu(x: *const c_void, alpha: f64, out: *mut *mut c_void) -> i32;
     fn dtl_leaky_relu(x: *const c_void, negative_slope: f64, out: *mut *mut c_void) -> i32;
     fn dtl_add_scaled_(target: *mut c_void, other: *const c_void, alpha: f64) -> i32;
+    fn dtl_reset_grad(target: *mut c_void) -> i32;
 }
 
 /// libtorch's message for a call that returned `status` 1.
@@ -55,4 +56,10 @@ pub fn add_scaled_(target: &mut Tensor, other: &Tensor, alpha: f64) -> Result<()
     // SAFETY: both tensors are live for the call; `target` is changed in
     // place, as tch's own `_` methods change it.
     check(unsafe { dtl_add_scaled_(target.as_mut_ptr().cast(), other.as_ptr().cast(), alpha) })
+}
+
+/// `param.grad = None`: lets the gradient's memory go.
+pub fn reset_grad(param: &mut Tensor) -> Result<(), TchError> {
+    // SAFETY: the tensor is live for the call; only its gradient changes.
+    check(unsafe { dtl_reset_grad(param.as_mut_ptr().cast()) })
 }

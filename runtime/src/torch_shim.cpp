@@ -71,4 +71,10 @@ int dtl_add_scaled_(at::Tensor* self, const at::Tensor* other, double alpha) {
   return guarded([&] { self->add_(*other, alpha); });
 }
 
+// self.grad = None: the gradient's memory is let go (the next backward
+// allocates a new one).
+int dtl_reset_grad(at::Tensor* self) {
+  return guarded([&] { self->mutable_grad().reset(); });
+}
+
 }  // extern "C"

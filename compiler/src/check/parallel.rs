@@ -290,6 +290,7 @@ pub fn check(
         batch_norm: spec.batch_norm,
         shard: match spec.shard {
             ShardMode::Optimizer => Shard::Optimizer,
+            ShardMode::Gradients => Shard::Gradients,
             // The others are refused by `sharding`.
             _ => Shard::None,
         },
@@ -388,17 +389,13 @@ fn sharding(
     let mode = match spec.shard {
         ShardMode::None => return,
         ShardMode::Optimizer => "optimizer",
-        ShardMode::Gradients | ShardMode::Parameters => {
-            let (name, stage) = if spec.shard == ShardMode::Gradients {
-                ("gradients", 2)
-            } else {
-                ("parameters", 3)
-            };
+        ShardMode::Gradients => "gradients",
+        ShardMode::Parameters => {
             errors.push(CheckError::Unsupported {
-                message: format!("`shard = {name}` (ZeRO-{stage}) is not implemented yet"),
+                message: "`shard = parameters` (ZeRO-3) is not implemented yet".into(),
                 span: at("shard"),
                 help: Some(
-                    "`shard = optimizer` (ZeRO-1) splits the optimizer state over the replicas"
+                    "`shard = gradients` (ZeRO-2) splits the optimizer state and the gradients over the replicas, `shard = optimizer` (ZeRO-1) the optimizer state"
                         .into(),
                 ),
             });

@@ -41,7 +41,12 @@ pub(super) fn step_program(
             SyncMode::Async { staleness } => Some(staleness),
             SyncMode::LocalSgd { .. } => None,
         };
-        if let Some(staleness) = staleness {
+        if layout.shard == Shard::Gradients {
+            program.push(StepOp::ReduceScatterGradients {
+                buckets: bucket_count,
+                bytes_per_rank: shard_bytes(stages, buckets, d),
+            });
+        } else if let Some(staleness) = staleness {
             program.push(StepOp::AllReduceGradients {
                 buckets: bucket_count,
                 bytes_per_rank: ring_bytes(stage_bytes, d),
@@ -84,15 +89,10 @@ pub(super) fn step_program(
         None => program.push(check),
     }
     program.push(StepOp::OptimizerStep);
-    if layout.shard == Shard::Optimizer && d > 1 {
-        let bytes_per_rank = stages
-            .iter()
-            .map(|s| all_gather_bytes(buckets.iter().filter(|b| b.stage == s.stage), d))
-            .max()
-            .unwrap_or(0);
+    if layout.shard != Shard::None && d > 1 {
         program.push(StepOp::AllGatherParameters {
             buckets: bucket_count,
-            bytes_per_rank,
+            bytes_per_rank: shard_bytes(stages, buckets, d),
         });
     }
     if let (SyncMode::LocalSgd { period }, true) = (layout.sync, d > 1) {
@@ -103,4 +103,14 @@ pub(super) fn step_program(
     }
     program.push(StepOp::ZeroGrad);
     program
+}
+
+/// What a rank of the largest stage sends to all-gather (or
+/// reduce-scatter) its stage's buckets over `d` replicas.
+fn shard_bytes(stages: &[StagePlan], buckets: &[GradBucket], d: u64) -> u64 {
+    stages
+        .iter()
+        .map(|s| all_gather_bytes(buckets.iter().filter(|b| b.stage == s.stage), d))
+        .max()
+        .unwrap_or(0)
 }

@@ -270,6 +270,11 @@ pub enum Shard {
     /// updates only those values, then the replicas all-gather the
     /// updated parameters.
     Optimizer,
+    /// ZeRO-2: the gradients too. Each bucket's gradients are
+    /// reduce-scattered: a replica receives the sum of its slice only,
+    /// keeps it for clipping and its update, and lets the whole gradients
+    /// go until the next backward; then the parameters are all-gathered.
+    Gradients,
 }
 
 impl Shard {

@@ -1234,7 +1234,15 @@ pub enum StepOp {
         clip_value: f64,
     },
     OptimizerStep,
-    /// `shard = optimizer`: the optimizer step updated each replica's
+    /// `shard = gradients`: instead of `all_reduce_gradients`, each
+    /// bucket's gradients are summed over the replicas and each replica
+    /// receives its slice of the sum, divided by the replicas (ring
+    /// reduce-scatter: each rank sends `bytes_per_rank`).
+    ReduceScatterGradients {
+        buckets: u64,
+        bytes_per_rank: u64,
+    },
+    /// `shard = optimizer` or `gradients`: the optimizer step updated each replica's
     /// slice of every bucket; the replicas all-gather the updated
     /// parameters, bucket by bucket (ring: each rank sends
     /// `bytes_per_rank`).

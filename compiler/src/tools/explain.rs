@@ -250,7 +250,7 @@ fn stage_optimizer_state(plan: &Plan) -> Vec<u64> {
 fn held_optimizer_state(plan: &Plan, stage_state: &[u64]) -> Vec<u64> {
     let layout = &plan.topology.parallelism;
     let d = layout.data;
-    if layout.shard != Shard::Optimizer || d == 1 {
+    if layout.shard == Shard::None || d == 1 {
         return stage_state.to_vec();
     }
     // Sharding is refused for Adafactor: every other optimizer keeps the
@@ -345,7 +345,13 @@ fn collectives(plan: &Plan) -> Vec<Collective> {
                 .iter()
                 .filter(|b| b.stage == stage.stage)
                 .count();
+            let own = || topology.buckets.iter().filter(|b| b.stage == stage.stage);
             let (name, bytes) = match layout.sync {
+                SyncMode::EveryStep if layout.shard == Shard::Gradients => (
+                    format!("{at}reduce-scatter gradients over {d} replicas (ring, {buckets} bucket{}; each keeps the sum of its 1/{d})",
+                        if buckets == 1 { "" } else { "s" }),
+                    all_gather_bytes(own(), d),
+                ),
                 SyncMode::EveryStep => (
                     format!(
                         "{at}all-reduce gradients over {d} replicas (ring, {buckets} bucket{})",
@@ -366,13 +372,12 @@ fn collectives(plan: &Plan) -> Vec<Collective> {
                 name,
                 bytes_per_rank: bytes,
             });
-            if layout.shard == Shard::Optimizer {
-                let own = topology.buckets.iter().filter(|b| b.stage == stage.stage);
+            if layout.shard != Shard::None {
                 out.push(Collective {
                     name: format!(
                         "{at}all-gather the updated parameters over {d} replicas (ring, each updates 1/{d} of every bucket)"
                     ),
-                    bytes_per_rank: all_gather_bytes(own, d),
+                    bytes_per_rank: all_gather_bytes(own(), d),
                 });
             }
         }
@@ -479,12 +484,19 @@ impl Cost {
             self.global_batch
         ));
         out.push_str(&format!(
-            "memory per rank: parameters {} + gradients {} + optimizer state {}{} + activations {} ({} rows × {} in flight){} = {}\n",
+            "memory per rank: parameters {} + gradients {}{} + optimizer state {}{} + activations {} ({} rows × {} in flight){} = {}\n",
             bytes(m.parameters),
             bytes(m.gradients),
+            match plan.topology.parallelism {
+                // No gradient hooks: backward computes every gradient
+                // before the reduce-scatter runs.
+                ref l if l.shard == Shard::Gradients && l.data > 1 =>
+                    format!(" (whole during backward; 1/{} kept for the update)", l.data),
+                _ => String::new(),
+            },
             bytes(m.optimizer_state),
             match plan.topology.parallelism {
-                ref l if l.shard == Shard::Optimizer && l.data > 1 =>
+                ref l if l.shard != Shard::None && l.data > 1 =>
                     format!(" (its 1/{} shard)", l.data),
                 _ => String::new(),
             },

@@ -81,6 +81,10 @@ pub trait Communicator {
     /// length and kind on every rank) into `recv`, of `size()` times that
     /// length: rank r's values at `r * len`, on every rank.
     fn all_gather(&self, send: &Tensor, recv: &mut Tensor) -> Result<(), CommError>;
+    /// Sums `send` (contiguous, `size()` times `recv`'s length, the same
+    /// kind) over the group and leaves rank r values `r * len` … of the
+    /// sum in `recv`.
+    fn reduce_scatter(&self, send: &Tensor, recv: &mut Tensor) -> Result<(), CommError>;
     /// Overwrites `tensor` with rank `root`'s.
     fn broadcast(&self, tensor: &mut Tensor, root: usize) -> Result<(), CommError>;
     /// Sends `tensor` to rank `to`, which receives it with [`Communicator::recv`].
@@ -201,6 +205,12 @@ impl Communicator for Local {
             .map_err(|e| CommError(format!("all-gather: {e}")))
     }
 
+    fn reduce_scatter(&self, send: &Tensor, recv: &mut Tensor) -> Result<(), CommError> {
+        gather_sizes(recv, send, 1)?;
+        tch::no_grad(|| recv.f_copy_(&send.reshape(recv.size())))
+            .map_err(|e| CommError(format!("reduce-scatter: {e}")))
+    }
+
     fn broadcast(&self, _: &mut Tensor, _: usize) -> Result<(), CommError> {
         Ok(())
     }
@@ -271,8 +281,8 @@ impl Element {
     }
 }
 
-/// Checks an all-gather's buffers: `recv` holds `ranks` times `send`'s
-/// values, of the same kind.
+/// Checks an all-gather's buffers (or a reduce-scatter's, the other way
+/// round): `recv` holds `ranks` times `send`'s values, of the same kind.
 pub fn gather_sizes(send: &Tensor, recv: &Tensor, ranks: usize) -> Result<(), CommError> {
     if recv.numel() != send.numel() * ranks || recv.kind() != send.kind() {
         return Err(CommError(format!(

@@ -390,6 +390,33 @@ impl Communicator for Mpi {
         output.finish(what).map(drop)
     }
 
+    fn reduce_scatter(&self, send: &Tensor, recv: &mut Tensor) -> Result<(), CommError> {
+        let what = "reduce-scatter";
+        super::gather_sizes(recv, send, self.size())?;
+        let input = HostBuffer::of(send, what)?;
+        let output = HostBuffer::of(recv, what)?;
+        let count = output.len();
+        if count > MAX_COUNT {
+            return Err(CommError(format!(
+                "{what}: a slice of {count} values is more than MPI counts in one call; lower bucket_mb"
+            )));
+        }
+        // SAFETY: `input` addresses `size()` times `count` contiguous host
+        // elements and `output` `count`, both alive for the call.
+        let code = unsafe {
+            ffi::MPI_Reduce_scatter_block(
+                input.ptr(),
+                output.ptr(),
+                count as c_int,
+                datatype(input.element),
+                operation(ReduceOp::Sum),
+                self.comm,
+            )
+        };
+        check(code, what)?;
+        output.finish(what).map(drop)
+    }
+
     fn broadcast(&self, tensor: &mut Tensor, root: usize) -> Result<(), CommError> {
         let buffer = HostBuffer::of(tensor, "broadcast")?;
         for (ptr, count) in buffer.chunks() {

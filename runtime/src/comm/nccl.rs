@@ -290,6 +290,25 @@ impl Communicator for Nccl {
         check(code, "all-gather").map(drop)
     }
 
+    fn reduce_scatter(&self, send: &Tensor, recv: &mut Tensor) -> Result<(), CommError> {
+        super::gather_sizes(recv, send, self.size())?;
+        let input = self.device_pointer(send, "reduce-scatter")?;
+        let output = self.device_pointer(recv, "reduce-scatter")?;
+        // SAFETY: as in `all_gather`, the sizes the other way round.
+        let code = unsafe {
+            result::reduce_scatter(
+                input,
+                output,
+                recv.numel(),
+                element(recv)?,
+                operation(ReduceOp::Sum),
+                self.comm,
+                stream(),
+            )
+        };
+        check(code, "reduce-scatter").map(drop)
+    }
+
     fn broadcast(&self, tensor: &mut Tensor, root: usize) -> Result<(), CommError> {
         let ptr = self.device_pointer(tensor, "broadcast")?;
         // SAFETY: as in `all_reduce`.

@@ -11,7 +11,7 @@ mod step;
 use std::collections::{BTreeSet, VecDeque};
 use std::path::Path;
 
-use dtl_compiler::plan::{BatchNormSync, Plan, Precision, Shard, SyncMode};
+use dtl_compiler::plan::{BatchNormSync, Plan, Precision, SyncMode};
 use dtl_compiler::util::rng::Rng;
 use tch::{Device, Tensor};
 
@@ -112,12 +112,15 @@ impl<'a> Executor<'a> {
             train.seed,
         )?;
         let buckets = Buckets::new(plan, world.place.stage, &model.params)?;
-        let sharded = plan.topology.parallelism.shard == Shard::Optimizer;
         let mut optimizer = Updater::new(
             &train.optimizer,
             &train.groups,
             &model.params,
-            sharded.then_some((&buckets, world.replicas.as_ref())),
+            (
+                plan.topology.parallelism.shard,
+                &buckets,
+                world.replicas.as_ref(),
+            ),
         );
         let mut in_flight = VecDeque::new();
         let mut ema = match plan.train.tracking.ema {

@@ -4,7 +4,7 @@
 
 use dtl_compiler::plan::{NanPolicy, NormType, StepOp, SyncMode};
 use dtl_compiler::records::StepRecord;
-use tch::Reduction;
+use tch::{Reduction, Tensor};
 
 use super::{dropout_seed, Executor};
 use crate::clip;
@@ -102,6 +102,11 @@ impl Executor<'_> {
             StepOp::AllReduceGradients { staleness, .. } => {
                 self.all_reduce_gradients(step, *staleness, state)?;
             }
+            StepOp::ReduceScatterGradients { .. } => {
+                let replicas = self.world.replicas.as_ref();
+                self.optimizer
+                    .reduce_scatter(&self.model.params, replicas, step)?;
+            }
             StepOp::UnscaleGradients {
                 growth,
                 backoff,
@@ -123,26 +128,16 @@ impl Executor<'_> {
             StepOp::ClipGradNorm {
                 max_norm,
                 norm_type,
-            } if state.norm_over_stages => {
-                let total = self.norm_over_stages(*norm_type, step)?;
-                clip::clip_to_norm(self.model.tensors(), *max_norm, total)?;
-                state.grad_norm = Some(total);
-            }
-            StepOp::ClipGradNorm {
-                max_norm,
-                norm_type,
             } => {
-                state.grad_norm = Some(clip::clip_grad_norm(
-                    self.model.tensors(),
-                    *max_norm,
-                    *norm_type,
-                )?);
+                let total = self.global_norm(*norm_type, state.norm_over_stages, step)?;
+                clip::clip_to_norm(self.gradients(), *max_norm, total)?;
+                state.grad_norm = Some(total);
             }
             StepOp::ClipGradValue { clip_value } => {
                 if state.grad_norm.is_none() {
                     state.grad_norm = Some(self.l2_norm(state, step)?);
                 }
-                clip::clip_grad_value(self.model.tensors(), *clip_value)?;
+                clip::clip_grad_value(self.gradients(), *clip_value)?;
             }
             StepOp::OptimizerStep => {
                 if state.grad_norm.is_none() {
@@ -245,28 +240,46 @@ impl Executor<'_> {
         Ok(values[0] / replicas.size() as f64)
     }
 
-    /// The L2 norm of the gradients: this rank's, or over every pipeline
-    /// stage.
+    /// The L2 norm of the gradients (see [`Self::global_norm`]).
     fn l2_norm(&self, state: &StepState, step: u64) -> Result<f64, RunError> {
-        if state.norm_over_stages {
-            self.norm_over_stages(NormType::P(2.0), step)
-        } else {
-            clip::grad_norm(self.model.tensors(), NormType::P(2.0))
-        }
+        self.global_norm(NormType::P(2.0), state.norm_over_stages, step)
     }
 
-    /// The global norm of the gradients held by the stages of this replica:
-    /// each stage's share, added up (or the largest, for `inf`).
-    fn norm_over_stages(&self, norm_type: NormType, step: u64) -> Result<f64, RunError> {
-        let mut share = [clip::norm_share(self.model.tensors(), norm_type)?];
+    /// The gradients the step's ops read: each parameter's, or under
+    /// `shard = gradients` this replica's slices of their average.
+    fn gradients(&self) -> Vec<Tensor> {
+        self.optimizer
+            .gradient_shards()
+            .unwrap_or_else(|| self.model.tensors().map(Tensor::grad).collect())
+    }
+
+    /// The norm of the whole model's gradients: this rank's when it holds
+    /// them all; else each holder's share (this rank's slices, its stage),
+    /// added up over the replicas and the stages (the largest, for `inf`).
+    fn global_norm(
+        &self,
+        norm_type: NormType,
+        over_stages: bool,
+        step: u64,
+    ) -> Result<f64, RunError> {
+        let sliced = self.optimizer.gradient_shards().is_some();
+        if !sliced && !over_stages {
+            return clip::grad_norm(self.gradients(), norm_type);
+        }
+        let mut share = [clip::norm_share(self.gradients(), norm_type)?];
         let op = match norm_type {
             NormType::Inf => ReduceOp::Max,
             NormType::P(_) => ReduceOp::Sum,
         };
-        self.world
-            .pipeline
-            .all_reduce_host(&mut share, op)
-            .map_err(|e| RunError::Collective { step, message: e.0 })?;
+        let groups = [
+            (sliced, self.world.replicas.as_ref()),
+            (over_stages, self.world.pipeline.as_ref()),
+        ];
+        for (_, group) in groups.into_iter().filter(|(take, _)| *take) {
+            group
+                .all_reduce_host(&mut share, op)
+                .map_err(|e| RunError::Collective { step, message: e.0 })?;
+        }
         Ok(clip::norm_of_shares(share[0], norm_type))
     }
 
@@ -337,8 +350,7 @@ impl Executor<'_> {
         let inverse = f64::from((1.0 / scaler.scale) as f32);
         let ctx = || format!("step {step}: unscale the gradients");
         let mut found = 0.0;
-        for param in self.model.tensors() {
-            let mut grad = param.grad();
+        for mut grad in self.gradients() {
             if !grad.defined() {
                 continue;
             }

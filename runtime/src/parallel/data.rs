@@ -225,7 +225,7 @@ fn collective(step: u64) -> impl Fn(CommError) -> RunError {
 
 /// A parameter's gradient; one that backward never reached is an error
 /// under data parallelism (the replicas would disagree on its update).
-fn gradient((name, param): &(String, Tensor)) -> Result<Tensor, RunError> {
+pub(super) fn gradient((name, param): &(String, Tensor)) -> Result<Tensor, RunError> {
     let grad = param.grad();
     if grad.defined() {
         Ok(grad)

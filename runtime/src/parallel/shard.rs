@@ -1,15 +1,20 @@
-//! `shard = optimizer` (ZeRO-1): the replicas of a stage split the
-//! optimizer state among themselves. Every gradient bucket is laid out flat
+//! `shard = optimizer` (ZeRO-1) and `shard = gradients` (ZeRO-2): the
+//! replicas of a stage split the optimizer state (and the gradients) among
+//! themselves. Every gradient bucket is laid out flat
 //! as the all-reduce sends it (its parameters in bucket order), padded to
 //! `D` equal slices, and replica `r` owns slice `r` of every bucket: it
 //! keeps the optimizer state of those values only and updates only those
 //! values. After the update the replicas all-gather each bucket's slices,
 //! so every replica holds the whole updated model again.
 //!
-//! The gradients are all-reduced in full first, exactly as without
-//! sharding, so clipping, fp16's unscaling and the finiteness check see
-//! the same values; every update rule that shards (SGD, Adam, AdamW,
-//! Lion) works value by value, so a slice's update is the whole tensor's
+//! Under `shard = optimizer` the gradients are all-reduced in full first,
+//! exactly as without sharding, so clipping, fp16's unscaling and the
+//! finiteness check see the same values. Under `shard = gradients` each
+//! bucket is reduce-scattered instead: a replica receives the averaged
+//! values of its slice only, and those ops work on the slices (norms added
+//! up over the replicas), while the whole gradients are let go until the
+//! next backward. Every update rule that shards (SGD, Adam, AdamW, Lion)
+//! works value by value, so a slice's update is the whole tensor's
 //! restricted to it. Adafactor, whose factored moments span rows and
 //! columns, is refused by the checker.
 //!
@@ -20,7 +25,7 @@
 
 use std::collections::BTreeMap;
 
-use dtl_compiler::plan::{Optimizer as OptimizerPlan, ParamGroup};
+use dtl_compiler::plan::{Optimizer as OptimizerPlan, ParamGroup, Shard};
 use tch::{Device, Tensor};
 
 use super::data::Buckets;
@@ -42,13 +47,19 @@ pub struct Sharded {
     pieces: Vec<Piece>,
     buckets: Vec<BucketSlices>,
     rank: usize,
+    /// `shard = gradients`: this replica's averaged slice of each bucket's
+    /// gradients, from the reduce-scatter to the update (empty otherwise).
+    grads: Vec<Tensor>,
 }
 
-/// Values `offset..offset + len` of parameter `param`'s flattened values.
+/// Values `offset..offset + len` of parameter `param`'s flattened values,
+/// at `at` in this rank's slice of bucket `bucket`.
 struct Piece {
     param: usize,
     offset: i64,
     len: i64,
+    bucket: usize,
+    at: i64,
 }
 
 /// A bucket cut into one slice per replica.
@@ -69,16 +80,18 @@ impl Updater {
         plan: &OptimizerPlan,
         groups: &[ParamGroup],
         params: &[(String, Tensor)],
-        shard: Option<(&Buckets, &dyn Communicator)>,
+        (shard, buckets, replicas): (Shard, &Buckets, &dyn Communicator),
     ) -> Updater {
-        match shard {
-            Some((buckets, comm)) if comm.size() > 1 => Updater::Sharded(Sharded::new(
-                plan,
-                groups,
-                params,
-                buckets.indices(),
-                (comm.rank(), comm.size()),
-            )),
+        match (shard, replicas) {
+            (Shard::Optimizer | Shard::Gradients, comm) if comm.size() > 1 => {
+                Updater::Sharded(Sharded::new(
+                    plan,
+                    groups,
+                    params,
+                    buckets.indices(),
+                    (comm.rank(), comm.size()),
+                ))
+            }
             _ => {
                 let names: Vec<&str> = params.iter().map(|(n, _)| n.as_str()).collect();
                 Updater::Whole(Optimizer::new(plan, &names, groups))
@@ -159,7 +172,38 @@ impl Updater {
         }
     }
 
-    /// `shard = optimizer`: every replica takes the others' updated slices.
+    /// `shard = gradients`: sums each bucket's gradients over the replicas
+    /// and keeps this replica's slice of the average; the whole gradients
+    /// are let go.
+    pub fn reduce_scatter(
+        &mut self,
+        params: &[(String, Tensor)],
+        comm: &dyn Communicator,
+        step: u64,
+    ) -> Result<(), RunError> {
+        match self {
+            Updater::Sharded(s) => s.reduce_scatter(params, comm, step),
+            Updater::Whole(_) => Err(RunError::Torch {
+                context: format!("step {step}: reduce-scatter the gradients"),
+                message: "the plan reduce-scatters the gradients, but this rank's optimizer is not sharded".into(),
+            }),
+        }
+    }
+
+    /// `shard = gradients`, between the reduce-scatter and the update:
+    /// this replica's slices of the averaged gradients (handles sharing
+    /// their storage); `None` when the gradients are whole.
+    pub fn gradient_shards(&self) -> Option<Vec<Tensor>> {
+        match self {
+            Updater::Sharded(s) if !s.grads.is_empty() => {
+                Some(s.grads.iter().map(Tensor::shallow_clone).collect())
+            }
+            _ => None,
+        }
+    }
+
+    /// `shard = optimizer` or `gradients`: every replica takes the others'
+    /// updated slices.
     pub fn all_gather(
         &self,
         params: &[(String, Tensor)],
@@ -200,6 +244,8 @@ impl Sharded {
                         param,
                         offset: start - at,
                         len: end - start,
+                        bucket: slices.len(),
+                        at: start - own_start,
                     });
                 }
                 at += n;
@@ -217,6 +263,7 @@ impl Sharded {
             pieces,
             buckets: slices,
             rank,
+            grads: Vec::new(),
         }
     }
 
@@ -230,12 +277,18 @@ impl Sharded {
     }
 
     fn step(&mut self, params: &[(String, Tensor)], lr: f64) -> Result<(), RunError> {
+        // The slices of the reduce-scatter are used once.
+        let shards = std::mem::take(&mut self.grads);
         let pairs = self
             .pieces
             .iter()
             .map(|piece| {
                 let param = &params[piece.param].1;
                 let ctx = || format!("parameter `{}`: its shard", params[piece.param].0);
+                if let Some(shard) = shards.get(piece.bucket) {
+                    let grad = shard.f_narrow(0, piece.at, piece.len).context(ctx)?;
+                    return Ok((Self::view(piece, param).context(ctx)?, Some(grad)));
+                }
                 let grad = param.grad();
                 let grad = if grad.defined() {
                     let flat = grad.f_reshape([-1]);
@@ -250,6 +303,50 @@ impl Sharded {
             })
             .collect::<Result<Vec<_>, RunError>>()?;
         self.inner.step_pairs(pairs, lr)
+    }
+
+    fn reduce_scatter(
+        &mut self,
+        params: &[(String, Tensor)],
+        comm: &dyn Communicator,
+        step: u64,
+    ) -> Result<(), RunError> {
+        let replicas = comm.size();
+        self.grads.clear();
+        tch::no_grad(|| {
+            for (b, bucket) in self.buckets.iter().enumerate() {
+                let ctx = || format!("step {step}: reduce-scatter bucket {b}");
+                let grads = bucket
+                    .params
+                    .iter()
+                    .map(|&i| super::data::gradient(&params[i]));
+                let flat = super::flat::flatten(grads, step)?;
+                let whole = bucket.slice * replicas as i64;
+                let padding = whole - flat.numel() as i64;
+                let send = if padding > 0 {
+                    let zeros = flat
+                        .f_new_zeros([padding], (flat.kind(), flat.device()))
+                        .context(ctx)?;
+                    Tensor::f_cat(&[flat, zeros], 0).context(ctx)?
+                } else {
+                    flat
+                };
+                let mut recv = send
+                    .f_new_zeros([bucket.slice], (send.kind(), send.device()))
+                    .context(ctx)?;
+                comm.reduce_scatter(&send, &mut recv)
+                    .map_err(collective(step))?;
+                let average = recv.f_div_scalar(replicas as f64).context(ctx)?;
+                self.grads.push(average);
+            }
+            // Each value's average is in one replica's slice: the whole
+            // gradients are not read again this step.
+            for (name, param) in params {
+                crate::torch_ops::reset_grad(&mut param.shallow_clone())
+                    .context(|| format!("step {step}: let the gradient of `{name}` go"))?;
+            }
+            Ok(())
+        })
     }
 
     /// This rank's slice of bucket `b` of the tensors `of` gives for each
