@@ -85,32 +85,33 @@ pub(super) fn recover(src: &str, start: usize, context: Context) -> SyntaxError 
         .chars()
         .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
         .collect();
-    let rule = match context {
-        Context::Top => match word.as_str() {
-            "module" => Rule::module_def,
-            "model" => Rule::model_def,
-            "data" => Rule::data_def,
-            "train" => Rule::train_def,
-            "parallel" => Rule::parallel_def,
-            "test" => Rule::test_def,
-            _ => {
-                return SyntaxError::Unexpected {
+    let rule =
+        match context {
+            Context::Top => match word.as_str() {
+                "module" => Rule::module_def,
+                "model" => Rule::model_def,
+                "data" => Rule::data_def,
+                "train" => Rule::train_def,
+                "parallel" => Rule::parallel_def,
+                "test" => Rule::test_def,
+                _ => return SyntaxError::Unexpected {
                     expected: "`module`, `model`, `data`, `train`, `parallel` or `test`".into(),
                     found: describe_found(src, start),
                     span: token_span(src, start),
                     help: crate::util::suggest::did_you_mean(&word, TOP_KEYWORDS).or_else(|| {
-                        Some(
+                        Some(if src[start..].starts_with([';', ',']) {
+                            "drop it: items follow one another with nothing between them".into()
+                        } else {
                             "a file is a list of items; each starts with one of these keywords"
-                                .into(),
-                        )
+                                .into()
+                        })
                     }),
-                }
-            }
-        },
-        Context::ModuleBody if word == "forward" => Rule::forward_def,
-        Context::ModuleBody => Rule::layer_def,
-        Context::Settings => Rule::setting,
-    };
+                },
+            },
+            Context::ModuleBody if word == "forward" => Rule::forward_def,
+            Context::ModuleBody => Rule::layer_def,
+            Context::Settings => Rule::setting,
+        };
     match DtlParser::parse(rule, rest) {
         Err(err) => error_from_pest(src, start, err),
         Ok(pairs) => {
@@ -201,7 +202,14 @@ pub(super) fn error_from_pest(
         join_or(&expected)
     };
     let pos = offset + pos;
-    let help = help_for(&expected, &src[pos.min(src.len())..]);
+    let help = help_for(&expected, &src[pos.min(src.len())..]).map(|help| {
+        match unclosed_brace(src, pos) {
+            Some((line, text)) if help.contains("`}`") => {
+                format!("is the `}}` of line {line} (`{text}`) missing?")
+            }
+            _ => help,
+        }
+    });
     SyntaxError::Unexpected {
         expected,
         found: describe_found(src, pos),
@@ -253,6 +261,10 @@ fn help_for(expected: &str, rest: &str) -> Option<String> {
     if expected.contains("`:`") && rest.starts_with('=') && !rest.starts_with("==") {
         return Some("arguments are named with `:`, as in `padding: 1`".into());
     }
+    // `{ x |> f; }`: the last expression of a block is its result.
+    if expected.contains("`}`") && rest.starts_with(';') {
+        return Some("drop this `;`: the last expression of a `forward` is its result, and nothing follows it".into());
+    }
     if expected.contains("`}`") {
         Some("is a closing `}` missing?".into())
     } else if expected.contains("`)`") {
@@ -260,6 +272,47 @@ fn help_for(expected: &str, rest: &str) -> Option<String> {
     } else {
         None
     }
+}
+
+/// The innermost `{` before `end` that no `}` closes (strings and
+/// comments skipped): its line, from 1, and that line's text.
+fn unclosed_brace(src: &str, end: usize) -> Option<(usize, &str)> {
+    let bytes = &src.as_bytes()[..end.min(src.len())];
+    let mut open = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        let rest = &bytes[i..];
+        if rest.starts_with(b"//") || rest[0] == b'#' {
+            i += rest.iter().position(|&b| b == b'\n').unwrap_or(rest.len());
+            continue;
+        }
+        if rest.starts_with(b"/*") {
+            i += rest
+                .windows(2)
+                .position(|w| w == b"*/")
+                .map_or(rest.len(), |p| p + 2);
+            continue;
+        }
+        match rest[0] {
+            b'"' => {
+                // To the closing quote (strings do not span lines).
+                i += 1;
+                while i < bytes.len() && !matches!(bytes[i], b'"' | b'\n') {
+                    i += if bytes[i] == b'\\' { 2 } else { 1 };
+                }
+            }
+            b'{' => open.push(i),
+            b'}' => {
+                open.pop();
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    let at = *open.last()?;
+    let start = src[..at].rfind('\n').map_or(0, |p| p + 1);
+    let stop = src[at..].find('\n').map_or(src.len(), |p| at + p);
+    Some((src[..at].matches('\n').count() + 1, src[start..stop].trim()))
 }
 
 /// The user-facing words for a grammar rule, or `None` for rules that are
