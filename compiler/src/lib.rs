@@ -147,6 +147,7 @@ fn memory_lints(experiment: &check::Experiment, worlds: &[u64], limit: u64) -> V
             ("optimizer state", m.optimizer_state),
             ("activations", m.activations),
             ("gathered weights", m.gathered),
+            ("gradient exchange buffers", m.communication),
         ];
         parts.sort_by_key(|(_, b)| std::cmp::Reverse(*b));
         let biggest: Vec<String> = parts

@@ -70,6 +70,11 @@ pub struct Memory {
     /// stages' weights it receives to write one `model.safetensors`, and
     /// with `checkpoint_every` their optimizer state too.
     pub gathered: u64,
+    /// The gradient exchange's buffers over the replicas: every bucket's
+    /// flat buffer in flight at once (under `async`, each step's still in
+    /// flight); under `shard = gradients` the kept slices and two buckets
+    /// being reduce-scattered.
+    pub communication: u64,
     pub total: u64,
 }
 
@@ -156,6 +161,11 @@ pub fn cost(plan: &Plan) -> Cost {
                 optimizer_state: state * BYTES_PER_VALUE,
                 activations: activations * piece * in_flight * BYTES_PER_VALUE,
                 gathered: others * BYTES_PER_VALUE,
+                communication: exchange_values(
+                    plan,
+                    stage.stage,
+                    stage_grads[stage.stage as usize],
+                ) * BYTES_PER_VALUE,
                 total: 0,
             };
             StageCost {
@@ -167,7 +177,8 @@ pub fn cost(plan: &Plan) -> Cost {
                         + memory.gradients
                         + memory.optimizer_state
                         + memory.activations
-                        + memory.gathered,
+                        + memory.gathered
+                        + memory.communication,
                     ..memory
                 },
             }
@@ -183,6 +194,7 @@ pub fn cost(plan: &Plan) -> Cost {
             optimizer_state: 0,
             activations: 0,
             gathered: 0,
+            communication: 0,
             total: 0,
         });
     let collectives = collectives(plan);
@@ -268,6 +280,30 @@ fn held_optimizer_state(plan: &Plan, stage_state: &[u64]) -> Vec<u64> {
             per_value * slices
         })
         .collect()
+}
+
+/// Values the gradient exchange of `stage` (holding `gradients` values)
+/// keeps at its peak on one rank; see [`Memory::communication`].
+fn exchange_values(plan: &Plan, stage: u64, gradients: u64) -> u64 {
+    let layout = &plan.topology.parallelism;
+    let d = layout.data;
+    if d == 1 {
+        return 0;
+    }
+    let largest = plan
+        .topology
+        .buckets
+        .iter()
+        .filter(|b| b.stage == stage)
+        .map(|b| b.bytes / BYTES_PER_VALUE)
+        .max()
+        .unwrap_or(0);
+    match (layout.sync, layout.shard) {
+        (SyncMode::LocalSgd { .. }, _) => 0,
+        (_, Shard::Gradients) => gradients.div_ceil(d) + 2 * largest,
+        (SyncMode::Async { staleness }, _) => (staleness + 1) * gradients,
+        (SyncMode::EveryStep, _) => gradients,
+    }
 }
 
 /// Values of gradient per pipeline stage: the trainable parameters'.
@@ -484,7 +520,7 @@ impl Cost {
             self.global_batch
         ));
         out.push_str(&format!(
-            "memory per rank: parameters {} + gradients {}{} + optimizer state {}{} + activations {} ({} rows × {} in flight){} = {}\n",
+            "memory per rank: parameters {} + gradients {}{} + optimizer state {}{} + activations {} ({} rows × {} in flight){}{} = {}\n",
             bytes(m.parameters),
             bytes(m.gradients),
             match plan.topology.parallelism {
@@ -506,6 +542,11 @@ impl Cost {
                 .iter()
                 .find(|s| s.memory == *m)
                 .map_or(1, |s| s.in_flight),
+            if m.communication > 0 {
+                format!(" + gradient exchange buffers {}", bytes(m.communication))
+            } else {
+                String::new()
+            },
             if m.gathered > 0 && plan.topology.parallelism.shard != Shard::None {
                 format!(
                     " + {} gathered on rank 0 for the files it writes (the other stages' weights, the other ranks' optimizer state)",

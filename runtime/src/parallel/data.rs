@@ -19,7 +19,7 @@ use tch::{Kind, Tensor};
 
 use super::flat::{flatten, scatter};
 use crate::comm::{CommError, Communicator, Pending, ReduceOp};
-use crate::error::{RunError, TorchContext};
+use crate::error::{InPlace, RunError, TorchContext};
 
 /// The gradient buckets of this rank's stage, as indices into the model's
 /// parameters.
@@ -110,11 +110,12 @@ impl Buckets {
             .pending
             .into_iter()
             .map(|pending| {
-                pending
-                    .wait()
-                    .map_err(collective(step))?
-                    .f_div_scalar(replicas as f64)
-                    .context(|| format!("step {step}: average gradients"))
+                // In place: a second gradient-sized buffer per bucket
+                // would double what the exchange holds.
+                let mut sum = pending.wait().map_err(collective(step))?;
+                sum.f_div_scalar_(replicas as f64)
+                    .in_place(|| format!("step {step}: average gradients"))?;
+                Ok(sum)
             })
             .collect()
     }

@@ -1,11 +1,11 @@
 //! `shard = optimizer` (ZeRO-1) and `shard = gradients` (ZeRO-2): the
 //! replicas of a stage split the optimizer state (and the gradients) among
-//! themselves. Every gradient bucket is laid out flat
-//! as the all-reduce sends it (its parameters in bucket order), padded to
-//! `D` equal slices, and replica `r` owns slice `r` of every bucket: it
-//! keeps the optimizer state of those values only and updates only those
-//! values. After the update the replicas all-gather each bucket's slices,
-//! so every replica holds the whole updated model again.
+//! themselves. Every gradient bucket is laid out flat as the all-reduce
+//! sends it (its parameters in bucket order), padded to `D` equal slices,
+//! and replica `r` owns slice `r` of every bucket: it keeps the optimizer
+//! state of those values only and updates only those values. After the
+//! update the replicas all-gather each bucket's slices, so every replica
+//! holds the whole updated model again.
 //!
 //! Under `shard = optimizer` the gradients are all-reduced in full first,
 //! exactly as without sharding, so clipping, fp16's unscaling and the
@@ -30,7 +30,7 @@ use tch::{Device, Tensor};
 
 use super::data::Buckets;
 use crate::comm::{CommError, Communicator};
-use crate::error::{RunError, TorchContext};
+use crate::error::{InPlace, RunError, TorchContext};
 use crate::optim::{Optimizer, SLOTS};
 
 /// The optimizer of a rank: over every parameter, or over its slices.
@@ -336,8 +336,8 @@ impl Sharded {
                     .context(ctx)?;
                 comm.reduce_scatter(&send, &mut recv)
                     .map_err(collective(step))?;
-                let average = recv.f_div_scalar(replicas as f64).context(ctx)?;
-                self.grads.push(average);
+                recv.f_div_scalar_(replicas as f64).in_place(ctx)?;
+                self.grads.push(recv);
             }
             // Each value's average is in one replica's slice: the whole
             // gradients are not read again this step.
