@@ -172,8 +172,8 @@ fn the_documented_plan_is_the_golden_one() {
 /// The ```dtl blocks of README.md and the guides are whole files that
 /// compile, data read, paths relative to the page: a renamed setting or
 /// layer fails here, not for a reader. (The cookbook's are run by
-/// `the_cookbook_recipes_check_and_run`; the language reference's
-/// fragments are untagged.)
+/// `the_cookbook_recipes_check_and_run`; the language reference's by
+/// `the_reference_examples_check`.)
 #[test]
 fn the_guides_whole_files_compile() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -181,7 +181,7 @@ fn the_guides_whole_files_compile() {
     let mut pages = vec!["README.md".to_string()];
     for entry in std::fs::read_dir(root.join("docs")).unwrap() {
         let name = entry.unwrap().file_name().to_string_lossy().into_owned();
-        if name.ends_with(".md") && name != "cookbook.md" {
+        if name.ends_with(".md") && name != "cookbook.md" && name != "language.md" {
             pages.push(format!("docs/{name}"));
         }
     }
@@ -203,6 +203,71 @@ fn the_guides_whole_files_compile() {
         }
     }
     assert!(checked >= 2, "only {checked} dtl blocks found");
+}
+
+/// docs/language.md's ```dtl blocks are items, not always whole files (a
+/// module, a `data` block, a `train` block): each is checked as a file
+/// completed with what it lacks, a `model`, a `data` and a `train` block
+/// of the names it uses. (Its untagged blocks are fragments: elided
+/// bodies, single expressions, settings out of their block.)
+#[test]
+fn the_reference_examples_check() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/language.md");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let named = |block: &str, key: &str| {
+        block.lines().find_map(|l| {
+            let rest = l.trim().strip_prefix(key)?.trim_start().strip_prefix('=')?;
+            Some(rest.trim().trim_end_matches(';').to_string())
+        })
+    };
+    let defines = |block: &str, item: &str| {
+        block.lines().find_map(|l| {
+            let rest = l.strip_prefix(item)?.strip_prefix(' ')?;
+            Some(rest.split([' ', '{']).next().unwrap().to_string())
+        })
+    };
+    let mut checked = 0;
+    for (line, block) in blocks(&text, "dtl") {
+        let model = defines(block, "model");
+        let data = defines(block, "data");
+        let has_train = block.lines().any(|l| l.starts_with("train"));
+        // The names a `train` block uses (a `parallel` block's `data` is a
+        // degree, not a name).
+        let used = |key| if has_train { named(block, key) } else { None };
+        let model_name = model
+            .clone()
+            .or_else(|| used("model"))
+            .unwrap_or_else(|| "DocModel".into());
+        let data_name = data
+            .clone()
+            .or_else(|| used("data"))
+            .unwrap_or_else(|| "doc_data".into());
+        let mut file = block.to_string();
+        if model.is_none() {
+            file += &format!(
+                "model {model_name} {{ forward(x: [B, 64]) -> [B, 10] {{ x |> linear(64, 10) }} }}\n"
+            );
+        }
+        if data.is_none() {
+            file += &format!(
+                "data {data_name} {{ source = csv(\"../data/digits.csv.gz\", label: -1) }}\n"
+            );
+        }
+        if !has_train {
+            file += &format!(
+                "train {{ model = {model_name}; data = {data_name}; loss = cross_entropy; optimizer = sgd(lr: 0.1); micro_batch = 8; steps = 10 }}\n"
+            );
+        }
+        let options = dtl_compiler::options_for(&path, false);
+        if let Err(diagnostics) = dtl_compiler::check_source("docs/language.md", &file, &options) {
+            panic!(
+                "docs/language.md, the dtl block of line {line}, completed as:\n{file}\n{}",
+                diagnostics.render_human(false)
+            );
+        }
+        checked += 1;
+    }
+    assert!(checked >= 6, "only {checked} dtl blocks found");
 }
 
 /// The fenced blocks of `lang` in `text`, with the line each starts on.
