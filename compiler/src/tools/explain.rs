@@ -84,9 +84,9 @@ pub struct Collective {
     pub bytes_per_rank: u64,
 }
 
-/// The cost of one optimizer step of `plan` on one rank.
-pub fn cost(plan: &Plan) -> Cost {
-    let model = &plan.model;
+/// Each node's parameters (a layer used twice counts them at its first
+/// use), forward FLOPs and output values, for one sample.
+fn layer_costs(model: &crate::plan::ModelPlan) -> Vec<LayerCost> {
     let mut layers = Vec::new();
     let sizes: std::collections::BTreeMap<&str, u64> = model
         .parameters
@@ -111,6 +111,13 @@ pub fn cost(plan: &Plan) -> Cost {
             activations: numel(&node.output),
         });
     }
+    layers
+}
+
+/// The cost of one optimizer step of `plan` on one rank.
+pub fn cost(plan: &Plan) -> Cost {
+    let model = &plan.model;
+    let layers = layer_costs(model);
     let forward: u64 = layers.iter().map(|l| l.forward_flops).sum();
     let train_flops_per_sample = 3 * forward;
     let params = model.parameter_count;
@@ -481,45 +488,11 @@ pub fn count(n: u64) -> String {
 }
 
 impl Cost {
-    /// The table `dtl explain` prints.
-    pub fn render(&self, plan: &Plan) -> String {
-        let mut out = String::new();
-        out.push_str(&format!(
-            "model {} — {} parameters",
-            plan.model.name, self.parameters
-        ));
-        if self.frozen > 0 {
-            out.push_str(&format!(
-                " ({} trainable, {} frozen: no gradient, no optimizer state, not all-reduced)",
-                self.parameters - self.frozen,
-                self.frozen
-            ));
-        }
-        out.push('\n');
-        out.push_str(&groups_text(plan));
-        out.push('\n');
-        out.push_str(&format!(
-            "{:<16} {:<20} {:>12} {:>14} {:>12}\n",
-            "layer", "kind", "parameters", "fwd FLOPs/sample", "output/sample"
-        ));
-        for layer in self.layers.iter().filter(|l| l.kind != "input") {
-            out.push_str(&format!(
-                "{:<16} {:<20} {:>12} {:>14} {:>12}\n",
-                layer.name,
-                layer.kind,
-                layer.parameters,
-                count(layer.forward_flops),
-                count(layer.activations)
-            ));
-        }
+    /// The `memory per rank` line: each part of the rank that needs the
+    /// most, and what it adds up to.
+    fn memory_line(&self, plan: &Plan) -> String {
         let m = &self.memory;
-        out.push_str(&format!(
-            "\ntraining FLOPs: {} per sample (forward + backward = 3 × forward), {} per step (global batch {})\n",
-            count(self.train_flops_per_sample),
-            count(self.flops_per_step),
-            self.global_batch
-        ));
-        out.push_str(&format!(
+        format!(
             "memory per rank: parameters {} + gradients {}{} + optimizer state {}{} + activations {} ({} rows × {} in flight){}{} = {}\n",
             bytes(m.parameters),
             bytes(m.gradients),
@@ -561,7 +534,47 @@ impl Cost {
                 String::new()
             },
             bytes(m.total)
+        )
+    }
+
+    /// The table `dtl explain` prints.
+    pub fn render(&self, plan: &Plan) -> String {
+        let mut out = String::new();
+        out.push_str(&format!(
+            "model {} — {} parameters",
+            plan.model.name, self.parameters
         ));
+        if self.frozen > 0 {
+            out.push_str(&format!(
+                " ({} trainable, {} frozen: no gradient, no optimizer state, not all-reduced)",
+                self.parameters - self.frozen,
+                self.frozen
+            ));
+        }
+        out.push('\n');
+        out.push_str(&groups_text(plan));
+        out.push('\n');
+        out.push_str(&format!(
+            "{:<16} {:<20} {:>12} {:>14} {:>12}\n",
+            "layer", "kind", "parameters", "fwd FLOPs/sample", "output/sample"
+        ));
+        for layer in self.layers.iter().filter(|l| l.kind != "input") {
+            out.push_str(&format!(
+                "{:<16} {:<20} {:>12} {:>14} {:>12}\n",
+                layer.name,
+                layer.kind,
+                layer.parameters,
+                count(layer.forward_flops),
+                count(layer.activations)
+            ));
+        }
+        out.push_str(&format!(
+            "\ntraining FLOPs: {} per sample (forward + backward = 3 × forward), {} per step (global batch {})\n",
+            count(self.train_flops_per_sample),
+            count(self.flops_per_step),
+            self.global_batch
+        ));
+        out.push_str(&self.memory_line(plan));
         let topology = &plan.topology;
         let layout = &topology.parallelism;
         out.push_str(&format!(
