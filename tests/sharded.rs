@@ -10,7 +10,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
-use common::{copy_for_resume, dtl, read_safetensors, resume, step_records, train, within};
+use common::{copy_for_resume, dtl, resume, step_records, train, weights_differ, within};
 
 /// One multi-rank run at a time: the machine has two cores.
 static RANKS: Mutex<()> = Mutex::new(());
@@ -44,19 +44,6 @@ parallel {{ bucket_mb = 1; {parallel} }}
 
 fn summary(out: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap()
-}
-
-/// The largest difference between two safetensors files of the same names.
-fn files_differ(a: &Path, b: &Path) -> f32 {
-    let (a, b) = (read_safetensors(a), read_safetensors(b));
-    assert_eq!(
-        a.keys().collect::<Vec<_>>(),
-        b.keys().collect::<Vec<_>>(),
-        "the same tensors"
-    );
-    a.iter()
-        .flat_map(|(name, x)| x.iter().zip(&b[name]).map(|(x, y)| (x - y).abs()))
-        .fold(0.0, f32::max)
 }
 
 fn max_loss_difference(a: &Path, b: &Path) -> f64 {
@@ -139,8 +126,12 @@ fn sharded_optimizer_state_trains_as_plain_data_parallelism() {
             ("model.safetensors", 4.5e-6),
             ("checkpoint/state.safetensors", 3e-7),
         ] {
-            let worst = files_differ(&out_plain.join(file), &out_gradients.join(file));
-            within(&format!("{name}, ZeRO-2: {file}"), worst as f64, bound);
+            let (worst, at) = weights_differ(&out_plain.join(file), &out_gradients.join(file));
+            within(
+                &format!("{name}, ZeRO-2: {file} (at `{at}`)"),
+                worst as f64,
+                bound,
+            );
         }
         within(
             &format!("{name}: losses"),
@@ -148,8 +139,8 @@ fn sharded_optimizer_state_trains_as_plain_data_parallelism() {
             0.0,
         );
         for file in ["model.safetensors", "checkpoint/state.safetensors"] {
-            let worst = files_differ(&out_plain.join(file), &out_sharded.join(file));
-            within(&format!("{name}: {file}"), worst as f64, 0.0);
+            let (worst, at) = weights_differ(&out_plain.join(file), &out_sharded.join(file));
+            within(&format!("{name}: {file} (at `{at}`)"), worst as f64, 0.0);
         }
         let bytes = |out: &Path| summary(out)["optimizer_state_bytes"].as_u64().unwrap();
         assert_eq!(
@@ -234,12 +225,12 @@ fn a_sharded_run_resumes_at_another_degree_and_shard_mode() {
             .map(|(a, b)| (a.loss - b.loss).abs() / a.loss)
             .fold(0.0, f64::max);
         within(&format!("resume {name}: losses"), worst, loss_bound);
-        let weights = files_differ(
+        let (weights, at) = weights_differ(
             &full.join("model.safetensors"),
             &resumed.join("model.safetensors"),
         );
         within(
-            &format!("resume {name}: weights"),
+            &format!("resume {name}: weights (at `{at}`)"),
             weights as f64,
             weight_bound,
         );
