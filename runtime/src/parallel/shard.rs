@@ -183,10 +183,7 @@ impl Updater {
     ) -> Result<(), RunError> {
         match self {
             Updater::Sharded(s) => s.reduce_scatter(params, comm, step),
-            Updater::Whole(_) => Err(RunError::Torch {
-                context: format!("step {step}: reduce-scatter the gradients"),
-                message: "the plan reduce-scatters the gradients, but this rank's optimizer is not sharded".into(),
-            }),
+            Updater::Whole(_) => Err(not_sharded(step, "reduce-scatter the gradients")),
         }
     }
 
@@ -212,10 +209,7 @@ impl Updater {
     ) -> Result<(), RunError> {
         match self {
             Updater::Sharded(s) => s.all_gather(params, comm, step),
-            Updater::Whole(_) => Err(RunError::Torch {
-                context: format!("step {step}: all-gather the parameters"),
-                message: "the plan all-gathers sharded parameters, but this rank's optimizer is not sharded".into(),
-            }),
+            Updater::Whole(_) => Err(not_sharded(step, "all-gather the parameters")),
         }
     }
 }
@@ -494,6 +488,15 @@ impl Sharded {
         }
         let names: Vec<&str> = names.iter().map(String::as_str).collect();
         self.inner.restore(steps, &names, &slices, device)
+    }
+}
+
+/// A sharded step op on a rank whose optimizer is whole: the plan and the
+/// runtime disagree.
+fn not_sharded(step: u64, what: &str) -> RunError {
+    RunError::Torch {
+        context: format!("step {step}: {what}"),
+        message: format!("the plan asks to {what}, but this rank's optimizer is not sharded"),
     }
 }
 
