@@ -155,7 +155,8 @@ fn memory_lints(experiment: &check::Experiment, worlds: &[u64], limit: u64) -> V
             .take(3)
             .map(|(what, b)| format!("{what} {}", tools::explain::bytes(*b)))
             .collect();
-        let fits = layouts_that_fit(experiment, &plan, limit);
+        let mut fits = layouts_that_fit(experiment, &plan, limit);
+        fits.extend(recompute_that_fits(experiment, world, limit));
         let help = if fits.is_empty() {
             "no layout of these ranks fits (with or without `shard = optimizer` and pipeline stages): lower micro_batch, use more ranks, or give ranks more memory; `dtl explain` shows the estimate in full".to_string()
         } else {
@@ -175,6 +176,32 @@ fn memory_lints(experiment: &check::Experiment, worlds: &[u64], limit: u64) -> V
         });
     }
     lints
+}
+
+/// `recompute = blocks` in the same layout, written with its estimate, when
+/// the model has blocks to recompute, does not recompute them yet, and
+/// that fits in `limit`.
+fn recompute_that_fits(
+    experiment: &check::Experiment,
+    world: Option<u64>,
+    limit: u64,
+) -> Option<String> {
+    use plan::Recompute;
+    let pieces = experiment.model.pieces(Recompute::Blocks);
+    if experiment.train.recompute != Recompute::None || !pieces.iter().any(|p| p.recomputed) {
+        return None;
+    }
+    let mut other = experiment.clone();
+    other.train.recompute = Recompute::Blocks;
+    let total = tools::explain::cost(&lower::lower(&other, world, "").ok()?)
+        .memory
+        .total;
+    (total <= limit).then(|| {
+        format!(
+            "`recompute = blocks` in `train` ({} per rank)",
+            tools::explain::bytes(total)
+        )
+    })
 }
 
 /// Other layouts of the ranks of `plan` whose largest rank fits in

@@ -41,8 +41,8 @@ pub fn setting(block: &str, key: &str) -> Option<&'static str> {
         }
         ("train", "eval_steps" | "val_check_interval" | "eval_interval") => "`eval_every = 100`",
         ("train", "save_steps" | "checkpoint_interval") => "`checkpoint_every = 500`",
-        ("train", "gradient_checkpointing" | "activation_checkpointing") => {
-            "not yet: activations are kept for the backward pass (`dtl explain` shows their memory)"
+        ("train", "gradient_checkpointing" | "activation_checkpointing" | "checkpoint_activations") => {
+            "`recompute = blocks` (each module instance and `repeat` copy of the model), or `recompute = all`"
         }
         ("data", "batch_size") => "the batch is the `train` block's `micro_batch`",
         ("data", "num_workers" | "pin_memory" | "prefetch_factor") => {
@@ -67,6 +67,10 @@ pub fn choice(what: &str, name: &str) -> Option<&'static str> {
         ("precision", "float32" | "full" | "fp64" | "float64") => {
             "`fp32` (dtl trains in float32 at most)"
         }
+        ("recompute mode", "full" | "true" | "on" | "selective") => {
+            "`blocks` recomputes the model's module instances and `repeat` copies; `all` the layers between them too"
+        }
+        ("recompute mode", "false" | "off") => "`none`",
         ("optimizer", "AdamW" | "Adam" | "SGD") => {
             "optimizer names are lower case: `adamw`, `adam`, `sgd`"
         }

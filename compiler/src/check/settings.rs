@@ -315,6 +315,15 @@ impl Choice for crate::plan::Precision {
     ];
 }
 
+impl Choice for crate::plan::Recompute {
+    const WHAT: &'static str = "recompute mode";
+    const NAMES: &'static [(&'static str, Self)] = &[
+        ("none", Self::None),
+        ("blocks", Self::Blocks),
+        ("all", Self::All),
+    ];
+}
+
 impl Choice for crate::plan::NanPolicy {
     const WHAT: &'static str = "NaN policy";
     const NAMES: &'static [(&'static str, Self)] = &[("stop", Self::Stop), ("skip", Self::Skip)];

@@ -8,12 +8,14 @@ use super::args::{ParamSig, Ty, Value};
 use super::settings::{self, choose, Settings};
 use super::{data, fit, model, CheckError, Experiment, Lint, Options};
 use crate::ast::{DataDef, ExprKind, ModuleDef, ModuleKind, SettingsBlock};
-use crate::plan::{Clip, DataPlan, Loss, NanPolicy, Optimizer, Precision, Schedule, Tracking};
+use crate::plan::{
+    Clip, DataPlan, Loss, NanPolicy, Optimizer, Precision, Recompute, Schedule, Tracking,
+};
 use crate::span::Span;
 use crate::util::suggest;
 
 /// The settings a `train` block accepts.
-pub const TRAIN_KEYS: [&str; 23] = [
+pub const TRAIN_KEYS: [&str; 24] = [
     "model",
     "data",
     "loss",
@@ -29,6 +31,7 @@ pub const TRAIN_KEYS: [&str; 23] = [
     "epochs",
     "init",
     "precision",
+    "recompute",
     "checkpoint_every",
     "on_nan",
     "metrics",
@@ -66,6 +69,7 @@ pub struct TrainSpec {
     pub init: Option<String>,
     pub init_skip: Option<Vec<String>>,
     pub precision: Precision,
+    pub recompute: Recompute,
     pub checkpoint_every: u64,
     pub on_nan: NanPolicy,
     pub tracking: Tracking,
@@ -142,6 +146,7 @@ pub(super) fn check_train(
     let eval_every = s.int("eval_every", 0..=1 << 40, Some(0), errors);
     let checkpoint_every = s.int("checkpoint_every", 0..=1 << 40, Some(0), errors);
     let precision = s.choice_or("precision", Precision::Fp32, errors);
+    let recompute = s.choice_or("recompute", Recompute::None, errors);
     let on_nan = s.choice_or("on_nan", NanPolicy::Stop, errors);
     let warmup = s.int("warmup", 0..=1 << 40, Some(0), errors);
     let warmup_span = s.get("warmup").map(|x| x.value.span);
@@ -173,6 +178,9 @@ pub(super) fn check_train(
         }
     }
     let (mut model, def) = model?;
+    if let (Some(mode), Some(setting)) = (recompute, s.get("recompute")) {
+        nothing_to_recompute(&model, mode, setting.value.span, errors)?;
+    }
     if let Some(setting) = s.get("freeze") {
         freeze(setting, &mut model, errors)?;
     }
@@ -202,6 +210,7 @@ pub(super) fn check_train(
         init,
         init_skip,
         precision: precision?,
+        recompute: recompute?,
         checkpoint_every: checkpoint_every? as u64,
         on_nan: on_nan?,
         tracking,
@@ -220,6 +229,30 @@ pub(super) fn check_train(
         train,
         parallel: super::parallel::ParallelLayout::single(block.keyword),
     })
+}
+
+/// `recompute` on a model where it would recompute nothing is an error,
+/// not a setting that silently does nothing.
+fn nothing_to_recompute(
+    model: &crate::plan::ModelPlan,
+    mode: Recompute,
+    span: Span,
+    errors: &mut Vec<CheckError>,
+) -> Option<()> {
+    if mode == Recompute::None || model.pieces(mode).iter().any(|p| p.recomputed) {
+        return Some(());
+    }
+    let message = if model.blocks.is_empty() {
+        "the model's forward has no module instance and no `repeat`: there is no block to recompute"
+    } else {
+        "the model's only block computes its output, which backward needs at once: there is nothing to recompute"
+    };
+    errors.push(CheckError::Unsupported {
+        message: format!("`recompute = {}`: {message}", mode.name()),
+        span,
+        help: Some("write the repeated layers as a module (`module Block(...) { ... }`) applied in the model's forward or under `repeat N { ... }`, or remove `recompute`".into()),
+    });
+    None
 }
 
 fn resolve_model<'a>(

@@ -76,6 +76,7 @@ fn lower_for(
         on_nan: train.on_nan,
         tracking: train.tracking.clone(),
         groups: train.groups.clone(),
+        recompute: train.recompute,
     };
     let stages = stages::stages(model, &starts);
     let buckets = if d > 1 {

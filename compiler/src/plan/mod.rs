@@ -10,6 +10,7 @@
 //! every field.
 
 pub mod parallel;
+mod pieces;
 mod tracking;
 mod types;
 
@@ -18,6 +19,7 @@ pub use parallel::{
     PipelineSchedule, RankPlan, RowSlice, Shard, Sharding, StagePlan, StageProgram, SyncMode,
     Topology, Transfer,
 };
+pub use pieces::Piece;
 pub use tracking::{EarlyStop, F1Average, Metric, Monitor, Tracking};
 pub use types::*;
 

@@ -62,6 +62,22 @@ pub struct ModelPlan {
     pub nodes: Vec<Node>,
     /// The node whose output is the model's output.
     pub result: usize,
+    /// The module instances of the model's own forward and the copies of
+    /// its `repeat`s, each a run of consecutive nodes: the units that
+    /// `recompute = blocks` recomputes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub blocks: Vec<Block>,
+}
+
+/// A module instance (`2`, `encoder`) or a copy of a `repeat` (`1.0`) in
+/// the model's own forward, as the nodes `first_node..=last_node`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Block {
+    /// Its module path, the prefix of its nodes' names.
+    pub name: String,
+    pub first_node: usize,
+    pub last_node: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -837,6 +853,41 @@ pub struct TrainPlan {
     /// that names it); the rest follow the optimizer.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub groups: Vec<ParamGroup>,
+    /// Activations dropped after forward and recomputed in backward.
+    #[serde(default, skip_serializing_if = "Recompute::is_none")]
+    pub recompute: Recompute,
+}
+
+/// `recompute = none | blocks | all` (activation checkpointing).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Recompute {
+    /// Every activation backward needs is kept from forward.
+    #[default]
+    None,
+    /// Each of the model's blocks keeps only its inputs; its inner
+    /// activations are recomputed, block by block, in backward.
+    Blocks,
+    /// As `blocks`, and the runs of layers between blocks too: only the
+    /// values that cross from one piece to the next are kept. The piece
+    /// that computes the model's output is never recomputed (backward
+    /// starts there at once).
+    All,
+}
+
+impl Recompute {
+    pub fn is_none(&self) -> bool {
+        *self == Recompute::None
+    }
+
+    /// As written in a `.dtl` file.
+    pub fn name(self) -> &'static str {
+        match self {
+            Recompute::None => "none",
+            Recompute::Blocks => "blocks",
+            Recompute::All => "all",
+        }
+    }
 }
 
 /// `group(["norms", "biases"], weight_decay: 0, lr_scale: 1)`, resolved.

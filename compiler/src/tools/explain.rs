@@ -4,13 +4,14 @@
 //!
 //! Assumptions, stated in the report too: float32 everywhere; a backward
 //! pass costs twice its forward; every node's output is kept for the
-//! backward pass (an upper bound on activation memory); a multiply-add is two
+//! backward pass (an upper bound on activation memory), except inside the
+//! pieces `recompute` drops and recomputes; a multiply-add is two
 //! FLOPs.
 
 use serde::Serialize;
 
 use crate::lower::cost::{all_gather_bytes, node_flops, numel, ring_bytes};
-use crate::plan::{Optimizer, PipelineSchedule, Plan, Shard, SyncMode};
+use crate::plan::{Optimizer, PipelineSchedule, Plan, Recompute, Shard, SyncMode};
 
 const BYTES_PER_VALUE: u64 = 4;
 
@@ -84,6 +85,40 @@ pub struct Collective {
     pub bytes_per_rank: u64,
 }
 
+/// Per sample, the activation values the nodes `first..=last` (a stage)
+/// keep from forward to backward, and the most that one recomputed piece
+/// creates again in backward. A node of a recomputed piece keeps its output
+/// only when a node of another piece or stage reads it (the model's output
+/// included); without `recompute` every output is kept.
+fn stage_activations(plan: &Plan, layers: &[LayerCost], first: usize, last: usize) -> (u64, u64) {
+    let model = &plan.model;
+    let pieces = model.pieces(plan.train.recompute);
+    let mut piece_of = vec![0; model.nodes.len()];
+    for (k, p) in pieces.iter().enumerate() {
+        piece_of[p.first_node..=p.last_node].fill(k);
+    }
+    let mut crosses = vec![false; model.nodes.len()];
+    crosses[model.result] = true;
+    for (k, node) in model.nodes.iter().enumerate() {
+        for &i in &node.inputs {
+            let other_stage = (i >= first && i <= last) != (k >= first && k <= last);
+            if piece_of[i] != piece_of[k] || other_stage {
+                crosses[i] = true;
+            }
+        }
+    }
+    let mut kept = 0;
+    let mut again = vec![0u64; pieces.len()];
+    for j in first..=last {
+        if pieces[piece_of[j]].recomputed && !crosses[j] {
+            again[piece_of[j]] += layers[j].activations;
+        } else {
+            kept += layers[j].activations;
+        }
+    }
+    (kept, again.into_iter().max().unwrap_or(0))
+}
+
 /// Each node's parameters (a layer used twice counts them at its first
 /// use), forward FLOPs and output values, for one sample.
 fn layer_costs(model: &crate::plan::ModelPlan) -> Vec<LayerCost> {
@@ -119,7 +154,15 @@ pub fn cost(plan: &Plan) -> Cost {
     let model = &plan.model;
     let layers = layer_costs(model);
     let forward: u64 = layers.iter().map(|l| l.forward_flops).sum();
-    let train_flops_per_sample = 3 * forward;
+    // Recomputed pieces run their forward twice.
+    let again: u64 = model
+        .pieces(plan.train.recompute)
+        .iter()
+        .filter(|p| p.recomputed)
+        .flat_map(|p| &layers[p.first_node..=p.last_node])
+        .map(|l| l.forward_flops)
+        .sum();
+    let train_flops_per_sample = 3 * forward + again;
     let params = model.parameter_count;
     let stage_state = stage_optimizer_state(plan);
     let held_state = held_optimizer_state(plan, &stage_state);
@@ -140,10 +183,8 @@ pub fn cost(plan: &Plan) -> Cost {
         .stages
         .iter()
         .map(|stage| {
-            let activations: u64 = layers[stage.first_node..=stage.last_node]
-                .iter()
-                .map(|l| l.activations)
-                .sum();
+            let (kept, recomputed) =
+                stage_activations(plan, &layers, stage.first_node, stage.last_node);
             let in_flight = match layout.schedule {
                 _ if stage_count == 1 => 1,
                 PipelineSchedule::Gpipe => layout.micro_batches,
@@ -166,7 +207,8 @@ pub fn cost(plan: &Plan) -> Cost {
                 parameters: (p + buffers) * BYTES_PER_VALUE,
                 gradients: stage_grads[stage.stage as usize] * BYTES_PER_VALUE,
                 optimizer_state: state * BYTES_PER_VALUE,
-                activations: activations * piece * in_flight * BYTES_PER_VALUE,
+                // One recomputed block at a time, for one piece.
+                activations: (kept * in_flight + recomputed) * piece * BYTES_PER_VALUE,
                 gathered: others * BYTES_PER_VALUE,
                 communication: exchange_values(
                     plan,
@@ -615,7 +657,11 @@ impl Cost {
             layout.pipeline,
             layout.micro_batches
         ));
-        out.push_str("assumptions: float32; backward = 2 × forward; every layer output kept for backward (upper bound)\n");
+        out.push_str(match plan.train.recompute {
+            Recompute::None => "assumptions: float32; backward = 2 × forward; every layer output kept for backward (upper bound)\n",
+            Recompute::Blocks => "assumptions: float32; backward = 2 × forward, and the blocks' forward again (recompute = blocks); outside the blocks every layer output kept for backward, inside them only what crosses a block's edge, and one block's activations re-created at a time\n",
+            Recompute::All => "assumptions: float32; backward = 2 × forward, and the forward again up to the output's piece (recompute = all); only outputs that cross a piece's edge kept for backward (all in the last piece), one piece recomputed at a time\n",
+        });
         out
     }
 }
@@ -690,6 +736,60 @@ mod hand_computed {
         data d { source = synthetic(rows: 1000, features: 64, classes: 10) }
         train { model = Net; data = d; loss = cross_entropy; optimizer = adam(lr: 0.01); steps = 1; micro_batch = 8; accumulate = 2 }
     "#;
+
+    /// Two blocks of three layers between a first and a last layer, at 8
+    /// rows a piece. Values per sample: input 64, `0` 32, each block 32
+    /// (linear) + 32 (relu) + 32 (linear), the output 10.
+    #[test]
+    fn recompute_keeps_what_crosses_and_one_block_and_pays_a_forward() {
+        let source = |recompute: &str, parallel: &str| {
+            format!(
+                r#"
+        module Block(d: int) {{ forward(x: [B, d]) -> [B, d] {{ x |> linear(d, d) |> relu |> linear(d, d) }} }}
+        model Net {{ forward(x: [B, 64]) -> [B, 10] {{ x |> linear(64, 32) |> repeat 2 {{ Block(32) }} |> linear(32, 10) }} }}
+        data d {{ source = synthetic(rows: 1000, features: 64, classes: 10) }}
+        train {{ model = Net; data = d; loss = cross_entropy; optimizer = sgd(lr: 0.1); steps = 1; micro_batch = 8; recompute = {recompute} }}
+        {parallel}
+        "#
+            )
+        };
+        let kept = super::cost(&plan(&source("none", ""), vec![]));
+        let blocks = super::cost(&plan(&source("blocks", ""), vec![]));
+        let all = super::cost(&plan(&source("all", ""), vec![]));
+        assert_eq!(kept.memory.activations, (64 + 32 + 2 * 96 + 10) * 8 * 4);
+        // A block keeps its last linear's output (the next part reads it)
+        // and re-creates 64 values in backward.
+        assert_eq!(
+            blocks.memory.activations,
+            (64 + 32 + 2 * 32 + 10 + 64) * 8 * 4
+        );
+        // `all`: the first part (input, `0`) keeps only `0`, what block 1
+        // reads; the last part computes the output and is not recomputed.
+        assert_eq!(all.memory.activations, (32 + 2 * 32 + 10 + 64) * 8 * 4);
+        // One more forward of each block (2 × 32 · 32 multiply-adds and
+        // 32 relu values, a FLOP each); under `all` of the first part's
+        // linear too.
+        let block_forward = 2 * (2 * 2 * 32 * 32 + 32);
+        assert_eq!(
+            blocks.train_flops_per_sample,
+            kept.train_flops_per_sample + block_forward
+        );
+        assert_eq!(
+            all.train_flops_per_sample,
+            kept.train_flops_per_sample + block_forward + 2 * 64 * 32
+        );
+        // A pipeline cut inside block 1 (`1.0.1` starts stage 1) splits it:
+        // each stage keeps what crosses the cut, 4 pieces in flight on
+        // stage 0 under GPipe.
+        let piped = super::cost(&plan(
+            &source("blocks", "parallel { pipeline = 2; micro_batches = 4; schedule = gpipe; split = [\"1.0.1\"] }"),
+            vec![],
+        ));
+        let stage0 = &piped.stages[0].memory;
+        // Stage 0: input 64, `0` 32, `1.0.0` 32 (sent on); nothing else to
+        // recompute but `1.0.0`, which is kept. Rows of a piece: 2.
+        assert_eq!(stage0.activations, (64 + 32 + 32) * 4 * 2 * 4);
+    }
 
     #[test]
     fn pipeline_settings_without_stages_warn_and_the_rows_stay_whole() {

@@ -364,6 +364,8 @@ impl<'a> Elaborator<'a> {
             return None;
         }
         let mut value = input;
+        // A copy in the model's own forward is one of its blocks.
+        let top = body.scope.is_empty();
         for copy in 0..count {
             if self.nodes.len() > MAX_NODES {
                 self.errors.push(CheckError::invalid(
@@ -374,27 +376,39 @@ impl<'a> Elaborator<'a> {
                 return None;
             }
             let copy_path = join_path(path, &copy.to_string());
-            for (i, inner) in chain.iter().enumerate() {
-                let inner_path = if chain.len() == 1 {
-                    copy_path.clone()
-                } else {
-                    join_path(&copy_path, &i.to_string())
-                };
-                if let ExprKind::Name(ident) = &inner.kind {
-                    if body.layers.contains_key(&ident.name)
-                        || body.repeats.contains_key(&ident.name)
-                    {
-                        self.errors.push(CheckError::Unsupported {
-                            message: format!("the named layer `{}` inside `repeat` would be one layer shared by every copy", ident.name),
-                            span: inner.span,
-                            help: Some("write the layer inline so that each copy has its own weights".into()),
-                        });
-                        return None;
-                    }
+            value = self.as_block(&copy_path, top, |this| {
+                this.repeat_copy(chain, &copy_path, body, value)
+            })?;
+        }
+        Some(value)
+    }
+
+    /// One copy of a `repeat`'s chain, at `copy_path`.
+    fn repeat_copy(
+        &mut self,
+        chain: &'a [Expr],
+        copy_path: &str,
+        body: &mut Body<'a>,
+        mut value: TensorRef,
+    ) -> Option<TensorRef> {
+        for (i, inner) in chain.iter().enumerate() {
+            let inner_path = if chain.len() == 1 {
+                copy_path.to_string()
+            } else {
+                join_path(copy_path, &i.to_string())
+            };
+            if let ExprKind::Name(ident) = &inner.kind {
+                if body.layers.contains_key(&ident.name) || body.repeats.contains_key(&ident.name) {
+                    self.errors.push(CheckError::Unsupported {
+                        message: format!("the named layer `{}` inside `repeat` would be one layer shared by every copy", ident.name),
+                        span: inner.span,
+                        help: Some("write the layer inline so that each copy has its own weights".into()),
+                    });
+                    return None;
                 }
-                let bound = self.bind_layer(inner, &body.env, Some(&body.layers))?;
-                value = self.apply_bound(&bound, &inner_path, value, inner.span)?;
             }
+            let bound = self.bind_layer(inner, &body.env, Some(&body.layers))?;
+            value = self.apply_bound(&bound, &inner_path, value, inner.span)?;
         }
         Some(value)
     }
@@ -554,7 +568,12 @@ impl<'a> Elaborator<'a> {
                     .map(|p| p.name.clone())
                     .zip(bound.values.iter().cloned())
                     .collect();
-                self.instantiate(module, &env, path, input, span)
+                // An instance in the model's own forward is one of its
+                // blocks (a module test's subject, at "", is not).
+                let top = !path.is_empty() && !path.contains('.');
+                self.as_block(path, top, |this| {
+                    this.instantiate(module, &env, path, input, span)
+                })
             }
         }
     }

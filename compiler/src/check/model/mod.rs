@@ -13,7 +13,7 @@ use super::library::{builtin_names, Builtin};
 use super::lint::Lint;
 use super::CheckError;
 use crate::ast::{Arg, DimExpr, Expr, ExprKind, Forward, Ident, ModuleDef, ModuleKind, ShapeExpr};
-use crate::plan::{shape_to_string, Dim, ModelPlan, Node, Op, ParamSpec, Shape};
+use crate::plan::{shape_to_string, Block, Dim, ModelPlan, Node, Op, ParamSpec, Shape};
 use crate::span::Span;
 use crate::util::suggest::did_you_mean;
 
@@ -79,6 +79,9 @@ pub struct Elaborator<'a> {
     nodes: Vec<Node>,
     /// Modules being expanded, to catch a module that contains itself.
     stack: Vec<String>,
+    /// The model's blocks so far, and whether one is being expanded.
+    blocks: Vec<Block>,
+    in_block: bool,
     /// The shape of every tensor name, as each instance sees it (for
     /// editors: hover).
     pub shapes: Vec<ShapeNote>,
@@ -106,8 +109,37 @@ impl<'a> Elaborator<'a> {
             tensor_names: BTreeSet::new(),
             nodes: Vec::new(),
             stack: Vec::new(),
+            blocks: Vec::new(),
+            in_block: false,
             shapes: Vec::new(),
         }
+    }
+
+    /// Runs `expand`, which adds the nodes of a module instance or of a
+    /// copy of a `repeat` at `path`, and records them as one of the
+    /// model's blocks when `top` (the instance is in the model's own
+    /// forward) and no block is being expanded already.
+    pub(super) fn as_block<T>(
+        &mut self,
+        path: &str,
+        top: bool,
+        expand: impl FnOnce(&mut Self) -> Option<T>,
+    ) -> Option<T> {
+        if !top || self.in_block {
+            return expand(self);
+        }
+        self.in_block = true;
+        let first = self.nodes.len();
+        let out = expand(self);
+        self.in_block = false;
+        if self.nodes.len() > first {
+            self.blocks.push(Block {
+                name: path.to_string(),
+                first_node: first,
+                last_node: self.nodes.len() - 1,
+            });
+        }
+        out
     }
 
     /// Expands the model `def` into the plan's model. `None` if anything in it
@@ -161,6 +193,7 @@ impl<'a> Elaborator<'a> {
             buffers: std::mem::take(&mut self.buffers),
             nodes: std::mem::take(&mut self.nodes),
             result: result.node,
+            blocks: std::mem::take(&mut self.blocks),
         })
     }
 

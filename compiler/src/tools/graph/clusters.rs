@@ -97,6 +97,7 @@ mod tests {
             buffers: vec![],
             nodes,
             result: names.len() - 1,
+            blocks: vec![],
         }
     }
 
