@@ -285,7 +285,8 @@ train { model = Net; data = d; loss = cross_entropy; optimizer = sgd(lr: 0.1); m
 
 /// `dtl check --memory` names the layouts of the same ranks that fit: a
 /// model whose AdamW state does not fit 4 replicas unsharded fits sharded,
-/// or cut into pipeline stages.
+/// or cut into pipeline stages; one whose activations do not fit fits with
+/// `recompute = blocks`.
 #[test]
 fn check_memory_names_the_layouts_that_fit() {
     let dir = tempfile::tempdir().unwrap();
@@ -309,6 +310,24 @@ parallel { data = 4 }
     dtl(&["check", file.to_str().unwrap(), "--memory", "100MiB"])
         .code(0)
         .stderr_has("no layout of these ranks fits");
+    // Activations first: eight blocks at 2048 rows need 274.8 MiB on one
+    // rank, 78.8 MiB recomputed (tests/sharded.rs measures the saving).
+    let deep = dir.path().join("deep.dtl");
+    std::fs::write(
+        &deep,
+        "module Residual(d: int, hidden: int) { forward(x: [B, d]) -> [B, d] { x + (x |> layer_norm(d) |> linear(d, hidden) |> gelu |> dropout(0.1) |> linear(hidden, d)) } }
+model Deep { forward(x: [B, 64]) -> [B, 4] { x |> linear(64, 256) |> repeat 8 { Residual(256, 1024) } |> linear(256, 4) } }
+data d { source = synthetic(rows: 8192, features: 64, classes: 4) }
+train { model = Deep; data = d; loss = cross_entropy; optimizer = sgd(lr: 0.01); micro_batch = 2048; steps = 1; clip = norm(1.0) }
+",
+    )
+    .unwrap();
+    dtl(&["check", deep.to_str().unwrap(), "--memory", "200MiB"])
+        .code(0)
+        .stderr_has("needs 274.8 MiB")
+        .stderr_has(
+            "these fit, by the same estimate: `recompute = blocks` in `train` (78.8 MiB per rank)",
+        );
 }
 
 #[test]

@@ -41,25 +41,6 @@ fn digits_csv() -> String {
     text
 }
 
-/// Run `b` trained as run `a` did, bit for bit: every step's loss, the
-/// last evaluation, the final weights.
-fn same_run_bitwise(a: &Path, b: &Path, what: &str) {
-    let (x, y) = (common::step_records(a), common::step_records(b));
-    assert_eq!(x.len(), y.len(), "{what}: steps");
-    for (x, y) in x.iter().zip(&y) {
-        assert_eq!(
-            x.loss.to_bits(),
-            y.loss.to_bits(),
-            "{what}: step {}",
-            x.step
-        );
-    }
-    assert_eq!(common::last_eval(a), common::last_eval(b), "{what}");
-    let (diff, at) =
-        common::weights_differ(&a.join("model.safetensors"), &b.join("model.safetensors"));
-    assert_eq!(diff, 0.0, "{what}: weights differ at {at}");
-}
-
 /// A JSON-lines copy of the digits trains bit for bit as the CSV does:
 /// the same samples, in the same order, as the same float32 values
 /// (features in one array field, then the same under 64 named fields).
@@ -100,7 +81,7 @@ fn a_jsonl_source_trains_bitwise_as_its_csv() {
         let set = format!("data.digits.source={source}");
         run(&file, &out, &["--set", &set, "--overwrite"]).code(0);
         assert_eq!(common::step_records(&csv).len(), 12);
-        same_run_bitwise(&csv, &out, &source);
+        common::same_run_bitwise(&csv, &out, &source);
     }
 }
 
@@ -230,7 +211,7 @@ fn bad_rows_left_out_train_as_the_clean_file() {
         &["--set", &source, "--set", "data.digits.on_bad_row=skip"],
     )
     .code(0);
-    same_run_bitwise(&clean, &out, "the dirty file");
+    common::same_run_bitwise(&clean, &out, "the dirty file");
     let summary: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
     let skipped = &summary["skipped_rows"][0];
@@ -290,7 +271,7 @@ fn columnar_sources_train_bitwise_as_their_csv() {
         let set = format!("data.digits.source={source}");
         run(&file, &out, &["--set", &set, "--overwrite"]).code(0);
         assert_eq!(common::step_records(&csv).len(), 12);
-        same_run_bitwise(&csv, &out, &source);
+        common::same_run_bitwise(&csv, &out, &source);
     }
 }
 

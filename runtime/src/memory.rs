@@ -14,6 +14,21 @@ use dtl_compiler::tools::explain;
 
 use crate::error::RunError;
 
+/// The most resident memory this process has held so far
+/// (`getrusage`'s `ru_maxrss`), in bytes.
+pub fn peak_rss() -> Option<u64> {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage fills the struct it is given and reads nothing else.
+    let status = unsafe { libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr()) };
+    if status != 0 {
+        return None;
+    }
+    // SAFETY: getrusage succeeded, so the struct is initialised.
+    let kib = unsafe { usage.assume_init() }.ru_maxrss;
+    // Kibibytes on Linux.
+    u64::try_from(kib).ok().map(|k| k * 1024)
+}
+
 /// Free memory of this machine, from `/proc/meminfo` (Linux).
 pub fn available_ram() -> Option<u64> {
     let text = std::fs::read_to_string("/proc/meminfo").ok()?;

@@ -163,6 +163,12 @@ impl Model {
         Ok(values.swap_remove(self.result))
     }
 
+    /// Whether `name` is a parameter this model trains (not frozen, not a
+    /// buffer).
+    pub fn trains(&self, name: &str) -> bool {
+        matches!(self.index.get(name), Some((Slot::Param, _)))
+    }
+
     /// The plan's nodes, in execution order.
     pub fn nodes(&self) -> &[Node] {
         &self.nodes

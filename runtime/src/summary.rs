@@ -56,6 +56,9 @@ pub struct Summary {
     /// Bytes of optimizer state rank 0 holds (with `shard = optimizer`:
     /// its shard).
     pub optimizer_state_bytes: u64,
+    /// Rank 0's peak resident memory (libtorch's fixed cost included).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peak_rss_bytes: Option<u64>,
     /// `on_bad_row = skip`: the rows each file left out.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub skipped_rows: Vec<SkippedRows>,
@@ -158,6 +161,7 @@ impl Tally {
             tensorboard_seconds: end.tensorboard_seconds,
             data_wait_seconds: end.rank.data.wait_seconds,
             optimizer_state_bytes: end.rank.optimizer_state_bytes,
+            peak_rss_bytes: crate::memory::peak_rss(),
             skipped_rows: end
                 .rank
                 .data

@@ -1,7 +1,8 @@
 //! libtorch operations whose scalar arguments tch's generated bindings drop
 //! (`elu`'s alpha, `leaky_relu`'s slope, `add_`'s alpha), called through
 //! runtime/src/torch_shim.cpp so that they are PyTorch's own kernels, with
-//! PyTorch's autograd and rounding. Nothing else of the runtime.
+//! PyTorch's autograd and rounding; and the state of the random generator
+//! dropout draws from. Nothing else of the runtime.
 
 use std::ffi::{c_char, c_void, CStr};
 
@@ -13,6 +14,8 @@ extern "C" {
     fn dtl_leaky_relu(x: *const c_void, negative_slope: f64, out: *mut *mut c_void) -> i32;
     fn dtl_add_scaled_(target: *mut c_void, other: *const c_void, alpha: f64) -> i32;
     fn dtl_reset_grad(target: *mut c_void) -> i32;
+    fn dtl_rng_state(cuda: i32, index: i32, out: *mut *mut c_void) -> i32;
+    fn dtl_set_rng_state(cuda: i32, index: i32, state: *const c_void) -> i32;
 }
 
 /// libtorch's message for a call that returned `status` 1.
@@ -62,4 +65,27 @@ pub fn add_scaled_(target: &mut Tensor, other: &Tensor, alpha: f64) -> Result<()
 pub fn reset_grad(param: &mut Tensor) -> Result<(), TchError> {
     // SAFETY: the tensor is live for the call; only its gradient changes.
     check(unsafe { dtl_reset_grad(param.as_mut_ptr().cast()) })
+}
+
+/// The state of the default random generator of `device` (what
+/// `torch.get_rng_state()` returns on the CPU), which dropout draws from.
+pub fn rng_state(device: tch::Device) -> Result<Tensor, TchError> {
+    let (cuda, index) = match device {
+        tch::Device::Cuda(i) => (1, i as i32),
+        _ => (0, 0),
+    };
+    let mut out = std::ptr::null_mut();
+    // SAFETY: `out` receives a new tensor.
+    let status = unsafe { dtl_rng_state(cuda, index, &mut out) };
+    owned(status, out)
+}
+
+/// Puts back a state [`rng_state`] returned for the same device.
+pub fn set_rng_state(device: tch::Device, state: &Tensor) -> Result<(), TchError> {
+    let (cuda, index) = match device {
+        tch::Device::Cuda(i) => (1, i as i32),
+        _ => (0, 0),
+    };
+    // SAFETY: the state tensor is live for the call and only read.
+    check(unsafe { dtl_set_rng_state(cuda, index, state.as_ptr().cast()) })
 }

@@ -1,5 +1,6 @@
 // libtorch calls that tch does not expose, called from Rust through a C
-// interface: the TF32 settings (runtime/src/device.rs), and operations whose
+// interface: the TF32 settings (runtime/src/device.rs), the random
+// generators' state (recompute's dropout masks), and operations whose
 // scalar arguments tch's generated bindings drop (elu's alpha, leaky_relu's
 // slope, add_'s alpha; runtime/src/torch_ops.rs). A tch `Tensor` holds a
 // pointer to an at::Tensor (torch-sys's `tensor`), which these take and
@@ -9,6 +10,7 @@
 
 #include <cstring>
 #include <exception>
+#include <mutex>
 #include <string>
 
 namespace {
@@ -75,6 +77,28 @@ int dtl_add_scaled_(at::Tensor* self, const at::Tensor* other, double alpha) {
 // allocates a new one).
 int dtl_reset_grad(at::Tensor* self) {
   return guarded([&] { self->mutable_grad().reset(); });
+}
+
+// *out = the state of the default random generator of the CPU (`cuda` 0)
+// or of CUDA device `index`: torch.get_rng_state() /
+// torch.cuda.get_rng_state(index), which dropout draws from.
+int dtl_rng_state(int cuda, int index, at::Tensor** out) {
+  return guarded([&] {
+    at::Device device = cuda ? at::Device(at::kCUDA, index) : at::Device(at::kCPU);
+    at::Generator gen = at::globalContext().defaultGenerator(device);
+    std::lock_guard<std::mutex> lock(gen.mutex());
+    *out = new at::Tensor(gen.get_state());
+  });
+}
+
+// Puts back a state dtl_rng_state returned.
+int dtl_set_rng_state(int cuda, int index, const at::Tensor* state) {
+  return guarded([&] {
+    at::Device device = cuda ? at::Device(at::kCUDA, index) : at::Device(at::kCPU);
+    at::Generator gen = at::globalContext().defaultGenerator(device);
+    std::lock_guard<std::mutex> lock(gen.mutex());
+    gen.set_state(*state);
+  });
 }
 
 }  // extern "C"

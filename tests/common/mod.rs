@@ -186,6 +186,24 @@ pub fn read_safetensors(path: &Path) -> std::collections::BTreeMap<String, Vec<f
         .collect()
 }
 
+/// Run `b` trained as run `a` did, bit for bit: every step's loss, the
+/// last evaluation, the final weights.
+pub fn same_run_bitwise(a: &Path, b: &Path, what: &str) {
+    let (x, y) = (step_records(a), step_records(b));
+    assert_eq!(x.len(), y.len(), "{what}: steps");
+    for (x, y) in x.iter().zip(&y) {
+        assert_eq!(
+            x.loss.to_bits(),
+            y.loss.to_bits(),
+            "{what}: step {}",
+            x.step
+        );
+    }
+    assert_eq!(last_eval(a), last_eval(b), "{what}");
+    let (diff, at) = weights_differ(&a.join("model.safetensors"), &b.join("model.safetensors"));
+    assert_eq!(diff, 0.0, "{what}: weights differ at {at}");
+}
+
 /// The largest absolute difference between two weight files' tensors
 /// (which must hold the same names and sizes), and where it is.
 pub fn weights_differ(a: &Path, b: &Path) -> (f32, String) {

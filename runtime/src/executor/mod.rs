@@ -25,8 +25,8 @@ use crate::model::Model;
 use crate::parallel::data::{AsyncUpdate, Buckets};
 use crate::parallel::gather;
 use crate::parallel::pipeline::Stage;
+use crate::parallel::segments::Segments;
 use crate::parallel::shard::Updater;
-use crate::parallel::sync_norm;
 use crate::prefetch::{DataReport, Prefetch};
 use crate::world::World;
 
@@ -64,7 +64,7 @@ pub struct Executor<'a> {
     /// Replica 0's batch-norm statistics are broadcast before every step.
     broadcast_buffers: bool,
     /// `batch_norm = sync` over several replicas: each node's segment.
-    sync_norm_segments: Option<Vec<usize>>,
+    segments: Option<Segments>,
     /// This rank's pipeline stage, when the model is cut into stages.
     stage: Option<Stage>,
     /// The passes the last step ran (pipeline stages), for the trace.
@@ -159,9 +159,12 @@ impl<'a> Executor<'a> {
         let scaler = LossScale::for_plan(plan, saved_scale);
         let cursor = batches.cursor().clone();
         let layout = &plan.topology.parallelism;
-        let sync_norm_segments = (layout.batch_norm == BatchNormSync::Sync
-            && world.replicas.size() > 1)
-            .then(|| sync_norm::sync_norm_segments(model.nodes()));
+        // Synchronised batch norm needs the replicas between segments;
+        // `recompute` cuts the model too.
+        let segments = Segments::for_plan(
+            plan,
+            layout.batch_norm == BatchNormSync::Sync && world.replicas.size() > 1,
+        );
         let mut executor = Executor {
             plan,
             world,
@@ -176,7 +179,7 @@ impl<'a> Executor<'a> {
             buckets,
             in_flight,
             broadcast_buffers: false,
-            sync_norm_segments,
+            segments,
             stage,
             passes: Vec::new(),
             last_checkpoint: resumed.map(|r| r.state.step),

@@ -2,6 +2,8 @@
 //! The same loop for every world size: with one replica the collectives
 //! are no-ops of a [`crate::comm::Local`] group.
 
+use std::collections::BTreeMap;
+
 use dtl_compiler::plan::{NanPolicy, NormType, StepOp, SyncMode};
 use dtl_compiler::records::StepRecord;
 use tch::{Reduction, Tensor};
@@ -13,7 +15,7 @@ use crate::error::{RunError, TorchContext};
 use crate::loss;
 use crate::parallel::data::{self, AsyncUpdate, Buckets};
 use crate::parallel::pipeline::{Objective, Rows};
-use crate::parallel::sync_norm::Forward;
+use crate::parallel::segments::Forward;
 
 /// What the step's ops have found so far.
 struct StepState {
@@ -192,18 +194,27 @@ impl Executor<'_> {
         let ctx = || format!("step {step}: move batch");
         let x = batch.x.f_to_device(self.device).context(ctx)?;
         let y = batch.y.f_to_device(self.device).context(ctx)?;
-        // Synchronised batch norm needs the replicas between segments.
-        let pass = match &self.sync_norm_segments {
+        let result = self.model.result();
+        let pass = match &self.segments {
             Some(segments) => Some(Forward::run(
                 &self.model,
                 &x,
-                segments.clone(),
-                self.world.replicas.as_ref(),
+                0..=self.model.nodes().len() - 1,
+                &BTreeMap::new(),
+                &[result],
+                segments,
+                Some(self.world.replicas.as_ref()),
             )?),
             None => None,
         };
         let output = match &pass {
-            Some(pass) => pass.output().shallow_clone(),
+            Some(pass) => pass
+                .value(result)
+                .ok_or_else(|| RunError::Torch {
+                    context: format!("step {step}: forward"),
+                    message: "the model's output was not kept".into(),
+                })?
+                .shallow_clone(),
             None => self.model.forward(&x, true)?,
         };
         let scaled = loss::loss(&self.plan.train.loss, &output, &y, Reduction::Mean)
@@ -216,7 +227,12 @@ impl Executor<'_> {
                 )
             })?;
         match pass {
-            Some(pass) => pass.backward(&scaled, self.world.replicas.as_ref())?,
+            Some(pass) => pass.backward(
+                &self.model,
+                Some(&scaled),
+                &BTreeMap::new(),
+                Some(self.world.replicas.as_ref()),
+            )?,
             None => scaled
                 .f_backward()
                 .context(|| format!("step {step}: backward"))?,

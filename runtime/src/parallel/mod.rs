@@ -6,6 +6,8 @@
 //!   SGD);
 //! - [`pipeline`]: a pipeline stage, its activations and gradients sent
 //!   point to point in the plan's schedule;
+//! - [`segments`]: a forward pass cut into segments, their backward one
+//!   by one, and what `recompute` drops from forward and runs again;
 //! - [`sync_norm`]: batch norm with statistics over every replica;
 //! - [`gather`]: the whole model on rank 0, from the stages that hold it;
 //! - [`shard`]: the optimizer state split over the replicas (ZeRO-1);
@@ -19,5 +21,6 @@ pub mod data;
 pub mod flat;
 pub mod gather;
 pub mod pipeline;
+pub mod segments;
 pub mod shard;
 pub mod sync_norm;

@@ -23,6 +23,8 @@ use crate::loss;
 use crate::model::Model;
 use crate::ops;
 
+use super::segments::{with_output, Forward, Segments};
+
 /// This rank's stage of the plan.
 pub struct Stage {
     pub stage: u64,
@@ -39,6 +41,8 @@ pub struct Stage {
     nodes: Vec<Node>,
     /// The most pieces alive at once, for the trace.
     pub peak_in_flight: usize,
+    /// Under `recompute`: how the stage's nodes are cut.
+    segments: Option<Segments>,
 }
 
 /// One piece of a micro-batch on its way through this stage.
@@ -52,6 +56,8 @@ struct Piece {
     grads: BTreeMap<usize, Tensor>,
     /// The last stage's scaled loss.
     loss: Option<Tensor>,
+    /// Under `recompute`: the forward pass, whose backward recomputes.
+    pass: Option<Forward>,
 }
 
 /// What the last stage minimises: the loss, scaled so the pieces' losses
@@ -102,6 +108,7 @@ impl Stage {
             result: plan.model.result,
             nodes: plan.model.nodes.clone(),
             peak_in_flight: 0,
+            segments: Segments::for_plan(plan, false),
         }
     }
 
@@ -160,7 +167,7 @@ impl Stage {
                     let piece = alive
                         .get_mut(&micro_batch)
                         .ok_or_else(|| order_error(step, micro_batch))?;
-                    self.backward(piece, step)?;
+                    self.backward(piece, model, step)?;
                     passes.push(format!("B{micro_batch}"));
                     // Stage 0 sends nothing back: the piece is done.
                     if self.inbound.is_empty() {
@@ -204,7 +211,26 @@ impl Stage {
         step: u64,
     ) -> Result<f64, RunError> {
         let mut values: BTreeMap<usize, Tensor> = BTreeMap::new();
-        for j in self.first..=self.last {
+        if let Some(segments) = &self.segments {
+            let mut keep: Vec<usize> = self.outbound.iter().flat_map(|(_, n)| n.clone()).collect();
+            keep.push(self.result);
+            let pass = Forward::run(
+                model,
+                &rows.x,
+                self.first..=self.last,
+                &piece.leaves,
+                &keep,
+                segments,
+                None,
+            )?;
+            for &j in &keep {
+                if let Some(value) = pass.value(j) {
+                    values.insert(j, value.shallow_clone());
+                }
+            }
+            piece.pass = Some(pass);
+        }
+        for j in (self.first..=self.last).filter(|_| self.segments.is_none()) {
             let node = &self.nodes[j];
             let mut inputs = Vec::with_capacity(node.inputs.len().max(1));
             if node.inputs.is_empty() {
@@ -275,8 +301,15 @@ impl Stage {
 
     /// The stage's backward pass on one piece: from the loss (last stage)
     /// and from its sent outputs with the gradients that came back.
-    fn backward(&self, piece: &mut Piece, step: u64) -> Result<(), RunError> {
+    fn backward(&self, piece: &mut Piece, model: &Model, step: u64) -> Result<(), RunError> {
         let ctx = || format!("step {step}: stage backward");
+        if let Some(pass) = piece.pass.take() {
+            let loss = piece.loss.take();
+            pass.backward(model, loss.as_ref(), &piece.grads, None)?;
+            piece.outputs.clear();
+            piece.grads.clear();
+            return Ok(());
+        }
         let mut root = piece.loss.take();
         for (i, output) in &piece.outputs {
             let Some(grad) = piece.grads.get(i) else {
@@ -285,14 +318,7 @@ impl Stage {
             if !output.requires_grad() {
                 continue;
             }
-            let term = output
-                .f_mul(grad)
-                .and_then(|t| t.f_sum(Kind::Float))
-                .context(ctx)?;
-            root = Some(match root {
-                Some(r) => r.f_add(&term).context(ctx)?,
-                None => term,
-            });
+            root = with_output(root, output, grad).context(ctx)?;
         }
         if let Some(root) = root.filter(Tensor::requires_grad) {
             root.f_backward().context(ctx)?;

@@ -1,224 +1,29 @@
-//! A forward pass cut into segments, and its backward pass run segment by
-//! segment, last first. A value one segment computes and a later one reads
-//! enters the later segment as a leaf of its own; backward of a segment
-//! starts from its outputs with the gradients its readers' leaves collected
-//! (and from the loss in the segment that computes the result), so each
-//! segment's graph is walked once, and between two segments the runtime
-//! can step in: all-reduce what synchronised batch norm needs, or (for a
-//! pipeline) send and receive.
-//!
 //! Synchronised batch norm (`batch_norm = sync` over data-parallel
 //! replicas) is a segment of one node computed by hand: the batch's mean
 //! and variance over every replica's rows (their sums all-reduced), and in
 //! backward the two per-channel sums SyncBatchNorm all-reduces, so each
 //! replica's input gradient is that of the loss over all replicas' rows.
+//! The segments around it are [`super::segments`]'s.
 
-use dtl_compiler::plan::{Node, Op};
 use tch::{Kind, Tensor};
 
 use crate::comm::{Communicator, ReduceOp};
-use crate::error::{RunError, TorchContext};
 use crate::model::Model;
-use crate::ops::{self, Weights};
+use crate::ops::Weights;
 
 /// What backward needs of one synchronised batch norm.
-struct SyncNorm {
+pub(super) struct SyncNorm {
     /// The input, a leaf of the norm's own segment.
     x: Tensor,
     /// (x − mean) / std, and 1 / std per channel (shaped to broadcast).
     normalized: Tensor,
     inv_std: Tensor,
     /// The output, a leaf whose gradient the readers and the loss fill.
-    y: Tensor,
+    pub(super) y: Tensor,
     weight: Tensor,
     bias: Tensor,
     /// Rows × positions per channel, over every replica.
     count: f64,
-}
-
-/// A forward pass whose backward runs segment by segment.
-pub struct Forward {
-    /// Each node's output, in the graph of the segment that computed it.
-    outputs: Vec<Tensor>,
-    /// For each node, the leaves standing for its output in later segments.
-    leaves: Vec<Vec<Tensor>>,
-    norms: Vec<Option<SyncNorm>>,
-    /// Each node's segment.
-    segment: Vec<usize>,
-    result: usize,
-}
-
-/// The segments of a model whose batch norms are synchronised: each
-/// batch_norm node alone, the runs of nodes between them together.
-pub fn sync_norm_segments(nodes: &[Node]) -> Vec<usize> {
-    let mut segment = Vec::with_capacity(nodes.len());
-    let mut current = 0;
-    for (i, node) in nodes.iter().enumerate() {
-        let norm = matches!(node.op, Op::BatchNorm { .. });
-        if i > 0 && (norm || matches!(nodes[i - 1].op, Op::BatchNorm { .. })) {
-            current += 1;
-        }
-        segment.push(current);
-    }
-    segment
-}
-
-impl Forward {
-    /// Runs the model on `input` in training mode, segment by segment
-    /// (`segment[i]`: node i's), batch norms synchronised over `replicas`.
-    pub fn run(
-        model: &Model,
-        input: &Tensor,
-        segment: Vec<usize>,
-        replicas: &dyn Communicator,
-    ) -> Result<Forward, RunError> {
-        let nodes = model.nodes();
-        let mut outputs: Vec<Tensor> = Vec::with_capacity(nodes.len());
-        let mut leaves: Vec<Vec<(usize, Tensor)>> = (0..nodes.len()).map(|_| Vec::new()).collect();
-        let mut norms: Vec<Option<SyncNorm>> = Vec::with_capacity(nodes.len());
-        for (j, node) in nodes.iter().enumerate() {
-            let mut inputs = Vec::with_capacity(node.inputs.len().max(1));
-            if node.inputs.is_empty() {
-                inputs.push(input.shallow_clone());
-            }
-            for &i in &node.inputs {
-                if segment[i] == segment[j] {
-                    inputs.push(outputs[i].shallow_clone());
-                    continue;
-                }
-                // One leaf per reading segment.
-                let existing = leaves[i].iter().find(|(s, _)| *s == segment[j]);
-                let leaf = match existing {
-                    Some((_, leaf)) => leaf.shallow_clone(),
-                    None => {
-                        let source: &Tensor = &outputs[i];
-                        let leaf = source.detach().set_requires_grad(source.requires_grad());
-                        leaves[i].push((segment[j], leaf.shallow_clone()));
-                        leaf
-                    }
-                };
-                inputs.push(leaf);
-            }
-            let shapes: Vec<Vec<i64>> = inputs.iter().map(Tensor::size).collect();
-            let ctx = || {
-                format!(
-                    "layer `{}` ({}) on input {:?}",
-                    node.name,
-                    node.op.kind(),
-                    shapes
-                )
-            };
-            match &node.op {
-                Op::BatchNorm {
-                    eps,
-                    momentum,
-                    weight,
-                    bias,
-                    running_mean,
-                    running_var,
-                    num_batches_tracked,
-                    ..
-                } => {
-                    let names = [weight, bias, running_mean, running_var, num_batches_tracked];
-                    let norm = sync_norm(&inputs[0], model, names, *eps, *momentum, replicas)
-                        .context(ctx)?;
-                    outputs.push(norm.y.shallow_clone());
-                    norms.push(Some(norm));
-                }
-                op => {
-                    let refs: Vec<&Tensor> = inputs.iter().collect();
-                    outputs.push(ops::forward(op, &refs, model, true, model.precision, ctx)?);
-                    norms.push(None);
-                }
-            }
-        }
-        Ok(Forward {
-            outputs,
-            leaves: leaves
-                .into_iter()
-                .map(|l| l.into_iter().map(|(_, t)| t).collect())
-                .collect(),
-            norms,
-            segment,
-            result: model.result(),
-        })
-    }
-
-    /// The model's output.
-    pub fn output(&self) -> &Tensor {
-        &self.outputs[self.result]
-    }
-
-    /// Backward from `loss` (computed from [`Forward::output`]), segment by
-    /// segment, last first: gradients accumulate into the parameters as
-    /// one backward pass would put them.
-    pub fn backward(self, loss: &Tensor, replicas: &dyn Communicator) -> Result<(), RunError> {
-        let ctx = || "backward".to_string();
-        let segments = self.segment.iter().max().map_or(0, |s| s + 1);
-        let mut loss = Some(loss.shallow_clone());
-        for k in (0..segments).rev() {
-            let nodes: Vec<usize> = (0..self.outputs.len())
-                .filter(|&j| self.segment[j] == k)
-                .collect();
-            let mut root = if self.segment[self.result] == k {
-                loss.take()
-            } else {
-                None
-            };
-            if let [j] = nodes[..] {
-                if let Some(norm) = &self.norms[j] {
-                    if let Some(loss) = root.take() {
-                        loss.f_backward().context(ctx)?;
-                    }
-                    let dy = self.gradient_of(j, Some(&norm.y)).context(ctx)?;
-                    if let Some(dy) = dy {
-                        sync_norm_backward(norm, &dy, replicas).context(ctx)?;
-                    }
-                    continue;
-                }
-            }
-            for &j in &nodes {
-                let Some(grad) = self.gradient_of(j, None).context(ctx)? else {
-                    continue;
-                };
-                if !self.outputs[j].requires_grad() {
-                    continue;
-                }
-                // d/d out of Σ out·g is g: backward of the segment from its
-                // outputs with the gradients later segments sent.
-                let term = self.outputs[j]
-                    .f_mul(&grad)
-                    .and_then(|t| t.f_sum(Kind::Float))
-                    .context(ctx)?;
-                root = Some(match root {
-                    Some(r) => r.f_add(&term).context(ctx)?,
-                    None => term,
-                });
-            }
-            if let Some(root) = root {
-                if root.requires_grad() {
-                    root.f_backward().context(ctx)?;
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// The gradient of node `j`'s output: the sum of what its leaves in
-    /// later segments (and `own`, a leaf output) collected.
-    fn gradient_of(&self, j: usize, own: Option<&Tensor>) -> Result<Option<Tensor>, tch::TchError> {
-        let mut total: Option<Tensor> = None;
-        for leaf in own.into_iter().chain(&self.leaves[j]) {
-            let grad = leaf.grad();
-            if grad.defined() {
-                total = Some(match total {
-                    Some(t) => t.f_add(&grad)?,
-                    None => grad.shallow_clone(),
-                });
-            }
-        }
-        Ok(total)
-    }
 }
 
 /// The dimensions a batch norm reduces over: all but the channels (1).
@@ -236,7 +41,7 @@ fn per_channel(v: &Tensor, x: &Tensor) -> Result<Tensor, tch::TchError> {
 /// Synchronised batch norm, forward: the statistics over every replica's
 /// rows, the running statistics updated with them (the same on every
 /// replica), the output as a leaf.
-fn sync_norm(
+pub(super) fn sync_norm(
     input: &Tensor,
     model: &Model,
     [weight, bias, running_mean, running_var, tracked]: [&String; 5],
@@ -312,7 +117,7 @@ fn sync_norm(
 /// γ/σ · (dy − Σdy/N − x̂ · Σ(dy·x̂)/N) goes back into the previous
 /// segment, the weight's and bias's local sums into their gradients (the
 /// data-parallel all-reduce averages them with the other replicas').
-fn sync_norm_backward(
+pub(super) fn sync_norm_backward(
     norm: &SyncNorm,
     dy: &Tensor,
     replicas: &dyn Communicator,

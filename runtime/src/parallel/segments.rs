@@ -1,0 +1,490 @@
+//! A forward pass cut into segments, and its backward pass run segment by
+//! segment, last first. A value one segment computes and a later one reads
+//! enters the later segment as a leaf of its own; backward of a segment
+//! starts from its outputs with the gradients its readers' leaves collected
+//! (and from the loss in the segment that computes the result), so each
+//! segment's graph is walked once, and between two segments the runtime
+//! can step in.
+//!
+//! Two things cut a model into segments:
+//! - `batch_norm = sync`: each batch norm is a segment of its own, computed
+//!   by hand with its statistics over every replica ([`super::sync_norm`]);
+//! - `recompute` (activation checkpointing): the pieces of the plan's
+//!   [`ModelPlan::pieces`](dtl_compiler::plan::ModelPlan::pieces). A
+//!   recomputed segment runs its forward without a graph and keeps only the
+//!   values other segments read. In backward it runs again from the same
+//!   inputs with the random state it started from (dropout draws the same
+//!   masks), batch norms' running statistics are put back afterwards (they
+//!   are updated once, as without recompute), and its backward follows at
+//!   once: only one segment's activations are re-created at a time.
+
+use std::collections::BTreeMap;
+use std::ops::RangeInclusive;
+
+use dtl_compiler::plan::{Op, Plan, Recompute};
+use tch::{Kind, Tensor};
+
+use crate::comm::Communicator;
+use crate::error::{RunError, TorchContext};
+use crate::model::Model;
+use crate::ops::{self, Weights};
+use crate::torch_ops;
+
+use super::sync_norm::{sync_norm, sync_norm_backward, SyncNorm};
+
+/// How the plan's nodes are cut.
+#[derive(Debug, Clone)]
+pub struct Segments {
+    /// Each node's segment.
+    of: Vec<usize>,
+    /// Per segment: recomputed in backward.
+    recomputed: Vec<bool>,
+    /// Per segment: one synchronised batch norm.
+    sync_norm: Vec<bool>,
+}
+
+impl Segments {
+    /// The segments of the plan's model: the pieces `recompute` cuts it
+    /// into and, with synchronised batch norm (`sync_norm`), each batch
+    /// norm alone. None when the model runs whole.
+    pub fn for_plan(plan: &Plan, sync_norm: bool) -> Option<Segments> {
+        let mode = plan.train.recompute;
+        if mode == Recompute::None && !sync_norm {
+            return None;
+        }
+        let nodes = &plan.model.nodes;
+        let is_norm = |j: usize| sync_norm && matches!(nodes[j].op, Op::BatchNorm { .. });
+        let mut segments = Segments {
+            of: Vec::with_capacity(nodes.len()),
+            recomputed: Vec::new(),
+            sync_norm: Vec::new(),
+        };
+        for piece in plan.model.pieces(mode) {
+            for j in piece.first_node..=piece.last_node {
+                if j == piece.first_node || is_norm(j) || is_norm(j - 1) {
+                    segments.recomputed.push(piece.recomputed && !is_norm(j));
+                    segments.sync_norm.push(is_norm(j));
+                }
+                segments.of.push(segments.recomputed.len() - 1);
+            }
+        }
+        Some(segments)
+    }
+
+    /// Whether any segment is recomputed.
+    pub fn recomputes(&self) -> bool {
+        self.recomputed.iter().any(|&r| r)
+    }
+}
+
+/// A forward pass whose backward runs segment by segment.
+pub struct Forward {
+    /// The nodes run (a pipeline stage's, or all).
+    nodes: RangeInclusive<usize>,
+    /// Each node's output (by plan index), in the graph of the segment that
+    /// computed it; `None` where a recomputed segment let it go.
+    outputs: BTreeMap<usize, Tensor>,
+    /// For each node, the leaves standing for its output in later
+    /// segments, with the reading segment.
+    leaves: BTreeMap<usize, Vec<(usize, Tensor)>>,
+    norms: BTreeMap<usize, SyncNorm>,
+    /// Whether each node's output depends on a trained tensor.
+    needs_grad: BTreeMap<usize, bool>,
+    /// Per recomputed segment with dropout, the random state before its
+    /// forward.
+    rng: BTreeMap<usize, Tensor>,
+    /// Values of nodes outside `nodes` (received from earlier stages).
+    external: BTreeMap<usize, Tensor>,
+    input: Tensor,
+    segments: Segments,
+    /// Whether a node's output is read outside its segment (or kept by
+    /// the caller).
+    crosses: Vec<bool>,
+}
+
+impl Forward {
+    /// Runs the plan nodes `nodes` of `model` in training mode on `input`
+    /// (what the model's input node reads), `external` holding the values
+    /// of earlier nodes the range reads, `keep` the nodes whose outputs the
+    /// caller reads after (the result, what a stage sends), synchronised
+    /// batch norms over `replicas`.
+    pub fn run(
+        model: &Model,
+        input: &Tensor,
+        nodes: RangeInclusive<usize>,
+        external: &BTreeMap<usize, Tensor>,
+        keep: &[usize],
+        segments: &Segments,
+        replicas: Option<&dyn Communicator>,
+    ) -> Result<Forward, RunError> {
+        let plan_nodes = model.nodes();
+        let mut crosses = vec![false; plan_nodes.len()];
+        for &k in keep {
+            crosses[k] = true;
+        }
+        for (k, node) in plan_nodes.iter().enumerate() {
+            for &i in &node.inputs {
+                if segments.of[i] != segments.of[k] || !nodes.contains(&k) {
+                    crosses[i] = true;
+                }
+            }
+        }
+        let mut pass = Forward {
+            nodes: nodes.clone(),
+            outputs: BTreeMap::new(),
+            leaves: BTreeMap::new(),
+            norms: BTreeMap::new(),
+            needs_grad: BTreeMap::new(),
+            rng: BTreeMap::new(),
+            external: external
+                .iter()
+                .map(|(&i, t)| (i, t.shallow_clone()))
+                .collect(),
+            input: input.shallow_clone(),
+            segments: segments.clone(),
+            crosses,
+        };
+        for j in nodes.clone() {
+            let seg = pass.segments.of[j];
+            let recomputed = pass.segments.recomputed[seg];
+            if recomputed && pass.starts_segment(j) && pass.has_dropout(model, seg) {
+                let state = torch_ops::rng_state(input.device())
+                    .context(|| format!("segment of `{}`: random state", plan_nodes[j].name))?;
+                pass.rng.insert(seg, state);
+            }
+            let inputs = pass.inputs(model, j, seg)?;
+            let node = &plan_nodes[j];
+            let trains = node.op.params().iter().any(|p| model.trains(p));
+            let needs_grad = trains || node.inputs.iter().any(|i| pass.needs(*i));
+            pass.needs_grad.insert(j, needs_grad);
+            let shapes: Vec<Vec<i64>> = inputs.iter().map(Tensor::size).collect();
+            let ctx = || {
+                format!(
+                    "layer `{}` ({}) on input {:?}",
+                    node.name,
+                    node.op.kind(),
+                    shapes
+                )
+            };
+            let output = match &node.op {
+                Op::BatchNorm {
+                    eps,
+                    momentum,
+                    weight,
+                    bias,
+                    running_mean,
+                    running_var,
+                    num_batches_tracked,
+                    ..
+                } if pass.segments.sync_norm[seg] => {
+                    let names = [weight, bias, running_mean, running_var, num_batches_tracked];
+                    let replicas = replicas.ok_or_else(|| RunError::Torch {
+                        context: ctx(),
+                        message: "synchronised batch norm without replicas".into(),
+                    })?;
+                    let norm = sync_norm(&inputs[0], model, names, *eps, *momentum, replicas)
+                        .context(ctx)?;
+                    let y = norm.y.shallow_clone();
+                    pass.norms.insert(j, norm);
+                    y
+                }
+                op => {
+                    let refs: Vec<&Tensor> = inputs.iter().collect();
+                    if recomputed {
+                        tch::no_grad(|| ops::forward(op, &refs, model, true, model.precision, ctx))?
+                    } else {
+                        ops::forward(op, &refs, model, true, model.precision, ctx)?
+                    }
+                }
+            };
+            pass.outputs.insert(j, output);
+            if recomputed && pass.ends_segment(j) {
+                // Only what other segments read outlives the segment.
+                let dropped: Vec<usize> = pass
+                    .segment_nodes(seg)
+                    .filter(|&i| !pass.crosses[i])
+                    .collect();
+                for i in dropped {
+                    pass.outputs.remove(&i);
+                }
+            }
+        }
+        Ok(pass)
+    }
+
+    /// Node `j`'s output (the result, a value a stage sends).
+    pub fn value(&self, j: usize) -> Option<&Tensor> {
+        self.outputs.get(&j)
+    }
+
+    fn starts_segment(&self, j: usize) -> bool {
+        j == *self.nodes.start() || self.segments.of[j - 1] != self.segments.of[j]
+    }
+
+    fn ends_segment(&self, j: usize) -> bool {
+        j == *self.nodes.end() || self.segments.of[j + 1] != self.segments.of[j]
+    }
+
+    /// The nodes of segment `seg` in the range run.
+    fn segment_nodes(&self, seg: usize) -> impl Iterator<Item = usize> + '_ {
+        self.nodes
+            .clone()
+            .filter(move |&i| self.segments.of[i] == seg)
+    }
+
+    fn has_dropout(&self, model: &Model, seg: usize) -> bool {
+        self.segment_nodes(seg)
+            .any(|i| matches!(model.nodes()[i].op, Op::Dropout { .. }))
+    }
+
+    /// Whether node `i`'s output depends on a trained tensor.
+    fn needs(&self, i: usize) -> bool {
+        match self.needs_grad.get(&i) {
+            Some(&needs) => needs,
+            None => self.external.get(&i).is_some_and(Tensor::requires_grad),
+        }
+    }
+
+    /// The inputs of node `j` (in segment `seg`) in forward: values of its
+    /// own segment as they are, values of earlier segments through a leaf
+    /// of this segment (made on first use).
+    fn inputs(&mut self, model: &Model, j: usize, seg: usize) -> Result<Vec<Tensor>, RunError> {
+        let node = &model.nodes()[j];
+        let mut inputs = Vec::with_capacity(node.inputs.len().max(1));
+        if node.inputs.is_empty() {
+            inputs.push(self.input.shallow_clone());
+        }
+        for &i in &node.inputs {
+            if !self.nodes.contains(&i) {
+                inputs.push(self.kept(model, i, j, &self.external)?.shallow_clone());
+                continue;
+            }
+            if self.segments.of[i] == seg {
+                inputs.push(self.kept(model, i, j, &self.outputs)?.shallow_clone());
+                continue;
+            }
+            if let Some(leaf) = self.leaf(i, seg) {
+                inputs.push(leaf.shallow_clone());
+                continue;
+            }
+            let source = self.kept(model, i, j, &self.outputs)?;
+            let trainable = if self.segments.recomputed[self.segments.of[i]] {
+                self.needs(i) && source.is_floating_point()
+            } else {
+                source.requires_grad()
+            };
+            let leaf = source.detach().set_requires_grad(trainable);
+            self.leaves
+                .entry(i)
+                .or_default()
+                .push((seg, leaf.shallow_clone()));
+            inputs.push(leaf);
+        }
+        Ok(inputs)
+    }
+
+    /// The leaf standing for node `i`'s output in segment `seg`.
+    fn leaf(&self, i: usize, seg: usize) -> Option<&Tensor> {
+        self.leaves
+            .get(&i)
+            .and_then(|l| l.iter().find(|(s, _)| *s == seg))
+            .map(|(_, t)| t)
+    }
+
+    /// Node `i`'s value in `values`, which node `j` reads.
+    fn kept<'t>(
+        &self,
+        model: &Model,
+        i: usize,
+        j: usize,
+        values: &'t BTreeMap<usize, Tensor>,
+    ) -> Result<&'t Tensor, RunError> {
+        values.get(&i).ok_or_else(|| RunError::Torch {
+            context: format!("layer `{}`", model.nodes()[j].name),
+            message: format!(
+                "its input `{}` was neither computed here nor received",
+                model.nodes()[i].name
+            ),
+        })
+    }
+
+    /// Backward from `loss` (computed from the result, when this range
+    /// computes it) and from the gradients `sent` of outputs later stages
+    /// read, segment by segment, last first: gradients accumulate into the
+    /// parameters (and the external values' leaves) as one backward pass
+    /// would put them.
+    pub fn backward(
+        mut self,
+        model: &Model,
+        loss: Option<&Tensor>,
+        sent: &BTreeMap<usize, Tensor>,
+        replicas: Option<&dyn Communicator>,
+    ) -> Result<(), RunError> {
+        let ctx = || "backward".to_string();
+        let mut order: Vec<usize> = self.nodes.clone().map(|j| self.segments.of[j]).collect();
+        order.dedup();
+        let result = model.result();
+        for &seg in order.iter().rev() {
+            let nodes: Vec<usize> = self.segment_nodes(seg).collect();
+            let mut root = match loss {
+                Some(loss) if nodes.contains(&result) => Some(loss.shallow_clone()),
+                _ => None,
+            };
+            if let [j] = nodes[..] {
+                if let Some(norm) = self.norms.get(&j) {
+                    if let Some(loss) = root.take() {
+                        loss.f_backward().context(ctx)?;
+                    }
+                    let dy = self.gradient_of(j, Some(&norm.y), sent).context(ctx)?;
+                    if let Some(dy) = dy {
+                        let replicas = replicas.ok_or_else(|| RunError::Torch {
+                            context: ctx(),
+                            message: "synchronised batch norm without replicas".into(),
+                        })?;
+                        sync_norm_backward(norm, &dy, replicas).context(ctx)?;
+                    }
+                    continue;
+                }
+            }
+            let mut grads = Vec::new();
+            for &j in &nodes {
+                if let Some(grad) = self.gradient_of(j, None, sent).context(ctx)? {
+                    grads.push((j, grad));
+                }
+            }
+            if root.is_none() && grads.is_empty() {
+                continue;
+            }
+            let statistics = match self.segments.recomputed[seg] {
+                true => self.recompute(model, seg, &nodes)?,
+                false => Vec::new(),
+            };
+            for (j, grad) in grads {
+                let Some(output) = self.outputs.get(&j).filter(|t| t.requires_grad()) else {
+                    continue;
+                };
+                root = with_output(root, output, &grad).context(ctx)?;
+            }
+            if let Some(root) = root.filter(Tensor::requires_grad) {
+                root.f_backward().context(ctx)?;
+            }
+            // Batch norms' running statistics as forward left them (their
+            // backward read the tensors, so not before it).
+            tch::no_grad(|| -> Result<(), tch::TchError> {
+                for (mut t, copy) in statistics {
+                    t.f_copy_(&copy)?;
+                }
+                Ok(())
+            })
+            .context(ctx)?;
+            if self.segments.recomputed[seg] {
+                // The re-created activations go with the graph.
+                for j in &nodes {
+                    self.outputs.remove(j);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs segment `seg` (its `nodes`) again, with its graph, from the
+    /// inputs and the random state its forward had, and puts the random
+    /// state back; returns the batch norms' running statistics as they
+    /// were before (each tensor and a copy), for the caller to put back
+    /// after the segment's backward.
+    fn recompute(
+        &mut self,
+        model: &Model,
+        seg: usize,
+        nodes: &[usize],
+    ) -> Result<Vec<(Tensor, Tensor)>, RunError> {
+        let ctx = || {
+            format!(
+                "recompute the segment of `{}`",
+                model.nodes()[nodes[0]].name
+            )
+        };
+        let device = self.input.device();
+        let resume = match self.rng.get(&seg) {
+            Some(saved) => {
+                let now = torch_ops::rng_state(device).context(ctx)?;
+                torch_ops::set_rng_state(device, saved).context(ctx)?;
+                Some(now)
+            }
+            None => None,
+        };
+        let statistics: Vec<(Tensor, Tensor)> = nodes
+            .iter()
+            .flat_map(|&j| model.nodes()[j].op.buffers())
+            .map(|name| {
+                let t = model.weight(name);
+                t.f_detach_copy().map(|copy| (t, copy))
+            })
+            .collect::<Result<_, _>>()
+            .context(ctx)?;
+        for &j in nodes {
+            let inputs = self.inputs(model, j, seg)?;
+            let node = &model.nodes()[j];
+            let refs: Vec<&Tensor> = inputs.iter().collect();
+            let shapes: Vec<Vec<i64>> = inputs.iter().map(Tensor::size).collect();
+            let at = || {
+                format!(
+                    "recompute layer `{}` ({}) on input {:?}",
+                    node.name,
+                    node.op.kind(),
+                    shapes
+                )
+            };
+            let output = ops::forward(&node.op, &refs, model, true, model.precision, at)?;
+            self.outputs.insert(j, output);
+        }
+        if let Some(now) = resume {
+            torch_ops::set_rng_state(device, &now).context(ctx)?;
+        }
+        Ok(statistics)
+    }
+
+    /// The gradient of node `j`'s output: the sum of what its leaves in
+    /// later segments (and `own`, a leaf output) collected, and what later
+    /// stages `sent`.
+    fn gradient_of(
+        &self,
+        j: usize,
+        own: Option<&Tensor>,
+        sent: &BTreeMap<usize, Tensor>,
+    ) -> Result<Option<Tensor>, tch::TchError> {
+        let mut total: Option<Tensor> = None;
+        let leaves = self.leaves.get(&j).into_iter().flatten().map(|(_, t)| t);
+        for leaf in own.into_iter().chain(leaves) {
+            let grad = leaf.grad();
+            if grad.defined() {
+                total = Some(match total {
+                    Some(t) => t.f_add(&grad)?,
+                    None => grad.shallow_clone(),
+                });
+            }
+        }
+        if let Some(grad) = sent.get(&j) {
+            total = Some(match total {
+                Some(t) => t.f_add(grad)?,
+                None => grad.shallow_clone(),
+            });
+        }
+        Ok(total)
+    }
+}
+
+/// `root` + Σ `output` · `grad`: backward from it sends `grad` into the
+/// graph that computed `output` (d/d out of Σ out·g is g), beside
+/// whatever `root` already holds (the loss, other outputs).
+pub(super) fn with_output(
+    root: Option<Tensor>,
+    output: &Tensor,
+    grad: &Tensor,
+) -> Result<Option<Tensor>, tch::TchError> {
+    let term = output.f_mul(grad)?.f_sum(Kind::Float)?;
+    Ok(Some(match root {
+        Some(r) => r.f_add(&term)?,
+        None => term,
+    }))
+}
