@@ -56,8 +56,10 @@ fn max_loss_difference(a: &Path, b: &Path) -> f64 {
 }
 
 /// Every layout trained three times, plain, with `shard = optimizer` and
-/// with `shard = gradients`. ZeRO-1 gives the same losses, weights and
-/// checkpointed optimizer state bit for bit (the gradients are all-reduced
+/// with `shard = gradients` (one of them in shard groups of 2 of its 4
+/// replicas, `shard_group = 2`, whose copies' gradient slices are then
+/// summed). ZeRO-1 gives the same losses, weights and checkpointed
+/// optimizer state bit for bit (the gradients are all-reduced
 /// in full either way, and each update rule works value by value); ZeRO-2
 /// reduce-scatters the gradients and adds the clipping norm up from the
 /// slices, the same values summed in another order. Rank 0 holds its
@@ -70,41 +72,57 @@ fn sharded_optimizer_state_trains_as_plain_data_parallelism() {
     // Bucket 1 holds `2.bias`, `2.weight`, `0.bias` (10 + 40960 + 4096 =
     // 45066 values), bucket 2 `0.weight` (262144), as DDP fills them.
     let shard = |d: u64, slots: u64| slots * 4 * (45066u64.div_ceil(d) + 262144u64.div_ceil(d));
+    // (what, train settings, layout, sharding within, replicas that split
+    // one copy, rank 0's optimizer state)
     let cases = [
         (
             "sgd, 2 replicas",
             "optimizer = sgd(lr: 0.05, momentum: 0.9, nesterov: true); micro_batch = 8",
             "data = 2",
+            "",
+            2,
             shard(2, 1),
         ),
         (
             "adamw with groups, 4 replicas",
             r#"optimizer = adamw(lr: 1e-3, weight_decay: 0.1); groups = [group("biases", weight_decay: 0), group("2.*", lr_scale: 0.5)]; micro_batch = 4"#,
             "data = 4",
+            "",
+            4,
             shard(4, 2),
         ),
         (
             "adam, 2 replicas × 2 stages",
             "optimizer = adam(lr: 1e-3); micro_batch = 8",
             "data = 2; pipeline = 2; micro_batches = 2",
+            "",
+            2,
             // Rank 0 is stage 0: `0.bias` and `0.weight`, one bucket each.
             2 * 4 * (4096 / 2 + 262144 / 2),
         ),
+        (
+            "adamw, 4 replicas in 2 shard groups of 2",
+            "optimizer = adamw(lr: 1e-3, weight_decay: 0.1); micro_batch = 4",
+            "data = 4",
+            "; shard_group = 2",
+            2,
+            shard(2, 2),
+        ),
     ];
-    for (name, settings, layout, held) in cases {
+    for (name, settings, layout, within_groups, k, held) in cases {
         let settings = format!("{settings}; steps = 12; checkpoint_every = 6");
         let plain = experiment(dir.path(), "plain", &settings, layout);
         let sharded = experiment(
             dir.path(),
             "sharded",
             &settings,
-            &format!("{layout}; shard = optimizer"),
+            &format!("{layout}; shard = optimizer{within_groups}"),
         );
         let gradients = experiment(
             dir.path(),
             "gradients",
             &settings,
-            &format!("{layout}; shard = gradients"),
+            &format!("{layout}; shard = gradients{within_groups}"),
         );
         let (out_plain, out_sharded, out_gradients) = (
             dir.path().join(format!("{name} plain")),
@@ -153,10 +171,9 @@ fn sharded_optimizer_state_trains_as_plain_data_parallelism() {
             held,
             "{name}: rank 0's optimizer state"
         );
-        let d = if layout == "data = 4" { 4 } else { 2 };
         assert!(
-            bytes(&out_sharded) * d <= bytes(&out_plain) + 4 * 4 * d,
-            "{name}: a shard is 1/{d} of the state, up to padding"
+            bytes(&out_sharded) * k <= bytes(&out_plain) + 4 * 4 * k,
+            "{name}: a shard is 1/{k} of the state, up to padding"
         );
         let explained = dtl(&["explain", "--format", "json", sharded.to_str().unwrap()]).code(0);
         let explained: serde_json::Value = serde_json::from_str(&explained.stdout).unwrap();

@@ -33,6 +33,12 @@ pub struct World {
     /// group is its stage): activations and gradients between stages, the
     /// gradient norm over them: the plan's `pipeline` group.
     pub pipeline: Box<dyn Communicator>,
+    /// Under `shard_group`: the replicas of its stage that split one copy
+    /// of the sharded state (a group of one otherwise).
+    pub shard: Box<dyn Communicator>,
+    /// Under `shard_group`: the replicas of its stage that hold the same
+    /// slices as it in the other copies (a group of one otherwise).
+    pub replicate: Box<dyn Communicator>,
     /// The library the replicas' collectives run on (the pipeline's
     /// without replicas).
     pub backend: comm::Backend,
@@ -119,6 +125,8 @@ impl World {
         // collective over the world.
         let replicas = join(GroupKind::Replicas)?;
         let pipeline = join(GroupKind::Pipeline)?;
+        let shard = join(GroupKind::Shard)?;
+        let replicate = join(GroupKind::Replicate)?;
         let backend = if replicas.size() > 1 {
             replicas.backend()
         } else {
@@ -132,8 +140,20 @@ impl World {
             all,
             replicas,
             pipeline,
+            shard,
+            replicate,
             backend,
         })
+    }
+
+    /// The replicas that split one copy of the sharded state: the shard
+    /// group under `shard_group`, else all of the stage's replicas.
+    pub fn shard_group(&self) -> &dyn Communicator {
+        if self.shard.size() > 1 {
+            self.shard.as_ref()
+        } else {
+            self.replicas.as_ref()
+        }
     }
 
     /// Rank 0's `text` on every rank (`None` everywhere when rank 0 has
@@ -168,10 +188,16 @@ impl World {
     /// The background failure checks of every group's backend, for the
     /// watchdog.
     pub fn health_probes(&self) -> Vec<comm::HealthProbe> {
-        [&self.all, &self.replicas, &self.pipeline]
-            .into_iter()
-            .filter_map(|group| group.health_probe())
-            .collect()
+        [
+            &self.all,
+            &self.replicas,
+            &self.pipeline,
+            &self.shard,
+            &self.replicate,
+        ]
+        .into_iter()
+        .filter_map(|group| group.health_probe())
+        .collect()
     }
 
     /// Ends the whole job with `code` when this rank fails alone: peers

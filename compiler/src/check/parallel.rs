@@ -18,7 +18,7 @@ use crate::plan::{
 use crate::span::Span;
 
 /// The settings a `parallel` block accepts.
-pub const KEYS: [&str; 10] = [
+pub const KEYS: [&str; 11] = [
     "split",
     "data",
     "pipeline",
@@ -29,6 +29,7 @@ pub const KEYS: [&str; 10] = [
     "bucket_mb",
     "batch_norm",
     "shard",
+    "shard_group",
 ];
 
 /// `shard` as written: ZeRO's three stages, of which the plan (and the
@@ -64,6 +65,8 @@ pub struct ParallelSpec {
     pub bucket_mb: u64,
     pub batch_norm: BatchNormSync,
     pub shard: ShardMode,
+    /// `shard_group = k`: shard within groups of k replicas.
+    pub shard_group: Option<u64>,
     /// `split = ["blocks.1", "head"]`: where stages 2, 3, … begin; `None`
     /// balances the stages by FLOPs.
     pub split: Option<Vec<(String, Span)>>,
@@ -84,6 +87,8 @@ pub struct ParallelLayout {
     pub bucket_bytes: u64,
     pub batch_norm: BatchNormSync,
     pub shard: Shard,
+    /// `shard_group`, or 0: one group of all the stage's replicas.
+    pub shard_group: u64,
     /// Each stage's first node, when `split` names them (stage 0 starts at
     /// node 0); `None`: balanced by FLOPs when lowered.
     pub split: Option<Vec<usize>>,
@@ -98,6 +103,7 @@ pub struct ParallelSpans {
     pub data: Span,
     pub pipeline: Span,
     pub split: Span,
+    pub shard_group: Span,
 }
 
 impl ParallelLayout {
@@ -113,12 +119,14 @@ impl ParallelLayout {
             bucket_bytes: 25 << 20,
             batch_norm: BatchNormSync::Local,
             shard: Shard::None,
+            shard_group: 0,
             split: None,
             spans: ParallelSpans {
                 block: at,
                 data: at,
                 pipeline: at,
                 split: at,
+                shard_group: at,
             },
         }
     }
@@ -146,6 +154,12 @@ pub fn resolve(block: &SettingsBlock, errors: &mut Vec<CheckError>) -> Option<Pa
     let batch_norm = s.choice_or("batch_norm", BatchNormSync::Local, errors);
     let bucket_mb = s.int("bucket_mb", 1..=1 << 20, Some(25), errors);
     let shard = s.choice_or("shard", ShardMode::None, errors);
+    let shard_group = match s.get("shard_group") {
+        Some(_) => s
+            .int("shard_group", 2..=MAX_RANKS, None, errors)
+            .map(|k| Some(k as u64)),
+        None => Some(None),
+    };
     let split = split_setting(&s, errors);
     let sync = match s.get("sync") {
         None => Some(SyncMode::EveryStep),
@@ -164,6 +178,7 @@ pub fn resolve(block: &SettingsBlock, errors: &mut Vec<CheckError>) -> Option<Pa
         bucket_mb: bucket_mb? as u64,
         batch_norm: batch_norm?,
         shard: shard?,
+        shard_group: shard_group?,
         split: split?,
         span: block.keyword,
     })
@@ -294,12 +309,14 @@ pub fn check(
             // The others are refused by `sharding`.
             _ => Shard::None,
         },
+        shard_group: spec.shard_group.unwrap_or(0),
         split,
         spans: ParallelSpans {
             block: block.keyword,
             data: at("data"),
             pipeline: at("pipeline"),
             split: s.get("split").map_or(block.keyword, |x| x.value.span),
+            shard_group: s.get("shard_group").map_or(block.keyword, |x| x.value.span),
         },
     })
 }
@@ -387,7 +404,17 @@ fn sharding(
     lints: &mut Vec<Lint>,
 ) {
     let mode = match spec.shard {
-        ShardMode::None => return,
+        ShardMode::None => {
+            if spec.shard_group.is_some() {
+                errors.push(CheckError::InvalidValue {
+                    message: "`shard_group` says how many replicas shard the state, but nothing is sharded".into(),
+                    span: at("shard_group"),
+                    label: "no `shard` here".into(),
+                    help: Some("add `shard = optimizer` (ZeRO-1) or `shard = gradients` (ZeRO-2), or remove `shard_group`".into()),
+                });
+            }
+            return;
+        }
         ShardMode::Optimizer => "optimizer",
         ShardMode::Gradients => "gradients",
         ShardMode::Parameters => {
@@ -415,6 +442,22 @@ fn sharding(
             span: at("shard"),
             help: Some("use sgd, adam, adamw or lion with `shard`, or `shard = none` with adafactor".into()),
         });
+    }
+    if let (Some(k), Degree::Fixed(d)) = (spec.shard_group, spec.data) {
+        if !d.is_multiple_of(k) || k > d {
+            let divisors: Vec<String> = (2..=d)
+                .filter(|n| d.is_multiple_of(*n))
+                .map(|n| n.to_string())
+                .collect();
+            errors.push(CheckError::InvalidValue {
+                message: format!(
+                    "`shard_group = {k}` must divide the {d} replicas into equal groups"
+                ),
+                span: at("shard_group"),
+                label: "does not divide `data`".into(),
+                help: Some(format!("one of {}", divisors.join(", "))),
+            });
+        }
     }
     if spec.data == Degree::Fixed(1) {
         lints.push(Lint::ShardOneReplica {

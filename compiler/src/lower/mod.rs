@@ -56,6 +56,7 @@ fn lower_for(
         bucket_bytes: layout.bucket_bytes,
         batch_norm: layout.batch_norm,
         shard: layout.shard,
+        shard_group: layout.shard_group,
     };
     let d = parallelism.data;
     let train = TrainPlan {

@@ -31,13 +31,32 @@ pub(super) fn ranks(layout: &Parallelism, micro_batch: u64) -> (Vec<RankPlan>, V
             });
         }
     }
+    // Hybrid sharding: groups of k consecutive replicas split the state,
+    // and the replicas at the same place in each group hold one slice.
+    let k = layout.shard_degree();
+    if k > 1 && k < d {
+        for stage in 0..p {
+            for group in 0..d / k {
+                communicators.push(CommGroup {
+                    kind: GroupKind::Shard,
+                    ranks: (0..k).map(|i| rank(group * k + i, stage)).collect(),
+                });
+            }
+            for place in 0..k {
+                communicators.push(CommGroup {
+                    kind: GroupKind::Replicate,
+                    ranks: (0..d / k).map(|g| rank(g * k + place, stage)).collect(),
+                });
+            }
+        }
+    }
     let mut ranks: Vec<RankPlan> = (0..d * p)
         .map(|r| RankPlan {
             rank: r,
             replica: r % d,
             stage: r / d,
             tensor: 0,
-            shard: 0,
+            shard: (r % d) % k,
             sync_group: 0,
             rows: RowSlice {
                 first: (r % d) * micro_batch,
@@ -87,6 +106,32 @@ mod tests {
             }
         );
         assert_eq!(rank3.communicators, [1, 3]);
+    }
+
+    #[test]
+    fn hybrid_sharding_groups_consecutive_replicas_and_their_copies() {
+        let layout = Parallelism {
+            data: 4,
+            shard: crate::plan::Shard::Optimizer,
+            shard_group: 2,
+            ..Parallelism::single()
+        };
+        let (ranks, groups) = ranks(&layout, 8);
+        let members: Vec<(GroupKind, Vec<u64>)> =
+            groups.iter().map(|g| (g.kind, g.ranks.clone())).collect();
+        assert_eq!(
+            members,
+            [
+                (GroupKind::Replicas, vec![0, 1, 2, 3]),
+                (GroupKind::Shard, vec![0, 1]),
+                (GroupKind::Shard, vec![2, 3]),
+                (GroupKind::Replicate, vec![0, 2]),
+                (GroupKind::Replicate, vec![1, 3]),
+            ]
+        );
+        let places: Vec<u64> = ranks.iter().map(|r| r.shard).collect();
+        assert_eq!(places, [0, 1, 0, 1]);
+        assert_eq!(ranks[2].communicators, [0, 2, 3]);
     }
 
     #[test]

@@ -16,6 +16,7 @@ pub(super) fn step_program(
     buckets: &[GradBucket],
 ) -> Vec<StepOp> {
     let (d, p) = (layout.data, layout.pipeline);
+    let k = layout.shard_degree();
     // The stage with the most parameters sets the all-reduce volume.
     let stage_bytes = stages.iter().map(|s| s.parameters * 4).max().unwrap_or(0);
     let bucket_count = buckets.len() as u64;
@@ -44,8 +45,17 @@ pub(super) fn step_program(
         if layout.shard == Shard::Gradients {
             program.push(StepOp::ReduceScatterGradients {
                 buckets: bucket_count,
-                bytes_per_rank: shard_bytes(stages, buckets, d),
+                bytes_per_rank: shard_bytes(stages, buckets, k),
             });
+            if layout.shard_copies() > 1 {
+                program.push(StepOp::AllReduceGradientSlices {
+                    copies: layout.shard_copies(),
+                    bytes_per_rank: ring_bytes(
+                        slice_bytes(stages, buckets, k),
+                        layout.shard_copies(),
+                    ),
+                });
+            }
         } else if let Some(staleness) = staleness {
             program.push(StepOp::AllReduceGradients {
                 buckets: bucket_count,
@@ -92,7 +102,7 @@ pub(super) fn step_program(
     if layout.shard != Shard::None && d > 1 {
         program.push(StepOp::AllGatherParameters {
             buckets: bucket_count,
-            bytes_per_rank: shard_bytes(stages, buckets, d),
+            bytes_per_rank: shard_bytes(stages, buckets, k),
         });
     }
     if let (SyncMode::LocalSgd { period }, true) = (layout.sync, d > 1) {
@@ -103,6 +113,22 @@ pub(super) fn step_program(
     }
     program.push(StepOp::ZeroGrad);
     program
+}
+
+/// The bytes of one rank's slices of its stage's buckets cut `k` ways,
+/// for the largest stage.
+fn slice_bytes(stages: &[StagePlan], buckets: &[GradBucket], k: u64) -> u64 {
+    stages
+        .iter()
+        .map(|s| {
+            buckets
+                .iter()
+                .filter(|b| b.stage == s.stage)
+                .map(|b| (b.bytes / 4).div_ceil(k) * 4)
+                .sum::<u64>()
+        })
+        .max()
+        .unwrap_or(0)
 }
 
 /// What a rank of the largest stage sends to all-gather (or

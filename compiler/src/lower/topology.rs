@@ -31,6 +31,7 @@ pub(super) fn resolve(
     errors: &mut Vec<CheckError>,
 ) -> Option<Resolved> {
     let data = data_degree(experiment, world, errors)?;
+    shard_groups_divide(experiment, data, world, errors)?;
     rows_per_step_countable(experiment, data, errors)?;
     micro_batch_fits(experiment, data, world, errors)?;
     let steps = match step_count(experiment, data, purpose, errors)? {
@@ -44,6 +45,32 @@ pub(super) fn resolve(
 
 fn for_world(world: u64) -> String {
     format!("for --world {world}")
+}
+
+/// `shard_group = k` cuts the replicas into equal groups: with `data =
+/// auto`, k must divide the degree the world size gives (a fixed degree is
+/// checked with the block).
+fn shard_groups_divide(
+    experiment: &Experiment,
+    data: u64,
+    world: Option<u64>,
+    errors: &mut Vec<CheckError>,
+) -> Option<()> {
+    let layout = &experiment.parallel;
+    let k = layout.shard_group;
+    // One replica shards nothing (a lint says so), whatever k.
+    if k == 0 || data == 1 || (data.is_multiple_of(k) && k <= data) || layout.data != Degree::Auto {
+        return Some(());
+    }
+    errors.push(CheckError::InvalidValue {
+        message: format!("`shard_group = {k}` must divide the {data} replicas into equal groups"),
+        span: layout.spans.shard_group,
+        label: world.map_or_else(|| "here".into(), for_world),
+        help: Some(
+            "choose a world size that gives a multiple of it, or another `shard_group`".into(),
+        ),
+    });
+    None
 }
 
 /// The data-parallel degree: fixed, or `auto` = world size / stages.

@@ -121,11 +121,22 @@ pub enum GroupKind {
     /// The stages of one replica: activations and gradients between them,
     /// the gradient norm over them; in stage order.
     Pipeline,
+    /// Under `shard_group`: the replicas of a stage that split one copy of
+    /// the sharded state (all-gather, reduce-scatter); in replica order.
+    Shard,
+    /// Under `shard_group`: the replicas of a stage that hold the same
+    /// slice in different copies (their gradient slices are summed).
+    Replicate,
 }
 
 impl GroupKind {
     /// Every kind, in the order every rank creates its communicators.
-    pub const ALL: [GroupKind; 2] = [GroupKind::Replicas, GroupKind::Pipeline];
+    pub const ALL: [GroupKind; 4] = [
+        GroupKind::Replicas,
+        GroupKind::Pipeline,
+        GroupKind::Shard,
+        GroupKind::Replicate,
+    ];
 }
 
 /// The replicas read disjoint rows of every global micro-batch: each
@@ -162,6 +173,15 @@ pub struct Parallelism {
     /// themselves; absent from the plan when none is.
     #[serde(default, skip_serializing_if = "Shard::is_none")]
     pub shard: Shard,
+    /// `shard_group`: the replicas of a stage shard within groups of this
+    /// many consecutive replicas, and each group holds the whole state
+    /// (hybrid sharding); absent (0): one group of all the stage's replicas.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub shard_group: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl Parallelism {
@@ -177,11 +197,28 @@ impl Parallelism {
             bucket_bytes: 25 << 20,
             batch_norm: BatchNormSync::Local,
             shard: Shard::None,
+            shard_group: 0,
         }
     }
 
     pub fn world_size(&self) -> u64 {
         self.data * self.pipeline
+    }
+
+    /// The replicas that split one copy of the sharded state among
+    /// themselves: `shard_group`, or all of a stage's (1 unsharded).
+    pub fn shard_degree(&self) -> u64 {
+        match (self.shard, self.shard_group) {
+            (Shard::None, _) => 1,
+            (_, 0) => self.data,
+            (_, k) => k.min(self.data),
+        }
+    }
+
+    /// Under hybrid sharding, the groups that each hold a whole copy of
+    /// the sharded state (1 otherwise).
+    pub fn shard_copies(&self) -> u64 {
+        self.data / self.shard_degree().max(1)
     }
 
     /// The fraction of a step a stage waits while the pipeline fills and

@@ -1286,11 +1286,21 @@ pub enum StepOp {
     },
     OptimizerStep,
     /// `shard = gradients`: instead of `all_reduce_gradients`, each
-    /// bucket's gradients are summed over the replicas and each replica
-    /// receives its slice of the sum, divided by the replicas (ring
-    /// reduce-scatter: each rank sends `bytes_per_rank`).
+    /// bucket's gradients are summed over the replicas of the shard group
+    /// (all of the stage's without `shard_group`) and each replica receives
+    /// its slice of the sum, divided by the replicas unless
+    /// `all_reduce_gradient_slices` follows (ring reduce-scatter: each rank
+    /// sends `bytes_per_rank`).
     ReduceScatterGradients {
         buckets: u64,
+        bytes_per_rank: u64,
+    },
+    /// `shard = gradients` with `shard_group`: the reduce-scatter ran
+    /// within each shard group; the `copies` groups' sums of each slice are
+    /// all-reduced among the replicas that hold it and divided by all the
+    /// replicas (ring: each rank sends `bytes_per_rank`).
+    AllReduceGradientSlices {
+        copies: u64,
         bytes_per_rank: u64,
     },
     /// `shard = optimizer` or `gradients`: the optimizer step updated each replica's

@@ -310,8 +310,9 @@ fn stage_optimizer_state(plan: &Plan) -> Vec<u64> {
 /// (each bucket padded to `data` equal slices).
 fn held_optimizer_state(plan: &Plan, stage_state: &[u64]) -> Vec<u64> {
     let layout = &plan.topology.parallelism;
-    let d = layout.data;
-    if layout.shard == Shard::None || d == 1 {
+    // The replicas that split one copy of the state.
+    let d = layout.shard_degree();
+    if d == 1 {
         return stage_state.to_vec();
     }
     // Sharding is refused for Adafactor: every other optimizer keeps the
@@ -349,7 +350,7 @@ fn exchange_values(plan: &Plan, stage: u64, gradients: u64) -> u64 {
         .unwrap_or(0);
     match (layout.sync, layout.shard) {
         (SyncMode::LocalSgd { .. }, _) => 0,
-        (_, Shard::Gradients) => gradients.div_ceil(d) + 2 * largest,
+        (_, Shard::Gradients) => gradients.div_ceil(layout.shard_degree()) + 2 * largest,
         (SyncMode::Async { staleness }, _) => (staleness + 1) * gradients,
         (SyncMode::EveryStep, _) => gradients,
     }
@@ -431,11 +432,14 @@ fn collectives(plan: &Plan) -> Vec<Collective> {
                 .filter(|b| b.stage == stage.stage)
                 .count();
             let own = || topology.buckets.iter().filter(|b| b.stage == stage.stage);
+            let k = layout.shard_degree();
+            let copies = layout.shard_copies();
             let (name, bytes) = match layout.sync {
                 SyncMode::EveryStep if layout.shard == Shard::Gradients => (
-                    format!("{at}reduce-scatter gradients over {d} replicas (ring, {buckets} bucket{}; each keeps the sum of its 1/{d})",
+                    format!("{at}reduce-scatter gradients over {}{k} replicas (ring, {buckets} bucket{}; each keeps the sum of its 1/{k})",
+                        if copies > 1 { "each group of " } else { "" },
                         if buckets == 1 { "" } else { "s" }),
-                    all_gather_bytes(own(), d),
+                    all_gather_bytes(own(), k),
                 ),
                 SyncMode::EveryStep => (
                     format!(
@@ -457,12 +461,27 @@ fn collectives(plan: &Plan) -> Vec<Collective> {
                 name,
                 bytes_per_rank: bytes,
             });
-            if layout.shard != Shard::None {
+            if layout.shard == Shard::Gradients && copies > 1 && layout.sync == SyncMode::EveryStep
+            {
+                let slices: u64 = own().map(|b| (b.bytes / BYTES_PER_VALUE).div_ceil(k)).sum();
                 out.push(Collective {
                     name: format!(
-                        "{at}all-gather the updated parameters over {d} replicas (ring, each updates 1/{d} of every bucket)"
+                        "{at}all-reduce each gradient slice over the {copies} groups' replicas that hold it (ring)"
                     ),
-                    bytes_per_rank: all_gather_bytes(own(), d),
+                    bytes_per_rank: ring_bytes(slices * BYTES_PER_VALUE, copies),
+                });
+            }
+            if layout.shard != Shard::None {
+                let within = if copies > 1 {
+                    format!("each group of {k} replicas")
+                } else {
+                    format!("{k} replicas")
+                };
+                out.push(Collective {
+                    name: format!(
+                        "{at}all-gather the updated parameters over {within} (ring, each updates 1/{k} of every bucket)"
+                    ),
+                    bytes_per_rank: all_gather_bytes(own(), k),
                 });
             }
         }
@@ -542,13 +561,13 @@ impl Cost {
                 // No gradient hooks: backward computes every gradient
                 // before the reduce-scatter runs.
                 ref l if l.shard == Shard::Gradients && l.data > 1 =>
-                    format!(" (whole during backward; 1/{} kept for the update)", l.data),
+                    format!(" (whole during backward; 1/{} kept for the update)", l.shard_degree()),
                 _ => String::new(),
             },
             bytes(m.optimizer_state),
             match plan.topology.parallelism {
                 ref l if l.shard != Shard::None && l.data > 1 =>
-                    format!(" (its 1/{} shard)", l.data),
+                    format!(" (its 1/{} shard)", l.shard_degree()),
                 _ => String::new(),
             },
             bytes(m.activations),

@@ -119,7 +119,7 @@ impl<'a> Executor<'a> {
             (
                 plan.topology.parallelism.shard,
                 &buckets,
-                world.replicas.as_ref(),
+                world.shard_group(),
             ),
         );
         let mut in_flight = VecDeque::new();
@@ -299,10 +299,12 @@ impl<'a> Executor<'a> {
         }
         self.last_checkpoint = Some(step);
         let model = self.gather(self.model.named(), step)?;
+        // Replica 0 is place 0 of the first shard group: every group
+        // gathers its copy, replica 0 keeps it.
         let keep = self.world.place.replica == 0;
         let state =
             self.optimizer
-                .state(&self.model.params, self.world.replicas.as_ref(), keep, step)?;
+                .state(&self.model.params, self.world.shard_group(), keep, step)?;
         let optimizer = self.gather(state, step)?;
         let ema = self.averaged_weights(step)?;
         let (Some(model), Some(optimizer)) = (model, optimizer) else {

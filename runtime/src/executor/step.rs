@@ -105,9 +105,17 @@ impl Executor<'_> {
                 self.all_reduce_gradients(step, *staleness, state)?;
             }
             StepOp::ReduceScatterGradients { .. } => {
-                let replicas = self.world.replicas.as_ref();
+                // Averaged here unless the copies' slices are summed next.
+                let replicas = self.world.replicas.size();
+                let average = (self.world.replicate.size() == 1).then_some(replicas);
+                let group = self.world.shard_group();
                 self.optimizer
-                    .reduce_scatter(&self.model.params, replicas, step)?;
+                    .reduce_scatter(&self.model.params, group, average, step)?;
+            }
+            StepOp::AllReduceGradientSlices { .. } => {
+                let (copies, replicas) =
+                    (self.world.replicate.as_ref(), self.world.replicas.size());
+                self.optimizer.all_reduce_slices(copies, replicas, step)?;
             }
             StepOp::UnscaleGradients {
                 growth,
@@ -151,9 +159,8 @@ impl Executor<'_> {
                 self.optimizer.step(&self.model.params, lr)?;
             }
             StepOp::AllGatherParameters { .. } => {
-                let replicas = self.world.replicas.as_ref();
-                self.optimizer
-                    .all_gather(&self.model.params, replicas, step)?;
+                let group = self.world.shard_group();
+                self.optimizer.all_gather(&self.model.params, group, step)?;
             }
             StepOp::AverageParameters { every, .. } => {
                 if step.is_multiple_of(*every) {
@@ -287,8 +294,9 @@ impl Executor<'_> {
             NormType::Inf => ReduceOp::Max,
             NormType::P(_) => ReduceOp::Sum,
         };
+        // A slice's copies in other shard groups hold the same values.
         let groups = [
-            (sliced, self.world.replicas.as_ref()),
+            (sliced, self.world.shard_group()),
             (over_stages, self.world.pipeline.as_ref()),
         ];
         for (_, group) in groups.into_iter().filter(|(take, _)| *take) {

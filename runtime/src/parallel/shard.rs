@@ -18,6 +18,12 @@
 //! restricted to it. Adafactor, whose factored moments span rows and
 //! columns, is refused by the checker.
 //!
+//! With `shard_group = k` (hybrid sharding) the replicas of a stage form
+//! groups of k that each split one copy of the state as above (the
+//! communicator they are given is their group's); under `shard =
+//! gradients` the k-way sums of each slice are then all-reduced among the
+//! replicas of the other groups that hold the same slice.
+//!
 //! A checkpoint keeps the format of an unsharded run (each parameter's
 //! whole state, by name): the replicas all-gather the state one bucket at
 //! a time and replica 0 keeps it, so a run resumes at another degree or
@@ -172,19 +178,47 @@ impl Updater {
         }
     }
 
-    /// `shard = gradients`: sums each bucket's gradients over the replicas
-    /// and keeps this replica's slice of the average; the whole gradients
-    /// are let go.
+    /// `shard = gradients`: sums each bucket's gradients over the shard
+    /// group `comm` and keeps this replica's slice of the sum, divided by
+    /// `replicas` when given (the average; without it the slices are summed
+    /// over the copies first, [`Updater::all_reduce_slices`]); the whole
+    /// gradients are let go.
     pub fn reduce_scatter(
         &mut self,
         params: &[(String, Tensor)],
         comm: &dyn Communicator,
+        replicas: Option<usize>,
         step: u64,
     ) -> Result<(), RunError> {
         match self {
-            Updater::Sharded(s) => s.reduce_scatter(params, comm, step),
+            Updater::Sharded(s) => s.reduce_scatter(params, comm, replicas, step),
             Updater::Whole(_) => Err(not_sharded(step, "reduce-scatter the gradients")),
         }
+    }
+
+    /// `shard = gradients` with `shard_group`: sums this replica's gradient
+    /// slices over `copies` (the replicas that hold the same slices) and
+    /// divides them by all the `replicas`: the average.
+    pub fn all_reduce_slices(
+        &mut self,
+        copies: &dyn Communicator,
+        replicas: usize,
+        step: u64,
+    ) -> Result<(), RunError> {
+        let Updater::Sharded(s) = self else {
+            return Err(not_sharded(step, "all-reduce the gradient slices"));
+        };
+        tch::no_grad(|| {
+            for (b, slice) in s.grads.iter_mut().enumerate() {
+                copies
+                    .all_reduce(slice, crate::comm::ReduceOp::Sum)
+                    .map_err(collective(step))?;
+                slice.f_div_scalar_(replicas as f64).in_place(|| {
+                    format!("step {step}: average the gradient slice of bucket {b}")
+                })?;
+            }
+            Ok(())
+        })
     }
 
     /// `shard = gradients`, between the reduce-scatter and the update:
@@ -303,6 +337,7 @@ impl Sharded {
         &mut self,
         params: &[(String, Tensor)],
         comm: &dyn Communicator,
+        average_over: Option<usize>,
         step: u64,
     ) -> Result<(), RunError> {
         let replicas = comm.size();
@@ -330,7 +365,9 @@ impl Sharded {
                     .context(ctx)?;
                 comm.reduce_scatter(&send, &mut recv)
                     .map_err(collective(step))?;
-                recv.f_div_scalar_(replicas as f64).in_place(ctx)?;
+                if let Some(n) = average_over {
+                    recv.f_div_scalar_(n as f64).in_place(ctx)?;
+                }
                 self.grads.push(recv);
             }
             // Each value's average is in one replica's slice: the whole
