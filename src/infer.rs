@@ -80,11 +80,13 @@ pub struct GenerateArgs {
     pub no_cache: bool,
 }
 
-/// The plan and the weights FILE and `--weights` name.
+/// The plan and the weights FILE and `--weights` name: `None` for the
+/// `init` weights of FILE's `train` block (a pretrained model, before any
+/// training).
 fn plan_and_weights(
     args: &ModelArgs,
     request: &Request,
-) -> Result<(dtl_compiler::plan::Plan, PathBuf), Failure> {
+) -> Result<(dtl_compiler::plan::Plan, Option<PathBuf>), Failure> {
     let (input, default_weights) = if args.file.is_dir() {
         (
             Input::Plan(args.file.join("plan.yaml")),
@@ -94,12 +96,13 @@ fn plan_and_weights(
         (Input::of(&args.file), None)
     };
     let plan = load_plan(&input, request)?;
-    let weights = args.weights.clone().or(default_weights).ok_or_else(|| {
-        Failure::usage(format!(
-            "which weights? give --weights W (a run's model.safetensors), or a run folder instead of {}",
+    let weights = args.weights.clone().or(default_weights);
+    if weights.is_none() && plan.train.init.is_none() {
+        return Err(Failure::usage(format!(
+            "which weights? give --weights W (a run's model.safetensors), a run folder instead of {}, or an `init` in its `train` block",
             args.file.display()
-        ))
-    })?;
+        )));
+    }
     Ok((plan, weights))
 }
 
@@ -111,7 +114,11 @@ fn model(
     let (plan, weights) = plan_and_weights(args, request)?;
     let choice: dtl_runtime::DeviceChoice = args.device.parse().map_err(Failure::usage)?;
     let device = dtl_runtime::device::resolve(choice).map_err(fail)?;
-    let model = dtl_runtime::infer::load_model(&plan, &weights, device).map_err(fail)?;
+    let model = match weights {
+        Some(weights) => dtl_runtime::infer::load_model(&plan, &weights, device),
+        None => dtl_runtime::infer::initial_model(&plan, device),
+    }
+    .map_err(fail)?;
     Ok((plan, model))
 }
 

@@ -27,6 +27,34 @@ pub fn load_model(plan: &Plan, path: &Path, device: Device) -> Result<Model, Run
     Ok(model)
 }
 
+/// The plan's model with its `init` weights (the `train` block's), loaded
+/// as training would load them (`skip`, `rename`, `transpose`), what was
+/// loaded said on standard error.
+pub fn initial_model(plan: &Plan, device: Device) -> Result<Model, RunError> {
+    let train = &plan.train;
+    let Some(path) = &train.init else {
+        return Err(RunError::Weights {
+            path: String::new(),
+            message: "the plan has no `init` weights".into(),
+        });
+    };
+    let path = Path::new(path);
+    let mut model = Model::build(&plan.model, train.seed, device)?;
+    model.precision = train.precision;
+    match &train.init_skip {
+        Some(skip) => {
+            let map = crate::model::NameMap {
+                rename: &train.init_rename,
+                transpose: &train.init_transpose,
+            };
+            let report = model.load_partial(path, &BTreeSet::new(), skip, &map)?;
+            eprintln!("{}", report.summary(path));
+        }
+        None => model.load_part(path, &BTreeSet::new())?,
+    }
+    Ok(model)
+}
+
 /// The loss and the plan's metrics of `model` on the rows the plan holds
 /// out, or on every row of `other` (files in the plan's data format).
 pub fn evaluate(
@@ -330,7 +358,7 @@ pub fn can_cache(model: &Model) -> bool {
             | Op::Relu
             | Op::LeakyRelu { .. }
             | Op::Elu { .. }
-            | Op::Gelu
+            | Op::Gelu { .. }
             | Op::Silu
             | Op::Tanh
             | Op::Sigmoid

@@ -313,13 +313,14 @@ impl Model {
         path: &Path,
         others: &std::collections::BTreeSet<String>,
         skip: &[String],
+        map: &NameMap<'_>,
     ) -> Result<LoadReport, RunError> {
         let err = |message: String| RunError::Weights {
             path: path.display().to_string(),
             message,
         };
         let tensors = Tensor::read_safetensors(path).map_err(|e| err(e.to_string()))?;
-        let by_name: BTreeMap<String, Tensor> = tensors.into_iter().collect();
+        let by_name = map.apply(tensors).map_err(err)?;
         let skipped = |name: &str| dtl_compiler::util::glob::any(skip, name);
         let mut report = LoadReport::default();
         let (all, trainable) = self.all_mut();
@@ -343,6 +344,53 @@ impl Model {
             .cloned()
             .collect();
         Ok(report)
+    }
+}
+
+/// How a weights file's names and layouts map onto the model's (`init =
+/// weights(path, rename: [...], transpose: [...])`): the tensors whose
+/// names (as in the file) match `transpose` are transposed (2-d only),
+/// then every name goes through the `rename` pairs in order, each
+/// replacing every occurrence of its first string by its second.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NameMap<'a> {
+    pub rename: &'a [[String; 2]],
+    pub transpose: &'a [String],
+}
+
+impl NameMap<'_> {
+    /// The file's tensors under the model's names; two tensors that end
+    /// under one name, or a transposed tensor that is not 2-d, are errors
+    /// naming them.
+    pub fn apply(
+        &self,
+        tensors: Vec<(String, Tensor)>,
+    ) -> Result<BTreeMap<String, Tensor>, String> {
+        let mut out: BTreeMap<String, (String, Tensor)> = BTreeMap::new();
+        for (name, tensor) in tensors {
+            let tensor = if dtl_compiler::util::glob::any(self.transpose, &name) {
+                if tensor.dim() != 2 {
+                    return Err(format!(
+                        "`{name}` is {:?}: `transpose` turns only 2-d tensors",
+                        tensor.size()
+                    ));
+                }
+                tensor.tr().contiguous()
+            } else {
+                tensor
+            };
+            let renamed = self
+                .rename
+                .iter()
+                .fold(name.clone(), |n, [from, to]| n.replace(from.as_str(), to));
+            if let Some((first, _)) = out.get(&renamed) {
+                return Err(format!(
+                    "`{first}` and `{name}` are both renamed to `{renamed}`"
+                ));
+            }
+            out.insert(renamed, (name, tensor));
+        }
+        Ok(out.into_iter().map(|(k, (_, t))| (k, t)).collect())
     }
 }
 
@@ -410,4 +458,73 @@ fn is_float(kind: tch::Kind) -> bool {
         kind,
         tch::Kind::Float | tch::Kind::Double | tch::Kind::Half | tch::Kind::BFloat16
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::NameMap;
+    use tch::Tensor;
+
+    fn file() -> Vec<(String, Tensor)> {
+        vec![
+            (
+                "transformer.h.0.mlp.c_fc.weight".into(),
+                Tensor::from_slice(&[1f32, 2., 3., 4., 5., 6.]).reshape([2, 3]),
+            ),
+            (
+                "transformer.wte.weight".into(),
+                Tensor::zeros([4, 2], tch::kind::FLOAT_CPU),
+            ),
+        ]
+    }
+
+    #[test]
+    fn names_are_mapped_pair_by_pair_after_the_transposes() {
+        let rename = [
+            ["transformer.h.".to_string(), "1.".to_string()],
+            ["transformer.".to_string(), String::new()],
+        ];
+        let transpose = ["*.c_fc.weight".to_string()];
+        let map = NameMap {
+            rename: &rename,
+            transpose: &transpose,
+        };
+        let mapped = map.apply(file()).unwrap();
+        let names: Vec<&str> = mapped.keys().map(String::as_str).collect();
+        assert_eq!(names, ["1.0.mlp.c_fc.weight", "wte.weight"]);
+        let turned = &mapped["1.0.mlp.c_fc.weight"];
+        assert_eq!(turned.size(), [3, 2]);
+        assert_eq!(
+            Vec::<f32>::try_from(turned.reshape([-1])).unwrap(),
+            [1., 4., 2., 5., 3., 6.]
+        );
+    }
+
+    #[test]
+    fn two_tensors_renamed_alike_and_a_transposed_vector_are_errors() {
+        let rename = [[
+            "transformer.h.0.mlp.c_fc.weight".to_string(),
+            "transformer.wte.weight".to_string(),
+        ]];
+        let map = NameMap {
+            rename: &rename,
+            transpose: &[],
+        };
+        let err = map.apply(file()).unwrap_err();
+        assert!(
+            err.contains("are both renamed to `transformer.wte.weight`"),
+            "{err}"
+        );
+        let transpose = ["*".to_string()];
+        let map = NameMap {
+            rename: &[],
+            transpose: &transpose,
+        };
+        let vector = vec![("b".to_string(), Tensor::zeros([3], tch::kind::FLOAT_CPU))];
+        let err = map.apply(vector).unwrap_err();
+        assert!(
+            err.contains("`b` is [3]: `transpose` turns only 2-d tensors"),
+            "{err}"
+        );
+    }
 }

@@ -136,7 +136,7 @@ fn apply(
         Op::Relu => x.f_relu(),
         Op::LeakyRelu { negative_slope } => torch_ops::leaky_relu(x, *negative_slope),
         Op::Elu { alpha } => torch_ops::elu(x, *alpha),
-        Op::Gelu => x.f_gelu("none"),
+        Op::Gelu { tanh } => x.f_gelu(if *tanh { "tanh" } else { "none" }),
         Op::Silu => x.f_silu(),
         Op::Tanh => x.f_tanh(),
         Op::Sigmoid => x.f_sigmoid(),

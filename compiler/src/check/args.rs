@@ -90,6 +90,22 @@ impl Value {
         }
     }
 
+    /// A [`Ty::StrPairs`] value's pairs.
+    pub fn as_str_pairs(&self) -> Vec<[String; 2]> {
+        match self {
+            Value::List(items) => items
+                .iter()
+                .filter_map(|pair| match pair {
+                    Value::List(two) if two.len() == 2 => {
+                        Some([two[0].as_str().to_string(), two[1].as_str().to_string()])
+                    }
+                    _ => None,
+                })
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
     /// A [`Ty::StrOrList`] value's strings: the list's, or the one.
     pub fn as_strings(&self) -> Vec<String> {
         match self {
@@ -125,6 +141,8 @@ pub enum Ty {
     FloatOrList,
     /// A string, or a non-empty list of strings.
     StrOrList,
+    /// A list of `[from, to]` pairs of strings.
+    StrPairs,
 }
 
 impl Ty {
@@ -141,6 +159,7 @@ impl Ty {
             Ty::FloatOrPair => "a number or a list of two numbers",
             Ty::FloatOrList => "a number or a list of numbers",
             Ty::StrOrList => "a string or a list of strings",
+            Ty::StrPairs => "a list of [from, to] pairs of strings",
         }
     }
 
@@ -179,6 +198,9 @@ impl Ty {
             (Ty::StrOrList, Value::List(items)) => {
                 !items.is_empty() && items.iter().all(|v| matches!(v, Value::Str(_)))
             }
+            (Ty::StrPairs, Value::List(items)) => items.iter().all(|pair| {
+                matches!(pair, Value::List(two) if two.len() == 2 && two.iter().all(|v| matches!(v, Value::Str(_))))
+            }),
             _ => false,
         }
     }
@@ -499,6 +521,7 @@ pub fn signature_text(sig: &[ParamSig]) -> String {
                 Ty::FloatOrPair => "float | [float, float]",
                 Ty::FloatOrList => "float | [float, ...]",
                 Ty::StrOrList => "str | [str, ...]",
+                Ty::StrPairs => "[[str, str], ...]",
             };
             match &p.default {
                 Some(d) => format!("{}: {ty} = {}", p.name, value_text(d)),

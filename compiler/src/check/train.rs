@@ -68,6 +68,8 @@ pub struct TrainSpec {
     pub eval_every: u64,
     pub init: Option<String>,
     pub init_skip: Option<Vec<String>>,
+    /// How the `init` file's names and layouts map onto the model's.
+    pub init_map: InitMap,
     pub precision: Precision,
     pub recompute: Recompute,
     pub checkpoint_every: u64,
@@ -195,7 +197,7 @@ pub(super) fn check_train(
         lints.extend(fit::loss_on_output(&model, &loss, setting.value.span));
     }
     let (length, length_span) = length?;
-    let (init, init_skip) = init_weights(&s, options, errors, lints)?;
+    let (init, init_skip, init_map) = init_weights(&s, options, errors, lints)?;
     let tracking = super::tracking::tracking(&s, &loss, &data, eval_every? as u64, errors)?;
     let train = TrainSpec {
         loss,
@@ -209,6 +211,7 @@ pub(super) fn check_train(
         eval_every: eval_every? as u64,
         init,
         init_skip,
+        init_map,
         precision: precision?,
         recompute: recompute?,
         checkpoint_every: checkpoint_every? as u64,
@@ -622,21 +625,34 @@ fn few_names(names: &[String]) -> String {
 /// every tensor of the model; or `init = weights(path, skip: [...])`: what
 /// the file holds of the model, the names matching `skip` left to the
 /// initialisers (fine-tuning with a new head).
+/// `weights(path, rename: [...], transpose: [...])`: how the file's names
+/// and layouts map onto the model's (see [`crate::plan::TrainPlan`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct InitMap {
+    pub rename: Vec<[String; 2]>,
+    pub transpose: Vec<String>,
+}
+
+/// `init`: the file, and for `weights(...)` what to skip and how to map.
+type InitWeights = (Option<String>, Option<Vec<String>>, InitMap);
+
 fn init_weights(
     s: &Settings<'_>,
     options: &Options,
     errors: &mut Vec<CheckError>,
     lints: &mut Vec<Lint>,
-) -> Option<(Option<String>, Option<Vec<String>>)> {
+) -> Option<InitWeights> {
     let Some(setting) = s.get("init") else {
-        return Some((None, None));
+        return Some((None, None, InitMap::default()));
     };
     let sig = [
         ParamSig::required("path", Ty::Str),
         ParamSig::optional("skip", Ty::StrOrList, Value::List(Vec::new())),
+        ParamSig::optional("rename", Ty::StrPairs, Value::List(Vec::new())),
+        ParamSig::optional("transpose", Ty::StrOrList, Value::List(Vec::new())),
     ];
-    let (path, skip) = match &setting.value.kind {
-        ExprKind::Str(path) => (path.clone(), None),
+    let (path, skip, map) = match &setting.value.kind {
+        ExprKind::Str(path) => (path.clone(), None, InitMap::default()),
         ExprKind::Call(_) => {
             let (_, v) = choose(
                 setting,
@@ -644,8 +660,21 @@ fn init_weights(
                 &[("weights", (), sig.to_vec())],
                 errors,
             )?;
-            let skip = v[1].as_strings();
-            (v[0].as_str().to_string(), Some(skip))
+            let map = InitMap {
+                rename: v[2].as_str_pairs(),
+                transpose: v[3].as_strings(),
+            };
+            if let Some([from, _]) = map.rename.iter().find(|[from, _]| from.is_empty()) {
+                errors.push(CheckError::invalid(
+                    format!(
+                        "`rename`: a pair replaces a piece of every name, and `{from}` is empty"
+                    ),
+                    setting.value.span,
+                    "empty `from`",
+                ));
+                return None;
+            }
+            (v[0].as_str().to_string(), Some(v[1].as_strings()), map)
         }
         _ => {
             errors.push(CheckError::TypeMismatch {
@@ -676,5 +705,5 @@ fn init_weights(
         });
         return None;
     }
-    Some((Some(resolved.display().to_string()), skip))
+    Some((Some(resolved.display().to_string()), skip, map))
 }

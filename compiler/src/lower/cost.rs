@@ -85,7 +85,7 @@ pub fn forward_flops(node: &Node, input: &[Dim]) -> u64 {
         | Op::Relu
         | Op::LeakyRelu { .. }
         | Op::Elu { .. }
-        | Op::Gelu
+        | Op::Gelu { .. }
         | Op::Silu
         | Op::Tanh
         | Op::Sigmoid => out,

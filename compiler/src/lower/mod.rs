@@ -72,6 +72,8 @@ fn lower_for(
         eval_every: train.eval_every,
         init: train.init.clone(),
         init_skip: train.init_skip.clone(),
+        init_rename: train.init_map.rename.clone(),
+        init_transpose: train.init_map.transpose.clone(),
         precision: train.precision,
         checkpoint_every: train.checkpoint_every,
         on_nan: train.on_nan,

@@ -321,7 +321,12 @@ pub enum Op {
     Elu {
         alpha: f64,
     },
-    Gelu,
+    /// `tanh`: the tanh approximation (`approximate="tanh"`, GPT-2's
+    /// `gelu_new`); the exact erf form otherwise.
+    Gelu {
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        tanh: bool,
+    },
     Silu,
     Tanh,
     Sigmoid,
@@ -370,7 +375,7 @@ impl Op {
             Op::Relu => "relu",
             Op::LeakyRelu { .. } => "leaky_relu",
             Op::Elu { .. } => "elu",
-            Op::Gelu => "gelu",
+            Op::Gelu { .. } => "gelu",
             Op::Silu => "silu",
             Op::Tanh => "tanh",
             Op::Sigmoid => "sigmoid",
@@ -462,7 +467,7 @@ impl Op {
             | Op::Relu
             | Op::LeakyRelu { .. }
             | Op::Elu { .. }
-            | Op::Gelu
+            | Op::Gelu { .. }
             | Op::Silu
             | Op::Tanh
             | Op::Sigmoid
@@ -839,6 +844,16 @@ pub struct TrainPlan {
     /// tensor of the model and nothing else.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub init_skip: Option<Vec<String>>,
+    /// `rename: [[from, to], ...]`: applied in order to every name in the
+    /// `init` file, each pair replacing every occurrence of `from` by `to`
+    /// (after `transpose`), so that another tool's names match the model's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub init_rename: Vec<[String; 2]>,
+    /// `transpose: [patterns]`: the `init` file's 2-d tensors whose names
+    /// (as in the file) match are transposed before loading (Hugging
+    /// Face's `Conv1D` stores `[in, out]`, `linear` `[out, in]`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub init_transpose: Vec<String>,
     /// Arithmetic of the forward and backward passes.
     pub precision: Precision,
     /// Write a checkpoint every this many steps (0: never).

@@ -21,7 +21,7 @@ use crate::data::{self, Batches, Cursor, Dataset};
 use crate::ema::Ema;
 use crate::error::{RunError, TorchContext};
 use crate::loss_scale::LossScale;
-use crate::model::Model;
+use crate::model::{Model, NameMap};
 use crate::parallel::data::{AsyncUpdate, Buckets};
 use crate::parallel::gather;
 use crate::parallel::pipeline::Stage;
@@ -96,7 +96,11 @@ impl<'a> Executor<'a> {
         let others = other_stages_tensors(plan, &model);
         match (init, &train.init_skip) {
             (Some(path), Some(skip)) if init_from_plan => {
-                let report = model.load_partial(path, &others, skip)?;
+                let map = NameMap {
+                    rename: &train.init_rename,
+                    transpose: &train.init_transpose,
+                };
+                let report = model.load_partial(path, &others, skip, &map)?;
                 if world.rank == 0 {
                     eprintln!("{}", report.summary(path));
                 }

@@ -1,10 +1,10 @@
-//! Activations: `relu`, `gelu`, `silu`, `tanh` and `sigmoid`, one function
-//! of each value; `leaky_relu(negative_slope = 0.01)` and `elu(alpha =
+//! Activations: `relu`, `gelu` (exact, or `approximate: "tanh"`), `silu`,
+//! `tanh` and `sigmoid`, one function of each value; `leaky_relu(negative_slope = 0.01)` and `elu(alpha =
 //! 1.0)`, the same with a number; `softmax(dim = -1)` and `log_softmax(dim
 //! = -1)`, normalised along one dimension.
 
-use super::{float_or, int_or, Call, Layer};
-use crate::check::args::ParamSig;
+use super::{float_or, int_or, Args, Call, Layer};
+use crate::check::args::{ParamSig, Ty, Value};
 use crate::check::library::Applied;
 use crate::check::CheckError;
 use crate::plan::{shape_to_string, Op};
@@ -16,7 +16,6 @@ pub struct Pointwise {
 }
 
 pub static RELU: Pointwise = Pointwise { op: Op::Relu };
-pub static GELU: Pointwise = Pointwise { op: Op::Gelu };
 pub static SILU: Pointwise = Pointwise { op: Op::Silu };
 pub static TANH: Pointwise = Pointwise { op: Op::Tanh };
 pub static SIGMOID: Pointwise = Pointwise { op: Op::Sigmoid };
@@ -28,6 +27,42 @@ impl Layer for Pointwise {
 
     fn apply(&self, call: &Call<'_>) -> Result<Applied, CheckError> {
         Ok(Applied::stateless(self.op.clone(), call.input.clone()))
+    }
+}
+
+/// `gelu(approximate = "none")`: the exact form x·Φ(x), or with
+/// `approximate: "tanh"` the tanh approximation (`F.gelu(x,
+/// approximate="tanh")`, GPT-2's).
+pub struct Gelu;
+
+pub static GELU: Gelu = Gelu;
+
+impl Layer for Gelu {
+    fn signature(&self) -> Vec<ParamSig> {
+        vec![ParamSig::optional(
+            "approximate",
+            Ty::Str,
+            Value::Str("none".into()),
+        )]
+    }
+
+    fn validate(&self, args: &Args<'_>) -> Result<(), CheckError> {
+        match args.values[0].as_str() {
+            "none" | "tanh" => Ok(()),
+            other => Err(CheckError::InvalidValue {
+                message: format!("gelu: unknown approximation `{other}`"),
+                span: args.span,
+                label: "here".into(),
+                help: Some(
+                    "`approximate: \"none\"` (the exact form, the default) or `\"tanh\"`".into(),
+                ),
+            }),
+        }
+    }
+
+    fn apply(&self, call: &Call<'_>) -> Result<Applied, CheckError> {
+        let tanh = call.args.values[0].as_str() == "tanh";
+        Ok(Applied::stateless(Op::Gelu { tanh }, call.input.clone()))
     }
 }
 
