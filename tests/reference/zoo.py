@@ -189,7 +189,7 @@ def resnet50():
 # GPT-2 small as gpt2_small.dtl names it.
 # ---------------------------------------------------------------------------
 class Mlp(nn.Module):
-    """c_fc |> gelu |> c_proj |> dropout(0.1)."""
+    """c_fc |> gelu(approximate: "tanh") |> c_proj |> dropout(0.1)."""
 
     def __init__(self, d):
         super().__init__()
@@ -197,7 +197,9 @@ class Mlp(nn.Module):
         self.c_proj = nn.Linear(4 * d, d)
 
     def forward(self, x):
-        return F.dropout(self.c_proj(F.gelu(self.c_fc(x))), 0.1, self.training)
+        return F.dropout(
+            self.c_proj(F.gelu(self.c_fc(x), approximate="tanh")), 0.1, self.training
+        )
 
 
 class GptBlock(nn.Module):
