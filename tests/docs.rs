@@ -438,3 +438,72 @@ fn every_documented_command_has_its_flags() {
         "only {commands} dtl commands found in the docs"
     );
 }
+
+/// The per-rank ZeRO table of docs/distributed.md: for each zoo model at
+/// D = 8 and 64, the parameters, gradients and optimizer state one rank
+/// holds with `shard = none`, `optimizer` and `gradients`, as `dtl explain`
+/// computes them (the data not read: the zoo's sample data is too small
+/// for 512 replicas' rows, and the model states do not depend on it).
+/// Each row is checked against the formula too: AdamW keeps 2 values per
+/// parameter value, so Ψ parameters cost 4Ψ + 4Ψ + 8Ψ bytes unsharded and
+/// 4Ψ + 4Ψ + 8Ψ/D sharded, up to each bucket's padding to D slices.
+#[test]
+fn the_zero_table_is_what_explain_computes() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let doc = std::fs::read_to_string(root.join("docs/distributed.md")).unwrap();
+    let gib = |b: u64| format!("{:.2}", b as f64 / (1u64 << 30) as f64);
+    let mut missing = Vec::new();
+    for (name, file) in [
+        ("GPT-2 small", "examples/zoo/gpt2_small.dtl"),
+        ("TinyLlama", "examples/zoo/tinyllama.dtl"),
+        ("ViT-B/16", "examples/zoo/vit_b16.dtl"),
+    ] {
+        let path = root.join(file);
+        let text = std::fs::read_to_string(&path).unwrap();
+        for d in [8u64, 64] {
+            let mut cells = Vec::new();
+            for shard in ["none", "optimizer", "gradients"] {
+                let mut options = dtl_compiler::options_for(&path, false);
+                options.world = vec![d];
+                options.overrides = [
+                    "parallel.data=auto".to_string(),
+                    format!("parallel.shard={shard}"),
+                ]
+                .iter()
+                .map(|o| dtl_compiler::overrides::parse(o).unwrap())
+                .collect();
+                let plan = dtl_compiler::compile_source(file, &text, &options)
+                    .unwrap_or_else(|e| panic!("{file}: {}", e.render_human(false)));
+                let m = dtl_compiler::tools::explain::cost(&plan).memory;
+                let psi = plan.model.parameter_count;
+                assert_eq!(m.gradients, 4 * psi, "{file} at {d}: gradients");
+                let state = if shard == "none" {
+                    8 * psi
+                } else {
+                    8 * psi / d
+                };
+                let padding = 8 * 4 * plan.topology.buckets.len() as u64;
+                assert!(
+                    m.optimizer_state >= state && m.optimizer_state <= state + padding,
+                    "{file} at {d}, shard = {shard}: optimizer state {} against 8Ψ/D = {state}",
+                    m.optimizer_state
+                );
+                let states = m.parameters + m.gradients + m.optimizer_state;
+                cells.push(gib(states));
+                if shard == "none" {
+                    cells.insert(0, format!("{:.1} M", psi as f64 / 1e6));
+                    cells.insert(1, gib(m.parameters));
+                }
+            }
+            let row = format!("| {name} | {d} | {} |", cells.join(" | "));
+            if !doc.contains(&row) {
+                missing.push(row);
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "docs/distributed.md's ZeRO table lacks these rows (or has other figures):\n{}",
+        missing.join("\n")
+    );
+}
