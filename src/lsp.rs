@@ -77,7 +77,7 @@ const DATA_BUDGET_SECONDS: f64 = 20.0;
 fn lsp_diagnostics(analysis: &Analysis, text: &str) -> Vec<Diagnostic> {
     analysis
         .diagnostics
-        .records()
+        .records_here()
         .into_iter()
         .map(|r| Diagnostic {
             range: range(text, r.start, r.end),

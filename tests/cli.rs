@@ -821,3 +821,20 @@ train { model = Net; data = d; loss = cross_entropy; optimizer = sgd(lr: 0.1); m
     assert!(stderr.contains("(here the current folder)"), "{stderr}");
     assert!(!stderr.contains("folder ()"), "{stderr}");
 }
+
+/// `dtl check --format json` on a file whose imported module is broken:
+/// the record names the imported file, with its line and column.
+#[test]
+fn a_diagnostic_in_an_imported_file_names_that_file() {
+    let run = dtl(&[
+        "check",
+        "--format",
+        "json",
+        "tests/cases/err/import_error_inside.dtl",
+    ])
+    .code(1);
+    let records: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    let record = &records[0];
+    assert_eq!(record["file"], "tests/cases/lib/broken.dtl", "{records}");
+    assert_eq!(record["line"], 3, "{records}");
+}

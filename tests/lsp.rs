@@ -305,3 +305,36 @@ fn data_is_checked_in_the_background() {
     assert!(hover["contents"]["value"].as_str().is_some(), "{hover}");
     client.stop();
 }
+
+/// A file that imports a broken module: the error is about the imported
+/// file, so the editor shows it on the `import` line with where it is;
+/// the rest of the document (hover on its own names) works as before.
+#[test]
+fn an_error_in_an_imported_file_shows_on_its_import() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/cases/err");
+    let uri = format!("file://{}/lsp_import.dtl", dir.display());
+    let text = "import \"../lib/broken.dtl\"
+model Net {
+  forward(x: [B, 64]) -> [B, 10] { x |> Widen(64) |> linear(64, 10) }
+}
+data digits { source = synthetic(rows: 100, features: 64, classes: 10) }
+train { model = Net; data = digits; loss = cross_entropy; optimizer = sgd(lr: 0.1); steps = 1; micro_batch = 8 }
+";
+    let mut client = Client::start();
+    client.notify(
+        "textDocument/didOpen",
+        json!({ "textDocument": { "uri": uri, "languageId": "dtl", "version": 1, "text": text } }),
+    );
+    let diagnostics = client.diagnostics(1);
+    assert_eq!(diagnostics.len(), 1, "{diagnostics:?}");
+    let d = &diagnostics[0];
+    assert_eq!(d["range"]["start"]["line"], 0, "{d}");
+    let message = d["message"].as_str().unwrap();
+    assert!(
+        message.contains("tests/cases/lib/broken.dtl:3:"),
+        "{message}"
+    );
+    let hover = client.request("textDocument/hover", position(&uri, text, "Net {"));
+    assert!(hover.is_object(), "{hover}");
+    client.stop();
+}

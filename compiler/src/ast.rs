@@ -17,8 +17,20 @@ pub struct File {
     pub items: Vec<Item>,
 }
 
+/// `import "path"`: the modules and models of the file at `path`
+/// (relative to the importing file).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Import {
+    pub path: String,
+    /// The string, quotes included.
+    pub path_span: Span,
+    pub span: Span,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum Item {
+    /// `import "blocks.dtl"`
+    Import(Import),
     /// `module Name(params) { layers; forward(...) -> [...] { ... } }` or
     /// `model Name { ... }`
     Module(ModuleDef),

@@ -1,5 +1,8 @@
 //! The diagnostics of one file and their renderings: miette's report for
-//! people, JSON records for tools, GitHub workflow annotations for CI.
+//! people, JSON records for tools, GitHub workflow annotations for CI. A
+//! diagnostic about a file the file imports is rendered with that file's
+//! name, lines and text (its spans lie in the imported file's stretch of
+//! offsets, [`crate::imports`]).
 
 use std::fmt;
 
@@ -19,6 +22,18 @@ pub struct Diagnostics {
     pub text: String,
     source: Box<NamedSource<String>>,
     pub items: Vec<Boxed>,
+    /// The files it imports, each at its own offsets.
+    imported: Vec<Imported>,
+}
+
+/// An imported file: its text at offsets `base..base + text.len()`, and the
+/// import in the main file that led to it.
+struct Imported {
+    name: String,
+    text: String,
+    base: usize,
+    source: NamedSource<String>,
+    at: crate::span::Span,
 }
 
 impl fmt::Debug for Diagnostics {
@@ -51,7 +66,44 @@ impl Diagnostics {
             text: text.to_string(),
             source: Box::new(NamedSource::new(name, text.to_string())),
             items: Vec::new(),
+            imported: Vec::new(),
         }
+    }
+
+    /// Registers a file the main file imports (through `at`), whose spans
+    /// start at `base`.
+    pub fn add_file(&mut self, name: &str, text: &str, base: usize, at: crate::span::Span) {
+        self.imported.push(Imported {
+            name: name.to_string(),
+            text: text.to_string(),
+            base,
+            source: NamedSource::new(name, text.to_string()),
+            at,
+        });
+    }
+
+    /// The imported file an offset lies in (`None`: the main file).
+    fn imported_at(&self, offset: usize) -> Option<&Imported> {
+        if offset <= self.text.len() {
+            return None;
+        }
+        self.imported
+            .iter()
+            .find(|f| f.base <= offset && offset <= f.base + f.text.len())
+    }
+
+    /// The text of the file a record names (the main file's or an
+    /// imported one's).
+    pub fn text_of(&self, name: &str) -> &str {
+        self.imported
+            .iter()
+            .find(|f| f.name == name)
+            .map_or(&self.text, |f| &f.text)
+    }
+
+    /// Whether a span lies in a file the main file imports.
+    pub fn is_imported(&self, span: crate::span::Span) -> bool {
+        self.imported_at(span.start).is_some()
     }
 
     pub fn push(&mut self, diagnostic: impl Diagnostic + Send + Sync + 'static) {
@@ -82,9 +134,20 @@ impl Diagnostics {
             .with_links(false);
         let mut out = String::new();
         for item in &self.items {
-            let attached = Attached {
-                inner: item.as_ref(),
-                source: &self.source,
+            let (start, _) = primary_span(item.as_ref());
+            let attached = match self.imported_at(start) {
+                Some(file) => Attached {
+                    inner: item.as_ref(),
+                    source: &file.source,
+                    base: file.base,
+                    len: file.text.len(),
+                },
+                None => Attached {
+                    inner: item.as_ref(),
+                    source: &self.source,
+                    base: 0,
+                    len: self.text.len(),
+                },
             };
             handler
                 .render_report(&mut out, &attached)
@@ -93,14 +156,21 @@ impl Diagnostics {
         out
     }
 
+    /// One record per diagnostic, each in the file it is about (lines,
+    /// columns and offsets in that file).
     pub fn records(&self) -> Vec<Record> {
         self.items
             .iter()
             .map(|d| {
                 let (start, end) = primary_span(d.as_ref());
-                let (line, column) = line_col(&self.text, start);
+                let (name, text, base) = match self.imported_at(start) {
+                    Some(file) => (&file.name, &file.text, file.base),
+                    None => (&self.name, &self.text, 0),
+                };
+                let (start, end) = (start - base, end.saturating_sub(base).min(text.len()));
+                let (line, column) = line_col(text, start);
                 Record {
-                    file: self.name.clone(),
+                    file: name.clone(),
                     severity: severity(d.as_ref()),
                     code: d.code().map(|c| c.to_string()).unwrap_or_default(),
                     message: d.to_string(),
@@ -114,12 +184,35 @@ impl Diagnostics {
             .collect()
     }
 
+    /// [`Diagnostics::records`] for an editor showing the main file only:
+    /// a diagnostic about an imported file is put on the import that led
+    /// to it, its message saying where it is.
+    pub fn records_here(&self) -> Vec<Record> {
+        self.records()
+            .into_iter()
+            .zip(&self.items)
+            .map(|(mut record, d)| {
+                let (start, _) = primary_span(d.as_ref());
+                if let Some(file) = self.imported_at(start) {
+                    record.message = format!(
+                        "{}:{}:{}: {}",
+                        record.file, record.line, record.column, record.message
+                    );
+                    record.file = self.name.clone();
+                    (record.start, record.end) = (file.at.start, file.at.end);
+                    (record.line, record.column) = line_col(&self.text, file.at.start);
+                }
+                record
+            })
+            .collect()
+    }
+
     /// GitHub Actions workflow commands, one line each.
     pub fn render_github(&self) -> String {
         self.records()
             .iter()
             .map(|r| {
-                let (_, end_col) = line_col(&self.text, r.end);
+                let (_, end_col) = line_col(self.text_of(&r.file), r.end);
                 let message = match &r.help {
                     Some(help) => format!("{} ({help})", r.message),
                     None => r.message.clone(),
@@ -157,10 +250,14 @@ fn primary_span(d: &dyn Diagnostic) -> (usize, usize) {
         .map_or((0, 0), |l: LabeledSpan| (l.offset(), l.offset() + l.len()))
 }
 
-/// A diagnostic with the file's source attached, for rendering.
+/// A diagnostic with its file's source attached, for rendering: its labels
+/// moved back by `base` to the file's own offsets (labels in another file,
+/// as a duplicate's first definition may be, are left out).
 struct Attached<'a> {
     inner: &'a (dyn Diagnostic + Send + Sync),
     source: &'a NamedSource<String>,
+    base: usize,
+    len: usize,
 }
 
 impl fmt::Debug for Attached<'_> {
@@ -188,7 +285,13 @@ impl Diagnostic for Attached<'_> {
         self.inner.help()
     }
     fn labels(&self) -> Option<Box<dyn Iterator<Item = LabeledSpan> + '_>> {
-        self.inner.labels()
+        let (base, len) = (self.base, self.len);
+        let labels = self.inner.labels()?;
+        Some(Box::new(labels.filter_map(move |l| {
+            let start = l.offset().checked_sub(base)?;
+            (start + l.len() <= len)
+                .then(|| LabeledSpan::new(l.label().map(str::to_string), start, l.len()))
+        })))
     }
     fn source_code(&self) -> Option<&dyn SourceCode> {
         Some(self.source)

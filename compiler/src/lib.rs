@@ -26,6 +26,7 @@ pub mod ast;
 pub mod check;
 pub mod dataset;
 pub mod diagnostics;
+pub mod imports;
 pub mod input;
 pub mod lower;
 pub mod overrides;
@@ -67,6 +68,17 @@ pub fn check_source(
         return Err(diagnostics);
     }
     let mut file = file;
+    let import_lints = imports::load(
+        &mut file,
+        name,
+        text.len(),
+        &options.base_dir,
+        options.strict,
+        &mut diagnostics,
+    );
+    if diagnostics.error_count() > 0 {
+        return Err(diagnostics);
+    }
     if let Err(message) = overrides::apply(&mut file, &options.overrides) {
         diagnostics.push(check::CheckError::BadOverride {
             message,
@@ -75,6 +87,11 @@ pub fn check_source(
         return Err(diagnostics);
     }
     let mut checked = check::check(&file, options);
+    checked.lints.extend(import_lints);
+    // Warnings about an imported file are its own `dtl check`'s to give.
+    checked
+        .lints
+        .retain(|lint| !diagnostics.is_imported(lint.span()));
     if let Some(experiment) = &checked.experiment {
         checked.errors = lower::validate(experiment, &options.world);
         if !checked.errors.is_empty() {

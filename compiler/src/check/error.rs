@@ -152,6 +152,16 @@ pub enum CheckError {
         help: Option<String>,
     },
 
+    #[error("{message}")]
+    #[diagnostic(code(dtl::check::import))]
+    Import {
+        message: String,
+        #[label("this import")]
+        span: Span,
+        #[help]
+        help: Option<String>,
+    },
+
     #[error("cannot read the data: {reason}")]
     #[diagnostic(code(dtl::check::data_file))]
     DataFile {
@@ -217,6 +227,7 @@ impl CheckError {
             | UnknownSetting { span, .. }
             | MissingItem { span, .. }
             | DataFile { span, .. }
+            | Import { span, .. }
             | BadOverride { span, .. }
             | PathOutsideProject { span, .. }
             | Unsupported { span, .. } => *span,

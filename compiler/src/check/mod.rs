@@ -18,7 +18,7 @@ mod model;
 mod module_tests;
 mod optimizer;
 mod parallel;
-mod paths;
+pub(crate) mod paths;
 mod schedule;
 mod settings;
 mod tracking;

@@ -13,7 +13,7 @@ use super::{CheckError, Lint};
 use crate::span::Span;
 
 /// `path` with `.` and `..` resolved without asking the file system.
-pub(super) fn normalize(path: &Path) -> PathBuf {
+pub(crate) fn normalize(path: &Path) -> PathBuf {
     let mut out = PathBuf::new();
     for part in path.components() {
         match part {
@@ -40,7 +40,7 @@ fn project(base_dir: &Path) -> PathBuf {
 
 /// Reports `raw` (as written, relative to `base_dir`) if it leads out of
 /// the project folder.
-pub(super) fn check(
+pub(crate) fn check(
     raw: &str,
     base_dir: &Path,
     span: Span,

@@ -29,6 +29,7 @@ pub(super) fn build_file(src: &str, file: Pair<'_, Rule>) -> (File, Errors) {
         }
         in_bad_run = false;
         match rule {
+            Rule::import_def => items.push(Item::Import(build_import(pair))),
             Rule::module_def => items.push(Item::Module(build_module(
                 pair,
                 ModuleKind::Module,
@@ -52,6 +53,18 @@ pub(super) fn build_file(src: &str, file: Pair<'_, Rule>) -> (File, Errors) {
         }
     }
     (File { items }, errors)
+}
+
+fn build_import(pair: Pair<'_, Rule>) -> Import {
+    let span = Span::from_pest(pair.as_span());
+    let string = pair.into_inner().next().expect("an import names a file");
+    let path_span = Span::from_pest(string.as_span());
+    let inner = string.into_inner().next().expect("a string holds its text");
+    Import {
+        path: unescape(inner.as_str()),
+        path_span,
+        span,
+    }
 }
 
 fn build_ident(pair: Pair<'_, Rule>) -> Ident {

@@ -40,7 +40,9 @@ pub(super) fn missing_value(
 // Recovery
 // ---------------------------------------------------------------------------
 
-const TOP_KEYWORDS: [&str; 6] = ["module", "model", "data", "train", "parallel", "test"];
+const TOP_KEYWORDS: [&str; 7] = [
+    "import", "module", "model", "data", "train", "parallel", "test",
+];
 
 #[derive(Clone, Copy)]
 pub(super) enum Context {
@@ -88,6 +90,7 @@ pub(super) fn recover(src: &str, start: usize, context: Context) -> SyntaxError 
     let rule =
         match context {
             Context::Top => match word.as_str() {
+                "import" => Rule::import_def,
                 "module" => Rule::module_def,
                 "model" => Rule::model_def,
                 "data" => Rule::data_def,
@@ -95,7 +98,8 @@ pub(super) fn recover(src: &str, start: usize, context: Context) -> SyntaxError 
                 "parallel" => Rule::parallel_def,
                 "test" => Rule::test_def,
                 _ => return SyntaxError::Unexpected {
-                    expected: "`module`, `model`, `data`, `train`, `parallel` or `test`".into(),
+                    expected: "`import`, `module`, `model`, `data`, `train`, `parallel` or `test`"
+                        .into(),
                     found: describe_found(src, start),
                     span: token_span(src, start),
                     help: crate::util::suggest::did_you_mean(&word, TOP_KEYWORDS).or_else(|| {

@@ -46,8 +46,8 @@ const FORMS: [(&str, &str); 2] = [
     ),
 ];
 
-const KEYWORDS: [&str; 9] = [
-    "module", "model", "data", "train", "parallel", "forward", "let", "repeat", "test",
+const KEYWORDS: [&str; 10] = [
+    "import", "module", "model", "data", "train", "parallel", "forward", "let", "repeat", "test",
 ];
 
 pub fn analyze(name: &str, text: &str, options: &check::Options) -> Analysis {
@@ -55,14 +55,32 @@ pub fn analyze(name: &str, text: &str, options: &check::Options) -> Analysis {
     let mut diagnostics = Diagnostics::new(name, text);
     let mut shapes = Vec::new();
     if syntax_errors.is_empty() {
-        let checked = check::check(&file, options);
+        // The queries read this file's own syntax tree; the checker sees
+        // the imported modules too.
+        let mut merged = file.clone();
+        let import_lints = crate::imports::load(
+            &mut merged,
+            name,
+            text.len(),
+            &options.base_dir,
+            options.strict,
+            &mut diagnostics,
+        );
+        let checked = check::check(&merged, options);
         for err in checked.errors {
             diagnostics.push(err);
         }
-        for lint in checked.lints {
-            diagnostics.push(lint);
+        for lint in checked.lints.into_iter().chain(import_lints) {
+            if !diagnostics.is_imported(lint.span()) {
+                diagnostics.push(lint);
+            }
         }
-        shapes = checked.shapes;
+        // Shapes noted in imported modules are not in this file's text.
+        shapes = checked
+            .shapes
+            .into_iter()
+            .filter(|note| note.span.end <= text.len())
+            .collect();
     } else {
         for err in syntax_errors {
             diagnostics.push(err);

@@ -16,7 +16,7 @@ pub fn render(files: &[Diagnostics]) -> String {
             if !rules.contains(&record.code) {
                 rules.push(record.code.clone());
             }
-            let (end_line, end_column) = line_col(&diagnostics.text, record.end);
+            let (end_line, end_column) = line_col(diagnostics.text_of(&record.file), record.end);
             let mut message = record.message.clone();
             if let Some(help) = &record.help {
                 message.push_str(&format!("\nhelp: {help}"));

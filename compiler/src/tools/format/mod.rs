@@ -143,6 +143,9 @@ fn statement_starts(file: &File) -> BTreeSet<usize> {
                 starts.insert(block.span.start);
                 settings(&block.settings, &mut starts, &mut exprs);
             }
+            Item::Import(import) => {
+                starts.insert(import.span.start);
+            }
             Item::Test(test) => {
                 starts.insert(test.span.start);
                 starts.insert(test.subject.span.start);
