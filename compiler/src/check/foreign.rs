@@ -44,6 +44,12 @@ pub fn setting(block: &str, key: &str) -> Option<&'static str> {
         ("train", "gradient_checkpointing" | "activation_checkpointing" | "checkpoint_activations") => {
             "`recompute = blocks` (each module instance and `repeat` copy of the model), or `recompute = all`"
         }
+        ("parallel", "zero_stage" | "zero_optimization" | "stage" | "zero") => {
+            "`shard = optimizer` is ZeRO-1, `shard = gradients` ZeRO-2 (ZeRO-3, `shard = parameters`, is not there yet)"
+        }
+        ("parallel", "sharding_strategy" | "fsdp" | "hybrid_shard" | "data_parallel_shard_degree") => {
+            "`shard = optimizer | gradients`, and `shard_group = k` to shard within groups of k replicas (FSDP's HYBRID_SHARD)"
+        }
         ("data", "batch_size") => "the batch is the `train` block's `micro_batch`",
         ("data", "num_workers" | "pin_memory" | "prefetch_factor") => {
             "nothing to set: batches are prepared on a data thread, a few steps ahead"
