@@ -265,10 +265,18 @@ impl Server<'_> {
                 let at = p.text_document_position_params;
                 let uri = at.text_document.uri.clone();
                 let location = self.at(&uri, at.position).and_then(|(a, offset)| {
-                    a.definition(offset).map(|span| Location {
-                        uri: uri.clone(),
-                        range: range(&a.text, span.start, span.end),
-                    })
+                    let span = a.definition(offset)?;
+                    // A module of an imported file: that file, its lines.
+                    match a.locate(span) {
+                        Some((path, text, local)) => Some(Location {
+                            uri: Url::from_file_path(path).ok()?,
+                            range: range(text, local.start, local.end),
+                        }),
+                        None => Some(Location {
+                            uri: uri.clone(),
+                            range: range(&a.text, span.start, span.end),
+                        }),
+                    }
                 });
                 serde_json::to_value(location)
             }),

@@ -338,3 +338,42 @@ train { model = Net; data = digits; loss = cross_entropy; optimizer = sgd(lr: 0.
     assert!(hover.is_object(), "{hover}");
     client.stop();
 }
+
+/// Hover, go-to-definition and completion follow imports: an imported
+/// module's signature, its definition in the imported file.
+#[test]
+fn hover_and_definition_follow_imports() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/cases/ok");
+    let uri = format!("file://{}/lsp_uses_blocks.dtl", dir.display());
+    let text = "import \"../lib/blocks.dtl\"
+model Net {
+  forward(x: [B, 64]) -> [B, 10] { x |> linear(64, 32) |> Residual(32, 64) |> linear(32, 10) }
+}
+data digits { source = synthetic(rows: 100, features: 64, classes: 10) }
+train { model = Net; data = digits; loss = cross_entropy; optimizer = sgd(lr: 0.1); steps = 1; micro_batch = 8 }
+";
+    let mut client = Client::start();
+    client.notify(
+        "textDocument/didOpen",
+        json!({ "textDocument": { "uri": uri, "languageId": "dtl", "version": 1, "text": text } }),
+    );
+    assert_eq!(client.diagnostics(1), Vec::<Value>::new());
+    let hover = client.request("textDocument/hover", position(&uri, text, "Residual(32"));
+    let value = hover["contents"]["value"].as_str().unwrap_or_default();
+    assert!(
+        value.contains("module Residual(d: int, hidden: int)"),
+        "{hover}"
+    );
+    let definition = client.request(
+        "textDocument/definition",
+        position(&uri, text, "Residual(32"),
+    );
+    let target = definition["uri"].as_str().unwrap_or_default();
+    assert!(
+        target.ends_with("tests/cases/lib/blocks.dtl"),
+        "{definition}"
+    );
+    // `module Residual(` is on line 5 of blocks.dtl (0-based 4).
+    assert_eq!(definition["range"]["start"]["line"], 4, "{definition}");
+    client.stop();
+}

@@ -17,6 +17,26 @@ use crate::check::{CheckError, Lint};
 use crate::diagnostics::Diagnostics;
 use crate::span::Span;
 
+/// An imported file as read: where it is, its text, where its offsets
+/// begin.
+#[derive(Debug, Clone)]
+pub struct LoadedFile {
+    /// As diagnostics name it (relative to the importing file's name).
+    pub name: String,
+    /// Canonical.
+    pub path: PathBuf,
+    pub text: String,
+    pub base: usize,
+}
+
+/// What [`load`] found besides the modules: the files, and the warnings
+/// about their paths.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    pub files: Vec<LoadedFile>,
+    pub lints: Vec<Lint>,
+}
+
 /// The largest file an import reads: a file of modules is small, and a
 /// wrong path (a dataset) must not be read whole.
 pub const MAX_IMPORT_BYTES: u64 = 8 << 20;
@@ -30,8 +50,9 @@ const MAX_DEPTH: usize = 32;
 /// from the importing file's name (`cases/ok/../lib/blocks.dtl` is
 /// `cases/lib/blocks.dtl`). Each imported file is registered with
 /// `diagnostics` (for rendering); a missing, unreadable or too large file,
-/// an import cycle and an imported file's syntax errors are pushed there. Returns the
-/// warnings about paths (an import leading out of the project folder).
+/// an import cycle and an imported file's syntax errors are pushed there.
+/// Returns the files read and the warnings about paths (an import leading
+/// out of the project folder).
 pub fn load(
     file: &mut File,
     name: &str,
@@ -39,12 +60,12 @@ pub fn load(
     base_dir: &Path,
     strict: bool,
     diagnostics: &mut Diagnostics,
-) -> Vec<Lint> {
+) -> Loaded {
     let mut loader = Loader {
         next_base: main_len + 1,
         loaded: Vec::new(),
         modules: Vec::new(),
-        lints: Vec::new(),
+        found: Loaded::default(),
         strict,
     };
     let imports: Vec<Import> = imports_of(file);
@@ -64,7 +85,7 @@ pub fn load(
         loader.import(import, from, import.span, &mut chain, diagnostics);
     }
     file.items.append(&mut loader.modules);
-    loader.lints
+    loader.found
 }
 
 fn imports_of(file: &File) -> Vec<Import> {
@@ -92,7 +113,7 @@ struct Loader {
     /// two files) lends its modules once.
     loaded: Vec<PathBuf>,
     modules: Vec<Item>,
-    lints: Vec<Lint>,
+    found: Loaded,
     strict: bool,
 }
 
@@ -115,7 +136,7 @@ impl Loader {
             import.path_span,
             self.strict,
             &mut errors,
-            &mut self.lints,
+            &mut self.found.lints,
         );
         let path = from.dir.join(&import.path);
         let fail = |message: String, help: Option<String>| CheckError::Import {
@@ -167,6 +188,12 @@ impl Loader {
         let base = self.next_base;
         self.next_base = base + text.len() + 1;
         diagnostics.add_file(&name, &text, base, at);
+        self.found.files.push(LoadedFile {
+            name: name.clone(),
+            path: canonical.clone(),
+            text: text.clone(),
+            base,
+        });
         // Spaces before the text put its offsets after the files before it.
         let padded = format!("{}{text}", " ".repeat(base));
         let (imported, syntax_errors) = crate::syntax::parse(&padded);

@@ -68,7 +68,7 @@ pub fn check_source(
         return Err(diagnostics);
     }
     let mut file = file;
-    let import_lints = imports::load(
+    let imported = imports::load(
         &mut file,
         name,
         text.len(),
@@ -87,7 +87,7 @@ pub fn check_source(
         return Err(diagnostics);
     }
     let mut checked = check::check(&file, options);
-    checked.lints.extend(import_lints);
+    checked.lints.extend(imported.lints);
     // Warnings about an imported file are its own `dtl check`'s to give.
     checked
         .lints

@@ -14,6 +14,10 @@ pub struct Analysis {
     pub file: File,
     pub diagnostics: Diagnostics,
     pub shapes: Vec<ShapeNote>,
+    /// The files it imports, and the modules they lend (their spans in
+    /// those files' stretches of offsets, [`crate::imports`]).
+    imported: Vec<crate::imports::LoadedFile>,
+    imported_modules: Vec<ModuleDef>,
 }
 
 /// A completion candidate.
@@ -54,11 +58,13 @@ pub fn analyze(name: &str, text: &str, options: &check::Options) -> Analysis {
     let (file, syntax_errors) = crate::syntax::parse(text);
     let mut diagnostics = Diagnostics::new(name, text);
     let mut shapes = Vec::new();
+    let mut imported = Vec::new();
+    let mut imported_modules = Vec::new();
     if syntax_errors.is_empty() {
         // The queries read this file's own syntax tree; the checker sees
         // the imported modules too.
         let mut merged = file.clone();
-        let import_lints = crate::imports::load(
+        let loaded = crate::imports::load(
             &mut merged,
             name,
             text.len(),
@@ -70,7 +76,7 @@ pub fn analyze(name: &str, text: &str, options: &check::Options) -> Analysis {
         for err in checked.errors {
             diagnostics.push(err);
         }
-        for lint in checked.lints.into_iter().chain(import_lints) {
+        for lint in checked.lints.into_iter().chain(loaded.lints) {
             if !diagnostics.is_imported(lint.span()) {
                 diagnostics.push(lint);
             }
@@ -80,6 +86,15 @@ pub fn analyze(name: &str, text: &str, options: &check::Options) -> Analysis {
             .shapes
             .into_iter()
             .filter(|note| note.span.end <= text.len())
+            .collect();
+        imported = loaded.files;
+        imported_modules = merged
+            .items
+            .into_iter()
+            .filter_map(|item| match item {
+                Item::Module(def) if def.span.start > text.len() => Some(def),
+                _ => None,
+            })
             .collect();
     } else {
         for err in syntax_errors {
@@ -91,6 +106,8 @@ pub fn analyze(name: &str, text: &str, options: &check::Options) -> Analysis {
         file,
         diagnostics,
         shapes,
+        imported,
+        imported_modules,
     }
 }
 
@@ -135,8 +152,9 @@ impl Analysis {
         ))
     }
 
-    /// Where the name under `offset` is defined: a module, a named layer, a
-    /// `let`, a forward's input, a data source.
+    /// Where the name under `offset` is defined: a module (of this file or
+    /// an imported one: then [`Analysis::locate`] says where), a named
+    /// layer, a `let`, a forward's input, a data source.
     pub fn definition(&self, offset: usize) -> Option<Span> {
         let (_, word) = self.word_at(offset)?;
         if let Some(def) = self.module(word) {
@@ -225,11 +243,15 @@ impl Analysis {
             kind: CompletionKind::Layer,
             detail: text.to_string(),
         }));
-        out.extend(self.modules().map(|def| Completion {
-            label: def.name.name.clone(),
-            kind: CompletionKind::Module,
-            detail: self.module_signature(def),
-        }));
+        out.extend(
+            self.modules()
+                .chain(&self.imported_modules)
+                .map(|def| Completion {
+                    label: def.name.name.clone(),
+                    kind: CompletionKind::Module,
+                    detail: self.module_signature(def),
+                }),
+        );
         out.extend(KEYWORDS.iter().map(|k| Completion {
             label: k.to_string(),
             kind: CompletionKind::Keyword,
@@ -238,6 +260,7 @@ impl Analysis {
         out
     }
 
+    /// This file's own modules.
     fn modules(&self) -> impl Iterator<Item = &ModuleDef> {
         self.file.items.iter().filter_map(|item| match item {
             Item::Module(def) => Some(def),
@@ -245,8 +268,11 @@ impl Analysis {
         })
     }
 
+    /// A module of this file or of one it imports.
     fn module(&self, name: &str) -> Option<&ModuleDef> {
-        self.modules().find(|def| def.name.name == name)
+        self.modules()
+            .chain(&self.imported_modules)
+            .find(|def| def.name.name == name)
     }
 
     fn enclosing_module(&self, offset: usize) -> Option<&ModuleDef> {
@@ -254,21 +280,40 @@ impl Analysis {
             .find(|def| def.span.start <= offset && offset <= def.span.end)
     }
 
+    /// The text of a span, in this file or an imported one.
+    fn text_at(&self, span: Span) -> &str {
+        if span.end <= self.text.len() {
+            return &self.text[span.start..span.end];
+        }
+        self.locate(span)
+            .map_or("", |(_, text, local)| &text[local.start..local.end])
+    }
+
+    /// For a span in an imported file: the file's path, its text and the
+    /// span in it (`None`: the span is this file's).
+    pub fn locate(&self, span: Span) -> Option<(&std::path::Path, &str, Span)> {
+        if span.start <= self.text.len() {
+            return None;
+        }
+        let file = self
+            .imported
+            .iter()
+            .find(|f| f.base <= span.start && span.end <= f.base + f.text.len())?;
+        let local = Span::new(span.start - file.base, span.end - file.base);
+        Some((&file.path, &file.text, local))
+    }
+
     /// `module Block(d: int, p: float = 0.1)` and its forward's shapes.
     fn module_signature(&self, def: &ModuleDef) -> String {
-        let params: Vec<&str> = def
-            .params
-            .iter()
-            .map(|p| &self.text[p.span.start..p.span.end])
-            .collect();
-        let keyword = &self.text[def.keyword.start..def.keyword.end];
+        let params: Vec<&str> = def.params.iter().map(|p| self.text_at(p.span)).collect();
+        let keyword = self.text_at(def.keyword);
         let mut text = if params.is_empty() {
             format!("{keyword} {}", def.name.name)
         } else {
             format!("{keyword} {}({})", def.name.name, params.join(", "))
         };
         for forward in &def.forwards {
-            let shape = |s: Span| &self.text[s.start..s.end];
+            let shape = |s: Span| self.text_at(s);
             text.push_str(&format!(
                 "\nforward({}: {}) -> {}",
                 forward.input.name,
