@@ -89,6 +89,14 @@ impl Client {
         }
     }
 
+    /// Opens a document at version 1.
+    fn open(&mut self, uri: &str, text: &str) {
+        self.notify(
+            "textDocument/didOpen",
+            json!({ "textDocument": { "uri": uri, "languageId": "dtl", "version": 1, "text": text } }),
+        );
+    }
+
     fn stop(mut self) {
         self.request("shutdown", Value::Null);
         self.notify("exit", Value::Null);
@@ -98,6 +106,12 @@ impl Client {
 }
 
 const URI: &str = "file:///tmp/dtl-lsp-test/net.dtl";
+
+/// The data and train blocks of the documents that import their model's
+/// modules.
+const DATA_AND_TRAIN: &str = "data digits { source = synthetic(rows: 100, features: 64, classes: 10) }
+train { model = Net; data = digits; loss = cross_entropy; optimizer = sgd(lr: 0.1); steps = 1; micro_batch = 8 }
+";
 
 const TEXT: &str = "module Block(d: int) {
   fc = linear(d, d)
@@ -317,14 +331,11 @@ fn an_error_in_an_imported_file_shows_on_its_import() {
 model Net {
   forward(x: [B, 64]) -> [B, 10] { x |> Widen(64) |> linear(64, 10) }
 }
-data digits { source = synthetic(rows: 100, features: 64, classes: 10) }
-train { model = Net; data = digits; loss = cross_entropy; optimizer = sgd(lr: 0.1); steps = 1; micro_batch = 8 }
 ";
+    let text = format!("{text}{DATA_AND_TRAIN}");
+    let text = text.as_str();
     let mut client = Client::start();
-    client.notify(
-        "textDocument/didOpen",
-        json!({ "textDocument": { "uri": uri, "languageId": "dtl", "version": 1, "text": text } }),
-    );
+    client.open(&uri, text);
     let diagnostics = client.diagnostics(1);
     assert_eq!(diagnostics.len(), 1, "{diagnostics:?}");
     let d = &diagnostics[0];
@@ -349,14 +360,11 @@ fn hover_and_definition_follow_imports() {
 model Net {
   forward(x: [B, 64]) -> [B, 10] { x |> linear(64, 32) |> Residual(32, 64) |> linear(32, 10) }
 }
-data digits { source = synthetic(rows: 100, features: 64, classes: 10) }
-train { model = Net; data = digits; loss = cross_entropy; optimizer = sgd(lr: 0.1); steps = 1; micro_batch = 8 }
 ";
+    let text = format!("{text}{DATA_AND_TRAIN}");
+    let text = text.as_str();
     let mut client = Client::start();
-    client.notify(
-        "textDocument/didOpen",
-        json!({ "textDocument": { "uri": uri, "languageId": "dtl", "version": 1, "text": text } }),
-    );
+    client.open(&uri, text);
     assert_eq!(client.diagnostics(1), Vec::<Value>::new());
     let hover = client.request("textDocument/hover", position(&uri, text, "Residual(32"));
     let value = hover["contents"]["value"].as_str().unwrap_or_default();
