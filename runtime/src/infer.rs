@@ -41,16 +41,8 @@ pub fn initial_model(plan: &Plan, device: Device) -> Result<Model, RunError> {
     let path = Path::new(path);
     let mut model = Model::build(&plan.model, train.seed, device)?;
     model.precision = train.precision;
-    match &train.init_skip {
-        Some(skip) => {
-            let map = crate::model::NameMap {
-                rename: &train.init_rename,
-                transpose: &train.init_transpose,
-            };
-            let report = model.load_partial(path, &BTreeSet::new(), skip, &map)?;
-            eprintln!("{}", report.summary(path));
-        }
-        None => model.load_part(path, &BTreeSet::new())?,
+    if let Some(report) = model.load_init(train, path, &BTreeSet::new())? {
+        eprintln!("{}", report.summary(path));
     }
     Ok(model)
 }

@@ -345,6 +345,28 @@ impl Model {
             .collect();
         Ok(report)
     }
+
+    /// The `init` weights at `path` as the plan's `train` block loads them:
+    /// for `weights(path, skip: ..., rename: ..., transpose: ...)` a
+    /// partial load through that name map, whose report comes back; for a
+    /// plain path every tensor by name. Tensors of `others` (other
+    /// pipeline stages') are left.
+    pub fn load_init(
+        &mut self,
+        train: &dtl_compiler::plan::TrainPlan,
+        path: &Path,
+        others: &std::collections::BTreeSet<String>,
+    ) -> Result<Option<LoadReport>, RunError> {
+        let Some(skip) = &train.init_skip else {
+            self.load_part(path, others)?;
+            return Ok(None);
+        };
+        let map = NameMap {
+            rename: &train.init_rename,
+            transpose: &train.init_transpose,
+        };
+        self.load_partial(path, others, skip, &map).map(Some)
+    }
 }
 
 /// How a weights file's names and layouts map onto the model's (`init =

@@ -21,7 +21,7 @@ use crate::data::{self, Batches, Cursor, Dataset};
 use crate::ema::Ema;
 use crate::error::{RunError, TorchContext};
 use crate::loss_scale::LossScale;
-use crate::model::{Model, NameMap};
+use crate::model::Model;
 use crate::parallel::data::{AsyncUpdate, Buckets};
 use crate::parallel::gather;
 use crate::parallel::pipeline::Stage;
@@ -94,19 +94,16 @@ impl<'a> Executor<'a> {
         let (mut model, stage) = build_model(plan, world)?;
         // The files hold the whole model: a stage takes its own tensors.
         let others = other_stages_tensors(plan, &model);
-        match (init, &train.init_skip) {
-            (Some(path), Some(skip)) if init_from_plan => {
-                let map = NameMap {
-                    rename: &train.init_rename,
-                    transpose: &train.init_transpose,
-                };
-                let report = model.load_partial(path, &others, skip, &map)?;
-                if world.rank == 0 {
-                    eprintln!("{}", report.summary(path));
+        match init {
+            Some(path) if init_from_plan => {
+                if let Some(report) = model.load_init(train, path, &others)? {
+                    if world.rank == 0 {
+                        eprintln!("{}", report.summary(path));
+                    }
                 }
             }
-            (Some(path), _) => model.load_part(path, &others)?,
-            (None, _) => {}
+            Some(path) => model.load_part(path, &others)?,
+            None => {}
         }
         let mut batches = Batches::new(
             &split.train,
