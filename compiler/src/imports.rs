@@ -88,6 +88,17 @@ pub fn load(
     loader.found
 }
 
+/// The warnings a check of the importing file gives: the checker's and the
+/// imports' own (`imported`), less those about imported files, which are
+/// their own `dtl check`'s to give.
+pub fn own_lints(lints: Vec<Lint>, imported: Vec<Lint>, diagnostics: &Diagnostics) -> Vec<Lint> {
+    lints
+        .into_iter()
+        .chain(imported)
+        .filter(|lint| !diagnostics.is_imported(lint.span()))
+        .collect()
+}
+
 fn imports_of(file: &File) -> Vec<Import> {
     file.items
         .iter()

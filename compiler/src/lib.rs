@@ -87,11 +87,7 @@ pub fn check_source(
         return Err(diagnostics);
     }
     let mut checked = check::check(&file, options);
-    checked.lints.extend(imported.lints);
-    // Warnings about an imported file are its own `dtl check`'s to give.
-    checked
-        .lints
-        .retain(|lint| !diagnostics.is_imported(lint.span()));
+    checked.lints = imports::own_lints(checked.lints, imported.lints, &diagnostics);
     if let Some(experiment) = &checked.experiment {
         checked.errors = lower::validate(experiment, &options.world);
         if !checked.errors.is_empty() {
@@ -204,8 +200,9 @@ fn recompute_that_fits(
     limit: u64,
 ) -> Option<String> {
     use plan::Recompute;
-    let pieces = experiment.model.pieces(Recompute::Blocks);
-    if experiment.train.recompute != Recompute::None || !pieces.iter().any(|p| p.recomputed) {
+    if experiment.train.recompute != Recompute::None
+        || !experiment.model.recomputes(Recompute::Blocks)
+    {
         return None;
     }
     let mut other = experiment.clone();

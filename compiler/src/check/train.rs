@@ -242,7 +242,7 @@ fn nothing_to_recompute(
     span: Span,
     errors: &mut Vec<CheckError>,
 ) -> Option<()> {
-    if mode == Recompute::None || model.pieces(mode).iter().any(|p| p.recomputed) {
+    if mode == Recompute::None || model.recomputes(mode) {
         return Some(());
     }
     let message = if model.blocks.is_empty() {

@@ -15,6 +15,11 @@ pub struct Piece {
 }
 
 impl ModelPlan {
+    /// Whether `mode` recomputes any piece of this model.
+    pub fn recomputes(&self, mode: Recompute) -> bool {
+        self.pieces(mode).iter().any(|p| p.recomputed)
+    }
+
     /// The model's nodes cut at its blocks' edges, each piece marked as
     /// `mode` recomputes it. The piece that computes the model's output is
     /// never recomputed: backward would recompute it at once.

@@ -76,10 +76,8 @@ pub fn analyze(name: &str, text: &str, options: &check::Options) -> Analysis {
         for err in checked.errors {
             diagnostics.push(err);
         }
-        for lint in checked.lints.into_iter().chain(loaded.lints) {
-            if !diagnostics.is_imported(lint.span()) {
-                diagnostics.push(lint);
-            }
+        for lint in crate::imports::own_lints(checked.lints, loaded.lints, &diagnostics) {
+            diagnostics.push(lint);
         }
         // Shapes noted in imported modules are not in this file's text.
         shapes = checked
