@@ -376,7 +376,7 @@ impl<'a> Elaborator<'a> {
                 return None;
             }
             let copy_path = join_path(path, &copy.to_string());
-            value = self.as_block(&copy_path, top, |this| {
+            value = self.as_block(&copy_path, (top, true), |this| {
                 this.repeat_copy(chain, &copy_path, body, value)
             })?;
         }
@@ -571,7 +571,7 @@ impl<'a> Elaborator<'a> {
                 // An instance in the model's own forward is one of its
                 // blocks (a module test's subject, at "", is not).
                 let top = !path.is_empty() && !path.contains('.');
-                self.as_block(path, top, |this| {
+                self.as_block(path, (top, false), |this| {
                     this.instantiate(module, &env, path, input, span)
                 })
             }

@@ -82,6 +82,13 @@ pub struct Elaborator<'a> {
     /// The model's blocks so far, and whether one is being expanded.
     blocks: Vec<Block>,
     in_block: bool,
+    /// The block being expanded is a module instance, whose `repeat`s'
+    /// copies stand for it when it has any.
+    in_instance: bool,
+    /// A copy of a `repeat` inside such an instance is being expanded.
+    in_copy: bool,
+    /// The copies found inside the instance being expanded.
+    inner_copies: Vec<Block>,
     /// The shape of every tensor name, as each instance sees it (for
     /// editors: hover).
     pub shapes: Vec<ShapeNote>,
@@ -111,28 +118,54 @@ impl<'a> Elaborator<'a> {
             stack: Vec::new(),
             blocks: Vec::new(),
             in_block: false,
+            in_instance: false,
+            in_copy: false,
+            inner_copies: Vec::new(),
             shapes: Vec::new(),
         }
     }
 
     /// Runs `expand`, which adds the nodes of a module instance or of a
-    /// copy of a `repeat` at `path`, and records them as one of the
-    /// model's blocks when `top` (the instance is in the model's own
-    /// forward) and no block is being expanded already.
+    /// copy of a `repeat` (`copy`) at `path`, and records them as one of
+    /// the model's blocks when `top` (the instance is in the model's own
+    /// forward) and no block is being expanded already. An instance whose
+    /// forward has a `repeat` (a ViT's encoder, which holds every layer) is
+    /// not one block: the outermost copies of its `repeat`s are, each
+    /// gathered and recomputed alone, and its other layers lie between.
     pub(super) fn as_block<T>(
         &mut self,
         path: &str,
-        top: bool,
+        (top, copy): (bool, bool),
         expand: impl FnOnce(&mut Self) -> Option<T>,
     ) -> Option<T> {
+        let inner = !top && copy && self.in_instance && !self.in_copy;
+        if inner {
+            self.in_copy = true;
+            let first = self.nodes.len();
+            let out = expand(self);
+            self.in_copy = false;
+            if self.nodes.len() > first {
+                self.inner_copies.push(Block {
+                    name: path.to_string(),
+                    first_node: first,
+                    last_node: self.nodes.len() - 1,
+                });
+            }
+            return out;
+        }
         if !top || self.in_block {
             return expand(self);
         }
         self.in_block = true;
+        self.in_instance = !copy;
         let first = self.nodes.len();
         let out = expand(self);
         self.in_block = false;
-        if self.nodes.len() > first {
+        self.in_instance = false;
+        let copies = std::mem::take(&mut self.inner_copies);
+        if !copies.is_empty() {
+            self.blocks.extend(copies);
+        } else if self.nodes.len() > first {
             self.blocks.push(Block {
                 name: path.to_string(),
                 first_node: first,
