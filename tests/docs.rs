@@ -441,12 +441,14 @@ fn every_documented_command_has_its_flags() {
 
 /// The per-rank ZeRO table of docs/distributed.md: for each zoo model at
 /// D = 8 and 64, the parameters, gradients and optimizer state one rank
-/// holds with `shard = none`, `optimizer` and `gradients`, as `dtl explain`
+/// holds with `shard = none`, `optimizer`, `gradients` and `parameters`, as `dtl explain`
 /// computes them (the data not read: the zoo's sample data is too small
 /// for 512 replicas' rows, and the model states do not depend on it).
 /// Each row is checked against the formula too: AdamW keeps 2 values per
 /// parameter value, so Ψ parameters cost 4Ψ + 4Ψ + 8Ψ bytes unsharded and
-/// 4Ψ + 4Ψ + 8Ψ/D sharded, up to each bucket's padding to D slices.
+/// 4Ψ + 4Ψ + 8Ψ/D sharded, up to each bucket's padding to D slices; with
+/// `shard = parameters` 16Ψ/D and the units gathered whole (less than the
+/// whole model's weights and gradients).
 #[test]
 fn the_zero_table_is_what_explain_computes() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -462,7 +464,7 @@ fn the_zero_table_is_what_explain_computes() {
         let text = std::fs::read_to_string(&path).unwrap();
         for d in [8u64, 64] {
             let mut cells = Vec::new();
-            for shard in ["none", "optimizer", "gradients"] {
+            for shard in ["none", "optimizer", "gradients", "parameters"] {
                 let mut options = dtl_compiler::options_for(&path, false);
                 options.world = vec![d];
                 options.overrides = [
@@ -476,13 +478,27 @@ fn the_zero_table_is_what_explain_computes() {
                     .unwrap_or_else(|e| panic!("{file}: {}", e.render_human(false)));
                 let m = dtl_compiler::tools::explain::cost(&plan).memory;
                 let psi = plan.model.parameter_count;
-                assert_eq!(m.gradients, 4 * psi, "{file} at {d}: gradients");
+                let full = shard == "parameters";
+                if full {
+                    for (what, held) in [("weights", m.parameters), ("gradients", m.gradients)] {
+                        assert!(
+                            held >= 4 * psi / d && held < 4 * psi,
+                            "{file} at {d}, shard = parameters: {what} {held} against 4Ψ/D and 4Ψ"
+                        );
+                    }
+                } else {
+                    assert_eq!(m.gradients, 4 * psi, "{file} at {d}: gradients");
+                }
                 let state = if shard == "none" {
                     8 * psi
                 } else {
                     8 * psi / d
                 };
-                let padding = 8 * 4 * plan.topology.buckets.len() as u64;
+                let pieces = match full {
+                    true => plan.topology.units.len(),
+                    false => plan.topology.buckets.len(),
+                };
+                let padding = 8 * 4 * pieces as u64;
                 assert!(
                     m.optimizer_state >= state && m.optimizer_state <= state + padding,
                     "{file} at {d}, shard = {shard}: optimizer state {} against 8Ψ/D = {state}",

@@ -285,8 +285,9 @@ train { model = Net; data = d; loss = cross_entropy; optimizer = sgd(lr: 0.1); m
 
 /// `dtl check --memory` names the layouts of the same ranks that fit: a
 /// model whose AdamW state does not fit 4 replicas unsharded fits sharded,
-/// or cut into pipeline stages; one whose activations do not fit fits with
-/// `recompute = blocks`.
+/// or cut into pipeline stages; one whose weights and gradients do not fit
+/// either fits with `shard = parameters`; one whose activations do not fit
+/// fits with `recompute = blocks`.
 #[test]
 fn check_memory_names_the_layouts_that_fit() {
     let dir = tempfile::tempdir().unwrap();
@@ -310,6 +311,24 @@ parallel { data = 4 }
     dtl(&["check", file.to_str().unwrap(), "--memory", "100MiB"])
         .code(0)
         .stderr_has("no layout of these ranks fits");
+    // 268 M parameters in eight blocks: 5.0 GiB a rank unsharded, 1.4
+    // GiB with the weights sharded too (ZeRO-3), where the optimizer
+    // state's sharding alone leaves 2.7 GiB.
+    let blocks = dir.path().join("blocks.dtl");
+    std::fs::write(
+        &blocks,
+        "module Ffn(d: int) { forward(x: [B, d]) -> [B, d] { x + (x |> linear(d, 4 * d) |> relu |> linear(4 * d, d)) } }
+model Net { forward(x: [B, 100]) -> [B, 10] { x |> linear(100, 2048) |> repeat 8 { Ffn(2048) } |> linear(2048, 10) } }
+data d { source = synthetic(rows: 64, features: 100, classes: 10) }
+train { model = Net; data = d; loss = cross_entropy; optimizer = adamw(lr: 1e-3); micro_batch = 4; steps = 1; clip = norm(1.0) }
+parallel { data = 4 }
+",
+    )
+    .unwrap();
+    dtl(&["check", blocks.to_str().unwrap(), "--memory", "2GiB"])
+        .code(0)
+        .stderr_has("a rank needs 5.0 GiB")
+        .stderr_has("these fit, by the same estimate: `shard = parameters` (1.4 GiB per");
     // Activations first: eight blocks at 2048 rows need 274.8 MiB on one
     // rank, 78.8 MiB recomputed (tests/sharded.rs measures the saving).
     let deep = dir.path().join("deep.dtl");

@@ -171,7 +171,7 @@ fn memory_lints(experiment: &check::Experiment, worlds: &[u64], limit: u64) -> V
         let mut fits = layouts_that_fit(experiment, &plan, limit);
         fits.extend(recompute_that_fits(experiment, world, limit));
         let help = if fits.is_empty() {
-            "no layout of these ranks fits (with or without `shard = optimizer` and pipeline stages): lower micro_batch, use more ranks, or give ranks more memory; `dtl explain` shows the estimate in full".to_string()
+            "no layout of these ranks fits (with or without `shard = optimizer` or `parameters` and pipeline stages): lower micro_batch, use more ranks, or give ranks more memory; `dtl explain` shows the estimate in full".to_string()
         } else {
             format!(
                 "on the same {} rank(s) these fit, by the same estimate: {}",
@@ -250,9 +250,17 @@ fn layouts_that_fit(experiment: &check::Experiment, plan: &plan::Plan, limit: u6
         {
             continue;
         }
-        for shard in [Shard::None, Shard::Optimizer] {
+        for shard in [Shard::None, Shard::Optimizer, Shard::Parameters] {
             let same = stages == now.pipeline && shard == now.shard;
-            if same || (shard == Shard::Optimizer && (!can_shard || data == 1)) {
+            let sharded = shard != Shard::None;
+            // ZeRO-3 does not compose with these yet (the checker says so).
+            let full_refused = pipelined
+                || now.batch_norm == BatchNormSync::Sync
+                || experiment.train.tracking.ema.is_some();
+            if same
+                || (sharded && (!can_shard || data == 1))
+                || (shard == Shard::Parameters && full_refused)
+            {
                 continue;
             }
             candidates.push((stages, data, shard));
@@ -278,8 +286,10 @@ fn layouts_that_fit(experiment: &check::Experiment, plan: &plan::Plan, limit: u6
             if stages != now.pipeline {
                 settings.push(format!("data = {data}; pipeline = {stages}"));
             }
-            if shard == Shard::Optimizer {
-                settings.push("shard = optimizer".into());
+            match shard {
+                Shard::Optimizer => settings.push("shard = optimizer".into()),
+                Shard::Parameters => settings.push("shard = parameters".into()),
+                _ => {}
             }
             fits.push(format!(
                 "`{}` ({} per rank)",

@@ -29,6 +29,21 @@ pub fn peak_rss() -> Option<u64> {
     u64::try_from(kib).ok().map(|k| k * 1024)
 }
 
+/// Makes every allocation of 128 KiB or more its own mapping, returned to
+/// the system when freed (glibc's `M_MMAP_THRESHOLD`, fixed: its default
+/// rises to the largest block freed, after which big blocks come from the
+/// heap and a freed one may stay resident). `shard = parameters` on the
+/// CPU frees each gathered unit for its memory to go: measured on eight
+/// 8.4 M-parameter blocks over 2 replicas, the peak fell 96 MiB from
+/// ZeRO-2's with the default and 251 MiB with this.
+pub fn return_freed_blocks() {
+    // SAFETY: mallopt changes a setting of the allocator; it is called
+    // once, before the step loop, and a failure leaves the default.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
+    }
+}
+
 /// Free memory of this machine, from `/proc/meminfo` (Linux).
 pub fn available_ram() -> Option<u64> {
     let text = std::fs::read_to_string("/proc/meminfo").ok()?;

@@ -202,18 +202,7 @@ impl Model {
     /// A hash (FNV-1a) of every parameter's and buffer's bytes, in order:
     /// equal on two replicas exactly when their weights are bitwise equal.
     pub fn hash(&self) -> Result<u64, RunError> {
-        let mut bytes = Vec::new();
-        for (name, t) in self.all() {
-            let values = t
-                .f_detach()
-                .and_then(|t| t.f_to_device(Device::Cpu))
-                .and_then(|t| t.f_to_kind(tch::Kind::Float))
-                .and_then(|t| t.f_reshape([-1]))
-                .context(|| format!("hash `{name}`"))?;
-            let values = Vec::<f32>::try_from(&values).context(|| format!("hash `{name}`"))?;
-            bytes.extend(values.iter().flat_map(|v| v.to_le_bytes()));
-        }
-        Ok(dtl_compiler::util::rng::fnv1a(&bytes))
+        hash_of(self.all().map(|(n, t)| (n.clone(), t.shallow_clone())))
     }
 
     /// The parameters' and buffers' tensors (sharing storage), for
@@ -480,6 +469,29 @@ fn is_float(kind: tch::Kind) -> bool {
         kind,
         tch::Kind::Float | tch::Kind::Double | tch::Kind::Half | tch::Kind::BFloat16
     )
+}
+
+/// A hash (FNV-1a) of the tensors' values in float32, in order, fed one
+/// chunk at a time: no copy of the whole model is made.
+pub fn hash_of(tensors: impl Iterator<Item = (String, Tensor)>) -> Result<u64, RunError> {
+    const CHUNK: i64 = 1 << 20;
+    let mut hash = dtl_compiler::util::rng::Fnv1a::new();
+    for (name, t) in tensors {
+        let ctx = || format!("hash `{name}`");
+        let flat = t.f_detach().and_then(|t| t.f_reshape([-1])).context(ctx)?;
+        let n = flat.numel() as i64;
+        for start in (0..n).step_by(CHUNK as usize) {
+            let values = flat
+                .f_narrow(0, start, CHUNK.min(n - start))
+                .and_then(|t| t.f_to_device(Device::Cpu))
+                .and_then(|t| t.f_to_kind(tch::Kind::Float))
+                .context(ctx)?;
+            let values = Vec::<f32>::try_from(&values).context(ctx)?;
+            let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+            hash = hash.update(&bytes);
+        }
+    }
+    Ok(hash.finish())
 }
 
 #[cfg(test)]

@@ -16,7 +16,6 @@ use dtl_compiler::records::StepRecord;
 use serde::Serialize;
 
 use crate::error::RunError;
-use crate::model::Model;
 use crate::output::{io_err, write_line};
 use crate::world::World;
 
@@ -117,7 +116,7 @@ impl RankLog {
     pub fn step(
         &mut self,
         record: &StepRecord,
-        model: &Model,
+        weights_hash: &dyn Fn() -> Result<u64, RunError>,
         seconds: f64,
         passes: Vec<String>,
         peak_in_flight: Option<usize>,
@@ -142,7 +141,7 @@ impl RankLog {
                 replica: self.who.1,
                 stage: self.who.2,
                 loss: record.loss,
-                weights: format!("{:016x}", model.hash()?),
+                weights: format!("{:016x}", weights_hash()?),
                 passes,
                 peak_in_flight,
             };

@@ -56,6 +56,10 @@ pub struct Summary {
     /// Bytes of optimizer state rank 0 holds (with `shard = optimizer`:
     /// its shard).
     pub optimizer_state_bytes: u64,
+    /// Bytes of parameters, frozen ones and buffers rank 0 holds between
+    /// steps (with `shard = parameters`: its slices of the units, the rest
+    /// whole).
+    pub parameter_bytes: u64,
     /// Rank 0's peak resident memory (libtorch's fixed cost included).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub peak_rss_bytes: Option<u64>,
@@ -161,6 +165,7 @@ impl Tally {
             tensorboard_seconds: end.tensorboard_seconds,
             data_wait_seconds: end.rank.data.wait_seconds,
             optimizer_state_bytes: end.rank.optimizer_state_bytes,
+            parameter_bytes: end.rank.parameter_bytes,
             peak_rss_bytes: crate::memory::peak_rss(),
             skipped_rows: end
                 .rank

@@ -1,8 +1,9 @@
 //! libtorch operations whose scalar arguments tch's generated bindings drop
 //! (`elu`'s alpha, `leaky_relu`'s slope, `add_`'s alpha), called through
 //! runtime/src/torch_shim.cpp so that they are PyTorch's own kernels, with
-//! PyTorch's autograd and rounding; and the state of the random generator
-//! dropout draws from. Nothing else of the runtime.
+//! PyTorch's autograd and rounding; the state of the random generator
+//! dropout draws from; and the memory behind a tensor. Nothing else of the
+//! runtime.
 
 use std::ffi::{c_char, c_void, CStr};
 
@@ -16,6 +17,7 @@ extern "C" {
     fn dtl_reset_grad(target: *mut c_void) -> i32;
     fn dtl_rng_state(cuda: i32, index: i32, out: *mut *mut c_void) -> i32;
     fn dtl_set_rng_state(cuda: i32, index: i32, state: *const c_void) -> i32;
+    fn dtl_resize_storage(t: *const c_void, nbytes: i64) -> i32;
 }
 
 /// libtorch's message for a call that returned `status` 1.
@@ -88,4 +90,20 @@ pub fn set_rng_state(device: tch::Device, state: &Tensor) -> Result<(), TchError
     };
     // SAFETY: the state tensor is live for the call and only read.
     check(unsafe { dtl_set_rng_state(cuda, index, state.as_ptr().cast()) })
+}
+
+/// Frees the memory behind `t` (and every tensor viewing its storage):
+/// they keep their sizes but must not be read until [`alloc_storage`].
+pub fn free_storage(t: &Tensor) -> Result<(), TchError> {
+    // SAFETY: the tensor is live for the call; its storage is emptied, and
+    // the callers read no tensor of it until it is allocated again.
+    check(unsafe { dtl_resize_storage(t.as_ptr().cast(), 0) })
+}
+
+/// Gives the storage behind `t` fresh, uninitialised memory for `t`'s
+/// values (the whole storage `t` was made with), to be filled at once.
+pub fn alloc_storage(t: &Tensor) -> Result<(), TchError> {
+    let nbytes = (t.numel() * t.kind().elt_size_in_bytes()) as i64;
+    // SAFETY: as in `free_storage`.
+    check(unsafe { dtl_resize_storage(t.as_ptr().cast(), nbytes) })
 }

@@ -1,12 +1,15 @@
 // libtorch calls that tch does not expose, called from Rust through a C
 // interface: the TF32 settings (runtime/src/device.rs), the random
-// generators' state (recompute's dropout masks), and operations whose
+// generators' state (recompute's dropout masks), the memory behind a
+// tensor (`shard = parameters` frees gathered units), and operations whose
 // scalar arguments tch's generated bindings drop (elu's alpha, leaky_relu's
 // slope, add_'s alpha; runtime/src/torch_ops.rs). A tch `Tensor` holds a
 // pointer to an at::Tensor (torch-sys's `tensor`), which these take and
 // return; a returned tensor is owned by the caller, as tch's own are.
 #include <ATen/ATen.h>
 #include <ATen/Context.h>
+#include <c10/core/DeviceGuard.h>
+#include <c10/core/StorageImpl.h>
 
 #include <cstring>
 #include <exception>
@@ -98,6 +101,27 @@ int dtl_set_rng_state(int cuda, int index, const at::Tensor* state) {
     at::Generator gen = at::globalContext().defaultGenerator(device);
     std::lock_guard<std::mutex> lock(gen.mutex());
     gen.set_state(*state);
+  });
+}
+
+// Gives the storage behind `t` `nbytes` bytes: 0 frees its memory, any
+// other size allocates that many new, uninitialised bytes from the
+// storage's allocator (what `t.untyped_storage().resize_(n)` does, without
+// copying the old bytes over). The tensors viewing the storage keep their
+// sizes and autograd's saved references to them stay valid; they must not
+// be read while the storage is empty.
+int dtl_resize_storage(const at::Tensor* t, int64_t nbytes) {
+  return guarded([&] {
+    c10::StorageImpl* storage = t->storage().unsafeGetStorageImpl();
+    TORCH_CHECK(storage->resizable(), "the tensor's storage cannot be resized");
+    TORCH_CHECK(nbytes >= 0, "a negative storage size");
+    if (nbytes == 0) {
+      storage->set_data_ptr_noswap(at::DataPtr(nullptr, t->device()));
+    } else {
+      c10::OptionalDeviceGuard guard(t->device());
+      storage->set_data_ptr_noswap(storage->allocator()->allocate(nbytes));
+    }
+    storage->set_nbytes(static_cast<size_t>(nbytes));
   });
 }
 

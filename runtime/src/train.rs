@@ -217,7 +217,7 @@ impl Driver<'_> {
         let (passes, peak) = executor.take_passes();
         let seconds = step_started.elapsed().as_secs_f64();
         self.log
-            .step(&record, executor.model(), seconds, passes, peak)?;
+            .step(&record, &|| executor.weights_hash(), seconds, passes, peak)?;
         if let Some(metrics) = &mut self.metrics {
             metrics.write(&record)?;
         }

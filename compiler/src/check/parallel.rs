@@ -18,7 +18,7 @@ use crate::plan::{
 use crate::span::Span;
 
 /// The settings a `parallel` block accepts.
-pub const KEYS: [&str; 11] = [
+pub const KEYS: [&str; 12] = [
     "split",
     "data",
     "pipeline",
@@ -30,10 +30,10 @@ pub const KEYS: [&str; 11] = [
     "batch_norm",
     "shard",
     "shard_group",
+    "reshard_after_forward",
 ];
 
-/// `shard` as written: ZeRO's three stages, of which the plan (and the
-/// runtime) has the first.
+/// `shard` as written: ZeRO's three stages.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum ShardMode {
     None,
@@ -67,6 +67,8 @@ pub struct ParallelSpec {
     pub shard: ShardMode,
     /// `shard_group = k`: shard within groups of k replicas.
     pub shard_group: Option<u64>,
+    /// `reshard_after_forward = true | false`, when written.
+    pub reshard_after_forward: Option<bool>,
     /// `split = ["blocks.1", "head"]`: where stages 2, 3, … begin; `None`
     /// balances the stages by FLOPs.
     pub split: Option<Vec<(String, Span)>>,
@@ -89,6 +91,8 @@ pub struct ParallelLayout {
     pub shard: Shard,
     /// `shard_group`, or 0: one group of all the stage's replicas.
     pub shard_group: u64,
+    /// `shard = parameters`: free a unit after its forward (the default).
+    pub reshard_after_forward: bool,
     /// Each stage's first node, when `split` names them (stage 0 starts at
     /// node 0); `None`: balanced by FLOPs when lowered.
     pub split: Option<Vec<usize>>,
@@ -120,6 +124,7 @@ impl ParallelLayout {
             batch_norm: BatchNormSync::Local,
             shard: Shard::None,
             shard_group: 0,
+            reshard_after_forward: true,
             split: None,
             spans: ParallelSpans {
                 block: at,
@@ -160,6 +165,10 @@ pub fn resolve(block: &SettingsBlock, errors: &mut Vec<CheckError>) -> Option<Pa
             .map(|k| Some(k as u64)),
         None => Some(None),
     };
+    let reshard_after_forward = match s.get("reshard_after_forward") {
+        Some(_) => s.bool("reshard_after_forward", true, errors).map(Some),
+        None => Some(None),
+    };
     let split = split_setting(&s, errors);
     let sync = match s.get("sync") {
         None => Some(SyncMode::EveryStep),
@@ -179,6 +188,7 @@ pub fn resolve(block: &SettingsBlock, errors: &mut Vec<CheckError>) -> Option<Pa
         batch_norm: batch_norm?,
         shard: shard?,
         shard_group: shard_group?,
+        reshard_after_forward: reshard_after_forward?,
         split: split?,
         span: block.keyword,
     })
@@ -306,10 +316,11 @@ pub fn check(
         shard: match spec.shard {
             ShardMode::Optimizer => Shard::Optimizer,
             ShardMode::Gradients => Shard::Gradients,
-            // The others are refused by `sharding`.
-            _ => Shard::None,
+            ShardMode::Parameters => Shard::Parameters,
+            ShardMode::None => Shard::None,
         },
         shard_group: spec.shard_group.unwrap_or(0),
+        reshard_after_forward: spec.reshard_after_forward.unwrap_or(true),
         split,
         spans: ParallelSpans {
             block: block.keyword,
@@ -418,17 +429,18 @@ fn sharding(
         ShardMode::Optimizer => "optimizer",
         ShardMode::Gradients => "gradients",
         ShardMode::Parameters => {
-            errors.push(CheckError::Unsupported {
-                message: "`shard = parameters` (ZeRO-3) is not implemented yet".into(),
-                span: at("shard"),
-                help: Some(
-                    "`shard = gradients` (ZeRO-2) splits the optimizer state and the gradients over the replicas, `shard = optimizer` (ZeRO-1) the optimizer state"
-                        .into(),
-                ),
-            });
-            return;
+            full_sharding(spec, train, at, errors);
+            "parameters"
         }
     };
+    if spec.shard != ShardMode::Parameters && spec.reshard_after_forward.is_some() {
+        errors.push(CheckError::InvalidValue {
+            message: format!("`reshard_after_forward` says when `shard = parameters` frees a gathered unit; under `shard = {mode}` every replica holds the whole parameters"),
+            span: at("reshard_after_forward"),
+            label: "no gathered units here".into(),
+            help: Some("use `shard = parameters`, or remove `reshard_after_forward`".into()),
+        });
+    }
     if spec.sync != SyncMode::EveryStep {
         errors.push(CheckError::Unsupported {
             message: format!("`shard = {mode}` needs every replica to apply the same averaged gradients at every step; under local SGD or asynchronous updates the replicas differ"),
@@ -464,6 +476,38 @@ fn sharding(
             mode,
             span: at("shard"),
         });
+    }
+}
+
+/// `shard = parameters`: what ZeRO-3 does not compose with yet.
+fn full_sharding(
+    spec: &ParallelSpec,
+    train: &TrainSpec,
+    at: &dyn Fn(&str) -> Span,
+    errors: &mut Vec<CheckError>,
+) {
+    let refuse = |message: &str, help: &str| CheckError::Unsupported {
+        message: message.into(),
+        span: at("shard"),
+        help: Some(help.into()),
+    };
+    if spec.pipeline > 1 {
+        errors.push(refuse(
+            "`shard = parameters` (ZeRO-3) with `pipeline` is not implemented yet",
+            "shard a pipeline's stages with `shard = gradients` (ZeRO-2), or drop `pipeline`",
+        ));
+    }
+    if spec.batch_norm == BatchNormSync::Sync {
+        errors.push(refuse(
+            "`shard = parameters` (ZeRO-3) with `batch_norm = sync` is not implemented yet",
+            "use `shard = gradients` (ZeRO-2) with synchronised batch norm, or `batch_norm = local`",
+        ));
+    }
+    if train.tracking.ema.is_some() {
+        errors.push(refuse(
+            "`shard = parameters` (ZeRO-3) with `ema` is not implemented yet: the average would hold the whole weights on every replica",
+            "use `shard = gradients` (ZeRO-2) with `ema`, or drop `ema`",
+        ));
     }
 }
 

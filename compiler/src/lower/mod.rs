@@ -15,9 +15,10 @@ pub mod schedule;
 mod stages;
 mod step_program;
 mod topology;
+mod units;
 
 use crate::check::{CheckError, Degree, Experiment};
-use crate::plan::{Parallelism, Plan, Sharding, Topology, TrainPlan, PLAN_VERSION};
+use crate::plan::{Parallelism, Plan, Shard, Sharding, Topology, TrainPlan, PLAN_VERSION};
 
 /// The plan of `experiment` for `world` ranks (`None`: the ranks the
 /// parallel block fixes; `data = auto` then needs one). `source` names the
@@ -57,6 +58,7 @@ fn lower_for(
         batch_norm: layout.batch_norm,
         shard: layout.shard,
         shard_group: layout.shard_group,
+        reshard_after_forward: layout.reshard_after_forward,
     };
     let d = parallelism.data;
     let train = TrainPlan {
@@ -87,7 +89,11 @@ fn lower_for(
     } else {
         Vec::new()
     };
-    let step_program = step_program::step_program(&train, &parallelism, &stages, &buckets);
+    let units = match (parallelism.shard, d > 1) {
+        (Shard::Parameters, true) => units::units(model, parallelism.shard_degree()),
+        _ => Vec::new(),
+    };
+    let step_program = step_program::step_program(&train, &parallelism, &stages, &buckets, &units);
     let global_micro_batch = d * train.micro_batch;
     let rows_per_replica = data.train_rows() / global_micro_batch * train.micro_batch;
     let (ranks, communicators) = ranks::ranks(&parallelism, train.micro_batch);
@@ -103,6 +109,7 @@ fn lower_for(
                 global_micro_batch,
                 rows_per_replica,
             },
+            units,
             parallelism,
         },
         model: model.clone(),

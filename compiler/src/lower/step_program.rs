@@ -6,7 +6,8 @@
 
 use super::cost::{all_gather_bytes, ring_bytes};
 use crate::plan::{
-    Clip, GradBucket, Parallelism, Precision, Shard, StagePlan, StepOp, SyncMode, TrainPlan,
+    Clip, GradBucket, Parallelism, Precision, Shard, ShardUnit, StagePlan, StepOp, SyncMode,
+    TrainPlan,
 };
 
 pub(super) fn step_program(
@@ -14,13 +15,19 @@ pub(super) fn step_program(
     layout: &Parallelism,
     stages: &[StagePlan],
     buckets: &[GradBucket],
+    units: &[ShardUnit],
 ) -> Vec<StepOp> {
     let (d, p) = (layout.data, layout.pipeline);
     let k = layout.shard_degree();
     // The stage with the most parameters sets the all-reduce volume.
     let stage_bytes = stages.iter().map(|s| s.parameters * 4).max().unwrap_or(0);
     let bucket_count = buckets.len() as u64;
-    let mut program = vec![if p == 1 {
+    let mut program = Vec::new();
+    if !units.is_empty() {
+        let last = stages.last().map_or(0, |s| s.last_node);
+        program.push(gather_units(units, k, layout.reshard_after_forward, last));
+    }
+    program.push(if p == 1 {
         StepOp::ForwardBackward {
             micro_batches: train.accumulate,
             loss_scale: 1.0 / train.accumulate as f64,
@@ -35,23 +42,28 @@ pub(super) fn step_program(
             precision: train.precision,
             stages: super::schedule::stage_programs(stages, layout.schedule, layout.micro_batches),
         }
-    }];
+    });
     if d > 1 {
         let staleness = match layout.sync {
             SyncMode::EveryStep => Some(0),
             SyncMode::Async { staleness } => Some(staleness),
             SyncMode::LocalSgd { .. } => None,
         };
-        if layout.shard == Shard::Gradients {
-            program.push(StepOp::ReduceScatterGradients {
-                buckets: bucket_count,
-                bytes_per_rank: shard_bytes(stages, buckets, k),
-            });
+        if matches!(layout.shard, Shard::Gradients | Shard::Parameters) {
+            if layout.shard == Shard::Gradients {
+                program.push(StepOp::ReduceScatterGradients {
+                    buckets: bucket_count,
+                    bytes_per_rank: shard_bytes(stages, buckets, k),
+                });
+            }
             if layout.shard_copies() > 1 {
                 program.push(StepOp::AllReduceGradientSlices {
                     copies: layout.shard_copies(),
                     bytes_per_rank: ring_bytes(
-                        slice_bytes(stages, buckets, k),
+                        match units {
+                            [] => slice_bytes(stages, buckets, k),
+                            units => units.iter().map(|u| u.slice * 4).sum(),
+                        },
                         layout.shard_copies(),
                     ),
                 });
@@ -99,7 +111,7 @@ pub(super) fn step_program(
         None => program.push(check),
     }
     program.push(StepOp::OptimizerStep);
-    if layout.shard != Shard::None && d > 1 {
+    if matches!(layout.shard, Shard::Optimizer | Shard::Gradients) && d > 1 {
         program.push(StepOp::AllGatherParameters {
             buckets: bucket_count,
             bytes_per_rank: shard_bytes(stages, buckets, k),
@@ -113,6 +125,19 @@ pub(super) fn step_program(
     }
     program.push(StepOp::ZeroGrad);
     program
+}
+
+/// `shard = parameters`: what the units send per micro-batch over `k`
+/// replicas; `root` is gathered once.
+fn gather_units(units: &[ShardUnit], k: u64, reshard: bool, last: usize) -> StepOp {
+    let ring = |u: &ShardUnit| u.slice * (k - 1) * 4;
+    let gathers = |u: &ShardUnit| if reshard && !u.held(last) { 2 } else { 1 };
+    StepOp::GatherUnits {
+        units: units.len() as u64,
+        reshard_after_forward: reshard,
+        all_gather_bytes_per_rank: units.iter().map(|u| gathers(u) * ring(u)).sum(),
+        reduce_scatter_bytes_per_rank: units.iter().map(ring).sum(),
+    }
 }
 
 /// The bytes of one rank's slices of its stage's buckets cut `k` ways,

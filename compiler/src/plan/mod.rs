@@ -16,8 +16,8 @@ mod types;
 
 pub use parallel::{
     Backend, BatchNormSync, CommGroup, GradBucket, GroupKind, Parallelism, PipeOp,
-    PipelineSchedule, RankPlan, RowSlice, Shard, Sharding, StagePlan, StageProgram, SyncMode,
-    Topology, Transfer,
+    PipelineSchedule, RankPlan, RowSlice, Shard, ShardUnit, Sharding, StagePlan, StageProgram,
+    SyncMode, Topology, Transfer, UnitParameter,
 };
 pub use pieces::Piece;
 pub use tracking::{EarlyStop, F1Average, Metric, Monitor, Tracking};

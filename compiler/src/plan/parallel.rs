@@ -29,6 +29,10 @@ pub struct Topology {
     pub buckets: Vec<GradBucket>,
     /// How the training rows are dealt to the replicas.
     pub sharding: Sharding,
+    /// `shard = parameters`: the units whose parameters are gathered
+    /// together (empty otherwise).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub units: Vec<ShardUnit>,
 }
 
 impl Topology {
@@ -178,10 +182,23 @@ pub struct Parallelism {
     /// (hybrid sharding); absent (0): one group of all the stage's replicas.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub shard_group: u64,
+    /// `shard = parameters`: a unit's gathered parameters are freed after
+    /// its forward and gathered again for its backward (true, the
+    /// default); false keeps them from forward to backward.
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub reshard_after_forward: bool,
 }
 
 fn is_zero(n: &u64) -> bool {
     *n == 0
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
 }
 
 impl Parallelism {
@@ -198,6 +215,7 @@ impl Parallelism {
             batch_norm: BatchNormSync::Local,
             shard: Shard::None,
             shard_group: 0,
+            reshard_after_forward: true,
         }
     }
 
@@ -312,6 +330,11 @@ pub enum Shard {
     /// keeps it for clipping and its update, and lets the whole gradients
     /// go until the next backward; then the parameters are all-gathered.
     Gradients,
+    /// ZeRO-3 (FSDP's full sharding): the parameters too. Each unit's
+    /// parameters are laid out flat, padded to equal slices, and a replica
+    /// holds its slice only; a unit is all-gathered before its forward and
+    /// its backward, and its gradients reduce-scattered after its backward.
+    Parameters,
 }
 
 impl Shard {
@@ -358,6 +381,42 @@ pub struct GradBucket {
     pub stage: u64,
     pub parameters: Vec<String>,
     pub bytes: u64,
+}
+
+/// `shard = parameters`: parameters gathered together. A unit is a block
+/// (a module instance, a copy of a `repeat`) or the nodes between two
+/// blocks; `root` holds the parameters nodes of several units read (tied
+/// weights), gathered from the first forward to the end of backward.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShardUnit {
+    pub name: String,
+    /// Its nodes: `first_node..=last_node` (all of them for `root`).
+    pub first_node: usize,
+    pub last_node: usize,
+    /// Its trainable parameters, laid end to end in one flat buffer.
+    pub parameters: Vec<UnitParameter>,
+    /// Values of one replica's slice: the unit's values divided by the
+    /// shard degree, rounded up (the last slice padded).
+    pub slice: u64,
+}
+
+impl ShardUnit {
+    /// Whether the unit spans every node up to `last` (the root, or a
+    /// model without blocks): gathered once, before the first forward,
+    /// and freed after the whole backward.
+    pub fn held(&self, last: usize) -> bool {
+        self.first_node == 0 && self.last_node == last
+    }
+}
+
+/// Where a parameter lies in its unit's flat buffer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UnitParameter {
+    pub name: String,
+    pub offset: u64,
+    pub values: u64,
 }
 
 /// One stage's part of a pipelined micro-batch round, in execution order.

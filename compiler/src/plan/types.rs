@@ -1318,6 +1318,24 @@ pub enum StepOp {
         copies: u64,
         bytes_per_rank: u64,
     },
+    /// `shard = parameters`: during the `forward_backward` that follows,
+    /// each of the plan's `units` is all-gathered over the shard group
+    /// before its forward and, with `reshard_after_forward`, freed after
+    /// it and all-gathered again before its backward (`root` once, before
+    /// the first forward); after its backward its gradients are
+    /// reduce-scattered, each replica adding its slice of the sum to the
+    /// micro-batches' before it, and the unit is freed. No gather overlaps
+    /// compute: the next unit's all-gather starts when this one's compute
+    /// ends. Per micro-batch each rank sends `all_gather_bytes_per_rank`
+    /// and `reduce_scatter_bytes_per_rank` (ring). The slices are averaged
+    /// over the replicas at the end unless `all_reduce_gradient_slices`
+    /// follows.
+    GatherUnits {
+        units: u64,
+        reshard_after_forward: bool,
+        all_gather_bytes_per_rank: u64,
+        reduce_scatter_bytes_per_rank: u64,
+    },
     /// `shard = optimizer` or `gradients`: the optimizer step updated each replica's
     /// slice of every bucket; the replicas all-gather the updated
     /// parameters, bucket by bucket (ring: each rank sends

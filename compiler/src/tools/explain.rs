@@ -11,7 +11,7 @@
 use serde::Serialize;
 
 use crate::lower::cost::{all_gather_bytes, node_flops, numel, ring_bytes};
-use crate::plan::{Optimizer, PipelineSchedule, Plan, Recompute, Shard, SyncMode};
+use crate::plan::{Optimizer, PipelineSchedule, Plan, Recompute, Shard, StepOp, SyncMode};
 
 const BYTES_PER_VALUE: u64 = 4;
 
@@ -202,10 +202,19 @@ pub fn cost(plan: &Plan) -> Cost {
             } else {
                 all_stages - p
             };
+            let grads = stage_grads[stage.stage as usize];
+            // `shard = parameters`: the rank's slices, and what is gathered
+            // whole at the peak.
+            let (held_params, held_grads) = match units_held(plan) {
+                Some((slices, params, grads)) => {
+                    (p - grads_of_units(plan) + slices + params, slices + grads)
+                }
+                None => (p, grads),
+            };
             // Buffers (batch_norm statistics) are few: counted on every rank.
             let memory = Memory {
-                parameters: (p + buffers) * BYTES_PER_VALUE,
-                gradients: stage_grads[stage.stage as usize] * BYTES_PER_VALUE,
+                parameters: (held_params + buffers) * BYTES_PER_VALUE,
+                gradients: held_grads * BYTES_PER_VALUE,
                 optimizer_state: state * BYTES_PER_VALUE,
                 // One recomputed block at a time, for one piece.
                 activations: (kept * in_flight + recomputed) * piece * BYTES_PER_VALUE,
@@ -318,6 +327,9 @@ fn held_optimizer_state(plan: &Plan, stage_state: &[u64]) -> Vec<u64> {
     // Sharding is refused for Adafactor: every other optimizer keeps the
     // same number of state values per parameter value.
     let per_value = optimizer_state(&plan.train.optimizer, &[1]);
+    if let Some((slices, _, _)) = units_held(plan) {
+        return vec![per_value * slices];
+    }
     (0..stage_state.len() as u64)
         .map(|stage| {
             let slices: u64 = plan
@@ -351,9 +363,46 @@ fn exchange_values(plan: &Plan, stage: u64, gradients: u64) -> u64 {
     match (layout.sync, layout.shard) {
         (SyncMode::LocalSgd { .. }, _) => 0,
         (_, Shard::Gradients) => gradients.div_ceil(layout.shard_degree()) + 2 * largest,
+        // The flat gradients of the unit being reduce-scattered (the slices
+        // are counted among the gradients).
+        (_, Shard::Parameters) => units_held(plan).map_or(0, |(_, _, unit)| unit),
         (SyncMode::Async { staleness }, _) => (staleness + 1) * gradients,
         (SyncMode::EveryStep, _) => gradients,
     }
+}
+
+/// `shard = parameters`: values of one rank's slices of every unit, and of
+/// the parameters and the gradients gathered whole at the peak: the root
+/// (held all step) and the largest other unit (every unit, without
+/// `reshard_after_forward`, at the end of forward), and the largest
+/// unit's whole gradients after its backward. `None` otherwise.
+fn units_held(plan: &Plan) -> Option<(u64, u64, u64)> {
+    let units = &plan.topology.units;
+    if units.is_empty() {
+        return None;
+    }
+    let last = plan.model.nodes.len().saturating_sub(1);
+    let values = |u: &crate::plan::ShardUnit| u.parameters.iter().map(|p| p.values).sum::<u64>();
+    let slices = units.iter().map(|u| u.slice).sum();
+    let held: u64 = units.iter().filter(|u| u.held(last)).map(values).sum();
+    let others = units.iter().filter(|u| !u.held(last)).map(values);
+    let gathered = if plan.topology.parallelism.reshard_after_forward {
+        others.max().unwrap_or(0)
+    } else {
+        others.sum()
+    };
+    let largest = units.iter().map(values).max().unwrap_or(0);
+    Some((slices, held + gathered, largest))
+}
+
+/// Values of the parameters the units hold (the sharded ones).
+fn grads_of_units(plan: &Plan) -> u64 {
+    plan.topology
+        .units
+        .iter()
+        .flat_map(|u| &u.parameters)
+        .map(|p| p.values)
+        .sum()
 }
 
 /// Values of gradient per pipeline stage: the trainable parameters'.
@@ -434,25 +483,41 @@ fn collectives(plan: &Plan) -> Vec<Collective> {
             let own = || topology.buckets.iter().filter(|b| b.stage == stage.stage);
             let k = layout.shard_degree();
             let copies = layout.shard_copies();
-            let (name, bytes) = match layout.sync {
-                SyncMode::EveryStep if layout.shard == Shard::Gradients => (
+            let steps = plan.train.accumulate;
+            let (name, bytes) = match (layout.sync, plan.step_program.first()) {
+                (
+                    SyncMode::EveryStep,
+                    Some(&StepOp::GatherUnits {
+                        units,
+                        reshard_after_forward,
+                        all_gather_bytes_per_rank,
+                        reduce_scatter_bytes_per_rank,
+                    }),
+                ) => {
+                    let sends = (all_gather_bytes_per_rank, reduce_scatter_bytes_per_rank);
+                    let (gather, scatter) =
+                        unit_collectives((units, reshard_after_forward), sends, &at, (k, copies), steps);
+                    out.push(gather);
+                    (scatter.name, scatter.bytes_per_rank)
+                }
+                (SyncMode::EveryStep, _) if layout.shard == Shard::Gradients => (
                     format!("{at}reduce-scatter gradients over {}{k} replicas (ring, {buckets} bucket{}; each keeps the sum of its 1/{k})",
                         if copies > 1 { "each group of " } else { "" },
                         if buckets == 1 { "" } else { "s" }),
                     all_gather_bytes(own(), k),
                 ),
-                SyncMode::EveryStep => (
+                (SyncMode::EveryStep, _) => (
                     format!(
                         "{at}all-reduce gradients over {d} replicas (ring, {buckets} bucket{})",
                         if buckets == 1 { "" } else { "s" }
                     ),
                     gradient_ring,
                 ),
-                SyncMode::Async { staleness } => (
+                (SyncMode::Async { staleness }, _) => (
                     format!("{at}all-reduce gradients over {d} replicas in the background (staleness ≤ {staleness})"),
                     gradient_ring,
                 ),
-                SyncMode::LocalSgd { period } => (
+                (SyncMode::LocalSgd { period }, _) => (
                     format!("{at}average parameters over {d} replicas every {period} steps (ring, per step)"),
                     ring / period,
                 ),
@@ -461,9 +526,12 @@ fn collectives(plan: &Plan) -> Vec<Collective> {
                 name,
                 bytes_per_rank: bytes,
             });
-            if layout.shard == Shard::Gradients && copies > 1 && layout.sync == SyncMode::EveryStep
-            {
-                let slices: u64 = own().map(|b| (b.bytes / BYTES_PER_VALUE).div_ceil(k)).sum();
+            let sliced = matches!(layout.shard, Shard::Gradients | Shard::Parameters);
+            if sliced && copies > 1 && layout.sync == SyncMode::EveryStep {
+                let slices: u64 = match units_held(plan) {
+                    Some((slices, _, _)) => slices,
+                    None => own().map(|b| (b.bytes / BYTES_PER_VALUE).div_ceil(k)).sum(),
+                };
                 out.push(Collective {
                     name: format!(
                         "{at}all-reduce each gradient slice over the {copies} groups' replicas that hold it (ring)"
@@ -471,7 +539,7 @@ fn collectives(plan: &Plan) -> Vec<Collective> {
                     bytes_per_rank: ring_bytes(slices * BYTES_PER_VALUE, copies),
                 });
             }
-            if layout.shard != Shard::None {
+            if matches!(layout.shard, Shard::Optimizer | Shard::Gradients) {
                 let within = if copies > 1 {
                     format!("each group of {k} replicas")
                 } else {
@@ -519,6 +587,31 @@ fn collectives(plan: &Plan) -> Vec<Collective> {
     out
 }
 
+/// `shard = parameters`: the all-gathers and reduce-scatters of `units`
+/// units over `k` replicas (in groups when `copies` > 1), each sending
+/// `gathered` and `scattered` bytes per micro-batch, for `steps` of them.
+fn unit_collectives(
+    (units, reshard_after_forward): (u64, bool),
+    (gathered, scattered): (u64, u64),
+    at: &str,
+    (k, copies): (u64, u64),
+    steps: u64,
+) -> (Collective, Collective) {
+    let gather = Collective {
+        name: format!(
+            "{at}all-gather each of {units} units' parameters over {}{k} replicas before its forward{} (ring, every micro-batch)",
+            if copies > 1 { "each group of " } else { "" },
+            if reshard_after_forward { " and again before its backward" } else { "" },
+        ),
+        bytes_per_rank: gathered * steps,
+    };
+    let scatter = Collective {
+        name: format!("{at}reduce-scatter each unit's gradients after its backward (ring, every micro-batch; each keeps the sum of its 1/{k})"),
+        bytes_per_rank: scattered * steps,
+    };
+    (gather, scatter)
+}
+
 /// `n` divided by `base` while it stays at least `base` and a unit is left:
 /// the scaled value and the index of its unit.
 fn scaled(n: u64, base: f64, units: usize) -> (f64, usize) {
@@ -554,10 +647,19 @@ impl Cost {
     fn memory_line(&self, plan: &Plan) -> String {
         let m = &self.memory;
         format!(
-            "memory per rank: parameters {} + gradients {}{} + optimizer state {}{} + activations {} ({} rows × {} in flight){}{} = {}\n",
+            "memory per rank: parameters {}{} + gradients {}{} + optimizer state {}{} + activations {} ({} rows × {} in flight){}{} = {}\n",
             bytes(m.parameters),
+            match plan.topology.parallelism {
+                ref l if l.shard == Shard::Parameters && l.data > 1 => format!(
+                    " (its 1/{} slices + the units gathered whole at once)",
+                    l.shard_degree()
+                ),
+                _ => String::new(),
+            },
             bytes(m.gradients),
             match plan.topology.parallelism {
+                ref l if l.shard == Shard::Parameters && l.data > 1 =>
+                    format!(" (its 1/{} slices + one unit's whole)", l.shard_degree()),
                 // No gradient hooks: backward computes every gradient
                 // before the reduce-scatter runs.
                 ref l if l.shard == Shard::Gradients && l.data > 1 =>

@@ -22,6 +22,29 @@ impl Executor<'_> {
     /// measures `ema_`-prefixed in the same record). `progress` is called
     /// after every chunk.
     pub fn evaluate(&mut self, step: u64, progress: &dyn Fn()) -> Result<EvalRecord, RunError> {
+        self.gather_units(step)?;
+        let record = self.evaluate_whole(step, progress);
+        self.free_units(step)?;
+        record
+    }
+
+    /// `shard = parameters`: every unit gathered for an evaluation (a
+    /// collective over the shard group).
+    fn gather_units(&self, step: u64) -> Result<(), RunError> {
+        match &self.units {
+            Some(units) => units.gather_all(self.world.shard_group(), step),
+            None => Ok(()),
+        }
+    }
+
+    fn free_units(&self, step: u64) -> Result<(), RunError> {
+        match &self.units {
+            Some(units) => units.free_all(step),
+            None => Ok(()),
+        }
+    }
+
+    fn evaluate_whole(&mut self, step: u64, progress: &dyn Fn()) -> Result<EvalRecord, RunError> {
         if self.broadcast_buffers && self.eval_shared(step) {
             // The replicas evaluate with replica 0's batch-norm statistics,
             // as they will train with them at the next step.
@@ -55,7 +78,9 @@ impl Executor<'_> {
             self.broadcast_buffers(step)?;
         }
         let measure = Measure::new(self.plan);
+        self.gather_units(step)?;
         let record = self.measure_on(&test, &measure, step, progress, "");
+        self.free_units(step)?;
         self.test = Some(test);
         record.map(Some)
     }

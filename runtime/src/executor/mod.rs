@@ -27,6 +27,7 @@ use crate::parallel::gather;
 use crate::parallel::pipeline::Stage;
 use crate::parallel::segments::Segments;
 use crate::parallel::shard::Updater;
+use crate::parallel::units::Units;
 use crate::prefetch::{DataReport, Prefetch};
 use crate::world::World;
 
@@ -38,6 +39,9 @@ pub struct RankReport {
     pub data: DataReport,
     /// Bytes of optimizer state it holds.
     pub optimizer_state_bytes: u64,
+    /// Bytes of parameters (frozen ones and buffers too) it holds between
+    /// steps.
+    pub parameter_bytes: u64,
 }
 
 /// One rank's model, optimizer and data, and the state of the strategies
@@ -76,6 +80,8 @@ pub struct Executor<'a> {
     /// `precision = fp16`: the loss scale and the steps since it last
     /// changed or overflowed.
     scaler: Option<LossScale>,
+    /// `shard = parameters`: the units this replica holds a slice of.
+    units: Option<Units>,
 }
 
 impl<'a> Executor<'a> {
@@ -90,6 +96,10 @@ impl<'a> Executor<'a> {
     ) -> Result<Executor<'a>, RunError> {
         let train = &plan.train;
         let device = world.device;
+        if !plan.topology.units.is_empty() && device == Device::Cpu {
+            // Before anything big is allocated.
+            crate::memory::return_freed_blocks();
+        }
         let split = data::load(&plan.data, train.seed)?;
         let (mut model, stage) = build_model(plan, world)?;
         // The files hold the whole model: a stage takes its own tensors.
@@ -112,16 +122,24 @@ impl<'a> Executor<'a> {
             plan.data.shuffle,
             train.seed,
         )?;
+        if let Some(saved) = resumed {
+            model.load_part(&saved.model_path, &others)?;
+        }
         let buckets = Buckets::new(plan, world.place.stage, &model.params)?;
+        // The weights are final: the units take their slices.
+        let shard_group = world.shard_group();
+        let units = Units::new(
+            plan,
+            &mut model.params,
+            (shard_group.rank(), shard_group.size()),
+        )?;
+
         let mut optimizer = Updater::new(
             &train.optimizer,
             &train.groups,
             &model.params,
-            (
-                plan.topology.parallelism.shard,
-                &buckets,
-                world.shard_group(),
-            ),
+            (plan.topology.parallelism.shard, &buckets, shard_group),
+            units.as_ref(),
         );
         let mut in_flight = VecDeque::new();
         let mut ema = match plan.train.tracking.ema {
@@ -129,7 +147,6 @@ impl<'a> Executor<'a> {
             None => None,
         };
         if let Some(saved) = resumed {
-            model.load_part(&saved.model_path, &others)?;
             optimizer.restore(
                 saved.state.optimizer_steps,
                 &model.params,
@@ -165,6 +182,7 @@ impl<'a> Executor<'a> {
         let segments = Segments::for_plan(
             plan,
             layout.batch_norm == BatchNormSync::Sync && world.replicas.size() > 1,
+            units.is_some(),
         );
         let mut executor = Executor {
             plan,
@@ -186,6 +204,7 @@ impl<'a> Executor<'a> {
             last_checkpoint: resumed.map(|r| r.state.step),
             ema,
             scaler,
+            units,
         };
         executor.broadcast_buffers = executor.buffers_follow_replica_zero();
         Ok(executor)
@@ -193,18 +212,71 @@ impl<'a> Executor<'a> {
 
     /// Checks that every replica starts from the same weights (a
     /// collective over the replicas).
+    /// Under `shard = parameters` the units, gathered since they were
+    /// built, are freed after it.
     pub fn agree_on_weights(&self) -> Result<(), RunError> {
-        same_weights_everywhere(&self.model, self.world)
+        same_weights_everywhere(&self.model, self.world)?;
+        match &self.units {
+            Some(units) => units.free_all(0),
+            None => Ok(()),
+        }
+    }
+
+    /// A hash of the weights this rank holds for good (the trace's): the
+    /// whole model's, or under `shard = parameters` its slices, the frozen
+    /// parameters and the buffers.
+    pub fn weights_hash(&self) -> Result<u64, RunError> {
+        let Some(units) = &self.units else {
+            return self.model.hash();
+        };
+        let held = units.sharded(&self.model.params);
+        let own = units
+            .shards()
+            .into_iter()
+            .enumerate()
+            .map(|(u, t)| (format!("unit {u}"), t));
+        let rest = self
+            .model
+            .all()
+            .enumerate()
+            .filter(|(i, _)| !held.get(*i).copied().unwrap_or(false))
+            .map(|(_, (n, t))| (n.clone(), t.shallow_clone()));
+        crate::model::hash_of(own.chain(rest))
+    }
+
+    /// The parameters and buffers by name: sharing storage, or under
+    /// `shard = parameters` the units' copies, gathered from the replicas
+    /// one unit at a time, kept where `keep` (empty elsewhere).
+    fn named(&self, step: u64, keep: bool) -> Result<Named, RunError> {
+        let Some(units) = &self.units else {
+            return Ok(self.model.named());
+        };
+        let mut copies = std::collections::BTreeMap::new();
+        units.each_gathered(self.world.shard_group(), step, |params| {
+            for &i in params.iter().filter(|_| keep) {
+                let (name, t) = &self.model.params[i];
+                let copy = t.f_detach_copy().context(|| format!("copy `{name}`"))?;
+                copies.insert(i, copy);
+            }
+            Ok(())
+        })?;
+        if !keep {
+            return Ok(Vec::new());
+        }
+        Ok(self
+            .model
+            .all()
+            .enumerate()
+            .map(|(i, (name, t))| match copies.remove(&i) {
+                Some(copy) => (name.clone(), copy),
+                None => (name.clone(), t.shallow_clone()),
+            })
+            .collect())
     }
 
     /// Rows held out for evaluation.
     pub fn held_out_rows(&self) -> usize {
         self.valid.rows
-    }
-
-    /// The model (this rank's part of it).
-    pub fn model(&self) -> &Model {
-        &self.model
     }
 
     /// How long the steps waited for the data thread's batches, the rows
@@ -216,7 +288,28 @@ impl<'a> Executor<'a> {
                 skipped: self.skipped.clone(),
             },
             optimizer_state_bytes: self.optimizer.state_bytes(),
+            parameter_bytes: self.parameter_bytes(),
         }
+    }
+
+    /// Bytes of parameters, frozen ones and buffers this rank holds between
+    /// steps: the whole model's, or under `shard = parameters` its slices
+    /// of the units and the rest whole.
+    fn parameter_bytes(&self) -> u64 {
+        let bytes = |t: &Tensor| (t.numel() * t.kind().elt_size_in_bytes()) as u64;
+        let held = self
+            .units
+            .as_ref()
+            .map(|u| u.sharded(&self.model.params))
+            .unwrap_or_default();
+        let whole: u64 = self
+            .model
+            .all()
+            .enumerate()
+            .filter(|(i, _)| !held.get(*i).copied().unwrap_or(false))
+            .map(|(_, (_, t))| bytes(t))
+            .sum();
+        whole + self.units.as_ref().map_or(0, Units::shard_bytes)
     }
 
     /// The data stream's position after the last batch consumed.
@@ -265,7 +358,8 @@ impl<'a> Executor<'a> {
     /// The whole model's weights on rank 0 (`None` elsewhere): gathered
     /// from replica 0's stages when the model is cut into stages.
     pub fn weights(&self, step: u64) -> Result<Option<Named>, RunError> {
-        self.gather(self.model.named(), step)
+        let named = self.named(step, self.world.rank == 0)?;
+        self.gather(named, step)
     }
 
     /// The average of the weights (`ema`) on rank 0, as [`Self::weights`];
@@ -299,7 +393,8 @@ impl<'a> Executor<'a> {
                 .push_back(update.settle(&self.buckets, replicas)?);
         }
         self.last_checkpoint = Some(step);
-        let model = self.gather(self.model.named(), step)?;
+        let named = self.named(step, self.world.rank == 0)?;
+        let model = self.gather(named, step)?;
         // Replica 0 is place 0 of the first shard group: every group
         // gathers its copy, replica 0 keeps it.
         let keep = self.world.place.replica == 0;

@@ -15,7 +15,8 @@ use crate::error::{RunError, TorchContext};
 use crate::loss;
 use crate::parallel::data::{self, AsyncUpdate, Buckets};
 use crate::parallel::pipeline::{Objective, Rows};
-use crate::parallel::segments::Forward;
+use crate::parallel::segments::{Forward, Hooks};
+use crate::parallel::units::Gathering;
 
 /// What the step's ops have found so far.
 struct StepState {
@@ -100,6 +101,23 @@ impl Executor<'_> {
                 }
                 let local = local / self.dynamic_scale();
                 (state.loss, state.bad_ranks) = self.loss_over_replicas(local, step)?;
+                if let Some(units) = &mut self.units {
+                    // Averaged here unless the copies' slices are summed next.
+                    let replicas = self.world.replicas.size();
+                    let average = (self.world.replicate.size() == 1).then_some(replicas);
+                    let slices = units.take_grads(average, step)?;
+                    self.optimizer.set_slices(slices, step)?;
+                }
+            }
+            StepOp::GatherUnits { .. } => {
+                // The forward and backward that follow gather the units.
+                if self.units.is_none() {
+                    return Err(RunError::Torch {
+                        context: format!("step {step}: gather the shard units"),
+                        message: "the plan shards the parameters, but this rank holds no units"
+                            .into(),
+                    });
+                }
             }
             StepOp::AllReduceGradients { staleness, .. } => {
                 self.all_reduce_gradients(step, *staleness, state)?;
@@ -202,6 +220,16 @@ impl Executor<'_> {
         let x = batch.x.f_to_device(self.device).context(ctx)?;
         let y = batch.y.f_to_device(self.device).context(ctx)?;
         let result = self.model.result();
+        let scale = self.faulty(step, loss_scale);
+        let mut hooks = Hooks {
+            replicas: Some(self.world.replicas.as_ref()),
+            units: self.units.as_mut().map(|units| Gathering {
+                units,
+                params: &self.model.params,
+                comm: self.world.shard_group(),
+                step,
+            }),
+        };
         let pass = match &self.segments {
             Some(segments) => Some(Forward::run(
                 &self.model,
@@ -210,7 +238,7 @@ impl Executor<'_> {
                 &BTreeMap::new(),
                 &[result],
                 segments,
-                Some(self.world.replicas.as_ref()),
+                &mut hooks,
             )?),
             None => None,
         };
@@ -225,7 +253,7 @@ impl Executor<'_> {
             None => self.model.forward(&x, true)?,
         };
         let scaled = loss::loss(&self.plan.train.loss, &output, &y, Reduction::Mean)
-            .and_then(|l| l.f_mul_scalar(self.faulty(step, loss_scale)))
+            .and_then(|l| l.f_mul_scalar(scale))
             .context(|| {
                 format!(
                     "step {step}: loss of output {:?} and targets {:?}",
@@ -234,12 +262,9 @@ impl Executor<'_> {
                 )
             })?;
         match pass {
-            Some(pass) => pass.backward(
-                &self.model,
-                Some(&scaled),
-                &BTreeMap::new(),
-                Some(self.world.replicas.as_ref()),
-            )?,
+            Some(pass) => {
+                pass.backward(&self.model, Some(&scaled), &BTreeMap::new(), &mut hooks)?
+            }
             None => scaled
                 .f_backward()
                 .context(|| format!("step {step}: backward"))?,

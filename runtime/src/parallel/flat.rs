@@ -23,6 +23,25 @@ pub fn flatten(
     Tensor::f_cat(&flat, 0).context(|| format!("step {step}: flatten a bucket"))
 }
 
+/// [`flatten`], padded with zeros to `len` values (a buffer cut into equal
+/// slices for a reduce-scatter).
+pub fn flatten_padded(
+    tensors: impl Iterator<Item = Result<Tensor, RunError>>,
+    len: i64,
+    step: u64,
+) -> Result<Tensor, RunError> {
+    let flat = flatten(tensors, step)?;
+    let padding = len - flat.numel() as i64;
+    if padding <= 0 {
+        return Ok(flat);
+    }
+    let ctx = || format!("step {step}: pad a bucket");
+    let zeros = flat
+        .f_new_zeros([padding], (flat.kind(), flat.device()))
+        .context(ctx)?;
+    Tensor::f_cat(&[flat, zeros], 0).context(ctx)
+}
+
 /// Copies the slices of `flat` back into the tensors, in order.
 pub fn scatter(
     flat: &Tensor,

@@ -10,7 +10,10 @@
 //!   by one, and what `recompute` drops from forward and runs again;
 //! - [`sync_norm`]: batch norm with statistics over every replica;
 //! - [`gather`]: the whole model on rank 0, from the stages that hold it;
-//! - [`shard`]: the optimizer state split over the replicas (ZeRO-1);
+//! - [`shard`]: the optimizer state (and the gradients) split over the
+//!   replicas (ZeRO-1 and 2, and the optimizer of ZeRO-3);
+//! - [`units`]: the parameters split over the replicas too (ZeRO-3),
+//!   gathered unit by unit around their forward and backward;
 //!
 //! and what several of them share: [`flat`] buffers. A strategy reads its
 //! layout from the plan and the world; it computes no rank itself. The
@@ -24,3 +27,4 @@ pub mod pipeline;
 pub mod segments;
 pub mod shard;
 pub mod sync_norm;
+pub mod units;

@@ -23,7 +23,7 @@ use crate::loss;
 use crate::model::Model;
 use crate::ops;
 
-use super::segments::{with_output, Forward, Segments};
+use super::segments::{with_output, Forward, Hooks, Segments};
 
 /// This rank's stage of the plan.
 pub struct Stage {
@@ -108,7 +108,7 @@ impl Stage {
             result: plan.model.result,
             nodes: plan.model.nodes.clone(),
             peak_in_flight: 0,
-            segments: Segments::for_plan(plan, false),
+            segments: Segments::for_plan(plan, false, false),
         }
     }
 
@@ -221,7 +221,7 @@ impl Stage {
                 &piece.leaves,
                 &keep,
                 segments,
-                None,
+                &mut Hooks::none(),
             )?;
             for &j in &keep {
                 if let Some(value) = pass.value(j) {
@@ -305,7 +305,7 @@ impl Stage {
         let ctx = || format!("step {step}: stage backward");
         if let Some(pass) = piece.pass.take() {
             let loss = piece.loss.take();
-            pass.backward(model, loss.as_ref(), &piece.grads, None)?;
+            pass.backward(model, loss.as_ref(), &piece.grads, &mut Hooks::none())?;
             piece.outputs.clear();
             piece.grads.clear();
             return Ok(());

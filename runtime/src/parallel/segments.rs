@@ -9,6 +9,9 @@
 //! Two things cut a model into segments:
 //! - `batch_norm = sync`: each batch norm is a segment of its own, computed
 //!   by hand with its statistics over every replica ([`super::sync_norm`]);
+//! - `shard = parameters`: each unit's parameters are gathered at its
+//!   segment's edges ([`super::units`]), so the model is cut at the same
+//!   places as `recompute` cuts it, recomputed or not;
 //! - `recompute` (activation checkpointing): the pieces of the plan's
 //!   [`ModelPlan::pieces`](dtl_compiler::plan::ModelPlan::pieces). A
 //!   recomputed segment runs its forward without a graph and keeps only the
@@ -31,6 +34,24 @@ use crate::ops::{self, Weights};
 use crate::torch_ops;
 
 use super::sync_norm::{sync_norm, sync_norm_backward, SyncNorm};
+use super::units::Gathering;
+
+/// What runs between segments: synchronised batch norm's replicas, and
+/// `shard = parameters`' gathering.
+pub struct Hooks<'a> {
+    pub replicas: Option<&'a dyn Communicator>,
+    pub units: Option<Gathering<'a>>,
+}
+
+impl Hooks<'_> {
+    /// Nothing between segments.
+    pub fn none() -> Hooks<'static> {
+        Hooks {
+            replicas: None,
+            units: None,
+        }
+    }
+}
 
 /// How the plan's nodes are cut.
 #[derive(Debug, Clone)]
@@ -46,10 +67,11 @@ pub struct Segments {
 impl Segments {
     /// The segments of the plan's model: the pieces `recompute` cuts it
     /// into and, with synchronised batch norm (`sync_norm`), each batch
-    /// norm alone. None when the model runs whole.
-    pub fn for_plan(plan: &Plan, sync_norm: bool) -> Option<Segments> {
+    /// norm alone; with `units` (`shard = parameters`) at least at the
+    /// blocks' edges. None when the model runs whole.
+    pub fn for_plan(plan: &Plan, sync_norm: bool, units: bool) -> Option<Segments> {
         let mode = plan.train.recompute;
-        if mode == Recompute::None && !sync_norm {
+        if mode == Recompute::None && !sync_norm && !units {
             return None;
         }
         let nodes = &plan.model.nodes;
@@ -107,7 +129,7 @@ impl Forward {
     /// (what the model's input node reads), `external` holding the values
     /// of earlier nodes the range reads, `keep` the nodes whose outputs the
     /// caller reads after (the result, what a stage sends), synchronised
-    /// batch norms over `replicas`.
+    /// batch norms over `hooks.replicas`, units gathered by `hooks.units`.
     pub fn run(
         model: &Model,
         input: &Tensor,
@@ -115,7 +137,7 @@ impl Forward {
         external: &BTreeMap<usize, Tensor>,
         keep: &[usize],
         segments: &Segments,
-        replicas: Option<&dyn Communicator>,
+        hooks: &mut Hooks<'_>,
     ) -> Result<Forward, RunError> {
         let plan_nodes = model.nodes();
         let mut crosses = vec![false; plan_nodes.len()];
@@ -144,9 +166,16 @@ impl Forward {
             segments: segments.clone(),
             crosses,
         };
+        let mut first = *nodes.start();
         for j in nodes.clone() {
             let seg = pass.segments.of[j];
             let recomputed = pass.segments.recomputed[seg];
+            if pass.starts_segment(j) {
+                first = j;
+                if let Some(units) = &mut hooks.units {
+                    units.before_forward(j)?;
+                }
+            }
             if recomputed && pass.starts_segment(j) && pass.has_dropout(model, seg) {
                 let state = torch_ops::rng_state(input.device())
                     .context(|| format!("segment of `{}`: random state", plan_nodes[j].name))?;
@@ -178,7 +207,7 @@ impl Forward {
                     ..
                 } if pass.segments.sync_norm[seg] => {
                     let names = [weight, bias, running_mean, running_var, num_batches_tracked];
-                    let replicas = replicas.ok_or_else(|| RunError::Torch {
+                    let replicas = hooks.replicas.ok_or_else(|| RunError::Torch {
                         context: ctx(),
                         message: "synchronised batch norm without replicas".into(),
                     })?;
@@ -206,6 +235,11 @@ impl Forward {
                     .collect();
                 for i in dropped {
                     pass.outputs.remove(&i);
+                }
+            }
+            if pass.ends_segment(j) {
+                if let Some(units) = &mut hooks.units {
+                    units.after_forward(first)?;
                 }
             }
         }
@@ -312,13 +346,14 @@ impl Forward {
     /// computes it) and from the gradients `sent` of outputs later stages
     /// read, segment by segment, last first: gradients accumulate into the
     /// parameters (and the external values' leaves) as one backward pass
-    /// would put them.
+    /// would put them. `hooks.units` reduce-scatters each unit's
+    /// gradients after its segment's backward.
     pub fn backward(
         mut self,
         model: &Model,
         loss: Option<&Tensor>,
         sent: &BTreeMap<usize, Tensor>,
-        replicas: Option<&dyn Communicator>,
+        hooks: &mut Hooks<'_>,
     ) -> Result<(), RunError> {
         let ctx = || "backward".to_string();
         let mut order: Vec<usize> = self.nodes.clone().map(|j| self.segments.of[j]).collect();
@@ -337,7 +372,7 @@ impl Forward {
                     }
                     let dy = self.gradient_of(j, Some(&norm.y), sent).context(ctx)?;
                     if let Some(dy) = dy {
-                        let replicas = replicas.ok_or_else(|| RunError::Torch {
+                        let replicas = hooks.replicas.ok_or_else(|| RunError::Torch {
                             context: ctx(),
                             message: "synchronised batch norm without replicas".into(),
                         })?;
@@ -352,8 +387,15 @@ impl Forward {
                     grads.push((j, grad));
                 }
             }
+            let first = nodes[0];
             if root.is_none() && grads.is_empty() {
+                if let Some(units) = &mut hooks.units {
+                    units.after_backward(first)?;
+                }
                 continue;
+            }
+            if let Some(units) = &mut hooks.units {
+                units.before_backward(first)?;
             }
             let statistics = match self.segments.recomputed[seg] {
                 true => self.recompute(model, seg, &nodes)?,
@@ -383,6 +425,12 @@ impl Forward {
                     self.outputs.remove(j);
                 }
             }
+            if let Some(units) = &mut hooks.units {
+                units.after_backward(first)?;
+            }
+        }
+        if let Some(units) = &mut hooks.units {
+            units.after_all()?;
         }
         Ok(())
     }

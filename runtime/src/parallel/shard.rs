@@ -24,6 +24,13 @@
 //! gradients` the k-way sums of each slice are then all-reduced among the
 //! replicas of the other groups that hold the same slice.
 //!
+//! Under `shard = parameters` (ZeRO-3) the buckets are the units of
+//! [`super::units`], and a replica's slices of them are the only values it
+//! holds for good: its pieces are views of those slices, its gradients the
+//! slices the units reduce-scattered during backward, and nothing is
+//! all-gathered after the update (each unit is gathered before its next
+//! forward).
+//!
 //! A checkpoint keeps the format of an unsharded run (each parameter's
 //! whole state, by name): the replicas all-gather the state one bucket at
 //! a time and replica 0 keeps it, so a run resumes at another degree or
@@ -35,6 +42,7 @@ use dtl_compiler::plan::{Optimizer as OptimizerPlan, ParamGroup, Shard};
 use tch::{Device, Tensor};
 
 use super::data::Buckets;
+use super::units::Units;
 use crate::comm::{CommError, Communicator};
 use crate::error::{InPlace, RunError, TorchContext};
 use crate::optim::{Optimizer, SLOTS};
@@ -56,6 +64,10 @@ pub struct Sharded {
     /// `shard = gradients`: this replica's averaged slice of each bucket's
     /// gradients, from the reduce-scatter to the update (empty otherwise).
     grads: Vec<Tensor>,
+    /// `shard = parameters`: this replica's slice of each bucket (a unit),
+    /// the values it updates (empty otherwise: the pieces are views of the
+    /// whole parameters).
+    owned: Vec<Tensor>,
 }
 
 /// Values `offset..offset + len` of parameter `param`'s flattened values,
@@ -82,13 +94,27 @@ struct BucketSlices {
 impl Updater {
     /// The optimizer of `params` (this rank's trainable parameters): sharded
     /// over `replicas` when the plan says so and there are several.
+    /// Under `shard = parameters` the buckets are the `units`.
     pub fn new(
         plan: &OptimizerPlan,
         groups: &[ParamGroup],
         params: &[(String, Tensor)],
         (shard, buckets, replicas): (Shard, &Buckets, &dyn Communicator),
+        units: Option<&Units>,
     ) -> Updater {
         match (shard, replicas) {
+            (Shard::Parameters, comm) if comm.size() > 1 && units.is_some() => {
+                let units = units.expect("matched");
+                let mut sharded = Sharded::new(
+                    plan,
+                    groups,
+                    params,
+                    &units.params(),
+                    (comm.rank(), comm.size()),
+                );
+                sharded.owned = units.shards();
+                Updater::Sharded(sharded)
+            }
             (Shard::Optimizer | Shard::Gradients, comm) if comm.size() > 1 => {
                 Updater::Sharded(Sharded::new(
                     plan,
@@ -221,6 +247,18 @@ impl Updater {
         })
     }
 
+    /// `shard = parameters`: this replica's slices of the step's averaged
+    /// gradients, one per unit, as the units reduce-scattered them.
+    pub fn set_slices(&mut self, slices: Vec<Tensor>, step: u64) -> Result<(), RunError> {
+        match self {
+            Updater::Sharded(s) if !s.owned.is_empty() => {
+                s.grads = slices;
+                Ok(())
+            }
+            _ => Err(not_sharded(step, "take the units' gradient slices")),
+        }
+    }
+
     /// `shard = gradients`, between the reduce-scatter and the update:
     /// this replica's slices of the averaged gradients (handles sharing
     /// their storage); `None` when the gradients are whole.
@@ -292,6 +330,7 @@ impl Sharded {
             buckets: slices,
             rank,
             grads: Vec::new(),
+            owned: Vec::new(),
         }
     }
 
@@ -302,6 +341,15 @@ impl Sharded {
             .f_detach()?
             .f_view([-1])?
             .f_narrow(0, piece.offset, piece.len)
+    }
+
+    /// The values piece `piece` updates: a view of its parameter, or of this
+    /// replica's slice of its unit.
+    fn values(&self, piece: &Piece, param: &Tensor) -> Result<Tensor, tch::TchError> {
+        match self.owned.get(piece.bucket) {
+            Some(slice) => slice.f_narrow(0, piece.at, piece.len),
+            None => Self::view(piece, param),
+        }
     }
 
     fn step(&mut self, params: &[(String, Tensor)], lr: f64) -> Result<(), RunError> {
@@ -315,7 +363,7 @@ impl Sharded {
                 let ctx = || format!("parameter `{}`: its shard", params[piece.param].0);
                 if let Some(shard) = shards.get(piece.bucket) {
                     let grad = shard.f_narrow(0, piece.at, piece.len).context(ctx)?;
-                    return Ok((Self::view(piece, param).context(ctx)?, Some(grad)));
+                    return Ok((self.values(piece, param).context(ctx)?, Some(grad)));
                 }
                 let grad = param.grad();
                 let grad = if grad.defined() {
@@ -349,17 +397,8 @@ impl Sharded {
                     .params
                     .iter()
                     .map(|&i| super::data::gradient(&params[i]));
-                let flat = super::flat::flatten(grads, step)?;
                 let whole = bucket.slice * replicas as i64;
-                let padding = whole - flat.numel() as i64;
-                let send = if padding > 0 {
-                    let zeros = flat
-                        .f_new_zeros([padding], (flat.kind(), flat.device()))
-                        .context(ctx)?;
-                    Tensor::f_cat(&[flat, zeros], 0).context(ctx)?
-                } else {
-                    flat
-                };
+                let send = super::flat::flatten_padded(grads, whole, step)?;
                 let mut recv = send
                     .f_new_zeros([bucket.slice], (send.kind(), send.device()))
                     .context(ctx)?;
