@@ -1,7 +1,8 @@
 //! Each rank's own record of a multi-rank run: `rank-K.log` (who it is,
 //! its loss and time per step, how it ended), and with `--trace`
 //! `rank-K.trace.jsonl` (per step: its own loss and a hash of its weights,
-//! which must be the same on every replica after a synchronous step).
+//! which must be the same on every replica after a synchronous step; under
+//! `shard = parameters` a hash of the slices it holds, which differ).
 //! A one-process run keeps neither: its `metrics.jsonl` says it all.
 //!
 //! The log is appended to, one attempt after another (a start, each

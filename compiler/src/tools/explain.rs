@@ -365,7 +365,7 @@ fn exchange_values(plan: &Plan, stage: u64, gradients: u64) -> u64 {
         (_, Shard::Gradients) => gradients.div_ceil(layout.shard_degree()) + 2 * largest,
         // The flat gradients of the unit being reduce-scattered (the slices
         // are counted among the gradients).
-        (_, Shard::Parameters) => units_held(plan).map_or(0, |(_, _, unit)| unit),
+        (_, Shard::Parameters) => largest_unit(plan),
         (SyncMode::Async { staleness }, _) => (staleness + 1) * gradients,
         (SyncMode::EveryStep, _) => gradients,
     }
@@ -373,8 +373,8 @@ fn exchange_values(plan: &Plan, stage: u64, gradients: u64) -> u64 {
 
 /// `shard = parameters`: values of one rank's slices of every unit, and of
 /// the parameters and the gradients gathered whole at the peak: the root
-/// (held all step) and the largest other unit (every unit, without
-/// `reshard_after_forward`, at the end of forward), and the largest
+/// (held all step, its gradients too) and the largest other unit (every
+/// unit, without `reshard_after_forward`, at the end of forward), and that
 /// unit's whole gradients after its backward. `None` otherwise.
 fn units_held(plan: &Plan) -> Option<(u64, u64, u64)> {
     let units = &plan.topology.units;
@@ -391,8 +391,31 @@ fn units_held(plan: &Plan) -> Option<(u64, u64, u64)> {
     } else {
         others.sum()
     };
-    let largest = units.iter().map(values).max().unwrap_or(0);
-    Some((slices, held + gathered, largest))
+    let largest = units
+        .iter()
+        .filter(|u| !u.held(last))
+        .map(values)
+        .max()
+        .unwrap_or(0);
+    Some((slices, held + gathered, held + largest))
+}
+
+/// Whether a unit spans the whole model (`root`, or a model without
+/// blocks): gathered, and its gradients whole, all step.
+fn has_root(plan: &Plan) -> bool {
+    let last = plan.model.nodes.len().saturating_sub(1);
+    plan.topology.units.iter().any(|u| u.held(last))
+}
+
+/// Values of the largest unit: its flat gradients are what a
+/// reduce-scatter sends.
+fn largest_unit(plan: &Plan) -> u64 {
+    plan.topology
+        .units
+        .iter()
+        .map(|u| u.parameters.iter().map(|p| p.values).sum::<u64>())
+        .max()
+        .unwrap_or(0)
 }
 
 /// Values of the parameters the units hold (the sharded ones).
@@ -553,35 +576,42 @@ fn collectives(plan: &Plan) -> Vec<Collective> {
                 });
             }
         }
-        // A whole micro-batch crosses each boundary per accumulation round,
-        // in pieces; its gradient comes back the same size.
-        let rows = plan.train.micro_batch * plan.train.accumulate;
-        for transfer in &stage.sends {
-            let bytes = transfer.values_per_sample * rows * BYTES_PER_VALUE;
-            out.push(Collective {
-                name: format!(
-                    "stage {} → {}: activations of `{}` {}",
-                    stage.stage,
-                    transfer.to_stage,
-                    transfer.node,
-                    crate::plan::shape_to_string(&transfer.shape)
-                ),
-                bytes_per_rank: bytes,
-            });
-            out.push(Collective {
-                name: format!(
-                    "stage {} → {}: their gradients",
-                    transfer.to_stage, stage.stage
-                ),
-                bytes_per_rank: bytes,
-            });
-        }
+        out.extend(stage_transfers(plan, stage));
     }
     let p = layout.pipeline;
     if p > 1 {
         out.push(Collective {
             name: format!("all-reduce the gradient norm over {p} stages"),
             bytes_per_rank: ring_bytes(BYTES_PER_VALUE, p),
+        });
+    }
+    out
+}
+
+/// What `stage` sends on to later stages and receives back: a whole
+/// micro-batch crosses each boundary per accumulation round, in pieces;
+/// its gradient comes back the same size.
+fn stage_transfers(plan: &Plan, stage: &crate::plan::StagePlan) -> Vec<Collective> {
+    let rows = plan.train.micro_batch * plan.train.accumulate;
+    let mut out = Vec::new();
+    for transfer in &stage.sends {
+        let bytes = transfer.values_per_sample * rows * BYTES_PER_VALUE;
+        out.push(Collective {
+            name: format!(
+                "stage {} → {}: activations of `{}` {}",
+                stage.stage,
+                transfer.to_stage,
+                transfer.node,
+                crate::plan::shape_to_string(&transfer.shape)
+            ),
+            bytes_per_rank: bytes,
+        });
+        out.push(Collective {
+            name: format!(
+                "stage {} → {}: their gradients",
+                transfer.to_stage, stage.stage
+            ),
+            bytes_per_rank: bytes,
         });
     }
     out
@@ -658,8 +688,11 @@ impl Cost {
             },
             bytes(m.gradients),
             match plan.topology.parallelism {
-                ref l if l.shard == Shard::Parameters && l.data > 1 =>
-                    format!(" (its 1/{} slices + one unit's whole)", l.shard_degree()),
+                ref l if l.shard == Shard::Parameters && l.data > 1 => format!(
+                    " (its 1/{} slices + one unit's whole{})",
+                    l.shard_degree(),
+                    if has_root(plan) { ", and the root's" } else { "" }
+                ),
                 // No gradient hooks: backward computes every gradient
                 // before the reduce-scatter runs.
                 ref l if l.shard == Shard::Gradients && l.data > 1 =>

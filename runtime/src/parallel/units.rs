@@ -91,6 +91,30 @@ impl Units {
                         })
                 })
                 .collect::<Result<Vec<usize>, RunError>>()?;
+            // The plan's layout is the optimizer's too: end to end, each
+            // slice the values / size rounded up.
+            let mut end = 0;
+            for p in &unit.parameters {
+                if p.offset != end {
+                    return Err(RunError::Torch {
+                        context: ctx(),
+                        message: format!(
+                            "`{}` starts at {} of the flat buffer, not at {end}",
+                            p.name, p.offset
+                        ),
+                    });
+                }
+                end += p.values;
+            }
+            if unit.slice != end.div_ceil(size as u64) {
+                return Err(RunError::Torch {
+                    context: ctx(),
+                    message: format!(
+                        "slices of {} values for {end} values over {size} replicas: the plan was made for another shard degree",
+                        unit.slice
+                    ),
+                });
+            }
             let (kind, device) = (params[indices[0]].1.kind(), params[indices[0]].1.device());
             let slice = unit.slice as i64;
             let flat = tch::no_grad(|| Tensor::f_zeros([slice * size as i64], (kind, device)))
@@ -184,8 +208,23 @@ impl Units {
         }
         let ctx = || format!("step {step}: gather shard unit `{}`", unit.name);
         torch_ops::alloc_storage(&unit.flat).context(ctx)?;
-        let mut flat = unit.flat.shallow_clone();
-        comm.all_gather(&unit.shard, &mut flat)
+        // The parameters share the flat buffer's version counter, which
+        // autograd checks in backward: the collective writes into a tensor
+        // of its own on the same memory, so that a copy it makes (a
+        // collective staged through the host) changes no version.
+        // SAFETY: the memory was just allocated for `flat`'s values, which
+        // outlives `target`; nothing frees it before the gather returns.
+        let mut target = unsafe {
+            Tensor::f_from_blob(
+                unit.flat.data_ptr() as *const u8,
+                &[unit.flat.numel() as i64],
+                &[1],
+                unit.flat.kind(),
+                unit.flat.device(),
+            )
+        }
+        .context(ctx)?;
+        comm.all_gather(&unit.shard, &mut target)
             .map_err(collective(step, &unit.name))?;
         unit.gathered.set(true);
         Ok(())
