@@ -1,20 +1,24 @@
 """Sharded data parallelism on CPU: `dtl run` with `shard = optimizer`
 (ZeRO-1) and `shard = gradients` (ZeRO-2) against PyTorch's
-ZeroRedundancyOptimizer under DDP (gloo), at 2 and 4 ranks, and each
-against its own unsharded run.
+ZeroRedundancyOptimizer under DDP (gloo), and `shard = parameters` (ZeRO-3)
+against FSDP2's `fully_shard` (gloo), at 2 and 4 ranks, and each against
+its own unsharded run.
 
     .venv/bin/python benches/sharded.py [--steps 200] [--repeat 3] [--threads 1] [--worlds 2,4] [--json]
 
 The model is benches/wide_mlp.dtl (301k parameters, AdamW, micro_batch 32
 per replica, norm clipping); its PyTorch twin is benches/torch_ddp_train.py
-(`--zero` wraps its AdamW in ZeroRedundancyOptimizer; FSDP2's
-`fully_shard` shards the parameters too, which is ZeRO-3, not this). For
-each world size, five runs, `--repeat` times in turn, from the same
-weights and rows:
+(`--zero` wraps its AdamW in ZeroRedundancyOptimizer; `--fsdp` shards the
+model with FSDP2's `fully_shard` instead of DDP). For each world size,
+seven runs, `--repeat` times in turn, from the same weights and rows:
 
 - dtl: `--set parallel.data=D` (plain data parallelism), with
-  `--set parallel.shard=optimizer` and with `--set parallel.shard=gradients`;
-- torch: DDP with AdamW, and with ZeroRedundancyOptimizer.
+  `--set parallel.shard=optimizer`, `gradients` and `parameters`;
+- torch: DDP with AdamW, DDP with ZeroRedundancyOptimizer, and FSDP2.
+
+The model has no blocks, so dtl's ZeRO-3 makes one unit of it, gathered
+for forward and again for backward: FSDP2's `fully_shard` on the root
+module does the same.
 
 Reported per run (the best repeat by steps/s): steps/s of the training
 loop (timed inside the processes, rank 0), the optimizer state rank 0 holds
@@ -64,9 +68,10 @@ def dtl_run(dtl, world, shard, steps, init, out, env):
             "peak_rss_bytes": rss, "final_loss": summary["final_loss"]}
 
 
-def torch_run(world, zero, steps, threads, init, env, notes):
+def torch_run(world, shard, steps, threads, init, env, notes):
+    flag = {"optimizer": ["--zero"], "parameters": ["--fsdp"]}.get(shard, [])
     cmd = [sys.executable, TORCH_SIDE, "--world", world, "--steps", steps, "--threads", threads,
-           "--init", init] + (["--zero"] if zero else [])
+           "--init", init] + flag
     result = torch_result(cmd, env, notes)
     assert result["steps"] == steps and result["world"] == world, result
     return {key: result[key] for key in
@@ -134,16 +139,16 @@ def main():
         run([sys.executable, TORCH_SIDE, "--write-init", init], env)
         for world in worlds:
             runs = {("dtl", None): [], ("dtl", "optimizer"): [], ("dtl", "gradients"): [],
-                    ("torch", None): [], ("torch", "optimizer"): []}
+                    ("dtl", "parameters"): [], ("torch", None): [], ("torch", "optimizer"): [],
+                    ("torch", "parameters"): []}
             for i in range(args.repeat):
-                # Interleaved, so that all five see the same machine noise.
+                # Interleaved, so that all seven see the same machine noise.
                 for tool, shard in runs:
                     if tool == "dtl":
                         out = Path(work) / f"dtl{world}{shard}"
                         r = dtl_run(dtl, world, shard, args.steps, init, out, env)
                     else:
-                        r = torch_run(world, shard is not None, args.steps, args.threads, init,
-                                      env, notes)
+                        r = torch_run(world, shard, args.steps, args.threads, init, env, notes)
                     runs[(tool, shard)].append(r)
                 print(f"world {world}, run {i + 1}/{args.repeat}: " + ", ".join(
                     f"{t} {s or 'plain'} {r[-1]['steps_per_second']:.1f} steps/s"
@@ -159,8 +164,23 @@ def main():
         return by[(world, *a)][key] / by[(world, *b)][key]
 
     zero = ("torch", "optimizer")
+    fsdp = ("torch", "parameters")
+
+    def loss_difference(world, a, b):
+        return abs(by[(world, *a)]["final_loss"] - by[(world, *b)]["final_loss"]) \
+            / abs(by[(world, *b)]["final_loss"])
+
     ratios = {
         world: {
+            "dtl_zero3_over_torch_fsdp2_steps": ratio(world, "steps_per_second",
+                                                      ("dtl", "parameters"), fsdp),
+            "dtl_zero3_over_torch_fsdp2_rss": ratio(world, "peak_rss_bytes",
+                                                    ("dtl", "parameters"), fsdp),
+            "dtl_zero3_over_plain_steps": ratio(world, "steps_per_second", ("dtl", "parameters"),
+                                                ("dtl", "none")),
+            "zero3_final_loss_difference": loss_difference(world, ("dtl", "parameters"), fsdp),
+            "dtl_zero3_loss_difference": loss_difference(world, ("dtl", "parameters"),
+                                                         ("dtl", "none")),
             "dtl_zero1_over_torch_zero1_steps": ratio(world, "steps_per_second",
                                                       ("dtl", "optimizer"), zero),
             "dtl_zero2_over_torch_zero1_steps": ratio(world, "steps_per_second",
@@ -201,8 +221,8 @@ def main():
     print("{:>5} {:<6} {:<10} {:>9} {:>14} {:>13} {:>11}".format(
         "world", "tool", "shard", "steps/s", "opt state KiB", "peak RSS MiB", "final loss"))
     for r in rows:
-        shard = {"optimizer": "optimizer" if r["tool"] == "dtl" else "ZeRO-1"}.get(
-            r["shard"], r["shard"])
+        torch_names = {"optimizer": "ZeRO-1", "parameters": "FSDP2"}
+        shard = torch_names.get(r["shard"], r["shard"]) if r["tool"] == "torch" else r["shard"]
         print("{:>5} {:<6} {:<10} {:>9.1f} {:>14.1f} {:>13.1f} {:>11.6f}".format(
             r["world"], r["tool"], shard, r["steps_per_second"],
             r["optimizer_state_bytes"] / 1024, r["peak_rss_bytes"] / MIB, r["final_loss"]))
@@ -217,6 +237,13 @@ def main():
               f"by {q['zero1_final_loss_difference']:.1e}; dtl ZeRO-1 == plain: "
               f"{q['dtl_zero1_equals_plain']}; dtl ZeRO-2 vs plain "
               f"{q['dtl_zero2_loss_difference']:.1e}")
+    for world, q in ratios.items():
+        print(f"world {world}: dtl ZeRO-3 over torch FSDP2: "
+              f"{q['dtl_zero3_over_torch_fsdp2_steps']:.2f}x steps/s, "
+              f"{q['dtl_zero3_over_torch_fsdp2_rss']:.2f}x peak RSS; over plain dtl "
+              f"{q['dtl_zero3_over_plain_steps']:.2f}x steps/s; final losses dtl/torch differ by "
+              f"{q['zero3_final_loss_difference']:.1e}, dtl ZeRO-3 vs plain "
+              f"{q['dtl_zero3_loss_difference']:.1e}")
     if mem:
         print(f"memory at width {args.memory_width}, {pipeline.MEMORY_STEPS} steps (MiB; "
               "estimate: dtl explain's total per rank; fixed: the same ranks at width "

@@ -2,7 +2,7 @@
 by hand in torch.nn and trained under DistributedDataParallel (gloo) on
 `--world` processes, on CPU; prints rank 0's training speed as JSON.
 
-    python torch_ddp_train.py --world 2 --steps 300 [--threads 1] [--init W.safetensors] [--zero]
+    python torch_ddp_train.py --world 2 --steps 300 [--threads 1] [--init W.safetensors] [--zero | --fsdp]
     python torch_ddp_train.py --write-init W.safetensors
 
 Everything is spelt out from the .dtl file: linear(64, 512) |> relu |>
@@ -23,6 +23,13 @@ With `--zero` (benches/sharded.py) the AdamW is wrapped in
 torch.distributed.optim.ZeroRedundancyOptimizer, ZeRO-1 as PyTorch ships
 it: each rank keeps the state of its share of the parameters (whole
 tensors, balanced by size) and broadcasts its updated ones.
+
+With `--fsdp` the model is not wrapped in DDP but sharded with FSDP2's
+`fully_shard` over a CPU device mesh (ZeRO-3): the root module only, as
+dtl's `shard = parameters` makes one unit of a model without blocks; the
+parameters are DTensors, each rank holding its shard, gathered for forward
+and again for backward (`reshard_after_forward`, the default), the
+gradients reduce-scattered; AdamW and `clip_grad_norm_` work on the shards.
 
 Prints one line (rank 0): {"world", "steps", "train_seconds",
 "steps_per_second", "threads", "first_loss", "final_loss",
@@ -73,13 +80,14 @@ def free_port():
 
 def state_bytes(optimizer):
     """Bytes of the state tensors an optimizer holds (its local one under
-    ZeroRedundancyOptimizer)."""
+    ZeroRedundancyOptimizer, its shards of FSDP2's DTensors)."""
     inner = getattr(optimizer, "optim", optimizer)
-    return sum(t.numel() * t.element_size() for state in inner.state.values()
-               for t in state.values() if torch.is_tensor(t) and t.dim() > 0)
+    local = [getattr(t, "to_local", lambda t=t: t)() for state in inner.state.values()
+             for t in state.values() if torch.is_tensor(t) and t.dim() > 0]
+    return sum(t.numel() * t.element_size() for t in local)
 
 
-def replica(rank, world, port, steps, threads, init, out, zero=False):
+def replica(rank, world, port, steps, threads, init, out, mode=None):
     torch.set_num_threads(threads)
     os.environ["MASTER_ADDR"] = "127.0.0.1"
     os.environ["MASTER_PORT"] = str(port)
@@ -92,10 +100,15 @@ def replica(rank, world, port, steps, threads, init, out, zero=False):
         model = wide_mlp()
         if init:
             model.load_state_dict(load_file(init))
-        ddp = DistributedDataParallel(model)
+        if mode == "fsdp":
+            from torch.distributed.device_mesh import init_device_mesh
+            from torch.distributed.fsdp import fully_shard
+            ddp = fully_shard(model, mesh=init_device_mesh("cpu", (world,)))
+        else:
+            ddp = DistributedDataParallel(model)
         params = list(model.parameters())
         settings = dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01, foreach=False)
-        if zero:
+        if mode == "zero":
             optimizer = ZeroRedundancyOptimizer(params, optimizer_class=torch.optim.AdamW,
                                                 **settings)
         else:
@@ -139,6 +152,8 @@ def main():
     parser.add_argument("--init", help="initial weights (safetensors, state_dict names)")
     parser.add_argument("--zero", action="store_true",
                         help="shard the optimizer state (ZeroRedundancyOptimizer)")
+    parser.add_argument("--fsdp", action="store_true",
+                        help="shard the parameters too (FSDP2's fully_shard, ZeRO-3)")
     parser.add_argument("--write-init", metavar="PATH",
                         help="only write the seeded initial weights to PATH")
     args = parser.parse_args()
@@ -149,7 +164,8 @@ def main():
     with tempfile.TemporaryDirectory(prefix="dtl-ddp-bench-") as work:
         out = Path(work) / "rank0.json"
         ranks = mp.spawn(replica, args=(args.world, free_port(), args.steps, args.threads,
-                                        args.init, str(out), args.zero),
+                                        args.init, str(out),
+                                        "fsdp" if args.fsdp else "zero" if args.zero else None),
                          nprocs=args.world, join=False)
         # gloo's teardown has hung a rank after the result was written (4
         # ranks on 2 cores): give the ranks a grace period, then end them.
