@@ -104,17 +104,7 @@ impl<'a> Executor<'a> {
         let (mut model, stage) = build_model(plan, world)?;
         // The files hold the whole model: a stage takes its own tensors.
         let others = other_stages_tensors(plan, &model);
-        match init {
-            Some(path) if init_from_plan => {
-                if let Some(report) = model.load_init(train, path, &others)? {
-                    if world.rank == 0 {
-                        eprintln!("{}", report.summary(path));
-                    }
-                }
-            }
-            Some(path) => model.load_part(path, &others)?,
-            None => {}
-        }
+        initial_weights(&mut model, (init, init_from_plan), &others, plan, world)?;
         let mut batches = Batches::new(
             &split.train,
             world.place.rows,
@@ -457,6 +447,29 @@ fn build_model(plan: &Plan, world: &World) -> Result<(Model, Option<Stage>), Run
         );
     }
     Ok((model, stage))
+}
+
+/// The initial weights: `init`'s file (the plan's `init`, with its skips
+/// and renames, when `init_from_plan`), or the initialisers' as built.
+fn initial_weights(
+    model: &mut Model,
+    (init, init_from_plan): (Option<&Path>, bool),
+    others: &BTreeSet<String>,
+    plan: &Plan,
+    world: &World,
+) -> Result<(), RunError> {
+    match init {
+        Some(path) if init_from_plan => {
+            if let Some(report) = model.load_init(&plan.train, path, others)? {
+                if world.rank == 0 {
+                    eprintln!("{}", report.summary(path));
+                }
+            }
+            Ok(())
+        }
+        Some(path) => model.load_part(path, others),
+        None => Ok(()),
+    }
 }
 
 /// The tensors of the whole model that this rank's part does not hold.

@@ -92,23 +92,7 @@ impl Executor<'_> {
                 micro_batches,
                 loss_scale,
                 ..
-            } => {
-                let mut local = 0.0;
-                for _ in 0..*micro_batches {
-                    local += self.forward_backward(step, *loss_scale)?;
-                    // Let all-reduces in flight move on.
-                    data::progress(&mut self.in_flight)?;
-                }
-                let local = local / self.dynamic_scale();
-                (state.loss, state.bad_ranks) = self.loss_over_replicas(local, step)?;
-                if let Some(units) = &mut self.units {
-                    // Averaged here unless the copies' slices are summed next.
-                    let replicas = self.world.replicas.size();
-                    let average = (self.world.replicate.size() == 1).then_some(replicas);
-                    let slices = units.take_grads(average, step)?;
-                    self.optimizer.set_slices(slices, step)?;
-                }
-            }
+            } => self.micro_batches(*micro_batches, *loss_scale, step, state)?,
             StepOp::GatherUnits { .. } => {
                 // The forward and backward that follow gather the units.
                 if self.units.is_none() {
@@ -208,6 +192,34 @@ impl Executor<'_> {
                 (state.loss, state.bad_ranks) = self.loss_over_replicas(total[0], step)?;
             }
             StepOp::AllReduceGradNorm { .. } => state.norm_over_stages = true,
+        }
+        Ok(())
+    }
+
+    /// `forward_backward`: the step's micro-batches, the loss over the
+    /// replicas, and under `shard = parameters` the units' gradient slices
+    /// handed to the optimizer.
+    fn micro_batches(
+        &mut self,
+        count: u64,
+        loss_scale: f64,
+        step: u64,
+        state: &mut StepState,
+    ) -> Result<(), RunError> {
+        let mut local = 0.0;
+        for _ in 0..count {
+            local += self.forward_backward(step, loss_scale)?;
+            // Let all-reduces in flight move on.
+            data::progress(&mut self.in_flight)?;
+        }
+        let local = local / self.dynamic_scale();
+        (state.loss, state.bad_ranks) = self.loss_over_replicas(local, step)?;
+        if let Some(units) = &mut self.units {
+            // Averaged here unless the copies' slices are summed next.
+            let replicas = self.world.replicas.size();
+            let average = (self.world.replicate.size() == 1).then_some(replicas);
+            let slices = units.take_grads(average, step)?;
+            self.optimizer.set_slices(slices, step)?;
         }
         Ok(())
     }
