@@ -156,6 +156,17 @@ pub enum Lint {
         span: Span,
     },
 
+    #[error("`shard = parameters` on a model without blocks: its one unit is every parameter, gathered whole on every replica for the whole step")]
+    #[diagnostic(
+        code(dtl::lint::shard_one_unit),
+        severity(Warning),
+        help("the model's module instances and the copies of its `repeat`s are the units gathered one at a time: build the model from them, or use `shard = gradients`, which holds the same weights for less communication")
+    )]
+    ShardOneUnit {
+        #[label("one unit")]
+        span: Span,
+    },
+
     #[error("a rank needs {needed} by `dtl explain`'s estimate{world}, over the {limit} of `--memory`; the biggest: {biggest}")]
     #[diagnostic(code(dtl::lint::memory), severity(Warning))]
     Memory {
@@ -186,6 +197,7 @@ impl Lint {
             | Lint::PathOutsideProject { span, .. }
             | Lint::Memory { span, .. }
             | Lint::ShardOneReplica { span, .. }
+            | Lint::ShardOneUnit { span }
             | Lint::LossInput { span, .. } => *span,
         }
     }

@@ -298,6 +298,11 @@ pub fn check(
     let stages = spec.pipeline;
     conflicting_choices(spec, model, train, &s, &at, errors);
     sharding(spec, train, &at, errors, lints);
+    // Not where ZeRO-3 is refused (a pipeline) or splits nothing.
+    let one_unit = spec.shard == ShardMode::Parameters && model.blocks.is_empty();
+    if one_unit && spec.data != Degree::Fixed(1) && spec.pipeline == 1 {
+        lints.push(Lint::ShardOneUnit { span: at("shard") });
+    }
     pipeline_arithmetic(spec, model, train, &s, &at, errors, lints);
     let split = match &spec.split {
         None => None,
