@@ -392,6 +392,8 @@ fn a_run_without_held_out_rows_says_so() {
 /// A two-replica run on the digits with a fault planted on rank 1.
 fn faulty_run(dir: &Path, fault: &str, extra: &[&str]) -> (Option<i32>, String, PathBuf) {
     let name = fault.replace(['@', ':'], "_");
+    // A failing test prints this: it names the run that hung.
+    eprintln!("faulty run: {fault} {extra:?}");
     let (file, out) = two_ranks(dir, &name, "steps = 400; checkpoint_every = 2");
     let (code, text) = finish(
         spawn_run(&file, &out, extra, &[("DTL_FAULT", fault)]),
