@@ -11,7 +11,9 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
-use common::{copy_for_resume, dtl, resume, step_records, train, weights_differ, within};
+use common::{
+    copy_for_resume, dtl, losses_differ, resume, step_records, train, weights_differ, within,
+};
 
 /// One multi-rank run at a time: the machine has two cores.
 static RANKS: Mutex<()> = Mutex::new(());
@@ -256,12 +258,11 @@ fn resumes_as_uninterrupted(
     };
     run.code(0)
         .stdout_has("resumed from the checkpoint of step 8");
-    let worst = step_records(full)
-        .iter()
-        .zip(&step_records(resumed))
-        .map(|(a, b)| (a.loss - b.loss).abs() / a.loss)
-        .fold(0.0, f64::max);
-    within(&format!("resume {name}: losses"), worst, loss_bound);
+    within(
+        &format!("resume {name}: losses"),
+        losses_differ(full, resumed),
+        loss_bound,
+    );
     let (weights, at) = weights_differ(
         &full.join("model.safetensors"),
         &resumed.join("model.safetensors"),

@@ -216,10 +216,17 @@ impl<'a> Executor<'a> {
     /// whole model's, or under `shard = parameters` its slices, the frozen
     /// parameters and the buffers.
     pub fn weights_hash(&self) -> Result<u64, RunError> {
+        crate::model::hash_of(self.held_tensors().into_iter())
+    }
+
+    /// The tensors this rank holds between steps: the model's, or under
+    /// `shard = parameters` its slices of the units (named `unit <u>`) and
+    /// every tensor the units do not hold.
+    fn held_tensors(&self) -> Named {
         let Some(units) = &self.units else {
-            return self.model.hash();
+            return self.model.named();
         };
-        let held = units.sharded(&self.model.params);
+        let sharded = units.sharded(&self.model.params);
         let own = units
             .shards()
             .into_iter()
@@ -229,9 +236,9 @@ impl<'a> Executor<'a> {
             .model
             .all()
             .enumerate()
-            .filter(|(i, _)| !held.get(*i).copied().unwrap_or(false))
+            .filter(|(i, _)| !sharded.get(*i).copied().unwrap_or(false))
             .map(|(_, (n, t))| (n.clone(), t.shallow_clone()));
-        crate::model::hash_of(own.chain(rest))
+        own.chain(rest).collect()
     }
 
     /// The parameters and buffers by name: sharing storage, or under
@@ -286,20 +293,10 @@ impl<'a> Executor<'a> {
     /// steps: the whole model's, or under `shard = parameters` its slices
     /// of the units and the rest whole.
     fn parameter_bytes(&self) -> u64 {
-        let bytes = |t: &Tensor| (t.numel() * t.kind().elt_size_in_bytes()) as u64;
-        let held = self
-            .units
-            .as_ref()
-            .map(|u| u.sharded(&self.model.params))
-            .unwrap_or_default();
-        let whole: u64 = self
-            .model
-            .all()
-            .enumerate()
-            .filter(|(i, _)| !held.get(*i).copied().unwrap_or(false))
-            .map(|(_, (_, t))| bytes(t))
-            .sum();
-        whole + self.units.as_ref().map_or(0, Units::shard_bytes)
+        self.held_tensors()
+            .iter()
+            .map(|(_, t)| (t.numel() * t.kind().elt_size_in_bytes()) as u64)
+            .sum()
     }
 
     /// The data stream's position after the last batch consumed.

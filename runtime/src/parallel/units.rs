@@ -173,14 +173,6 @@ impl Units {
         self.units.iter().map(|u| u.shard.shallow_clone()).collect()
     }
 
-    /// Bytes of parameters this replica holds for good: its slices.
-    pub fn shard_bytes(&self) -> u64 {
-        self.units
-            .iter()
-            .map(|u| (u.shard.numel() * u.shard.kind().elt_size_in_bytes()) as u64)
-            .sum()
-    }
-
     /// Which of `params` (the trainable ones) the units hold.
     pub fn sharded(&self, params: &[(String, Tensor)]) -> Vec<bool> {
         let mut out = vec![false; params.len()];
