@@ -1,7 +1,8 @@
 //! `dtl eval`, `dtl predict` and `dtl generate`: a trained model used from
 //! the command line, in one process. FILE is the `.dtl` file, a compiled
 //! plan, or a run folder (its `plan.yaml`, and its `model.safetensors`
-//! unless `--weights` says otherwise).
+//! unless `--weights` says otherwise). `dtl export`: a checkpoint's
+//! weights, sharded or not, as one file.
 
 use std::path::PathBuf;
 
@@ -51,6 +52,20 @@ pub struct PredictArgs {
     /// output].
     #[arg(short, long)]
     pub output: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+#[cfg_attr(not(feature = "runtime"), allow(dead_code))]
+pub struct ExportArgs {
+    /// A run folder (its last whole checkpoint) or a checkpoint folder.
+    pub from: PathBuf,
+    /// The safetensors file to write, every tensor under the model's
+    /// (the PyTorch twin's) name.
+    #[arg(short, long)]
+    pub output: PathBuf,
+    /// Replace OUTPUT if it exists.
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(clap::Args)]
@@ -243,6 +258,34 @@ pub fn predict(args: PredictArgs, request: &Request) -> Result<(), Failure> {
 #[cfg(not(feature = "runtime"))]
 pub fn generate(args: GenerateArgs, request: &Request) -> Result<(), Failure> {
     plan_and_weights(&args.model, request)?;
+    Err(no_runtime())
+}
+
+#[cfg(feature = "runtime")]
+pub fn export(args: ExportArgs) -> Result<(), Failure> {
+    if args.output.exists() && !args.force {
+        return Err(Failure::usage(format!(
+            "{} exists; give --force to replace it",
+            args.output.display()
+        )));
+    }
+    let done = dtl_runtime::checkpoint::export::export(&args.from, &args.output).map_err(fail)?;
+    if let Some(why) = &done.fell_back {
+        eprintln!("warning: the last checkpoint cannot be used ({why}); exported the one before");
+    }
+    out!(
+        "{}: {} tensors ({} from the replicas' slices) of the checkpoint of step {} in {}",
+        args.output.display(),
+        done.tensors,
+        done.from_shards,
+        done.step,
+        done.from.display()
+    );
+    Ok(())
+}
+
+#[cfg(not(feature = "runtime"))]
+pub fn export(_: ExportArgs) -> Result<(), Failure> {
     Err(no_runtime())
 }
 

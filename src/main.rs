@@ -155,6 +155,10 @@ enum Command {
     /// The model's outputs for rows of features: per row the output, and
     /// for classifiers the class and the probabilities, as JSON lines.
     Predict(infer::PredictArgs),
+    /// Write a checkpoint's weights as one safetensors file under the
+    /// model's names, however the run was sharded: read slice by slice,
+    /// never the whole model in memory.
+    Export(infer::ExportArgs),
     /// Continue a text with a next-token model, token by token (keys and
     /// values of the tokens before kept where the model allows).
     Generate(infer::GenerateArgs),
@@ -330,6 +334,7 @@ fn main() -> ExitCode {
         Command::Eval(args) => infer::eval(args, &request(None, false)),
         Command::Predict(args) => infer::predict(args, &request(None, false)),
         Command::Generate(args) => infer::generate(args, &request(None, false)),
+        Command::Export(args) => infer::export(args),
         Command::Fmt { files, check } => fmt(&files, check),
         Command::Graph {
             file,

@@ -12,7 +12,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
 use common::{
-    copy_for_resume, dtl, losses_differ, resume, step_records, train, weights_differ, within,
+    checkpoints_differ, copy_for_resume, dtl, is_optimizer_state, losses_differ, python, resume,
+    step_records, train, weights_differ, within,
 };
 
 /// One multi-rank run at a time: the machine has two cores.
@@ -143,26 +144,37 @@ fn sharded_optimizer_state_trains_as_plain_data_parallelism() {
             max_loss_difference(&out_plain, &out_gradients),
             2.1e-6,
         );
-        for (file, bound) in [
-            ("model.safetensors", 4.5e-6),
-            ("checkpoint/state.safetensors", 3e-7),
-        ] {
-            let (worst, at) = weights_differ(&out_plain.join(file), &out_gradients.join(file));
-            within(
-                &format!("{name}, ZeRO-2: {file} (at `{at}`)"),
-                worst as f64,
-                bound,
-            );
-        }
+        let (worst, at) = weights_differ(
+            &out_plain.join("model.safetensors"),
+            &out_gradients.join("model.safetensors"),
+        );
+        within(
+            &format!("{name}, ZeRO-2: weights (at `{at}`)"),
+            worst as f64,
+            4.5e-6,
+        );
+        let (worst, at) = checkpoints_differ(&out_plain, &out_gradients, is_optimizer_state);
+        within(
+            &format!("{name}, ZeRO-2: checkpointed state (at `{at}`)"),
+            worst as f64,
+            3e-7,
+        );
         within(
             &format!("{name}: losses"),
             max_loss_difference(&out_plain, &out_sharded),
             0.0,
         );
-        for file in ["model.safetensors", "checkpoint/state.safetensors"] {
-            let (worst, at) = weights_differ(&out_plain.join(file), &out_sharded.join(file));
-            within(&format!("{name}: {file} (at `{at}`)"), worst as f64, 0.0);
-        }
+        let (worst, at) = weights_differ(
+            &out_plain.join("model.safetensors"),
+            &out_sharded.join("model.safetensors"),
+        );
+        within(&format!("{name}: weights (at `{at}`)"), worst as f64, 0.0);
+        let (worst, at) = checkpoints_differ(&out_plain, &out_sharded, |_| true);
+        within(
+            &format!("{name}: checkpoint (at `{at}`)"),
+            worst as f64,
+            0.0,
+        );
         let bytes = |out: &Path| summary(out)["optimizer_state_bytes"].as_u64().unwrap();
         assert_eq!(
             bytes(&out_gradients),
@@ -513,13 +525,22 @@ fn full_sharding_trains_as_plain_data_parallelism() {
             max_loss_difference(&out_plain, &out_sharded),
             bounds[0],
         );
-        for (file, bound) in [
-            ("model.safetensors", bounds[1]),
-            ("checkpoint/state.safetensors", bounds[2]),
-        ] {
-            let (worst, at) = weights_differ(&out_plain.join(file), &out_sharded.join(file));
+        let (worst, at) = weights_differ(
+            &out_plain.join("model.safetensors"),
+            &out_sharded.join("model.safetensors"),
+        );
+        within(
+            &format!("{name}, ZeRO-3: weights (at `{at}`)"),
+            worst as f64,
+            bounds[1],
+        );
+        // The checkpoint's optimizer state, and its weights of step 6
+        // (from the replicas' slices) within the weights' bound.
+        for (what, state, bound) in [("state", true, bounds[2]), ("weights", false, bounds[1])] {
+            let which = |name: &str| is_optimizer_state(name) == state;
+            let (worst, at) = checkpoints_differ(&out_plain, &out_sharded, which);
             within(
-                &format!("{name}, ZeRO-3: {file} (at `{at}`)"),
+                &format!("{name}, ZeRO-3: checkpoint {what} (at `{at}`)"),
                 worst as f64,
                 bound,
             );
@@ -610,6 +631,74 @@ fn a_fully_sharded_run_resumes_at_another_degree_and_shard_mode() {
     ] {
         resumes_as_uninterrupted(&full, &dir.path().join(name), then, bounds);
     }
+}
+
+/// A sharded checkpoint is one file per replica beside a manifest in
+/// `state.json`: no rank gathers the model or its state. `dtl export`
+/// streams it into one file equal to the run's own `model.safetensors`
+/// (the checkpoint is of the last step), which the plan-driven PyTorch
+/// model loads with `strict=True`; an existing file is not replaced unless
+/// asked; a damaged slice makes it take the checkpoint before, saying so.
+#[test]
+fn a_sharded_checkpoint_is_written_per_replica_and_exports_whole() {
+    let _one_at_a_time = ranks();
+    let dir = tempfile::tempdir().unwrap();
+    let file = resmlp(
+        dir.path(),
+        "four",
+        "steps = 8; checkpoint_every = 4",
+        "data = 4; shard = parameters",
+    );
+    let out = dir.path().join("out");
+    train(&file, &out, &["--no-tensorboard"]).code(0);
+    let checkpoint = out.join("checkpoint");
+    let text = std::fs::read_to_string(checkpoint.join("state.json")).unwrap();
+    let state: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(state["shards"]["files"].as_array().unwrap().len(), 4);
+    for place in 0..4 {
+        let shard = checkpoint.join(format!("shard-s0-p{place}.safetensors"));
+        assert!(shard.is_file(), "{} is missing", shard.display());
+    }
+    // Every parameter of the model is in a unit: none in rank 0's file.
+    let unsharded = common::read_safetensors(&checkpoint.join("model.safetensors"));
+    assert!(unsharded.is_empty(), "{:?}", unsharded.keys());
+
+    let exported = dir.path().join("exported.safetensors");
+    let export = |force: bool| {
+        let mut args = vec!["export", out.to_str().unwrap(), "-o"];
+        args.push(exported.to_str().unwrap());
+        if force {
+            args.push("--force");
+        }
+        dtl(&args)
+    };
+    export(false)
+        .code(0)
+        .stdout_has("24 tensors (24 from the replicas' slices) of the checkpoint of step 8");
+    let (worst, at) = weights_differ(&out.join("model.safetensors"), &exported);
+    assert_eq!(worst, 0.0, "the exported `{at}` is not the run's");
+    let plan_json = dir.path().join("plan.json");
+    let (file_arg, plan_arg) = (file.to_str().unwrap(), plan_json.to_str().unwrap());
+    dtl(&["compile", file_arg, "--format", "json", "-o", plan_arg]).code(0);
+    let status = std::process::Command::new(python())
+        .arg(common::root().join("tests/reference/use_model.py"))
+        .args(["load", plan_arg, exported.to_str().unwrap()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "PyTorch cannot load the exported weights");
+    export(false)
+        .code(2)
+        .stderr_has("give --force to replace it");
+
+    let damaged = checkpoint.join("shard-s0-p2.safetensors");
+    let mut bytes = std::fs::read(&damaged).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x40;
+    std::fs::write(&damaged, bytes).unwrap();
+    export(true)
+        .code(0)
+        .stderr_has("shard-s0-p2.safetensors")
+        .stdout_has("of the checkpoint of step 4");
 }
 
 /// What `shard = parameters` saves over `shard = gradients` is memory the

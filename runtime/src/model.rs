@@ -264,12 +264,25 @@ impl Model {
         path: &Path,
         others: &std::collections::BTreeSet<String>,
     ) -> Result<(), RunError> {
+        let tensors = Tensor::read_safetensors(path).map_err(|e| RunError::Weights {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
+        self.load_weights(tensors.into_iter().collect(), others, path)
+    }
+
+    /// [`Model::load_part`] from tensors already read (from `path`, which
+    /// errors name).
+    pub fn load_weights(
+        &mut self,
+        by_name: BTreeMap<String, Tensor>,
+        others: &std::collections::BTreeSet<String>,
+        path: &Path,
+    ) -> Result<(), RunError> {
         let err = |message: String| RunError::Weights {
             path: path.display().to_string(),
             message,
         };
-        let tensors = Tensor::read_safetensors(path).map_err(|e| err(e.to_string()))?;
-        let by_name: BTreeMap<String, Tensor> = tensors.into_iter().collect();
         if let Some(extra) = by_name
             .keys()
             .find(|name| !self.index.contains_key(*name) && !others.contains(*name))

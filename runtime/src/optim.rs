@@ -83,23 +83,22 @@ impl Optimizer {
             .collect()
     }
 
-    /// Restores what [`Optimizer::state`] saved; a tensor missing from
-    /// `saved` means the slot was empty.
+    /// Restores what [`Optimizer::state`] saved: `saved(name, slot)` gives
+    /// a parameter's saved slot, `None` when the slot was empty.
     pub fn restore(
         &mut self,
         steps: u64,
         names: &[&str],
-        saved: &std::collections::BTreeMap<String, Tensor>,
+        saved: impl Fn(&str, &str) -> Result<Option<Tensor>, RunError>,
         device: tch::Device,
     ) -> Result<(), RunError> {
         self.step = steps;
         for (i, name) in names.iter().enumerate() {
             for (slot, buffers) in [("first", &mut self.first), ("second", &mut self.second)] {
-                let key = format!("{name}.{slot}");
-                buffers[i] = match saved.get(&key) {
+                buffers[i] = match saved(name, slot)? {
                     Some(t) => Some(
                         t.f_to_device(device)
-                            .context(|| format!("restore `{key}`"))?,
+                            .context(|| format!("restore `{name}.{slot}`"))?,
                     ),
                     None => None,
                 };
@@ -108,7 +107,6 @@ impl Optimizer {
         Ok(())
     }
 
-    /// Whether any parameter has state in slot `first` and `second`.
     pub fn slots_in_use(&self) -> [bool; 2] {
         [
             self.first.iter().any(Option::is_some),

@@ -49,6 +49,22 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), RunError> {
     rename_into_place(&tmp, path)
 }
 
+/// Writes a whole file or nothing through `write`, which fills the temp
+/// file it is given: flushed to the disk, then renamed over `path`. A
+/// failed write leaves no temp file behind.
+pub fn replace_atomically(
+    path: &Path,
+    write: impl FnOnce(&Path) -> Result<(), RunError>,
+) -> Result<(), RunError> {
+    let tmp = temp_path(path);
+    if let Err(err) = write(&tmp) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(err);
+    }
+    sync_file(&tmp)?;
+    rename_into_place(&tmp, path)
+}
+
 /// Renames a finished temp file over `path` and flushes the folder.
 fn rename_into_place(tmp: &Path, path: &Path) -> Result<(), RunError> {
     std::fs::rename(tmp, path).map_err(|e| io_err(path, e))?;

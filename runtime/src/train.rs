@@ -337,7 +337,7 @@ impl Driver<'_> {
             }
             None => 0,
         };
-        let Some(snapshot) = executor.snapshot(step)? else {
+        let Some(snapshot) = executor.snapshot(step, self.out)? else {
             return Ok(());
         };
         let layout = &self.plan.topology.parallelism;

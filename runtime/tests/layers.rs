@@ -39,8 +39,9 @@ const ORDER: [&str; 39] = [
     "infer",
     // Where a rank stands, and the strategies over its groups.
     "world",
-    "parallel",
+    // What a checkpoint holds, sharded or not: the strategies save into it.
     "checkpoint",
+    "parallel",
     "ema",
     // One rank's interpreter of the plan.
     "executor",

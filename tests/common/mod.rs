@@ -231,14 +231,92 @@ fn weights_differ_where(
     b: &Path,
     compared: impl Fn(&str, usize) -> bool,
 ) -> (f32, String) {
-    let (a, b) = (read_safetensors(a), read_safetensors(b));
+    tensors_differ(&read_safetensors(a), &read_safetensors(b), compared)
+}
+
+/// The largest absolute difference between two runs' checkpoints over the
+/// tensors of [`checkpoint_tensors`] that `which` names, and where.
+pub fn checkpoints_differ(a: &Path, b: &Path, which: impl Fn(&str) -> bool) -> (f32, String) {
+    let (a, b) = (checkpoint_tensors(a), checkpoint_tensors(b));
+    tensors_differ(&a, &b, |name, _| which(name))
+}
+
+/// Whether a checkpoint's tensor is optimizer state (`<parameter>.first`,
+/// `.second`).
+pub fn is_optimizer_state(name: &str) -> bool {
+    name.ends_with(".first") || name.ends_with(".second")
+}
+
+/// Every tensor of the checkpoint of the run in `out`, as an unsharded
+/// checkpoint names them: the weights by name, the optimizer state as
+/// `<parameter>.<slot>`, the data order. A sharded run's are put back
+/// together here from the manifest in `state.json`, independently of dtl's
+/// reader: each buffer's slices laid end to end in place order, cut at
+/// its parameters' offsets.
+pub fn checkpoint_tensors(out: &Path) -> std::collections::BTreeMap<String, Vec<f32>> {
+    let dir = out.join("checkpoint");
+    let mut all = read_safetensors(&dir.join("model.safetensors"));
+    all.extend(read_safetensors(&dir.join("state.safetensors")));
+    let text = std::fs::read_to_string(dir.join("state.json")).unwrap();
+    let state: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let shards = &state["shards"];
+    if shards.is_null() {
+        return all;
+    }
+    let files: std::collections::BTreeMap<(u64, u64), _> = shards["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            let at = (f["stage"].as_u64().unwrap(), f["place"].as_u64().unwrap());
+            (at, read_safetensors(&dir.join(f["file"].as_str().unwrap())))
+        })
+        .collect();
+    let slices = shards["slices"].as_u64().unwrap();
+    for buffer in shards["buffers"].as_array().unwrap() {
+        let (stage, index) = (buffer["stage"].as_u64().unwrap(), &buffer["index"]);
+        for field in buffer["fields"].as_array().unwrap() {
+            let field = field.as_str().unwrap();
+            let key = format!("{index}.{field}");
+            let flat: Vec<f32> = (0..slices)
+                .flat_map(|place| files[&(stage, place)][&key].clone())
+                .collect();
+            for param in buffer["params"].as_array().unwrap() {
+                let name = param["name"].as_str().unwrap();
+                let offset = param["offset"].as_u64().unwrap() as usize;
+                let values: u64 = param["shape"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|d| d.as_u64().unwrap())
+                    .product();
+                let name = match field {
+                    "weights" => name.to_string(),
+                    slot => format!("{name}.{slot}"),
+                };
+                let part = flat[offset..offset + values as usize].to_vec();
+                assert!(all.insert(name.clone(), part).is_none(), "`{name}` twice");
+            }
+        }
+    }
+    all
+}
+
+/// The largest absolute difference between two sets of named tensors over
+/// the values `compared(name, index)`, and where; both must name the same
+/// tensors.
+fn tensors_differ(
+    a: &std::collections::BTreeMap<String, Vec<f32>>,
+    b: &std::collections::BTreeMap<String, Vec<f32>>,
+    compared: impl Fn(&str, usize) -> bool,
+) -> (f32, String) {
     assert_eq!(
         a.keys().collect::<Vec<_>>(),
         b.keys().collect::<Vec<_>>(),
         "the two weight files name different tensors"
     );
     let mut worst = (0.0f32, String::new());
-    for (name, x) in &a {
+    for (name, x) in a {
         let y = &b[name];
         assert_eq!(x.len(), y.len(), "`{name}` has another size");
         for (i, (p, q)) in x.iter().zip(y).enumerate() {

@@ -7,6 +7,10 @@ and `dtl generate` (tests/tracking.rs).
         difference between its outputs and dtl's predictions, scikit-learn's
         metrics of dtl's predicted classes and probabilities against the
         labels, and PyTorch's mean cross-entropy.
+    python use_model.py load PLAN.json WEIGHTS
+        Loads the weights into the plan-driven PyTorch model with
+        strict=True (`dtl export`'s file, tests/sharded.rs); fails if they
+        do not fit.
     python use_model.py generate PLAN.json WEIGHTS PROMPT_IDS N OUT.json
         Greedy continuation, every token computed over the last T tokens
         (nanoGPT's loop): the new ids.
@@ -81,5 +85,9 @@ def generate(plan_path, weights_path, prompt_ids, tokens, out_path):
         json.dump(new, f)
 
 
+def load(plan_path, weights_path):
+    model_of(plan_path, weights_path)
+
+
 if __name__ == "__main__":
-    {"predict": predict, "generate": generate}[sys.argv[1]](*sys.argv[2:])
+    {"predict": predict, "generate": generate, "load": load}[sys.argv[1]](*sys.argv[2:])

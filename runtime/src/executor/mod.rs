@@ -15,7 +15,7 @@ use dtl_compiler::plan::{BatchNormSync, Plan, Precision, SyncMode};
 use dtl_compiler::util::rng::Rng;
 use tch::{Device, Tensor};
 
-use crate::checkpoint::{Loaded, Named, Snapshot};
+use crate::checkpoint::{shards, Loaded, Named, Snapshot};
 use crate::comm::ReduceOp;
 use crate::data::{self, Batches, Cursor, Dataset};
 use crate::ema::Ema;
@@ -113,7 +113,7 @@ impl<'a> Executor<'a> {
             train.seed,
         )?;
         if let Some(saved) = resumed {
-            model.load_part(&saved.model_path, &others)?;
+            model.load_weights(saved.model_weights()?, &others, &saved.model_path)?;
         }
         let buckets = Buckets::new(plan, world.place.stage, &model.params)?;
         // The weights are final: the units take their slices.
@@ -140,7 +140,7 @@ impl<'a> Executor<'a> {
             optimizer.restore(
                 saved.state.optimizer_steps,
                 &model.params,
-                &saved.optimizer,
+                &saved.optimizer_state(),
                 device,
             )?;
             batches.resume(saved.cursor.clone())?;
@@ -370,9 +370,11 @@ impl<'a> Executor<'a> {
     }
 
     /// Everything a resumed run needs, after `step` and its collectives,
-    /// on rank 0 (`None` elsewhere). Every rank settles its `async`
-    /// updates in flight first: they are part of the state.
-    pub fn snapshot(&mut self, step: u64) -> Result<Option<Snapshot>, RunError> {
+    /// on rank 0 (`None` elsewhere); a sharded run's replicas have written
+    /// their slices into the checkpoint being written in `out`. Every rank
+    /// settles its `async` updates in flight first: they are part of the
+    /// state.
+    pub fn snapshot(&mut self, step: u64, out: &Path) -> Result<Option<Snapshot>, RunError> {
         let replicas = self.world.replicas.size();
         let queue = std::mem::take(&mut self.in_flight);
         for update in queue {
@@ -380,15 +382,27 @@ impl<'a> Executor<'a> {
                 .push_back(update.settle(&self.buckets, replicas)?);
         }
         self.last_checkpoint = Some(step);
-        let named = self.named(step, self.world.rank == 0)?;
+        let shards = self.write_slices(out, step)?;
+        let named = match &self.units {
+            // The units' parameters are in the slices.
+            Some(units) => {
+                let sharded = units.sharded(&self.model.params);
+                let model = self.model.all().enumerate();
+                model
+                    .filter(|(i, _)| !sharded.get(*i).copied().unwrap_or(false))
+                    .map(|(_, (name, t))| (name.clone(), t.shallow_clone()))
+                    .collect()
+            }
+            None => self.named(step, self.world.rank == 0)?,
+        };
         let model = self.gather(named, step)?;
-        // Replica 0 is place 0 of the first shard group: every group
-        // gathers its copy, replica 0 keeps it.
-        let keep = self.world.place.replica == 0;
-        let state =
-            self.optimizer
-                .state(&self.model.params, self.world.shard_group(), keep, step)?;
-        let optimizer = self.gather(state, step)?;
+        let optimizer = match shards {
+            Some(_) => (self.world.rank == 0).then(Vec::new),
+            None => {
+                let state = self.optimizer.state(&self.model.params);
+                self.gather(state.unwrap_or_default(), step)?
+            }
+        };
         let ema = self.averaged_weights(step)?;
         let (Some(model), Some(optimizer)) = (model, optimizer) else {
             return Ok(None);
@@ -411,7 +425,29 @@ impl<'a> Executor<'a> {
             pending,
             ema: ema.unwrap_or_default(),
             loss_scale: self.scaler,
+            shards,
         }))
+    }
+
+    /// A sharded optimizer's checkpoint: the replicas of the first shard
+    /// group write their slices, every stage's (a collective over every
+    /// rank); the stages and places written, `None` when the optimizer is
+    /// whole.
+    fn write_slices(&self, out: &Path, step: u64) -> Result<Option<[u64; 2]>, RunError> {
+        let group = self.world.shard_group();
+        let place = &self.world.place;
+        let own = self
+            .optimizer
+            .own_slices(&self.model.params, group, place.stage, step)?;
+        let Some(own) = own else {
+            return Ok(None);
+        };
+        // Replica 0 is place 0 of the first group.
+        let first_group = place.replica < group.size() as u64;
+        let writes = first_group.then_some((place.stage, place.shard));
+        shards::write_all(self.world, out, writes, &own, step)?;
+        let stages = self.plan.topology.stages.len().max(1) as u64;
+        Ok(Some([stages, group.size() as u64]))
     }
 
     /// Whether buffers are broadcast from replica 0 every step.

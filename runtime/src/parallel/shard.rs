@@ -31,10 +31,10 @@
 //! all-gathered after the update (each unit is gathered before its next
 //! forward).
 //!
-//! A checkpoint keeps the format of an unsharded run (each parameter's
-//! whole state, by name): the replicas all-gather the state one bucket at
-//! a time and replica 0 keeps it, so a run resumes at another degree or
-//! shard mode.
+//! At a checkpoint each replica of the first shard group writes its own
+//! slices with the buckets' layout ([`crate::checkpoint::shards`]);
+//! restoring reads each piece's values by parameter, so a run resumes at
+//! another degree or shard mode.
 
 use std::collections::BTreeMap;
 
@@ -43,6 +43,8 @@ use tch::{Device, Tensor};
 
 use super::data::Buckets;
 use super::units::Units;
+use crate::checkpoint::shards::{Buffer, BufferParam, OwnSlices, WEIGHTS};
+use crate::checkpoint::SavedState;
 use crate::comm::{CommError, Communicator};
 use crate::error::{InPlace, RunError, TorchContext};
 use crate::optim::{Optimizer, SLOTS};
@@ -60,7 +62,6 @@ pub struct Sharded {
     /// parameter.
     pieces: Vec<Piece>,
     buckets: Vec<BucketSlices>,
-    rank: usize,
     /// `shard = gradients`: this replica's averaged slice of each bucket's
     /// gradients, from the reduce-scatter to the update (empty otherwise).
     grads: Vec<Tensor>,
@@ -161,38 +162,54 @@ impl Updater {
     }
 
     /// The whole state by name (`<parameter>.first`, `.second`), for a
-    /// checkpoint. Sharded, a collective over the replicas: every replica
-    /// calls it, and only those with `keep` get the tensors back.
-    pub fn state(
-        &self,
-        params: &[(String, Tensor)],
-        comm: &dyn Communicator,
-        keep: bool,
-        step: u64,
-    ) -> Result<Vec<(String, Tensor)>, RunError> {
+    /// checkpoint; `None` when sharded (see [`Updater::own_slices`]).
+    pub fn state(&self, params: &[(String, Tensor)]) -> Option<Vec<(String, Tensor)>> {
         let names: Vec<&str> = params.iter().map(|(n, _)| n.as_str()).collect();
         match self {
-            Updater::Whole(o) => Ok(o.state(&names)),
-            Updater::Sharded(s) => s.state(params, comm, keep, step),
+            Updater::Whole(o) => Some(o.state(&names)),
+            Updater::Sharded(_) => None,
         }
     }
 
-    /// Restores what [`Updater::state`] saved (from a run sharded or not,
-    /// at any degree).
+    /// Restores the state a checkpoint saved (from a run sharded or not,
+    /// at any degree): a sharded optimizer reads only its slices.
     pub fn restore(
         &mut self,
         steps: u64,
         params: &[(String, Tensor)],
-        saved: &BTreeMap<String, Tensor>,
+        saved: &SavedState<'_>,
         device: Device,
     ) -> Result<(), RunError> {
         match self {
             Updater::Whole(o) => {
                 let names: Vec<&str> = params.iter().map(|(n, _)| n.as_str()).collect();
-                o.restore(steps, &names, saved, device)
+                o.restore(steps, &names, |name, slot| saved.get(name, slot), device)
             }
             Updater::Sharded(s) => s.restore(steps, params, saved, device),
         }
+    }
+
+    /// A sharded checkpoint: this replica's slice of every bucket of stage
+    /// `stage` (its values under `shard = parameters`, and each optimizer
+    /// slot in use) with the buckets' layout; `None` when the optimizer is
+    /// whole. Sharded, a collective over the shard group `comm` (the slots
+    /// in use are agreed on).
+    pub fn own_slices(
+        &self,
+        params: &[(String, Tensor)],
+        comm: &dyn Communicator,
+        stage: u64,
+        step: u64,
+    ) -> Result<Option<OwnSlices>, RunError> {
+        let Updater::Sharded(s) = self else {
+            return Ok(None);
+        };
+        let mut used = s.inner.slots_in_use().map(|u| f64::from(u8::from(u)));
+        comm.all_reduce_host(&mut used, crate::comm::ReduceOp::Max)
+            .map_err(collective(step))?;
+        s.own_slices(params, used.map(|u| u > 0.0), stage)
+            .context(|| format!("step {step}: this replica's checkpoint slices"))
+            .map(Some)
     }
 
     /// Every state tensor, sharing storage with the optimizer's (local
@@ -328,7 +345,6 @@ impl Sharded {
             inner: Optimizer::new(plan, &names, groups),
             pieces,
             buckets: slices,
-            rank,
             grads: Vec::new(),
             owned: Vec::new(),
         }
@@ -464,6 +480,59 @@ impl Sharded {
         Ok(recv)
     }
 
+    fn own_slices(
+        &self,
+        params: &[(String, Tensor)],
+        used: [bool; 2],
+        stage: u64,
+    ) -> Result<OwnSlices, tch::TchError> {
+        let mut own = OwnSlices {
+            buffers: Vec::new(),
+            tensors: Vec::new(),
+        };
+        for (b, bucket) in self.buckets.iter().enumerate() {
+            let Some(&first) = bucket.params.first() else {
+                continue;
+            };
+            let like = &params[first].1;
+            let mut fields = Vec::new();
+            if let Some(values) = self.owned.get(b) {
+                fields.push(WEIGHTS.to_string());
+                own.tensors
+                    .push((format!("{b}.{WEIGHTS}"), values.shallow_clone()));
+            }
+            for (slot, name) in SLOTS.iter().enumerate().filter(|(i, _)| used[*i]) {
+                let inner = &self.inner;
+                let states = |i: usize, piece: &Piece| match inner.slot(i, slot) {
+                    Some(t) => t.f_reshape([-1]),
+                    None => like.f_new_zeros([piece.len], (like.kind(), like.device())),
+                };
+                own.tensors
+                    .push((format!("{b}.{name}"), self.own_slice(b, states, like)?));
+                fields.push(name.to_string());
+            }
+            let mut offset = 0;
+            let layout = bucket.params.iter().map(|&i| {
+                let (name, t) = &params[i];
+                let param = BufferParam {
+                    name: name.clone(),
+                    shape: t.size(),
+                    offset,
+                };
+                offset += t.numel() as u64;
+                param
+            });
+            own.buffers.push(Buffer {
+                stage,
+                index: b as u64,
+                slice: bucket.slice as u64,
+                fields,
+                params: layout.collect(),
+            });
+        }
+        Ok(own)
+    }
+
     fn all_gather(
         &self,
         params: &[(String, Tensor)],
@@ -488,58 +557,11 @@ impl Sharded {
         })
     }
 
-    fn state(
-        &self,
-        params: &[(String, Tensor)],
-        comm: &dyn Communicator,
-        keep: bool,
-        step: u64,
-    ) -> Result<Vec<(String, Tensor)>, RunError> {
-        let mut whole = BTreeMap::new();
-        // Every replica takes part, slot by slot, in the same order.
-        let mut used = self.inner.slots_in_use().map(|u| f64::from(u8::from(u)));
-        comm.all_reduce_host(&mut used, crate::comm::ReduceOp::Max)
-            .map_err(collective(step))?;
-        for (slot, name) in SLOTS.iter().enumerate() {
-            if used[slot] == 0.0 {
-                continue;
-            }
-            for (b, bucket) in self.buckets.iter().enumerate() {
-                let Some(&first) = bucket.params.first() else {
-                    continue;
-                };
-                let like = &params[first].1;
-                let inner = &self.inner;
-                let states = |i: usize, piece: &Piece| match inner.slot(i, slot) {
-                    Some(t) => t.f_reshape([-1]),
-                    None => like.f_new_zeros([piece.len], (like.kind(), like.device())),
-                };
-                let flat = self.gather_bucket(b, states, like, comm, step)?;
-                if !keep {
-                    continue;
-                }
-                let mut at = 0;
-                for &i in &bucket.params {
-                    let (param_name, param) = &params[i];
-                    let n = param.numel() as i64;
-                    let t = flat
-                        .f_narrow(0, at, n)
-                        .and_then(|t| t.f_view(param.size().as_slice()))
-                        .context(|| format!("checkpoint: the state of `{param_name}`"))?;
-                    whole.insert((i, slot), (format!("{param_name}.{name}"), t));
-                    at += n;
-                }
-            }
-        }
-        // In parameter order, each parameter's slots in turn, as unsharded.
-        Ok(whole.into_values().collect())
-    }
-
     fn restore(
         &mut self,
         steps: u64,
         params: &[(String, Tensor)],
-        saved: &BTreeMap<String, Tensor>,
+        saved: &SavedState<'_>,
         device: Device,
     ) -> Result<(), RunError> {
         // Each piece's slice of its parameter's saved state, under the
@@ -547,23 +569,22 @@ impl Sharded {
         let mut slices = BTreeMap::new();
         let mut names = Vec::new();
         for (i, piece) in self.pieces.iter().enumerate() {
-            let name = format!("{i}:{}", params[piece.param].0);
+            let (param, _) = &params[piece.param];
+            let name = format!("{i}:{param}");
             for slot in SLOTS {
-                let key = format!("{}.{slot}", params[piece.param].0);
-                if let Some(t) = saved.get(&key) {
-                    let part = t
-                        .f_reshape([-1])
-                        .and_then(|t| t.f_narrow(0, piece.offset, piece.len))
-                        .context(|| format!("restore `{key}` (rank {})", self.rank))?
-                        // Its own storage: the whole saved tensor is let go.
-                        .copy();
+                if let Some(part) = saved.get_range(param, slot, (piece.offset, piece.len))? {
                     slices.insert(format!("{name}.{slot}"), part);
                 }
             }
             names.push(name);
         }
         let names: Vec<&str> = names.iter().map(String::as_str).collect();
-        self.inner.restore(steps, &names, &slices, device)
+        let saved = |name: &str, slot: &str| {
+            Ok(slices
+                .get(&format!("{name}.{slot}"))
+                .map(Tensor::shallow_clone))
+        };
+        self.inner.restore(steps, &names, saved, device)
     }
 }
 

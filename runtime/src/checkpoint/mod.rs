@@ -4,8 +4,11 @@
 //! averaged gradients still waiting to be applied. (Dropout draws are
 //! seeded per step, so there is no generator state to keep.)
 //!
-//! A checkpoint is unsharded and names tensors by parameter, whatever the
-//! layout that wrote it: the data stream's position is the global one
+//! A checkpoint names tensors by parameter, whatever the layout that wrote
+//! it. Under `shard = …` the optimizer state (and under `shard =
+//! parameters` the weights) stays in each replica's slices, one file per
+//! replica ([`shards`]); everything else is unsharded. The data stream's
+//! position is the global one
 //! (every replica's is the same), so a run can resume at another
 //! data-parallel degree as long as each step reads the same rows
 //! (`data × micro_batch` unchanged); the fingerprint checks exactly that.
@@ -23,6 +26,9 @@ use std::sync::Arc;
 use dtl_compiler::plan::{DataFile, DataPlan, ModelPlan, Plan, SyncMode, TrainPlan};
 use serde::{Deserialize, Serialize};
 use tch::{Device, Tensor};
+
+pub mod export;
+pub mod shards;
 
 use crate::data::Cursor;
 use crate::error::{RunError, TorchContext};
@@ -46,6 +52,10 @@ pub struct Snapshot {
     pub ema: Named,
     /// `precision = fp16`: the loss scale and its steps without overflow.
     pub loss_scale: Option<crate::loss_scale::LossScale>,
+    /// Sharded: the replicas have written their slices into the
+    /// checkpoint being written ([`prepare`]), for so many stages and
+    /// places; `model` and `optimizer` hold the rest.
+    pub shards: Option<[u64; 2]>,
 }
 
 /// The driver's side of a checkpoint: where the run stands.
@@ -72,10 +82,12 @@ const TMP: &str = "checkpoint.tmp";
 /// The checkpoint before the last: what a resumed run falls back to when
 /// the last one is damaged.
 const PREV: &str = "checkpoint.prev";
-/// The checkpoint layout this runtime writes and reads (3: a checksum over
-/// its files, the previous checkpoint kept; 4: the checksum covers
-/// state.json's values too).
-pub const FORMAT: u32 = 4;
+/// The checkpoint layout this runtime writes (3: a checksum over its
+/// files, the previous checkpoint kept; 4: the checksum covers state.json's
+/// values too; 5: sharded state in one file per replica).
+pub const FORMAT: u32 = 5;
+/// The layouts it reads: 4 is 5 without shards.
+const READS: [u32; 2] = [4, 5];
 
 /// `state.json`: the scalars of a checkpoint.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -114,6 +126,10 @@ pub struct State {
     pub loss_scale: Option<f64>,
     #[serde(default)]
     pub loss_scale_tracker: u64,
+    /// The replicas' files of a sharded run, with what they hold (their
+    /// checksums are part of this state's values).
+    #[serde(default)]
+    pub shards: Option<shards::Shards>,
     /// FNV-1a of `model.safetensors`, `state.safetensors` and this
     /// state's own values (written with an empty checksum), in that order:
     /// a torn, damaged or edited checkpoint does not match.
@@ -134,6 +150,106 @@ pub struct Loaded {
     /// Why the last checkpoint could not be used, when this is the one
     /// before it.
     pub fell_back: Option<String>,
+    /// A sharded run's slices.
+    pub shards: Option<shards::ShardSet>,
+}
+
+impl Loaded {
+    /// The saved optimizer state, wherever it is kept.
+    pub fn optimizer_state(&self) -> SavedState<'_> {
+        SavedState {
+            whole: &self.optimizer,
+            shards: self.shards.as_ref(),
+        }
+    }
+
+    /// The saved weights and buffers by name: `model.safetensors`, and
+    /// under `shard = parameters` the parameters from their slices.
+    pub fn model_weights(&self) -> Result<BTreeMap<String, Tensor>, RunError> {
+        let path = &self.model_path;
+        let err = |message: String| RunError::Resume {
+            path: path.display().to_string(),
+            message,
+        };
+        let tensors = Tensor::read_safetensors(path).map_err(|e| err(e.to_string()))?;
+        let mut weights: BTreeMap<String, Tensor> = tensors.into_iter().collect();
+        if let Some(set) = &self.shards {
+            for param in set.params_with(shards::WEIGHTS) {
+                let tensor = set
+                    .tensor(&param.name, shards::WEIGHTS)
+                    .map_err(err)?
+                    .expect("listed with its weights");
+                if weights.insert(param.name.clone(), tensor).is_some() {
+                    return Err(err(format!(
+                        "`{}` is both in model.safetensors and in the shards",
+                        param.name
+                    )));
+                }
+            }
+        }
+        Ok(weights)
+    }
+}
+
+/// A checkpoint's optimizer state, by parameter and slot: in
+/// `state.safetensors`, or in the replicas' slices.
+pub struct SavedState<'a> {
+    whole: &'a BTreeMap<String, Tensor>,
+    shards: Option<&'a shards::ShardSet>,
+}
+
+impl SavedState<'_> {
+    /// Parameter `param`'s saved `slot` (`first`, `second`), whole.
+    pub fn get(&self, param: &str, slot: &str) -> Result<Option<Tensor>, RunError> {
+        let key = format!("{param}.{slot}");
+        if let Some(t) = self.whole.get(&key) {
+            return Ok(Some(t.shallow_clone()));
+        }
+        match self.shards {
+            Some(set) => set.tensor(param, slot).map_err(|e| shard_err(set, e)),
+            None => Ok(None),
+        }
+    }
+
+    /// Values `offset..offset + len` of parameter `param`'s saved `slot`,
+    /// flat, in memory of their own: only those are read.
+    pub fn get_range(
+        &self,
+        param: &str,
+        slot: &str,
+        (offset, len): (i64, i64),
+    ) -> Result<Option<Tensor>, RunError> {
+        let key = format!("{param}.{slot}");
+        if let Some(t) = self.whole.get(&key) {
+            let part = t
+                .f_reshape([-1])
+                .and_then(|t| t.f_narrow(0, offset, len))
+                .and_then(|t| t.f_contiguous())
+                .map(|t| t.copy())
+                .context(|| format!("restore `{key}`"))?;
+            return Ok(Some(part));
+        }
+        let Some(set) = self.shards else {
+            return Ok(None);
+        };
+        let range = offset as u64..(offset + len) as u64;
+        match set
+            .read(param, slot, range)
+            .map_err(|e| shard_err(set, e))?
+        {
+            Some(values) => shards::to_tensor(&values, &[len])
+                .map(Some)
+                .map_err(|e| shard_err(set, e)),
+            None => Ok(None),
+        }
+    }
+}
+
+fn shard_err(set: &shards::ShardSet, message: String) -> RunError {
+    RunError::Resume {
+        path: set.dir().display().to_string(),
+        message,
+    }
 }
 
 /// What a checkpoint must match to be resumed: the model, the data, the
@@ -182,10 +298,13 @@ fn io(path: &Path) -> impl Fn(std::io::Error) -> RunError + '_ {
 /// moment leaves at least one whole checkpoint.
 pub fn save(out: &Path, standing: &Standing, snapshot: &Snapshot) -> Result<(), RunError> {
     let tmp = out.join(TMP);
-    if tmp.exists() {
-        std::fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
-    }
-    std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
+    let shards = match snapshot.shards {
+        Some([stages, slices]) => Some(shards::collect(&tmp, stages, slices)?),
+        None => {
+            prepare(out)?;
+            None
+        }
+    };
     write_weights(&tmp.join("model.safetensors"), &snapshot.model)?;
     crate::fault::pause_in_checkpoint(crate::fault::Kind::PauseWrite, standing.step);
     let mut tensors: Named = snapshot
@@ -225,6 +344,7 @@ pub fn save(out: &Path, standing: &Standing, snapshot: &Snapshot) -> Result<(), 
         watch: standing.watch.clone(),
         loss_scale: snapshot.loss_scale.map(|s| s.scale),
         loss_scale_tracker: snapshot.loss_scale.map_or(0, |s| s.tracker),
+        shards,
         checksum: String::new(),
     };
     let state = State {
@@ -249,6 +369,22 @@ pub fn save(out: &Path, standing: &Standing, snapshot: &Snapshot) -> Result<(), 
     }
     std::fs::rename(&tmp, &dir).map_err(io(&dir))?;
     sync_dir(out)
+}
+
+/// Makes `out/checkpoint.tmp` empty, for the checkpoint about to be
+/// written (a torn one of a crash is let go); returns it.
+pub fn prepare(out: &Path) -> Result<PathBuf, RunError> {
+    let tmp = out.join(TMP);
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
+    }
+    std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
+    Ok(tmp)
+}
+
+/// Where the replicas write their slices of the checkpoint being written.
+pub fn being_written(out: &Path) -> PathBuf {
+    out.join(TMP)
 }
 
 /// The checksum of a checkpoint: its two tensor files, read in chunks,
@@ -343,22 +479,7 @@ fn load_dir(dir: &Path, fingerprint: &str, data: &[DataFile]) -> Result<Loaded, 
         path: dir.display().to_string(),
         message,
     };
-    let json_path = dir.join("state.json");
-    let text = std::fs::read_to_string(&json_path).map_err(io(&json_path))?;
-    let state: State = serde_json::from_str(&text).map_err(|e| bad(format!("state.json: {e}")))?;
-    if state.format != FORMAT {
-        return Err(bad(format!(
-            "checkpoint format {} (this dtl reads {FORMAT})",
-            state.format
-        )));
-    }
-    let found = checksum(&dir, &state).map_err(|e| bad(e.to_string()))?;
-    if state.checksum != found {
-        return Err(bad(format!(
-            "damaged: its files' and values' checksum is {found}, state.json says {}",
-            state.checksum
-        )));
-    }
+    let (state, shards) = verified(&dir)?;
     let trained = state.data_files.iter().zip(data);
     if let Some((then, now)) = trained
         .clone()
@@ -436,5 +557,36 @@ fn load_dir(dir: &Path, fingerprint: &str, data: &[DataFile]) -> Result<Loaded, 
         model_path: dir.join("model.safetensors"),
         optimizer,
         state,
+        shards,
     })
+}
+
+/// A checkpoint folder's state, read and checked whole: its format, its
+/// files' and values' checksum, and a sharded run's files (mapped).
+pub fn verified(dir: &Path) -> Result<(State, Option<shards::ShardSet>), RunError> {
+    let bad = |message: String| RunError::Resume {
+        path: dir.display().to_string(),
+        message,
+    };
+    let json_path = dir.join("state.json");
+    let text = std::fs::read_to_string(&json_path).map_err(io(&json_path))?;
+    let state: State = serde_json::from_str(&text).map_err(|e| bad(format!("state.json: {e}")))?;
+    if !READS.contains(&state.format) {
+        return Err(bad(format!(
+            "checkpoint format {} (this dtl reads {READS:?})",
+            state.format
+        )));
+    }
+    let found = checksum(dir, &state).map_err(|e| bad(e.to_string()))?;
+    if state.checksum != found {
+        return Err(bad(format!(
+            "damaged: its files' and values' checksum is {found}, state.json says {}",
+            state.checksum
+        )));
+    }
+    let shards = match &state.shards {
+        Some(listed) => Some(shards::ShardSet::open(dir, listed).map_err(bad)?),
+        None => None,
+    };
+    Ok((state, shards))
 }
