@@ -72,7 +72,9 @@ TOLERANCES = {
     "cnn": BITWISE,
     "transformer": {"loss": 2.5e-6, "grad_norm": 4.8e-6, "lr": 0.0, "eval_loss": 2.2e-6,
                     "eval_accuracy": 0.0, "weights": 3.0e-5},
-    "char": {"loss": 1.7e-6, "grad_norm": 1.1e-6, "lr": 0.0, "eval_loss": 0.0,
+    # eval_loss: 1.1e-7 on an AVX-512 Xeon (2026-12-05), where dtl's
+    # chunks of held-out windows and the twin's one pass round apart.
+    "char": {"loss": 1.7e-6, "grad_norm": 1.1e-6, "lr": 0.0, "eval_loss": 1.2e-6,
              "eval_accuracy": 0.0, "weights": 2.9e-6},
 }
 
