@@ -447,8 +447,8 @@ fn resmlp(dir: &Path, name: &str, train: &str, parallel: &str) -> PathBuf {
         .map(|line| format!("{line}\n"))
         .collect();
     let text = text.replace(
-        "  eval_every = 100\n",
-        &format!("  eval_every = 100\n  {train}\n"),
+        "  model = DigitsResMlp\n",
+        &format!("  model = DigitsResMlp\n  {train}\n"),
     );
     let path = dir.join(format!("{name}.dtl"));
     std::fs::write(&path, text).unwrap();
@@ -479,7 +479,14 @@ fn full_sharding_trains_as_plain_data_parallelism() {
     let fp16 = [6.3e-4, 1.6e-4, 6.5e-5];
     // (what, train settings, plain layout, ZeRO-3's, state slots, bounds)
     let cases = [
-        ("adam, 2 replicas", "steps = 12", "data = 2", "", 2, fp32),
+        (
+            "adam, 2 replicas, the best weights kept",
+            "steps = 12; eval_every = 4; keep_best = eval_loss",
+            "data = 2",
+            "",
+            2,
+            fp32,
+        ),
         (
             "adamw, 4 replicas, units kept from forward to backward",
             "steps = 12; optimizer = adamw(lr: 1e-3, weight_decay: 0.1)",
@@ -534,6 +541,20 @@ fn full_sharding_trains_as_plain_data_parallelism() {
             worst as f64,
             bounds[1],
         );
+        if settings.contains("keep_best") {
+            // Written through the replicas' slices, as the final weights.
+            let best = |out: &Path| out.join("best").join("model.safetensors");
+            let (worst, at) = weights_differ(&best(&out_plain), &best(&out_sharded));
+            within(
+                &format!("{name}, ZeRO-3: best weights (at `{at}`)"),
+                worst as f64,
+                bounds[1],
+            );
+            assert!(!out_sharded
+                .join("best")
+                .join("model.safetensors.shards")
+                .exists());
+        }
         // The checkpoint's optimizer state, and its weights of step 6
         // (from the replicas' slices) within the weights' bound.
         for (what, state, bound) in [("state", true, bounds[2]), ("weights", false, bounds[1])] {

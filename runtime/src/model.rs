@@ -12,6 +12,13 @@ use crate::ops::{self, Weights};
 use crate::output::write_weights;
 use dtl_compiler::util::rng::Rng;
 
+/// Where [`Model::forward_with`] calls its hook: around each node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Edge {
+    Before,
+    After,
+}
+
 pub struct Model {
     /// Trainable parameters in plan order.
     pub params: Vec<(String, Tensor)>,
@@ -135,8 +142,21 @@ impl Model {
     /// Runs the graph on a batch. `train` turns dropout on and makes
     /// batch_norm use and update batch statistics.
     pub fn forward(&self, input: &Tensor, train: bool) -> Result<Tensor, RunError> {
+        self.forward_with(input, train, &mut |_, _| Ok(()))
+    }
+
+    /// [`Model::forward`], calling `around(j, Edge::Before)` before node
+    /// `j` and `around(j, Edge::After)` after it (`shard = parameters`
+    /// gathers and frees its units there).
+    pub fn forward_with(
+        &self,
+        input: &Tensor,
+        train: bool,
+        around: &mut dyn FnMut(usize, Edge) -> Result<(), RunError>,
+    ) -> Result<Tensor, RunError> {
         let mut values: Vec<Tensor> = Vec::with_capacity(self.nodes.len());
-        for node in &self.nodes {
+        for (j, node) in self.nodes.iter().enumerate() {
+            around(j, Edge::Before)?;
             let inputs: Vec<&Tensor> = if node.inputs.is_empty() {
                 vec![input]
             } else {
@@ -159,6 +179,7 @@ impl Model {
                 self.precision,
                 ctx,
             )?);
+            around(j, Edge::After)?;
         }
         Ok(values.swap_remove(self.result))
     }

@@ -90,21 +90,43 @@ pub fn write_weights(path: &Path, named: &[(String, Tensor)]) -> Result<(), RunE
 /// `keep_best`'s folder `best/`: the weights of the best evaluation and
 /// `best.json` (its step, the measure watched and the evaluation), written
 /// whole under `best.tmp/` and swapped in, so that `best/` is always one
-/// evaluation's.
-pub fn write_best(
+/// evaluation's. Every rank calls it, `lead` (rank 0) writing: `write`
+/// writes the weights into the path it is given (every rank takes part
+/// when the replicas hold slices of them).
+pub fn keep_best(
     out: &Path,
-    weights: &[(String, Tensor)],
-    eval: &dtl_compiler::records::EvalRecord,
-    metric: &str,
+    lead: bool,
+    (eval, metric): (&dtl_compiler::records::EvalRecord, &str),
+    write: impl FnOnce(&Path) -> Result<(), RunError>,
 ) -> Result<(), RunError> {
-    let (tmp, dir, old) = (out.join("best.tmp"), out.join("best"), out.join("best.old"));
+    if lead {
+        begin_best(out)?;
+    }
+    write(&out.join("best.tmp").join("model.safetensors"))?;
+    if lead {
+        end_best(out, eval, metric)?;
+    }
+    Ok(())
+}
+
+/// `best.tmp/`, empty.
+fn begin_best(out: &Path) -> Result<(), RunError> {
+    let (tmp, old) = (out.join("best.tmp"), out.join("best.old"));
     for stale in [&tmp, &old] {
         if stale.exists() {
             std::fs::remove_dir_all(stale).map_err(|e| io_err(stale, e))?;
         }
     }
-    std::fs::create_dir_all(&tmp).map_err(|e| io_err(&tmp, e))?;
-    write_weights(&tmp.join("model.safetensors"), weights)?;
+    std::fs::create_dir_all(&tmp).map_err(|e| io_err(&tmp, e))
+}
+
+/// `best.json` beside the weights, and `best.tmp/` swapped in for `best/`.
+fn end_best(
+    out: &Path,
+    eval: &dtl_compiler::records::EvalRecord,
+    metric: &str,
+) -> Result<(), RunError> {
+    let (tmp, dir, old) = (out.join("best.tmp"), out.join("best"), out.join("best.old"));
     let about = serde_json::json!({
         "step": eval.step,
         "metric": metric,

@@ -283,9 +283,10 @@ impl Driver<'_> {
         if let Some(monitor) = tracking.keep_best {
             if self.tally.watch.new_best(monitor, &eval, step) {
                 self.enter(Phase::Checkpoint, step, self.write_allowance());
-                if let Some(weights) = executor.weights(step)? {
-                    output::write_best(self.out, &weights, &eval, &monitor.key())?;
-                }
+                let (lead, best) = (self.world.rank == 0, (&eval, monitor.key()));
+                output::keep_best(self.out, lead, (best.0, &best.1), |path| {
+                    executor.save_weights(path, step)
+                })?;
             }
         }
         if let Some(stop) = &tracking.stop_early {
@@ -371,9 +372,7 @@ impl Driver<'_> {
             board.flush()?;
         }
         self.progress.finish();
-        if let Some(weights) = executor.weights(steps)? {
-            write_weights(&self.out.join("model.safetensors"), &weights)?;
-        }
+        executor.save_weights(&self.out.join("model.safetensors"), steps)?;
         if let Some(average) = executor.averaged_weights(steps)? {
             write_weights(&self.out.join("model_ema.safetensors"), &average)?;
         }

@@ -85,17 +85,34 @@ impl View for Source<'_> {
 pub fn export(from: &Path, to: &Path) -> Result<Exported, RunError> {
     let (dir, fell_back) = checkpoint_of(from)?;
     let (state, shards) = verified(&dir)?;
-    let bad = |message: String| RunError::Resume {
-        path: dir.display().to_string(),
+    let (tensors, from_shards) = merge(&dir.join("model.safetensors"), shards.as_ref(), to)?;
+    Ok(Exported {
+        from: dir,
+        step: state.step,
+        tensors,
+        from_shards,
+        fell_back,
+    })
+}
+
+/// Writes into `to` the tensors of the file `unsharded` and the weights
+/// `shards` holds, one tensor at a time: how many, and how many of them
+/// from the shards.
+pub fn merge(
+    unsharded: &Path,
+    shards: Option<&ShardSet>,
+    to: &Path,
+) -> Result<(usize, usize), RunError> {
+    let bad = |message: String| RunError::Weights {
+        path: unsharded.display().to_string(),
         message,
     };
-    let model_path = dir.join("model.safetensors");
-    let file = std::fs::File::open(&model_path).map_err(|e| io_err(&model_path, e))?;
-    // SAFETY: read-only, and checked by the checkpoint's checksum just
-    // before; a file changed underneath shows as other values.
-    let map = unsafe { Mmap::map(&file) }.map_err(|e| io_err(&model_path, e))?;
-    let (header, metadata) = SafeTensors::read_metadata(&map)
-        .map_err(|e| bad(format!("model.safetensors: not a tensor file ({e:?})")))?;
+    let file = std::fs::File::open(unsharded).map_err(|e| io_err(unsharded, e))?;
+    // SAFETY: read-only, and checked (by a checksum, or just written);
+    // a file changed underneath shows as other values.
+    let map = unsafe { Mmap::map(&file) }.map_err(|e| io_err(unsharded, e))?;
+    let (header, metadata) =
+        SafeTensors::read_metadata(&map).map_err(|e| bad(format!("not a tensor file ({e:?})")))?;
     let mut sources: Vec<(String, Source)> = metadata
         .tensors()
         .into_iter()
@@ -109,12 +126,12 @@ pub fn export(from: &Path, to: &Path) -> Result<Exported, RunError> {
             (name, source)
         })
         .collect();
-    let unsharded = sources.len();
-    if let Some(set) = &shards {
+    let unsharded_count = sources.len();
+    if let Some(set) = shards {
         for param in set.params_with(WEIGHTS) {
             if sources.iter().any(|(n, _)| *n == param.name) {
                 return Err(bad(format!(
-                    "`{}` is both in model.safetensors and in the shards",
+                    "`{}` is both here and in the shards",
                     param.name
                 )));
             }
@@ -138,13 +155,7 @@ pub fn export(from: &Path, to: &Path) -> Result<Exported, RunError> {
             message: format!("{e:?}"),
         })
     })?;
-    Ok(Exported {
-        from: dir,
-        step: state.step,
-        tensors,
-        from_shards: tensors - unsharded,
-        fell_back,
-    })
+    Ok((tensors, tensors - unsharded_count))
 }
 
 /// `from` when it is a checkpoint folder; a run folder's `checkpoint/`, or

@@ -372,17 +372,21 @@ pub fn save(out: &Path, standing: &Standing, snapshot: &Snapshot) -> Result<(), 
 }
 
 /// Makes `out/checkpoint.tmp` empty, for the checkpoint about to be
-/// written (a torn one of a crash is let go); returns it.
-pub fn prepare(out: &Path) -> Result<PathBuf, RunError> {
-    let tmp = out.join(TMP);
-    if tmp.exists() {
-        std::fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
-    }
-    std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
-    Ok(tmp)
+/// written (a torn one of a crash is let go).
+fn prepare(out: &Path) -> Result<(), RunError> {
+    empty_dir(&being_written(out))
 }
 
-/// Where the replicas write their slices of the checkpoint being written.
+/// Makes `dir` an empty folder, whatever was there.
+pub fn empty_dir(dir: &Path) -> Result<(), RunError> {
+    if dir.exists() {
+        std::fs::remove_dir_all(dir).map_err(io(dir))?;
+    }
+    std::fs::create_dir_all(dir).map_err(io(dir))
+}
+
+/// Where the checkpoint being written is: the replicas write their slices
+/// there before rank 0 completes it.
 pub fn being_written(out: &Path) -> PathBuf {
     out.join(TMP)
 }

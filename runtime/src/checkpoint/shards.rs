@@ -146,27 +146,27 @@ pub fn write_own(dir: &Path, (stage, place): (u64, u64), own: &OwnSlices) -> Res
     sync_file(&json)
 }
 
-/// Every rank calls it: rank 0 readies the checkpoint being written in
-/// `out`, then each replica given a `place` (stage, place in the shard
-/// group) writes its `own` slices there. Every rank learns whether all
-/// did: one that failed returns its own error, the others name it.
+/// Every rank calls it: rank 0 makes the folder `dir` empty, then each
+/// replica given a `place` (stage, place in the shard group) writes its
+/// `own` slices there. Every rank learns whether all did: one that failed
+/// returns its own error, the others name it.
 pub fn write_all(
     world: &World,
-    out: &Path,
+    dir: &Path,
     place: Option<(u64, u64)>,
     own: &OwnSlices,
     step: u64,
 ) -> Result<(), RunError> {
     let ready = match world.rank {
-        0 => super::prepare(out).map(|_| ()),
+        0 => super::empty_dir(dir),
         _ => Ok(()),
     };
-    agree(world, ready, step, "ready the checkpoint folder")?;
+    agree(world, ready, step, "ready the folder of the slices")?;
     let wrote = match place {
-        Some(place) => write_own(&super::being_written(out), place, own),
+        Some(place) => write_own(dir, place, own),
         None => Ok(()),
     };
-    agree(world, wrote, step, "write its checkpoint slices")
+    agree(world, wrote, step, "write its slices")
 }
 
 /// `result` on this rank, after every rank has said whether its own is an

@@ -14,29 +14,20 @@ use tch::Tensor;
 use super::Executor;
 use crate::comm::ReduceOp;
 use crate::data::Dataset;
-use crate::error::RunError;
-use crate::metrics::{over_rows, Measure};
+use crate::error::{RunError, TorchContext};
+use crate::metrics::{chunk_rows, over_rows, Measure};
 
 impl Executor<'_> {
     /// The evaluation of the weights, and with `ema` of their average (its
     /// measures `ema_`-prefixed in the same record). `progress` is called
     /// after every chunk.
     pub fn evaluate(&mut self, step: u64, progress: &dyn Fn()) -> Result<EvalRecord, RunError> {
-        self.gather_units(step)?;
         let record = self.evaluate_whole(step, progress);
         self.free_units(step)?;
         record
     }
 
-    /// `shard = parameters`: every unit gathered for an evaluation (a
-    /// collective over the shard group).
-    fn gather_units(&self, step: u64) -> Result<(), RunError> {
-        match &self.units {
-            Some(units) => units.gather_all(self.world.shard_group(), step),
-            None => Ok(()),
-        }
-    }
-
+    /// `shard = parameters`: the units held through an evaluation go.
     fn free_units(&self, step: u64) -> Result<(), RunError> {
         match &self.units {
             Some(units) => units.free_all(step),
@@ -78,7 +69,6 @@ impl Executor<'_> {
             self.broadcast_buffers(step)?;
         }
         let measure = Measure::new(self.plan);
-        self.gather_units(step)?;
         let record = self.measure_on(&test, &measure, step, progress, "");
         self.free_units(step)?;
         self.test = Some(test);
@@ -105,13 +95,19 @@ impl Executor<'_> {
         progress: &dyn Fn(),
         prefix: &str,
     ) -> Result<EvalRecord, RunError> {
-        let mut forward = |x: &Tensor| match &self.stage {
-            Some(stage) => stage.evaluate(x, &self.model, self.world.pipeline.as_ref(), step),
-            None => self.model.forward(x, false).map(Some),
+        let group = self.world.shard_group();
+        let mut forward = |x: &Tensor| match (&self.stage, &self.units) {
+            (Some(stage), _) => stage.evaluate(x, &self.model, self.world.pipeline.as_ref(), step),
+            (None, Some(units)) => {
+                let mut around = |j, edge| units.around_node((j, edge), group, step);
+                self.model.forward_with(x, false, &mut around).map(Some)
+            }
+            (None, None) => self.model.forward(x, false).map(Some),
         };
         let (first, count) = self.eval_rows(rows.rows, step);
+        let what = format!("step {step}: evaluation");
         let mut values = over_rows(
-            &format!("step {step}: evaluation"),
+            &what,
             measure,
             (rows, first, count),
             &self.plan.model.output,
@@ -119,6 +115,21 @@ impl Executor<'_> {
             &mut forward,
             progress,
         )?;
+        if self.units.is_some() {
+            // Each pass gathers the units: every replica runs as many.
+            let chunk = chunk_rows(&self.plan.model.output);
+            let mut passes = [count.div_ceil(chunk) as f64];
+            group
+                .all_reduce_host(&mut passes, ReduceOp::Max)
+                .map_err(|e| RunError::Collective { step, message: e.0 })?;
+            let empty = rows.range(0, 1)?.0.f_narrow(0, 0, 0);
+            let empty = empty
+                .and_then(|x| x.f_to_device(self.device))
+                .context(|| what.clone())?;
+            for _ in count.div_ceil(chunk)..passes[0] as usize {
+                tch::no_grad(|| forward(&empty))?;
+            }
+        }
         self.world
             .all
             .all_reduce_host(&mut values, ReduceOp::Sum)

@@ -6,6 +6,7 @@
 //! ([`crate::train`]).
 
 mod eval;
+mod save;
 mod step;
 
 use std::collections::{BTreeSet, VecDeque};
@@ -13,9 +14,9 @@ use std::path::Path;
 
 use dtl_compiler::plan::{BatchNormSync, Plan, Precision, SyncMode};
 use dtl_compiler::util::rng::Rng;
-use tch::{Device, Tensor};
+use tch::Device;
 
-use crate::checkpoint::{shards, Loaded, Named, Snapshot};
+use crate::checkpoint::{Loaded, Named};
 use crate::comm::ReduceOp;
 use crate::data::{self, Batches, Cursor, Dataset};
 use crate::ema::Ema;
@@ -23,7 +24,6 @@ use crate::error::{RunError, TorchContext};
 use crate::loss_scale::LossScale;
 use crate::model::Model;
 use crate::parallel::data::{AsyncUpdate, Buckets};
-use crate::parallel::gather;
 use crate::parallel::pipeline::Stage;
 use crate::parallel::segments::Segments;
 use crate::parallel::shard::Updater;
@@ -241,36 +241,6 @@ impl<'a> Executor<'a> {
         own.chain(rest).collect()
     }
 
-    /// The parameters and buffers by name: sharing storage, or under
-    /// `shard = parameters` the units' copies, gathered from the replicas
-    /// one unit at a time, kept where `keep` (empty elsewhere).
-    fn named(&self, step: u64, keep: bool) -> Result<Named, RunError> {
-        let Some(units) = &self.units else {
-            return Ok(self.model.named());
-        };
-        let mut copies = std::collections::BTreeMap::new();
-        units.each_gathered(self.world.shard_group(), step, |params| {
-            for &i in params.iter().filter(|_| keep) {
-                let (name, t) = &self.model.params[i];
-                let copy = t.f_detach_copy().context(|| format!("copy `{name}`"))?;
-                copies.insert(i, copy);
-            }
-            Ok(())
-        })?;
-        if !keep {
-            return Ok(Vec::new());
-        }
-        Ok(self
-            .model
-            .all()
-            .enumerate()
-            .map(|(i, (name, t))| match copies.remove(&i) {
-                Some(copy) => (name.clone(), copy),
-                None => (name.clone(), t.shallow_clone()),
-            })
-            .collect())
-    }
-
     /// Rows held out for evaluation.
     pub fn held_out_rows(&self) -> usize {
         self.valid.rows
@@ -340,114 +310,6 @@ impl<'a> Executor<'a> {
             }
         }
         self.drain()
-    }
-
-    /// The whole model's weights on rank 0 (`None` elsewhere): gathered
-    /// from replica 0's stages when the model is cut into stages.
-    pub fn weights(&self, step: u64) -> Result<Option<Named>, RunError> {
-        let named = self.named(step, self.world.rank == 0)?;
-        self.gather(named, step)
-    }
-
-    /// The average of the weights (`ema`) on rank 0, as [`Self::weights`];
-    /// `None` without `ema`, on every rank.
-    pub fn averaged_weights(&self, step: u64) -> Result<Option<Named>, RunError> {
-        match &self.ema {
-            Some(ema) => self.gather(ema.named(&self.model), step),
-            None => Ok(None),
-        }
-    }
-
-    /// `own` tensors of every stage of replica 0, on rank 0.
-    fn gather(&self, own: Named, step: u64) -> Result<Option<Named>, RunError> {
-        if self.world.place.replica != 0 {
-            return Ok(None);
-        }
-        if self.stage.is_none() {
-            return Ok((self.world.rank == 0).then_some(own));
-        }
-        gather::on_stage_zero(own, self.world.pipeline.as_ref(), step)
-    }
-
-    /// Everything a resumed run needs, after `step` and its collectives,
-    /// on rank 0 (`None` elsewhere); a sharded run's replicas have written
-    /// their slices into the checkpoint being written in `out`. Every rank
-    /// settles its `async` updates in flight first: they are part of the
-    /// state.
-    pub fn snapshot(&mut self, step: u64, out: &Path) -> Result<Option<Snapshot>, RunError> {
-        let replicas = self.world.replicas.size();
-        let queue = std::mem::take(&mut self.in_flight);
-        for update in queue {
-            self.in_flight
-                .push_back(update.settle(&self.buckets, replicas)?);
-        }
-        self.last_checkpoint = Some(step);
-        let shards = self.write_slices(out, step)?;
-        let named = match &self.units {
-            // The units' parameters are in the slices.
-            Some(units) => {
-                let sharded = units.sharded(&self.model.params);
-                let model = self.model.all().enumerate();
-                model
-                    .filter(|(i, _)| !sharded.get(*i).copied().unwrap_or(false))
-                    .map(|(_, (name, t))| (name.clone(), t.shallow_clone()))
-                    .collect()
-            }
-            None => self.named(step, self.world.rank == 0)?,
-        };
-        let model = self.gather(named, step)?;
-        let optimizer = match shards {
-            Some(_) => (self.world.rank == 0).then(Vec::new),
-            None => {
-                let state = self.optimizer.state(&self.model.params);
-                self.gather(state.unwrap_or_default(), step)?
-            }
-        };
-        let ema = self.averaged_weights(step)?;
-        let (Some(model), Some(optimizer)) = (model, optimizer) else {
-            return Ok(None);
-        };
-        let pending = self
-            .in_flight
-            .iter()
-            .map(|update| match update {
-                AsyncUpdate::Ready(step, flats) => {
-                    (*step, flats.iter().map(Tensor::shallow_clone).collect())
-                }
-                AsyncUpdate::Flying(_) => unreachable!("settled above"),
-            })
-            .collect();
-        Ok(Some(Snapshot {
-            model,
-            optimizer,
-            optimizer_steps: self.optimizer.steps(),
-            cursor: self.cursor.clone(),
-            pending,
-            ema: ema.unwrap_or_default(),
-            loss_scale: self.scaler,
-            shards,
-        }))
-    }
-
-    /// A sharded optimizer's checkpoint: the replicas of the first shard
-    /// group write their slices, every stage's (a collective over every
-    /// rank); the stages and places written, `None` when the optimizer is
-    /// whole.
-    fn write_slices(&self, out: &Path, step: u64) -> Result<Option<[u64; 2]>, RunError> {
-        let group = self.world.shard_group();
-        let place = &self.world.place;
-        let own = self
-            .optimizer
-            .own_slices(&self.model.params, group, place.stage, step)?;
-        let Some(own) = own else {
-            return Ok(None);
-        };
-        // Replica 0 is place 0 of the first group.
-        let first_group = place.replica < group.size() as u64;
-        let writes = first_group.then_some((place.stage, place.shard));
-        shards::write_all(self.world, out, writes, &own, step)?;
-        let stages = self.plan.topology.stages.len().max(1) as u64;
-        Ok(Some([stages, group.size() as u64]))
     }
 
     /// Whether buffers are broadcast from replica 0 every step.

@@ -190,23 +190,26 @@ impl Updater {
     }
 
     /// A sharded checkpoint: this replica's slice of every bucket of stage
-    /// `stage` (its values under `shard = parameters`, and each optimizer
-    /// slot in use) with the buckets' layout; `None` when the optimizer is
-    /// whole. Sharded, a collective over the shard group `comm` (the slots
-    /// in use are agreed on).
+    /// `stage` (its values under `shard = parameters`, and `with_state`
+    /// each optimizer slot in use) with the buckets' layout; `None` when
+    /// the optimizer is whole. Sharded with the state, a collective over
+    /// the shard group `comm` (the slots in use are agreed on).
     pub fn own_slices(
         &self,
         params: &[(String, Tensor)],
         comm: &dyn Communicator,
-        stage: u64,
-        step: u64,
+        (stage, step): (u64, u64),
+        with_state: bool,
     ) -> Result<Option<OwnSlices>, RunError> {
         let Updater::Sharded(s) = self else {
             return Ok(None);
         };
-        let mut used = s.inner.slots_in_use().map(|u| f64::from(u8::from(u)));
-        comm.all_reduce_host(&mut used, crate::comm::ReduceOp::Max)
-            .map_err(collective(step))?;
+        let mut used = [0.0; 2];
+        if with_state {
+            used = s.inner.slots_in_use().map(|u| f64::from(u8::from(u)));
+            comm.all_reduce_host(&mut used, crate::comm::ReduceOp::Max)
+                .map_err(collective(step))?;
+        }
         s.own_slices(params, used.map(|u| u > 0.0), stage)
             .context(|| format!("step {step}: this replica's checkpoint slices"))
             .map(Some)

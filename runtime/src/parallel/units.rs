@@ -18,9 +18,10 @@
 //!   the end of backward.
 //!
 //! The segmented forward ([`super::segments`]) calls these at each unit's
-//! edges. Whatever reads the whole model outside a step (evaluation, the
-//! files rank 0 writes, the start's weight check) gathers every unit first
-//! and frees them after.
+//! edges. An evaluation gathers them one at a time too
+//! ([`Units::around_node`]); the start's weight check gathers every unit
+//! first and frees them after, and the weights written at the end go
+//! through the replicas' slices ([`crate::checkpoint::shards`]).
 
 use std::cell::Cell;
 
@@ -29,6 +30,7 @@ use tch::Tensor;
 
 use crate::comm::{CommError, Communicator};
 use crate::error::{InPlace, RunError, TorchContext};
+use crate::model::Edge;
 use crate::torch_ops;
 
 /// One rank's units.
@@ -255,6 +257,30 @@ impl Units {
             let out = read(&self.units[u].params);
             self.free(u, step)?;
             out?;
+        }
+        Ok(())
+    }
+
+    /// A forward pass outside a step (an evaluation), unit by unit: before
+    /// node `j` the held units (at the first node) and the unit that
+    /// starts at `j` are gathered, after it the unit that ends at `j` is
+    /// freed, so that one unit (and the held ones) is whole at a time. A
+    /// collective over the shard group at each unit: every replica runs
+    /// the same passes, rows or none.
+    pub fn around_node(
+        &self,
+        (j, edge): (usize, Edge),
+        comm: &dyn Communicator,
+        step: u64,
+    ) -> Result<(), RunError> {
+        for (u, unit) in self.units.iter().enumerate() {
+            match edge {
+                Edge::Before if unit.held || *unit.nodes.start() == j => {
+                    self.gather(u, comm, step)?;
+                }
+                Edge::After if !unit.held && *unit.nodes.end() == j => self.free(u, step)?,
+                _ => {}
+            }
         }
         Ok(())
     }
