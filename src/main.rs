@@ -108,9 +108,9 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         seed: u64,
     },
-    /// Rewrite files in the canonical layout (comments kept); with
-    /// `--check`, change nothing and exit 1 with a diff if any file would
-    /// change.
+    /// Rewrite files in the canonical layout (comments kept), and the files
+    /// they import within their folder; with `--check`, change nothing and
+    /// exit 1 with a diff if any file would change.
     Fmt {
         #[arg(required = true)]
         files: Vec<PathBuf>,
@@ -507,11 +507,46 @@ fn explain(path: &Path, format: ExplainFormat, request: &Request) -> Result<(), 
 
 /// Formats every file; a file with syntax errors is reported and left as it
 /// is. Files are replaced whole (temp file + rename).
+/// The folder a file given to `dtl fmt` lies in: the imports it follows
+/// stay inside it.
+fn folder_of(file: &Path) -> PathBuf {
+    let folder = file.parent().filter(|p| !p.as_os_str().is_empty());
+    let folder = folder.unwrap_or(Path::new("."));
+    folder
+        .canonicalize()
+        .unwrap_or_else(|_| folder.to_path_buf())
+}
+
 fn fmt(files: &[PathBuf], check: bool) -> Result<(), Failure> {
     let mut failed = false;
-    for path in files {
-        let text = read(path)?;
+    // Each file given, then what it imports (each file once), as long as
+    // it lies in the folder of the file given.
+    let mut queue: std::collections::VecDeque<(PathBuf, PathBuf)> =
+        files.iter().map(|f| (f.clone(), folder_of(f))).collect();
+    let mut seen = std::collections::BTreeSet::new();
+    while let Some((path, root)) = queue.pop_front() {
+        if !seen.insert(path.canonicalize().unwrap_or_else(|_| path.clone())) {
+            continue;
+        }
+        let text = read(&path)?;
         let name = path.display().to_string();
+        let (syntax, _) = dtl_compiler::syntax::parse(&text);
+        for import in syntax.items.iter().filter_map(|item| match item {
+            dtl_compiler::ast::Item::Import(import) => Some(import),
+            _ => None,
+        }) {
+            let imported = path.parent().unwrap_or(Path::new("")).join(&import.path);
+            match imported.canonicalize() {
+                Ok(real) if real.starts_with(&root) => queue.push_back((imported, root.clone())),
+                // A missing file is `dtl check`'s to report.
+                Ok(_) => eprintln!(
+                    "note: not formatted: `{}`, imported by {name}, lies outside {}",
+                    import.path,
+                    root.display()
+                ),
+                Err(_) => {}
+            }
+        }
         let formatted = match dtl_compiler::tools::format::format_source(&text) {
             Ok(formatted) => formatted,
             Err(errors) => {
@@ -536,7 +571,7 @@ fn fmt(files: &[PathBuf], check: bool) -> Result<(), Failure> {
         } else {
             let tmp = path.with_extension("dtl.fmt-tmp");
             std::fs::write(&tmp, &formatted)
-                .and_then(|()| std::fs::rename(&tmp, path))
+                .and_then(|()| std::fs::rename(&tmp, &path))
                 .map_err(|e| Failure::usage(format!("cannot write `{name}`: {e}")))?;
             out!("formatted {name}");
         }

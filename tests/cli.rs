@@ -764,6 +764,44 @@ fn fmt_rewrites_checks_with_a_diff_and_leaves_broken_files_alone() {
     );
 }
 
+/// `dtl fmt FILE` formats what FILE imports too, each file once (an import
+/// cycle is no loop), within FILE's folder: a file imported from outside it
+/// is left, said.
+#[test]
+fn fmt_follows_imports_within_the_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let project = dir.path().join("project");
+    std::fs::create_dir_all(project.join("lib")).unwrap();
+    let messy_module =
+        "module Head(d: int) {\n  forward(x: [B, d]) -> [B, 10] { x |> linear( d,10 ) }\n}\n";
+    std::fs::write(
+        project.join("lib/blocks.dtl"),
+        format!("import \"../main.dtl\"\nimport \"../../outside.dtl\"\n{messy_module}"),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("outside.dtl"), messy_module).unwrap();
+    let main = project.join("main.dtl");
+    std::fs::write(
+        &main,
+        "import \"lib/blocks.dtl\"\nmodel Net {\n  forward(x: [B, 64]) -> [B, 10] { x |> Head( 64 ) }\n}\n",
+    )
+    .unwrap();
+    let path = main.to_str().unwrap();
+    let check = dtl(&["fmt", "--check", path]).code(1);
+    assert!(check.stdout.contains("blocks.dtl"), "{}", check.stdout);
+    dtl(&["fmt", path])
+        .code(0)
+        .stdout_has("formatted")
+        .stderr_has("not formatted: `../../outside.dtl`");
+    let blocks = std::fs::read_to_string(project.join("lib/blocks.dtl")).unwrap();
+    assert!(blocks.contains("linear(d, 10)"), "{blocks}");
+    let main_text = std::fs::read_to_string(&main).unwrap();
+    assert!(main_text.contains("Head(64)"), "{main_text}");
+    let outside = std::fs::read_to_string(dir.path().join("outside.dtl")).unwrap();
+    assert_eq!(outside, messy_module, "a file outside the folder is left");
+    dtl(&["fmt", "--check", path]).code(0);
+}
+
 /// `--no-data`: a file whose data is not at hand still checks and
 /// compiles (its shapes taken from the model); what needs the rows says so.
 #[test]
