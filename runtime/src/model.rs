@@ -387,20 +387,26 @@ impl Model {
         let map = NameMap {
             rename: &train.init_rename,
             transpose: &train.init_transpose,
+            fuse: &train.init_fuse,
+            squeeze: &train.init_squeeze,
         };
         self.load_partial(path, others, skip, &map).map(Some)
     }
 }
 
 /// How a weights file's names and layouts map onto the model's (`init =
-/// weights(path, rename: [...], transpose: [...])`): the tensors whose
-/// names (as in the file) match `transpose` are transposed (2-d only),
-/// then every name goes through the `rename` pairs in order, each
-/// replacing every occurrence of its first string by its second.
+/// weights(path, rename: [...], transpose: [...], fuse: [...], squeeze:
+/// [...])`): the tensors whose names (as in the file) match `transpose` are
+/// transposed (2-d only), those matching `squeeze` lose their dimensions
+/// of size 1, the `fuse` groups' parts are concatenated into one, then
+/// every name goes through the `rename` pairs in order, each replacing
+/// every occurrence of its first string by its second.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct NameMap<'a> {
     pub rename: &'a [[String; 2]],
     pub transpose: &'a [String],
+    pub fuse: &'a [Vec<String>],
+    pub squeeze: &'a [String],
 }
 
 impl NameMap<'_> {
@@ -411,7 +417,7 @@ impl NameMap<'_> {
         &self,
         tensors: Vec<(String, Tensor)>,
     ) -> Result<BTreeMap<String, Tensor>, String> {
-        let mut out: BTreeMap<String, (String, Tensor)> = BTreeMap::new();
+        let mut turned = Vec::with_capacity(tensors.len());
         for (name, tensor) in tensors {
             let tensor = if dtl_compiler::util::glob::any(self.transpose, &name) {
                 if tensor.dim() != 2 {
@@ -424,6 +430,15 @@ impl NameMap<'_> {
             } else {
                 tensor
             };
+            let tensor = if dtl_compiler::util::glob::any(self.squeeze, &name) {
+                tensor.squeeze()
+            } else {
+                tensor
+            };
+            turned.push((name, tensor));
+        }
+        let mut out: BTreeMap<String, (String, Tensor)> = BTreeMap::new();
+        for (name, tensor) in self.fused(turned)? {
             let renamed = self
                 .rename
                 .iter()
@@ -436,6 +451,44 @@ impl NameMap<'_> {
             out.insert(renamed, (name, tensor));
         }
         Ok(out.into_iter().map(|(k, (_, t))| (k, t)).collect())
+    }
+
+    /// `tensors` with each `fuse` group's parts concatenated (along the
+    /// first dimension, in the group's order) under the whole's name: for
+    /// every name holding the group's first part, the names with each
+    /// part in its place must be there too.
+    fn fused(&self, tensors: Vec<(String, Tensor)>) -> Result<Vec<(String, Tensor)>, String> {
+        let mut by_name: BTreeMap<String, Tensor> = tensors.into_iter().collect();
+        for group in self.fuse {
+            let (parts, whole) = group.split_at(group.len() - 1);
+            let firsts: Vec<String> = by_name
+                .keys()
+                .filter(|n| n.contains(parts[0].as_str()))
+                .cloned()
+                .collect();
+            for first in firsts {
+                let names: Vec<String> = parts
+                    .iter()
+                    .map(|p| first.replacen(parts[0].as_str(), p, 1))
+                    .collect();
+                if let Some(missing) = names.iter().find(|n| !by_name.contains_key(*n)) {
+                    return Err(format!(
+                        "`fuse`: `{first}` has no `{missing}` to be concatenated with"
+                    ));
+                }
+                let pieces: Vec<Tensor> = names
+                    .iter()
+                    .map(|n| by_name.remove(n).expect("checked above"))
+                    .collect();
+                let fused = Tensor::f_cat(&pieces, 0)
+                    .map_err(|e| format!("`fuse`: {}: {e}", names.join(", ")))?;
+                let into = first.replacen(parts[0].as_str(), &whole[0], 1);
+                if by_name.insert(into.clone(), fused).is_some() {
+                    return Err(format!("`fuse`: the file already holds `{into}`"));
+                }
+            }
+        }
+        Ok(by_name.into_iter().collect())
     }
 }
 
@@ -556,6 +609,7 @@ mod tests {
         let map = NameMap {
             rename: &rename,
             transpose: &transpose,
+            ..NameMap::default()
         };
         let mapped = map.apply(file()).unwrap();
         let names: Vec<&str> = mapped.keys().map(String::as_str).collect();
@@ -568,6 +622,66 @@ mod tests {
         );
     }
 
+    /// Hugging Face LLaMA's separate query, key and value projections
+    /// become one packed `in_proj_weight` (query rows, then key, then
+    /// value), then renamed; a squeezed tensor loses its leading 1; a
+    /// group missing a part is named.
+    #[test]
+    fn fused_parts_are_concatenated_in_order_before_renaming() {
+        let part = |v: f64, rows: i64| Tensor::full([rows, 2], v, tch::kind::FLOAT_CPU);
+        let file = vec![
+            (
+                "model.layers.0.attn.q_proj.weight".to_string(),
+                part(1.0, 2),
+            ),
+            (
+                "model.layers.0.attn.k_proj.weight".to_string(),
+                part(2.0, 1),
+            ),
+            (
+                "model.layers.0.attn.v_proj.weight".to_string(),
+                part(3.0, 1),
+            ),
+            ("model.norm.weight".to_string(), part(4.0, 1)),
+            (
+                "model.pos".to_string(),
+                Tensor::zeros([1, 3, 2], tch::kind::FLOAT_CPU),
+            ),
+        ];
+        let squeeze = ["*.pos".to_string()];
+        let fuse = [vec![
+            "q_proj.weight".to_string(),
+            "k_proj.weight".to_string(),
+            "v_proj.weight".to_string(),
+            "in_proj_weight".to_string(),
+        ]];
+        let rename = [
+            ["model.layers.".to_string(), "1.".to_string()],
+            ["model.".to_string(), String::new()],
+        ];
+        let map = NameMap {
+            rename: &rename,
+            fuse: &fuse,
+            squeeze: &squeeze,
+            ..NameMap::default()
+        };
+        let mapped = map.apply(file).unwrap();
+        let names: Vec<&str> = mapped.keys().map(String::as_str).collect();
+        assert_eq!(names, ["1.0.attn.in_proj_weight", "norm.weight", "pos"]);
+        assert_eq!(mapped["pos"].size(), [3, 2]);
+        let packed = &mapped["1.0.attn.in_proj_weight"];
+        assert_eq!(
+            Vec::<f32>::try_from(packed.reshape([-1])).unwrap(),
+            [1., 1., 1., 1., 2., 2., 3., 3.]
+        );
+        let lacking = vec![("a.q_proj.weight".to_string(), part(1.0, 1))];
+        let err = map.apply(lacking).unwrap_err();
+        assert!(
+            err.contains("`a.q_proj.weight` has no `a.k_proj.weight`"),
+            "{err}"
+        );
+    }
+
     #[test]
     fn two_tensors_renamed_alike_and_a_transposed_vector_are_errors() {
         let rename = [[
@@ -576,7 +690,7 @@ mod tests {
         ]];
         let map = NameMap {
             rename: &rename,
-            transpose: &[],
+            ..NameMap::default()
         };
         let err = map.apply(file()).unwrap_err();
         assert!(
@@ -585,8 +699,8 @@ mod tests {
         );
         let transpose = ["*".to_string()];
         let map = NameMap {
-            rename: &[],
             transpose: &transpose,
+            ..NameMap::default()
         };
         let vector = vec![("b".to_string(), Tensor::zeros([3], tch::kind::FLOAT_CPU))];
         let err = map.apply(vector).unwrap_err();

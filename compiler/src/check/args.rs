@@ -106,6 +106,20 @@ impl Value {
         }
     }
 
+    /// A [`Ty::StrGroups`] value's lists.
+    pub fn as_str_groups(&self) -> Vec<Vec<String>> {
+        match self {
+            Value::List(items) => items
+                .iter()
+                .filter_map(|group| match group {
+                    Value::List(all) => Some(all.iter().map(|v| v.as_str().to_string()).collect()),
+                    _ => None,
+                })
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
     /// A [`Ty::StrOrList`] value's strings: the list's, or the one.
     pub fn as_strings(&self) -> Vec<String> {
         match self {
@@ -143,6 +157,9 @@ pub enum Ty {
     StrOrList,
     /// A list of `[from, to]` pairs of strings.
     StrPairs,
+    /// A list of lists of three or more strings (`fuse`'s parts, then the
+    /// whole).
+    StrGroups,
 }
 
 impl Ty {
@@ -160,6 +177,7 @@ impl Ty {
             Ty::FloatOrList => "a number or a list of numbers",
             Ty::StrOrList => "a string or a list of strings",
             Ty::StrPairs => "a list of [from, to] pairs of strings",
+            Ty::StrGroups => "a list of [part, part, ..., whole] lists of strings",
         }
     }
 
@@ -200,6 +218,9 @@ impl Ty {
             }
             (Ty::StrPairs, Value::List(items)) => items.iter().all(|pair| {
                 matches!(pair, Value::List(two) if two.len() == 2 && two.iter().all(|v| matches!(v, Value::Str(_))))
+            }),
+            (Ty::StrGroups, Value::List(items)) => items.iter().all(|group| {
+                matches!(group, Value::List(all) if all.len() >= 3 && all.iter().all(|v| matches!(v, Value::Str(_))))
             }),
             _ => false,
         }
@@ -522,6 +543,7 @@ pub fn signature_text(sig: &[ParamSig]) -> String {
                 Ty::FloatOrList => "float | [float, ...]",
                 Ty::StrOrList => "str | [str, ...]",
                 Ty::StrPairs => "[[str, str], ...]",
+                Ty::StrGroups => "[[str, str, str, ...], ...]",
             };
             match &p.default {
                 Some(d) => format!("{}: {ty} = {}", p.name, value_text(d)),

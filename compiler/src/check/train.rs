@@ -625,12 +625,16 @@ fn few_names(names: &[String]) -> String {
 /// every tensor of the model; or `init = weights(path, skip: [...])`: what
 /// the file holds of the model, the names matching `skip` left to the
 /// initialisers (fine-tuning with a new head).
-/// `weights(path, rename: [...], transpose: [...])`: how the file's names
-/// and layouts map onto the model's (see [`crate::plan::TrainPlan`]).
+/// `weights(path, rename: [...], transpose: [...], fuse: [...], squeeze:
+/// [...])`: how the
+/// file's names and layouts map onto the model's (see
+/// [`crate::plan::TrainPlan`]).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct InitMap {
     pub rename: Vec<[String; 2]>,
     pub transpose: Vec<String>,
+    pub fuse: Vec<Vec<String>>,
+    pub squeeze: Vec<String>,
 }
 
 /// `init`: the file, and for `weights(...)` what to skip and how to map.
@@ -650,6 +654,8 @@ fn init_weights(
         ParamSig::optional("skip", Ty::StrOrList, Value::List(Vec::new())),
         ParamSig::optional("rename", Ty::StrPairs, Value::List(Vec::new())),
         ParamSig::optional("transpose", Ty::StrOrList, Value::List(Vec::new())),
+        ParamSig::optional("fuse", Ty::StrGroups, Value::List(Vec::new())),
+        ParamSig::optional("squeeze", Ty::StrOrList, Value::List(Vec::new())),
     ];
     let (path, skip, map) = match &setting.value.kind {
         ExprKind::Str(path) => (path.clone(), None, InitMap::default()),
@@ -663,7 +669,19 @@ fn init_weights(
             let map = InitMap {
                 rename: v[2].as_str_pairs(),
                 transpose: v[3].as_strings(),
+                fuse: v[4].as_str_groups(),
+                squeeze: v[5].as_strings(),
             };
+            if let Some(group) = map.fuse.iter().find(|g| g.iter().any(String::is_empty)) {
+                errors.push(CheckError::invalid(
+                    format!(
+                        "`fuse`: each string of {group:?} names a piece of the file's names, and one is empty"
+                    ),
+                    setting.value.span,
+                    "empty piece",
+                ));
+                return None;
+            }
             if let Some([from, _]) = map.rename.iter().find(|[from, _]| from.is_empty()) {
                 errors.push(CheckError::invalid(
                     format!(

@@ -76,6 +76,8 @@ fn lower_for(
         init_skip: train.init_skip.clone(),
         init_rename: train.init_map.rename.clone(),
         init_transpose: train.init_map.transpose.clone(),
+        init_fuse: train.init_map.fuse.clone(),
+        init_squeeze: train.init_map.squeeze.clone(),
         precision: train.precision,
         checkpoint_every: train.checkpoint_every,
         on_nan: train.on_nan,

@@ -854,6 +854,19 @@ pub struct TrainPlan {
     /// Face's `Conv1D` stores `[in, out]`, `linear` `[out, in]`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub init_transpose: Vec<String>,
+    /// `fuse: [[part, part, ..., whole]]`: tensors the `init` file holds
+    /// apart and the model as one (Hugging Face's `q_proj`, `k_proj`,
+    /// `v_proj` and an attention's `in_proj_weight`): for each name with
+    /// the first part in it, the names with each part in its place are
+    /// concatenated along their first dimension, in order, under the name
+    /// with `whole` in its place (after `transpose`, before `rename`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub init_fuse: Vec<Vec<String>>,
+    /// `squeeze: [patterns]`: the `init` file's tensors whose names (as in
+    /// the file) match lose their dimensions of size 1 before loading
+    /// (Hugging Face ViT's `[1, tokens, width]` position embeddings).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub init_squeeze: Vec<String>,
     /// Arithmetic of the forward and backward passes.
     pub precision: Precision,
     /// Write a checkpoint every this many steps (0: never).
