@@ -242,6 +242,50 @@ fn a_sharded_run_resumes_at_another_degree_and_shard_mode() {
             (loss_bound, weight_bound),
         );
     }
+    // Its weights are whole in model.safetensors: an export takes them all
+    // from there.
+    let exported = dir.path().join("exported.safetensors");
+    let (full_arg, exported_arg) = (full.to_str().unwrap(), exported.to_str().unwrap());
+    dtl(&["export", full_arg, "-o", exported_arg])
+        .code(0)
+        .stdout_has("4 tensors (0 from the replicas' slices) of the checkpoint of step 8");
+    let checkpointed = full.join("checkpoint").join("model.safetensors");
+    assert_eq!(weights_differ(&checkpointed, &exported).0, 0.0);
+
+    // A replica that cannot write its slices of the checkpoint of step 8
+    // (a full disk) stops the job, naming itself; nothing of that
+    // checkpoint is swapped in, and the run resumes from step 4 to the
+    // uninterrupted run's weights, bit for bit.
+    let faulty = dir.path().join("faulty");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_dtl"))
+        .args(["run", two.to_str().unwrap(), "--quiet", "--device", "cpu"])
+        .arg("--out")
+        .arg(&faulty)
+        .env("DTL_FAULT", "slices@1:8")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("[rank 1]") && stderr.contains("no space left on"),
+        "{stderr}"
+    );
+    assert_eq!(checkpoint_step(&faulty), 4);
+    resume(&faulty)
+        .code(0)
+        .stdout_has("resumed from the checkpoint of step 4");
+    let (worst, at) = weights_differ(
+        &full.join("model.safetensors"),
+        &faulty.join("model.safetensors"),
+    );
+    assert_eq!(worst, 0.0, "resumed after the failed checkpoint: `{at}`");
+}
+
+/// The step of the checkpoint in the run folder `out`.
+fn checkpoint_step(out: &Path) -> u64 {
+    let text = std::fs::read_to_string(out.join("checkpoint").join("state.json")).unwrap();
+    let state: serde_json::Value = serde_json::from_str(&text).unwrap();
+    state["step"].as_u64().unwrap()
 }
 
 /// Resumes the checkpoint of step 8 of the run in `full` into `resumed`

@@ -5,7 +5,9 @@
 //! the checkpoint of step STEP
 //! (written by rank 0) stop for good halfway through writing its files
 //! (`pause_write`) or between its two renames (`pause_swap`), so that a
-//! test's kill lands exactly there. Read once; without the variable nothing
+//! test's kill lands exactly there; or makes rank RANK fail to write its
+//! slices of a sharded checkpoint of step STEP (`slices`), as a full disk
+//! would. Read once; without the variable nothing
 //! happens. Documented in docs/reliability.md.
 
 use std::sync::OnceLock;
@@ -22,6 +24,8 @@ pub enum Kind {
     /// Between a checkpoint's renames: the last one moved aside, the new
     /// one not yet in its place.
     PauseSwap,
+    /// A replica's slices of a sharded checkpoint cannot be written.
+    Slices,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -41,6 +45,7 @@ fn parse(text: &str) -> Option<Fault> {
         "nan" => Kind::Nan,
         "pause_write" => Kind::PauseWrite,
         "pause_swap" => Kind::PauseSwap,
+        "slices" => Kind::Slices,
         _ => return None,
     };
     Some(Fault {
@@ -71,7 +76,7 @@ pub fn strike(rank: usize, step: u64) {
         Some(Kind::Stop) => unsafe {
             libc::raise(libc::SIGSTOP);
         },
-        Some(Kind::Nan | Kind::PauseWrite | Kind::PauseSwap) | None => {}
+        Some(Kind::Nan | Kind::PauseWrite | Kind::PauseSwap | Kind::Slices) | None => {}
     }
 }
 

@@ -163,6 +163,12 @@ pub fn write_all(
     };
     agree(world, ready, step, "ready the folder of the slices")?;
     let wrote = match place {
+        Some(_) if crate::fault::at(world.rank, step) == Some(crate::fault::Kind::Slices) => {
+            Err(RunError::Io {
+                path: dir.display().to_string(),
+                message: "no space left on device (DTL_FAULT=slices)".into(),
+            })
+        }
         Some(place) => write_own(dir, place, own),
         None => Ok(()),
     };
