@@ -100,15 +100,34 @@ def prepare(work: Path) -> None:
     assert config.activation_function == "gelu_new"
     torch.manual_seed(0)
     model = GPT2LMHeadModel(config).eval()
-    model.save_pretrained(work / "gpt2")
-    (work / "tiny_gpt2.dtl").write_text(DTL)
+    write_language_case(work, model, ("gpt2", "tiny_gpt2.dtl", DTL), (VOCABULARY, CONTEXT))
+
+
+def write_language_case(work: Path, model, names, sizes) -> None:
+    """A next-token model's case in `work`: the model saved by
+    `save_pretrained` in the folder `names[0]`, the dtl file `names[1]`
+    with text `names[2]`, a token file for its data block, three rows of
+    ids (ids.npy) and the model's logits for them (logits.npy); `sizes` is
+    (vocabulary, context)."""
+    folder, file, text = names
+    vocabulary, context = sizes
+    model.save_pretrained(work / folder)
+    (work / file).write_text(text)
     generator = np.random.default_rng(0)
-    generator.integers(0, VOCABULARY, 400).astype("<u2").tofile(work / "tokens.u16.bin")
-    ids = generator.integers(0, VOCABULARY, (3, CONTEXT)).astype(np.int64)
+    generator.integers(0, vocabulary, 400).astype("<u2").tofile(work / "tokens.u16.bin")
+    ids = generator.integers(0, vocabulary, (3, context)).astype(np.int64)
     np.save(work / "ids.npy", ids)
     with torch.no_grad():
         logits = model(torch.from_numpy(ids)).logits
     np.save(work / "logits.npy", logits.numpy().astype(np.float64))
+
+
+def main(prepare) -> None:
+    """`prepare WORKDIR` or `compare WORKDIR PREDICTIONS BOUND`."""
+    if sys.argv[1] == "prepare":
+        prepare(Path(sys.argv[2]))
+    else:
+        compare(Path(sys.argv[2]), Path(sys.argv[3]), float(sys.argv[4]))
 
 
 def compare(work: Path, predictions: Path, bound: float) -> None:
@@ -122,7 +141,4 @@ def compare(work: Path, predictions: Path, bound: float) -> None:
 
 
 if __name__ == "__main__":
-    if sys.argv[1] == "prepare":
-        prepare(Path(sys.argv[2]))
-    else:
-        compare(Path(sys.argv[2]), Path(sys.argv[3]), float(sys.argv[4]))
+    main(prepare)

@@ -17,14 +17,12 @@ transformers' logits for them (logits.npy).
 difference from transformers' logits; it fails above BOUND.
 """
 
-import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from hf_gpt2 import compare
+from hf_gpt2 import main, write_language_case
 
 VOCABULARY, CONTEXT, WIDTH, LAYERS, HEADS, KV_HEADS, HIDDEN = 96, 16, 32, 2, 4, 2, 64
 
@@ -111,19 +109,8 @@ def prepare(work: Path) -> None:
         for name, p in model.named_parameters():
             if name.endswith("layernorm.weight") or name == "model.norm.weight":
                 p.uniform_(0.5, 1.5)
-    model.save_pretrained(work / "llama")
-    (work / "tiny_llama.dtl").write_text(DTL)
-    generator = np.random.default_rng(0)
-    generator.integers(0, VOCABULARY, 400).astype("<u2").tofile(work / "tokens.u16.bin")
-    ids = generator.integers(0, VOCABULARY, (3, CONTEXT)).astype(np.int64)
-    np.save(work / "ids.npy", ids)
-    with torch.no_grad():
-        logits = model(torch.from_numpy(ids)).logits
-    np.save(work / "logits.npy", logits.numpy().astype(np.float64))
+    write_language_case(work, model, ("llama", "tiny_llama.dtl", DTL), (VOCABULARY, CONTEXT))
 
 
 if __name__ == "__main__":
-    if sys.argv[1] == "prepare":
-        prepare(Path(sys.argv[2]))
-    else:
-        compare(Path(sys.argv[2]), Path(sys.argv[3]), float(sys.argv[4]))
+    main(prepare)

@@ -17,14 +17,13 @@ size with the name map in its `init`, three images as rows of features
 difference from transformers' logits; it fails above BOUND.
 """
 
-import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 from transformers import ViTConfig, ViTForImageClassification
 
-from hf_gpt2 import compare
+from hf_gpt2 import main
 
 IMAGE, PATCH, WIDTH, LAYERS, HEADS, CLASSES = 32, 8, 32, 2, 4, 10
 TOKENS = (IMAGE // PATCH) ** 2
@@ -150,7 +149,4 @@ def prepare(work: Path) -> None:
 
 
 if __name__ == "__main__":
-    if sys.argv[1] == "prepare":
-        prepare(Path(sys.argv[2]))
-    else:
-        compare(Path(sys.argv[2]), Path(sys.argv[3]), float(sys.argv[4]))
+    main(prepare)
