@@ -13,7 +13,7 @@ use safetensors::tensor::View;
 use safetensors::{Dtype, SafeTensors};
 
 use super::shards::{ShardSet, WEIGHTS};
-use super::{verified, DIR, PREV};
+use super::{first_usable, verified};
 use crate::error::RunError;
 use crate::output::{io_err, replace_atomically};
 
@@ -164,23 +164,10 @@ fn checkpoint_of(from: &Path) -> Result<(PathBuf, Option<String>), RunError> {
     if from.join("state.json").is_file() {
         return Ok((from.to_path_buf(), None));
     }
-    let mut reasons = Vec::new();
-    for name in [DIR, PREV] {
-        let dir = from.join(name);
-        if !dir.join("state.json").is_file() {
-            continue;
-        }
-        match verified(&dir) {
-            Ok(_) => return Ok((dir, (!reasons.is_empty()).then(|| reasons.join("; ")))),
-            Err(err) => reasons.push(err.to_string()),
-        }
-    }
-    Err(RunError::Resume {
-        path: from.display().to_string(),
-        message: if reasons.is_empty() {
-            "neither a checkpoint folder nor a run folder with a checkpoint".into()
-        } else {
-            format!("no usable checkpoint: {}", reasons.join("; "))
-        },
-    })
+    first_usable(
+        from,
+        |dir| verified(dir).map(|_| dir.to_path_buf()),
+        |_| false,
+        "neither a checkpoint folder nor a run folder with a checkpoint",
+    )
 }

@@ -445,28 +445,43 @@ pub fn exists(out: &Path) -> Result<(), RunError> {
 /// one is missing, torn or damaged (its checksum does not match),
 /// `checkpoint.prev/`, saying why.
 pub fn load(out: &Path, fingerprint: &str, data: &[DataFile]) -> Result<Loaded, RunError> {
+    let (mut loaded, fell_back) = first_usable(
+        out,
+        |dir| load_dir(dir, fingerprint, data),
+        // Another experiment is not a damaged checkpoint: say so.
+        is_mismatch,
+        "no checkpoint here (is `checkpoint_every` set in the train block?)",
+    )?;
+    loaded.fell_back = fell_back;
+    Ok(loaded)
+}
+
+/// `read` of the run's `checkpoint/`, or when that one is missing or its
+/// read fails, of `checkpoint.prev/`, with why the last one could not be
+/// used. An error `fatal` accepts is returned at once; with no checkpoint
+/// at all, the error says `none`.
+fn first_usable<T>(
+    out: &Path,
+    mut read: impl FnMut(&Path) -> Result<T, RunError>,
+    fatal: impl Fn(&RunError) -> bool,
+    none: &str,
+) -> Result<(T, Option<String>), RunError> {
     let mut reasons = Vec::new();
     for name in [DIR, PREV] {
         let dir = out.join(name);
         if !dir.join("state.json").is_file() {
             continue;
         }
-        match load_dir(&dir, fingerprint, data) {
-            Ok(mut loaded) => {
-                if !reasons.is_empty() {
-                    loaded.fell_back = Some(reasons.join("; "));
-                }
-                return Ok(loaded);
-            }
-            // Another experiment is not a damaged checkpoint: say so.
-            Err(err @ RunError::Resume { .. }) if is_mismatch(&err) => return Err(err),
+        match read(&dir) {
+            Ok(value) => return Ok((value, (!reasons.is_empty()).then(|| reasons.join("; ")))),
+            Err(err) if fatal(&err) => return Err(err),
             Err(err) => reasons.push(err.to_string()),
         }
     }
     Err(RunError::Resume {
         path: out.display().to_string(),
         message: if reasons.is_empty() {
-            "no checkpoint here (is `checkpoint_every` set in the train block?)".into()
+            none.to_string()
         } else {
             format!("no usable checkpoint: {}", reasons.join("; "))
         },
