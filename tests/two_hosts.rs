@@ -2,9 +2,11 @@
 //! (scripts/two-hosts.sh: network namespaces joined by a veth pair, each
 //! with its own hostname, PRRTE reaching the second through an "ssh" agent).
 //! The same binary, launched by `dtl run` (through `DTL_MPIRUN`) across the
-//! two, trains as on one host, byte for byte; losing the second host stops
-//! the job with a non-zero exit, nothing left running, no summary written,
-//! and rank 0's log saying which peer was lost.
+//! two, trains as on one host, byte for byte (fully sharded too, each
+//! host's replica writing its own checkpoint slices into the shared run
+//! folder); losing the second host stops the job with a non-zero exit,
+//! nothing left running, no summary written, and rank 0's log saying which
+//! peer was lost.
 //!
 //! The script needs root, `ip` and `unshare`; without them it exits 77 and
 //! this test fails, unless `DTL_SKIP_TWO_HOSTS=1` says to skip (CI has them:
@@ -143,6 +145,41 @@ fn training_across_two_hosts_is_training_on_one() {
         weights as f64,
         9e-7,
     );
+
+    // Fully sharded, with checkpoints: each host's replica writes its own
+    // slices into the shared run folder, the evaluation gathers unit by
+    // unit and the weights are streamed from the slices, byte for byte as
+    // on one host.
+    let sharded = digits_model(
+        dir.path(),
+        "sharded",
+        30,
+        "parallel { data = 2; shard = parameters }",
+    );
+    let (one, two) = (
+        dir.path().join("sharded_one"),
+        dir.path().join("sharded_two"),
+    );
+    let every = ["--set", "train.checkpoint_every=10"];
+    train(&sharded, &one, &every).code(0);
+    let output = run_on_two_hosts(&sharded, &two, &every);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for file in [
+        "model.safetensors",
+        "metrics.jsonl",
+        "checkpoint/shard-s0-p0.safetensors",
+        "checkpoint/shard-s0-p1.safetensors",
+    ] {
+        assert_eq!(
+            std::fs::read(one.join(file)).unwrap(),
+            std::fs::read(two.join(file)).unwrap(),
+            "sharded: {file} differs between one host and two"
+        );
+    }
 }
 
 /// The check a job's command runs after `dtl` ends, inside the simulated
