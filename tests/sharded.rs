@@ -703,7 +703,8 @@ fn a_fully_sharded_run_resumes_at_another_degree_and_shard_mode() {
 /// streams it into one file equal to the run's own `model.safetensors`
 /// (the checkpoint is of the last step), which the plan-driven PyTorch
 /// model loads with `strict=True`; an existing file is not replaced unless
-/// asked; a damaged slice makes it take the checkpoint before, saying so.
+/// asked; a damaged slice makes it, and a resume, take the checkpoint
+/// before, saying so.
 #[test]
 fn a_sharded_checkpoint_is_written_per_replica_and_exports_whole() {
     let _one_at_a_time = ranks();
@@ -764,6 +765,25 @@ fn a_sharded_checkpoint_is_written_per_replica_and_exports_whole() {
         .code(0)
         .stderr_has("shard-s0-p2.safetensors")
         .stdout_has("of the checkpoint of step 4");
+    // Resumed, rank 0 finds the damage (it alone reads every slice whole)
+    // and every rank goes on from the checkpoint before, to the same end.
+    let resumed = dir.path().join("resumed");
+    copy_for_resume(&out, &resumed);
+    let before = resumed.join("checkpoint.prev");
+    std::fs::create_dir_all(&before).unwrap();
+    for entry in std::fs::read_dir(out.join("checkpoint.prev")).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), before.join(entry.file_name())).unwrap();
+    }
+    resume(&resumed)
+        .code(0)
+        .stderr_has("shard-s0-p2.safetensors")
+        .stdout_has("resumed from the checkpoint of step 4");
+    let (worst, at) = weights_differ(
+        &out.join("model.safetensors"),
+        &resumed.join("model.safetensors"),
+    );
+    assert_eq!(worst, 0.0, "resumed past a damaged slice: `{at}`");
 }
 
 /// What `shard = parameters` saves over `shard = gradients` is memory the

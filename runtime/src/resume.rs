@@ -8,19 +8,42 @@ use dtl_compiler::plan::Plan;
 use crate::checkpoint::{self, Loaded, State};
 use crate::error::RunError;
 use crate::output::{self, JsonLines};
+use crate::world::World;
 
 /// The checkpoint to go on from, saying so when the last one was damaged,
 /// and when dropout will draw other masks than the run that wrote it.
+/// Every rank calls it.
 pub fn resume_from(
     plan: &Plan,
     out: &Path,
     fingerprint: &str,
-    lead: bool,
+    world: &World,
 ) -> Result<Loaded, RunError> {
-    let loaded = checkpoint::load(out, fingerprint, &plan.data.files)?;
-    if !lead {
-        return Ok(loaded);
+    let files = &plan.data.files;
+    if world.size == 1 {
+        return said(plan, checkpoint::load(out, fingerprint, files)?);
     }
+    // Rank 0 chooses the checkpoint, checking every file of it (a sharded
+    // one's slices once, not on every rank); the others read the one it
+    // chose, so that all go on from the same.
+    let mine = (world.rank == 0).then(|| checkpoint::load(out, fingerprint, files));
+    let chosen = mine
+        .as_ref()
+        .and_then(|r| r.as_ref().ok())
+        .and_then(checkpoint::folder_of);
+    let chosen = world.text_from_rank_zero(chosen.as_deref())?;
+    match (mine, chosen) {
+        (Some(loaded), _) => said(plan, loaded?),
+        (None, Some(name)) => checkpoint::load_chosen(out, &name, fingerprint, files),
+        (None, None) => Err(RunError::Resume {
+            path: out.display().to_string(),
+            message: "rank 0 found no checkpoint to go on from (its error says why)".into(),
+        }),
+    }
+}
+
+/// The warnings about the checkpoint `loaded` that rank 0 gives.
+fn said(plan: &Plan, loaded: Loaded) -> Result<Loaded, RunError> {
     if let Some(why) = &loaded.fell_back {
         eprintln!(
             "warning: the last checkpoint cannot be used ({why}); resuming from the one before, of step {}",

@@ -131,7 +131,7 @@ fn run_to_the_end(
     enter(Phase::Load, 0, UNBOUNDED);
     let loading = Instant::now();
     let resumed = if options.resume {
-        Some(resume_from(plan, out, &fingerprint, lead)?)
+        Some(resume_from(plan, out, &fingerprint, world)?)
     } else {
         None
     };

@@ -447,7 +447,7 @@ pub fn exists(out: &Path) -> Result<(), RunError> {
 pub fn load(out: &Path, fingerprint: &str, data: &[DataFile]) -> Result<Loaded, RunError> {
     let (mut loaded, fell_back) = first_usable(
         out,
-        |dir| load_dir(dir, fingerprint, data),
+        |dir| load_dir(dir, fingerprint, data, true),
         // Another experiment is not a damaged checkpoint: say so.
         is_mismatch,
         "no checkpoint here (is `checkpoint_every` set in the train block?)",
@@ -488,17 +488,46 @@ fn first_usable<T>(
     })
 }
 
+/// The checkpoint folder `name` of the run in `out` that another rank
+/// chose with [`load`] (its slices' checksums checked there): read and
+/// checked as `load` does, but for the slices' checksums.
+pub fn load_chosen(
+    out: &Path,
+    name: &str,
+    fingerprint: &str,
+    data: &[DataFile],
+) -> Result<Loaded, RunError> {
+    if ![DIR, PREV].contains(&name) {
+        return Err(RunError::Resume {
+            path: out.display().to_string(),
+            message: format!("rank 0 chose `{name}`, which is not a checkpoint folder"),
+        });
+    }
+    load_dir(&out.join(name), fingerprint, data, false)
+}
+
+/// The name of the checkpoint folder `loaded` was read from.
+pub fn folder_of(loaded: &Loaded) -> Option<String> {
+    let dir = loaded.model_path.parent()?.file_name()?;
+    Some(dir.to_string_lossy().into_owned())
+}
+
 fn is_mismatch(err: &RunError) -> bool {
     matches!(err, RunError::Resume { message, .. } if message.starts_with("the checkpoint belongs to another experiment"))
 }
 
-fn load_dir(dir: &Path, fingerprint: &str, data: &[DataFile]) -> Result<Loaded, RunError> {
+fn load_dir(
+    dir: &Path,
+    fingerprint: &str,
+    data: &[DataFile],
+    checksums: bool,
+) -> Result<Loaded, RunError> {
     let dir = dir.to_path_buf();
     let bad = |message: String| RunError::Resume {
         path: dir.display().to_string(),
         message,
     };
-    let (state, shards) = verified(&dir)?;
+    let (state, shards) = read_checked(&dir, checksums)?;
     let trained = state.data_files.iter().zip(data);
     if let Some((then, now)) = trained
         .clone()
@@ -583,6 +612,14 @@ fn load_dir(dir: &Path, fingerprint: &str, data: &[DataFile]) -> Result<Loaded, 
 /// A checkpoint folder's state, read and checked whole: its format, its
 /// files' and values' checksum, and a sharded run's files (mapped).
 pub fn verified(dir: &Path) -> Result<(State, Option<shards::ShardSet>), RunError> {
+    read_checked(dir, true)
+}
+
+/// [`verified`], the slices' checksums checked when `checksums` says so.
+fn read_checked(
+    dir: &Path,
+    checksums: bool,
+) -> Result<(State, Option<shards::ShardSet>), RunError> {
     let bad = |message: String| RunError::Resume {
         path: dir.display().to_string(),
         message,
@@ -604,7 +641,7 @@ pub fn verified(dir: &Path) -> Result<(State, Option<shards::ShardSet>), RunErro
         )));
     }
     let shards = match &state.shards {
-        Some(listed) => Some(shards::ShardSet::open(dir, listed).map_err(bad)?),
+        Some(listed) => Some(shards::ShardSet::open(dir, listed, checksums).map_err(bad)?),
         None => None,
     };
     Ok((state, shards))

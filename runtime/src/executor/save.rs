@@ -182,10 +182,11 @@ impl Executor<'_> {
         let rest = dir.join("rest.safetensors");
         write_weights(&rest, &outside(units, &self.model))?;
         let listed = shards::collect(&dir, stages, slices)?;
-        let set = shards::ShardSet::open(&dir, &listed).map_err(|message| RunError::Weights {
-            path: dir.display().to_string(),
-            message,
-        })?;
+        let set =
+            shards::ShardSet::open(&dir, &listed, true).map_err(|message| RunError::Weights {
+                path: dir.display().to_string(),
+                message,
+            })?;
         export::merge(&rest, Some(&set), path)?;
         drop(set);
         std::fs::remove_dir_all(&dir).map_err(|e| crate::output::io_err(&dir, e))
