@@ -791,14 +791,21 @@ fn a_sharded_checkpoint_is_written_per_replica_and_exports_whole() {
 /// where explain predicts the peak per rank falls by the whole parameters
 /// less a slice and a unit, and the whole gradients less a slice and a
 /// unit's (321 MiB). Rank 0's measured peak falls by at least half of
-/// that (measured: 424 MiB, 1482 → 1058 MiB), and it holds half of the
-/// parameters between steps.
+/// that (measured: 405–415 MiB, 1441–1448 → 1034–1036 MiB, 2026-12-05), and it holds
+/// half of the parameters between steps.
+///
+/// Under ZeRO-3 explain's estimate is the contract: rank 0's peak less
+/// the fixed cost (the same run at a width of 16) is within 15% of the
+/// estimate less the small run's (measured 1.07×; evaluation and the
+/// weights written at the end gather no more than a unit). ZeRO-2's ratio
+/// is printed, not held (1.14–1.15× measured: Open MPI's buffers for the
+/// non-blocking collectives are not in the estimate yet).
 #[test]
 fn full_sharding_lowers_the_measured_peak_memory() {
     let _one_at_a_time = ranks();
     let dir = tempfile::tempdir().unwrap();
-    let measure = |mode: &str| {
-        let file = dir.path().join(format!("{mode}.dtl"));
+    let measure = |mode: &str, hidden: u64| {
+        let file = dir.path().join(format!("{mode}-{hidden}.dtl"));
         std::fs::write(
             &file,
             format!(
@@ -811,7 +818,7 @@ module Ffn(d: int, hidden: int) {{
 }}
 model Wide {{
   forward(x: [B, 64]) -> [B, 4] {{
-    x |> linear(64, 1024) |> repeat 8 {{ Ffn(1024, 4096) }} |> linear(1024, 4)
+    x |> linear(64, 1024) |> repeat 8 {{ Ffn(1024, {hidden}) }} |> linear(1024, 4)
   }}
 }}
 data blobs {{ source = synthetic(rows: 512, features: 64, classes: 4, seed: 7); valid = 0.25 }}
@@ -824,14 +831,28 @@ parallel {{ data = 2; shard = {mode} }}
         let explained = dtl(&["explain", file.to_str().unwrap(), "--format", "json"]).code(0);
         let cost: serde_json::Value = serde_json::from_str(&explained.stdout).unwrap();
         let estimate = cost["memory"]["total"].as_u64().unwrap();
-        let out = dir.path().join(mode);
+        let out = dir.path().join(format!("{mode}-{hidden}"));
         train(&file, &out, &["--no-tensorboard"]).code(0);
         let summary = summary(&out);
         let peak = summary["peak_rss_bytes"].as_u64().unwrap();
         (estimate, peak, summary["parameter_bytes"].as_u64().unwrap())
     };
-    let (zero2_estimate, zero2_peak, zero2_params) = measure("gradients");
-    let (zero3_estimate, zero3_peak, zero3_params) = measure("parameters");
+    let (zero2_estimate, zero2_peak, zero2_params) = measure("gradients", 4096);
+    let (zero3_estimate, zero3_peak, zero3_params) = measure("parameters", 4096);
+    for (mode, estimate, peak) in [
+        ("gradients", zero2_estimate, zero2_peak),
+        ("parameters", zero3_estimate, zero3_peak),
+    ] {
+        let (small_estimate, fixed, _) = measure(mode, 16);
+        let ratio = peak.saturating_sub(fixed) as f64 / (estimate - small_estimate) as f64;
+        eprintln!("measured: shard = {mode}: (peak - fixed) / estimate = {ratio:.3}");
+        if mode == "parameters" {
+            assert!(
+                (ratio - 1.0).abs() <= 0.15,
+                "ZeRO-3: rank 0 used {ratio:.3}× explain's estimate (beyond the fixed cost)"
+            );
+        }
+    }
     let predicted = zero2_estimate - zero3_estimate;
     let measured = zero2_peak.saturating_sub(zero3_peak);
     eprintln!("shard = parameters: peak {zero2_peak} -> {zero3_peak} bytes, saved {measured} of {predicted} predicted");
