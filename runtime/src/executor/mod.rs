@@ -226,19 +226,27 @@ impl<'a> Executor<'a> {
         let Some(units) = &self.units else {
             return self.model.named();
         };
-        let sharded = units.sharded(&self.model.params);
         let own = units
             .shards()
             .into_iter()
             .enumerate()
             .map(|(u, t)| (format!("unit {u}"), t));
-        let rest = self
-            .model
-            .all()
-            .enumerate()
-            .filter(|(i, _)| !sharded.get(*i).copied().unwrap_or(false))
-            .map(|(_, (n, t))| (n.clone(), t.shallow_clone()));
-        own.chain(rest).collect()
+        own.chain(self.outside_units()).collect()
+    }
+
+    /// The parameters and buffers by name, sharing storage, but for those
+    /// of `shard = parameters`' units (whose values are the replicas'
+    /// slices): without units, all of them.
+    fn outside_units(&self) -> Named {
+        let sharded = self
+            .units
+            .as_ref()
+            .map(|units| units.sharded(&self.model.params))
+            .unwrap_or_default();
+        let all = self.model.all().enumerate();
+        all.filter(|(i, _)| !sharded.get(*i).copied().unwrap_or(false))
+            .map(|(_, (name, t))| (name.clone(), t.shallow_clone()))
+            .collect()
     }
 
     /// Rows held out for evaluation.

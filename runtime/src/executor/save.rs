@@ -9,49 +9,17 @@ use tch::Tensor;
 
 use super::Executor;
 use crate::checkpoint::{self, export, shards, Named, Snapshot};
-use crate::error::{RunError, TorchContext};
-use crate::model::Model;
+use crate::error::RunError;
 use crate::output::write_weights;
 use crate::parallel::data::AsyncUpdate;
 use crate::parallel::gather;
-use crate::parallel::units::Units;
 
 impl Executor<'_> {
-    /// The parameters and buffers by name: sharing storage, or under
-    /// `shard = parameters` the units' copies, gathered from the replicas
-    /// one unit at a time, kept where `keep` (empty elsewhere).
-    fn named(&self, step: u64, keep: bool) -> Result<Named, RunError> {
-        let Some(units) = &self.units else {
-            return Ok(self.model.named());
-        };
-        let mut copies = std::collections::BTreeMap::new();
-        units.each_gathered(self.world.shard_group(), step, |params| {
-            for &i in params.iter().filter(|_| keep) {
-                let (name, t) = &self.model.params[i];
-                let copy = t.f_detach_copy().context(|| format!("copy `{name}`"))?;
-                copies.insert(i, copy);
-            }
-            Ok(())
-        })?;
-        if !keep {
-            return Ok(Vec::new());
-        }
-        Ok(self
-            .model
-            .all()
-            .enumerate()
-            .map(|(i, (name, t))| match copies.remove(&i) {
-                Some(copy) => (name.clone(), copy),
-                None => (name.clone(), t.shallow_clone()),
-            })
-            .collect())
-    }
-
     /// The whole model's weights on rank 0 (`None` elsewhere): gathered
-    /// from replica 0's stages when the model is cut into stages.
-    pub fn weights(&self, step: u64) -> Result<Option<Named>, RunError> {
-        let named = self.named(step, self.world.rank == 0)?;
-        self.gather(named, step)
+    /// from replica 0's stages when the model is cut into stages (not
+    /// under `shard = parameters`, whose weights are the slices).
+    fn weights(&self, step: u64) -> Result<Option<Named>, RunError> {
+        self.gather(self.model.named(), step)
     }
 
     /// The average of the weights (`ema`) on rank 0, as [`Self::weights`];
@@ -88,12 +56,8 @@ impl Executor<'_> {
         }
         self.last_checkpoint = Some(step);
         let shards = self.write_slices(&checkpoint::being_written(out), true, step)?;
-        let named = match &self.units {
-            // The units' parameters are in the slices.
-            Some(units) => outside(units, &self.model),
-            None => self.named(step, self.world.rank == 0)?,
-        };
-        let model = self.gather(named, step)?;
+        // The units' parameters are in the slices.
+        let model = self.gather(self.outside_units(), step)?;
         let optimizer = match shards {
             Some(_) => (self.world.rank == 0).then(Vec::new),
             None => {
@@ -160,12 +124,12 @@ impl Executor<'_> {
     /// into `path` one tensor at a time, so that no rank holds the whole
     /// model.
     pub fn save_weights(&self, path: &Path, step: u64) -> Result<(), RunError> {
-        let Some(units) = &self.units else {
+        if self.units.is_none() {
             if let Some(weights) = self.weights(step)? {
                 write_weights(path, &weights)?;
             }
             return Ok(());
-        };
+        }
         let mut name = path.file_name().unwrap_or_default().to_os_string();
         name.push(".shards");
         let dir = path.with_file_name(name);
@@ -180,7 +144,7 @@ impl Executor<'_> {
             return Ok(());
         }
         let rest = dir.join("rest.safetensors");
-        write_weights(&rest, &outside(units, &self.model))?;
+        write_weights(&rest, &self.outside_units())?;
         let listed = shards::collect(&dir, stages, slices)?;
         let set =
             shards::ShardSet::open(&dir, &listed, true).map_err(|message| RunError::Weights {
@@ -191,14 +155,4 @@ impl Executor<'_> {
         drop(set);
         std::fs::remove_dir_all(&dir).map_err(|e| crate::output::io_err(&dir, e))
     }
-}
-
-/// The tensors of `model` in none of the `units` (buffers, frozen
-/// parameters), sharing storage.
-fn outside(units: &Units, model: &Model) -> Named {
-    let sharded = units.sharded(&model.params);
-    let all = model.all().enumerate();
-    all.filter(|(i, _)| !sharded.get(*i).copied().unwrap_or(false))
-        .map(|(_, (name, t))| (name.clone(), t.shallow_clone()))
-        .collect()
 }

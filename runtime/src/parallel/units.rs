@@ -236,31 +236,6 @@ impl Units {
         Ok(())
     }
 
-    /// Gathers every unit: the whole model, for what reads it outside a
-    /// step (a collective over the shard group).
-    pub fn gather_all(&self, comm: &dyn Communicator, step: u64) -> Result<(), RunError> {
-        (0..self.units.len()).try_for_each(|u| self.gather(u, comm, step))
-    }
-
-    /// Gathers the units one at a time, calls `read` with each one's
-    /// parameters (indices into the trainable ones) and frees it: the
-    /// whole model is read with one unit's memory (a collective over the
-    /// shard group).
-    pub fn each_gathered(
-        &self,
-        comm: &dyn Communicator,
-        step: u64,
-        mut read: impl FnMut(&[usize]) -> Result<(), RunError>,
-    ) -> Result<(), RunError> {
-        for u in 0..self.units.len() {
-            self.gather(u, comm, step)?;
-            let out = read(&self.units[u].params);
-            self.free(u, step)?;
-            out?;
-        }
-        Ok(())
-    }
-
     /// A forward pass outside a step (an evaluation), unit by unit: before
     /// node `j` the held units (at the first node) and the unit that
     /// starts at `j` are gathered, after it the unit that ends at `j` is
