@@ -24,6 +24,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use dtl_compiler::plan::{DataFile, DataPlan, ModelPlan, Plan, SyncMode, TrainPlan};
+use dtl_compiler::util::rng::Fnv1a;
 use serde::{Deserialize, Serialize};
 use tch::{Device, Tensor};
 
@@ -53,8 +54,8 @@ pub struct Snapshot {
     /// `precision = fp16`: the loss scale and its steps without overflow.
     pub loss_scale: Option<crate::loss_scale::LossScale>,
     /// Sharded: the replicas have written their slices into the
-    /// checkpoint being written ([`prepare`]), for so many stages and
-    /// places; `model` and `optimizer` hold the rest.
+    /// checkpoint being written ([`being_written`]), for so many stages
+    /// and places; `model` and `optimizer` hold the rest.
     pub shards: Option<[u64; 2]>,
 }
 
@@ -394,19 +395,9 @@ pub fn being_written(out: &Path) -> PathBuf {
 /// The checksum of a checkpoint: its two tensor files, read in chunks,
 /// then `state`'s values with the checksum left empty.
 fn checksum(dir: &Path, state: &State) -> Result<String, RunError> {
-    use std::io::Read;
-    let mut hash = dtl_compiler::util::rng::Fnv1a::new();
-    let mut chunk = vec![0u8; 1 << 20];
+    let mut hash = Fnv1a::new();
     for name in ["model.safetensors", "state.safetensors"] {
-        let path = dir.join(name);
-        let mut file = std::fs::File::open(&path).map_err(io(&path))?;
-        loop {
-            let n = file.read(&mut chunk).map_err(io(&path))?;
-            if n == 0 {
-                break;
-            }
-            hash = hash.update(&chunk[..n]);
-        }
+        (hash, _) = hash_file(hash, &dir.join(name))?;
     }
     let unsigned = State {
         checksum: String::new(),
@@ -414,6 +405,23 @@ fn checksum(dir: &Path, state: &State) -> Result<String, RunError> {
     };
     let values = serde_json::to_string(&unsigned).expect("the state serializes");
     Ok(format!("{:016x}", hash.update(values.as_bytes()).finish()))
+}
+
+/// `hash` fed with the file at `path`, read in chunks, and the file's
+/// length.
+fn hash_file(mut hash: Fnv1a, path: &Path) -> Result<(Fnv1a, u64), RunError> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path).map_err(io(path))?;
+    let mut chunk = vec![0u8; 1 << 20];
+    let mut bytes = 0u64;
+    loop {
+        let n = file.read(&mut chunk).map_err(io(path))?;
+        if n == 0 {
+            return Ok((hash, bytes));
+        }
+        bytes += n as u64;
+        hash = hash.update(&chunk[..n]);
+    }
 }
 
 /// The step of the checkpoint a resume would start from, if one reads

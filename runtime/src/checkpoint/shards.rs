@@ -245,19 +245,7 @@ pub fn collect(dir: &Path, stages: u64, slices: u64) -> Result<Shards, RunError>
 
 /// A file's size and FNV-1a, read in chunks.
 pub fn file_checksum(path: &Path) -> Result<(u64, String), RunError> {
-    use std::io::Read;
-    let mut hash = dtl_compiler::util::rng::Fnv1a::new();
-    let mut file = std::fs::File::open(path).map_err(|e| io_err(path, e))?;
-    let mut chunk = vec![0u8; 1 << 20];
-    let mut bytes = 0u64;
-    loop {
-        let n = file.read(&mut chunk).map_err(|e| io_err(path, e))?;
-        if n == 0 {
-            break;
-        }
-        bytes += n as u64;
-        hash = hash.update(&chunk[..n]);
-    }
+    let (hash, bytes) = super::hash_file(dtl_compiler::util::rng::Fnv1a::new(), path)?;
     Ok((bytes, format!("{:016x}", hash.finish())))
 }
 
