@@ -93,18 +93,13 @@ fn training_across_two_hosts_is_training_on_one() {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    for file in [
+    let traced = [
         "model.safetensors",
         "metrics.jsonl",
         "rank-0.trace.jsonl",
         "rank-1.trace.jsonl",
-    ] {
-        assert_eq!(
-            std::fs::read(one.join(file)).unwrap(),
-            std::fs::read(two.join(file)).unwrap(),
-            "{file} differs between one host and two"
-        );
-    }
+    ];
+    same_bytes(&one, &two, &traced, "data parallel");
     let host_of = |rank: usize| {
         let beat = std::fs::read_to_string(two.join(format!("rank-{rank}.beat"))).unwrap();
         beat.split_whitespace().nth(1).unwrap().to_string()
@@ -168,16 +163,23 @@ fn training_across_two_hosts_is_training_on_one() {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    for file in [
+    let checkpointed = [
         "model.safetensors",
         "metrics.jsonl",
         "checkpoint/shard-s0-p0.safetensors",
         "checkpoint/shard-s0-p1.safetensors",
-    ] {
+    ];
+    same_bytes(&one, &two, &checkpointed, "sharded");
+}
+
+/// Each of `files` holds the same bytes in the run folders `one` (one
+/// host) and `two` (two hosts).
+fn same_bytes(one: &Path, two: &Path, files: &[&str], what: &str) {
+    for file in files {
         assert_eq!(
             std::fs::read(one.join(file)).unwrap(),
             std::fs::read(two.join(file)).unwrap(),
-            "sharded: {file} differs between one host and two"
+            "{what}: {file} differs between one host and two"
         );
     }
 }
