@@ -292,7 +292,7 @@ train { model = Net; data = d; loss = cross_entropy; optimizer = sgd(lr: 0.1); m
 fn check_memory_names_the_layouts_that_fit() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("wide.dtl");
-    // 200 M parameters: 3.7 GiB a rank unsharded (weights, gradients,
+    // 200 M parameters: 3.8 GiB a rank unsharded (weights, gradients,
     // AdamW's moments and the gradient exchange's buffers), 2.6 GiB with
     // the moments split 4 ways.
     std::fs::write(
@@ -311,9 +311,9 @@ parallel { data = 4 }
     dtl(&["check", file.to_str().unwrap(), "--memory", "100MiB"])
         .code(0)
         .stderr_has("no layout of these ranks fits");
-    // 268 M parameters in eight blocks: 5.0 GiB a rank unsharded, 1.4
+    // 268 M parameters in eight blocks: 4.1 GiB a rank unsharded, 1.4
     // GiB with the weights sharded too (ZeRO-3), where the optimizer
-    // state's sharding alone leaves 2.7 GiB.
+    // state's sharding alone leaves 2.6 GiB.
     let blocks = dir.path().join("blocks.dtl");
     std::fs::write(
         &blocks,
@@ -327,7 +327,7 @@ parallel { data = 4 }
     .unwrap();
     dtl(&["check", blocks.to_str().unwrap(), "--memory", "2GiB"])
         .code(0)
-        .stderr_has("a rank needs 5.0 GiB")
+        .stderr_has("a rank needs 4.1 GiB")
         .stderr_has("these fit, by the same estimate: `shard = parameters` (1.4 GiB per");
     // Activations first: eight blocks at 2048 rows need 274.8 MiB on one
     // rank, 78.8 MiB recomputed (tests/sharded.rs measures the saving).

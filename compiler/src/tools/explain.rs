@@ -71,10 +71,11 @@ pub struct Memory {
     /// stages' weights it receives to write one `model.safetensors`, and
     /// with `checkpoint_every` their optimizer state too.
     pub gathered: u64,
-    /// The gradient exchange's buffers over the replicas: every bucket's
-    /// flat buffer in flight at once (under `async`, each step's still in
-    /// flight); under `shard = gradients` the kept slices and two buckets
-    /// being reduce-scattered.
+    /// The gradient exchange's buffers over the replicas: two consecutive
+    /// buckets under way at once, each a flat buffer and (under Open MPI) a
+    /// temporary of its size; under `async` every bucket of each step
+    /// still in flight; under `shard = gradients` the kept slices and one
+    /// bucket being reduce-scattered, with its temporary.
     pub communication: u64,
     pub total: u64,
 }
@@ -352,14 +353,22 @@ fn exchange_values(plan: &Plan, stage: u64, gradients: u64) -> u64 {
     if d == 1 {
         return 0;
     }
-    let largest = plan
+    let sizes: Vec<u64> = plan
         .topology
         .buckets
         .iter()
         .filter(|b| b.stage == stage)
         .map(|b| b.bytes / BYTES_PER_VALUE)
+        .collect();
+    let largest = sizes.iter().copied().max().unwrap_or(0);
+    // Two consecutive buckets under way at once (one started while the one
+    // before is summed), each with a flat buffer and Open MPI's temporary
+    // of the same size.
+    let two_in_flight = sizes
+        .windows(2)
+        .map(|pair| pair[0] + pair[1])
         .max()
-        .unwrap_or(0);
+        .unwrap_or(largest);
     match (layout.sync, layout.shard) {
         (SyncMode::LocalSgd { .. }, _) => 0,
         (_, Shard::Gradients) => gradients.div_ceil(layout.shard_degree()) + 2 * largest,
@@ -367,7 +376,7 @@ fn exchange_values(plan: &Plan, stage: u64, gradients: u64) -> u64 {
         // are counted among the gradients).
         (_, Shard::Parameters) => largest_unit(plan),
         (SyncMode::Async { staleness }, _) => (staleness + 1) * gradients,
-        (SyncMode::EveryStep, _) => gradients,
+        (SyncMode::EveryStep, _) => 2 * two_in_flight,
     }
 }
 

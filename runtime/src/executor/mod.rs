@@ -96,7 +96,7 @@ impl<'a> Executor<'a> {
     ) -> Result<Executor<'a>, RunError> {
         let train = &plan.train;
         let device = world.device;
-        if !plan.topology.units.is_empty() && device == Device::Cpu {
+        if device == Device::Cpu {
             // Before anything big is allocated.
             crate::memory::return_freed_blocks();
         }

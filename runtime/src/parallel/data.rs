@@ -7,10 +7,9 @@
 //! flight while later steps compute.
 //!
 //! tch has no gradient hooks, so a bucket cannot be sent while backward is
-//! still computing the others (DDP's overlap). What overlaps instead: every
-//! bucket's all-reduce is started before the first is waited for, so they
-//! are in flight together; and under `async` they run while the next steps
-//! compute.
+//! still computing the others (DDP's overlap). What overlaps instead: one
+//! bucket's all-reduce runs while the next is flattened and started, and
+//! under `async` every bucket's runs while the next steps compute.
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -26,6 +25,12 @@ use crate::error::{InPlace, RunError, TorchContext};
 pub struct Buckets {
     buckets: Vec<Vec<usize>>,
 }
+
+/// Buckets an every-step exchange keeps under way at once: one summed
+/// while the next is flattened and started. Each bucket in flight costs
+/// its flat buffer and, under Open MPI, a temporary of the same size
+/// (what `dtl explain` counts as the exchange's buffers).
+pub const IN_FLIGHT: usize = 2;
 
 /// Flattened bucket buffers on their way through an all-reduce.
 pub struct InFlight {
@@ -75,16 +80,51 @@ impl Buckets {
         &self.buckets
     }
 
-    /// Averages the gradients over the replicas, in place.
+    /// Averages the gradients over the replicas, in place, with at most
+    /// [`IN_FLIGHT`] buckets under way at once: each bucket is flattened
+    /// when it starts and written back as soon as it is summed, so the
+    /// exchange holds a few buckets' buffers (and, under MPI, Open MPI's
+    /// temporary of each), not a second copy of every gradient.
     pub fn average_gradients(
         &self,
         comm: &dyn Communicator,
         params: &[(String, Tensor)],
         step: u64,
     ) -> Result<(), RunError> {
-        let in_flight = self.start(comm, params, step)?;
-        let averaged = self.wait(in_flight, comm.size())?;
-        self.write(step, &averaged, params)
+        let replicas = comm.size();
+        let mut under_way: VecDeque<(usize, Pending)> = VecDeque::new();
+        for (b, bucket) in self.buckets.iter().enumerate() {
+            if under_way.len() == IN_FLIGHT {
+                let (done, pending) = under_way.pop_front().expect("non-empty");
+                self.finish(done, pending, replicas, params, step)?;
+            }
+            let flat = flatten(bucket.iter().map(|&i| gradient(&params[i])), step)?;
+            under_way.push_back((b, comm.all_reduce_start(flat).map_err(collective(step))?));
+        }
+        for (done, pending) in under_way {
+            self.finish(done, pending, replicas, params, step)?;
+        }
+        Ok(())
+    }
+
+    /// Waits for bucket `b`'s sum, averages it and writes it into the
+    /// parameters' gradients.
+    fn finish(
+        &self,
+        b: usize,
+        pending: Pending,
+        replicas: usize,
+        params: &[(String, Tensor)],
+        step: u64,
+    ) -> Result<(), RunError> {
+        let mut sum = pending.wait().map_err(collective(step))?;
+        sum.f_div_scalar_(replicas as f64)
+            .in_place(|| format!("step {step}: average gradients"))?;
+        scatter(
+            &sum,
+            self.buckets[b].iter().map(|&i| gradient(&params[i])),
+            step,
+        )
     }
 
     /// Starts summing every bucket's gradients over the replicas.
