@@ -505,10 +505,14 @@ fn resmlp(dir: &Path, name: &str, train: &str, parallel: &str) -> PathBuf {
 /// checkpointed optimizer state, with accumulation and norm clipping (the
 /// example's), under SGD, Adam and AdamW, with the units kept gathered
 /// from forward to backward, in shard groups with recomputed blocks, under
-/// fp16, and with a tied embedding (GPT's `root` unit). Rank 0 holds its
-/// slices of the units between steps and 1/D of the optimizer state:
+/// fp16, over 2 pipeline stages whose edge cuts a block (1F1B over 4
+/// pieces), and with a tied embedding (GPT's `root` unit), alone and over
+/// 2 stages, one of which holds no unit. Rank 0 holds
+/// its slices of the units between steps and 1/D of the optimizer state:
 /// bytes worked out here by hand from the units (the first linear 6240
-/// values, each block 37344, the final norm and linear 1162).
+/// values, each block 37344, the final norm and linear 1162; in the
+/// pipeline, stage 0 holds the first linear, block 1.0 and block 1.1's
+/// norm and first linear, 18816).
 #[test]
 fn full_sharding_trains_as_plain_data_parallelism() {
     let _one_at_a_time = ranks();
@@ -522,7 +526,11 @@ fn full_sharding_trains_as_plain_data_parallelism() {
     // of the sums shows: 10× the worst measured, as large as ZeRO-2's
     // (7.6e-5 and 1.9e-5 from plain data parallelism in the same run).
     let fp16 = [6.3e-4, 1.6e-4, 6.5e-5];
-    // (what, train settings, plain layout, ZeRO-3's, state slots, bounds)
+    let whole = 4 * 119434;
+    let stage_zero = 4 * (6240 + 37344 + 18816);
+    let stage_zero_slices = 4 * (6240 / 2 + 37344 / 2 + 18816 / 2);
+    // (what, train settings, plain layout, ZeRO-3's, state slots, bounds,
+    // the parameter bytes rank 0 holds: plain, sharded)
     let cases = [
         (
             "adam, 2 replicas, the best weights kept",
@@ -531,6 +539,7 @@ fn full_sharding_trains_as_plain_data_parallelism() {
             "",
             2,
             fp32,
+            (whole, slices(2)),
         ),
         (
             "adamw, 4 replicas, units kept from forward to backward",
@@ -539,6 +548,7 @@ fn full_sharding_trains_as_plain_data_parallelism() {
             "; reshard_after_forward = false",
             2,
             fp32,
+            (whole, slices(4)),
         ),
         (
             "sgd, 4 replicas in 2 shard groups, recomputed blocks",
@@ -547,6 +557,7 @@ fn full_sharding_trains_as_plain_data_parallelism() {
             "; shard_group = 2",
             1,
             fp32,
+            (whole, slices(2)),
         ),
         (
             "fp16, 2 replicas",
@@ -555,9 +566,19 @@ fn full_sharding_trains_as_plain_data_parallelism() {
             "",
             2,
             fp16,
+            (whole, slices(2)),
+        ),
+        (
+            "adam, 2 replicas × 2 stages cutting a block, 1F1B over 4 pieces",
+            "steps = 12; eval_every = 4",
+            r#"data = 2; pipeline = 2; split = ["1.1.1"]; micro_batches = 4; schedule = one_f_one_b"#,
+            "",
+            2,
+            fp32,
+            (stage_zero, stage_zero_slices),
         ),
     ];
-    for (name, settings, layout, options, slots, bounds) in cases {
+    for (name, settings, layout, options, slots, bounds, held) in cases {
         let settings = format!("{settings}; checkpoint_every = 6");
         let plain = resmlp(dir.path(), "plain", &settings, layout);
         let sharded = resmlp(
@@ -611,21 +632,16 @@ fn full_sharding_trains_as_plain_data_parallelism() {
                 bound,
             );
         }
-        let k = if options.contains("shard_group") {
-            2
-        } else {
-            layout[7..].parse().unwrap()
-        };
         let bytes = |out: &Path, what: &str| summary(out)[what].as_u64().unwrap();
-        assert_eq!(bytes(&out_plain, "parameter_bytes"), 4 * 119434, "{name}");
+        assert_eq!(bytes(&out_plain, "parameter_bytes"), held.0, "{name}");
         assert_eq!(
             bytes(&out_sharded, "parameter_bytes"),
-            slices(k),
+            held.1,
             "{name}: rank 0's slices"
         );
         assert_eq!(
             bytes(&out_sharded, "optimizer_state_bytes"),
-            slots * slices(k),
+            slots * held.1,
             "{name}: rank 0's optimizer state"
         );
     }
@@ -641,32 +657,44 @@ fn full_sharding_trains_as_plain_data_parallelism() {
             "train.warmup=2",
             "--set",
             "train.micro_batch=8",
+            "--set",
+            "train.checkpoint_every=3",
             "--no-tensorboard",
         ];
         train(&file, &out, &args).code(0);
         out
     };
-    let (plain, sharded) = (gpt("data = 2"), gpt("data = 2; shard = parameters"));
-    let plan = std::fs::read_to_string(sharded.join("plan.yaml")).unwrap();
-    assert!(plan.contains("- name: root\n"), "the tied embedding's unit");
-    within(
-        "gpt, ZeRO-3: losses",
-        max_loss_difference(&plain, &sharded),
-        7e-7,
-    );
-    let (worst, at) = common::weights_differ_outside_key_bias(
-        &plain.join("model.safetensors"),
-        &sharded.join("model.safetensors"),
-    );
-    within(
-        &format!("gpt, ZeRO-3: weights (at `{at}`)"),
-        worst as f64,
-        6e-7,
-    );
+    // Over 2 stages the tied embedding puts every layer on stage 1: stage
+    // 0 (the input alone) holds no unit, and still takes part in every
+    // collective of the checkpoints and the final weights.
+    for (layout, bounds) in [
+        ("data = 2", (7e-7, 6e-7)),
+        ("data = 2; pipeline = 2", (7e-7, 6e-7)),
+    ] {
+        let plain = gpt(layout);
+        let sharded = gpt(&format!("{layout}; shard = parameters"));
+        let plan = std::fs::read_to_string(sharded.join("plan.yaml")).unwrap();
+        assert!(plan.contains("- name: root\n"), "the tied embedding's unit");
+        within(
+            &format!("gpt, {layout}, ZeRO-3: losses"),
+            max_loss_difference(&plain, &sharded),
+            bounds.0,
+        );
+        let (worst, at) = common::weights_differ_outside_key_bias(
+            &plain.join("model.safetensors"),
+            &sharded.join("model.safetensors"),
+        );
+        within(
+            &format!("gpt, {layout}, ZeRO-3: weights (at `{at}`)"),
+            worst as f64,
+            bounds.1,
+        );
+    }
 }
 
 /// A ZeRO-3 checkpoint is in the unsharded format: it resumes bit for bit
-/// at its own layout, and at another degree, sharded or not.
+/// at its own layout, and at another degree, sharded or not, or cut into
+/// pipeline stages.
 #[test]
 fn a_fully_sharded_run_resumes_at_another_degree_and_shard_mode() {
     let _one_at_a_time = ranks();
@@ -687,6 +715,11 @@ fn a_fully_sharded_run_resumes_at_another_degree_and_shard_mode() {
         "data = 2; shard = parameters",
     );
     let one = resmlp("one", &format!("{settings}; micro_batch = 64"), "");
+    let piped = resmlp(
+        "piped",
+        &format!("{settings}; micro_batch = 32"),
+        "data = 2; pipeline = 2; shard = parameters",
+    );
     let full = dir.path().join("full");
     train(&four, &full, &["--no-tensorboard"]).code(0);
     // 10× the worst measured (2026-12-05).
@@ -694,6 +727,7 @@ fn a_fully_sharded_run_resumes_at_another_degree_and_shard_mode() {
         (None, "4 → 4", (0.0, 0.0)),
         (Some(&two), "4 → 2", (7e-7, 1.5e-7)),
         (Some(&one), "4 → 1 unsharded", (7e-7, 1.5e-7)),
+        (Some(&piped), "4 → 2 × 2 stages", (7e-7, 1.2e-6)),
     ] {
         resumes_as_uninterrupted(&full, &dir.path().join(name), then, bounds);
     }

@@ -254,9 +254,8 @@ fn layouts_that_fit(experiment: &check::Experiment, plan: &plan::Plan, limit: u6
             let same = stages == now.pipeline && shard == now.shard;
             let sharded = shard != Shard::None;
             // ZeRO-3 does not compose with these yet (the checker says so).
-            let full_refused = pipelined
-                || now.batch_norm == BatchNormSync::Sync
-                || experiment.train.tracking.ema.is_some();
+            let full_refused =
+                now.batch_norm == BatchNormSync::Sync || experiment.train.tracking.ema.is_some();
             if same
                 || (sharded && (!can_shard || data == 1))
                 || (shard == Shard::Parameters && full_refused)

@@ -19,6 +19,10 @@ pub enum Edge {
     After,
 }
 
+/// What runs before and after each node of a forward pass
+/// ([`Model::forward_with`]).
+pub type Around<'a> = dyn FnMut(usize, Edge) -> Result<(), RunError> + 'a;
+
 pub struct Model {
     /// Trainable parameters in plan order.
     pub params: Vec<(String, Tensor)>,
@@ -152,7 +156,7 @@ impl Model {
         &self,
         input: &Tensor,
         train: bool,
-        around: &mut dyn FnMut(usize, Edge) -> Result<(), RunError>,
+        around: &mut Around<'_>,
     ) -> Result<Tensor, RunError> {
         let mut values: Vec<Tensor> = Vec::with_capacity(self.nodes.len());
         for (j, node) in self.nodes.iter().enumerate() {

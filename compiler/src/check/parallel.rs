@@ -298,7 +298,8 @@ pub fn check(
     let stages = spec.pipeline;
     conflicting_choices(spec, model, train, &s, &at, errors);
     sharding(spec, train, &at, errors, lints);
-    // Not where ZeRO-3 is refused (a pipeline) or splits nothing.
+    // Not where the stages split the model (each stage's unit is then
+    // its part) or nothing is split.
     let one_unit = spec.shard == ShardMode::Parameters && model.blocks.is_empty();
     if one_unit && spec.data != Degree::Fixed(1) && spec.pipeline == 1 {
         lints.push(Lint::ShardOneUnit { span: at("shard") });
@@ -496,12 +497,6 @@ fn full_sharding(
         span: at("shard"),
         help: Some(help.into()),
     };
-    if spec.pipeline > 1 {
-        errors.push(refuse(
-            "`shard = parameters` (ZeRO-3) with `pipeline` is not implemented yet",
-            "shard a pipeline's stages with `shard = gradients` (ZeRO-2), or drop `pipeline`",
-        ));
-    }
     if spec.batch_norm == BatchNormSync::Sync {
         errors.push(refuse(
             "`shard = parameters` (ZeRO-3) with `batch_norm = sync` is not implemented yet",

@@ -24,8 +24,7 @@ pub(super) fn step_program(
     let bucket_count = buckets.len() as u64;
     let mut program = Vec::new();
     if !units.is_empty() {
-        let last = stages.last().map_or(0, |s| s.last_node);
-        program.push(gather_units(units, k, layout.reshard_after_forward, last));
+        program.push(gather_units(units, stages, k, layout.reshard_after_forward));
     }
     program.push(if p == 1 {
         StepOp::ForwardBackward {
@@ -62,7 +61,7 @@ pub(super) fn step_program(
                     bytes_per_rank: ring_bytes(
                         match units {
                             [] => slice_bytes(stages, buckets, k),
-                            units => units.iter().map(|u| u.slice * 4).sum(),
+                            units => unit_slice_bytes(units, stages),
                         },
                         layout.shard_copies(),
                     ),
@@ -127,17 +126,38 @@ pub(super) fn step_program(
     program
 }
 
-/// `shard = parameters`: what the units send per micro-batch over `k`
-/// replicas; `root` is gathered once.
-fn gather_units(units: &[ShardUnit], k: u64, reshard: bool, last: usize) -> StepOp {
+/// `shard = parameters`: what the units of the stage that sends the most
+/// send per micro-batch (per piece, in a pipeline) over `k` replicas; a
+/// unit spanning its stage is gathered once.
+fn gather_units(units: &[ShardUnit], stages: &[StagePlan], k: u64, reshard: bool) -> StepOp {
     let ring = |u: &ShardUnit| u.slice * (k - 1) * 4;
-    let gathers = |u: &ShardUnit| if reshard && !u.held(last) { 2 } else { 1 };
+    let gathers = |u: &ShardUnit| if reshard && !u.held(stages) { 2 } else { 1 };
+    let of = |s: u64| units.iter().filter(move |u| u.stage == s);
     StepOp::GatherUnits {
-        units: units.len() as u64,
+        units: largest_stage(stages, |s| of(s).count() as u64),
         reshard_after_forward: reshard,
-        all_gather_bytes_per_rank: units.iter().map(|u| gathers(u) * ring(u)).sum(),
-        reduce_scatter_bytes_per_rank: units.iter().map(ring).sum(),
+        all_gather_bytes_per_rank: largest_stage(stages, |s| {
+            of(s).map(|u| gathers(u) * ring(u)).sum()
+        }),
+        reduce_scatter_bytes_per_rank: largest_stage(stages, |s| of(s).map(ring).sum()),
     }
+}
+
+/// The bytes of one rank's slices of its stage's units, for the stage
+/// with the most.
+fn unit_slice_bytes(units: &[ShardUnit], stages: &[StagePlan]) -> u64 {
+    largest_stage(stages, |s| {
+        units
+            .iter()
+            .filter(|u| u.stage == s)
+            .map(|u| u.slice * 4)
+            .sum()
+    })
+}
+
+/// The most `per_stage` gives over the stages.
+fn largest_stage(stages: &[StagePlan], per_stage: impl Fn(u64) -> u64) -> u64 {
+    stages.iter().map(|s| per_stage(s.stage)).max().unwrap_or(0)
 }
 
 /// The bytes of one rank's slices of its stage's buckets cut `k` ways,

@@ -1,18 +1,46 @@
 //! `shard = parameters` (ZeRO-3): the units whose parameters are gathered
 //! together. The model is cut where `recompute` cuts it, at its blocks'
-//! edges; each piece with trainable parameters is a unit. A parameter that
-//! nodes of several pieces read (a tied embedding) goes to `root`, which
-//! stays gathered from the first forward to the end of backward, as FSDP
-//! keeps its root module's parameters. Frozen parameters are not sharded:
-//! they have no gradient and no optimizer state.
+//! edges, and at the pipeline's stage edges; each piece with trainable
+//! parameters is a unit. A parameter that nodes of several pieces of a
+//! stage read (a tied embedding) goes to that stage's `root`, which stays
+//! gathered from the first forward to the end of backward, as FSDP keeps
+//! its root module's parameters (a pipeline never cuts a tied parameter's
+//! readers apart). Frozen parameters are not sharded: they have no
+//! gradient and no optimizer state.
 
 use std::collections::BTreeMap;
 
-use crate::plan::{ModelPlan, Recompute, ShardUnit, UnitParameter};
+use crate::plan::{ModelPlan, Piece, Recompute, ShardUnit, StagePlan, UnitParameter};
 
-/// The units of `model`, each cut into `degree` equal slices.
-pub(super) fn units(model: &ModelPlan, degree: u64) -> Vec<ShardUnit> {
+/// The units of `model` cut into `stages`, each cut into `degree` equal
+/// slices, stage by stage.
+pub(super) fn units(model: &ModelPlan, stages: &[StagePlan], degree: u64) -> Vec<ShardUnit> {
     let pieces = model.pieces(Recompute::Blocks);
+    stages
+        .iter()
+        .flat_map(|stage| {
+            // The pieces cut at the stage's edges.
+            let within: Vec<Piece> = pieces
+                .iter()
+                .filter(|p| p.last_node >= stage.first_node && p.first_node <= stage.last_node)
+                .map(|p| Piece {
+                    first_node: p.first_node.max(stage.first_node),
+                    last_node: p.last_node.min(stage.last_node),
+                    ..*p
+                })
+                .collect();
+            stage_units(model, stage, &within, degree)
+        })
+        .collect()
+}
+
+/// The units of one stage, whose nodes `pieces` cut.
+fn stage_units(
+    model: &ModelPlan,
+    stage: &StagePlan,
+    pieces: &[Piece],
+    degree: u64,
+) -> Vec<ShardUnit> {
     let values: BTreeMap<&str, u64> = model
         .parameters
         .iter()
@@ -54,6 +82,7 @@ pub(super) fn units(model: &ModelPlan, degree: u64) -> Vec<ShardUnit> {
             .collect();
         ShardUnit {
             name,
+            stage: stage.stage,
             first_node: first,
             last_node: last,
             parameters,
@@ -67,7 +96,12 @@ pub(super) fn units(model: &ModelPlan, degree: u64) -> Vec<ShardUnit> {
         .collect();
     let mut units = Vec::new();
     if !shared.is_empty() {
-        units.push(unit("root".into(), 0, model.nodes.len() - 1, shared));
+        units.push(unit(
+            "root".into(),
+            stage.first_node,
+            stage.last_node,
+            shared,
+        ));
     }
     for (p, piece) in pieces.iter().enumerate() {
         let own: Vec<&str> = order

@@ -385,13 +385,16 @@ pub struct GradBucket {
 
 /// `shard = parameters`: parameters gathered together. A unit is a block
 /// (a module instance, a copy of a `repeat`) or the nodes between two
-/// blocks; `root` holds the parameters nodes of several units read (tied
-/// weights), gathered from the first forward to the end of backward.
+/// blocks, within one pipeline stage; a stage's `root` holds the
+/// parameters nodes of several of its units read (tied weights), gathered
+/// from the first forward to the end of backward.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ShardUnit {
     pub name: String,
-    /// Its nodes: `first_node..=last_node` (all of them for `root`).
+    /// The pipeline stage whose nodes it spans (0 without a pipeline).
+    pub stage: u64,
+    /// Its nodes: `first_node..=last_node` (all of its stage's for `root`).
     pub first_node: usize,
     pub last_node: usize,
     /// Its trainable parameters, laid end to end in one flat buffer.
@@ -402,11 +405,19 @@ pub struct ShardUnit {
 }
 
 impl ShardUnit {
-    /// Whether the unit spans every node up to `last` (the root, or a
-    /// model without blocks): gathered once, before the first forward,
+    /// Whether the unit spans every node of its stage (the root, or a
+    /// stage without blocks): gathered once, before the first forward,
     /// and freed after the whole backward.
-    pub fn held(&self, last: usize) -> bool {
-        self.first_node == 0 && self.last_node == last
+    pub fn held(&self, stages: &[StagePlan]) -> bool {
+        stages
+            .iter()
+            .find(|s| s.stage == self.stage)
+            .is_some_and(|s| self.first_node == s.first_node && self.last_node == s.last_node)
+    }
+
+    /// Values of its parameters.
+    pub fn values(&self) -> u64 {
+        self.parameters.iter().map(|p| p.values).sum()
     }
 }
 

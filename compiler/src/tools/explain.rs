@@ -68,8 +68,9 @@ pub struct Memory {
     /// Activations kept for backward at the micro-batch size.
     pub activations: u64,
     /// On stage 0 of a pipeline (rank 0 writes the files): the other
-    /// stages' weights it receives to write one `model.safetensors`, and
-    /// with `checkpoint_every` their optimizer state too.
+    /// stages' weights it receives to write one `model.safetensors` (under
+    /// `shard = parameters` those in no unit), and with `checkpoint_every`
+    /// their optimizer state too unless it is sharded.
     pub gathered: u64,
     /// The gradient exchange's buffers over the replicas: two consecutive
     /// buckets under way at once, each a flat buffer and (under Open MPI) a
@@ -179,7 +180,6 @@ pub fn cost(plan: &Plan) -> Cost {
     let stage_count = topology.stages.len().max(1) as u64;
     // Each pipeline micro-batch is a piece of `micro_batch` rows.
     let piece = plan.train.micro_batch / layout.micro_batches.max(1);
-    let all_stages: u64 = topology.stages.iter().map(|s| s.parameters).sum();
     let stages: Vec<StageCost> = topology
         .stages
         .iter()
@@ -193,23 +193,15 @@ pub fn cost(plan: &Plan) -> Cost {
             };
             let p = stage.parameters;
             let state = held_state[stage.stage as usize];
-            // What rank 0 receives from the other stages (and, sharded,
-            // the other replicas) for the files it writes: their weights,
-            // and their optimizer state for a checkpoint.
-            let others = if stage.stage > 0 {
-                0
-            } else if plan.train.checkpoint_every > 0 {
-                all_stages - p + all_state - state
-            } else {
-                all_stages - p
-            };
+            let others = gathered_for_files(plan, stage, all_state - state);
             let grads = stage_grads[stage.stage as usize];
             // `shard = parameters`: the rank's slices, and what is gathered
             // whole at the peak.
-            let (held_params, held_grads) = match units_held(plan) {
-                Some((slices, params, grads)) => {
-                    (p - grads_of_units(plan) + slices + params, slices + grads)
-                }
+            let (held_params, held_grads) = match units_held(plan, stage.stage) {
+                Some((slices, params, grads)) => (
+                    p - grads_of_units(plan, stage.stage) + slices + params,
+                    slices + grads,
+                ),
                 None => (p, grads),
             };
             // Buffers (batch_norm statistics) are few: counted on every rank.
@@ -271,6 +263,29 @@ pub fn cost(plan: &Plan) -> Cost {
     }
 }
 
+/// Values rank 0 receives from the other stages for the files it writes,
+/// on `stage` 0 (none elsewhere): their weights (under `shard =
+/// parameters` only what lies in no unit: the units go through the
+/// replicas' slices), and for a checkpoint their optimizer state
+/// (`other_state`) unless sharded (each replica writes its own slices).
+fn gathered_for_files(plan: &Plan, stage: &crate::plan::StagePlan, other_state: u64) -> u64 {
+    if stage.stage > 0 {
+        return 0;
+    }
+    let topology = &plan.topology;
+    let layout = &topology.parallelism;
+    let all_stages: u64 = topology.stages.iter().map(|s| s.parameters).sum();
+    let all_units: u64 = topology.units.iter().map(|u| u.values()).sum();
+    let in_other_units = all_units - grads_of_units(plan, stage.stage);
+    let weights = all_stages - stage.parameters - in_other_units;
+    let sharded = layout.shard != Shard::None && layout.data > 1;
+    if plan.train.checkpoint_every > 0 && !sharded {
+        weights + other_state
+    } else {
+        weights
+    }
+}
+
 /// One line per parameter group (`groups`): what it changes and which
 /// tensors it holds; nothing without groups.
 fn groups_text(plan: &Plan) -> String {
@@ -328,11 +343,11 @@ fn held_optimizer_state(plan: &Plan, stage_state: &[u64]) -> Vec<u64> {
     // Sharding is refused for Adafactor: every other optimizer keeps the
     // same number of state values per parameter value.
     let per_value = optimizer_state(&plan.train.optimizer, &[1]);
-    if let Some((slices, _, _)) = units_held(plan) {
-        return vec![per_value * slices];
-    }
     (0..stage_state.len() as u64)
         .map(|stage| {
+            if let Some((slices, _, _)) = units_held(plan, stage) {
+                return per_value * slices;
+            }
             let slices: u64 = plan
                 .topology
                 .buckets
@@ -374,67 +389,64 @@ fn exchange_values(plan: &Plan, stage: u64, gradients: u64) -> u64 {
         (_, Shard::Gradients) => gradients.div_ceil(layout.shard_degree()) + 2 * largest,
         // The flat gradients of the unit being reduce-scattered (the slices
         // are counted among the gradients).
-        (_, Shard::Parameters) => largest_unit(plan),
+        (_, Shard::Parameters) => largest_unit(plan, stage),
         (SyncMode::Async { staleness }, _) => (staleness + 1) * gradients,
         (SyncMode::EveryStep, _) => 2 * two_in_flight,
     }
 }
 
-/// `shard = parameters`: values of one rank's slices of every unit, and of
-/// the parameters and the gradients gathered whole at the peak: the root
-/// (held all step, its gradients too) and the largest other unit (every
-/// unit, without `reshard_after_forward`, at the end of forward), and that
-/// unit's whole gradients after its backward. `None` otherwise.
-fn units_held(plan: &Plan) -> Option<(u64, u64, u64)> {
-    let units = &plan.topology.units;
-    if units.is_empty() {
+/// `shard = parameters`: values of one rank's slices of every unit of
+/// `stage`, and of the parameters and the gradients gathered whole at the
+/// peak: the root (held all step, its gradients too) and the largest other
+/// unit (every unit, without `reshard_after_forward`, at the end of
+/// forward), and that unit's whole gradients after its backward. `None`
+/// otherwise.
+fn units_held(plan: &Plan, stage: u64) -> Option<(u64, u64, u64)> {
+    if plan.topology.units.is_empty() {
         return None;
     }
-    let last = plan.model.nodes.len().saturating_sub(1);
-    let values = |u: &crate::plan::ShardUnit| u.parameters.iter().map(|p| p.values).sum::<u64>();
+    let stages = &plan.topology.stages;
+    let units: Vec<&crate::plan::ShardUnit> = stage_units(plan, stage).collect();
     let slices = units.iter().map(|u| u.slice).sum();
-    let held: u64 = units.iter().filter(|u| u.held(last)).map(values).sum();
-    let others = units.iter().filter(|u| !u.held(last)).map(values);
-    let gathered = if plan.topology.parallelism.reshard_after_forward {
-        others.max().unwrap_or(0)
-    } else {
-        others.sum()
-    };
-    let largest = units
+    let held: u64 = units
         .iter()
-        .filter(|u| !u.held(last))
-        .map(values)
-        .max()
-        .unwrap_or(0);
+        .filter(|u| u.held(stages))
+        .map(|u| u.values())
+        .sum();
+    let others = units.iter().filter(|u| !u.held(stages)).map(|u| u.values());
+    let gathered = if plan.topology.parallelism.reshard_after_forward {
+        others.clone().max().unwrap_or(0)
+    } else {
+        others.clone().sum()
+    };
+    let largest = others.max().unwrap_or(0);
     Some((slices, held + gathered, held + largest))
 }
 
-/// Whether a unit spans the whole model (`root`, or a model without
-/// blocks): gathered, and its gradients whole, all step.
-fn has_root(plan: &Plan) -> bool {
-    let last = plan.model.nodes.len().saturating_sub(1);
-    plan.topology.units.iter().any(|u| u.held(last))
+/// The units of `stage`.
+fn stage_units(plan: &Plan, stage: u64) -> impl Iterator<Item = &crate::plan::ShardUnit> {
+    plan.topology.units.iter().filter(move |u| u.stage == stage)
 }
 
-/// Values of the largest unit: its flat gradients are what a
+/// Whether a unit spans its whole stage (`root`, or a stage without
+/// blocks): gathered, and its gradients whole, all step.
+fn has_root(plan: &Plan) -> bool {
+    let stages = &plan.topology.stages;
+    plan.topology.units.iter().any(|u| u.held(stages))
+}
+
+/// Values of the largest unit of `stage`: its flat gradients are what a
 /// reduce-scatter sends.
-fn largest_unit(plan: &Plan) -> u64 {
-    plan.topology
-        .units
-        .iter()
-        .map(|u| u.parameters.iter().map(|p| p.values).sum::<u64>())
+fn largest_unit(plan: &Plan, stage: u64) -> u64 {
+    stage_units(plan, stage)
+        .map(|u| u.values())
         .max()
         .unwrap_or(0)
 }
 
-/// Values of the parameters the units hold (the sharded ones).
-fn grads_of_units(plan: &Plan) -> u64 {
-    plan.topology
-        .units
-        .iter()
-        .flat_map(|u| &u.parameters)
-        .map(|p| p.values)
-        .sum()
+/// Values of the parameters the units of `stage` hold (the sharded ones).
+fn grads_of_units(plan: &Plan, stage: u64) -> u64 {
+    stage_units(plan, stage).map(|u| u.values()).sum()
 }
 
 /// Values of gradient per pipeline stage: the trainable parameters'.
@@ -517,18 +529,26 @@ fn collectives(plan: &Plan) -> Vec<Collective> {
             let copies = layout.shard_copies();
             let steps = plan.train.accumulate;
             let (name, bytes) = match (layout.sync, plan.step_program.first()) {
-                (
-                    SyncMode::EveryStep,
-                    Some(&StepOp::GatherUnits {
-                        units,
-                        reshard_after_forward,
-                        all_gather_bytes_per_rank,
-                        reduce_scatter_bytes_per_rank,
-                    }),
-                ) => {
-                    let sends = (all_gather_bytes_per_rank, reduce_scatter_bytes_per_rank);
-                    let (gather, scatter) =
-                        unit_collectives((units, reshard_after_forward), sends, &at, (k, copies), steps);
+                (SyncMode::EveryStep, Some(&StepOp::GatherUnits { reshard_after_forward, .. })) => {
+                    // This stage's units, gathered for every piece of a
+                    // pipeline's micro-batch.
+                    let units: Vec<_> = stage_units(plan, stage.stage).collect();
+                    let ring = |u: &&crate::plan::ShardUnit| u.slice * (k - 1) * BYTES_PER_VALUE;
+                    let again = |u: &&crate::plan::ShardUnit| {
+                        if reshard_after_forward && !u.held(&topology.stages) { 2 } else { 1 }
+                    };
+                    let sends = (
+                        units.iter().map(|u| again(u) * ring(u)).sum(),
+                        units.iter().map(ring).sum(),
+                    );
+                    let passes = steps * layout.micro_batches.max(1);
+                    let (gather, scatter) = unit_collectives(
+                        (units.len() as u64, reshard_after_forward),
+                        sends,
+                        &at,
+                        (k, copies),
+                        passes,
+                    );
                     out.push(gather);
                     (scatter.name, scatter.bytes_per_rank)
                 }
@@ -560,7 +580,7 @@ fn collectives(plan: &Plan) -> Vec<Collective> {
             });
             let sliced = matches!(layout.shard, Shard::Gradients | Shard::Parameters);
             if sliced && copies > 1 && layout.sync == SyncMode::EveryStep {
-                let slices: u64 = match units_held(plan) {
+                let slices: u64 = match units_held(plan, stage.stage) {
                     Some((slices, _, _)) => slices,
                     None => own().map(|b| (b.bytes / BYTES_PER_VALUE).div_ceil(k)).sum(),
                 };
@@ -725,12 +745,7 @@ impl Cost {
             } else {
                 String::new()
             },
-            if m.gathered > 0 && plan.topology.parallelism.shard != Shard::None {
-                format!(
-                    " + {} gathered on rank 0 for the files it writes (the other stages' weights, the other ranks' optimizer state)",
-                    bytes(m.gathered)
-                )
-            } else if m.gathered > 0 {
+            if m.gathered > 0 {
                 format!(
                     " + the other stages' {} gathered on rank 0 for the files it writes",
                     bytes(m.gathered)

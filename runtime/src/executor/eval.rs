@@ -97,7 +97,14 @@ impl Executor<'_> {
     ) -> Result<EvalRecord, RunError> {
         let group = self.world.shard_group();
         let mut forward = |x: &Tensor| match (&self.stage, &self.units) {
-            (Some(stage), _) => stage.evaluate(x, &self.model, self.world.pipeline.as_ref(), step),
+            (Some(stage), units) => {
+                let mut around = |j, edge| match units {
+                    Some(units) => units.around_node((j, edge), group, step),
+                    None => Ok(()),
+                };
+                let pipeline = self.world.pipeline.as_ref();
+                stage.evaluate(x, &self.model, (pipeline, &mut around), step)
+            }
             (None, Some(units)) => {
                 let mut around = |j, edge| units.around_node((j, edge), group, step);
                 self.model.forward_with(x, false, &mut around).map(Some)
@@ -115,8 +122,10 @@ impl Executor<'_> {
             &mut forward,
             progress,
         )?;
-        if self.units.is_some() {
-            // Each pass gathers the units: every replica runs as many.
+        if !self.plan.topology.units.is_empty() {
+            // Each pass gathers the units: every replica runs as many (and
+            // every stage, a stage without units too: the passes cross
+            // the pipeline).
             let chunk = chunk_rows(&self.plan.model.output);
             let mut passes = [count.div_ceil(chunk) as f64];
             group

@@ -120,6 +120,7 @@ impl<'a> Executor<'a> {
         let shard_group = world.shard_group();
         let units = Units::new(
             plan,
+            world.place.stage,
             &mut model.params,
             (shard_group.rank(), shard_group.size()),
         )?;

@@ -124,7 +124,8 @@ impl Executor<'_> {
     /// into `path` one tensor at a time, so that no rank holds the whole
     /// model.
     pub fn save_weights(&self, path: &Path, step: u64) -> Result<(), RunError> {
-        if self.units.is_none() {
+        // Decided by the plan: a pipeline stage may hold no unit.
+        if self.plan.topology.units.is_empty() {
             if let Some(weights) = self.weights(step)? {
                 write_weights(path, &weights)?;
             }
@@ -140,11 +141,12 @@ impl Executor<'_> {
                     .into(),
             });
         };
-        if self.world.rank != 0 {
+        // What lies in no unit, of every stage.
+        let Some(outside) = self.gather(self.outside_units(), step)? else {
             return Ok(());
-        }
+        };
         let rest = dir.join("rest.safetensors");
-        write_weights(&rest, &self.outside_units())?;
+        write_weights(&rest, &outside)?;
         let listed = shards::collect(&dir, stages, slices)?;
         let set =
             shards::ShardSet::open(&dir, &listed, true).map_err(|message| RunError::Weights {

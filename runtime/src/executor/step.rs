@@ -94,8 +94,11 @@ impl Executor<'_> {
                 ..
             } => self.micro_batches(*micro_batches, *loss_scale, step, state)?,
             StepOp::GatherUnits { .. } => {
-                // The forward and backward that follow gather the units.
-                if self.units.is_none() {
+                // The forward and backward that follow gather the units
+                // (a stage may have none: all of its layers parameterless).
+                let stage = self.world.place.stage;
+                let planned = self.plan.topology.units.iter().any(|u| u.stage == stage);
+                if self.units.is_none() && planned {
                     return Err(RunError::Torch {
                         context: format!("step {step}: gather the shard units"),
                         message: "the plan shards the parameters, but this rank holds no units"
@@ -190,6 +193,7 @@ impl Executor<'_> {
                     .all_reduce_host(&mut total, ReduceOp::Sum)
                     .map_err(|e| RunError::Collective { step, message: e.0 })?;
                 (state.loss, state.bad_ranks) = self.loss_over_replicas(total[0], step)?;
+                self.hand_over_slices(step)?;
             }
             StepOp::AllReduceGradNorm { .. } => state.norm_over_stages = true,
         }
@@ -214,6 +218,12 @@ impl Executor<'_> {
         }
         let local = local / self.dynamic_scale();
         (state.loss, state.bad_ranks) = self.loss_over_replicas(local, step)?;
+        self.hand_over_slices(step)
+    }
+
+    /// Under `shard = parameters`: the units' gradient slices of the step,
+    /// handed to the optimizer.
+    fn hand_over_slices(&mut self, step: u64) -> Result<(), RunError> {
         if let Some(units) = &mut self.units {
             // Averaged here unless the copies' slices are summed next.
             let replicas = self.world.replicas.size();
@@ -280,6 +290,9 @@ impl Executor<'_> {
             None => scaled
                 .f_backward()
                 .context(|| format!("step {step}: backward"))?,
+        }
+        if let Some(units) = &mut hooks.units {
+            units.after_all()?;
         }
         scaled
             .f_double_value(&[])
@@ -363,6 +376,15 @@ impl Executor<'_> {
         let rows: Vec<Rows> = xs.into_iter().zip(ys).map(|(x, y)| Rows { x, y }).collect();
         let scale = self.faulty(step, loss_scale);
         let stage = self.stage.as_mut().expect("a pipeline plan has a stage");
+        let mut hooks = Hooks {
+            replicas: None,
+            units: self.units.as_mut().map(|units| Gathering {
+                units,
+                params: &self.model.params,
+                comm: self.world.shard_group(),
+                step,
+            }),
+        };
         let (loss, passes) = stage.round(
             program,
             &rows,
@@ -371,9 +393,13 @@ impl Executor<'_> {
                 loss: &self.plan.train.loss,
                 scale,
             },
-            self.world.pipeline.as_ref(),
+            (self.world.pipeline.as_ref(), &mut hooks),
             step,
         )?;
+        if let Some(units) = &mut hooks.units {
+            // The held units served every piece of the round.
+            units.after_all()?;
+        }
         self.passes.extend(passes);
         Ok(loss)
     }

@@ -20,7 +20,7 @@ use tch::{Kind, Reduction, Tensor};
 use crate::comm::Communicator;
 use crate::error::{RunError, TorchContext};
 use crate::loss;
-use crate::model::Model;
+use crate::model::{Around, Edge, Model};
 use crate::ops;
 
 use super::segments::{with_output, Forward, Hooks, Segments};
@@ -41,7 +41,8 @@ pub struct Stage {
     nodes: Vec<Node>,
     /// The most pieces alive at once, for the trace.
     pub peak_in_flight: usize,
-    /// Under `recompute`: how the stage's nodes are cut.
+    /// Under `recompute` or `shard = parameters`: how the stage's nodes
+    /// are cut.
     segments: Option<Segments>,
 }
 
@@ -108,7 +109,7 @@ impl Stage {
             result: plan.model.result,
             nodes: plan.model.nodes.clone(),
             peak_in_flight: 0,
-            segments: Segments::for_plan(plan, false, false),
+            segments: Segments::for_plan(plan, false, !plan.topology.units.is_empty()),
         }
     }
 
@@ -146,7 +147,7 @@ impl Stage {
         pieces: &[Rows],
         model: &Model,
         objective: Objective<'_>,
-        pipeline: &dyn Communicator,
+        (pipeline, hooks): (&dyn Communicator, &mut Hooks<'_>),
         step: u64,
     ) -> Result<(f64, Vec<String>), RunError> {
         let mut alive: BTreeMap<u64, Piece> = BTreeMap::new();
@@ -158,7 +159,7 @@ impl Stage {
                 PipeOp::Forward { micro_batch } => {
                     let piece = alive.entry(micro_batch).or_default();
                     let rows = &pieces[micro_batch as usize];
-                    total += self.forward(piece, rows, model, objective, step)?;
+                    total += self.forward(piece, rows, model, objective, hooks, step)?;
                     self.peak_in_flight = self.peak_in_flight.max(alive.len());
                     passes.push(format!("F{micro_batch}"));
                     at += 1;
@@ -167,7 +168,7 @@ impl Stage {
                     let piece = alive
                         .get_mut(&micro_batch)
                         .ok_or_else(|| order_error(step, micro_batch))?;
-                    self.backward(piece, model, step)?;
+                    self.backward(piece, model, hooks, step)?;
                     passes.push(format!("B{micro_batch}"));
                     // Stage 0 sends nothing back: the piece is done.
                     if self.inbound.is_empty() {
@@ -208,6 +209,7 @@ impl Stage {
         rows: &Rows,
         model: &Model,
         objective: Objective<'_>,
+        hooks: &mut Hooks<'_>,
         step: u64,
     ) -> Result<f64, RunError> {
         let mut values: BTreeMap<usize, Tensor> = BTreeMap::new();
@@ -221,7 +223,7 @@ impl Stage {
                 &piece.leaves,
                 &keep,
                 segments,
-                &mut Hooks::none(),
+                hooks,
             )?;
             for &j in &keep {
                 if let Some(value) = pass.value(j) {
@@ -301,11 +303,17 @@ impl Stage {
 
     /// The stage's backward pass on one piece: from the loss (last stage)
     /// and from its sent outputs with the gradients that came back.
-    fn backward(&self, piece: &mut Piece, model: &Model, step: u64) -> Result<(), RunError> {
+    fn backward(
+        &self,
+        piece: &mut Piece,
+        model: &Model,
+        hooks: &mut Hooks<'_>,
+        step: u64,
+    ) -> Result<(), RunError> {
         let ctx = || format!("step {step}: stage backward");
         if let Some(pass) = piece.pass.take() {
             let loss = piece.loss.take();
-            pass.backward(model, loss.as_ref(), &piece.grads, &mut Hooks::none())?;
+            pass.backward(model, loss.as_ref(), &piece.grads, hooks)?;
             piece.outputs.clear();
             piece.grads.clear();
             return Ok(());
@@ -443,11 +451,13 @@ impl Stage {
 
     /// Held-out evaluation through the pipeline: `x` on stage 0; the
     /// model's output comes out of the last stage (`None` elsewhere).
+    /// `around` runs before and after each of the stage's nodes (the
+    /// gathering of `shard = parameters`' units).
     pub fn evaluate(
         &self,
         x: &Tensor,
         model: &Model,
-        pipeline: &dyn Communicator,
+        (pipeline, around): (&dyn Communicator, &mut Around<'_>),
         step: u64,
     ) -> Result<Option<Tensor>, RunError> {
         tch::no_grad(|| {
@@ -490,10 +500,12 @@ impl Stage {
                 }
                 let refs: Vec<&Tensor> = inputs.iter().collect();
                 let ctx = || format!("step {step}: evaluate layer `{}`", node.name);
+                around(j, Edge::Before)?;
                 values.insert(
                     j,
                     ops::forward(&node.op, &refs, model, false, model.precision, ctx)?,
                 );
+                around(j, Edge::After)?;
             }
             for (to, nodes) in &self.outbound {
                 let sends: Vec<Tensor> = nodes

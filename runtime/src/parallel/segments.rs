@@ -347,7 +347,9 @@ impl Forward {
     /// read, segment by segment, last first: gradients accumulate into the
     /// parameters (and the external values' leaves) as one backward pass
     /// would put them. `hooks.units` reduce-scatters each unit's
-    /// gradients after its segment's backward.
+    /// gradients after its segment's backward; the held units' are the
+    /// caller's to reduce ([`Gathering::after_all`]), after the last
+    /// backward that reads them.
     pub fn backward(
         mut self,
         model: &Model,
@@ -428,9 +430,6 @@ impl Forward {
             if let Some(units) = &mut hooks.units {
                 units.after_backward(first)?;
             }
-        }
-        if let Some(units) = &mut hooks.units {
-            units.after_all()?;
         }
         Ok(())
     }

@@ -104,16 +104,18 @@ impl Updater {
         units: Option<&Units>,
     ) -> Updater {
         match (shard, replicas) {
-            (Shard::Parameters, comm) if comm.size() > 1 && units.is_some() => {
-                let units = units.expect("matched");
+            (Shard::Parameters, comm) if comm.size() > 1 => {
+                // A pipeline stage whose layers train nothing has no unit:
+                // it updates nothing, but its checkpoint slices (none) are
+                // written with the other stages'.
                 let mut sharded = Sharded::new(
                     plan,
                     groups,
                     params,
-                    &units.params(),
+                    &units.map_or_else(Vec::new, Units::params),
                     (comm.rank(), comm.size()),
                 );
-                sharded.owned = units.shards();
+                sharded.owned = units.map_or_else(Vec::new, Units::shards);
                 Updater::Sharded(sharded)
             }
             (Shard::Optimizer | Shard::Gradients, comm) if comm.size() > 1 => {

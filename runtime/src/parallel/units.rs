@@ -13,9 +13,10 @@
 //! - after the unit's backward its gradients are reduce-scattered, each
 //!   replica adding the sum of its slice to the earlier micro-batches',
 //!   and the unit is freed;
-//! - a unit that spans the whole model (the root, with parameters several
+//! - a unit that spans its whole stage (the root, with parameters several
 //!   units read) is gathered once, before the first forward, and freed at
-//!   the end of backward.
+//!   the end of backward (of the step's micro-batch, or of a pipeline's
+//!   round of pieces).
 //!
 //! The segmented forward ([`super::segments`]) calls these at each unit's
 //! edges. An evaluation gathers them one at a time too
@@ -46,7 +47,7 @@ pub struct Units {
 struct Unit {
     name: String,
     nodes: std::ops::RangeInclusive<usize>,
-    /// Spans the whole model: held from the first forward to the end of
+    /// Spans the whole stage: held from the first forward to the end of
     /// backward.
     held: bool,
     /// Its parameters, as indices into the model's trainable ones.
@@ -60,20 +61,27 @@ struct Unit {
 }
 
 impl Units {
-    /// The plan's units over `params` (the model's trainable parameters,
-    /// with their whole initial values), this replica being `rank` of
-    /// `size`. Every unit is left gathered: the start's weight check reads
-    /// the whole model, then [`Units::free_all`].
+    /// The plan's units of pipeline stage `stage` over `params` (the
+    /// stage's trainable parameters, with their whole initial values), this
+    /// replica being `rank` of `size`. Every unit is left gathered: the
+    /// start's weight check reads the whole model, then
+    /// [`Units::free_all`].
     pub fn new(
         plan: &Plan,
+        stage: u64,
         params: &mut [(String, Tensor)],
         (rank, size): (usize, usize),
     ) -> Result<Option<Units>, RunError> {
-        let planned = &plan.topology.units;
+        let stages = &plan.topology.stages;
+        let planned: Vec<_> = plan
+            .topology
+            .units
+            .iter()
+            .filter(|u| u.stage == stage)
+            .collect();
         if planned.is_empty() || size < 2 {
             return Ok(None);
         }
-        let last = plan.model.nodes.len() - 1;
         let mut units = Vec::with_capacity(planned.len());
         for unit in planned {
             let ctx = || format!("shard unit `{}`", unit.name);
@@ -149,7 +157,7 @@ impl Units {
             units.push(Unit {
                 name: unit.name.clone(),
                 nodes: unit.first_node..=unit.last_node,
-                held: unit.held(last),
+                held: unit.held(stages),
                 params: indices,
                 flat,
                 shard,
@@ -383,7 +391,8 @@ impl Gathering<'_> {
         self.units.free(u, self.step)
     }
 
-    /// After the whole backward: the held units' turn.
+    /// After the whole backward (of a micro-batch, or of a pipeline
+    /// round's every piece): the held units' turn.
     pub fn after_all(&mut self) -> Result<(), RunError> {
         for u in 0..self.units.units.len() {
             if self.units.units[u].held {
