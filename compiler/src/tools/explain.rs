@@ -74,8 +74,9 @@ pub struct Memory {
     pub gathered: u64,
     /// The gradient exchange's buffers over the replicas: two consecutive
     /// buckets under way at once, each a flat buffer and (under Open MPI) a
-    /// temporary of its size; under `async` every bucket of each step
-    /// still in flight; under `shard = gradients` the kept slices and one
+    /// temporary of its size; under `async` the flat buffers of each step
+    /// still in flight and Open MPI's temporaries of the step being
+    /// started; under `shard = gradients` the kept slices and one
     /// bucket being reduce-scattered, with its temporary.
     pub communication: u64,
     pub total: u64,
@@ -390,7 +391,11 @@ fn exchange_values(plan: &Plan, stage: u64, gradients: u64) -> u64 {
         // The flat gradients of the unit being reduce-scattered (the slices
         // are counted among the gradients).
         (_, Shard::Parameters) => largest_unit(plan, stage),
-        (SyncMode::Async { staleness }, _) => (staleness + 1) * gradients,
+        // Each step's flat buffers, and Open MPI's temporaries for the
+        // step being started only: measured at staleness 1, the step
+        // before's sum has completed by then (the backend is polled after
+        // every micro-batch) and its temporaries are gone.
+        (SyncMode::Async { staleness }, _) => (staleness + 2) * gradients,
         (SyncMode::EveryStep, _) => 2 * two_in_flight,
     }
 }
