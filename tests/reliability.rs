@@ -441,6 +441,38 @@ fn a_rank_that_hangs_dies_or_meets_nan_stops_every_rank() {
 
 /// A two-replica run on the digits, with `train` settings added: the
 /// file and its output folder.
+/// Open MPI's `prterun` was seen to hang for good once a rank had failed
+/// in start-up while another was frozen (the failed rank unreaped). A
+/// stand-in `mpirun` that does the same (one "rank" exits with code 3 and
+/// is never reaped, the launcher sleeps on) is ended by `dtl run` 10 s
+/// after, with the rank's exit code and a message naming it.
+#[test]
+fn an_mpirun_that_stays_after_a_rank_failed_is_ended() {
+    let _slow = one_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let stand_in = dir.path().join("mpirun");
+    std::fs::write(&stand_in, "#!/bin/sh\n(exit 3) &\nexec sleep 600\n").unwrap();
+    std::fs::set_permissions(
+        &stand_in,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let (file, out) = two_ranks(dir.path(), "stays", "steps = 2");
+    let started = Instant::now();
+    let (code, text) = finish(
+        spawn_run(
+            &file,
+            &out,
+            &[],
+            &[("DTL_MPIRUN", stand_in.to_str().unwrap())],
+        ),
+        Duration::from_secs(60),
+    );
+    assert_eq!(code, Some(3), "{text}");
+    assert!(text.contains("did not end 10 s later"), "{text}");
+    assert!(started.elapsed() < Duration::from_secs(30), "{text}");
+}
+
 fn two_ranks(dir: &Path, name: &str, train: &str) -> (PathBuf, PathBuf) {
     let digits = root().join("data/digits.csv.gz");
     let text = format!(

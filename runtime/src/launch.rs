@@ -7,7 +7,8 @@
 use std::ffi::OsString;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
 
 use crate::error::RunError;
 
@@ -90,10 +91,79 @@ pub fn launch(ranks: usize, args: &[OsString], folder: &Path) -> Result<i32, Run
         message: format!("cannot run {}: {e}", mpirun.display()),
     })?;
     crate::signals::forward_to(child.id());
-    let status = child.wait().map_err(|e| RunError::Launch {
+    wait_for(&mut child, &mpirun)
+}
+
+/// How long `mpirun` may stay after one of its ranks here has failed.
+const AFTER_A_FAILED_RANK: Duration = Duration::from_secs(10);
+
+/// Waits for `mpirun` and gives its exit code. Open MPI's `prterun` was
+/// seen to hang for good after a rank ended during start-up while another
+/// was frozen: the failed rank left unreaped, the frozen one gone. So when
+/// a rank on this machine has failed and `mpirun` is still there
+/// [`AFTER_A_FAILED_RANK`] later, it is ended, with what is left of its
+/// job, and the rank's exit code is the launch's.
+fn wait_for(child: &mut Child, mpirun: &Path) -> Result<i32, RunError> {
+    let lost = |e: std::io::Error| RunError::Launch {
         message: format!("lost track of {}: {e}", mpirun.display()),
-    })?;
-    Ok(status.code().unwrap_or(1))
+    };
+    let mut failed: Option<(Instant, i32)> = None;
+    loop {
+        if let Some(status) = child.try_wait().map_err(lost)? {
+            return Ok(status.code().unwrap_or(1));
+        }
+        match failed {
+            None => failed = failed_rank(child.id()).map(|code| (Instant::now(), code)),
+            Some((since, code)) if since.elapsed() > AFTER_A_FAILED_RANK => {
+                eprintln!(
+                    "dtl: a rank ended with exit code {code} and {} did not end {} s later; ending it and its ranks",
+                    mpirun.display(),
+                    AFTER_A_FAILED_RANK.as_secs()
+                );
+                // SAFETY: signals the process group `mpirun` leads (it was
+                // started in a group of its own) and nothing else.
+                unsafe {
+                    libc::kill(-(child.id() as i32), libc::SIGKILL);
+                }
+                child.wait().map_err(lost)?;
+                return Ok(code);
+            }
+            Some(_) => {}
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The exit code of a child of process `parent` that has ended with a
+/// failure and is not reaped yet (a zombie), from `/proc`: none when every
+/// child is running or ended well, or where `/proc` cannot be read.
+fn failed_rank(parent: u32) -> Option<i32> {
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // After the command's name (in parentheses): the state (field 3),
+        // the parent (4), … the exit status as `waitpid` gives it (52).
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ppid = fields.get(1).and_then(|p| p.parse::<u32>().ok());
+        if fields.first() != Some(&"Z") || ppid != Some(parent) {
+            continue;
+        }
+        let Some(status) = fields.get(49).and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        let (code, signal) = ((status >> 8) & 0xff, status & 0x7f);
+        if code != 0 {
+            return Some(code);
+        }
+        if signal != 0 {
+            return Some(128 + signal);
+        }
+    }
+    None
 }
 
 /// libtorch's threads per rank when `local` ranks share this machine's
