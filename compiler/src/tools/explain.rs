@@ -225,12 +225,13 @@ pub fn cost(plan: &Plan) -> Cost {
                 parameters: p,
                 in_flight,
                 memory: Memory {
-                    total: memory.parameters
+                    total: (memory.parameters
                         + memory.gradients
                         + memory.optimizer_state
                         + memory.activations
                         + memory.gathered
-                        + memory.communication,
+                        + memory.communication)
+                        .max(start_up_values(plan, stage, buffers) * BYTES_PER_VALUE),
                     ..memory
                 },
             }
@@ -426,6 +427,21 @@ fn units_held(plan: &Plan, stage: u64) -> Option<(u64, u64, u64)> {
     };
     let largest = others.max().unwrap_or(0);
     Some((slices, held + gathered, held + largest))
+}
+
+/// `shard = parameters`: what a rank of `stage` holds at start-up, before
+/// the units take their slices: every weight whole (each rank builds the
+/// stage from the seeded initialisers, or reads it, as without sharding),
+/// the largest unit's flat buffer while its weights move in, and the
+/// slices. More than a step needs at large D (16Ψ/D), so the total is the
+/// larger of the two. 0 without units.
+fn start_up_values(plan: &Plan, stage: &crate::plan::StagePlan, buffers: u64) -> u64 {
+    match units_held(plan, stage.stage) {
+        Some((slices, _, _)) => {
+            stage.parameters + buffers + largest_unit(plan, stage.stage) + slices
+        }
+        None => 0,
+    }
 }
 
 /// The units of `stage`.
@@ -711,7 +727,7 @@ impl Cost {
     fn memory_line(&self, plan: &Plan) -> String {
         let m = &self.memory;
         format!(
-            "memory per rank: parameters {}{} + gradients {}{} + optimizer state {}{} + activations {} ({} rows × {} in flight){}{} = {}\n",
+            "memory per rank: parameters {}{} + gradients {}{} + optimizer state {}{} + activations {} ({} rows × {} in flight){}{} = {}{}\n",
             bytes(m.parameters),
             match plan.topology.parallelism {
                 ref l if l.shard == Shard::Parameters && l.data > 1 => format!(
@@ -758,7 +774,20 @@ impl Cost {
             } else {
                 String::new()
             },
-            bytes(m.total)
+            bytes(m.total),
+            match m.parameters
+                + m.gradients
+                + m.optimizer_state
+                + m.activations
+                + m.communication
+                + m.gathered
+            {
+                step if step < m.total => format!(
+                    ", at start-up (every weight whole until the units take their slices; a step needs {})",
+                    bytes(step)
+                ),
+                _ => String::new(),
+            }
         )
     }
 
@@ -1005,6 +1034,35 @@ mod hand_computed {
             super::cost(&plan).memory.activations,
             (64 + 100 + 100 + 10) * 8 * 4
         );
+    }
+
+    #[test]
+    fn full_sharding_counts_the_whole_weights_at_start_up() {
+        // 6,500 + 8 × 10,100 + 1,010 = 88,310 values in ten units, the
+        // largest 10,100; slices at D = 16: 407 + 8 × 632 + 64 = 5,527. At
+        // start-up a rank holds every weight, the largest unit's flat
+        // buffer and the slices: 103,937 values, more than a step needs.
+        let source = r#"
+            module Ffn(d: int) { forward(x: [B, d]) -> [B, d] { x + (x |> linear(d, d) |> relu) } }
+            model Net { forward(x: [B, 64]) -> [B, 10] { x |> linear(64, 100) |> repeat 8 { Ffn(100) } |> linear(100, 10) } }
+            data d { source = synthetic(rows: 1000, features: 64, classes: 10) }
+            train { model = Net; data = d; loss = cross_entropy; optimizer = adam(lr: 0.01); steps = 1; micro_batch = 8; clip = norm(1.0) }
+            parallel { data = 16; shard = parameters }
+        "#;
+        let plan = plan(source, vec![16]);
+        let cost = super::cost(&plan);
+        let m = &cost.memory;
+        let step = m.parameters
+            + m.gradients
+            + m.optimizer_state
+            + m.activations
+            + m.communication
+            + m.gathered;
+        assert_eq!(m.total, 4 * 103_937);
+        assert!(step < m.total, "a step's {step} bytes");
+        assert!(cost
+            .render(&plan)
+            .contains(", at start-up (every weight whole"));
     }
 
     #[test]
