@@ -6,8 +6,8 @@
 
 use super::cost::{all_gather_bytes, ring_bytes};
 use crate::plan::{
-    Clip, GradBucket, Parallelism, Precision, Shard, ShardUnit, StagePlan, StepOp, SyncMode,
-    TrainPlan,
+    units_of, Clip, GradBucket, Parallelism, Precision, Shard, ShardUnit, StagePlan, StepOp,
+    SyncMode, TrainPlan,
 };
 
 pub(super) fn step_program(
@@ -130,29 +130,19 @@ pub(super) fn step_program(
 /// send per micro-batch (per piece, in a pipeline) over `k` replicas; a
 /// unit spanning its stage is gathered once.
 fn gather_units(units: &[ShardUnit], stages: &[StagePlan], k: u64, reshard: bool) -> StepOp {
-    let ring = |u: &ShardUnit| u.slice * (k - 1) * 4;
-    let gathers = |u: &ShardUnit| if reshard && !u.held(stages) { 2 } else { 1 };
-    let of = |s: u64| units.iter().filter(move |u| u.stage == s);
+    let sends = |s: u64| units_of(units, s).map(|u| u.sends(stages, k, reshard));
     StepOp::GatherUnits {
-        units: largest_stage(stages, |s| of(s).count() as u64),
+        units: largest_stage(stages, |s| units_of(units, s).count() as u64),
         reshard_after_forward: reshard,
-        all_gather_bytes_per_rank: largest_stage(stages, |s| {
-            of(s).map(|u| gathers(u) * ring(u)).sum()
-        }),
-        reduce_scatter_bytes_per_rank: largest_stage(stages, |s| of(s).map(ring).sum()),
+        all_gather_bytes_per_rank: largest_stage(stages, |s| sends(s).map(|(g, _)| g).sum()),
+        reduce_scatter_bytes_per_rank: largest_stage(stages, |s| sends(s).map(|(_, r)| r).sum()),
     }
 }
 
 /// The bytes of one rank's slices of its stage's units, for the stage
 /// with the most.
 fn unit_slice_bytes(units: &[ShardUnit], stages: &[StagePlan]) -> u64 {
-    largest_stage(stages, |s| {
-        units
-            .iter()
-            .filter(|u| u.stage == s)
-            .map(|u| u.slice * 4)
-            .sum()
-    })
+    largest_stage(stages, |s| units_of(units, s).map(|u| u.slice * 4).sum())
 }
 
 /// The most `per_stage` gives over the stages.

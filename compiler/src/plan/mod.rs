@@ -15,7 +15,7 @@ mod tracking;
 mod types;
 
 pub use parallel::{
-    Backend, BatchNormSync, CommGroup, GradBucket, GroupKind, Parallelism, PipeOp,
+    units_of, Backend, BatchNormSync, CommGroup, GradBucket, GroupKind, Parallelism, PipeOp,
     PipelineSchedule, RankPlan, RowSlice, Shard, ShardUnit, Sharding, StagePlan, StageProgram,
     SyncMode, Topology, Transfer, UnitParameter,
 };

@@ -36,6 +36,11 @@ pub struct Topology {
 }
 
 impl Topology {
+    /// `shard = parameters`: the units of `stage` ([`units_of`]).
+    pub fn stage_units(&self, stage: u64) -> impl Iterator<Item = &ShardUnit> {
+        units_of(&self.units, stage)
+    }
+
     /// Ranks the plan is for: data × pipeline.
     pub fn world_size(&self) -> u64 {
         self.parallelism.world_size()
@@ -419,6 +424,21 @@ impl ShardUnit {
     pub fn values(&self) -> u64 {
         self.parameters.iter().map(|p| p.values).sum()
     }
+
+    /// Bytes one rank sends for it per micro-batch (per piece, in a
+    /// pipeline) over `k` replicas, as rings: its all-gathers (again
+    /// before its backward when `reshard` frees it after its forward,
+    /// unless it spans its stage) and its reduce-scatter.
+    pub fn sends(&self, stages: &[StagePlan], k: u64, reshard: bool) -> (u64, u64) {
+        let ring = self.slice * (k - 1) * 4;
+        let gathers = if reshard && !self.held(stages) { 2 } else { 1 };
+        (gathers * ring, ring)
+    }
+}
+
+/// The units of pipeline stage `stage` among `units`.
+pub fn units_of(units: &[ShardUnit], stage: u64) -> impl Iterator<Item = &ShardUnit> {
+    units.iter().filter(move |u| u.stage == stage)
 }
 
 /// Where a parameter lies in its unit's flat buffer.

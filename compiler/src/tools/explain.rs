@@ -82,6 +82,19 @@ pub struct Memory {
     pub total: u64,
 }
 
+impl Memory {
+    /// What a step holds at its peak: every part at once. The total is
+    /// more where the start-up needs more (`shard = parameters`).
+    pub fn step(&self) -> u64 {
+        self.parameters
+            + self.gradients
+            + self.optimizer_state
+            + self.activations
+            + self.gathered
+            + self.communication
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Collective {
     pub name: String,
@@ -198,7 +211,8 @@ pub fn cost(plan: &Plan) -> Cost {
             let grads = stage_grads[stage.stage as usize];
             // `shard = parameters`: the rank's slices, and what is gathered
             // whole at the peak.
-            let (held_params, held_grads) = match units_held(plan, stage.stage) {
+            let held = units_held(plan, stage.stage);
+            let (held_params, held_grads) = match held {
                 Some((slices, params, grads)) => (
                     p - grads_of_units(plan, stage.stage) + slices + params,
                     slices + grads,
@@ -225,13 +239,9 @@ pub fn cost(plan: &Plan) -> Cost {
                 parameters: p,
                 in_flight,
                 memory: Memory {
-                    total: (memory.parameters
-                        + memory.gradients
-                        + memory.optimizer_state
-                        + memory.activations
-                        + memory.gathered
-                        + memory.communication)
-                        .max(start_up_values(plan, stage, buffers) * BYTES_PER_VALUE),
+                    total: memory
+                        .step()
+                        .max(start_up_values(plan, stage, held, buffers)),
                     ..memory
                 },
             }
@@ -412,7 +422,7 @@ fn units_held(plan: &Plan, stage: u64) -> Option<(u64, u64, u64)> {
         return None;
     }
     let stages = &plan.topology.stages;
-    let units: Vec<&crate::plan::ShardUnit> = stage_units(plan, stage).collect();
+    let units: Vec<&crate::plan::ShardUnit> = plan.topology.stage_units(stage).collect();
     let slices = units.iter().map(|u| u.slice).sum();
     let held: u64 = units
         .iter()
@@ -429,24 +439,26 @@ fn units_held(plan: &Plan, stage: u64) -> Option<(u64, u64, u64)> {
     Some((slices, held + gathered, held + largest))
 }
 
-/// `shard = parameters`: what a rank of `stage` holds at start-up, before
-/// the units take their slices: every weight whole (each rank builds the
-/// stage from the seeded initialisers, or reads it, as without sharding),
-/// the largest unit's flat buffer while its weights move in, and the
-/// slices. More than a step needs at large D (16Ψ/D), so the total is the
-/// larger of the two. 0 without units.
-fn start_up_values(plan: &Plan, stage: &crate::plan::StagePlan, buffers: u64) -> u64 {
-    match units_held(plan, stage.stage) {
+/// `shard = parameters`: the bytes a rank of `stage` holds at start-up,
+/// before the units take their slices (`held`, as [`units_held`] gives
+/// it): every weight whole (each rank builds the stage from the seeded
+/// initialisers, or reads it, as without sharding), the largest unit's
+/// flat buffer while its weights move in, and the slices. More than a step
+/// needs at large D (16Ψ/D), so the total is the larger of the two. 0
+/// without units.
+fn start_up_values(
+    plan: &Plan,
+    stage: &crate::plan::StagePlan,
+    held: Option<(u64, u64, u64)>,
+    buffers: u64,
+) -> u64 {
+    match held {
         Some((slices, _, _)) => {
-            stage.parameters + buffers + largest_unit(plan, stage.stage) + slices
+            let values = stage.parameters + buffers + largest_unit(plan, stage.stage) + slices;
+            values * BYTES_PER_VALUE
         }
         None => 0,
     }
-}
-
-/// The units of `stage`.
-fn stage_units(plan: &Plan, stage: u64) -> impl Iterator<Item = &crate::plan::ShardUnit> {
-    plan.topology.units.iter().filter(move |u| u.stage == stage)
 }
 
 /// Whether a unit spans its whole stage (`root`, or a stage without
@@ -459,7 +471,8 @@ fn has_root(plan: &Plan) -> bool {
 /// Values of the largest unit of `stage`: its flat gradients are what a
 /// reduce-scatter sends.
 fn largest_unit(plan: &Plan, stage: u64) -> u64 {
-    stage_units(plan, stage)
+    plan.topology
+        .stage_units(stage)
         .map(|u| u.values())
         .max()
         .unwrap_or(0)
@@ -467,7 +480,7 @@ fn largest_unit(plan: &Plan, stage: u64) -> u64 {
 
 /// Values of the parameters the units of `stage` hold (the sharded ones).
 fn grads_of_units(plan: &Plan, stage: u64) -> u64 {
-    stage_units(plan, stage).map(|u| u.values()).sum()
+    plan.topology.stage_units(stage).map(|u| u.values()).sum()
 }
 
 /// Values of gradient per pipeline stage: the trainable parameters'.
@@ -553,15 +566,11 @@ fn collectives(plan: &Plan) -> Vec<Collective> {
                 (SyncMode::EveryStep, Some(&StepOp::GatherUnits { reshard_after_forward, .. })) => {
                     // This stage's units, gathered for every piece of a
                     // pipeline's micro-batch.
-                    let units: Vec<_> = stage_units(plan, stage.stage).collect();
-                    let ring = |u: &&crate::plan::ShardUnit| u.slice * (k - 1) * BYTES_PER_VALUE;
-                    let again = |u: &&crate::plan::ShardUnit| {
-                        if reshard_after_forward && !u.held(&topology.stages) { 2 } else { 1 }
-                    };
-                    let sends = (
-                        units.iter().map(|u| again(u) * ring(u)).sum(),
-                        units.iter().map(ring).sum(),
-                    );
+                    let units: Vec<_> = topology.stage_units(stage.stage).collect();
+                    let sends = units
+                        .iter()
+                        .map(|u| u.sends(&topology.stages, k, reshard_after_forward))
+                        .fold((0, 0), |(g, r), (gu, ru)| (g + gu, r + ru));
                     let passes = steps * layout.micro_batches.max(1);
                     let (gather, scatter) = unit_collectives(
                         (units.len() as u64, reshard_after_forward),
@@ -775,13 +784,7 @@ impl Cost {
                 String::new()
             },
             bytes(m.total),
-            match m.parameters
-                + m.gradients
-                + m.optimizer_state
-                + m.activations
-                + m.communication
-                + m.gathered
-            {
+            match m.step() {
                 step if step < m.total => format!(
                     ", at start-up (every weight whole until the units take their slices; a step needs {})",
                     bytes(step)
@@ -1052,12 +1055,7 @@ mod hand_computed {
         let plan = plan(source, vec![16]);
         let cost = super::cost(&plan);
         let m = &cost.memory;
-        let step = m.parameters
-            + m.gradients
-            + m.optimizer_state
-            + m.activations
-            + m.communication
-            + m.gathered;
+        let step = m.step();
         assert_eq!(m.total, 4 * 103_937);
         assert!(step < m.total, "a step's {step} bytes");
         assert!(cost

@@ -97,7 +97,7 @@ impl Executor<'_> {
                 // The forward and backward that follow gather the units
                 // (a stage may have none: all of its layers parameterless).
                 let stage = self.world.place.stage;
-                let planned = self.plan.topology.units.iter().any(|u| u.stage == stage);
+                let planned = self.plan.topology.stage_units(stage).next().is_some();
                 if self.units.is_none() && planned {
                     return Err(RunError::Torch {
                         context: format!("step {step}: gather the shard units"),

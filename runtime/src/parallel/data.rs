@@ -93,38 +93,30 @@ impl Buckets {
     ) -> Result<(), RunError> {
         let replicas = comm.size();
         let mut under_way: VecDeque<(usize, Pending)> = VecDeque::new();
-        for (b, bucket) in self.buckets.iter().enumerate() {
+        for b in 0..self.buckets.len() {
             if under_way.len() == IN_FLIGHT {
                 let (done, pending) = under_way.pop_front().expect("non-empty");
-                self.finish(done, pending, replicas, params, step)?;
+                self.write_bucket(done, &averaged(pending, replicas, step)?, params, step)?;
             }
-            let flat = flatten(bucket.iter().map(|&i| gradient(&params[i])), step)?;
-            under_way.push_back((b, comm.all_reduce_start(flat).map_err(collective(step))?));
+            under_way.push_back((b, self.start_bucket(b, comm, params, step)?));
         }
         for (done, pending) in under_way {
-            self.finish(done, pending, replicas, params, step)?;
+            self.write_bucket(done, &averaged(pending, replicas, step)?, params, step)?;
         }
         Ok(())
     }
 
-    /// Waits for bucket `b`'s sum, averages it and writes it into the
-    /// parameters' gradients.
-    fn finish(
+    /// Starts summing bucket `b`'s gradients over the replicas: flattened
+    /// into a buffer of its own.
+    fn start_bucket(
         &self,
         b: usize,
-        pending: Pending,
-        replicas: usize,
+        comm: &dyn Communicator,
         params: &[(String, Tensor)],
         step: u64,
-    ) -> Result<(), RunError> {
-        let mut sum = pending.wait().map_err(collective(step))?;
-        sum.f_div_scalar_(replicas as f64)
-            .in_place(|| format!("step {step}: average gradients"))?;
-        scatter(
-            &sum,
-            self.buckets[b].iter().map(|&i| gradient(&params[i])),
-            step,
-        )
+    ) -> Result<Pending, RunError> {
+        let flat = flatten(self.buckets[b].iter().map(|&i| gradient(&params[i])), step)?;
+        comm.all_reduce_start(flat).map_err(collective(step))
     }
 
     /// Starts summing every bucket's gradients over the replicas.
@@ -134,11 +126,9 @@ impl Buckets {
         params: &[(String, Tensor)],
         step: u64,
     ) -> Result<InFlight, RunError> {
-        let mut pending = Vec::with_capacity(self.buckets.len());
-        for bucket in &self.buckets {
-            let flat = flatten(bucket.iter().map(|&i| gradient(&params[i])), step)?;
-            pending.push(comm.all_reduce_start(flat).map_err(collective(step))?);
-        }
+        let pending = (0..self.buckets.len())
+            .map(|b| self.start_bucket(b, comm, params, step))
+            .collect::<Result<_, _>>()?;
         Ok(InFlight { step, pending })
     }
 
@@ -149,14 +139,7 @@ impl Buckets {
         in_flight
             .pending
             .into_iter()
-            .map(|pending| {
-                // In place: a second gradient-sized buffer per bucket
-                // would double what the exchange holds.
-                let mut sum = pending.wait().map_err(collective(step))?;
-                sum.f_div_scalar_(replicas as f64)
-                    .in_place(|| format!("step {step}: average gradients"))?;
-                Ok(sum)
-            })
+            .map(|pending| averaged(pending, replicas, step))
             .collect()
     }
 
@@ -173,10 +156,25 @@ impl Buckets {
                 message: format!("{} buffers for {} buckets", flats.len(), self.buckets.len()),
             });
         }
-        for (bucket, flat) in self.buckets.iter().zip(flats) {
-            scatter(flat, bucket.iter().map(|&i| gradient(&params[i])), step)?;
+        for (b, flat) in flats.iter().enumerate() {
+            self.write_bucket(b, flat, params, step)?;
         }
         Ok(())
+    }
+
+    /// Writes bucket `b`'s flat gradients into the parameters' gradients.
+    fn write_bucket(
+        &self,
+        b: usize,
+        flat: &Tensor,
+        params: &[(String, Tensor)],
+        step: u64,
+    ) -> Result<(), RunError> {
+        scatter(
+            flat,
+            self.buckets[b].iter().map(|&i| gradient(&params[i])),
+            step,
+        )
     }
 
     /// Averages tensors that every replica holds (parameters, optimizer
@@ -258,6 +256,16 @@ pub fn progress(queue: &mut VecDeque<AsyncUpdate>) -> Result<(), RunError> {
         }
     }
     Ok(())
+}
+
+/// Waits for a bucket's sum and divides it by the number of replicas, in
+/// place: a second gradient-sized buffer per bucket would double what the
+/// exchange holds.
+fn averaged(pending: Pending, replicas: usize, step: u64) -> Result<Tensor, RunError> {
+    let mut sum = pending.wait().map_err(collective(step))?;
+    sum.f_div_scalar_(replicas as f64)
+        .in_place(|| format!("step {step}: average gradients"))?;
+    Ok(sum)
 }
 
 fn collective(step: u64) -> impl Fn(CommError) -> RunError {

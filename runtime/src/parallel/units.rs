@@ -73,12 +73,7 @@ impl Units {
         (rank, size): (usize, usize),
     ) -> Result<Option<Units>, RunError> {
         let stages = &plan.topology.stages;
-        let planned: Vec<_> = plan
-            .topology
-            .units
-            .iter()
-            .filter(|u| u.stage == stage)
-            .collect();
+        let planned: Vec<_> = plan.topology.stage_units(stage).collect();
         if planned.is_empty() || size < 2 {
             return Ok(None);
         }
