@@ -77,7 +77,9 @@ pub struct Memory {
     /// temporary of its size; under `async` the flat buffers of each step
     /// still in flight and Open MPI's temporaries of the step being
     /// started; under `shard = gradients` the kept slices and one
-    /// bucket being reduce-scattered, with its temporary.
+    /// bucket being reduce-scattered, with the ring's slices in flight;
+    /// under `shard = parameters` one unit's flat gradients being
+    /// reduce-scattered, with the ring's slices.
     pub communication: u64,
     pub total: u64,
 }
@@ -398,10 +400,18 @@ fn exchange_values(plan: &Plan, stage: u64, gradients: u64) -> u64 {
         .unwrap_or(largest);
     match (layout.sync, layout.shard) {
         (SyncMode::LocalSgd { .. }, _) => 0,
-        (_, Shard::Gradients) => gradients.div_ceil(layout.shard_degree()) + 2 * largest,
-        // The flat gradients of the unit being reduce-scattered (the slices
-        // are counted among the gradients).
-        (_, Shard::Parameters) => largest_unit(plan, stage),
+        // The kept slices, and the bucket being reduce-scattered: its flat
+        // gradients and the ring's two slices.
+        (_, Shard::Gradients) => {
+            let ranks = layout.shard_degree();
+            gradients.div_ceil(ranks) + largest + ring_slices(largest, ranks)
+        }
+        // The flat gradients of the unit being reduce-scattered and the
+        // ring's slices (the kept slices are counted among the gradients).
+        (_, Shard::Parameters) => {
+            let largest = largest_unit(plan, stage);
+            largest + ring_slices(largest, layout.shard_degree())
+        }
         // Each step's flat buffers, and Open MPI's temporaries for the
         // step being started only: measured at staleness 1, the step
         // before's sum has completed by then (the backend is polled after
@@ -409,6 +419,13 @@ fn exchange_values(plan: &Plan, stage: u64, gradients: u64) -> u64 {
         (SyncMode::Async { staleness }, _) => (staleness + 2) * gradients,
         (SyncMode::EveryStep, _) => 2 * two_in_flight,
     }
+}
+
+/// Values a ring reduce-scatter of `values` over `ranks` holds besides
+/// its input and output: the slice it passes on and the one it receives
+/// (one of them at two ranks).
+fn ring_slices(values: u64, ranks: u64) -> u64 {
+    values.div_ceil(ranks.max(1)) * ranks.saturating_sub(1).min(2)
 }
 
 /// `shard = parameters`: values of one rank's slices of every unit of

@@ -448,11 +448,33 @@ impl ShardSet {
                 let size = got.size();
                 let start = from.max(place * slice) - place * slice;
                 let end = to.min((place + 1) * slice) - place * slice;
-                bytes.extend_from_slice(&data[start as usize * size..end as usize * size]);
+                let read = &data[start as usize * size..end as usize * size];
+                bytes.extend_from_slice(read);
+                self.let_go((buffer.stage, place), read);
                 dtype = got;
             }
         }
         Ok(Some(Values { dtype, bytes }))
+    }
+
+    /// Unmaps the pages of `read`, a range of the mapped file of
+    /// (stage, place) that has been copied out. They stay in the page
+    /// cache, not in this process's resident memory: reading every shard
+    /// of a model (writing `model.safetensors` at the end of a sharded
+    /// run, or a resume) would otherwise leave the whole model resident,
+    /// one tensor at a time. Best effort: a failure leaves them mapped.
+    fn let_go(&self, at: (u64, u64), read: &[u8]) {
+        let Some(map) = self.maps.get(&at) else {
+            return;
+        };
+        let offset = read.as_ptr() as usize - map.as_ptr() as usize;
+        // SAFETY: a shared read-only file mapping: dropped pages read back
+        // from the file, the same bytes (MADV_DONTNEED frees nothing of a
+        // file's contents). No slice of these pages is used again without
+        // reading the map anew.
+        let _ = unsafe {
+            map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, offset, read.len())
+        };
     }
 
     /// A parameter's whole saved `field` as a tensor of its shape.

@@ -390,31 +390,49 @@ impl Communicator for Mpi {
         output.finish(what).map(drop)
     }
 
+    /// A ring: in each of `size() - 1` rounds every rank passes a partial
+    /// sum of one slice to the next rank and adds its own values to the
+    /// one it receives, so that each rank sends and receives
+    /// `(size() - 1) / size()` of the buffer and holds two slices besides
+    /// its input. Open MPI's own (`MPI_Reduce_scatter_block`) reduces the
+    /// whole buffer on rank 0 and scatters it at these sizes: rank 0 then
+    /// holds two more whole buffers and receives every other rank's.
     fn reduce_scatter(&self, send: &Tensor, recv: &mut Tensor) -> Result<(), CommError> {
         let what = "reduce-scatter";
         super::gather_sizes(recv, send, self.size())?;
-        let input = HostBuffer::of(send, what)?;
-        let output = HostBuffer::of(recv, what)?;
-        let count = output.len();
-        if count > MAX_COUNT {
-            return Err(CommError(format!(
-                "{what}: a slice of {count} values is more than MPI counts in one call; lower bucket_mb"
-            )));
-        }
-        // SAFETY: `input` addresses `size()` times `count` contiguous host
-        // elements and `output` `count`, both alive for the call.
-        let code = unsafe {
-            ffi::MPI_Reduce_scatter_block(
-                input.ptr(),
-                output.ptr(),
-                count as c_int,
-                datatype(input.element),
-                operation(ReduceOp::Sum),
-                self.comm,
-            )
-        };
-        check(code, what)?;
-        output.finish(what).map(drop)
+        check_contiguous(send, what)?;
+        let (ranks, rank) = (self.size(), self.rank());
+        let n = recv.numel() as i64;
+        let torch = |e: tch::TchError| CommError(format!("{what}: {e}"));
+        let flat = send.f_reshape([-1]).map_err(torch)?;
+        let slice = |k: usize| flat.f_narrow(0, k as i64 * n, n).map_err(torch);
+        let (next, previous) = ((rank + 1) % ranks, (rank + ranks - 1) % ranks);
+        tch::no_grad(|| {
+            // Round `s` passes on the partial sum of slice
+            // `rank - 1 - s` and receives that of `rank - 2 - s`: the last
+            // one received is this rank's own, into `recv`.
+            let mut passing = slice(previous)?.f_contiguous().map_err(torch)?;
+            let mut incoming = match ranks {
+                2 => None,
+                _ => Some(passing.f_empty_like().map_err(torch)?),
+            };
+            for round in 0..ranks - 1 {
+                let last = round == ranks - 2;
+                let into = match (&mut incoming, last) {
+                    (Some(buffer), false) => buffer,
+                    _ => &mut *recv,
+                };
+                self.exchange(&[(&passing, next)], &mut [(&mut *into, previous)])?;
+                let own = (rank + 2 * ranks - 2 - round) % ranks;
+                into.f_add_(&slice(own)?).map(drop).map_err(torch)?;
+                if !last {
+                    if let Some(buffer) = &mut incoming {
+                        std::mem::swap(&mut passing, buffer);
+                    }
+                }
+            }
+            Ok(())
+        })
     }
 
     fn broadcast(&self, tensor: &mut Tensor, root: usize) -> Result<(), CommError> {
