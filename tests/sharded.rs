@@ -880,7 +880,9 @@ parallel {{ data = {data}; {layout} }}
         train(&file, &out, &["--no-tensorboard"]).code(0);
         let summary = summary(&out);
         let peak = summary["peak_rss_bytes"].as_u64().unwrap();
-        (estimate, peak, summary["parameter_bytes"].as_u64().unwrap())
+        let start = summary["start_peak_rss_bytes"].as_u64().unwrap();
+        let params = summary["parameter_bytes"].as_u64().unwrap();
+        (estimate, peak, params, start)
     };
     let mut measured = std::collections::BTreeMap::new();
     // ZeRO-3 at 4 replicas too: there Open MPI's reduce-scatter gathered
@@ -894,8 +896,8 @@ parallel {{ data = {data}; {layout} }}
         ("parameters", 4),
     ];
     for (mode, data) in layouts {
-        let (estimate, peak, params) = measure(mode, data, 4096);
-        let (small_estimate, fixed, _) = measure(mode, data, 16);
+        let (estimate, peak, params, start) = measure(mode, data, 4096);
+        let (small_estimate, fixed, _, start_fixed) = measure(mode, data, 16);
         let ratio = peak.saturating_sub(fixed) as f64 / (estimate - small_estimate) as f64;
         eprintln!("measured: {mode} at D = {data}: (peak - fixed) / estimate = {ratio:.3}");
         assert!(
@@ -903,6 +905,18 @@ parallel {{ data = {data}; {layout} }}
             "{mode} at D = {data}: rank 0 used {ratio:.3}× explain's estimate (beyond the fixed cost)"
         );
         measured.insert((mode, data), (estimate, peak, params));
+        if (mode, data) == ("parameters", 4) {
+            // Laid out one unit at a time: a quarter of the weights (the
+            // slices), one 8.4 M-value unit and its largest weight twice,
+            // about 134 MB; whole, the weights alone are 269 MB.
+            let beyond = start.saturating_sub(start_fixed);
+            eprintln!("measured: start-up at D = 4: {beyond} bytes beyond the fixed cost");
+            assert!(
+                beyond * 10 < 4 * 67_220_484 * 6,
+                "ZeRO-3 at D = 4 held {beyond} bytes at start-up: the whole weights are {}",
+                4 * 67_220_484
+            );
+        }
     }
     let (zero2_estimate, zero2_peak, zero2_params) = measured[&("gradients", 2)];
     let (zero3_estimate, zero3_peak, zero3_params) = measured[&("parameters", 2)];

@@ -63,6 +63,10 @@ pub struct Summary {
     /// Rank 0's peak resident memory (libtorch's fixed cost included).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub peak_rss_bytes: Option<u64>,
+    /// Rank 0's peak resident memory before its first step: the model
+    /// built, its weights made or read, the replicas agreed on them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub start_peak_rss_bytes: Option<u64>,
     /// `on_bad_row = skip`: the rows each file left out.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub skipped_rows: Vec<SkippedRows>,
@@ -103,6 +107,8 @@ pub struct Tally {
     pub watch: Watch,
     /// Why the run stops before its last step (`stop_early`).
     pub stopped_early: Option<String>,
+    /// The peak resident memory when the tally began, before the steps.
+    pub start_peak_rss: Option<u64>,
 }
 
 /// What the end of the loop adds to the tally for the summary.
@@ -134,6 +140,7 @@ impl Tally {
             test: None,
             watch: saved.map_or_else(Watch::default, |s| s.watch.clone()),
             stopped_early: None,
+            start_peak_rss: crate::memory::peak_rss(),
         }
     }
 
@@ -167,6 +174,7 @@ impl Tally {
             optimizer_state_bytes: end.rank.optimizer_state_bytes,
             parameter_bytes: end.rank.parameter_bytes,
             peak_rss_bytes: crate::memory::peak_rss(),
+            start_peak_rss_bytes: self.start_peak_rss,
             skipped_rows: end
                 .rank
                 .data

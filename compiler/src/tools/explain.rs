@@ -457,25 +457,36 @@ fn units_held(plan: &Plan, stage: u64) -> Option<(u64, u64, u64)> {
 }
 
 /// `shard = parameters`: the bytes a rank of `stage` holds at start-up,
-/// before the units take their slices (`held`, as [`units_held`] gives
-/// it): every weight whole (each rank builds the stage from the seeded
-/// initialisers, or reads it, as without sharding), the largest unit's
-/// flat buffer while its weights move in, and the slices. More than a step
-/// needs at large D (16Ψ/D), so the total is the larger of the two. 0
-/// without units.
+/// while the units take their slices (`held`, as [`units_held`] gives
+/// it). From the seeded initialisers a rank lays out one unit at a time:
+/// the weights in no unit, the slices, the largest unit's flat buffer and
+/// the largest of its parameters made twice (the initialiser's values,
+/// then the tensor). With an `init` file every weight is whole first (the
+/// file is read whole into the whole stage), which at large D is more than
+/// a step needs (16Ψ/D); so the total is the larger of the two. 0 without
+/// units.
 fn start_up_values(
     plan: &Plan,
     stage: &crate::plan::StagePlan,
     held: Option<(u64, u64, u64)>,
     buffers: u64,
 ) -> u64 {
-    match held {
-        Some((slices, _, _)) => {
-            let values = stage.parameters + buffers + largest_unit(plan, stage.stage) + slices;
-            values * BYTES_PER_VALUE
+    let Some((slices, _, _)) = held else {
+        return 0;
+    };
+    let units = plan.topology.stage_units(stage.stage);
+    let weights = match plan.train.init {
+        Some(_) => stage.parameters,
+        None => {
+            let largest_part = units
+                .flat_map(|u| &u.parameters)
+                .map(|p| p.values)
+                .max()
+                .unwrap_or(0);
+            stage.parameters - grads_of_units(plan, stage.stage) + 2 * largest_part
         }
-        None => 0,
-    }
+    };
+    (weights + buffers + largest_unit(plan, stage.stage) + slices) * BYTES_PER_VALUE
 }
 
 /// Whether a unit spans its whole stage (`root`, or a stage without
@@ -803,7 +814,7 @@ impl Cost {
             bytes(m.total),
             match m.step() {
                 step if step < m.total => format!(
-                    ", at start-up (every weight whole until the units take their slices; a step needs {})",
+                    ", at start-up (every weight of the `init` file whole until the units take their slices; a step needs {})",
                     bytes(step)
                 ),
                 _ => String::new(),
@@ -1059,9 +1070,12 @@ mod hand_computed {
     #[test]
     fn full_sharding_counts_the_whole_weights_at_start_up() {
         // 6,500 + 8 × 10,100 + 1,010 = 88,310 values in ten units, the
-        // largest 10,100; slices at D = 16: 407 + 8 × 632 + 64 = 5,527. At
-        // start-up a rank holds every weight, the largest unit's flat
-        // buffer and the slices: 103,937 values, more than a step needs.
+        // largest 10,100; slices at D = 16: 407 + 8 × 632 + 64 = 5,527.
+        // From an `init` file a rank holds every weight at start-up, the
+        // largest unit's flat buffer and the slices: 103,937 values, more
+        // than a step needs. From the initialisers it lays out one unit at
+        // a time: the slices, the largest unit and its largest weight
+        // (100 × 100) twice, 35,627 values, less than a step.
         let source = r#"
             module Ffn(d: int) { forward(x: [B, d]) -> [B, d] { x + (x |> linear(d, d) |> relu) } }
             model Net { forward(x: [B, 64]) -> [B, 10] { x |> linear(64, 100) |> repeat 8 { Ffn(100) } |> linear(100, 10) } }
@@ -1069,7 +1083,14 @@ mod hand_computed {
             train { model = Net; data = d; loss = cross_entropy; optimizer = adam(lr: 0.01); steps = 1; micro_batch = 8; clip = norm(1.0) }
             parallel { data = 16; shard = parameters }
         "#;
-        let plan = plan(source, vec![16]);
+        let mut plan = plan(source, vec![16]);
+        let cost = super::cost(&plan);
+        assert_eq!(cost.memory.total, cost.memory.step());
+        assert!(cost.memory.total > 4 * 35_627);
+        let start = &plan.topology.stages[0];
+        let held = super::units_held(&plan, 0);
+        assert_eq!(super::start_up_values(&plan, start, held, 0), 4 * 35_627);
+        plan.train.init = Some("w.safetensors".into());
         let cost = super::cost(&plan);
         let m = &cost.memory;
         let step = m.step();
@@ -1077,7 +1098,7 @@ mod hand_computed {
         assert!(step < m.total, "a step's {step} bytes");
         assert!(cost
             .render(&plan)
-            .contains(", at start-up (every weight whole"));
+            .contains(", at start-up (every weight of the `init` file whole"));
     }
 
     #[test]

@@ -82,6 +82,9 @@ pub struct Executor<'a> {
     scaler: Option<LossScale>,
     /// `shard = parameters`: the units this replica holds a slice of.
     units: Option<Units>,
+    /// The hash of the weights this rank started from, for the replicas
+    /// to compare ([`Executor::agree_on_weights`]); `None` for one replica.
+    start_hash: Option<u64>,
 }
 
 impl<'a> Executor<'a> {
@@ -101,10 +104,8 @@ impl<'a> Executor<'a> {
             crate::memory::return_freed_blocks();
         }
         let split = data::load(&plan.data, train.seed)?;
-        let (mut model, stage) = build_model(plan, world)?;
-        // The files hold the whole model: a stage takes its own tensors.
-        let others = other_stages_tensors(plan, &model);
-        initial_weights(&mut model, (init, init_from_plan), &others, plan, world)?;
+        let (model, stage, buckets, units, start_hash) =
+            build_weights(plan, world, (init, init_from_plan), resumed)?;
         let mut batches = Batches::new(
             &split.train,
             world.place.rows,
@@ -112,19 +113,7 @@ impl<'a> Executor<'a> {
             plan.data.shuffle,
             train.seed,
         )?;
-        if let Some(saved) = resumed {
-            model.load_weights(saved.model_weights()?, &others, &saved.model_path)?;
-        }
-        let buckets = Buckets::new(plan, world.place.stage, &model.params)?;
-        // The weights are final: the units take their slices.
         let shard_group = world.shard_group();
-        let units = Units::new(
-            plan,
-            world.place.stage,
-            &mut model.params,
-            (shard_group.rank(), shard_group.size()),
-        )?;
-
         let mut optimizer = Updater::new(
             &train.optimizer,
             &train.groups,
@@ -196,6 +185,7 @@ impl<'a> Executor<'a> {
             ema,
             scaler,
             units,
+            start_hash,
         };
         executor.broadcast_buffers = executor.buffers_follow_replica_zero();
         Ok(executor)
@@ -203,12 +193,9 @@ impl<'a> Executor<'a> {
 
     /// Checks that every replica starts from the same weights (a
     /// collective over the replicas).
-    /// Under `shard = parameters` the units, gathered since they were
-    /// built, are freed after it.
     pub fn agree_on_weights(&self) -> Result<(), RunError> {
-        same_weights_everywhere(&self.model, self.world)?;
-        match &self.units {
-            Some(units) => units.free_all(0),
+        match self.start_hash {
+            Some(hash) => same_weights_everywhere(hash, self.world),
             None => Ok(()),
         }
     }
@@ -331,18 +318,106 @@ impl<'a> Executor<'a> {
     }
 }
 
-/// This rank's model: its stage's layers when the model is cut into
-/// stages, else the whole of it.
-fn build_model(plan: &Plan, world: &World) -> Result<(Model, Option<Stage>), RunError> {
-    let (train, device) = (&plan.train, world.device);
-    let (mut model, stage) = if plan.topology.stages.len() > 1 {
-        let own = &plan.topology.stages[world.place.stage as usize];
-        let nodes = own.first_node..=own.last_node;
-        let model = Model::build_nodes(&plan.model, train.seed, device, nodes)?;
-        (model, Some(Stage::new(plan, world.place.stage)))
-    } else {
-        (Model::build(&plan.model, train.seed, device)?, None)
+/// What [`build_weights`] makes.
+type Built = (Model, Option<Stage>, Buckets, Option<Units>, Option<u64>);
+
+/// This rank's model with its initial weights (see [`Executor::build`]),
+/// its stage, its gradient buckets, its shard units, and the hash of the
+/// weights for the replicas to compare.
+///
+/// Under `shard = parameters` the units' parameters are not built whole:
+/// the units lay them out one at a time from the initialisers or the
+/// checkpoint, each rank keeping its slices, and the hash takes each unit
+/// in as it goes. An `init` file is read whole into the whole model, and
+/// the units take their slices of it.
+fn build_weights(
+    plan: &Plan,
+    world: &World,
+    init: (Option<&Path>, bool),
+    resumed: Option<&Loaded>,
+) -> Result<Built, RunError> {
+    let shard_group = world.shard_group();
+    let deferred = match init.0 {
+        None if shard_group.size() > 1 => plan
+            .topology
+            .stage_units(world.place.stage)
+            .flat_map(|u| u.parameters.iter().map(|p| p.name.clone()))
+            .collect(),
+        _ => BTreeSet::new(),
     };
+    let (mut model, stage) = build_model(plan, world, deferred.clone())?;
+    // The files hold the whole model: a stage takes its own tensors.
+    let others = other_stages_tensors(plan, &model);
+    initial_weights(&mut model, init, &others, plan, world)?;
+    let saved = match resumed {
+        Some(r) => Some((r.model_weights()?, r.model_path.as_path())),
+        None => None,
+    };
+    if let Some((weights, path)) = &saved {
+        let weights = weights
+            .iter()
+            .map(|(n, t)| (n.clone(), t.shallow_clone()))
+            .collect();
+        model.load_weights(weights, &others, path)?;
+    }
+    let buckets = Buckets::new(plan, world.place.stage, &model.params)?;
+    let check = world.replicas.size() > 1;
+    let mut hashes = Vec::new();
+    if check {
+        hashes.push(model.hash()?);
+    }
+    let seed = plan.train.seed;
+    let mut fill = |name: &str, part: &mut tch::Tensor| {
+        let saved = saved.as_ref().map(|(w, path)| (w, *path));
+        crate::model::fill_deferred(&plan.model, seed, name, saved, part)?;
+        if check {
+            let named = std::iter::once((name.to_string(), part.shallow_clone()));
+            hashes.push(crate::model::hash_of(named)?);
+        }
+        Ok(())
+    };
+    let fill: Option<&mut crate::parallel::units::Fill<'_>> = match deferred.is_empty() {
+        true => None,
+        false => Some(&mut fill),
+    };
+    // The weights are final: the units take their slices.
+    let units = Units::new(
+        plan,
+        world.place.stage,
+        &mut model.params,
+        (shard_group.rank(), shard_group.size()),
+        fill,
+    )?;
+    model.filled();
+    let start_hash = check.then(|| match hashes[..] {
+        [one] => one,
+        _ => {
+            let hash = dtl_compiler::util::rng::Fnv1a::new();
+            let hash = hashes.iter().fold(hash, |h, x| h.update(&x.to_le_bytes()));
+            hash.finish()
+        }
+    });
+    Ok((model, stage, buckets, units, start_hash))
+}
+
+/// This rank's model: its stage's layers when the model is cut into
+/// stages, else the whole of it; the parameters named in `deferred` as
+/// placeholders.
+fn build_model(
+    plan: &Plan,
+    world: &World,
+    deferred: BTreeSet<String>,
+) -> Result<(Model, Option<Stage>), RunError> {
+    let (train, device) = (&plan.train, world.device);
+    let (first, last, stage) = match plan.topology.stages.len() > 1 {
+        true => {
+            let own = &plan.topology.stages[world.place.stage as usize];
+            let stage = Stage::new(plan, world.place.stage);
+            (own.first_node, own.last_node, Some(stage))
+        }
+        false => (0, plan.model.nodes.len().saturating_sub(1), None),
+    };
+    let mut model = Model::build_part(&plan.model, train.seed, device, first..=last, deferred)?;
     model.precision = train.precision;
     crate::device::set_cuda_tf32(train.precision == Precision::Tf32)?;
     if train.precision == Precision::Tf32 && device == Device::Cpu && world.rank == 0 {
@@ -390,13 +465,10 @@ fn other_stages_tensors(plan: &Plan, model: &Model) -> BTreeSet<String> {
 
 /// The replicas must start from the same weights: the same seeded
 /// initialisers (or the same `--init` file, or checkpoint) give them on
-/// every rank, and a hash over every parameter and buffer proves it.
-fn same_weights_everywhere(model: &Model, world: &World) -> Result<(), RunError> {
+/// every rank, and a hash over every parameter and buffer (`hash`, this
+/// rank's) proves it.
+fn same_weights_everywhere(hash: u64, world: &World) -> Result<(), RunError> {
     let replicas = world.replicas.as_ref();
-    if replicas.size() == 1 {
-        return Ok(());
-    }
-    let hash = model.hash()?;
     // Two 32-bit halves: exact in f64. The smallest and largest of each.
     let halves = [(hash >> 32) as f64, (hash & 0xFFFF_FFFF) as f64];
     let mut low = halves;

@@ -20,9 +20,13 @@
 //!
 //! The segmented forward ([`super::segments`]) calls these at each unit's
 //! edges. An evaluation gathers them one at a time too
-//! ([`Units::around_node`]); the start's weight check gathers every unit
-//! first and frees them after, and the weights written at the end go
+//! ([`Units::around_node`]), and the weights written at the end go
 //! through the replicas' slices ([`crate::checkpoint::shards`]).
+//!
+//! At the start a rank lays out one unit at a time: its values are made
+//! (by the initialisers, or read from a checkpoint) into the flat buffer,
+//! the rank keeps its slice, and the buffer goes before the next unit's
+//! is made, so that no rank holds the whole model.
 
 use std::cell::Cell;
 
@@ -33,6 +37,10 @@ use crate::comm::{CommError, Communicator};
 use crate::error::{InPlace, RunError, TorchContext};
 use crate::model::Edge;
 use crate::torch_ops;
+
+/// Writes a deferred parameter's values (by name) into its place in a
+/// unit's flat buffer.
+pub type Fill<'a> = dyn FnMut(&str, &mut Tensor) -> Result<(), RunError> + 'a;
 
 /// One rank's units.
 pub struct Units {
@@ -62,15 +70,17 @@ struct Unit {
 
 impl Units {
     /// The plan's units of pipeline stage `stage` over `params` (the
-    /// stage's trainable parameters, with their whole initial values), this
-    /// replica being `rank` of `size`. Every unit is left gathered: the
-    /// start's weight check reads the whole model, then
-    /// [`Units::free_all`].
+    /// stage's trainable parameters), this replica being `rank` of `size`.
+    /// The parameters hold their whole initial values, or, with `fill`,
+    /// are placeholders of their shape whose values `fill` writes into
+    /// their place in the unit's flat buffer (`fill(name, place)`). Each
+    /// unit is freed once its slice is taken.
     pub fn new(
         plan: &Plan,
         stage: u64,
         params: &mut [(String, Tensor)],
         (rank, size): (usize, usize),
+        mut fill: Option<&mut Fill<'_>>,
     ) -> Result<Option<Units>, RunError> {
         let stages = &plan.topology.stages;
         let planned: Vec<_> = plan.topology.stage_units(stage).collect();
@@ -140,7 +150,12 @@ impl Units {
                         ),
                     });
                 }
-                tch::no_grad(|| part.shallow_clone().f_copy_(param)).context(ctx)?;
+                match &mut fill {
+                    Some(fill) => fill(name, &mut part.shallow_clone())?,
+                    None => {
+                        tch::no_grad(|| part.shallow_clone().f_copy_(param)).context(ctx)?;
+                    }
+                }
                 // A new leaf on the flat buffer's memory: the old tensor
                 // goes, and with it its memory (a view keeps its base).
                 *param = part.f_detach().context(ctx)?.set_requires_grad(true);
@@ -149,6 +164,7 @@ impl Units {
                 .f_narrow(0, rank as i64 * slice, slice)
                 .and_then(|s| s.f_detach_copy())
                 .context(ctx)?;
+            torch_ops::free_storage(&flat).context(ctx)?;
             units.push(Unit {
                 name: unit.name.clone(),
                 nodes: unit.first_node..=unit.last_node,
@@ -156,7 +172,7 @@ impl Units {
                 params: indices,
                 flat,
                 shard,
-                gathered: Cell::new(true),
+                gathered: Cell::new(false),
             });
         }
         Ok(Some(Units {

@@ -1,7 +1,9 @@
 //! The network built from the plan: its parameters, named as in the plan
 //! (and as PyTorch's `state_dict` would name them), and its forward pass.
 
-use std::collections::BTreeMap;
+mod partial;
+
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use dtl_compiler::plan::{Init, ModelPlan, Node, ParamSpec, Precision};
@@ -11,6 +13,7 @@ use crate::error::{RunError, TorchContext};
 use crate::ops::{self, Weights};
 use crate::output::write_weights;
 use dtl_compiler::util::rng::Rng;
+pub use partial::{LoadReport, NameMap};
 
 /// Where [`Model::forward_with`] calls its hook: around each node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,6 +39,11 @@ pub struct Model {
     result: usize,
     /// The arithmetic of the forward pass.
     pub precision: Precision,
+    /// Trainable parameters built without their values (`shard =
+    /// parameters`): each is a placeholder of its shape until the shard
+    /// units lay them out one unit at a time ([`fill_deferred`]). Loads
+    /// and the hash pass them by.
+    deferred: BTreeSet<String>,
 }
 
 /// Which of the model's lists holds a tensor.
@@ -54,6 +62,60 @@ impl Weights for Model {
             (Slot::Buffer, i) => self.buffers[i].1.shallow_clone(),
         }
     }
+}
+
+/// A tensor with its initialiser's values, on `device`.
+fn initial_tensor(spec: &ParamSpec, seed: u64, device: Device) -> Result<Tensor, RunError> {
+    Tensor::from_slice(&initial_values(spec, seed)?)
+        .f_reshape(spec.shape.as_slice())
+        .and_then(|t| t.f_to_device(device))
+        .context(|| format!("initialise `{}` {:?}", spec.name, spec.shape))
+}
+
+/// A parameter's stand-in until its values come: its shape over one value.
+fn placeholder(spec: &ParamSpec, device: Device) -> Result<Tensor, RunError> {
+    Tensor::f_zeros([1], (tch::Kind::Float, device))
+        .and_then(|one| one.f_expand(spec.shape.as_slice(), false))
+        .context(|| format!("lay out `{}` {:?}", spec.name, spec.shape))
+}
+
+/// Writes deferred parameter `name`'s values into `part` (its place in a
+/// shard unit's flat buffer): from `saved` (a checkpoint's weights, read
+/// from `path`) when given, else its initialiser's, as
+/// [`Model::build_part`] would have made them.
+pub fn fill_deferred(
+    plan: &ModelPlan,
+    seed: u64,
+    name: &str,
+    saved: Option<(&BTreeMap<String, Tensor>, &Path)>,
+    part: &mut Tensor,
+) -> Result<(), RunError> {
+    let values = match saved {
+        Some((weights, path)) => {
+            let err = |message: String| RunError::Weights {
+                path: path.display().to_string(),
+                message,
+            };
+            let src = weights
+                .get(name)
+                .ok_or_else(|| err(format!("no tensor named `{name}`")))?;
+            fits(name, src, part, true, "").map_err(err)?;
+            src.shallow_clone()
+        }
+        None => {
+            let spec = plan
+                .parameters
+                .iter()
+                .find(|s| s.name == name)
+                .ok_or_else(|| RunError::Torch {
+                    context: format!("initialise `{name}`"),
+                    message: "not a parameter of the model".into(),
+                })?;
+            initial_tensor(spec, seed, part.device())?
+        }
+    };
+    tch::no_grad(|| part.f_copy_(&values)).context(|| format!("lay out `{name}`"))?;
+    Ok(())
 }
 
 /// The initial values of one tensor, drawn from its own seeded stream; a
@@ -98,16 +160,24 @@ impl Model {
         device: Device,
         nodes: std::ops::RangeInclusive<usize>,
     ) -> Result<Model, RunError> {
-        let used: std::collections::BTreeSet<&str> = plan.nodes[nodes]
+        Model::build_part(plan, seed, device, nodes, BTreeSet::new())
+    }
+
+    /// [`Model::build_nodes`], the trainable parameters named in
+    /// `deferred` built as placeholders of their shape, which hold one
+    /// value: their values come later, unit by unit.
+    pub fn build_part(
+        plan: &ModelPlan,
+        seed: u64,
+        device: Device,
+        nodes: std::ops::RangeInclusive<usize>,
+        deferred: BTreeSet<String>,
+    ) -> Result<Model, RunError> {
+        let used: BTreeSet<&str> = plan.nodes[nodes]
             .iter()
             .flat_map(|n| n.op.params().into_iter().chain(n.op.buffers()))
             .collect();
-        let create = |spec: &ParamSpec| -> Result<Tensor, RunError> {
-            Tensor::from_slice(&initial_values(spec, seed)?)
-                .f_reshape(spec.shape.as_slice())
-                .and_then(|t| t.f_to_device(device))
-                .context(|| format!("initialise `{}` {:?}", spec.name, spec.shape))
-        };
+        let create = |spec: &ParamSpec| initial_tensor(spec, seed, device);
         let mut index = BTreeMap::new();
         let (mut params, mut frozen) = (Vec::new(), Vec::new());
         for spec in plan
@@ -120,7 +190,11 @@ impl Model {
                 frozen.push((spec.name.clone(), create(spec)?));
             } else {
                 index.insert(spec.name.clone(), (Slot::Param, params.len()));
-                params.push((spec.name.clone(), create(spec)?.set_requires_grad(true)));
+                let tensor = match deferred.contains(&spec.name) {
+                    true => placeholder(spec, device)?,
+                    false => create(spec)?,
+                };
+                params.push((spec.name.clone(), tensor.set_requires_grad(true)));
             }
         }
         let mut buffers = Vec::with_capacity(plan.buffers.len());
@@ -140,7 +214,14 @@ impl Model {
             nodes: plan.nodes.clone(),
             result: plan.result,
             precision: Precision::Fp32,
+            deferred,
         })
+    }
+
+    /// The deferred parameters have their values: the shard units hold
+    /// them now.
+    pub fn filled(&mut self) {
+        self.deferred.clear();
     }
 
     /// Runs the graph on a batch. `train` turns dropout on and makes
@@ -226,8 +307,11 @@ impl Model {
 
     /// A hash (FNV-1a) of every parameter's and buffer's bytes, in order:
     /// equal on two replicas exactly when their weights are bitwise equal.
+    /// Deferred parameters are left out: [`fill_deferred`]'s caller
+    /// hashes them as they are laid out.
     pub fn hash(&self) -> Result<u64, RunError> {
-        hash_of(self.all().map(|(n, t)| (n.clone(), t.shallow_clone())))
+        let built = self.all().filter(|(n, _)| !self.deferred.contains(n));
+        hash_of(built.map(|(n, t)| (n.clone(), t.shallow_clone())))
     }
 
     /// The parameters' and buffers' tensors (sharing storage), for
@@ -278,17 +362,13 @@ impl Model {
     /// parameter and buffer must be there with its shape, and the file may
     /// hold nothing else (a misspelt name would otherwise go unnoticed).
     pub fn load(&mut self, path: &Path) -> Result<(), RunError> {
-        self.load_part(path, &std::collections::BTreeSet::new())
+        self.load_part(path, &BTreeSet::new())
     }
 
     /// [`Model::load`] for a pipeline stage: the file holds the whole
     /// model, so the tensors of `others` (the other stages') may be there
     /// too, and are left.
-    pub fn load_part(
-        &mut self,
-        path: &Path,
-        others: &std::collections::BTreeSet<String>,
-    ) -> Result<(), RunError> {
+    pub fn load_part(&mut self, path: &Path, others: &BTreeSet<String>) -> Result<(), RunError> {
         let tensors = Tensor::read_safetensors(path).map_err(|e| RunError::Weights {
             path: path.display().to_string(),
             message: e.to_string(),
@@ -301,7 +381,7 @@ impl Model {
     pub fn load_weights(
         &mut self,
         by_name: BTreeMap<String, Tensor>,
-        others: &std::collections::BTreeSet<String>,
+        others: &BTreeSet<String>,
         path: &Path,
     ) -> Result<(), RunError> {
         let err = |message: String| RunError::Weights {
@@ -319,8 +399,18 @@ impl Model {
                 "`{extra}` is not a parameter or buffer of the model{hint}"
             )));
         }
-        let (all, trainable) = self.all_mut();
+        // As `all_mut`, borrowing the fields apart.
+        let trainable = self.params.len() + self.frozen.len();
+        let deferred = &self.deferred;
+        let all = self
+            .params
+            .iter_mut()
+            .chain(self.frozen.iter_mut())
+            .chain(self.buffers.iter_mut());
         for (i, (name, param)) in all.enumerate() {
+            if deferred.contains(name) {
+                continue;
+            }
             let Some(src) = by_name.get(name) else {
                 return Err(err(format!("no tensor named `{name}`")));
             };
@@ -338,7 +428,7 @@ impl Model {
     pub fn load_partial(
         &mut self,
         path: &Path,
-        others: &std::collections::BTreeSet<String>,
+        others: &BTreeSet<String>,
         skip: &[String],
         map: &NameMap<'_>,
     ) -> Result<LoadReport, RunError> {
@@ -382,7 +472,7 @@ impl Model {
         &mut self,
         train: &dtl_compiler::plan::TrainPlan,
         path: &Path,
-        others: &std::collections::BTreeSet<String>,
+        others: &BTreeSet<String>,
     ) -> Result<Option<LoadReport>, RunError> {
         let Some(skip) = &train.init_skip else {
             self.load_part(path, others)?;
@@ -395,141 +485,6 @@ impl Model {
             squeeze: &train.init_squeeze,
         };
         self.load_partial(path, others, skip, &map).map(Some)
-    }
-}
-
-/// How a weights file's names and layouts map onto the model's (`init =
-/// weights(path, rename: [...], transpose: [...], fuse: [...], squeeze:
-/// [...])`): the tensors whose names (as in the file) match `transpose` are
-/// transposed (2-d only), those matching `squeeze` lose their dimensions
-/// of size 1, the `fuse` groups' parts are concatenated into one, then
-/// every name goes through the `rename` pairs in order, each replacing
-/// every occurrence of its first string by its second.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct NameMap<'a> {
-    pub rename: &'a [[String; 2]],
-    pub transpose: &'a [String],
-    pub fuse: &'a [Vec<String>],
-    pub squeeze: &'a [String],
-}
-
-impl NameMap<'_> {
-    /// The file's tensors under the model's names; two tensors that end
-    /// under one name, or a transposed tensor that is not 2-d, are errors
-    /// naming them.
-    pub fn apply(
-        &self,
-        tensors: Vec<(String, Tensor)>,
-    ) -> Result<BTreeMap<String, Tensor>, String> {
-        let mut turned = Vec::with_capacity(tensors.len());
-        for (name, tensor) in tensors {
-            let tensor = if dtl_compiler::util::glob::any(self.transpose, &name) {
-                if tensor.dim() != 2 {
-                    return Err(format!(
-                        "`{name}` is {:?}: `transpose` turns only 2-d tensors",
-                        tensor.size()
-                    ));
-                }
-                tensor.tr().contiguous()
-            } else {
-                tensor
-            };
-            let tensor = if dtl_compiler::util::glob::any(self.squeeze, &name) {
-                tensor.squeeze()
-            } else {
-                tensor
-            };
-            turned.push((name, tensor));
-        }
-        let mut out: BTreeMap<String, (String, Tensor)> = BTreeMap::new();
-        for (name, tensor) in self.fused(turned)? {
-            let renamed = self
-                .rename
-                .iter()
-                .fold(name.clone(), |n, [from, to]| n.replace(from.as_str(), to));
-            if let Some((first, _)) = out.get(&renamed) {
-                return Err(format!(
-                    "`{first}` and `{name}` are both renamed to `{renamed}`"
-                ));
-            }
-            out.insert(renamed, (name, tensor));
-        }
-        Ok(out.into_iter().map(|(k, (_, t))| (k, t)).collect())
-    }
-
-    /// `tensors` with each `fuse` group's parts concatenated (along the
-    /// first dimension, in the group's order) under the whole's name: for
-    /// every name holding the group's first part, the names with each
-    /// part in its place must be there too.
-    fn fused(&self, tensors: Vec<(String, Tensor)>) -> Result<Vec<(String, Tensor)>, String> {
-        let mut by_name: BTreeMap<String, Tensor> = tensors.into_iter().collect();
-        for group in self.fuse {
-            let (parts, whole) = group.split_at(group.len() - 1);
-            let firsts: Vec<String> = by_name
-                .keys()
-                .filter(|n| n.contains(parts[0].as_str()))
-                .cloned()
-                .collect();
-            for first in firsts {
-                let names: Vec<String> = parts
-                    .iter()
-                    .map(|p| first.replacen(parts[0].as_str(), p, 1))
-                    .collect();
-                if let Some(missing) = names.iter().find(|n| !by_name.contains_key(*n)) {
-                    return Err(format!(
-                        "`fuse`: `{first}` has no `{missing}` to be concatenated with"
-                    ));
-                }
-                let pieces: Vec<Tensor> = names
-                    .iter()
-                    .map(|n| by_name.remove(n).expect("checked above"))
-                    .collect();
-                let fused = Tensor::f_cat(&pieces, 0)
-                    .map_err(|e| format!("`fuse`: {}: {e}", names.join(", ")))?;
-                let into = first.replacen(parts[0].as_str(), &whole[0], 1);
-                if by_name.insert(into.clone(), fused).is_some() {
-                    return Err(format!("`fuse`: the file already holds `{into}`"));
-                }
-            }
-        }
-        Ok(by_name.into_iter().collect())
-    }
-}
-
-/// What a partial load (`init = weights(path, skip: [...])`) did with each
-/// tensor, by name.
-#[derive(Debug, Default, Clone, PartialEq)]
-pub struct LoadReport {
-    /// Copied from the file.
-    pub loaded: Vec<String>,
-    /// Named by `skip`: the initialisers' values kept (the file's, if it
-    /// has them, left unused).
-    pub skipped: Vec<String>,
-    /// Not in the file: the initialisers' values kept.
-    pub missing: Vec<String>,
-    /// In the file but not in the model (nor another stage), not skipped.
-    pub unused: Vec<String>,
-}
-
-impl LoadReport {
-    /// One line for the terminal: counts, and the names when few.
-    pub fn summary(&self, path: &Path) -> String {
-        let few = |names: &[String]| match names.len() {
-            0 => String::new(),
-            1..=6 => format!(" ({})", names.join(", ")),
-            n => format!(" ({}, … {} more)", names[..4].join(", "), n - 4),
-        };
-        format!(
-            "init from {}: {} tensors loaded, {} skipped{}, {} missing from the file{} (initialisers kept), {} in the file unused{}",
-            path.display(),
-            self.loaded.len(),
-            self.skipped.len(),
-            few(&self.skipped),
-            self.missing.len(),
-            few(&self.missing),
-            self.unused.len(),
-            few(&self.unused)
-        )
     }
 }
 
@@ -583,134 +538,4 @@ pub fn hash_of(tensors: impl Iterator<Item = (String, Tensor)>) -> Result<u64, R
         }
     }
     Ok(hash.finish())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::NameMap;
-    use tch::Tensor;
-
-    fn file() -> Vec<(String, Tensor)> {
-        vec![
-            (
-                "transformer.h.0.mlp.c_fc.weight".into(),
-                Tensor::from_slice(&[1f32, 2., 3., 4., 5., 6.]).reshape([2, 3]),
-            ),
-            (
-                "transformer.wte.weight".into(),
-                Tensor::zeros([4, 2], tch::kind::FLOAT_CPU),
-            ),
-        ]
-    }
-
-    #[test]
-    fn names_are_mapped_pair_by_pair_after_the_transposes() {
-        let rename = [
-            ["transformer.h.".to_string(), "1.".to_string()],
-            ["transformer.".to_string(), String::new()],
-        ];
-        let transpose = ["*.c_fc.weight".to_string()];
-        let map = NameMap {
-            rename: &rename,
-            transpose: &transpose,
-            ..NameMap::default()
-        };
-        let mapped = map.apply(file()).unwrap();
-        let names: Vec<&str> = mapped.keys().map(String::as_str).collect();
-        assert_eq!(names, ["1.0.mlp.c_fc.weight", "wte.weight"]);
-        let turned = &mapped["1.0.mlp.c_fc.weight"];
-        assert_eq!(turned.size(), [3, 2]);
-        assert_eq!(
-            Vec::<f32>::try_from(turned.reshape([-1])).unwrap(),
-            [1., 4., 2., 5., 3., 6.]
-        );
-    }
-
-    /// Hugging Face LLaMA's separate query, key and value projections
-    /// become one packed `in_proj_weight` (query rows, then key, then
-    /// value), then renamed; a squeezed tensor loses its leading 1; a
-    /// group missing a part is named.
-    #[test]
-    fn fused_parts_are_concatenated_in_order_before_renaming() {
-        let part = |v: f64, rows: i64| Tensor::full([rows, 2], v, tch::kind::FLOAT_CPU);
-        let file = vec![
-            (
-                "model.layers.0.attn.q_proj.weight".to_string(),
-                part(1.0, 2),
-            ),
-            (
-                "model.layers.0.attn.k_proj.weight".to_string(),
-                part(2.0, 1),
-            ),
-            (
-                "model.layers.0.attn.v_proj.weight".to_string(),
-                part(3.0, 1),
-            ),
-            ("model.norm.weight".to_string(), part(4.0, 1)),
-            (
-                "model.pos".to_string(),
-                Tensor::zeros([1, 3, 2], tch::kind::FLOAT_CPU),
-            ),
-        ];
-        let squeeze = ["*.pos".to_string()];
-        let fuse = [vec![
-            "q_proj.weight".to_string(),
-            "k_proj.weight".to_string(),
-            "v_proj.weight".to_string(),
-            "in_proj_weight".to_string(),
-        ]];
-        let rename = [
-            ["model.layers.".to_string(), "1.".to_string()],
-            ["model.".to_string(), String::new()],
-        ];
-        let map = NameMap {
-            rename: &rename,
-            fuse: &fuse,
-            squeeze: &squeeze,
-            ..NameMap::default()
-        };
-        let mapped = map.apply(file).unwrap();
-        let names: Vec<&str> = mapped.keys().map(String::as_str).collect();
-        assert_eq!(names, ["1.0.attn.in_proj_weight", "norm.weight", "pos"]);
-        assert_eq!(mapped["pos"].size(), [3, 2]);
-        let packed = &mapped["1.0.attn.in_proj_weight"];
-        assert_eq!(
-            Vec::<f32>::try_from(packed.reshape([-1])).unwrap(),
-            [1., 1., 1., 1., 2., 2., 3., 3.]
-        );
-        let lacking = vec![("a.q_proj.weight".to_string(), part(1.0, 1))];
-        let err = map.apply(lacking).unwrap_err();
-        assert!(
-            err.contains("`a.q_proj.weight` has no `a.k_proj.weight`"),
-            "{err}"
-        );
-    }
-
-    #[test]
-    fn two_tensors_renamed_alike_and_a_transposed_vector_are_errors() {
-        let rename = [[
-            "transformer.h.0.mlp.c_fc.weight".to_string(),
-            "transformer.wte.weight".to_string(),
-        ]];
-        let map = NameMap {
-            rename: &rename,
-            ..NameMap::default()
-        };
-        let err = map.apply(file()).unwrap_err();
-        assert!(
-            err.contains("are both renamed to `transformer.wte.weight`"),
-            "{err}"
-        );
-        let transpose = ["*".to_string()];
-        let map = NameMap {
-            transpose: &transpose,
-            ..NameMap::default()
-        };
-        let vector = vec![("b".to_string(), Tensor::zeros([3], tch::kind::FLOAT_CPU))];
-        let err = map.apply(vector).unwrap_err();
-        assert!(
-            err.contains("`b` is [3]: `transpose` turns only 2-d tensors"),
-            "{err}"
-        );
-    }
 }
