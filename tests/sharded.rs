@@ -505,7 +505,9 @@ fn resmlp(dir: &Path, name: &str, train: &str, parallel: &str) -> PathBuf {
 /// checkpointed optimizer state, with accumulation and norm clipping (the
 /// example's), under SGD, Adam and AdamW, with the units kept gathered
 /// from forward to backward, in shard groups with recomputed blocks, under
-/// fp16, over 2 pipeline stages whose edge cuts a block (1F1B over 4
+/// fp16, with every piece joined into one unit (`unit_mb`: its gradients
+/// reduce-scattered once, after its first segment's backward), over 2
+/// pipeline stages whose edge cuts a block (1F1B over 4
 /// pieces), and with a tied embedding (GPT's `root` unit), alone and over
 /// 2 stages, one of which holds no unit. Rank 0 holds
 /// its slices of the units between steps and 1/D of the optimizer state:
@@ -556,6 +558,15 @@ fn full_sharding_trains_as_plain_data_parallelism() {
             "data = 4",
             "; shard_group = 2",
             1,
+            fp32,
+            (whole, slices(2)),
+        ),
+        (
+            "adam, 2 replicas, every piece in one unit (`unit_mb = 1`), recomputed blocks",
+            "steps = 12; recompute = blocks",
+            "data = 2",
+            "; unit_mb = 1",
+            2,
             fp32,
             (whole, slices(2)),
         ),

@@ -18,7 +18,7 @@ use crate::plan::{
 use crate::span::Span;
 
 /// The settings a `parallel` block accepts.
-pub const KEYS: [&str; 12] = [
+pub const KEYS: [&str; 13] = [
     "split",
     "data",
     "pipeline",
@@ -31,6 +31,7 @@ pub const KEYS: [&str; 12] = [
     "shard",
     "shard_group",
     "reshard_after_forward",
+    "unit_mb",
 ];
 
 /// `shard` as written: ZeRO's three stages.
@@ -69,6 +70,8 @@ pub struct ParallelSpec {
     pub shard_group: Option<u64>,
     /// `reshard_after_forward = true | false`, when written.
     pub reshard_after_forward: Option<bool>,
+    /// `unit_mb = N`, when written.
+    pub unit_mb: Option<u64>,
     /// `split = ["blocks.1", "head"]`: where stages 2, 3, … begin; `None`
     /// balances the stages by FLOPs.
     pub split: Option<Vec<(String, Span)>>,
@@ -93,6 +96,10 @@ pub struct ParallelLayout {
     pub shard_group: u64,
     /// `shard = parameters`: free a unit after its forward (the default).
     pub reshard_after_forward: bool,
+    /// `shard = parameters`: consecutive blocks of a stage are merged into
+    /// one unit until it holds at least this many bytes of weights; 0:
+    /// each block is a unit (the default).
+    pub unit_bytes: u64,
     /// Each stage's first node, when `split` names them (stage 0 starts at
     /// node 0); `None`: balanced by FLOPs when lowered.
     pub split: Option<Vec<usize>>,
@@ -125,6 +132,7 @@ impl ParallelLayout {
             shard: Shard::None,
             shard_group: 0,
             reshard_after_forward: true,
+            unit_bytes: 0,
             split: None,
             spans: ParallelSpans {
                 block: at,
@@ -169,6 +177,12 @@ pub fn resolve(block: &SettingsBlock, errors: &mut Vec<CheckError>) -> Option<Pa
         Some(_) => s.bool("reshard_after_forward", true, errors).map(Some),
         None => Some(None),
     };
+    let unit_mb = match s.get("unit_mb") {
+        Some(_) => s
+            .int("unit_mb", 1..=1 << 20, None, errors)
+            .map(|n| Some(n as u64)),
+        None => Some(None),
+    };
     let split = split_setting(&s, errors);
     let sync = match s.get("sync") {
         None => Some(SyncMode::EveryStep),
@@ -189,6 +203,7 @@ pub fn resolve(block: &SettingsBlock, errors: &mut Vec<CheckError>) -> Option<Pa
         shard: shard?,
         shard_group: shard_group?,
         reshard_after_forward: reshard_after_forward?,
+        unit_mb: unit_mb?,
         split: split?,
         span: block.keyword,
     })
@@ -327,6 +342,7 @@ pub fn check(
         },
         shard_group: spec.shard_group.unwrap_or(0),
         reshard_after_forward: spec.reshard_after_forward.unwrap_or(true),
+        unit_bytes: spec.unit_mb.unwrap_or(0) << 20,
         split,
         spans: ParallelSpans {
             block: block.keyword,
@@ -430,6 +446,21 @@ fn sharding(
                     help: Some("add `shard = optimizer` (ZeRO-1) or `shard = gradients` (ZeRO-2), or remove `shard_group`".into()),
                 });
             }
+            let written = [
+                (
+                    "reshard_after_forward",
+                    spec.reshard_after_forward.is_some(),
+                ),
+                ("unit_mb", spec.unit_mb.is_some()),
+            ];
+            for (key, _) in written.into_iter().filter(|(_, w)| *w) {
+                errors.push(CheckError::InvalidValue {
+                    message: format!("`{key}` says how `shard = parameters` gathers its units, but nothing is sharded"),
+                    span: at(key),
+                    label: "no `shard` here".into(),
+                    help: Some(format!("add `shard = parameters` (ZeRO-3), or remove `{key}`")),
+                });
+            }
             return;
         }
         ShardMode::Optimizer => "optimizer",
@@ -439,6 +470,14 @@ fn sharding(
             "parameters"
         }
     };
+    if spec.shard != ShardMode::Parameters && spec.unit_mb.is_some() {
+        errors.push(CheckError::InvalidValue {
+            message: format!("`unit_mb` says how many blocks `shard = parameters` gathers together; under `shard = {mode}` every replica holds the whole parameters"),
+            span: at("unit_mb"),
+            label: "no gathered units here".into(),
+            help: Some("use `shard = parameters`, or remove `unit_mb`".into()),
+        });
+    }
     if spec.shard != ShardMode::Parameters && spec.reshard_after_forward.is_some() {
         errors.push(CheckError::InvalidValue {
             message: format!("`reshard_after_forward` says when `shard = parameters` frees a gathered unit; under `shard = {mode}` every replica holds the whole parameters"),

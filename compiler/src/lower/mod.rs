@@ -92,7 +92,12 @@ fn lower_for(
         Vec::new()
     };
     let units = match (parallelism.shard, d > 1) {
-        (Shard::Parameters, true) => units::units(model, &stages, parallelism.shard_degree()),
+        (Shard::Parameters, true) => units::units(
+            model,
+            &stages,
+            parallelism.shard_degree(),
+            layout.unit_bytes,
+        ),
         _ => Vec::new(),
     };
     let step_program = step_program::step_program(&train, &parallelism, &stages, &buckets, &units);

@@ -7,14 +7,28 @@
 //! its root module's parameters (a pipeline never cuts a tied parameter's
 //! readers apart). Frozen parameters are not sharded: they have no
 //! gradient and no optimizer state.
+//!
+//! `unit_mb` makes units coarser: consecutive pieces of a stage join one
+//! unit until it holds at least that many bytes of weights, so that a
+//! model of many small blocks is gathered in fewer, larger collectives.
+//! A joined unit is named by its first and last pieces (`1.0 to 1.3`).
 
 use std::collections::BTreeMap;
 
 use crate::plan::{ModelPlan, Piece, Recompute, ShardUnit, StagePlan, UnitParameter};
 
+/// Bytes of a weight's value (float32).
+const BYTES_PER_VALUE: u64 = 4;
+
 /// The units of `model` cut into `stages`, each cut into `degree` equal
-/// slices, stage by stage.
-pub(super) fn units(model: &ModelPlan, stages: &[StagePlan], degree: u64) -> Vec<ShardUnit> {
+/// slices, stage by stage; consecutive pieces joined until a unit holds
+/// `unit_bytes` of weights (0: a unit per piece).
+pub(super) fn units(
+    model: &ModelPlan,
+    stages: &[StagePlan],
+    degree: u64,
+    unit_bytes: u64,
+) -> Vec<ShardUnit> {
     let pieces = model.pieces(Recompute::Blocks);
     stages
         .iter()
@@ -29,7 +43,7 @@ pub(super) fn units(model: &ModelPlan, stages: &[StagePlan], degree: u64) -> Vec
                     ..*p
                 })
                 .collect();
-            stage_units(model, stage, &within, degree)
+            stage_units(model, stage, &within, (degree, unit_bytes))
         })
         .collect()
 }
@@ -39,7 +53,7 @@ fn stage_units(
     model: &ModelPlan,
     stage: &StagePlan,
     pieces: &[Piece],
-    degree: u64,
+    (degree, unit_bytes): (u64, u64),
 ) -> Vec<ShardUnit> {
     let values: BTreeMap<&str, u64> = model
         .parameters
@@ -103,6 +117,7 @@ fn stage_units(
             shared,
         ));
     }
+    let mut joined: Vec<Joined> = Vec::new();
     for (p, piece) in pieces.iter().enumerate() {
         let own: Vec<&str> = order
             .iter()
@@ -112,21 +127,66 @@ fn stage_units(
         if own.is_empty() {
             continue;
         }
-        let name = match model
-            .blocks
-            .iter()
-            .find(|b| b.first_node == piece.first_node)
-        {
-            Some(block) => block.name.clone(),
-            None if piece.first_node == piece.last_node => {
-                model.nodes[piece.first_node].name.clone()
+        let name = piece_name(model, piece);
+        let own_values: u64 = own.iter().map(|n| values[n]).sum();
+        match joined.last_mut() {
+            Some(j) if j.values * BYTES_PER_VALUE < unit_bytes => {
+                j.last_node = piece.last_node;
+                j.params.extend(own);
+                j.values += own_values;
+                j.names.push(name);
             }
-            None => format!(
-                "{}…{}",
-                model.nodes[piece.first_node].name, model.nodes[piece.last_node].name
-            ),
+            _ => joined.push(Joined {
+                first_node: piece.first_node,
+                last_node: piece.last_node,
+                params: own,
+                values: own_values,
+                names: vec![name],
+            }),
+        }
+    }
+    for Joined {
+        first_node,
+        last_node,
+        params,
+        names,
+        ..
+    } in joined
+    {
+        let name = match &names[..] {
+            [one] => one.clone(),
+            [first, .., last] => format!("{first} to {last}"),
+            [] => unreachable!("a unit has a piece"),
         };
-        units.push(unit(name, piece.first_node, piece.last_node, own));
+        units.push(unit(name, first_node, last_node, params));
     }
     units
+}
+
+/// Consecutive pieces of a stage joined into one unit.
+struct Joined<'a> {
+    first_node: usize,
+    last_node: usize,
+    params: Vec<&'a str>,
+    /// The parameters' values.
+    values: u64,
+    /// The pieces' names.
+    names: Vec<String>,
+}
+
+/// A piece's name: its block's, its one node's, or its first and last
+/// nodes'.
+fn piece_name(model: &ModelPlan, piece: &Piece) -> String {
+    match model
+        .blocks
+        .iter()
+        .find(|b| b.first_node == piece.first_node)
+    {
+        Some(block) => block.name.clone(),
+        None if piece.first_node == piece.last_node => model.nodes[piece.first_node].name.clone(),
+        None => format!(
+            "{}…{}",
+            model.nodes[piece.first_node].name, model.nodes[piece.last_node].name
+        ),
+    }
 }

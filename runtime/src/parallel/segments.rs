@@ -166,12 +166,10 @@ impl Forward {
             segments: segments.clone(),
             crosses,
         };
-        let mut first = *nodes.start();
         for j in nodes.clone() {
             let seg = pass.segments.of[j];
             let recomputed = pass.segments.recomputed[seg];
             if pass.starts_segment(j) {
-                first = j;
                 if let Some(units) = &mut hooks.units {
                     units.before_forward(j)?;
                 }
@@ -239,7 +237,7 @@ impl Forward {
             }
             if pass.ends_segment(j) {
                 if let Some(units) = &mut hooks.units {
-                    units.after_forward(first)?;
+                    units.after_forward(j)?;
                 }
             }
         }

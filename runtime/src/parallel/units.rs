@@ -376,10 +376,14 @@ impl Gathering<'_> {
         }
     }
 
-    /// After that segment's forward.
-    pub fn after_forward(&mut self, first: usize) -> Result<(), RunError> {
-        match self.units.at(first) {
-            Some(u) if self.units.reshard => self.units.free(u, self.step),
+    /// After the forward of the segment ending at node `last`: its unit
+    /// is freed when the segment is the unit's last (`unit_mb` joins
+    /// several segments into one unit).
+    pub fn after_forward(&mut self, last: usize) -> Result<(), RunError> {
+        match self.units.at(last) {
+            Some(u) if self.units.reshard && *self.units.units[u].nodes.end() == last => {
+                self.units.free(u, self.step)
+            }
             _ => Ok(()),
         }
     }
@@ -392,12 +396,17 @@ impl Gathering<'_> {
         }
     }
 
-    /// After that segment's backward: its unit's gradients are
-    /// reduce-scattered and the unit freed.
+    /// After that segment's backward: when it is its unit's first
+    /// segment (the last whose backward runs), the unit's gradients are
+    /// reduce-scattered and the unit freed; before, its earlier segments'
+    /// backward still needs the weights and adds to the gradients.
     pub fn after_backward(&mut self, first: usize) -> Result<(), RunError> {
         let Some(u) = self.units.at(first) else {
             return Ok(());
         };
+        if *self.units.units[u].nodes.start() != first {
+            return Ok(());
+        }
         self.units.reduce(u, self.params, self.comm, self.step)?;
         self.units.free(u, self.step)
     }
