@@ -436,6 +436,38 @@ fn sharding(
     errors: &mut Vec<CheckError>,
     lints: &mut Vec<Lint>,
 ) {
+    // The settings of `shard = parameters` alone.
+    let gathering = [
+        (
+            "reshard_after_forward",
+            spec.reshard_after_forward.is_some(),
+        ),
+        ("unit_mb", spec.unit_mb.is_some()),
+    ];
+    let why = match spec.shard {
+        ShardMode::None => Some(("nothing is sharded", "no `shard` here")),
+        ShardMode::Optimizer => Some((
+            "under `shard = optimizer` every replica holds the whole parameters",
+            "no gathered units here",
+        )),
+        ShardMode::Gradients => Some((
+            "under `shard = gradients` every replica holds the whole parameters",
+            "no gathered units here",
+        )),
+        ShardMode::Parameters => None,
+    };
+    if let Some((why, label)) = why {
+        for (key, _) in gathering.into_iter().filter(|(_, written)| *written) {
+            errors.push(CheckError::InvalidValue {
+                message: format!("`{key}` says how `shard = parameters` gathers its units; {why}"),
+                span: at(key),
+                label: label.into(),
+                help: Some(format!(
+                    "use `shard = parameters` (ZeRO-3), or remove `{key}`"
+                )),
+            });
+        }
+    }
     let mode = match spec.shard {
         ShardMode::None => {
             if spec.shard_group.is_some() {
@@ -444,21 +476,6 @@ fn sharding(
                     span: at("shard_group"),
                     label: "no `shard` here".into(),
                     help: Some("add `shard = optimizer` (ZeRO-1) or `shard = gradients` (ZeRO-2), or remove `shard_group`".into()),
-                });
-            }
-            let written = [
-                (
-                    "reshard_after_forward",
-                    spec.reshard_after_forward.is_some(),
-                ),
-                ("unit_mb", spec.unit_mb.is_some()),
-            ];
-            for (key, _) in written.into_iter().filter(|(_, w)| *w) {
-                errors.push(CheckError::InvalidValue {
-                    message: format!("`{key}` says how `shard = parameters` gathers its units, but nothing is sharded"),
-                    span: at(key),
-                    label: "no `shard` here".into(),
-                    help: Some(format!("add `shard = parameters` (ZeRO-3), or remove `{key}`")),
                 });
             }
             return;
@@ -470,22 +487,6 @@ fn sharding(
             "parameters"
         }
     };
-    if spec.shard != ShardMode::Parameters && spec.unit_mb.is_some() {
-        errors.push(CheckError::InvalidValue {
-            message: format!("`unit_mb` says how many blocks `shard = parameters` gathers together; under `shard = {mode}` every replica holds the whole parameters"),
-            span: at("unit_mb"),
-            label: "no gathered units here".into(),
-            help: Some("use `shard = parameters`, or remove `unit_mb`".into()),
-        });
-    }
-    if spec.shard != ShardMode::Parameters && spec.reshard_after_forward.is_some() {
-        errors.push(CheckError::InvalidValue {
-            message: format!("`reshard_after_forward` says when `shard = parameters` frees a gathered unit; under `shard = {mode}` every replica holds the whole parameters"),
-            span: at("reshard_after_forward"),
-            label: "no gathered units here".into(),
-            help: Some("use `shard = parameters`, or remove `reshard_after_forward`".into()),
-        });
-    }
     if spec.sync != SyncMode::EveryStep {
         errors.push(CheckError::Unsupported {
             message: format!("`shard = {mode}` needs every replica to apply the same averaged gradients at every step; under local SGD or asynchronous updates the replicas differ"),
