@@ -19,7 +19,7 @@
 //! a checksum over its files tells a damaged one, which resuming skips for
 //! the one before.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -165,8 +165,13 @@ impl Loaded {
     }
 
     /// The saved weights and buffers by name: `model.safetensors`, and
-    /// under `shard = parameters` the parameters from their slices.
-    pub fn model_weights(&self) -> Result<BTreeMap<String, Tensor>, RunError> {
+    /// under `shard = parameters` the parameters from their slices, but
+    /// for those named in `later` (read one at a time as their shard unit
+    /// is laid out: [`Loaded::shard_weight`]).
+    pub fn model_weights(
+        &self,
+        later: &BTreeSet<String>,
+    ) -> Result<BTreeMap<String, Tensor>, RunError> {
         let path = &self.model_path;
         let err = |message: String| RunError::Resume {
             path: path.display().to_string(),
@@ -175,7 +180,10 @@ impl Loaded {
         let tensors = Tensor::read_safetensors(path).map_err(|e| err(e.to_string()))?;
         let mut weights: BTreeMap<String, Tensor> = tensors.into_iter().collect();
         if let Some(set) = &self.shards {
-            for param in set.params_with(shards::WEIGHTS) {
+            let now = set
+                .params_with(shards::WEIGHTS)
+                .filter(|p| !later.contains(&p.name));
+            for param in now {
                 let tensor = set
                     .tensor(&param.name, shards::WEIGHTS)
                     .map_err(err)?
@@ -189,6 +197,19 @@ impl Loaded {
             }
         }
         Ok(weights)
+    }
+
+    /// Parameter `name`'s saved weights from the replicas' slices; `None`
+    /// when the slices do not hold them (or there are none).
+    pub fn shard_weight(&self, name: &str) -> Result<Option<Tensor>, RunError> {
+        let Some(set) = &self.shards else {
+            return Ok(None);
+        };
+        set.tensor(name, shards::WEIGHTS)
+            .map_err(|message| RunError::Resume {
+                path: self.model_path.display().to_string(),
+                message,
+            })
     }
 }
 

@@ -349,16 +349,18 @@ fn build_weights(
     // The files hold the whole model: a stage takes its own tensors.
     let others = other_stages_tensors(plan, &model);
     initial_weights(&mut model, init, &others, plan, world)?;
+    // The units' weights in a sharded checkpoint are read as each unit is
+    // laid out.
     let saved = match resumed {
-        Some(r) => Some((r.model_weights()?, r.model_path.as_path())),
+        Some(r) => Some((r.model_weights(&deferred)?, r)),
         None => None,
     };
-    if let Some((weights, path)) = &saved {
+    if let Some((weights, r)) = &saved {
         let weights = weights
             .iter()
             .map(|(n, t)| (n.clone(), t.shallow_clone()))
             .collect();
-        model.load_weights(weights, &others, path)?;
+        model.load_weights(weights, &others, &r.model_path)?;
     }
     let buckets = Buckets::new(plan, world.place.stage, &model.params)?;
     let check = world.replicas.size() > 1;
@@ -368,7 +370,16 @@ fn build_weights(
     }
     let seed = plan.train.seed;
     let mut fill = |name: &str, part: &mut tch::Tensor| {
-        let saved = saved.as_ref().map(|(w, path)| (w, *path));
+        let saved = match &saved {
+            Some((weights, r)) => {
+                let tensor = match weights.get(name) {
+                    Some(t) => Some(t.shallow_clone()),
+                    None => r.shard_weight(name)?,
+                };
+                Some((tensor, r.model_path.as_path()))
+            }
+            None => None,
+        };
         crate::model::fill_deferred(&plan.model, seed, name, saved, part)?;
         if check {
             let named = std::iter::once((name.to_string(), part.shallow_clone()));

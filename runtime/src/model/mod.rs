@@ -80,27 +80,25 @@ fn placeholder(spec: &ParamSpec, device: Device) -> Result<Tensor, RunError> {
 }
 
 /// Writes deferred parameter `name`'s values into `part` (its place in a
-/// shard unit's flat buffer): from `saved` (a checkpoint's weights, read
-/// from `path`) when given, else its initialiser's, as
-/// [`Model::build_part`] would have made them.
+/// shard unit's flat buffer): from `saved` (its tensor in a checkpoint
+/// read from `path`, `None` when the checkpoint lacks it) when given, else
+/// its initialiser's, as [`Model::build_part`] would have made them.
 pub fn fill_deferred(
     plan: &ModelPlan,
     seed: u64,
     name: &str,
-    saved: Option<(&BTreeMap<String, Tensor>, &Path)>,
+    saved: Option<(Option<Tensor>, &Path)>,
     part: &mut Tensor,
 ) -> Result<(), RunError> {
     let values = match saved {
-        Some((weights, path)) => {
+        Some((tensor, path)) => {
             let err = |message: String| RunError::Weights {
                 path: path.display().to_string(),
                 message,
             };
-            let src = weights
-                .get(name)
-                .ok_or_else(|| err(format!("no tensor named `{name}`")))?;
-            fits(name, src, part, true, "").map_err(err)?;
-            src.shallow_clone()
+            let src = tensor.ok_or_else(|| err(format!("no tensor named `{name}`")))?;
+            fits(name, &src, part, true, "").map_err(err)?;
+            src
         }
         None => {
             let spec = plan
