@@ -324,16 +324,15 @@ impl Model {
         self.params.iter().chain(&self.frozen).chain(&self.buffers)
     }
 
-    /// [`Model::all`], to change in place; the count of real-valued
-    /// tensors (parameters, frozen or not) that come first.
-    fn all_mut(&mut self) -> (impl Iterator<Item = &mut (String, Tensor)>, usize) {
-        let real = self.params.len() + self.frozen.len();
-        let all = self
-            .params
-            .iter_mut()
-            .chain(self.frozen.iter_mut())
-            .chain(self.buffers.iter_mut());
-        (all, real)
+    /// [`Model::all`] but the deferred parameters (placeholders), to load
+    /// in place: each tensor with whether it is real-valued (a parameter,
+    /// frozen or not; not a buffer).
+    fn all_mut(&mut self) -> impl Iterator<Item = (bool, &mut (String, Tensor))> {
+        let deferred = &self.deferred;
+        let real = self.params.iter_mut().chain(self.frozen.iter_mut());
+        real.map(|t| (true, t))
+            .chain(self.buffers.iter_mut().map(|t| (false, t)))
+            .filter(move |(_, (name, _))| !deferred.contains(name))
     }
 
     pub fn zero_grad(&mut self) {
@@ -397,22 +396,11 @@ impl Model {
                 "`{extra}` is not a parameter or buffer of the model{hint}"
             )));
         }
-        // As `all_mut`, borrowing the fields apart.
-        let trainable = self.params.len() + self.frozen.len();
-        let deferred = &self.deferred;
-        let all = self
-            .params
-            .iter_mut()
-            .chain(self.frozen.iter_mut())
-            .chain(self.buffers.iter_mut());
-        for (i, (name, param)) in all.enumerate() {
-            if deferred.contains(name) {
-                continue;
-            }
+        for (real, (name, param)) in self.all_mut() {
             let Some(src) = by_name.get(name) else {
                 return Err(err(format!("no tensor named `{name}`")));
             };
-            fits(name, src, param, i < trainable, "").map_err(err)?;
+            fits(name, src, param, real, "").map_err(err)?;
             tch::no_grad(|| param.f_copy_(src)).context(|| format!("load `{name}`"))?;
         }
         Ok(())
@@ -438,8 +426,7 @@ impl Model {
         let by_name = map.apply(tensors).map_err(err)?;
         let skipped = |name: &str| dtl_compiler::util::glob::any(skip, name);
         let mut report = LoadReport::default();
-        let (all, trainable) = self.all_mut();
-        for (i, (name, param)) in all.enumerate() {
+        for (real, (name, param)) in self.all_mut() {
             if skipped(name) {
                 report.skipped.push(name.clone());
                 continue;
@@ -449,7 +436,7 @@ impl Model {
                 continue;
             };
             let way_out = "; name it in `skip` to keep its initialiser";
-            fits(name, src, param, i < trainable, way_out).map_err(err)?;
+            fits(name, src, param, real, way_out).map_err(err)?;
             tch::no_grad(|| param.f_copy_(src)).context(|| format!("load `{name}`"))?;
             report.loaded.push(name.clone());
         }
