@@ -23,7 +23,7 @@ use crate::ops::{self, KvCache};
 pub fn load_model(plan: &Plan, path: &Path, device: Device) -> Result<Model, RunError> {
     let mut model = Model::build(&plan.model, plan.train.seed, device)?;
     model.precision = plan.train.precision;
-    model.load_part(path, &BTreeSet::new())?;
+    model.load(path)?;
     Ok(model)
 }
 
@@ -41,7 +41,7 @@ pub fn initial_model(plan: &Plan, device: Device) -> Result<Model, RunError> {
     let path = Path::new(path);
     let mut model = Model::build(&plan.model, train.seed, device)?;
     model.precision = train.precision;
-    if let Some(report) = model.load_init(train, path, &BTreeSet::new())? {
+    if let (_, Some(report)) = model.load_init(train, path, &BTreeSet::new())? {
         eprintln!("{}", report.summary(path));
     }
     Ok(model)

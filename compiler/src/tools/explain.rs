@@ -458,13 +458,11 @@ fn units_held(plan: &Plan, stage: u64) -> Option<(u64, u64, u64)> {
 
 /// `shard = parameters`: the bytes a rank of `stage` holds at start-up,
 /// while the units take their slices (`held`, as [`units_held`] gives
-/// it). From the seeded initialisers a rank lays out one unit at a time:
-/// the weights in no unit, the slices, the largest unit's flat buffer and
-/// the largest of its parameters made twice (the initialiser's values,
-/// then the tensor). With an `init` file every weight is whole first (the
-/// file is read whole into the whole stage), which at large D is more than
-/// a step needs (16Ψ/D); so the total is the larger of the two. 0 without
-/// units.
+/// it). A rank lays out one unit at a time, from the seeded initialisers
+/// or read from the `init` file a tensor at a time: the weights in no
+/// unit, the slices, the largest unit's flat buffer and the largest of its
+/// parameters made twice (the initialiser's or the file's values, then the
+/// tensor). The total is the larger of this and a step's. 0 without units.
 fn start_up_values(
     plan: &Plan,
     stage: &crate::plan::StagePlan,
@@ -474,18 +472,14 @@ fn start_up_values(
     let Some((slices, _, _)) = held else {
         return 0;
     };
-    let units = plan.topology.stage_units(stage.stage);
-    let weights = match plan.train.init {
-        Some(_) => stage.parameters,
-        None => {
-            let largest_part = units
-                .flat_map(|u| &u.parameters)
-                .map(|p| p.values)
-                .max()
-                .unwrap_or(0);
-            stage.parameters - grads_of_units(plan, stage.stage) + 2 * largest_part
-        }
-    };
+    let largest_part = plan
+        .topology
+        .stage_units(stage.stage)
+        .flat_map(|u| &u.parameters)
+        .map(|p| p.values)
+        .max()
+        .unwrap_or(0);
+    let weights = stage.parameters - grads_of_units(plan, stage.stage) + 2 * largest_part;
     (weights + buffers + largest_unit(plan, stage.stage) + slices) * BYTES_PER_VALUE
 }
 
@@ -814,7 +808,7 @@ impl Cost {
             bytes(m.total),
             match m.step() {
                 step if step < m.total => format!(
-                    ", at start-up (every weight of the `init` file whole until the units take their slices; a step needs {})",
+                    ", at start-up (while the units are laid out; a step needs {})",
                     bytes(step)
                 ),
                 _ => String::new(),
@@ -1068,14 +1062,12 @@ mod hand_computed {
     }
 
     #[test]
-    fn full_sharding_counts_the_whole_weights_at_start_up() {
+    fn full_sharding_lays_out_one_unit_at_a_time_at_start_up() {
         // 6,500 + 8 × 10,100 + 1,010 = 88,310 values in ten units, the
         // largest 10,100; slices at D = 16: 407 + 8 × 632 + 64 = 5,527.
-        // From an `init` file a rank holds every weight at start-up, the
-        // largest unit's flat buffer and the slices: 103,937 values, more
-        // than a step needs. From the initialisers it lays out one unit at
-        // a time: the slices, the largest unit and its largest weight
-        // (100 × 100) twice, 35,627 values, less than a step.
+        // From the initialisers or an `init` file alike a rank lays out one
+        // unit at a time: the slices, the largest unit and its largest
+        // weight (100 × 100) twice, 35,627 values, less than a step.
         let source = r#"
             module Ffn(d: int) { forward(x: [B, d]) -> [B, d] { x + (x |> linear(d, d) |> relu) } }
             model Net { forward(x: [B, 64]) -> [B, 10] { x |> linear(64, 100) |> repeat 8 { Ffn(100) } |> linear(100, 10) } }
@@ -1084,21 +1076,16 @@ mod hand_computed {
             parallel { data = 16; shard = parameters }
         "#;
         let mut plan = plan(source, vec![16]);
-        let cost = super::cost(&plan);
-        assert_eq!(cost.memory.total, cost.memory.step());
-        assert!(cost.memory.total > 4 * 35_627);
-        let start = &plan.topology.stages[0];
-        let held = super::units_held(&plan, 0);
-        assert_eq!(super::start_up_values(&plan, start, held, 0), 4 * 35_627);
-        plan.train.init = Some("w.safetensors".into());
-        let cost = super::cost(&plan);
-        let m = &cost.memory;
-        let step = m.step();
-        assert_eq!(m.total, 4 * 103_937);
-        assert!(step < m.total, "a step's {step} bytes");
-        assert!(cost
-            .render(&plan)
-            .contains(", at start-up (every weight of the `init` file whole"));
+        for init in [None, Some("w.safetensors".to_string())] {
+            plan.train.init = init;
+            let cost = super::cost(&plan);
+            assert_eq!(cost.memory.total, cost.memory.step());
+            assert!(cost.memory.total > 4 * 35_627);
+            let start = &plan.topology.stages[0];
+            let held = super::units_held(&plan, 0);
+            assert_eq!(super::start_up_values(&plan, start, held, 0), 4 * 35_627);
+            assert!(!cost.render(&plan).contains("at start-up"));
+        }
     }
 
     #[test]

@@ -33,6 +33,7 @@ pub mod shards;
 
 use crate::data::Cursor;
 use crate::error::{RunError, TorchContext};
+use crate::model::file::WeightsFile;
 use crate::output::{sync_dir, sync_file, write_weights};
 use crate::watch::Watch;
 
@@ -167,28 +168,30 @@ impl Loaded {
     /// The saved weights and buffers by name: `model.safetensors`, and
     /// under `shard = parameters` the parameters from their slices, but
     /// for those named in `later` (read one at a time as their shard unit
-    /// is laid out: [`Loaded::shard_weight`]).
-    pub fn model_weights(
-        &self,
-        later: &BTreeSet<String>,
-    ) -> Result<BTreeMap<String, Tensor>, RunError> {
+    /// is laid out: [`Loaded::later_weight`]). `model.safetensors` is read
+    /// a tensor at a time.
+    pub fn model_weights(&self, later: &BTreeSet<String>) -> Result<SavedWeights, RunError> {
         let path = &self.model_path;
         let err = |message: String| RunError::Resume {
             path: path.display().to_string(),
             message,
         };
-        let tensors = Tensor::read_safetensors(path).map_err(|e| err(e.to_string()))?;
-        let mut weights: BTreeMap<String, Tensor> = tensors.into_iter().collect();
+        let file = WeightsFile::open(path).map_err(err)?;
+        let mut now = BTreeMap::new();
+        for (name, _) in file.shapes().filter(|(n, _)| !later.contains(*n)) {
+            let tensor = file.tensor(name).map_err(err)?.expect("listed");
+            now.insert(name.to_string(), tensor);
+        }
         if let Some(set) = &self.shards {
-            let now = set
+            let from_shards = set
                 .params_with(shards::WEIGHTS)
                 .filter(|p| !later.contains(&p.name));
-            for param in now {
+            for param in from_shards {
                 let tensor = set
                     .tensor(&param.name, shards::WEIGHTS)
                     .map_err(err)?
                     .expect("listed with its weights");
-                if weights.insert(param.name.clone(), tensor).is_some() {
+                if now.insert(param.name.clone(), tensor).is_some() {
                     return Err(err(format!(
                         "`{}` is both in model.safetensors and in the shards",
                         param.name
@@ -196,21 +199,37 @@ impl Loaded {
                 }
             }
         }
-        Ok(weights)
+        Ok(SavedWeights { now, file })
     }
 
-    /// Parameter `name`'s saved weights from the replicas' slices; `None`
-    /// when the slices do not hold them (or there are none).
-    pub fn shard_weight(&self, name: &str) -> Result<Option<Tensor>, RunError> {
+    /// The saved weights of parameter `name`, one that [`Loaded::model_weights`]
+    /// left for later: from `model.safetensors` (a checkpoint whose weights
+    /// are whole), else from the replicas' slices; `None` when neither
+    /// holds them.
+    pub fn later_weight(
+        &self,
+        saved: &SavedWeights,
+        name: &str,
+    ) -> Result<Option<Tensor>, RunError> {
+        let err = |message: String| RunError::Resume {
+            path: self.model_path.display().to_string(),
+            message,
+        };
+        if let Some(tensor) = saved.file.tensor(name).map_err(err)? {
+            return Ok(Some(tensor));
+        }
         let Some(set) = &self.shards else {
             return Ok(None);
         };
-        set.tensor(name, shards::WEIGHTS)
-            .map_err(|message| RunError::Resume {
-                path: self.model_path.display().to_string(),
-                message,
-            })
+        set.tensor(name, shards::WEIGHTS).map_err(err)
     }
+}
+
+/// A checkpoint's weights as [`Loaded::model_weights`] reads them: those
+/// read now, and `model.safetensors` open for the rest.
+pub struct SavedWeights {
+    pub now: BTreeMap<String, Tensor>,
+    file: WeightsFile,
 }
 
 /// A checkpoint's optimizer state, by parameter and slot: in

@@ -457,24 +457,15 @@ impl ShardSet {
         Ok(Some(Values { dtype, bytes }))
     }
 
-    /// Unmaps the pages of `read`, a range of the mapped file of
-    /// (stage, place) that has been copied out. They stay in the page
-    /// cache, not in this process's resident memory: reading every shard
-    /// of a model (writing `model.safetensors` at the end of a sharded
-    /// run, or a resume) would otherwise leave the whole model resident,
-    /// one tensor at a time. Best effort: a failure leaves them mapped.
+    /// Lets go of the pages of `read`, a range of the mapped file of
+    /// (stage, place) that has been copied out: reading every shard of a
+    /// model (writing `model.safetensors` at the end of a sharded run, or
+    /// a resume) would otherwise leave the whole model resident, one
+    /// tensor at a time.
     fn let_go(&self, at: (u64, u64), read: &[u8]) {
-        let Some(map) = self.maps.get(&at) else {
-            return;
-        };
-        let offset = read.as_ptr() as usize - map.as_ptr() as usize;
-        // SAFETY: a shared read-only file mapping: dropped pages read back
-        // from the file, the same bytes (MADV_DONTNEED frees nothing of a
-        // file's contents). No slice of these pages is used again without
-        // reading the map anew.
-        let _ = unsafe {
-            map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, offset, read.len())
-        };
+        if let Some(map) = self.maps.get(&at) {
+            crate::model::file::release(map, read);
+        }
     }
 
     /// A parameter's whole saved `field` as a tensor of its shape.
@@ -492,14 +483,7 @@ impl ShardSet {
 
 /// Bytes of a tensor file's element type as a tensor of `shape`.
 pub fn to_tensor(values: &Values, shape: &[i64]) -> Result<Tensor, String> {
-    let kind = match values.dtype {
-        Dtype::F32 => tch::Kind::Float,
-        Dtype::F64 => tch::Kind::Double,
-        Dtype::F16 => tch::Kind::Half,
-        Dtype::BF16 => tch::Kind::BFloat16,
-        Dtype::I64 => tch::Kind::Int64,
-        other => return Err(format!("element type {other:?} is not one dtl saves")),
-    };
+    let kind = crate::model::file::kind_of(values.dtype)?;
     Tensor::f_from_data_size(&values.bytes, shape, kind).map_err(|e| e.to_string())
 }
 

@@ -22,7 +22,7 @@ use crate::data::{self, Batches, Cursor, Dataset};
 use crate::ema::Ema;
 use crate::error::{RunError, TorchContext};
 use crate::loss_scale::LossScale;
-use crate::model::Model;
+use crate::model::{InitWeights, Model};
 use crate::parallel::data::{AsyncUpdate, Buckets};
 use crate::parallel::pipeline::Stage;
 use crate::parallel::segments::Segments;
@@ -326,10 +326,9 @@ type Built = (Model, Option<Stage>, Buckets, Option<Units>, Option<u64>);
 /// weights for the replicas to compare.
 ///
 /// Under `shard = parameters` the units' parameters are not built whole:
-/// the units lay them out one at a time from the initialisers or the
-/// checkpoint, each rank keeping its slices, and the hash takes each unit
-/// in as it goes. An `init` file is read whole into the whole model, and
-/// the units take their slices of it.
+/// the units lay them out one at a time from the initialisers, the `init`
+/// file or the checkpoint, each rank keeping its slices, and the hash
+/// takes each unit in as it goes.
 fn build_weights(
     plan: &Plan,
     world: &World,
@@ -337,30 +336,27 @@ fn build_weights(
     resumed: Option<&Loaded>,
 ) -> Result<Built, RunError> {
     let shard_group = world.shard_group();
-    let deferred = match init.0 {
-        None if shard_group.size() > 1 => plan
+    let deferred = match shard_group.size() > 1 {
+        true => plan
             .topology
             .stage_units(world.place.stage)
             .flat_map(|u| u.parameters.iter().map(|p| p.name.clone()))
             .collect(),
-        _ => BTreeSet::new(),
+        false => BTreeSet::new(),
     };
     let (mut model, stage) = build_model(plan, world, deferred.clone())?;
     // The files hold the whole model: a stage takes its own tensors.
     let others = other_stages_tensors(plan, &model);
-    initial_weights(&mut model, init, &others, plan, world)?;
+    let init = initial_weights(&mut model, init, &others, plan, world)?;
     // The units' weights in a sharded checkpoint are read as each unit is
     // laid out.
-    let saved = match resumed {
+    let mut saved = match resumed {
         Some(r) => Some((r.model_weights(&deferred)?, r)),
         None => None,
     };
-    if let Some((weights, r)) = &saved {
-        let weights = weights
-            .iter()
-            .map(|(n, t)| (n.clone(), t.shallow_clone()))
-            .collect();
-        model.load_weights(weights, &others, &r.model_path)?;
+    if let Some((weights, r)) = &mut saved {
+        let now = std::mem::take(&mut weights.now);
+        model.load_weights(now, &others, &r.model_path)?;
     }
     let buckets = Buckets::new(plan, world.place.stage, &model.params)?;
     let check = world.replicas.size() > 1;
@@ -372,13 +368,13 @@ fn build_weights(
     let mut fill = |name: &str, part: &mut tch::Tensor| {
         let saved = match &saved {
             Some((weights, r)) => {
-                let tensor = match weights.get(name) {
-                    Some(t) => Some(t.shallow_clone()),
-                    None => r.shard_weight(name)?,
-                };
+                let tensor = r.later_weight(weights, name)?;
                 Some((tensor, r.model_path.as_path()))
             }
-            None => None,
+            None => match &init {
+                Some(file) => file.deferred(name)?,
+                None => None,
+            },
         };
         crate::model::fill_deferred(&plan.model, seed, name, saved, part)?;
         if check {
@@ -447,18 +443,17 @@ fn initial_weights(
     others: &BTreeSet<String>,
     plan: &Plan,
     world: &World,
-) -> Result<(), RunError> {
+) -> Result<Option<InitWeights>, RunError> {
     match init {
         Some(path) if init_from_plan => {
-            if let Some(report) = model.load_init(&plan.train, path, others)? {
-                if world.rank == 0 {
-                    eprintln!("{}", report.summary(path));
-                }
+            let (file, report) = model.load_init(&plan.train, path, others)?;
+            if let Some(report) = report.filter(|_| world.rank == 0) {
+                eprintln!("{}", report.summary(path));
             }
-            Ok(())
+            Ok(Some(file))
         }
-        Some(path) => model.load_part(path, others),
-        None => Ok(()),
+        Some(path) => model.load_part(path, others).map(Some),
+        None => Ok(None),
     }
 }
 

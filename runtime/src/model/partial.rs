@@ -7,6 +7,9 @@ use std::path::Path;
 
 use tch::Tensor;
 
+use super::file::WeightsFile;
+use crate::error::RunError;
+
 /// How a weights file's names and layouts map onto the model's (`init =
 /// weights(path, rename: [...], transpose: [...], fuse: [...], squeeze:
 /// [...])`): the tensors whose names (as in the file) match `transpose` are
@@ -23,35 +26,31 @@ pub struct NameMap<'a> {
 }
 
 impl NameMap<'_> {
-    /// The file's tensors under the model's names; two tensors that end
-    /// under one name, or a transposed tensor that is not 2-d, are errors
-    /// naming them.
-    pub fn apply(
+    /// How each of the model's tensors is made from the file's, whose
+    /// names and shapes `shapes` gives: two tensors that end under one
+    /// name, a transposed tensor that is not 2-d or a `fuse` group missing
+    /// a part are errors naming them. Nothing is read.
+    pub fn recipes<'n>(
         &self,
-        tensors: Vec<(String, Tensor)>,
-    ) -> Result<BTreeMap<String, Tensor>, String> {
-        let mut turned = Vec::with_capacity(tensors.len());
-        for (name, tensor) in tensors {
-            let tensor = if dtl_compiler::util::glob::any(self.transpose, &name) {
-                if tensor.dim() != 2 {
-                    return Err(format!(
-                        "`{name}` is {:?}: `transpose` turns only 2-d tensors",
-                        tensor.size()
-                    ));
-                }
-                tensor.tr().contiguous()
-            } else {
-                tensor
+        shapes: impl Iterator<Item = (&'n str, &'n [i64])>,
+    ) -> Result<BTreeMap<String, Recipe>, String> {
+        let mut by_name = BTreeMap::new();
+        for (name, shape) in shapes {
+            let transpose = dtl_compiler::util::glob::any(self.transpose, name);
+            if transpose && shape.len() != 2 {
+                return Err(format!(
+                    "`{name}` is {shape:?}: `transpose` turns only 2-d tensors"
+                ));
+            }
+            let part = Part {
+                name: name.to_string(),
+                transpose,
+                squeeze: dtl_compiler::util::glob::any(self.squeeze, name),
             };
-            let tensor = if dtl_compiler::util::glob::any(self.squeeze, &name) {
-                tensor.squeeze()
-            } else {
-                tensor
-            };
-            turned.push((name, tensor));
+            by_name.insert(name.to_string(), Recipe { parts: vec![part] });
         }
-        let mut out: BTreeMap<String, (String, Tensor)> = BTreeMap::new();
-        for (name, tensor) in self.fused(turned)? {
+        let mut out: BTreeMap<String, (String, Recipe)> = BTreeMap::new();
+        for (name, recipe) in self.fused(by_name)? {
             let renamed = self
                 .rename
                 .iter()
@@ -61,17 +60,19 @@ impl NameMap<'_> {
                     "`{first}` and `{name}` are both renamed to `{renamed}`"
                 ));
             }
-            out.insert(renamed, (name, tensor));
+            out.insert(renamed, (name, recipe));
         }
-        Ok(out.into_iter().map(|(k, (_, t))| (k, t)).collect())
+        Ok(out.into_iter().map(|(k, (_, r))| (k, r)).collect())
     }
 
-    /// `tensors` with each `fuse` group's parts concatenated (along the
-    /// first dimension, in the group's order) under the whole's name: for
-    /// every name holding the group's first part, the names with each
+    /// `recipes` with each `fuse` group's parts joined (concatenated along
+    /// the first dimension, in the group's order) under the whole's name:
+    /// for every name holding the group's first part, the names with each
     /// part in its place must be there too.
-    fn fused(&self, tensors: Vec<(String, Tensor)>) -> Result<Vec<(String, Tensor)>, String> {
-        let mut by_name: BTreeMap<String, Tensor> = tensors.into_iter().collect();
+    fn fused(
+        &self,
+        mut by_name: BTreeMap<String, Recipe>,
+    ) -> Result<BTreeMap<String, Recipe>, String> {
         for group in self.fuse {
             let (parts, whole) = group.split_at(group.len() - 1);
             let firsts: Vec<String> = by_name
@@ -89,19 +90,132 @@ impl NameMap<'_> {
                         "`fuse`: `{first}` has no `{missing}` to be concatenated with"
                     ));
                 }
-                let pieces: Vec<Tensor> = names
+                let joined = names
                     .iter()
-                    .map(|n| by_name.remove(n).expect("checked above"))
+                    .flat_map(|n| by_name.remove(n).expect("checked above").parts)
                     .collect();
-                let fused = Tensor::f_cat(&pieces, 0)
-                    .map_err(|e| format!("`fuse`: {}: {e}", names.join(", ")))?;
                 let into = first.replacen(parts[0].as_str(), &whole[0], 1);
-                if by_name.insert(into.clone(), fused).is_some() {
+                if by_name
+                    .insert(into.clone(), Recipe { parts: joined })
+                    .is_some()
+                {
                     return Err(format!("`fuse`: the file already holds `{into}`"));
                 }
             }
         }
-        Ok(by_name.into_iter().collect())
+        Ok(by_name)
+    }
+
+    /// The file's tensors under the model's names, made at once (see
+    /// [`NameMap::recipes`]).
+    #[cfg(test)]
+    pub fn apply(
+        &self,
+        tensors: Vec<(String, Tensor)>,
+    ) -> Result<BTreeMap<String, Tensor>, String> {
+        let shapes: Vec<(String, Vec<i64>)> =
+            tensors.iter().map(|(n, t)| (n.clone(), t.size())).collect();
+        let recipes = self.recipes(shapes.iter().map(|(n, s)| (n.as_str(), s.as_slice())))?;
+        let by_name: BTreeMap<String, Tensor> = tensors.into_iter().collect();
+        let mut read = |n: &str| Ok(by_name[n].shallow_clone());
+        recipes
+            .into_iter()
+            .map(|(name, recipe)| Ok((name, recipe.make(&mut read)?)))
+            .collect()
+    }
+}
+
+/// How one of the model's tensors is made from the file's: from its parts
+/// (one tensor, or a `fuse` group's in order), each transposed and
+/// squeezed as the map says, concatenated along the first dimension.
+#[derive(Debug, Clone)]
+pub struct Recipe {
+    parts: Vec<Part>,
+}
+
+#[derive(Debug, Clone)]
+struct Part {
+    name: String,
+    transpose: bool,
+    squeeze: bool,
+}
+
+impl Recipe {
+    /// The tensor, its parts read by `read` (from the file's names).
+    pub fn make(
+        &self,
+        read: &mut dyn FnMut(&str) -> Result<Tensor, String>,
+    ) -> Result<Tensor, String> {
+        let mut pieces = Vec::with_capacity(self.parts.len());
+        for part in &self.parts {
+            let mut tensor = read(&part.name)?;
+            if part.transpose {
+                tensor = tensor.tr().contiguous();
+            }
+            if part.squeeze {
+                tensor = tensor.squeeze();
+            }
+            pieces.push(tensor);
+        }
+        match pieces.len() {
+            1 => Ok(pieces.pop().expect("one piece")),
+            _ => Tensor::f_cat(&pieces, 0).map_err(|e| {
+                let names: Vec<&str> = self.parts.iter().map(|p| p.name.as_str()).collect();
+                format!("`fuse`: {}: {e}", names.join(", "))
+            }),
+        }
+    }
+}
+
+/// A weights file under the model's names (through a [`NameMap`]): each
+/// tensor made from the file's when asked for, one at a time.
+pub struct Mapped {
+    file: WeightsFile,
+    recipes: BTreeMap<String, Recipe>,
+}
+
+impl Mapped {
+    /// Opens `path` and maps its names; errors name the file.
+    pub fn open(path: &Path, map: &NameMap<'_>) -> Result<Mapped, RunError> {
+        let err = |message: String| RunError::Weights {
+            path: path.display().to_string(),
+            message,
+        };
+        let file = WeightsFile::open(path).map_err(err)?;
+        let recipes = map.recipes(file.shapes()).map_err(err)?;
+        Ok(Mapped { file, recipes })
+    }
+
+    pub fn path(&self) -> &Path {
+        self.file.path()
+    }
+
+    /// The model's names the file gives, in order.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.recipes.keys().map(String::as_str)
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.recipes.contains_key(name)
+    }
+
+    /// The tensor the file gives for the model's `name`, read now.
+    pub fn tensor(&self, name: &str) -> Result<Option<Tensor>, RunError> {
+        let Some(recipe) = self.recipes.get(name) else {
+            return Ok(None);
+        };
+        let mut read = |n: &str| {
+            self.file
+                .tensor(n)
+                .and_then(|t| t.ok_or_else(|| format!("no tensor named `{n}`")))
+        };
+        recipe
+            .make(&mut read)
+            .map(Some)
+            .map_err(|message| RunError::Weights {
+                path: self.path().display().to_string(),
+                message,
+            })
     }
 }
 
