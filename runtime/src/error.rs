@@ -117,6 +117,13 @@ pub enum RunError {
 
     /// A weights file (`--init`, `init = weights(…)`) that does not fit the
     /// model.
+    #[error("`tensor = {tensor}`: the runtime does not run tensor parallelism {what} yet (`dtl explain` shows the layout, its collectives and its memory per rank)")]
+    #[diagnostic(
+        code(dtl::run::tensor),
+        help("tensor parallelism runs with `data`, in float32, bf16 or tf32; for this run, use `tensor = 1`")
+    )]
+    TensorNotRun { tensor: u64, what: String },
+
     #[error("weights file `{path}`: {message}")]
     #[diagnostic(code(dtl::run::weights))]
     Weights { path: String, message: String },
@@ -129,6 +136,7 @@ impl RunError {
         matches!(
             self,
             RunError::WorldSize { .. }
+                | RunError::TensorNotRun { .. }
                 | RunError::Backend { .. }
                 | RunError::Launch { .. }
                 | RunError::Device { .. }

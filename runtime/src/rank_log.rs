@@ -93,10 +93,14 @@ impl RankLog {
         if let Some((path, file)) = &mut log {
             writeln!(
                 file,
-                "rank {rank} of {}: replica {}, stage {}, device {:?}, backend {}, pid {}",
+                "rank {rank} of {}: replica {}, stage {}{}, device {:?}, backend {}, pid {}",
                 world.size,
                 world.place.replica,
                 world.place.stage,
+                match world.tensor.size() {
+                    1 => String::new(),
+                    _ => format!(", tensor rank {}", world.place.tensor),
+                },
                 world.device,
                 world.backend,
                 std::process::id()

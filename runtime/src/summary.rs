@@ -60,6 +60,11 @@ pub struct Summary {
     /// steps (with `shard = parameters`: its slices of the units, the rest
     /// whole).
     pub parameter_bytes: u64,
+    /// Under `tensor = T`: the all-reduces over rank 0's tensor group its
+    /// training steps issued (forward and backward; evaluation's not), as
+    /// the step program's `tensor_all_reduces` lists them per micro-batch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tensor_all_reduces: Option<u64>,
     /// Rank 0's peak resident memory (libtorch's fixed cost included).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub peak_rss_bytes: Option<u64>,
@@ -173,6 +178,7 @@ impl Tally {
             data_wait_seconds: end.rank.data.wait_seconds,
             optimizer_state_bytes: end.rank.optimizer_state_bytes,
             parameter_bytes: end.rank.parameter_bytes,
+            tensor_all_reduces: end.rank.tensor_all_reduces,
             peak_rss_bytes: crate::memory::peak_rss(),
             start_peak_rss_bytes: self.start_peak_rss,
             skipped_rows: end

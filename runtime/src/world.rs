@@ -9,7 +9,9 @@
 //! and the world size from MPI; the world size must be the plan's, checked
 //! before anything is written or computed, on every rank.
 
-use dtl_compiler::plan::{Backend, GroupKind, Plan, RankPlan, Topology};
+use dtl_compiler::plan::{
+    Backend, BatchNormSync, GroupKind, Plan, Precision, RankPlan, Recompute, Shard, Topology,
+};
 use tch::Device;
 
 use crate::comm::{self, Communicator, Local};
@@ -39,8 +41,11 @@ pub struct World {
     /// Under `shard_group`: the replicas of its stage that hold the same
     /// slices as it in the other copies (a group of one otherwise).
     pub replicate: Box<dyn Communicator>,
-    /// The library the replicas' collectives run on (the pipeline's
-    /// without replicas).
+    /// Under `tensor = T`: the T ranks that split its replica's layers,
+    /// in tensor rank order (a group of one otherwise).
+    pub tensor: Box<dyn Communicator>,
+    /// The library the replicas' collectives run on (the tensor group's
+    /// without replicas, the pipeline's without either).
     pub backend: comm::Backend,
 }
 
@@ -97,7 +102,35 @@ pub fn supports(plan: &Plan, choice: DeviceChoice) -> Result<(), RunError> {
     if layout.backend == Backend::Nccl && device::resolve(choice)? == Device::Cpu {
         return Err(nccl_needs_cuda());
     }
+    if layout.tensor > 1 {
+        tensor_runs(plan)?;
+    }
     Ok(())
+}
+
+/// What a tensor-parallel run does not do yet: said before anything
+/// starts, rather than run wrong.
+fn tensor_runs(plan: &Plan) -> Result<(), RunError> {
+    let layout = &plan.topology.parallelism;
+    let train = &plan.train;
+    let refused = [
+        (layout.pipeline > 1, "with pipeline stages"),
+        (layout.shard != Shard::None, "with `shard`"),
+        (train.recompute != Recompute::None, "with `recompute`"),
+        (
+            layout.batch_norm == BatchNormSync::Sync,
+            "with `batch_norm = sync`",
+        ),
+        (train.precision == Precision::Fp16, "in fp16"),
+        (train.tracking.ema.is_some(), "with `ema`"),
+    ];
+    match refused.iter().find(|(refused, _)| *refused) {
+        Some((_, what)) => Err(RunError::TensorNotRun {
+            tensor: layout.tensor,
+            what: what.to_string(),
+        }),
+        None => Ok(()),
+    }
 }
 
 impl World {
@@ -127,8 +160,11 @@ impl World {
         let pipeline = join(GroupKind::Pipeline)?;
         let shard = join(GroupKind::Shard)?;
         let replicate = join(GroupKind::Replicate)?;
+        let tensor = join(GroupKind::Tensor)?;
         let backend = if replicas.size() > 1 {
             replicas.backend()
+        } else if tensor.size() > 1 {
+            tensor.backend()
         } else {
             pipeline.backend()
         };
@@ -142,6 +178,7 @@ impl World {
             pipeline,
             shard,
             replicate,
+            tensor,
             backend,
         })
     }
@@ -193,6 +230,7 @@ impl World {
             &self.replicas,
             &self.pipeline,
             &self.shard,
+            &self.tensor,
             &self.replicate,
         ]
         .into_iter()

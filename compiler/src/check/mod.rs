@@ -21,6 +21,7 @@ mod parallel;
 pub(crate) mod paths;
 mod schedule;
 mod settings;
+mod tensor;
 mod tracking;
 mod train;
 
@@ -68,6 +69,8 @@ pub struct Options {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Experiment {
     pub model: ModelPlan,
+    /// Where each of the model's nodes was written.
+    pub node_spans: Vec<Span>,
     pub data: DataPlan,
     pub train: TrainSpec,
     /// The parallel block, checked (one process without one).
@@ -113,7 +116,7 @@ pub fn check(file: &File, options: &Options) -> Checked {
         if let Some(layout) = parallel::check(
             spec,
             block,
-            &experiment.model,
+            (&experiment.model, &experiment.node_spans),
             &experiment.train,
             &mut errors,
             &mut lints,

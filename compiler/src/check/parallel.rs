@@ -18,9 +18,10 @@ use crate::plan::{
 use crate::span::Span;
 
 /// The settings a `parallel` block accepts.
-pub const KEYS: [&str; 13] = [
+pub const KEYS: [&str; 14] = [
     "split",
     "data",
+    "tensor",
     "pipeline",
     "schedule",
     "micro_batches",
@@ -58,6 +59,8 @@ pub enum Degree {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ParallelSpec {
     pub data: Degree,
+    /// `tensor = T`: tensor-parallel ranks per replica's stage.
+    pub tensor: u64,
     pub pipeline: u64,
     pub micro_batches: u64,
     pub sync: SyncMode,
@@ -84,6 +87,9 @@ pub struct ParallelSpec {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ParallelLayout {
     pub data: Degree,
+    /// `tensor = T`, and the nodes it splits (none when T = 1).
+    pub tensor: u64,
+    pub tensor_splits: Vec<crate::plan::NodeSplit>,
     pub pipeline: u64,
     pub micro_batches: u64,
     pub schedule: PipelineSchedule,
@@ -112,6 +118,7 @@ pub struct ParallelLayout {
 pub struct ParallelSpans {
     pub block: Span,
     pub data: Span,
+    pub tensor: Span,
     pub pipeline: Span,
     pub split: Span,
     pub shard_group: Span,
@@ -122,6 +129,8 @@ impl ParallelLayout {
     pub fn single(at: Span) -> Self {
         ParallelLayout {
             data: Degree::Fixed(1),
+            tensor: 1,
+            tensor_splits: Vec::new(),
             pipeline: 1,
             micro_batches: 1,
             schedule: PipelineSchedule::OneFOneB,
@@ -137,6 +146,7 @@ impl ParallelLayout {
             spans: ParallelSpans {
                 block: at,
                 data: at,
+                tensor: at,
                 pipeline: at,
                 split: at,
                 shard_group: at,
@@ -155,6 +165,7 @@ pub fn resolve(block: &SettingsBlock, errors: &mut Vec<CheckError>) -> Option<Pa
             .int("data", 1..=MAX_RANKS, Some(1), errors)
             .map(|n| Degree::Fixed(n as u64)),
     };
+    let tensor = s.int("tensor", 1..=1 << 16, Some(1), errors);
     let pipeline = s.int("pipeline", 1..=1 << 16, Some(1), errors);
     let micro_batches = s.int(
         "micro_batches",
@@ -193,6 +204,7 @@ pub fn resolve(block: &SettingsBlock, errors: &mut Vec<CheckError>) -> Option<Pa
     }
     Some(ParallelSpec {
         data: data?,
+        tensor: tensor? as u64,
         pipeline: pipeline? as u64,
         micro_batches: micro_batches? as u64,
         sync: sync?,
@@ -303,7 +315,7 @@ fn split_setting(
 pub fn check(
     spec: &ParallelSpec,
     block: &SettingsBlock,
-    model: &ModelPlan,
+    (model, node_spans): (&ModelPlan, &[Span]),
     train: &TrainSpec,
     errors: &mut Vec<CheckError>,
     lints: &mut Vec<Lint>,
@@ -324,8 +336,14 @@ pub fn check(
         None => None,
         Some(names) => Some(named_split(names, stages, model, &s, block, errors)?),
     };
+    let tensor_splits = match spec.tensor {
+        1 => Vec::new(),
+        t => super::tensor::splits(model, node_spans, t, at("tensor"), errors)?,
+    };
     Some(ParallelLayout {
         data: spec.data,
+        tensor: spec.tensor,
+        tensor_splits,
         pipeline: stages,
         // One stage runs each micro-batch in one piece.
         micro_batches: if stages > 1 { spec.micro_batches } else { 1 },
@@ -347,6 +365,7 @@ pub fn check(
         spans: ParallelSpans {
             block: block.keyword,
             data: at("data"),
+            tensor: s.get("tensor").map_or(block.keyword, |x| x.value.span),
             pipeline: at("pipeline"),
             split: s.get("split").map_or(block.keyword, |x| x.value.span),
             shard_group: s.get("shard_group").map_or(block.keyword, |x| x.value.span),

@@ -164,13 +164,14 @@ pub(super) fn check_train(
         if model.is_some() {
             unused_modules(modules, def, &elaborator.used_modules, lints);
         }
-        model.map(|m| (m, def))
+        let spans = std::mem::take(&mut elaborator.node_spans);
+        model.map(|m| (m, def, spans))
     });
     if let (Some(optimizer), Some(setting)) = (&optimizer, s.get("optimizer")) {
         learning_rate_lint(optimizer, setting.value.span, lints);
         min_lr_lint(optimizer, schedule.as_ref(), s.get("schedule"), lints);
     }
-    if let (Some((model, _)), Some(None)) = (&model, &clip) {
+    if let (Some((model, _, _)), Some(None)) = (&model, &clip) {
         let layers = model.nodes.iter().filter(|n| has_weights(&n.op)).count();
         if layers >= DEEP_MODEL_LAYERS {
             lints.push(Lint::NoClipping {
@@ -179,7 +180,7 @@ pub(super) fn check_train(
             });
         }
     }
-    let (mut model, def) = model?;
+    let (mut model, def, node_spans) = model?;
     if let (Some(mode), Some(setting)) = (recompute, s.get("recompute")) {
         nothing_to_recompute(&model, mode, setting.value.span, errors)?;
     }
@@ -228,6 +229,7 @@ pub(super) fn check_train(
     };
     Some(Experiment {
         model,
+        node_spans,
         data,
         train,
         parallel: super::parallel::ParallelLayout::single(block.keyword),

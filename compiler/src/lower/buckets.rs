@@ -3,7 +3,7 @@
 //! finishes them, last layer first), as PyTorch's DDP does. A replica
 //! flattens a bucket into one buffer and all-reduces it in one call.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::stages::parameter_sizes;
 use crate::plan::{GradBucket, ModelPlan, StagePlan};
@@ -11,10 +11,13 @@ use crate::plan::{GradBucket, ModelPlan, StagePlan};
 /// Bytes of one gradient value (float32).
 const BYTES_PER_VALUE: u64 = 4;
 
+/// The buckets of every stage; a parameter that `tensor = t` shards
+/// (`sharded`) counts what one tensor rank holds of it.
 pub(super) fn buckets(
     model: &ModelPlan,
     stages: &[StagePlan],
     bucket_bytes: u64,
+    (sharded, t): (&BTreeMap<String, usize>, u64),
 ) -> Vec<GradBucket> {
     let sizes = parameter_sizes(model);
     let mut out = Vec::new();
@@ -38,7 +41,11 @@ pub(super) fn buckets(
             bytes: 0,
         };
         for name in order.into_iter().rev() {
-            let bytes = sizes[name] * BYTES_PER_VALUE;
+            let values = match sharded.contains_key(name) {
+                true => sizes[name] / t,
+                false => sizes[name],
+            };
+            let bytes = values * BYTES_PER_VALUE;
             if current.bytes > 0 && current.bytes + bytes > bucket_bytes {
                 let next = GradBucket {
                     stage: stage.stage,

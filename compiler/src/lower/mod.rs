@@ -14,6 +14,7 @@ mod ranks;
 pub mod schedule;
 mod stages;
 mod step_program;
+mod tensor;
 mod topology;
 mod units;
 
@@ -59,6 +60,7 @@ fn lower_for(
         shard: layout.shard,
         shard_group: layout.shard_group,
         reshard_after_forward: layout.reshard_after_forward,
+        tensor: layout.tensor,
     };
     let d = parallelism.data;
     let train = TrainPlan {
@@ -86,8 +88,10 @@ fn lower_for(
         recompute: train.recompute,
     };
     let stages = stages::stages(model, &starts);
+    let sharded = crate::plan::tensor_sharded(model, &layout.tensor_splits);
     let buckets = if d > 1 {
-        buckets::buckets(model, &stages, parallelism.bucket_bytes)
+        let tensor = (&sharded, layout.tensor);
+        buckets::buckets(model, &stages, parallelism.bucket_bytes, tensor)
     } else {
         Vec::new()
     };
@@ -100,7 +104,21 @@ fn lower_for(
         ),
         _ => Vec::new(),
     };
-    let step_program = step_program::step_program(&train, &parallelism, &stages, &buckets, &units);
+
+    let splits = (layout.tensor_splits.as_slice(), layout.tensor);
+    let local: Vec<u64> = stages
+        .iter()
+        .map(|stage| crate::plan::local_parameters(model, splits, stage))
+        .collect();
+    let collectives = tensor::collectives(model, &layout.tensor_splits, train.micro_batch);
+    let step_program = step_program::step_program(
+        &train,
+        &parallelism,
+        (&stages, &local),
+        &buckets,
+        &units,
+        collectives,
+    );
     let global_micro_batch = d * train.micro_batch;
     let rows_per_replica = data.train_rows() / global_micro_batch * train.micro_batch;
     let (ranks, communicators) = ranks::ranks(&parallelism, train.micro_batch);
@@ -117,6 +135,7 @@ fn lower_for(
                 rows_per_replica,
             },
             units,
+            tensor_splits: layout.tensor_splits.clone(),
             parallelism,
         },
         model: model.clone(),
@@ -133,10 +152,10 @@ fn lower_for(
 /// (more replicas only divide the rows further), so nothing is reported
 /// that a real world size would not also report.
 pub fn validate(experiment: &Experiment, worlds: &[u64]) -> Vec<CheckError> {
-    let stages = experiment.parallel.pipeline;
+    let per_replica = experiment.parallel.pipeline * experiment.parallel.tensor;
     let worlds: Vec<Option<u64>> = match (worlds, experiment.parallel.data) {
         ([], Degree::Fixed(_)) => vec![None],
-        ([], Degree::Auto) => vec![Some(stages)],
+        ([], Degree::Auto) => vec![Some(per_replica)],
         (worlds, _) => worlds.iter().copied().map(Some).collect(),
     };
     let mut errors: Vec<CheckError> = worlds

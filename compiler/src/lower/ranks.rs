@@ -7,28 +7,33 @@ use crate::plan::{CommGroup, GroupKind, Parallelism, RankPlan, RowSlice};
 /// The ranks of `layout` and its communicator groups, for replicas that
 /// each read `micro_batch` rows of every global micro-batch.
 ///
-/// Rank r = stage × D + replica: the D replicas of a stage are
-/// consecutive, so that the gradient all-reduce, the busiest collective,
-/// runs among neighbours (ranks on one machine, in a real cluster).
+/// Rank r = (stage × D + replica) × T + tensor rank: the T ranks that
+/// split a replica's stage are adjacent (their all-reduces run every
+/// layer: one machine, in a real cluster), then the D replicas of a stage
+/// (the gradient all-reduce, the next busiest).
 pub(super) fn ranks(layout: &Parallelism, micro_batch: u64) -> (Vec<RankPlan>, Vec<CommGroup>) {
-    let (d, p) = (layout.data, layout.pipeline);
-    let rank = |replica: u64, stage: u64| stage * d + replica;
+    let (d, p, t) = (layout.data, layout.pipeline, layout.tensor);
+    let rank = |replica: u64, stage: u64, tensor: u64| (stage * d + replica) * t + tensor;
     let mut communicators = Vec::new();
     // The groups of each kind, one per value of the coordinates they share.
     if d > 1 {
         for stage in 0..p {
-            communicators.push(CommGroup {
-                kind: GroupKind::Replicas,
-                ranks: (0..d).map(|replica| rank(replica, stage)).collect(),
-            });
+            for tensor in 0..t {
+                communicators.push(CommGroup {
+                    kind: GroupKind::Replicas,
+                    ranks: (0..d).map(|replica| rank(replica, stage, tensor)).collect(),
+                });
+            }
         }
     }
     if p > 1 {
         for replica in 0..d {
-            communicators.push(CommGroup {
-                kind: GroupKind::Pipeline,
-                ranks: (0..p).map(|stage| rank(replica, stage)).collect(),
-            });
+            for tensor in 0..t {
+                communicators.push(CommGroup {
+                    kind: GroupKind::Pipeline,
+                    ranks: (0..p).map(|stage| rank(replica, stage, tensor)).collect(),
+                });
+            }
         }
     }
     // Hybrid sharding: groups of k consecutive replicas split the state,
@@ -36,33 +41,51 @@ pub(super) fn ranks(layout: &Parallelism, micro_batch: u64) -> (Vec<RankPlan>, V
     let k = layout.shard_degree();
     if k > 1 && k < d {
         for stage in 0..p {
-            for group in 0..d / k {
-                communicators.push(CommGroup {
-                    kind: GroupKind::Shard,
-                    ranks: (0..k).map(|i| rank(group * k + i, stage)).collect(),
-                });
+            for tensor in 0..t {
+                for group in 0..d / k {
+                    communicators.push(CommGroup {
+                        kind: GroupKind::Shard,
+                        ranks: (0..k).map(|i| rank(group * k + i, stage, tensor)).collect(),
+                    });
+                }
+                for place in 0..k {
+                    communicators.push(CommGroup {
+                        kind: GroupKind::Replicate,
+                        ranks: (0..d / k)
+                            .map(|g| rank(g * k + place, stage, tensor))
+                            .collect(),
+                    });
+                }
             }
-            for place in 0..k {
+        }
+    }
+    if t > 1 {
+        for stage in 0..p {
+            for replica in 0..d {
                 communicators.push(CommGroup {
-                    kind: GroupKind::Replicate,
-                    ranks: (0..d / k).map(|g| rank(g * k + place, stage)).collect(),
+                    kind: GroupKind::Tensor,
+                    ranks: (0..t).map(|tensor| rank(replica, stage, tensor)).collect(),
                 });
             }
         }
     }
-    let mut ranks: Vec<RankPlan> = (0..d * p)
-        .map(|r| RankPlan {
-            rank: r,
-            replica: r % d,
-            stage: r / d,
-            tensor: 0,
-            shard: (r % d) % k,
-            sync_group: 0,
-            rows: RowSlice {
-                first: (r % d) * micro_batch,
-                count: micro_batch,
-            },
-            communicators: Vec::new(),
+    let mut ranks: Vec<RankPlan> = (0..d * p * t)
+        .map(|r| {
+            let replica = (r / t) % d;
+            RankPlan {
+                rank: r,
+                replica,
+                stage: r / t / d,
+                tensor: r % t,
+                shard: replica % k,
+                sync_group: 0,
+                // The ranks of a tensor group read the same rows.
+                rows: RowSlice {
+                    first: replica * micro_batch,
+                    count: micro_batch,
+                },
+                communicators: Vec::new(),
+            }
         })
         .collect();
     for (index, group) in communicators.iter().enumerate() {
@@ -132,6 +155,53 @@ mod tests {
         let places: Vec<u64> = ranks.iter().map(|r| r.shard).collect();
         assert_eq!(places, [0, 1, 0, 1]);
         assert_eq!(ranks[2].communicators, [0, 2, 3]);
+    }
+
+    #[test]
+    fn tensor_ranks_are_adjacent_and_read_their_replicas_rows() {
+        let layout = Parallelism {
+            data: 2,
+            pipeline: 2,
+            tensor: 2,
+            ..Parallelism::single()
+        };
+        let (ranks, groups) = ranks(&layout, 4);
+        let members: Vec<(GroupKind, Vec<u64>)> =
+            groups.iter().map(|g| (g.kind, g.ranks.clone())).collect();
+        assert_eq!(
+            members,
+            [
+                (GroupKind::Replicas, vec![0, 2]),
+                (GroupKind::Replicas, vec![1, 3]),
+                (GroupKind::Replicas, vec![4, 6]),
+                (GroupKind::Replicas, vec![5, 7]),
+                (GroupKind::Pipeline, vec![0, 4]),
+                (GroupKind::Pipeline, vec![1, 5]),
+                (GroupKind::Pipeline, vec![2, 6]),
+                (GroupKind::Pipeline, vec![3, 7]),
+                (GroupKind::Tensor, vec![0, 1]),
+                (GroupKind::Tensor, vec![2, 3]),
+                (GroupKind::Tensor, vec![4, 5]),
+                (GroupKind::Tensor, vec![6, 7]),
+            ]
+        );
+        let coordinates: Vec<(u64, u64, u64, u64)> = ranks
+            .iter()
+            .map(|r| (r.replica, r.stage, r.tensor, r.rows.first))
+            .collect();
+        assert_eq!(
+            coordinates,
+            [
+                (0, 0, 0, 0),
+                (0, 0, 1, 0),
+                (1, 0, 0, 4),
+                (1, 0, 1, 4),
+                (0, 1, 0, 0),
+                (0, 1, 1, 0),
+                (1, 1, 0, 4),
+                (1, 1, 1, 4),
+            ]
+        );
     }
 
     #[test]

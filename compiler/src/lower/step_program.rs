@@ -7,20 +7,24 @@
 use super::cost::{all_gather_bytes, ring_bytes};
 use crate::plan::{
     units_of, Clip, GradBucket, Parallelism, Precision, Shard, ShardUnit, StagePlan, StepOp,
-    SyncMode, TrainPlan,
+    SyncMode, TensorCollective, TrainPlan,
 };
 
+/// The step program. `local`: the parameter values one rank of each stage
+/// holds (fewer than the stage's under `tensor`); `tensor`: the
+/// all-reduces over a tensor group of one micro-batch.
 pub(super) fn step_program(
     train: &TrainPlan,
     layout: &Parallelism,
-    stages: &[StagePlan],
+    (stages, local): (&[StagePlan], &[u64]),
     buckets: &[GradBucket],
     units: &[ShardUnit],
+    tensor: Vec<TensorCollective>,
 ) -> Vec<StepOp> {
     let (d, p) = (layout.data, layout.pipeline);
     let k = layout.shard_degree();
     // The stage with the most parameters sets the all-reduce volume.
-    let stage_bytes = stages.iter().map(|s| s.parameters * 4).max().unwrap_or(0);
+    let stage_bytes = local.iter().map(|values| values * 4).max().unwrap_or(0);
     let bucket_count = buckets.len() as u64;
     let mut program = Vec::new();
     if !units.is_empty() {
@@ -42,6 +46,9 @@ pub(super) fn step_program(
             stages: super::schedule::stage_programs(stages, layout.schedule, layout.micro_batches),
         }
     });
+    if !tensor.is_empty() {
+        program.push(tensor_all_reduces(tensor, layout.tensor, train.accumulate));
+    }
     if d > 1 {
         let staleness = match layout.sync {
             SyncMode::EveryStep => Some(0),
@@ -129,6 +136,15 @@ pub(super) fn step_program(
 /// `shard = parameters`: what the units of the stage that sends the most
 /// send per micro-batch (per piece, in a pipeline) over `k` replicas; a
 /// unit spanning its stage is gathered once.
+/// `tensor = T`: the all-reduces of each micro-batch, `accumulate` a step.
+fn tensor_all_reduces(collectives: Vec<TensorCollective>, t: u64, accumulate: u64) -> StepOp {
+    let per_micro_batch: u64 = collectives.iter().map(|c| ring_bytes(c.bytes, t)).sum();
+    StepOp::TensorAllReduces {
+        collectives,
+        bytes_per_rank: per_micro_batch * accumulate,
+    }
+}
+
 fn gather_units(units: &[ShardUnit], stages: &[StagePlan], k: u64, reshard: bool) -> StepOp {
     let sends = |s: u64| units_of(units, s).map(|u| u.sends(stages, k, reshard));
     StepOp::GatherUnits {

@@ -92,12 +92,19 @@ fn data_degree(
         });
         return None;
     }
+    // The ranks of one replica: its stages, each split `tensor` ways.
+    let t = layout.tensor;
+    let per_replica = stages * t;
+    let written = match t {
+        1 => format!("pipeline {stages}"),
+        _ => format!("tensor {t} × pipeline {stages}"),
+    };
     match (layout.data, world) {
-        (Degree::Fixed(d), Some(world)) if d * stages != world => {
+        (Degree::Fixed(d), Some(world)) if d * per_replica != world => {
             errors.push(CheckError::InvalidValue {
                 message: format!(
-                    "world size {world} ≠ data {d} × pipeline {stages} = {}",
-                    d * stages
+                    "world size {world} ≠ data {d} × {written} = {}",
+                    d * per_replica
                 ),
                 span: layout.spans.data,
                 label: for_world(world),
@@ -116,18 +123,26 @@ fn data_degree(
             });
             None
         }
-        (Degree::Auto, Some(world)) if !world.is_multiple_of(stages) => {
-            errors.push(CheckError::InvalidValue {
-                message: format!(
-                    "world size {world} is not a multiple of the {stages} pipeline stages"
+        (Degree::Auto, Some(world)) if !world.is_multiple_of(per_replica) => {
+            let (what, span) = match t {
+                1 => (
+                    format!("the {stages} pipeline stages"),
+                    layout.spans.pipeline,
                 ),
-                span: layout.spans.pipeline,
+                _ => (
+                    format!("the {per_replica} ranks of a replica ({written})"),
+                    layout.spans.tensor,
+                ),
+            };
+            errors.push(CheckError::InvalidValue {
+                message: format!("world size {world} is not a multiple of {what}"),
+                span,
                 label: for_world(world),
                 help: None,
             });
             None
         }
-        (Degree::Auto, Some(world)) => Some(world / stages),
+        (Degree::Auto, Some(world)) => Some(world / per_replica),
     }
 }
 

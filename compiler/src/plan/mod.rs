@@ -11,6 +11,7 @@
 
 pub mod parallel;
 mod pieces;
+pub mod tensor;
 mod tracking;
 mod types;
 
@@ -20,6 +21,7 @@ pub use parallel::{
     SyncMode, Topology, Transfer, UnitParameter,
 };
 pub use pieces::Piece;
+pub use tensor::{local_parameters, tensor_sharded, NodeSplit, TensorSplit};
 pub use tracking::{EarlyStop, F1Average, Metric, Monitor, Tracking};
 pub use types::*;
 

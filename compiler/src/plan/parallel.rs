@@ -6,9 +6,12 @@
 //! order). Data only: `lower` computes these, and the runtime reads its
 //! layout from here alone (it derives no coordinate itself).
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
-use super::Shape;
+use super::tensor::{local_parameters, tensor_sharded, NodeSplit, TensorSplit};
+use super::{ModelPlan, Shape};
 
 /// Where the ranks are and what each does. The degrees live in
 /// `parallelism` alone; everything else here follows from them, spelt out
@@ -33,6 +36,11 @@ pub struct Topology {
     /// together (empty otherwise).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub units: Vec<ShardUnit>,
+    /// `tensor = T`: the nodes split over the T ranks of a tensor group,
+    /// in node order (every other node computes whole on each of them);
+    /// empty otherwise.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tensor_splits: Vec<NodeSplit>,
 }
 
 impl Topology {
@@ -41,9 +49,43 @@ impl Topology {
         units_of(&self.units, stage)
     }
 
-    /// Ranks the plan is for: data × pipeline.
+    /// Ranks the plan is for: data × tensor × pipeline.
     pub fn world_size(&self) -> u64 {
         self.parallelism.world_size()
+    }
+
+    /// How `tensor = T` splits node `node` (`None`: computed whole).
+    pub fn tensor_split(&self, node: usize) -> Option<TensorSplit> {
+        self.tensor_splits
+            .iter()
+            .find(|s| s.node == node)
+            .map(|s| s.split)
+    }
+
+    /// The parameters `tensor = T` shards, each with the dimension it
+    /// cuts into T parts (empty without tensor parallelism).
+    pub fn tensor_sharded(&self, model: &ModelPlan) -> BTreeMap<String, usize> {
+        tensor_sharded(model, &self.tensor_splits)
+    }
+
+    /// Values of parameters one rank of `stage` holds ([`local_parameters`]).
+    pub fn local_parameters(&self, model: &ModelPlan, stage: &StagePlan) -> u64 {
+        local_parameters(model, (&self.tensor_splits, self.parallelism.tensor), stage)
+    }
+
+    /// The shape one tensor rank holds of parameter `name` (of `shape`),
+    /// given [`Topology::tensor_sharded`].
+    pub fn local_shape(
+        &self,
+        sharded: &BTreeMap<String, usize>,
+        name: &str,
+        shape: &[i64],
+    ) -> Vec<i64> {
+        let mut local = shape.to_vec();
+        if let Some(&dim) = sharded.get(name) {
+            local[dim] /= self.parallelism.tensor as i64;
+        }
+        local
     }
 
     /// The stage that owns each node of the model, by node index.
@@ -65,11 +107,11 @@ impl Topology {
         })
     }
 
-    /// The rank at these coordinates.
+    /// The rank at these coordinates (tensor rank 0).
     pub fn rank_at(&self, replica: u64, stage: u64) -> Option<&RankPlan> {
         self.ranks
             .iter()
-            .find(|r| r.replica == replica && r.stage == stage)
+            .find(|r| r.replica == replica && r.stage == stage && r.tensor == 0)
     }
 }
 
@@ -136,15 +178,20 @@ pub enum GroupKind {
     /// Under `shard_group`: the replicas of a stage that hold the same
     /// slice in different copies (their gradient slices are summed).
     Replicate,
+    /// Under `tensor = T`: the T ranks of one replica's stage that split
+    /// its layers (all-reduces of activations and their gradients); in
+    /// tensor rank order.
+    Tensor,
 }
 
 impl GroupKind {
     /// Every kind, in the order every rank creates its communicators.
-    pub const ALL: [GroupKind; 4] = [
+    pub const ALL: [GroupKind; 5] = [
         GroupKind::Replicas,
         GroupKind::Pipeline,
         GroupKind::Shard,
         GroupKind::Replicate,
+        GroupKind::Tensor,
     ];
 }
 
@@ -192,6 +239,18 @@ pub struct Parallelism {
     /// default); false keeps them from forward to backward.
     #[serde(default = "yes", skip_serializing_if = "is_true")]
     pub reshard_after_forward: bool,
+    /// Tensor-parallel ranks of every replica's every stage, adjacent in
+    /// rank order; absent (1) without tensor parallelism.
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub tensor: u64,
+}
+
+fn one() -> u64 {
+    1
+}
+
+fn is_one(n: &u64) -> bool {
+    *n == 1
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -221,11 +280,12 @@ impl Parallelism {
             shard: Shard::None,
             shard_group: 0,
             reshard_after_forward: true,
+            tensor: 1,
         }
     }
 
     pub fn world_size(&self) -> u64 {
-        self.data * self.pipeline
+        self.data * self.tensor * self.pipeline
     }
 
     /// The replicas that split one copy of the sharded state among

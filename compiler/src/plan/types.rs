@@ -1282,6 +1282,19 @@ pub enum StepOp {
     AllReduceGradNorm {
         stages: u64,
     },
+    /// `tensor = T`: the all-reduces over each tensor group that the
+    /// forward and backward passes run, per micro-batch of `micro_batch`
+    /// rows (a pipeline's pieces add up to the same), in the order they
+    /// run: forward, each row-parallel linear's and each head-split
+    /// attention's output (a partial sum on each rank); backward, the
+    /// gradient of each value that column-parallel linears or head-split
+    /// attention read (each rank's is a partial sum), last layer first.
+    /// `bytes_per_rank`: what each rank sends in a step (a ring all-reduce
+    /// of each, every micro-batch of the step).
+    TensorAllReduces {
+        collectives: Vec<TensorCollective>,
+        bytes_per_rank: u64,
+    },
     /// Local SGD: average the parameters over the replicas every `every`
     /// steps (after the optimizer step of steps k·every).
     AverageParameters {
@@ -1358,6 +1371,31 @@ pub enum StepOp {
         bytes_per_rank: u64,
     },
     ZeroGrad,
+}
+
+/// One all-reduce over a tensor group ([`StepOp::TensorAllReduces`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TensorCollective {
+    /// `forward` or `backward`.
+    pub pass: Pass,
+    /// The node whose output is summed (forward), or whose output's
+    /// gradient is summed (backward).
+    pub node: String,
+    /// The split layers that make it partial: the node itself in forward;
+    /// in backward, the column-parallel linears and head-split attention
+    /// that read the value.
+    pub layers: Vec<String>,
+    /// Bytes of the tensor summed, for one micro-batch.
+    pub bytes: u64,
+}
+
+/// A direction of the training pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Pass {
+    Forward,
+    Backward,
 }
 
 /// A module test (`test name { ... }`), ready for `dtl test`: the module as

@@ -11,7 +11,7 @@
 use serde::Serialize;
 
 use crate::lower::cost::{all_gather_bytes, node_flops, numel, ring_bytes};
-use crate::plan::{Optimizer, PipelineSchedule, Plan, Recompute, Shard, StepOp, SyncMode};
+use crate::plan::{Optimizer, Pass, PipelineSchedule, Plan, Recompute, Shard, StepOp, SyncMode};
 
 const BYTES_PER_VALUE: u64 = 4;
 
@@ -181,6 +181,14 @@ pub fn cost(plan: &Plan) -> Cost {
         .map(|l| l.forward_flops)
         .sum();
     let train_flops_per_sample = 3 * forward + again;
+    // What one tensor rank keeps: a sharded output is 1/T of the whole.
+    let mut held_layers = layers.clone();
+    let t = plan.topology.parallelism.tensor;
+    for split in &plan.topology.tensor_splits {
+        if split.split.sharded_output() {
+            held_layers[split.node].activations /= t;
+        }
+    }
     let params = model.parameter_count;
     let stage_state = stage_optimizer_state(plan);
     let held_state = held_optimizer_state(plan, &stage_state);
@@ -201,13 +209,13 @@ pub fn cost(plan: &Plan) -> Cost {
         .iter()
         .map(|stage| {
             let (kept, recomputed) =
-                stage_activations(plan, &layers, stage.first_node, stage.last_node);
+                stage_activations(plan, &held_layers, stage.first_node, stage.last_node);
             let in_flight = match layout.schedule {
                 _ if stage_count == 1 => 1,
                 PipelineSchedule::Gpipe => layout.micro_batches,
                 PipelineSchedule::OneFOneB => (stage_count - stage.stage).min(layout.micro_batches),
             };
-            let p = stage.parameters;
+            let p = topology.local_parameters(model, stage);
             let state = held_state[stage.stage as usize];
             let others = gathered_for_files(plan, stage, all_state - state);
             let grads = stage_grads[stage.stage as usize];
@@ -514,11 +522,19 @@ fn stage_gradients(plan: &Plan) -> Vec<u64> {
 /// have no gradient and no optimizer state), each shared parameter once.
 fn stage_sums(plan: &Plan, per: impl Fn(&[i64]) -> u64) -> Vec<u64> {
     let model = &plan.model;
-    let shapes: std::collections::BTreeMap<&str, &[i64]> = model
+    let topology = &plan.topology;
+    // What one tensor rank holds of each.
+    let sharded = topology.tensor_sharded(model);
+    let shapes: std::collections::BTreeMap<&str, Vec<i64>> = model
         .parameters
         .iter()
         .filter(|p| !p.frozen)
-        .map(|p| (p.name.as_str(), p.shape.as_slice()))
+        .map(|p| {
+            (
+                p.name.as_str(),
+                topology.local_shape(&sharded, &p.name, &p.shape),
+            )
+        })
         .collect();
     plan.topology
         .stages
@@ -531,7 +547,7 @@ fn stage_sums(plan: &Plan, per: impl Fn(&[i64]) -> u64) -> Vec<u64> {
                 .collect();
             names
                 .iter()
-                .filter_map(|name| shapes.get(name).map(|shape| per(shape)))
+                .filter_map(|name| shapes.get(name).map(|shape| per(shape.as_slice())))
                 .sum()
         })
         .collect()
@@ -572,7 +588,8 @@ fn collectives(plan: &Plan) -> Vec<Collective> {
         };
         // Every parameter's value (local SGD averages the weights, frozen
         // ones too); the trainable ones' gradients.
-        let ring = ring_bytes(stage.parameters * BYTES_PER_VALUE, d.max(1));
+        let local = topology.local_parameters(&plan.model, stage);
+        let ring = ring_bytes(local * BYTES_PER_VALUE, d.max(1));
         let gradient_ring = ring_bytes(gradients[stage.stage as usize] * BYTES_PER_VALUE, d.max(1));
         if d > 1 {
             let buckets = topology
@@ -657,6 +674,7 @@ fn collectives(plan: &Plan) -> Vec<Collective> {
                 });
             }
         }
+        out.extend(tensor_collectives(plan, stage, &at));
         out.extend(stage_transfers(plan, stage));
     }
     let p = layout.pipeline;
@@ -667,6 +685,30 @@ fn collectives(plan: &Plan) -> Vec<Collective> {
         });
     }
     out
+}
+
+/// `tensor = T`: the all-reduces over the tensor group of `stage`'s split
+/// layers (those of the step program's whose layers the stage holds).
+fn tensor_collectives(plan: &Plan, stage: &crate::plan::StagePlan, at: &str) -> Option<Collective> {
+    let collectives = plan.step_program.iter().find_map(|op| match op {
+        StepOp::TensorAllReduces { collectives, .. } => Some(collectives),
+        _ => None,
+    })?;
+    let nodes = &plan.model.nodes[stage.first_node..=stage.last_node];
+    let mine: Vec<_> = collectives
+        .iter()
+        .filter(|c| nodes.iter().any(|n| n.name == c.layers[0]))
+        .collect();
+    let t = plan.topology.parallelism.tensor;
+    let forward = mine.iter().filter(|c| c.pass == Pass::Forward).count();
+    let per_micro_batch: u64 = mine.iter().map(|c| ring_bytes(c.bytes, t)).sum();
+    Some(Collective {
+        name: format!(
+            "{at}all-reduce activations over {t} tensor ranks (ring; per micro-batch {forward} in forward, {} in backward)",
+            mine.len() - forward
+        ),
+        bytes_per_rank: per_micro_batch * plan.train.accumulate,
+    })
 }
 
 /// What `stage` sends on to later stages and receives back: a whole
@@ -857,9 +899,13 @@ impl Cost {
         let topology = &plan.topology;
         let layout = &topology.parallelism;
         out.push_str(&format!(
-            "ranks: {} (data {} × pipeline {})\n",
+            "ranks: {} (data {}{} × pipeline {})\n",
             layout.world_size(),
             layout.data,
+            match layout.tensor {
+                1 => String::new(),
+                t => format!(" × tensor {t}"),
+            },
             layout.pipeline
         ));
         if self.stages.len() > 1 {
@@ -1086,6 +1132,36 @@ mod hand_computed {
             assert_eq!(super::start_up_values(&plan, start, held, 0), 4 * 35_627);
             assert!(!cost.render(&plan).contains("at start-up"));
         }
+    }
+
+    #[test]
+    fn a_tensor_rank_holds_its_shards_and_sends_the_activations_sums() {
+        // linear(64, 100) column-parallel, linear(100, 10) row-parallel
+        // over 2 ranks: rank 0 holds half of each split weight and of the
+        // first bias, and the whole last bias: 3200 + 50 + 500 + 10.
+        let source = r#"
+            model Net { forward(x: [B, 64]) -> [B, 10] { x |> linear(64, 100) |> relu |> linear(100, 10) } }
+            data d { source = synthetic(rows: 1000, features: 64, classes: 10) }
+            train { model = Net; data = d; loss = cross_entropy; optimizer = adam(lr: 0.01); steps = 1; micro_batch = 8; accumulate = 2 }
+            parallel { tensor = 2 }
+        "#;
+        let plan = plan(source, vec![]);
+        let cost = super::cost(&plan);
+        let held = 3200 + 50 + 500 + 10;
+        assert_eq!(cost.stages[0].parameters, held);
+        assert_eq!(cost.memory.parameters, 4 * held);
+        assert_eq!(cost.memory.gradients, 4 * held);
+        assert_eq!(cost.memory.optimizer_state, 2 * 4 * held);
+        // The relu's output is sharded too: 50 of its 100 values per row.
+        assert_eq!(cost.memory.activations, (64 + 50 + 50 + 10) * 8 * 4);
+        // One all-reduce of the [8, 10] output per micro-batch, 2 a step,
+        // half of its 320 bytes sent twice by a ring of 2.
+        let sums = &cost.collectives[0];
+        assert!(sums.name.contains("over 2 tensor ranks"), "{}", sums.name);
+        assert_eq!(sums.bytes_per_rank, 2 * 320);
+        assert!(cost
+            .render(&plan)
+            .contains("ranks: 2 (data 1 × tensor 2 × pipeline 1)"));
     }
 
     #[test]

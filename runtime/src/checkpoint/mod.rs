@@ -162,6 +162,7 @@ impl Loaded {
         SavedState {
             whole: &self.optimizer,
             shards: self.shards.as_ref(),
+            tensor: None,
         }
     }
 
@@ -237,14 +238,29 @@ pub struct SavedWeights {
 pub struct SavedState<'a> {
     whole: &'a BTreeMap<String, Tensor>,
     shards: Option<&'a shards::ShardSet>,
+    /// Under `tensor = T`: this rank's part of each split parameter's state.
+    tensor: Option<&'a crate::model::TensorPart>,
 }
 
-impl SavedState<'_> {
-    /// Parameter `param`'s saved `slot` (`first`, `second`), whole.
+impl<'a> SavedState<'a> {
+    /// The state this tensor rank holds (`part`: its part of the model):
+    /// its part of each split parameter's.
+    pub fn for_tensor(self, part: Option<&'a crate::model::TensorPart>) -> SavedState<'a> {
+        SavedState {
+            tensor: part,
+            ..self
+        }
+    }
+
+    /// Parameter `param`'s saved `slot` (`first`, `second`), whole (this
+    /// tensor rank's part of it).
     pub fn get(&self, param: &str, slot: &str) -> Result<Option<Tensor>, RunError> {
         let key = format!("{param}.{slot}");
         if let Some(t) = self.whole.get(&key) {
-            return Ok(Some(t.shallow_clone()));
+            return match self.tensor {
+                Some(part) => part.local(param, t.shallow_clone()).map(Some),
+                None => Ok(Some(t.shallow_clone())),
+            };
         }
         match self.shards {
             Some(set) => set.tensor(param, slot).map_err(|e| shard_err(set, e)),

@@ -107,9 +107,17 @@ impl Executor<'_> {
             }
             (None, Some(units)) => {
                 let mut around = |j, edge| units.around_node((j, edge), group, step);
-                self.model.forward_with(x, false, &mut around).map(Some)
+                self.model
+                    .forward_with(x, false, &mut around, None)
+                    .map(Some)
             }
-            (None, None) => self.model.forward(x, false).map(Some),
+            (None, None) => {
+                let tensor = Some(self.world.tensor.as_ref());
+                let mut around = |_, _| Ok(());
+                self.model
+                    .forward_with(x, false, &mut around, tensor)
+                    .map(Some)
+            }
         };
         let (first, count) = self.eval_rows(rows.rows, step);
         let what = format!("step {step}: evaluation");

@@ -42,6 +42,9 @@ pub struct RankReport {
     /// Bytes of parameters (frozen ones and buffers too) it holds between
     /// steps.
     pub parameter_bytes: u64,
+    /// Under `tensor = T`: the all-reduces over its tensor group that its
+    /// training steps issued (forward and backward; evaluation's not).
+    pub tensor_all_reduces: Option<u64>,
 }
 
 /// One rank's model, optimizer and data, and the state of the strategies
@@ -75,6 +78,9 @@ pub struct Executor<'a> {
     passes: Vec<String>,
     /// The step of the last checkpoint, named when a step fails.
     last_checkpoint: Option<u64>,
+    /// Under `tensor = T`: the all-reduces over the tensor group the
+    /// training steps issued so far.
+    tensor_all_reduces: u64,
     /// `ema`: the average of this rank's weights.
     ema: Option<Ema>,
     /// `precision = fp16`: the loss scale and the steps since it last
@@ -130,7 +136,7 @@ impl<'a> Executor<'a> {
             optimizer.restore(
                 saved.state.optimizer_steps,
                 &model.params,
-                &saved.optimizer_state(),
+                &saved.optimizer_state().for_tensor(model.tensor_part()),
                 device,
             )?;
             batches.resume(saved.cursor.clone())?;
@@ -182,6 +188,7 @@ impl<'a> Executor<'a> {
             stage,
             passes: Vec::new(),
             last_checkpoint: resumed.map(|r| r.state.step),
+            tensor_all_reduces: 0,
             ema,
             scaler,
             units,
@@ -252,6 +259,7 @@ impl<'a> Executor<'a> {
             },
             optimizer_state_bytes: self.optimizer.state_bytes(),
             parameter_bytes: self.parameter_bytes(),
+            tensor_all_reduces: self.model.tensor_part().map(|_| self.tensor_all_reduces),
         }
     }
 
@@ -357,6 +365,12 @@ fn build_weights(
     if let Some((weights, r)) = &mut saved {
         let now = std::mem::take(&mut weights.now);
         model.load_weights(now, &others, &r.model_path)?;
+    }
+    // Under `tensor = T` the rank keeps its shards of the whole weights.
+    let tensor = &world.tensor;
+    if tensor.size() > 1 {
+        let at = (tensor.rank() as i64, tensor.size() as i64);
+        model.split_for_tensor(&plan.topology.tensor_splits, at)?;
     }
     let buckets = Buckets::new(plan, world.place.stage, &model.params)?;
     let check = world.replicas.size() > 1;

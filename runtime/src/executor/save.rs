@@ -31,11 +31,23 @@ impl Executor<'_> {
         }
     }
 
-    /// `own` tensors of every stage of replica 0, on rank 0.
+    /// `own` tensors of every stage of replica 0, on rank 0: under
+    /// `tensor = T` the split tensors whole, gathered over replica 0's
+    /// tensor groups.
     fn gather(&self, own: Named, step: u64) -> Result<Option<Named>, RunError> {
         if self.world.place.replica != 0 {
             return Ok(None);
         }
+        let own = match self.model.tensor_part() {
+            Some(part) => {
+                let whole = part.whole(own, self.world.tensor.as_ref(), step)?;
+                if self.world.place.tensor != 0 {
+                    return Ok(None);
+                }
+                whole
+            }
+            None => own,
+        };
         if self.stage.is_none() {
             return Ok((self.world.rank == 0).then_some(own));
         }

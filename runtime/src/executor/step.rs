@@ -61,8 +61,12 @@ impl Executor<'_> {
         };
         let loss_scale = self.scaler.map(|s| s.scale);
         let program = self.plan.step_program.clone();
+        let issued = self.model.tensor_part().map(|p| p.issued());
         for op in &program {
             self.run_op(op, step, &mut state)?;
+        }
+        if let (Some(before), Some(part)) = (issued, self.model.tensor_part()) {
+            self.tensor_all_reduces += part.issued() - before;
         }
         if let Some(ema) = &mut self.ema {
             ema.update(&self.model)?;
@@ -196,6 +200,8 @@ impl Executor<'_> {
                 self.hand_over_slices(step)?;
             }
             StepOp::AllReduceGradNorm { .. } => state.norm_over_stages = true,
+            // Refused before the run starts (`Executor::build`).
+            StepOp::TensorAllReduces { .. } => {}
         }
         Ok(())
     }
@@ -251,6 +257,7 @@ impl Executor<'_> {
                 comm: self.world.shard_group(),
                 step,
             }),
+            tensor: Some(self.world.tensor.as_ref()),
         };
         let pass = match &self.segments {
             Some(segments) => Some(Forward::run(
@@ -336,14 +343,37 @@ impl Executor<'_> {
         step: u64,
     ) -> Result<f64, RunError> {
         let sliced = self.optimizer.gradient_shards().is_some();
-        if !sliced && !over_stages {
-            return clip::grad_norm(self.gradients(), norm_type);
-        }
-        let mut share = [clip::norm_share(self.gradients(), norm_type)?];
         let op = match norm_type {
             NormType::Inf => ReduceOp::Max,
             NormType::P(_) => ReduceOp::Sum,
         };
+        if let Some(part) = self.model.tensor_part() {
+            // Each rank's shards once, the whole tensors once (every
+            // tensor rank holds the same).
+            let (split, whole): (Vec<_>, Vec<_>) = self
+                .model
+                .params
+                .iter()
+                .partition(|(name, _)| part.is_cut(name));
+            let grads = |list: Vec<&(String, Tensor)>| -> Vec<Tensor> {
+                list.into_iter().map(|(_, t)| t.grad()).collect()
+            };
+            let mut share = [clip::norm_share(grads(split), norm_type)?];
+            self.world
+                .tensor
+                .all_reduce_host(&mut share, op)
+                .map_err(|e| RunError::Collective { step, message: e.0 })?;
+            let whole = clip::norm_share(grads(whole), norm_type)?;
+            let total = match norm_type {
+                NormType::Inf => share[0].max(whole),
+                NormType::P(_) => share[0] + whole,
+            };
+            return Ok(clip::norm_of_shares(total, norm_type));
+        }
+        if !sliced && !over_stages {
+            return clip::grad_norm(self.gradients(), norm_type);
+        }
+        let mut share = [clip::norm_share(self.gradients(), norm_type)?];
         // A slice's copies in other shard groups hold the same values.
         let groups = [
             (sliced, self.world.shard_group()),
@@ -384,6 +414,7 @@ impl Executor<'_> {
                 comm: self.world.shard_group(),
                 step,
             }),
+            tensor: None,
         };
         let (loss, passes) = stage.round(
             program,

@@ -4,11 +4,12 @@
 pub mod file;
 mod load;
 mod partial;
+mod tensor;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-use dtl_compiler::plan::{Init, ModelPlan, Node, ParamSpec, Precision};
+use dtl_compiler::plan::{Init, ModelPlan, Node, Op, ParamSpec, Precision};
 use tch::{Device, Tensor};
 
 use crate::error::{RunError, TorchContext};
@@ -18,6 +19,7 @@ use dtl_compiler::util::rng::Rng;
 use load::fits;
 pub use load::InitWeights;
 pub use partial::{LoadReport, Mapped, NameMap};
+pub use tensor::TensorPart;
 
 /// Where [`Model::forward_with`] calls its hook: around each node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,6 +50,8 @@ pub struct Model {
     /// units lay them out one unit at a time ([`fill_deferred`]). Loads
     /// and the hash pass them by.
     deferred: BTreeSet<String>,
+    /// Under `tensor = T`: this rank's part of the split layers.
+    tensor: Option<TensorPart>,
 }
 
 /// Which of the model's lists holds a tensor.
@@ -217,7 +221,19 @@ impl Model {
             result: plan.result,
             precision: Precision::Fp32,
             deferred,
+            tensor: None,
         })
+    }
+
+    /// Tensor `name` (a parameter, frozen or not, or a buffer), to replace.
+    fn tensor_mut(&mut self, name: &str) -> Option<&mut Tensor> {
+        let (slot, i) = *self.index.get(name)?;
+        let list = match slot {
+            Slot::Param => &mut self.params,
+            Slot::Frozen => &mut self.frozen,
+            Slot::Buffer => &mut self.buffers,
+        };
+        Some(&mut list[i].1)
     }
 
     /// The deferred parameters have their values: the shard units hold
@@ -229,17 +245,42 @@ impl Model {
     /// Runs the graph on a batch. `train` turns dropout on and makes
     /// batch_norm use and update batch statistics.
     pub fn forward(&self, input: &Tensor, train: bool) -> Result<Tensor, RunError> {
-        self.forward_with(input, train, &mut |_, _| Ok(()))
+        self.forward_with(input, train, &mut |_, _| Ok(()), None)
+    }
+
+    /// Node `j`'s output from `inputs` (its op, and under `tensor = T` the
+    /// sum of a partial output over `tensor`, the tensor group).
+    pub fn run_node(
+        &self,
+        j: usize,
+        inputs: &[&Tensor],
+        train: bool,
+        tensor: Option<&dyn crate::comm::Communicator>,
+        ctx: impl Fn() -> String,
+    ) -> Result<Tensor, RunError> {
+        let node = &self.nodes[j];
+        let Some(part) = &self.tensor else {
+            return ops::forward(&node.op, inputs, self, train, self.precision, ctx);
+        };
+        if let Op::Dropout { p } = node.op {
+            if let Some(y) = part.dropout(j, inputs[0], p, train) {
+                return y.context(ctx);
+            }
+        }
+        let y = ops::forward(&node.op, inputs, self, train, self.precision, &ctx)?;
+        part.finish(j, y, self, tensor)
     }
 
     /// [`Model::forward`], calling `around(j, Edge::Before)` before node
     /// `j` and `around(j, Edge::After)` after it (`shard = parameters`
-    /// gathers and frees its units there).
+    /// gathers and frees its units there), split layers summed over
+    /// `tensor`.
     pub fn forward_with(
         &self,
         input: &Tensor,
         train: bool,
         around: &mut Around<'_>,
+        tensor: Option<&dyn crate::comm::Communicator>,
     ) -> Result<Tensor, RunError> {
         let mut values: Vec<Tensor> = Vec::with_capacity(self.nodes.len());
         for (j, node) in self.nodes.iter().enumerate() {
@@ -258,14 +299,7 @@ impl Model {
                     shapes
                 )
             };
-            values.push(ops::forward(
-                &node.op,
-                &inputs,
-                self,
-                train,
-                self.precision,
-                ctx,
-            )?);
+            values.push(self.run_node(j, &inputs, train, tensor, ctx)?);
             around(j, Edge::After)?;
         }
         Ok(values.swap_remove(self.result))

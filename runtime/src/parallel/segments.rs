@@ -24,13 +24,13 @@
 use std::collections::BTreeMap;
 use std::ops::RangeInclusive;
 
-use dtl_compiler::plan::{Op, Plan, Recompute};
+use dtl_compiler::plan::{Op, Plan, Recompute, TensorSplit};
 use tch::{Kind, Tensor};
 
 use crate::comm::Communicator;
 use crate::error::{RunError, TorchContext};
 use crate::model::Model;
-use crate::ops::{self, Weights};
+use crate::ops::Weights;
 use crate::torch_ops;
 
 use super::sync_norm::{sync_norm, sync_norm_backward, SyncNorm};
@@ -41,6 +41,9 @@ use super::units::Gathering;
 pub struct Hooks<'a> {
     pub replicas: Option<&'a dyn Communicator>,
     pub units: Option<Gathering<'a>>,
+    /// `tensor = T`: the tensor group, which sums the split layers'
+    /// partial outputs and their inputs' partial gradients.
+    pub tensor: Option<&'a dyn Communicator>,
 }
 
 impl Hooks<'_> {
@@ -49,6 +52,7 @@ impl Hooks<'_> {
         Hooks {
             replicas: None,
             units: None,
+            tensor: None,
         }
     }
 }
@@ -68,13 +72,23 @@ impl Segments {
     /// The segments of the plan's model: the pieces `recompute` cuts it
     /// into and, with synchronised batch norm (`sync_norm`), each batch
     /// norm alone; with `units` (`shard = parameters`) at least at the
-    /// blocks' edges. None when the model runs whole.
+    /// blocks' edges; under `tensor = T` a segment starts at every layer
+    /// whose input's gradient is summed over the tensor group (so that
+    /// the input comes in as a leaf). None when the model runs whole.
     pub fn for_plan(plan: &Plan, sync_norm: bool, units: bool) -> Option<Segments> {
         let mode = plan.train.recompute;
-        if mode == Recompute::None && !sync_norm && !units {
+        let tensor = plan.topology.parallelism.tensor > 1;
+        if mode == Recompute::None && !sync_norm && !units && !tensor {
             return None;
         }
         let nodes = &plan.model.nodes;
+        let reads_whole = |j: usize| {
+            tensor
+                && matches!(
+                    plan.topology.tensor_split(j),
+                    Some(TensorSplit::Column | TensorSplit::Heads)
+                )
+        };
         let is_norm = |j: usize| sync_norm && matches!(nodes[j].op, Op::BatchNorm { .. });
         let mut segments = Segments {
             of: Vec::with_capacity(nodes.len()),
@@ -83,7 +97,7 @@ impl Segments {
         };
         for piece in plan.model.pieces(mode) {
             for j in piece.first_node..=piece.last_node {
-                if j == piece.first_node || is_norm(j) || is_norm(j - 1) {
+                if j == piece.first_node || is_norm(j) || is_norm(j - 1) || reads_whole(j) {
                     segments.recomputed.push(piece.recomputed && !is_norm(j));
                     segments.sync_norm.push(is_norm(j));
                 }
@@ -107,8 +121,9 @@ pub struct Forward {
     /// computed it; `None` where a recomputed segment let it go.
     outputs: BTreeMap<usize, Tensor>,
     /// For each node, the leaves standing for its output in later
-    /// segments, with the reading segment.
-    leaves: BTreeMap<usize, Vec<(usize, Tensor)>>,
+    /// segments, with the reading segment and whether tensor-parallel
+    /// layers read it (their own leaf: its gradient is a partial sum).
+    leaves: BTreeMap<usize, Vec<(usize, bool, Tensor)>>,
     norms: BTreeMap<usize, SyncNorm>,
     /// Whether each node's output depends on a trained tensor.
     needs_grad: BTreeMap<usize, bool>,
@@ -215,12 +230,13 @@ impl Forward {
                     pass.norms.insert(j, norm);
                     y
                 }
-                op => {
+                _ => {
                     let refs: Vec<&Tensor> = inputs.iter().collect();
+                    let tensor = hooks.tensor;
                     if recomputed {
-                        tch::no_grad(|| ops::forward(op, &refs, model, true, model.precision, ctx))?
+                        tch::no_grad(|| model.run_node(j, &refs, true, tensor, ctx))?
                     } else {
-                        ops::forward(op, &refs, model, true, model.precision, ctx)?
+                        model.run_node(j, &refs, true, tensor, ctx)?
                     }
                 }
             };
@@ -295,7 +311,8 @@ impl Forward {
                 inputs.push(self.kept(model, i, j, &self.outputs)?.shallow_clone());
                 continue;
             }
-            if let Some(leaf) = self.leaf(i, seg) {
+            let split = model.tensor_part().is_some_and(|part| part.reads_whole(j));
+            if let Some(leaf) = self.leaf(i, seg, split) {
                 inputs.push(leaf.shallow_clone());
                 continue;
             }
@@ -309,18 +326,19 @@ impl Forward {
             self.leaves
                 .entry(i)
                 .or_default()
-                .push((seg, leaf.shallow_clone()));
+                .push((seg, split, leaf.shallow_clone()));
             inputs.push(leaf);
         }
         Ok(inputs)
     }
 
-    /// The leaf standing for node `i`'s output in segment `seg`.
-    fn leaf(&self, i: usize, seg: usize) -> Option<&Tensor> {
+    /// The leaf standing for node `i`'s output in segment `seg` (for
+    /// tensor-parallel readers when `split`).
+    fn leaf(&self, i: usize, seg: usize, split: bool) -> Option<&Tensor> {
         self.leaves
             .get(&i)
-            .and_then(|l| l.iter().find(|(s, _)| *s == seg))
-            .map(|(_, t)| t)
+            .and_then(|l| l.iter().find(|(s, p, _)| *s == seg && *p == split))
+            .map(|(_, _, t)| t)
     }
 
     /// Node `i`'s value in `values`, which node `j` reads.
@@ -370,7 +388,7 @@ impl Forward {
                     if let Some(loss) = root.take() {
                         loss.f_backward().context(ctx)?;
                     }
-                    let dy = self.gradient_of(j, Some(&norm.y), sent).context(ctx)?;
+                    let dy = self.gradient_of(model, j, Some(&norm.y), sent, hooks.tensor)?;
                     if let Some(dy) = dy {
                         let replicas = hooks.replicas.ok_or_else(|| RunError::Torch {
                             context: ctx(),
@@ -383,7 +401,7 @@ impl Forward {
             }
             let mut grads = Vec::new();
             for &j in &nodes {
-                if let Some(grad) = self.gradient_of(j, None, sent).context(ctx)? {
+                if let Some(grad) = self.gradient_of(model, j, None, sent, hooks.tensor)? {
                     grads.push((j, grad));
                 }
             }
@@ -480,7 +498,7 @@ impl Forward {
                     shapes
                 )
             };
-            let output = ops::forward(&node.op, &refs, model, true, model.precision, at)?;
+            let output = model.run_node(j, &refs, true, None, at)?;
             self.outputs.insert(j, output);
         }
         if let Some(now) = resume {
@@ -491,31 +509,54 @@ impl Forward {
 
     /// The gradient of node `j`'s output: the sum of what its leaves in
     /// later segments (and `own`, a leaf output) collected, and what later
-    /// stages `sent`.
+    /// stages `sent`. The leaves of tensor-parallel readers hold partial
+    /// sums: theirs is summed over `tensor`, the tensor group, first.
     fn gradient_of(
         &self,
+        model: &Model,
         j: usize,
         own: Option<&Tensor>,
         sent: &BTreeMap<usize, Tensor>,
-    ) -> Result<Option<Tensor>, tch::TchError> {
-        let mut total: Option<Tensor> = None;
-        let leaves = self.leaves.get(&j).into_iter().flatten().map(|(_, t)| t);
-        for leaf in own.into_iter().chain(leaves) {
+        tensor: Option<&dyn Communicator>,
+    ) -> Result<Option<Tensor>, RunError> {
+        let ctx = || format!("backward: the gradient of `{}`", model.nodes()[j].name);
+        let add = |total: Option<Tensor>, grad: &Tensor| -> Result<Option<Tensor>, RunError> {
+            Ok(Some(match total {
+                Some(t) => t.f_add(grad).context(ctx)?,
+                None => grad.shallow_clone(),
+            }))
+        };
+        let leaves = self.leaves.get(&j).into_iter().flatten();
+        let (mut whole, mut partial) = (None, None);
+        for (_, split, leaf) in leaves {
             let grad = leaf.grad();
             if grad.defined() {
-                total = Some(match total {
-                    Some(t) => t.f_add(&grad)?,
-                    None => grad.shallow_clone(),
-                });
+                match split {
+                    true => partial = add(partial, &grad)?,
+                    false => whole = add(whole, &grad)?,
+                }
             }
         }
-        if let Some(grad) = sent.get(&j) {
-            total = Some(match total {
-                Some(t) => t.f_add(grad)?,
-                None => grad.shallow_clone(),
-            });
+        if let Some(own) = own {
+            let grad = own.grad();
+            if grad.defined() {
+                whole = add(whole, &grad)?;
+            }
         }
-        Ok(total)
+        if let Some(partial) = partial {
+            let part = model
+                .tensor_part()
+                .zip(tensor)
+                .ok_or_else(|| RunError::Torch {
+                    context: ctx(),
+                    message: "a tensor-parallel gradient without its tensor group".into(),
+                })?;
+            whole = add(whole, &part.0.sum_gradient(&partial, part.1)?)?;
+        }
+        if let Some(grad) = sent.get(&j) {
+            whole = add(whole, grad)?;
+        }
+        Ok(whole)
     }
 }
 

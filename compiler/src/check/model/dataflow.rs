@@ -46,6 +46,7 @@ impl<'a> Elaborator<'a> {
                     Op::Add,
                     &values,
                     values[0].shape.clone(),
+                    expr.span,
                 );
                 Some(node)
             }
@@ -126,7 +127,7 @@ impl<'a> Elaborator<'a> {
             return None;
         }
         let shape = a.shape.clone();
-        Some(self.push_node(join_path(&body.scope, "mul"), Op::Mul, &[a, b], shape))
+        Some(self.push_node(join_path(&body.scope, "mul"), Op::Mul, &[a, b], shape, span))
     }
 
     pub(super) fn tensor_name(&mut self, ident: &Ident, body: &mut Body<'a>) -> Option<TensorRef> {
@@ -256,16 +257,20 @@ impl<'a> Elaborator<'a> {
             Op::Concat { dim: axis },
             &inputs,
             output,
+            span,
         ))
     }
 
+    /// Adds a node, written at `span` (the layer's call, the `+`).
     pub(super) fn push_node(
         &mut self,
         name: String,
         op: Op,
         inputs: &[TensorRef],
         output: Shape,
+        span: Span,
     ) -> TensorRef {
+        self.node_spans.push(span);
         self.nodes.push(Node {
             name,
             op,
@@ -500,7 +505,7 @@ impl<'a> Elaborator<'a> {
             weight,
             bias: None,
         };
-        Some(self.push_node(path.to_string(), op, &[input], output))
+        Some(self.push_node(path.to_string(), op, &[input], output, span))
     }
 
     pub(super) fn apply_bound(
@@ -553,7 +558,13 @@ impl<'a> Elaborator<'a> {
                                 self.buffers.push(buffer);
                             }
                         }
-                        Some(self.push_node(path.to_string(), applied.op, &[input], applied.output))
+                        Some(self.push_node(
+                            path.to_string(),
+                            applied.op,
+                            &[input],
+                            applied.output,
+                            span,
+                        ))
                     }
                     Err(err) => {
                         self.errors.push(err);

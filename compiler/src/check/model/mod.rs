@@ -77,6 +77,8 @@ pub struct Elaborator<'a> {
     /// Names of the tensors above: a layer used twice creates them once.
     tensor_names: BTreeSet<String>,
     nodes: Vec<Node>,
+    /// Where each node was written: its layer's call, its `+` or `*`.
+    pub node_spans: Vec<Span>,
     /// Modules being expanded, to catch a module that contains itself.
     stack: Vec<String>,
     /// The model's blocks so far, and whether one is being expanded.
@@ -115,6 +117,7 @@ impl<'a> Elaborator<'a> {
             buffers: Vec::new(),
             tensor_names: BTreeSet::new(),
             nodes: Vec::new(),
+            node_spans: Vec::new(),
             stack: Vec::new(),
             blocks: Vec::new(),
             in_block: false,
@@ -181,7 +184,7 @@ impl<'a> Elaborator<'a> {
         let forward = self.single_forward(def)?;
         let env = Env::new();
         let input = self.resolve_shape(&forward.input_shape, &env);
-        let start = self.start(&input);
+        let start = self.start(&input, forward.input_shape.span);
         let result = self.instantiate(def, &env, "", start, def.name.span)?;
         self.finish(&def.name.name, input, result)
     }
@@ -195,15 +198,15 @@ impl<'a> Elaborator<'a> {
         subject: &'a Expr,
         input: Shape,
     ) -> Option<ModelPlan> {
-        let start = self.start(&input);
+        let start = self.start(&input, subject.span);
         let bound = self.bind_layer(subject, &Env::new(), None)?;
         let result = self.apply_bound(&bound, "", start, subject.span)?;
         self.finish(name, input, result)
     }
 
     /// Node 0: the model's input.
-    fn start(&mut self, input: &Shape) -> TensorRef {
-        self.push_node("input".into(), Op::Input, &[], input.clone())
+    fn start(&mut self, input: &Shape, span: Span) -> TensorRef {
+        self.push_node("input".into(), Op::Input, &[], input.clone(), span)
     }
 
     /// The elaborated graph as a plan model, unless something was wrong.

@@ -1,0 +1,113 @@
+//! `tensor = T` in the plan: which nodes are split over a tensor group and
+//! how, and what one tensor rank holds of the parameters.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::{ModelPlan, Op, StagePlan};
+
+/// One node that `tensor = T` splits over the ranks of a tensor group.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeSplit {
+    /// Its index in `model.nodes`.
+    pub node: usize,
+    /// Its module path, as in `model.nodes`.
+    pub name: String,
+    pub split: TensorSplit,
+}
+
+/// How a node is split over the T ranks of a tensor group (Megatron-LM's
+/// layout). A tensor is *whole* (every rank holds all of it, the same) or
+/// *sharded* (each rank holds 1/T of its last dimension, rank t the t-th
+/// part).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TensorSplit {
+    /// `linear`, column-parallel: rank t holds rows t·n/T … of the weight
+    /// (and of the bias), so its whole input gives the t-th part of the
+    /// output. In backward its input's gradient is a partial sum,
+    /// all-reduced over the group (once per input, whatever reads it so).
+    Column,
+    /// `linear`, row-parallel: rank t holds columns t·n/T … of the weight,
+    /// reads the t-th part of its input and gives a partial sum of the
+    /// output, all-reduced over the group in forward before the whole
+    /// bias is added.
+    Row,
+    /// `attention` split by heads: rank t holds heads t·h/T … (their
+    /// query, key and value rows of `in_proj_weight`, and key/value heads
+    /// t·kv/T …) and the matching columns of `out_proj_weight`; its whole
+    /// input gives a partial sum of the output, all-reduced in forward;
+    /// its input's gradient is all-reduced in backward.
+    Heads,
+    /// An element-wise node (activation, dropout, `+`, `*`) between
+    /// column- and row-parallel linears: it works on the sharded tensor as
+    /// it is (dropout draws each rank's part of one mask).
+    Sharded,
+}
+
+/// The parameters that the nodes `splits` shard, by name, each with the
+/// dimension it cuts into T parts.
+pub fn tensor_sharded(model: &ModelPlan, splits: &[NodeSplit]) -> BTreeMap<String, usize> {
+    splits
+        .iter()
+        .flat_map(|s| s.split.sharded_params(&model.nodes[s.node].op))
+        .map(|(name, dim)| (name.to_string(), dim))
+        .collect()
+}
+
+/// Values of parameters one rank of `stage` holds: the stage's, with each
+/// parameter that the nodes `splits` shard `t` ways at 1/t.
+pub fn local_parameters(
+    model: &ModelPlan,
+    (splits, t): (&[NodeSplit], u64),
+    stage: &StagePlan,
+) -> u64 {
+    let sharded = tensor_sharded(model, splits);
+    let owned: std::collections::BTreeSet<&str> = model.nodes[stage.first_node..=stage.last_node]
+        .iter()
+        .flat_map(|node| node.op.params())
+        .filter(|name| sharded.contains_key(*name))
+        .collect();
+    let whole: u64 = model
+        .parameters
+        .iter()
+        .filter(|p| owned.contains(p.name.as_str()))
+        .map(|p| p.shape.iter().product::<i64>() as u64)
+        .sum();
+    stage.parameters - whole + whole / t
+}
+
+impl TensorSplit {
+    /// The parameters of `op` this split shards, each with the dimension
+    /// cut into T parts (a row-parallel linear's bias and the attention's
+    /// output bias stay whole: they are added once, after the all-reduce).
+    pub fn sharded_params(self, op: &Op) -> Vec<(&str, usize)> {
+        match (self, op) {
+            (TensorSplit::Column, Op::Linear { weight, bias, .. }) => std::iter::once(weight)
+                .chain(bias)
+                .map(|p| (p.as_str(), 0))
+                .collect(),
+            (TensorSplit::Row, Op::Linear { weight, .. }) => vec![(weight.as_str(), 1)],
+            (
+                TensorSplit::Heads,
+                Op::Attention {
+                    in_proj_weight,
+                    in_proj_bias,
+                    out_proj_weight,
+                    ..
+                },
+            ) => std::iter::once((in_proj_weight.as_str(), 0))
+                .chain(in_proj_bias.as_deref().map(|b| (b, 0)))
+                .chain(std::iter::once((out_proj_weight.as_str(), 1)))
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Whether the node's output is sharded (its last dimension cut).
+    pub fn sharded_output(self) -> bool {
+        matches!(self, TensorSplit::Column | TensorSplit::Sharded)
+    }
+}

@@ -1,0 +1,397 @@
+//! `tensor = T` on one rank: the nodes the plan splits run on this rank's
+//! shards of their weights (Megatron-LM's layout, `TensorSplit`'s rules).
+//!
+//! - A column-parallel linear holds rows r·n/T … of its weight and bias:
+//!   its whole input gives this rank's part of the output.
+//! - A row-parallel linear holds columns r·n/T … of its weight: its part
+//!   of the input gives a partial sum of the output, summed over the
+//!   tensor group in forward, then its whole bias added. In backward the
+//!   sum passes the gradient through unchanged.
+//! - Attention split by heads holds its heads' query, key and value rows
+//!   and the matching columns of the output projection: a partial sum, as
+//!   a row-parallel linear's.
+//! - Dropout on a sharded value draws the whole mask, as one process
+//!   would (every tensor rank has the same random state), and keeps this
+//!   rank's part: the run draws the masks of one process.
+//! - The gradient of a value that column-parallel linears or split
+//!   attention read is a partial sum on each rank: the segmented backward
+//!   sums it over the group ([`crate::parallel::segments`]).
+//!
+//! Weights are read and written whole: a rank takes its shards after the
+//! model is built and loaded ([`Model::split_for_tensor`]), and the files
+//! are written from the shards gathered back ([`TensorPart::whole`]).
+
+use std::cell::Cell;
+use std::collections::{BTreeMap, BTreeSet};
+
+use dtl_compiler::plan::{NodeSplit, Op, TensorSplit};
+use tch::Tensor;
+
+use super::Model;
+use crate::comm::{Communicator, ReduceOp};
+use crate::error::{RunError, TorchContext};
+use crate::ops::Weights;
+
+/// How a sharded parameter is cut over the tensor group.
+#[derive(Debug, Clone, Copy)]
+enum Cut {
+    /// Into T equal parts along a dimension, rank r the r-th.
+    Dim(i64),
+    /// An attention's packed query, key and value rows: rank r takes its
+    /// heads' rows of each.
+    InProj {
+        heads: i64,
+        kv_heads: i64,
+        head_dim: i64,
+    },
+}
+
+/// This rank's part of a tensor-parallel model.
+#[derive(Debug)]
+pub struct TensorPart {
+    /// This rank's place in its tensor group, and the group's size.
+    pub rank: i64,
+    pub size: i64,
+    cuts: BTreeMap<String, Cut>,
+    /// Row-parallel and head-split nodes: their output is summed over the
+    /// group, then this bias (whole) added.
+    sums: BTreeMap<usize, Option<String>>,
+    /// Nodes whose input's gradient is a partial sum on each rank.
+    readers: BTreeSet<usize>,
+    /// Dropout nodes on sharded values.
+    dropouts: BTreeSet<usize>,
+    /// All-reduces over the group issued so far (forward and backward).
+    issued: Cell<u64>,
+}
+
+impl Model {
+    /// Takes this rank's (`rank` of `size`) shards of the weights the
+    /// plan's `splits` cut, after the whole weights are built and loaded,
+    /// and turns the split nodes into their local versions.
+    pub fn split_for_tensor(
+        &mut self,
+        splits: &[NodeSplit],
+        (rank, size): (i64, i64),
+    ) -> Result<(), RunError> {
+        let mut part = TensorPart {
+            rank,
+            size,
+            cuts: BTreeMap::new(),
+            sums: BTreeMap::new(),
+            readers: BTreeSet::new(),
+            dropouts: BTreeSet::new(),
+            issued: Cell::new(0),
+        };
+        for split in splits {
+            let j = split.node;
+            let node = &mut self.nodes[j];
+            match (split.split, &mut node.op) {
+                (
+                    TensorSplit::Column,
+                    Op::Linear {
+                        out_features,
+                        weight,
+                        bias,
+                        ..
+                    },
+                ) => {
+                    *out_features /= size;
+                    for name in std::iter::once(&*weight).chain(bias.as_ref()) {
+                        part.cuts.insert(name.clone(), Cut::Dim(0));
+                    }
+                    part.readers.insert(j);
+                }
+                (
+                    TensorSplit::Row,
+                    Op::Linear {
+                        in_features,
+                        weight,
+                        bias,
+                        ..
+                    },
+                ) => {
+                    *in_features /= size;
+                    part.cuts.insert(weight.clone(), Cut::Dim(1));
+                    part.sums.insert(j, bias.take());
+                }
+                (
+                    TensorSplit::Heads,
+                    Op::Attention {
+                        dim,
+                        heads,
+                        kv_heads,
+                        in_proj_weight,
+                        in_proj_bias,
+                        out_proj_weight,
+                        out_proj_bias,
+                        ..
+                    },
+                ) => {
+                    let cut = Cut::InProj {
+                        heads: *heads,
+                        kv_heads: *kv_heads,
+                        head_dim: *dim / *heads,
+                    };
+                    for name in std::iter::once(&*in_proj_weight).chain(in_proj_bias.as_ref()) {
+                        part.cuts.insert(name.clone(), cut);
+                    }
+                    part.cuts.insert(out_proj_weight.clone(), Cut::Dim(1));
+                    part.sums.insert(j, out_proj_bias.take());
+                    *dim /= size;
+                    *heads /= size;
+                    *kv_heads /= size;
+                    part.readers.insert(j);
+                }
+                (TensorSplit::Sharded, Op::Dropout { .. }) => {
+                    part.dropouts.insert(j);
+                }
+                (TensorSplit::Sharded, _) => {}
+                (how, op) => {
+                    return Err(RunError::Torch {
+                        context: format!("tensor parallelism: layer `{}`", node.name),
+                        message: format!("a {} cannot be split as {how:?}", op.kind()),
+                    })
+                }
+            }
+        }
+        for (name, cut) in &part.cuts {
+            let tensor = self.tensor_mut(name).ok_or_else(|| RunError::Torch {
+                context: "tensor parallelism".into(),
+                message: format!("`{name}` is not a tensor of this model"),
+            })?;
+            let trains = tensor.requires_grad();
+            let local = cut
+                .local(tensor, rank, size)
+                .and_then(|t| t.f_detach())
+                .map(|t| t.copy())
+                .context(|| format!("take this rank's part of `{name}`"))?;
+            *tensor = local.set_requires_grad(trains);
+        }
+        self.tensor = Some(part);
+        Ok(())
+    }
+
+    /// The tensor-parallel part of this model, if it is split.
+    pub fn tensor_part(&self) -> Option<&TensorPart> {
+        self.tensor.as_ref()
+    }
+}
+
+impl Cut {
+    /// Rank `r`'s part of `whole`, of `size` parts.
+    fn local(self, whole: &Tensor, r: i64, size: i64) -> Result<Tensor, tch::TchError> {
+        match self {
+            Cut::Dim(d) => {
+                let n = whole.size()[d as usize] / size;
+                whole.f_narrow(d, r * n, n)?.f_contiguous()
+            }
+            Cut::InProj {
+                heads,
+                kv_heads,
+                head_dim,
+            } => {
+                let (q, kv) = (heads / size * head_dim, kv_heads / size * head_dim);
+                let parts = [
+                    whole.f_narrow(0, r * q, q)?,
+                    whole.f_narrow(0, heads * head_dim + r * kv, kv)?,
+                    whole.f_narrow(0, (heads + kv_heads) * head_dim + r * kv, kv)?,
+                ];
+                Tensor::f_cat(&parts, 0)
+            }
+        }
+    }
+
+    /// The whole tensor from every rank's part, in rank order.
+    fn whole(self, parts: &[Tensor], size: i64) -> Result<Tensor, tch::TchError> {
+        match self {
+            Cut::Dim(d) => Tensor::f_cat(parts, d),
+            Cut::InProj {
+                heads,
+                kv_heads,
+                head_dim,
+            } => {
+                let (q, kv) = (heads / size * head_dim, kv_heads / size * head_dim);
+                let mut pieces = [Vec::new(), Vec::new(), Vec::new()];
+                for part in parts {
+                    for (k, piece) in part
+                        .f_split_with_sizes([q, kv, kv], 0)?
+                        .into_iter()
+                        .enumerate()
+                    {
+                        pieces[k].push(piece);
+                    }
+                }
+                let [qs, ks, vs] = pieces;
+                let all: Vec<Tensor> = qs.into_iter().chain(ks).chain(vs).collect();
+                Tensor::f_cat(&all, 0)
+            }
+        }
+    }
+}
+
+impl TensorPart {
+    /// Whether node `j`'s input gradient is a partial sum on each rank.
+    pub fn reads_whole(&self, j: usize) -> bool {
+        self.readers.contains(&j)
+    }
+
+    /// Whether parameter `name` is cut over the tensor group.
+    pub fn is_cut(&self, name: &str) -> bool {
+        self.cuts.contains_key(name)
+    }
+
+    /// All-reduces issued over the tensor group so far.
+    pub fn issued(&self) -> u64 {
+        self.issued.get()
+    }
+
+    /// How `name` is cut: a parameter's own name, or an optimizer state's
+    /// (`<parameter>.<slot>`).
+    fn cut_of(&self, name: &str) -> Option<Cut> {
+        self.cuts.get(name).copied().or_else(|| {
+            let (param, _) = name.rsplit_once('.')?;
+            self.cuts.get(param).copied()
+        })
+    }
+
+    /// This rank's part of a whole tensor of the file (a parameter, or an
+    /// optimizer state of one, by name); others as they are.
+    pub fn local(&self, name: &str, whole: Tensor) -> Result<Tensor, RunError> {
+        match self.cut_of(name) {
+            Some(cut) => cut
+                .local(&whole, self.rank, self.size)
+                .context(|| format!("take this rank's part of `{name}`")),
+            None => Ok(whole),
+        }
+    }
+
+    /// The whole tensors of `named` (parameters, their optimizer state),
+    /// gathered over the tensor group: every rank of the group calls it.
+    pub fn whole(
+        &self,
+        named: Vec<(String, Tensor)>,
+        group: &dyn Communicator,
+        step: u64,
+    ) -> Result<Vec<(String, Tensor)>, RunError> {
+        let comm = |e: crate::comm::CommError| RunError::Collective { step, message: e.0 };
+        let mut out = Vec::with_capacity(named.len());
+        for (name, tensor) in named {
+            let Some(cut) = self.cut_of(&name) else {
+                out.push((name, tensor));
+                continue;
+            };
+            let ctx = || format!("gather `{name}` over the tensor group");
+            let send = tensor
+                .f_contiguous()
+                .and_then(|t| t.f_reshape([-1]))
+                .context(ctx)?;
+            let mut recv = Tensor::f_zeros(
+                [send.numel() as i64 * self.size],
+                (send.kind(), send.device()),
+            )
+            .context(ctx)?;
+            group.all_gather(&send, &mut recv).map_err(comm)?;
+            let parts: Vec<Tensor> = recv
+                .f_chunk(self.size, 0)
+                .and_then(|parts| {
+                    parts
+                        .iter()
+                        .map(|p| p.f_reshape(tensor.size().as_slice()))
+                        .collect()
+                })
+                .context(ctx)?;
+            let whole = cut.whole(&parts, self.size).context(ctx)?;
+            out.push((name, whole));
+        }
+        Ok(out)
+    }
+
+    /// Node `j`'s output after its op: summed over the group where it is a
+    /// partial sum (the gradient passes through unchanged), then its bias
+    /// added.
+    pub fn finish(
+        &self,
+        j: usize,
+        y: Tensor,
+        model: &Model,
+        group: Option<&dyn Communicator>,
+    ) -> Result<Tensor, RunError> {
+        let Some(bias) = self.sums.get(&j) else {
+            return Ok(y);
+        };
+        let group = group.ok_or_else(|| RunError::Torch {
+            context: format!("layer `{}`", model.nodes[j].name),
+            message: "a tensor-parallel layer run without its tensor group".into(),
+        })?;
+        let ctx = || format!("sum `{}` over the tensor group", model.nodes[j].name);
+        let total = self.sum(&y, group, &ctx)?;
+        // The sum's value, with y's graph: y − y is 0 exactly.
+        let y = y
+            .f_sub(&y.f_detach().context(ctx)?)
+            .and_then(|zero| total.f_add(&zero))
+            .context(ctx)?;
+        match bias {
+            Some(b) => y.f_add(&model.weight(b)).context(ctx),
+            None => Ok(y),
+        }
+    }
+
+    /// Dropout node `j` on this rank's part `x` of a sharded value: the
+    /// whole mask drawn (as one process draws it), this rank's part kept.
+    /// `None` for other nodes.
+    pub fn dropout(
+        &self,
+        j: usize,
+        x: &Tensor,
+        p: f64,
+        train: bool,
+    ) -> Option<Result<Tensor, tch::TchError>> {
+        if !self.dropouts.contains(&j) {
+            return None;
+        }
+        if !train || p == 0.0 {
+            return Some(Ok(x.shallow_clone()));
+        }
+        Some((|| {
+            let mut whole = x.size();
+            let last = whole.len() - 1;
+            let width = whole[last];
+            whole[last] = width * self.size;
+            let mut noise = Tensor::f_empty(whole.as_slice(), (x.kind(), x.device()))?;
+            let noise = noise.f_bernoulli_float_(1.0 - p)?.f_div_scalar(1.0 - p)?;
+            x.f_mul(&noise.f_narrow(last as i64, self.rank * width, width)?)
+        })())
+    }
+
+    /// Sums, over the group, the gradient of a value that split layers
+    /// read (each rank's is a partial sum).
+    pub fn sum_gradient(
+        &self,
+        grad: &Tensor,
+        group: &dyn Communicator,
+    ) -> Result<Tensor, RunError> {
+        self.sum(grad, group, &|| {
+            "sum a gradient over the tensor group".to_string()
+        })
+    }
+
+    /// The sum of `t` over `group`, in a tensor of its own outside the
+    /// graph (`detach_copy` would be in it, without a derivative),
+    /// counted.
+    fn sum(
+        &self,
+        t: &Tensor,
+        group: &dyn Communicator,
+        ctx: &dyn Fn() -> String,
+    ) -> Result<Tensor, RunError> {
+        let mut total = t.f_detach().context(ctx)?.copy();
+        group
+            .all_reduce(&mut total, ReduceOp::Sum)
+            .map_err(|e| RunError::Torch {
+                context: ctx(),
+                message: e.0,
+            })?;
+        self.issued.set(self.issued.get() + 1);
+        Ok(total)
+    }
+}
