@@ -2,7 +2,7 @@
 by hand in torch.nn and trained under DistributedDataParallel (gloo) on
 `--world` processes, on CPU; prints rank 0's training speed as JSON.
 
-    python torch_ddp_train.py --world 2 --steps 300 [--threads 1] [--init W.safetensors] [--zero | --fsdp]
+    python torch_ddp_train.py --world 2 --steps 300 [--threads 1] [--init W.safetensors] [--zero | --fsdp | --tensor]
     python torch_ddp_train.py --write-init W.safetensors
 
 Everything is spelt out from the .dtl file: linear(64, 512) |> relu |>
@@ -30,6 +30,17 @@ dtl's `shard = parameters` makes one unit of a model without blocks; the
 parameters are DTensors, each rank holding its shard, gathered for forward
 and again for backward (`reshard_after_forward`, the default), the
 gradients reduce-scattered; AdamW and `clip_grad_norm_` work on the shards.
+
+With `--tensor` (benches/tensor_parallel.py) the `--world` processes are
+one tensor-parallel group, not replicas: the model is split with
+`parallelize_module` over a CPU device mesh, its first linear
+`ColwiseParallel`, its second `RowwiseParallel` (the layout dtl's `tensor
+= T` picks), the last one whole; every rank reads the same rows, the
+micro-batch of one replica. `clip_grad_norm_` cannot mix DTensors and
+plain tensors, so the norm is added up by hand as a Megatron-style
+program does: the shards' squares all-reduced over the group, the
+replicated tensors' counted once. `collectives_per_step` is what
+CommDebugMode counts during one step (the last).
 
 Prints one line (rank 0): {"world", "steps", "train_seconds",
 "steps_per_second", "threads", "first_loss", "final_loss",
@@ -87,6 +98,38 @@ def state_bytes(optimizer):
     return sum(t.numel() * t.element_size() for t in local)
 
 
+def tensor_step_counter():
+    """CommDebugMode, which counts DTensor's collectives."""
+    from torch.distributed.tensor.debug import CommDebugMode
+    return CommDebugMode()
+
+
+def clip_split(params, max_norm):
+    """clip_grad_norm_ over a tensor-parallel model by hand: each shard's
+    squares summed over the group, each replicated tensor's once."""
+    from torch.distributed.tensor import DTensor, Shard
+    sharded = torch.zeros(1, dtype=torch.float32)
+    whole = torch.zeros(1, dtype=torch.float32)
+    grads = []
+    for p in params:
+        g = p.grad
+        if isinstance(g, DTensor):
+            local = g.to_local()
+            if any(isinstance(pl, Shard) for pl in g.placements):
+                sharded += local.pow(2).sum()
+            else:
+                whole += local.pow(2).sum()
+            grads.append(local)
+        else:
+            whole += g.pow(2).sum()
+            grads.append(g)
+    dist.all_reduce(sharded)
+    norm = (sharded + whole).sqrt()
+    coefficient = torch.clamp(max_norm / (norm + 1e-6), max=1.0)
+    for g in grads:
+        g.mul_(coefficient)
+
+
 def replica(rank, world, port, steps, threads, init, out, mode=None):
     torch.set_num_threads(threads)
     os.environ["MASTER_ADDR"] = "127.0.0.1"
@@ -96,7 +139,8 @@ def replica(rank, world, port, steps, threads, init, out, mode=None):
         data = twin_kit.digits(shape=[64], scale=0.0625, valid=0.2)
         train_rows, _ = dtl_order.split(len(data.targets), data.valid, SEED)
         x_train, y_train = data.features[train_rows], data.targets[train_rows]
-        batches = dtl_order.BatchOrder(len(train_rows), world * MICRO_BATCH, SEED)
+        replicas = 1 if mode == "tensor" else world
+        batches = dtl_order.BatchOrder(len(train_rows), replicas * MICRO_BATCH, SEED)
         model = wide_mlp()
         if init:
             model.load_state_dict(load_file(init))
@@ -104,6 +148,12 @@ def replica(rank, world, port, steps, threads, init, out, mode=None):
             from torch.distributed.device_mesh import init_device_mesh
             from torch.distributed.fsdp import fully_shard
             ddp = fully_shard(model, mesh=init_device_mesh("cpu", (world,)))
+        elif mode == "tensor":
+            from torch.distributed.device_mesh import init_device_mesh
+            from torch.distributed.tensor.parallel import (ColwiseParallel, RowwiseParallel,
+                                                           parallelize_module)
+            ddp = parallelize_module(model, init_device_mesh("cpu", (world,)),
+                                     {"0": ColwiseParallel(), "2": RowwiseParallel()})
         else:
             ddp = DistributedDataParallel(model)
         params = list(model.parameters())
@@ -117,17 +167,28 @@ def replica(rank, world, port, steps, threads, init, out, mode=None):
         losses = []
         dist.barrier()
         started = time.perf_counter()
-        for _ in range(steps):
+        counts = None
+        for step in range(steps):
+            counting = tensor_step_counter() if mode == "tensor" and step == steps - 1 else None
+            if counting:
+                counting.__enter__()
             global_batch = batches.next()
-            idx = torch.tensor(global_batch[rank * MICRO_BATCH:(rank + 1) * MICRO_BATCH])
+            place = 0 if mode == "tensor" else rank
+            idx = torch.tensor(global_batch[place * MICRO_BATCH:(place + 1) * MICRO_BATCH])
             loss = F.cross_entropy(ddp(x_train[idx]), y_train[idx])
             loss.backward()
-            nn.utils.clip_grad_norm_(params, 1.0)
+            if mode == "tensor":
+                clip_split(params, 1.0)
+            else:
+                nn.utils.clip_grad_norm_(params, 1.0)
             optimizer.step()
             optimizer.zero_grad()
             mean = torch.tensor([loss.item()], dtype=torch.float64)
             dist.all_reduce(mean)
             losses.append(mean.item() / world)
+            if counting:
+                counting.__exit__(None, None, None)
+                counts = counting.get_total_counts()
         seconds = time.perf_counter() - started
         # ru_maxrss is KiB on Linux; the largest over the ranks.
         peak = torch.tensor([resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024],
@@ -139,7 +200,7 @@ def replica(rank, world, port, steps, threads, init, out, mode=None):
                 "steps_per_second": steps / seconds, "threads": torch.get_num_threads(),
                 "first_loss": losses[0], "final_loss": losses[-1],
                 "optimizer_state_bytes": state_bytes(optimizer),
-                "peak_rss_bytes": int(peak.item())}))
+                "peak_rss_bytes": int(peak.item()), "collectives_per_step": counts}))
     finally:
         dist.destroy_process_group()
 
@@ -154,6 +215,8 @@ def main():
                         help="shard the optimizer state (ZeroRedundancyOptimizer)")
     parser.add_argument("--fsdp", action="store_true",
                         help="shard the parameters too (FSDP2's fully_shard, ZeRO-3)")
+    parser.add_argument("--tensor", action="store_true",
+                        help="split the layers over the ranks (parallelize_module)")
     parser.add_argument("--write-init", metavar="PATH",
                         help="only write the seeded initial weights to PATH")
     args = parser.parse_args()
@@ -165,7 +228,8 @@ def main():
         out = Path(work) / "rank0.json"
         ranks = mp.spawn(replica, args=(args.world, free_port(), args.steps, args.threads,
                                         args.init, str(out),
-                                        "fsdp" if args.fsdp else "zero" if args.zero else None),
+                                        "fsdp" if args.fsdp else "zero" if args.zero
+                                        else "tensor" if args.tensor else None),
                          nprocs=args.world, join=False)
         # gloo's teardown has hung a rank after the result was written (4
         # ranks on 2 cores): give the ranks a grace period, then end them.

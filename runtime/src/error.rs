@@ -120,7 +120,7 @@ pub enum RunError {
     #[error("`tensor = {tensor}`: the runtime does not run tensor parallelism {what} yet (`dtl explain` shows the layout, its collectives and its memory per rank)")]
     #[diagnostic(
         code(dtl::run::tensor),
-        help("tensor parallelism runs with `data`, in float32, bf16 or tf32; for this run, use `tensor = 1`")
+        help("tensor parallelism runs with `data` and `pipeline`, in float32, bf16 or tf32; for this run, use `tensor = 1`")
     )]
     TensorNotRun { tensor: u64, what: String },
 

@@ -114,7 +114,6 @@ fn tensor_runs(plan: &Plan) -> Result<(), RunError> {
     let layout = &plan.topology.parallelism;
     let train = &plan.train;
     let refused = [
-        (layout.pipeline > 1, "with pipeline stages"),
         (layout.shard != Shard::None, "with `shard`"),
         (train.recompute != Recompute::None, "with `recompute`"),
         (

@@ -289,7 +289,9 @@ pub fn cost(plan: &Plan) -> Cost {
 /// on `stage` 0 (none elsewhere): their weights (under `shard =
 /// parameters` only what lies in no unit: the units go through the
 /// replicas' slices), and for a checkpoint their optimizer state
-/// (`other_state`) unless sharded (each replica writes its own slices).
+/// (`other_state`) unless sharded (each replica writes its own slices);
+/// under `tensor = T` its own stage's split tensors gathered whole, all
+/// held until the file is written.
 fn gathered_for_files(plan: &Plan, stage: &crate::plan::StagePlan, other_state: u64) -> u64 {
     if stage.stage > 0 {
         return 0;
@@ -300,11 +302,17 @@ fn gathered_for_files(plan: &Plan, stage: &crate::plan::StagePlan, other_state: 
     let all_units: u64 = topology.units.iter().map(|u| u.values()).sum();
     let in_other_units = all_units - grads_of_units(plan, stage.stage);
     let weights = all_stages - stage.parameters - in_other_units;
+    // `tensor = T`: rank 0 gathers its stage's split tensors whole (their
+    // optimizer state too, for a checkpoint) before it writes them.
+    let split = stage.parameters - topology.local_parameters(&plan.model, stage);
+    let split_whole = split * layout.tensor / (layout.tensor - 1).max(1);
+    let split_whole = if layout.tensor > 1 { split_whole } else { 0 };
     let sharded = layout.shard != Shard::None && layout.data > 1;
     if plan.train.checkpoint_every > 0 && !sharded {
-        weights + other_state
+        let per_value = optimizer_state(&plan.train.optimizer, &[1]);
+        weights + other_state + split_whole * (1 + per_value)
     } else {
-        weights
+        weights + split_whole
     }
 }
 
@@ -717,8 +725,14 @@ fn tensor_collectives(plan: &Plan, stage: &crate::plan::StagePlan, at: &str) -> 
 fn stage_transfers(plan: &Plan, stage: &crate::plan::StagePlan) -> Vec<Collective> {
     let rows = plan.train.micro_batch * plan.train.accumulate;
     let mut out = Vec::new();
+    let topology = &plan.topology;
     for transfer in &stage.sends {
-        let bytes = transfer.values_per_sample * rows * BYTES_PER_VALUE;
+        // A sharded value crosses as each tensor rank's part.
+        let part = match topology.tensor_split(transfer.index) {
+            Some(split) if split.sharded_output() => topology.parallelism.tensor,
+            _ => 1,
+        };
+        let bytes = transfer.values_per_sample / part * rows * BYTES_PER_VALUE;
         out.push(Collective {
             name: format!(
                 "stage {} → {}: activations of `{}` {}",
@@ -840,8 +854,12 @@ impl Cost {
                 String::new()
             },
             if m.gathered > 0 {
+                let what = match plan.topology.parallelism.tensor {
+                    1 => "the other stages'",
+                    _ => "the split layers' whole tensors and the other stages'",
+                };
                 format!(
-                    " + the other stages' {} gathered on rank 0 for the files it writes",
+                    " + {what} {} gathered on rank 0 for the files it writes",
                     bytes(m.gathered)
                 )
             } else {

@@ -102,8 +102,8 @@ impl Executor<'_> {
                     Some(units) => units.around_node((j, edge), group, step),
                     None => Ok(()),
                 };
-                let pipeline = self.world.pipeline.as_ref();
-                stage.evaluate(x, &self.model, (pipeline, &mut around), step)
+                let (pipeline, tensor) = (self.world.pipeline.as_ref(), self.world.tensor.as_ref());
+                stage.evaluate(x, &self.model, (pipeline, tensor, &mut around), step)
             }
             (None, Some(units)) => {
                 let mut around = |j, edge| units.around_node((j, edge), group, step);

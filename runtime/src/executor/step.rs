@@ -364,11 +364,17 @@ impl Executor<'_> {
                 .all_reduce_host(&mut share, op)
                 .map_err(|e| RunError::Collective { step, message: e.0 })?;
             let whole = clip::norm_share(grads(whole), norm_type)?;
-            let total = match norm_type {
+            let mut total = [match norm_type {
                 NormType::Inf => share[0].max(whole),
                 NormType::P(_) => share[0] + whole,
-            };
-            return Ok(clip::norm_of_shares(total, norm_type));
+            }];
+            if over_stages {
+                self.world
+                    .pipeline
+                    .all_reduce_host(&mut total, op)
+                    .map_err(|e| RunError::Collective { step, message: e.0 })?;
+            }
+            return Ok(clip::norm_of_shares(total[0], norm_type));
         }
         if !sliced && !over_stages {
             return clip::grad_norm(self.gradients(), norm_type);
@@ -414,7 +420,7 @@ impl Executor<'_> {
                 comm: self.world.shard_group(),
                 step,
             }),
-            tensor: None,
+            tensor: Some(self.world.tensor.as_ref()),
         };
         let (loss, passes) = stage.round(
             program,

@@ -154,6 +154,8 @@ impl Model {
                 }
             }
         }
+        // A pipeline stage holds its own layers' tensors only.
+        part.cuts.retain(|name, _| self.index.contains_key(name));
         for (name, cut) in &part.cuts {
             let tensor = self.tensor_mut(name).ok_or_else(|| RunError::Torch {
                 context: "tensor parallelism".into(),

@@ -21,7 +21,6 @@ use crate::comm::Communicator;
 use crate::error::{RunError, TorchContext};
 use crate::loss;
 use crate::model::{Around, Edge, Model};
-use crate::ops;
 
 use super::segments::{with_output, Forward, Hooks, Segments};
 
@@ -41,9 +40,12 @@ pub struct Stage {
     nodes: Vec<Node>,
     /// The most pieces alive at once, for the trace.
     pub peak_in_flight: usize,
-    /// Under `recompute` or `shard = parameters`: how the stage's nodes
-    /// are cut.
+    /// Under `recompute`, `shard = parameters` or `tensor`: how the
+    /// stage's nodes are cut.
     segments: Option<Segments>,
+    /// Under `tensor = T`: the nodes whose output each rank holds 1/T of
+    /// (its last dimension), and T.
+    sharded: (std::collections::BTreeSet<usize>, i64),
 }
 
 /// One piece of a micro-batch on its way through this stage.
@@ -110,6 +112,15 @@ impl Stage {
             nodes: plan.model.nodes.clone(),
             peak_in_flight: 0,
             segments: Segments::for_plan(plan, false, !plan.topology.units.is_empty()),
+            sharded: (
+                plan.topology
+                    .tensor_splits
+                    .iter()
+                    .filter(|s| s.split.sharded_output())
+                    .map(|s| s.node)
+                    .collect(),
+                plan.topology.parallelism.tensor as i64,
+            ),
         }
     }
 
@@ -117,8 +128,20 @@ impl Stage {
         self.stage + 1 == self.stages
     }
 
-    /// The shape of node `i`'s output for a piece of `rows` rows.
+    /// The shape of node `i`'s output for a piece of `rows` rows (this
+    /// tensor rank's part, when the output is sharded).
     fn shape(&self, i: usize, rows: i64) -> Result<Vec<i64>, RunError> {
+        let mut shape = self.whole_shape(i, rows)?;
+        if self.sharded.0.contains(&i) {
+            if let Some(last) = shape.last_mut() {
+                *last /= self.sharded.1;
+            }
+        }
+        Ok(shape)
+    }
+
+    /// The shape of node `i`'s whole output for a piece of `rows` rows.
+    fn whole_shape(&self, i: usize, rows: i64) -> Result<Vec<i64>, RunError> {
         self.nodes[i]
             .output
             .iter()
@@ -263,7 +286,7 @@ impl Stage {
                     node.op.kind()
                 )
             };
-            let out = ops::forward(&node.op, &refs, model, true, model.precision, ctx)?;
+            let out = model.run_node(j, &refs, true, hooks.tensor, ctx)?;
             values.insert(j, out);
         }
         for (_, nodes) in &self.outbound {
@@ -457,7 +480,7 @@ impl Stage {
         &self,
         x: &Tensor,
         model: &Model,
-        (pipeline, around): (&dyn Communicator, &mut Around<'_>),
+        (pipeline, tensor, around): (&dyn Communicator, &dyn Communicator, &mut Around<'_>),
         step: u64,
     ) -> Result<Option<Tensor>, RunError> {
         tch::no_grad(|| {
@@ -501,10 +524,8 @@ impl Stage {
                 let refs: Vec<&Tensor> = inputs.iter().collect();
                 let ctx = || format!("step {step}: evaluate layer `{}`", node.name);
                 around(j, Edge::Before)?;
-                values.insert(
-                    j,
-                    ops::forward(&node.op, &refs, model, false, model.precision, ctx)?,
-                );
+                let tensor = Some(tensor);
+                values.insert(j, model.run_node(j, &refs, false, tensor, ctx)?);
                 around(j, Edge::After)?;
             }
             for (to, nodes) in &self.outbound {

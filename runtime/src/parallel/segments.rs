@@ -302,22 +302,30 @@ impl Forward {
         if node.inputs.is_empty() {
             inputs.push(self.input.shallow_clone());
         }
+        let split = model.tensor_part().is_some_and(|part| part.reads_whole(j));
         for &i in &node.inputs {
-            if !self.nodes.contains(&i) {
+            if !self.nodes.contains(&i) && !split {
                 inputs.push(self.kept(model, i, j, &self.external)?.shallow_clone());
                 continue;
             }
-            if self.segments.of[i] == seg {
+            let outside = !self.nodes.contains(&i);
+            if !outside && self.segments.of[i] == seg {
                 inputs.push(self.kept(model, i, j, &self.outputs)?.shallow_clone());
                 continue;
             }
-            let split = model.tensor_part().is_some_and(|part| part.reads_whole(j));
+            // A value from another segment, or (read by a tensor-parallel
+            // layer) from an earlier stage: a leaf of this segment.
             if let Some(leaf) = self.leaf(i, seg, split) {
                 inputs.push(leaf.shallow_clone());
                 continue;
             }
-            let source = self.kept(model, i, j, &self.outputs)?;
-            let trainable = if self.segments.recomputed[self.segments.of[i]] {
+            let values = match outside {
+                true => &self.external,
+                false => &self.outputs,
+            };
+            let source = self.kept(model, i, j, values)?;
+            let recomputed = !outside && self.segments.recomputed[self.segments.of[i]];
+            let trainable = if recomputed {
                 self.needs(i) && source.is_floating_point()
             } else {
                 source.requires_grad()
@@ -447,6 +455,46 @@ impl Forward {
                 units.after_backward(first)?;
             }
         }
+        self.external_gradients(model, hooks.tensor)
+    }
+
+    /// Under `tensor = T`: the gradients that tensor-parallel layers of
+    /// this range sent into values received from earlier stages, summed
+    /// over the tensor group and added into those values' own gradients
+    /// (what the stage sends back).
+    fn external_gradients(
+        &self,
+        model: &Model,
+        tensor: Option<&dyn Communicator>,
+    ) -> Result<(), RunError> {
+        for (&i, external) in &self.external {
+            let split = self
+                .leaves
+                .get(&i)
+                .into_iter()
+                .flatten()
+                .filter(|(_, s, _)| *s);
+            let mut partial: Option<Tensor> = None;
+            for (_, _, leaf) in split {
+                let grad = leaf.grad();
+                if grad.defined() {
+                    partial = Some(match partial {
+                        Some(p) => p.f_add(&grad).context(|| "backward".into())?,
+                        None => grad.shallow_clone(),
+                    });
+                }
+            }
+            let (Some(partial), true) = (partial, external.requires_grad()) else {
+                continue;
+            };
+            let ctx = || format!("backward: the gradient of `{}`", model.nodes()[i].name);
+            let total = summed_over_tensor(model, &partial, tensor, &ctx)?;
+            // Into the received leaf's gradient, beside what other layers
+            // of this stage sent it.
+            if let Some(root) = with_output(None, external, &total).context(ctx)? {
+                root.f_backward().context(ctx)?;
+            }
+        }
         Ok(())
     }
 
@@ -544,20 +592,31 @@ impl Forward {
             }
         }
         if let Some(partial) = partial {
-            let part = model
-                .tensor_part()
-                .zip(tensor)
-                .ok_or_else(|| RunError::Torch {
-                    context: ctx(),
-                    message: "a tensor-parallel gradient without its tensor group".into(),
-                })?;
-            whole = add(whole, &part.0.sum_gradient(&partial, part.1)?)?;
+            whole = add(whole, &summed_over_tensor(model, &partial, tensor, &ctx)?)?;
         }
         if let Some(grad) = sent.get(&j) {
             whole = add(whole, grad)?;
         }
         Ok(whole)
     }
+}
+
+/// `partial`, a gradient that tensor-parallel layers sent (a partial sum
+/// on each rank), summed over the tensor group `tensor`.
+fn summed_over_tensor(
+    model: &Model,
+    partial: &Tensor,
+    tensor: Option<&dyn Communicator>,
+    ctx: &dyn Fn() -> String,
+) -> Result<Tensor, RunError> {
+    let (part, group) = model
+        .tensor_part()
+        .zip(tensor)
+        .ok_or_else(|| RunError::Torch {
+            context: ctx(),
+            message: "a tensor-parallel gradient without its tensor group".into(),
+        })?;
+    part.sum_gradient(partial, group)
 }
 
 /// `root` + Σ `output` · `grad`: backward from it sends `grad` into the
