@@ -941,6 +941,19 @@ parallel {{ data = {data}; {layout} }}
             "{mode} at D = {data}: rank 0 used {ratio:.3}× explain's estimate (beyond the fixed cost)"
         );
         measured.insert((mode, data), (estimate, peak, params));
+        if mode == "tensor" {
+            // The split parameters made whole one at a time, each rank
+            // keeping its half: half of the blocks' weights and one 8.4
+            // M-value block's largest weight whole, 177 MB measured;
+            // whole, the weights are 269 MB.
+            let beyond = start.saturating_sub(start_fixed);
+            eprintln!("measured: start-up at tensor = 2: {beyond} bytes beyond the fixed cost");
+            assert!(
+                beyond * 10 < 4 * 67_220_484 * 8,
+                "tensor = 2 held {beyond} bytes at start-up: the whole weights are {}",
+                4 * 67_220_484
+            );
+        }
         if (mode, data) == ("parameters", 4) {
             // Laid out one unit at a time from the `--init` file: a quarter
             // of the weights (the slices), one 8.4 M-value unit and its

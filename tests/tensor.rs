@@ -44,10 +44,15 @@ fn example(dir: &Path, name: &str, steps: u64, extra: &str, parallel: &str) -> P
     if !parallel.is_empty() {
         text.push_str(&format!("\nparallel {{ {parallel} }}\n"));
     }
-    let path = dir.join(format!(
-        "{name}-{}.dtl",
-        parallel.replace([' ', ';', '='], "")
-    ));
+    // One file per layout and settings: a later case must not overwrite
+    // an earlier one's file, which the checks after the loop reuse.
+    let tag = {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        (steps, extra, parallel).hash(&mut hasher);
+        hasher.finish()
+    };
+    let path = dir.join(format!("{name}-{tag:016x}.dtl"));
     std::fs::write(&path, text).unwrap();
     path
 }
@@ -93,9 +98,9 @@ fn planned_all_reduces(file: &Path) -> u64 {
 /// accumulation, norm clipping and dropout (the digits MLP drops out both
 /// inside its split pair, where each rank keeps its part of one mask, and
 /// after it, where every rank draws the same). The all-reduces rank 0
-/// issued are the plan's, for every micro-batch of every step. A
-/// checkpoint resumes split from a whole run's and whole from a split
-/// run's.
+/// issued are the plan's, for every micro-batch of every step. An `init`
+/// file loads split as whole; a checkpoint resumes split from a whole
+/// run's and whole from a split run's.
 #[test]
 fn tensor_parallel_runs_train_as_one_process() {
     let dir = tempfile::tempdir().unwrap();
@@ -199,6 +204,30 @@ fn tensor_parallel_runs_train_as_one_process() {
         );
         runs.push((split, whole, out_split, out_whole));
     }
+    // An `init` file is read a tensor at a time, each rank keeping its
+    // part: the split MLP from the whole run's final weights trains as one
+    // process from them.
+    let (split, whole, _, out_whole) = &runs[0];
+    let init = out_whole.join("model.safetensors");
+    let (from_split, from_whole) = (dir.path().join("init split"), dir.path().join("init whole"));
+    for (file, out) in [(split, &from_split), (whole, &from_whole)] {
+        train(
+            file,
+            out,
+            &["--no-tensorboard", "--init", init.to_str().unwrap()],
+        )
+        .code(0);
+    }
+    within(
+        "init: losses",
+        losses_differ(&from_split, &from_whole),
+        fp32[0],
+    );
+    let (worst, at) = weights_differ_outside_key_bias(
+        &from_split.join("model.safetensors"),
+        &from_whole.join("model.safetensors"),
+    );
+    within(&format!("init: weights (at `{at}`)"), worst as f64, fp32[1]);
     // The checkpoints hold whole tensors by name: the llama's of step 3
     // resumes split from one process's, and whole from the split run's,
     // each ending as its uninterrupted run.

@@ -336,7 +336,9 @@ type Built = (Model, Option<Stage>, Buckets, Option<Units>, Option<u64>);
 /// Under `shard = parameters` the units' parameters are not built whole:
 /// the units lay them out one at a time from the initialisers, the `init`
 /// file or the checkpoint, each rank keeping its slices, and the hash
-/// takes each unit in as it goes.
+/// takes each unit in as it goes. Under `tensor = T` the split parameters
+/// are made whole one at a time, the same way, and the rank keeps its
+/// part of each.
 fn build_weights(
     plan: &Plan,
     world: &World,
@@ -344,7 +346,7 @@ fn build_weights(
     resumed: Option<&Loaded>,
 ) -> Result<Built, RunError> {
     let shard_group = world.shard_group();
-    let deferred = match shard_group.size() > 1 {
+    let in_units: BTreeSet<String> = match shard_group.size() > 1 {
         true => plan
             .topology
             .stage_units(world.place.stage)
@@ -352,6 +354,12 @@ fn build_weights(
             .collect(),
         false => BTreeSet::new(),
     };
+    let tensor = &world.tensor;
+    let split = match tensor.size() > 1 {
+        true => split_parameters(plan, world.place.stage),
+        false => BTreeSet::new(),
+    };
+    let deferred: BTreeSet<String> = in_units.union(&split).cloned().collect();
     let (mut model, stage) = build_model(plan, world, deferred.clone())?;
     // The files hold the whole model: a stage takes its own tensors.
     let others = other_stages_tensors(plan, &model);
@@ -366,18 +374,8 @@ fn build_weights(
         let now = std::mem::take(&mut weights.now);
         model.load_weights(now, &others, &r.model_path)?;
     }
-    // Under `tensor = T` the rank keeps its shards of the whole weights.
-    let tensor = &world.tensor;
-    if tensor.size() > 1 {
-        let at = (tensor.rank() as i64, tensor.size() as i64);
-        model.split_for_tensor(&plan.topology.tensor_splits, at)?;
-    }
-    let buckets = Buckets::new(plan, world.place.stage, &model.params)?;
     let check = world.replicas.size() > 1;
     let mut hashes = Vec::new();
-    if check {
-        hashes.push(model.hash()?);
-    }
     let seed = plan.train.seed;
     let mut fill = |name: &str, part: &mut tch::Tensor| {
         let saved = match &saved {
@@ -397,7 +395,18 @@ fn build_weights(
         }
         Ok(())
     };
-    let fill: Option<&mut crate::parallel::units::Fill<'_>> = match deferred.is_empty() {
+    // Under `tensor = T` the rank keeps its part of each split tensor,
+    // made whole one at a time.
+    if tensor.size() > 1 {
+        let at = (tensor.rank() as i64, tensor.size() as i64);
+        model.split_for_tensor(&plan.topology.tensor_splits, at, &mut fill)?;
+    }
+    let buckets = Buckets::new(plan, world.place.stage, &model.params)?;
+    let built = match check {
+        true => Some(model.hash()?),
+        false => None,
+    };
+    let fill: Option<&mut crate::parallel::units::Fill<'_>> = match in_units.is_empty() {
         true => None,
         false => Some(&mut fill),
     };
@@ -410,6 +419,7 @@ fn build_weights(
         fill,
     )?;
     model.filled();
+    hashes.splice(0..0, built);
     let start_hash = check.then(|| match hashes[..] {
         [one] => one,
         _ => {
@@ -419,6 +429,25 @@ fn build_weights(
         }
     });
     Ok((model, stage, buckets, units, start_hash))
+}
+
+/// The trainable parameters of `stage` that `tensor = T` splits: built
+/// as placeholders, made whole one at a time when the rank takes its part.
+fn split_parameters(plan: &Plan, stage: u64) -> BTreeSet<String> {
+    let sharded = plan.topology.tensor_sharded(&plan.model);
+    let own = &plan.topology.stages[stage as usize];
+    let in_stage: BTreeSet<&str> = plan.model.nodes[own.first_node..=own.last_node]
+        .iter()
+        .flat_map(|n| n.op.params())
+        .collect();
+    plan.model
+        .parameters
+        .iter()
+        .filter(|p| {
+            !p.frozen && sharded.contains_key(&p.name) && in_stage.contains(p.name.as_str())
+        })
+        .map(|p| p.name.clone())
+        .collect()
 }
 
 /// This rank's model: its stage's layers when the model is cut into

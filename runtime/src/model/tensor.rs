@@ -17,9 +17,11 @@
 //!   attention read is a partial sum on each rank: the segmented backward
 //!   sums it over the group ([`crate::parallel::segments`]).
 //!
-//! Weights are read and written whole: a rank takes its shards after the
-//! model is built and loaded ([`Model::split_for_tensor`]), and the files
-//! are written from the shards gathered back ([`TensorPart::whole`]).
+//! Weights are read and written whole: a rank builds the split parameters
+//! as placeholders, makes each whole in turn (from its initialiser, the
+//! `init` file or the checkpoint) and keeps its part
+//! ([`Model::split_for_tensor`]), so no rank holds the whole model; the
+//! files are written from the shards gathered back ([`TensorPart::whole`]).
 
 use std::cell::Cell;
 use std::collections::{BTreeMap, BTreeSet};
@@ -72,6 +74,7 @@ impl Model {
         &mut self,
         splits: &[NodeSplit],
         (rank, size): (i64, i64),
+        fill: &mut crate::parallel::units::Fill<'_>,
     ) -> Result<(), RunError> {
         let mut part = TensorPart {
             rank,
@@ -157,16 +160,27 @@ impl Model {
         // A pipeline stage holds its own layers' tensors only.
         part.cuts.retain(|name, _| self.index.contains_key(name));
         for (name, cut) in &part.cuts {
+            // A deferred parameter is made whole here (`fill`), alone.
+            let deferred = self.deferred.remove(name);
             let tensor = self.tensor_mut(name).ok_or_else(|| RunError::Torch {
                 context: "tensor parallelism".into(),
                 message: format!("`{name}` is not a tensor of this model"),
             })?;
+            let ctx = || format!("take this rank's part of `{name}`");
             let trains = tensor.requires_grad();
+            let whole = match deferred {
+                true => {
+                    let mut whole = tensor.f_zeros_like().context(ctx)?;
+                    fill(name, &mut whole)?;
+                    whole
+                }
+                false => tensor.shallow_clone(),
+            };
             let local = cut
-                .local(tensor, rank, size)
+                .local(&whole, rank, size)
                 .and_then(|t| t.f_detach())
                 .map(|t| t.copy())
-                .context(|| format!("take this rank's part of `{name}`"))?;
+                .context(ctx)?;
             *tensor = local.set_requires_grad(trains);
         }
         self.tensor = Some(part);
