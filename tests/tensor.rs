@@ -112,7 +112,7 @@ fn tensor_parallel_runs_train_as_one_process() {
     // models train with SGD here, the MLP with its Adam.
     let sgd = "optimizer = sgd(lr: 0.05, momentum: 0.9)";
     // The character models warm up over 20 steps: fewer here.
-    let llama = format!("{sgd}; warmup = 1");
+    let llama = format!("{sgd}; warmup = 1; ema = 0.9");
     let bf16_sgd = format!("{sgd}; precision = bf16");
     // (example, steps, extra train settings, layout, the layout it equals,
     // each trained by its own file.
@@ -184,6 +184,14 @@ fn tensor_parallel_runs_train_as_one_process() {
             worst as f64,
             bounds[1],
         );
+        // `ema`'s average, gathered whole as the weights are.
+        if settings.contains("ema") {
+            let (worst, at) = weights_differ_outside_key_bias(
+                &out_split.join("model_ema.safetensors"),
+                &out_whole.join("model_ema.safetensors"),
+            );
+            within(&format!("{what}: ema (at `{at}`)"), worst as f64, bounds[1]);
+        }
         let (worst, at) = checkpoints_differ(&out_split, &out_whole, |name| {
             !name.contains("in_proj_bias")
         });
@@ -262,6 +270,16 @@ fn tensor_parallel_runs_train_as_one_process() {
         );
         within(
             &format!("resume {name}: weights (at `{at}`)"),
+            worst as f64,
+            fp32[1],
+        );
+        // The checkpoint's average, whole, resumed split and back.
+        let (worst, at) = weights_differ_outside_key_bias(
+            &like.join("model_ema.safetensors"),
+            &resumed.join("model_ema.safetensors"),
+        );
+        within(
+            &format!("resume {name}: ema (at `{at}`)"),
             worst as f64,
             fp32[1],
         );

@@ -116,7 +116,13 @@ impl Ema {
                     ),
                 });
             };
-            tch::no_grad(|| average.f_copy_(tensor))
+            // Under `tensor = T` the checkpoint's average is whole: this
+            // rank keeps its part.
+            let tensor = match model.tensor_part() {
+                Some(part) => part.local(name, tensor.shallow_clone())?,
+                None => tensor.shallow_clone(),
+            };
+            tch::no_grad(|| average.f_copy_(&tensor))
                 .context(|| format!("restore the average of `{name}`"))?;
         }
         self.updates = updates;

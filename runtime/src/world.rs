@@ -121,7 +121,6 @@ fn tensor_runs(plan: &Plan) -> Result<(), RunError> {
             "with `batch_norm = sync`",
         ),
         (train.precision == Precision::Fp16, "in fp16"),
-        (train.tracking.ema.is_some(), "with `ema`"),
     ];
     match refused.iter().find(|(refused, _)| *refused) {
         Some((_, what)) => Err(RunError::TensorNotRun {

@@ -74,7 +74,7 @@ impl Model {
         &mut self,
         splits: &[NodeSplit],
         (rank, size): (i64, i64),
-        fill: &mut crate::parallel::units::Fill<'_>,
+        fill: &mut dyn FnMut(&str, &mut Tensor) -> Result<(), RunError>,
     ) -> Result<(), RunError> {
         let mut part = TensorPart {
             rank,
