@@ -287,13 +287,8 @@ mod tests {
 
     fn compile(source: &str, world: Vec<u64>) -> Result<Plan, String> {
         let options = Options {
-            base_dir: ".".into(),
-            probe_data: true,
             world,
-            overrides: vec![],
-            strict: false,
-            data_limits: Default::default(),
-            memory_limit: None,
+            ..crate::options_for(std::path::Path::new("./t.dtl"), true)
         };
         crate::compile_source("t.dtl", source, &options).map_err(|d| d.render_human(false))
     }

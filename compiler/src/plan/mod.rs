@@ -21,7 +21,9 @@ pub use parallel::{
     SyncMode, Topology, Transfer, UnitParameter,
 };
 pub use pieces::Piece;
-pub use tensor::{local_parameters, tensor_sharded, NodeSplit, TensorSplit};
+pub use tensor::{
+    local_parameters, split_values, stage_split_params, tensor_sharded, NodeSplit, TensorSplit,
+};
 pub use tracking::{EarlyStop, F1Average, Metric, Monitor, Tracking};
 pub use types::*;
 

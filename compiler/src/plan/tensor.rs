@@ -64,19 +64,35 @@ pub fn local_parameters(
     (splits, t): (&[NodeSplit], u64),
     stage: &StagePlan,
 ) -> u64 {
+    let whole = split_values(model, splits, stage);
+    stage.parameters - whole + whole / t
+}
+
+/// The parameters of `stage` that the nodes `splits` shard (frozen ones
+/// too), by name.
+pub fn stage_split_params<'m>(
+    model: &'m ModelPlan,
+    splits: &[NodeSplit],
+    stage: &StagePlan,
+) -> std::collections::BTreeSet<&'m str> {
     let sharded = tensor_sharded(model, splits);
-    let owned: std::collections::BTreeSet<&str> = model.nodes[stage.first_node..=stage.last_node]
+    model.nodes[stage.first_node..=stage.last_node]
         .iter()
         .flat_map(|node| node.op.params())
         .filter(|name| sharded.contains_key(*name))
-        .collect();
-    let whole: u64 = model
+        .collect()
+}
+
+/// Values of the parameters of `stage` that the nodes `splits` shard,
+/// whole.
+pub fn split_values(model: &ModelPlan, splits: &[NodeSplit], stage: &StagePlan) -> u64 {
+    let owned = stage_split_params(model, splits, stage);
+    model
         .parameters
         .iter()
         .filter(|p| owned.contains(p.name.as_str()))
         .map(|p| p.shape.iter().product::<i64>() as u64)
-        .sum();
-    stage.parameters - whole + whole / t
+        .sum()
 }
 
 impl TensorSplit {

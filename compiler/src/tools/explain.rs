@@ -304,9 +304,10 @@ fn gathered_for_files(plan: &Plan, stage: &crate::plan::StagePlan, other_state: 
     let weights = all_stages - stage.parameters - in_other_units;
     // `tensor = T`: rank 0 gathers its stage's split tensors whole (their
     // optimizer state too, for a checkpoint) before it writes them.
-    let split = stage.parameters - topology.local_parameters(&plan.model, stage);
-    let split_whole = split * layout.tensor / (layout.tensor - 1).max(1);
-    let split_whole = if layout.tensor > 1 { split_whole } else { 0 };
+    let split_whole = match layout.tensor {
+        1 => 0,
+        _ => crate::plan::split_values(&plan.model, &topology.tensor_splits, stage),
+    };
     let sharded = layout.shard != Shard::None && layout.data > 1;
     if plan.train.checkpoint_every > 0 && !sharded {
         let per_value = optimizer_state(&plan.train.optimizer, &[1]);

@@ -12,7 +12,7 @@ mod step;
 use std::collections::{BTreeSet, VecDeque};
 use std::path::Path;
 
-use dtl_compiler::plan::{BatchNormSync, Plan, Precision, SyncMode};
+use dtl_compiler::plan::{stage_split_params, BatchNormSync, Plan, Precision, SyncMode};
 use dtl_compiler::util::rng::Rng;
 use tch::Device;
 
@@ -434,18 +434,12 @@ fn build_weights(
 /// The trainable parameters of `stage` that `tensor = T` splits: built
 /// as placeholders, made whole one at a time when the rank takes its part.
 fn split_parameters(plan: &Plan, stage: u64) -> BTreeSet<String> {
-    let sharded = plan.topology.tensor_sharded(&plan.model);
     let own = &plan.topology.stages[stage as usize];
-    let in_stage: BTreeSet<&str> = plan.model.nodes[own.first_node..=own.last_node]
-        .iter()
-        .flat_map(|n| n.op.params())
-        .collect();
+    let split = stage_split_params(&plan.model, &plan.topology.tensor_splits, own);
     plan.model
         .parameters
         .iter()
-        .filter(|p| {
-            !p.frozen && sharded.contains_key(&p.name) && in_stage.contains(p.name.as_str())
-        })
+        .filter(|p| !p.frozen && split.contains(p.name.as_str()))
         .map(|p| p.name.clone())
         .collect()
 }

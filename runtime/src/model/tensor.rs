@@ -88,33 +88,38 @@ impl Model {
         for split in splits {
             let j = split.node;
             let node = &mut self.nodes[j];
-            match (split.split, &mut node.op) {
-                (
-                    TensorSplit::Column,
-                    Op::Linear {
-                        out_features,
-                        weight,
-                        bias,
+            // Which tensors are cut, and along which dimension: the plan's
+            // rule, which explain's memory follows too. An attention's
+            // packed rows are cut by heads.
+            for (name, dim) in split.split.sharded_params(&node.op) {
+                let cut = match &node.op {
+                    Op::Attention {
+                        dim: d,
+                        heads,
+                        kv_heads,
                         ..
+                    } if dim == 0 => Cut::InProj {
+                        heads: *heads,
+                        kv_heads: *kv_heads,
+                        head_dim: *d / *heads,
                     },
-                ) => {
+                    _ => Cut::Dim(dim as i64),
+                };
+                part.cuts.insert(name.to_string(), cut);
+            }
+            // The node's local op: its widths, and a bias added after the sum.
+            match (split.split, &mut node.op) {
+                (TensorSplit::Column, Op::Linear { out_features, .. }) => {
                     *out_features /= size;
-                    for name in std::iter::once(&*weight).chain(bias.as_ref()) {
-                        part.cuts.insert(name.clone(), Cut::Dim(0));
-                    }
                     part.readers.insert(j);
                 }
                 (
                     TensorSplit::Row,
                     Op::Linear {
-                        in_features,
-                        weight,
-                        bias,
-                        ..
+                        in_features, bias, ..
                     },
                 ) => {
                     *in_features /= size;
-                    part.cuts.insert(weight.clone(), Cut::Dim(1));
                     part.sums.insert(j, bias.take());
                 }
                 (
@@ -123,22 +128,10 @@ impl Model {
                         dim,
                         heads,
                         kv_heads,
-                        in_proj_weight,
-                        in_proj_bias,
-                        out_proj_weight,
                         out_proj_bias,
                         ..
                     },
                 ) => {
-                    let cut = Cut::InProj {
-                        heads: *heads,
-                        kv_heads: *kv_heads,
-                        head_dim: *dim / *heads,
-                    };
-                    for name in std::iter::once(&*in_proj_weight).chain(in_proj_bias.as_ref()) {
-                        part.cuts.insert(name.clone(), cut);
-                    }
-                    part.cuts.insert(out_proj_weight.clone(), Cut::Dim(1));
                     part.sums.insert(j, out_proj_bias.take());
                     *dim /= size;
                     *heads /= size;
@@ -194,6 +187,19 @@ impl Model {
 }
 
 impl Cut {
+    /// An attention's query rows, and key (or value) rows, one rank of
+    /// `size` holds; (0, 0) for other cuts.
+    fn rows_per_rank(self, size: i64) -> (i64, i64) {
+        match self {
+            Cut::InProj {
+                heads,
+                kv_heads,
+                head_dim,
+            } => (heads / size * head_dim, kv_heads / size * head_dim),
+            Cut::Dim(_) => (0, 0),
+        }
+    }
+
     /// Rank `r`'s part of `whole`, of `size` parts.
     fn local(self, whole: &Tensor, r: i64, size: i64) -> Result<Tensor, tch::TchError> {
         match self {
@@ -206,7 +212,7 @@ impl Cut {
                 kv_heads,
                 head_dim,
             } => {
-                let (q, kv) = (heads / size * head_dim, kv_heads / size * head_dim);
+                let (q, kv) = self.rows_per_rank(size);
                 let parts = [
                     whole.f_narrow(0, r * q, q)?,
                     whole.f_narrow(0, heads * head_dim + r * kv, kv)?,
@@ -221,12 +227,8 @@ impl Cut {
     fn whole(self, parts: &[Tensor], size: i64) -> Result<Tensor, tch::TchError> {
         match self {
             Cut::Dim(d) => Tensor::f_cat(parts, d),
-            Cut::InProj {
-                heads,
-                kv_heads,
-                head_dim,
-            } => {
-                let (q, kv) = (heads / size * head_dim, kv_heads / size * head_dim);
+            Cut::InProj { .. } => {
+                let (q, kv) = self.rows_per_rank(size);
                 let mut pieces = [Vec::new(), Vec::new(), Vec::new()];
                 for part in parts {
                     for (k, piece) in part

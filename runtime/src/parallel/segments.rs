@@ -304,11 +304,11 @@ impl Forward {
         }
         let split = model.tensor_part().is_some_and(|part| part.reads_whole(j));
         for &i in &node.inputs {
-            if !self.nodes.contains(&i) && !split {
+            let outside = !self.nodes.contains(&i);
+            if outside && !split {
                 inputs.push(self.kept(model, i, j, &self.external)?.shallow_clone());
                 continue;
             }
-            let outside = !self.nodes.contains(&i);
             if !outside && self.segments.of[i] == seg {
                 inputs.push(self.kept(model, i, j, &self.outputs)?.shallow_clone());
                 continue;
@@ -468,26 +468,11 @@ impl Forward {
         tensor: Option<&dyn Communicator>,
     ) -> Result<(), RunError> {
         for (&i, external) in &self.external {
-            let split = self
-                .leaves
-                .get(&i)
-                .into_iter()
-                .flatten()
-                .filter(|(_, s, _)| *s);
-            let mut partial: Option<Tensor> = None;
-            for (_, _, leaf) in split {
-                let grad = leaf.grad();
-                if grad.defined() {
-                    partial = Some(match partial {
-                        Some(p) => p.f_add(&grad).context(|| "backward".into())?,
-                        None => grad.shallow_clone(),
-                    });
-                }
-            }
+            let ctx = || format!("backward: the gradient of `{}`", model.nodes()[i].name);
+            let partial = self.leaf_gradients(i, true).context(ctx)?;
             let (Some(partial), true) = (partial, external.requires_grad()) else {
                 continue;
             };
-            let ctx = || format!("backward: the gradient of `{}`", model.nodes()[i].name);
             let total = summed_over_tensor(model, &partial, tensor, &ctx)?;
             // Into the received leaf's gradient, beside what other layers
             // of this stage sent it.
@@ -574,30 +559,38 @@ impl Forward {
                 None => grad.shallow_clone(),
             }))
         };
-        let leaves = self.leaves.get(&j).into_iter().flatten();
-        let (mut whole, mut partial) = (None, None);
-        for (_, split, leaf) in leaves {
-            let grad = leaf.grad();
-            if grad.defined() {
-                match split {
-                    true => partial = add(partial, &grad)?,
-                    false => whole = add(whole, &grad)?,
-                }
-            }
-        }
+        let mut whole = self.leaf_gradients(j, false).context(ctx)?;
         if let Some(own) = own {
             let grad = own.grad();
             if grad.defined() {
                 whole = add(whole, &grad)?;
             }
         }
-        if let Some(partial) = partial {
+        if let Some(partial) = self.leaf_gradients(j, true).context(ctx)? {
             whole = add(whole, &summed_over_tensor(model, &partial, tensor, &ctx)?)?;
         }
         if let Some(grad) = sent.get(&j) {
             whole = add(whole, grad)?;
         }
         Ok(whole)
+    }
+
+    /// The sum of what node `i`'s leaves collected: those of
+    /// tensor-parallel readers (`split`, a partial sum on each rank) or
+    /// the others.
+    fn leaf_gradients(&self, i: usize, split: bool) -> Result<Option<Tensor>, tch::TchError> {
+        let leaves = self.leaves.get(&i).into_iter().flatten();
+        let mut total: Option<Tensor> = None;
+        for (_, _, leaf) in leaves.filter(|(_, s, _)| *s == split) {
+            let grad = leaf.grad();
+            if grad.defined() {
+                total = Some(match total {
+                    Some(t) => t.f_add(&grad)?,
+                    None => grad.shallow_clone(),
+                });
+            }
+        }
+        Ok(total)
     }
 }
 
