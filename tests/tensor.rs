@@ -57,10 +57,11 @@ fn example(dir: &Path, name: &str, steps: u64, extra: &str, parallel: &str) -> P
     path
 }
 
-/// The all-reduces rank 0 issues per micro-batch by the plan for `file`:
-/// those of the step program whose split layer stage 0 holds, once per
-/// pipeline piece.
-fn planned_all_reduces(file: &Path) -> u64 {
+/// The all-reduces rank 0 issues by the plan for `file` in `steps` steps
+/// of `accumulate` micro-batches: those of the step program whose split
+/// layer stage 0 holds, once per pipeline piece of every micro-batch (once
+/// a step for shared key/value heads' gradients).
+fn planned_all_reduces(file: &Path, steps: u64, accumulate: u64) -> u64 {
     let out = common::dtl(&["compile", file.to_str().unwrap(), "--format", "json"]).code(0);
     let plan: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
     let topology = &plan["topology"];
@@ -82,19 +83,26 @@ fn planned_all_reduces(file: &Path) -> u64 {
         .find(|op| op["op"] == "tensor_all_reduces")
         .map_or(0, |op| {
             let collectives = op["collectives"].as_array().unwrap();
-            let mine = collectives
-                .iter()
-                .filter(|c| in_stage(c["layers"][0].as_str().unwrap()))
-                .count() as u64;
-            mine * pieces
+            let mine = |update: bool| {
+                collectives
+                    .iter()
+                    .filter(|c| in_stage(c["layers"][0].as_str().unwrap()))
+                    .filter(|c| (c["pass"] == "update") == update)
+                    .count() as u64
+            };
+            mine(false) * pieces * accumulate * steps + mine(true) * steps
         })
 }
 
-/// Each example, split over 2 tensor ranks (and over 2 replicas × 2
-/// tensor ranks, and 2 tensor ranks × 2 pipeline stages), trains as the same file in one process (or as plain
-/// data parallelism), the character GPT's embedding tied to its output
-/// layer (both whole on every rank): losses, the final weights (gathered whole, by
-/// PyTorch's names) and a checkpoint's weights and AdamW state, with
+/// Each example, split over 2 tensor ranks (and 4; over 2 replicas × 2
+/// tensor ranks, 2 tensor ranks × 2 pipeline stages, and 2 × 2 × 2),
+/// trains as the same file in one process (or as plain data parallelism,
+/// or the same stages unsplit): the character models' embeddings and
+/// output layers split by vocabulary (the GPT's tied, the loss computed
+/// from the sharded scores, with label smoothing too), the LLaMA's 2
+/// key/value heads shared by 2 of 4 ranks each. Losses, the final weights
+/// (gathered whole, by PyTorch's names) and a checkpoint's weights and
+/// AdamW state, with
 /// accumulation, norm clipping and dropout (the digits MLP drops out both
 /// inside its split pair, where each rank keeps its part of one mask, and
 /// after it, where every rank draws the same). The all-reduces rank 0
@@ -113,6 +121,7 @@ fn tensor_parallel_runs_train_as_one_process() {
     let sgd = "optimizer = sgd(lr: 0.05, momentum: 0.9)";
     // The character models warm up over 20 steps: fewer here.
     let llama = format!("{sgd}; warmup = 1; ema = 0.9");
+    let smoothing = format!("{sgd}; warmup = 1; loss = cross_entropy(label_smoothing: 0.1)");
     let bf16_sgd = format!("{sgd}; precision = bf16");
     // (example, steps, extra train settings, layout, the layout it equals,
     // each trained by its own file.
@@ -122,6 +131,18 @@ fn tensor_parallel_runs_train_as_one_process() {
         ("moby_llama", 4, llama.as_str(), "tensor = 2", ""),
         ("moby_gpt", 4, llama.as_str(), "tensor = 2", ""),
         ("digits_mlp", 6, "", "data = 2; tensor = 2", "data = 2"),
+        // 4 ways: the transformer's heads; the llama's 2 key/value heads
+        // each shared by 2 ranks (their gradient summed once a step).
+        ("digits_transformer", 6, sgd, "tensor = 4", ""),
+        ("moby_llama", 4, llama.as_str(), "tensor = 4", ""),
+        // 2 replicas × 2 tensor ranks × 2 stages: 8 processes.
+        (
+            "digits_mlp",
+            6,
+            "",
+            r#"data = 2; tensor = 2; pipeline = 2; split = ["1"]; micro_batches = 2"#,
+            r#"data = 2; pipeline = 2; split = ["1"]; micro_batches = 2"#,
+        ),
         ("digits_mlp", 6, bf16_sgd.as_str(), "tensor = 2", ""),
         // The cut between the stages falls inside the split pair: the
         // sharded value crosses as each tensor rank's part. Against the
@@ -141,11 +162,15 @@ fn tensor_parallel_runs_train_as_one_process() {
             r#"tensor = 2; pipeline = 2; split = ["2.1"]; micro_batches = 2"#,
             r#"pipeline = 2; split = ["2.1"]; micro_batches = 2"#,
         ),
+        // The loss from scores split by vocabulary, with label smoothing.
+        ("moby_gpt", 4, smoothing.as_str(), "tensor = 2", ""),
     ];
     // Measured at worst (2026-12-05): losses 1.6e-7 (relative), weights
-    // and the checkpoints' weights and state 2.5e-7 (the MLP under Adam,
-    // cut into stages; 6.0e-8 elsewhere).
-    let fp32 = [1.6e-6, 6e-7, 6e-7];
+    // and the checkpoints' weights and state 3.5e-7 (the MLP under Adam,
+    // its output layer split by vocabulary, 2 × 2 data × tensor; 2.4e-7
+    // on the GPT's tied embedding's momentum with label smoothing, 6e-8
+    // elsewhere).
+    let fp32 = [1.6e-6, 3.4e-6, 3.4e-6];
     // bf16 multiplies each split layer's part in bfloat16 and sums the
     // parts in float32, where one process rounds the whole product once:
     // 10× the worst measured (1.1e-5, 5.3e-4, and 3.0e-3 on a momentum
@@ -204,10 +229,10 @@ fn tensor_parallel_runs_train_as_one_process() {
             serde_json::from_str(&std::fs::read_to_string(out_split.join("summary.json")).unwrap())
                 .unwrap();
         let issued = summary["tensor_all_reduces"].as_u64().unwrap();
-        let micro_batches = step_records(&out_split).len() as u64 * 2;
+        let steps = step_records(&out_split).len() as u64;
         assert_eq!(
             issued,
-            planned_all_reduces(&split) * micro_batches,
+            planned_all_reduces(&split, steps, 2),
             "{what}: all-reduces issued"
         );
         runs.push((split, whole, out_split, out_whole));

@@ -167,6 +167,19 @@ pub enum Lint {
         span: Span,
     },
 
+    #[error("`{layer}` stays whole on every tensor rank: its vocabulary, {vocabulary}, does not split into {t} equal parts ({values} values on every rank)")]
+    #[diagnostic(code(dtl::lint::tensor_vocabulary), severity(Warning))]
+    TensorVocabWhole {
+        layer: String,
+        vocabulary: i64,
+        t: u64,
+        values: u64,
+        #[label("not split over tensor = {t}")]
+        span: Span,
+        #[help]
+        help: String,
+    },
+
     #[error("a rank needs {needed} by `dtl explain`'s estimate{world}, over the {limit} of `--memory`; the biggest: {biggest}")]
     #[diagnostic(code(dtl::lint::memory), severity(Warning))]
     Memory {
@@ -198,6 +211,7 @@ impl Lint {
             | Lint::Memory { span, .. }
             | Lint::ShardOneReplica { span, .. }
             | Lint::ShardOneUnit { span }
+            | Lint::TensorVocabWhole { span, .. }
             | Lint::LossInput { span, .. } => *span,
         }
     }

@@ -338,7 +338,11 @@ pub fn check(
     };
     let tensor_splits = match spec.tensor {
         1 => Vec::new(),
-        t => super::tensor::splits(model, node_spans, t, at("tensor"), errors)?,
+        t => {
+            let vocab_loss = matches!(train.loss, crate::plan::Loss::CrossEntropy { .. });
+            let at = at("tensor");
+            super::tensor::splits(model, node_spans, (t, vocab_loss), at, (errors, lints))?
+        }
     };
     Some(ParallelLayout {
         data: spec.data,

@@ -12,12 +12,12 @@ use crate::plan::{GradBucket, ModelPlan, StagePlan};
 const BYTES_PER_VALUE: u64 = 4;
 
 /// The buckets of every stage; a parameter that `tensor = t` shards
-/// (`sharded`) counts what one tensor rank holds of it.
+/// counts what one tensor rank holds of it (its shape in `local`).
 pub(super) fn buckets(
     model: &ModelPlan,
     stages: &[StagePlan],
     bucket_bytes: u64,
-    (sharded, t): (&BTreeMap<String, usize>, u64),
+    local: &BTreeMap<String, Vec<i64>>,
 ) -> Vec<GradBucket> {
     let sizes = parameter_sizes(model);
     let mut out = Vec::new();
@@ -41,9 +41,9 @@ pub(super) fn buckets(
             bytes: 0,
         };
         for name in order.into_iter().rev() {
-            let values = match sharded.contains_key(name) {
-                true => sizes[name] / t,
-                false => sizes[name],
+            let values = match local.get(name) {
+                Some(shape) => shape.iter().product::<i64>() as u64,
+                None => sizes[name],
             };
             let bytes = values * BYTES_PER_VALUE;
             if current.bytes > 0 && current.bytes + bytes > bucket_bytes {

@@ -88,10 +88,9 @@ fn lower_for(
         recompute: train.recompute,
     };
     let stages = stages::stages(model, &starts);
-    let sharded = crate::plan::tensor_sharded(model, &layout.tensor_splits);
+    let local = crate::plan::tensor_local_shapes(model, &layout.tensor_splits, layout.tensor);
     let buckets = if d > 1 {
-        let tensor = (&sharded, layout.tensor);
-        buckets::buckets(model, &stages, parallelism.bucket_bytes, tensor)
+        buckets::buckets(model, &stages, parallelism.bucket_bytes, &local)
     } else {
         Vec::new()
     };
@@ -110,7 +109,12 @@ fn lower_for(
         .iter()
         .map(|stage| crate::plan::local_parameters(model, splits, stage))
         .collect();
-    let collectives = tensor::collectives(model, &layout.tensor_splits, train.micro_batch);
+    let collectives = tensor::collectives(
+        model,
+        &layout.tensor_splits,
+        train.micro_batch,
+        layout.tensor,
+    );
     let step_program = step_program::step_program(
         &train,
         &parallelism,

@@ -6,7 +6,7 @@
 
 use super::cost::{all_gather_bytes, ring_bytes};
 use crate::plan::{
-    units_of, Clip, GradBucket, Parallelism, Precision, Shard, ShardUnit, StagePlan, StepOp,
+    units_of, Clip, GradBucket, Parallelism, Pass, Precision, Shard, ShardUnit, StagePlan, StepOp,
     SyncMode, TensorCollective, TrainPlan,
 };
 
@@ -138,10 +138,16 @@ pub(super) fn step_program(
 /// unit spanning its stage is gathered once.
 /// `tensor = T`: the all-reduces of each micro-batch, `accumulate` a step.
 fn tensor_all_reduces(collectives: Vec<TensorCollective>, t: u64, accumulate: u64) -> StepOp {
-    let per_micro_batch: u64 = collectives.iter().map(|c| ring_bytes(c.bytes, t)).sum();
+    let bytes = |update: bool| -> u64 {
+        collectives
+            .iter()
+            .filter(|c| (c.pass == Pass::Update) == update)
+            .map(|c| ring_bytes(c.bytes, t))
+            .sum()
+    };
     StepOp::TensorAllReduces {
+        bytes_per_rank: bytes(false) * accumulate + bytes(true),
         collectives,
-        bytes_per_rank: per_micro_batch * accumulate,
     }
 }
 

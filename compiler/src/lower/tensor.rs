@@ -9,24 +9,42 @@ use crate::plan::{ModelPlan, NodeSplit, Op, Pass, TensorCollective, TensorSplit}
 /// Bytes of one activation value (float32).
 const BYTES_PER_VALUE: u64 = 4;
 
-/// The all-reduces of one micro-batch of `micro_batch` rows, in the
-/// order they run: forward, then backward last layer first.
+/// The all-reduces of one micro-batch of `micro_batch` rows over `t`
+/// tensor ranks, in the order they run: forward, then backward last layer
+/// first; then those of the step (shared key/value heads).
 pub(super) fn collectives(
     model: &ModelPlan,
     splits: &[NodeSplit],
     micro_batch: u64,
+    t: u64,
 ) -> Vec<TensorCollective> {
     let nodes = &model.nodes;
     let bytes = |i: usize| numel(&nodes[i].output) * micro_batch * BYTES_PER_VALUE;
     let mut out = Vec::new();
-    // Forward: the partial sums of row-parallel and head-split nodes.
+    let mut update = Vec::new();
+    // Forward: the partial sums of row-parallel, head-split and
+    // vocabulary-split nodes; the loss from sharded scores: each row's
+    // maximum, then its sum of exponentials, target score and sum of
+    // scores (3 values a row).
     for s in splits {
-        if matches!(s.split, TensorSplit::Row | TensorSplit::Heads) {
+        let sum = matches!(
+            s.split,
+            TensorSplit::Row | TensorSplit::Heads | TensorSplit::Vocab
+        );
+        let loss = s.node == model.result && s.split.sharded_output();
+        let output = &nodes[s.node].output;
+        let rows = numel(&output[..output.len().saturating_sub(1)]) * micro_batch;
+        let sizes = match (sum, loss) {
+            (true, _) => vec![bytes(s.node)],
+            (_, true) => vec![rows * BYTES_PER_VALUE, 3 * rows * BYTES_PER_VALUE],
+            _ => Vec::new(),
+        };
+        for bytes in sizes {
             out.push(TensorCollective {
                 pass: Pass::Forward,
                 node: s.name.clone(),
                 layers: vec![s.name.clone()],
-                bytes: bytes(s.node),
+                bytes,
             });
         }
     }
@@ -37,6 +55,29 @@ pub(super) fn collectives(
         if matches!(s.split, TensorSplit::Column | TensorSplit::Heads) {
             for &input in &nodes[s.node].inputs {
                 readers.entry(input).or_default().push(s.name.clone());
+            }
+        }
+    }
+    // Once a step: the gradient of key/value heads that several ranks
+    // share, every key/value row of the layer in one buffer.
+    for s in splits {
+        if let Op::Attention {
+            dim,
+            heads,
+            kv_heads,
+            in_proj_bias,
+            ..
+        } = &nodes[s.node].op
+        {
+            if kv_heads % t as i64 != 0 {
+                let rows = (2 * kv_heads * (dim / heads)) as u64;
+                let values = rows * *dim as u64 + in_proj_bias.as_ref().map_or(0, |_| rows);
+                update.push(TensorCollective {
+                    pass: Pass::Update,
+                    node: s.name.clone(),
+                    layers: vec![s.name.clone()],
+                    bytes: values * BYTES_PER_VALUE,
+                });
             }
         }
     }
@@ -52,5 +93,6 @@ pub(super) fn collectives(
             bytes: bytes(input),
         });
     }
+    out.extend(update);
     out
 }

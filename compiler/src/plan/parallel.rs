@@ -10,7 +10,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::tensor::{local_parameters, tensor_sharded, NodeSplit, TensorSplit};
+use super::tensor::{
+    local_parameters, tensor_local_shapes, tensor_sharded, NodeSplit, TensorSplit,
+};
 use super::{ModelPlan, Shape};
 
 /// Where the ranks are and what each does. The degrees live in
@@ -68,6 +70,12 @@ impl Topology {
         tensor_sharded(model, &self.tensor_splits)
     }
 
+    /// The shape one tensor rank holds of each parameter split over the
+    /// tensor group ([`tensor_local_shapes`]).
+    pub fn tensor_local_shapes(&self, model: &ModelPlan) -> BTreeMap<String, Vec<i64>> {
+        tensor_local_shapes(model, &self.tensor_splits, self.parallelism.tensor)
+    }
+
     /// Values of parameters one rank of `stage` holds ([`local_parameters`]).
     pub fn local_parameters(&self, model: &ModelPlan, stage: &StagePlan) -> u64 {
         local_parameters(model, (&self.tensor_splits, self.parallelism.tensor), stage)
@@ -77,15 +85,11 @@ impl Topology {
     /// given [`Topology::tensor_sharded`].
     pub fn local_shape(
         &self,
-        sharded: &BTreeMap<String, usize>,
+        local: &BTreeMap<String, Vec<i64>>,
         name: &str,
         shape: &[i64],
     ) -> Vec<i64> {
-        let mut local = shape.to_vec();
-        if let Some(&dim) = sharded.get(name) {
-            local[dim] /= self.parallelism.tensor as i64;
-        }
-        local
+        local.get(name).cloned().unwrap_or_else(|| shape.to_vec())
     }
 
     /// The stage that owns each node of the model, by node index.

@@ -29,6 +29,10 @@ pub enum TensorSplit {
     /// (and of the bias), so its whole input gives the t-th part of the
     /// output. In backward its input's gradient is a partial sum,
     /// all-reduced over the group (once per input, whatever reads it so).
+    /// The model's output layer under `cross_entropy`: the loss is
+    /// computed from the sharded scores (the maximum of each row
+    /// all-reduced, then the sums of exponentials, target scores and
+    /// scores), never gathered whole in training.
     Column,
     /// `linear`, row-parallel: rank t holds columns t·n/T … of the weight,
     /// reads the t-th part of its input and gives a partial sum of the
@@ -41,6 +45,11 @@ pub enum TensorSplit {
     /// input gives a partial sum of the output, all-reduced in forward;
     /// its input's gradient is all-reduced in backward.
     Heads,
+    /// `embedding` split by vocabulary: rank t holds rows t·V/T … of the
+    /// weight, looks up the ids in its rows (zeros for the others), and
+    /// its output, a partial sum, is all-reduced in forward. The output
+    /// layer tied to it is column-parallel, cut alike.
+    Vocab,
     /// An element-wise node (activation, dropout, `+`, `*`) between
     /// column- and row-parallel linears: it works on the sharded tensor as
     /// it is (dropout draws each rank's part of one mask).
@@ -58,14 +67,61 @@ pub fn tensor_sharded(model: &ModelPlan, splits: &[NodeSplit]) -> BTreeMap<Strin
 }
 
 /// Values of parameters one rank of `stage` holds: the stage's, with each
-/// parameter that the nodes `splits` shard `t` ways at 1/t.
+/// parameter that the nodes `splits` shard `t` ways at its part
+/// ([`tensor_local_shapes`]).
 pub fn local_parameters(
     model: &ModelPlan,
     (splits, t): (&[NodeSplit], u64),
     stage: &StagePlan,
 ) -> u64 {
-    let whole = split_values(model, splits, stage);
-    stage.parameters - whole + whole / t
+    let local = tensor_local_shapes(model, splits, t);
+    let owned = stage_split_params(model, splits, stage);
+    let held: u64 = owned
+        .iter()
+        .map(|name| local[*name].iter().product::<i64>() as u64)
+        .sum();
+    stage.parameters - split_values(model, splits, stage) + held
+}
+
+/// The shape one of `t` ranks holds of each parameter that the nodes
+/// `splits` shard, by name (a weight two split nodes read, as a tied
+/// embedding's, once): 1/t of the dimension cut, but for an attention's
+/// packed rows, which keep one key/value head each where there are fewer
+/// than `t`.
+pub fn tensor_local_shapes(
+    model: &ModelPlan,
+    splits: &[NodeSplit],
+    t: u64,
+) -> BTreeMap<String, Vec<i64>> {
+    let shapes: BTreeMap<&str, &[i64]> = model
+        .parameters
+        .iter()
+        .map(|p| (p.name.as_str(), p.shape.as_slice()))
+        .collect();
+    let mut out = BTreeMap::new();
+    for s in splits {
+        let op = &model.nodes[s.node].op;
+        for (name, dim) in s.split.sharded_params(op) {
+            if let Some(shape) = shapes.get(name) {
+                out.insert(
+                    name.to_string(),
+                    TensorSplit::local_shape(op, (shape, dim), t),
+                );
+            }
+        }
+    }
+    out
+}
+
+/// An attention's key/value heads on one of `t` ranks: `kv_heads / t`
+/// when they split, else 1 (each head shared by `t / kv_heads` ranks: the
+/// checker allows nothing else).
+pub fn local_kv_heads(kv_heads: i64, t: i64) -> i64 {
+    if kv_heads % t == 0 {
+        kv_heads / t
+    } else {
+        1
+    }
 }
 
 /// The parameters of `stage` that the nodes `splits` shard (frozen ones
@@ -106,6 +162,7 @@ impl TensorSplit {
                 .map(|p| (p.as_str(), 0))
                 .collect(),
             (TensorSplit::Row, Op::Linear { weight, .. }) => vec![(weight.as_str(), 1)],
+            (TensorSplit::Vocab, Op::Embedding { weight, .. }) => vec![(weight.as_str(), 0)],
             (
                 TensorSplit::Heads,
                 Op::Attention {
@@ -120,6 +177,23 @@ impl TensorSplit {
                 .collect(),
             _ => Vec::new(),
         }
+    }
+
+    /// The shape one of `t` ranks holds of a parameter of `op` of `shape`
+    /// that this split cuts on `dim` ([`tensor_local_shapes`]).
+    fn local_shape(op: &Op, (shape, dim): (&[i64], usize), t: u64) -> Vec<i64> {
+        let t = t as i64;
+        let mut local = shape.to_vec();
+        local[dim] = match op {
+            Op::Attention {
+                dim: d,
+                heads,
+                kv_heads,
+                ..
+            } if dim == 0 => (heads / t + 2 * local_kv_heads(*kv_heads, t)) * (d / heads),
+            _ => shape[dim] / t,
+        };
+        local
     }
 
     /// Whether the node's output is sharded (its last dimension cut).

@@ -1377,25 +1377,33 @@ pub enum StepOp {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TensorCollective {
-    /// `forward` or `backward`.
+    /// `forward`, `backward` (every micro-batch) or `update` (once a step).
     pub pass: Pass,
-    /// The node whose output is summed (forward), or whose output's
-    /// gradient is summed (backward).
+    /// The node whose output is summed (forward), whose output's gradient
+    /// is summed (backward), or whose shared key/value rows' gradient is
+    /// summed (update).
     pub node: String,
-    /// The split layers that make it partial: the node itself in forward;
-    /// in backward, the column-parallel linears and head-split attention
-    /// that read the value.
+    /// The split layers that make it partial: the node itself in forward
+    /// and update; in backward, the column-parallel linears and head-split
+    /// attention that read the value.
     pub layers: Vec<String>,
-    /// Bytes of the tensor summed, for one micro-batch.
+    /// Bytes of the tensor summed, for one micro-batch (one step for
+    /// `update`: every key/value row of the layer, each rank adding its
+    /// own head's).
     pub bytes: u64,
 }
 
-/// A direction of the training pass.
+/// When a tensor-group all-reduce runs: in a direction of the training
+/// pass (every micro-batch), or once a step on the accumulated gradients.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Pass {
     Forward,
     Backward,
+    /// After the step's backward passes, before the gradients are
+    /// averaged over replicas: the gradient of key/value heads that
+    /// several tensor ranks share (each rank's is a partial sum).
+    Update,
 }
 
 /// A module test (`test name { ... }`), ready for `dtl test`: the module as

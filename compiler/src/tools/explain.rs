@@ -533,7 +533,7 @@ fn stage_sums(plan: &Plan, per: impl Fn(&[i64]) -> u64) -> Vec<u64> {
     let model = &plan.model;
     let topology = &plan.topology;
     // What one tensor rank holds of each.
-    let sharded = topology.tensor_sharded(model);
+    let local = topology.tensor_local_shapes(model);
     let shapes: std::collections::BTreeMap<&str, Vec<i64>> = model
         .parameters
         .iter()
@@ -541,7 +541,7 @@ fn stage_sums(plan: &Plan, per: impl Fn(&[i64]) -> u64) -> Vec<u64> {
         .map(|p| {
             (
                 p.name.as_str(),
-                topology.local_shape(&sharded, &p.name, &p.shape),
+                topology.local_shape(&local, &p.name, &p.shape),
             )
         })
         .collect();
@@ -697,27 +697,41 @@ fn collectives(plan: &Plan) -> Vec<Collective> {
 }
 
 /// `tensor = T`: the all-reduces over the tensor group of `stage`'s split
-/// layers (those of the step program's whose layers the stage holds).
-fn tensor_collectives(plan: &Plan, stage: &crate::plan::StagePlan, at: &str) -> Option<Collective> {
-    let collectives = plan.step_program.iter().find_map(|op| match op {
+/// layers (those of the step program's whose layers the stage holds):
+/// activations every micro-batch, and once a step the gradients of
+/// key/value heads that several ranks share.
+fn tensor_collectives(plan: &Plan, stage: &crate::plan::StagePlan, at: &str) -> Vec<Collective> {
+    let Some(collectives) = plan.step_program.iter().find_map(|op| match op {
         StepOp::TensorAllReduces { collectives, .. } => Some(collectives),
         _ => None,
-    })?;
+    }) else {
+        return Vec::new();
+    };
     let nodes = &plan.model.nodes[stage.first_node..=stage.last_node];
-    let mine: Vec<_> = collectives
+    let (update, mine): (Vec<_>, Vec<_>) = collectives
         .iter()
         .filter(|c| nodes.iter().any(|n| n.name == c.layers[0]))
-        .collect();
+        .partition(|c| c.pass == Pass::Update);
     let t = plan.topology.parallelism.tensor;
     let forward = mine.iter().filter(|c| c.pass == Pass::Forward).count();
     let per_micro_batch: u64 = mine.iter().map(|c| ring_bytes(c.bytes, t)).sum();
-    Some(Collective {
+    let mut out = vec![Collective {
         name: format!(
             "{at}all-reduce activations over {t} tensor ranks (ring; per micro-batch {forward} in forward, {} in backward)",
             mine.len() - forward
         ),
         bytes_per_rank: per_micro_batch * plan.train.accumulate,
-    })
+    }];
+    if !update.is_empty() {
+        out.push(Collective {
+            name: format!(
+                "{at}all-reduce the gradients of shared key/value heads over {t} tensor ranks ({} layers, once a step)",
+                update.len()
+            ),
+            bytes_per_rank: update.iter().map(|c| ring_bytes(c.bytes, t)).sum(),
+        });
+    }
+    out
 }
 
 /// What `stage` sends on to later stages and receives back: a whole

@@ -96,7 +96,7 @@ impl Executor<'_> {
         prefix: &str,
     ) -> Result<EvalRecord, RunError> {
         let group = self.world.shard_group();
-        let mut forward = |x: &Tensor| match (&self.stage, &self.units) {
+        let pass = |x: &Tensor| match (&self.stage, &self.units) {
             (Some(stage), units) => {
                 let mut around = |j, edge| match units {
                     Some(units) => units.around_node((j, edge), group, step),
@@ -118,6 +118,13 @@ impl Executor<'_> {
                     .forward_with(x, false, &mut around, tensor)
                     .map(Some)
             }
+        };
+        // Scores split by vocabulary are measured whole.
+        let tensor = Some(self.world.tensor.as_ref());
+        let mut forward = |x: &Tensor| {
+            pass(x)?
+                .map(|y| self.model.whole_result(y, tensor))
+                .transpose()
         };
         let (first, count) = self.eval_rows(rows.rows, step);
         let what = format!("step {step}: evaluation");

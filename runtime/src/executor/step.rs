@@ -6,13 +6,12 @@ use std::collections::BTreeMap;
 
 use dtl_compiler::plan::{NanPolicy, NormType, StepOp, SyncMode};
 use dtl_compiler::records::StepRecord;
-use tch::{Reduction, Tensor};
+use tch::Tensor;
 
 use super::{dropout_seed, Executor};
 use crate::clip;
 use crate::comm::ReduceOp;
 use crate::error::{RunError, TorchContext};
-use crate::loss;
 use crate::parallel::data::{self, AsyncUpdate, Buckets};
 use crate::parallel::pipeline::{Objective, Rows};
 use crate::parallel::segments::{Forward, Hooks};
@@ -200,10 +199,19 @@ impl Executor<'_> {
                 self.hand_over_slices(step)?;
             }
             StepOp::AllReduceGradNorm { .. } => state.norm_over_stages = true,
-            // Refused before the run starts (`Executor::build`).
-            StepOp::TensorAllReduces { .. } => {}
+            StepOp::TensorAllReduces { .. } => self.after_tensor_backward()?,
         }
         Ok(())
+    }
+
+    /// The step's backward passes are done: the gradients of key/value
+    /// heads several tensor ranks share summed over the group (the other
+    /// tensor collectives ran with the passes).
+    fn after_tensor_backward(&self) -> Result<(), RunError> {
+        match self.model.tensor_part() {
+            Some(part) => part.sum_shared_gradients(&self.model, self.world.tensor.as_ref()),
+            None => Ok(()),
+        }
     }
 
     /// `forward_backward`: the step's micro-batches, the loss over the
@@ -281,15 +289,12 @@ impl Executor<'_> {
                 .shallow_clone(),
             None => self.model.forward(&x, true)?,
         };
-        let scaled = loss::loss(&self.plan.train.loss, &output, &y, Reduction::Mean)
-            .and_then(|l| l.f_mul_scalar(scale))
-            .context(|| {
-                format!(
-                    "step {step}: loss of output {:?} and targets {:?}",
-                    output.size(),
-                    y.size()
-                )
-            })?;
+        let tensor = Some(self.world.tensor.as_ref());
+        let scaled = self
+            .model
+            .loss(&self.plan.train.loss, (&output, &y), tensor, step)?
+            .f_mul_scalar(scale)
+            .context(|| format!("step {step}: scale the loss"))?;
         match pass {
             Some(pass) => {
                 pass.backward(&self.model, Some(&scaled), &BTreeMap::new(), &mut hooks)?
@@ -355,15 +360,20 @@ impl Executor<'_> {
                 .params
                 .iter()
                 .partition(|(name, _)| part.is_cut(name));
-            let grads = |list: Vec<&(String, Tensor)>| -> Vec<Tensor> {
-                list.into_iter().map(|(_, t)| t.grad()).collect()
+            let grads = |list: Vec<&(String, Tensor)>| -> Result<Vec<Tensor>, RunError> {
+                list.into_iter()
+                    .map(|(name, t)| {
+                        part.counted(name, t.grad())
+                            .context(|| format!("the gradient norm of `{name}`"))
+                    })
+                    .collect()
             };
-            let mut share = [clip::norm_share(grads(split), norm_type)?];
+            let mut share = [clip::norm_share(grads(split)?, norm_type)?];
             self.world
                 .tensor
                 .all_reduce_host(&mut share, op)
                 .map_err(|e| RunError::Collective { step, message: e.0 })?;
-            let whole = clip::norm_share(grads(whole), norm_type)?;
+            let whole = clip::norm_share(grads(whole)?, norm_type)?;
             let mut total = [match norm_type {
                 NormType::Inf => share[0].max(whole),
                 NormType::P(_) => share[0] + whole,

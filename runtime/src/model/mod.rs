@@ -4,7 +4,9 @@
 pub mod file;
 mod load;
 mod partial;
+mod shared_heads;
 mod tensor;
+mod vocab;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -267,7 +269,10 @@ impl Model {
                 return y.context(ctx);
             }
         }
-        let y = ops::forward(&node.op, inputs, self, train, self.precision, &ctx)?;
+        let y = match self.vocab_embedding(part, j, inputs[0]) {
+            Some(y) => y.context(&ctx)?,
+            None => ops::forward(&node.op, inputs, self, train, self.precision, &ctx)?,
+        };
         part.finish(j, y, self, tensor)
     }
 

@@ -26,9 +26,10 @@
 use std::cell::Cell;
 use std::collections::{BTreeMap, BTreeSet};
 
-use dtl_compiler::plan::{NodeSplit, Op, TensorSplit};
+use dtl_compiler::plan::{local_kv_heads, NodeSplit, Op, TensorSplit};
 use tch::Tensor;
 
+use super::shared_heads::SharedHeads;
 use super::Model;
 use crate::comm::{Communicator, ReduceOp};
 use crate::error::{RunError, TorchContext};
@@ -36,11 +37,12 @@ use crate::ops::Weights;
 
 /// How a sharded parameter is cut over the tensor group.
 #[derive(Debug, Clone, Copy)]
-enum Cut {
+pub(super) enum Cut {
     /// Into T equal parts along a dimension, rank r the r-th.
     Dim(i64),
     /// An attention's packed query, key and value rows: rank r takes its
-    /// heads' rows of each.
+    /// heads' rows of each, and the key/value heads they read (one, shared
+    /// with other ranks, where there are fewer than the ranks).
     InProj {
         heads: i64,
         kv_heads: i64,
@@ -62,8 +64,14 @@ pub struct TensorPart {
     readers: BTreeSet<usize>,
     /// Dropout nodes on sharded values.
     dropouts: BTreeSet<usize>,
+    /// Attention layers whose key/value heads several ranks share.
+    pub(super) shared: Vec<SharedHeads>,
+    /// Embeddings split by vocabulary: the rows each rank holds.
+    pub(super) vocab: BTreeMap<usize, i64>,
+    /// The output layer is split by vocabulary: the result is sharded.
+    pub(super) sharded_result: bool,
     /// All-reduces over the group issued so far (forward and backward).
-    issued: Cell<u64>,
+    pub(super) issued: Cell<u64>,
 }
 
 impl Model {
@@ -83,8 +91,12 @@ impl Model {
             sums: BTreeMap::new(),
             readers: BTreeSet::new(),
             dropouts: BTreeSet::new(),
+            shared: Vec::new(),
+            vocab: BTreeMap::new(),
+            sharded_result: false,
             issued: Cell::new(0),
         };
+        let result = self.result;
         for split in splits {
             let j = split.node;
             let node = &mut self.nodes[j];
@@ -107,48 +119,7 @@ impl Model {
                 };
                 part.cuts.insert(name.to_string(), cut);
             }
-            // The node's local op: its widths, and a bias added after the sum.
-            match (split.split, &mut node.op) {
-                (TensorSplit::Column, Op::Linear { out_features, .. }) => {
-                    *out_features /= size;
-                    part.readers.insert(j);
-                }
-                (
-                    TensorSplit::Row,
-                    Op::Linear {
-                        in_features, bias, ..
-                    },
-                ) => {
-                    *in_features /= size;
-                    part.sums.insert(j, bias.take());
-                }
-                (
-                    TensorSplit::Heads,
-                    Op::Attention {
-                        dim,
-                        heads,
-                        kv_heads,
-                        out_proj_bias,
-                        ..
-                    },
-                ) => {
-                    part.sums.insert(j, out_proj_bias.take());
-                    *dim /= size;
-                    *heads /= size;
-                    *kv_heads /= size;
-                    part.readers.insert(j);
-                }
-                (TensorSplit::Sharded, Op::Dropout { .. }) => {
-                    part.dropouts.insert(j);
-                }
-                (TensorSplit::Sharded, _) => {}
-                (how, op) => {
-                    return Err(RunError::Torch {
-                        context: format!("tensor parallelism: layer `{}`", node.name),
-                        message: format!("a {} cannot be split as {how:?}", op.kind()),
-                    })
-                }
-            }
+            part.localize(split.split, j == result, (j, node))?;
         }
         // A pipeline stage holds its own layers' tensors only.
         part.cuts.retain(|name, _| self.index.contains_key(name));
@@ -186,6 +157,81 @@ impl Model {
     }
 }
 
+impl TensorPart {
+    /// Turns node `j` into its local version under `how`: its widths, and
+    /// what this part does around it (a sum, a bias added after, a
+    /// gradient summed, a shared key/value head). `is_result`: it gives
+    /// the model's result.
+    fn localize(
+        &mut self,
+        how: TensorSplit,
+        is_result: bool,
+        (j, node): (usize, &mut super::Node),
+    ) -> Result<(), RunError> {
+        match (how, &mut node.op) {
+            (TensorSplit::Column, Op::Linear { out_features, .. }) => {
+                *out_features /= self.size;
+                self.readers.insert(j);
+                self.sharded_result |= is_result;
+            }
+            (TensorSplit::Vocab, Op::Embedding { num_embeddings, .. }) => {
+                *num_embeddings /= self.size;
+                self.vocab.insert(j, *num_embeddings);
+                self.sums.insert(j, None);
+            }
+            (
+                TensorSplit::Row,
+                Op::Linear {
+                    in_features, bias, ..
+                },
+            ) => {
+                *in_features /= self.size;
+                self.sums.insert(j, bias.take());
+            }
+            (
+                TensorSplit::Heads,
+                Op::Attention {
+                    dim,
+                    heads,
+                    kv_heads,
+                    in_proj_weight,
+                    in_proj_bias,
+                    out_proj_bias,
+                    ..
+                },
+            ) => {
+                self.sums.insert(j, out_proj_bias.take());
+                if *kv_heads % self.size != 0 {
+                    self.shared.push(SharedHeads {
+                        node: j,
+                        tensors: std::iter::once(in_proj_weight.clone())
+                            .chain(in_proj_bias.clone())
+                            .collect(),
+                        query_rows: *dim / self.size,
+                        head_dim: *dim / *heads,
+                        kv_heads: *kv_heads,
+                    });
+                }
+                *dim /= self.size;
+                *heads /= self.size;
+                *kv_heads = local_kv_heads(*kv_heads, self.size);
+                self.readers.insert(j);
+            }
+            (TensorSplit::Sharded, Op::Dropout { .. }) => {
+                self.dropouts.insert(j);
+            }
+            (TensorSplit::Sharded, _) => {}
+            (how, op) => {
+                return Err(RunError::Torch {
+                    context: format!("tensor parallelism: layer `{}`", node.name),
+                    message: format!("a {} cannot be split as {how:?}", op.kind()),
+                })
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Cut {
     /// An attention's query rows, and key (or value) rows, one rank of
     /// `size` holds; (0, 0) for other cuts.
@@ -195,9 +241,19 @@ impl Cut {
                 heads,
                 kv_heads,
                 head_dim,
-            } => (heads / size * head_dim, kv_heads / size * head_dim),
+            } => (
+                heads / size * head_dim,
+                local_kv_heads(kv_heads, size) * head_dim,
+            ),
             Cut::Dim(_) => (0, 0),
         }
+    }
+
+    /// The first key/value head rank `r` of `size` holds: its share, or
+    /// the one its query heads read when the heads are fewer than the
+    /// ranks.
+    pub(super) fn first_kv_head(kv_heads: i64, r: i64, size: i64) -> i64 {
+        r * kv_heads / size
     }
 
     /// Rank `r`'s part of `whole`, of `size` parts.
@@ -213,10 +269,11 @@ impl Cut {
                 head_dim,
             } => {
                 let (q, kv) = self.rows_per_rank(size);
+                let at = Cut::first_kv_head(kv_heads, r, size) * head_dim;
                 let parts = [
                     whole.f_narrow(0, r * q, q)?,
-                    whole.f_narrow(0, heads * head_dim + r * kv, kv)?,
-                    whole.f_narrow(0, (heads + kv_heads) * head_dim + r * kv, kv)?,
+                    whole.f_narrow(0, heads * head_dim + at, kv)?,
+                    whole.f_narrow(0, (heads + kv_heads) * head_dim + at, kv)?,
                 ];
                 Tensor::f_cat(&parts, 0)
             }
@@ -227,16 +284,23 @@ impl Cut {
     fn whole(self, parts: &[Tensor], size: i64) -> Result<Tensor, tch::TchError> {
         match self {
             Cut::Dim(d) => Tensor::f_cat(parts, d),
-            Cut::InProj { .. } => {
+            Cut::InProj { kv_heads, .. } => {
                 let (q, kv) = self.rows_per_rank(size);
                 let mut pieces = [Vec::new(), Vec::new(), Vec::new()];
-                for part in parts {
+                for (r, part) in parts.iter().enumerate() {
+                    // A shared key/value head once, from its first rank.
+                    let r = r as i64;
+                    let first = r == 0
+                        || Cut::first_kv_head(kv_heads, r, size)
+                            != Cut::first_kv_head(kv_heads, r - 1, size);
                     for (k, piece) in part
                         .f_split_with_sizes([q, kv, kv], 0)?
                         .into_iter()
                         .enumerate()
                     {
-                        pieces[k].push(piece);
+                        if k == 0 || first {
+                            pieces[k].push(piece);
+                        }
                     }
                 }
                 let [qs, ks, vs] = pieces;

@@ -15,11 +15,10 @@
 use std::collections::BTreeMap;
 
 use dtl_compiler::plan::{Dim, Loss, Node, PipeOp, Plan, StagePlan};
-use tch::{Kind, Reduction, Tensor};
+use tch::{Kind, Tensor};
 
 use crate::comm::Communicator;
 use crate::error::{RunError, TorchContext};
-use crate::loss;
 use crate::model::{Around, Edge, Model};
 
 use super::segments::{with_output, Forward, Hooks, Segments};
@@ -308,15 +307,10 @@ impl Stage {
             return Ok(0.0);
         }
         let output = &values[&self.result];
-        let scaled = loss::loss(objective.loss, output, &rows.y, Reduction::Mean)
-            .and_then(|l| l.f_mul_scalar(objective.scale))
-            .context(|| {
-                format!(
-                    "step {step}: loss of output {:?} and targets {:?}",
-                    output.size(),
-                    rows.y.size()
-                )
-            })?;
+        let scaled = model
+            .loss(objective.loss, (output, &rows.y), hooks.tensor, step)?
+            .f_mul_scalar(objective.scale)
+            .context(|| format!("step {step}: scale the loss"))?;
         let value = scaled
             .f_double_value(&[])
             .context(|| format!("step {step}: read loss"))?;
