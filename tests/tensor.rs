@@ -164,6 +164,15 @@ fn tensor_parallel_runs_train_as_one_process() {
         ),
         // The loss from scores split by vocabulary, with label smoothing.
         ("moby_gpt", 4, smoothing.as_str(), "tensor = 2", ""),
+        // The user's split: the first block whole, the second's linear
+        // column-parallel and the output layer row-parallel.
+        (
+            "digits_mlp",
+            6,
+            "",
+            r#"tensor = 2; tensor_split = [replicate("0"), column("1.fc"), row("2")]"#,
+            "",
+        ),
     ];
     // Measured at worst (2026-12-05): losses 1.6e-7 (relative), weights
     // and the checkpoints' weights and state 3.5e-7 (the MLP under Adam,
@@ -191,7 +200,7 @@ fn tensor_parallel_runs_train_as_one_process() {
             dir.path().join(format!("{what} split")),
             dir.path().join(format!("{what} whole")),
         );
-        train(&split, &out_split, &["--no-tensorboard"]).code(0);
+        train(&split, &out_split, &["--no-tensorboard", "--trace"]).code(0);
         train(&whole, &out_whole, &["--no-tensorboard"]).code(0);
         within(
             &format!("{what}: losses"),
@@ -234,6 +243,20 @@ fn tensor_parallel_runs_train_as_one_process() {
             issued,
             planned_all_reduces(&split, steps, 2),
             "{what}: all-reduces issued"
+        );
+        // And step by step, in rank 0's trace.
+        let trace = std::fs::read_to_string(out_split.join("rank-0.trace.jsonl")).unwrap();
+        let per_step: Vec<u64> = trace
+            .lines()
+            .map(|l| {
+                let line: serde_json::Value = serde_json::from_str(l).unwrap();
+                line["tensor_all_reduces"].as_u64().unwrap()
+            })
+            .collect();
+        assert_eq!(
+            per_step,
+            vec![planned_all_reduces(&split, 1, 2); steps as usize],
+            "{what}: all-reduces in the trace"
         );
         runs.push((split, whole, out_split, out_whole));
     }

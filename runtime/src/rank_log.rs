@@ -17,6 +17,7 @@ use dtl_compiler::records::StepRecord;
 use serde::Serialize;
 
 use crate::error::RunError;
+use crate::executor::StepTrace;
 use crate::output::{io_err, write_line};
 use crate::world::World;
 
@@ -45,6 +46,11 @@ struct TraceLine {
     /// The most micro-batch pieces the stage held at once.
     #[serde(skip_serializing_if = "Option::is_none")]
     peak_in_flight: Option<usize>,
+    /// The all-reduces issued over the tensor group in the step
+    /// (`tensor = T`): the plan's `tensor_all_reduces` for the rank's stage,
+    /// every piece of every micro-batch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tensor_all_reduces: Option<u64>,
 }
 
 fn create(path: PathBuf) -> Result<(PathBuf, BufWriter<File>), RunError> {
@@ -123,8 +129,7 @@ impl RankLog {
         record: &StepRecord,
         weights_hash: &dyn Fn() -> Result<u64, RunError>,
         seconds: f64,
-        passes: Vec<String>,
-        peak_in_flight: Option<usize>,
+        trace: StepTrace,
     ) -> Result<(), RunError> {
         if let Some((path, file)) = &mut self.log {
             writeln!(
@@ -147,8 +152,9 @@ impl RankLog {
                 stage: self.who.2,
                 loss: record.loss,
                 weights: format!("{:016x}", weights_hash()?),
-                passes,
-                peak_in_flight,
+                passes: trace.passes,
+                peak_in_flight: trace.peak_in_flight,
+                tensor_all_reduces: trace.tensor_all_reduces,
             };
             write_line(file, path, &line)?;
         }

@@ -214,10 +214,10 @@ impl Driver<'_> {
             self.tally.first_loss = record.loss;
         }
         self.tally.skipped_steps += u64::from(record.skipped);
-        let (passes, peak) = executor.take_passes();
+        let trace = executor.take_trace();
         let seconds = step_started.elapsed().as_secs_f64();
         self.log
-            .step(&record, &|| executor.weights_hash(), seconds, passes, peak)?;
+            .step(&record, &|| executor.weights_hash(), seconds, trace)?;
         if let Some(metrics) = &mut self.metrics {
             metrics.write(&record)?;
         }

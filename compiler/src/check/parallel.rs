@@ -18,7 +18,7 @@ use crate::plan::{
 use crate::span::Span;
 
 /// The settings a `parallel` block accepts.
-pub const KEYS: [&str; 14] = [
+pub const KEYS: [&str; 15] = [
     "split",
     "data",
     "tensor",
@@ -33,6 +33,7 @@ pub const KEYS: [&str; 14] = [
     "shard_group",
     "reshard_after_forward",
     "unit_mb",
+    "tensor_split",
 ];
 
 /// `shard` as written: ZeRO's three stages.
@@ -78,6 +79,8 @@ pub struct ParallelSpec {
     /// `split = ["blocks.1", "head"]`: where stages 2, 3, … begin; `None`
     /// balances the stages by FLOPs.
     pub split: Option<Vec<(String, Span)>>,
+    /// `tensor_split = [column("…"), …]`: the user's split of some layers.
+    pub tensor_split: Vec<super::tensor::SplitOverride>,
     pub span: Span,
 }
 
@@ -195,6 +198,10 @@ pub fn resolve(block: &SettingsBlock, errors: &mut Vec<CheckError>) -> Option<Pa
         None => Some(None),
     };
     let split = split_setting(&s, errors);
+    let tensor_split = match s.get("tensor_split") {
+        Some(setting) => super::tensor::parse_overrides(setting, errors),
+        None => Some(Vec::new()),
+    };
     let sync = match s.get("sync") {
         None => Some(SyncMode::EveryStep),
         Some(setting) => sync_setting(setting, errors),
@@ -217,6 +224,7 @@ pub fn resolve(block: &SettingsBlock, errors: &mut Vec<CheckError>) -> Option<Pa
         reshard_after_forward: reshard_after_forward?,
         unit_mb: unit_mb?,
         split: split?,
+        tensor_split: tensor_split?,
         span: block.keyword,
     })
 }
@@ -340,7 +348,7 @@ pub fn check(
         1 => Vec::new(),
         t => {
             let vocab_loss = matches!(train.loss, crate::plan::Loss::CrossEntropy { .. });
-            let at = at("tensor");
+            let at = (at("tensor"), spec.tensor_split.as_slice());
             super::tensor::splits(model, node_spans, (t, vocab_loss), at, (errors, lints))?
         }
     };

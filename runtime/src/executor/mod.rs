@@ -47,6 +47,17 @@ pub struct RankReport {
     pub tensor_all_reduces: Option<u64>,
 }
 
+/// One step as `--trace` records it ([`Executor::take_trace`]).
+#[derive(Debug, Default)]
+pub struct StepTrace {
+    /// A pipeline stage's passes in the order it ran them.
+    pub passes: Vec<String>,
+    /// The most micro-batch pieces a pipeline stage held at once.
+    pub peak_in_flight: Option<usize>,
+    /// The all-reduces issued over the tensor group (`tensor = T`).
+    pub tensor_all_reduces: Option<u64>,
+}
+
 /// One rank's model, optimizer and data, and the state of the strategies
 /// between steps.
 pub struct Executor<'a> {
@@ -81,6 +92,8 @@ pub struct Executor<'a> {
     /// Under `tensor = T`: the all-reduces over the tensor group the
     /// training steps issued so far.
     tensor_all_reduces: u64,
+    /// Those of the last step, under `tensor = T`.
+    last_tensor_all_reduces: Option<u64>,
     /// `ema`: the average of this rank's weights.
     ema: Option<Ema>,
     /// `precision = fp16`: the loss scale and the steps since it last
@@ -189,6 +202,7 @@ impl<'a> Executor<'a> {
             passes: Vec::new(),
             last_checkpoint: resumed.map(|r| r.state.step),
             tensor_all_reduces: 0,
+            last_tensor_all_reduces: None,
             ema,
             scaler,
             units,
@@ -278,11 +292,15 @@ impl<'a> Executor<'a> {
         &self.cursor
     }
 
-    /// The passes the last step ran and the most pieces a pipeline stage
-    /// held at once, for the trace.
-    pub fn take_passes(&mut self) -> (Vec<String>, Option<usize>) {
-        let passes = std::mem::take(&mut self.passes);
-        (passes, self.stage.as_ref().map(|s| s.peak_in_flight))
+    /// What the trace tells of the last step: the passes it ran, the most
+    /// pieces a pipeline stage held at once, the tensor-group all-reduces
+    /// it issued.
+    pub fn take_trace(&mut self) -> StepTrace {
+        StepTrace {
+            passes: std::mem::take(&mut self.passes),
+            peak_in_flight: self.stage.as_ref().map(|s| s.peak_in_flight),
+            tensor_all_reduces: self.last_tensor_all_reduces,
+        }
     }
 
     /// Whether this rank evaluates rows (see [`eval`]); every rank takes

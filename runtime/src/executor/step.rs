@@ -65,7 +65,9 @@ impl Executor<'_> {
             self.run_op(op, step, &mut state)?;
         }
         if let (Some(before), Some(part)) = (issued, self.model.tensor_part()) {
-            self.tensor_all_reduces += part.issued() - before;
+            let now = part.issued() - before;
+            self.tensor_all_reduces += now;
+            self.last_tensor_all_reduces = Some(now);
         }
         if let Some(ema) = &mut self.ema {
             ema.update(&self.model)?;

@@ -34,25 +34,48 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::{CheckError, Lint};
 use crate::plan::{ModelPlan, Node, NodeSplit, Op, TensorSplit};
 use crate::span::Span;
+pub use overrides::{parse as parse_overrides, SplitOverride};
 use region::Graph;
 
+mod overrides;
+mod placement;
 mod region;
 
-/// The nodes `tensor = t` splits, in node order; `None` when a width does
-/// not divide (reported at the layer), or nothing at all would be split
-/// (reported at `at`, the setting). `vocab_loss`: the loss is computed
-/// from sharded scores (`cross_entropy`).
+/// The nodes `tensor = t` splits, in node order: `overrides`
+/// (`tensor_split`), the default split filled in around them, each value's
+/// placement checked. `None` when an override or a placement is wrong, a
+/// width does not divide (each reported at the layer), or nothing at all
+/// would be split (reported at `at`, the setting). `vocab_loss`: the loss
+/// can be computed from sharded scores (`cross_entropy`).
 pub fn splits(
     model: &ModelPlan,
     spans: &[Span],
     (t, vocab_loss): (u64, bool),
-    at: Span,
+    (at, overrides): (Span, &[SplitOverride]),
     (errors, lints): (&mut Vec<CheckError>, &mut Vec<Lint>),
 ) -> Option<Vec<NodeSplit>> {
     let nodes = &model.nodes;
-    let split = default_split(model, t as i64, vocab_loss);
-    whole_vocabularies(model, spans, (t, vocab_loss), &split, lints);
     let before = errors.len();
+    let fixed = overrides::fixed(model, overrides, errors);
+    if errors.len() > before {
+        return None;
+    }
+    let pinned: BTreeMap<usize, Option<TensorSplit>> =
+        fixed.iter().map(|(&i, &(s, _))| (i, s)).collect();
+    let fixed: BTreeMap<usize, Span> = fixed.iter().map(|(&i, &(_, at))| (i, at)).collect();
+    let mut split = default_split(model, t as i64, vocab_loss, &pinned);
+    placement::check(model, &mut split, (spans, &fixed), vocab_loss, errors);
+    if errors.len() > before {
+        return None;
+    }
+    let warn: Vec<Option<TensorSplit>> = (0..nodes.len())
+        .map(|i| match fixed.contains_key(&i) {
+            // Kept whole by the user's choice: no warning.
+            true => Some(TensorSplit::Sharded),
+            false => split[i],
+        })
+        .collect();
+    whole_vocabularies(model, spans, (t, vocab_loss), &warn, lints);
     let mut reported = BTreeSet::new();
     for (i, node) in nodes.iter().enumerate() {
         let Some(how) = split[i] else { continue };
@@ -172,6 +195,14 @@ fn indivisible(node: &Node, how: TensorSplit, t: i64) -> Option<String> {
             })
         }
         (
+            Op::Embedding {
+                num_embeddings: n, ..
+            },
+            TensorSplit::Vocab,
+        ) => (n % t != 0).then(|| {
+            format!("`{name}` (embedding) is split by vocabulary: its {n} rows do not split into {t} equal parts")
+        }),
+        (
             Op::Attention {
                 heads, kv_heads, ..
             },
@@ -197,8 +228,14 @@ fn indivisible(node: &Node, how: TensorSplit, t: i64) -> Option<String> {
 }
 
 /// Each node's split over `t` ranks under the default rules (`None`:
-/// whole on every rank); see the module's documentation.
-pub fn default_split(model: &ModelPlan, t: i64, vocab_loss: bool) -> Vec<Option<TensorSplit>> {
+/// whole on every rank), around the nodes `pinned` fixes; see the
+/// module's documentation.
+pub fn default_split(
+    model: &ModelPlan,
+    t: i64,
+    vocab_loss: bool,
+    pinned: &BTreeMap<usize, Option<TensorSplit>>,
+) -> Vec<Option<TensorSplit>> {
     let nodes = &model.nodes;
     let mut readers = vec![Vec::new(); nodes.len()];
     for (i, node) in nodes.iter().enumerate() {
@@ -215,8 +252,14 @@ pub fn default_split(model: &ModelPlan, t: i64, vocab_loss: bool) -> Vec<Option<
         }
     }
     let own_weights = |n: usize| nodes[n].op.params().iter().all(|p| uses[p] == 1);
+    // Free to split by the rules: its weights its own, not fixed by the user.
+    let free = |n: usize| own_weights(n) && !pinned.contains_key(&n);
+    let is_pinned = |n: usize| pinned.contains_key(&n);
     let mut split = vec![None; nodes.len()];
     for i in 0..nodes.len() {
+        if is_pinned(i) {
+            continue;
+        }
         // An embedding's weight may be the output layer's too (`tied`).
         if let Op::Embedding {
             num_embeddings,
@@ -240,8 +283,9 @@ pub fn default_split(model: &ModelPlan, t: i64, vocab_loss: bool) -> Vec<Option<
                     nodes,
                     readers: &readers,
                     result: model.result,
+                    pinned: &is_pinned,
                 };
-                if let Some(region) = graph.region(i, &split, &own_weights) {
+                if let Some(region) = graph.region(i, &split, &free) {
                     for n in region.columns {
                         split[n] = Some(TensorSplit::Column);
                     }
@@ -257,7 +301,12 @@ pub fn default_split(model: &ModelPlan, t: i64, vocab_loss: bool) -> Vec<Option<
             _ => {}
         }
     }
-    vocabulary(model, t, vocab_loss, &uses, &mut split);
+    for (&i, &how) in pinned {
+        split[i] = how;
+    }
+    if !is_pinned(model.result) {
+        vocabulary(model, t, vocab_loss, (&uses, pinned), &mut split);
+    }
     split
 }
 
@@ -267,7 +316,10 @@ fn vocabulary(
     model: &ModelPlan,
     t: i64,
     vocab_loss: bool,
-    uses: &BTreeMap<&str, usize>,
+    (uses, pinned): (
+        &BTreeMap<&str, usize>,
+        &BTreeMap<usize, Option<TensorSplit>>,
+    ),
     split: &mut [Option<TensorSplit>],
 ) {
     let nodes = &model.nodes;
@@ -295,8 +347,9 @@ fn vocabulary(
     if vocab_loss && split[result].is_none() && whole_input && out_features % t == 0 && tie_splits {
         split[result] = Some(TensorSplit::Column);
     } else {
-        // A tied embedding stays whole with its output layer.
-        for e in tied {
+        // A tied embedding stays whole with its output layer (unless the
+        // user split it: the placement check then says they differ).
+        for e in tied.into_iter().filter(|e| !pinned.contains_key(e)) {
             split[e] = None;
         }
     }

@@ -25,6 +25,9 @@ pub(super) struct Graph<'a> {
     pub nodes: &'a [Node],
     pub readers: &'a [Vec<usize>],
     pub result: usize,
+    /// Nodes whose split the user fixed (`tensor_split`): no region
+    /// takes them in.
+    pub pinned: &'a dyn Fn(usize) -> bool,
 }
 
 /// A sharded region: the column-parallel linears that open it, the
@@ -72,7 +75,10 @@ impl Graph<'_> {
                 }
                 if is_free_linear(reader) {
                     region.rows.push(reader);
-                } else if split[reader].is_none() && elementwise(&nodes[reader].op) {
+                } else if split[reader].is_none()
+                    && !(self.pinned)(reader)
+                    && elementwise(&nodes[reader].op)
+                {
                     for &other in &nodes[reader].inputs {
                         if region.inside(other) {
                             continue;

@@ -215,3 +215,108 @@ fn a_model_with_nothing_to_split_and_a_world_that_does_not_divide_are_errors() {
         "{err}"
     );
 }
+
+#[test]
+fn tensor_split_overrides_the_default_and_the_rest_fills_in_around_it() {
+    let block = r#"
+        module Mlp(d: int) { forward(x: [B, d]) -> [B, d] { x |> linear(d, 4 * d) |> relu |> linear(4 * d, d) } }
+        model Net { forward(x: [B, 64]) -> [B, 10] { x |> Mlp(64) |> Mlp(64) |> linear(64, 10) } }
+    "#;
+    // The first block whole, the second split; the output layer by
+    // vocabulary unless kept whole.
+    let plan = compile(
+        &experiment(
+            block,
+            r#"tensor = 2; tensor_split = [replicate("0"), replicate("2")]"#,
+        ),
+        vec![],
+    )
+    .unwrap();
+    assert_eq!(
+        splits(&plan),
+        [
+            ("1.0", TensorSplit::Column),
+            ("1.1", TensorSplit::Sharded),
+            ("1.2", TensorSplit::Row)
+        ]
+    );
+    // The second block's last linear column-parallel by the user: the
+    // pair it opens closes at the output layer, row-parallel by the user;
+    // the block's first linear, no longer closed by it, stays whole.
+    let plan = compile(
+        &experiment(
+            block,
+            r#"tensor = 2; tensor_split = [replicate("0"), column("1.2"), row("2")]"#,
+        ),
+        vec![],
+    )
+    .unwrap();
+    assert_eq!(
+        splits(&plan),
+        [("1.2", TensorSplit::Column), ("2", TensorSplit::Row)]
+    );
+}
+
+#[test]
+fn misplaced_values_and_wrong_overrides_are_errors_at_the_layer() {
+    let model = "model Net { forward(x: [B, 64]) -> [B, 10] { x |> linear(64, 100) |> relu |> layer_norm(100) |> linear(100, 10) } }";
+    // The message as one line: the renderer wraps it.
+    let flat = |e: String| {
+        e.replace('│', " ")
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let err = |split: &str| {
+        flat(
+            compile(
+                &experiment(model, &format!("tensor = 2; tensor_split = [{split}]")),
+                vec![],
+            )
+            .unwrap_err(),
+        )
+    };
+    // A row-parallel linear reading the model's input, whole.
+    let e = err(r#"row("0")"#);
+    assert!(
+        e.contains("it needs its input sharded on its last dimension, but `input`"),
+        "{e}"
+    );
+    // A norm reading a column-parallel output through relu.
+    let e = err(r#"column("0")"#);
+    assert!(
+        e.contains("`2` (layer_norm, whole on every rank): it needs its input whole, but `1` (relu, on a sharded value) gives it sharded"),
+        "{e}"
+    );
+    // A split of the wrong kind, a path that names nothing.
+    let e = err(r#"heads("0")"#);
+    assert!(
+        e.contains("`0` is a linear: only an attention can be `heads`"),
+        "{e}"
+    );
+    let e = err(r#"column("blocks.*.fc")"#);
+    assert!(e.contains("`blocks.*.fc` names no layer of `Net`"), "{e}");
+    let e = err(r#"column("2")"#);
+    assert!(
+        e.contains("`2` is a layer_norm: only a linear can be `column`"),
+        "{e}"
+    );
+    let e = err(r#"heads("*")"#);
+    assert!(
+        e.contains("`*` names no attention, which alone can be `heads`"),
+        "{e}"
+    );
+    // A sharded result that is not the output layer's scores.
+    let model = "model Net { forward(x: [B, 64]) -> [B, 10] { x |> linear(64, 10) |> relu } }";
+    let e = flat(
+        compile(
+            &experiment(model, r#"tensor = 2; tensor_split = [column("0")]"#),
+            vec![],
+        )
+        .unwrap_err(),
+    );
+    assert!(
+        e.contains("it gives the model's result, which would be sharded"),
+        "{e}"
+    );
+}
