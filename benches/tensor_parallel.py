@@ -7,7 +7,9 @@ hand-written PyTorch program that splits the same model with
 The model is benches/wide_mlp.dtl (301k parameters, AdamW, micro_batch 32,
 norm clipping) with `--set parallel.data=1 --set parallel.tensor=T`: dtl
 splits linear(64, 512) column-wise and linear(512, 512) row-wise and keeps
-the last layer whole; the PyTorch side (benches/torch_ddp_train.py
+the last layer whole (`tensor_split = [replicate("4")]`: by default dtl
+would split it by vocabulary too, its loss from the sharded scores, which
+the PyTorch side does not); the PyTorch side (benches/torch_ddp_train.py
 `--tensor`) splits the same two layers the same way. Both start from the
 same weights and read the same rows; every rank of the group reads the
 whole micro-batch. The runs alternate, `--repeat` times each, and the best
@@ -35,7 +37,8 @@ from vs_pytorch import run_measured
 def dtl_run(dtl, tensor, steps, init, out, env):
     cmd = [dtl, "run", MODEL, "--device", "cpu", "-q", "--out", out, "--overwrite", "--init", init,
            "--set", f"train.steps={steps}", "--set", "parallel.data=1",
-           "--set", f"parallel.tensor={tensor}"]
+           "--set", f"parallel.tensor={tensor}",
+           "--set", 'parallel.tensor_split=[replicate("4")]']
     _, rss = run_measured([str(c) for c in cmd], env)
     summary = json.loads((Path(out) / "summary.json").read_text())
     assert summary["steps"] == steps and summary["world_size"] == tensor, summary
