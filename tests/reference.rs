@@ -504,6 +504,18 @@ fn data_parallel_dtl_agrees_with_torch_ddp() {
     reference_script("ddp.py", &[]);
 }
 
+/// DiLoCo (`groups = 2` of 2 replicas, `sync = diloco(period: 4,
+/// outer_lr: 0.7, outer_momentum: 0.9)`, AdamW inside, accumulation 2,
+/// norm clipping, 30 steps with a partial last period) against a
+/// hand-written PyTorch DiLoCo program (its own loop, torch.optim.SGD with
+/// Nesterov as the outer optimizer): every step's loss, gradient norm and
+/// learning rate, and the final weights, within diloco.py's TOLERANCE
+/// (10× the worst measured: 1.0e-7, 9.1e-8, equal, 4.8e-7).
+#[test]
+fn diloco_groups_agree_with_a_hand_written_pytorch_diloco() {
+    reference_script("diloco.py", &[]);
+}
+
 /// A Hugging Face GPT-2 checkpoint (transformers' own GPT2LMHeadModel, small
 /// and seeded, saved by `save_pretrained`) loads into dtl's GPT-2 through
 /// `init = weights(path, transpose: [...], rename: [...])`, and `dtl

@@ -353,6 +353,35 @@ fn sigterm_and_sigint_stop_at_a_step_boundary_with_a_checkpoint() {
             "{name}: the resumed run differs"
         );
     }
+    // A DiLoCo run writes no checkpoint yet: it stops at a step boundary
+    // all the same, and says there is nothing to resume from.
+    let out = dir.path().join("diloco");
+    let diloco = [
+        "--set",
+        "train.steps=150",
+        "--set",
+        "train.eval_every=0",
+        "--set",
+        "train.checkpoint_every=0",
+        "--set",
+        "parallel.data=2",
+        "--set",
+        "parallel.sync=diloco(period: 4)",
+    ];
+    let child = spawn_run(&file, &out, &diloco, &[]);
+    wait_for_steps(&out, 10);
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let (status, text) = finish(child, Duration::from_secs(60));
+    assert_eq!(status, Some(143), "DiLoCo: {text}");
+    assert!(
+        text.contains("stopped by SIGTERM after step")
+            && text.contains("a DiLoCo run writes no checkpoint yet"),
+        "{text}"
+    );
+    assert!(!out.join("checkpoint").exists(), "{text}");
     // A second Ctrl-C stops at once.
     let out = dir.path().join("twice");
     let child = spawn_run(

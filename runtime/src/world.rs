@@ -44,6 +44,14 @@ pub struct World {
     /// Under `tensor = T`: the T ranks that split its replica's layers,
     /// in tensor rank order (a group of one otherwise).
     pub tensor: Box<dyn Communicator>,
+    /// Under `groups`: the replicas of its sync group, which average their
+    /// gradients every step (a group of one otherwise).
+    pub group: Box<dyn Communicator>,
+    /// Under `groups`: the replicas at its place in every sync group (a
+    /// group of one otherwise); see [`World::across`].
+    across: Box<dyn Communicator>,
+    /// Whether the plan cuts the replicas into sync groups (`groups`).
+    grouped: bool,
     /// The library the replicas' collectives run on (the tensor group's
     /// without replicas, the pipeline's without either).
     pub backend: comm::Backend,
@@ -159,6 +167,8 @@ impl World {
         let shard = join(GroupKind::Shard)?;
         let replicate = join(GroupKind::Replicate)?;
         let tensor = join(GroupKind::Tensor)?;
+        let group = join(GroupKind::Group)?;
+        let across = join(GroupKind::Across)?;
         let backend = if replicas.size() > 1 {
             replicas.backend()
         } else if tensor.size() > 1 {
@@ -177,8 +187,21 @@ impl World {
             shard,
             replicate,
             tensor,
+            group,
+            across,
+            grouped: topology.parallelism.groups > 0,
             backend,
         })
+    }
+
+    /// The replicas that meet across sync groups (DiLoCo's outer step,
+    /// local SGD's average): one at each group under `groups`, else every
+    /// replica of the stage (each is its own group).
+    pub fn across(&self) -> &dyn Communicator {
+        match self.grouped {
+            true => self.across.as_ref(),
+            false => self.replicas.as_ref(),
+        }
     }
 
     /// The replicas that split one copy of the sharded state: the shard
@@ -230,6 +253,8 @@ impl World {
             &self.shard,
             &self.tensor,
             &self.replicate,
+            &self.group,
+            &self.across,
         ]
         .into_iter()
         .filter_map(|group| group.health_probe())

@@ -106,6 +106,8 @@ SABOTAGES = {
     "zoo_relu": "(zoo.py) ResNet-18's BasicBlock with a ReLU before the residual sum",
     "zoo_stride": "(zoo.py) ResNet-50's stride in the first 1x1 convolution (v1), not the 3x3",
     "zoo_untied": "(zoo.py) GPT-2's output layer a copy of wte, trained on its own",
+    "plain_momentum": "(diloco.py) the outer SGD's momentum without Nesterov",
+    "no_outer_lr": "(diloco.py) the outer SGD at lr 1, not the file's outer_lr",
 }
 
 

@@ -18,7 +18,7 @@ use crate::plan::{
 use crate::span::Span;
 
 /// The settings a `parallel` block accepts.
-pub const KEYS: [&str; 15] = [
+pub const KEYS: [&str; 16] = [
     "split",
     "data",
     "tensor",
@@ -34,6 +34,7 @@ pub const KEYS: [&str; 15] = [
     "reshard_after_forward",
     "unit_mb",
     "tensor_split",
+    "groups",
 ];
 
 /// `shard` as written: ZeRO's three stages.
@@ -81,6 +82,8 @@ pub struct ParallelSpec {
     pub split: Option<Vec<(String, Span)>>,
     /// `tensor_split = [column("…"), …]`: the user's split of some layers.
     pub tensor_split: Vec<super::tensor::SplitOverride>,
+    /// `groups = G`, when written: sync groups of the replicas.
+    pub groups: Option<u64>,
     pub span: Span,
 }
 
@@ -103,6 +106,8 @@ pub struct ParallelLayout {
     pub shard: Shard,
     /// `shard_group`, or 0: one group of all the stage's replicas.
     pub shard_group: u64,
+    /// `groups`, or 0: each replica is its own sync group.
+    pub groups: u64,
     /// `shard = parameters`: free a unit after its forward (the default).
     pub reshard_after_forward: bool,
     /// `shard = parameters`: consecutive blocks of a stage are merged into
@@ -125,6 +130,7 @@ pub struct ParallelSpans {
     pub pipeline: Span,
     pub split: Span,
     pub shard_group: Span,
+    pub groups: Span,
 }
 
 impl ParallelLayout {
@@ -143,6 +149,7 @@ impl ParallelLayout {
             batch_norm: BatchNormSync::Local,
             shard: Shard::None,
             shard_group: 0,
+            groups: 0,
             reshard_after_forward: true,
             unit_bytes: 0,
             split: None,
@@ -153,6 +160,7 @@ impl ParallelLayout {
                 pipeline: at,
                 split: at,
                 shard_group: at,
+                groups: at,
             },
         }
     }
@@ -198,6 +206,12 @@ pub fn resolve(block: &SettingsBlock, errors: &mut Vec<CheckError>) -> Option<Pa
         None => Some(None),
     };
     let split = split_setting(&s, errors);
+    let groups = match s.get("groups") {
+        Some(_) => s
+            .int("groups", 1..=MAX_RANKS, None, errors)
+            .map(|g| Some(g as u64)),
+        None => Some(None),
+    };
     let tensor_split = match s.get("tensor_split") {
         Some(setting) => super::tensor::parse_overrides(setting, errors),
         None => Some(Vec::new()),
@@ -225,17 +239,20 @@ pub fn resolve(block: &SettingsBlock, errors: &mut Vec<CheckError>) -> Option<Pa
         unit_mb: unit_mb?,
         split: split?,
         tensor_split: tensor_split?,
+        groups: groups?,
         span: block.keyword,
     })
 }
 
-/// `sync = every_step | local_sgd(period: N) | async(staleness: N)`.
+/// `sync = every_step | local_sgd(period: N) | async(staleness: N) |
+/// diloco(period: H, outer_lr: 0.7, outer_momentum: 0.9)`.
 fn sync_setting(setting: &crate::ast::Setting, errors: &mut Vec<CheckError>) -> Option<SyncMode> {
     #[derive(Clone, Copy)]
     enum Kind {
         EveryStep,
         LocalSgd,
         Async,
+        Diloco,
     }
     let choices = [
         ("every_step", Kind::EveryStep, vec![]),
@@ -249,20 +266,33 @@ fn sync_setting(setting: &crate::ast::Setting, errors: &mut Vec<CheckError>) -> 
             Kind::Async,
             vec![ParamSig::optional("staleness", Ty::Int, Value::Int(1))],
         ),
+        (
+            "diloco",
+            Kind::Diloco,
+            vec![
+                ParamSig::required("period", Ty::Int),
+                ParamSig::optional("outer_lr", Ty::Float, Value::Float(0.7)),
+                ParamSig::optional("outer_momentum", Ty::Float, Value::Float(0.9)),
+            ],
+        ),
     ];
     let (kind, v) = choose(setting, "sync mode", &choices, errors)?;
+    if let Kind::Diloco = kind {
+        return diloco_setting(setting, &v, errors);
+    }
     let n = v.first().map_or(1, Value::as_int);
     // `async(staleness: 0)` is the degenerate case: the all-reduce still
     // runs in the background and is waited for before the step.
     let least = match kind {
         Kind::Async => 0,
-        Kind::EveryStep | Kind::LocalSgd => 1,
+        Kind::EveryStep | Kind::LocalSgd | Kind::Diloco => 1,
     };
     if n < least {
         let name = match kind {
             Kind::EveryStep => "every_step",
             Kind::LocalSgd => "local_sgd",
             Kind::Async => "async",
+            Kind::Diloco => "diloco",
         };
         errors.push(CheckError::invalid(
             format!("{name} needs a value ≥ {least}"),
@@ -277,6 +307,39 @@ fn sync_setting(setting: &crate::ast::Setting, errors: &mut Vec<CheckError>) -> 
         Kind::Async => SyncMode::Async {
             staleness: n as u64,
         },
+        Kind::Diloco => unreachable!("read by diloco_setting"),
+    })
+}
+
+/// `diloco(period: H, outer_lr: η, outer_momentum: μ)`: H ≥ 1, η > 0,
+/// 0 ≤ μ < 1.
+fn diloco_setting(
+    setting: &crate::ast::Setting,
+    v: &[Value],
+    errors: &mut Vec<CheckError>,
+) -> Option<SyncMode> {
+    let (period, outer_lr, outer_momentum) = (v[0].as_int(), v[1].as_float(), v[2].as_float());
+    let wrong = if period < 1 {
+        Some(format!("diloco's period must be at least 1, not {period}"))
+    } else if !(outer_lr > 0.0 && outer_lr.is_finite()) {
+        Some(format!(
+            "diloco's outer_lr must be a positive number, not {outer_lr}"
+        ))
+    } else if !(0.0..1.0).contains(&outer_momentum) {
+        Some(format!(
+            "diloco's outer_momentum must be at least 0 and below 1, not {outer_momentum}"
+        ))
+    } else {
+        None
+    };
+    if let Some(message) = wrong {
+        errors.push(CheckError::invalid(message, setting.value.span, "here"));
+        return None;
+    }
+    Some(SyncMode::Diloco {
+        period: period as u64,
+        outer_lr,
+        outer_momentum,
     })
 }
 
@@ -371,6 +434,7 @@ pub fn check(
             ShardMode::None => Shard::None,
         },
         shard_group: spec.shard_group.unwrap_or(0),
+        groups: spec.groups.unwrap_or(0),
         reshard_after_forward: spec.reshard_after_forward.unwrap_or(true),
         unit_bytes: spec.unit_mb.unwrap_or(0) << 20,
         split,
@@ -381,8 +445,56 @@ pub fn check(
             pipeline: at("pipeline"),
             split: s.get("split").map_or(block.keyword, |x| x.value.span),
             shard_group: s.get("shard_group").map_or(block.keyword, |x| x.value.span),
+            groups: s.get("groups").map_or(block.keyword, |x| x.value.span),
         },
     })
+}
+
+/// `groups` and `sync = diloco(…)`: what they compose with today, each
+/// refusal at the setting that makes it.
+fn sync_groups(
+    spec: &ParallelSpec,
+    train: &TrainSpec,
+    at: &dyn Fn(&str) -> Span,
+    errors: &mut Vec<CheckError>,
+) {
+    let diloco = matches!(spec.sync, SyncMode::Diloco { .. });
+    if let (Some(g), Degree::Fixed(d)) = (spec.groups, spec.data) {
+        if g > d || !d.is_multiple_of(g) {
+            errors.push(CheckError::InvalidValue {
+                message: format!("`groups = {g}` must cut the {d} replicas into equal groups"),
+                span: at("groups"),
+                label: "groups of consecutive replicas".into(),
+                help: Some(format!("choose a `groups` that divides `data = {d}`")),
+            });
+        }
+    }
+    if spec.groups.is_some() && matches!(spec.sync, SyncMode::EveryStep | SyncMode::Async { .. }) {
+        errors.push(CheckError::Unsupported {
+            message: "groups meet through `sync`: every_step makes them one group, and asynchronous updates across groups are not done yet".into(),
+            span: at("groups"),
+            help: Some("use `sync = diloco(period: …)` or `sync = local_sgd(period: …)` across the groups, or drop `groups`".into()),
+        });
+    }
+    if !diloco {
+        return;
+    }
+    // (`shard` and `pipeline` are refused with every sync but
+    // every_step, below.)
+    if spec.tensor > 1 {
+        errors.push(CheckError::Unsupported {
+            message: "DiLoCo groups with tensor parallelism are not done yet".into(),
+            span: at("tensor"),
+            help: Some("drop `tensor`, or synchronise with `sync = every_step`".into()),
+        });
+    }
+    if train.checkpoint_every > 0 {
+        errors.push(CheckError::Unsupported {
+            message: "checkpoints of a DiLoCo run are not written yet: each group's inner optimizer state, the global copy and its momentum would each need a place in them".into(),
+            span: at("sync"),
+            help: Some("drop `checkpoint_every` (the final weights are written), or use `sync = local_sgd(…)`".into()),
+        });
+    }
 }
 
 /// Combinations of choices that make no sense, whatever the world size.
@@ -398,7 +510,7 @@ fn conflicting_choices(
     if stages > 1 && spec.sync != SyncMode::EveryStep {
         errors.push(CheckError::Unsupported {
             message:
-                "local SGD and asynchronous updates need whole model replicas, not pipeline stages"
+                "local SGD, DiLoCo and asynchronous updates need whole model replicas, not pipeline stages"
                     .into(),
             span: at("sync"),
             help: Some("use `sync = every_step` with a pipeline".into()),
@@ -419,6 +531,7 @@ fn conflicting_choices(
             help: Some("use `precision = bf16`, or synchronise every step or with local SGD".into()),
         });
     }
+    sync_groups(spec, train, at, errors);
     // A checkpoint saves rank 0's replica: between two averages the others
     // hold their own, which a resumed run would lose.
     if let (SyncMode::LocalSgd { period }, true) = (spec.sync, train.checkpoint_every > 0) {
@@ -520,7 +633,7 @@ fn sharding(
     };
     if spec.sync != SyncMode::EveryStep {
         errors.push(CheckError::Unsupported {
-            message: format!("`shard = {mode}` needs every replica to apply the same averaged gradients at every step; under local SGD or asynchronous updates the replicas differ"),
+            message: format!("`shard = {mode}` needs every replica to apply the same averaged gradients at every step; under local SGD, DiLoCo or asynchronous updates the replicas differ"),
             span: at("shard"),
             help: Some("use `sync = every_step`, or `shard = none`".into()),
         });

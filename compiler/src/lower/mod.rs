@@ -61,6 +61,7 @@ fn lower_for(
         shard_group: layout.shard_group,
         reshard_after_forward: layout.reshard_after_forward,
         tensor: layout.tensor,
+        groups: layout.groups,
     };
     let d = parallelism.data;
     let train = TrainPlan {

@@ -69,6 +69,34 @@ pub(super) fn ranks(layout: &Parallelism, micro_batch: u64) -> (Vec<RankPlan>, V
             }
         }
     }
+    // Sync groups (`groups`): n consecutive replicas train in sync (their
+    // gradients averaged every step), and the replicas at the same place
+    // in each group meet across them.
+    let (groups, n) = (layout.sync_groups(), layout.group_size());
+    if layout.groups > 0 && d > 1 {
+        for stage in 0..p {
+            for tensor in 0..t {
+                if n > 1 {
+                    for g in 0..groups {
+                        communicators.push(CommGroup {
+                            kind: GroupKind::Group,
+                            ranks: (0..n).map(|i| rank(g * n + i, stage, tensor)).collect(),
+                        });
+                    }
+                }
+                if groups > 1 {
+                    for place in 0..n {
+                        communicators.push(CommGroup {
+                            kind: GroupKind::Across,
+                            ranks: (0..groups)
+                                .map(|g| rank(g * n + place, stage, tensor))
+                                .collect(),
+                        });
+                    }
+                }
+            }
+        }
+    }
     let mut ranks: Vec<RankPlan> = (0..d * p * t)
         .map(|r| {
             let replica = (r / t) % d;
@@ -78,7 +106,7 @@ pub(super) fn ranks(layout: &Parallelism, micro_batch: u64) -> (Vec<RankPlan>, V
                 stage: r / t / d,
                 tensor: r % t,
                 shard: replica % k,
-                sync_group: 0,
+                sync_group: if layout.groups > 0 { replica / n } else { 0 },
                 // The ranks of a tensor group read the same rows.
                 rows: RowSlice {
                     first: replica * micro_batch,

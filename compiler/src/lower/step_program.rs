@@ -50,10 +50,15 @@ pub(super) fn step_program(
         program.push(tensor_all_reduces(tensor, layout.tensor, train.accumulate));
     }
     if d > 1 {
-        let staleness = match layout.sync {
-            SyncMode::EveryStep => Some(0),
-            SyncMode::Async { staleness } => Some(staleness),
-            SyncMode::LocalSgd { .. } => None,
+        // Across sync groups the replicas meet by `sync`; inside a group
+        // (`groups`) they average gradients every step.
+        let inner = layout.group_size();
+        let (staleness, over) = match layout.sync {
+            SyncMode::EveryStep => (Some(0), d),
+            SyncMode::Async { staleness } => (Some(staleness), d),
+            SyncMode::LocalSgd { .. } | SyncMode::Diloco { .. } => {
+                ((layout.groups > 0 && inner > 1).then_some(0), inner)
+            }
         };
         if matches!(layout.shard, Shard::Gradients | Shard::Parameters) {
             if layout.shard == Shard::Gradients {
@@ -77,7 +82,7 @@ pub(super) fn step_program(
         } else if let Some(staleness) = staleness {
             program.push(StepOp::AllReduceGradients {
                 buckets: bucket_count,
-                bytes_per_rank: ring_bytes(stage_bytes, d),
+                bytes_per_rank: ring_bytes(stage_bytes, over),
                 staleness,
             });
         }
@@ -123,11 +128,26 @@ pub(super) fn step_program(
             bytes_per_rank: shard_bytes(stages, buckets, k),
         });
     }
-    if let (SyncMode::LocalSgd { period }, true) = (layout.sync, d > 1) {
-        program.push(StepOp::AverageParameters {
+    let groups = layout.sync_groups();
+    match layout.sync {
+        SyncMode::LocalSgd { period } if groups > 1 => {
+            program.push(StepOp::AverageParameters {
+                every: period,
+                bytes_per_rank: ring_bytes(stage_bytes, groups),
+            });
+        }
+        SyncMode::Diloco {
+            period,
+            outer_lr,
+            outer_momentum,
+        } => program.push(StepOp::OuterStep {
             every: period,
-            bytes_per_rank: ring_bytes(stage_bytes, d),
-        });
+            groups,
+            outer_lr,
+            outer_momentum,
+            bytes_per_rank: ring_bytes(stage_bytes, groups),
+        }),
+        _ => {}
     }
     program.push(StepOp::ZeroGrad);
     program

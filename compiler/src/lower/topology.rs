@@ -32,6 +32,7 @@ pub(super) fn resolve(
 ) -> Option<Resolved> {
     let data = data_degree(experiment, world, errors)?;
     shard_groups_divide(experiment, data, world, errors)?;
+    sync_groups_divide(experiment, data, world, errors)?;
     rows_per_step_countable(experiment, data, errors)?;
     micro_batch_fits(experiment, data, world, errors)?;
     let steps = match step_count(experiment, data, purpose, errors)? {
@@ -69,6 +70,29 @@ fn shard_groups_divide(
         help: Some(
             "choose a world size that gives a multiple of it, or another `shard_group`".into(),
         ),
+    });
+    None
+}
+
+/// `groups = G` cuts the replicas into equal sync groups: with `data =
+/// auto`, G must divide the degree the world size gives (a fixed degree
+/// is checked with the block).
+fn sync_groups_divide(
+    experiment: &Experiment,
+    data: u64,
+    world: Option<u64>,
+    errors: &mut Vec<CheckError>,
+) -> Option<()> {
+    let layout = &experiment.parallel;
+    let g = layout.groups;
+    if g == 0 || (data.is_multiple_of(g) && g <= data) || layout.data != Degree::Auto {
+        return Some(());
+    }
+    errors.push(CheckError::InvalidValue {
+        message: format!("`groups = {g}` must cut the {data} replicas into equal groups"),
+        span: layout.spans.groups,
+        label: world.map_or_else(|| "here".into(), for_world),
+        help: Some("choose a world size that gives a multiple of it, or another `groups`".into()),
     });
     None
 }

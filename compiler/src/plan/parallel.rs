@@ -186,16 +186,26 @@ pub enum GroupKind {
     /// its layers (all-reduces of activations and their gradients); in
     /// tensor rank order.
     Tensor,
+    /// Under `groups` with more than one replica a group: the replicas of
+    /// one sync group of a stage, which average their gradients every
+    /// step; in replica order.
+    Group,
+    /// Under `groups`: the replicas at the same place in every sync group
+    /// of a stage, which meet across the groups (DiLoCo's outer step, local
+    /// SGD's average); in group order.
+    Across,
 }
 
 impl GroupKind {
     /// Every kind, in the order every rank creates its communicators.
-    pub const ALL: [GroupKind; 5] = [
+    pub const ALL: [GroupKind; 7] = [
         GroupKind::Replicas,
         GroupKind::Pipeline,
         GroupKind::Shard,
         GroupKind::Replicate,
         GroupKind::Tensor,
+        GroupKind::Group,
+        GroupKind::Across,
     ];
 }
 
@@ -247,6 +257,11 @@ pub struct Parallelism {
     /// rank order; absent (1) without tensor parallelism.
     #[serde(default = "one", skip_serializing_if = "is_one")]
     pub tensor: u64,
+    /// `groups`: the replicas are cut into this many sync groups of
+    /// consecutive replicas, which average gradients inside every step and
+    /// meet by `sync` across; absent (0): each replica is its own group.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub groups: u64,
 }
 
 fn one() -> u64 {
@@ -285,7 +300,22 @@ impl Parallelism {
             shard_group: 0,
             reshard_after_forward: true,
             tensor: 1,
+            groups: 0,
         }
+    }
+
+    /// The sync groups the replicas are cut into (`groups`, or one per
+    /// replica).
+    pub fn sync_groups(&self) -> u64 {
+        match self.groups {
+            0 => self.data,
+            g => g,
+        }
+    }
+
+    /// The replicas of one sync group.
+    pub fn group_size(&self) -> u64 {
+        self.data / self.sync_groups().max(1)
     }
 
     pub fn world_size(&self) -> u64 {
@@ -350,14 +380,25 @@ impl PipelineSchedule {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum SyncMode {
     /// Gradients all-reduced every optimizer step.
     EveryStep,
-    /// Each replica steps on its own gradients; parameters are averaged
-    /// every `period` steps.
+    /// Each sync group steps on its own gradients (averaged inside the
+    /// group every step); parameters are averaged over the groups every
+    /// `period` steps.
     LocalSgd { period: u64 },
+    /// DiLoCo (Douillard et al. 2023): each sync group trains `period`
+    /// inner steps on its own; then the mean change of the groups is the
+    /// gradient of an outer SGD step (Nesterov momentum `outer_momentum`,
+    /// plain SGD at 0) on a global copy of the parameters, which every
+    /// group continues from.
+    Diloco {
+        period: u64,
+        outer_lr: f64,
+        outer_momentum: f64,
+    },
     /// Gradients all-reduced in the background; a step may apply an average
     /// up to `staleness` steps old.
     Async { staleness: u64 },

@@ -1296,9 +1296,25 @@ pub enum StepOp {
         bytes_per_rank: u64,
     },
     /// Local SGD: average the parameters over the replicas every `every`
-    /// steps (after the optimizer step of steps k·every).
+    /// steps (after the optimizer step of steps k·every); under `groups`,
+    /// over the sync groups (the replicas at the same place in each).
     AverageParameters {
         every: u64,
+        bytes_per_rank: u64,
+    },
+    /// DiLoCo's outer step, after the optimizer step of steps k·`every`
+    /// and of the last step: the parameters are averaged over the `groups`
+    /// sync groups (the replicas at the same place in each), their
+    /// difference from the global copy is the outer gradient, SGD with
+    /// `outer_lr` and Nesterov momentum `outer_momentum` (plain at 0)
+    /// updates the global copy, and every replica continues from it; the
+    /// buffers are averaged over the groups. `bytes_per_rank`: what a rank
+    /// sends in one outer step (a ring all-reduce of its parameters).
+    OuterStep {
+        every: u64,
+        groups: u64,
+        outer_lr: f64,
+        outer_momentum: f64,
         bytes_per_rank: u64,
     },
     /// `precision = fp16`: divide the gradients by the loss scale; when any

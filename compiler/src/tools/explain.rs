@@ -230,10 +230,17 @@ pub fn cost(plan: &Plan) -> Cost {
                 None => (p, grads),
             };
             // Buffers (batch_norm statistics) are few: counted on every rank.
+            // DiLoCo's global copy of the parameters, and its momentum.
+            let outer = match layout.sync {
+                SyncMode::Diloco { outer_momentum, .. } => {
+                    p * (1 + u64::from(outer_momentum > 0.0))
+                }
+                _ => 0,
+            };
             let memory = Memory {
                 parameters: (held_params + buffers) * BYTES_PER_VALUE,
                 gradients: held_grads * BYTES_PER_VALUE,
-                optimizer_state: state * BYTES_PER_VALUE,
+                optimizer_state: (state + outer) * BYTES_PER_VALUE,
                 // One recomputed block at a time, for one piece.
                 activations: (kept * in_flight + recomputed) * piece * BYTES_PER_VALUE,
                 gathered: others * BYTES_PER_VALUE,
@@ -416,7 +423,13 @@ fn exchange_values(plan: &Plan, stage: u64, gradients: u64) -> u64 {
         .max()
         .unwrap_or(largest);
     match (layout.sync, layout.shard) {
-        (SyncMode::LocalSgd { .. }, _) => 0,
+        // Inside sync groups, as every step's; none without them.
+        (SyncMode::LocalSgd { .. } | SyncMode::Diloco { .. }, _) => {
+            match layout.groups > 0 && layout.group_size() > 1 {
+                true => 2 * two_in_flight,
+                false => 0,
+            }
+        }
         // The kept slices, and the bucket being reduce-scattered: its flat
         // gradients and the ring's two slices.
         (_, Shard::Gradients) => {
@@ -598,7 +611,6 @@ fn collectives(plan: &Plan) -> Vec<Collective> {
         // Every parameter's value (local SGD averages the weights, frozen
         // ones too); the trainable ones' gradients.
         let local = topology.local_parameters(&plan.model, stage);
-        let ring = ring_bytes(local * BYTES_PER_VALUE, d.max(1));
         let gradient_ring = ring_bytes(gradients[stage.stage as usize] * BYTES_PER_VALUE, d.max(1));
         if d > 1 {
             let buckets = topology
@@ -647,10 +659,27 @@ fn collectives(plan: &Plan) -> Vec<Collective> {
                     format!("{at}all-reduce gradients over {d} replicas in the background (staleness ≤ {staleness})"),
                     gradient_ring,
                 ),
-                (SyncMode::LocalSgd { period }, _) => (
-                    format!("{at}average parameters over {d} replicas every {period} steps (ring, per step)"),
-                    ring / period,
-                ),
+                (SyncMode::LocalSgd { period }, _) => {
+                    let groups = layout.sync_groups();
+                    out.extend(inner_group(layout, &at, gradients[stage.stage as usize]));
+                    (
+                        format!("{at}average parameters over {groups} {} every {period} steps (ring, per step)",
+                            if layout.groups > 0 { "groups" } else { "replicas" }),
+                        ring_bytes(local * BYTES_PER_VALUE, groups) / period,
+                    )
+                }
+                (SyncMode::Diloco { period, .. }, _) => {
+                    let groups = layout.sync_groups();
+                    out.extend(inner_group(layout, &at, gradients[stage.stage as usize]));
+                    let across = ring_bytes(local * BYTES_PER_VALUE, groups) / period;
+                    (
+                        format!(
+                            "{at}DiLoCo's outer step every {period} steps: all-reduce parameters over {groups} groups (ring, per step; {:.0}× less across groups than all-reducing gradients over {d} replicas every step)",
+                            gradient_ring as f64 / across.max(1) as f64
+                        ),
+                        across,
+                    )
+                }
             };
             out.push(Collective {
                 name,
@@ -694,6 +723,16 @@ fn collectives(plan: &Plan) -> Vec<Collective> {
         });
     }
     out
+}
+
+/// Under `groups` with more than one replica a group: the gradient
+/// all-reduce inside each group, every step (`gradients` values).
+fn inner_group(layout: &crate::plan::Parallelism, at: &str, gradients: u64) -> Option<Collective> {
+    let inner = layout.group_size();
+    (layout.groups > 0 && inner > 1).then(|| Collective {
+        name: format!("{at}all-reduce gradients over the {inner} replicas of each group (ring)"),
+        bytes_per_rank: ring_bytes(gradients * BYTES_PER_VALUE, inner),
+    })
 }
 
 /// `tensor = T`: the all-reduces over the tensor group of `stage`'s split

@@ -168,7 +168,9 @@ impl Executor<'_> {
     fn eval_shared(&self, step: u64) -> bool {
         match self.plan.topology.parallelism.sync {
             SyncMode::EveryStep | SyncMode::Async { .. } => true,
-            SyncMode::LocalSgd { period } => step.is_multiple_of(period),
+            SyncMode::LocalSgd { period } | SyncMode::Diloco { period, .. } => {
+                step.is_multiple_of(period)
+            }
         }
     }
 

@@ -6,6 +6,7 @@
 //! ([`crate::train`]).
 
 mod eval;
+mod groups;
 mod save;
 mod step;
 
@@ -24,6 +25,7 @@ use crate::error::{RunError, TorchContext};
 use crate::loss_scale::LossScale;
 use crate::model::{InitWeights, Model};
 use crate::parallel::data::{AsyncUpdate, Buckets};
+use crate::parallel::diloco::Outer;
 use crate::parallel::pipeline::Stage;
 use crate::parallel::segments::Segments;
 use crate::parallel::shard::Updater;
@@ -92,6 +94,8 @@ pub struct Executor<'a> {
     /// Under `tensor = T`: the all-reduces over the tensor group the
     /// training steps issued so far.
     tensor_all_reduces: u64,
+    /// DiLoCo's global parameters and outer momentum.
+    outer: Option<Outer>,
     /// Those of the last step, under `tensor = T`.
     last_tensor_all_reduces: Option<u64>,
     /// `ema`: the average of this rank's weights.
@@ -183,8 +187,18 @@ impl<'a> Executor<'a> {
             layout.batch_norm == BatchNormSync::Sync && world.replicas.size() > 1,
             units.is_some(),
         );
+        // DiLoCo's global copy: the weights every replica starts from.
+        let outer = match plan.topology.parallelism.sync {
+            SyncMode::Diloco {
+                outer_lr,
+                outer_momentum,
+                ..
+            } => Some(Outer::new(&model.params, outer_lr, outer_momentum)?),
+            _ => None,
+        };
         let mut executor = Executor {
             plan,
+            outer,
             world,
             device,
             model,
@@ -323,14 +337,10 @@ impl<'a> Executor<'a> {
         Ok((any[0] > 0.0).then_some(any[0] as i32))
     }
 
-    /// After the last step: local SGD's last average, `async`'s updates
-    /// still in flight.
+    /// After the last step: local SGD's last average, DiLoCo's last outer
+    /// step, `async`'s updates still in flight.
     pub fn finish_updates(&mut self, step: u64) -> Result<(), RunError> {
-        if let SyncMode::LocalSgd { period } = self.plan.topology.parallelism.sync {
-            if !step.is_multiple_of(period) {
-                self.average_replicas(step)?;
-            }
-        }
+        self.meet_after_the_last(step)?;
         self.drain()
     }
 
@@ -340,7 +350,10 @@ impl<'a> Executor<'a> {
         self.world.replicas.size() > 1
             && !self.model.buffers.is_empty()
             && layout.batch_norm == BatchNormSync::Local
-            && !matches!(layout.sync, SyncMode::LocalSgd { .. })
+            && !matches!(
+                layout.sync,
+                SyncMode::LocalSgd { .. } | SyncMode::Diloco { .. }
+            )
     }
 }
 

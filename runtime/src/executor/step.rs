@@ -172,10 +172,8 @@ impl Executor<'_> {
                 let group = self.world.shard_group();
                 self.optimizer.all_gather(&self.model.params, group, step)?;
             }
-            StepOp::AverageParameters { every, .. } => {
-                if step.is_multiple_of(*every) {
-                    self.average_replicas(step)?;
-                }
+            StepOp::AverageParameters { .. } | StepOp::OuterStep { .. } => {
+                self.meet_across(op, step)?
             }
             StepOp::ZeroGrad => self.model.zero_grad(),
             StepOp::Pipeline {
@@ -554,7 +552,11 @@ impl Executor<'_> {
         staleness: u64,
         state: &mut StepState,
     ) -> Result<(), RunError> {
-        let comm = self.world.replicas.as_ref();
+        // Local SGD and DiLoCo average inside their sync groups.
+        let comm = match self.plan.topology.parallelism.sync {
+            SyncMode::LocalSgd { .. } | SyncMode::Diloco { .. } => self.world.group.as_ref(),
+            _ => self.world.replicas.as_ref(),
+        };
         let params = &self.model.params;
         match self.plan.topology.parallelism.sync {
             SyncMode::Async { .. } => {
@@ -568,7 +570,7 @@ impl Executor<'_> {
                     state.update_of = None;
                 }
             }
-            SyncMode::EveryStep | SyncMode::LocalSgd { .. } => {
+            SyncMode::EveryStep | SyncMode::LocalSgd { .. } | SyncMode::Diloco { .. } => {
                 self.buckets.average_gradients(comm, params, step)?;
             }
         }
@@ -586,10 +588,11 @@ impl Executor<'_> {
             Some(norm) => norm,
             None => self.l2_norm(state, step)?,
         };
-        // Local SGD's gradients are each replica's own: report their mean.
+        // Local SGD's and DiLoCo's gradients are each group's own: report
+        // their mean.
         let local_sgd = matches!(
             self.plan.topology.parallelism.sync,
-            SyncMode::LocalSgd { .. }
+            SyncMode::LocalSgd { .. } | SyncMode::Diloco { .. }
         );
         let norm = if local_sgd {
             self.mean_over_replicas(norm, step)?
@@ -645,7 +648,7 @@ impl Executor<'_> {
     /// Local SGD: every replica takes the average of the parameters, the
     /// optimizer's moments and the buffers.
     pub fn average_replicas(&mut self, step: u64) -> Result<(), RunError> {
-        let comm = self.world.replicas.as_ref();
+        let comm = self.world.across();
         if comm.size() == 1 {
             return Ok(());
         }

@@ -21,6 +21,7 @@
 //! program.
 
 pub mod data;
+pub mod diloco;
 pub mod flat;
 pub mod gather;
 pub mod pipeline;

@@ -1,0 +1,172 @@
+//! `groups` and `sync = diloco(…)` across real processes (MPI on the CPU,
+//! oversubscribed): DiLoCo reduces to synchronous training where the
+//! algebra says it must, and local SGD over groups averages inside every
+//! step. The comparison with a hand-written PyTorch DiLoCo program is
+//! tests/reference/diloco.py (`tests/reference.rs`).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::{losses_differ, step_records, train, weights_differ, within};
+
+/// The digits MLP with plain SGD (no momentum: the identities below hold
+/// for a linear inner update only), accumulation 2, no clipping (a group
+/// clips its own gradients), dropout, under `parallel`.
+fn experiment(dir: &Path, name: &str, parallel: &str) -> PathBuf {
+    let data = common::root().join("data/digits.csv.gz");
+    let text = format!(
+        r#"
+module Hidden(d_in: int, d_out: int) {{
+  fc = linear(d_in, d_out)
+  forward(x: [B, d_in]) -> [B, d_out] {{ x |> fc |> relu |> dropout(0.1) }}
+}}
+model Mlp {{
+  forward(x: [B, 64]) -> [B, 10] {{ x |> Hidden(64, 128) |> Hidden(128, 64) |> linear(64, 10) }}
+}}
+data digits {{
+  source = csv("{}", label: -1)
+  scale = 0.0625
+  valid = 0.2
+}}
+train {{
+  model = Mlp
+  data = digits
+  loss = cross_entropy
+  optimizer = sgd(lr: 0.1)
+  micro_batch = 8
+  accumulate = 2
+  steps = 10
+  seed = 1
+}}
+parallel {{ {parallel} }}
+"#,
+        data.display()
+    );
+    let path = dir.join(format!("{name}.dtl"));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// With plain SGD inside, one inner step a period and the outer step a
+/// plain SGD step of rate 1, DiLoCo is synchronous training: θ_global −
+/// mean(θ − lr·g_i) = lr·mean(g_i) is the outer gradient, and θ_global
+/// moves by exactly that. So 2 replicas, each its own group, train as 2
+/// replicas averaging every step, and so do 2 groups of 2 as 4 replicas
+/// (each group averaging its 2 inside every step); local SGD of period 1
+/// over groups the same. Losses (the mean over every replica) and final
+/// weights, within rounding: the sums are ordered otherwise.
+#[test]
+fn diloco_of_one_inner_step_and_outer_rate_one_is_synchronous_training() {
+    let dir = tempfile::tempdir().unwrap();
+    let identity = "sync = diloco(period: 1, outer_lr: 1.0, outer_momentum: 0)";
+    let cases = [
+        ("2 groups of 1", format!("data = 2; {identity}"), "data = 2"),
+        (
+            "2 groups of 2",
+            format!("data = 4; groups = 2; {identity}"),
+            "data = 4",
+        ),
+        (
+            "local SGD over 2 groups of 2",
+            "data = 4; groups = 2; sync = local_sgd(period: 1)".to_string(),
+            "data = 4",
+        ),
+    ];
+    // Measured at worst (2026-12-05): losses 2.6e-8 (relative), weights
+    // 4.5e-8 (2 groups of 1; 1.3e-8 and 3.7e-8 for the others): 10×.
+    let bounds = [2.6e-7, 4.5e-7];
+    for (what, layout, like) in cases {
+        let tag = what.replace(' ', "_");
+        let (grouped, sync) = (
+            experiment(dir.path(), &format!("{tag}_groups"), &layout),
+            experiment(dir.path(), &format!("{tag}_sync"), like),
+        );
+        let (out_grouped, out_sync) = (
+            dir.path().join(&tag),
+            dir.path().join(format!("{tag}-sync")),
+        );
+        train(&grouped, &out_grouped, &["--no-tensorboard"]).code(0);
+        train(&sync, &out_sync, &["--no-tensorboard"]).code(0);
+        assert_eq!(step_records(&out_grouped).len(), 10, "{what}");
+        within(
+            &format!("{what}: losses"),
+            losses_differ(&out_grouped, &out_sync),
+            bounds[0],
+        );
+        let (worst, at) = weights_differ(
+            &out_grouped.join("model.safetensors"),
+            &out_sync.join("model.safetensors"),
+        );
+        within(
+            &format!("{what}: weights (at `{at}`)"),
+            worst as f64,
+            bounds[1],
+        );
+    }
+}
+
+/// The plan and explain: the groups' communicators, the inner all-reduce
+/// over a group's replicas and the outer step across the groups, with the
+/// bytes explain reports; what does not compose is refused at the setting.
+#[test]
+fn the_plan_shows_the_groups_and_explain_the_traffic_across_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = experiment(
+        dir.path(),
+        "plan",
+        "data = 4; groups = 2; sync = diloco(period: 8, outer_lr: 0.7, outer_momentum: 0.9)",
+    );
+    let out = common::dtl(&["compile", file.to_str().unwrap(), "--format", "json"]).code(0);
+    let plan: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let groups: Vec<(String, Vec<u64>)> = plan["topology"]["communicators"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| {
+            let ranks = g["ranks"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r.as_u64().unwrap());
+            (g["kind"].as_str().unwrap().to_string(), ranks.collect())
+        })
+        .filter(|(kind, _)| kind != "replicas")
+        .collect();
+    assert_eq!(
+        groups,
+        [
+            ("group".to_string(), vec![0, 1]),
+            ("group".to_string(), vec![2, 3]),
+            ("across".to_string(), vec![0, 2]),
+            ("across".to_string(), vec![1, 3]),
+        ]
+    );
+    let ranks = plan["topology"]["ranks"].as_array().unwrap();
+    let sync_groups: Vec<u64> = ranks
+        .iter()
+        .map(|r| r["sync_group"].as_u64().unwrap())
+        .collect();
+    assert_eq!(sync_groups, [0, 0, 1, 1]);
+    let ops = plan["step_program"].as_array().unwrap();
+    let op = |name: &str| ops.iter().find(|o| o["op"] == name).unwrap().clone();
+    // 17,354 parameters of 4 bytes: a ring over 2 sends half.
+    let params = plan["model"]["parameter_count"].as_u64().unwrap();
+    assert_eq!(op("all_reduce_gradients")["bytes_per_rank"], params * 4);
+    let outer = op("outer_step");
+    assert_eq!(outer["every"], 8);
+    assert_eq!(outer["groups"], 2);
+    assert_eq!(outer["bytes_per_rank"], params * 4);
+    let explained = common::dtl(&["explain", file.to_str().unwrap()]).code(0);
+    let text = &explained.stdout;
+    assert!(
+        text.contains("all-reduce gradients over the 2 replicas of each group (ring)"),
+        "{text}"
+    );
+    // Every step would all-reduce over 4: 2·3/4 of the gradients, against
+    // 2·1/2 of the parameters every 8 steps: 12× less.
+    assert!(
+        text.contains("DiLoCo's outer step every 8 steps: all-reduce parameters over 2 groups (ring, per step; 12× less across groups than all-reducing gradients over 4 replicas every step)"),
+        "{text}"
+    );
+}
