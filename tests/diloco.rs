@@ -108,7 +108,8 @@ fn diloco_of_one_inner_step_and_outer_rate_one_is_synchronous_training() {
 
 /// The plan and explain: the groups' communicators, the inner all-reduce
 /// over a group's replicas and the outer step across the groups, with the
-/// bytes explain reports; what does not compose is refused at the setting.
+/// bytes explain reports, which the run's count of the bytes it sent
+/// across the groups matches (`summary.json`'s `across_group_bytes`).
 #[test]
 fn the_plan_shows_the_groups_and_explain_the_traffic_across_them() {
     let dir = tempfile::tempdir().unwrap();
@@ -157,6 +158,13 @@ fn the_plan_shows_the_groups_and_explain_the_traffic_across_them() {
     assert_eq!(outer["every"], 8);
     assert_eq!(outer["groups"], 2);
     assert_eq!(outer["bytes_per_rank"], params * 4);
+    // The run sends what the plan says: 10 steps, an outer step after
+    // step 8 and after the last.
+    let run = dir.path().join("run");
+    train(&file, &run, &["--no-tensorboard"]).code(0);
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["across_group_bytes"], 2 * params * 4);
     let explained = common::dtl(&["explain", file.to_str().unwrap()]).code(0);
     let text = &explained.stdout;
     assert!(

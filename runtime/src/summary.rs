@@ -65,6 +65,11 @@ pub struct Summary {
     /// the step program's `tensor_all_reduces` lists them per micro-batch.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tensor_all_reduces: Option<u64>,
+    /// Under `local_sgd` and `diloco`: the bytes rank 0 sent across the
+    /// sync groups (the step program's `average_parameters` or
+    /// `outer_step`, each time it ran).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub across_group_bytes: Option<u64>,
     /// Rank 0's peak resident memory (libtorch's fixed cost included).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub peak_rss_bytes: Option<u64>,
@@ -179,6 +184,7 @@ impl Tally {
             optimizer_state_bytes: end.rank.optimizer_state_bytes,
             parameter_bytes: end.rank.parameter_bytes,
             tensor_all_reduces: end.rank.tensor_all_reduces,
+            across_group_bytes: end.rank.across_group_bytes,
             peak_rss_bytes: crate::memory::peak_rss(),
             start_peak_rss_bytes: self.start_peak_rss,
             skipped_rows: end

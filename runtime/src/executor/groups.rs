@@ -8,6 +8,7 @@ use tch::Tensor;
 use super::Executor;
 use crate::error::RunError;
 use crate::parallel::data::Buckets;
+use tch::Kind;
 
 impl Executor<'_> {
     /// Whether a checkpoint of this run can be resumed: not under DiLoCo
@@ -75,6 +76,7 @@ impl Executor<'_> {
             .map(|(_, t)| t.shallow_clone())
             .collect();
         if comm.size() > 1 {
+            self.across_group_bytes += ring_bytes(&tensors, comm.size());
             Buckets::average_tensors(comm, &tensors, step)?;
         }
         match &mut self.outer {
@@ -86,4 +88,16 @@ impl Executor<'_> {
             }),
         }
     }
+}
+
+/// What one rank sends in a ring all-reduce of the float tensors of
+/// `tensors` over `n` ranks (the others are not averaged): 2(n − 1)/n of
+/// their bytes.
+pub(super) fn ring_bytes(tensors: &[Tensor], n: usize) -> u64 {
+    let bytes: u64 = tensors
+        .iter()
+        .filter(|t| t.kind() == Kind::Float)
+        .map(|t| t.numel() as u64 * 4)
+        .sum();
+    2 * (n as u64 - 1) * bytes / n as u64
 }

@@ -47,6 +47,9 @@ pub struct RankReport {
     /// Under `tensor = T`: the all-reduces over its tensor group that its
     /// training steps issued (forward and backward; evaluation's not).
     pub tensor_all_reduces: Option<u64>,
+    /// Under `local_sgd` and `diloco`: the bytes it sent across the sync
+    /// groups (a ring all-reduce of every tensor averaged over them).
+    pub across_group_bytes: Option<u64>,
 }
 
 /// One step as `--trace` records it ([`Executor::take_trace`]).
@@ -96,6 +99,8 @@ pub struct Executor<'a> {
     tensor_all_reduces: u64,
     /// DiLoCo's global parameters and outer momentum.
     outer: Option<Outer>,
+    /// Bytes sent across the sync groups so far.
+    across_group_bytes: u64,
     /// Those of the last step, under `tensor = T`.
     last_tensor_all_reduces: Option<u64>,
     /// `ema`: the average of this rank's weights.
@@ -217,6 +222,7 @@ impl<'a> Executor<'a> {
             last_checkpoint: resumed.map(|r| r.state.step),
             tensor_all_reduces: 0,
             last_tensor_all_reduces: None,
+            across_group_bytes: 0,
             ema,
             scaler,
             units,
@@ -288,6 +294,12 @@ impl<'a> Executor<'a> {
             optimizer_state_bytes: self.optimizer.state_bytes(),
             parameter_bytes: self.parameter_bytes(),
             tensor_all_reduces: self.model.tensor_part().map(|_| self.tensor_all_reduces),
+            across_group_bytes: match self.plan.topology.parallelism.sync {
+                SyncMode::LocalSgd { .. } | SyncMode::Diloco { .. } => {
+                    Some(self.across_group_bytes)
+                }
+                _ => None,
+            },
         }
     }
 

@@ -654,6 +654,7 @@ impl Executor<'_> {
         }
         let mut tensors = self.model.state_tensors();
         tensors.extend(self.optimizer.state_tensors());
+        self.across_group_bytes += super::groups::ring_bytes(&tensors, comm.size());
         Buckets::average_tensors(comm, &tensors, step)
     }
 
