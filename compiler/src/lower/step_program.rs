@@ -50,16 +50,7 @@ pub(super) fn step_program(
         program.push(tensor_all_reduces(tensor, layout.tensor, train.accumulate));
     }
     if d > 1 {
-        // Across sync groups the replicas meet by `sync`; inside a group
-        // (`groups`) they average gradients every step.
-        let inner = layout.group_size();
-        let (staleness, over) = match layout.sync {
-            SyncMode::EveryStep => (Some(0), d),
-            SyncMode::Async { staleness } => (Some(staleness), d),
-            SyncMode::LocalSgd { .. } | SyncMode::Diloco { .. } => {
-                ((layout.groups > 0 && inner > 1).then_some(0), inner)
-            }
-        };
+        let (staleness, over) = gradient_average(layout);
         if matches!(layout.shard, Shard::Gradients | Shard::Parameters) {
             if layout.shard == Shard::Gradients {
                 program.push(StepOp::ReduceScatterGradients {
@@ -128,29 +119,48 @@ pub(super) fn step_program(
             bytes_per_rank: shard_bytes(stages, buckets, k),
         });
     }
+    program.extend(across_groups(layout, stage_bytes));
+    program.push(StepOp::ZeroGrad);
+    program
+}
+
+/// What the sync groups exchange across, after the optimizer step:
+/// local SGD's average of the parameters, DiLoCo's outer step (`stage_bytes`
+/// of parameters each, in a ring over the groups).
+fn across_groups(layout: &Parallelism, stage_bytes: u64) -> Option<StepOp> {
     let groups = layout.sync_groups();
     match layout.sync {
-        SyncMode::LocalSgd { period } if groups > 1 => {
-            program.push(StepOp::AverageParameters {
-                every: period,
-                bytes_per_rank: ring_bytes(stage_bytes, groups),
-            });
-        }
+        SyncMode::LocalSgd { period } if groups > 1 => Some(StepOp::AverageParameters {
+            every: period,
+            bytes_per_rank: ring_bytes(stage_bytes, groups),
+        }),
         SyncMode::Diloco {
             period,
             outer_lr,
             outer_momentum,
-        } => program.push(StepOp::OuterStep {
+        } => Some(StepOp::OuterStep {
             every: period,
             groups,
             outer_lr,
             outer_momentum,
             bytes_per_rank: ring_bytes(stage_bytes, groups),
         }),
-        _ => {}
+        _ => None,
     }
-    program.push(StepOp::ZeroGrad);
-    program
+}
+
+/// Whether the replicas average their gradients (with which staleness),
+/// and over how many: across sync groups the replicas meet by `sync`;
+/// inside a group (`groups`) they average every step.
+fn gradient_average(layout: &Parallelism) -> (Option<u64>, u64) {
+    let (d, inner) = (layout.data, layout.group_size());
+    match layout.sync {
+        SyncMode::EveryStep => (Some(0), d),
+        SyncMode::Async { staleness } => (Some(staleness), d),
+        SyncMode::LocalSgd { .. } | SyncMode::Diloco { .. } => {
+            ((layout.groups > 0 && inner > 1).then_some(0), inner)
+        }
+    }
 }
 
 /// `shard = parameters`: what the units of the stage that sends the most

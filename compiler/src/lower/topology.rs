@@ -50,7 +50,8 @@ fn for_world(world: u64) -> String {
 
 /// `shard_group = k` cuts the replicas into equal groups: with `data =
 /// auto`, k must divide the degree the world size gives (a fixed degree is
-/// checked with the block).
+/// checked with the block). One replica shards nothing (a lint says so),
+/// whatever k.
 fn shard_groups_divide(
     experiment: &Experiment,
     data: u64,
@@ -58,25 +59,13 @@ fn shard_groups_divide(
     errors: &mut Vec<CheckError>,
 ) -> Option<()> {
     let layout = &experiment.parallel;
-    let k = layout.shard_group;
-    // One replica shards nothing (a lint says so), whatever k.
-    if k == 0 || data == 1 || (data.is_multiple_of(k) && k <= data) || layout.data != Degree::Auto {
-        return Some(());
-    }
-    errors.push(CheckError::InvalidValue {
-        message: format!("`shard_group = {k}` must divide the {data} replicas into equal groups"),
-        span: layout.spans.shard_group,
-        label: world.map_or_else(|| "here".into(), for_world),
-        help: Some(
-            "choose a world size that gives a multiple of it, or another `shard_group`".into(),
-        ),
-    });
-    None
+    let k = if data == 1 { 0 } else { layout.shard_group };
+    let setting = ("shard_group", k, layout.spans.shard_group);
+    equal_groups(experiment, (data, world), setting, errors)
 }
 
-/// `groups = G` cuts the replicas into equal sync groups: with `data =
-/// auto`, G must divide the degree the world size gives (a fixed degree
-/// is checked with the block).
+/// `groups = G` cuts the replicas into equal sync groups, as
+/// [`shard_groups_divide`].
 fn sync_groups_divide(
     experiment: &Experiment,
     data: u64,
@@ -84,15 +73,28 @@ fn sync_groups_divide(
     errors: &mut Vec<CheckError>,
 ) -> Option<()> {
     let layout = &experiment.parallel;
-    let g = layout.groups;
-    if g == 0 || (data.is_multiple_of(g) && g <= data) || layout.data != Degree::Auto {
+    let setting = ("groups", layout.groups, layout.spans.groups);
+    equal_groups(experiment, (data, world), setting, errors)
+}
+
+/// `name = k` (0: not set) cuts the `data` replicas that `world` gives
+/// (under `data = auto`) into equal groups, or is an error at `span`.
+fn equal_groups(
+    experiment: &Experiment,
+    (data, world): (u64, Option<u64>),
+    (name, k, span): (&str, u64, crate::span::Span),
+    errors: &mut Vec<CheckError>,
+) -> Option<()> {
+    if k == 0 || (data.is_multiple_of(k) && k <= data) || experiment.parallel.data != Degree::Auto {
         return Some(());
     }
     errors.push(CheckError::InvalidValue {
-        message: format!("`groups = {g}` must cut the {data} replicas into equal groups"),
-        span: layout.spans.groups,
+        message: format!("`{name} = {k}` must divide the {data} replicas into equal groups"),
+        span,
         label: world.map_or_else(|| "here".into(), for_world),
-        help: Some("choose a world size that gives a multiple of it, or another `groups`".into()),
+        help: Some(format!(
+            "choose a world size that gives a multiple of it, or another `{name}`"
+        )),
     });
     None
 }

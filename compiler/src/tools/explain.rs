@@ -230,13 +230,7 @@ pub fn cost(plan: &Plan) -> Cost {
                 None => (p, grads),
             };
             // Buffers (batch_norm statistics) are few: counted on every rank.
-            // DiLoCo's global copy of the parameters, and its momentum.
-            let outer = match layout.sync {
-                SyncMode::Diloco { outer_momentum, .. } => {
-                    p * (1 + u64::from(outer_momentum > 0.0))
-                }
-                _ => 0,
-            };
+            let outer = outer_state(layout, p);
             let memory = Memory {
                 parameters: (held_params + buffers) * BYTES_PER_VALUE,
                 gradients: held_grads * BYTES_PER_VALUE,
@@ -659,26 +653,9 @@ fn collectives(plan: &Plan) -> Vec<Collective> {
                     format!("{at}all-reduce gradients over {d} replicas in the background (staleness ≤ {staleness})"),
                     gradient_ring,
                 ),
-                (SyncMode::LocalSgd { period }, _) => {
-                    let groups = layout.sync_groups();
+                (SyncMode::LocalSgd { .. } | SyncMode::Diloco { .. }, _) => {
                     out.extend(inner_group(layout, &at, gradients[stage.stage as usize]));
-                    (
-                        format!("{at}average parameters over {groups} {} every {period} steps (ring, per step)",
-                            if layout.groups > 0 { "groups" } else { "replicas" }),
-                        ring_bytes(local * BYTES_PER_VALUE, groups) / period,
-                    )
-                }
-                (SyncMode::Diloco { period, .. }, _) => {
-                    let groups = layout.sync_groups();
-                    out.extend(inner_group(layout, &at, gradients[stage.stage as usize]));
-                    let across = ring_bytes(local * BYTES_PER_VALUE, groups) / period;
-                    (
-                        format!(
-                            "{at}DiLoCo's outer step every {period} steps: all-reduce parameters over {groups} groups (ring, per step; {:.0}× less across groups than all-reducing gradients over {d} replicas every step)",
-                            gradient_ring as f64 / across.max(1) as f64
-                        ),
-                        across,
-                    )
+                    across_groups(layout, &at, local, gradient_ring)
                 }
             };
             out.push(Collective {
@@ -723,6 +700,44 @@ fn collectives(plan: &Plan) -> Vec<Collective> {
         });
     }
     out
+}
+
+/// Local SGD's average and DiLoCo's outer step across the sync groups, per
+/// step (`local` parameters a rank holds; `every_step`: what all-reducing
+/// the gradients over every replica would send each step).
+fn across_groups(
+    layout: &crate::plan::Parallelism,
+    at: &str,
+    local: u64,
+    every_step: u64,
+) -> (String, u64) {
+    let (d, groups) = (layout.data, layout.sync_groups());
+    let bytes = |period: u64| ring_bytes(local * BYTES_PER_VALUE, groups) / period;
+    match layout.sync {
+        SyncMode::Diloco { period, .. } => (
+            format!(
+                "{at}DiLoCo's outer step every {period} steps: all-reduce parameters over {groups} groups (ring, per step; {:.0}× less across groups than all-reducing gradients over {d} replicas every step)",
+                every_step as f64 / bytes(period).max(1) as f64
+            ),
+            bytes(period),
+        ),
+        SyncMode::LocalSgd { period } => (
+            format!(
+                "{at}average parameters over {groups} {} every {period} steps (ring, per step)",
+                if layout.groups > 0 { "groups" } else { "replicas" }
+            ),
+            bytes(period),
+        ),
+        _ => (String::new(), 0),
+    }
+}
+
+/// Values of DiLoCo's global copy of `p` parameters and its momentum.
+fn outer_state(layout: &crate::plan::Parallelism, p: u64) -> u64 {
+    match layout.sync {
+        SyncMode::Diloco { outer_momentum, .. } => p * (1 + u64::from(outer_momentum > 0.0)),
+        _ => 0,
+    }
 }
 
 /// Under `groups` with more than one replica a group: the gradient

@@ -3,12 +3,11 @@
 //! steps and after the last.
 
 use dtl_compiler::plan::{StepOp, SyncMode};
-use tch::Tensor;
+use tch::{Kind, Tensor};
 
 use super::Executor;
 use crate::error::RunError;
 use crate::parallel::data::Buckets;
-use tch::Kind;
 
 impl Executor<'_> {
     /// Whether a checkpoint of this run can be resumed: not under DiLoCo

@@ -22,6 +22,17 @@ fn experiment(model: &str, parallel: &str) -> String {
     )
 }
 
+/// The tensor-group all-reduces of the plan's step program.
+fn collectives(plan: &Plan) -> &[crate::plan::TensorCollective] {
+    plan.step_program
+        .iter()
+        .find_map(|op| match op {
+            StepOp::TensorAllReduces { collectives, .. } => Some(collectives.as_slice()),
+            _ => None,
+        })
+        .unwrap()
+}
+
 fn splits(plan: &Plan) -> Vec<(&str, TensorSplit)> {
     plan.topology
         .tensor_splits
@@ -105,14 +116,7 @@ fn a_residual_block_splits_inside_and_keeps_norms_and_the_stream_whole() {
     assert_eq!((r.replica, r.tensor), (1, 1));
     // The gradient of each block's norm output, and of the stream the
     // GLU's two linears read (once for both), in backward.
-    let backward: Vec<Vec<String>> = plan
-        .step_program
-        .iter()
-        .find_map(|op| match op {
-            StepOp::TensorAllReduces { collectives, .. } => Some(collectives),
-            _ => None,
-        })
-        .unwrap()
+    let backward: Vec<Vec<String>> = collectives(&plan)
         .iter()
         .filter(|c| c.pass == Pass::Backward)
         .map(|c| c.layers.clone())
@@ -147,14 +151,7 @@ fn widths_and_heads_that_do_not_divide_are_errors_at_the_layer() {
     // (key and value rows, [2 · 2 · 2, 16] and the bias) summed once a
     // step.
     let plan = compile(&source.replace("tensor = 3", "tensor = 4"), vec![]).unwrap();
-    let shared: Vec<_> = plan
-        .step_program
-        .iter()
-        .find_map(|op| match op {
-            StepOp::TensorAllReduces { collectives, .. } => Some(collectives),
-            _ => None,
-        })
-        .unwrap()
+    let shared: Vec<_> = collectives(&plan)
         .iter()
         .filter(|c| c.pass == Pass::Update)
         .map(|c| (c.node.as_str(), c.bytes))
@@ -189,17 +186,7 @@ fn a_model_with_nothing_to_split_and_a_world_that_does_not_divide_are_errors() {
     let model = "model Net { forward(x: [B, 64]) -> [B, 10] { x |> linear(64, 10) } }";
     let plan = compile(&experiment(model, "tensor = 2"), vec![]).unwrap();
     assert_eq!(splits(&plan), [("0", TensorSplit::Column)]);
-    let bytes: Vec<u64> = plan
-        .step_program
-        .iter()
-        .find_map(|op| match op {
-            StepOp::TensorAllReduces { collectives, .. } => Some(collectives),
-            _ => None,
-        })
-        .unwrap()
-        .iter()
-        .map(|c| c.bytes)
-        .collect();
+    let bytes: Vec<u64> = collectives(&plan).iter().map(|c| c.bytes).collect();
     assert_eq!(bytes, [8 * 4, 8 * 3 * 4]);
     let model = "model Net { forward(x: [B, 64]) -> [B, 10] { x |> linear(64, 100) |> relu |> linear(100, 10) } }";
     let err = compile(&experiment(model, "tensor = 2; data = auto"), vec![5]).unwrap_err();
