@@ -10,9 +10,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::tensor::{
-    local_parameters, tensor_local_shapes, tensor_sharded, NodeSplit, TensorSplit,
-};
+use super::tensor::{local_parameters, tensor_local_shapes, NodeSplit, TensorSplit};
 use super::{ModelPlan, Shape};
 
 /// Where the ranks are and what each does. The degrees live in
@@ -64,12 +62,6 @@ impl Topology {
             .map(|s| s.split)
     }
 
-    /// The parameters `tensor = T` shards, each with the dimension it
-    /// cuts into T parts (empty without tensor parallelism).
-    pub fn tensor_sharded(&self, model: &ModelPlan) -> BTreeMap<String, usize> {
-        tensor_sharded(model, &self.tensor_splits)
-    }
-
     /// The shape one tensor rank holds of each parameter split over the
     /// tensor group ([`tensor_local_shapes`]).
     pub fn tensor_local_shapes(&self, model: &ModelPlan) -> BTreeMap<String, Vec<i64>> {
@@ -79,17 +71,6 @@ impl Topology {
     /// Values of parameters one rank of `stage` holds ([`local_parameters`]).
     pub fn local_parameters(&self, model: &ModelPlan, stage: &StagePlan) -> u64 {
         local_parameters(model, (&self.tensor_splits, self.parallelism.tensor), stage)
-    }
-
-    /// The shape one tensor rank holds of parameter `name` (of `shape`),
-    /// given [`Topology::tensor_sharded`].
-    pub fn local_shape(
-        &self,
-        local: &BTreeMap<String, Vec<i64>>,
-        name: &str,
-        shape: &[i64],
-    ) -> Vec<i64> {
-        local.get(name).cloned().unwrap_or_else(|| shape.to_vec())
     }
 
     /// The stage that owns each node of the model, by node index.
@@ -402,6 +383,18 @@ pub enum SyncMode {
     /// Gradients all-reduced in the background; a step may apply an average
     /// up to `staleness` steps old.
     Async { staleness: u64 },
+}
+
+impl SyncMode {
+    /// Under local SGD and DiLoCo, the steps between the sync groups'
+    /// meetings (each group trains on its own in between); `None` where
+    /// every replica applies the same averaged gradients.
+    pub fn meets_every(self) -> Option<u64> {
+        match self {
+            SyncMode::LocalSgd { period } | SyncMode::Diloco { period, .. } => Some(period),
+            SyncMode::EveryStep | SyncMode::Async { .. } => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -548,7 +548,10 @@ fn stage_sums(plan: &Plan, per: impl Fn(&[i64]) -> u64) -> Vec<u64> {
         .map(|p| {
             (
                 p.name.as_str(),
-                topology.local_shape(&local, &p.name, &p.shape),
+                local
+                    .get(&p.name)
+                    .cloned()
+                    .unwrap_or_else(|| p.shape.clone()),
             )
         })
         .collect();

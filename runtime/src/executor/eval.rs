@@ -6,7 +6,6 @@
 //! added up over every rank, so every rank knows the result (and decides
 //! the same about the best weights and stopping early).
 
-use dtl_compiler::plan::SyncMode;
 use dtl_compiler::records::EvalRecord;
 
 use tch::Tensor;
@@ -166,12 +165,9 @@ impl Executor<'_> {
     /// (every step, or asynchronously: each applies the same averages), and
     /// under local SGD after an average.
     fn eval_shared(&self, step: u64) -> bool {
-        match self.plan.topology.parallelism.sync {
-            SyncMode::EveryStep | SyncMode::Async { .. } => true,
-            SyncMode::LocalSgd { period } | SyncMode::Diloco { period, .. } => {
-                step.is_multiple_of(period)
-            }
-        }
+        let sync = self.plan.topology.parallelism.sync;
+        sync.meets_every()
+            .is_none_or(|period| step.is_multiple_of(period))
     }
 
     /// The first of `rows` evaluated rows this rank's replica evaluates, and

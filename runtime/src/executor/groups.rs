@@ -90,13 +90,13 @@ impl Executor<'_> {
 }
 
 /// What one rank sends in a ring all-reduce of the float tensors of
-/// `tensors` over `n` ranks (the others are not averaged): 2(n − 1)/n of
-/// their bytes.
+/// `tensors` over `n` ranks (the others are not averaged), by the plan's
+/// formula.
 pub(super) fn ring_bytes(tensors: &[Tensor], n: usize) -> u64 {
     let bytes: u64 = tensors
         .iter()
         .filter(|t| t.kind() == Kind::Float)
         .map(|t| t.numel() as u64 * 4)
         .sum();
-    2 * (n as u64 - 1) * bytes / n as u64
+    dtl_compiler::lower::cost::ring_bytes(bytes, n as u64)
 }

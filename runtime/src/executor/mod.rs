@@ -294,12 +294,9 @@ impl<'a> Executor<'a> {
             optimizer_state_bytes: self.optimizer.state_bytes(),
             parameter_bytes: self.parameter_bytes(),
             tensor_all_reduces: self.model.tensor_part().map(|_| self.tensor_all_reduces),
-            across_group_bytes: match self.plan.topology.parallelism.sync {
-                SyncMode::LocalSgd { .. } | SyncMode::Diloco { .. } => {
-                    Some(self.across_group_bytes)
-                }
-                _ => None,
-            },
+            across_group_bytes: (self.plan.topology.parallelism.sync)
+                .meets_every()
+                .map(|_| self.across_group_bytes),
         }
     }
 
@@ -362,10 +359,7 @@ impl<'a> Executor<'a> {
         self.world.replicas.size() > 1
             && !self.model.buffers.is_empty()
             && layout.batch_norm == BatchNormSync::Local
-            && !matches!(
-                layout.sync,
-                SyncMode::LocalSgd { .. } | SyncMode::Diloco { .. }
-            )
+            && layout.sync.meets_every().is_none()
     }
 }
 

@@ -553,9 +553,9 @@ impl Executor<'_> {
         state: &mut StepState,
     ) -> Result<(), RunError> {
         // Local SGD and DiLoCo average inside their sync groups.
-        let comm = match self.plan.topology.parallelism.sync {
-            SyncMode::LocalSgd { .. } | SyncMode::Diloco { .. } => self.world.group.as_ref(),
-            _ => self.world.replicas.as_ref(),
+        let comm = match self.plan.topology.parallelism.sync.meets_every() {
+            Some(_) => self.world.group.as_ref(),
+            None => self.world.replicas.as_ref(),
         };
         let params = &self.model.params;
         match self.plan.topology.parallelism.sync {
@@ -590,11 +590,7 @@ impl Executor<'_> {
         };
         // Local SGD's and DiLoCo's gradients are each group's own: report
         // their mean.
-        let local_sgd = matches!(
-            self.plan.topology.parallelism.sync,
-            SyncMode::LocalSgd { .. } | SyncMode::Diloco { .. }
-        );
-        let norm = if local_sgd {
+        let norm = if self.plan.topology.parallelism.sync.meets_every().is_some() {
             self.mean_over_replicas(norm, step)?
         } else {
             norm

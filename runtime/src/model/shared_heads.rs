@@ -37,7 +37,7 @@ impl TensorPart {
             .iter()
             .find(|s| s.tensors.iter().any(|t| t == name))
         {
-            Some(s) if self.rank % (self.size / s.kv_heads) != 0 => {
+            Some(s) if !Cut::first_holder(s.kv_heads, self.rank, self.size) => {
                 grad.f_narrow(0, 0, s.query_rows)
             }
             _ => Ok(grad),
@@ -83,13 +83,7 @@ impl TensorPart {
                 all.f_narrow(1, head, 1)
                     .and_then(|mut slot| slot.f_copy_(&own.f_reshape(own_shape.as_slice())?))
                     .context(ctx)?;
-                group
-                    .all_reduce(&mut all, ReduceOp::Sum)
-                    .map_err(|e| RunError::Torch {
-                        context: ctx(),
-                        message: e.0,
-                    })?;
-                self.issued.set(self.issued.get() + 1);
+                self.reduce(&mut all, (ReduceOp::Sum, group), &ctx)?;
                 let total = all
                     .f_narrow(1, head, 1)
                     .and_then(|t| t.f_reshape(own.size().as_slice()))

@@ -256,6 +256,12 @@ impl Cut {
         r * kv_heads / size
     }
 
+    /// Whether rank `r` of `size` is the first that holds its key/value
+    /// heads (each rank is, unless the heads are fewer than the ranks).
+    pub(super) fn first_holder(kv_heads: i64, r: i64, size: i64) -> bool {
+        r == 0 || Cut::first_kv_head(kv_heads, r, size) != Cut::first_kv_head(kv_heads, r - 1, size)
+    }
+
     /// Rank `r`'s part of `whole`, of `size` parts.
     fn local(self, whole: &Tensor, r: i64, size: i64) -> Result<Tensor, tch::TchError> {
         match self {
@@ -289,10 +295,7 @@ impl Cut {
                 let mut pieces = [Vec::new(), Vec::new(), Vec::new()];
                 for (r, part) in parts.iter().enumerate() {
                     // A shared key/value head once, from its first rank.
-                    let r = r as i64;
-                    let first = r == 0
-                        || Cut::first_kv_head(kv_heads, r, size)
-                            != Cut::first_kv_head(kv_heads, r - 1, size);
+                    let first = Cut::first_holder(kv_heads, r as i64, size);
                     for (k, piece) in part
                         .f_split_with_sizes([q, kv, kv], 0)?
                         .into_iter()
@@ -363,25 +366,7 @@ impl TensorPart {
                 continue;
             };
             let ctx = || format!("gather `{name}` over the tensor group");
-            let send = tensor
-                .f_contiguous()
-                .and_then(|t| t.f_reshape([-1]))
-                .context(ctx)?;
-            let mut recv = Tensor::f_zeros(
-                [send.numel() as i64 * self.size],
-                (send.kind(), send.device()),
-            )
-            .context(ctx)?;
-            group.all_gather(&send, &mut recv).map_err(comm)?;
-            let parts: Vec<Tensor> = recv
-                .f_chunk(self.size, 0)
-                .and_then(|parts| {
-                    parts
-                        .iter()
-                        .map(|p| p.f_reshape(tensor.size().as_slice()))
-                        .collect()
-                })
-                .context(ctx)?;
+            let parts = self.gather(&tensor, group, &ctx, &comm)?;
             let whole = cut.whole(&parts, self.size).context(ctx)?;
             out.push((name, whole));
         }
@@ -467,13 +452,47 @@ impl TensorPart {
         ctx: &dyn Fn() -> String,
     ) -> Result<Tensor, RunError> {
         let mut total = t.f_detach().context(ctx)?.copy();
-        group
-            .all_reduce(&mut total, ReduceOp::Sum)
-            .map_err(|e| RunError::Torch {
-                context: ctx(),
-                message: e.0,
-            })?;
-        self.issued.set(self.issued.get() + 1);
+        self.reduce(&mut total, (ReduceOp::Sum, group), ctx)?;
         Ok(total)
+    }
+
+    /// All-reduces `t` over `group` in place, counted among the group's
+    /// all-reduces.
+    pub(super) fn reduce(
+        &self,
+        t: &mut Tensor,
+        (op, group): (ReduceOp, &dyn Communicator),
+        ctx: &dyn Fn() -> String,
+    ) -> Result<(), RunError> {
+        group.all_reduce(t, op).map_err(|e| RunError::Torch {
+            context: ctx(),
+            message: e.0,
+        })?;
+        self.issued.set(self.issued.get() + 1);
+        Ok(())
+    }
+
+    /// Every rank's `t` (all of one shape), gathered over `group`, in rank
+    /// order; `comm` turns the backend's error into the caller's.
+    pub(super) fn gather(
+        &self,
+        t: &Tensor,
+        group: &dyn Communicator,
+        ctx: &dyn Fn() -> String,
+        comm: &dyn Fn(crate::comm::CommError) -> RunError,
+    ) -> Result<Vec<Tensor>, RunError> {
+        let send = t
+            .f_contiguous()
+            .and_then(|t| t.f_reshape([-1]))
+            .context(ctx)?;
+        let mut recv = Tensor::f_zeros(
+            [send.numel() as i64 * self.size],
+            (send.kind(), send.device()),
+        )
+        .context(ctx)?;
+        group.all_gather(&send, &mut recv).map_err(comm)?;
+        recv.f_chunk(self.size, 0)
+            .and_then(|parts| parts.iter().map(|p| p.f_reshape(t.size())).collect())
+            .context(ctx)
     }
 }

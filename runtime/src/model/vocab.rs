@@ -54,17 +54,17 @@ impl TensorPart {
     }
 
     /// The mean cross-entropy (`label_smoothing` ε) of this rank's part
-    /// `output` ([…, V/T]) of the scores against `target` (whole labels),
-    /// every rank of the group calling it: two all-reduces, of one value
-    /// a row and of three.
+    /// `output` ([…, V/T]) of the scores against `target` (whole labels)
+    /// in step `step`, every rank of the group calling it: two
+    /// all-reduces, of one value a row and of three.
     pub fn vocab_loss(
         &self,
         label_smoothing: f64,
-        output: &Tensor,
-        target: &Tensor,
+        (output, target): (&Tensor, &Tensor),
         group: &dyn Communicator,
+        step: u64,
     ) -> Result<Tensor, RunError> {
-        let ctx = || "the cross-entropy of the scores split by vocabulary".to_string();
+        let ctx = || format!("step {step}: the cross-entropy of the scores split by vocabulary");
         let width = *output.size().last().unwrap_or(&1);
         let vocab = (width * self.size) as f64;
         let eps = label_smoothing;
@@ -138,38 +138,12 @@ impl TensorPart {
     /// group: every rank of the group calls it.
     pub fn whole_result(&self, y: &Tensor, group: &dyn Communicator) -> Result<Tensor, RunError> {
         let ctx = || "gather the scores split by vocabulary".to_string();
-        let send = y
-            .f_contiguous()
-            .and_then(|t| t.f_reshape([-1]))
-            .context(ctx)?;
-        let mut recv = Tensor::f_zeros([send.numel() as i64 * self.size], (y.kind(), y.device()))
-            .context(ctx)?;
-        group
-            .all_gather(&send, &mut recv)
-            .map_err(|e| RunError::Torch {
-                context: ctx(),
-                message: e.0,
-            })?;
-        let parts: Vec<Tensor> = recv
-            .f_chunk(self.size, 0)
-            .and_then(|parts| parts.iter().map(|p| p.f_reshape(y.size())).collect())
-            .context(ctx)?;
-        Tensor::f_cat(&parts, -1).context(ctx)
-    }
-
-    /// All-reduces `t` over `group` in place, counted.
-    fn reduce(
-        &self,
-        t: &mut Tensor,
-        (op, group): (ReduceOp, &dyn Communicator),
-        ctx: &dyn Fn() -> String,
-    ) -> Result<(), RunError> {
-        group.all_reduce(t, op).map_err(|e| RunError::Torch {
+        let comm = |e: crate::comm::CommError| RunError::Torch {
             context: ctx(),
             message: e.0,
-        })?;
-        self.issued.set(self.issued.get() + 1);
-        Ok(())
+        };
+        let parts = self.gather(y, group, &ctx, &comm)?;
+        Tensor::f_cat(&parts, -1).context(ctx)
     }
 }
 
@@ -195,14 +169,7 @@ impl Model {
             (Some(part), Loss::CrossEntropy { label_smoothing }, Some(group))
                 if part.sharded_result() =>
             {
-                part.vocab_loss(*label_smoothing, output, target, group)
-                    .map_err(|e| match e {
-                        RunError::Torch { context, message } => RunError::Torch {
-                            context: format!("step {step}: {context}"),
-                            message,
-                        },
-                        e => e,
-                    })
+                part.vocab_loss(*label_smoothing, (output, target), group, step)
             }
             _ => crate::loss::loss(kind, output, target, tch::Reduction::Mean).context(ctx),
         }

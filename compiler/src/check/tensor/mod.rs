@@ -68,14 +68,7 @@ pub fn splits(
     if errors.len() > before {
         return None;
     }
-    let warn: Vec<Option<TensorSplit>> = (0..nodes.len())
-        .map(|i| match fixed.contains_key(&i) {
-            // Kept whole by the user's choice: no warning.
-            true => Some(TensorSplit::Sharded),
-            false => split[i],
-        })
-        .collect();
-    whole_vocabularies(model, spans, (t, vocab_loss), &warn, lints);
+    whole_vocabularies(model, spans, (t, vocab_loss), (&split, &fixed), lints);
     let mut reported = BTreeSet::new();
     for (i, node) in nodes.iter().enumerate() {
         let Some(how) = split[i] else { continue };
@@ -132,7 +125,7 @@ fn whole_vocabularies(
     model: &ModelPlan,
     spans: &[Span],
     (t, vocab_loss): (u64, bool),
-    split: &[Option<TensorSplit>],
+    (split, fixed): (&[Option<TensorSplit>], &BTreeMap<usize, Span>),
     lints: &mut Vec<Lint>,
 ) {
     let sizes: BTreeMap<&str, u64> = model
@@ -155,7 +148,9 @@ fn whole_vocabularies(
             } if i == model.result && vocab_loss => (*out_features, weight),
             _ => continue,
         };
-        if split[i].is_some() || vocabulary % t as i64 == 0 || !warned.insert(weight) {
+        // Split, dividing, kept whole by the user's choice, or warned of.
+        let whole = split[i].is_none() && !fixed.contains_key(&i);
+        if !whole || vocabulary % t as i64 == 0 || !warned.insert(weight) {
             continue;
         }
         let padded = (vocabulary as u64).div_ceil(t) * t;

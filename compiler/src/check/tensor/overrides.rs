@@ -102,6 +102,7 @@ pub fn fixed(
 ) -> BTreeMap<usize, (Option<TensorSplit>, Span)> {
     let mut out = BTreeMap::new();
     for o in overrides {
+        let (name, _, kind) = CHOICES.iter().find(|c| c.1 == o.split).expect("listed");
         let (mut any, mut fitted, mut reported) = (false, false, false);
         for (i, node) in model.nodes.iter().enumerate() {
             if !matches(&o.pattern, &node.name) || matches!(node.op, Op::Input) {
@@ -118,10 +119,9 @@ pub fn fixed(
                     | (Some(TensorSplit::Heads), Op::Attention { .. })
                     | (Some(TensorSplit::Vocab), Op::Embedding { .. })
             );
-            // A glob over a module instance leaves its other layers alone.
-            let exact = !o.pattern.contains('*') && o.pattern == node.name;
-            let (name, _, kind) = CHOICES.iter().find(|c| c.1 == o.split).expect("listed");
-            if !fits && exact {
+            // A glob or a module instance's path leaves its other layers
+            // alone.
+            if !fits && o.pattern == node.name {
                 reported = true;
                 errors.push(CheckError::InvalidValue {
                     message: format!(
@@ -145,7 +145,6 @@ pub fn fixed(
             }
         }
         if any && !fitted && !reported {
-            let (name, _, kind) = CHOICES.iter().find(|c| c.1 == o.split).expect("listed");
             errors.push(CheckError::InvalidValue {
                 message: format!(
                     "`{}` names no {kind}, which alone can be `{name}`",
