@@ -353,9 +353,8 @@ fn sigterm_and_sigint_stop_at_a_step_boundary_with_a_checkpoint() {
             "{name}: the resumed run differs"
         );
     }
-    // A DiLoCo run writes no checkpoint yet: it stops at a step boundary
-    // all the same, and says there is nothing to resume from.
-    let out = dir.path().join("diloco");
+    // A DiLoCo run stopped between outer steps writes each group's state:
+    // resumed, it ends where the uninterrupted run does, bit for bit.
     let diloco = [
         "--set",
         "train.steps=150",
@@ -368,6 +367,9 @@ fn sigterm_and_sigint_stop_at_a_step_boundary_with_a_checkpoint() {
         "--set",
         "parallel.sync=diloco(period: 4)",
     ];
+    let full = dir.path().join("diloco-full");
+    train(&file, &full, &diloco).code(0);
+    let out = dir.path().join("diloco");
     let child = spawn_run(&file, &out, &diloco, &[]);
     wait_for_steps(&out, 10);
     Command::new("kill")
@@ -376,12 +378,17 @@ fn sigterm_and_sigint_stop_at_a_step_boundary_with_a_checkpoint() {
         .unwrap();
     let (status, text) = finish(child, Duration::from_secs(60));
     assert_eq!(status, Some(143), "DiLoCo: {text}");
+    assert!(text.contains("dtl run --resume"), "{text}");
     assert!(
-        text.contains("stopped by SIGTERM after step")
-            && text.contains("a DiLoCo run writes no checkpoint yet"),
+        out.join("checkpoint/group-1/state.safetensors").is_file(),
         "{text}"
     );
-    assert!(!out.join("checkpoint").exists(), "{text}");
+    resume(&out).code(0);
+    assert_eq!(
+        std::fs::read(full.join("model.safetensors")).unwrap(),
+        std::fs::read(out.join("model.safetensors")).unwrap(),
+        "DiLoCo: the resumed run differs"
+    );
     // A second Ctrl-C stops at once.
     let out = dir.path().join("twice");
     let child = spawn_run(

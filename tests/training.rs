@@ -17,19 +17,6 @@ fn json(path: &Path) -> serde_json::Value {
     serde_json::from_str(&read(path)).unwrap()
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
-}
-
 /// data/digits.csv.gz as text.
 fn digits_csv() -> String {
     use std::io::Read;
@@ -366,7 +353,7 @@ fn resumes_bitwise(file: &Path, dir: &Path, extra: &[&str]) {
     // the first run wrote after the checkpoint is taken away, so the
     // resumed run must write it again itself.
     let resumed = dir.join("resumed");
-    copy_dir(&full, &resumed);
+    common::copy_folder(&full, &resumed);
     std::fs::remove_file(resumed.join("model.safetensors")).unwrap();
     std::fs::remove_file(resumed.join("summary.json")).unwrap();
     let kept = json(&resumed.join("checkpoint/state.json"))["metrics_bytes"]

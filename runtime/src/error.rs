@@ -50,16 +50,6 @@ pub enum RunError {
     #[diagnostic(code(dtl::run::launch))]
     Launch { message: String },
 
-    /// Ctrl-C or SIGTERM under DiLoCo, whose checkpoints are not written
-    /// yet: the run stopped at a step boundary with nothing to resume from.
-    #[error("stopped by {signal} after step {step}; a DiLoCo run writes no checkpoint yet, so there is nothing to resume from")]
-    #[diagnostic(code(dtl::run::interrupted))]
-    InterruptedUnsaved {
-        step: u64,
-        signal: &'static str,
-        number: i32,
-    },
-
     /// Ctrl-C or SIGTERM: the run stopped at a step boundary and wrote a
     /// checkpoint.
     #[error("stopped by {signal} after step {step}; a checkpoint of that step is in {out}")]
@@ -164,7 +154,6 @@ impl RunError {
             RunError::NonFinite { .. }
                 | RunError::NonFiniteOnRanks { .. }
                 | RunError::Interrupted { .. }
-                | RunError::InterruptedUnsaved { .. }
         )
     }
 
@@ -172,9 +161,7 @@ impl RunError {
     /// the signal for an interrupted run, 1 otherwise.
     pub fn exit_code(&self) -> u8 {
         match self {
-            RunError::Interrupted { number, .. } | RunError::InterruptedUnsaved { number, .. } => {
-                (128 + number).clamp(1, 255) as u8
-            }
+            RunError::Interrupted { number, .. } => (128 + number).clamp(1, 255) as u8,
             error if error.is_setup() => 2,
             _ => 1,
         }

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use dtl_compiler::plan::Plan;
+use dtl_compiler::plan::{Plan, SyncMode};
 
 use crate::checkpoint::{self, Loaded, State};
 use crate::error::RunError;
@@ -19,6 +19,20 @@ pub fn resume_from(
     fingerprint: &str,
     world: &World,
 ) -> Result<Loaded, RunError> {
+    let loaded = chosen(plan, out, fingerprint, world)?;
+    // DiLoCo: each group goes on from its own replica and inner state.
+    let layout = &plan.topology.parallelism;
+    match layout.sync {
+        SyncMode::Diloco { .. } => {
+            let g = world.place.replica / layout.group_size();
+            loaded.for_group(g, layout.sync_groups())
+        }
+        _ => Ok(loaded),
+    }
+}
+
+/// The checkpoint every rank goes on from, as rank 0 chose it.
+fn chosen(plan: &Plan, out: &Path, fingerprint: &str, world: &World) -> Result<Loaded, RunError> {
     let files = &plan.data.files;
     if world.size == 1 {
         return said(plan, checkpoint::load(out, fingerprint, files)?);

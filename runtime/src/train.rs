@@ -99,9 +99,7 @@ pub fn train(plan: &Plan, options: &RunOptions, world: &World) -> Result<Summary
     if world.rank == 0 {
         let (status, message) = match &result {
             Ok(summary) => (Status::Finished, summary.stopped_early.clone()),
-            Err(err @ (RunError::Interrupted { .. } | RunError::InterruptedUnsaved { .. })) => {
-                (Status::Interrupted, Some(err.to_string()))
-            }
+            Err(err @ RunError::Interrupted { .. }) => (Status::Interrupted, Some(err.to_string())),
             Err(err) => (Status::Failed, Some(err.to_string())),
         };
         // The run's own outcome comes first: a run.json that cannot be
@@ -240,13 +238,18 @@ impl Driver<'_> {
         // checkpoint of it.
         let stop = executor.agree_to_stop(step, signals::requested().unwrap_or(0))?;
         let due = train.checkpoint_every > 0 && step.is_multiple_of(train.checkpoint_every);
-        if due || (stop.is_some() && !last_step && executor.checkpoints()) {
+        if due || (stop.is_some() && !last_step) {
             self.enter(Phase::Checkpoint, step, self.write_allowance());
             self.checkpoint(executor, step)?;
         }
         if let Some(number) = stop.filter(|_| !last_step) {
             self.progress.finish();
-            return Err(executor.interrupted(step, number, self.out));
+            return Err(RunError::Interrupted {
+                step,
+                signal: signals::name(number),
+                number,
+                out: self.out.display().to_string(),
+            });
         }
         self.tally.last = Some(record);
         Ok(())

@@ -414,14 +414,23 @@ pub fn within(what: &str, value: f64, bound: f64) {
     );
 }
 
+/// The folder `from` and everything in it, copied into `to`.
+pub fn copy_folder(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        match entry.file_type().unwrap().is_dir() {
+            true => copy_folder(&entry.path(), &target),
+            false => drop(std::fs::copy(entry.path(), target).unwrap()),
+        }
+    }
+}
+
 /// Copies a run folder for resuming and takes away what the resumed run
 /// must write again itself.
 pub fn copy_for_resume(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to.join("checkpoint")).unwrap();
-    for entry in std::fs::read_dir(from.join("checkpoint")).unwrap() {
-        let entry = entry.unwrap();
-        std::fs::copy(entry.path(), to.join("checkpoint").join(entry.file_name())).unwrap();
-    }
+    copy_folder(&from.join("checkpoint"), &to.join("checkpoint"));
     std::fs::copy(from.join("plan.yaml"), to.join("plan.yaml")).unwrap();
     // metrics.jsonl as it was at the checkpoint: the rest must come again.
     let state: serde_json::Value =

@@ -108,6 +108,8 @@ SABOTAGES = {
     "zoo_untied": "(zoo.py) GPT-2's output layer a copy of wte, trained on its own",
     "plain_momentum": "(diloco.py) the outer SGD's momentum without Nesterov",
     "no_outer_lr": "(diloco.py) the outer SGD at lr 1, not the file's outer_lr",
+    "no_delay": "(diloco.py) streaming DiLoCo's changes land at once, not a step later",
+    "fp32_changes": "(diloco.py) streaming DiLoCo's changes summed in float32, not bfloat16",
 }
 
 

@@ -143,6 +143,8 @@ pub enum Ty {
     FloatOrInf,
     Bool,
     Str,
+    /// A bare name, one of a fixed set the caller checks (`bf16`).
+    Name,
     /// A list of exactly two numbers.
     FloatPair,
     /// A list of integers.
@@ -170,6 +172,7 @@ impl Ty {
             Ty::FloatOrInf => "a number or `inf`",
             Ty::Bool => "`true` or `false`",
             Ty::Str => "a string",
+            Ty::Name => "a name",
             Ty::FloatPair => "a list of two numbers",
             Ty::IntList => "a list of integers",
             Ty::IntOrPair => "an integer or a list of two integers",
@@ -200,6 +203,7 @@ impl Ty {
             (Ty::FloatOrInf, Value::Name(n)) => n == "inf",
             (Ty::Bool, Value::Bool(_)) => true,
             (Ty::Str, Value::Str(_)) => true,
+            (Ty::Name, Value::Name(_)) => true,
             (Ty::IntList, Value::List(items)) => items.iter().all(|v| matches!(v, Value::Int(_))),
             (Ty::FloatPair | Ty::FloatOrPair, Value::List(items)) => {
                 items.len() == 2 && items.iter().all(|v| Ty::Float.accepts(v))
@@ -536,6 +540,7 @@ pub fn signature_text(sig: &[ParamSig]) -> String {
                 Ty::Float | Ty::FloatOrInf => "float",
                 Ty::Bool => "bool",
                 Ty::Str => "str",
+                Ty::Name => "name",
                 Ty::FloatPair => "[float, float]",
                 Ty::IntList => "[int, ...]",
                 Ty::IntOrPair => "int | [int, int]",

@@ -21,6 +21,7 @@ mod parallel;
 pub(crate) mod paths;
 mod schedule;
 mod settings;
+mod sync;
 mod tensor;
 mod tracking;
 mod train;

@@ -4,9 +4,8 @@
 //! is `lower`'s, run by `dtl check` for every world size given with
 //! `--world`.
 
-use super::args::{ParamSig, Ty, Value};
 use super::lint::Lint;
-use super::settings::{choose, Settings};
+use super::settings::Settings;
 use super::train::TrainSpec;
 use super::CheckError;
 use crate::ast::{ExprKind, SettingsBlock};
@@ -218,7 +217,7 @@ pub fn resolve(block: &SettingsBlock, errors: &mut Vec<CheckError>) -> Option<Pa
     };
     let sync = match s.get("sync") {
         None => Some(SyncMode::EveryStep),
-        Some(setting) => sync_setting(setting, errors),
+        Some(setting) => super::sync::sync_setting(setting, errors),
     };
     if errors.len() > before {
         return None;
@@ -241,105 +240,6 @@ pub fn resolve(block: &SettingsBlock, errors: &mut Vec<CheckError>) -> Option<Pa
         tensor_split: tensor_split?,
         groups: groups?,
         span: block.keyword,
-    })
-}
-
-/// `sync = every_step | local_sgd(period: N) | async(staleness: N) |
-/// diloco(period: H, outer_lr: 0.7, outer_momentum: 0.9)`.
-fn sync_setting(setting: &crate::ast::Setting, errors: &mut Vec<CheckError>) -> Option<SyncMode> {
-    #[derive(Clone, Copy)]
-    enum Kind {
-        EveryStep,
-        LocalSgd,
-        Async,
-        Diloco,
-    }
-    let choices = [
-        ("every_step", Kind::EveryStep, vec![]),
-        (
-            "local_sgd",
-            Kind::LocalSgd,
-            vec![ParamSig::required("period", Ty::Int)],
-        ),
-        (
-            "async",
-            Kind::Async,
-            vec![ParamSig::optional("staleness", Ty::Int, Value::Int(1))],
-        ),
-        (
-            "diloco",
-            Kind::Diloco,
-            vec![
-                ParamSig::required("period", Ty::Int),
-                ParamSig::optional("outer_lr", Ty::Float, Value::Float(0.7)),
-                ParamSig::optional("outer_momentum", Ty::Float, Value::Float(0.9)),
-            ],
-        ),
-    ];
-    let (kind, v) = choose(setting, "sync mode", &choices, errors)?;
-    if let Kind::Diloco = kind {
-        return diloco_setting(setting, &v, errors);
-    }
-    let n = v.first().map_or(1, Value::as_int);
-    // `async(staleness: 0)` is the degenerate case: the all-reduce still
-    // runs in the background and is waited for before the step.
-    let least = match kind {
-        Kind::Async => 0,
-        Kind::EveryStep | Kind::LocalSgd | Kind::Diloco => 1,
-    };
-    if n < least {
-        let name = match kind {
-            Kind::EveryStep => "every_step",
-            Kind::LocalSgd => "local_sgd",
-            Kind::Async => "async",
-            Kind::Diloco => "diloco",
-        };
-        errors.push(CheckError::invalid(
-            format!("{name} needs a value ≥ {least}"),
-            setting.value.span,
-            "here",
-        ));
-        return None;
-    }
-    Some(match kind {
-        Kind::EveryStep => SyncMode::EveryStep,
-        Kind::LocalSgd => SyncMode::LocalSgd { period: n as u64 },
-        Kind::Async => SyncMode::Async {
-            staleness: n as u64,
-        },
-        Kind::Diloco => unreachable!("read by diloco_setting"),
-    })
-}
-
-/// `diloco(period: H, outer_lr: η, outer_momentum: μ)`: H ≥ 1, η > 0,
-/// 0 ≤ μ < 1.
-fn diloco_setting(
-    setting: &crate::ast::Setting,
-    v: &[Value],
-    errors: &mut Vec<CheckError>,
-) -> Option<SyncMode> {
-    let (period, outer_lr, outer_momentum) = (v[0].as_int(), v[1].as_float(), v[2].as_float());
-    let wrong = if period < 1 {
-        Some(format!("diloco's period must be at least 1, not {period}"))
-    } else if !(outer_lr > 0.0 && outer_lr.is_finite()) {
-        Some(format!(
-            "diloco's outer_lr must be a positive number, not {outer_lr}"
-        ))
-    } else if !(0.0..1.0).contains(&outer_momentum) {
-        Some(format!(
-            "diloco's outer_momentum must be at least 0 and below 1, not {outer_momentum}"
-        ))
-    } else {
-        None
-    };
-    if let Some(message) = wrong {
-        errors.push(CheckError::invalid(message, setting.value.span, "here"));
-        return None;
-    }
-    Some(SyncMode::Diloco {
-        period: period as u64,
-        outer_lr,
-        outer_momentum,
     })
 }
 
@@ -450,15 +350,9 @@ pub fn check(
     })
 }
 
-/// `groups` and `sync = diloco(…)`: what they compose with today, each
-/// refusal at the setting that makes it.
-fn sync_groups(
-    spec: &ParallelSpec,
-    train: &TrainSpec,
-    at: &dyn Fn(&str) -> Span,
-    errors: &mut Vec<CheckError>,
-) {
-    let diloco = matches!(spec.sync, SyncMode::Diloco { .. });
+/// `groups`: they must cut the replicas evenly, and meet by local SGD
+/// or DiLoCo.
+fn sync_groups(spec: &ParallelSpec, at: &dyn Fn(&str) -> Span, errors: &mut Vec<CheckError>) {
     if let (Some(g), Degree::Fixed(d)) = (spec.groups, spec.data) {
         if g > d || !d.is_multiple_of(g) {
             errors.push(CheckError::InvalidValue {
@@ -476,25 +370,6 @@ fn sync_groups(
             help: Some("use `sync = diloco(period: …)` or `sync = local_sgd(period: …)` across the groups, or drop `groups`".into()),
         });
     }
-    if !diloco {
-        return;
-    }
-    // (`shard` and `pipeline` are refused with every sync but
-    // every_step, below.)
-    if spec.tensor > 1 {
-        errors.push(CheckError::Unsupported {
-            message: "DiLoCo groups with tensor parallelism are not done yet".into(),
-            span: at("tensor"),
-            help: Some("drop `tensor`, or synchronise with `sync = every_step`".into()),
-        });
-    }
-    if train.checkpoint_every > 0 {
-        errors.push(CheckError::Unsupported {
-            message: "checkpoints of a DiLoCo run are not written yet: each group's inner optimizer state, the global copy and its momentum would each need a place in them".into(),
-            span: at("sync"),
-            help: Some("drop `checkpoint_every` (the final weights are written), or use `sync = local_sgd(…)`".into()),
-        });
-    }
 }
 
 /// Combinations of choices that make no sense, whatever the world size.
@@ -507,13 +382,16 @@ fn conflicting_choices(
     errors: &mut Vec<CheckError>,
 ) {
     let stages = spec.pipeline;
-    if stages > 1 && spec.sync != SyncMode::EveryStep {
+    // Local SGD and DiLoCo meet stage by stage (each stage's replicas
+    // across the groups); a late update would need every stage's to be
+    // of the same step, which nothing orders yet.
+    if stages > 1 && matches!(spec.sync, SyncMode::Async { .. }) {
         errors.push(CheckError::Unsupported {
-            message:
-                "local SGD, DiLoCo and asynchronous updates need whole model replicas, not pipeline stages"
-                    .into(),
+            message: "asynchronous updates with a pipeline are not done yet".into(),
             span: at("sync"),
-            help: Some("use `sync = every_step` with a pipeline".into()),
+            help: Some(
+                "use `sync = every_step`, `local_sgd(…)` or `diloco(…)` with a pipeline".into(),
+            ),
         });
     }
     if matches!(spec.sync, SyncMode::Async { .. }) && matches!(train.clip, Some(Clip::Norm { .. }))
@@ -531,7 +409,20 @@ fn conflicting_choices(
             help: Some("use `precision = bf16`, or synchronise every step or with local SGD".into()),
         });
     }
-    sync_groups(spec, train, at, errors);
+    sync_groups(spec, at, errors);
+    if let SyncMode::Diloco { fragments, .. } = spec.sync {
+        let trained = model.parameters.iter().filter(|p| !p.frozen).count() as u64;
+        if fragments > trained {
+            errors.push(CheckError::InvalidValue {
+                message: format!(
+                    "{fragments} fragments, but the model has {trained} trained parameter tensor(s) to cut into them"
+                ),
+                span: at("sync"),
+                label: "each fragment is a run of whole parameters".into(),
+                help: Some(format!("use at most {trained} fragments")),
+            });
+        }
+    }
     // A checkpoint saves rank 0's replica: between two averages the others
     // hold their own, which a resumed run would lose.
     if let (SyncMode::LocalSgd { period }, true) = (spec.sync, train.checkpoint_every > 0) {

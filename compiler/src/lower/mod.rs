@@ -10,6 +10,7 @@
 
 mod buckets;
 pub mod cost;
+mod fragments;
 mod ranks;
 pub mod schedule;
 mod stages;
@@ -105,6 +106,7 @@ fn lower_for(
         _ => Vec::new(),
     };
 
+    let fragments = fragments::fragments(model, &stages, &local, &parallelism);
     let splits = (layout.tensor_splits.as_slice(), layout.tensor);
     let local: Vec<u64> = stages
         .iter()
@@ -123,6 +125,7 @@ fn lower_for(
         &buckets,
         &units,
         collectives,
+        fragments,
     );
     let global_micro_batch = d * train.micro_batch;
     let rows_per_replica = data.train_rows() / global_micro_batch * train.micro_batch;

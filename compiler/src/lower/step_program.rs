@@ -6,8 +6,8 @@
 
 use super::cost::{all_gather_bytes, ring_bytes};
 use crate::plan::{
-    units_of, Clip, GradBucket, Parallelism, Pass, Precision, Shard, ShardUnit, StagePlan, StepOp,
-    SyncMode, TensorCollective, TrainPlan,
+    units_of, Clip, GradBucket, OuterFragment, Parallelism, Pass, Precision, Shard, ShardUnit,
+    StagePlan, StepOp, SyncMode, TensorCollective, TrainPlan,
 };
 
 /// The step program. `local`: the parameter values one rank of each stage
@@ -20,6 +20,7 @@ pub(super) fn step_program(
     buckets: &[GradBucket],
     units: &[ShardUnit],
     tensor: Vec<TensorCollective>,
+    fragments: Vec<OuterFragment>,
 ) -> Vec<StepOp> {
     let (d, p) = (layout.data, layout.pipeline);
     let k = layout.shard_degree();
@@ -119,15 +120,19 @@ pub(super) fn step_program(
             bytes_per_rank: shard_bytes(stages, buckets, k),
         });
     }
-    program.extend(across_groups(layout, stage_bytes));
+    program.extend(across_groups(layout, stage_bytes, fragments));
     program.push(StepOp::ZeroGrad);
     program
 }
 
 /// What the sync groups exchange across, after the optimizer step:
-/// local SGD's average of the parameters, DiLoCo's outer step (`stage_bytes`
-/// of parameters each, in a ring over the groups).
-fn across_groups(layout: &Parallelism, stage_bytes: u64) -> Option<StepOp> {
+/// local SGD's average of the parameters (`stage_bytes` of them, in a ring
+/// over the groups), DiLoCo's outer step (its `fragments`' all-reduces).
+fn across_groups(
+    layout: &Parallelism,
+    stage_bytes: u64,
+    fragments: Vec<OuterFragment>,
+) -> Option<StepOp> {
     let groups = layout.sync_groups();
     match layout.sync {
         SyncMode::LocalSgd { period } if groups > 1 => Some(StepOp::AverageParameters {
@@ -138,12 +143,18 @@ fn across_groups(layout: &Parallelism, stage_bytes: u64) -> Option<StepOp> {
             period,
             outer_lr,
             outer_momentum,
+            delay,
+            outer_precision,
+            ..
         } => Some(StepOp::OuterStep {
             every: period,
             groups,
             outer_lr,
             outer_momentum,
-            bytes_per_rank: ring_bytes(stage_bytes, groups),
+            delay,
+            outer_precision,
+            bytes_per_rank: fragments.iter().map(|f| f.bytes_per_rank).sum(),
+            fragments,
         }),
         _ => None,
     }

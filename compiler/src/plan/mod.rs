@@ -16,9 +16,9 @@ mod tracking;
 mod types;
 
 pub use parallel::{
-    units_of, Backend, BatchNormSync, CommGroup, GradBucket, GroupKind, Parallelism, PipeOp,
-    PipelineSchedule, RankPlan, RowSlice, Shard, ShardUnit, Sharding, StagePlan, StageProgram,
-    SyncMode, Topology, Transfer, UnitParameter,
+    units_of, Backend, BatchNormSync, CommGroup, GradBucket, GroupKind, OuterFragment,
+    OuterPrecision, Parallelism, PipeOp, PipelineSchedule, RankPlan, RowSlice, Shard, ShardUnit,
+    Sharding, StagePlan, StageProgram, SyncMode, Topology, Transfer, UnitParameter,
 };
 pub use pieces::Piece;
 pub use tensor::{

@@ -374,15 +374,41 @@ pub enum SyncMode {
     /// inner steps on its own; then the mean change of the groups is the
     /// gradient of an outer SGD step (Nesterov momentum `outer_momentum`,
     /// plain SGD at 0) on a global copy of the parameters, which every
-    /// group continues from.
+    /// group continues from. Streaming DiLoCo (Douillard et al. 2025):
+    /// the parameters cut into `fragments` that meet at staggered steps,
+    /// each meeting's all-reduce overlapping `delay` inner steps, carried
+    /// in `outer_precision`.
     Diloco {
         period: u64,
         outer_lr: f64,
         outer_momentum: f64,
+        fragments: u64,
+        delay: u64,
+        outer_precision: OuterPrecision,
     },
     /// Gradients all-reduced in the background; a step may apply an average
     /// up to `staleness` steps old.
     Async { staleness: u64 },
+}
+
+/// What DiLoCo's outer all-reduce carries: the groups' changes in float32,
+/// or rounded to bfloat16 (half the bytes; the sums rounded to bfloat16 as
+/// they are added, the mean taken in float32).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OuterPrecision {
+    Fp32,
+    Bf16,
+}
+
+impl OuterPrecision {
+    /// Bytes per value on the wire.
+    pub fn bytes(self) -> u64 {
+        match self {
+            OuterPrecision::Fp32 => 4,
+            OuterPrecision::Bf16 => 2,
+        }
+    }
 }
 
 impl SyncMode {
@@ -475,6 +501,21 @@ pub struct Transfer {
     pub shape: Shape,
     /// Values per sample (the product of the non-batch dimensions).
     pub values_per_sample: u64,
+}
+
+/// A fragment of streaming DiLoCo: `parameters` consecutive parameters of
+/// the model's list from `first_parameter`, which meet across the groups
+/// after steps `after_step`, `after_step` + period, … (and after the last
+/// step); `bytes_per_rank` what a rank sends in one of its all-reduces
+/// (the stage holding the most of it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OuterFragment {
+    pub first_parameter: String,
+    pub parameters: u64,
+    pub values: u64,
+    pub after_step: u64,
+    pub bytes_per_rank: u64,
 }
 
 /// Gradients all-reduced together, in the order backward produces them.

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::parallel::{PipelineSchedule, StageProgram, Topology};
+use super::parallel::{OuterFragment, OuterPrecision, PipelineSchedule, StageProgram, Topology};
 use super::tracking::Tracking;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -1302,19 +1302,28 @@ pub enum StepOp {
         every: u64,
         bytes_per_rank: u64,
     },
-    /// DiLoCo's outer step, after the optimizer step of steps k·`every`
-    /// and of the last step: the parameters are averaged over the `groups`
-    /// sync groups (the replicas at the same place in each), their
-    /// difference from the global copy is the outer gradient, SGD with
-    /// `outer_lr` and Nesterov momentum `outer_momentum` (plain at 0)
-    /// updates the global copy, and every replica continues from it; the
-    /// buffers are averaged over the groups. `bytes_per_rank`: what a rank
-    /// sends in one outer step (a ring all-reduce of its parameters).
+    /// DiLoCo's outer step, fragment by fragment: after the optimizer
+    /// step of each fragment's steps (every `every`), each group's change
+    /// of the fragment from the global copy is all-reduced over the
+    /// `groups` sync groups (the replicas at the same place in each); its
+    /// mean is the outer gradient, applied `delay` steps later (and after
+    /// the last step) by SGD with `outer_lr` and Nesterov momentum
+    /// `outer_momentum` (plain at 0) to the global copy, which every
+    /// replica then takes for the fragment. The buffers are averaged over
+    /// the groups with the last fragment. One fragment meeting every
+    /// `every` steps without delay is DiLoCo. `bytes_per_rank`: what a
+    /// rank sends in a period (every fragment's ring all-reduce).
     OuterStep {
         every: u64,
         groups: u64,
         outer_lr: f64,
         outer_momentum: f64,
+        /// Steps between the start of a fragment's all-reduce and its
+        /// outer step (the inner steps it overlaps).
+        delay: u64,
+        outer_precision: OuterPrecision,
+        /// The parameters' fragments, each meeting once a period.
+        fragments: Vec<OuterFragment>,
         bytes_per_rank: u64,
     },
     /// `precision = fp16`: divide the gradients by the loss scale; when any

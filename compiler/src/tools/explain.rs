@@ -717,17 +717,44 @@ fn across_groups(
     let (d, groups) = (layout.data, layout.sync_groups());
     let bytes = |period: u64| ring_bytes(local * BYTES_PER_VALUE, groups) / period;
     match layout.sync {
-        SyncMode::Diloco { period, .. } => (
-            format!(
-                "{at}DiLoCo's outer step every {period} steps: all-reduce parameters over {groups} groups (ring, per step; {:.0}× less across groups than all-reducing gradients over {d} replicas every step)",
-                every_step as f64 / bytes(period).max(1) as f64
-            ),
-            bytes(period),
-        ),
+        SyncMode::Diloco {
+            period,
+            fragments,
+            delay,
+            outer_precision,
+            ..
+        } => {
+            let per_step = ring_bytes(local * outer_precision.bytes(), groups) / period;
+            let mut how = vec!["ring".to_string()];
+            if fragments > 1 {
+                how.push(format!(
+                    "in {fragments} fragments, one every {} steps",
+                    period / fragments
+                ));
+            }
+            if delay > 0 {
+                how.push(format!("each overlapping {delay} inner step(s)"));
+            }
+            if outer_precision == crate::plan::OuterPrecision::Bf16 {
+                how.push("in bf16".into());
+            }
+            (
+                format!(
+                    "{at}DiLoCo's outer step every {period} steps: all-reduce parameter changes over {groups} groups ({}, per step; {:.0}× less across groups than all-reducing gradients over {d} replicas every step)",
+                    how.join(", "),
+                    every_step as f64 / per_step.max(1) as f64
+                ),
+                per_step,
+            )
+        }
         SyncMode::LocalSgd { period } => (
             format!(
                 "{at}average parameters over {groups} {} every {period} steps (ring, per step)",
-                if layout.groups > 0 { "groups" } else { "replicas" }
+                if layout.groups > 0 {
+                    "groups"
+                } else {
+                    "replicas"
+                }
             ),
             bytes(period),
         ),

@@ -29,6 +29,7 @@ use serde::{Deserialize, Serialize};
 use tch::{Device, Tensor};
 
 pub mod export;
+pub mod groups;
 pub mod shards;
 
 use crate::data::Cursor;
@@ -58,6 +59,12 @@ pub struct Snapshot {
     /// checkpoint being written ([`being_written`]), for so many stages
     /// and places; `model` and `optimizer` hold the rest.
     pub shards: Option<[u64; 2]>,
+    /// DiLoCo: θ_global and the outer momentum, named as
+    /// `state.safetensors` keeps them (empty without).
+    pub outer: Named,
+    /// DiLoCo: the groups, every one but the first having written its
+    /// folder into the checkpoint being written ([`groups`]).
+    pub groups: Option<u64>,
 }
 
 /// The driver's side of a checkpoint: where the run stands.
@@ -79,17 +86,18 @@ pub struct Standing {
 
 const DIR: &str = "checkpoint";
 /// The prefix of the average's tensors in `state.safetensors`.
-const EMA: &str = "ema.";
+pub const EMA: &str = "ema.";
 const TMP: &str = "checkpoint.tmp";
 /// The checkpoint before the last: what a resumed run falls back to when
 /// the last one is damaged.
 const PREV: &str = "checkpoint.prev";
 /// The checkpoint layout this runtime writes (3: a checksum over its
 /// files, the previous checkpoint kept; 4: the checksum covers state.json's
-/// values too; 5: sharded state in one file per replica).
-pub const FORMAT: u32 = 5;
-/// The layouts it reads: 4 is 5 without shards.
-const READS: [u32; 2] = [4, 5];
+/// values too; 5: sharded state in one file per replica; 6: DiLoCo's
+/// groups' folders).
+pub const FORMAT: u32 = 6;
+/// The layouts it reads: 4 is 5 without shards, 5 is 6 without groups.
+const READS: [u32; 3] = [4, 5, 6];
 
 /// `state.json`: the scalars of a checkpoint.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -132,6 +140,10 @@ pub struct State {
     /// checksums are part of this state's values).
     #[serde(default)]
     pub shards: Option<shards::Shards>,
+    /// DiLoCo: the folders of the groups but the first, with what they
+    /// hold (their checksums are part of this state's values).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<groups::GroupFiles>,
     /// FNV-1a of `model.safetensors`, `state.safetensors` and this
     /// state's own values (written with an empty checksum), in that order:
     /// a torn, damaged or edited checkpoint does not match.
@@ -154,6 +166,9 @@ pub struct Loaded {
     pub fell_back: Option<String>,
     /// A sharded run's slices.
     pub shards: Option<shards::ShardSet>,
+    /// DiLoCo: θ_global and the outer momentum, by their names in
+    /// `state.safetensors` less the `outer.` (empty without).
+    pub outer: BTreeMap<String, Tensor>,
 }
 
 impl Loaded {
@@ -357,11 +372,16 @@ pub fn save(out: &Path, standing: &Standing, snapshot: &Snapshot) -> Result<(), 
     let tmp = out.join(TMP);
     let shards = match snapshot.shards {
         Some([stages, slices]) => Some(shards::collect(&tmp, stages, slices)?),
-        None => {
-            prepare(out)?;
-            None
-        }
+        None => None,
     };
+    let groups = match snapshot.groups {
+        Some(groups) => groups::collect(&tmp, groups)?,
+        None => Vec::new(),
+    };
+    // Else the checkpoint's first files: a torn one of a crash is let go.
+    if snapshot.shards.is_none() && snapshot.groups.is_none() {
+        prepare(out)?;
+    }
     write_weights(&tmp.join("model.safetensors"), &snapshot.model)?;
     crate::fault::pause_in_checkpoint(crate::fault::Kind::PauseWrite, standing.step);
     let mut tensors: Named = snapshot
@@ -378,6 +398,9 @@ pub fn save(out: &Path, standing: &Standing, snapshot: &Snapshot) -> Result<(), 
     }
     for (name, t) in &snapshot.ema {
         tensors.push((format!("{EMA}{name}"), t.to_device(Device::Cpu)));
+    }
+    for (name, t) in &snapshot.outer {
+        tensors.push((format!("{}{name}", groups::OUTER), t.to_device(Device::Cpu)));
     }
     let state_path = tmp.join("state.safetensors");
     Tensor::write_safetensors(&tensors, &state_path)
@@ -402,6 +425,7 @@ pub fn save(out: &Path, standing: &Standing, snapshot: &Snapshot) -> Result<(), 
         loss_scale: snapshot.loss_scale.map(|s| s.scale),
         loss_scale_tracker: snapshot.loss_scale.map_or(0, |s| s.tracker),
         shards,
+        groups,
         checksum: String::new(),
     };
     let state = State {
@@ -625,18 +649,8 @@ fn load_dir(
             state.data_pos, state.data_epoch
         )));
     }
-    let ema_names: Vec<String> = optimizer
-        .keys()
-        .filter(|k| k.starts_with(EMA))
-        .cloned()
-        .collect();
-    let ema = ema_names
-        .into_iter()
-        .map(|k| {
-            let t = optimizer.remove(&k).expect("listed");
-            (k[EMA.len()..].to_string(), t)
-        })
-        .collect();
+    let ema = take_prefixed(&mut optimizer, EMA);
+    let outer = take_prefixed(&mut optimizer, groups::OUTER);
     let mut pending = Vec::new();
     for (i, step) in state.pending_steps.iter().enumerate() {
         let prefix = format!("pending.{i}.");
@@ -659,6 +673,7 @@ fn load_dir(
     Ok(Loaded {
         pending,
         ema,
+        outer,
         fell_back: None,
         cursor: Cursor {
             order: Arc::new(order),
@@ -708,5 +723,25 @@ fn read_checked(
         Some(listed) => Some(shards::ShardSet::open(dir, listed, checksums).map_err(bad)?),
         None => None,
     };
+    if checksums {
+        groups::verify(dir, &state.groups).map_err(bad)?;
+    }
     Ok((state, shards))
+}
+
+/// The tensors of `map` whose names start with `prefix`, taken out of it,
+/// by their names less the prefix.
+fn take_prefixed(map: &mut BTreeMap<String, Tensor>, prefix: &str) -> BTreeMap<String, Tensor> {
+    let names: Vec<String> = map
+        .keys()
+        .filter(|k| k.starts_with(prefix))
+        .cloned()
+        .collect();
+    names
+        .into_iter()
+        .map(|k| {
+            let t = map.remove(&k).expect("listed");
+            (k[prefix.len()..].to_string(), t)
+        })
+        .collect()
 }

@@ -177,7 +177,7 @@ pub fn write_all(
 
 /// `result` on this rank, after every rank has said whether its own is an
 /// error: an error naming the ranks that failed where this one did not.
-fn agree(
+pub fn agree(
     world: &World,
     result: Result<(), RunError>,
     step: u64,

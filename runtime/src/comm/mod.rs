@@ -259,6 +259,9 @@ pub enum Element {
     F32,
     F64,
     I64,
+    /// bfloat16, summed by rounding each partial sum to bfloat16 (as
+    /// NCCL does).
+    BF16,
 }
 
 impl Element {
@@ -267,14 +270,16 @@ impl Element {
             Kind::Float => Ok(Element::F32),
             Kind::Double => Ok(Element::F64),
             Kind::Int64 => Ok(Element::I64),
+            Kind::BFloat16 => Ok(Element::BF16),
             other => Err(CommError(format!(
-                "collectives carry float32, float64 or int64 tensors, not {other:?}"
+                "collectives carry float32, float64, int64 or bfloat16 tensors, not {other:?}"
             ))),
         }
     }
 
     pub fn bytes(self) -> usize {
         match self {
+            Element::BF16 => 2,
             Element::F32 => 4,
             Element::F64 | Element::I64 => 8,
         }

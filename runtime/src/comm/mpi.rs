@@ -21,6 +21,8 @@ extern "C" {
     /// The failed ranks of a communicator (Open MPI's ULFM), from
     /// `mpi_shim.c`: their count, or -1 when MPI cannot tell.
     fn dtl_mpi_failed_ranks(comm: ffi::MPI_Comm, ranks: *mut c_int, max: c_int) -> c_int;
+    /// The sum of bfloat16 values (as 16-bit words), from `mpi_shim.c`.
+    fn dtl_mpi_bf16_sum() -> ffi::MPI_Op;
 }
 
 /// The tag of every point-to-point message: pairs of ranks exchange their
@@ -136,18 +138,29 @@ fn datatype(element: Element) -> ffi::MPI_Datatype {
             Element::F32 => ffi::RSMPI_FLOAT,
             Element::F64 => ffi::RSMPI_DOUBLE,
             Element::I64 => ffi::RSMPI_INT64_T,
+            // Its bits; summed by `dtl_mpi_bf16_sum`.
+            Element::BF16 => ffi::RSMPI_UINT16_T,
         }
     }
 }
 
-fn operation(op: ReduceOp) -> ffi::MPI_Op {
-    // SAFETY: reading link-time constants.
+/// The MPI operation `op` on `element`s: bfloat16 has MPI's own
+/// operations on none, so a sum of them is the shim's.
+fn operation(op: ReduceOp, element: Element) -> Result<ffi::MPI_Op, CommError> {
+    // SAFETY: reading link-time constants; the shim creates its operation
+    // once, after MPI_Init (every collective runs after it).
     unsafe {
-        match op {
-            ReduceOp::Sum => ffi::RSMPI_SUM,
-            ReduceOp::Max => ffi::RSMPI_MAX,
-            ReduceOp::Min => ffi::RSMPI_MIN,
-        }
+        Ok(match (op, element) {
+            (ReduceOp::Sum, Element::BF16) => dtl_mpi_bf16_sum(),
+            (_, Element::BF16) => {
+                return Err(CommError(
+                    "bfloat16 values are only summed, not compared".into(),
+                ))
+            }
+            (ReduceOp::Sum, _) => ffi::RSMPI_SUM,
+            (ReduceOp::Max, _) => ffi::RSMPI_MAX,
+            (ReduceOp::Min, _) => ffi::RSMPI_MIN,
+        })
     }
 }
 
@@ -300,7 +313,7 @@ impl Communicator for Mpi {
                     ptr,
                     count,
                     datatype(buffer.element),
-                    operation(op),
+                    operation(op, buffer.element)?,
                     self.comm,
                 )
             };
@@ -323,7 +336,7 @@ impl Communicator for Mpi {
                     ptr,
                     count,
                     datatype(buffer.element),
-                    operation(ReduceOp::Sum),
+                    operation(ReduceOp::Sum, buffer.element)?,
                     self.comm,
                     &mut request,
                 )
@@ -622,7 +635,7 @@ impl Communicator for Mpi {
                 values.as_mut_ptr() as *mut c_void,
                 values.len() as c_int,
                 ffi::RSMPI_DOUBLE,
-                operation(op),
+                operation(op, Element::F64)?,
                 self.comm,
             )
         };

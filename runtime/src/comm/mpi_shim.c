@@ -1,6 +1,8 @@
 /* What the Rust side needs of MPI that rsmpi does not give. */
 #include <mpi.h>
+#include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 #if defined(__has_include)
 #if __has_include(<mpi-ext.h>)
 #include <mpi-ext.h>
@@ -41,4 +43,36 @@ int dtl_mpi_failed_ranks(MPI_Comm comm, int *ranks, int max) {
     (void)max;
     return -1;
 #endif
+}
+
+/* bfloat16 values (16-bit words) summed as NCCL sums them: each pair
+   added in float and the sum rounded to the nearest bfloat16, ties to
+   even; a NaN stays a NaN. */
+static void bf16_sum(void *in, void *inout, int *len, MPI_Datatype *type) {
+    const uint16_t *a = in;
+    uint16_t *b = inout;
+    (void)type;
+    for (int i = 0; i < *len; i++) {
+        uint32_t x = (uint32_t)a[i] << 16, y = (uint32_t)b[i] << 16, bits;
+        float fx, fy, sum;
+        memcpy(&fx, &x, sizeof fx);
+        memcpy(&fy, &y, sizeof fy);
+        sum = fx + fy;
+        memcpy(&bits, &sum, sizeof bits);
+        if ((bits & 0x7f800000u) == 0x7f800000u && (bits & 0x007fffffu) != 0) {
+            b[i] = (uint16_t)((bits >> 16) | 0x0040u);
+        } else {
+            b[i] = (uint16_t)((bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16);
+        }
+    }
+}
+
+static MPI_Op bf16_sum_op = MPI_OP_NULL;
+
+/* The bfloat16 sum as an MPI operation, created at its first use. */
+MPI_Op dtl_mpi_bf16_sum(void) {
+    if (bf16_sum_op == MPI_OP_NULL) {
+        MPI_Op_create(bf16_sum, 1, &bf16_sum_op);
+    }
+    return bf16_sum_op;
 }

@@ -128,6 +128,7 @@ fn element(tensor: &Tensor) -> Result<sys::ncclDataType_t, CommError> {
         Element::F32 => sys::ncclDataType_t::ncclFloat32,
         Element::F64 => sys::ncclDataType_t::ncclFloat64,
         Element::I64 => sys::ncclDataType_t::ncclInt64,
+        Element::BF16 => sys::ncclDataType_t::ncclBfloat16,
     })
 }
 

@@ -1,91 +1,137 @@
 //! Sync groups meeting across: local SGD's average of the parameters and
 //! DiLoCo's outer step (`crate::parallel::diloco`), each every `period`
-//! steps and after the last.
+//! steps and after the last; and what a checkpoint keeps of each DiLoCo
+//! group.
+
+use std::path::Path;
 
 use dtl_compiler::plan::{StepOp, SyncMode};
 use tch::{Kind, Tensor};
 
 use super::Executor;
+use crate::checkpoint::{self, groups, shards, Named};
 use crate::error::RunError;
 use crate::parallel::data::Buckets;
 
 impl Executor<'_> {
-    /// Whether a checkpoint of this run can be resumed: not under DiLoCo
-    /// yet (the checker refuses its `checkpoint_every`), whose groups'
-    /// own state a checkpoint would lose.
-    pub fn checkpoints(&self) -> bool {
-        self.outer.is_none()
-    }
-
-    /// The error of a run stopped by signal `number` after `step`, with
-    /// the checkpoint of that step in `out` when it has one.
-    pub fn interrupted(&self, step: u64, number: i32, out: &std::path::Path) -> RunError {
-        let signal = crate::signals::name(number);
-        match self.checkpoints() {
-            true => RunError::Interrupted {
-                step,
-                signal,
-                number,
-                out: out.display().to_string(),
-            },
-            false => RunError::InterruptedUnsaved {
-                step,
-                signal,
-                number,
-            },
+    /// DiLoCo: every group but the first writes its replica, its inner
+    /// optimizer state and its `ema` average into the checkpoint being
+    /// written in `out`, gathered on its first rank (a collective over
+    /// every rank; the folder is emptied first unless the replicas'
+    /// slices are already in it). The number of groups; `None` without
+    /// DiLoCo.
+    pub(super) fn write_groups(
+        &self,
+        out: &Path,
+        slices_written: bool,
+        step: u64,
+    ) -> Result<Option<u64>, RunError> {
+        if self.outer.is_none() {
+            return Ok(None);
         }
+        let layout = &self.plan.topology.parallelism;
+        let (groups, per_group) = (layout.sync_groups(), layout.group_size());
+        let g = self.world.place.replica / per_group;
+        let first = g * per_group;
+        let model = self.gather_replica(self.model.named(), first, step)?;
+        let optimizer = self.optimizer.state(&self.model.params).unwrap_or_default();
+        let mut state = self.gather_replica(optimizer, first, step)?;
+        if let Some(ema) = &self.ema {
+            let average = self.gather_replica(ema.named(&self.model), first, step)?;
+            if let (Some(state), Some(average)) = (&mut state, average) {
+                state.extend(
+                    average
+                        .into_iter()
+                        .map(|(n, t)| (format!("{}{n}", checkpoint::EMA), t)),
+                );
+            }
+        }
+        let dir = checkpoint::being_written(out);
+        let ready = match (self.world.rank, slices_written) {
+            (0, false) => checkpoint::empty_dir(&dir),
+            _ => Ok(()),
+        };
+        shards::agree(self.world, ready, step, "ready the checkpoint's folder")?;
+        let wrote = match (model, state) {
+            (Some(model), Some(state)) if g > 0 => groups::write_own(&dir, g, &model, &state),
+            _ => Ok(()),
+        };
+        shards::agree(self.world, wrote, step, "write its DiLoCo group's state")?;
+        Ok(Some(groups))
     }
 
-    /// `average_parameters` or `outer_step` of the step program, at the
-    /// steps it is due.
+    /// DiLoCo's θ_global and outer momentum, whole, on rank 0, named as a
+    /// checkpoint keeps them (`global.<name>`, `momentum.<name>`); empty
+    /// elsewhere and without DiLoCo.
+    pub(super) fn outer_state(&mut self, step: u64) -> Result<Named, RunError> {
+        let groups = self.world.across().size();
+        let Some(outer) = &mut self.outer else {
+            return Ok(Named::new());
+        };
+        // A change on the wire is part of the state.
+        outer.settle(groups, step)?;
+        let mut whole = Named::new();
+        for (kind, own) in outer.saved() {
+            if let Some(named) = self.gather(own, step)? {
+                whole.extend(named.into_iter().map(|(n, t)| (format!("{kind}.{n}"), t)));
+            }
+        }
+        Ok(whole)
+    }
+
+    /// `average_parameters` at the steps it is due; `outer_step` after
+    /// every step (its fragments keep their own schedule).
     pub(super) fn meet_across(&mut self, op: &StepOp, step: u64) -> Result<(), RunError> {
         match op {
             StepOp::AverageParameters { every, .. } if step.is_multiple_of(*every) => {
                 self.average_replicas(step)
             }
-            StepOp::OuterStep { every, .. } if step.is_multiple_of(*every) => self.outer_step(step),
+            StepOp::OuterStep { .. } => self.outer_step(step, false),
             _ => Ok(()),
         }
     }
 
-    /// After the last step, when the last period was partial: local SGD's
-    /// average, DiLoCo's outer step.
+    /// After the last step: local SGD's average when the last period was
+    /// partial; DiLoCo's last meetings.
     pub(super) fn meet_after_the_last(&mut self, step: u64) -> Result<(), RunError> {
         match self.plan.topology.parallelism.sync {
             SyncMode::LocalSgd { period } if !step.is_multiple_of(period) => {
                 self.average_replicas(step)
             }
-            SyncMode::Diloco { period, .. } if !step.is_multiple_of(period) => {
-                self.outer_step(step)
-            }
+            SyncMode::Diloco { .. } => self.outer_step(step, true),
             _ => Ok(()),
         }
     }
 
-    /// DiLoCo's outer step: the parameters and buffers averaged over the
-    /// groups, then θ_global's SGD step, which every replica takes as its
-    /// parameters.
-    pub(super) fn outer_step(&mut self, step: u64) -> Result<(), RunError> {
-        let comm = self.world.across();
-        let tensors: Vec<Tensor> = self
-            .model
-            .params
-            .iter()
-            .chain(&self.model.buffers)
-            .map(|(_, t)| t.shallow_clone())
-            .collect();
-        if comm.size() > 1 {
-            self.across_group_bytes += ring_bytes(&tensors, comm.size());
-            Buckets::average_tensors(comm, &tensors, step)?;
-        }
-        match &mut self.outer {
-            Some(outer) => outer.step(&self.model.params, step),
-            None => Err(RunError::Torch {
+    /// DiLoCo's fragments meeting after `step` (`last`: after the last
+    /// step), and the buffers averaged over the groups with the last
+    /// fragment.
+    fn outer_step(&mut self, step: u64, last: bool) -> Result<(), RunError> {
+        let world = self.world;
+        let comm = world.across();
+        let Some(outer) = &mut self.outer else {
+            return Err(RunError::Torch {
                 context: format!("step {step}: DiLoCo's outer step"),
                 message: "the plan has an outer step, but this rank holds no global parameters"
                     .into(),
-            }),
+            });
+        };
+        let met = match last {
+            true => outer.finish(&self.model.params, comm, step)?,
+            false => outer.after_step(&self.model.params, comm, step)?,
+        };
+        self.across_group_bytes += met.bytes;
+        if met.last_started && comm.size() > 1 {
+            let buffers: Vec<Tensor> = self
+                .model
+                .buffers
+                .iter()
+                .map(|(_, t)| t.shallow_clone())
+                .collect();
+            self.across_group_bytes += ring_bytes(&buffers, comm.size());
+            Buckets::average_tensors(comm, &buffers, step)?;
         }
+        Ok(())
     }
 }
 

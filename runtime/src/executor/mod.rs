@@ -192,13 +192,17 @@ impl<'a> Executor<'a> {
             layout.batch_norm == BatchNormSync::Sync && world.replicas.size() > 1,
             units.is_some(),
         );
-        // DiLoCo's global copy: the weights every replica starts from.
+        // DiLoCo's global copy: the weights every replica starts from, or
+        // the checkpoint's with its momentum.
         let outer = match plan.topology.parallelism.sync {
-            SyncMode::Diloco {
-                outer_lr,
-                outer_momentum,
-                ..
-            } => Some(Outer::new(&model.params, outer_lr, outer_momentum)?),
+            SyncMode::Diloco { .. } => {
+                let mut outer = Outer::new(&model.params, plan)?;
+                if let Some(saved) = resumed {
+                    let step = saved.state.step;
+                    outer.restore(&saved.outer, &model.params, model.tensor_part(), step)?;
+                }
+                Some(outer)
+            }
             _ => None,
         };
         let mut executor = Executor {
@@ -235,8 +239,13 @@ impl<'a> Executor<'a> {
     /// Checks that every replica starts from the same weights (a
     /// collective over the replicas).
     pub fn agree_on_weights(&self) -> Result<(), RunError> {
+        // A DiLoCo checkpoint between outer steps: each group its own.
+        let replicas = match (&self.outer, self.last_checkpoint) {
+            (Some(_), Some(_)) => self.world.group.as_ref(),
+            _ => self.world.replicas.as_ref(),
+        };
         match self.start_hash {
-            Some(hash) => same_weights_everywhere(hash, self.world),
+            Some(hash) => same_weights_everywhere(hash, replicas, self.world.rank),
             None => Ok(()),
         }
     }
@@ -547,8 +556,11 @@ fn other_stages_tensors(plan: &Plan, model: &Model) -> BTreeSet<String> {
 /// initialisers (or the same `--init` file, or checkpoint) give them on
 /// every rank, and a hash over every parameter and buffer (`hash`, this
 /// rank's) proves it.
-fn same_weights_everywhere(hash: u64, world: &World) -> Result<(), RunError> {
-    let replicas = world.replicas.as_ref();
+fn same_weights_everywhere(
+    hash: u64,
+    replicas: &dyn crate::comm::Communicator,
+    rank: usize,
+) -> Result<(), RunError> {
     // Two 32-bit halves: exact in f64. The smallest and largest of each.
     let halves = [(hash >> 32) as f64, (hash & 0xFFFF_FFFF) as f64];
     let mut low = halves;
@@ -566,8 +578,7 @@ fn same_weights_everywhere(hash: u64, world: &World) -> Result<(), RunError> {
     if low != high {
         return Err(RunError::Backend {
             message: format!(
-                "rank {}: the replicas start from different weights (this rank's hash {hash:016x}); are the --init file or the checkpoint the same on every machine?",
-                world.rank
+                "rank {rank}: the replicas start from different weights (this rank's hash {hash:016x}); are the --init file or the checkpoint the same on every machine?"
             ),
         });
     }

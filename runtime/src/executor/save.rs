@@ -34,8 +34,19 @@ impl Executor<'_> {
     /// `own` tensors of every stage of replica 0, on rank 0: under
     /// `tensor = T` the split tensors whole, gathered over replica 0's
     /// tensor groups.
-    fn gather(&self, own: Named, step: u64) -> Result<Option<Named>, RunError> {
-        if self.world.place.replica != 0 {
+    pub(super) fn gather(&self, own: Named, step: u64) -> Result<Option<Named>, RunError> {
+        self.gather_replica(own, 0, step)
+    }
+
+    /// `own` tensors of every stage of `replica`, on its first rank (stage
+    /// 0, tensor rank 0), as [`Self::gather`].
+    pub(super) fn gather_replica(
+        &self,
+        own: Named,
+        replica: u64,
+        step: u64,
+    ) -> Result<Option<Named>, RunError> {
+        if self.world.place.replica != replica {
             return Ok(None);
         }
         let own = match self.model.tensor_part() {
@@ -49,7 +60,7 @@ impl Executor<'_> {
             None => own,
         };
         if self.stage.is_none() {
-            return Ok((self.world.rank == 0).then_some(own));
+            return Ok(Some(own));
         }
         gather::on_stage_zero(own, self.world.pipeline.as_ref(), step)
     }
@@ -68,6 +79,7 @@ impl Executor<'_> {
         }
         self.last_checkpoint = Some(step);
         let shards = self.write_slices(&checkpoint::being_written(out), true, step)?;
+        let groups = self.write_groups(out, shards.is_some(), step)?;
         // The units' parameters are in the slices.
         let model = self.gather(self.outside_units(), step)?;
         let optimizer = match shards {
@@ -78,6 +90,7 @@ impl Executor<'_> {
             }
         };
         let ema = self.averaged_weights(step)?;
+        let outer = self.outer_state(step)?;
         let (Some(model), Some(optimizer)) = (model, optimizer) else {
             return Ok(None);
         };
@@ -100,6 +113,8 @@ impl Executor<'_> {
             ema: ema.unwrap_or_default(),
             loss_scale: self.scaler,
             shards,
+            outer,
+            groups,
         }))
     }
 
