@@ -225,6 +225,23 @@ pub struct RunArgs {
     /// Write no TensorBoard event files.
     #[arg(long)]
     pub no_tensorboard: bool,
+    /// A testing aid: a slow link between sites, `groups: 100 Mbit/s,
+    /// 10 ms` (each sync group a site) or `sites=2: 1 Gbit/s, 1 ms` (sites
+    /// of consecutive replicas); every collective across sites takes at
+    /// least what it would over that link.
+    #[arg(long, value_name = "SPEC")]
+    pub link: Option<String>,
+}
+
+/// `--link`, read.
+#[cfg(feature = "runtime")]
+fn link(args: &RunArgs) -> Result<Option<dtl_runtime::comm::throttle::Link>, Failure> {
+    match &args.link {
+        Some(text) => dtl_runtime::comm::throttle::Link::parse(text)
+            .map(Some)
+            .map_err(|message| Failure::usage(format!("--link: {message}"))),
+        None => Ok(None),
+    }
 }
 
 /// How a line on the terminal starts: which rank says it, in a run of
@@ -313,6 +330,11 @@ pub fn run(args: RunArgs, request: &Request) -> Result<(), Failure> {
         return run_as_rank(&plan, &args, &target, device);
     }
     let ranks = plan.topology.world_size() as usize;
+    if let Some(link) = link(&args)? {
+        // Said once here, rather than by every rank.
+        let sites = link.sites_of(&plan.topology.parallelism);
+        sites.map_err(Failure::usage)?;
+    }
     if ranks > 1 {
         // Said before anything is claimed or written.
         dtl_runtime::launch::find_mpirun().map_err(|e| report_run_error(e, ""))?;
@@ -354,7 +376,12 @@ pub fn run(args: RunArgs, request: &Request) -> Result<(), Failure> {
             Err(err) => Err(report_run_error(err, "")),
         };
     }
-    let world = dtl_runtime::World::join(&plan, device).map_err(|e| report_run_error(e, ""))?;
+    let mut world = dtl_runtime::World::join(&plan, device).map_err(|e| report_run_error(e, ""))?;
+    if let Some(link) = &link(&args)? {
+        world
+            .slow_link(link, &plan.topology)
+            .map_err(Failure::usage)?;
+    }
     train_in(&plan, &args, &target, device, &world, &folder, None)
 }
 
@@ -428,7 +455,11 @@ fn run_as_rank(
         watchdog.set_folder(std::path::Path::new(&folder));
     }
     dtl_runtime::fault::strike(rank, 0);
-    let world = dtl_runtime::World::join(plan, device).map_err(|e| report_run_error(e, ""))?;
+    let mut world = dtl_runtime::World::join(plan, device).map_err(|e| report_run_error(e, ""))?;
+    if let Some(link) = &link(args)? {
+        let slowed = world.slow_link(link, &plan.topology);
+        slowed.map_err(|message| Failure::usage(format!("{}{message}", prefix(&world))))?;
+    }
     let prefix = prefix(&world);
     // Under an outer launcher each rank checks its own share of its
     // machine (dtl's own launcher has checked them all).

@@ -14,6 +14,7 @@ use dtl_compiler::plan::{
 };
 use tch::Device;
 
+use crate::comm::throttle::{Link, Throttled};
 use crate::comm::{self, Communicator, Local};
 use crate::device::{self, DeviceChoice};
 use crate::error::RunError;
@@ -192,6 +193,36 @@ impl World {
             grouped: topology.parallelism.groups > 0,
             backend,
         })
+    }
+
+    /// Puts the slow `link` between the sites of the layout (`--link`, a
+    /// testing aid: [`comm::throttle`]): every communicator of this rank
+    /// whose ranks lie on more than one site crosses it.
+    pub fn slow_link(&mut self, link: &Link, topology: &Topology) -> Result<(), String> {
+        let layout = &topology.parallelism;
+        let per_site = layout.data / link.sites_of(layout)?;
+        let spans = |kind: GroupKind| {
+            topology
+                .group_of(self.rank as u64, kind)
+                .is_some_and(|(_, group, _)| {
+                    let site = |r: &u64| topology.ranks[*r as usize].replica / per_site;
+                    let first = group.ranks.first().map(site);
+                    group.ranks.iter().any(|r| Some(site(r)) != first)
+                })
+        };
+        for (kind, comm) in [
+            (GroupKind::Replicas, &mut self.replicas),
+            (GroupKind::Shard, &mut self.shard),
+            (GroupKind::Replicate, &mut self.replicate),
+            (GroupKind::Group, &mut self.group),
+            (GroupKind::Across, &mut self.across),
+        ] {
+            if spans(kind) {
+                let inner = std::mem::replace(comm, Box::new(Local));
+                *comm = Box::new(Throttled::new(inner, *link));
+            }
+        }
+        Ok(())
     }
 
     /// The replicas that meet across sync groups (DiLoCo's outer step,

@@ -16,6 +16,7 @@
 pub mod mpi;
 #[cfg(feature = "nccl")]
 pub mod nccl;
+pub mod throttle;
 
 use tch::{Kind, Tensor};
 

@@ -29,6 +29,11 @@ struct StepState {
     update_of: Option<u64>,
     /// The ranks whose own loss was not finite.
     bad_ranks: Vec<usize>,
+    /// `loss` is still this rank's own: under local SGD and DiLoCo it is
+    /// averaged over the replicas with the gradient norm, in one
+    /// all-reduce ([`Executor::check_finite`]), which may cross a slow
+    /// link between the groups.
+    loss_is_own: bool,
     /// The gradient norm is the one over every pipeline stage.
     norm_over_stages: bool,
     /// `fp16`: a gradient overflowed at this step's loss scale; the step is
@@ -55,6 +60,7 @@ impl Executor<'_> {
             skipped: false,
             update_of: Some(step),
             bad_ranks: Vec::new(),
+            loss_is_own: false,
             norm_over_stages: false,
             overflow: false,
         };
@@ -195,7 +201,7 @@ impl Executor<'_> {
                     .pipeline
                     .all_reduce_host(&mut total, ReduceOp::Sum)
                     .map_err(|e| RunError::Collective { step, message: e.0 })?;
-                (state.loss, state.bad_ranks) = self.loss_over_replicas(total[0], step)?;
+                self.loss_over_replicas(total[0], step, state)?;
                 self.hand_over_slices(step)?;
             }
             StepOp::AllReduceGradNorm { .. } => state.norm_over_stages = true,
@@ -231,7 +237,7 @@ impl Executor<'_> {
             data::progress(&mut self.in_flight)?;
         }
         let local = local / self.dynamic_scale();
-        (state.loss, state.bad_ranks) = self.loss_over_replicas(local, step)?;
+        self.loss_over_replicas(local, step, state)?;
         self.hand_over_slices(step)
     }
 
@@ -309,20 +315,6 @@ impl Executor<'_> {
         scaled
             .f_double_value(&[])
             .context(|| format!("step {step}: read loss"))
-    }
-
-    /// The mean of a value over the replicas (each replica's loss is the
-    /// mean over its own rows: their mean is the mean over all rows).
-    fn mean_over_replicas(&self, value: f64, step: u64) -> Result<f64, RunError> {
-        let replicas = self.world.replicas.as_ref();
-        if replicas.size() == 1 {
-            return Ok(value);
-        }
-        let mut values = [value];
-        replicas
-            .all_reduce_host(&mut values, ReduceOp::Sum)
-            .map_err(|e| RunError::Collective { step, message: e.0 })?;
-        Ok(values[0] / replicas.size() as f64)
     }
 
     /// The L2 norm of the gradients (see [`Self::global_norm`]).
@@ -513,23 +505,46 @@ impl Executor<'_> {
         Ok(())
     }
 
-    /// The mean loss over the replicas, and the ranks whose own loss was
-    /// not finite.
-    fn loss_over_replicas(&self, local: f64, step: u64) -> Result<(f64, Vec<usize>), RunError> {
+    /// The step's loss: the mean over the replicas of `local`, and the
+    /// ranks whose own loss was not finite; under local SGD and DiLoCo
+    /// left as this rank's own until the gradient norm joins it.
+    fn loss_over_replicas(
+        &self,
+        local: f64,
+        step: u64,
+        state: &mut StepState,
+    ) -> Result<(), RunError> {
+        state.loss = local;
+        if self.plan.topology.parallelism.sync.meets_every().is_some() {
+            state.loss_is_own = true;
+            return Ok(());
+        }
+        (state.loss, state.bad_ranks, _) = self.over_replicas(local, None, step)?;
+        Ok(())
+    }
+
+    /// The means over the replicas of `loss` and of `also` (when given),
+    /// and the ranks whose own loss was not finite: one all-reduce.
+    fn over_replicas(
+        &self,
+        loss: f64,
+        also: Option<f64>,
+        step: u64,
+    ) -> Result<(f64, Vec<usize>, Option<f64>), RunError> {
         let replicas = self.world.replicas.as_ref();
         let d = replicas.size();
         if d == 1 {
-            let bad = if local.is_finite() {
-                vec![]
-            } else {
-                vec![self.world.rank]
+            let bad = match loss.is_finite() {
+                true => vec![],
+                false => vec![self.world.rank],
             };
-            return Ok((local, bad));
+            return Ok((loss, bad, also));
         }
-        // [loss, one flag per replica]: one all-reduce for both.
-        let mut values = vec![0.0; d + 1];
-        values[0] = local;
-        values[1 + replicas.rank()] = f64::from(u8::from(!local.is_finite()));
+        // [loss, also, one flag per replica].
+        let mut values = vec![0.0; d + 2];
+        values[0] = loss;
+        values[1] = also.unwrap_or(0.0);
+        values[2 + replicas.rank()] = f64::from(u8::from(!loss.is_finite()));
         replicas
             .all_reduce_host(&mut values, ReduceOp::Sum)
             .map_err(|e| RunError::Collective { step, message: e.0 })?;
@@ -537,11 +552,12 @@ impl Executor<'_> {
         let topology = &self.plan.topology;
         let last = topology.stages.len() as u64 - 1;
         let bad = (0..d)
-            .filter(|&g| values[1 + g] > 0.0)
+            .filter(|&g| values[2 + g] > 0.0)
             .filter_map(|g| topology.rank_at(g as u64, last))
             .map(|r| r.rank as usize)
             .collect();
-        Ok((values[0] / d as f64, bad))
+        let mean = |v: f64| v / d as f64;
+        Ok((mean(values[0]), bad, also.map(|_| mean(values[1]))))
     }
 
     /// Every step: average now. `async(staleness)`: start this step's
@@ -589,11 +605,14 @@ impl Executor<'_> {
             None => self.l2_norm(state, step)?,
         };
         // Local SGD's and DiLoCo's gradients are each group's own: report
-        // their mean.
-        let norm = if self.plan.topology.parallelism.sync.meets_every().is_some() {
-            self.mean_over_replicas(norm, step)?
-        } else {
-            norm
+        // their mean, averaged with the loss.
+        let norm = match state.loss_is_own {
+            true => {
+                let (loss, bad, norm) = self.over_replicas(state.loss, Some(norm), step)?;
+                (state.loss, state.bad_ranks, state.loss_is_own) = (loss, bad, false);
+                norm.unwrap_or(0.0)
+            }
+            false => norm,
         };
         state.grad_norm = Some(norm);
         // An fp16 overflow is the loss scale's, handled: only the loss
@@ -681,6 +700,7 @@ impl Executor<'_> {
                 skipped: false,
                 update_of: Some(of),
                 bad_ranks: Vec::new(),
+                loss_is_own: false,
                 norm_over_stages: self.stage.is_some(),
                 overflow: false,
             };
