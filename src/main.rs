@@ -95,6 +95,10 @@ enum Command {
         /// The world size to explain the plan for (resolves `data = auto`).
         #[arg(long)]
         world: Option<u64>,
+        /// A cluster description (clusters/*.yaml): predict the step on it,
+        /// part by part, and check the memory per rank against the device's.
+        #[arg(long, value_name = "YAML")]
+        cluster: Option<PathBuf>,
     },
     /// Train: a `.dtl` file or a compiled plan (`.yaml`/`.json`), on as many
     /// ranks as the plan has (started through mpirun), or as one rank of an
@@ -249,6 +253,14 @@ impl Failure {
         }
     }
 
+    /// A failure of the command's own (exit 1), with what to say.
+    pub fn error(message: String) -> Self {
+        Failure {
+            code: 1,
+            message: Some(message),
+        }
+    }
+
     /// Ends with `code` and nothing more to say (it was said already).
     pub fn exit(code: u8) -> Self {
         Failure {
@@ -323,7 +335,8 @@ fn main() -> ExitCode {
             file,
             format,
             world,
-        } => explain(&file, format, &request(world, false)),
+            cluster,
+        } => explain(&file, format, &request(world, false), cluster.as_deref()),
         Command::Plot {
             runs,
             output,
@@ -492,17 +505,55 @@ fn compile(
     Ok(())
 }
 
-fn explain(path: &Path, format: ExplainFormat, request: &Request) -> Result<(), Failure> {
+fn explain(
+    path: &Path,
+    format: ExplainFormat,
+    request: &Request,
+    cluster: Option<&Path>,
+) -> Result<(), Failure> {
+    use dtl_compiler::tools::{cluster::Cluster, predict};
+    let cluster = match cluster {
+        Some(file) => Some(Cluster::load(file).map_err(Failure::usage)?),
+        None => None,
+    };
     let plan = load_plan(&Input::of(path), request)?;
     let cost = dtl_compiler::tools::explain::cost(&plan);
-    match format {
-        ExplainFormat::Text => out!("{}", cost.render(&plan).trim_end()),
-        ExplainFormat::Json => out!(
-            "{}",
-            serde_json::to_string_pretty(&cost).expect("costs serialize")
-        ),
+    let prediction = cluster.map(|c| predict::predict(&plan, &cost, &c));
+    /// The costs with the prediction beside them.
+    #[derive(serde::Serialize)]
+    struct Explained<'a> {
+        #[serde(flatten)]
+        cost: &'a dtl_compiler::tools::explain::Cost,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        prediction: Option<&'a predict::Prediction>,
     }
-    Ok(())
+    match format {
+        ExplainFormat::Text => {
+            let mut text = cost.render(&plan);
+            if let Some(p) = &prediction {
+                text.push_str(&predict::render(p));
+            }
+            out!("{}", text.trim_end())
+        }
+        ExplainFormat::Json => {
+            let explained = Explained {
+                cost: &cost,
+                prediction: prediction.as_ref(),
+            };
+            out!(
+                "{}",
+                serde_json::to_string_pretty(&explained).expect("costs serialize")
+            )
+        }
+    }
+    match prediction.map(|p| p.memory) {
+        Some(m) if !m.fits() => Err(Failure::error(format!(
+            "a rank needs {} of memory, more than the {} the cluster's device has: shard, split or cut the model further (`dtl explain` shows each part)",
+            dtl_compiler::tools::explain::bytes(m.per_rank_bytes),
+            dtl_compiler::tools::explain::bytes(m.device_bytes)
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// Formats every file; a file with syntax errors is reported and left as it

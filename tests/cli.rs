@@ -565,6 +565,50 @@ fn explain_shows_costs_before_anything_runs() {
     assert_eq!(cost["global_batch"], 64);
 }
 
+/// `--cluster`: the predicted step, part by part with its link, in the
+/// report and the JSON (the step the sum of its parts); a rank that needs
+/// more memory than the device has fails after the report; a bad cluster
+/// file is named with its field.
+#[test]
+fn explain_predicts_the_step_on_a_cluster_and_checks_the_memory() {
+    let h100 = Path::new(env!("CARGO_MANIFEST_DIR")).join("clusters/h100_sxm.yaml");
+    let h100 = h100.to_str().unwrap();
+    dtl(&["explain", EXAMPLE, "--cluster", h100])
+        .code(0)
+        .stdout_has("predicted step on H100 SXM")
+        .stdout_has("optimizer step");
+    let json = dtl(&["explain", EXAMPLE, "--cluster", h100, "--format", "json"])
+        .code(0)
+        .stdout;
+    let explained: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let prediction = &explained["prediction"];
+    let parts = prediction["parts"].as_array().unwrap();
+    let sum: f64 = parts.iter().map(|p| p["seconds"].as_f64().unwrap()).sum();
+    let step = prediction["step_seconds"].as_f64().unwrap();
+    assert!((sum - step).abs() <= 1e-12 * step, "{prediction}");
+    assert_eq!(parts[0]["link"], "device");
+    let samples = prediction["samples_per_second"].as_f64().unwrap();
+    assert!((samples * step - 64.0).abs() < 1e-9, "{prediction}");
+    assert!(prediction["mfu"].as_f64().unwrap() > 0.0);
+    assert_eq!(
+        prediction["memory"]["per_rank_bytes"],
+        explained["memory"]["total"]
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(h100).unwrap();
+    let small = dir.path().join("small.yaml");
+    std::fs::write(&small, text.replace("85899345920", "100000")).unwrap();
+    dtl(&["explain", EXAMPLE, "--cluster", small.to_str().unwrap()])
+        .code(1)
+        .stdout_has("DOES NOT FIT")
+        .stderr_has("more than the 97.7 KiB the cluster's device has");
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(&bad, text.replace("network: 0.8", "network: 1.8")).unwrap();
+    dtl(&["explain", EXAMPLE, "--cluster", bad.to_str().unwrap()])
+        .code(2)
+        .stderr_has("bad.yaml: efficiency.network is a fraction of a peak");
+}
+
 #[test]
 fn data_auto_compiles_and_runs_for_the_world_size_given() {
     let dir = tempfile::tempdir().unwrap();

@@ -6,11 +6,15 @@
 //!   the cursor, definitions, completions), for `dtl lsp`.
 //! - [`format`]: `dtl fmt`, the canonical layout of a file, comments kept.
 //! - [`explain`]: `dtl explain`, the cost of one training step, from a plan.
+//! - [`cluster`] and [`predict`]: `dtl explain --cluster`, a cluster's
+//!   description and the step predicted on it.
 //! - [`graph`]: `dtl graph`, pictures of a plan's model and pipeline.
 //! - [`sarif`]: diagnostics as SARIF, for code-scanning services.
 
 pub mod analysis;
+pub mod cluster;
 pub mod explain;
 pub mod format;
 pub mod graph;
+pub mod predict;
 pub mod sarif;

@@ -1,0 +1,501 @@
+//! `dtl explain --cluster`: a predicted step time on a described cluster
+//! ([`super::cluster`]), from the plan the runtime executes and the costs
+//! `dtl explain` computes, broken into parts.
+//!
+//! The model, stated in the report too:
+//! - compute: each stage's forward FLOPs × 3 (× what `recompute` adds) for
+//!   the rows of one pipeline piece, split evenly over the tensor ranks, at
+//!   the device's dense peak for the run's precision × `efficiency.compute`;
+//!   the slowest stage sets the pace, and the pipeline's bubble adds
+//!   (stages − 1) of its pieces per round;
+//! - point-to-point: each piece's activations to the next stage and their
+//!   gradients back, a latency plus the bytes at the link's bandwidth ×
+//!   `efficiency.network`, added to the sending stage's piece;
+//! - collectives: each of the step program's on the link its group
+//!   crosses (a node's own when its ranks share one, else the network),
+//!   by its algorithm's formula: a ring all-reduce sends 2(n − 1)/n of
+//!   the bytes in 2(n − 1) messages, an all-gather or reduce-scatter
+//!   (n − 1)/n of the gathered bytes in n − 1; DiLoCo's and local SGD's
+//!   meetings count per step (their bytes over their period);
+//! - the optimizer step: the values a rank updates, moved through memory
+//!   (read and written: 3 values each for plain SGD, 5 with momentum or
+//!   for Lion and Adafactor, 7 for Adam and AdamW) at the memory bandwidth
+//!   × `efficiency.memory`;
+//! - nothing overlaps: dtl's runtime all-reduces after the backward pass,
+//!   but `async` updates, whose all-reduce runs behind the next step (only
+//!   what exceeds the compute counts).
+
+use serde::Serialize;
+
+use super::cluster::{Cluster, Link};
+use super::explain::Cost;
+use crate::plan::{GroupKind, Optimizer, Plan, Precision, StepOp, SyncMode};
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Prediction {
+    pub cluster: String,
+    pub step_seconds: f64,
+    pub samples_per_second: f64,
+    /// Model FLOPs per step (3 × forward, recomputation not counted) over
+    /// the step time and every device's peak.
+    pub mfu: f64,
+    pub parts: Vec<Part>,
+    pub memory: MemoryFit,
+}
+
+/// A part of the step: what, how long, on what (`device`, `memory`,
+/// `node`, `network`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Part {
+    pub name: String,
+    pub seconds: f64,
+    pub link: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MemoryFit {
+    /// The rank that needs the most, as `dtl explain` counts it.
+    pub per_rank_bytes: u64,
+    pub device_bytes: u64,
+}
+
+impl MemoryFit {
+    pub fn fits(&self) -> bool {
+        self.per_rank_bytes <= self.device_bytes
+    }
+}
+
+/// The predicted step of `plan` (whose costs are `cost`) on `cluster`, one
+/// rank per device, in rank order across the nodes.
+pub fn predict(plan: &Plan, cost: &Cost, cluster: &Cluster) -> Prediction {
+    let layout = &plan.topology.parallelism;
+    let precision = plan.train.precision;
+    let peak = cluster.peak(precision);
+    let flops_per_second = peak * cluster.efficiency.compute;
+    let (m, p) = (layout.micro_batches.max(1), layout.pipeline.max(1));
+    let pieces = plan.train.accumulate * m;
+    let rows = plan.train.micro_batch as f64 / m as f64;
+    // What `recompute` adds to 3 × forward.
+    let forward: u64 = cost.layers.iter().map(|l| l.forward_flops).sum();
+    let again = cost.train_flops_per_sample as f64 / (3.0 * forward.max(1) as f64);
+    let activation_bytes = match precision {
+        Precision::Fp32 | Precision::Tf32 => 4.0,
+        Precision::Bf16 | Precision::Fp16 => 2.0,
+    };
+    let mut parts = Vec::new();
+    // The slowest stage's piece: its compute and its transfers.
+    let mut slowest = (0.0, 0.0);
+    for stage in &plan.topology.stages {
+        let flops = 3.0 * again * stage.forward_flops as f64 * rows / layout.tensor as f64;
+        let compute = flops / flops_per_second;
+        let from = rank_of(plan, stage.stage);
+        let to = rank_of(plan, stage.stage + 1);
+        let transfers: f64 = stage
+            .sends
+            .iter()
+            .map(|t| {
+                let bytes = t.values_per_sample as f64 * rows * activation_bytes;
+                let (link, _) = cluster.link_of(&[from, to]);
+                2.0 * send_time(&link, cluster, 1, bytes)
+            })
+            .sum();
+        if compute + transfers > slowest.0 + slowest.1 {
+            slowest = (compute, transfers);
+        }
+    }
+    let piece = slowest.0 + slowest.1;
+    let compute = pieces as f64 * slowest.0;
+    parts.push(part("compute (the slowest stage)", compute, "device"));
+    if slowest.1 > 0.0 {
+        let link = cluster.link_of(&[rank_of(plan, 0), rank_of(plan, 1)]).1;
+        parts.push(part(
+            "activations between stages",
+            pieces as f64 * slowest.1,
+            link,
+        ));
+    }
+    if p > 1 {
+        let bubble = plan.train.accumulate as f64 * (p - 1) as f64 * piece;
+        parts.push(part("pipeline bubble", bubble, "device"));
+    }
+    parts.extend(collectives(plan, cluster, compute));
+    parts.push(part(
+        "optimizer step",
+        optimizer_seconds(plan, cost, cluster),
+        "memory",
+    ));
+    let step_seconds: f64 = parts.iter().map(|p| p.seconds).sum();
+    let world = plan.topology.world_size() as f64;
+    Prediction {
+        cluster: cluster.name.clone(),
+        step_seconds,
+        samples_per_second: cost.global_batch as f64 / step_seconds,
+        mfu: cost.flops_per_step as f64 / (step_seconds * world * peak),
+        parts,
+        memory: MemoryFit {
+            per_rank_bytes: cost.memory.total,
+            device_bytes: cluster.device.memory_bytes,
+        },
+    }
+}
+
+fn part(name: &str, seconds: f64, link: &'static str) -> Part {
+    Part {
+        name: name.into(),
+        seconds,
+        link,
+    }
+}
+
+/// The first rank of `stage` (replica 0, tensor rank 0); past the last
+/// stage, the last's.
+fn rank_of(plan: &Plan, stage: u64) -> u64 {
+    let last = plan.topology.stages.len().saturating_sub(1) as u64;
+    plan.topology
+        .rank_at(0, stage.min(last))
+        .map_or(0, |r| r.rank)
+}
+
+/// `messages` latencies and `bytes` at the link's bandwidth.
+fn send_time(link: &Link, cluster: &Cluster, messages: u64, bytes: f64) -> f64 {
+    messages as f64 * link.latency + bytes / (link.bandwidth * cluster.efficiency.network)
+}
+
+/// The ranks of rank 0's group of `kind` (rank 0 alone without one).
+fn group(plan: &Plan, kind: GroupKind) -> Vec<u64> {
+    plan.topology
+        .group_of(0, kind)
+        .map_or_else(|| vec![0], |(_, g, _)| g.ranks.clone())
+}
+
+/// The step program's collectives, each on its group's link; `compute`:
+/// the step's compute, which an `async` all-reduce runs behind.
+fn collectives(plan: &Plan, cluster: &Cluster, compute: f64) -> Vec<Part> {
+    let on = Links { plan, cluster };
+    plan.step_program
+        .iter()
+        .filter_map(|op| on.data_parallel(op, compute).or_else(|| on.other(op)))
+        .collect()
+}
+
+/// Where the collectives run: the plan's groups on the cluster's links.
+struct Links<'a> {
+    plan: &'a Plan,
+    cluster: &'a Cluster,
+}
+
+impl Links<'_> {
+    /// `messages` latencies and `bytes` on the link of rank 0's group of
+    /// `kind`, a `per`-th of it per step.
+    fn part(&self, name: String, kind: GroupKind, (messages, bytes): (u64, u64), per: f64) -> Part {
+        let (link, via) = self.cluster.link_of(&group(self.plan, kind));
+        let seconds = send_time(&link, self.cluster, messages, bytes as f64) / per;
+        Part {
+            name,
+            seconds,
+            link: via,
+        }
+    }
+
+    /// The ranks of rank 0's group of `kind`.
+    fn n(&self, kind: GroupKind) -> u64 {
+        group(self.plan, kind).len() as u64
+    }
+
+    /// The gradients' and the shards' exchanges over the replicas.
+    fn data_parallel(&self, op: &StepOp, compute: f64) -> Option<Part> {
+        let layout = &self.plan.topology.parallelism;
+        let pieces = self.plan.train.accumulate * layout.micro_batches.max(1);
+        let shard = shard_kind(self.plan);
+        Some(match op {
+            StepOp::AllReduceGradients {
+                buckets,
+                bytes_per_rank,
+                staleness,
+            } => {
+                let data = match layout.sync.meets_every() {
+                    Some(_) if layout.groups > 0 => GroupKind::Group,
+                    _ => GroupKind::Replicas,
+                };
+                let k = self.n(data);
+                let sent = (buckets * 2 * (k - 1), *bytes_per_rank);
+                let mut reduce = self.part(
+                    format!("all-reduce gradients over {k} (ring)"),
+                    data,
+                    sent,
+                    1.0,
+                );
+                if *staleness > 0 {
+                    reduce.name = format!("all-reduce gradients over {k} behind the next step (async: what exceeds the compute)");
+                    reduce.seconds = (reduce.seconds - compute).max(0.0);
+                }
+                reduce
+            }
+            StepOp::ReduceScatterGradients {
+                buckets,
+                bytes_per_rank,
+            } => {
+                let k = self.n(shard);
+                self.part(
+                    format!("reduce-scatter gradients over {k}"),
+                    shard,
+                    (buckets * (k - 1), *bytes_per_rank),
+                    1.0,
+                )
+            }
+            StepOp::AllGatherParameters {
+                buckets,
+                bytes_per_rank,
+            } => {
+                let k = self.n(shard);
+                self.part(
+                    format!("all-gather parameters over {k}"),
+                    shard,
+                    (buckets * (k - 1), *bytes_per_rank),
+                    1.0,
+                )
+            }
+            StepOp::AllReduceGradientSlices {
+                copies,
+                bytes_per_rank,
+            } => self.part(
+                format!("all-reduce gradient slices over {copies} copies"),
+                GroupKind::Replicate,
+                (2 * (copies - 1), *bytes_per_rank),
+                1.0,
+            ),
+            StepOp::GatherUnits {
+                units,
+                all_gather_bytes_per_rank,
+                reduce_scatter_bytes_per_rank,
+                ..
+            } => {
+                let k = self.n(shard);
+                let bytes = (all_gather_bytes_per_rank + reduce_scatter_bytes_per_rank) * pieces;
+                self.part(
+                    format!("gather and reduce-scatter {units} shard units over {k}"),
+                    shard,
+                    (3 * units * pieces * (k - 1), bytes),
+                    1.0,
+                )
+            }
+            _ => return None,
+        })
+    }
+
+    /// Tensor parallelism's all-reduces, the norm over the stages, and
+    /// the sync groups' meetings.
+    fn other(&self, op: &StepOp) -> Option<Part> {
+        let layout = &self.plan.topology.parallelism;
+        let pieces = self.plan.train.accumulate * layout.micro_batches.max(1);
+        let across = match layout.groups > 0 {
+            true => GroupKind::Across,
+            false => GroupKind::Replicas,
+        };
+        Some(match op {
+            StepOp::TensorAllReduces {
+                collectives,
+                bytes_per_rank,
+            } => {
+                let t = layout.tensor;
+                let messages = collectives.len() as u64 * pieces * 2 * (t - 1);
+                self.part(
+                    format!("tensor all-reduces over {t}"),
+                    GroupKind::Tensor,
+                    (messages, *bytes_per_rank),
+                    1.0,
+                )
+            }
+            StepOp::AllReduceGradNorm { stages } => self.part(
+                format!("all-reduce the gradient norm over {stages} stages"),
+                GroupKind::Pipeline,
+                (2 * (stages - 1), 8),
+                1.0,
+            ),
+            StepOp::OuterStep {
+                every,
+                groups,
+                fragments,
+                bytes_per_rank,
+                ..
+            } => {
+                let messages = fragments.len() as u64 * 2 * (groups - 1);
+                self.part(
+                    format!("DiLoCo's outer step over {groups} groups (per step, every {every})"),
+                    across,
+                    (messages, *bytes_per_rank),
+                    *every as f64,
+                )
+            }
+            StepOp::AverageParameters {
+                every,
+                bytes_per_rank,
+            } => {
+                let k = self.n(across);
+                self.part(
+                    format!("average parameters over {k} (per step, every {every})"),
+                    across,
+                    (2 * (k - 1), *bytes_per_rank),
+                    *every as f64,
+                )
+            }
+            _ => return None,
+        })
+    }
+}
+
+/// The group a shard's slices are exchanged in.
+fn shard_kind(plan: &Plan) -> GroupKind {
+    match plan.topology.parallelism.shard_degree() < plan.topology.parallelism.data {
+        true => GroupKind::Shard,
+        false => GroupKind::Replicas,
+    }
+}
+
+/// The optimizer step of the rank that updates the most values.
+fn optimizer_seconds(plan: &Plan, cost: &Cost, cluster: &Cluster) -> f64 {
+    let moved = match &plan.train.optimizer {
+        Optimizer::Sgd { momentum, .. } if *momentum == 0.0 => 3.0,
+        Optimizer::Sgd { .. } | Optimizer::Lion { .. } | Optimizer::Adafactor { .. } => 5.0,
+        Optimizer::Adam { .. } | Optimizer::AdamW { .. } => 7.0,
+    };
+    let layout = &plan.topology.parallelism;
+    let values = cost
+        .stages
+        .iter()
+        .map(|s| s.parameters)
+        .max()
+        .unwrap_or(cost.parameters) as f64;
+    let sharded = match layout.shard {
+        crate::plan::Shard::None => 1.0,
+        _ => layout.shard_degree() as f64,
+    };
+    // Under DiLoCo the outer step also updates the global copy (and its
+    // momentum): per step, over its period.
+    let outer = match layout.sync {
+        SyncMode::Diloco { period, .. } => 5.0 / period as f64,
+        _ => 0.0,
+    };
+    let bytes = values / sharded * (moved + outer) * 4.0;
+    bytes / (cluster.device.memory_bandwidth * cluster.efficiency.memory)
+}
+
+/// The prediction as text, for `dtl explain`'s report.
+pub fn render(prediction: &Prediction) -> String {
+    let mut out = format!(
+        "\npredicted step on {}: {} ({:.1} samples/s, MFU {:.1}%)\n",
+        prediction.cluster,
+        seconds(prediction.step_seconds),
+        prediction.samples_per_second,
+        prediction.mfu * 100.0
+    );
+    for p in &prediction.parts {
+        out.push_str(&format!(
+            "  {:<70} {:>10}  ({})\n",
+            p.name,
+            seconds(p.seconds),
+            p.link
+        ));
+    }
+    let m = &prediction.memory;
+    out.push_str(&format!(
+        "memory: {} per rank of {} on the device{}\n",
+        super::explain::bytes(m.per_rank_bytes),
+        super::explain::bytes(m.device_bytes),
+        if m.fits() { "" } else { ": DOES NOT FIT" }
+    ));
+    out.push_str("model: compute at the dense peak × efficiency, collectives by their ring formulas on the link their group crosses, nothing overlapped but async all-reduces (docs/planning.md)\n");
+    out
+}
+
+fn seconds(s: f64) -> String {
+    match s {
+        s if s >= 1.0 => format!("{s:.3} s"),
+        s if s >= 1e-3 => format!("{:.3} ms", s * 1e3),
+        s => format!("{:.1} µs", s * 1e6),
+    }
+}
+
+#[cfg(test)]
+mod hand_computed {
+    use super::super::cluster::{Cluster, Device, Efficiency, Link, Node, PeakFlops};
+    use crate::check::Options;
+
+    /// A cluster of round figures: one device a node, so that 2 ranks
+    /// cross the network.
+    fn round_cluster() -> Cluster {
+        Cluster {
+            name: "round".into(),
+            device: Device {
+                name: "d".into(),
+                peak_flops: PeakFlops {
+                    fp32: 1e9,
+                    tf32: None,
+                    bf16: None,
+                    fp16: None,
+                },
+                memory_bytes: 1 << 30,
+                memory_bandwidth: 1e9,
+            },
+            node: Node {
+                devices: 1,
+                link: Link {
+                    bandwidth: 1e9,
+                    latency: 0.0,
+                },
+            },
+            network: Link {
+                bandwidth: 1e6,
+                latency: 1e-3,
+            },
+            efficiency: Efficiency {
+                compute: 0.5,
+                network: 0.5,
+                memory: 0.5,
+            },
+            sources: vec![],
+        }
+    }
+
+    #[test]
+    fn two_replicas_of_a_linear_layer_take_what_the_arithmetic_says() {
+        let source = r#"
+            model Net { forward(x: [B, 64]) -> [B, 10] { x |> linear(64, 10) } }
+            data d { source = synthetic(rows: 100, features: 64, classes: 10) }
+            train { model = Net; data = d; loss = cross_entropy; optimizer = sgd(lr: 0.1); steps = 1; micro_batch = 8; accumulate = 2 }
+            parallel { data = 2 }
+        "#;
+        let options = Options {
+            base_dir: ".".into(),
+            probe_data: true,
+            world: vec![],
+            overrides: vec![],
+            strict: false,
+            data_limits: Default::default(),
+            memory_limit: None,
+        };
+        let plan = crate::compile_source("t.dtl", source, &options).unwrap();
+        let cost = crate::tools::explain::cost(&plan);
+        let p = super::predict(&plan, &cost, &round_cluster());
+        // 2 micro-batches of 8 rows at 3 × 1,280 FLOPs, at 0.5 × 1 GFLOP/s.
+        let compute = 2.0 * 8.0 * 3840.0 / 0.5e9;
+        // 650 values of 4 bytes, a ring over 2 sends them all, in 2
+        // messages of 1 ms, at 0.5 × 1 MB/s.
+        let all_reduce = 2.0 * 1e-3 + 2600.0 / 0.5e6;
+        // Plain SGD reads a value and its gradient and writes the value.
+        let optimizer = 3.0 * 650.0 * 4.0 / 0.5e9;
+        let parts: Vec<(&str, f64)> = p.parts.iter().map(|x| (x.link, x.seconds)).collect();
+        let close = |a: f64, b: f64| (a - b).abs() <= 1e-12 * b.max(1e-12);
+        assert_eq!(parts.len(), 3, "{parts:?}");
+        assert!(close(parts[0].1, compute), "{parts:?}");
+        assert_eq!(parts[1].0, "network");
+        assert!(close(parts[1].1, all_reduce), "{parts:?}");
+        assert_eq!(parts[2].0, "memory");
+        assert!(close(parts[2].1, optimizer), "{parts:?}");
+        let step = compute + all_reduce + optimizer;
+        assert!(close(p.step_seconds, step));
+        assert!(close(p.samples_per_second, 32.0 / step));
+        assert!(close(p.mfu, 32.0 * 3840.0 / (step * 2.0 * 1e9)));
+        assert!(p.memory.fits());
+    }
+}
