@@ -5,9 +5,10 @@
 //! like any other; every other group's leading rank writes its own into a
 //! folder `group-<g>/` of the checkpoint being written, with
 //! `model.safetensors` and `state.safetensors` laid out as the
-//! checkpoint's. θ_global and the outer momentum are the same on every
-//! rank: rank 0 writes them into `state.safetensors` as
-//! `outer.global.<name>` and `outer.momentum.<name>`. `state.json` lists
+//! checkpoint's. θ_global, the outer momentum and a change still on the
+//! wire are the same on every rank: rank 0 writes them into
+//! `state.safetensors` as `outer.global.<name>`, `outer.momentum.<name>`
+//! and `outer.landing.<name>`. `state.json` lists
 //! every group's files with their sizes and checksums, so that its own
 //! checksum covers them.
 

@@ -6,6 +6,7 @@
 //! added up over every rank, so every rank knows the result (and decides
 //! the same about the best weights and stopping early).
 
+use dtl_compiler::plan::SyncMode;
 use dtl_compiler::records::EvalRecord;
 
 use tch::Tensor;
@@ -163,11 +164,17 @@ impl Executor<'_> {
     /// Whether the replicas share the held-out rows at `step`: they hold
     /// the same weights after every step when they average gradients
     /// (every step, or asynchronously: each applies the same averages), and
-    /// under local SGD after an average.
+    /// under local SGD and DiLoCo after a meeting; never under streaming
+    /// DiLoCo, whose groups always hold fragments of their own.
     fn eval_shared(&self, step: u64) -> bool {
-        let sync = self.plan.topology.parallelism.sync;
-        sync.meets_every()
-            .is_none_or(|period| step.is_multiple_of(period))
+        match self.plan.topology.parallelism.sync {
+            SyncMode::Diloco {
+                fragments, delay, ..
+            } if fragments > 1 || delay > 0 => false,
+            sync => sync
+                .meets_every()
+                .is_none_or(|period| step.is_multiple_of(period)),
+        }
     }
 
     /// The first of `rows` evaluated rows this rank's replica evaluates, and

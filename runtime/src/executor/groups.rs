@@ -60,9 +60,10 @@ impl Executor<'_> {
         Ok(Some(groups))
     }
 
-    /// DiLoCo's θ_global and outer momentum, whole, on rank 0, named as a
-    /// checkpoint keeps them (`global.<name>`, `momentum.<name>`); empty
-    /// elsewhere and without DiLoCo.
+    /// DiLoCo's θ_global, outer momentum and change on the wire, whole, on
+    /// rank 0, named as a checkpoint keeps them (`global.<name>`,
+    /// `momentum.<name>`, `landing.<name>`); empty elsewhere and without
+    /// DiLoCo.
     pub(super) fn outer_state(&mut self, step: u64) -> Result<Named, RunError> {
         let groups = self.world.across().size();
         let Some(outer) = &mut self.outer else {
@@ -105,7 +106,7 @@ impl Executor<'_> {
 
     /// DiLoCo's fragments meeting after `step` (`last`: after the last
     /// step), and the buffers averaged over the groups with the last
-    /// fragment.
+    /// fragment and after the last step.
     fn outer_step(&mut self, step: u64, last: bool) -> Result<(), RunError> {
         let world = self.world;
         let comm = world.across();
@@ -121,7 +122,8 @@ impl Executor<'_> {
             false => outer.after_step(&self.model.params, comm, step)?,
         };
         self.across_group_bytes += met.bytes;
-        if met.last_started && comm.size() > 1 {
+        // With the last fragment, and at the end, whatever met last.
+        if (met.last_started || last) && comm.size() > 1 {
             let buffers: Vec<Tensor> = self
                 .model
                 .buffers

@@ -199,7 +199,8 @@ impl<'a> Executor<'a> {
                 let mut outer = Outer::new(&model.params, plan)?;
                 if let Some(saved) = resumed {
                     let step = saved.state.step;
-                    outer.restore(&saved.outer, &model.params, model.tensor_part(), step)?;
+                    let at = (step, step >= plan.train.steps);
+                    outer.restore(&saved.outer, &model.params, model.tensor_part(), at)?;
                 }
                 Some(outer)
             }

@@ -88,6 +88,14 @@ impl Outer {
                 "the plan synchronises by DiLoCo but has no outer step",
             ));
         };
+        // The checker's rules, again for a plan written by hand: one
+        // fragment on the wire at a time.
+        let count = fragments.len() as u64;
+        if count == 0 || !every.is_multiple_of(count) || *delay >= every / count {
+            return Err(plan_error(&format!(
+                "{count} fragment(s) with a delay of {delay} in a period of {every}: the fragments must divide the period, and the delay be below period / fragments"
+            )));
+        }
         let trained: Vec<&str> = plan
             .model
             .parameters
@@ -161,9 +169,15 @@ impl Outer {
         comm: &dyn Communicator,
         step: u64,
     ) -> Result<Meeting, RunError> {
-        if let Some(flight) = &self.in_flight {
+        if let Some(flight) = &mut self.in_flight {
             if flight.started + self.delay == step {
                 self.land(params, comm.size(), step)?;
+            } else if let Changes::Summing(pending) = &mut flight.changes {
+                // Some MPI libraries move a background collective on only
+                // inside MPI calls.
+                pending
+                    .test()
+                    .map_err(|e| RunError::Collective { step, message: e.0 })?;
             }
         }
         let mut met = Meeting {
@@ -420,18 +434,18 @@ impl Outer {
 
     /// θ_global, the outer momentum and the change to land read back from
     /// `saved` (named as [`Outer::saved`] with its prefixes, whole) of a
-    /// checkpoint after `step`, this rank's part of each (`part`: under
-    /// `tensor = T`), onto the parameters' devices.
+    /// checkpoint after `step` (`last`: the run's last), this rank's part of
+    /// each (`part`: under `tensor = T`), onto the parameters' devices.
     pub fn restore(
         &mut self,
         saved: &BTreeMap<String, Tensor>,
         params: &[(String, Tensor)],
         part: Option<&TensorPart>,
-        step: u64,
+        (step, last): (u64, bool),
     ) -> Result<(), RunError> {
         let mut landing = Vec::new();
         for (i, (name, p)) in params.iter().enumerate() {
-            let ctx = || format!("restore DiLoCo's global copy of `{name}`");
+            let ctx = || format!("restore DiLoCo's outer state of `{name}`");
             let local = |kind: &str| -> Result<Option<Tensor>, RunError> {
                 let Some(whole) = saved.get(&format!("{kind}.{name}")) else {
                     return Ok(None);
@@ -461,11 +475,12 @@ impl Outer {
                 landing.push((i, change));
             }
         }
-        // The fragment that started within `delay` steps of the checkpoint.
+        // The fragment that started within `delay` steps of the checkpoint
+        // (none after the last step: every change has landed).
         let started = (step.saturating_sub(self.delay) + 1..=step)
             .rev()
             .find_map(|s| self.starting(s).map(|f| (f, s)))
-            .filter(|_| self.delay > 0);
+            .filter(|_| self.delay > 0 && !last);
         self.in_flight = match started {
             Some((fragment, started)) => {
                 // (Empty for a fragment with none of it on this stage.)
