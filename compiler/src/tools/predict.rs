@@ -419,7 +419,6 @@ fn seconds(s: f64) -> String {
 #[cfg(test)]
 mod hand_computed {
     use super::super::cluster::{Cluster, Device, Efficiency, Link, Node, PeakFlops};
-    use crate::check::Options;
 
     /// A cluster of round figures: one device a node, so that 2 ranks
     /// cross the network.
@@ -465,15 +464,7 @@ mod hand_computed {
             train { model = Net; data = d; loss = cross_entropy; optimizer = sgd(lr: 0.1); steps = 1; micro_batch = 8; accumulate = 2 }
             parallel { data = 2 }
         "#;
-        let options = Options {
-            base_dir: ".".into(),
-            probe_data: true,
-            world: vec![],
-            overrides: vec![],
-            strict: false,
-            data_limits: Default::default(),
-            memory_limit: None,
-        };
+        let options = crate::options_for(std::path::Path::new("t.dtl"), true);
         let plan = crate::compile_source("t.dtl", source, &options).unwrap();
         let cost = crate::tools::explain::cost(&plan);
         let p = super::predict(&plan, &cost, &round_cluster());

@@ -153,11 +153,14 @@ impl Outer {
 
     /// The fragment that starts meeting after `step`, if one does.
     fn starting(&self, step: u64) -> Option<usize> {
-        let period = self.period;
-        (0..self.after_step.len()).find(|&f| {
-            let first = self.after_step[f];
-            step >= first && (step - first).is_multiple_of(period)
-        })
+        (0..self.after_step.len()).find(|&f| self.meets(f, step))
+    }
+
+    /// Whether fragment `f` starts meeting after `step`: its first step,
+    /// then every period.
+    fn meets(&self, f: usize, step: u64) -> bool {
+        let first = self.after_step[f];
+        step >= first && (step - first).is_multiple_of(self.period)
     }
 
     /// After the optimizer step of `step`: the change on the wire lands
@@ -212,9 +215,9 @@ impl Outer {
             self.land(params, comm.size(), step)?;
         }
         for f in 0..self.after_step.len() {
-            let first = self.after_step[f];
-            let landed_now = step >= first + self.delay
-                && (step - first - self.delay).is_multiple_of(self.period);
+            let landed_now = step
+                .checked_sub(self.delay)
+                .is_some_and(|started| self.meets(f, started));
             if landing == Some(f) || landed_now {
                 continue;
             }
