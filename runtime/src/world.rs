@@ -10,7 +10,7 @@
 //! before anything is written or computed, on every rank.
 
 use dtl_compiler::plan::{
-    Backend, BatchNormSync, GroupKind, Plan, Precision, RankPlan, Recompute, Shard, Topology,
+    Backend, BatchNormSync, GroupKind, Plan, Precision, RankPlan, Shard, Topology,
 };
 use tch::Device;
 
@@ -124,7 +124,6 @@ fn tensor_runs(plan: &Plan) -> Result<(), RunError> {
     let train = &plan.train;
     let refused = [
         (layout.shard != Shard::None, "with `shard`"),
-        (train.recompute != Recompute::None, "with `recompute`"),
         (
             layout.batch_norm == BatchNormSync::Sync,
             "with `batch_norm = sync`",

@@ -115,7 +115,7 @@ fn lower_for(
     let collectives = tensor::collectives(
         model,
         &layout.tensor_splits,
-        train.micro_batch,
+        (train.micro_batch, train.recompute),
         layout.tensor,
     );
     let step_program = step_program::step_program(

@@ -4,18 +4,19 @@
 use std::collections::BTreeMap;
 
 use super::cost::numel;
-use crate::plan::{ModelPlan, NodeSplit, Op, Pass, TensorCollective, TensorSplit};
+use crate::plan::{ModelPlan, NodeSplit, Op, Pass, Recompute, TensorCollective, TensorSplit};
 
 /// Bytes of one activation value (float32).
 const BYTES_PER_VALUE: u64 = 4;
 
 /// The all-reduces of one micro-batch of `micro_batch` rows over `t`
-/// tensor ranks, in the order they run: forward, then backward last layer
-/// first; then those of the step (shared key/value heads).
+/// tensor ranks: forward; those `recompute` runs again in backward (the
+/// forward sums of recomputed pieces); backward, last layer first; then
+/// those of the step (shared key/value heads).
 pub(super) fn collectives(
     model: &ModelPlan,
     splits: &[NodeSplit],
-    micro_batch: u64,
+    (micro_batch, recompute): (u64, Recompute),
     t: u64,
 ) -> Vec<TensorCollective> {
     let nodes = &model.nodes;
@@ -48,6 +49,22 @@ pub(super) fn collectives(
             });
         }
     }
+    let recomputed = |node: &str| {
+        let i = nodes.iter().position(|n| n.name == node);
+        model
+            .pieces(recompute)
+            .iter()
+            .any(|p| p.recomputed && i.is_some_and(|i| (p.first_node..=p.last_node).contains(&i)))
+    };
+    let again: Vec<TensorCollective> = out
+        .iter()
+        .filter(|c| recomputed(&c.node))
+        .map(|c| TensorCollective {
+            pass: Pass::Recompute,
+            ..c.clone()
+        })
+        .collect();
+    out.extend(again);
     // Backward: the gradient of each whole value that column-parallel or
     // head-split nodes read, once per value.
     let mut readers: BTreeMap<usize, Vec<String>> = BTreeMap::new();

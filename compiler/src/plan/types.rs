@@ -1424,6 +1424,9 @@ pub struct TensorCollective {
 #[serde(rename_all = "snake_case")]
 pub enum Pass {
     Forward,
+    /// A forward sum run again in backward, where `recompute` runs the
+    /// piece holding it again.
+    Recompute,
     Backward,
     /// After the step's backward passes, before the gradients are
     /// averaged over replicas: the gradient of key/value heads that

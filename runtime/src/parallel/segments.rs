@@ -424,7 +424,7 @@ impl Forward {
                 units.before_backward(first)?;
             }
             let statistics = match self.segments.recomputed[seg] {
-                true => self.recompute(model, seg, &nodes)?,
+                true => self.recompute(model, seg, &nodes, hooks.tensor)?,
                 false => Vec::new(),
             };
             for (j, grad) in grads {
@@ -487,12 +487,15 @@ impl Forward {
     /// inputs and the random state its forward had, and puts the random
     /// state back; returns the batch norms' running statistics as they
     /// were before (each tensor and a copy), for the caller to put back
-    /// after the segment's backward.
+    /// after the segment's backward. Under `tensor = T` its split layers
+    /// sum their parts over `tensor` again, as in forward (every tensor
+    /// rank recomputes the same segments in the same order).
     fn recompute(
         &mut self,
         model: &Model,
         seg: usize,
         nodes: &[usize],
+        tensor: Option<&dyn Communicator>,
     ) -> Result<Vec<(Tensor, Tensor)>, RunError> {
         let ctx = || {
             format!(
@@ -531,7 +534,7 @@ impl Forward {
                     shapes
                 )
             };
-            let output = model.run_node(j, &refs, true, None, at)?;
+            let output = model.run_node(j, &refs, true, tensor, at)?;
             self.outputs.insert(j, output);
         }
         if let Some(now) = resume {

@@ -41,6 +41,42 @@ mod overrides;
 mod placement;
 mod region;
 
+/// What tensor parallelism does not run with yet (the runtime refuses a
+/// plan with them too): reported at `at`, the `tensor` setting, before
+/// anything is launched.
+pub fn not_done(
+    (shard, batch_norm): (super::parallel::ShardMode, crate::plan::BatchNormSync),
+    train: &super::TrainSpec,
+    at: Span,
+    errors: &mut Vec<CheckError>,
+) {
+    use crate::plan::{BatchNormSync, Precision};
+    let refused = [
+        (
+            shard != super::parallel::ShardMode::None,
+            "with `shard`",
+            "drop `shard` (or `tensor`)",
+        ),
+        (
+            batch_norm == BatchNormSync::Sync,
+            "with `batch_norm = sync`",
+            "use `batch_norm = local`",
+        ),
+        (
+            train.precision == Precision::Fp16,
+            "in fp16",
+            "use `precision = bf16`",
+        ),
+    ];
+    for (_, what, help) in refused.iter().filter(|(refused, _, _)| *refused) {
+        errors.push(CheckError::Unsupported {
+            message: format!("tensor parallelism {what} is not done yet"),
+            span: at,
+            help: Some((*help).to_string()),
+        });
+    }
+}
+
 /// The nodes `tensor = t` splits, in node order: `overrides`
 /// (`tensor_split`), the default split filled in around them, each value's
 /// placement checked. `None` when an override or a placement is wrong, a
