@@ -100,6 +100,31 @@ enum Command {
         #[arg(long, value_name = "YAML")]
         cluster: Option<PathBuf>,
     },
+    /// Search the layouts of a file on N devices of a cluster (data ×
+    /// tensor × pipeline × shard × micro-batches), ranked by the predicted
+    /// step at the file's global batch; the checker's refusals are counted
+    /// by rule.
+    Layout {
+        file: PathBuf,
+        /// The cluster description (clusters/*.yaml).
+        #[arg(long, value_name = "YAML")]
+        cluster: PathBuf,
+        /// The number of devices (ranks) to lay the run out on.
+        #[arg(long)]
+        world: u64,
+        /// The global batch (samples a step) to lay out; the file's
+        /// (micro_batch × accumulate × data) by default.
+        #[arg(long)]
+        batch: Option<u64>,
+        /// How many of the fastest layouts to show.
+        #[arg(long, default_value_t = 10)]
+        top: usize,
+        #[arg(long, value_enum, default_value_t = ExplainFormat::Text)]
+        format: ExplainFormat,
+    },
+    /// Measure this machine (matrix products, memory, collectives over 2 …
+    /// N ranks) and write it as a cluster description for `--cluster`.
+    Calibrate(calibrate::CalibrateArgs),
     /// Train: a `.dtl` file or a compiled plan (`.yaml`/`.json`), on as many
     /// ranks as the plan has (started through mpirun), or as one rank of an
     /// outer launcher's job (`mpirun -n N dtl run ...`, `srun`).
@@ -206,7 +231,7 @@ enum CheckFormat {
     Sarif,
 }
 
-#[derive(Clone, Copy, ValueEnum)]
+#[derive(Clone, Copy, PartialEq, ValueEnum)]
 enum ExplainFormat {
     Text,
     Json,
@@ -226,7 +251,9 @@ macro_rules! out {
     }};
 }
 
+mod calibrate;
 mod infer;
+mod layout;
 mod lsp;
 mod plot;
 mod run;
@@ -337,6 +364,21 @@ fn main() -> ExitCode {
             world,
             cluster,
         } => explain(&file, format, &request(world, false), cluster.as_deref()),
+        Command::Layout {
+            file,
+            cluster,
+            world,
+            batch,
+            top,
+            format,
+        } => layout::layout(
+            &file,
+            &cluster,
+            (world, batch, top),
+            format == ExplainFormat::Json,
+            &request(None, true),
+        ),
+        Command::Calibrate(args) => calibrate::calibrate(args),
         Command::Plot {
             runs,
             output,

@@ -115,7 +115,7 @@ pub fn backend_info() -> String {
 ///   is, a folder with a `libnccl.so` link goes first on `LD_LIBRARY_PATH`
 ///   (ranks started through mpirun inherit both).
 #[cfg(feature = "runtime")]
-fn restart_with_environment() {
+pub(crate) fn restart_with_environment() {
     use std::os::unix::process::CommandExt;
     if std::env::var_os("DTL_RESTARTED").is_some() {
         return;

@@ -114,6 +114,18 @@ impl Diagnostics {
         self.items.is_empty()
     }
 
+    /// The first error's code (`dtl::check::…`) and message.
+    pub fn first_error(&self) -> Option<(String, String)> {
+        let first = self
+            .items
+            .iter()
+            .find(|d| severity(d.as_ref()) == "error")?;
+        let code = first
+            .code()
+            .map_or_else(|| "error".into(), |c| c.to_string());
+        Some((code, first.to_string()))
+    }
+
     pub fn error_count(&self) -> usize {
         self.items
             .iter()

@@ -14,10 +14,11 @@
 //! output → comm, augment, images, data, prefetch, ops, loss, memory, model, optim, clip,
 //! module_test →
 //! world, parallel → checkpoint → executor → rank_log, progress, watchdog →
-//! train, launch, selftest.
+//! train, launch, selftest, calibrate.
 
 pub mod augment;
 mod board;
+pub mod calibrate;
 pub mod checkpoint;
 pub mod clip;
 pub mod comm;

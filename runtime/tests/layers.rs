@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// Bottom to top.
-const ORDER: [&str; 39] = [
+const ORDER: [&str; 40] = [
     // Foundations: no other module of the runtime.
     "error",
     "fault",
@@ -55,6 +55,7 @@ const ORDER: [&str; 39] = [
     "train",
     "launch",
     "selftest",
+    "calibrate",
 ];
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {

@@ -40,11 +40,11 @@ pub struct Device {
 pub struct PeakFlops {
     pub fp32: f64,
     /// TensorFloat-32 matmuls (`precision = tf32`).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tf32: Option<f64>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bf16: Option<f64>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fp16: Option<f64>,
 }
 
@@ -54,6 +54,12 @@ pub struct Node {
     pub devices: u64,
     /// Between the devices of a node.
     pub link: Link,
+    /// When the node's ranks share one device (a CPU's cores): the
+    /// fraction of the device's FLOP/s and memory bandwidth one rank gets
+    /// while k of them run, k = 1, 2, … (the last holds beyond); they
+    /// share its memory too. Empty: a device for each rank.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub share: Vec<f64>,
 }
 
 /// A link's bandwidth (bytes/s each way, per device) and the latency of one
@@ -87,6 +93,11 @@ impl Cluster {
             serde_yaml_ng::from_str(&text).map_err(|e| format!("{name}: {e}"))?;
         cluster.check().map_err(|e| format!("{name}: {e}"))?;
         Ok(cluster)
+    }
+
+    /// The description as YAML, as [`Cluster::load`] reads it.
+    pub fn to_yaml(&self) -> String {
+        serde_yaml_ng::to_string(self).expect("a cluster serializes")
     }
 
     /// Every figure positive and finite, every efficiency in (0, 1].
@@ -128,6 +139,11 @@ impl Cluster {
                 ));
             }
         }
+        if let Some(s) = self.node.share.iter().find(|s| !(**s > 0.0 && **s <= 1.0)) {
+            return Err(format!(
+                "node.share holds fractions of the device, in (0, 1], not {s}"
+            ));
+        }
         if self.node.devices == 0 || self.device.memory_bytes == 0 {
             return Err("node.devices and device.memory_bytes must be at least 1".into());
         }
@@ -145,6 +161,16 @@ impl Cluster {
             Precision::Fp16 => peaks.fp16,
         };
         given.unwrap_or(peaks.fp32)
+    }
+
+    /// The ranks on the first node of a run of `world` ranks, and the
+    /// fraction of the device each gets ([`Node::share`]; 1 without).
+    pub fn share(&self, world: u64) -> (u64, f64) {
+        let here = world.min(self.node.devices).max(1);
+        match self.node.share.as_slice() {
+            [] => (1, 1.0),
+            share => (here, share[(here as usize).min(share.len()) - 1]),
+        }
     }
 
     /// The link between the devices of `ranks` (one per device, in rank
@@ -183,6 +209,13 @@ mod tests {
             assert_eq!(cluster.node.devices, 8);
             assert!(!cluster.sources.is_empty(), "{}", cluster.name);
         }
+        // This machine, as `dtl calibrate` wrote it: ranks share its cores.
+        let local = preset("local.yaml");
+        assert_eq!(local.node.share.len() as u64, local.node.devices);
+        assert_eq!(local.share(1), (1, 1.0));
+        let (ranks, share) = local.share(64);
+        assert_eq!(ranks, local.node.devices);
+        assert!(share < 1.0, "{share}");
     }
 
     #[test]

@@ -35,7 +35,7 @@ pub struct Cost {
     /// Forward + backward FLOPs per sample (3 × forward).
     pub train_flops_per_sample: u64,
     /// FLOPs of one optimizer step over the global batch.
-    pub flops_per_step: u64,
+    pub flops_per_step: u128,
     pub global_batch: u64,
     /// The rank that needs the most memory (with pipeline stages: the
     /// largest of `stages`).
@@ -217,14 +217,14 @@ pub fn cost(plan: &Plan) -> Cost {
             };
             let p = topology.local_parameters(model, stage);
             let state = held_state[stage.stage as usize];
-            let others = gathered_for_files(plan, stage, all_state - state);
+            let others = gathered_for_files(plan, stage, all_state.saturating_sub(state));
             let grads = stage_grads[stage.stage as usize];
             // `shard = parameters`: the rank's slices, and what is gathered
             // whole at the peak.
             let held = units_held(plan, stage.stage);
             let (held_params, held_grads) = match held {
                 Some((slices, params, grads)) => (
-                    p - grads_of_units(plan, stage.stage) + slices + params,
+                    p.saturating_sub(grads_of_units(plan, stage.stage)) + slices + params,
                     slices + grads,
                 ),
                 None => (p, grads),
@@ -277,7 +277,7 @@ pub fn cost(plan: &Plan) -> Cost {
         parameters: params,
         frozen: frozen_values(model),
         train_flops_per_sample,
-        flops_per_step: train_flops_per_sample * plan.train.global_batch,
+        flops_per_step: u128::from(train_flops_per_sample) * u128::from(plan.train.global_batch),
         global_batch: plan.train.global_batch,
         memory,
         stages,
@@ -797,7 +797,10 @@ fn tensor_collectives(plan: &Plan, stage: &crate::plan::StagePlan, at: &str) -> 
         .filter(|c| nodes.iter().any(|n| n.name == c.layers[0]))
         .partition(|c| c.pass == Pass::Update);
     let t = plan.topology.parallelism.tensor;
-    let forward = mine.iter().filter(|c| c.pass == Pass::Forward).count();
+    let forward = mine
+        .iter()
+        .filter(|c| matches!(c.pass, Pass::Forward | Pass::Recompute))
+        .count();
     let per_micro_batch: u64 = mine.iter().map(|c| ring_bytes(c.bytes, t)).sum();
     let mut out = vec![Collective {
         name: format!(
@@ -880,7 +883,7 @@ fn unit_collectives(
 
 /// `n` divided by `base` while it stays at least `base` and a unit is left:
 /// the scaled value and the index of its unit.
-fn scaled(n: u64, base: f64, units: usize) -> (f64, usize) {
+fn scaled(n: u128, base: f64, units: usize) -> (f64, usize) {
     let (mut value, mut unit) = (n as f64, 0);
     while value >= base && unit + 1 < units {
         value /= base;
@@ -892,15 +895,16 @@ fn scaled(n: u64, base: f64, units: usize) -> (f64, usize) {
 /// Bytes in binary units: `1.5 MiB`.
 pub fn bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    match scaled(n, 1024.0, UNITS.len()) {
+    match scaled(n.into(), 1024.0, UNITS.len()) {
         (_, 0) => format!("{n} B"),
         (value, unit) => format!("{value:.1} {}", UNITS[unit]),
     }
 }
 
 /// Large counts in SI units: `1.2 M`.
-pub fn count(n: u64) -> String {
-    const UNITS: [&str; 6] = ["", " k", " M", " G", " T", " P"];
+pub fn count(n: impl Into<u128>) -> String {
+    const UNITS: [&str; 7] = ["", " k", " M", " G", " T", " P", " E"];
+    let n: u128 = n.into();
     match scaled(n, 1000.0, UNITS.len()) {
         (_, 0) => format!("{n}"),
         (value, unit) => format!("{value:.2}{}", UNITS[unit]),
@@ -1074,8 +1078,8 @@ mod tests {
     fn units() {
         assert_eq!(bytes(512), "512 B");
         assert_eq!(bytes(3 * 1024 * 1024 / 2), "1.5 MiB");
-        assert_eq!(count(999), "999");
-        assert_eq!(count(1_234_000), "1.23 M");
+        assert_eq!(count(999u64), "999");
+        assert_eq!(count(1_234_000u64), "1.23 M");
     }
 }
 

@@ -8,6 +8,8 @@
 //! - [`explain`]: `dtl explain`, the cost of one training step, from a plan.
 //! - [`cluster`] and [`predict`]: `dtl explain --cluster`, a cluster's
 //!   description and the step predicted on it.
+//! - [`layout`]: `dtl layout`, the layouts of a file on a cluster, ranked
+//!   by their predicted step.
 //! - [`graph`]: `dtl graph`, pictures of a plan's model and pipeline.
 //! - [`sarif`]: diagnostics as SARIF, for code-scanning services.
 
@@ -16,5 +18,6 @@ pub mod cluster;
 pub mod explain;
 pub mod format;
 pub mod graph;
+pub mod layout;
 pub mod predict;
 pub mod sarif;

@@ -29,7 +29,9 @@ use serde::Serialize;
 
 use super::cluster::{Cluster, Link};
 use super::explain::Cost;
-use crate::plan::{GroupKind, Optimizer, Plan, Precision, StepOp, SyncMode};
+use crate::plan::{
+    GroupKind, Optimizer, Pass, Plan, Precision, StepOp, SyncMode, TensorCollective,
+};
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Prediction {
@@ -71,7 +73,10 @@ pub fn predict(plan: &Plan, cost: &Cost, cluster: &Cluster) -> Prediction {
     let layout = &plan.topology.parallelism;
     let precision = plan.train.precision;
     let peak = cluster.peak(precision);
-    let flops_per_second = peak * cluster.efficiency.compute;
+    let world = plan.topology.world_size();
+    // Ranks that share a device (a CPU's cores) each get their share.
+    let (sharing, share) = cluster.share(world);
+    let flops_per_second = peak * share * cluster.efficiency.compute;
     let (m, p) = (layout.micro_batches.max(1), layout.pipeline.max(1));
     let pieces = plan.train.accumulate * m;
     let rows = plan.train.micro_batch as f64 / m as f64;
@@ -85,9 +90,11 @@ pub fn predict(plan: &Plan, cost: &Cost, cluster: &Cluster) -> Prediction {
     let mut parts = Vec::new();
     // The slowest stage's piece: its compute and its transfers.
     let mut slowest = (0.0, 0.0);
+    let bandwidth = cluster.device.memory_bandwidth * share * cluster.efficiency.memory;
+    let rates = (flops_per_second, bandwidth, activation_bytes);
     for stage in &plan.topology.stages {
-        let flops = 3.0 * again * stage.forward_flops as f64 * rows / layout.tensor as f64;
-        let compute = flops / flops_per_second;
+        let sample = sample_seconds(plan, cost, stage, rates);
+        let compute = 3.0 * again * sample * rows / layout.tensor as f64;
         let from = rank_of(plan, stage.stage);
         let to = rank_of(plan, stage.stage + 1);
         let transfers: f64 = stage
@@ -121,22 +128,44 @@ pub fn predict(plan: &Plan, cost: &Cost, cluster: &Cluster) -> Prediction {
     parts.extend(collectives(plan, cluster, compute));
     parts.push(part(
         "optimizer step",
-        optimizer_seconds(plan, cost, cluster),
+        optimizer_seconds(plan, cost, cluster) / share,
         "memory",
     ));
     let step_seconds: f64 = parts.iter().map(|p| p.seconds).sum();
-    let world = plan.topology.world_size() as f64;
     Prediction {
         cluster: cluster.name.clone(),
         step_seconds,
         samples_per_second: cost.global_batch as f64 / step_seconds,
-        mfu: cost.flops_per_step as f64 / (step_seconds * world * peak),
+        mfu: cost.flops_per_step as f64 / (step_seconds * world as f64 * peak * share),
         parts,
         memory: MemoryFit {
             per_rank_bytes: cost.memory.total,
-            device_bytes: cluster.device.memory_bytes,
+            device_bytes: cluster.device.memory_bytes / sharing,
         },
     }
+}
+
+/// One sample's forward through `stage`, layer by layer at the slower of
+/// its FLOPs at `flops_per_second` and its output written and its input
+/// read (about as many values) at `bandwidth` (a roofline: matrix
+/// products are bound by the FLOPs, norms and element-wise layers by the
+/// memory); layers that compute nothing (views) are free.
+fn sample_seconds(
+    plan: &Plan,
+    cost: &Cost,
+    stage: &crate::plan::StagePlan,
+    (flops_per_second, bandwidth, value_bytes): (f64, f64, f64),
+) -> f64 {
+    let nodes = &plan.model.nodes[stage.first_node..=stage.last_node];
+    cost.layers
+        .iter()
+        .filter(|l| l.forward_flops > 0 && nodes.iter().any(|n| n.name == l.name))
+        .map(|l| {
+            let flops = l.forward_flops as f64 / flops_per_second;
+            let memory = 2.0 * l.activations as f64 * value_bytes / bandwidth;
+            flops.max(memory)
+        })
+        .sum()
 }
 
 fn part(name: &str, seconds: f64, link: &'static str) -> Part {
@@ -195,6 +224,39 @@ impl Links<'_> {
             seconds,
             link: via,
         }
+    }
+
+    /// The tensor all-reduces of a rank of the stage that sends the most:
+    /// how many a piece runs (not counting those once a step), and the
+    /// bytes it sends in a step, a ring each.
+    fn busiest_tensor_stage(&self, collectives: &[TensorCollective]) -> (u64, u64) {
+        let plan = self.plan;
+        let (t, accumulate) = (plan.topology.parallelism.tensor, plan.train.accumulate);
+        let nodes = &plan.model.nodes;
+        plan.topology
+            .stages
+            .iter()
+            .map(|stage| {
+                let range = stage.first_node..=stage.last_node;
+                let mine = collectives.iter().filter(|c| {
+                    let at = nodes.iter().position(|n| n.name == c.layers[0]);
+                    at.is_some_and(|i| range.contains(&i))
+                });
+                let (mut count, mut bytes) = (0, 0);
+                for c in mine {
+                    let sent = 2 * (t - 1) * c.bytes / t;
+                    match c.pass {
+                        Pass::Update => bytes += sent,
+                        _ => {
+                            count += 1;
+                            bytes += sent * accumulate;
+                        }
+                    }
+                }
+                (count, bytes)
+            })
+            .max_by_key(|&(_, bytes)| bytes)
+            .unwrap_or((0, 0))
     }
 
     /// The ranks of rank 0's group of `kind`.
@@ -293,16 +355,13 @@ impl Links<'_> {
             false => GroupKind::Replicas,
         };
         Some(match op {
-            StepOp::TensorAllReduces {
-                collectives,
-                bytes_per_rank,
-            } => {
+            StepOp::TensorAllReduces { collectives, .. } => {
                 let t = layout.tensor;
-                let messages = collectives.len() as u64 * pieces * 2 * (t - 1);
+                let (count, bytes) = self.busiest_tensor_stage(collectives);
                 self.part(
-                    format!("tensor all-reduces over {t}"),
+                    format!("tensor all-reduces over {t} (the busiest stage's)"),
                     GroupKind::Tensor,
-                    (messages, *bytes_per_rank),
+                    (count * pieces * 2 * (t - 1), bytes),
                     1.0,
                 )
             }
@@ -408,7 +467,7 @@ pub fn render(prediction: &Prediction) -> String {
     out
 }
 
-fn seconds(s: f64) -> String {
+pub(crate) fn seconds(s: f64) -> String {
     match s {
         s if s >= 1.0 => format!("{s:.3} s"),
         s if s >= 1e-3 => format!("{:.3} ms", s * 1e3),
@@ -417,76 +476,4 @@ fn seconds(s: f64) -> String {
 }
 
 #[cfg(test)]
-mod hand_computed {
-    use super::super::cluster::{Cluster, Device, Efficiency, Link, Node, PeakFlops};
-
-    /// A cluster of round figures: one device a node, so that 2 ranks
-    /// cross the network.
-    fn round_cluster() -> Cluster {
-        Cluster {
-            name: "round".into(),
-            device: Device {
-                name: "d".into(),
-                peak_flops: PeakFlops {
-                    fp32: 1e9,
-                    tf32: None,
-                    bf16: None,
-                    fp16: None,
-                },
-                memory_bytes: 1 << 30,
-                memory_bandwidth: 1e9,
-            },
-            node: Node {
-                devices: 1,
-                link: Link {
-                    bandwidth: 1e9,
-                    latency: 0.0,
-                },
-            },
-            network: Link {
-                bandwidth: 1e6,
-                latency: 1e-3,
-            },
-            efficiency: Efficiency {
-                compute: 0.5,
-                network: 0.5,
-                memory: 0.5,
-            },
-            sources: vec![],
-        }
-    }
-
-    #[test]
-    fn two_replicas_of_a_linear_layer_take_what_the_arithmetic_says() {
-        let source = r#"
-            model Net { forward(x: [B, 64]) -> [B, 10] { x |> linear(64, 10) } }
-            data d { source = synthetic(rows: 100, features: 64, classes: 10) }
-            train { model = Net; data = d; loss = cross_entropy; optimizer = sgd(lr: 0.1); steps = 1; micro_batch = 8; accumulate = 2 }
-            parallel { data = 2 }
-        "#;
-        let options = crate::options_for(std::path::Path::new("t.dtl"), true);
-        let plan = crate::compile_source("t.dtl", source, &options).unwrap();
-        let cost = crate::tools::explain::cost(&plan);
-        let p = super::predict(&plan, &cost, &round_cluster());
-        // 2 micro-batches of 8 rows at 3 × 1,280 FLOPs, at 0.5 × 1 GFLOP/s.
-        let compute = 2.0 * 8.0 * 3840.0 / 0.5e9;
-        // 650 values of 4 bytes, a ring over 2 sends them all, in 2
-        // messages of 1 ms, at 0.5 × 1 MB/s.
-        let all_reduce = 2.0 * 1e-3 + 2600.0 / 0.5e6;
-        // Plain SGD reads a value and its gradient and writes the value.
-        let optimizer = 3.0 * 650.0 * 4.0 / 0.5e9;
-        let parts: Vec<(&str, f64)> = p.parts.iter().map(|x| (x.link, x.seconds)).collect();
-        let close = |a: f64, b: f64| (a - b).abs() <= 1e-12 * b.max(1e-12);
-        assert_eq!(parts.len(), 3, "{parts:?}");
-        assert!(close(parts[0].1, compute), "{parts:?}");
-        assert_eq!(parts[1].0, "network");
-        assert!(close(parts[1].1, all_reduce), "{parts:?}");
-        assert_eq!(parts[2].0, "memory");
-        assert!(close(parts[2].1, optimizer), "{parts:?}");
-        let step = compute + all_reduce + optimizer;
-        assert!(close(p.step_seconds, step));
-        assert!(close(p.samples_per_second, 32.0 / step));
-        assert!(close(p.mfu, 32.0 * 3840.0 / (step * 2.0 * 1e9)));
-        assert!(p.memory.fits());
-    }
-}
+mod hand_computed;

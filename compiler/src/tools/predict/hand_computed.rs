@@ -1,0 +1,75 @@
+//! The prediction of a small plan on a cluster of round figures, against
+//! the arithmetic done by hand.
+
+use super::super::cluster::{Cluster, Device, Efficiency, Link, Node, PeakFlops};
+
+/// A cluster of round figures: one device a node, so that 2 ranks
+/// cross the network.
+fn round_cluster() -> Cluster {
+    Cluster {
+        name: "round".into(),
+        device: Device {
+            name: "d".into(),
+            peak_flops: PeakFlops {
+                fp32: 1e9,
+                tf32: None,
+                bf16: None,
+                fp16: None,
+            },
+            memory_bytes: 1 << 30,
+            memory_bandwidth: 1e9,
+        },
+        node: Node {
+            devices: 1,
+            link: Link {
+                bandwidth: 1e9,
+                latency: 0.0,
+            },
+            share: vec![],
+        },
+        network: Link {
+            bandwidth: 1e6,
+            latency: 1e-3,
+        },
+        efficiency: Efficiency {
+            compute: 0.5,
+            network: 0.5,
+            memory: 0.5,
+        },
+        sources: vec![],
+    }
+}
+
+#[test]
+fn two_replicas_of_a_linear_layer_take_what_the_arithmetic_says() {
+    let source = r#"
+        model Net { forward(x: [B, 64]) -> [B, 10] { x |> linear(64, 10) } }
+        data d { source = synthetic(rows: 100, features: 64, classes: 10) }
+        train { model = Net; data = d; loss = cross_entropy; optimizer = sgd(lr: 0.1); steps = 1; micro_batch = 8; accumulate = 2 }
+        parallel { data = 2 }
+    "#;
+    let options = crate::options_for(std::path::Path::new("t.dtl"), true);
+    let plan = crate::compile_source("t.dtl", source, &options).unwrap();
+    let cost = crate::tools::explain::cost(&plan);
+    let p = super::predict(&plan, &cost, &round_cluster());
+    // 2 micro-batches of 8 rows at 3 × 1,280 FLOPs, at 0.5 × 1 GFLOP/s.
+    let compute = 2.0 * 8.0 * 3840.0 / 0.5e9;
+    // 650 values of 4 bytes, a ring over 2 sends them all, in 2
+    // messages of 1 ms, at 0.5 × 1 MB/s.
+    let all_reduce = 2.0 * 1e-3 + 2600.0 / 0.5e6;
+    // Plain SGD reads a value and its gradient and writes the value.
+    let optimizer = 3.0 * 650.0 * 4.0 / 0.5e9;
+    let parts: Vec<(&str, f64)> = p.parts.iter().map(|x| (x.link, x.seconds)).collect();
+    let close = |a: f64, b: f64| (a - b).abs() <= 1e-12 * b.max(1e-12);
+    assert_eq!(parts.len(), 3, "{parts:?}");
+    assert!(close(parts[0].1, compute), "{parts:?}");
+    assert_eq!(parts[1].0, "network");
+    assert!(close(parts[1].1, all_reduce), "{parts:?}");
+    assert_eq!(parts[2].0, "memory");
+    assert!(close(parts[2].1, optimizer), "{parts:?}");
+    let step = compute + all_reduce + optimizer;
+    assert!(close(p.step_seconds, step));
+    assert!(close(p.samples_per_second, 32.0 / step));
+    assert!(close(p.mfu, 32.0 * 3840.0 / (step * 2.0 * 1e9)));
+    assert!(p.memory.fits());
+}
