@@ -79,7 +79,8 @@ pub struct Efficiency {
     pub compute: f64,
     /// Of a link's bandwidth, in a collective or a transfer.
     pub network: f64,
-    /// Of the memory bandwidth, in the optimizer's element-wise update.
+    /// Of the memory bandwidth, in the optimizer's element-wise update
+    /// and the memory-bound layers (norms, element-wise).
     pub memory: f64,
 }
 

@@ -797,15 +797,17 @@ fn tensor_collectives(plan: &Plan, stage: &crate::plan::StagePlan, at: &str) -> 
         .filter(|c| nodes.iter().any(|n| n.name == c.layers[0]))
         .partition(|c| c.pass == Pass::Update);
     let t = plan.topology.parallelism.tensor;
-    let forward = mine
-        .iter()
-        .filter(|c| matches!(c.pass, Pass::Forward | Pass::Recompute))
-        .count();
+    let count = |pass: Pass| mine.iter().filter(|c| c.pass == pass).count();
+    let again = match count(Pass::Recompute) {
+        0 => String::new(),
+        n => format!(", {n} again in backward (recompute)"),
+    };
     let per_micro_batch: u64 = mine.iter().map(|c| ring_bytes(c.bytes, t)).sum();
     let mut out = vec![Collective {
         name: format!(
-            "{at}all-reduce activations over {t} tensor ranks (ring; per micro-batch {forward} in forward, {} in backward)",
-            mine.len() - forward
+            "{at}all-reduce activations over {t} tensor ranks (ring; per micro-batch {} in forward, {} in backward{again})",
+            count(Pass::Forward),
+            count(Pass::Backward),
         ),
         bytes_per_rank: per_micro_batch * plan.train.accumulate,
     }];

@@ -14,17 +14,16 @@
 //! that nothing pruned could have ranked higher by it):
 //! - data × tensor × pipeline = N, the data degree dividing the global
 //!   batch; `shard` (none, optimizer, gradients, parameters; none alone on
-//!   one replica); `recompute` (the file's, and `blocks` when the model has
-//!   blocks and the file recomputes nothing); `groups` (every divisor of the
+//!   one replica); `recompute` (none, `blocks` when the model has blocks,
+//!   and the file's); `groups` (every divisor of the
 //!   replicas) when the file syncs in groups (local SGD, DiLoCo). The
 //!   stages are balanced by FLOPs (`split = auto`) and the file's schedule
 //!   is kept.
 //! - A combination of those the checker refuses at its first candidate is
 //!   refused whole: the rules that depend on the micro-batches are kept by
 //!   construction (micro_batches dividing micro_batch).
-//! - micro_batches: 1 without a pipeline; with P stages, each divisor m ≥ P
-//!   of a replica's rows (fewer pieces than stages leaves a stage idle in
-//!   every slot, at no less memory a piece).
+//! - micro_batches: 1 without a pipeline; with P stages, each divisor of a
+//!   replica's rows.
 //! - micro_batch: for a given number of pieces a micro-batch, the step's
 //!   compute and bubble do not depend on it and each micro-batch costs
 //!   latencies, so the largest micro_batch that fits wins: they are tried
@@ -37,6 +36,13 @@ use super::predict::{self, Prediction};
 use crate::check::Options;
 use crate::overrides::{self, Override};
 use crate::plan::{Plan, Recompute, Shard};
+
+/// The most devices a search lays out (the checker's most ranks).
+const MAX_WORLD: u64 = 1 << 20;
+
+/// The largest global batch a search lays out, samples a step: its
+/// divisors are enumerated for every combination of degrees.
+const MAX_BATCH: u64 = 1 << 24;
 
 /// What to search.
 pub struct Request<'a> {
@@ -148,8 +154,11 @@ pub fn search(request: &Request) -> Result<Search, String> {
     let global_batch = request
         .batch
         .unwrap_or(base.train.micro_batch * base.train.accumulate * layout.data);
-    if global_batch == 0 || request.world == 0 {
-        return Err("the world size and the global batch must be at least 1".into());
+    if !(1..=MAX_WORLD).contains(&request.world) || !(1..=MAX_BATCH).contains(&global_batch) {
+        return Err(format!(
+            "the world size must be 1 to {MAX_WORLD} and the global batch 1 to {MAX_BATCH} (they are {} and {global_batch})",
+            request.world
+        ));
     }
     let mut refused: Vec<(String, String)> = Vec::new();
     let roots = roots(&base, request.world, global_batch, &mut refused);
@@ -182,12 +191,13 @@ pub fn search(request: &Request) -> Result<Search, String> {
 /// that do not divide the batch are refused here.
 fn roots(base: &Plan, world: u64, batch: u64, refused: &mut Vec<(String, String)>) -> Vec<Root> {
     let file = &base.topology.parallelism;
-    let recomputes: Vec<Recompute> = match base.train.recompute {
-        Recompute::None if base.model.recomputes(Recompute::Blocks) => {
-            vec![Recompute::None, Recompute::Blocks]
-        }
-        r => vec![r],
-    };
+    let mut recomputes = vec![Recompute::None];
+    if base.model.recomputes(Recompute::Blocks) {
+        recomputes.push(Recompute::Blocks);
+    }
+    if !recomputes.contains(&base.train.recompute) {
+        recomputes.push(base.train.recompute);
+    }
     let grouped = file.sync.meets_every().is_some() && file.groups > 0;
     let mut roots = Vec::new();
     for tensor in divisors(world) {
@@ -262,17 +272,10 @@ fn search_root(request: &Request, root: &Root, batch: u64) -> Found {
     let rows = batch / root.data;
     let pieces: Vec<u64> = match root.pipeline {
         1 => vec![1],
-        p => {
-            let m: Vec<u64> = divisors(rows).into_iter().filter(|&m| m >= p).collect();
-            if m.is_empty() {
-                vec![rows]
-            } else {
-                m
-            }
-        }
+        _ => divisors(rows),
     };
     for m in pieces {
-        let mut fitted = false;
+        let (mut fitted, mut refused) = (false, false);
         for micro_batch in divisors(rows).into_iter().rev().filter(|b| b % m == 0) {
             let candidate = Candidate {
                 root: *root,
@@ -289,6 +292,7 @@ fn search_root(request: &Request, root: &Root, batch: u64) -> Found {
                         // degrees are what the checker refuses.
                         return found;
                     }
+                    refused = true;
                     break;
                 }
                 Ok((layout, true)) => {
@@ -299,7 +303,7 @@ fn search_root(request: &Request, root: &Root, batch: u64) -> Found {
                 Ok((_, false)) => {}
             }
         }
-        if !fitted {
+        if !fitted && !refused {
             found.over_memory += 1;
         }
     }
@@ -328,9 +332,8 @@ impl Candidate {
             format!("train.accumulate={}", self.accumulate),
             format!("train.recompute={}", recompute_name(r.recompute)),
         ];
-        if r.pipeline > 1 {
-            settings.push("parallel.split=auto".into());
-        }
+        // The file's own cuts hold for its own stages only.
+        settings.push("parallel.split=auto".into());
         if let Some(g) = r.groups {
             settings.push(format!("parallel.groups={g}"));
         }
@@ -498,6 +501,9 @@ pub fn render(search: &Search, cluster: &Cluster, top: usize) -> String {
         "\nthe fastest, to write in the file:\nparallel {{\n  data = {}\n  tensor = {}\n  pipeline = {}\n  micro_batches = {}\n  shard = {}\n",
         p.data, p.tensor, p.pipeline, p.micro_batches, p.shard
     ));
+    if p.pipeline > 1 {
+        out.push_str("  split = auto\n");
+    }
     if let Some(g) = p.groups {
         out.push_str(&format!("  groups = {g}\n"));
     }

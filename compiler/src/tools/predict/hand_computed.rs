@@ -73,3 +73,46 @@ fn two_replicas_of_a_linear_layer_take_what_the_arithmetic_says() {
     assert!(close(p.mfu, 32.0 * 3840.0 / (step * 2.0 * 1e9)));
     assert!(p.memory.fits());
 }
+
+/// Two ranks sharing one device (`node.share` [1, 0.5]): each computes at
+/// half the rate and moves memory at half the bandwidth; a layer is
+/// charged the slower of its FLOPs and its values through memory (the
+/// ReLU is memory-bound here, the linear layer compute-bound); the node's
+/// memory is split between them.
+#[test]
+fn ranks_sharing_a_device_split_it_and_each_layer_takes_its_roofline() {
+    let source = r#"
+        model Net { forward(x: [B, 64]) -> [B, 10] { x |> linear(64, 10) |> relu } }
+        data d { source = synthetic(rows: 100, features: 64, classes: 10) }
+        train { model = Net; data = d; loss = cross_entropy; optimizer = sgd(lr: 0.1); steps = 1; micro_batch = 8 }
+        parallel { data = 2 }
+    "#;
+    let options = crate::options_for(std::path::Path::new("t.dtl"), true);
+    let plan = crate::compile_source("t.dtl", source, &options).unwrap();
+    let cost = crate::tools::explain::cost(&plan);
+    let mut cluster = round_cluster();
+    cluster.node.devices = 2;
+    cluster.node.share = vec![1.0, 0.5];
+    let p = super::predict(&plan, &cost, &cluster);
+    // Half of 0.5 × 1 GFLOP/s, and of 0.5 × 1 GB/s.
+    let (rate, bandwidth) = (0.25e9, 0.25e9);
+    let per_sample: f64 = cost
+        .layers
+        .iter()
+        .filter(|l| l.forward_flops > 0)
+        .map(|l| {
+            let compute = l.forward_flops as f64 / rate;
+            let memory = 2.0 * l.activations as f64 * 4.0 / bandwidth;
+            3.0 * compute.max(memory)
+        })
+        .sum();
+    let relu = cost.layers.iter().find(|l| l.kind == "relu").unwrap();
+    assert!(8.0 * relu.activations as f64 / bandwidth > relu.forward_flops as f64 / rate);
+    let close = |a: f64, b: f64| (a - b).abs() <= 1e-12 * b.max(1e-12);
+    assert!(close(p.parts[0].seconds, 8.0 * per_sample), "{:?}", p.parts);
+    // The two ranks share the node, so the all-reduce stays on its link.
+    assert_eq!(p.parts[1].link, "node");
+    let optimizer = 3.0 * 650.0 * 4.0 / 0.25e9;
+    assert!(close(p.parts[2].seconds, optimizer), "{:?}", p.parts);
+    assert_eq!(p.memory.device_bytes, (1 << 30) / 2);
+}

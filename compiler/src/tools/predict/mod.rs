@@ -2,12 +2,16 @@
 //! ([`super::cluster`]), from the plan the runtime executes and the costs
 //! `dtl explain` computes, broken into parts.
 //!
-//! The model, stated in the report too:
-//! - compute: each stage's forward FLOPs × 3 (× what `recompute` adds) for
-//!   the rows of one pipeline piece, split evenly over the tensor ranks, at
-//!   the device's dense peak for the run's precision × `efficiency.compute`;
-//!   the slowest stage sets the pace, and the pipeline's bubble adds
-//!   (stages − 1) of its pieces per round;
+//! The model, stated in the report too (docs/planning.md in full):
+//! - compute: each stage's layers for the rows of one pipeline piece, each
+//!   at the slower of its FLOPs at the device's dense peak for the run's
+//!   precision × `efficiency.compute` and its values through memory at the
+//!   memory bandwidth × `efficiency.memory` (a roofline), × 3 for forward
+//!   and backward (4 in a piece `recompute` runs again); a tensor rank
+//!   computes 1/T of the split layers and all of the others; ranks that
+//!   share a device (`node.share`) get their share of it; the slowest
+//!   stage sets the pace, and the pipeline's bubble adds (stages − 1) of
+//!   its pieces per round;
 //! - point-to-point: each piece's activations to the next stage and their
 //!   gradients back, a latency plus the bytes at the link's bandwidth ×
 //!   `efficiency.network`, added to the sending stage's piece;
@@ -80,9 +84,6 @@ pub fn predict(plan: &Plan, cost: &Cost, cluster: &Cluster) -> Prediction {
     let (m, p) = (layout.micro_batches.max(1), layout.pipeline.max(1));
     let pieces = plan.train.accumulate * m;
     let rows = plan.train.micro_batch as f64 / m as f64;
-    // What `recompute` adds to 3 × forward.
-    let forward: u64 = cost.layers.iter().map(|l| l.forward_flops).sum();
-    let again = cost.train_flops_per_sample as f64 / (3.0 * forward.max(1) as f64);
     let activation_bytes = match precision {
         Precision::Fp32 | Precision::Tf32 => 4.0,
         Precision::Bf16 | Precision::Fp16 => 2.0,
@@ -93,8 +94,7 @@ pub fn predict(plan: &Plan, cost: &Cost, cluster: &Cluster) -> Prediction {
     let bandwidth = cluster.device.memory_bandwidth * share * cluster.efficiency.memory;
     let rates = (flops_per_second, bandwidth, activation_bytes);
     for stage in &plan.topology.stages {
-        let sample = sample_seconds(plan, cost, stage, rates);
-        let compute = 3.0 * again * sample * rows / layout.tensor as f64;
+        let compute = sample_seconds(plan, cost, stage, rates) * rows;
         let from = rank_of(plan, stage.stage);
         let to = rank_of(plan, stage.stage + 1);
         let transfers: f64 = stage
@@ -132,11 +132,14 @@ pub fn predict(plan: &Plan, cost: &Cost, cluster: &Cluster) -> Prediction {
         "memory",
     ));
     let step_seconds: f64 = parts.iter().map(|p| p.seconds).sum();
+    // The model's FLOPs: 3 × forward, what recomputation adds not counted.
+    let forward: u64 = cost.layers.iter().map(|l| l.forward_flops).sum();
+    let model_flops = 3.0 * forward as f64 * cost.global_batch as f64;
     Prediction {
         cluster: cluster.name.clone(),
         step_seconds,
         samples_per_second: cost.global_batch as f64 / step_seconds,
-        mfu: cost.flops_per_step as f64 / (step_seconds * world as f64 * peak * share),
+        mfu: model_flops / (step_seconds * world as f64 * peak * share),
         parts,
         memory: MemoryFit {
             per_rank_bytes: cost.memory.total,
@@ -145,25 +148,44 @@ pub fn predict(plan: &Plan, cost: &Cost, cluster: &Cluster) -> Prediction {
     }
 }
 
-/// One sample's forward through `stage`, layer by layer at the slower of
-/// its FLOPs at `flops_per_second` and its output written and its input
-/// read (about as many values) at `bandwidth` (a roofline: matrix
-/// products are bound by the FLOPs, norms and element-wise layers by the
-/// memory); layers that compute nothing (views) are free.
+/// One sample's forward and backward through `stage` on one of its
+/// tensor ranks, layer by layer at the slower of its FLOPs at
+/// `flops_per_second` and its output written and its input read (about as
+/// many values) at `bandwidth` (a roofline: matrix products are bound by
+/// the FLOPs, norms and element-wise layers by the memory), × 3 (× 4 in a
+/// piece `recompute` runs again). A split layer's rank computes 1/T of it
+/// (and holds 1/T of its output when that is sharded); the other layers
+/// run whole on every tensor rank. Layers that compute nothing (views)
+/// are free.
 fn sample_seconds(
     plan: &Plan,
     cost: &Cost,
     stage: &crate::plan::StagePlan,
     (flops_per_second, bandwidth, value_bytes): (f64, f64, f64),
 ) -> f64 {
-    let nodes = &plan.model.nodes[stage.first_node..=stage.last_node];
-    cost.layers
-        .iter()
-        .filter(|l| l.forward_flops > 0 && nodes.iter().any(|n| n.name == l.name))
-        .map(|l| {
-            let flops = l.forward_flops as f64 / flops_per_second;
-            let memory = 2.0 * l.activations as f64 * value_bytes / bandwidth;
-            flops.max(memory)
+    let t = plan.topology.parallelism.tensor.max(1) as f64;
+    let pieces = plan.model.pieces(plan.train.recompute);
+    let recomputed = |i: usize| {
+        pieces
+            .iter()
+            .any(|p| p.recomputed && (p.first_node..=p.last_node).contains(&i))
+    };
+    (stage.first_node..=stage.last_node)
+        .filter_map(|i| cost.layers.get(i).map(|l| (i, l)))
+        .filter(|(_, l)| l.forward_flops > 0)
+        .map(|(i, l)| {
+            let split = plan.topology.tensor_splits.iter().find(|s| s.node == i);
+            let flops = match split {
+                Some(_) => l.forward_flops as f64 / t,
+                None => l.forward_flops as f64,
+            };
+            let values = match split {
+                Some(s) if s.split.sharded_output() => l.activations as f64 / t,
+                _ => l.activations as f64,
+            };
+            let seconds = (flops / flops_per_second).max(2.0 * values * value_bytes / bandwidth);
+            let passes = if recomputed(i) { 4.0 } else { 3.0 };
+            passes * seconds
         })
         .sum()
 }
@@ -227,9 +249,9 @@ impl Links<'_> {
     }
 
     /// The tensor all-reduces of a rank of the stage that sends the most:
-    /// how many a piece runs (not counting those once a step), and the
-    /// bytes it sends in a step, a ring each.
-    fn busiest_tensor_stage(&self, collectives: &[TensorCollective]) -> (u64, u64) {
+    /// how many a piece runs, how many once a step (shared key/value
+    /// heads' gradients), and the bytes it sends in a step, a ring each.
+    fn busiest_tensor_stage(&self, collectives: &[TensorCollective]) -> (u64, u64, u64) {
         let plan = self.plan;
         let (t, accumulate) = (plan.topology.parallelism.tensor, plan.train.accumulate);
         let nodes = &plan.model.nodes;
@@ -242,21 +264,24 @@ impl Links<'_> {
                     let at = nodes.iter().position(|n| n.name == c.layers[0]);
                     at.is_some_and(|i| range.contains(&i))
                 });
-                let (mut count, mut bytes) = (0, 0);
+                let (mut once, mut count, mut bytes) = (0, 0, 0);
                 for c in mine {
                     let sent = 2 * (t - 1) * c.bytes / t;
                     match c.pass {
-                        Pass::Update => bytes += sent,
-                        _ => {
+                        Pass::Update => {
+                            once += 1;
+                            bytes += sent;
+                        }
+                        Pass::Forward | Pass::Recompute | Pass::Backward => {
                             count += 1;
                             bytes += sent * accumulate;
                         }
                     }
                 }
-                (count, bytes)
+                (count, once, bytes)
             })
-            .max_by_key(|&(_, bytes)| bytes)
-            .unwrap_or((0, 0))
+            .max_by_key(|&(_, _, bytes)| bytes)
+            .unwrap_or((0, 0, 0))
     }
 
     /// The ranks of rank 0's group of `kind`.
@@ -357,11 +382,11 @@ impl Links<'_> {
         Some(match op {
             StepOp::TensorAllReduces { collectives, .. } => {
                 let t = layout.tensor;
-                let (count, bytes) = self.busiest_tensor_stage(collectives);
+                let (count, once, bytes) = self.busiest_tensor_stage(collectives);
                 self.part(
                     format!("tensor all-reduces over {t} (the busiest stage's)"),
                     GroupKind::Tensor,
-                    (count * pieces * 2 * (t - 1), bytes),
+                    ((count * pieces + once) * 2 * (t - 1), bytes),
                     1.0,
                 )
             }
@@ -463,7 +488,7 @@ pub fn render(prediction: &Prediction) -> String {
         super::explain::bytes(m.device_bytes),
         if m.fits() { "" } else { ": DOES NOT FIT" }
     ));
-    out.push_str("model: compute at the dense peak × efficiency, collectives by their ring formulas on the link their group crosses, nothing overlapped but async all-reduces (docs/planning.md)\n");
+    out.push_str("model: each layer at the slower of its FLOPs at the dense peak × efficiency and its values at the memory bandwidth, collectives by their ring formulas on the link their group crosses, nothing overlapped but async all-reduces (docs/planning.md)\n");
     out
 }
 
