@@ -76,7 +76,8 @@ pub fn calibrate(args: CalibrateArgs) -> Result<(), Failure> {
         env!("CARGO_PKG_VERSION"),
         cluster.to_yaml()
     );
-    write_whole(&output, &text)?;
+    dtl_runtime::output::write_atomic(&output, text.as_bytes())
+        .map_err(|e| Failure::error(e.to_string()))?;
     out!(
         "wrote {}: fp32 {:.1} GFLOP/s, bf16 {:.1} GFLOP/s, memory {:.1} GB/s, link {:.1} µs + {:.2} GB/s",
         output.display(),
@@ -245,13 +246,4 @@ fn memory_bytes() -> Result<u64, String> {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
         .map(|kib| kib * 1024)
         .ok_or_else(|| "no MemTotal in /proc/meminfo".into())
-}
-
-/// Writes `text` to `path` whole (a temporary file, then renamed).
-#[cfg(feature = "runtime")]
-fn write_whole(path: &Path, text: &str) -> Result<(), Failure> {
-    let partial = path.with_extension("yaml.partial");
-    std::fs::write(&partial, text)
-        .and_then(|()| std::fs::rename(&partial, path))
-        .map_err(|e| Failure::error(format!("cannot write {}: {e}", path.display())))
 }

@@ -386,12 +386,7 @@ pub fn fit(messages: &[Message]) -> Option<(f64, f64)> {
 /// Writes rank 0's figures as JSON to `path`, whole or not at all.
 pub fn write(timings: &JobTimings, path: &Path) -> Result<(), RunError> {
     let text = serde_json::to_string_pretty(timings).expect("timings serialize");
-    let partial = path.with_extension("json.partial");
-    std::fs::write(&partial, text)
-        .and_then(|()| std::fs::rename(&partial, path))
-        .map_err(|e| RunError::Launch {
-            message: format!("calibrate: cannot write {}: {e}", path.display()),
-        })
+    crate::output::write_atomic(path, text.as_bytes())
 }
 
 #[cfg(test)]

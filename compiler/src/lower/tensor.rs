@@ -49,10 +49,10 @@ pub(super) fn collectives(
             });
         }
     }
+    let pieces = model.pieces(recompute);
     let recomputed = |node: &str| {
         let i = nodes.iter().position(|n| n.name == node);
-        model
-            .pieces(recompute)
+        pieces
             .iter()
             .any(|p| p.recomputed && i.is_some_and(|i| (p.first_node..=p.last_node).contains(&i)))
     };

@@ -470,6 +470,16 @@ impl Shard {
     pub fn is_none(&self) -> bool {
         *self == Shard::None
     }
+
+    /// As written in a `.dtl` file (`shard = optimizer`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Shard::None => "none",
+            Shard::Optimizer => "optimizer",
+            Shard::Gradients => "gradients",
+            Shard::Parameters => "parameters",
+        }
+    }
 }
 
 /// The layers one pipeline stage owns and what it sends on.

@@ -150,10 +150,7 @@ pub fn search(request: &Request) -> Result<Search, String> {
             ),
             None => format!("{} does not compile as written", request.name),
         })?;
-    let layout = &base.topology.parallelism;
-    let global_batch = request
-        .batch
-        .unwrap_or(base.train.micro_batch * base.train.accumulate * layout.data);
+    let global_batch = request.batch.unwrap_or(base.train.global_batch);
     if !(1..=MAX_WORLD).contains(&request.world) || !(1..=MAX_BATCH).contains(&global_batch) {
         return Err(format!(
             "the world size must be 1 to {MAX_WORLD} and the global batch 1 to {MAX_BATCH} (they are {} and {global_batch})",
@@ -327,10 +324,10 @@ impl Candidate {
             format!("parallel.tensor={}", r.tensor),
             format!("parallel.pipeline={}", r.pipeline),
             format!("parallel.micro_batches={}", self.micro_batches),
-            format!("parallel.shard={}", shard_name(r.shard)),
+            format!("parallel.shard={}", r.shard.name()),
             format!("train.micro_batch={}", self.micro_batch),
             format!("train.accumulate={}", self.accumulate),
-            format!("train.recompute={}", recompute_name(r.recompute)),
+            format!("train.recompute={}", r.recompute.name()),
         ];
         // The file's own cuts hold for its own stages only.
         settings.push("parallel.split=auto".into());
@@ -361,14 +358,14 @@ impl Candidate {
                 data: r.data,
                 tensor: r.tensor,
                 pipeline: r.pipeline,
-                shard: shard_name(r.shard),
+                shard: r.shard.name(),
                 micro_batches: self.micro_batches,
                 groups: r.groups,
             },
             train: TrainSettings {
                 micro_batch: self.micro_batch,
                 accumulate: self.accumulate,
-                recompute: recompute_name(r.recompute),
+                recompute: r.recompute.name(),
             },
             step_seconds: p.step_seconds,
             samples_per_second: p.samples_per_second,
@@ -376,23 +373,6 @@ impl Candidate {
             memory_per_rank_bytes: p.memory.per_rank_bytes,
         };
         Ok((layout, p.memory.fits()))
-    }
-}
-
-fn shard_name(shard: Shard) -> &'static str {
-    match shard {
-        Shard::None => "none",
-        Shard::Optimizer => "optimizer",
-        Shard::Gradients => "gradients",
-        Shard::Parameters => "parameters",
-    }
-}
-
-fn recompute_name(recompute: Recompute) -> &'static str {
-    match recompute {
-        Recompute::None => "none",
-        Recompute::Blocks => "blocks",
-        Recompute::All => "all",
     }
 }
 

@@ -255,15 +255,21 @@ impl Links<'_> {
         let plan = self.plan;
         let (t, accumulate) = (plan.topology.parallelism.tensor, plan.train.accumulate);
         let nodes = &plan.model.nodes;
+        // Each collective's node, found once (not once per stage).
+        let at: Vec<Option<usize>> = collectives
+            .iter()
+            .map(|c| nodes.iter().position(|n| n.name == c.layers[0]))
+            .collect();
         plan.topology
             .stages
             .iter()
             .map(|stage| {
                 let range = stage.first_node..=stage.last_node;
-                let mine = collectives.iter().filter(|c| {
-                    let at = nodes.iter().position(|n| n.name == c.layers[0]);
-                    at.is_some_and(|i| range.contains(&i))
-                });
+                let mine = collectives
+                    .iter()
+                    .zip(&at)
+                    .filter(|(_, at)| at.is_some_and(|i| range.contains(&i)))
+                    .map(|(c, _)| c);
                 let (mut once, mut count, mut bytes) = (0, 0, 0);
                 for c in mine {
                     let sent = 2 * (t - 1) * c.bytes / t;
