@@ -19,10 +19,10 @@ use lsp_types::notification::{
 use lsp_types::request::{Completion, Formatting, GotoDefinition, HoverRequest, Request as _};
 use lsp_types::{
     CompletionItem, CompletionItemKind, CompletionOptions, CompletionParams, Diagnostic,
-    DiagnosticSeverity, GotoDefinitionParams, Hover, HoverContents, HoverParams,
-    HoverProviderCapability, Location, MarkupContent, MarkupKind, NumberOrString, OneOf, Position,
-    PublishDiagnosticsParams, Range, ServerCapabilities, TextDocumentSyncCapability,
-    TextDocumentSyncKind, Url,
+    DiagnosticRelatedInformation, DiagnosticSeverity, GotoDefinitionParams, Hover, HoverContents,
+    HoverParams, HoverProviderCapability, Location, MarkupContent, MarkupKind, NumberOrString,
+    OneOf, Position, PublishDiagnosticsParams, Range, ServerCapabilities,
+    TextDocumentSyncCapability, TextDocumentSyncKind, Url,
 };
 
 use crate::Failure;
@@ -74,12 +74,36 @@ const DATA_BUDGET_BYTES: u64 = 256 << 20;
 const DATA_BUDGET_SECONDS: f64 = 20.0;
 
 /// A document's diagnostics in the protocol's terms.
-fn lsp_diagnostics(analysis: &Analysis, text: &str) -> Vec<Diagnostic> {
+fn lsp_diagnostics(analysis: &Analysis, text: &str, uri: &Url) -> Vec<Diagnostic> {
+    let main = &analysis.diagnostics.name;
+    // The other places a diagnostic labels (inside a module, when it is
+    // reported at the call), in this document or a file it imports.
+    let related = |related: Vec<dtl_compiler::diagnostics::Related>| {
+        let items: Vec<DiagnosticRelatedInformation> = related
+            .into_iter()
+            .filter_map(|r| {
+                let uri = match r.file == *main {
+                    true => uri.clone(),
+                    false => Url::from_file_path(&r.file).ok()?,
+                };
+                let text = analysis.diagnostics.text_of(&r.file);
+                Some(DiagnosticRelatedInformation {
+                    location: Location {
+                        uri,
+                        range: range(text, r.start, r.end),
+                    },
+                    message: r.message,
+                })
+            })
+            .collect();
+        (!items.is_empty()).then_some(items)
+    };
     analysis
         .diagnostics
         .records_here()
         .into_iter()
         .map(|r| Diagnostic {
+            related_information: related(r.related),
             range: range(text, r.start, r.end),
             severity: Some(match r.severity {
                 "error" => DiagnosticSeverity::ERROR,
@@ -187,7 +211,7 @@ impl Server<'_> {
             .unwrap_or_else(|_| PathBuf::from(uri.path()));
         let options = dtl_compiler::options_for(&path, false);
         let analysis = analysis::analyze(&path.display().to_string(), &text, &options);
-        let diagnostics = lsp_diagnostics(&analysis, &text);
+        let diagnostics = lsp_diagnostics(&analysis, &text, &uri);
         self.documents.insert(uri.clone(), analysis);
         if let Some(previous) = self.data_checks.remove(&uri) {
             previous.store(true, Ordering::Relaxed);
@@ -213,8 +237,8 @@ impl Server<'_> {
                     return;
                 }
                 let params = PublishDiagnosticsParams {
+                    diagnostics: lsp_diagnostics(&analysis, &text, &uri),
                     uri,
-                    diagnostics: lsp_diagnostics(&analysis, &text),
                     version,
                 };
                 let _ = sender.send(Message::Notification(Notification::new(

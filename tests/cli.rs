@@ -719,6 +719,34 @@ fn graph_draws_the_model_and_the_pipeline_schedule() {
         .stderr_has(".svg, .png or .dot");
 }
 
+/// An error inside a module instance: at the call in every format, the
+/// line inside the module as a related location.
+#[test]
+fn check_formats_give_the_call_and_the_line_inside() {
+    let file = "tests/cases/err/instance_heads_call_site.dtl";
+    let json = dtl(&["check", "--format", "json", file]).code(1);
+    let records: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    let record = &records[0];
+    assert_eq!(
+        (&record["line"], &record["column"]),
+        (&serde_json::json!(15), &serde_json::json!(10))
+    );
+    let related = &record["related"][0];
+    assert_eq!(
+        (&related["line"], &related["column"]),
+        (&serde_json::json!(6), &serde_json::json!(31))
+    );
+    assert_eq!(related["message"], "heads must divide dim");
+    let sarif = dtl(&["check", "--format", "sarif", file]).code(1);
+    let log: serde_json::Value = serde_json::from_str(&sarif.stdout).unwrap();
+    let result = &log["runs"][0]["results"][0];
+    let region = &result["locations"][0]["physicalLocation"]["region"];
+    assert_eq!(region["startLine"], 15);
+    let related = &result["relatedLocations"][0];
+    assert_eq!(related["physicalLocation"]["region"]["startLine"], 6);
+    assert_eq!(related["message"]["text"], "heads must divide dim");
+}
+
 #[test]
 fn check_sarif_is_one_log_with_a_rule_per_code_and_a_region_per_result() {
     let run = dtl(&[

@@ -161,6 +161,36 @@ fn diagnostics_follow_every_change() {
     client.stop();
 }
 
+/// An error inside a module instance is reported at the call that gave
+/// the values, the line inside the module as related information.
+#[test]
+fn an_error_inside_an_instance_is_at_its_call_with_the_inside_related() {
+    let text = TEXT.replace(
+        "let h = x |> fc |> relu",
+        "let h = x |> fc |> relu |> linear(64, d)",
+    );
+    let text = text
+        .replace("Block(64)", "Block(32)")
+        .replace("[B, 64]", "[B, 32]");
+    let text = text.replace("features: 64", "features: 32");
+    let mut client = Client::start();
+    client.open(URI, &text);
+    let diagnostics = client.diagnostics(1);
+    assert_eq!(diagnostics.len(), 1, "{diagnostics:?}");
+    let d = &diagnostics[0];
+    assert_eq!(d["code"], "dtl::check::width_mismatch");
+    assert_eq!(d["range"]["start"], at(&text, "Block(32)"), "{d}");
+    let related = d["relatedInformation"].as_array().unwrap();
+    assert_eq!(related.len(), 1, "{d}");
+    assert_eq!(related[0]["location"]["uri"], URI);
+    assert_eq!(
+        related[0]["location"]["range"]["start"],
+        at(&text, "linear(64, d)")
+    );
+    assert_eq!(related[0]["message"], "expects 64, gets 32");
+    client.stop();
+}
+
 #[test]
 fn hover_definition_and_completion() {
     let mut client = Client::start();
@@ -320,11 +350,12 @@ fn data_is_checked_in_the_background() {
     client.stop();
 }
 
-/// A file that imports a broken module: the error is about the imported
-/// file, so the editor shows it on the `import` line with where it is;
-/// the rest of the document (hover on its own names) works as before.
+/// A file that imports a broken module: the error inside it is caused by
+/// this file's call `Widen(64)`, so the editor shows it there, with the
+/// imported module's line as related information; the rest of the
+/// document (hover on its own names) works as before.
 #[test]
-fn an_error_in_an_imported_file_shows_on_its_import() {
+fn an_error_in_an_imported_module_shows_at_its_call() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/cases/err");
     let uri = format!("file://{}/lsp_import.dtl", dir.display());
     let text = "import \"../lib/broken.dtl\"
@@ -339,12 +370,14 @@ model Net {
     let diagnostics = client.diagnostics(1);
     assert_eq!(diagnostics.len(), 1, "{diagnostics:?}");
     let d = &diagnostics[0];
-    assert_eq!(d["range"]["start"]["line"], 0, "{d}");
+    assert_eq!(d["range"]["start"], at(text, "Widen(64)"), "{d}");
     let message = d["message"].as_str().unwrap();
-    assert!(
-        message.contains("tests/cases/lib/broken.dtl:3:"),
-        "{message}"
-    );
+    assert!(message.contains("in `Widen(64)`"), "{message}");
+    let inside = &d["relatedInformation"][0];
+    let file = inside["location"]["uri"].as_str().unwrap();
+    assert!(file.ends_with("tests/cases/lib/broken.dtl"), "{inside}");
+    assert_eq!(inside["location"]["range"]["start"]["line"], 2, "{inside}");
+    assert_eq!(inside["message"], "the body produces [B, 128]");
     let hover = client.request("textDocument/hover", position(&uri, text, "Net {"));
     assert!(hover.is_object(), "{hover}");
     client.stop();

@@ -57,6 +57,21 @@ pub struct Record {
     pub start: usize,
     pub end: usize,
     pub help: Option<String>,
+    /// The other places the diagnostic labels: inside a module, the error
+    /// itself when the record is at the call that caused it.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub related: Vec<Related>,
+}
+
+/// A secondary location of a [`Record`], with its label.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Related {
+    pub file: String,
+    pub message: String,
+    pub line: usize,
+    pub column: usize,
+    pub start: usize,
+    pub end: usize,
 }
 
 impl Diagnostics {
@@ -147,19 +162,26 @@ impl Diagnostics {
         let mut out = String::new();
         for item in &self.items {
             let (start, _) = primary_span(item.as_ref());
-            let attached = match self.imported_at(start) {
-                Some(file) => Attached {
-                    inner: item.as_ref(),
-                    source: &file.source,
-                    base: file.base,
-                    len: file.text.len(),
-                },
-                None => Attached {
-                    inner: item.as_ref(),
-                    source: &self.source,
-                    base: 0,
-                    len: self.text.len(),
-                },
+            let (source, base, len) = self.file_at(start);
+            // Labels in another file (an error inside an imported module,
+            // reported at the call) follow as notes of their own.
+            let elsewhere = secondary_labels(item.as_ref())
+                .filter_map(|l| {
+                    let (source, there, _) = self.file_at(l.offset());
+                    let label = l.label().unwrap_or_default().to_string();
+                    (there != base).then(|| Elsewhere {
+                        message: format!("in {}", source.name()),
+                        label: LabeledSpan::new(Some(label), l.offset() - there, l.len()),
+                        source,
+                    })
+                })
+                .collect();
+            let attached = Attached {
+                inner: item.as_ref(),
+                source,
+                base,
+                len,
+                elsewhere,
             };
             handler
                 .render_report(&mut out, &attached)
@@ -181,6 +203,9 @@ impl Diagnostics {
                 };
                 let (start, end) = (start - base, end.saturating_sub(base).min(text.len()));
                 let (line, column) = line_col(text, start);
+                let related = secondary_labels(d.as_ref())
+                    .map(|l| self.related(&l))
+                    .collect();
                 Record {
                     file: name.clone(),
                     severity: severity(d.as_ref()),
@@ -191,9 +216,37 @@ impl Diagnostics {
                     start,
                     end,
                     help: d.help().map(|h| h.to_string()),
+                    related,
                 }
             })
             .collect()
+    }
+
+    /// A secondary label as a location in its file.
+    fn related(&self, label: &LabeledSpan) -> Related {
+        let (start, end) = (label.offset(), label.offset() + label.len());
+        let (name, text, base) = match self.imported_at(start) {
+            Some(file) => (&file.name, &file.text, file.base),
+            None => (&self.name, &self.text, 0),
+        };
+        let (start, end) = (start - base, end.saturating_sub(base).min(text.len()));
+        let (line, column) = line_col(text, start);
+        Related {
+            file: name.clone(),
+            message: label.label().unwrap_or_default().to_string(),
+            line,
+            column,
+            start,
+            end,
+        }
+    }
+
+    /// The source an offset lies in, its base offset and its length.
+    fn file_at(&self, offset: usize) -> (&NamedSource<String>, usize, usize) {
+        match self.imported_at(offset) {
+            Some(file) => (&file.source, file.base, file.text.len()),
+            None => (&self.source, 0, self.text.len()),
+        }
     }
 
     /// [`Diagnostics::records`] for an editor showing the main file only:
@@ -256,10 +309,26 @@ fn severity(d: &dyn Diagnostic) -> &'static str {
     }
 }
 
+/// The label marked primary, or else the first.
+fn primary_label(d: &dyn Diagnostic) -> Option<LabeledSpan> {
+    let labels: Vec<LabeledSpan> = d.labels()?.collect();
+    let at = labels.iter().position(LabeledSpan::primary).unwrap_or(0);
+    labels.into_iter().nth(at)
+}
+
 fn primary_span(d: &dyn Diagnostic) -> (usize, usize) {
-    d.labels()
-        .and_then(|mut labels| labels.next())
-        .map_or((0, 0), |l: LabeledSpan| (l.offset(), l.offset() + l.len()))
+    primary_label(d).map_or((0, 0), |l| (l.offset(), l.offset() + l.len()))
+}
+
+/// Every label but the primary one, in order.
+fn secondary_labels(d: &dyn Diagnostic) -> impl Iterator<Item = LabeledSpan> {
+    let labels: Vec<LabeledSpan> = d.labels().map(Iterator::collect).unwrap_or_default();
+    let primary = labels.iter().position(LabeledSpan::primary).unwrap_or(0);
+    labels
+        .into_iter()
+        .enumerate()
+        .filter(move |(i, _)| *i != primary)
+        .map(|(_, l)| l)
 }
 
 /// A diagnostic with its file's source attached, for rendering: its labels
@@ -270,6 +339,36 @@ struct Attached<'a> {
     source: &'a NamedSource<String>,
     base: usize,
     len: usize,
+    /// Its labels in other files, each shown with its own file.
+    elsewhere: Vec<Elsewhere<'a>>,
+}
+
+/// A label of a diagnostic that lies in another file than its primary one.
+#[derive(Debug)]
+struct Elsewhere<'a> {
+    message: String,
+    label: LabeledSpan,
+    source: &'a NamedSource<String>,
+}
+
+impl fmt::Display for Elsewhere<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Elsewhere<'_> {}
+
+impl Diagnostic for Elsewhere<'_> {
+    fn severity(&self) -> Option<Severity> {
+        Some(Severity::Advice)
+    }
+    fn labels(&self) -> Option<Box<dyn Iterator<Item = LabeledSpan> + '_>> {
+        Some(Box::new(std::iter::once(self.label.clone())))
+    }
+    fn source_code(&self) -> Option<&dyn SourceCode> {
+        Some(self.source)
+    }
 }
 
 impl fmt::Debug for Attached<'_> {
@@ -301,11 +400,20 @@ impl Diagnostic for Attached<'_> {
         let labels = self.inner.labels()?;
         Some(Box::new(labels.filter_map(move |l| {
             let start = l.offset().checked_sub(base)?;
-            (start + l.len() <= len)
-                .then(|| LabeledSpan::new(l.label().map(str::to_string), start, l.len()))
+            let label = l.label().map(str::to_string);
+            (start + l.len() <= len).then(|| match l.primary() {
+                true => LabeledSpan::new_primary_with_span(label, (start, l.len())),
+                false => LabeledSpan::new(label, start, l.len()),
+            })
         })))
     }
     fn source_code(&self) -> Option<&dyn SourceCode> {
         Some(self.source)
+    }
+    fn related<'b>(&'b self) -> Option<Box<dyn Iterator<Item = &'b dyn Diagnostic> + 'b>> {
+        (!self.elsewhere.is_empty()).then(|| {
+            Box::new(self.elsewhere.iter().map(|e| e as &dyn Diagnostic))
+                as Box<dyn Iterator<Item = &'b dyn Diagnostic>>
+        })
     }
 }

@@ -559,7 +559,7 @@ pub fn signature_text(sig: &[ParamSig]) -> String {
         .join(", ")
 }
 
-fn value_text(value: &Value) -> String {
+pub(super) fn value_text(value: &Value) -> String {
     match value {
         Value::Int(n) => n.to_string(),
         Value::Float(x) => format!("{x:?}"),

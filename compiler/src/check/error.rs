@@ -205,6 +205,41 @@ pub enum CheckError {
         #[help]
         help: Option<String>,
     },
+
+    /// A module's own structure is wrong (it contains itself, it nests too
+    /// deep): the same at every instance, whatever the values.
+    #[error("{message}")]
+    #[diagnostic(code(dtl::check::invalid_value))]
+    Structure {
+        message: String,
+        #[label("{label}")]
+        span: Span,
+        label: String,
+        #[help]
+        help: Option<String>,
+    },
+
+    /// An `embedding` reading the data's features as ids when they are not
+    /// (real values, or ids past its rows).
+    #[error("{message}")]
+    #[diagnostic(code(dtl::check::invalid_value))]
+    EmbeddingInput {
+        message: String,
+        #[label("{label}")]
+        span: Span,
+        label: String,
+        /// The data's `scale`, which made the features real values.
+        #[label("this scale makes the features real values")]
+        scale: Option<Span>,
+        #[help]
+        help: Option<String>,
+    },
+
+    /// An error inside a module instance or a copy of a `repeat`, reported
+    /// at the call that led there ([`super::context`]).
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    InInstance(super::context::InInstance),
 }
 
 impl CheckError {
@@ -230,8 +265,26 @@ impl CheckError {
             | Import { span, .. }
             | BadOverride { span, .. }
             | PathOutsideProject { span, .. }
-            | Unsupported { span, .. } => *span,
+            | Unsupported { span, .. }
+            | EmbeddingInput { span, .. }
+            | Structure { span, .. } => *span,
+            InInstance(wrapped) => wrapped.span(),
         }
+    }
+
+    /// Whether the error comes from the values a module instance was
+    /// given (and so is reported at the call that gave them), rather than
+    /// from how the module is written (the same at every instance).
+    pub fn depends_on_values(&self) -> bool {
+        use CheckError::*;
+        matches!(
+            self,
+            InvalidValue { .. }
+                | WidthMismatch { .. }
+                | ShapeMismatch { .. }
+                | EmbeddingInput { .. }
+                | InInstance(_)
+        )
     }
 
     pub fn invalid(message: impl Into<String>, span: Span, label: impl Into<String>) -> Self {

@@ -7,6 +7,7 @@ use super::settings::Settings;
 use super::{CheckError, Lint, Options};
 use crate::ast::{Forward, ModuleDef};
 use crate::plan::{shape_to_string, DataPlan, Dim, Features, Loss, ModelPlan, Op, TargetKind};
+use crate::span::Span;
 
 /// The data's features must be the model's input and the model's output
 /// what the loss compares with the targets: `[B, *target, classes]` for
@@ -102,9 +103,12 @@ pub fn check_model_against_data(
     if classes {
         data.classes = sizes(output)[output.len() - 1];
     }
-    pos_weight_fits(model, loss, s, errors)?;
-    embeddings_fit_features(model, data, forward, errors)
+    pos_weight_fits(model, loss, s, errors)
 }
+
+/// Where each node of the model was written, and its name in the user's
+/// terms.
+pub type NodeSources<'a> = (&'a [Span], &'a [String]);
 
 /// The sizes of `dims`, 0 for a symbol.
 fn sizes(dims: &[Dim]) -> Vec<i64> {
@@ -173,13 +177,15 @@ fn output_mismatch(
 
 /// An `embedding` that reads the data must get whole-number ids below its
 /// row count: real-valued features would be truncated to ids silently.
-fn embeddings_fit_features(
-    model: &ModelPlan,
+/// `scale_span` is the data's `scale`, which may be what made its features
+/// real values.
+pub fn embeddings_fit_features(
+    (model, (spans, names)): (&ModelPlan, NodeSources<'_>),
     data: &DataPlan,
-    forward: &Forward,
+    scale_span: Option<Span>,
     errors: &mut Vec<CheckError>,
 ) -> Option<()> {
-    for node in &model.nodes {
+    for (i, node) in model.nodes.iter().enumerate() {
         let Op::Embedding { num_embeddings, .. } = node.op else {
             continue;
         };
@@ -190,29 +196,36 @@ fn embeddings_fit_features(
         {
             continue;
         }
-        let (message, help) = match data.features {
+        let name = &names[i];
+        let (message, label, help) = match data.features {
             Features::Float => (
                 format!(
-                    "data `{}` has real-valued features, but the embedding `{}` reads its input as token ids",
-                    data.name, node.name
+                    "data `{}` has real-valued features, but the embedding `{name}` reads its input as token ids",
+                    data.name
                 ),
+                "reads token ids".to_string(),
                 "an embedding needs whole-number ids (a text or tokens source, or integer arrays); real-valued features go through `linear`".to_string(),
             ),
             Features::Indices { max } if max >= num_embeddings as u64 => (
                 format!(
-                    "data `{}` has ids up to {max}, but the embedding `{}` has {num_embeddings} rows (ids 0..{})",
+                    "data `{}` has ids up to {max}, but the embedding `{name}` has {num_embeddings} rows (ids 0..{})",
                     data.name,
-                    node.name,
                     num_embeddings - 1
                 ),
+                format!("ids 0..{}", num_embeddings - 1),
                 format!("make the embedding at least embedding({}, …)", max + 1),
             ),
             _ => continue,
         };
-        errors.push(CheckError::InvalidValue {
+        let scale = match data.features {
+            Features::Float if data.scale != 1.0 => scale_span,
+            _ => None,
+        };
+        errors.push(CheckError::EmbeddingInput {
             message,
-            span: forward.input_shape.span,
-            label: "the model's input".into(),
+            span: spans[i],
+            label,
+            scale,
             help: Some(help),
         });
         return None;
@@ -304,9 +317,37 @@ fn pos_weight_fits(
 /// Warnings for a loss that does not read what the model ends with: `nll`
 /// wants log-probabilities (a final `log_softmax`), and
 /// `binary_cross_entropy` applies the sigmoid itself.
-pub fn loss_on_output(model: &ModelPlan, loss: &Loss, span: crate::span::Span) -> Option<Lint> {
+pub fn loss_on_output(
+    (model, (spans, names)): (&ModelPlan, NodeSources<'_>),
+    loss: &Loss,
+    span: Span,
+) -> Option<Lint> {
     let last = &model.nodes.get(model.result)?.op;
+    let softmax = |layer, what, help: &str| {
+        Some(Lint::SoftmaxBeforeLoss {
+            layer,
+            span: spans[model.result],
+            name: names[model.result].clone(),
+            what,
+            loss: span,
+            help: help.into(),
+        })
+    };
     let (message, help) = match (loss, last) {
+        (Loss::CrossEntropy { .. }, Op::Softmax { .. }) => {
+            return softmax(
+                "softmax",
+                "probabilities",
+                "remove the final `softmax` (as with PyTorch's CrossEntropyLoss, which takes logits): squashed into 0..1, the scores leave the loss almost flat and its gradients vanish; apply softmax at inference",
+            )
+        }
+        (Loss::CrossEntropy { .. }, Op::LogSoftmax { .. }) => {
+            return softmax(
+                "log_softmax",
+                "log-probabilities",
+                "remove the final `log_softmax`, which cross_entropy applies again (it changes nothing but costs a pass), or keep it and use `loss = nll`",
+            )
+        }
         (Loss::Nll, Op::LogSoftmax { .. }) => return None,
         (Loss::Nll, _) => (
             "nll reads log-probabilities, but the model does not end with `log_softmax`",

@@ -193,6 +193,23 @@ pub enum Lint {
         #[help]
         help: String,
     },
+
+    /// `cross_entropy` applies log-softmax itself: a model that ends with
+    /// `softmax` trains on the log of probabilities squashed twice.
+    #[error("the model ends with `{layer}`, but cross_entropy applies log_softmax itself")]
+    #[diagnostic(code(dtl::lint::softmax_before_loss), severity(Warning))]
+    SoftmaxBeforeLoss {
+        layer: &'static str,
+        /// The layer, as the user would name it.
+        #[label("`{name}` gives {what}")]
+        span: Span,
+        name: String,
+        what: &'static str,
+        #[label("takes raw scores (logits)")]
+        loss: Span,
+        #[help]
+        help: String,
+    },
 }
 
 impl Lint {
@@ -212,7 +229,8 @@ impl Lint {
             | Lint::ShardOneReplica { span, .. }
             | Lint::ShardOneUnit { span }
             | Lint::TensorVocabWhole { span, .. }
-            | Lint::LossInput { span, .. } => *span,
+            | Lint::LossInput { span, .. }
+            | Lint::SoftmaxBeforeLoss { span, .. } => *span,
         }
     }
 }

@@ -6,6 +6,7 @@
 
 mod args;
 mod augment;
+mod context;
 mod data;
 mod error;
 mod fit;
@@ -72,6 +73,8 @@ pub struct Experiment {
     pub model: ModelPlan,
     /// Where each of the model's nodes was written.
     pub node_spans: Vec<Span>,
+    /// Each node as the user would name it (`Net › Block(64) › fc`).
+    pub node_names: Vec<String>,
     pub data: DataPlan,
     pub train: TrainSpec,
     /// The parallel block, checked (one process without one).

@@ -155,18 +155,7 @@ pub(super) fn check_train(
     let schedule = warmup
         .and_then(|w| super::schedule::schedule(s.get("schedule"), w as u64, warmup_span, errors));
 
-    let model = model_def.and_then(|def| {
-        let mut elaborator = model::Elaborator::new(modules);
-        let model = elaborator.elaborate_model(def);
-        errors.append(&mut elaborator.errors);
-        lints.append(&mut elaborator.lints);
-        shapes.append(&mut elaborator.shapes);
-        if model.is_some() {
-            unused_modules(modules, def, &elaborator.used_modules, lints);
-        }
-        let spans = std::mem::take(&mut elaborator.node_spans);
-        model.map(|m| (m, def, spans))
-    });
+    let model = model_def.and_then(|def| elaborate(def, modules, errors, lints, shapes));
     if let (Some(optimizer), Some(setting)) = (&optimizer, s.get("optimizer")) {
         learning_rate_lint(optimizer, setting.value.span, lints);
         min_lr_lint(optimizer, schedule.as_ref(), s.get("schedule"), lints);
@@ -180,7 +169,7 @@ pub(super) fn check_train(
             });
         }
     }
-    let (mut model, def, node_spans) = model?;
+    let (mut model, def, (node_spans, node_names)) = model?;
     if let (Some(mode), Some(setting)) = (recompute, s.get("recompute")) {
         nothing_to_recompute(&model, mode, setting.value.span, errors)?;
     }
@@ -194,8 +183,15 @@ pub(super) fn check_train(
     let mut data = data?;
     let loss = loss?;
     fit::check_model_against_data(&model, def, &mut data, &loss, &s, options, errors)?;
+    let sources = (&node_spans[..], &node_names[..]);
+    let scale = data_setting(data_defs, &data.name, "scale");
+    fit::embeddings_fit_features((&model, sources), &data, scale, errors)?;
     if let Some(setting) = s.get("loss") {
-        lints.extend(fit::loss_on_output(&model, &loss, setting.value.span));
+        lints.extend(fit::loss_on_output(
+            (&model, sources),
+            &loss,
+            setting.value.span,
+        ));
     }
     let (length, length_span) = length?;
     let (init, init_skip, init_map) = init_weights(&s, options, errors, lints)?;
@@ -230,10 +226,46 @@ pub(super) fn check_train(
     Some(Experiment {
         model,
         node_spans,
+        node_names,
         data,
         train,
         parallel: super::parallel::ParallelLayout::single(block.keyword),
     })
+}
+
+/// Where each node of a model was written, and its name in the user's
+/// terms.
+type Sources = (Vec<Span>, Vec<String>);
+
+/// The model `def` expanded, with where each node was written and its
+/// name in the user's terms.
+fn elaborate<'a>(
+    def: &'a ModuleDef,
+    modules: &BTreeMap<String, &ModuleDef>,
+    errors: &mut Vec<CheckError>,
+    lints: &mut Vec<Lint>,
+    shapes: &mut Vec<model::ShapeNote>,
+) -> Option<(crate::plan::ModelPlan, &'a ModuleDef, Sources)> {
+    let mut elaborator = model::Elaborator::new(modules);
+    let model = elaborator.elaborate_model(def);
+    errors.append(&mut elaborator.errors);
+    lints.append(&mut elaborator.lints);
+    shapes.append(&mut elaborator.shapes);
+    if model.is_some() {
+        unused_modules(modules, def, &elaborator.used_modules, lints);
+    }
+    let spans = std::mem::take(&mut elaborator.node_spans);
+    let names = std::mem::take(&mut elaborator.node_names);
+    model.map(|m| (m, def, (spans, names)))
+}
+
+/// Where the data block `name` sets `key`.
+fn data_setting(data_defs: &BTreeMap<String, &DataDef>, name: &str, key: &str) -> Option<Span> {
+    let data = data_defs.get(name)?;
+    data.settings
+        .iter()
+        .find(|x| x.key.name == key)
+        .map(|x| x.span)
 }
 
 /// `recompute` on a model where it would recompute nothing is an error,

@@ -21,25 +21,37 @@ pub fn render(files: &[Diagnostics]) -> String {
             if let Some(help) = &record.help {
                 message.push_str(&format!("\nhelp: {help}"));
             }
-            results.push(json!({
+            let related: Vec<Value> = record
+                .related
+                .iter()
+                .enumerate()
+                .map(|(i, r)| {
+                    let (end_line, end_column) = line_col(diagnostics.text_of(&r.file), r.end);
+                    json!({
+                        "id": i,
+                        "message": { "text": r.message },
+                        "physicalLocation": region(&r.file, (r.line, r.column), (end_line, end_column), (r.start, r.end)),
+                    })
+                })
+                .collect();
+            let mut result = json!({
                 "ruleId": record.code,
                 "ruleIndex": rules.iter().position(|r| *r == record.code),
                 "level": if record.severity == "error" { "error" } else { "warning" },
                 "message": { "text": message },
                 "locations": [{
-                    "physicalLocation": {
-                        "artifactLocation": { "uri": uri(&record.file) },
-                        "region": {
-                            "startLine": record.line,
-                            "startColumn": record.column,
-                            "endLine": end_line,
-                            "endColumn": end_column.max(record.column + usize::from(end_line == record.line)),
-                            "byteOffset": record.start,
-                            "byteLength": record.end - record.start,
-                        }
-                    }
+                    "physicalLocation": region(
+                        &record.file,
+                        (record.line, record.column),
+                        (end_line, end_column),
+                        (record.start, record.end),
+                    ),
                 }]
-            }));
+            });
+            if !related.is_empty() {
+                result["relatedLocations"] = Value::Array(related);
+            }
+            results.push(result);
         }
     }
     let rules: Vec<Value> = rules
@@ -72,6 +84,27 @@ pub fn render(files: &[Diagnostics]) -> String {
     let mut text = serde_json::to_string_pretty(&log).expect("SARIF serializes");
     text.push('\n');
     text
+}
+
+/// A physical location: the file and the region from `start` to `end`
+/// (lines and columns), at `bytes`.
+fn region(
+    file: &str,
+    (line, column): (usize, usize),
+    (end_line, end_column): (usize, usize),
+    (start, end): (usize, usize),
+) -> Value {
+    json!({
+        "artifactLocation": { "uri": uri(file) },
+        "region": {
+            "startLine": line,
+            "startColumn": column,
+            "endLine": end_line,
+            "endColumn": end_column.max(column + usize::from(end_line == line)),
+            "byteOffset": start,
+            "byteLength": end - start,
+        }
+    })
 }
 
 /// A relative path as a URI reference: forward slashes, spaces escaped.

@@ -5,8 +5,9 @@ use super::{
     describe_expr, passes_input_through, Body, BoundLayer, Callee, Elaborator, TensorRef,
     MAX_NODES, MAX_TENSOR_ELEMENTS,
 };
-use crate::ast::{Arg, BinOp, Expr, ExprKind, Ident};
-use crate::check::args::{eval, Env, Value};
+use crate::ast::{Arg, BinOp, Expr, ExprKind, Ident, ModuleDef};
+use crate::check::args::{eval, value_text, Env, Value};
+use crate::check::context::{ordinal, wrap_inside, Frame};
 use crate::check::library::{join_path, Builtin};
 use crate::check::CheckError;
 use crate::plan::{shape_to_string, Dim, Node, Op, Shape};
@@ -271,6 +272,16 @@ impl<'a> Elaborator<'a> {
         span: Span,
     ) -> TensorRef {
         self.node_spans.push(span);
+        // A named layer is called by its name, an inline one by its kind.
+        let last = name.rsplit('.').next().unwrap_or_default();
+        let last = match last.parse::<usize>() {
+            Ok(_) => op.kind().to_string(),
+            Err(_) if last.is_empty() => op.kind().to_string(),
+            Err(_) => last.to_string(),
+        };
+        let mut display = self.display.clone();
+        display.push(last);
+        self.node_names.push(display.join(" › "));
         self.nodes.push(Node {
             name,
             op,
@@ -371,6 +382,7 @@ impl<'a> Elaborator<'a> {
         let mut value = input;
         // A copy in the model's own forward is one of its blocks.
         let top = body.scope.is_empty();
+        let mut inputs: Vec<Shape> = Vec::new();
         for copy in 0..count {
             if self.nodes.len() > MAX_NODES {
                 self.errors.push(CheckError::invalid(
@@ -381,9 +393,35 @@ impl<'a> Elaborator<'a> {
                 return None;
             }
             let copy_path = join_path(path, &copy.to_string());
-            value = self.as_block(&copy_path, (top, true), |this| {
+            inputs.push(value.shape.clone());
+            let first_error = self.errors.len();
+            self.display
+                .push(format!("repeat {count}, copy {}", copy + 1));
+            let result = self.as_block(&copy_path, (top, true), |this| {
                 this.repeat_copy(chain, &copy_path, body, value)
-            })?;
+            });
+            self.display.pop();
+            if result.is_none() && copy > 0 {
+                // Earlier copies were fine: say which copy, and how its
+                // input got there.
+                let chain_span = chain
+                    .iter()
+                    .map(|e| e.span)
+                    .reduce(Span::to)
+                    .unwrap_or(count_span);
+                let sizes: Vec<String> = inputs.iter().map(|s| shape_to_string(s)).collect();
+                let frame = Frame {
+                    span: count_span,
+                    name: format!("the {} copy of `repeat {count}`", ordinal(copy + 1)),
+                    label: format!(
+                        "copy {} of {count}; the copies' inputs: {}",
+                        copy + 1,
+                        sizes.join(" → ")
+                    ),
+                };
+                wrap_inside(&mut self.errors, first_error, chain_span, &frame);
+            }
+            value = result?;
         }
         Some(value)
     }
@@ -519,10 +557,9 @@ impl<'a> Elaborator<'a> {
             Callee::Builtin(Builtin::Embedding)
                 if !passes_input_through(&self.nodes, input.node) =>
             {
-                let from = &self.nodes[input.node];
                 self.errors.push(CheckError::TypeMismatch {
                     expected: "token ids from the data (an embedding looks its input up as indices)".into(),
-                    found: format!("values computed by `{}` ({})", from.name, from.op.kind()),
+                    found: format!("values computed by `{}`", self.node_names[input.node]),
                     span,
                     help: Some(
                         "feed an embedding the model's input (text or tokens, or whole-number arrays); to map real values, use `linear`".into(),
@@ -582,10 +619,39 @@ impl<'a> Elaborator<'a> {
                 // An instance in the model's own forward is one of its
                 // blocks (a module test's subject, at "", is not).
                 let top = !path.is_empty() && !path.contains('.');
-                self.as_block(path, (top, false), |this| {
+                let first_error = self.errors.len();
+                let frame = instance_frame(module, bound, span);
+                self.display.push(frame.name.trim_matches('`').to_string());
+                let result = self.as_block(path, (top, false), |this| {
                     this.instantiate(module, &env, path, input, span)
-                })
+                });
+                self.display.pop();
+                if result.is_none() {
+                    wrap_inside(&mut self.errors, first_error, module.span, &frame);
+                }
+                result
             }
         }
+    }
+}
+
+/// The frame of an error inside `module` at the call `span`: the call with
+/// its values, `EncoderBlock(32, 5, 64)`, labelled with the parameters'
+/// names, `d = 32, heads = 5, hidden = 64`.
+fn instance_frame(module: &ModuleDef, bound: &BoundLayer<'_>, span: Span) -> Frame {
+    let values: Vec<String> = bound.values.iter().map(value_text).collect();
+    let named: Vec<String> = bound
+        .sig
+        .iter()
+        .zip(&values)
+        .map(|(p, v)| format!("{} = {v}", p.name))
+        .collect();
+    Frame {
+        span,
+        name: format!("`{}({})`", module.name.name, values.join(", ")),
+        label: match named.is_empty() {
+            true => format!("this `{}`", module.name.name),
+            false => named.join(", "),
+        },
     }
 }

@@ -79,6 +79,11 @@ pub struct Elaborator<'a> {
     nodes: Vec<Node>,
     /// Where each node was written: its layer's call, its `+` or `*`.
     pub node_spans: Vec<Span>,
+    /// Each node as the user would name it: `DigitsCnn › ConvBlock(1, 16)
+    /// › conv`, `Net › repeat 4, copy 2 › linear`.
+    pub node_names: Vec<String>,
+    /// The instances and copies being expanded, in those terms.
+    display: Vec<String>,
     /// Modules being expanded, to catch a module that contains itself.
     stack: Vec<String>,
     /// The model's blocks so far, and whether one is being expanded.
@@ -118,6 +123,8 @@ impl<'a> Elaborator<'a> {
             tensor_names: BTreeSet::new(),
             nodes: Vec::new(),
             node_spans: Vec::new(),
+            node_names: Vec::new(),
+            display: Vec::new(),
             stack: Vec::new(),
             blocks: Vec::new(),
             in_block: false,
@@ -185,8 +192,10 @@ impl<'a> Elaborator<'a> {
         let env = Env::new();
         let input = self.resolve_shape(&forward.input_shape, &env);
         let start = self.start(&input, forward.input_shape.span);
-        let result = self.instantiate(def, &env, "", start, def.name.span)?;
-        self.finish(&def.name.name, input, result)
+        self.display.push(def.name.name.clone());
+        let result = self.instantiate(def, &env, "", start, def.name.span);
+        self.display.pop();
+        self.finish(&def.name.name, input, result?)
     }
 
     /// Expands a test's subject (`Block(64)`, `relu`) applied to `input`
@@ -284,15 +293,16 @@ impl<'a> Elaborator<'a> {
                         .join(" → ")
                 ),
             };
-            self.errors.push(CheckError::invalid(
+            self.errors.push(CheckError::Structure {
                 message,
-                call_span,
-                "used inside its own definition",
-            ));
+                span: call_span,
+                label: "used inside its own definition".into(),
+                help: None,
+            });
             return None;
         }
         if self.stack.len() >= MAX_MODULE_DEPTH {
-            self.errors.push(CheckError::InvalidValue {
+            self.errors.push(CheckError::Structure {
                 message: format!(
                     "modules nest more than {MAX_MODULE_DEPTH} deep here (`{}` inside {} others)",
                     def.name.name,
