@@ -255,9 +255,19 @@ fn every_corpus_file_formats_idempotently_keeping_comments_and_meaning() {
             ),
         }
     }
+    // Every file but the syntax-error cases formats.
+    let syntax_cases = files
+        .iter()
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("syntax_")
+        })
+        .count();
     assert!(
-        formatted + 10 > files.len(),
-        "only {formatted} of {} formatted",
+        formatted + syntax_cases >= files.len() && syntax_cases < 20,
+        "only {formatted} of {} formatted ({syntax_cases} syntax cases)",
         files.len()
     );
 }

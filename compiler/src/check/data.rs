@@ -234,6 +234,7 @@ fn probe(
                     return None;
                 }
             };
+            one_class(&table, source, errors)?;
             let mut found = probe_table(&table, settings, scale, errors)?;
             found.skipped = vec![(source_plan.path().to_string(), table.skipped)];
             found
@@ -771,6 +772,45 @@ fn probe_tokens(
         class_names: Vec::new(),
         skipped: Vec::new(),
     })
+}
+
+/// Class labels that are all the same value: nothing to learn, and most
+/// often the label setting naming a column that is not the label (a
+/// constant pixel). An error at `label:` (or at the source, whose default
+/// label it is).
+fn one_class(table: &dataset::Table, source: &Setting, errors: &mut Vec<CheckError>) -> Option<()> {
+    let dataset::Targets::Classes { labels, .. } = &table.targets else {
+        return Some(());
+    };
+    let Some(&first) = labels.first() else {
+        return Some(());
+    };
+    if labels.iter().any(|&l| l != first) {
+        return Some(());
+    }
+    let label_arg = match &source.value.kind {
+        ExprKind::Call(call) => call
+            .args
+            .iter()
+            .find(|a| a.name.as_ref().is_some_and(|n| n.name == "label")),
+        _ => None,
+    };
+    let (span, label) = match label_arg {
+        Some(arg) => (arg.span, "this column"),
+        None => (source.value.span, "its default label column"),
+    };
+    errors.push(CheckError::InvalidValue {
+        message: format!(
+            "every one of the {} rows has the label {first}: a single class, nothing to learn",
+            table.rows
+        ),
+        span,
+        label: label.into(),
+        help: Some(
+            "point `label:` at the column that holds the classes (`label: -1` is the last); a column that is the same in every row is a feature, often a constant pixel".into(),
+        ),
+    });
+    None
 }
 
 /// What a table read at check time says, laid out by the `shape` setting

@@ -88,3 +88,92 @@ pub fn choice(what: &str, name: &str) -> Option<&'static str> {
         _ => return None,
     })
 }
+
+/// The dtl layer a PyTorch spelling means (`nn.Linear`, `torch.nn.ReLU`,
+/// `F.gelu`, `LayerNorm`), when `is_layer` knows it.
+pub fn layer(name: &str, is_layer: impl Fn(&str) -> bool) -> Option<String> {
+    let bare = [
+        "torch.nn.functional.",
+        "torch.nn.",
+        "nn.functional.",
+        "nn.",
+        "F.",
+        "torch.",
+    ]
+    .iter()
+    .find_map(|prefix| name.strip_prefix(prefix))
+    .unwrap_or(name);
+    let dtl = match bare {
+        "MultiheadAttention" | "multi_head_attention_forward" => "attention".to_string(),
+        "BatchNorm1d" | "BatchNorm2d" | "SyncBatchNorm" => "batch_norm".to_string(),
+        "InstanceNorm1d" | "InstanceNorm2d" => "instance_norm".to_string(),
+        "RMSNorm" => "rms_norm".to_string(),
+        "ReLU" => "relu".to_string(),
+        "GELU" => "gelu".to_string(),
+        "SiLU" => "silu".to_string(),
+        "ELU" => "elu".to_string(),
+        "LeakyReLU" => "leaky_relu".to_string(),
+        "ConvTranspose2d" => "conv_transpose2d".to_string(),
+        _ => snake_case(bare),
+    };
+    if dtl == name || !is_layer(&dtl) {
+        return None;
+    }
+    Some(format!(
+        "`{name}` is PyTorch's spelling; dtl's layer is `{dtl}`"
+    ))
+}
+
+/// `LayerNorm` → `layer_norm`, `MaxPool2d` → `max_pool2d`.
+fn snake_case(name: &str) -> String {
+    let mut out = String::new();
+    let chars: Vec<char> = name.chars().collect();
+    for (i, &c) in chars.iter().enumerate() {
+        if c.is_ascii_uppercase() {
+            let after_lower = i > 0 && chars[i - 1].is_ascii_lowercase();
+            if after_lower && !out.ends_with('_') {
+                out.push('_');
+            }
+            out.push(c.to_ascii_lowercase());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pytorch_layer_names_map_to_dtl_layers() {
+        let known = |n: &str| {
+            [
+                "linear",
+                "layer_norm",
+                "max_pool2d",
+                "relu",
+                "attention",
+                "conv2d",
+                "adaptive_avg_pool2d",
+            ]
+            .contains(&n)
+        };
+        let dtl =
+            |name: &str| layer(name, known).map(|help| help.split('`').nth(3).unwrap().to_string());
+        assert_eq!(dtl("nn.Linear").as_deref(), Some("linear"));
+        assert_eq!(dtl("torch.nn.LayerNorm").as_deref(), Some("layer_norm"));
+        assert_eq!(dtl("nn.MaxPool2d").as_deref(), Some("max_pool2d"));
+        assert_eq!(dtl("F.relu").as_deref(), Some("relu"));
+        assert_eq!(dtl("nn.ReLU").as_deref(), Some("relu"));
+        assert_eq!(dtl("nn.MultiheadAttention").as_deref(), Some("attention"));
+        assert_eq!(
+            dtl("nn.AdaptiveAvgPool2d").as_deref(),
+            Some("adaptive_avg_pool2d")
+        );
+        assert_eq!(dtl("Conv2d").as_deref(), Some("conv2d"));
+        assert_eq!(dtl("linear"), None, "a dtl name is not foreign");
+        assert_eq!(dtl("nn.Transformer"), None, "no dtl layer of that name");
+    }
+}

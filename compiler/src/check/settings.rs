@@ -279,11 +279,18 @@ pub(super) fn type_error(value: &Expr, expected: &str, key: &str) -> CheckError 
         ExprKind::Repeat { .. } => "a `repeat`",
         ExprKind::List(_) => "a list",
     };
+    // `precision = "bf16"`: a name in quotes.
+    let help = match &value.kind {
+        ExprKind::Str(text) if expected.contains(&format!("`{text}`")) => Some(format!(
+            "names are written without quotes: `{key} = {text}`"
+        )),
+        _ => None,
+    };
     CheckError::TypeMismatch {
         expected: format!("{expected} for `{key}`"),
         found: found.to_string(),
         span: value.span,
-        help: None,
+        help,
     }
 }
 
@@ -380,11 +387,28 @@ pub(super) fn choose<T: Copy>(
 ) -> Option<(T, Vec<Value>)> {
     let Some((name, args)) = as_call(&setting.value) else {
         let names: Vec<String> = choices.iter().map(|(n, _, _)| format!("`{n}`")).collect();
-        errors.push(type_error(
+        let mut error = type_error(
             &setting.value,
             &format!("one of {}", names.join(", ")),
             &setting.key.name,
-        ));
+        );
+        // `clip = 1.0`: a bare number where a choice takes it as its
+        // first argument, `clip = norm(1.0)`.
+        let number = match &setting.value.kind {
+            ExprKind::Float(x) => Some(format!("{x:?}")),
+            ExprKind::Int(n) => Some(n.to_string()),
+            _ => None,
+        };
+        let takes_number = choices.iter().find(|(_, _, sig)| {
+            sig.first()
+                .is_some_and(|p| p.default.is_none() && p.ty == Ty::Float)
+        });
+        if let (Some(number), Some((choice, _, _)), CheckError::TypeMismatch { help, .. }) =
+            (number, takes_number, &mut error)
+        {
+            *help = Some(format!("write `{} = {choice}({number})`", setting.key.name));
+        }
+        errors.push(error);
         return None;
     };
     let Some((choice, tag, sig)) = choices.iter().find(|(n, _, _)| *n == name.name) else {

@@ -5,7 +5,9 @@
 
 use pest::iterators::Pair;
 
-use super::recover::{first_word, missing_value, recover, recover_line, Context};
+use super::recover::{
+    first_word, item_inside_block, missing_value, recover, recover_line, Context,
+};
 use super::{Rule, SyntaxError};
 use crate::ast::*;
 use crate::span::Span;
@@ -109,7 +111,9 @@ fn build_module(pair: Pair<'_, Rule>, kind: ModuleKind, errors: &mut Errors) -> 
                                 let at = item.as_span().start();
                                 let word = first_word(&src[at..]);
                                 let previous = layers.last().map(|l: &LayerDef| l.span);
-                                errors.push(if word == "forward" {
+                                errors.push(if let Some(e) = item_inside_block(src, at) {
+                                    e
+                                } else if word == "forward" {
                                     recover(src, at, Context::ModuleBody)
                                 } else {
                                     recover_line(src, previous, at, Rule::layer_line)
@@ -492,14 +496,21 @@ fn build_settings_block(src: &str, pair: Pair<'_, Rule>, errors: &mut Errors) ->
 
 fn build_settings(src: &str, pair: Pair<'_, Rule>, errors: &mut Errors) -> Vec<Setting> {
     let mut settings = Vec::new();
+    let mut unclosed = false;
     for item in pair.into_inner() {
         match item.as_rule() {
+            // After a missing `}`, the lines that follow belong to other
+            // items: one error says so.
+            Rule::bad_line if unclosed => continue,
             Rule::bad_line => {
                 // Settings are one-liners: every broken line is its own error.
                 let at = item.as_span().start();
-                let error = missing_value(src, settings.last(), at).unwrap_or_else(|| {
-                    recover_line(src, settings.last().map(|s| s.span), at, Rule::setting_line)
-                });
+                let error = item_inside_block(src, at)
+                    .inspect(|_| unclosed = true)
+                    .or_else(|| missing_value(src, settings.last(), at))
+                    .unwrap_or_else(|| {
+                        recover_line(src, settings.last().map(|s| s.span), at, Rule::setting_line)
+                    });
                 errors.push(error);
                 continue;
             }

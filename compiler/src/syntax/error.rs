@@ -19,6 +19,22 @@ pub enum SyntaxError {
         help: Option<String>,
     },
 
+    /// A block whose `}` never comes: the next item's keyword is read
+    /// inside it.
+    #[error("the `{{` of line {line} (`{text}`) is never closed")]
+    #[diagnostic(code(dtl::syntax::unclosed))]
+    Unclosed {
+        line: usize,
+        text: String,
+        #[label(primary, "opened here")]
+        open: Span,
+        #[label("`{keyword}` starts the next item, still inside it")]
+        span: Span,
+        keyword: String,
+        #[help]
+        help: Option<String>,
+    },
+
     /// Brackets and braces nested deeper than the parser follows.
     #[error("brackets and braces nest more than {limit} deep")]
     #[diagnostic(
@@ -45,6 +61,7 @@ impl SyntaxError {
     pub fn span(&self) -> Span {
         match self {
             SyntaxError::Unexpected { span, .. }
+            | SyntaxError::Unclosed { open: span, .. }
             | SyntaxError::NumberOutOfRange { span, .. }
             | SyntaxError::TooDeep { span, .. } => *span,
         }

@@ -36,6 +36,35 @@ pub(super) fn missing_value(
     })
 }
 
+/// A line inside a block that starts the next item (`data digits {`,
+/// `train {`): the block's `}` is missing. Named by the line that opened
+/// it.
+pub(super) fn item_inside_block(src: &str, at: usize) -> Option<SyntaxError> {
+    let word = first_word(&src[at..]);
+    if !TOP_KEYWORDS.contains(&word) {
+        return None;
+    }
+    // `data = digits` is a setting; `data digits {` is an item.
+    let after = src[at + word.len()..].trim_start_matches([' ', '\t']);
+    let starts_item = after.starts_with(['{', '"'])
+        || after.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_');
+    if !starts_item {
+        return None;
+    }
+    let (line, text, open) = unclosed_brace(src, at)?;
+    let before = src[..at].matches('\n').count() + 1;
+    Some(SyntaxError::Unclosed {
+        line,
+        text: text.to_string(),
+        open: Span::new(open, open + 1),
+        span: Span::new(at, at + word.len()),
+        keyword: word.to_string(),
+        help: Some(format!(
+            "add the `}}` that closes it before line {before}, where `{word}` begins"
+        )),
+    })
+}
+
 // ---------------------------------------------------------------------------
 // Recovery
 // ---------------------------------------------------------------------------
@@ -206,14 +235,13 @@ pub(super) fn error_from_pest(
         join_or(&expected)
     };
     let pos = offset + pos;
-    let help = help_for(&expected, &src[pos.min(src.len())..]).map(|help| {
-        match unclosed_brace(src, pos) {
-            Some((line, text)) if help.contains("`}`") => {
+    let help =
+        help_for(&expected, src, pos.min(src.len())).map(|help| match unclosed_brace(src, pos) {
+            Some((line, text, _)) if help.contains("`}`") => {
                 format!("is the `}}` of line {line} (`{text}`) missing?")
             }
             _ => help,
-        }
-    });
+        });
     SyntaxError::Unexpected {
         expected,
         found: describe_found(src, pos),
@@ -259,11 +287,32 @@ fn collapse_expression(expected: &mut Vec<String>) {
     }
 }
 
-/// The likely fix, from what was expected and the text at the error.
-fn help_for(expected: &str, rest: &str) -> Option<String> {
+/// The likely fix, from what was expected and the text at the error, at
+/// `pos` of `src`.
+fn help_for(expected: &str, src: &str, pos: usize) -> Option<String> {
+    let rest = &src[pos..];
     // `padding=1` inside a call: Python's keyword arguments.
     if expected.contains("`:`") && rest.starts_with('=') && !rest.starts_with("==") {
-        return Some("arguments are named with `:`, as in `padding: 1`".into());
+        let before = src[..pos].trim_end();
+        let name_at = before
+            .rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .map_or(0, |i| i + 1);
+        let name = &before[name_at..];
+        let value = rest[1..]
+            .split([',', ')', '\n'])
+            .next()
+            .unwrap_or_default()
+            .trim();
+        return Some(match (name.is_empty(), value.is_empty()) {
+            (false, false) => format!("arguments are named with `:`: write `{name}: {value}`"),
+            _ => "arguments are named with `:`, as in `padding: 1`".into(),
+        });
+    }
+    // `steps = 300,`: a setting or a layer ends with its line.
+    if expected.contains("`;`") && rest.starts_with(',') {
+        return Some(
+            "drop this `,`: a setting or a layer ends at the end of its line (`;` separates two on one line)".into(),
+        );
     }
     // `{ x |> f; }`: the last expression of a block is its result.
     if expected.contains("`}`") && rest.starts_with(';') {
@@ -279,8 +328,8 @@ fn help_for(expected: &str, rest: &str) -> Option<String> {
 }
 
 /// The innermost `{` before `end` that no `}` closes (strings and
-/// comments skipped): its line, from 1, and that line's text.
-fn unclosed_brace(src: &str, end: usize) -> Option<(usize, &str)> {
+/// comments skipped): its line, from 1, that line's text and its offset.
+fn unclosed_brace(src: &str, end: usize) -> Option<(usize, &str, usize)> {
     let bytes = &src.as_bytes()[..end.min(src.len())];
     let mut open = Vec::new();
     let mut i = 0;
@@ -316,7 +365,11 @@ fn unclosed_brace(src: &str, end: usize) -> Option<(usize, &str)> {
     let at = *open.last()?;
     let start = src[..at].rfind('\n').map_or(0, |p| p + 1);
     let stop = src[at..].find('\n').map_or(src.len(), |p| at + p);
-    Some((src[..at].matches('\n').count() + 1, src[start..stop].trim()))
+    Some((
+        src[..at].matches('\n').count() + 1,
+        src[start..stop].trim(),
+        at,
+    ))
 }
 
 /// The user-facing words for a grammar rule, or `None` for rules that are
@@ -328,7 +381,7 @@ fn describe_rule(rule: Rule) -> Option<&'static str> {
         Rule::string => "a string",
         Rule::boolean => "`true` or `false`",
         Rule::list => "a list",
-        Rule::call | Rule::callee => "a name",
+        Rule::call | Rule::callee | Rule::callee_name => "a name",
         Rule::paren => "`(`",
         Rule::expr | Rule::arg | Rule::sum | Rule::product => "an expression",
         Rule::repeat => "`repeat`",

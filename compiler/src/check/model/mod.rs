@@ -523,7 +523,9 @@ impl<'a> Elaborator<'a> {
             let help = if name.name == "concat" {
                 Some("`concat(a, b)` combines tensors; it is not a stage after `|>`".into())
             } else {
-                did_you_mean(&name.name, candidates)
+                let is_layer = |n: &str| Builtin::lookup(n).is_some();
+                super::foreign::layer(&name.name, is_layer)
+                    .or_else(|| did_you_mean(&name.name, candidates))
             };
             self.errors.push(CheckError::UnknownName {
                 kind: "layer or module",

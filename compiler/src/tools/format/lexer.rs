@@ -120,8 +120,20 @@ pub(crate) fn lex(src: &str) -> Vec<Token<'_>> {
                 i += 1;
                 Kind::Punct
             }
+            // A dotted name (`nn.Linear`) is one word, as the parser reads
+            // a callee.
             c if c.is_ascii_alphabetic() || c == b'_' => {
-                while i < bytes.len() && is_word_byte(bytes[i]) {
+                loop {
+                    while i < bytes.len() && is_word_byte(bytes[i]) {
+                        i += 1;
+                    }
+                    let dotted = bytes.get(i) == Some(&b'.')
+                        && bytes
+                            .get(i + 1)
+                            .is_some_and(|&b| b.is_ascii_alphabetic() || b == b'_');
+                    if !dotted {
+                        break;
+                    }
                     i += 1;
                 }
                 Kind::Word
