@@ -11,12 +11,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use dtl_compiler::tools::analysis::{self, Analysis, CompletionKind};
+use dtl_compiler::tools::calls::Signature;
+use dtl_compiler::tools::format;
 use lsp_server::{Connection, Message, Notification, Request, Response};
 use lsp_types::notification::{
     DidChangeTextDocument, DidCloseTextDocument, DidOpenTextDocument, Notification as _,
     PublishDiagnostics,
 };
-use lsp_types::request::{Completion, Formatting, GotoDefinition, HoverRequest, Request as _};
+use lsp_types::request::{
+    Completion, Formatting, GotoDefinition, HoverRequest, Request as _, SignatureHelpRequest,
+};
 use lsp_types::{
     CompletionItem, CompletionItemKind, CompletionOptions, CompletionParams, Diagnostic,
     DiagnosticRelatedInformation, DiagnosticSeverity, GotoDefinitionParams, Hover, HoverContents,
@@ -40,6 +44,11 @@ pub fn serve() -> Result<(), Failure> {
         document_formatting_provider: Some(OneOf::Left(true)),
         completion_provider: Some(CompletionOptions {
             trigger_characters: Some(vec!["(".into(), ",".into()]),
+            ..Default::default()
+        }),
+        signature_help_provider: Some(lsp_types::SignatureHelpOptions {
+            trigger_characters: Some(vec!["(".into(), ",".into()]),
+            retrigger_characters: Some(vec![":".into()]),
             ..Default::default()
         }),
         ..Default::default()
@@ -321,25 +330,49 @@ impl Server<'_> {
                             CompletionKind::Keyword => CompletionItemKind::KEYWORD,
                         }),
                         detail: Some(c.detail),
+                        insert_text: c.insert,
+                        documentation: c.documentation.map(|value| {
+                            lsp_types::Documentation::MarkupContent(MarkupContent {
+                                kind: MarkupKind::Markdown,
+                                value,
+                            })
+                        }),
                         ..Default::default()
                     })
                     .collect();
                 serde_json::to_value(items)
             }),
-            // The whole document replaced by `dtl fmt`'s layout; nothing
-            // when it has syntax errors (the diagnostics say why).
+            // `dtl fmt`'s layout as the runs of lines that change (none
+            // when the document is canonical, so it is not marked
+            // modified); nothing when it has syntax errors (the
+            // diagnostics say why).
             Formatting::METHOD => {
                 parse::<lsp_types::DocumentFormattingParams>(request.params).map(|p| {
                     let edits = self.documents.get(&p.text_document.uri).and_then(|a| {
-                        let formatted = dtl_compiler::tools::format::format_source(&a.text).ok()?;
-                        Some(vec![lsp_types::TextEdit {
-                            range: range(&a.text, 0, a.text.len()),
-                            new_text: formatted,
-                        }])
+                        let formatted = format::format_source(&a.text).ok()?;
+                        let edits = format::line_edits(&a.text, &formatted);
+                        Some(
+                            edits
+                                .into_iter()
+                                .map(|e| lsp_types::TextEdit {
+                                    range: range(&a.text, e.start, e.end),
+                                    new_text: e.text,
+                                })
+                                .collect::<Vec<_>>(),
+                        )
                     });
                     serde_json::to_value(edits)
                 })
             }
+            SignatureHelpRequest::METHOD => parse::<lsp_types::SignatureHelpParams>(request.params)
+                .map(|p| {
+                    let at = p.text_document_position_params;
+                    let help = self
+                        .at(&at.text_document.uri, at.position)
+                        .and_then(|(a, offset)| a.signature_help(offset))
+                        .map(|(signature, active)| signature_help(signature, active));
+                    serde_json::to_value(help)
+                }),
             other => {
                 return Response::new_err(
                     id,
@@ -363,6 +396,39 @@ impl Server<'_> {
     fn at(&self, uri: &Url, position: Position) -> Option<(&Analysis, usize)> {
         let analysis = self.documents.get(uri)?;
         Some((analysis, offset(&analysis.text, position)))
+    }
+}
+
+/// A call's signature, each parameter by its place in the label.
+fn signature_help(signature: Signature, active: Option<usize>) -> lsp_types::SignatureHelp {
+    let mut from = signature.label.find('(').map_or(0, |i| i + 1);
+    let parameters = signature
+        .params
+        .iter()
+        .map(|(_, text)| {
+            let start = signature.label[from..]
+                .find(text.as_str())
+                .map_or(from, |i| from + i);
+            from = start + text.len();
+            let units = |s: &str| s.encode_utf16().count() as u32;
+            lsp_types::ParameterInformation {
+                label: lsp_types::ParameterLabel::LabelOffsets([
+                    units(&signature.label[..start]),
+                    units(&signature.label[..from]),
+                ]),
+                documentation: None,
+            }
+        })
+        .collect();
+    lsp_types::SignatureHelp {
+        signatures: vec![lsp_types::SignatureInformation {
+            label: signature.label,
+            documentation: Some(lsp_types::Documentation::String(signature.what)),
+            parameters: Some(parameters),
+            active_parameter: active.map(|i| i as u32),
+        }],
+        active_signature: Some(0),
+        active_parameter: active.map(|i| i as u32),
     }
 }
 

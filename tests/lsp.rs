@@ -231,12 +231,53 @@ fn hover_definition_and_completion() {
         .iter()
         .map(|i| i["label"].as_str().unwrap())
         .collect();
-    assert_eq!(labels, ["in_features: ", "out_features: ", "bias: "]);
+    // `64` is given by position: the rest, as `name: ` to insert.
+    assert_eq!(labels, ["out_features", "bias"]);
+    assert_eq!(items[0]["insertText"], "out_features: ");
+    assert_eq!(items[0]["detail"], "out_features: int");
+    client.stop();
+}
+
+/// Inside `adamw(`: its arguments (not the `train` keys), less those
+/// given, each with its type, default and the whole signature; signature
+/// help marks the argument the cursor is on.
+#[test]
+fn calls_complete_their_arguments_and_show_their_signature() {
+    let text = TEXT.replace("optimizer = sgd(lr: 0.1)", "optimizer = adamw(lr: 1e-3, )");
+    let mut client = Client::start();
+    client.open(URI, &text);
+    client.diagnostics(1);
+    let mut cursor = position(URI, &text, "adamw(lr: 1e-3, ");
+    cursor["position"]["character"] =
+        json!(cursor["position"]["character"].as_u64().unwrap() + "adamw(lr: 1e-3, ".len() as u64);
+    let items = client.request("textDocument/completion", cursor.clone());
+    let labels: Vec<&str> = items
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["label"].as_str().unwrap())
+        .collect();
+    assert_eq!(labels, ["betas", "eps", "weight_decay"]);
+    assert_eq!(items[2]["insertText"], "weight_decay: ");
+    assert_eq!(items[2]["detail"], "weight_decay: float = 0.01");
+    let docs = items[2]["documentation"]["value"].as_str().unwrap();
+    assert!(docs.contains("adamw(lr: float, betas:"), "{docs}");
+    let help = client.request("textDocument/signatureHelp", cursor);
+    let signature = &help["signatures"][0];
+    assert!(signature["label"]
+        .as_str()
+        .unwrap()
+        .starts_with("adamw(lr: float"));
+    assert_eq!(help["activeParameter"], 1);
+    let label = signature["label"].as_str().unwrap();
+    let [from, to] =
+        [0, 1].map(|i| signature["parameters"][1]["label"][i].as_u64().unwrap() as usize);
+    assert_eq!(&label[from..to], "betas: [float, float] = [0.9, 0.999]");
     client.stop();
 }
 
 #[test]
-fn formatting_replaces_the_document_with_the_canonical_layout() {
+fn formatting_sends_the_changed_lines_and_nothing_when_canonical() {
     let mut client = Client::start();
     let messy = TEXT.replace("linear(64, 10)", "linear( 64,10 )");
     client.notify(
@@ -248,14 +289,33 @@ fn formatting_replaces_the_document_with_the_canonical_layout() {
         "textDocument/formatting",
         json!({ "textDocument": { "uri": URI }, "options": { "tabSize": 2, "insertSpaces": true } }),
     );
+    // Only the line that changes is replaced.
     let edits = edits.as_array().unwrap();
     assert_eq!(edits.len(), 1);
     let new_text = edits[0]["newText"].as_str().unwrap();
-    assert!(new_text.contains("linear(64, 10)"), "{new_text}");
+    assert_eq!(
+        new_text,
+        "  forward(x: [B, 64]) -> [B, 10] { x |> Block(64) |> linear(64, 10) }\n"
+    );
     assert_eq!(
         edits[0]["range"]["start"],
-        json!({ "line": 0, "character": 0 })
+        json!({ "line": 8, "character": 0 })
     );
+    assert_eq!(
+        edits[0]["range"]["end"],
+        json!({ "line": 9, "character": 0 })
+    );
+    // A canonical document gets no edits, and is not marked modified.
+    client.notify(
+        "textDocument/didChange",
+        json!({ "textDocument": { "uri": URI, "version": 2 }, "contentChanges": [{ "text": TEXT }] }),
+    );
+    client.diagnostics(2);
+    let edits = client.request(
+        "textDocument/formatting",
+        json!({ "textDocument": { "uri": URI }, "options": { "tabSize": 2, "insertSpaces": true } }),
+    );
+    assert_eq!(edits, json!([]));
     client.stop();
 }
 

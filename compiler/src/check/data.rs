@@ -774,6 +774,13 @@ fn probe_tokens(
     })
 }
 
+/// Each source format's name and signature (for editors).
+pub(super) fn source_signatures() -> impl Iterator<Item = (&'static str, Vec<ParamSig>)> {
+    Format::choices()
+        .into_iter()
+        .map(|(name, _, sig)| (name, sig))
+}
+
 /// Class labels that are all the same value: nothing to learn, and most
 /// often the label setting naming a column that is not the label (a
 /// constant pixel). An error at `label:` (or at the source, whose default

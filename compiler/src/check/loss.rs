@@ -22,8 +22,9 @@ fn number(name: &str, default: f64) -> Vec<ParamSig> {
     vec![ParamSig::optional(name, Ty::Float, Value::Float(default))]
 }
 
-pub fn loss(setting: &Setting, errors: &mut Vec<CheckError>) -> Option<Loss> {
-    let choices = [
+/// Each loss's name and signature, for [`choose`].
+fn choices() -> [(&'static str, Kind, Vec<ParamSig>); 6] {
+    [
         (
             "cross_entropy",
             Kind::CrossEntropy,
@@ -42,7 +43,16 @@ pub fn loss(setting: &Setting, errors: &mut Vec<CheckError>) -> Option<Loss> {
         ),
         ("smooth_l1", Kind::SmoothL1, number("beta", 1.0)),
         ("huber", Kind::Huber, number("delta", 1.0)),
-    ];
+    ]
+}
+
+/// Each loss's name and signature (for editors).
+pub(super) fn signatures() -> impl Iterator<Item = (&'static str, Vec<ParamSig>)> {
+    choices().into_iter().map(|(name, _, sig)| (name, sig))
+}
+
+pub fn loss(setting: &Setting, errors: &mut Vec<CheckError>) -> Option<Loss> {
+    let choices = choices();
     let (kind, v) = choose(setting, "loss", &choices, errors)?;
     let span = setting.value.span;
     let out_of_range = |message: String, errors: &mut Vec<CheckError>| {

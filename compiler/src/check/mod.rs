@@ -6,6 +6,7 @@
 
 mod args;
 mod augment;
+mod calls;
 mod context;
 mod data;
 mod error;
@@ -30,6 +31,8 @@ mod train;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+pub use args::{ParamSig, Ty};
+pub use calls::{param_text, setting_call, setting_calls, SettingCall};
 pub use data::DATA_KEYS;
 pub use error::CheckError;
 pub use library::{builtin_names, Builtin};

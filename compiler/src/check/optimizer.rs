@@ -25,7 +25,7 @@ fn number(name: &str, default: f64) -> ParamSig {
     ParamSig::optional(name, Ty::Float, Value::Float(default))
 }
 
-fn signatures() -> [(&'static str, Kind, Vec<ParamSig>); 5] {
+fn choices() -> [(&'static str, Kind, Vec<ParamSig>); 5] {
     let lr = || ParamSig::required("lr", Ty::Float);
     let adam = |wd: f64| {
         vec![
@@ -75,7 +75,7 @@ fn signatures() -> [(&'static str, Kind, Vec<ParamSig>); 5] {
 }
 
 pub fn optimizer(setting: &Setting, errors: &mut Vec<CheckError>) -> Option<Optimizer> {
-    let (kind, v) = choose(setting, "optimizer", &signatures(), errors)?;
+    let (kind, v) = choose(setting, "optimizer", &choices(), errors)?;
     let span = setting.value.span;
     let lr = v[0].as_float();
     if !positive(lr, "the learning rate", span, errors) {
@@ -212,4 +212,9 @@ fn adafactor(lr: f64, v: &[Value], span: Span) -> Result<Optimizer, CheckError> 
         d,
         weight_decay,
     })
+}
+
+/// Each one's name and signature (for editors).
+pub(super) fn signatures() -> impl Iterator<Item = (&'static str, Vec<ParamSig>)> {
+    choices().into_iter().map(|(name, _, sig)| (name, sig))
 }

@@ -24,7 +24,7 @@ fn number(name: &str, default: f64) -> ParamSig {
     ParamSig::optional(name, Ty::Float, Value::Float(default))
 }
 
-fn signatures() -> [(&'static str, Kind, Vec<ParamSig>); 6] {
+fn choices() -> [(&'static str, Kind, Vec<ParamSig>); 6] {
     [
         ("constant", Kind::Constant, vec![]),
         (
@@ -66,7 +66,7 @@ pub fn schedule(
             decay: Decay::Constant,
         });
     };
-    let (kind, v) = choose(setting, "schedule", &signatures(), errors)?;
+    let (kind, v) = choose(setting, "schedule", &choices(), errors)?;
     let decay = decay(kind, &v, setting.value.span)
         .map_err(|e| errors.push(e))
         .ok()?;
@@ -170,4 +170,9 @@ fn one_cycle(v: &[Value], span: Span) -> Result<Decay, CheckError> {
         div_factor,
         final_div_factor,
     })
+}
+
+/// Each one's name and signature (for editors).
+pub(super) fn signatures() -> impl Iterator<Item = (&'static str, Vec<ParamSig>)> {
+    choices().into_iter().map(|(name, _, sig)| (name, sig))
 }

@@ -440,14 +440,16 @@ pub(super) fn positive(value: f64, what: &str, span: Span, errors: &mut Vec<Chec
     false
 }
 
-pub fn clip(setting: &Setting, errors: &mut Vec<CheckError>) -> Option<Option<Clip>> {
-    #[derive(Clone, Copy)]
-    enum Kind {
-        Norm,
-        Value,
-        None,
-    }
-    let choices = [
+#[derive(Clone, Copy)]
+enum Kind {
+    Norm,
+    Value,
+    None,
+}
+
+/// Each clipping's name and signature, for [`choose`].
+fn clip_choices() -> [(&'static str, Kind, Vec<ParamSig>); 3] {
+    [
         (
             "norm",
             Kind::Norm,
@@ -462,7 +464,16 @@ pub fn clip(setting: &Setting, errors: &mut Vec<CheckError>) -> Option<Option<Cl
             vec![ParamSig::required("max", Ty::Float)],
         ),
         ("none", Kind::None, vec![]),
-    ];
+    ]
+}
+
+/// Each clipping's name and signature (for editors).
+pub(super) fn clip_signatures() -> impl Iterator<Item = (&'static str, Vec<ParamSig>)> {
+    clip_choices().into_iter().map(|(name, _, sig)| (name, sig))
+}
+
+pub fn clip(setting: &Setting, errors: &mut Vec<CheckError>) -> Option<Option<Clip>> {
+    let choices = clip_choices();
     let (kind, v) = choose(setting, "clipping", &choices, errors)?;
     let span = setting.value.span;
     match kind {

@@ -15,38 +15,7 @@ pub(super) fn sync_setting(
     setting: &crate::ast::Setting,
     errors: &mut Vec<CheckError>,
 ) -> Option<SyncMode> {
-    #[derive(Clone, Copy)]
-    enum Kind {
-        EveryStep,
-        LocalSgd,
-        Async,
-        Diloco,
-    }
-    let choices = [
-        ("every_step", Kind::EveryStep, vec![]),
-        (
-            "local_sgd",
-            Kind::LocalSgd,
-            vec![ParamSig::required("period", Ty::Int)],
-        ),
-        (
-            "async",
-            Kind::Async,
-            vec![ParamSig::optional("staleness", Ty::Int, Value::Int(1))],
-        ),
-        (
-            "diloco",
-            Kind::Diloco,
-            vec![
-                ParamSig::required("period", Ty::Int),
-                ParamSig::optional("outer_lr", Ty::Float, Value::Float(0.7)),
-                ParamSig::optional("outer_momentum", Ty::Float, Value::Float(0.9)),
-                ParamSig::optional("fragments", Ty::Int, Value::Int(1)),
-                ParamSig::optional("delay", Ty::Int, Value::Int(0)),
-                ParamSig::optional("outer_precision", Ty::Name, Value::Name("fp32".into())),
-            ],
-        ),
-    ];
+    let choices = choices();
     let (kind, v) = choose(setting, "sync mode", &choices, errors)?;
     if let Kind::Diloco = kind {
         return diloco_setting(setting, &v, errors);
@@ -250,4 +219,46 @@ mod tests {
         assert!(divisors(1_000_000_000_000_007).starts_with("1, "));
         assert!(start.elapsed().as_secs() < 5);
     }
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    EveryStep,
+    LocalSgd,
+    Async,
+    Diloco,
+}
+
+/// Each sync mode's name and signature, for [`choose`].
+fn choices() -> [(&'static str, Kind, Vec<ParamSig>); 4] {
+    [
+        ("every_step", Kind::EveryStep, vec![]),
+        (
+            "local_sgd",
+            Kind::LocalSgd,
+            vec![ParamSig::required("period", Ty::Int)],
+        ),
+        (
+            "async",
+            Kind::Async,
+            vec![ParamSig::optional("staleness", Ty::Int, Value::Int(1))],
+        ),
+        (
+            "diloco",
+            Kind::Diloco,
+            vec![
+                ParamSig::required("period", Ty::Int),
+                ParamSig::optional("outer_lr", Ty::Float, Value::Float(0.7)),
+                ParamSig::optional("outer_momentum", Ty::Float, Value::Float(0.9)),
+                ParamSig::optional("fragments", Ty::Int, Value::Int(1)),
+                ParamSig::optional("delay", Ty::Int, Value::Int(0)),
+                ParamSig::optional("outer_precision", Ty::Name, Value::Name("fp32".into())),
+            ],
+        ),
+    ]
+}
+
+/// Each sync mode's name and signature (for editors).
+pub(super) fn signatures() -> impl Iterator<Item = (&'static str, Vec<ParamSig>)> {
+    choices().into_iter().map(|(name, _, sig)| (name, sig))
 }

@@ -7,6 +7,8 @@ use crate::check::{self, Builtin, ShapeNote};
 use crate::span::Span;
 use crate::Diagnostics;
 
+use super::calls::{self, CallSite, Signature};
+
 /// A file parsed and checked, with what the queries need. Built even when
 /// the file has errors: whatever could be checked is there.
 pub struct Analysis {
@@ -27,6 +29,10 @@ pub struct Completion {
     pub kind: CompletionKind,
     /// A signature or a short description.
     pub detail: String,
+    /// What to insert, when not the label (`lr: ` for the argument `lr`).
+    pub insert: Option<String>,
+    /// Markdown shown beside the item.
+    pub documentation: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -182,33 +188,21 @@ impl Analysis {
     /// and keywords.
     pub fn completions(&self, offset: usize) -> Vec<Completion> {
         let before = &self.text[..offset.min(self.text.len())];
-        if let Some(callee) = open_call(before) {
-            let names: Vec<(String, String)> = if let Some(layer) = Builtin::lookup(callee) {
-                let sig = layer.signature_text();
-                layer
-                    .parameter_names()
-                    .into_iter()
-                    .map(|n| (n, sig.clone()))
-                    .collect()
-            } else if let Some(def) = self.module(callee) {
-                let sig = self.module_signature(def);
-                def.params
-                    .iter()
-                    .map(|p| (p.name.name.clone(), sig.clone()))
-                    .collect()
-            } else {
-                Vec::new()
-            };
-            if !names.is_empty() {
-                return names
-                    .into_iter()
-                    .map(|(name, detail)| Completion {
-                        label: format!("{name}: "),
-                        kind: CompletionKind::Argument,
-                        detail,
-                    })
-                    .collect();
-            }
+        if let Some((site, signature)) = self.call_at(offset) {
+            // The arguments still to give, each with its type and default.
+            return signature
+                .remaining(&site)
+                .map(|(name, text)| Completion {
+                    label: name.clone(),
+                    kind: CompletionKind::Argument,
+                    detail: text.clone(),
+                    insert: Some(format!("{name}: ")),
+                    documentation: Some(format!(
+                        "```dtl\n{}\n```\n{}",
+                        signature.label, signature.what
+                    )),
+                })
+                .collect();
         }
         if let Some(block) = enclosing_block(before) {
             let keys: &[&str] = match block {
@@ -224,6 +218,8 @@ impl Analysis {
                         label: key.to_string(),
                         kind: CompletionKind::Setting,
                         detail: format!("a `{block}` setting"),
+                        insert: None,
+                        documentation: None,
                     })
                     .collect();
             }
@@ -234,12 +230,16 @@ impl Analysis {
                 label: layer.name().to_string(),
                 kind: CompletionKind::Layer,
                 detail: layer.signature_text(),
+                insert: None,
+                documentation: None,
             })
             .collect();
         out.extend(FORMS.iter().map(|(name, text)| Completion {
             label: name.to_string(),
             kind: CompletionKind::Layer,
             detail: text.to_string(),
+            insert: None,
+            documentation: None,
         }));
         out.extend(
             self.modules()
@@ -248,14 +248,39 @@ impl Analysis {
                     label: def.name.name.clone(),
                     kind: CompletionKind::Module,
                     detail: self.module_signature(def),
+                    insert: None,
+                    documentation: None,
                 }),
         );
         out.extend(KEYWORDS.iter().map(|k| Completion {
             label: k.to_string(),
             kind: CompletionKind::Keyword,
             detail: "keyword".into(),
+            insert: None,
+            documentation: None,
         }));
         out
+    }
+
+    /// The call the cursor is in and what it takes.
+    pub fn call_at(&self, offset: usize) -> Option<(CallSite, Signature)> {
+        let site = calls::call_site(&self.text, offset)?;
+        let texts = |def: &ModuleDef| -> Vec<String> {
+            def.params
+                .iter()
+                .map(|p| self.text_at(p.span).to_string())
+                .collect()
+        };
+        let signature = calls::signature(&site, |name| self.module(name), texts)?;
+        Some((site, signature))
+    }
+
+    /// Signature help: the call's signature and the parameter the cursor
+    /// is on.
+    pub fn signature_help(&self, offset: usize) -> Option<(Signature, Option<usize>)> {
+        let (site, signature) = self.call_at(offset)?;
+        let active = signature.active(&site);
+        Some((signature, active))
     }
 
     /// This file's own modules.
@@ -338,29 +363,6 @@ impl Analysis {
         (start < end && !bytes[start].is_ascii_digit())
             .then(|| (Span::new(start, end), &self.text[start..end]))
     }
-}
-
-/// The name before the innermost `(` still open at the end of `before`.
-fn open_call(before: &str) -> Option<&str> {
-    let mut depth = 0i32;
-    for (i, c) in before.char_indices().rev() {
-        match c {
-            ')' => depth += 1,
-            '(' if depth == 0 => {
-                let head = before[..i].trim_end();
-                let start = head
-                    .char_indices()
-                    .rfind(|(_, c)| !(c.is_ascii_alphanumeric() || *c == '_'))
-                    .map_or(0, |(p, c)| p + c.len_utf8());
-                let name = &head[start..];
-                return (!name.is_empty()).then_some(name);
-            }
-            '(' => depth -= 1,
-            '{' | '}' | '\n' if depth == 0 => return None,
-            _ => {}
-        }
-    }
-    None
 }
 
 /// The keyword of the top-level block the end of `before` is in (`train`,
@@ -460,10 +462,14 @@ train { model = Net; data = digits; loss = cross_entropy; optimizer = sgd(lr: 0.
         let inside_linear = at("linear(64, 10)", 0) + 6;
         assert_eq!(
             labels(inside_linear),
-            ["in_features: ", "out_features: ", "bias: "]
+            ["in_features", "out_features", "bias"]
         );
+        let arg = &a.completions(inside_linear)[2];
+        assert_eq!(arg.insert.as_deref(), Some("bias: "));
+        assert_eq!(arg.detail, "bias: bool = true");
         let inside_block = at("Block(64)", 0) + 5;
-        assert_eq!(labels(inside_block), ["d: ", "p: "]);
+        assert_eq!(labels(inside_block), ["d", "p"]);
+
         let in_train = SOURCE.find("model = Net").unwrap();
         assert!(labels(in_train).contains(&"micro_batch".to_string()));
         let in_forward = at("h + x", 0);
@@ -494,7 +500,7 @@ train { model = Net; data = digits; loss = cross_entropy; optimizer = sgd(lr: 0.
         assert!(hover.contains("tied(embed)"), "{hover}");
         let inside = text.find("kv_heads").unwrap();
         let labels: Vec<String> = a.completions(inside).into_iter().map(|c| c.label).collect();
-        for arg in ["kv_heads: ", "rope: ", "rope_theta: ", "bias: "] {
+        for arg in ["kv_heads", "rope", "rope_theta", "bias"] {
             assert!(
                 labels.contains(&arg.to_string()),
                 "{arg} missing from {labels:?}"

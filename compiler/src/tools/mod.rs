@@ -4,6 +4,7 @@
 //!
 //! - [`analysis`]: what an editor asks of a file (diagnostics, shapes under
 //!   the cursor, definitions, completions), for `dtl lsp`.
+//! - [`calls`]: the call around an editor's cursor and its signature.
 //! - [`format`]: `dtl fmt`, the canonical layout of a file, comments kept.
 //! - [`explain`]: `dtl explain`, the cost of one training step, from a plan.
 //! - [`cluster`] and [`predict`]: `dtl explain --cluster`, a cluster's
@@ -14,6 +15,7 @@
 //! - [`sarif`]: diagnostics as SARIF, for code-scanning services.
 
 pub mod analysis;
+pub mod calls;
 pub mod cluster;
 pub mod explain;
 pub mod format;

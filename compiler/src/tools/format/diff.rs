@@ -26,6 +26,56 @@ pub fn unified_diff(path: &str, old: &str, new: &str) -> String {
     out
 }
 
+/// One replacement of a run of `old`'s lines: bytes `start..end` of `old`
+/// become `text`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LineEdit {
+    pub start: usize,
+    pub end: usize,
+    pub text: String,
+}
+
+/// The fewest runs of whole lines to replace to turn `old` into `new`
+/// (none when they are equal): what an editor applies without touching
+/// the lines that stay.
+pub fn line_edits(old: &str, new: &str) -> Vec<LineEdit> {
+    if old == new {
+        return Vec::new();
+    }
+    let a: Vec<&str> = old.split_inclusive('\n').collect();
+    let b: Vec<&str> = new.split_inclusive('\n').collect();
+    // Byte offset of each line of `old`, and of its end.
+    let mut starts = vec![0usize];
+    for line in &a {
+        starts.push(starts.last().unwrap() + line.len());
+    }
+    let mut out: Vec<LineEdit> = Vec::new();
+    let mut run: Option<(usize, String)> = None;
+    let close = |run: &mut Option<(usize, String)>, at: usize, out: &mut Vec<LineEdit>| {
+        if let Some((start, text)) = run.take() {
+            out.push(LineEdit {
+                start: starts[start],
+                end: starts[at],
+                text,
+            });
+        }
+    };
+    for edit in edit_script(&a, &b) {
+        match edit {
+            Edit::Keep(i, _) => close(&mut run, i, &mut out),
+            Edit::Delete(i, _) => {
+                run.get_or_insert_with(|| (i, String::new()));
+            }
+            Edit::Insert(i, j) => run
+                .get_or_insert_with(|| (i, String::new()))
+                .1
+                .push_str(b[j]),
+        }
+    }
+    close(&mut run, a.len(), &mut out);
+    out
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Edit {
     /// Line `a[.0]` is kept as `b[.1]`.
@@ -178,6 +228,35 @@ fn write_hunk(out: &mut String, edits: &[Edit], a: &[&str], b: &[&str]) {
         out.push_str(line);
         if !line.ends_with('\n') {
             out.push_str("\n\\ No newline at end of file\n");
+        }
+    }
+}
+
+#[cfg(test)]
+mod line_edit_tests {
+    use super::*;
+
+    /// Applying the edits, last first, gives the new text.
+    fn apply(old: &str, edits: &[LineEdit]) -> String {
+        let mut text = old.to_string();
+        for e in edits.iter().rev() {
+            text.replace_range(e.start..e.end, &e.text);
+        }
+        text
+    }
+
+    #[test]
+    fn only_the_changed_lines_are_replaced() {
+        let old = "a\nb  \nc\nd\ne x\n";
+        let new = "a\nb\nc\nd\ne  x\nf\n";
+        let edits = line_edits(old, new);
+        assert_eq!(edits.len(), 2, "{edits:?}");
+        assert_eq!(&old[edits[0].start..edits[0].end], "b  \n");
+        assert_eq!(edits[0].text, "b\n");
+        assert_eq!(apply(old, &edits), new);
+        assert!(line_edits(new, new).is_empty());
+        for (old, new) in [("", "x\n"), ("x", "x\n"), ("a\nb\n", ""), ("a", "b")] {
+            assert_eq!(apply(old, &line_edits(old, new)), new, "{old:?} → {new:?}");
         }
     }
 }

@@ -62,7 +62,7 @@ use crate::ast::{Expr, ExprKind, File, Item, Setting};
 use crate::span::Span;
 use crate::syntax::{self, SyntaxError};
 
-pub use diff::unified_diff;
+pub use diff::{line_edits, unified_diff, LineEdit};
 pub use lexer::comments;
 
 /// The canonical layout of `text`, or the syntax errors that keep it from
