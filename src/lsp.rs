@@ -11,7 +11,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use dtl_compiler::tools::analysis::{self, Analysis, CompletionKind};
-use dtl_compiler::tools::calls::Signature;
 use dtl_compiler::tools::format;
 use lsp_server::{Connection, Message, Notification, Request, Response};
 use lsp_types::notification::{
@@ -31,6 +30,7 @@ use lsp_types::{
 
 use crate::Failure;
 
+mod features;
 mod transport;
 
 /// Serves one client until it says `exit`.
@@ -46,6 +46,9 @@ pub fn serve() -> Result<(), Failure> {
             trigger_characters: Some(vec!["(".into(), ",".into()]),
             ..Default::default()
         }),
+        document_symbol_provider: Some(OneOf::Left(true)),
+        folding_range_provider: Some(lsp_types::FoldingRangeProviderCapability::Simple(true)),
+        inlay_hint_provider: Some(OneOf::Left(true)),
         signature_help_provider: Some(lsp_types::SignatureHelpOptions {
             trigger_characters: Some(vec!["(".into(), ",".into()]),
             retrigger_characters: Some(vec![":".into()]),
@@ -370,9 +373,29 @@ impl Server<'_> {
                     let help = self
                         .at(&at.text_document.uri, at.position)
                         .and_then(|(a, offset)| a.signature_help(offset))
-                        .map(|(signature, active)| signature_help(signature, active));
+                        .map(|(signature, active)| features::signature_help(signature, active));
                     serde_json::to_value(help)
                 }),
+            "textDocument/documentSymbol" => {
+                parse::<lsp_types::DocumentSymbolParams>(request.params).map(|p| {
+                    let uri = &p.text_document.uri;
+                    serde_json::to_value(self.documents.get(uri).map(features::symbols))
+                })
+            }
+            "textDocument/foldingRange" => parse::<lsp_types::FoldingRangeParams>(request.params)
+                .map(|p| {
+                    let uri = &p.text_document.uri;
+                    serde_json::to_value(self.documents.get(uri).map(features::folding))
+                }),
+            "textDocument/inlayHint" => {
+                parse::<lsp_types::InlayHintParams>(request.params).map(|p| {
+                    let hints = self
+                        .documents
+                        .get(&p.text_document.uri)
+                        .map(|a| features::inlay_hints(a, p.range));
+                    serde_json::to_value(hints)
+                })
+            }
             other => {
                 return Response::new_err(
                     id,
@@ -399,45 +422,12 @@ impl Server<'_> {
     }
 }
 
-/// A call's signature, each parameter by its place in the label.
-fn signature_help(signature: Signature, active: Option<usize>) -> lsp_types::SignatureHelp {
-    let mut from = signature.label.find('(').map_or(0, |i| i + 1);
-    let parameters = signature
-        .params
-        .iter()
-        .map(|(_, text)| {
-            let start = signature.label[from..]
-                .find(text.as_str())
-                .map_or(from, |i| from + i);
-            from = start + text.len();
-            let units = |s: &str| s.encode_utf16().count() as u32;
-            lsp_types::ParameterInformation {
-                label: lsp_types::ParameterLabel::LabelOffsets([
-                    units(&signature.label[..start]),
-                    units(&signature.label[..from]),
-                ]),
-                documentation: None,
-            }
-        })
-        .collect();
-    lsp_types::SignatureHelp {
-        signatures: vec![lsp_types::SignatureInformation {
-            label: signature.label,
-            documentation: Some(lsp_types::Documentation::String(signature.what)),
-            parameters: Some(parameters),
-            active_parameter: active.map(|i| i as u32),
-        }],
-        active_signature: Some(0),
-        active_parameter: active.map(|i| i as u32),
-    }
-}
-
 fn parse<T: serde::de::DeserializeOwned>(params: serde_json::Value) -> Result<T, String> {
     serde_json::from_value(params).map_err(|e| e.to_string())
 }
 
 /// LSP positions count UTF-16 code units within a line.
-fn position(text: &str, offset: usize) -> Position {
+pub(crate) fn position(text: &str, offset: usize) -> Position {
     let mut offset = offset.min(text.len());
     while !text.is_char_boundary(offset) {
         offset -= 1;
@@ -448,7 +438,7 @@ fn position(text: &str, offset: usize) -> Position {
     Position { line, character }
 }
 
-fn offset(text: &str, position: Position) -> usize {
+pub(crate) fn offset(text: &str, position: Position) -> usize {
     let line_start = if position.line == 0 {
         0
     } else {
@@ -466,7 +456,7 @@ fn offset(text: &str, position: Position) -> usize {
     text.len()
 }
 
-fn range(text: &str, start: usize, end: usize) -> Range {
+pub(crate) fn range(text: &str, start: usize, end: usize) -> Range {
     Range {
         start: position(text, start),
         end: position(text, end),

@@ -201,7 +201,10 @@ fn hover_definition_and_completion() {
     client.diagnostics(1);
 
     let hover = client.request("textDocument/hover", position(URI, TEXT, "h = x"));
-    assert_eq!(hover["contents"]["value"], "`h`: `[B, 64]` (in `0`)");
+    assert_eq!(
+        hover["contents"]["value"],
+        "`h`: `[B, 64]` (in `Block(64)`)"
+    );
     let hover = client.request("textDocument/hover", position(URI, TEXT, "linear(64, 10)"));
     assert!(hover["contents"]["value"]
         .as_str()
@@ -235,6 +238,90 @@ fn hover_definition_and_completion() {
     assert_eq!(labels, ["out_features", "bias"]);
     assert_eq!(items[0]["insertText"], "out_features: ");
     assert_eq!(items[0]["detail"], "out_features: int");
+    client.stop();
+}
+
+/// What the checker inferred, shown in place: the shape after every stage
+/// and the parameters of every module instance; the outline and the
+/// ranges that fold; hovers on a module parameter (its value in each
+/// instance), a data source's name and an optimizer.
+#[test]
+fn inlay_hints_outline_folding_and_hovers_on_names() {
+    let mut client = Client::start();
+    client.open(URI, TEXT);
+    client.diagnostics(1);
+    let whole =
+        json!({ "start": { "line": 0, "character": 0 }, "end": { "line": 99, "character": 0 } });
+    let hints = client.request(
+        "textDocument/inlayHint",
+        json!({ "textDocument": { "uri": URI }, "range": whole }),
+    );
+    let hints: Vec<(Value, &str)> = hints
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| (h["position"].clone(), h["label"].as_str().unwrap()))
+        .collect();
+    let after = |needle: &str| {
+        let mut p = at(TEXT, needle);
+        p["character"] = json!(p["character"].as_u64().unwrap() + needle.len() as u64);
+        p
+    };
+    assert_eq!(
+        hints,
+        [
+            (after("x |> fc"), "‹[B, 64]›"),
+            (after("x |> fc |> relu"), "‹[B, 64]›"),
+            (after("Block(64)"), "‹[B, 64], 4,160 parameters›"),
+            (after("linear(64, 10)"), "‹[B, 10]›"),
+        ]
+    );
+    let symbols = client.request(
+        "textDocument/documentSymbol",
+        json!({ "textDocument": { "uri": URI } }),
+    );
+    let names: Vec<&str> = symbols
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["Block", "Net", "digits", "train"]);
+    assert_eq!(symbols[0]["children"][0]["name"], "fc");
+    assert_eq!(symbols[0]["children"][1]["name"], "forward");
+    let folds = client.request(
+        "textDocument/foldingRange",
+        json!({ "textDocument": { "uri": URI } }),
+    );
+    assert_eq!(
+        folds,
+        json!([
+            { "startLine": 0, "endLine": 6 },
+            { "startLine": 2, "endLine": 5 },
+            { "startLine": 7, "endLine": 9 }
+        ])
+    );
+    let hover = |client: &mut Client, needle: &str| -> String {
+        let h = client.request("textDocument/hover", position(URI, TEXT, needle));
+        h["contents"]["value"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert_eq!(
+        hover(&mut client, "d, d)"),
+        "```dtl\nd: int\n```\n\n`Block(64)`: d = 64"
+    );
+    let data = hover(&mut client, "digits; loss");
+    assert!(
+        data.starts_with("```dtl\ndata digits { source = synthetic("),
+        "{data}"
+    );
+    let sgd = hover(&mut client, "sgd(");
+    assert!(
+        sgd.contains("sgd(lr: float") && sgd.ends_with("a value of `optimizer`"),
+        "{sgd}"
+    );
     client.stop();
 }
 

@@ -37,7 +37,7 @@ pub use data::DATA_KEYS;
 pub use error::CheckError;
 pub use library::{builtin_names, Builtin};
 pub use lint::Lint;
-pub use model::ShapeNote;
+pub use model::{NoteKind, ShapeNote};
 pub use parallel::{Degree, ParallelLayout, ParallelSpans, KEYS as PARALLEL_KEYS, MAX_RANKS};
 pub use settings::Choice;
 pub use train::{Length, TrainSpans, TrainSpec, TRAIN_KEYS};

@@ -122,7 +122,11 @@ impl Analysis {
     pub fn hover(&self, offset: usize) -> Option<(Span, String)> {
         let (span, word) = self.word_at(offset)?;
         let mut shapes: Vec<String> = Vec::new();
-        for note in self.shapes.iter().filter(|n| n.span == span) {
+        let names = self
+            .shapes
+            .iter()
+            .filter(|n| n.kind == check::NoteKind::Name);
+        for note in names.filter(|n| n.span == span) {
             let line = if note.scope.is_empty() {
                 format!("`{}`: `{}`", note.name, note.shape)
             } else {
@@ -134,6 +138,9 @@ impl Analysis {
         }
         if !shapes.is_empty() {
             return Some((span, shapes.join("  \n")));
+        }
+        if let Some(text) = self.hover_name(offset, word) {
+            return Some((span, text));
         }
         if let Some(def) = self.module(word) {
             return Some((span, format!("```dtl\n{}\n```", self.module_signature(def))));
@@ -260,6 +267,60 @@ impl Analysis {
             documentation: None,
         }));
         out
+    }
+
+    /// Hover for a module parameter (its declaration and its value in
+    /// each instance), a data source's name (its block) and a setting's
+    /// value (`adamw`: its signature).
+    fn hover_name(&self, offset: usize, word: &str) -> Option<String> {
+        if let Some(def) = self.enclosing_module(offset) {
+            if let Some(param) = def.params.iter().find(|p| p.name.name == word) {
+                let mut text = format!("```dtl\n{}\n```", self.text_at(param.span));
+                let values = self
+                    .shapes
+                    .iter()
+                    .filter(|n| n.kind == check::NoteKind::Value && n.span == param.name.span);
+                let mut seen: Vec<String> = Vec::new();
+                for note in values {
+                    let line = format!("`{}`: {word} = {}", note.scope, note.shape);
+                    if !seen.contains(&line) {
+                        seen.push(line);
+                    }
+                }
+                if !seen.is_empty() {
+                    text.push_str("\n\n");
+                    text.push_str(&seen.join("  \n"));
+                }
+                return Some(text);
+            }
+        }
+        let data = self.file.items.iter().find_map(|item| match item {
+            Item::Data(data) if data.name.name == word => Some(data),
+            _ => None,
+        });
+        if let Some(data) = data {
+            return Some(format!("```dtl\n{}\n```", self.text_at(data.span)));
+        }
+        let line_start = self.text[..offset.min(self.text.len())]
+            .rfind('\n')
+            .map_or(0, |i| i + 1);
+        let setting = self.text[line_start..offset.min(self.text.len())]
+            .rsplit(['{', ';'])
+            .next()
+            .and_then(|s| s.split_once('='))
+            .map(|(key, _)| key.trim());
+        let call = check::setting_call(word, setting)?;
+        setting?;
+        Some(format!(
+            "```dtl\n{}\n```\na value of `{}`",
+            call.text(),
+            call.setting
+        ))
+    }
+
+    /// Inlay hints for the text between `start` and `end`.
+    pub fn inlay_hints(&self, start: usize, end: usize) -> Vec<super::hints::Hint> {
+        super::hints::inlay_hints(&self.shapes, start, end)
     }
 
     /// The call the cursor is in and what it takes.
@@ -425,7 +486,7 @@ train { model = Net; data = digits; loss = cross_entropy; optimizer = sgd(lr: 0.
         let a = analysis();
         assert_eq!(a.diagnostics.error_count(), 0);
         let (_, text) = a.hover(at("let h", 0) + 4).unwrap();
-        assert_eq!(text, "`h`: `[B, 64]` (in `0`)");
+        assert_eq!(text, "`h`: `[B, 64]` (in `Block(64)`)");
         let (_, text) = a.hover(at("linear(64", 0)).unwrap();
         assert!(
             text.contains("linear(in_features: int, out_features: int, bias: bool = true)"),

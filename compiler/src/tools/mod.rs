@@ -5,6 +5,8 @@
 //! - [`analysis`]: what an editor asks of a file (diagnostics, shapes under
 //!   the cursor, definitions, completions), for `dtl lsp`.
 //! - [`calls`]: the call around an editor's cursor and its signature.
+//! - [`hints`]: inlay hints, the shapes and parameter counts inferred.
+//! - [`outline`]: a file's symbols and folding ranges, for editors.
 //! - [`format`]: `dtl fmt`, the canonical layout of a file, comments kept.
 //! - [`explain`]: `dtl explain`, the cost of one training step, from a plan.
 //! - [`cluster`] and [`predict`]: `dtl explain --cluster`, a cluster's
@@ -20,6 +22,8 @@ pub mod cluster;
 pub mod explain;
 pub mod format;
 pub mod graph;
+pub mod hints;
 pub mod layout;
+pub mod outline;
 pub mod predict;
 pub mod sarif;

@@ -2,7 +2,7 @@
 //! sums, `concat`, `repeat`, and the nodes they add to the graph.
 
 use super::{
-    describe_expr, passes_input_through, Body, BoundLayer, Callee, Elaborator, TensorRef,
+    describe_expr, passes_input_through, Body, BoundLayer, Callee, Elaborator, NoteKind, TensorRef,
     MAX_NODES, MAX_TENSOR_ELEMENTS,
 };
 use crate::ast::{Arg, BinOp, Expr, ExprKind, Ident, ModuleDef};
@@ -23,6 +23,7 @@ impl<'a> Elaborator<'a> {
                 let mut value = self.tensor_expr(&stages[0], body)?;
                 for stage in &stages[1..] {
                     value = self.apply_stage(stage, body, value)?;
+                    self.note(stage.span, "", &value.shape, NoteKind::Stage);
                 }
                 Some(value)
             }
@@ -134,8 +135,7 @@ impl<'a> Elaborator<'a> {
     pub(super) fn tensor_name(&mut self, ident: &Ident, body: &mut Body<'a>) -> Option<TensorRef> {
         body.used.insert(ident.name.clone());
         if let Some(value) = body.tensors.get(&ident.name).cloned() {
-            let scope = body.scope.clone();
-            self.note_shape(ident, &value.shape, &scope);
+            self.note_shape(ident, &value.shape);
             return Some(value);
         }
         if body.poisoned.contains(&ident.name) {
@@ -620,14 +620,28 @@ impl<'a> Elaborator<'a> {
                 // blocks (a module test's subject, at "", is not).
                 let top = !path.is_empty() && !path.contains('.');
                 let first_error = self.errors.len();
+                let params_before = self.params.len();
                 let frame = instance_frame(module, bound, span);
                 self.display.push(frame.name.trim_matches('`').to_string());
+                // Each parameter's value in this instance, for hovers.
+                for (param, value) in module.params.iter().zip(&bound.values) {
+                    let text = value_text(value);
+                    self.note_value(param.name.span, &param.name.name, text);
+                }
                 let result = self.as_block(path, (top, false), |this| {
                     this.instantiate(module, &env, path, input, span)
                 });
                 self.display.pop();
-                if result.is_none() {
-                    wrap_inside(&mut self.errors, first_error, module.span, &frame);
+                match &result {
+                    Some(value) => {
+                        let parameters = self.params[params_before..]
+                            .iter()
+                            .map(|p| p.shape.iter().product::<i64>() as u64)
+                            .sum();
+                        let shape = value.shape.clone();
+                        self.note(span, "", &shape, NoteKind::Instance { parameters });
+                    }
+                    None => wrap_inside(&mut self.errors, first_error, module.span, &frame),
                 }
                 result
             }
@@ -640,6 +654,13 @@ impl<'a> Elaborator<'a> {
 /// names, `d = 32, heads = 5, hidden = 64`.
 fn instance_frame(module: &ModuleDef, bound: &BoundLayer<'_>, span: Span) -> Frame {
     let values: Vec<String> = bound.values.iter().map(value_text).collect();
+    // Trailing arguments left at their defaults are not written.
+    let written = bound
+        .sig
+        .iter()
+        .zip(&bound.values)
+        .rposition(|(p, v)| p.default.as_ref() != Some(v))
+        .map_or(0, |i| i + 1);
     let named: Vec<String> = bound
         .sig
         .iter()
@@ -648,7 +669,7 @@ fn instance_frame(module: &ModuleDef, bound: &BoundLayer<'_>, span: Span) -> Fra
         .collect();
     Frame {
         span,
-        name: format!("`{}({})`", module.name.name, values.join(", ")),
+        name: format!("`{}({})`", module.name.name, values[..written].join(", ")),
         label: match named.is_empty() {
             true => format!("this `{}`", module.name.name),
             false => named.join(", "),

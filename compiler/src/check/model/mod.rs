@@ -84,6 +84,8 @@ pub struct Elaborator<'a> {
     pub node_names: Vec<String>,
     /// The instances and copies being expanded, in those terms.
     display: Vec<String>,
+    /// The model is being expanded (its name is `display`'s first).
+    in_model: bool,
     /// Modules being expanded, to catch a module that contains itself.
     stack: Vec<String>,
     /// The model's blocks so far, and whether one is being expanded.
@@ -101,14 +103,34 @@ pub struct Elaborator<'a> {
     pub shapes: Vec<ShapeNote>,
 }
 
-/// A tensor name in the source and the shape it has in one module instance.
+/// A tensor name in the source and the shape it has in one module
+/// instance; or what a stage of a chain gives there.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ShapeNote {
     pub span: Span,
     pub name: String,
     pub shape: String,
-    /// The module path of the instance (`""` for the model itself).
+    /// The instance in the user's terms (`Block(64)`, `repeat 2, copy 1 ›
+    /// Block(32)`; `""` for the model itself).
     pub scope: String,
+    pub kind: NoteKind,
+    /// Noted while expanding the model (not a module test's subject).
+    pub in_model: bool,
+}
+
+/// What a [`ShapeNote`] is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoteKind {
+    /// A tensor name: a forward's input, a `let`.
+    Name,
+    /// The output of the stage of a chain at `span`.
+    Stage,
+    /// A module instance at `span`, and the parameter values it creates
+    /// (its `shape` is its output's).
+    Instance { parameters: u64 },
+    /// The value (in `shape`) of the module parameter declared at `span`,
+    /// in the instance `scope`.
+    Value,
 }
 
 impl<'a> Elaborator<'a> {
@@ -125,6 +147,7 @@ impl<'a> Elaborator<'a> {
             node_spans: Vec::new(),
             node_names: Vec::new(),
             display: Vec::new(),
+            in_model: false,
             stack: Vec::new(),
             blocks: Vec::new(),
             in_block: false,
@@ -193,7 +216,9 @@ impl<'a> Elaborator<'a> {
         let input = self.resolve_shape(&forward.input_shape, &env);
         let start = self.start(&input, forward.input_shape.span);
         self.display.push(def.name.name.clone());
+        self.in_model = true;
         let result = self.instantiate(def, &env, "", start, def.name.span);
+        self.in_model = false;
         self.display.pop();
         self.finish(&def.name.name, input, result?)
     }
@@ -368,7 +393,7 @@ impl<'a> Elaborator<'a> {
             .filter(|l| matches!(l.value.kind, ExprKind::Repeat { .. }))
             .map(|l| (l.name.name.clone(), &l.value))
             .collect();
-        self.note_shape(&forward.input, &input.shape, scope);
+        self.note_shape(&forward.input, &input.shape);
         let mut body = Body {
             scope: scope.to_string(),
             env: env.clone(),
@@ -394,7 +419,7 @@ impl<'a> Elaborator<'a> {
             }
             match self.tensor_expr(&binding.value, &mut body) {
                 Some(value) => {
-                    self.note_shape(&binding.name, &value.shape, scope);
+                    self.note_shape(&binding.name, &value.shape);
                     body.tensors.insert(name.clone(), value);
                 }
                 None => {
@@ -440,12 +465,35 @@ impl<'a> Elaborator<'a> {
         Some(result)
     }
 
-    pub(super) fn note_shape(&mut self, ident: &Ident, shape: &Shape, scope: &str) {
+    pub(super) fn note_shape(&mut self, ident: &Ident, shape: &Shape) {
+        self.note(ident.span, &ident.name, shape, NoteKind::Name);
+    }
+
+    /// Notes the value a module parameter (declared at `span`) takes in the
+    /// instance being expanded.
+    pub(super) fn note_value(&mut self, span: Span, name: &str, value: String) {
+        let skip = usize::from(self.in_model && !self.display.is_empty());
         self.shapes.push(ShapeNote {
-            span: ident.span,
-            name: ident.name.clone(),
+            span,
+            name: name.to_string(),
+            shape: value,
+            scope: self.display[skip.min(self.display.len())..].join(" › "),
+            kind: NoteKind::Value,
+            in_model: self.in_model,
+        });
+    }
+
+    /// Notes what `span` gives in the instance being expanded.
+    pub(super) fn note(&mut self, span: Span, name: &str, shape: &Shape, kind: NoteKind) {
+        // The model's name is left out: its own notes have no scope.
+        let skip = usize::from(self.in_model && !self.display.is_empty());
+        self.shapes.push(ShapeNote {
+            span,
+            name: name.to_string(),
             shape: shape_to_string(shape),
-            scope: scope.to_string(),
+            scope: self.display[skip.min(self.display.len())..].join(" › "),
+            kind,
+            in_model: self.in_model,
         });
     }
 

@@ -1,0 +1,104 @@
+//! The editor features built from the analysis' answers: signature help,
+//! the outline (document symbols), folding ranges and inlay hints, as the
+//! protocol's JSON.
+
+use dtl_compiler::tools::analysis::Analysis;
+use dtl_compiler::tools::calls::Signature;
+use dtl_compiler::tools::outline::{self, Symbol, SymbolKind};
+use lsp_types::Range;
+use serde_json::{json, Value};
+
+use super::{offset, position, range};
+
+/// A call's signature, each parameter by its place in the label.
+pub(super) fn signature_help(
+    signature: Signature,
+    active: Option<usize>,
+) -> lsp_types::SignatureHelp {
+    let mut from = signature.label.find('(').map_or(0, |i| i + 1);
+    let parameters = signature
+        .params
+        .iter()
+        .map(|(_, text)| {
+            let start = signature.label[from..]
+                .find(text.as_str())
+                .map_or(from, |i| from + i);
+            from = start + text.len();
+            let units = |s: &str| s.encode_utf16().count() as u32;
+            lsp_types::ParameterInformation {
+                label: lsp_types::ParameterLabel::LabelOffsets([
+                    units(&signature.label[..start]),
+                    units(&signature.label[..from]),
+                ]),
+                documentation: None,
+            }
+        })
+        .collect();
+    lsp_types::SignatureHelp {
+        signatures: vec![lsp_types::SignatureInformation {
+            label: signature.label,
+            documentation: Some(lsp_types::Documentation::String(signature.what)),
+            parameters: Some(parameters),
+            active_parameter: active.map(|i| i as u32),
+        }],
+        active_signature: Some(0),
+        active_parameter: active.map(|i| i as u32),
+    }
+}
+
+/// The outline: items, and their layers, forward and settings.
+pub(super) fn symbols(a: &Analysis) -> Value {
+    fn one(a: &Analysis, s: &Symbol) -> Value {
+        // The protocol's SymbolKind numbers.
+        let kind = match s.kind {
+            SymbolKind::Module | SymbolKind::Model => 5, // Class
+            SymbolKind::Layer => 8,                      // Field
+            SymbolKind::Forward => 6,                    // Method
+            SymbolKind::Data => 23,                      // Struct
+            SymbolKind::Block => 3,                      // Namespace
+            SymbolKind::Setting => 7,                    // Property
+            SymbolKind::Test => 24,                      // Event
+            SymbolKind::Import => 2,                     // Module
+        };
+        json!({
+            "name": s.name,
+            "kind": kind,
+            "range": range(&a.text, s.span.start, s.span.end),
+            "selectionRange": range(&a.text, s.name_span.start, s.name_span.end),
+            "children": s.children.iter().map(|c| one(a, c)).collect::<Vec<_>>(),
+        })
+    }
+    Value::Array(
+        outline::symbols(&a.file)
+            .iter()
+            .map(|s| one(a, s))
+            .collect(),
+    )
+}
+
+/// The lines that fold.
+pub(super) fn folding(a: &Analysis) -> Value {
+    let ranges: Vec<Value> = outline::folding_ranges(&a.file, &a.text)
+        .into_iter()
+        .map(|(first, last)| json!({ "startLine": first, "endLine": last }))
+        .collect();
+    Value::Array(ranges)
+}
+
+/// The shapes of the stages and the parameters of the instances in `at`.
+pub(super) fn inlay_hints(a: &Analysis, at: Range) -> Value {
+    let (start, end) = (offset(&a.text, at.start), offset(&a.text, at.end));
+    let hints: Vec<Value> = a
+        .inlay_hints(start, end)
+        .into_iter()
+        .map(|hint| {
+            json!({
+                "position": position(&a.text, hint.offset),
+                "label": hint.label,
+                "kind": 1, // Type
+                "paddingLeft": true,
+            })
+        })
+        .collect();
+    Value::Array(hints)
+}
