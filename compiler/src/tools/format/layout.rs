@@ -19,7 +19,6 @@ pub(super) fn layout(src: &str, mut tokens: Vec<Token<'_>>, starts: &BTreeSet<us
     let blocks = Blocks::find(&tokens);
     place_breaks(&mut tokens, &blocks, starts);
     Printer {
-        src,
         tokens: &tokens,
         blocks: &blocks,
         starts,
@@ -28,6 +27,8 @@ pub(super) fn layout(src: &str, mut tokens: Vec<Token<'_>>, starts: &BTreeSet<us
         line: 0,
         line_indent: 0,
         col: 0,
+        out_line: 0,
+        trailing: Vec::new(),
     }
     .print()
 }
@@ -168,7 +169,6 @@ struct Frame {
 }
 
 struct Printer<'s, 't> {
-    src: &'s str,
     tokens: &'t [Token<'s>],
     blocks: &'t Blocks,
     starts: &'t BTreeSet<usize>,
@@ -179,6 +179,11 @@ struct Printer<'s, 't> {
     line_indent: usize,
     /// Column reached on the current output line.
     col: usize,
+    /// Line breaks printed so far.
+    out_line: usize,
+    /// Each trailing comment: its output line, where in `out` it is padded
+    /// from, and the column its code ends at.
+    trailing: Vec<(usize, usize, usize)>,
 }
 
 impl Printer<'_, '_> {
@@ -189,17 +194,20 @@ impl Printer<'_, '_> {
                 for _ in 0..token.breaks {
                     self.out.push('\n');
                 }
+                self.out_line += token.breaks;
                 self.line += 1;
                 self.col = 0;
                 self.line_indent = self.indent_of_line(i);
                 self.pad_to(self.line_indent);
             } else if self.is_trailing_comment(i) {
-                let column = self.comment_column(i);
-                self.pad_to(column);
+                self.trailing
+                    .push((self.out_line, self.out.len(), self.col));
+                self.pad_to(self.col + 2);
             } else if gap(&self.tokens[i - 1], token) {
                 self.pad_to(self.col + 1);
             }
             self.out.push_str(token.text);
+            self.out_line += token.text.matches('\n').count();
             self.col = match token.text.rfind('\n') {
                 Some(at) => advance(0, &token.text[at + 1..]),
                 None => advance(self.col, token.text),
@@ -207,7 +215,32 @@ impl Printer<'_, '_> {
             self.track(i);
         }
         self.out.push('\n');
+        self.align_trailing_comments();
         self.out
+    }
+
+    /// Trailing comments on consecutive lines line up two spaces after the
+    /// longest code among them; a lone one sits two spaces after its code.
+    /// The rule reads only the printed code, so inputs that differ in
+    /// spaces alone format alike.
+    fn align_trailing_comments(&mut self) {
+        let mut runs: Vec<&[(usize, usize, usize)]> = Vec::new();
+        let mut from = 0;
+        for k in 1..=self.trailing.len() {
+            if k == self.trailing.len() || self.trailing[k].0 != self.trailing[k - 1].0 + 1 {
+                runs.push(&self.trailing[from..k]);
+                from = k;
+            }
+        }
+        let mut pads: Vec<(usize, usize)> = Vec::new();
+        for run in runs {
+            let widest = run.iter().map(|t| t.2).max().unwrap_or(0);
+            pads.extend(run.iter().map(|&(_, at, col)| (at, widest - col)));
+        }
+        // Last first, so that earlier offsets stay where they were.
+        for (at, pad) in pads.into_iter().rev().filter(|p| p.1 > 0) {
+            self.out.insert_str(at, &" ".repeat(pad));
+        }
     }
 
     fn pad_to(&mut self, column: usize) {
@@ -288,21 +321,6 @@ impl Printer<'_, '_> {
             && token.breaks == 0
             && self.tokens.get(i + 1).is_none_or(|next| next.breaks > 0)
     }
-
-    /// Two spaces after the code, or the comment's old column where it was
-    /// set off by more than one space (hand alignment is kept).
-    fn comment_column(&self, i: usize) -> usize {
-        let least = self.col + 2;
-        let (before, comment) = (&self.tokens[i - 1], &self.tokens[i]);
-        if before.end() > comment.start {
-            return least;
-        }
-        let space = &self.src[before.end()..comment.start];
-        if space.contains('\n') || !(space.len() >= 2 || space.contains('\t')) {
-            return least;
-        }
-        least.max(source_column(self.src, comment.start))
-    }
 }
 
 /// Whether one space separates two tokens on a line: none before `,` `;`
@@ -314,12 +332,6 @@ fn gap(before: &Token<'_>, token: &Token<'_>) -> bool {
     let call = token.is("(") && before.kind == Kind::Word;
     let empty_block = before.is("{") && token.is("}");
     !(tight_before || tight_after || call || empty_block)
-}
-
-/// 0-based column of a byte offset.
-fn source_column(src: &str, offset: usize) -> usize {
-    let line_start = src[..offset].rfind('\n').map_or(0, |at| at + 1);
-    advance(0, &src[line_start..offset])
 }
 
 /// The column after `text` written from column `col`; tabs stop every 8

@@ -41,11 +41,6 @@ impl Token<'_> {
     pub fn is(&self, p: &str) -> bool {
         self.kind == Kind::Punct && self.text == p
     }
-
-    /// Byte offset just past the token in the source.
-    pub fn end(&self) -> usize {
-        self.start + self.text.len()
-    }
 }
 
 /// Whether the last code token ends a value (a name, a number, a string or

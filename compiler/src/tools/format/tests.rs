@@ -157,8 +157,8 @@ fn trailing_whitespace_goes_and_one_newline_ends_the_file() {
 #[test]
 fn trailing_comments_sit_two_spaces_after_the_code() {
     assert_eq!(
-        fmt("train {\n  steps = 1 // one\n  seed = 0# zero\n}\n"),
-        "train {\n  steps = 1  // one\n  seed = 0  # zero\n}\n"
+        fmt("train {\n  steps = 1 // one\n\n  seed = 0# zero\n}\n"),
+        "train {\n  steps = 1  // one\n\n  seed = 0  # zero\n}\n"
     );
     // Code that grows pushes its comment along.
     assert_eq!(
@@ -168,14 +168,22 @@ fn trailing_comments_sit_two_spaces_after_the_code() {
 }
 
 #[test]
-fn aligned_trailing_comments_stay_aligned() {
+fn trailing_comments_on_consecutive_lines_align_after_the_longest_code() {
     let text = "data d {\n  source = csv(\"a.csv\")  // the file\n  valid = 0.2            // held out\n}\n";
     assert_eq!(fmt(text), text);
-    // Re-indented code keeps the comments' column.
-    let deep = "data d {\n      source = csv(\"a.csv\")  // the file\n      valid = 0.2            // held out\n}\n";
+    // The rule reads the code alone: inputs that differ only in spaces
+    // (re-indented, comments set off by hand) format alike.
+    for spaced in [
+        "data d {\n      source = csv(\"a.csv\")  // the file\n      valid = 0.2            // held out\n}\n",
+        "data d {\n source = csv(\"a.csv\") // the file\n valid = 0.2 // held out\n}\n",
+        "data d {\n  source = csv(\"a.csv\")                // the file\n  valid = 0.2      // held out\n}\n",
+    ] {
+        assert_eq!(fmt(spaced), text, "{spaced}");
+    }
+    // A line without a trailing comment ends the run.
     assert_eq!(
-        fmt(deep),
-        "data d {\n  source = csv(\"a.csv\")      // the file\n  valid = 0.2                // held out\n}\n"
+        fmt("train {\n  steps = 100 // a\n  seed = 0\n  s = 1     // b\n}\n"),
+        "train {\n  steps = 100  // a\n  seed = 0\n  s = 1  // b\n}\n"
     );
 }
 
