@@ -47,6 +47,10 @@ pub fn serve() -> Result<(), Failure> {
             ..Default::default()
         }),
         document_symbol_provider: Some(OneOf::Left(true)),
+        code_action_provider: Some(lsp_types::CodeActionProviderCapability::Simple(true)),
+        code_lens_provider: Some(lsp_types::CodeLensOptions {
+            resolve_provider: Some(false),
+        }),
         folding_range_provider: Some(lsp_types::FoldingRangeProviderCapability::Simple(true)),
         inlay_hint_provider: Some(OneOf::Left(true)),
         signature_help_provider: Some(lsp_types::SignatureHelpOptions {
@@ -387,6 +391,26 @@ impl Server<'_> {
                     let uri = &p.text_document.uri;
                     serde_json::to_value(self.documents.get(uri).map(features::folding))
                 }),
+            "textDocument/codeAction" => {
+                parse::<lsp_types::CodeActionParams>(request.params).map(|p| {
+                    let uri = &p.text_document.uri;
+                    let actions = self
+                        .documents
+                        .get(uri)
+                        .map(|a| features::code_actions(a, uri, p.range));
+                    serde_json::to_value(actions)
+                })
+            }
+            "textDocument/codeLens" => {
+                parse::<lsp_types::CodeLensParams>(request.params).map(|p| {
+                    let uri = &p.text_document.uri;
+                    let lenses = self
+                        .documents
+                        .get(uri)
+                        .map(|a| features::code_lenses(a, uri));
+                    serde_json::to_value(lenses)
+                })
+            }
             "textDocument/inlayHint" => {
                 parse::<lsp_types::InlayHintParams>(request.params).map(|p| {
                     let hints = self

@@ -325,6 +325,60 @@ fn inlay_hints_outline_folding_and_hovers_on_names() {
     client.stop();
 }
 
+/// Quick fixes: a misspelt layer replaced by the suggestion, a missing
+/// setting added to its block; and the lens above `train` with explain's
+/// figures once the file compiles.
+#[test]
+fn code_actions_fix_and_lenses_explain() {
+    let broken = TEXT
+        .replace("|> relu", "|> rleu")
+        .replace("; micro_batch = 8", "");
+    let mut client = Client::start();
+    client.open(URI, &broken);
+    assert_eq!(client.diagnostics(1).len(), 2);
+    let whole =
+        json!({ "start": { "line": 0, "character": 0 }, "end": { "line": 99, "character": 0 } });
+    let actions = client.request(
+        "textDocument/codeAction",
+        json!({ "textDocument": { "uri": URI }, "range": whole, "context": { "diagnostics": [] } }),
+    );
+    let titles: Vec<&str> = actions
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["title"].as_str().unwrap())
+        .collect();
+    assert_eq!(titles, ["Replace with `relu`", "Add `micro_batch = 32`"]);
+    let edit = &actions[0]["edit"]["changes"][URI][0];
+    assert_eq!(edit["newText"], "relu");
+    assert_eq!(edit["range"]["start"], at(&broken, "rleu"));
+    assert_eq!(
+        actions[1]["edit"]["changes"][URI][0]["newText"],
+        " micro_batch = 32;"
+    );
+    assert_eq!(
+        client.request(
+            "textDocument/codeLens",
+            json!({ "textDocument": { "uri": URI } })
+        ),
+        json!([])
+    );
+    client.notify(
+        "textDocument/didChange",
+        json!({ "textDocument": { "uri": URI, "version": 2 }, "contentChanges": [{ "text": TEXT }] }),
+    );
+    client.diagnostics(2);
+    let lenses = client.request(
+        "textDocument/codeLens",
+        json!({ "textDocument": { "uri": URI } }),
+    );
+    assert_eq!(lenses.as_array().unwrap().len(), 1, "{lenses}");
+    assert_eq!(lenses[0]["range"]["start"], at(TEXT, "train {"));
+    let title = lenses[0]["command"]["title"].as_str().unwrap();
+    assert!(title.starts_with("4.81 k parameters · "), "{title}");
+    client.stop();
+}
+
 /// Inside `adamw(`: its arguments (not the `train` keys), less those
 /// given, each with its type, default and the whole signature; signature
 /// help marks the argument the cursor is on.

@@ -5,7 +5,7 @@
 use dtl_compiler::tools::analysis::Analysis;
 use dtl_compiler::tools::calls::Signature;
 use dtl_compiler::tools::outline::{self, Symbol, SymbolKind};
-use lsp_types::Range;
+use lsp_types::{Range, Url};
 use serde_json::{json, Value};
 
 use super::{offset, position, range};
@@ -101,4 +101,48 @@ pub(super) fn inlay_hints(a: &Analysis, at: Range) -> Value {
         })
         .collect();
     Value::Array(hints)
+}
+
+/// Quick fixes for the diagnostics in `at`: a did-you-mean put in place, a
+/// missing setting added.
+pub(super) fn code_actions(a: &Analysis, uri: &Url, at: Range) -> Value {
+    let (start, end) = (offset(&a.text, at.start), offset(&a.text, at.end));
+    let records = a.diagnostics.records_here();
+    let actions: Vec<Value> =
+        dtl_compiler::tools::actions::code_actions(&records, &a.text, start, end)
+            .into_iter()
+            .map(|action| {
+                let edits: Vec<Value> = action
+                    .edits
+                    .iter()
+                    .map(|(s, e, text)| json!({ "range": range(&a.text, *s, *e), "newText": text }))
+                    .collect();
+                json!({
+                    "title": action.title,
+                    "kind": "quickfix",
+                    "edit": { "changes": { uri.as_str(): edits } },
+                })
+            })
+            .collect();
+    Value::Array(actions)
+}
+
+/// `dtl explain`'s figures above `train` and `parallel`, for a document
+/// that compiles.
+pub(super) fn code_lenses(a: &Analysis, uri: &Url) -> Value {
+    let path = uri
+        .to_file_path()
+        .unwrap_or_else(|_| std::path::PathBuf::from(uri.path()));
+    let options = dtl_compiler::options_for(&path, false);
+    let name = path.display().to_string();
+    let lenses: Vec<Value> = dtl_compiler::tools::lens::code_lenses(&name, &a.text, &options)
+        .into_iter()
+        .map(|lens| {
+            json!({
+                "range": range(&a.text, lens.span.start, lens.span.end),
+                "command": { "title": lens.title, "command": "" },
+            })
+        })
+        .collect();
+    Value::Array(lenses)
 }

@@ -7,6 +7,9 @@
 //! - [`calls`]: the call around an editor's cursor and its signature.
 //! - [`hints`]: inlay hints, the shapes and parameter counts inferred.
 //! - [`outline`]: a file's symbols and folding ranges, for editors.
+//! - [`actions`]: quick fixes on diagnostics (did-you-mean, a missing
+//!   setting).
+//! - [`lens`]: `dtl explain`'s figures above `train` and `parallel`.
 //! - [`format`]: `dtl fmt`, the canonical layout of a file, comments kept.
 //! - [`explain`]: `dtl explain`, the cost of one training step, from a plan.
 //! - [`cluster`] and [`predict`]: `dtl explain --cluster`, a cluster's
@@ -16,6 +19,7 @@
 //! - [`graph`]: `dtl graph`, pictures of a plan's model and pipeline.
 //! - [`sarif`]: diagnostics as SARIF, for code-scanning services.
 
+pub mod actions;
 pub mod analysis;
 pub mod calls;
 pub mod cluster;
@@ -24,6 +28,7 @@ pub mod format;
 pub mod graph;
 pub mod hints;
 pub mod layout;
+pub mod lens;
 pub mod outline;
 pub mod predict;
 pub mod sarif;
