@@ -47,6 +47,8 @@ pub fn serve() -> Result<(), Failure> {
             ..Default::default()
         }),
         document_symbol_provider: Some(OneOf::Left(true)),
+        references_provider: Some(OneOf::Left(true)),
+        rename_provider: Some(OneOf::Left(true)),
         code_action_provider: Some(lsp_types::CodeActionProviderCapability::Simple(true)),
         code_lens_provider: Some(lsp_types::CodeLensOptions {
             resolve_provider: Some(false),
@@ -285,149 +287,168 @@ impl Server<'_> {
 
     fn respond(&self, request: Request) -> Response {
         let id = request.id.clone();
-        let result = match request.method.as_str() {
-            HoverRequest::METHOD => parse::<HoverParams>(request.params).map(|p| {
-                let at = p.text_document_position_params;
-                let hover = self
-                    .at(&at.text_document.uri, at.position)
-                    .and_then(|(a, offset)| {
-                        a.hover(offset).map(|(span, markdown)| Hover {
-                            contents: HoverContents::Markup(MarkupContent {
-                                kind: MarkupKind::Markdown,
-                                value: markdown,
-                            }),
-                            range: Some(range(&a.text, span.start, span.end)),
-                        })
-                    });
-                serde_json::to_value(hover)
-            }),
-            GotoDefinition::METHOD => parse::<GotoDefinitionParams>(request.params).map(|p| {
-                let at = p.text_document_position_params;
-                let uri = at.text_document.uri.clone();
-                let location = self.at(&uri, at.position).and_then(|(a, offset)| {
-                    let span = a.definition(offset)?;
-                    // A module of an imported file: that file, its lines.
-                    match a.locate(span) {
-                        Some((path, text, local)) => Some(Location {
-                            uri: Url::from_file_path(path).ok()?,
-                            range: range(text, local.start, local.end),
-                        }),
-                        None => Some(Location {
-                            uri: uri.clone(),
-                            range: range(&a.text, span.start, span.end),
-                        }),
-                    }
-                });
-                serde_json::to_value(location)
-            }),
-            Completion::METHOD => parse::<CompletionParams>(request.params).map(|p| {
-                let at = p.text_document_position;
-                let items: Vec<CompletionItem> = self
-                    .at(&at.text_document.uri, at.position)
-                    .map(|(a, offset)| a.completions(offset))
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|c| CompletionItem {
-                        label: c.label,
-                        kind: Some(match c.kind {
-                            CompletionKind::Layer => CompletionItemKind::FUNCTION,
-                            CompletionKind::Module => CompletionItemKind::CLASS,
-                            CompletionKind::Argument => CompletionItemKind::FIELD,
-                            CompletionKind::Setting => CompletionItemKind::PROPERTY,
-                            CompletionKind::Keyword => CompletionItemKind::KEYWORD,
-                        }),
-                        detail: Some(c.detail),
-                        insert_text: c.insert,
-                        documentation: c.documentation.map(|value| {
-                            lsp_types::Documentation::MarkupContent(MarkupContent {
-                                kind: MarkupKind::Markdown,
-                                value,
-                            })
-                        }),
-                        ..Default::default()
-                    })
-                    .collect();
-                serde_json::to_value(items)
-            }),
-            // `dtl fmt`'s layout as the runs of lines that change (none
-            // when the document is canonical, so it is not marked
-            // modified); nothing when it has syntax errors (the
-            // diagnostics say why).
-            Formatting::METHOD => {
-                parse::<lsp_types::DocumentFormattingParams>(request.params).map(|p| {
-                    let edits = self.documents.get(&p.text_document.uri).and_then(|a| {
-                        let formatted = format::format_source(&a.text).ok()?;
-                        let edits = format::line_edits(&a.text, &formatted);
-                        Some(
-                            edits
-                                .into_iter()
-                                .map(|e| lsp_types::TextEdit {
-                                    range: range(&a.text, e.start, e.end),
-                                    new_text: e.text,
-                                })
-                                .collect::<Vec<_>>(),
-                        )
-                    });
-                    serde_json::to_value(edits)
-                })
-            }
-            SignatureHelpRequest::METHOD => parse::<lsp_types::SignatureHelpParams>(request.params)
-                .map(|p| {
+        let result =
+            match request.method.as_str() {
+                HoverRequest::METHOD => parse::<HoverParams>(request.params).map(|p| {
                     let at = p.text_document_position_params;
-                    let help = self
+                    let hover =
+                        self.at(&at.text_document.uri, at.position)
+                            .and_then(|(a, offset)| {
+                                a.hover(offset).map(|(span, markdown)| Hover {
+                                    contents: HoverContents::Markup(MarkupContent {
+                                        kind: MarkupKind::Markdown,
+                                        value: markdown,
+                                    }),
+                                    range: Some(range(&a.text, span.start, span.end)),
+                                })
+                            });
+                    serde_json::to_value(hover)
+                }),
+                GotoDefinition::METHOD => parse::<GotoDefinitionParams>(request.params).map(|p| {
+                    let at = p.text_document_position_params;
+                    let uri = at.text_document.uri.clone();
+                    let location = self.at(&uri, at.position).and_then(|(a, offset)| {
+                        let span = a.definition(offset)?;
+                        // A module of an imported file: that file, its lines.
+                        match a.locate(span) {
+                            Some((path, text, local)) => Some(Location {
+                                uri: Url::from_file_path(path).ok()?,
+                                range: range(text, local.start, local.end),
+                            }),
+                            None => Some(Location {
+                                uri: uri.clone(),
+                                range: range(&a.text, span.start, span.end),
+                            }),
+                        }
+                    });
+                    serde_json::to_value(location)
+                }),
+                Completion::METHOD => parse::<CompletionParams>(request.params).map(|p| {
+                    let at = p.text_document_position;
+                    let items: Vec<CompletionItem> = self
                         .at(&at.text_document.uri, at.position)
-                        .and_then(|(a, offset)| a.signature_help(offset))
-                        .map(|(signature, active)| features::signature_help(signature, active));
-                    serde_json::to_value(help)
+                        .map(|(a, offset)| a.completions(offset))
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|c| CompletionItem {
+                            label: c.label,
+                            kind: Some(match c.kind {
+                                CompletionKind::Layer => CompletionItemKind::FUNCTION,
+                                CompletionKind::Module => CompletionItemKind::CLASS,
+                                CompletionKind::Argument => CompletionItemKind::FIELD,
+                                CompletionKind::Setting => CompletionItemKind::PROPERTY,
+                                CompletionKind::Keyword => CompletionItemKind::KEYWORD,
+                            }),
+                            detail: Some(c.detail),
+                            insert_text: c.insert,
+                            documentation: c.documentation.map(|value| {
+                                lsp_types::Documentation::MarkupContent(MarkupContent {
+                                    kind: MarkupKind::Markdown,
+                                    value,
+                                })
+                            }),
+                            ..Default::default()
+                        })
+                        .collect();
+                    serde_json::to_value(items)
                 }),
-            "textDocument/documentSymbol" => {
-                parse::<lsp_types::DocumentSymbolParams>(request.params).map(|p| {
-                    let uri = &p.text_document.uri;
-                    serde_json::to_value(self.documents.get(uri).map(features::symbols))
-                })
-            }
-            "textDocument/foldingRange" => parse::<lsp_types::FoldingRangeParams>(request.params)
-                .map(|p| {
-                    let uri = &p.text_document.uri;
-                    serde_json::to_value(self.documents.get(uri).map(features::folding))
-                }),
-            "textDocument/codeAction" => {
-                parse::<lsp_types::CodeActionParams>(request.params).map(|p| {
-                    let uri = &p.text_document.uri;
-                    let actions = self
-                        .documents
-                        .get(uri)
-                        .map(|a| features::code_actions(a, uri, p.range));
-                    serde_json::to_value(actions)
-                })
-            }
-            "textDocument/codeLens" => {
-                parse::<lsp_types::CodeLensParams>(request.params).map(|p| {
-                    let uri = &p.text_document.uri;
-                    let lenses = self
-                        .documents
-                        .get(uri)
-                        .map(|a| features::code_lenses(a, uri));
-                    serde_json::to_value(lenses)
-                })
-            }
-            "textDocument/inlayHint" => {
-                parse::<lsp_types::InlayHintParams>(request.params).map(|p| {
-                    let hints = self
-                        .documents
-                        .get(&p.text_document.uri)
-                        .map(|a| features::inlay_hints(a, p.range));
-                    serde_json::to_value(hints)
-                })
-            }
-            other => {
-                return Response::new_err(
-                    id,
-                    lsp_server::ErrorCode::MethodNotFound as i32,
-                    format!("dtl lsp does not handle `{other}`"),
-                )
-            }
-        };
+                // `dtl fmt`'s layout as the runs of lines that change (none
+                // when the document is canonical, so it is not marked
+                // modified); nothing when it has syntax errors (the
+                // diagnostics say why).
+                Formatting::METHOD => parse::<lsp_types::DocumentFormattingParams>(request.params)
+                    .map(|p| {
+                        let edits = self.documents.get(&p.text_document.uri).and_then(|a| {
+                            let formatted = format::format_source(&a.text).ok()?;
+                            let edits = format::line_edits(&a.text, &formatted);
+                            Some(
+                                edits
+                                    .into_iter()
+                                    .map(|e| lsp_types::TextEdit {
+                                        range: range(&a.text, e.start, e.end),
+                                        new_text: e.text,
+                                    })
+                                    .collect::<Vec<_>>(),
+                            )
+                        });
+                        serde_json::to_value(edits)
+                    }),
+                SignatureHelpRequest::METHOD => {
+                    parse::<lsp_types::SignatureHelpParams>(request.params).map(|p| {
+                        let at = p.text_document_position_params;
+                        let help = self
+                            .at(&at.text_document.uri, at.position)
+                            .and_then(|(a, offset)| a.signature_help(offset))
+                            .map(|(signature, active)| features::signature_help(signature, active));
+                        serde_json::to_value(help)
+                    })
+                }
+                "textDocument/documentSymbol" => {
+                    parse::<lsp_types::DocumentSymbolParams>(request.params).map(|p| {
+                        let uri = &p.text_document.uri;
+                        serde_json::to_value(self.documents.get(uri).map(features::symbols))
+                    })
+                }
+                "textDocument/foldingRange" => {
+                    parse::<lsp_types::FoldingRangeParams>(request.params).map(|p| {
+                        let uri = &p.text_document.uri;
+                        serde_json::to_value(self.documents.get(uri).map(features::folding))
+                    })
+                }
+                "textDocument/codeAction" => parse::<lsp_types::CodeActionParams>(request.params)
+                    .map(|p| {
+                        let uri = &p.text_document.uri;
+                        let actions = self
+                            .documents
+                            .get(uri)
+                            .map(|a| features::code_actions(a, uri, p.range));
+                        serde_json::to_value(actions)
+                    }),
+                "textDocument/codeLens" => {
+                    parse::<lsp_types::CodeLensParams>(request.params).map(|p| {
+                        let uri = &p.text_document.uri;
+                        let lenses = self
+                            .documents
+                            .get(uri)
+                            .map(|a| features::code_lenses(a, uri));
+                        serde_json::to_value(lenses)
+                    })
+                }
+                "textDocument/references" => parse::<lsp_types::ReferenceParams>(request.params)
+                    .map(|p| {
+                        let at = p.text_document_position;
+                        let uri = at.text_document.uri.clone();
+                        let found = self
+                            .at(&uri, at.position)
+                            .map(|(a, offset)| features::references(a, &uri, offset));
+                        serde_json::to_value(found)
+                    }),
+                "textDocument/rename" => {
+                    parse::<lsp_types::RenameParams>(request.params).and_then(|p| {
+                        let at = p.text_document_position;
+                        let uri = at.text_document.uri.clone();
+                        let Some((a, offset)) = self.at(&uri, at.position) else {
+                            return Ok(serde_json::to_value(Option::<()>::None));
+                        };
+                        features::rename(a, &uri, offset, &p.new_name).map(serde_json::to_value)
+                    })
+                }
+                "textDocument/inlayHint" => parse::<lsp_types::InlayHintParams>(request.params)
+                    .map(|p| {
+                        let hints = self
+                            .documents
+                            .get(&p.text_document.uri)
+                            .map(|a| features::inlay_hints(a, p.range));
+                        serde_json::to_value(hints)
+                    }),
+                other => {
+                    return Response::new_err(
+                        id,
+                        lsp_server::ErrorCode::MethodNotFound as i32,
+                        format!("dtl lsp does not handle `{other}`"),
+                    )
+                }
+            };
         match result {
             Ok(Ok(value)) => Response::new_ok(id, value),
             Ok(Err(e)) => Response::new_err(

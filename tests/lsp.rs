@@ -379,6 +379,50 @@ fn code_actions_fix_and_lenses_explain() {
     client.stop();
 }
 
+/// References and rename follow scope: a module's name across the file,
+/// a layer within its module; a bad new name is refused.
+#[test]
+fn references_and_rename_by_scope() {
+    let mut client = Client::start();
+    client.open(URI, TEXT);
+    client.diagnostics(1);
+    let refs = client.request(
+        "textDocument/references",
+        json!({ "textDocument": { "uri": URI }, "position": at(TEXT, "Block(d"), "context": { "includeDeclaration": true } }),
+    );
+    let lines: Vec<u64> = refs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["range"]["start"]["line"].as_u64().unwrap())
+        .collect();
+    assert_eq!(lines, [0, 8]);
+    let edit = client.request(
+        "textDocument/rename",
+        json!({ "textDocument": { "uri": URI }, "position": at(TEXT, "fc |>"), "newName": "proj" }),
+    );
+    let edits = edit["changes"][URI].as_array().unwrap();
+    assert_eq!(edits.len(), 2, "{edit}");
+    assert_eq!(edits[0]["range"]["start"], at(TEXT, "fc = "));
+    assert_eq!(edits[1]["range"]["start"], at(TEXT, "fc |>"));
+    client.send(json!({ "jsonrpc": "2.0", "id": 99, "method": "textDocument/rename",
+        "params": { "textDocument": { "uri": URI }, "position": at(TEXT, "fc |>"), "newName": "model" } }));
+    let refused = loop {
+        let m = client.receive();
+        if m["id"] == 99 {
+            break m;
+        }
+    };
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not a name"),
+        "{refused}"
+    );
+    client.stop();
+}
+
 /// Inside `adamw(`: its arguments (not the `train` keys), less those
 /// given, each with its type, default and the whole signature; signature
 /// help marks the argument the cursor is on.

@@ -5,6 +5,7 @@
 use dtl_compiler::tools::analysis::Analysis;
 use dtl_compiler::tools::calls::Signature;
 use dtl_compiler::tools::outline::{self, Symbol, SymbolKind};
+use dtl_compiler::tools::rename;
 use lsp_types::{Range, Url};
 use serde_json::{json, Value};
 
@@ -145,4 +146,42 @@ pub(super) fn code_lenses(a: &Analysis, uri: &Url) -> Value {
         })
         .collect();
     Value::Array(lenses)
+}
+
+/// Every place the name under `offset` refers to the same thing.
+pub(super) fn references(a: &Analysis, uri: &Url, offset: usize) -> Value {
+    let Some((_, spans)) = rename::references(&a.file, &a.text, offset) else {
+        return Value::Null;
+    };
+    let locations: Vec<Value> = spans
+        .iter()
+        .map(|s| json!({ "uri": uri.as_str(), "range": range(&a.text, s.start, s.end) }))
+        .collect();
+    Value::Array(locations)
+}
+
+/// The edits renaming the name under `offset` to `new_name` everywhere it
+/// refers to the same thing; an error for a name that cannot be one.
+pub(super) fn rename(
+    a: &Analysis,
+    uri: &Url,
+    offset: usize,
+    new_name: &str,
+) -> Result<Value, String> {
+    if !rename::is_valid_name(new_name) {
+        return Err(format!(
+            "`{new_name}` is not a name dtl accepts (letters, digits and `_`, not a keyword)"
+        ));
+    }
+    let Some((_, spans)) = rename::references(&a.file, &a.text, offset) else {
+        return Err(
+            "nothing to rename here: a module, a data source, a layer, a `let` or a parameter"
+                .into(),
+        );
+    };
+    let edits: Vec<Value> = spans
+        .iter()
+        .map(|s| json!({ "range": range(&a.text, s.start, s.end), "newText": new_name }))
+        .collect();
+    Ok(json!({ "changes": { uri.as_str(): edits } }))
 }

@@ -10,6 +10,7 @@
 //! - [`actions`]: quick fixes on diagnostics (did-you-mean, a missing
 //!   setting).
 //! - [`lens`]: `dtl explain`'s figures above `train` and `parallel`.
+//! - [`rename`]: references to a name, and renaming it, by scope.
 //! - [`format`]: `dtl fmt`, the canonical layout of a file, comments kept.
 //! - [`explain`]: `dtl explain`, the cost of one training step, from a plan.
 //! - [`cluster`] and [`predict`]: `dtl explain --cluster`, a cluster's
@@ -31,4 +32,5 @@ pub mod layout;
 pub mod lens;
 pub mod outline;
 pub mod predict;
+pub mod rename;
 pub mod sarif;

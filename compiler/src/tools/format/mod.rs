@@ -51,7 +51,7 @@
 
 mod diff;
 mod layout;
-mod lexer;
+pub(crate) mod lexer;
 
 #[cfg(test)]
 mod tests;
