@@ -19,6 +19,8 @@ compgen -G "/usr/share/fonts/truetype/dejavu/DejaVuSans*.ttf" >/dev/null || need
 # The editor tests run the VS Code grammar through a real TextMate engine
 # from npm.
 command -v npm >/dev/null || need_apt+=(nodejs npm)
+# A real LSP client drives `dtl lsp` in the editor tests (editors/nvim).
+command -v nvim >/dev/null || need_apt+=(neovim)
 # The multi-host tests simulate two hosts with network namespaces
 # (scripts/two-hosts.sh); the fault tests look for processes left over.
 command -v ip >/dev/null || need_apt+=(iproute2)

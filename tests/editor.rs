@@ -2,7 +2,8 @@
 //! language: its TextMate grammar knows every keyword of `grammar/dtl.pest`
 //! and every layer of the checker's library, `package.json` contributes it,
 //! and the extension's own grammar tests (`editors/vscode/test.sh`, run on
-//! vscode-textmate, the engine VS Code uses) pass.
+//! vscode-textmate, the engine VS Code uses) pass. A real client, Neovim's,
+//! drives `dtl lsp` through an edit session (`editors/nvim/smoke.lua`).
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -272,4 +273,36 @@ fn grammar_tests_pass() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// Neovim's own LSP client, headless, against `dtl lsp`: diagnostics,
+/// hover, completion inside `adamw(`, inlay hints, an edit, formatting and
+/// rename, each checked by `editors/nvim/smoke.lua`.
+#[test]
+fn neovim_drives_the_language_server() {
+    if std::env::var("DTL_SKIP_EDITOR_TESTS").is_ok_and(|v| v == "1") {
+        eprintln!("skipped: DTL_SKIP_EDITOR_TESTS=1");
+        return;
+    }
+    let nvim = Command::new("nvim").arg("--version").output();
+    assert!(
+        nvim.is_ok_and(|out| out.status.success()),
+        "nvim is not on PATH: scripts/setup.sh installs it (or set DTL_SKIP_EDITOR_TESTS=1)"
+    );
+    let scratch = tempfile::tempdir().unwrap();
+    let out = Command::new("timeout")
+        .arg("120")
+        .arg("nvim")
+        .args(["--headless", "-u", "NONE", "-i", "NONE", "-n", "-c"])
+        .arg(format!(
+            "luafile {}",
+            root().join("editors/nvim/smoke.lua").display()
+        ))
+        .env("DTL_BIN", env!("CARGO_BIN_EXE_dtl"))
+        .env("DTL_SMOKE_DIR", scratch.path())
+        .output()
+        .expect("running nvim");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "Neovim's checks failed:\n{said}");
+    assert!(said.contains("checks passed"), "{said}");
 }
