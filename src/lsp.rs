@@ -50,6 +50,7 @@ pub fn serve() -> Result<(), Failure> {
             ..Default::default()
         }),
         document_symbol_provider: Some(OneOf::Left(true)),
+        semantic_tokens_provider: Some(features::semantic_tokens_options()),
         references_provider: Some(OneOf::Left(true)),
         rename_provider: Some(OneOf::Left(true)),
         code_action_provider: Some(lsp_types::CodeActionProviderCapability::Simple(true)),
@@ -434,6 +435,12 @@ impl Server<'_> {
                             return Ok(serde_json::to_value(Option::<()>::None));
                         };
                         features::rename(a, &uri, offset, &p.new_name).map(serde_json::to_value)
+                    })
+                }
+                "textDocument/semanticTokens/full" => {
+                    parse::<lsp_types::SemanticTokensParams>(request.params).map(|p| {
+                        let uri = &p.text_document.uri;
+                        serde_json::to_value(self.documents.get(uri).map(features::semantic_tokens))
                     })
                 }
                 "textDocument/inlayHint" => parse::<lsp_types::InlayHintParams>(request.params)

@@ -298,7 +298,7 @@ fn token_files() {
     // Ids 0..19 into an embedding of 10 rows.
     run_tokens(d, "ids.bin", "uint16", 10, 32)
         .code(1)
-        .stderr_has("data `d` has ids up to 19, but the embedding `0` has 10 rows");
+        .stderr_has("data `d` has ids up to 19, but the embedding `Lm › embedding` has 10 rows");
     // Too few tokens for one window and its next token.
     write(d, "short.bin", &ids[..8]);
     run_tokens(d, "short.bin", "uint16", 32, 32)

@@ -423,6 +423,50 @@ fn references_and_rename_by_scope() {
     client.stop();
 }
 
+/// Semantic tokens: each word as the checker knows it, in the protocol's
+/// relative encoding, against the legend the server announced.
+#[test]
+fn semantic_tokens_classify_words() {
+    let mut client = Client::start();
+    client.open(URI, TEXT);
+    client.diagnostics(1);
+    let tokens = client.request(
+        "textDocument/semanticTokens/full",
+        json!({ "textDocument": { "uri": URI } }),
+    );
+    let data: Vec<u64> = tokens["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .collect();
+    assert_eq!(data.len() % 5, 0);
+    // Decode to (line, column, length, kind).
+    let (mut line, mut column) = (0, 0);
+    let mut decoded = Vec::new();
+    for t in data.chunks(5) {
+        line += t[0];
+        column = if t[0] == 0 { column + t[1] } else { t[1] };
+        decoded.push((line, column, t[2], t[3]));
+    }
+    let kind_at = |needle: &str| {
+        let p = at(TEXT, needle);
+        let (l, c) = (
+            p["line"].as_u64().unwrap(),
+            p["character"].as_u64().unwrap(),
+        );
+        decoded.iter().find(|t| t.0 == l && t.1 == c).map(|t| t.3)
+    };
+    // The legend's order: keyword, class, function, parameter, variable, property, …
+    assert_eq!(kind_at("module Block"), Some(0));
+    assert_eq!(kind_at("Block(64)"), Some(1));
+    assert_eq!(kind_at("linear(d, d)"), Some(2));
+    assert_eq!(kind_at("d, d)"), Some(3));
+    assert_eq!(kind_at("fc |>"), Some(4));
+    assert_eq!(kind_at("model = Net"), Some(5));
+    client.stop();
+}
+
 /// Inside `adamw(`: its arguments (not the `train` keys), less those
 /// given, each with its type, default and the whole signature; signature
 /// help marks the argument the cursor is on.

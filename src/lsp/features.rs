@@ -6,6 +6,7 @@ use dtl_compiler::tools::analysis::Analysis;
 use dtl_compiler::tools::calls::Signature;
 use dtl_compiler::tools::outline::{self, Symbol, SymbolKind};
 use dtl_compiler::tools::rename;
+use dtl_compiler::tools::semantic;
 use lsp_types::{Range, Url};
 use serde_json::{json, Value};
 
@@ -168,10 +169,8 @@ pub(super) fn rename(
     offset: usize,
     new_name: &str,
 ) -> Result<Value, String> {
-    if !rename::is_valid_name(new_name) {
-        return Err(format!(
-            "`{new_name}` is not a name dtl accepts (letters, digits and `_`, not a keyword)"
-        ));
+    if let Some(why) = rename::refusal(&a.file, offset, new_name) {
+        return Err(why);
     }
     let Some((_, spans)) = rename::references(&a.file, &a.text, offset) else {
         return Err(
@@ -184,4 +183,50 @@ pub(super) fn rename(
         .map(|s| json!({ "range": range(&a.text, s.start, s.end), "newText": new_name }))
         .collect();
     Ok(json!({ "changes": { uri.as_str(): edits } }))
+}
+
+/// The semantic token kinds the server uses, and that it gives whole files.
+pub(super) fn semantic_tokens_options() -> lsp_types::SemanticTokensServerCapabilities {
+    lsp_types::SemanticTokensServerCapabilities::SemanticTokensOptions(
+        lsp_types::SemanticTokensOptions {
+            legend: lsp_types::SemanticTokensLegend {
+                token_types: semantic::LEGEND
+                    .iter()
+                    .map(|k| lsp_types::SemanticTokenType::new(k))
+                    .collect(),
+                token_modifiers: Vec::new(),
+            },
+            full: Some(lsp_types::SemanticTokensFullOptions::Bool(true)),
+            ..Default::default()
+        },
+    )
+}
+
+/// Every classified token, in the protocol's relative encoding: per
+/// token the line delta, the start (relative on the same line), the
+/// length (UTF-16 units), the kind and no modifiers. A token over several
+/// lines (a block comment) is given line by line.
+pub(super) fn semantic_tokens(a: &Analysis) -> Value {
+    let mut data: Vec<u32> = Vec::new();
+    let (mut last_line, mut last_start) = (0u32, 0u32);
+    for token in a.semantic_tokens() {
+        let mut from = token.start;
+        for piece in a.text[token.start..token.end].split('\n') {
+            let at = position(&a.text, from);
+            let length = piece.encode_utf16().count() as u32;
+            from += piece.len() + 1;
+            if length == 0 {
+                continue;
+            }
+            let delta_line = at.line - last_line;
+            let delta_start = if delta_line == 0 {
+                at.character - last_start
+            } else {
+                at.character
+            };
+            data.extend([delta_line, delta_start, length, token.kind as u32, 0]);
+            (last_line, last_start) = (at.line, at.character);
+        }
+    }
+    json!({ "data": data })
 }

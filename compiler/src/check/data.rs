@@ -234,7 +234,7 @@ fn probe(
                     return None;
                 }
             };
-            one_class(&table, source, errors)?;
+            one_class(&table, source, errors);
             let mut found = probe_table(&table, settings, scale, errors)?;
             found.skipped = vec![(source_plan.path().to_string(), table.skipped)];
             found
@@ -781,19 +781,19 @@ pub(super) fn source_signatures() -> impl Iterator<Item = (&'static str, Vec<Par
         .map(|(name, _, sig)| (name, sig))
 }
 
-/// Class labels that are all the same value: nothing to learn, and most
-/// often the label setting naming a column that is not the label (a
-/// constant pixel). An error at `label:` (or at the source, whose default
-/// label it is).
-fn one_class(table: &dataset::Table, source: &Setting, errors: &mut Vec<CheckError>) -> Option<()> {
+/// Class labels that are all the same value over two rows or more:
+/// nothing to learn, and most often the label setting naming a column
+/// that is not the label (a constant pixel). An error at `label:` (or at
+/// the source, whose default label it is); the other checks go on.
+fn one_class(table: &dataset::Table, source: &Setting, errors: &mut Vec<CheckError>) {
     let dataset::Targets::Classes { labels, .. } = &table.targets else {
-        return Some(());
+        return;
     };
     let Some(&first) = labels.first() else {
-        return Some(());
+        return;
     };
-    if labels.iter().any(|&l| l != first) {
-        return Some(());
+    if table.rows < 2 || labels.iter().any(|&l| l != first) {
+        return;
     }
     let label_arg = match &source.value.kind {
         ExprKind::Call(call) => call
@@ -817,7 +817,6 @@ fn one_class(table: &dataset::Table, source: &Setting, errors: &mut Vec<CheckErr
             "point `label:` at the column that holds the classes (`label: -1` is the last); a column that is the same in every row is a feature, often a constant pixel".into(),
         ),
     });
-    None
 }
 
 /// What a table read at check time says, laid out by the `shape` setting

@@ -44,11 +44,16 @@ pub(super) fn item_inside_block(src: &str, at: usize) -> Option<SyntaxError> {
     if !TOP_KEYWORDS.contains(&word) {
         return None;
     }
-    // `data = digits` is a setting; `data digits {` is an item.
-    let after = src[at + word.len()..].trim_start_matches([' ', '\t']);
-    let starts_item = after.starts_with(['{', '"'])
-        || after.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_');
-    if !starts_item {
+    // `data = digits` is a setting, `model Net` a setting without its
+    // `=`; `data digits {` and `import "a.dtl"` are items.
+    let line_end = src[at..].find('\n').map_or(src.len(), |i| at + i);
+    let line = &src[at..line_end];
+    let code = line.split("//").next().unwrap_or(line).trim_end();
+    let header = match word {
+        "import" => code[word.len()..].trim_start().starts_with('"'),
+        _ => code.ends_with('{') && !code[word.len()..].trim_start().starts_with('='),
+    };
+    if !header {
         return None;
     }
     let (line, text, open) = unclosed_brace(src, at)?;
@@ -298,11 +303,7 @@ fn help_for(expected: &str, src: &str, pos: usize) -> Option<String> {
             .rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
             .map_or(0, |i| i + 1);
         let name = &before[name_at..];
-        let value = rest[1..]
-            .split([',', ')', '\n'])
-            .next()
-            .unwrap_or_default()
-            .trim();
+        let value = argument_value(&rest[1..]);
         return Some(match (name.is_empty(), value.is_empty()) {
             (false, false) => format!("arguments are named with `:`: write `{name}: {value}`"),
             _ => "arguments are named with `:`, as in `padding: 1`".into(),
@@ -325,6 +326,23 @@ fn help_for(expected: &str, src: &str, pos: usize) -> Option<String> {
     } else {
         None
     }
+}
+
+/// The value an argument starts with in `text`: up to the first `,` or
+/// `)` outside brackets, or the end of the line.
+fn argument_value(text: &str) -> &str {
+    let mut depth = 0i32;
+    for (i, c) in text.char_indices() {
+        match c {
+            '(' | '[' => depth += 1,
+            ')' if depth == 0 => return text[..i].trim(),
+            ')' | ']' => depth -= 1,
+            ',' if depth == 0 => return text[..i].trim(),
+            '\n' => return text[..i].trim(),
+            _ => {}
+        }
+    }
+    text.trim()
 }
 
 /// The innermost `{` before `end` that no `}` closes (strings and
@@ -438,5 +456,42 @@ fn describe_found(src: &str, at: usize) -> String {
         "" => "the end of the file".to_string(),
         "\n" | "\r" => "the end of the line".to_string(),
         text => format!("`{text}`"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::SyntaxError;
+
+    fn errors(text: &str) -> Vec<SyntaxError> {
+        super::super::parse(text).1
+    }
+
+    #[test]
+    fn a_setting_without_its_equals_is_not_an_unclosed_block() {
+        let found = errors("train {\n  model Net\n  steps 10\n}\n");
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert!(found
+            .iter()
+            .all(|e| matches!(e, SyntaxError::Unexpected { .. })));
+        let found = errors(
+            "train {\n  steps = 1\n\nmodel Net {\n  forward(x: [B, 1]) -> [B, 1] { x }\n}\n",
+        );
+        assert!(
+            matches!(found[0], SyntaxError::Unclosed { line: 1, .. }),
+            "{found:?}"
+        );
+    }
+
+    #[test]
+    fn the_keyword_argument_help_keeps_a_whole_list() {
+        let found = errors("model M {\n  forward(x: [B, 1, 4, 4]) -> [B, 1, 4, 4] { x |> conv2d(1, 1, 3, padding=[1, 1]) }\n}\n");
+        let SyntaxError::Unexpected { help, .. } = &found[0] else {
+            panic!("{found:?}")
+        };
+        assert_eq!(
+            help.as_deref(),
+            Some("arguments are named with `:`: write `padding: [1, 1]`")
+        );
     }
 }

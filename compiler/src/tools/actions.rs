@@ -31,12 +31,31 @@ fn fix(record: &Record, text: &str) -> Option<Action> {
         let rest = &help[help.find(prefix)? + prefix.len()..];
         Some(rest[..rest.find('`')?].to_string())
     };
-    // `did you mean `linear`?`, `… dtl's layer is `linear``.
+    // `did you mean `linear`?`, `… dtl's layer is `linear``: only where
+    // the diagnostic marks the misspelt name itself (a name, or a string
+    // holding one), not a whole call or an import it was moved to.
     if let Some(name) = quoted("did you mean `").or_else(|| quoted("dtl's layer is `")) {
+        let marked = text.get(record.start..record.end)?;
+        let is_name = |t: &str| {
+            !t.is_empty()
+                && t.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "_.".contains(c))
+        };
+        let new = if is_name(marked) {
+            name.clone()
+        } else if marked.len() >= 2
+            && marked.starts_with('"')
+            && marked.ends_with('"')
+            && !marked[1..marked.len() - 1].contains(['"', '\\'])
+        {
+            format!("\"{name}\"")
+        } else {
+            return None;
+        };
         return Some(Action {
             title: format!("Replace with `{name}`"),
             code: record.code.clone(),
-            edits: vec![(record.start, record.end, name)],
+            edits: vec![(record.start, record.end, new)],
         });
     }
     // A missing setting: `e.g. `micro_batch = 32``, added after the `{`.
@@ -121,6 +140,30 @@ mod tests {
             crate::compile_source("t.dtl", &fixed, &options).is_ok(),
             "{fixed}"
         );
+    }
+
+    #[test]
+    fn strings_stay_strings_and_whole_calls_get_no_fix() {
+        let text = format!(
+            "model M {{ forward(x: [B, 4, 2, 2]) -> [B, 4, 4, 4] {{ x |> upsample(scale: 2, mode: \"nearst\") }} }}\n{DATA}"
+        );
+        let record = |start: usize, end: usize| Record {
+            file: "t.dtl".into(),
+            severity: "error",
+            code: "dtl::check::invalid_value".into(),
+            message: String::new(),
+            line: 1,
+            column: 1,
+            start,
+            end,
+            help: Some("did you mean `nearest`?".into()),
+            related: Vec::new(),
+        };
+        let string = text.find("\"nearst\"").unwrap();
+        let found = code_actions(&[record(string, string + 8)], &text, 0, text.len());
+        assert_eq!(found[0].edits[0].2, "\"nearest\"");
+        let call = text.find("upsample").unwrap();
+        assert!(code_actions(&[record(call, string + 9)], &text, 0, text.len()).is_empty());
     }
 
     #[test]

@@ -161,8 +161,8 @@ pub fn signature<'a>(
 }
 
 /// The offset of the innermost `(` still open at the end of `before`
-/// (within its line's statement: a `{`, `}` or line break at depth 0 ends
-/// the search).
+/// (within its statement: a `{` or `}` at depth 0 ends the search; a call
+/// may span lines).
 fn open_paren(before: &str) -> Option<usize> {
     let mut depth = 0i32;
     for (i, c) in before.char_indices().rev() {
@@ -170,7 +170,7 @@ fn open_paren(before: &str) -> Option<usize> {
             ')' | ']' => depth += 1,
             '(' if depth == 0 => return Some(i),
             '(' | '[' => depth -= 1,
-            '{' | '}' | '\n' if depth == 0 => return None,
+            '{' | '}' if depth == 0 => return None,
             _ => {}
         }
     }
@@ -185,7 +185,7 @@ fn close_paren(after: &str) -> Option<usize> {
             '(' | '[' => depth += 1,
             ')' if depth == 0 => return Some(i),
             ')' | ']' => depth -= 1,
-            '{' | '}' | '\n' if depth == 0 => return None,
+            '{' | '}' if depth == 0 => return None,
             _ => {}
         }
     }
@@ -244,6 +244,12 @@ mod tests {
         assert_eq!(s.named, ["stride"]);
         assert_eq!((s.active, s.positional), (3, 3));
         assert_eq!(s.active_name.as_deref(), Some("padding"));
+        // A call over several lines.
+        let s = site("x |> Block(\n  d: 64,\n  $\n)");
+        assert_eq!(
+            (s.callee.as_str(), s.named.as_slice()),
+            ("Block", &["d".to_string()][..])
+        );
         let s = site("train { model = Net; schedule = cosine($) }");
         assert_eq!(s.setting.as_deref(), Some("schedule"));
         assert!(call_site("x |> relu", 5).is_none());

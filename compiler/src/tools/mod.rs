@@ -11,6 +11,7 @@
 //!   setting).
 //! - [`lens`]: `dtl explain`'s figures above `train` and `parallel`.
 //! - [`rename`]: references to a name, and renaming it, by scope.
+//! - [`semantic`]: semantic tokens, each word as the checker knows it.
 //! - [`format`]: `dtl fmt`, the canonical layout of a file, comments kept.
 //! - [`explain`]: `dtl explain`, the cost of one training step, from a plan.
 //! - [`cluster`] and [`predict`]: `dtl explain --cluster`, a cluster's
@@ -34,3 +35,4 @@ pub mod outline;
 pub mod predict;
 pub mod rename;
 pub mod sarif;
+pub mod semantic;

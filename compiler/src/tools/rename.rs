@@ -49,16 +49,33 @@ pub fn references(file: &File, text: &str, offset: usize) -> Option<(String, Vec
             (Span::new(0, text.len()), None)
         }
     };
-    let declared = local.and_then(|def| def.params.iter().find(|p| p.name.name == name));
+    // Where the name is declared in its module (`d: int`, `forward(x: …)`
+    // are followed by `:` as keyword arguments are).
+    let declared: Vec<Span> = local.map_or_else(Vec::new, |def| local_declarations(def, name));
+    // A module that declares the name itself hides a global of that name.
+    let hidden: Vec<Span> = match local {
+        Some(_) => Vec::new(),
+        None => modules
+            .iter()
+            .filter(|def| defines_locally(def, name))
+            .map(|def| def.span)
+            .collect(),
+    };
     let mut spans = Vec::new();
     for (i, token) in tokens.iter().enumerate() {
         if token.kind != Kind::Word || token.text != name {
             continue;
         }
         let span = Span::new(token.start, token.start + token.text.len());
+        if hidden
+            .iter()
+            .any(|h| h.start <= span.start && span.end <= h.end)
+        {
+            continue;
+        }
         let inside = scope.start <= span.start && span.end <= scope.end;
         let keyword_argument = followed_by_colon(i);
-        let counts = if declared.is_some_and(|p| p.name.span == span) {
+        let counts = if declared.contains(&span) {
             true
         } else if keyword_argument {
             // `Block(d: 64)` names the parameter `d` of `Block`.
@@ -75,6 +92,56 @@ pub fn references(file: &File, text: &str, offset: usize) -> Option<(String, Vec
         }
     }
     Some((name.to_string(), spans))
+}
+
+/// Where `def` declares `name`: as a parameter, a named layer, a
+/// forward's input or a `let`.
+fn local_declarations(def: &ModuleDef, name: &str) -> Vec<Span> {
+    let mut out: Vec<Span> = def
+        .params
+        .iter()
+        .map(|p| &p.name)
+        .chain(def.layers.iter().map(|l| &l.name))
+        .filter(|n| n.name == name)
+        .map(|n| n.span)
+        .collect();
+    for forward in &def.forwards {
+        let names = std::iter::once(&forward.input).chain(forward.lets.iter().map(|l| &l.name));
+        out.extend(names.filter(|n| n.name == name).map(|n| n.span));
+    }
+    out
+}
+
+/// Why `new_name` cannot replace the name under `offset` (`None`: it
+/// can): not a name, a keyword, a built-in layer, or a name the scope
+/// already has, which the two would then share.
+pub fn refusal(file: &File, offset: usize, new_name: &str) -> Option<String> {
+    if !is_valid_name(new_name) {
+        return Some(format!(
+            "`{new_name}` is not a name dtl accepts (letters, digits and `_`, not a keyword)"
+        ));
+    }
+    if crate::check::Builtin::lookup(new_name).is_some() {
+        return Some(format!("`{new_name}` is a built-in layer"));
+    }
+    let modules: Vec<&ModuleDef> = file
+        .items
+        .iter()
+        .filter_map(|item| match item {
+            Item::Module(def) => Some(def),
+            _ => None,
+        })
+        .collect();
+    let global = modules.iter().any(|d| d.name.name == new_name)
+        || file
+            .items
+            .iter()
+            .any(|item| matches!(item, Item::Data(d) if d.name.name == new_name));
+    let local = modules
+        .iter()
+        .find(|d| d.span.start <= offset && offset <= d.span.end)
+        .is_some_and(|d| defines_locally(d, new_name));
+    (global || local).then(|| format!("`{new_name}` is already a name here"))
 }
 
 /// Whether `def` defines `name` itself: a parameter, a named layer, a
@@ -161,6 +228,34 @@ train { model = Net; data = digits }
         assert_eq!(lines("Net {", 0), [9, 13]);
         let (file, _) = crate::syntax::parse(SOURCE);
         assert!(references(&file, SOURCE, SOURCE.find("linear").unwrap()).is_none());
+    }
+
+    #[test]
+    fn declarations_followed_by_a_colon_and_hidden_globals() {
+        // The forward's input is declared `x: [B, d]`.
+        let lines: Vec<usize> = texts("x |> fc", 0).into_iter().map(|(l, _)| l).collect();
+        assert_eq!(lines, [3, 4, 5]);
+        let text = "data tokens { source = csv(\"t.csv\") }
+model M { forward(tokens: [B, 4]) -> [B, 4] { tokens |> relu } }
+train { model = M; data = tokens }
+";
+        let (file, _) = crate::syntax::parse(text);
+        let (_, spans) = references(&file, text, text.find("tokens {").unwrap()).unwrap();
+        let lines: Vec<usize> = spans
+            .iter()
+            .map(|s| text[..s.start].matches('\n').count() + 1)
+            .collect();
+        assert_eq!(lines, [1, 3], "the model's own `tokens` is another");
+    }
+
+    #[test]
+    fn refused_new_names() {
+        let (file, _) = crate::syntax::parse(SOURCE);
+        let in_block = SOURCE.find("fc = ").unwrap();
+        assert!(refusal(&file, in_block, "proj").is_none());
+        for taken in ["d", "h", "x", "Other", "digits", "linear", "model", "2x"] {
+            assert!(refusal(&file, in_block, taken).is_some(), "{taken}");
+        }
     }
 
     #[test]

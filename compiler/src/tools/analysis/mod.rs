@@ -318,6 +318,16 @@ impl Analysis {
         ))
     }
 
+    /// Every classified token of the file ([`super::semantic`]).
+    pub fn semantic_tokens(&self) -> Vec<super::semantic::SemanticToken> {
+        let modules = self
+            .modules()
+            .chain(&self.imported_modules)
+            .map(|def| def.name.name.clone())
+            .collect();
+        super::semantic::semantic_tokens(&self.file, &self.text, &modules)
+    }
+
     /// Inlay hints for the text between `start` and `end`.
     pub fn inlay_hints(&self, start: usize, end: usize) -> Vec<super::hints::Hint> {
         super::hints::inlay_hints(&self.shapes, start, end)

@@ -237,10 +237,17 @@ impl Printer<'_, '_> {
             let widest = run.iter().map(|t| t.2).max().unwrap_or(0);
             pads.extend(run.iter().map(|&(_, at, col)| (at, widest - col)));
         }
-        // Last first, so that earlier offsets stay where they were.
-        for (at, pad) in pads.into_iter().rev().filter(|p| p.1 > 0) {
-            self.out.insert_str(at, &" ".repeat(pad));
+        // One pass over the output, the pads put in at their offsets.
+        let mut out =
+            String::with_capacity(self.out.len() + pads.iter().map(|p| p.1).sum::<usize>());
+        let mut from = 0;
+        for (at, pad) in pads {
+            out.push_str(&self.out[from..at]);
+            out.extend(std::iter::repeat_n(' ', pad));
+            from = at;
         }
+        out.push_str(&self.out[from..]);
+        self.out = out;
     }
 
     fn pad_to(&mut self, column: usize) {
