@@ -932,8 +932,9 @@ train { model = Net; data = d; loss = cross_entropy; optimizer = sgd(lr: 0.1); m
     assert!(!stderr.contains("folder ()"), "{stderr}");
 }
 
-/// `dtl check --format json` on a file whose imported module is broken:
-/// the record names the imported file, with its line and column.
+/// `dtl check --format json` on a file whose imported module is broken by
+/// the values this file gives it: the record is at the call, and its
+/// related location names the imported file, with its line and column.
 #[test]
 fn a_diagnostic_in_an_imported_file_names_that_file() {
     let run = dtl(&[
@@ -945,6 +946,20 @@ fn a_diagnostic_in_an_imported_file_names_that_file() {
     .code(1);
     let records: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
     let record = &records[0];
-    assert_eq!(record["file"], "tests/cases/lib/broken.dtl", "{records}");
-    assert_eq!(record["line"], 3, "{records}");
+    assert_eq!(
+        record["file"], "tests/cases/err/import_error_inside.dtl",
+        "{records}"
+    );
+    assert_eq!(
+        (&record["line"], &record["column"]),
+        (&serde_json::json!(3), &serde_json::json!(41)),
+        "{records}"
+    );
+    let inside = &record["related"][0];
+    assert_eq!(inside["file"], "tests/cases/lib/broken.dtl", "{records}");
+    assert_eq!(
+        (&inside["line"], &inside["column"]),
+        (&serde_json::json!(3), &serde_json::json!(25)),
+        "{records}"
+    );
 }

@@ -17,6 +17,25 @@ pub struct File {
     pub items: Vec<Item>,
 }
 
+impl File {
+    /// Its `module` and `model` definitions, in file order.
+    pub fn modules(&self) -> impl Iterator<Item = &ModuleDef> {
+        self.items.iter().filter_map(|item| match item {
+            Item::Module(def) => Some(def),
+            _ => None,
+        })
+    }
+
+    /// Whether it defines a module, model or data source named `name`.
+    pub fn defines(&self, name: &str) -> bool {
+        self.items.iter().any(|item| match item {
+            Item::Module(def) => def.name.name == name,
+            Item::Data(data) => data.name.name == name,
+            _ => false,
+        })
+    }
+}
+
 /// `import "path"`: the modules and models of the file at `path`
 /// (relative to the importing file).
 #[derive(Debug, Clone, PartialEq)]

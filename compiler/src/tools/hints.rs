@@ -5,6 +5,8 @@
 
 use crate::check::{NoteKind, ShapeNote};
 
+use super::graph::group_digits;
+
 /// At most this many different shapes are listed at one place.
 const MAX_SHAPES: usize = 3;
 
@@ -67,7 +69,7 @@ pub fn inlay_hints(notes: &[ShapeNote], start: usize, end: usize) -> Vec<Hint> {
                 parts.push(text);
             }
             if !parameters.is_empty() {
-                let counts: Vec<String> = parameters.iter().map(|&n| thousands(n)).collect();
+                let counts: Vec<String> = parameters.iter().map(|&n| group_digits(n)).collect();
                 let noun = if parameters == [1] {
                     "parameter"
                 } else {
@@ -81,19 +83,6 @@ pub fn inlay_hints(notes: &[ShapeNote], start: usize, end: usize) -> Vec<Hint> {
             })
         })
         .collect()
-}
-
-/// `1234567` → `1,234,567`.
-fn thousands(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }
 
 #[cfg(test)]
@@ -142,7 +131,5 @@ mod tests {
                 },
             ]
         );
-        assert_eq!(thousands(1_234_567), "1,234,567");
-        assert_eq!(thousands(999), "999");
     }
 }

@@ -5,7 +5,7 @@
 //! `Block(d: 64)`). Comments, strings and other calls' argument names are
 //! left alone.
 
-use crate::ast::{File, Item, ModuleDef};
+use crate::ast::{File, ModuleDef};
 use crate::span::Span;
 
 use super::format::lexer::{lex, Kind};
@@ -20,14 +20,7 @@ pub fn references(file: &File, text: &str, offset: usize) -> Option<(String, Vec
     let name = tokens[at].text;
     let followed_by_colon = |i: usize| tokens.get(i + 1).is_some_and(|t| t.is(":"));
     let module = |def: &&&ModuleDef| def.span.start <= offset && offset <= def.span.end;
-    let modules: Vec<&ModuleDef> = file
-        .items
-        .iter()
-        .filter_map(|item| match item {
-            Item::Module(def) => Some(def),
-            _ => None,
-        })
-        .collect();
+    let modules: Vec<&ModuleDef> = file.modules().collect();
     let local = modules
         .iter()
         .find(module)
@@ -38,12 +31,7 @@ pub fn references(file: &File, text: &str, offset: usize) -> Option<(String, Vec
             (def.span, is_param.then_some(def.name.name.as_str()))
         }
         None => {
-            let global = modules.iter().any(|d| d.name.name == name)
-                || file
-                    .items
-                    .iter()
-                    .any(|item| matches!(item, Item::Data(d) if d.name.name == name));
-            if !global {
+            if !file.defines(name) {
                 return None;
             }
             (Span::new(0, text.len()), None)
@@ -124,21 +112,9 @@ pub fn refusal(file: &File, offset: usize, new_name: &str) -> Option<String> {
     if crate::check::Builtin::lookup(new_name).is_some() {
         return Some(format!("`{new_name}` is a built-in layer"));
     }
-    let modules: Vec<&ModuleDef> = file
-        .items
-        .iter()
-        .filter_map(|item| match item {
-            Item::Module(def) => Some(def),
-            _ => None,
-        })
-        .collect();
-    let global = modules.iter().any(|d| d.name.name == new_name)
-        || file
-            .items
-            .iter()
-            .any(|item| matches!(item, Item::Data(d) if d.name.name == new_name));
-    let local = modules
-        .iter()
+    let global = file.defines(new_name);
+    let local = file
+        .modules()
         .find(|d| d.span.start <= offset && offset <= d.span.end)
         .is_some_and(|d| defines_locally(d, new_name));
     (global || local).then(|| format!("`{new_name}` is already a name here"))

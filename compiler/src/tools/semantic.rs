@@ -5,7 +5,7 @@
 
 use std::collections::BTreeSet;
 
-use crate::ast::{File, Item, ModuleDef};
+use crate::ast::{File, ModuleDef};
 use crate::check::builtin_names;
 
 use super::format::lexer::{lex, Kind, Token};
@@ -42,14 +42,7 @@ const KEYWORDS: [&str; 12] = [
 pub fn semantic_tokens(file: &File, text: &str, modules: &BTreeSet<String>) -> Vec<SemanticToken> {
     let kind = |name: &str| LEGEND.iter().position(|k| *k == name).unwrap_or(0);
     let layers: BTreeSet<&str> = builtin_names().collect();
-    let defs: Vec<&ModuleDef> = file
-        .items
-        .iter()
-        .filter_map(|item| match item {
-            Item::Module(def) => Some(def),
-            _ => None,
-        })
-        .collect();
+    let defs: Vec<&ModuleDef> = file.modules().collect();
     let tokens = lex(text);
     let mut out = Vec::new();
     for (i, token) in tokens.iter().enumerate() {

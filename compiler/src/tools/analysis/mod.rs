@@ -356,10 +356,7 @@ impl Analysis {
 
     /// This file's own modules.
     fn modules(&self) -> impl Iterator<Item = &ModuleDef> {
-        self.file.items.iter().filter_map(|item| match item {
-            Item::Module(def) => Some(def),
-            _ => None,
-        })
+        self.file.modules()
     }
 
     /// A module of this file or of one it imports.
