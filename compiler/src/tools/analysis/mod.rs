@@ -164,14 +164,17 @@ impl Analysis {
     }
 
     /// Where the name under `offset` is defined: a module (of this file or
-    /// an imported one: then [`Analysis::locate`] says where), a named
-    /// layer, a `let`, a forward's input, a data source.
+    /// an imported one: then [`Analysis::locate`] says where), a module
+    /// parameter, a named layer, a `let`, a forward's input, a data source.
     pub fn definition(&self, offset: usize) -> Option<Span> {
         let (_, word) = self.word_at(offset)?;
         if let Some(def) = self.module(word) {
             return Some(def.name.span);
         }
         if let Some(def) = self.enclosing_module(offset) {
+            if let Some(param) = def.params.iter().find(|p| p.name.name == word) {
+                return Some(param.name.span);
+            }
             if let Some(layer) = def.layers.iter().find(|l| l.name.name == word) {
                 return Some(layer.name.span);
             }

@@ -54,7 +54,7 @@ fn hover_shows_shapes_signatures_and_layers() {
 }
 
 #[test]
-fn definition_finds_modules_layers_lets_and_data() {
+fn definition_finds_modules_parameters_layers_lets_and_data() {
     let a = analysis();
     let def = |offset| a.definition(offset).map(|s| &SOURCE[s.start..s.end]);
     assert_eq!(def(at("Block(64)", 0)), Some("Block"));
@@ -63,6 +63,10 @@ fn definition_finds_modules_layers_lets_and_data() {
     let digits = at("data = digits", 0) + 7;
     let span = a.definition(digits).unwrap();
     assert_eq!(span.start, SOURCE.find("digits {").unwrap());
+    // A module parameter where the body uses it: its declaration.
+    let used = at("linear(d, d)", 0) + 6;
+    let span = a.definition(used).unwrap();
+    assert_eq!(span.start, SOURCE.find("d: int").unwrap());
 }
 
 #[test]
