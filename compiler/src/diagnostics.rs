@@ -197,17 +197,12 @@ impl Diagnostics {
             .iter()
             .map(|d| {
                 let (start, end) = primary_span(d.as_ref());
-                let (name, text, base) = match self.imported_at(start) {
-                    Some(file) => (&file.name, &file.text, file.base),
-                    None => (&self.name, &self.text, 0),
-                };
-                let (start, end) = (start - base, end.saturating_sub(base).min(text.len()));
-                let (line, column) = line_col(text, start);
+                let (file, start, end, line, column) = self.place(start, end);
                 let related = secondary_labels(d.as_ref())
                     .map(|l| self.related(&l))
                     .collect();
                 Record {
-                    file: name.clone(),
+                    file,
                     severity: severity(d.as_ref()),
                     code: d.code().map(|c| c.to_string()).unwrap_or_default(),
                     message: d.to_string(),
@@ -222,17 +217,24 @@ impl Diagnostics {
             .collect()
     }
 
-    /// A secondary label as a location in its file.
-    fn related(&self, label: &LabeledSpan) -> Related {
-        let (start, end) = (label.offset(), label.offset() + label.len());
+    /// Where the offsets `start..end` lie: the file's name, the offsets in
+    /// it, and the line and column of `start`.
+    fn place(&self, start: usize, end: usize) -> (String, usize, usize, usize, usize) {
         let (name, text, base) = match self.imported_at(start) {
             Some(file) => (&file.name, &file.text, file.base),
             None => (&self.name, &self.text, 0),
         };
         let (start, end) = (start - base, end.saturating_sub(base).min(text.len()));
         let (line, column) = line_col(text, start);
+        (name.clone(), start, end, line, column)
+    }
+
+    /// A secondary label as a location in its file.
+    fn related(&self, label: &LabeledSpan) -> Related {
+        let (file, start, end, line, column) =
+            self.place(label.offset(), label.offset() + label.len());
         Related {
-            file: name.clone(),
+            file,
             message: label.label().unwrap_or_default().to_string(),
             line,
             column,

@@ -137,15 +137,16 @@ pub(super) fn code_lenses(a: &Analysis, uri: &Url) -> Value {
         .unwrap_or_else(|_| std::path::PathBuf::from(uri.path()));
     let options = dtl_compiler::options_for(&path, false);
     let name = path.display().to_string();
-    let lenses: Vec<Value> = dtl_compiler::tools::lens::code_lenses(&name, &a.text, &options)
-        .into_iter()
-        .map(|lens| {
-            json!({
-                "range": range(&a.text, lens.span.start, lens.span.end),
-                "command": { "title": lens.title, "command": "" },
+    let lenses: Vec<Value> =
+        dtl_compiler::tools::lens::code_lenses(&name, (&a.text, &a.file), &options)
+            .into_iter()
+            .map(|lens| {
+                json!({
+                    "range": range(&a.text, lens.span.start, lens.span.end),
+                    "command": { "title": lens.title, "command": "" },
+                })
             })
-        })
-        .collect();
+            .collect();
     Value::Array(lenses)
 }
 

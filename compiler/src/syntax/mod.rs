@@ -32,6 +32,13 @@ pub(crate) fn build_expr_text(
     }
 }
 
+/// The grammar's keywords (its `keyword` rule): words no user-chosen name
+/// may be.
+pub const KEYWORDS: [&str; 11] = [
+    "module", "model", "data", "train", "parallel", "forward", "let", "repeat", "test", "true",
+    "false",
+];
+
 /// The deepest nesting of brackets and braces a file may have. The parser
 /// descends once per level and every later phase walks the tree it builds,
 /// so a limit here (checked before parsing, on the raw text) keeps a

@@ -70,19 +70,7 @@ pub fn call_site(text: &str, offset: usize) -> Option<CallSite> {
     if callee.is_empty() || callee.starts_with(|c: char| c.is_ascii_digit()) {
         return None;
     }
-    // `optimizer = adamw(`: the setting is the word before `=`.
-    let line = head[..start].rsplit('\n').next().unwrap_or_default();
-    let setting = line
-        .trim_end()
-        .strip_suffix('=')
-        .map(|key| key.trim())
-        .map(|key| {
-            key.rsplit([';', '{', ' '])
-                .next()
-                .unwrap_or(key)
-                .to_string()
-        })
-        .filter(|key| !key.is_empty());
+    let setting = setting_before(&head[..start]).map(str::to_string);
     let given = split_args(&before[open + 1..]);
     let (done, current) = given.split_at(given.len() - 1);
     let arg_name = |arg: &str| -> Option<String> {
@@ -107,6 +95,16 @@ pub fn call_site(text: &str, offset: usize) -> Option<CallSite> {
         active: done.len(),
         active_name: arg_name(&current),
     })
+}
+
+/// The key of the setting whose value starts right after `before` (the
+/// text up to a name): `optimizer` for `  optimizer = `, `schedule` for
+/// `train { steps = 9; schedule = `.
+pub fn setting_before(before: &str) -> Option<&str> {
+    let line = before.rsplit('\n').next().unwrap_or_default();
+    let key = line.trim_end().strip_suffix('=')?.trim();
+    let key = key.rsplit([';', '{', ' ']).next().unwrap_or(key);
+    (!key.is_empty()).then_some(key)
 }
 
 /// The signature of `site`'s callee: a setting's value inside a settings

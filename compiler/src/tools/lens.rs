@@ -3,7 +3,7 @@
 //! memory of the busiest rank and the FLOPs of a step; above `parallel`:
 //! the grid of ranks and the bytes each sends per step.
 
-use crate::ast::Item;
+use crate::ast::{File, Item};
 use crate::span::Span;
 
 use super::explain::{bytes, cost, count};
@@ -16,12 +16,15 @@ pub struct Lens {
 }
 
 /// The lenses of a file that compiles (none for one with errors: its
-/// diagnostics say why).
-pub fn code_lenses(name: &str, text: &str, options: &crate::check::Options) -> Vec<Lens> {
+/// diagnostics say why); `file` is its syntax tree, parsed already.
+pub fn code_lenses(
+    name: &str,
+    (text, file): (&str, &File),
+    options: &crate::check::Options,
+) -> Vec<Lens> {
     let Ok(plan) = crate::compile_source(name, text, options) else {
         return Vec::new();
     };
-    let (file, _) = crate::syntax::parse(text);
     let cost = cost(&plan);
     let p = &plan.topology.parallelism;
     let sent: u64 = cost.collectives.iter().map(|c| c.bytes_per_rank).sum();
@@ -66,7 +69,7 @@ train { model = M; data = d; loss = cross_entropy; optimizer = sgd(lr: 0.1); ste
 parallel { data = 2 }
 ";
         let options = crate::options_for(std::path::Path::new("t.dtl"), false);
-        let lenses = code_lenses("t.dtl", text, &options);
+        let lenses = code_lenses("t.dtl", (text, &crate::syntax::parse(text).0), &options);
         assert_eq!(lenses.len(), 2);
         assert_eq!(&text[lenses[0].span.start..lenses[0].span.end], "train");
         assert!(
@@ -79,6 +82,8 @@ parallel { data = 2 }
             lenses[1].title,
             "2 ranks: data 2 × tensor 1 × pipeline 1 · 40 B sent per rank a step"
         );
-        assert!(code_lenses("t.dtl", "model {", &options).is_empty());
+        let broken = "model {";
+        let parsed = crate::syntax::parse(broken).0;
+        assert!(code_lenses("t.dtl", (broken, &parsed), &options).is_empty());
     }
 }

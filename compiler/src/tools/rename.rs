@@ -133,7 +133,7 @@ fn defines_locally(def: &ModuleDef, name: &str) -> bool {
 
 /// A setting's key (`model` in `model = Net`): a word after `{`, `;` or a
 /// line break and before `=`.
-fn is_setting_key(tokens: &[super::format::lexer::Token<'_>], i: usize) -> bool {
+pub(super) fn is_setting_key(tokens: &[super::format::lexer::Token<'_>], i: usize) -> bool {
     let next_is_eq = tokens.get(i + 1).is_some_and(|t| t.is("="));
     let starts = i == 0 || tokens[i].breaks > 0 || tokens[i - 1].is("{") || tokens[i - 1].is(";");
     next_is_eq && starts && !tokens.get(i + 2).is_some_and(|t| t.is("="))
@@ -141,16 +141,12 @@ fn is_setting_key(tokens: &[super::format::lexer::Token<'_>], i: usize) -> bool 
 
 /// Whether `name` may replace a name: an identifier that is not a keyword.
 pub fn is_valid_name(name: &str) -> bool {
-    const KEYWORDS: [&str; 11] = [
-        "module", "model", "data", "train", "parallel", "forward", "let", "repeat", "test", "true",
-        "false",
-    ];
     let mut chars = name.chars();
     chars
         .next()
         .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
-        && !KEYWORDS.contains(&name)
+        && !crate::syntax::KEYWORDS.contains(&name)
 }
 
 #[cfg(test)]

@@ -32,11 +32,6 @@ pub struct SemanticToken {
     pub kind: usize,
 }
 
-const KEYWORDS: [&str; 12] = [
-    "import", "module", "model", "data", "train", "parallel", "forward", "let", "repeat", "test",
-    "true", "false",
-];
-
 /// Every classified token of `text`, in order (`file` is its syntax tree;
 /// `modules` the names of the modules it may use, imported ones included).
 pub fn semantic_tokens(file: &File, text: &str, modules: &BTreeSet<String>) -> Vec<SemanticToken> {
@@ -75,13 +70,14 @@ fn word(
     let token = &tokens[i];
     let name = token.text;
     let next = tokens.get(i + 1);
-    let keyword_like = KEYWORDS.contains(&name);
-    // `data = digits`: a setting's key (keywords among them).
-    let after_start = i == 0 || token.breaks > 0 || tokens[i - 1].is("{") || tokens[i - 1].is(";");
+    // `import` opens an item but is no keyword of the grammar's: names may
+    // not be the others.
+    let keyword_like = name == "import" || crate::syntax::KEYWORDS.contains(&name);
     let enclosing = defs
         .iter()
         .find(|d| d.span.start <= token.start && token.start < d.span.end);
-    if next.is_some_and(|t| t.is("=")) && after_start && enclosing.is_none() {
+    // `data = digits`: a setting's key (keywords among them).
+    if enclosing.is_none() && super::rename::is_setting_key(tokens, i) {
         return "property";
     }
     if keyword_like {

@@ -139,7 +139,7 @@ impl Analysis {
         if !shapes.is_empty() {
             return Some((span, shapes.join("  \n")));
         }
-        if let Some(text) = self.hover_name(offset, word) {
+        if let Some(text) = self.hover_name(span.start, word) {
             return Some((span, text));
         }
         if let Some(def) = self.module(word) {
@@ -275,8 +275,9 @@ impl Analysis {
     /// Hover for a module parameter (its declaration and its value in
     /// each instance), a data source's name (its block) and a setting's
     /// value (`adamw`: its signature).
-    fn hover_name(&self, offset: usize, word: &str) -> Option<String> {
-        if let Some(def) = self.enclosing_module(offset) {
+    /// `start` is where the word begins.
+    fn hover_name(&self, start: usize, word: &str) -> Option<String> {
+        if let Some(def) = self.enclosing_module(start) {
             if let Some(param) = def.params.iter().find(|p| p.name.name == word) {
                 let mut text = format!("```dtl\n{}\n```", self.text_at(param.span));
                 let values = self
@@ -304,14 +305,7 @@ impl Analysis {
         if let Some(data) = data {
             return Some(format!("```dtl\n{}\n```", self.text_at(data.span)));
         }
-        let line_start = self.text[..offset.min(self.text.len())]
-            .rfind('\n')
-            .map_or(0, |i| i + 1);
-        let setting = self.text[line_start..offset.min(self.text.len())]
-            .rsplit(['{', ';'])
-            .next()
-            .and_then(|s| s.split_once('='))
-            .map(|(key, _)| key.trim());
+        let setting = calls::setting_before(&self.text[..start]);
         let call = check::setting_call(word, setting)?;
         setting?;
         Some(format!(
