@@ -34,7 +34,7 @@ mod features;
 mod positions;
 mod transport;
 
-pub(crate) use positions::{offset, position, range};
+pub(crate) use positions::{offset, range, Lines};
 
 /// Serves one client until it says `exit`.
 pub fn serve() -> Result<(), Failure> {
@@ -98,6 +98,7 @@ const DATA_BUDGET_SECONDS: f64 = 20.0;
 /// A document's diagnostics in the protocol's terms.
 fn lsp_diagnostics(analysis: &Analysis, text: &str, uri: &Url) -> Vec<Diagnostic> {
     let main = &analysis.diagnostics.name;
+    let lines = Lines::new(text);
     // The other places a diagnostic labels (inside a module, when it is
     // reported at the call), in this document or a file it imports.
     let related = |related: Vec<dtl_compiler::diagnostics::Related>| {
@@ -126,7 +127,7 @@ fn lsp_diagnostics(analysis: &Analysis, text: &str, uri: &Url) -> Vec<Diagnostic
         .into_iter()
         .map(|r| Diagnostic {
             related_information: related(r.related),
-            range: range(text, r.start, r.end),
+            range: lines.range(r.start, r.end),
             severity: Some(match r.severity {
                 "error" => DiagnosticSeverity::ERROR,
                 _ => DiagnosticSeverity::WARNING,

@@ -89,6 +89,14 @@ impl Client {
         }
     }
 
+    /// A server with `text` open at `uri`, and its first diagnostics.
+    fn opened(uri: &str, text: &str) -> (Client, Vec<Value>) {
+        let mut client = Client::start();
+        client.open(uri, text);
+        let diagnostics = client.diagnostics(1);
+        (client, diagnostics)
+    }
+
     /// Opens a document at version 1.
     fn open(&mut self, uri: &str, text: &str) {
         self.notify(
@@ -140,12 +148,8 @@ fn position(uri: &str, text: &str, needle: &str) -> Value {
 
 #[test]
 fn diagnostics_follow_every_change() {
-    let mut client = Client::start();
-    client.notify(
-        "textDocument/didOpen",
-        json!({ "textDocument": { "uri": URI, "languageId": "dtl", "version": 1, "text": TEXT } }),
-    );
-    assert_eq!(client.diagnostics(1), Vec::<Value>::new());
+    let (mut client, diagnostics) = Client::opened(URI, TEXT);
+    assert_eq!(diagnostics, Vec::<Value>::new());
     // A width mismatch: linear(32, 10) after a 64-wide block.
     let broken = TEXT.replace("linear(64, 10)", "linear(32, 10)");
     client.notify(
@@ -173,9 +177,7 @@ fn an_error_inside_an_instance_is_at_its_call_with_the_inside_related() {
         .replace("Block(64)", "Block(32)")
         .replace("[B, 64]", "[B, 32]");
     let text = text.replace("features: 64", "features: 32");
-    let mut client = Client::start();
-    client.open(URI, &text);
-    let diagnostics = client.diagnostics(1);
+    let (client, diagnostics) = Client::opened(URI, &text);
     assert_eq!(diagnostics.len(), 1, "{diagnostics:?}");
     let d = &diagnostics[0];
     assert_eq!(d["code"], "dtl::check::width_mismatch");
@@ -193,12 +195,7 @@ fn an_error_inside_an_instance_is_at_its_call_with_the_inside_related() {
 
 #[test]
 fn hover_definition_and_completion() {
-    let mut client = Client::start();
-    client.notify(
-        "textDocument/didOpen",
-        json!({ "textDocument": { "uri": URI, "languageId": "dtl", "version": 1, "text": TEXT } }),
-    );
-    client.diagnostics(1);
+    let (mut client, _) = Client::opened(URI, TEXT);
 
     let hover = client.request("textDocument/hover", position(URI, TEXT, "h = x"));
     assert_eq!(
@@ -247,9 +244,7 @@ fn hover_definition_and_completion() {
 /// instance), a data source's name and an optimizer.
 #[test]
 fn inlay_hints_outline_folding_and_hovers_on_names() {
-    let mut client = Client::start();
-    client.open(URI, TEXT);
-    client.diagnostics(1);
+    let (mut client, _) = Client::opened(URI, TEXT);
     let whole =
         json!({ "start": { "line": 0, "character": 0 }, "end": { "line": 99, "character": 0 } });
     let hints = client.request(
@@ -333,9 +328,8 @@ fn code_actions_fix_and_lenses_explain() {
     let broken = TEXT
         .replace("|> relu", "|> rleu")
         .replace("; micro_batch = 8", "");
-    let mut client = Client::start();
-    client.open(URI, &broken);
-    assert_eq!(client.diagnostics(1).len(), 2);
+    let (mut client, diagnostics) = Client::opened(URI, &broken);
+    assert_eq!(diagnostics.len(), 2);
     let whole =
         json!({ "start": { "line": 0, "character": 0 }, "end": { "line": 99, "character": 0 } });
     let actions = client.request(
@@ -383,9 +377,7 @@ fn code_actions_fix_and_lenses_explain() {
 /// a layer within its module; a bad new name is refused.
 #[test]
 fn references_and_rename_by_scope() {
-    let mut client = Client::start();
-    client.open(URI, TEXT);
-    client.diagnostics(1);
+    let (mut client, _) = Client::opened(URI, TEXT);
     let refs = client.request(
         "textDocument/references",
         json!({ "textDocument": { "uri": URI }, "position": at(TEXT, "Block(d"), "context": { "includeDeclaration": true } }),
@@ -427,9 +419,7 @@ fn references_and_rename_by_scope() {
 /// relative encoding, against the legend the server announced.
 #[test]
 fn semantic_tokens_classify_words() {
-    let mut client = Client::start();
-    client.open(URI, TEXT);
-    client.diagnostics(1);
+    let (mut client, _) = Client::opened(URI, TEXT);
     let tokens = client.request(
         "textDocument/semanticTokens/full",
         json!({ "textDocument": { "uri": URI } }),
@@ -473,9 +463,7 @@ fn semantic_tokens_classify_words() {
 #[test]
 fn calls_complete_their_arguments_and_show_their_signature() {
     let text = TEXT.replace("optimizer = sgd(lr: 0.1)", "optimizer = adamw(lr: 1e-3, )");
-    let mut client = Client::start();
-    client.open(URI, &text);
-    client.diagnostics(1);
+    let (mut client, _) = Client::opened(URI, &text);
     let mut cursor = position(URI, &text, "adamw(lr: 1e-3, ");
     cursor["position"]["character"] =
         json!(cursor["position"]["character"].as_u64().unwrap() + "adamw(lr: 1e-3, ".len() as u64);
@@ -507,13 +495,8 @@ fn calls_complete_their_arguments_and_show_their_signature() {
 
 #[test]
 fn formatting_sends_the_changed_lines_and_nothing_when_canonical() {
-    let mut client = Client::start();
     let messy = TEXT.replace("linear(64, 10)", "linear( 64,10 )");
-    client.notify(
-        "textDocument/didOpen",
-        json!({ "textDocument": { "uri": URI, "languageId": "dtl", "version": 1, "text": messy } }),
-    );
-    client.diagnostics(1);
+    let (mut client, _) = Client::opened(URI, &messy);
     let edits = client.request(
         "textDocument/formatting",
         json!({ "textDocument": { "uri": URI }, "options": { "tabSize": 2, "insertSpaces": true } }),
@@ -593,10 +576,7 @@ fn bad_frames_and_bad_parameters_do_not_end_the_server() {
         "{log}"
     );
     // And the server still answers.
-    client.notify(
-        "textDocument/didOpen",
-        json!({ "textDocument": { "uri": URI, "languageId": "dtl", "version": 1, "text": TEXT } }),
-    );
+    client.open(URI, TEXT);
     assert_eq!(client.diagnostics(1), Vec::<Value>::new());
     client.stop();
 }
@@ -617,10 +597,7 @@ fn data_is_checked_in_the_background() {
     );
     let mut client = Client::start();
     let started = std::time::Instant::now();
-    client.notify(
-        "textDocument/didOpen",
-        json!({ "textDocument": { "uri": uri, "languageId": "dtl", "version": 1, "text": text } }),
-    );
+    client.open(&uri, &text);
     assert_eq!(client.diagnostics(1), Vec::<Value>::new());
     assert!(started.elapsed() < std::time::Duration::from_secs(5));
     let with_data = client.diagnostics(1);
@@ -654,9 +631,7 @@ model Net {
 ";
     let text = format!("{text}{DATA_AND_TRAIN}");
     let text = text.as_str();
-    let mut client = Client::start();
-    client.open(&uri, text);
-    let diagnostics = client.diagnostics(1);
+    let (mut client, diagnostics) = Client::opened(&uri, text);
     assert_eq!(diagnostics.len(), 1, "{diagnostics:?}");
     let d = &diagnostics[0];
     assert_eq!(d["range"]["start"], at(text, "Widen(64)"), "{d}");
@@ -685,9 +660,8 @@ model Net {
 ";
     let text = format!("{text}{DATA_AND_TRAIN}");
     let text = text.as_str();
-    let mut client = Client::start();
-    client.open(&uri, text);
-    assert_eq!(client.diagnostics(1), Vec::<Value>::new());
+    let (mut client, diagnostics) = Client::opened(&uri, text);
+    assert_eq!(diagnostics, Vec::<Value>::new());
     let hover = client.request("textDocument/hover", position(&uri, text, "Residual(32"));
     let value = hover["contents"]["value"].as_str().unwrap_or_default();
     assert!(

@@ -10,7 +10,7 @@ use dtl_compiler::tools::semantic;
 use lsp_types::{Range, Url};
 use serde_json::{json, Value};
 
-use super::{offset, position, range};
+use super::{offset, Lines};
 
 /// A call's signature, each parameter by its place in the label.
 pub(super) fn signature_help(
@@ -50,7 +50,7 @@ pub(super) fn signature_help(
 
 /// The outline: items, and their layers, forward and settings.
 pub(super) fn symbols(a: &Analysis) -> Value {
-    fn one(a: &Analysis, s: &Symbol) -> Value {
+    fn one(lines: &Lines, s: &Symbol) -> Value {
         // The protocol's SymbolKind numbers.
         let kind = match s.kind {
             SymbolKind::Module | SymbolKind::Model => 5, // Class
@@ -65,15 +65,16 @@ pub(super) fn symbols(a: &Analysis) -> Value {
         json!({
             "name": s.name,
             "kind": kind,
-            "range": range(&a.text, s.span.start, s.span.end),
-            "selectionRange": range(&a.text, s.name_span.start, s.name_span.end),
-            "children": s.children.iter().map(|c| one(a, c)).collect::<Vec<_>>(),
+            "range": lines.range(s.span.start, s.span.end),
+            "selectionRange": lines.range(s.name_span.start, s.name_span.end),
+            "children": s.children.iter().map(|c| one(lines, c)).collect::<Vec<_>>(),
         })
     }
+    let lines = Lines::new(&a.text);
     Value::Array(
         outline::symbols(&a.file)
             .iter()
-            .map(|s| one(a, s))
+            .map(|s| one(&lines, s))
             .collect(),
     )
 }
@@ -90,12 +91,13 @@ pub(super) fn folding(a: &Analysis) -> Value {
 /// The shapes of the stages and the parameters of the instances in `at`.
 pub(super) fn inlay_hints(a: &Analysis, at: Range) -> Value {
     let (start, end) = (offset(&a.text, at.start), offset(&a.text, at.end));
+    let lines = Lines::new(&a.text);
     let hints: Vec<Value> = a
         .inlay_hints(start, end)
         .into_iter()
         .map(|hint| {
             json!({
-                "position": position(&a.text, hint.offset),
+                "position": lines.position(hint.offset),
                 "label": hint.label,
                 "kind": 1, // Type
                 "paddingLeft": true,
@@ -109,6 +111,7 @@ pub(super) fn inlay_hints(a: &Analysis, at: Range) -> Value {
 /// missing setting added.
 pub(super) fn code_actions(a: &Analysis, uri: &Url, at: Range) -> Value {
     let (start, end) = (offset(&a.text, at.start), offset(&a.text, at.end));
+    let lines = Lines::new(&a.text);
     let records = a.diagnostics.records_here();
     let actions: Vec<Value> =
         dtl_compiler::tools::actions::code_actions(&records, &a.text, start, end)
@@ -117,7 +120,7 @@ pub(super) fn code_actions(a: &Analysis, uri: &Url, at: Range) -> Value {
                 let edits: Vec<Value> = action
                     .edits
                     .iter()
-                    .map(|(s, e, text)| json!({ "range": range(&a.text, *s, *e), "newText": text }))
+                    .map(|(s, e, text)| json!({ "range": lines.range(*s, *e), "newText": text }))
                     .collect();
                 json!({
                     "title": action.title,
@@ -137,12 +140,13 @@ pub(super) fn code_lenses(a: &Analysis, uri: &Url) -> Value {
         .unwrap_or_else(|_| std::path::PathBuf::from(uri.path()));
     let options = dtl_compiler::options_for(&path, false);
     let name = path.display().to_string();
+    let lines = Lines::new(&a.text);
     let lenses: Vec<Value> =
         dtl_compiler::tools::lens::code_lenses(&name, (&a.text, &a.file), &options)
             .into_iter()
             .map(|lens| {
                 json!({
-                    "range": range(&a.text, lens.span.start, lens.span.end),
+                    "range": lines.range(lens.span.start, lens.span.end),
                     "command": { "title": lens.title, "command": "" },
                 })
             })
@@ -155,9 +159,10 @@ pub(super) fn references(a: &Analysis, uri: &Url, offset: usize) -> Value {
     let Some((_, spans)) = rename::references(&a.file, &a.text, offset) else {
         return Value::Null;
     };
+    let lines = Lines::new(&a.text);
     let locations: Vec<Value> = spans
         .iter()
-        .map(|s| json!({ "uri": uri.as_str(), "range": range(&a.text, s.start, s.end) }))
+        .map(|s| json!({ "uri": uri.as_str(), "range": lines.range(s.start, s.end) }))
         .collect();
     Value::Array(locations)
 }
@@ -179,9 +184,10 @@ pub(super) fn rename(
                 .into(),
         );
     };
+    let lines = Lines::new(&a.text);
     let edits: Vec<Value> = spans
         .iter()
-        .map(|s| json!({ "range": range(&a.text, s.start, s.end), "newText": new_name }))
+        .map(|s| json!({ "range": lines.range(s.start, s.end), "newText": new_name }))
         .collect();
     Ok(json!({ "changes": { uri.as_str(): edits } }))
 }
@@ -210,10 +216,11 @@ pub(super) fn semantic_tokens_options() -> lsp_types::SemanticTokensServerCapabi
 pub(super) fn semantic_tokens(a: &Analysis) -> Value {
     let mut data: Vec<u32> = Vec::new();
     let (mut last_line, mut last_start) = (0u32, 0u32);
+    let lines = Lines::new(&a.text);
     for token in a.semantic_tokens() {
         let mut from = token.start;
         for piece in a.text[token.start..token.end].split('\n') {
-            let at = position(&a.text, from);
+            let at = lines.position(from);
             let length = piece.encode_utf16().count() as u32;
             from += piece.len() + 1;
             if length == 0 {

@@ -167,7 +167,7 @@ pub enum Lint {
         span: Span,
     },
 
-    #[error("`{layer}` stays whole on every tensor rank: its vocabulary, {vocabulary}, does not split into {t} equal parts ({values} values on every rank)")]
+    #[error("{layer} stays whole on every tensor rank: its vocabulary, {vocabulary}, does not split into {t} equal parts ({values} values on every rank)")]
     #[diagnostic(code(dtl::lint::tensor_vocabulary), severity(Warning))]
     TensorVocabWhole {
         layer: String,

@@ -123,7 +123,10 @@ pub fn check(file: &File, options: &Options) -> Checked {
         if let Some(layout) = parallel::check(
             spec,
             block,
-            (&experiment.model, &experiment.node_spans),
+            (
+                &experiment.model,
+                (&experiment.node_spans, &experiment.node_names),
+            ),
             &experiment.train,
             &mut errors,
             &mut lints,

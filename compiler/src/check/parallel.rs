@@ -286,7 +286,7 @@ fn split_setting(
 pub fn check(
     spec: &ParallelSpec,
     block: &SettingsBlock,
-    (model, node_spans): (&ModelPlan, &[Span]),
+    (model, sources): (&ModelPlan, (&[Span], &[String])),
     train: &TrainSpec,
     errors: &mut Vec<CheckError>,
     lints: &mut Vec<Lint>,
@@ -314,7 +314,7 @@ pub fn check(
             super::tensor::not_done(refused, train, at("tensor"), errors);
             let vocab_loss = matches!(train.loss, crate::plan::Loss::CrossEntropy { .. });
             let at = (at("tensor"), spec.tensor_split.as_slice());
-            super::tensor::splits(model, node_spans, (t, vocab_loss), at, (errors, lints))?
+            super::tensor::splits(model, sources, (t, vocab_loss), at, (errors, lints))?
         }
     };
     Some(ParallelLayout {

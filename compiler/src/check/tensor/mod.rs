@@ -41,6 +41,9 @@ mod overrides;
 mod placement;
 mod region;
 
+/// Where each node was written, and its name in the user's terms.
+type Sources<'a> = (&'a [Span], &'a [String]);
+
 /// What tensor parallelism does not run with yet (the runtime refuses a
 /// plan with them too): reported at `at`, the `tensor` setting, before
 /// anything is launched.
@@ -85,7 +88,7 @@ pub fn not_done(
 /// can be computed from sharded scores (`cross_entropy`).
 pub fn splits(
     model: &ModelPlan,
-    spans: &[Span],
+    (spans, names): Sources,
     (t, vocab_loss): (u64, bool),
     (at, overrides): (Span, &[SplitOverride]),
     (errors, lints): (&mut Vec<CheckError>, &mut Vec<Lint>),
@@ -100,16 +103,17 @@ pub fn splits(
         fixed.iter().map(|(&i, &(s, _))| (i, s)).collect();
     let fixed: BTreeMap<usize, Span> = fixed.iter().map(|(&i, &(_, at))| (i, at)).collect();
     let mut split = default_split(model, t as i64, vocab_loss, &pinned);
-    placement::check(model, &mut split, (spans, &fixed), vocab_loss, errors);
+    let sources = (spans, names);
+    placement::check(model, &mut split, (sources, &fixed), vocab_loss, errors);
     if errors.len() > before {
         return None;
     }
-    whole_vocabularies(model, spans, (t, vocab_loss), (&split, &fixed), lints);
+    whole_vocabularies(model, sources, (t, vocab_loss), (&split, &fixed), lints);
     let mut reported = BTreeSet::new();
     for (i, node) in nodes.iter().enumerate() {
         let Some(how) = split[i] else { continue };
         let span = spans.get(i).copied().unwrap_or(at);
-        if let Some(message) = indivisible(node, how, t as i64) {
+        if let Some(message) = indivisible(node, &label(model, names, i, ""), how, t as i64) {
             // A layer inside a `repeat` is one call: one error.
             if reported.insert(span) {
                 errors.push(CheckError::InvalidValue {
@@ -159,7 +163,7 @@ pub fn splits(
 /// on every rank.
 fn whole_vocabularies(
     model: &ModelPlan,
-    spans: &[Span],
+    (spans, names): Sources,
     (t, vocab_loss): (u64, bool),
     (split, fixed): (&[Option<TensorSplit>], &BTreeMap<usize, Span>),
     lints: &mut Vec<Lint>,
@@ -191,7 +195,7 @@ fn whole_vocabularies(
         }
         let padded = (vocabulary as u64).div_ceil(t) * t;
         lints.push(Lint::TensorVocabWhole {
-            layer: node.name.clone(),
+            layer: label(model, names, i, ""),
             vocabulary,
             t,
             values: sizes.get(weight.as_str()).copied().unwrap_or(0),
@@ -203,9 +207,25 @@ fn whole_vocabularies(
     }
 }
 
-/// Why `node`, split as `how`, cannot be cut into `t` equal parts.
-fn indivisible(node: &Node, how: TensorSplit, t: i64) -> Option<String> {
-    let name = &node.name;
+/// Node `i` as messages name it: as the file writes it (`Lm › Block(16)
+/// › fc`), with its path, the key `tensor_split` takes (`1.fc`), and
+/// `more` after the path.
+pub(super) fn label(model: &ModelPlan, names: &[String], i: usize, more: &str) -> String {
+    let path = &model.nodes[i].name;
+    let more = match more {
+        "" => String::new(),
+        more => format!(", {more}"),
+    };
+    match names.get(i) {
+        Some(name) if !name.is_empty() => format!("`{name}` (`{path}`{more})"),
+        _ if more.is_empty() => format!("`{path}`"),
+        _ => format!("`{path}` ({})", &more[2..]),
+    }
+}
+
+/// Why `node` (named `name`), split as `how`, cannot be cut into `t`
+/// equal parts.
+fn indivisible(node: &Node, name: &str, how: TensorSplit, t: i64) -> Option<String> {
     match (&node.op, how) {
         (
             Op::Linear {
@@ -221,7 +241,7 @@ fn indivisible(node: &Node, how: TensorSplit, t: i64) -> Option<String> {
             };
             (n % t != 0).then(|| {
                 format!(
-                    "`{name}` (linear({in_features}, {out_features})) is {what}, {n}, do not split into {t} equal parts"
+                    "{name}, linear({in_features}, {out_features}), is {what}, {n}, do not split into {t} equal parts"
                 )
             })
         }
@@ -231,7 +251,7 @@ fn indivisible(node: &Node, how: TensorSplit, t: i64) -> Option<String> {
             },
             TensorSplit::Vocab,
         ) => (n % t != 0).then(|| {
-            format!("`{name}` (embedding) is split by vocabulary: its {n} rows do not split into {t} equal parts")
+            format!("{name}, an embedding, is split by vocabulary: its {n} rows do not split into {t} equal parts")
         }),
         (
             Op::Attention {
@@ -252,7 +272,7 @@ fn indivisible(node: &Node, how: TensorSplit, t: i64) -> Option<String> {
             } else {
                 None
             };
-            what.map(|what| format!("`{name}` (attention) is split by heads: {what}"))
+            what.map(|what| format!("{name}, an attention, is split by heads: {what}"))
         }
         _ => None,
     }

@@ -30,13 +30,13 @@ use crate::span::Span;
 pub fn check(
     model: &ModelPlan,
     split: &mut [Option<TensorSplit>],
-    (spans, fixed): (&[Span], &BTreeMap<usize, Span>),
+    ((spans, names), fixed): (super::Sources, &BTreeMap<usize, Span>),
     vocab_loss: bool,
     errors: &mut Vec<CheckError>,
 ) {
     let nodes = &model.nodes;
     let mut sharded = vec![false; nodes.len()];
-    let why = |i: usize, split: &[Option<TensorSplit>]| describe(model, fixed, split, i);
+    let why = |i: usize, split: &[Option<TensorSplit>]| describe(model, names, fixed, split, i);
     for i in 0..nodes.len() {
         let inputs = &nodes[i].inputs;
         let any = inputs.iter().any(|&n| sharded[n]);
@@ -99,12 +99,13 @@ pub fn check(
             (spans, fixed),
         ));
     }
-    tied_alike(model, split, (spans, fixed), errors);
+    tied_alike(model, split, (spans, names, fixed), errors);
 }
 
-/// Node `i` as messages name it: its path, its op and its split.
+/// Node `i` as messages name it: its name, path, op and split.
 fn describe(
     model: &ModelPlan,
+    names: &[String],
     fixed: &BTreeMap<usize, Span>,
     split: &[Option<TensorSplit>],
     i: usize,
@@ -122,8 +123,8 @@ fn describe(
     } else {
         ""
     };
-    let node = &model.nodes[i];
-    format!("`{}` ({}, {how}{by})", node.name, node.op.kind())
+    let kind = model.nodes[i].op.kind();
+    super::label(model, names, i, &format!("{kind}, {how}{by}"))
 }
 
 /// An error at node `i` (`what`, described), at its override's span
@@ -153,7 +154,7 @@ fn misplaced(
 fn tied_alike(
     model: &ModelPlan,
     split: &[Option<TensorSplit>],
-    (spans, fixed): (&[Span], &BTreeMap<usize, Span>),
+    (spans, names, fixed): (&[Span], &[String], &BTreeMap<usize, Span>),
     errors: &mut Vec<CheckError>,
 ) {
     let mut cut: BTreeMap<&str, (usize, Option<usize>)> = BTreeMap::new();
@@ -168,7 +169,7 @@ fn tied_alike(
                     cut.insert(p, (i, dim));
                 }
                 Some(&(first, other)) if other != dim => {
-                    let name = |n: usize| format!("`{}`", model.nodes[n].name);
+                    let name = |n: usize| super::label(model, names, n, "");
                     errors.push(misplaced(
                         i,
                         format!("`{p}`"),
