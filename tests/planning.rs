@@ -88,7 +88,7 @@ fn layout_ranks_the_layouts_as_explain_predicts_them() {
         step_of(best)
     );
     // Text: the table, the refusals by rule (tensor parallelism with
-    // `shard`), and the best layout's block.
+    // `shard = parameters`), and the best layout's block.
     dtl(&["layout", file, "--cluster", &h100, "--world", "4"])
         .code(0)
         .stdout_has("refused, by rule:")
@@ -96,7 +96,7 @@ fn layout_ranks_the_layouts_as_explain_predicts_them() {
 }
 
 /// TinyLlama on 1,024 H100s at its published batch (1,024 sequences of
-/// 2,048 tokens): the search prunes to about a thousand candidates, each
+/// 2,048 tokens): the search prunes to about two thousand candidates, each
 /// refusal counted under its rule. At the file's own batch (8 sequences)
 /// the data degrees above 8 are refused, counted under their rule.
 #[test]
@@ -112,7 +112,7 @@ fn layout_searches_tinyllama_on_1024_devices() {
     // The counts docs/planning.md quotes.
     assert!(
         run.stderr
-            .contains("1133 candidates compiled, 784 fit, 0 over the device's memory"),
+            .contains("1881 candidates compiled, 1644 fit, 0 over the device's memory"),
         "{}",
         run.stderr
     );
@@ -123,7 +123,7 @@ fn layout_searches_tinyllama_on_1024_devices() {
         text.lines()
             .any(|l| l.split_whitespace().take(2).eq([rule, count]))
     };
-    assert!(refused("dtl::check::unsupported", "204"), "{text}");
+    assert!(refused("dtl::check::unsupported", "68"), "{text}");
     assert!(refused("dtl::check::invalid_value", "120"), "{text}");
     dtl(&args)
         .code(0)

@@ -344,16 +344,16 @@ fn tensor_parallel_runs_train_as_one_process() {
 }
 
 /// What the runtime does not run split yet is refused by the checker,
-/// before anything starts, by name: tensor parallelism with `shard`, in
-/// fp16.
+/// before anything starts, by name: tensor parallelism with `shard =
+/// parameters`, in fp16.
 #[test]
 fn layouts_the_runtime_does_not_split_yet_are_refused_before_the_run() {
     let dir = tempfile::tempdir().unwrap();
     for (settings, layout, what) in [
         (
             "",
-            "data = 2; tensor = 2; shard = optimizer",
-            "with `shard`",
+            "data = 2; tensor = 2; shard = parameters",
+            "with `shard = parameters`",
         ),
         ("precision = fp16", "tensor = 2", "in fp16"),
     ] {

@@ -123,7 +123,10 @@ fn tensor_runs(plan: &Plan) -> Result<(), RunError> {
     let layout = &plan.topology.parallelism;
     let train = &plan.train;
     let refused = [
-        (layout.shard != Shard::None, "with `shard`"),
+        (
+            layout.shard == Shard::Parameters,
+            "with `shard = parameters`",
+        ),
         (
             layout.batch_norm == BatchNormSync::Sync,
             "with `batch_norm = sync`",

@@ -286,13 +286,14 @@ pub fn cost(plan: &Plan) -> Cost {
     }
 }
 
-/// Values rank 0 receives from the other stages for the files it writes,
-/// on `stage` 0 (none elsewhere): their weights (under `shard =
-/// parameters` only what lies in no unit: the units go through the
-/// replicas' slices), and for a checkpoint their optimizer state
-/// (`other_state`) unless sharded (each replica writes its own slices);
-/// under `tensor = T` its own stage's split tensors gathered whole, all
-/// held until the file is written.
+/// Values rank 0 gathers for the files it writes, on `stage` 0 (none
+/// elsewhere): the other stages' weights (under `shard = parameters` only
+/// what lies in no unit: the units go through the replicas' slices); for
+/// a checkpoint the optimizer state it does not hold (`other_state`: the
+/// other stages', and under `tensor` with `shard` the other replicas'
+/// slices of its own), unless sharded without `tensor` (each replica then
+/// writes its own slices); under `tensor = T` its own stage's split
+/// tensors gathered whole. All held until the file is written.
 fn gathered_for_files(plan: &Plan, stage: &crate::plan::StagePlan, other_state: u64) -> u64 {
     if stage.stage > 0 {
         return 0;
@@ -309,7 +310,9 @@ fn gathered_for_files(plan: &Plan, stage: &crate::plan::StagePlan, other_state: 
         1 => 0,
         _ => crate::plan::split_values(&plan.model, &topology.tensor_splits, stage),
     };
-    let sharded = layout.shard != Shard::None && layout.data > 1;
+    // Sharded, each replica writes its own slices; but under `tensor` the
+    // state is gathered whole as without sharding.
+    let sharded = layout.shard != Shard::None && layout.data > 1 && layout.tensor == 1;
     if plan.train.checkpoint_every > 0 && !sharded {
         let per_value = optimizer_state(&plan.train.optimizer, &[1]);
         weights + other_state + split_whole * (1 + per_value)

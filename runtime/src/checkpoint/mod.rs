@@ -277,9 +277,13 @@ impl<'a> SavedState<'a> {
                 None => Ok(Some(t.shallow_clone())),
             };
         }
-        match self.shards {
-            Some(set) => set.tensor(param, slot).map_err(|e| shard_err(set, e)),
-            None => Ok(None),
+        let Some(set) = self.shards else {
+            return Ok(None);
+        };
+        let saved = set.tensor(param, slot).map_err(|e| shard_err(set, e))?;
+        match (saved, self.tensor) {
+            (Some(t), Some(part)) => part.local(param, t).map(Some),
+            (saved, _) => Ok(saved),
         }
     }
 
@@ -292,7 +296,12 @@ impl<'a> SavedState<'a> {
         (offset, len): (i64, i64),
     ) -> Result<Option<Tensor>, RunError> {
         let key = format!("{param}.{slot}");
-        if let Some(t) = self.whole.get(&key) {
+        // Under `tensor`, of this rank's part, which the file holds whole.
+        let localized = match self.tensor {
+            Some(_) => self.get(param, slot)?,
+            None => self.whole.get(&key).map(Tensor::shallow_clone),
+        };
+        if let Some(t) = localized {
             let part = t
                 .f_reshape([-1])
                 .and_then(|t| t.f_narrow(0, offset, len))

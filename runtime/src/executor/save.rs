@@ -78,14 +78,24 @@ impl Executor<'_> {
                 .push_back(update.settle(&self.buckets, replicas)?);
         }
         self.last_checkpoint = Some(step);
-        let shards = self.write_slices(&checkpoint::being_written(out), true, step)?;
+        // Under `tensor`, a sharded state is gathered and written whole
+        // (the slice files know no tensor ranks).
+        let shards = match self.model.tensor_part() {
+            Some(_) => None,
+            None => self.write_slices(&checkpoint::being_written(out), true, step)?,
+        };
         let groups = self.write_groups(out, shards.is_some(), step)?;
         // The units' parameters are in the slices.
         let model = self.gather(self.outside_units(), step)?;
         let optimizer = match shards {
             Some(_) => (self.world.rank == 0).then(Vec::new),
             None => {
-                let state = self.optimizer.state(&self.model.params);
+                let params = &self.model.params;
+                let group = self.world.shard_group();
+                let state = match self.optimizer.gathered_state(params, group, step)? {
+                    Some(state) => Some(state),
+                    None => self.optimizer.state(params),
+                };
                 self.gather(state.unwrap_or_default(), step)?
             }
         };

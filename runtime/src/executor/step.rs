@@ -345,31 +345,7 @@ impl Executor<'_> {
             NormType::P(_) => ReduceOp::Sum,
         };
         if let Some(part) = self.model.tensor_part() {
-            // Each rank's shards once, the whole tensors once (every
-            // tensor rank holds the same).
-            let (split, whole): (Vec<_>, Vec<_>) = self
-                .model
-                .params
-                .iter()
-                .partition(|(name, _)| part.is_cut(name));
-            let grads = |list: Vec<&(String, Tensor)>| -> Result<Vec<Tensor>, RunError> {
-                list.into_iter()
-                    .map(|(name, t)| {
-                        part.counted(name, t.grad())
-                            .context(|| format!("the gradient norm of `{name}`"))
-                    })
-                    .collect()
-            };
-            let mut share = [clip::norm_share(grads(split)?, norm_type)?];
-            self.world
-                .tensor
-                .all_reduce_host(&mut share, op)
-                .map_err(|e| RunError::Collective { step, message: e.0 })?;
-            let whole = clip::norm_share(grads(whole)?, norm_type)?;
-            let mut total = [match norm_type {
-                NormType::Inf => share[0].max(whole),
-                NormType::P(_) => share[0] + whole,
-            }];
+            let mut total = [self.tensor_norm_share(part, norm_type, step)?];
             if over_stages {
                 self.world
                     .pipeline
@@ -393,6 +369,66 @@ impl Executor<'_> {
                 .map_err(|e| RunError::Collective { step, message: e.0 })?;
         }
         Ok(clip::norm_of_shares(share[0], norm_type))
+    }
+
+    /// Under `tensor = T`, this stage's share of the global norm: the
+    /// split parameters' values summed over the tensor group (a shared
+    /// key/value head counted once), the whole ones' counted once (every
+    /// tensor rank holds the same); under `shard = gradients` from this
+    /// replica's slices, added up over its shard group first.
+    fn tensor_norm_share(
+        &self,
+        part: &crate::model::TensorPart,
+        norm_type: NormType,
+        step: u64,
+    ) -> Result<f64, RunError> {
+        let op = match norm_type {
+            NormType::Inf => ReduceOp::Max,
+            NormType::P(_) => ReduceOp::Sum,
+        };
+        let collective = |e: crate::comm::CommError| RunError::Collective { step, message: e.0 };
+        let params = &self.model.params;
+        let counted = |name: &str, t: &Tensor| {
+            part.is_cut(name)
+                .then(|| part.counted_values(name, &t.size()))
+        };
+        let [split, whole] = match self
+            .optimizer
+            .slice_norm_shares(params, counted, norm_type)?
+        {
+            Some(mut shares) => {
+                self.world
+                    .shard_group()
+                    .all_reduce_host(&mut shares, op)
+                    .map_err(collective)?;
+                shares
+            }
+            None => {
+                let (split, whole): (Vec<_>, Vec<_>) =
+                    params.iter().partition(|(name, _)| part.is_cut(name));
+                let grads = |list: Vec<&(String, Tensor)>| -> Result<Vec<Tensor>, RunError> {
+                    list.into_iter()
+                        .map(|(name, t)| {
+                            part.counted(name, t.grad())
+                                .context(|| format!("the gradient norm of `{name}`"))
+                        })
+                        .collect()
+                };
+                [
+                    clip::norm_share(grads(split)?, norm_type)?,
+                    clip::norm_share(grads(whole)?, norm_type)?,
+                ]
+            }
+        };
+        let mut split = [split];
+        self.world
+            .tensor
+            .all_reduce_host(&mut split, op)
+            .map_err(collective)?;
+        Ok(match norm_type {
+            NormType::Inf => split[0].max(whole),
+            NormType::P(_) => split[0] + whole,
+        })
     }
 
     /// One round of this stage's program over the next micro-batch, cut in

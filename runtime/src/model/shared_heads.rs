@@ -44,6 +44,21 @@ impl TensorPart {
         }
     }
 
+    /// How many of the leading values of parameter `name` (of `shape`),
+    /// flattened, this rank counts in the global norm: [`Self::counted`]'s
+    /// rows, for a gradient held in flat slices (`shard = gradients`).
+    pub fn counted_values(&self, name: &str, shape: &[i64]) -> i64 {
+        let row: i64 = shape.iter().skip(1).product();
+        match self
+            .shared
+            .iter()
+            .find(|s| s.tensors.iter().any(|t| t == name))
+        {
+            Some(s) if !Cut::first_holder(s.kv_heads, self.rank, self.size) => s.query_rows * row,
+            _ => shape.iter().product(),
+        }
+    }
+
     /// Sums over the group, once a step, the gradients of the key/value
     /// heads several ranks share (each rank's is its query heads' part):
     /// every rank puts its head's rows in its place among all the heads,

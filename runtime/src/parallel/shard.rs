@@ -34,7 +34,8 @@
 //! At a checkpoint each replica of the first shard group writes its own
 //! slices with the buckets' layout ([`crate::checkpoint::shards`]);
 //! restoring reads each piece's values by parameter, so a run resumes at
-//! another degree or shard mode.
+//! another degree or shard mode. Under `tensor = T` ([`tensor`]) the
+//! replicas of each tensor rank shard the state of its part of the model.
 
 use std::collections::BTreeMap;
 
@@ -48,6 +49,8 @@ use crate::checkpoint::SavedState;
 use crate::comm::{CommError, Communicator};
 use crate::error::{InPlace, RunError, TorchContext};
 use crate::optim::{Optimizer, SLOTS};
+
+mod tensor;
 
 /// The optimizer of a rank: over every parameter, or over its slices.
 pub enum Updater {

@@ -56,9 +56,9 @@ pub fn not_done(
     use crate::plan::{BatchNormSync, Precision};
     let refused = [
         (
-            shard != super::parallel::ShardMode::None,
-            "with `shard`",
-            "drop `shard` (or `tensor`)",
+            shard == super::parallel::ShardMode::Parameters,
+            "with `shard = parameters`",
+            "use `shard = gradients` (ZeRO-2), which runs with `tensor`, or drop `tensor`",
         ),
         (
             batch_norm == BatchNormSync::Sync,
