@@ -9,9 +9,7 @@
 //! and the world size from MPI; the world size must be the plan's, checked
 //! before anything is written or computed, on every rank.
 
-use dtl_compiler::plan::{
-    Backend, BatchNormSync, GroupKind, Plan, Precision, RankPlan, Shard, Topology,
-};
+use dtl_compiler::plan::{Backend, GroupKind, Plan, RankPlan, Shard, Topology};
 use tch::Device;
 
 use crate::comm::throttle::{Link, Throttled};
@@ -117,28 +115,16 @@ pub fn supports(plan: &Plan, choice: DeviceChoice) -> Result<(), RunError> {
     Ok(())
 }
 
-/// What a tensor-parallel run does not do yet: said before anything
-/// starts, rather than run wrong.
+/// What a tensor-parallel run does not do yet (`shard = parameters`):
+/// said before anything starts, rather than run wrong.
 fn tensor_runs(plan: &Plan) -> Result<(), RunError> {
     let layout = &plan.topology.parallelism;
-    let train = &plan.train;
-    let refused = [
-        (
-            layout.shard == Shard::Parameters,
-            "with `shard = parameters`",
-        ),
-        (
-            layout.batch_norm == BatchNormSync::Sync,
-            "with `batch_norm = sync`",
-        ),
-        (train.precision == Precision::Fp16, "in fp16"),
-    ];
-    match refused.iter().find(|(refused, _)| *refused) {
-        Some((_, what)) => Err(RunError::TensorNotRun {
+    match layout.shard {
+        Shard::Parameters => Err(RunError::TensorNotRun {
             tensor: layout.tensor,
-            what: what.to_string(),
+            what: "with `shard = parameters`".into(),
         }),
-        None => Ok(()),
+        _ => Ok(()),
     }
 }
 

@@ -310,8 +310,7 @@ pub fn check(
     let tensor_splits = match spec.tensor {
         1 => Vec::new(),
         t => {
-            let refused = (spec.shard, spec.batch_norm);
-            super::tensor::not_done(refused, train, at("tensor"), errors);
+            super::tensor::not_done(spec.shard, at("tensor"), errors);
             let vocab_loss = matches!(train.loss, crate::plan::Loss::CrossEntropy { .. });
             let at = (at("tensor"), spec.tensor_split.as_slice());
             super::tensor::splits(model, sources, (t, vocab_loss), at, (errors, lints))?

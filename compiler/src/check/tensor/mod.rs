@@ -45,37 +45,17 @@ mod region;
 type Sources<'a> = (&'a [Span], &'a [String]);
 
 /// What tensor parallelism does not run with yet (the runtime refuses a
-/// plan with them too): reported at `at`, the `tensor` setting, before
-/// anything is launched.
-pub fn not_done(
-    (shard, batch_norm): (super::parallel::ShardMode, crate::plan::BatchNormSync),
-    train: &super::TrainSpec,
-    at: Span,
-    errors: &mut Vec<CheckError>,
-) {
-    use crate::plan::{BatchNormSync, Precision};
-    let refused = [
-        (
-            shard == super::parallel::ShardMode::Parameters,
-            "with `shard = parameters`",
-            "use `shard = gradients` (ZeRO-2), which runs with `tensor`, or drop `tensor`",
-        ),
-        (
-            batch_norm == BatchNormSync::Sync,
-            "with `batch_norm = sync`",
-            "use `batch_norm = local`",
-        ),
-        (
-            train.precision == Precision::Fp16,
-            "in fp16",
-            "use `precision = bf16`",
-        ),
-    ];
-    for (_, what, help) in refused.iter().filter(|(refused, _, _)| *refused) {
+/// plan with it too): `shard = parameters`, reported at `at`, the `tensor`
+/// setting, before anything is launched.
+pub fn not_done(shard: super::parallel::ShardMode, at: Span, errors: &mut Vec<CheckError>) {
+    if shard == super::parallel::ShardMode::Parameters {
         errors.push(CheckError::Unsupported {
-            message: format!("tensor parallelism {what} is not done yet"),
+            message: "tensor parallelism with `shard = parameters` is not done yet".into(),
             span: at,
-            help: Some((*help).to_string()),
+            help: Some(
+                "use `shard = gradients` (ZeRO-2), which runs with `tensor`, or drop `tensor`"
+                    .into(),
+            ),
         });
     }
 }
