@@ -109,10 +109,22 @@ fn layout_searches_tinyllama_on_1024_devices() {
     let run = dtl(&batch).code(0);
     let layouts: Vec<serde_json::Value> = serde_json::from_str(&run.stdout).unwrap();
     assert_eq!(layouts.len(), 10, "the top 10 by default");
+    // Sharded within a node's 4 replicas (8 devices over tensor 2): the
+    // slices' rings cross the network 16 nodes long, not 64 replicas.
+    let best = &layouts[0]["parallel"];
+    assert_eq!(
+        (
+            best["data"].as_u64(),
+            best["tensor"].as_u64(),
+            best["shard_group"].as_u64()
+        ),
+        (Some(64), Some(2), Some(4)),
+        "{best}"
+    );
     // The counts docs/planning.md quotes.
     assert!(
         run.stderr
-            .contains("1881 candidates compiled, 1644 fit, 0 over the device's memory"),
+            .contains("2373 candidates compiled, 2108 fit, 0 over the device's memory"),
         "{}",
         run.stderr
     );
@@ -123,8 +135,9 @@ fn layout_searches_tinyllama_on_1024_devices() {
         text.lines()
             .any(|l| l.split_whitespace().take(2).eq([rule, count]))
     };
-    assert!(refused("dtl::check::unsupported", "68"), "{text}");
+    assert!(refused("dtl::check::unsupported", "96"), "{text}");
     assert!(refused("dtl::check::invalid_value", "120"), "{text}");
+    assert!(text.contains("  shard_group = 4\n"), "{text}");
     dtl(&args)
         .code(0)
         .stdout_has("global_batch")

@@ -176,14 +176,28 @@ impl Cluster {
 
     /// The link between the devices of `ranks` (one per device, in rank
     /// order across the nodes): the node's when they share a node, else
-    /// the network's, and its name.
+    /// the network's, and its name. Across nodes, a collective over m
+    /// ranks of every node runs m rings at once, each through its own
+    /// device's link to the network (as NCCL's channels do on a fabric
+    /// with a link per device): m times one device's bandwidth, up to the
+    /// node's own link, which the rings' hops inside the node share.
     pub fn link_of(&self, ranks: &[u64]) -> (Link, &'static str) {
         let node = |r: &u64| r / self.node.devices;
         let first = ranks.first().map(node);
-        match ranks.iter().all(|r| Some(node(r)) == first) {
-            true => (self.node.link, "node"),
-            false => (self.network, "network"),
+        if ranks.iter().all(|r| Some(node(r)) == first) {
+            return (self.node.link, "node");
         }
+        let mut per_node = std::collections::BTreeMap::new();
+        for r in ranks {
+            *per_node.entry(node(r)).or_insert(0u64) += 1;
+        }
+        let m = per_node.values().copied().min().unwrap_or(1);
+        let bandwidth = (self.network.bandwidth * m as f64).min(self.node.link.bandwidth);
+        let link = Link {
+            bandwidth: bandwidth.max(self.network.bandwidth),
+            latency: self.network.latency,
+        };
+        (link, "network")
     }
 }
 
@@ -194,6 +208,29 @@ mod tests {
     fn preset(name: &str) -> Cluster {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../clusters");
         Cluster::load(&root.join(name)).unwrap()
+    }
+
+    /// A group inside a node takes its link; across nodes, one device's
+    /// network bandwidth per rank of it in each node (the fewest), up to
+    /// the node's link.
+    #[test]
+    fn a_group_across_nodes_runs_a_ring_per_rank_in_a_node() {
+        let h100 = preset("h100_sxm.yaml");
+        let (link, via) = h100.link_of(&[0, 2, 4, 6]);
+        assert_eq!((link.bandwidth, via), (450e9, "node"));
+        // Replicas two ranks apart (tensor = 2): 4 in each node.
+        let strided: Vec<u64> = (0..64).map(|r| 2 * r).collect();
+        let (link, via) = h100.link_of(&strided);
+        assert_eq!(
+            (link.bandwidth, link.latency, via),
+            (200e9, 10e-6, "network")
+        );
+        // One rank a node: one device's link.
+        let (link, _) = h100.link_of(&[0, 8, 16, 24]);
+        assert_eq!(link.bandwidth, 50e9);
+        // Every device of 2 nodes: 8 × 50 GB/s, bounded by NVLink's 450.
+        let (link, _) = h100.link_of(&(0..16).collect::<Vec<_>>());
+        assert_eq!(link.bandwidth, 400e9);
     }
 
     #[test]

@@ -14,7 +14,11 @@
 //! that nothing pruned could have ranked higher by it):
 //! - data × tensor × pipeline = N, the data degree dividing the global
 //!   batch; `shard` (none, optimizer, gradients, parameters; none alone on
-//!   one replica); `recompute` (none, `blocks` when the model has blocks,
+//!   one replica), sharded within each node's replicas too (`shard_group`
+//!   = the devices of a node over the tensor degree, when that splits the
+//!   replicas: consecutive replicas are the ranks of one node, so the
+//!   slices are exchanged over its link and only their sums cross the
+//!   network); `recompute` (none, `blocks` when the model has blocks,
 //!   and the file's); `groups` (every divisor of the
 //!   replicas) when the file syncs in groups (local SGD, DiLoCo). The
 //!   stages are balanced by FLOPs (`split = auto`) and the file's schedule
@@ -76,6 +80,9 @@ pub struct Parallel {
     pub tensor: u64,
     pub pipeline: u64,
     pub shard: &'static str,
+    /// Sharded within groups of this many replicas (`shard_group`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shard_group: Option<u64>,
     pub micro_batches: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub groups: Option<u64>,
@@ -123,6 +130,7 @@ struct Root {
     tensor: u64,
     pipeline: u64,
     shard: Shard,
+    shard_group: Option<u64>,
     recompute: Recompute,
     groups: Option<u64>,
 }
@@ -158,7 +166,8 @@ pub fn search(request: &Request) -> Result<Search, String> {
         ));
     }
     let mut refused: Vec<(String, String)> = Vec::new();
-    let roots = roots(&base, request.world, global_batch, &mut refused);
+    let node = request.cluster.node.devices;
+    let roots = roots(&base, (request.world, node), global_batch, &mut refused);
     let found = search_roots(request, &roots, global_batch);
     let mut layouts = Vec::new();
     let (mut compiled, mut over_memory) = (0, 0);
@@ -184,9 +193,14 @@ pub fn search(request: &Request) -> Result<Search, String> {
     })
 }
 
-/// Every combination of the degrees on `world` devices; the data degrees
-/// that do not divide the batch are refused here.
-fn roots(base: &Plan, world: u64, batch: u64, refused: &mut Vec<(String, String)>) -> Vec<Root> {
+/// Every combination of the degrees on `world` devices, `node` to a node;
+/// the data degrees that do not divide the batch are refused here.
+fn roots(
+    base: &Plan,
+    (world, node): (u64, u64),
+    batch: u64,
+    refused: &mut Vec<(String, String)>,
+) -> Vec<Root> {
     let file = &base.topology.parallelism;
     let mut recomputes = vec![Recompute::None];
     if base.model.recomputes(Recompute::Blocks) {
@@ -220,17 +234,31 @@ fn roots(base: &Plan, world: u64, batch: u64, refused: &mut Vec<(String, String)
                 true => divisors(data).into_iter().map(Some).collect(),
                 false => vec![None],
             };
+            // The replicas of one node, when they split the replicas.
+            let in_node = node / tensor;
+            let node_group = (node.is_multiple_of(tensor)
+                && in_node > 1
+                && in_node < data
+                && data.is_multiple_of(in_node))
+            .then_some(in_node);
             for &shard in shards {
-                for &recompute in &recomputes {
-                    for &groups in &groups {
-                        roots.push(Root {
-                            data,
-                            tensor,
-                            pipeline,
-                            shard,
-                            recompute,
-                            groups,
-                        });
+                let within = match (shard, node_group) {
+                    (Shard::None, _) | (_, None) => vec![None],
+                    (_, k) => vec![None, k],
+                };
+                for shard_group in within {
+                    for &recompute in &recomputes {
+                        for &groups in &groups {
+                            roots.push(Root {
+                                data,
+                                tensor,
+                                pipeline,
+                                shard,
+                                shard_group,
+                                recompute,
+                                groups,
+                            });
+                        }
                     }
                 }
             }
@@ -334,6 +362,9 @@ impl Candidate {
         if let Some(g) = r.groups {
             settings.push(format!("parallel.groups={g}"));
         }
+        if let Some(k) = r.shard_group {
+            settings.push(format!("parallel.shard_group={k}"));
+        }
         settings
             .iter()
             .map(|s| overrides::parse(s).expect("a layout's settings parse"))
@@ -359,6 +390,7 @@ impl Candidate {
                 tensor: r.tensor,
                 pipeline: r.pipeline,
                 shard: r.shard.name(),
+                shard_group: r.shard_group,
                 micro_batches: self.micro_batches,
                 groups: r.groups,
             },
@@ -439,7 +471,7 @@ pub fn render(search: &Search, cluster: &Cluster, top: usize) -> String {
         return out;
     }
     out.push_str(&format!(
-        "\n{:>3} {:>5} {:>6} {:>8} {:>10} {:>6} {:>6} {:>5} {:>6} {:>9} {:>11} {:>12} {:>6} {:>10}\n",
+        "\n{:>3} {:>5} {:>6} {:>8} {:>13} {:>6} {:>6} {:>5} {:>6} {:>9} {:>11} {:>12} {:>6} {:>10}\n",
         "#",
         "data",
         "tensor",
@@ -458,12 +490,15 @@ pub fn render(search: &Search, cluster: &Cluster, top: usize) -> String {
     for (i, l) in search.layouts.iter().take(top).enumerate() {
         let p = &l.parallel;
         out.push_str(&format!(
-            "{:>3} {:>5} {:>6} {:>8} {:>10} {:>6} {:>6} {:>5} {:>6} {:>9} {:>11} {:>12.1} {:>5.1}% {:>10}\n",
+            "{:>3} {:>5} {:>6} {:>8} {:>13} {:>6} {:>6} {:>5} {:>6} {:>9} {:>11} {:>12.1} {:>5.1}% {:>10}\n",
             i + 1,
             p.data,
             p.tensor,
             p.pipeline,
-            p.shard,
+            match p.shard_group {
+                Some(k) => format!("{}/{k}", p.shard),
+                None => p.shard.to_string(),
+            },
             p.groups.map_or("-".into(), |g| g.to_string()),
             p.micro_batches,
             l.train.micro_batch,
@@ -483,6 +518,9 @@ pub fn render(search: &Search, cluster: &Cluster, top: usize) -> String {
     ));
     if p.pipeline > 1 {
         out.push_str("  split = auto\n");
+    }
+    if let Some(k) = p.shard_group {
+        out.push_str(&format!("  shard_group = {k}\n"));
     }
     if let Some(g) = p.groups {
         out.push_str(&format!("  groups = {g}\n"));

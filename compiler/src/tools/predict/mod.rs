@@ -290,6 +290,16 @@ impl Links<'_> {
             .unwrap_or((0, 0, 0))
     }
 
+    /// The gradient buckets of the stage that has the most.
+    fn busiest_stage_buckets(&self) -> u64 {
+        let topology = &self.plan.topology;
+        (0..topology.stages.len().max(1) as u64)
+            .map(|stage| topology.buckets.iter().filter(|b| b.stage == stage).count() as u64)
+            .max()
+            .unwrap_or(1)
+            .max(1)
+    }
+
     /// The ranks of rank 0's group of `kind`.
     fn n(&self, kind: GroupKind) -> u64 {
         group(self.plan, kind).len() as u64
@@ -351,12 +361,16 @@ impl Links<'_> {
             StepOp::AllReduceGradientSlices {
                 copies,
                 bytes_per_rank,
-            } => self.part(
-                format!("all-reduce gradient slices over {copies} copies"),
-                GroupKind::Replicate,
-                (2 * (copies - 1), *bytes_per_rank),
-                1.0,
-            ),
+            } => {
+                // A ring a bucket's slice, as the runtime sends them.
+                let buckets = self.busiest_stage_buckets();
+                self.part(
+                    format!("all-reduce gradient slices over {copies} copies ({buckets} rings)"),
+                    GroupKind::Replicate,
+                    (buckets * 2 * (copies - 1), *bytes_per_rank),
+                    1.0,
+                )
+            }
             StepOp::GatherUnits {
                 units,
                 all_gather_bytes_per_rank,
