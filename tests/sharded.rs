@@ -162,6 +162,27 @@ fn sharded_optimizer_state_trains_as_plain_data_parallelism() {
             2,
             shard(2, 2),
         ),
+        // Within 2 DiLoCo groups of 2 (the checkpoint of step 6 in the
+        // middle of a period) and 2 local SGD groups of 2: each group's
+        // replicas shard its state; the gradients stay in the group.
+        (
+            "adamw, 2 DiLoCo groups of 2",
+            WIDE,
+            adamw,
+            "data = 4; groups = 2; sync = diloco(period: 4, outer_lr: 0.7, outer_momentum: 0.9)",
+            "",
+            2,
+            shard(2, 2),
+        ),
+        (
+            "adamw, 2 local SGD groups of 2",
+            WIDE,
+            adamw,
+            "data = 4; groups = 2; sync = local_sgd(period: 3)",
+            "",
+            2,
+            shard(2, 2),
+        ),
         (
             "adamw, 2 replicas × 2 tensor ranks",
             WIDE,
@@ -247,6 +268,21 @@ fn sharded_optimizer_state_trains_as_plain_data_parallelism() {
             worst as f64,
             0.0,
         );
+        // A DiLoCo group's own replica and inner state, gathered from its
+        // replicas' slices.
+        if layout.contains("diloco") {
+            for (out, bound) in [(&out_sharded, 0.0), (&out_gradients, 3e-7)] {
+                for file in ["model", "state"] {
+                    let at = |o: &Path| o.join(format!("checkpoint/group-1/{file}.safetensors"));
+                    let (worst, where_) = weights_differ(&at(&out_plain), &at(out));
+                    within(
+                        &format!("{name}: group 1's {file} (at `{where_}`)"),
+                        worst as f64,
+                        bound,
+                    );
+                }
+            }
+        }
         let bytes = |out: &Path| summary(out)["optimizer_state_bytes"].as_u64().unwrap();
         assert_eq!(
             bytes(&out_gradients),
@@ -262,11 +298,17 @@ fn sharded_optimizer_state_trains_as_plain_data_parallelism() {
             bytes(&out_sharded) * k <= bytes(&out_plain) + 4 * 4 * k,
             "{name}: a shard is 1/{k} of the state, up to padding"
         );
+        // DiLoCo's θ_global and outer momentum, whole on every rank
+        // (the model's 307210 values each), explain counts with the state.
+        let outer = match layout.contains("diloco") {
+            true => 2 * 4 * 307210,
+            false => 0,
+        };
         let explained = dtl(&["explain", "--format", "json", sharded.to_str().unwrap()]).code(0);
         let explained: serde_json::Value = serde_json::from_str(&explained.stdout).unwrap();
         assert_eq!(
             explained["memory"]["optimizer_state"].as_u64(),
-            Some(held),
+            Some(held + outer),
             "{name}: explain's estimate"
         );
     }

@@ -11,10 +11,12 @@ use super::CheckError;
 use crate::ast::{ExprKind, SettingsBlock};
 use crate::plan::parallel::bubble;
 use crate::plan::{
-    Backend, BatchNormSync, Clip, ModelPlan, Op, Optimizer, PipelineSchedule, Precision, Shard,
-    SyncMode,
+    Backend, BatchNormSync, Clip, ModelPlan, Op, PipelineSchedule, Precision, Shard, SyncMode,
 };
 use crate::span::Span;
+use sharding::sharding;
+
+mod sharding;
 
 /// The settings a `parallel` block accepts.
 pub const KEYS: [&str; 16] = [
@@ -459,131 +461,6 @@ fn conflicting_choices(
             span: at("data"),
             help: Some("the model has batch_norm: choose `batch_norm = sync` (statistics over all replicas) or `batch_norm = local` (per replica)".into()),
         });
-    }
-}
-
-/// `shard`: what is implemented, and what it needs. Sharded optimizer
-/// state is cut into flat slices, so the update must work value by value
-/// and be the same on every replica.
-fn sharding(
-    spec: &ParallelSpec,
-    train: &TrainSpec,
-    at: &dyn Fn(&str) -> Span,
-    errors: &mut Vec<CheckError>,
-    lints: &mut Vec<Lint>,
-) {
-    // The settings of `shard = parameters` alone.
-    let gathering = [
-        (
-            "reshard_after_forward",
-            spec.reshard_after_forward.is_some(),
-        ),
-        ("unit_mb", spec.unit_mb.is_some()),
-    ];
-    let why = match spec.shard {
-        ShardMode::None => Some(("nothing is sharded", "no `shard` here")),
-        ShardMode::Optimizer => Some((
-            "under `shard = optimizer` every replica holds the whole parameters",
-            "no gathered units here",
-        )),
-        ShardMode::Gradients => Some((
-            "under `shard = gradients` every replica holds the whole parameters",
-            "no gathered units here",
-        )),
-        ShardMode::Parameters => None,
-    };
-    if let Some((why, label)) = why {
-        for (key, _) in gathering.into_iter().filter(|(_, written)| *written) {
-            errors.push(CheckError::InvalidValue {
-                message: format!("`{key}` says how `shard = parameters` gathers its units; {why}"),
-                span: at(key),
-                label: label.into(),
-                help: Some(format!(
-                    "use `shard = parameters` (ZeRO-3), or remove `{key}`"
-                )),
-            });
-        }
-    }
-    let mode = match spec.shard {
-        ShardMode::None => {
-            if spec.shard_group.is_some() {
-                errors.push(CheckError::InvalidValue {
-                    message: "`shard_group` says how many replicas shard the state, but nothing is sharded".into(),
-                    span: at("shard_group"),
-                    label: "no `shard` here".into(),
-                    help: Some("add `shard = optimizer` (ZeRO-1) or `shard = gradients` (ZeRO-2), or remove `shard_group`".into()),
-                });
-            }
-            return;
-        }
-        ShardMode::Optimizer => "optimizer",
-        ShardMode::Gradients => "gradients",
-        ShardMode::Parameters => {
-            full_sharding(spec, train, at, errors);
-            "parameters"
-        }
-    };
-    if spec.sync != SyncMode::EveryStep {
-        errors.push(CheckError::Unsupported {
-            message: format!("`shard = {mode}` needs every replica to apply the same averaged gradients at every step; under local SGD, DiLoCo or asynchronous updates the replicas differ"),
-            span: at("shard"),
-            help: Some("use `sync = every_step`, or `shard = none`".into()),
-        });
-    }
-    if matches!(train.optimizer, Optimizer::Adafactor { .. }) {
-        errors.push(CheckError::Unsupported {
-            message: format!("`shard = {mode}` cuts the optimizer state into flat slices; Adafactor's factored second moment spans whole rows and columns of a tensor"),
-            span: at("shard"),
-            help: Some("use sgd, adam, adamw or lion with `shard`, or `shard = none` with adafactor".into()),
-        });
-    }
-    if let (Some(k), Degree::Fixed(d)) = (spec.shard_group, spec.data) {
-        if !d.is_multiple_of(k) || k > d {
-            let divisors: Vec<String> = (2..=d)
-                .filter(|n| d.is_multiple_of(*n))
-                .map(|n| n.to_string())
-                .collect();
-            errors.push(CheckError::InvalidValue {
-                message: format!(
-                    "`shard_group = {k}` must divide the {d} replicas into equal groups"
-                ),
-                span: at("shard_group"),
-                label: "does not divide `data`".into(),
-                help: Some(format!("one of {}", divisors.join(", "))),
-            });
-        }
-    }
-    if spec.data == Degree::Fixed(1) {
-        lints.push(Lint::ShardOneReplica {
-            mode,
-            span: at("shard"),
-        });
-    }
-}
-
-/// `shard = parameters`: what ZeRO-3 does not compose with yet.
-fn full_sharding(
-    spec: &ParallelSpec,
-    train: &TrainSpec,
-    at: &dyn Fn(&str) -> Span,
-    errors: &mut Vec<CheckError>,
-) {
-    let refuse = |message: &str, help: &str| CheckError::Unsupported {
-        message: message.into(),
-        span: at("shard"),
-        help: Some(help.into()),
-    };
-    if spec.batch_norm == BatchNormSync::Sync {
-        errors.push(refuse(
-            "`shard = parameters` (ZeRO-3) with `batch_norm = sync` is not implemented yet",
-            "use `shard = gradients` (ZeRO-2) with synchronised batch norm, or `batch_norm = local`",
-        ));
-    }
-    if train.tracking.ema.is_some() {
-        errors.push(refuse(
-            "`shard = parameters` (ZeRO-3) with `ema` is not implemented yet: the average would hold the whole weights on every replica",
-            "use `shard = gradients` (ZeRO-2) with `ema`, or drop `ema`",
-        ));
     }
 }
 

@@ -59,7 +59,8 @@ pub(super) fn step_program(
                     bytes_per_rank: shard_bytes(stages, buckets, k),
                 });
             }
-            if layout.shard_copies() > 1 {
+            // Sharded within sync groups, the gradients stay in each.
+            if layout.shard_copies() > 1 && !layout.sharded_in_groups() {
                 program.push(StepOp::AllReduceGradientSlices {
                     copies: layout.shard_copies(),
                     bytes_per_rank: ring_bytes(

@@ -304,13 +304,22 @@ impl Parallelism {
     }
 
     /// The replicas that split one copy of the sharded state among
-    /// themselves: `shard_group`, or all of a stage's (1 unsharded).
+    /// themselves: `shard_group`, a sync group's under local SGD or DiLoCo
+    /// in `groups`, or all of a stage's (1 unsharded).
     pub fn shard_degree(&self) -> u64 {
         match (self.shard, self.shard_group) {
             (Shard::None, _) => 1,
+            _ if self.sharded_in_groups() => self.group_size(),
             (_, 0) => self.data,
             (_, k) => k.min(self.data),
         }
+    }
+
+    /// Sharded within each sync group (`groups` under local SGD or
+    /// DiLoCo): the slices' copies in the other groups are never summed,
+    /// the groups meet by `sync`.
+    pub fn sharded_in_groups(&self) -> bool {
+        self.shard != Shard::None && self.groups > 0 && self.sync.meets_every().is_some()
     }
 
     /// Under hybrid sharding, the groups that each hold a whole copy of

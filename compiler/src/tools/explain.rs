@@ -660,7 +660,16 @@ fn collectives(plan: &Plan) -> Vec<Collective> {
                     gradient_ring,
                 ),
                 (SyncMode::LocalSgd { .. } | SyncMode::Diloco { .. }, _) => {
-                    out.extend(inner_group(layout, &at, gradients[stage.stage as usize]));
+                    let inner = match layout.shard {
+                        // ZeRO-2 within each sync group.
+                        Shard::Gradients if layout.sharded_in_groups() => Some(Collective {
+                            name: format!("{at}reduce-scatter gradients over the {k} replicas of each group (ring, {buckets} bucket{}; each keeps the sum of its 1/{k})",
+                                if buckets == 1 { "" } else { "s" }),
+                            bytes_per_rank: all_gather_bytes(own(), k),
+                        }),
+                        _ => inner_group(layout, &at, gradients[stage.stage as usize]),
+                    };
+                    out.extend(inner);
                     across_groups(layout, &at, local, gradient_ring)
                 }
             };
@@ -682,7 +691,9 @@ fn collectives(plan: &Plan) -> Vec<Collective> {
                 });
             }
             if matches!(layout.shard, Shard::Optimizer | Shard::Gradients) {
-                let within = if copies > 1 {
+                let within = if layout.sharded_in_groups() {
+                    format!("the {k} replicas of each sync group")
+                } else if copies > 1 {
                     format!("each group of {k} replicas")
                 } else {
                     format!("{k} replicas")

@@ -136,6 +136,8 @@ impl Loaded {
         let mut optimizer: BTreeMap<String, Tensor> = tensors.into_iter().collect();
         self.ema = super::take_prefixed(&mut optimizer, super::EMA);
         self.optimizer = optimizer;
+        // The replicas' slices are the first group's state.
+        self.shards = None;
         self.model_path = folder.join("model.safetensors");
         Ok(self)
     }

@@ -34,7 +34,16 @@ impl Executor<'_> {
         let g = self.world.place.replica / per_group;
         let first = g * per_group;
         let model = self.gather_replica(self.model.named(), first, step)?;
-        let optimizer = self.optimizer.state(&self.model.params).unwrap_or_default();
+        // Sharded within the group: its replicas' slices gathered whole.
+        let params = &self.model.params;
+        let optimizer =
+            match self
+                .optimizer
+                .gathered_state(params, self.world.shard_group(), step)?
+            {
+                Some(state) => state,
+                None => self.optimizer.state(params).unwrap_or_default(),
+            };
         let mut state = self.gather_replica(optimizer, first, step)?;
         if let Some(ema) = &self.ema {
             let average = self.gather_replica(ema.named(&self.model), first, step)?;

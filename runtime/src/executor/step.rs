@@ -121,10 +121,15 @@ impl Executor<'_> {
                 self.all_reduce_gradients(step, *staleness, state)?;
             }
             StepOp::ReduceScatterGradients { .. } => {
-                // Averaged here unless the copies' slices are summed next.
-                let replicas = self.world.replicas.size();
-                let average = (self.world.replicate.size() == 1).then_some(replicas);
+                // Averaged here unless the copies' slices are summed next;
+                // within sync groups, over the group.
                 let group = self.world.shard_group();
+                let average = match self.plan.topology.parallelism.sharded_in_groups() {
+                    true => Some(group.size()),
+                    false => {
+                        (self.world.replicate.size() == 1).then_some(self.world.replicas.size())
+                    }
+                };
                 self.optimizer
                     .reduce_scatter(&self.model.params, group, average, step)?;
             }

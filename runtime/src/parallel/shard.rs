@@ -22,7 +22,9 @@
 //! groups of k that each split one copy of the state as above (the
 //! communicator they are given is their group's); under `shard =
 //! gradients` the k-way sums of each slice are then all-reduced among the
-//! replicas of the other groups that hold the same slice.
+//! replicas of the other groups that hold the same slice. Within sync
+//! groups (local SGD, DiLoCo) the shard groups are the sync groups, and
+//! the slices stay in each: the groups meet by `sync`.
 //!
 //! Under `shard = parameters` (ZeRO-3) the buckets are the units of
 //! [`super::units`], and a replica's slices of them are the only values it
@@ -221,7 +223,8 @@ impl Updater {
     }
 
     /// Every state tensor, sharing storage with the optimizer's (local
-    /// SGD's averaging; never sharded there).
+    /// SGD's averaging: sharded within sync groups, a replica's slices,
+    /// which line up with those at its place in the other groups).
     pub fn state_tensors(&self) -> Vec<Tensor> {
         match self {
             Updater::Whole(o) => o.state_tensors(),
