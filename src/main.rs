@@ -160,6 +160,10 @@ enum Command {
         /// instead of the model.
         #[arg(long)]
         timeline: bool,
+        /// With `--timeline`: a cluster description (clusters/*.yaml); each
+        /// pass drawn as long as the prediction on it says.
+        #[arg(long, value_name = "YAML", requires = "timeline")]
+        cluster: Option<PathBuf>,
         /// The world size (resolves `data = auto`).
         #[arg(long)]
         world: Option<u64>,
@@ -395,8 +399,15 @@ fn main() -> ExitCode {
             file,
             output,
             timeline,
+            cluster,
             world,
-        } => graph(&file, output.as_deref(), timeline, &request(world, false)),
+        } => {
+            let timeline = match (timeline, cluster) {
+                (false, _) => None,
+                (true, cluster) => Some(cluster),
+            };
+            graph(&file, output.as_deref(), timeline, &request(world, false))
+        }
         Command::Info {
             collectives,
             backend,
@@ -677,27 +688,41 @@ fn fmt(files: &[PathBuf], check: bool) -> Result<(), Failure> {
 }
 
 /// `dtl graph`: the picture's format follows the output's extension.
+/// `timeline`: the pipeline schedule instead of the model, its passes
+/// timed on a cluster when one is given.
 fn graph(
     path: &Path,
     output: Option<&Path>,
-    timeline: bool,
+    timeline: Option<Option<PathBuf>>,
     request: &Request,
 ) -> Result<(), Failure> {
-    use dtl_compiler::tools::graph;
+    use dtl_compiler::tools::{cluster::Cluster, explain, graph, predict};
+    let cluster = match timeline.as_ref().and_then(Option::as_ref) {
+        Some(file) => Some(Cluster::load(file).map_err(Failure::usage)?),
+        None => None,
+    };
     let plan = load_plan(&Input::of(path), request)?;
     let stage_of = plan.topology.stage_of_nodes();
     let layout = &plan.topology.parallelism;
-    let svg = || {
-        if timeline {
-            graph::timeline_svg(
-                layout.pipeline as u32,
-                layout.micro_batches as u32,
-                layout.schedule,
-            )
-        } else {
-            graph::model_svg(&plan, &stage_of)
+    let (stages, micro_batches) = (layout.pipeline as u32, layout.micro_batches as u32);
+    let svg = || match (&timeline, &cluster) {
+        (Some(_), Some(cluster)) => {
+            let cost = explain::cost(&plan);
+            let prediction = predict::predict(&plan, &cost, cluster);
+            let pieces = predict::piece_times(&plan, &cost, cluster);
+            graph::timed_timeline_svg(&graph::TimedStep {
+                stages,
+                micro_batches,
+                schedule: layout.schedule,
+                rounds: plan.train.accumulate,
+                pieces: &pieces,
+                prediction: &prediction,
+            })
         }
+        (Some(_), None) => graph::timeline_svg(stages, micro_batches, layout.schedule),
+        (None, _) => graph::model_svg(&plan, &stage_of),
     };
+    let timeline = timeline.is_some();
     let ext = output
         .and_then(|o| o.extension())
         .and_then(|e| e.to_str())

@@ -714,6 +714,27 @@ fn graph_draws_the_model_and_the_pipeline_schedule() {
         svg.contains("1F1B") && svg.contains("20.0%"),
         "schedule and bubble"
     );
+    // On a cluster: each pass as long as predicted, the step after it.
+    dtl(&[
+        "graph",
+        case,
+        "--timeline",
+        "--cluster",
+        "clusters/h100_sxm.yaml",
+        "-o",
+        timeline.to_str().unwrap(),
+    ])
+    .code(0);
+    let svg = std::fs::read_to_string(&timeline).unwrap();
+    assert!(
+        svg.contains("on H100 SXM")
+            && svg.contains("as predicted")
+            && svg.contains("optimizer step"),
+        "{svg}"
+    );
+    dtl(&["graph", case, "--cluster", "clusters/h100_sxm.yaml"])
+        .code(2)
+        .stderr_has("--timeline");
     dtl(&["graph", case, "-o", "x.jpg"])
         .code(2)
         .stderr_has(".svg, .png or .dot");

@@ -660,16 +660,9 @@ fn collectives(plan: &Plan) -> Vec<Collective> {
                     gradient_ring,
                 ),
                 (SyncMode::LocalSgd { .. } | SyncMode::Diloco { .. }, _) => {
-                    let inner = match layout.shard {
-                        // ZeRO-2 within each sync group.
-                        Shard::Gradients if layout.sharded_in_groups() => Some(Collective {
-                            name: format!("{at}reduce-scatter gradients over the {k} replicas of each group (ring, {buckets} bucket{}; each keeps the sum of its 1/{k})",
-                                if buckets == 1 { "" } else { "s" }),
-                            bytes_per_rank: all_gather_bytes(own(), k),
-                        }),
-                        _ => inner_group(layout, &at, gradients[stage.stage as usize]),
-                    };
-                    out.extend(inner);
+                    let scattered = (buckets, all_gather_bytes(own(), k));
+                    let grads = gradients[stage.stage as usize];
+                    out.extend(inner_group(layout, &at, grads, scattered));
                     across_groups(layout, &at, local, gradient_ring)
                 }
             };
@@ -785,9 +778,23 @@ fn outer_state(layout: &crate::plan::Parallelism, p: u64) -> u64 {
 }
 
 /// Under `groups` with more than one replica a group: the gradient
-/// all-reduce inside each group, every step (`gradients` values).
-fn inner_group(layout: &crate::plan::Parallelism, at: &str, gradients: u64) -> Option<Collective> {
+/// all-reduce inside each group, every step (`gradients` values); under
+/// `shard = gradients` the reduce-scatter of its `buckets` instead.
+fn inner_group(
+    layout: &crate::plan::Parallelism,
+    at: &str,
+    gradients: u64,
+    (buckets, scattered): (usize, u64),
+) -> Option<Collective> {
     let inner = layout.group_size();
+    if layout.shard == Shard::Gradients && layout.sharded_in_groups() {
+        // ZeRO-2 within each group: `scattered` bytes a rank.
+        return Some(Collective {
+            name: format!("{at}reduce-scatter gradients over the {inner} replicas of each group (ring, {buckets} bucket{}; each keeps the sum of its 1/{inner})",
+                if buckets == 1 { "" } else { "s" }),
+            bytes_per_rank: scattered,
+        });
+    }
     (layout.groups > 0 && inner > 1).then(|| Collective {
         name: format!("{at}all-reduce gradients over the {inner} replicas of each group (ring)"),
         bytes_per_rank: ring_bytes(gradients * BYTES_PER_VALUE, inner),

@@ -20,6 +20,7 @@ mod placement;
 mod position;
 mod route;
 mod svg;
+mod timed_svg;
 mod timeline;
 mod timeline_svg;
 
@@ -30,7 +31,8 @@ mod wellformed;
 
 pub use dot::model_dot;
 pub use svg::model_svg;
-pub use timeline::{timeline, PipelineSchedule, Slot};
+pub use timed_svg::{timed_timeline_svg, TimedStep};
+pub use timeline::{timed, timeline, PipelineSchedule, Slot, Timed};
 pub use timeline_svg::timeline_svg;
 
 use crate::plan::{shape_to_string, ModelPlan, Plan};

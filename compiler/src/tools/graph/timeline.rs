@@ -23,19 +23,58 @@ pub fn timeline(
     micro_batches: u32,
     schedule: PipelineSchedule,
 ) -> Vec<Vec<Option<Slot>>> {
-    if stages == 0 || micro_batches == 0 {
-        return vec![Vec::new(); stages as usize];
+    // One slot a pass, no time between the stages.
+    let passes = timed(stages, micro_batches, schedule, |_, _| 1.0, |_| 0.0);
+    let total = passes
+        .iter()
+        .filter_map(|row| row.last().map(|p| p.end as usize))
+        .max()
+        .unwrap_or(0);
+    passes
+        .iter()
+        .map(|row| {
+            let mut slots = vec![None; total];
+            for p in row {
+                slots[p.start as usize] = Some(p.op);
+            }
+            slots
+        })
+        .collect()
+}
+
+/// A pass a stage runs, from `start` to `end`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Timed {
+    pub op: Slot,
+    pub start: f64,
+    pub end: f64,
+}
+
+/// Each stage's passes in the order it runs them, timed: a pass of stage
+/// `s` takes `took(s, pass)`, and a value (the activations forward, their
+/// gradients back) reaches the next stage `delay(s)` after stage `s` or
+/// `s + 1` finishes the pass that made it. A pass starts when its stage is
+/// free and its input has arrived.
+pub fn timed(
+    stages: u32,
+    micro_batches: u32,
+    schedule: PipelineSchedule,
+    took: impl Fn(usize, Slot) -> f64,
+    delay: impl Fn(usize) -> f64,
+) -> Vec<Vec<Timed>> {
+    let (s_n, m_n) = (stages as usize, micro_batches as usize);
+    if s_n == 0 || m_n == 0 {
+        return vec![Vec::new(); s_n];
     }
     let programs: Vec<Vec<Slot>> = (0..stages)
         .map(|s| program(stages, micro_batches, s, schedule))
         .collect();
-    let (s_n, m_n) = (stages as usize, micro_batches as usize);
-    // Slot in which each pass ran, once it has.
-    let mut forward_at = vec![vec![None::<usize>; m_n]; s_n];
-    let mut backward_at = vec![vec![None::<usize>; m_n]; s_n];
+    // When each pass ended, once it has run.
+    let mut forward_end = vec![vec![None::<f64>; m_n]; s_n];
+    let mut backward_end = vec![vec![None::<f64>; m_n]; s_n];
     let mut next = vec![0usize; s_n];
-    let mut free_at = vec![0usize; s_n];
-    let mut rows: Vec<Vec<Option<Slot>>> = vec![Vec::new(); s_n];
+    let mut free_at = vec![0.0f64; s_n];
+    let mut rows: Vec<Vec<Timed>> = vec![Vec::new(); s_n];
     // Every pass waits on one other pass only, and the programs never wait
     // on each other in a cycle, so each sweep schedules at least one pass.
     while (0..s_n).any(|s| next[s] < programs[s].len()) {
@@ -45,36 +84,34 @@ pub fn timeline(
                 continue;
             };
             let ready = match pass {
-                PipeOp::Forward { .. } if s == 0 => Some(0),
-                PipeOp::Forward { micro_batch: m } => forward_at[s - 1][m as usize].map(|t| t + 1),
-                PipeOp::Backward { micro_batch: m } if s + 1 == s_n => {
-                    forward_at[s][m as usize].map(|t| t + 1)
+                PipeOp::Forward { .. } if s == 0 => Some(0.0),
+                PipeOp::Forward { micro_batch: m } => {
+                    forward_end[s - 1][m as usize].map(|t| t + delay(s - 1))
                 }
+                PipeOp::Backward { micro_batch: m } if s + 1 == s_n => forward_end[s][m as usize],
                 PipeOp::Backward { micro_batch: m } => {
-                    backward_at[s + 1][m as usize].map(|t| t + 1)
+                    backward_end[s + 1][m as usize].map(|t| t + delay(s))
                 }
                 transfer => unreachable!("a stage order holds passes only, not {transfer:?}"),
             };
             let Some(ready) = ready else { continue };
-            let t = ready.max(free_at[s]);
+            let start = ready.max(free_at[s]);
+            let end = start + took(s, pass);
             match pass {
-                PipeOp::Forward { micro_batch: m } => forward_at[s][m as usize] = Some(t),
-                PipeOp::Backward { micro_batch: m } => backward_at[s][m as usize] = Some(t),
+                PipeOp::Forward { micro_batch: m } => forward_end[s][m as usize] = Some(end),
+                PipeOp::Backward { micro_batch: m } => backward_end[s][m as usize] = Some(end),
                 transfer => unreachable!("a stage order holds passes only, not {transfer:?}"),
             }
-            if rows[s].len() <= t {
-                rows[s].resize(t + 1, None);
-            }
-            rows[s][t] = Some(pass);
-            free_at[s] = t + 1;
+            rows[s].push(Timed {
+                op: pass,
+                start,
+                end,
+            });
+            free_at[s] = end;
             next[s] += 1;
             progressed = true;
         }
         assert!(progressed, "pipeline programs deadlocked");
-    }
-    let total = rows.iter().map(Vec::len).max().unwrap_or(0);
-    for row in &mut rows {
-        row.resize(total, None);
     }
     rows
 }

@@ -207,7 +207,7 @@ fn caption(
 
 /// Micro-batch `m`'s colour: hues evenly around the wheel from blue, light
 /// for the forward pass and dark for the backward.
-fn colour(m: u32, micro_batches: u32, forward: bool) -> String {
+pub(super) fn colour(m: u32, micro_batches: u32, forward: bool) -> String {
     let hue = (210.0 + 360.0 * m as f64 / micro_batches.max(1) as f64) % 360.0;
     if forward {
         hsl_hex(hue, 0.70, 0.84)

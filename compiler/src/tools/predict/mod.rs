@@ -71,41 +71,72 @@ impl MemoryFit {
     }
 }
 
-/// The predicted step of `plan` (whose costs are `cost`) on `cluster`, one
-/// rank per device, in rank order across the nodes.
-pub fn predict(plan: &Plan, cost: &Cost, cluster: &Cluster) -> Prediction {
+/// One pipeline piece (a micro-batch's share of rows) on a stage: its
+/// forward pass, its backward pass (with the forward again where
+/// `recompute` runs it), and the one-way transfer of its activations to
+/// the next stage (their gradients come back alike), in seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct PieceTimes {
+    pub forward: f64,
+    pub backward: f64,
+    pub send: f64,
+}
+
+/// Each stage's [`PieceTimes`] for `plan` (whose costs are `cost`) on
+/// `cluster`, one rank per device, in rank order across the nodes.
+pub fn piece_times(plan: &Plan, cost: &Cost, cluster: &Cluster) -> Vec<PieceTimes> {
     let layout = &plan.topology.parallelism;
     let precision = plan.train.precision;
-    let peak = cluster.peak(precision);
     let world = plan.topology.world_size();
     // Ranks that share a device (a CPU's cores) each get their share.
-    let (sharing, share) = cluster.share(world);
-    let flops_per_second = peak * share * cluster.efficiency.compute;
-    let (m, p) = (layout.micro_batches.max(1), layout.pipeline.max(1));
-    let pieces = plan.train.accumulate * m;
-    let rows = plan.train.micro_batch as f64 / m as f64;
+    let (_, share) = cluster.share(world);
+    let flops_per_second = cluster.peak(precision) * share * cluster.efficiency.compute;
+    let rows = plan.train.micro_batch as f64 / layout.micro_batches.max(1) as f64;
     let activation_bytes = match precision {
         Precision::Fp32 | Precision::Tf32 => 4.0,
         Precision::Bf16 | Precision::Fp16 => 2.0,
     };
+    let bandwidth = cluster.device.memory_bandwidth * share * cluster.efficiency.memory;
+    let rates = (flops_per_second, bandwidth, activation_bytes);
+    plan.topology
+        .stages
+        .iter()
+        .map(|stage| {
+            let (forward, backward) = sample_seconds(plan, cost, stage, rates);
+            let from = rank_of(plan, stage.stage);
+            let to = rank_of(plan, stage.stage + 1);
+            let send = stage
+                .sends
+                .iter()
+                .map(|t| {
+                    let bytes = t.values_per_sample as f64 * rows * activation_bytes;
+                    let (link, _) = cluster.link_of(&[from, to]);
+                    send_time(&link, cluster, 1, bytes)
+                })
+                .sum();
+            PieceTimes {
+                forward: forward * rows,
+                backward: backward * rows,
+                send,
+            }
+        })
+        .collect()
+}
+
+/// The predicted step of `plan` (whose costs are `cost`) on `cluster`, one
+/// rank per device, in rank order across the nodes.
+pub fn predict(plan: &Plan, cost: &Cost, cluster: &Cluster) -> Prediction {
+    let layout = &plan.topology.parallelism;
+    let peak = cluster.peak(plan.train.precision);
+    let world = plan.topology.world_size();
+    let (sharing, share) = cluster.share(world);
+    let (m, p) = (layout.micro_batches.max(1), layout.pipeline.max(1));
+    let pieces = plan.train.accumulate * m;
     let mut parts = Vec::new();
     // The slowest stage's piece: its compute and its transfers.
     let mut slowest = (0.0, 0.0);
-    let bandwidth = cluster.device.memory_bandwidth * share * cluster.efficiency.memory;
-    let rates = (flops_per_second, bandwidth, activation_bytes);
-    for stage in &plan.topology.stages {
-        let compute = sample_seconds(plan, cost, stage, rates) * rows;
-        let from = rank_of(plan, stage.stage);
-        let to = rank_of(plan, stage.stage + 1);
-        let transfers: f64 = stage
-            .sends
-            .iter()
-            .map(|t| {
-                let bytes = t.values_per_sample as f64 * rows * activation_bytes;
-                let (link, _) = cluster.link_of(&[from, to]);
-                2.0 * send_time(&link, cluster, 1, bytes)
-            })
-            .sum();
+    for stage in piece_times(plan, cost, cluster) {
+        let (compute, transfers) = (stage.forward + stage.backward, 2.0 * stage.send);
         if compute + transfers > slowest.0 + slowest.1 {
             slowest = (compute, transfers);
         }
@@ -152,8 +183,9 @@ pub fn predict(plan: &Plan, cost: &Cost, cluster: &Cluster) -> Prediction {
 /// tensor ranks, layer by layer at the slower of its FLOPs at
 /// `flops_per_second` and its output written and its input read (about as
 /// many values) at `bandwidth` (a roofline: matrix products are bound by
-/// the FLOPs, norms and element-wise layers by the memory), × 3 (× 4 in a
-/// piece `recompute` runs again). A split layer's rank computes 1/T of it
+/// the FLOPs, norms and element-wise layers by the memory): the forward
+/// once, the backward twice that (three times in a piece `recompute`
+/// runs again, its forward once more). A split layer's rank computes 1/T of it
 /// (and holds 1/T of its output when that is sharded); the other layers
 /// run whole on every tensor rank. Layers that compute nothing (views)
 /// are free.
@@ -162,7 +194,7 @@ fn sample_seconds(
     cost: &Cost,
     stage: &crate::plan::StagePlan,
     (flops_per_second, bandwidth, value_bytes): (f64, f64, f64),
-) -> f64 {
+) -> (f64, f64) {
     let t = plan.topology.parallelism.tensor.max(1) as f64;
     let pieces = plan.model.pieces(plan.train.recompute);
     let recomputed = |i: usize| {
@@ -184,10 +216,10 @@ fn sample_seconds(
                 _ => l.activations as f64,
             };
             let seconds = (flops / flops_per_second).max(2.0 * values * value_bytes / bandwidth);
-            let passes = if recomputed(i) { 4.0 } else { 3.0 };
-            passes * seconds
+            let backward = if recomputed(i) { 3.0 } else { 2.0 };
+            (seconds, backward * seconds)
         })
-        .sum()
+        .fold((0.0, 0.0), |(f, b), (lf, lb)| (f + lf, b + lb))
 }
 
 fn part(name: &str, seconds: f64, link: &'static str) -> Part {
