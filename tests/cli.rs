@@ -984,3 +984,32 @@ fn a_diagnostic_in_an_imported_file_names_that_file() {
         "{records}"
     );
 }
+
+/// Sharding within sync groups of one replica each shards nothing: with
+/// `data = auto` the world size decides, and `--world` gets the error at
+/// `groups` (a fixed degree gets it at `shard`, tests/cases).
+#[test]
+fn sharding_within_groups_of_one_replica_is_refused_for_the_world() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("groups.dtl");
+    let digits = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/digits.csv.gz");
+    std::fs::write(
+        &file,
+        format!(
+            r#"model Net {{
+  forward(x: [B, 64]) -> [B, 10] {{ x |> linear(64, 32) |> relu |> linear(32, 10) }}
+}}
+data digits {{ source = csv({:?}) }}
+train {{ model = Net; data = digits; loss = cross_entropy; optimizer = adam(lr: 1e-3); steps = 4; micro_batch = 8 }}
+parallel {{ data = auto; groups = 4; sync = local_sgd(period: 2); shard = optimizer }}
+"#,
+            digits.display().to_string()
+        ),
+    )
+    .unwrap();
+    let file = file.to_str().unwrap();
+    dtl(&["compile", file, "--world", "4"])
+        .code(1)
+        .stderr_has("within 4 sync groups of one replica each: nothing to shard");
+    dtl(&["compile", file, "--world", "8"]).code(0);
+}

@@ -5,7 +5,7 @@
 //! compile` and the runtime agree.
 
 use crate::check::{CheckError, Degree, Experiment, Length, MAX_RANKS};
-use crate::plan::Decay;
+use crate::plan::{Decay, Shard};
 
 /// What the world size decides.
 pub(super) struct Resolved {
@@ -74,7 +74,24 @@ fn sync_groups_divide(
 ) -> Option<()> {
     let layout = &experiment.parallel;
     let setting = ("groups", layout.groups, layout.spans.groups);
-    equal_groups(experiment, (data, world), setting, errors)
+    equal_groups(experiment, (data, world), setting, errors)?;
+    // Sharded within groups of one replica (`data = auto`; a fixed degree
+    // is checked with the block): nothing would be sharded, and nothing
+    // must be averaged across the groups every step.
+    let in_groups = layout.sync.meets_every().is_some() && layout.groups > 0;
+    if in_groups && layout.shard != Shard::None && layout.groups == data && data > 1 {
+        errors.push(CheckError::InvalidValue {
+            message: format!(
+                "`shard = {}` within {data} sync groups of one replica each: nothing to shard",
+                layout.shard.name()
+            ),
+            span: layout.spans.groups,
+            label: world.map_or_else(|| "here".into(), for_world),
+            help: Some("use fewer groups, or `shard = none`".into()),
+        });
+        return None;
+    }
+    Some(())
 }
 
 /// `name = k` (0: not set) cuts the `data` replicas that `world` gives

@@ -234,9 +234,11 @@ fn roots(
                 true => divisors(data).into_iter().map(Some).collect(),
                 false => vec![None],
             };
-            // The replicas of one node, when they split the replicas.
+            // The replicas of one node, when they split the replicas (in
+            // sync groups, the group is the shard group).
             let in_node = node / tensor;
-            let node_group = (node.is_multiple_of(tensor)
+            let node_group = (!grouped
+                && node.is_multiple_of(tensor)
                 && in_node > 1
                 && in_node < data
                 && data.is_multiple_of(in_node))
@@ -248,7 +250,10 @@ fn roots(
                 };
                 for shard_group in within {
                     for &recompute in &recomputes {
-                        for &groups in &groups {
+                        // Sharded in groups of one replica: nothing to
+                        // shard (the checker refuses it).
+                        let sharded = shard != Shard::None;
+                        for &groups in groups.iter().filter(|&&g| !(sharded && g == Some(data))) {
                             roots.push(Root {
                                 data,
                                 tensor,

@@ -33,17 +33,43 @@ impl Executor<'_> {
         let (groups, per_group) = (layout.sync_groups(), layout.group_size());
         let g = self.world.place.replica / per_group;
         let first = g * per_group;
+        // The first group's are the checkpoint's own files: nothing to
+        // gather there (every rank of a group takes the same branch).
+        let (model, state) = match g {
+            0 => (None, None),
+            _ => self.group_state(first, step)?,
+        };
+        let dir = checkpoint::being_written(out);
+        let ready = match (self.world.rank, slices_written) {
+            (0, false) => checkpoint::empty_dir(&dir),
+            _ => Ok(()),
+        };
+        shards::agree(self.world, ready, step, "ready the checkpoint's folder")?;
+        let wrote = match (model, state) {
+            (Some(model), Some(state)) => groups::write_own(&dir, g, &model, &state),
+            _ => Ok(()),
+        };
+        shards::agree(self.world, wrote, step, "write its DiLoCo group's state")?;
+        Ok(Some(groups))
+    }
+
+    /// A later group's replica, and its inner optimizer state with its
+    /// `ema` average, gathered on its first rank (replica `first`, stage
+    /// 0, tensor rank 0; `None` elsewhere); sharded within the group, its
+    /// replicas' slices gathered whole, kept by replica `first`.
+    fn group_state(
+        &self,
+        first: u64,
+        step: u64,
+    ) -> Result<(Option<Named>, Option<Named>), RunError> {
         let model = self.gather_replica(self.model.named(), first, step)?;
-        // Sharded within the group: its replicas' slices gathered whole.
         let params = &self.model.params;
-        let optimizer =
-            match self
-                .optimizer
-                .gathered_state(params, self.world.shard_group(), step)?
-            {
-                Some(state) => state,
-                None => self.optimizer.state(params).unwrap_or_default(),
-            };
+        let keep = self.world.place.replica == first;
+        let group = self.world.shard_group();
+        let optimizer = match self.optimizer.gathered_state(params, group, keep, step)? {
+            Some(state) => state,
+            None => self.optimizer.state(params).unwrap_or_default(),
+        };
         let mut state = self.gather_replica(optimizer, first, step)?;
         if let Some(ema) = &self.ema {
             let average = self.gather_replica(ema.named(&self.model), first, step)?;
@@ -55,18 +81,7 @@ impl Executor<'_> {
                 );
             }
         }
-        let dir = checkpoint::being_written(out);
-        let ready = match (self.world.rank, slices_written) {
-            (0, false) => checkpoint::empty_dir(&dir),
-            _ => Ok(()),
-        };
-        shards::agree(self.world, ready, step, "ready the checkpoint's folder")?;
-        let wrote = match (model, state) {
-            (Some(model), Some(state)) if g > 0 => groups::write_own(&dir, g, &model, &state),
-            _ => Ok(()),
-        };
-        shards::agree(self.world, wrote, step, "write its DiLoCo group's state")?;
-        Ok(Some(groups))
+        Ok((model, state))
     }
 
     /// DiLoCo's θ_global, outer momentum and change on the wire, whole, on

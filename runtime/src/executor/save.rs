@@ -92,7 +92,9 @@ impl Executor<'_> {
             None => {
                 let params = &self.model.params;
                 let group = self.world.shard_group();
-                let state = match self.optimizer.gathered_state(params, group, step)? {
+                // Replica 0's ranks write the files.
+                let keep = self.world.place.replica == 0;
+                let state = match self.optimizer.gathered_state(params, group, keep, step)? {
                     Some(state) => Some(state),
                     None => self.optimizer.state(params),
                 };

@@ -85,7 +85,11 @@ pub fn timed_timeline_svg(step: &TimedStep) -> String {
     let bold = "font-weight=\"bold\"";
     text(&mut out, MARGIN, MARGIN + 14.0, 16.0, "start", bold, &title);
     let left = MARGIN + LABELS_W;
-    let scale = if round > 0.0 { GRID_W / round } else { 0.0 };
+    let scale = if round.is_finite() && round > 0.0 {
+        GRID_W / round
+    } else {
+        0.0
+    };
     axis(&mut out, left, round, scale, GRID_TOP + grid_h);
     for (s, row) in rows.iter().enumerate() {
         let y = GRID_TOP + s as f64 * (ROW_H + ROW_GAP);
@@ -106,7 +110,8 @@ pub fn timed_timeline_svg(step: &TimedStep) -> String {
             "",
             &label,
         );
-        for pass in row {
+        // Nothing to scale a round of no time, or of no end, by.
+        for pass in row.iter().filter(|_| scale > 0.0) {
             pass_svg(&mut out, pass, (left, y, scale), step.micro_batches);
         }
     }
@@ -123,7 +128,7 @@ pub fn timed_timeline_svg(step: &TimedStep) -> String {
 /// The time axis under the lanes: ticks at a round number of
 /// milliseconds (or microseconds), 4 to 10 of them.
 fn axis(out: &mut String, left: f64, round: f64, scale: f64, bottom: f64) {
-    if round <= 0.0 {
+    if !(round.is_finite() && round > 0.0) {
         return;
     }
     let raw = round / 8.0;
@@ -134,8 +139,11 @@ fn axis(out: &mut String, left: f64, round: f64, scale: f64, bottom: f64) {
         .find(|t| round / t <= 10.0)
         .unwrap_or(10.0 * magnitude);
     let grey = "fill=\"#6b7280\"";
+    if !(tick.is_finite() && tick > 0.0) {
+        return;
+    }
     let mut at = 0.0;
-    while at <= round * (1.0 + 1e-9) {
+    while at <= round * (1.0 + 1e-9) && at / tick < 12.0 {
         let x = left + at * scale;
         let _ = writeln!(
             out,
@@ -198,7 +206,10 @@ fn caption(step: &TimedStep, rows: &[Vec<Timed>], round: f64) -> Vec<String> {
         ];
     }
     let busy: f64 = rows.iter().flatten().map(|p| p.end - p.start).sum();
-    let idle = 1.0 - busy / (round * rows.len() as f64);
+    let idle = match round.is_finite() && round > 0.0 {
+        true => 1.0 - busy / (round * rows.len() as f64),
+        false => 0.0,
+    };
     let mut lines = vec![format!(
         "One round of {} micro-batches takes {} ({} a step); the stages are idle {:.1}% of it (the bubble, and waiting on slower stages and transfers).",
         step.micro_batches,
@@ -293,6 +304,20 @@ mod tests {
             svg.contains("width=\"95.0\"") && svg.contains("width=\"191.0\""),
             "{svg}"
         );
+        // Passes that take no time, or forever (a cluster whose peak is
+        // all but 0): a drawing, not a hang.
+        for t in [0.0, f64::INFINITY] {
+            let still = PieceTimes {
+                forward: t,
+                backward: t,
+                send: 0.0,
+            };
+            let step = TimedStep {
+                pieces: &[still, still],
+                ..step
+            };
+            check(&timed_timeline_svg(&step)).unwrap();
+        }
         let rows = timed(
             2,
             2,

@@ -322,11 +322,15 @@ impl Links<'_> {
             .unwrap_or((0, 0, 0))
     }
 
-    /// The gradient buckets of the stage that has the most.
-    fn busiest_stage_buckets(&self) -> u64 {
+    /// The gradient slices a replica of the busiest stage holds: one a
+    /// bucket, or under `shard = parameters` one a unit.
+    fn slice_rings(&self) -> u64 {
         let topology = &self.plan.topology;
         (0..topology.stages.len().max(1) as u64)
-            .map(|stage| topology.buckets.iter().filter(|b| b.stage == stage).count() as u64)
+            .map(|stage| match topology.units.is_empty() {
+                true => topology.buckets.iter().filter(|b| b.stage == stage).count() as u64,
+                false => topology.stage_units(stage).count() as u64,
+            })
             .max()
             .unwrap_or(1)
             .max(1)
@@ -394,12 +398,12 @@ impl Links<'_> {
                 copies,
                 bytes_per_rank,
             } => {
-                // A ring a bucket's slice, as the runtime sends them.
-                let buckets = self.busiest_stage_buckets();
+                // A ring a slice, as the runtime sends them.
+                let rings = self.slice_rings();
                 self.part(
-                    format!("all-reduce gradient slices over {copies} copies ({buckets} rings)"),
+                    format!("all-reduce gradient slices over {copies} copies ({rings} rings)"),
                     GroupKind::Replicate,
-                    (buckets * 2 * (copies - 1), *bytes_per_rank),
+                    (rings * 2 * (copies - 1), *bytes_per_rank),
                     1.0,
                 )
             }

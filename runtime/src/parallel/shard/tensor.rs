@@ -10,8 +10,9 @@
 //!   ([`Updater::slice_norm_shares`]);
 //! - a checkpoint: the state is gathered over the shard group and written
 //!   whole, as an unsharded tensor-parallel run writes it
-//!   ([`Updater::gathered_state`]), so a run resumes at any degree or
-//!   shard mode; each tensor rank's slice files are not written yet.
+//!   ([`Updater::gathered_state`]; only the replica whose rank writes it
+//!   keeps it), so a run resumes at any degree or shard mode; each tensor
+//!   rank's slice files are not written yet.
 
 use tch::Tensor;
 
@@ -65,14 +66,17 @@ impl Updater {
         ]))
     }
 
-    /// Under `tensor`, for a checkpoint: each parameter's optimizer state,
-    /// by name as [`Updater::state`] gives it, gathered whole over the
-    /// shard group `comm` (a collective over it: the slots in use are
-    /// agreed on); `None` when the optimizer is whole.
+    /// For a checkpoint written whole: each parameter's optimizer state,
+    /// by name as [`Updater::state`] gives it, gathered over the shard
+    /// group `comm` (a collective over it: the slots in use are agreed
+    /// on); `None` when the optimizer is whole. Only a rank that `keep`s it
+    /// (the one whose files hold it) holds the whole state: the others let
+    /// each bucket go once gathered, and get an empty list.
     pub fn gathered_state(
         &self,
         params: &[(String, Tensor)],
         comm: &dyn Communicator,
+        keep: bool,
         step: u64,
     ) -> Result<Option<Vec<(String, Tensor)>>, RunError> {
         let Updater::Sharded(s) = self else {
@@ -93,6 +97,9 @@ impl Updater {
                     None => like.f_new_zeros([piece.len], (like.kind(), like.device())),
                 };
                 let flat = s.gather_bucket(b, states, like, comm, step)?;
+                if !keep {
+                    continue;
+                }
                 let mut at = 0;
                 for &i in &bucket.params {
                     let (param, t) = &params[i];
