@@ -10,19 +10,15 @@ use std::fmt::Write;
 use super::placement::Rect;
 use super::svg::{rect, text};
 use super::timeline::{timed, PipeOp, PipelineSchedule, Timed};
-use super::timeline_svg::colour;
+use super::timeline_svg::{
+    caption_svg, colour, height_with_caption, CAPTION_FONT, GRID_TOP, LABELS_W, MARGIN, ROW_GAP,
+};
 use super::{num, text_width, FONT};
 use crate::tools::predict::{seconds, PieceTimes, Prediction};
 
-const MARGIN: f64 = 20.0;
 /// The round's width on the page.
 const GRID_W: f64 = 960.0;
 const ROW_H: f64 = 28.0;
-const ROW_GAP: f64 = 4.0;
-const LABELS_W: f64 = 64.0;
-const GRID_TOP: f64 = MARGIN + 52.0;
-const CAPTION_FONT: f64 = 12.0;
-const CAPTION_LINE: f64 = 18.0;
 
 /// What the timeline of a predicted step shows.
 pub struct TimedStep<'a> {
@@ -73,7 +69,7 @@ pub fn timed_timeline_svg(step: &TimedStep) -> String {
         .fold(LABELS_W + GRID_W, f64::max);
     let (width, height) = (
         2.0 * MARGIN + widest,
-        GRID_TOP + grid_h + 30.0 + caption.len() as f64 * CAPTION_LINE + MARGIN,
+        height_with_caption(GRID_TOP + grid_h + 30.0, caption.len()),
     );
     let (w, h) = (num(width), num(height));
     let mut out = String::new();
@@ -115,13 +111,7 @@ pub fn timed_timeline_svg(step: &TimedStep) -> String {
             pass_svg(&mut out, pass, (left, y, scale), step.micro_batches);
         }
     }
-    let mut y = GRID_TOP + grid_h + 30.0 + CAPTION_FONT;
-    for line in &caption {
-        let ink = "fill=\"#333333\"";
-        text(&mut out, MARGIN, y, CAPTION_FONT, "start", ink, line);
-        y += CAPTION_LINE;
-    }
-    out.push_str("</svg>\n");
+    caption_svg(&mut out, GRID_TOP + grid_h + 30.0, &caption);
     out
 }
 

@@ -10,14 +10,15 @@ use super::timeline::{peak_in_flight, timeline, PipeOp, PipelineSchedule, Slot};
 use super::{num, text_width, FONT};
 use crate::plan::parallel::bubble;
 
-const MARGIN: f64 = 20.0;
+// Shared with the timed timeline ([`super::timed_svg`]).
+pub(super) const MARGIN: f64 = 20.0;
 const CELL_W: f64 = 34.0;
 const CELL_H: f64 = 28.0;
-const ROW_GAP: f64 = 4.0;
+pub(super) const ROW_GAP: f64 = 4.0;
 /// Room left of the grid for `stage 12`.
-const LABELS_W: f64 = 64.0;
-const GRID_TOP: f64 = MARGIN + 52.0;
-const CAPTION_FONT: f64 = 12.0;
+pub(super) const LABELS_W: f64 = 64.0;
+pub(super) const GRID_TOP: f64 = MARGIN + 52.0;
+pub(super) const CAPTION_FONT: f64 = 12.0;
 const CAPTION_LINE: f64 = 18.0;
 
 /// The schedule of `micro_batches` micro-batches through `stages` stages as
@@ -39,7 +40,7 @@ pub fn timeline_svg(stages: u32, micro_batches: u32, schedule: PipelineSchedule)
         .fold(grid_w, f64::max);
     let (width, height) = (
         2.0 * MARGIN + widest,
-        GRID_TOP + grid_h + 14.0 + caption.len() as f64 * CAPTION_LINE + MARGIN,
+        height_with_caption(GRID_TOP + grid_h + 14.0, caption.len()),
     );
     let mut out = String::new();
     let (w, h) = (num(width), num(height));
@@ -107,10 +108,16 @@ pub fn timeline_svg(stages: u32, micro_batches: u32, schedule: PipelineSchedule)
             cell_svg(&mut out, &cell, *slot, micro_batches);
         }
     }
-    let mut y = GRID_TOP + grid_h + 14.0 + CAPTION_FONT;
-    for line in &caption {
+    caption_svg(&mut out, GRID_TOP + grid_h + 14.0, &caption);
+    out
+}
+
+/// The caption's lines from `top` down, and the end of the picture.
+pub(super) fn caption_svg(out: &mut String, top: f64, caption: &[String]) {
+    let mut y = top + CAPTION_FONT;
+    for line in caption {
         text(
-            &mut out,
+            out,
             MARGIN,
             y,
             CAPTION_FONT,
@@ -121,7 +128,11 @@ pub fn timeline_svg(stages: u32, micro_batches: u32, schedule: PipelineSchedule)
         y += CAPTION_LINE;
     }
     out.push_str("</svg>\n");
-    out
+}
+
+/// The height of a picture whose caption of `lines` starts at `top`.
+pub(super) fn height_with_caption(top: f64, lines: usize) -> f64 {
+    top + lines as f64 * CAPTION_LINE + MARGIN
 }
 
 fn cell_svg(out: &mut String, cell: &Rect, slot: Option<Slot>, micro_batches: u32) {
