@@ -11,7 +11,7 @@ use super::placement::Rect;
 use super::svg::{rect, text};
 use super::timeline::{timed, PipeOp, PipelineSchedule, Timed};
 use super::timeline_svg::{
-    caption_svg, colour, height_with_caption, CAPTION_FONT, GRID_TOP, LABELS_W, MARGIN, ROW_GAP,
+    caption_svg, height_with_caption, pass_box, CAPTION_FONT, GRID_TOP, LABELS_W, MARGIN, ROW_GAP,
 };
 use super::{num, text_width, FONT};
 use crate::tools::predict::{seconds, PieceTimes, Prediction};
@@ -153,38 +153,13 @@ fn axis(out: &mut String, left: f64, round: f64, scale: f64, bottom: f64) {
 
 /// A pass's box, `F3`/`B3` inside when it is wide enough.
 fn pass_svg(out: &mut String, pass: &Timed, (left, y, scale): (f64, f64, f64), micro_batches: u32) {
-    let (label, m, forward) = match pass.op {
-        PipeOp::Forward { micro_batch } => (format!("F{micro_batch}"), micro_batch, true),
-        PipeOp::Backward { micro_batch } => (format!("B{micro_batch}"), micro_batch, false),
-        transfer => unreachable!("a timeline holds passes only, not {transfer:?}"),
-    };
     let cell = Rect {
         x: left + pass.start * scale,
         y,
         w: ((pass.end - pass.start) * scale - 1.0).max(1.0),
         h: ROW_H,
     };
-    let fill = colour(m as u32, micro_batches, forward);
-    let stroke = colour(m as u32, micro_batches, false);
-    rect(
-        out,
-        &cell,
-        2.0,
-        &format!("fill=\"{fill}\" stroke=\"{stroke}\""),
-    );
-    if cell.w >= text_width(&label, 11.0, true) + 4.0 {
-        let ink = if forward { "#1f2937" } else { "#ffffff" };
-        let style = format!("fill=\"{ink}\" font-weight=\"bold\"");
-        text(
-            out,
-            cell.cx(),
-            cell.cy() + 4.0,
-            11.0,
-            "middle",
-            &style,
-            &label,
-        );
-    }
+    pass_box(out, &cell, (pass.op, micro_batches), 2.0, false);
 }
 
 /// The caption: the round and how idle its stages are, each stage's

@@ -136,50 +136,47 @@ pub(super) fn height_with_caption(top: f64, lines: usize) -> f64 {
 }
 
 fn cell_svg(out: &mut String, cell: &Rect, slot: Option<Slot>, micro_batches: u32) {
-    let (label, fill, ink) = match slot {
-        None => {
-            rect(out, cell, 3.0, "fill=\"url(#dtl-idle)\" stroke=\"#e0e0e0\"");
-            return;
-        }
-        Some(PipeOp::Backward { micro_batch: m }) => (
-            format!("B{m}"),
-            colour(m as u32, micro_batches, false),
-            "#ffffff",
-        ),
-        Some(other) => {
-            let m = match other {
-                PipeOp::Forward { micro_batch } => micro_batch,
-                transfer => unreachable!("a timeline holds passes only, not {transfer:?}"),
-            };
-            (
-                format!("F{m}"),
-                colour(m as u32, micro_batches, true),
-                "#1f2937",
-            )
-        }
+    match slot {
+        None => rect(out, cell, 3.0, "fill=\"url(#dtl-idle)\" stroke=\"#e0e0e0\""),
+        Some(pass) => pass_box(out, cell, (pass, micro_batches), 3.0, true),
+    }
+}
+
+/// A pass's box, coloured by its micro-batch (light forward, dark
+/// backward), `F3`/`B3` inside: always, or when the box is wide enough.
+pub(super) fn pass_box(
+    out: &mut String,
+    cell: &Rect,
+    (pass, micro_batches): (Slot, u32),
+    radius: f64,
+    always_label: bool,
+) {
+    let (label, m, forward) = match pass {
+        PipeOp::Forward { micro_batch } => (format!("F{micro_batch}"), micro_batch, true),
+        PipeOp::Backward { micro_batch } => (format!("B{micro_batch}"), micro_batch, false),
+        transfer => unreachable!("a timeline holds passes only, not {transfer:?}"),
     };
-    let stroke = match slot {
-        Some(PipeOp::Forward { micro_batch: m } | PipeOp::Backward { micro_batch: m }) => {
-            colour(m as u32, micro_batches, false)
-        }
-        _ => String::new(),
-    };
+    let fill = colour(m as u32, micro_batches, forward);
+    let stroke = colour(m as u32, micro_batches, false);
     rect(
         out,
         cell,
-        3.0,
+        radius,
         &format!("fill=\"{fill}\" stroke=\"{stroke}\""),
     );
-    let style = format!("fill=\"{ink}\" font-weight=\"bold\"");
-    text(
-        out,
-        cell.cx(),
-        cell.cy() + 4.0,
-        11.0,
-        "middle",
-        &style,
-        &label,
-    );
+    if always_label || cell.w >= text_width(&label, 11.0, true) + 4.0 {
+        let ink = if forward { "#1f2937" } else { "#ffffff" };
+        let style = format!("fill=\"{ink}\" font-weight=\"bold\"");
+        text(
+            out,
+            cell.cx(),
+            cell.cy() + 4.0,
+            11.0,
+            "middle",
+            &style,
+            &label,
+        );
+    }
 }
 
 /// The caption lines: the bubble with its formula, the timing assumption,
@@ -218,7 +215,7 @@ fn caption(
 
 /// Micro-batch `m`'s colour: hues evenly around the wheel from blue, light
 /// for the forward pass and dark for the backward.
-pub(super) fn colour(m: u32, micro_batches: u32, forward: bool) -> String {
+fn colour(m: u32, micro_batches: u32, forward: bool) -> String {
     let hue = (210.0 + 360.0 * m as f64 / micro_batches.max(1) as f64) % 360.0;
     if forward {
         hsl_hex(hue, 0.70, 0.84)
