@@ -65,6 +65,12 @@ pub struct Summary {
     /// the step program's `tensor_all_reduces` lists them per micro-batch.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tensor_all_reduces: Option<u64>,
+    /// Under `sequence = true`: the all-gathers and reduce-scatters over
+    /// the sequence rank 0's training steps issued.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tensor_all_gathers: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tensor_reduce_scatters: Option<u64>,
     /// Under `local_sgd` and `diloco`: the bytes rank 0 sent across the
     /// sync groups (the step program's `average_parameters` or
     /// `outer_step`, each time it ran).
@@ -184,6 +190,8 @@ impl Tally {
             optimizer_state_bytes: end.rank.optimizer_state_bytes,
             parameter_bytes: end.rank.parameter_bytes,
             tensor_all_reduces: end.rank.tensor_all_reduces,
+            tensor_all_gathers: end.rank.sequence_collectives.map(|(g, _)| g),
+            tensor_reduce_scatters: end.rank.sequence_collectives.map(|(_, s)| s),
             across_group_bytes: end.rank.across_group_bytes,
             peak_rss_bytes: crate::memory::peak_rss(),
             start_peak_rss_bytes: self.start_peak_rss,

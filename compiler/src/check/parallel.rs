@@ -19,7 +19,7 @@ use sharding::sharding;
 mod sharding;
 
 /// The settings a `parallel` block accepts.
-pub const KEYS: [&str; 16] = [
+pub const KEYS: [&str; 17] = [
     "split",
     "data",
     "tensor",
@@ -36,6 +36,7 @@ pub const KEYS: [&str; 16] = [
     "unit_mb",
     "tensor_split",
     "groups",
+    "sequence",
 ];
 
 /// `shard` as written: ZeRO's three stages.
@@ -85,6 +86,8 @@ pub struct ParallelSpec {
     pub tensor_split: Vec<super::tensor::SplitOverride>,
     /// `groups = G`, when written: sync groups of the replicas.
     pub groups: Option<u64>,
+    /// `sequence = true`: Megatron's sequence parallelism under `tensor`.
+    pub sequence: bool,
     pub span: Span,
 }
 
@@ -97,6 +100,9 @@ pub struct ParallelLayout {
     /// `tensor = T`, and the nodes it splits (none when T = 1).
     pub tensor: u64,
     pub tensor_splits: Vec<crate::plan::NodeSplit>,
+    /// `sequence = true`: the nodes whose outputs each tensor rank holds
+    /// a part of the sequence of (empty otherwise).
+    pub sequence: Vec<usize>,
     pub pipeline: u64,
     pub micro_batches: u64,
     pub schedule: PipelineSchedule,
@@ -141,6 +147,7 @@ impl ParallelLayout {
             data: Degree::Fixed(1),
             tensor: 1,
             tensor_splits: Vec::new(),
+            sequence: Vec::new(),
             pipeline: 1,
             micro_batches: 1,
             schedule: PipelineSchedule::OneFOneB,
@@ -213,6 +220,7 @@ pub fn resolve(block: &SettingsBlock, errors: &mut Vec<CheckError>) -> Option<Pa
             .map(|g| Some(g as u64)),
         None => Some(None),
     };
+    let sequence = s.bool("sequence", false, errors);
     let tensor_split = match s.get("tensor_split") {
         Some(setting) => super::tensor::parse_overrides(setting, errors),
         None => Some(Vec::new()),
@@ -241,6 +249,7 @@ pub fn resolve(block: &SettingsBlock, errors: &mut Vec<CheckError>) -> Option<Pa
         split: split?,
         tensor_split: tensor_split?,
         groups: groups?,
+        sequence: sequence?,
         span: block.keyword,
     })
 }
@@ -318,10 +327,21 @@ pub fn check(
             super::tensor::splits(model, sources, (t, vocab_loss), at, (errors, lints))?
         }
     };
+    if spec.sequence {
+        super::tensor::sequence::not_done(spec, train, at("sequence"), errors);
+    }
+    let sequence = match spec.sequence && spec.tensor > 1 {
+        false => Vec::new(),
+        true => {
+            let split = (tensor_splits.as_slice(), spec.tensor);
+            super::tensor::sequence::nodes(model, sources, split, at("sequence"), errors)?
+        }
+    };
     Some(ParallelLayout {
         data: spec.data,
         tensor: spec.tensor,
         tensor_splits,
+        sequence,
         pipeline: stages,
         // One stage runs each micro-batch in one piece.
         micro_batches: if stages > 1 { spec.micro_batches } else { 1 },

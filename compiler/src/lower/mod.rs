@@ -15,7 +15,7 @@ mod ranks;
 pub mod schedule;
 mod stages;
 mod step_program;
-mod tensor;
+pub(crate) mod tensor;
 mod topology;
 mod units;
 
@@ -63,6 +63,7 @@ fn lower_for(
         reshard_after_forward: layout.reshard_after_forward,
         tensor: layout.tensor,
         groups: layout.groups,
+        sequence: !layout.sequence.is_empty(),
     };
     let d = parallelism.data;
     let train = TrainPlan {
@@ -105,7 +106,6 @@ fn lower_for(
         ),
         _ => Vec::new(),
     };
-
     let fragments = fragments::fragments(model, &stages, &local, &parallelism);
     let splits = (layout.tensor_splits.as_slice(), layout.tensor);
     let local: Vec<u64> = stages
@@ -114,7 +114,7 @@ fn lower_for(
         .collect();
     let collectives = tensor::collectives(
         model,
-        &layout.tensor_splits,
+        (&layout.tensor_splits, &layout.sequence),
         (train.micro_batch, train.recompute),
         layout.tensor,
     );
@@ -144,6 +144,7 @@ fn lower_for(
             },
             units,
             tensor_splits: layout.tensor_splits.clone(),
+            sequence: layout.sequence.clone(),
             parallelism,
         },
         model: model.clone(),

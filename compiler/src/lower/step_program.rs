@@ -184,7 +184,7 @@ fn tensor_all_reduces(collectives: Vec<TensorCollective>, t: u64, accumulate: u6
         collectives
             .iter()
             .filter(|c| (c.pass == Pass::Update) == update)
-            .map(|c| ring_bytes(c.bytes, t))
+            .map(|c| c.op.ring_bytes(c.bytes, t))
             .sum()
     };
     StepOp::TensorAllReduces {

@@ -22,8 +22,8 @@ pub use parallel::{
 };
 pub use pieces::Piece;
 pub use tensor::{
-    local_kv_heads, local_parameters, split_values, stage_split_params, tensor_local_shapes,
-    tensor_sharded, NodeSplit, TensorSplit,
+    local_kv_heads, local_parameters, sequence_params, split_values, stage_split_params,
+    sums_output, tensor_local_shapes, tensor_sharded, NodeSplit, TensorSplit,
 };
 pub use tracking::{EarlyStop, F1Average, Metric, Monitor, Tracking};
 pub use types::*;

@@ -41,6 +41,11 @@ pub struct Topology {
     /// empty otherwise.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tensor_splits: Vec<NodeSplit>,
+    /// `sequence = true`: the nodes whose outputs each tensor rank holds
+    /// 1/T of the sequence of (dimension 1), rank t the t-th part, in node
+    /// order; empty otherwise.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sequence: Vec<usize>,
 }
 
 impl Topology {
@@ -243,6 +248,14 @@ pub struct Parallelism {
     /// meet by `sync` across; absent (0): each replica is its own group.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub groups: u64,
+    /// `sequence = true`: Megatron-LM's sequence parallelism over each
+    /// tensor group ([`Topology::sequence`]).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub sequence: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 fn one() -> u64 {
@@ -282,6 +295,7 @@ impl Parallelism {
             reshard_after_forward: true,
             tensor: 1,
             groups: 0,
+            sequence: false,
         }
     }
 

@@ -201,3 +201,43 @@ impl TensorSplit {
         matches!(self, TensorSplit::Column | TensorSplit::Sharded)
     }
 }
+
+/// `sequence = true`: whether a node split as `how` sums its partial
+/// output over the tensor group (row-parallel, head-split, an embedding
+/// split by vocabulary): in a sequence-parallel region that sum is a
+/// reduce-scatter, each rank keeping its part of the sequence.
+pub fn sums_output(how: Option<TensorSplit>) -> bool {
+    matches!(
+        how,
+        Some(TensorSplit::Row | TensorSplit::Heads | TensorSplit::Vocab)
+    )
+}
+
+/// `sequence = true`: the parameters whose gradient each tensor rank
+/// computes from its part of the sequence only, summed over the tensor
+/// group once a step (Megatron-LM's sequence-parallel parameters): those
+/// of the whole layers of the sequence-parallel region (`sequence`, the
+/// nodes whose outputs are held by parts of the sequence), and the whole
+/// output bias of a summing node there (added after the reduce-scatter).
+pub fn sequence_params<'m>(
+    model: &'m ModelPlan,
+    splits: &[NodeSplit],
+    sequence: &[usize],
+) -> Vec<&'m str> {
+    let how = |i: usize| splits.iter().find(|s| s.node == i).map(|s| s.split);
+    let mut names = Vec::new();
+    for &i in sequence {
+        let op = &model.nodes[i].op;
+        match (how(i), op) {
+            (None, _) => names.extend(op.params()),
+            (Some(TensorSplit::Row), Op::Linear { bias, .. }) => names.extend(bias.as_deref()),
+            (Some(TensorSplit::Heads), Op::Attention { out_proj_bias, .. }) => {
+                names.extend(out_proj_bias.as_deref())
+            }
+            _ => {}
+        }
+    }
+    names.sort_unstable();
+    names.dedup();
+    names
+}

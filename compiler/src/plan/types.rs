@@ -1414,8 +1414,51 @@ pub struct TensorCollective {
     pub layers: Vec<String>,
     /// Bytes of the tensor summed, for one micro-batch (one step for
     /// `update`: every key/value row of the layer, each rank adding its
-    /// own head's).
+    /// own head's); of the whole tensor for an all-gather or a
+    /// reduce-scatter.
     pub bytes: u64,
+    /// Which collective: an all-reduce unless `sequence = true` makes it
+    /// an all-gather or a reduce-scatter over the sequence.
+    #[serde(default, skip_serializing_if = "TensorOp::is_all_reduce")]
+    pub op: TensorOp,
+}
+
+/// The collective of a [`TensorCollective`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TensorOp {
+    #[default]
+    AllReduce,
+    /// `sequence = true`: every rank's part of the sequence, gathered whole.
+    AllGather,
+    /// `sequence = true`: the partial sums summed, each rank keeping its
+    /// part of the sequence.
+    ReduceScatter,
+}
+
+impl TensorOp {
+    fn is_all_reduce(&self) -> bool {
+        *self == TensorOp::AllReduce
+    }
+
+    /// Bytes one rank sends of a ring over `t` ranks on a tensor of
+    /// `bytes`: 2(t − 1)/t of it for an all-reduce, half that otherwise.
+    pub fn ring_bytes(self, bytes: u64, t: u64) -> u64 {
+        let t = t.max(1);
+        match self {
+            TensorOp::AllReduce => 2 * (t - 1) * bytes / t,
+            TensorOp::AllGather | TensorOp::ReduceScatter => (t - 1) * bytes / t,
+        }
+    }
+
+    /// As explain names it.
+    pub fn name(self) -> &'static str {
+        match self {
+            TensorOp::AllReduce => "all-reduce",
+            TensorOp::AllGather => "all-gather",
+            TensorOp::ReduceScatter => "reduce-scatter",
+        }
+    }
 }
 
 /// When a tensor-group all-reduce runs: in a direction of the training

@@ -11,7 +11,10 @@
 use serde::Serialize;
 
 use crate::lower::cost::{all_gather_bytes, node_flops, numel, ring_bytes};
-use crate::plan::{Optimizer, Pass, PipelineSchedule, Plan, Recompute, Shard, StepOp, SyncMode};
+use crate::plan::{
+    Optimizer, Pass, PipelineSchedule, Plan, Recompute, Shard, StepOp, SyncMode, TensorCollective,
+    TensorOp,
+};
 
 const BYTES_PER_VALUE: u64 = 4;
 
@@ -108,6 +111,34 @@ pub struct Collective {
 /// creates again in backward. A node of a recomputed piece keeps its output
 /// only when a node of another piece or stage reads it (the model's output
 /// included); without `recompute` every output is kept.
+/// `sequence = true`: a value held by parts of the sequence is 1/T of
+/// the whole, but the runtime keeps two whole tensors beside some of them
+/// for backward: a summing layer's partial output (its gradient is
+/// all-gathered into it), and the gathered value a split or whole layer
+/// reads.
+fn sequence_activations(plan: &Plan, whole: &[LayerCost], held: &mut [LayerCost]) {
+    let topology = &plan.topology;
+    let t = topology.parallelism.tensor;
+    let parts = &topology.sequence;
+    let nodes = &plan.model.nodes;
+    for &i in parts {
+        let summing = crate::plan::sums_output(topology.tensor_split(i));
+        let reads_whole = |j: usize| {
+            !parts.contains(&j)
+                || matches!(
+                    topology.tensor_split(j),
+                    Some(crate::plan::TensorSplit::Column | crate::plan::TensorSplit::Heads)
+                )
+        };
+        let gathered = nodes
+            .iter()
+            .enumerate()
+            .any(|(j, n)| n.inputs.contains(&i) && reads_whole(j));
+        held[i].activations = whole[i].activations / t
+            + whole[i].activations * (u64::from(summing) + u64::from(gathered));
+    }
+}
+
 fn stage_activations(plan: &Plan, layers: &[LayerCost], first: usize, last: usize) -> (u64, u64) {
     let model = &plan.model;
     let pieces = model.pieces(plan.train.recompute);
@@ -188,6 +219,9 @@ pub fn cost(plan: &Plan) -> Cost {
         if split.split.sharded_output() {
             held_layers[split.node].activations /= t;
         }
+    }
+    if plan.topology.parallelism.sequence {
+        sequence_activations(plan, &layers, &mut held_layers);
     }
     let params = model.parameter_count;
     let stage_state = stage_optimizer_state(plan);
@@ -823,22 +857,46 @@ fn tensor_collectives(plan: &Plan, stage: &crate::plan::StagePlan, at: &str) -> 
         0 => String::new(),
         n => format!(", {n} again in backward (recompute)"),
     };
-    let per_micro_batch: u64 = mine.iter().map(|c| ring_bytes(c.bytes, t)).sum();
+    let per_micro_batch: u64 = mine.iter().map(|c| c.op.ring_bytes(c.bytes, t)).sum();
+    let what = match plan.topology.parallelism.sequence {
+        false => "all-reduce activations".to_string(),
+        true => {
+            let ops = |op: TensorOp| mine.iter().filter(|c| c.op == op).count();
+            format!(
+                "all-reduce ({}), all-gather ({}) and reduce-scatter ({}) activations by sequence",
+                ops(TensorOp::AllReduce),
+                ops(TensorOp::AllGather),
+                ops(TensorOp::ReduceScatter)
+            )
+        }
+    };
     let mut out = vec![Collective {
         name: format!(
-            "{at}all-reduce activations over {t} tensor ranks (ring; per micro-batch {} in forward, {} in backward{again})",
+            "{at}{what} over {t} tensor ranks (ring; per micro-batch {} in forward, {} in backward{again})",
             count(Pass::Forward),
             count(Pass::Backward),
         ),
         bytes_per_rank: per_micro_batch * plan.train.accumulate,
     }];
-    if !update.is_empty() {
+    let (sums, heads): (Vec<&&TensorCollective>, Vec<_>) = update
+        .iter()
+        .partition(|c| c.node == crate::lower::tensor::SEQUENCE_PARAMETERS);
+    if !heads.is_empty() {
         out.push(Collective {
             name: format!(
                 "{at}all-reduce the gradients of shared key/value heads over {t} tensor ranks ({} layers, once a step)",
-                update.len()
+                heads.len()
             ),
-            bytes_per_rank: update.iter().map(|c| ring_bytes(c.bytes, t)).sum(),
+            bytes_per_rank: heads.iter().map(|c| ring_bytes(c.bytes, t)).sum(),
+        });
+    }
+    for c in sums {
+        out.push(Collective {
+            name: format!(
+                "{at}all-reduce the gradients of the sequence-parallel layers' parameters over {t} tensor ranks ({} layers, once a step)",
+                c.layers.len()
+            ),
+            bytes_per_rank: ring_bytes(c.bytes, t),
         });
     }
     out

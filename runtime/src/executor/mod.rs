@@ -47,6 +47,9 @@ pub struct RankReport {
     /// Under `tensor = T`: the all-reduces over its tensor group that its
     /// training steps issued (forward and backward; evaluation's not).
     pub tensor_all_reduces: Option<u64>,
+    /// Under `sequence = true`: the all-gathers and reduce-scatters over
+    /// the sequence that its training steps issued.
+    pub sequence_collectives: Option<(u64, u64)>,
     /// Under `local_sgd` and `diloco`: the bytes it sent across the sync
     /// groups (a ring all-reduce of every tensor averaged over them).
     pub across_group_bytes: Option<u64>,
@@ -304,6 +307,7 @@ impl<'a> Executor<'a> {
             optimizer_state_bytes: self.optimizer.state_bytes(),
             parameter_bytes: self.parameter_bytes(),
             tensor_all_reduces: self.model.tensor_part().map(|_| self.tensor_all_reduces),
+            sequence_collectives: self.model.tensor_part().and_then(|p| p.sequence_issued()),
             across_group_bytes: (self.plan.topology.parallelism.sync)
                 .meets_every()
                 .map(|_| self.across_group_bytes),
@@ -447,6 +451,7 @@ fn build_weights(
     if tensor.size() > 1 {
         let at = (tensor.rank() as i64, tensor.size() as i64);
         model.split_for_tensor(&plan.topology.tensor_splits, at, &mut fill)?;
+        model.split_sequence(plan);
     }
     let buckets = Buckets::new(plan, world.place.stage, &model.params)?;
     let built = match check {

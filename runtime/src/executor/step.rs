@@ -216,13 +216,16 @@ impl Executor<'_> {
     }
 
     /// The step's backward passes are done: the gradients of key/value
-    /// heads several tensor ranks share summed over the group (the other
-    /// tensor collectives ran with the passes).
+    /// heads several tensor ranks share, and under `sequence = true` those
+    /// of the sequence-parallel layers' parameters, summed over the group
+    /// (the other tensor collectives ran with the passes).
     fn after_tensor_backward(&self) -> Result<(), RunError> {
-        match self.model.tensor_part() {
-            Some(part) => part.sum_shared_gradients(&self.model, self.world.tensor.as_ref()),
-            None => Ok(()),
-        }
+        let Some(part) = self.model.tensor_part() else {
+            return Ok(());
+        };
+        let group = self.world.tensor.as_ref();
+        part.sum_shared_gradients(&self.model, group)?;
+        part.sum_sequence_gradients(&self.model, group)
     }
 
     /// `forward_backward`: the step's micro-batches, the loss over the

@@ -4,6 +4,7 @@
 pub mod file;
 mod load;
 mod partial;
+mod sequence;
 mod shared_heads;
 mod tensor;
 mod vocab;

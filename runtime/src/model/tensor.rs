@@ -72,6 +72,8 @@ pub struct TensorPart {
     pub(super) sharded_result: bool,
     /// All-reduces over the group issued so far (forward and backward).
     pub(super) issued: Cell<u64>,
+    /// `sequence = true`: the nodes held by parts of the sequence.
+    pub(super) sequence: Option<super::sequence::Sequence>,
 }
 
 impl Model {
@@ -95,6 +97,7 @@ impl Model {
             vocab: BTreeMap::new(),
             sharded_result: false,
             issued: Cell::new(0),
+            sequence: None,
         };
         let result = self.result;
         for split in splits {
@@ -318,6 +321,12 @@ impl TensorPart {
     /// Whether node `j`'s input gradient is a partial sum on each rank.
     pub fn reads_whole(&self, j: usize) -> bool {
         self.readers.contains(&j)
+    }
+
+    /// A summing node's bias, added after the sum (`None` for other
+    /// nodes; `Some(None)` for a summing node without one).
+    pub(super) fn summed(&self, j: usize) -> Option<Option<&str>> {
+        self.sums.get(&j).map(|b| b.as_deref())
     }
 
     /// Whether parameter `name` is cut over the tensor group.

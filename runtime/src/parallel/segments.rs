@@ -12,6 +12,11 @@
 //! - `shard = parameters`: each unit's parameters are gathered at its
 //!   segment's edges ([`super::units`]), so the model is cut at the same
 //!   places as `recompute` cuts it, recomputed or not;
+//! - `tensor = T`: a segment starts at every layer whose input's gradient
+//!   is summed over the tensor group; under `sequence = true` also at
+//!   every layer that reads a value held by parts of the sequence whole,
+//!   and after every layer that reduce-scatters its output (its gradient
+//!   is all-gathered between segments, [`crate::model::TensorPart`]);
 //! - `recompute` (activation checkpointing): the pieces of the plan's
 //!   [`ModelPlan::pieces`](dtl_compiler::plan::ModelPlan::pieces). A
 //!   recomputed segment runs its forward without a graph and keeps only the
@@ -24,7 +29,7 @@
 use std::collections::BTreeMap;
 use std::ops::RangeInclusive;
 
-use dtl_compiler::plan::{Op, Plan, Recompute, TensorSplit};
+use dtl_compiler::plan::{sums_output, Op, Plan, Recompute, TensorSplit};
 use tch::{Kind, Tensor};
 
 use crate::comm::Communicator;
@@ -90,6 +95,18 @@ impl Segments {
                 )
         };
         let is_norm = |j: usize| sync_norm && matches!(nodes[j].op, Op::BatchNorm { .. });
+        // `sequence = true`: a layer that reads a value held by parts
+        // whole, and the layer after one that reduce-scatters its output.
+        let parts = match plan.topology.parallelism.sequence {
+            true => plan.topology.sequence.as_slice(),
+            false => &[],
+        };
+        let in_parts = |i: usize| parts.contains(&i);
+        let by_sequence = |j: usize| {
+            let gathers = !in_parts(j) && nodes[j].inputs.iter().any(|&i| in_parts(i));
+            let after_sum = in_parts(j - 1) && sums_output(plan.topology.tensor_split(j - 1));
+            gathers || after_sum
+        };
         let mut segments = Segments {
             of: Vec::with_capacity(nodes.len()),
             recomputed: Vec::new(),
@@ -97,7 +114,12 @@ impl Segments {
         };
         for piece in plan.model.pieces(mode) {
             for j in piece.first_node..=piece.last_node {
-                if j == piece.first_node || is_norm(j) || is_norm(j - 1) || reads_whole(j) {
+                if j == piece.first_node
+                    || is_norm(j)
+                    || is_norm(j - 1)
+                    || reads_whole(j)
+                    || by_sequence(j)
+                {
                     segments.recomputed.push(piece.recomputed && !is_norm(j));
                     segments.sync_norm.push(is_norm(j));
                 }
@@ -113,6 +135,20 @@ impl Segments {
     }
 }
 
+/// Who reads a value from another segment, through a leaf of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reader {
+    /// A layer that reads it as it is.
+    Plain,
+    /// A column-parallel linear or head-split attention: its gradient is
+    /// a partial sum on each rank. Under `sequence = true`, of a value held
+    /// by parts: the leaf is the whole sequence, all-gathered.
+    Split,
+    /// `sequence = true`: a whole layer reading a value held by parts
+    /// whole, all-gathered (its gradient is the same on every rank).
+    Gathered,
+}
+
 /// A forward pass whose backward runs segment by segment.
 pub struct Forward {
     /// The nodes run (a pipeline stage's, or all).
@@ -121,9 +157,13 @@ pub struct Forward {
     /// computed it; `None` where a recomputed segment let it go.
     outputs: BTreeMap<usize, Tensor>,
     /// For each node, the leaves standing for its output in later
-    /// segments, with the reading segment and whether tensor-parallel
-    /// layers read it (their own leaf: its gradient is a partial sum).
-    leaves: BTreeMap<usize, Vec<(usize, bool, Tensor)>>,
+    /// segments, with the reading segment and who reads it.
+    leaves: BTreeMap<usize, Vec<(usize, Reader, Tensor)>>,
+    /// `sequence = true`: the partial output of each summing node before
+    /// its reduce-scatter (backward sends the gathered gradient into it),
+    /// and each value held by parts that a layer reads whole, gathered.
+    partials: BTreeMap<usize, Tensor>,
+    gathered: BTreeMap<usize, Tensor>,
     norms: BTreeMap<usize, SyncNorm>,
     /// Whether each node's output depends on a trained tensor.
     needs_grad: BTreeMap<usize, bool>,
@@ -170,6 +210,8 @@ impl Forward {
             nodes: nodes.clone(),
             outputs: BTreeMap::new(),
             leaves: BTreeMap::new(),
+            partials: BTreeMap::new(),
+            gathered: BTreeMap::new(),
             norms: BTreeMap::new(),
             needs_grad: BTreeMap::new(),
             rng: BTreeMap::new(),
@@ -194,7 +236,7 @@ impl Forward {
                     .context(|| format!("segment of `{}`: random state", plan_nodes[j].name))?;
                 pass.rng.insert(seg, state);
             }
-            let inputs = pass.inputs(model, j, seg)?;
+            let inputs = pass.inputs(model, j, seg, hooks.tensor)?;
             let node = &plan_nodes[j];
             let trains = node.op.params().iter().any(|p| model.trains(p));
             let needs_grad = trains || node.inputs.iter().any(|i| pass.needs(*i));
@@ -236,7 +278,11 @@ impl Forward {
                     if recomputed {
                         tch::no_grad(|| model.run_node(j, &refs, true, tensor, ctx))?
                     } else {
-                        model.run_node(j, &refs, true, tensor, ctx)?
+                        let (y, partial) = model.run_node_in_parts(j, &refs, true, tensor, ctx)?;
+                        if let Some(partial) = partial {
+                            pass.partials.insert(j, partial);
+                        }
+                        y
                     }
                 }
             };
@@ -295,17 +341,40 @@ impl Forward {
 
     /// The inputs of node `j` (in segment `seg`) in forward: values of its
     /// own segment as they are, values of earlier segments through a leaf
-    /// of this segment (made on first use).
-    fn inputs(&mut self, model: &Model, j: usize, seg: usize) -> Result<Vec<Tensor>, RunError> {
+    /// of this segment (made on first use). Under `sequence = true` a
+    /// value held by parts that `j` reads whole is gathered over `tensor`.
+    fn inputs(
+        &mut self,
+        model: &Model,
+        j: usize,
+        seg: usize,
+        tensor: Option<&dyn Communicator>,
+    ) -> Result<Vec<Tensor>, RunError> {
         let node = &model.nodes()[j];
         let mut inputs = Vec::with_capacity(node.inputs.len().max(1));
         if node.inputs.is_empty() {
             inputs.push(self.input.shallow_clone());
         }
-        let split = model.tensor_part().is_some_and(|part| part.reads_whole(j));
+        let part = model.tensor_part();
+        let in_parts = |k: usize| part.is_some_and(|p| p.in_parts(k));
+        let split = part.is_some_and(|part| part.reads_whole(j));
         for &i in &node.inputs {
             let outside = !self.nodes.contains(&i);
-            if outside && !split {
+            let reader = match (split, in_parts(i) && !in_parts(j)) {
+                (true, _) => Reader::Split,
+                (false, true) => Reader::Gathered,
+                (false, false) => Reader::Plain,
+            };
+            if let (Some(part), true) = (part, !outside) {
+                // The model's input (no gradient), read by parts.
+                if part.reads_parts(j) && matches!(model.nodes()[i].op, Op::Input) {
+                    let whole = self.kept(model, i, j, &self.outputs)?;
+                    let ctx = || format!("layer `{}`: its part of the input", node.name);
+                    inputs.push(part.part_of(whole).context(ctx)?);
+                    continue;
+                }
+            }
+            if outside && reader == Reader::Plain {
                 inputs.push(self.kept(model, i, j, &self.external)?.shallow_clone());
                 continue;
             }
@@ -315,7 +384,7 @@ impl Forward {
             }
             // A value from another segment, or (read by a tensor-parallel
             // layer) from an earlier stage: a leaf of this segment.
-            if let Some(leaf) = self.leaf(i, seg, split) {
+            if let Some(leaf) = self.leaf(i, seg, reader) {
                 inputs.push(leaf.shallow_clone());
                 continue;
             }
@@ -328,25 +397,60 @@ impl Forward {
             let trainable = if recomputed {
                 self.needs(i) && source.is_floating_point()
             } else {
-                source.requires_grad()
+                // A reduce-scattered output is outside the graph; its
+                // partial output is in it.
+                let partial = self.partials.get(&i).is_some_and(Tensor::requires_grad);
+                source.requires_grad() || partial
             };
-            let leaf = source.detach().set_requires_grad(trainable);
+            let value = match (reader, in_parts(i)) {
+                // A leaf of its own over the shared gathered values.
+                (Reader::Split | Reader::Gathered, true) => {
+                    self.gathered(model, i, tensor)?.detach()
+                }
+                _ => source.detach(),
+            };
+            let leaf = value.set_requires_grad(trainable);
             self.leaves
                 .entry(i)
                 .or_default()
-                .push((seg, split, leaf.shallow_clone()));
+                .push((seg, reader, leaf.shallow_clone()));
             inputs.push(leaf);
         }
         Ok(inputs)
     }
 
-    /// The leaf standing for node `i`'s output in segment `seg` (for
-    /// tensor-parallel readers when `split`).
-    fn leaf(&self, i: usize, seg: usize, split: bool) -> Option<&Tensor> {
+    /// The leaf standing for node `i`'s output in segment `seg` for
+    /// `reader`.
+    fn leaf(&self, i: usize, seg: usize, reader: Reader) -> Option<&Tensor> {
         self.leaves
             .get(&i)
-            .and_then(|l| l.iter().find(|(s, p, _)| *s == seg && *p == split))
+            .and_then(|l| l.iter().find(|(s, r, _)| *s == seg && *r == reader))
             .map(|(_, _, t)| t)
+    }
+
+    /// `sequence = true`: node `i`'s output (held by parts) gathered whole
+    /// over `tensor`, outside the graph; once a value.
+    fn gathered(
+        &mut self,
+        model: &Model,
+        i: usize,
+        tensor: Option<&dyn Communicator>,
+    ) -> Result<Tensor, RunError> {
+        if let Some(whole) = self.gathered.get(&i) {
+            return Ok(whole.shallow_clone());
+        }
+        let ctx = || format!("gather the sequence of `{}`", model.nodes()[i].name);
+        let (part, group) = model
+            .tensor_part()
+            .zip(tensor)
+            .ok_or_else(|| RunError::Torch {
+                context: ctx(),
+                message: "a value held by parts of the sequence without its tensor group".into(),
+            })?;
+        let mine = self.kept(model, i, i, &self.outputs)?;
+        let whole = part.gather_sequence(mine, group, &ctx)?;
+        self.gathered.insert(i, whole.shallow_clone());
+        Ok(whole)
     }
 
     /// Node `i`'s value in `values`, which node `j` reads.
@@ -428,6 +532,12 @@ impl Forward {
                 false => Vec::new(),
             };
             for (j, grad) in grads {
+                // `sequence = true`: a reduce-scattered output's gradient,
+                // gathered into the partial output it came from.
+                if let Some(partial) = self.partials.get(&j).filter(|t| t.requires_grad()) {
+                    let whole = gather_gradient(model, j, &grad, hooks.tensor)?;
+                    root = with_output(root, partial, &whole).context(ctx)?;
+                }
                 let Some(output) = self.outputs.get(&j).filter(|t| t.requires_grad()) else {
                     continue;
                 };
@@ -469,7 +579,7 @@ impl Forward {
     ) -> Result<(), RunError> {
         for (&i, external) in &self.external {
             let ctx = || format!("backward: the gradient of `{}`", model.nodes()[i].name);
-            let partial = self.leaf_gradients(i, true).context(ctx)?;
+            let partial = self.leaf_gradients(i, Reader::Split).context(ctx)?;
             let (Some(partial), true) = (partial, external.requires_grad()) else {
                 continue;
             };
@@ -522,7 +632,7 @@ impl Forward {
             .collect::<Result<_, _>>()
             .context(ctx)?;
         for &j in nodes {
-            let inputs = self.inputs(model, j, seg)?;
+            let inputs = self.inputs(model, j, seg, tensor)?;
             let node = &model.nodes()[j];
             let refs: Vec<&Tensor> = inputs.iter().collect();
             let shapes: Vec<Vec<i64>> = inputs.iter().map(Tensor::size).collect();
@@ -562,15 +672,29 @@ impl Forward {
                 None => grad.shallow_clone(),
             }))
         };
-        let mut whole = self.leaf_gradients(j, false).context(ctx)?;
+        let mut whole = self.leaf_gradients(j, Reader::Plain).context(ctx)?;
         if let Some(own) = own {
             let grad = own.grad();
             if grad.defined() {
                 whole = add(whole, &grad)?;
             }
         }
-        if let Some(partial) = self.leaf_gradients(j, true).context(ctx)? {
-            whole = add(whole, &summed_over_tensor(model, &partial, tensor, &ctx)?)?;
+        let part = model.tensor_part().filter(|p| p.in_parts(j));
+        if let Some(partial) = self.leaf_gradients(j, Reader::Split).context(ctx)? {
+            let total = match (part, tensor) {
+                // Held by parts: each rank keeps its part of the sum.
+                (Some(part), Some(group)) => part.scatter_sum(&partial, group, &ctx)?,
+                _ => summed_over_tensor(model, &partial, tensor, &ctx)?,
+            };
+            whole = add(whole, &total)?;
+        }
+        if let Some(gathered) = self.leaf_gradients(j, Reader::Gathered).context(ctx)? {
+            // The same on every rank: this rank's part of it.
+            let part = part.ok_or_else(|| RunError::Torch {
+                context: ctx(),
+                message: "a gathered value that no rank holds by parts".into(),
+            })?;
+            whole = add(whole, &part.part_of(&gathered).context(ctx)?)?;
         }
         if let Some(grad) = sent.get(&j) {
             whole = add(whole, grad)?;
@@ -578,13 +702,11 @@ impl Forward {
         Ok(whole)
     }
 
-    /// The sum of what node `i`'s leaves collected: those of
-    /// tensor-parallel readers (`split`, a partial sum on each rank) or
-    /// the others.
-    fn leaf_gradients(&self, i: usize, split: bool) -> Result<Option<Tensor>, tch::TchError> {
+    /// The sum of what node `i`'s leaves of `reader` collected.
+    fn leaf_gradients(&self, i: usize, reader: Reader) -> Result<Option<Tensor>, tch::TchError> {
         let leaves = self.leaves.get(&i).into_iter().flatten();
         let mut total: Option<Tensor> = None;
-        for (_, _, leaf) in leaves.filter(|(_, s, _)| *s == split) {
+        for (_, _, leaf) in leaves.filter(|(_, r, _)| *r == reader) {
             let grad = leaf.grad();
             if grad.defined() {
                 total = Some(match total {
@@ -613,6 +735,30 @@ fn summed_over_tensor(
             message: "a tensor-parallel gradient without its tensor group".into(),
         })?;
     part.sum_gradient(partial, group)
+}
+
+/// `sequence = true`: the gradient of node `j`'s part of the sequence,
+/// gathered over `tensor` whole.
+fn gather_gradient(
+    model: &Model,
+    j: usize,
+    grad: &Tensor,
+    tensor: Option<&dyn Communicator>,
+) -> Result<Tensor, RunError> {
+    let ctx = || {
+        format!(
+            "backward: gather the gradient of `{}`",
+            model.nodes()[j].name
+        )
+    };
+    let (part, group) = model
+        .tensor_part()
+        .zip(tensor)
+        .ok_or_else(|| RunError::Torch {
+            context: ctx(),
+            message: "a value held by parts of the sequence without its tensor group".into(),
+        })?;
+    part.gather_sequence(grad, group, &ctx)
 }
 
 /// `root` + Σ `output` · `grad`: backward from it sends `grad` into the

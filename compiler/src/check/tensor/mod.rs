@@ -40,6 +40,7 @@ use region::Graph;
 mod overrides;
 mod placement;
 mod region;
+pub mod sequence;
 
 /// Where each node was written, and its name in the user's terms.
 type Sources<'a> = (&'a [Span], &'a [String]);

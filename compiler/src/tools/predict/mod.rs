@@ -304,7 +304,7 @@ impl Links<'_> {
                     .map(|(c, _)| c);
                 let (mut once, mut count, mut bytes) = (0, 0, 0);
                 for c in mine {
-                    let sent = 2 * (t - 1) * c.bytes / t;
+                    let sent = c.op.ring_bytes(c.bytes, t);
                     match c.pass {
                         Pass::Update => {
                             once += 1;
