@@ -328,7 +328,7 @@ pub fn check(
         }
     };
     if spec.sequence {
-        super::tensor::sequence::not_done(spec, train, at("sequence"), errors);
+        super::tensor::sequence::needs_tensor(spec, at("sequence"), errors);
     }
     let sequence = match spec.sequence && spec.tensor > 1 {
         false => Vec::new(),

@@ -113,7 +113,7 @@ fn lower_for(
         .map(|stage| crate::plan::local_parameters(model, splits, stage))
         .collect();
     let collectives = tensor::collectives(
-        model,
+        (model, &stages),
         (&layout.tensor_splits, &layout.sequence),
         (train.micro_batch, train.recompute),
         layout.tensor,

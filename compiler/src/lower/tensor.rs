@@ -3,11 +3,12 @@
 //! true` all-gathers and reduce-scatters over the sequence too).
 
 use std::collections::BTreeMap;
+use std::ops::RangeInclusive;
 
 use super::cost::numel;
 use crate::plan::{
-    sequence_params, sums_output, ModelPlan, NodeSplit, Op, Pass, Recompute, TensorCollective,
-    TensorOp, TensorSplit,
+    sequence_params, sums_output, ModelPlan, NodeSplit, Op, Pass, Recompute, StagePlan,
+    TensorCollective, TensorOp, TensorSplit,
 };
 
 /// The `node` of the once-a-step all-reduce of the sequence-parallel
@@ -24,7 +25,7 @@ const BYTES_PER_VALUE: u64 = 4;
 /// parameters' gradients). `sequence`: the nodes whose outputs each rank
 /// holds a part of the sequence of.
 pub(super) fn collectives(
-    model: &ModelPlan,
+    (model, stages): (&ModelPlan, &[StagePlan]),
     (splits, sequence): (&[NodeSplit], &[usize]),
     (micro_batch, recompute): (u64, Recompute),
     t: u64,
@@ -45,7 +46,9 @@ pub(super) fn collectives(
     };
     let again: Vec<TensorCollective> = out
         .iter()
-        .filter(|c| c.op == TensorOp::AllReduce && recomputed(&c.node))
+        // A gathered value is gathered once: the recomputed readers read
+        // the same leaf.
+        .filter(|c| c.op != TensorOp::AllGather && recomputed(&c.node))
         .map(|c| TensorCollective {
             pass: Pass::Recompute,
             ..c.clone()
@@ -54,7 +57,9 @@ pub(super) fn collectives(
     out.extend(again);
     out.extend(layout.backward());
     out.extend(layout.shared_heads(t));
-    out.extend(layout.sequence_update());
+    for stage in stages {
+        out.extend(layout.sequence_update(stage.first_node..=stage.last_node));
+    }
     out
 }
 
@@ -202,11 +207,17 @@ impl Layout<'_> {
     }
 
     /// Once a step under `sequence`: the gradients of the parameters the
-    /// sequence-parallel region reads (each rank's from its part), summed
-    /// in one buffer.
-    fn sequence_update(&self) -> Option<TensorCollective> {
+    /// sequence-parallel region of the stage holding `nodes` reads (each
+    /// rank's from its part), summed in one buffer.
+    fn sequence_update(&self, nodes: RangeInclusive<usize>) -> Option<TensorCollective> {
         let model = self.model;
-        let params = sequence_params(model, self.splits, self.sequence);
+        let mine: Vec<usize> = self
+            .sequence
+            .iter()
+            .copied()
+            .filter(|i| nodes.contains(i))
+            .collect();
+        let params = sequence_params(model, self.splits, &mine);
         if params.is_empty() {
             return None;
         }
@@ -216,8 +227,7 @@ impl Layout<'_> {
             .filter(|p| params.contains(&p.name.as_str()))
             .map(|p| p.shape.iter().product::<i64>())
             .sum();
-        let layers: Vec<String> = self
-            .sequence
+        let layers: Vec<String> = mine
             .iter()
             .filter(|&&i| {
                 model.nodes[i]

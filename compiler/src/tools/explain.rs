@@ -910,9 +910,12 @@ fn stage_transfers(plan: &Plan, stage: &crate::plan::StagePlan) -> Vec<Collectiv
     let mut out = Vec::new();
     let topology = &plan.topology;
     for transfer in &stage.sends {
-        // A sharded value crosses as each tensor rank's part.
+        // A sharded value crosses as each tensor rank's part, and so
+        // does one held by parts of the sequence.
+        let in_parts = topology.parallelism.sequence && topology.sequence.contains(&transfer.index);
         let part = match topology.tensor_split(transfer.index) {
             Some(split) if split.sharded_output() => topology.parallelism.tensor,
+            _ if in_parts => topology.parallelism.tensor,
             _ => 1,
         };
         let bytes = transfer.values_per_sample / part * rows * BYTES_PER_VALUE;

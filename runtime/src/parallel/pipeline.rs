@@ -45,6 +45,9 @@ pub struct Stage {
     /// Under `tensor = T`: the nodes whose output each rank holds 1/T of
     /// (its last dimension), and T.
     sharded: (std::collections::BTreeSet<usize>, i64),
+    /// `sequence = true`: the nodes whose outputs each tensor rank holds
+    /// its part of the sequence of (dimension 1, 1/T).
+    in_parts: Vec<usize>,
 }
 
 /// One piece of a micro-batch on its way through this stage.
@@ -120,6 +123,10 @@ impl Stage {
                     .collect(),
                 plan.topology.parallelism.tensor as i64,
             ),
+            in_parts: match plan.topology.parallelism.sequence {
+                true => plan.topology.sequence.clone(),
+                false => Vec::new(),
+            },
         }
     }
 
@@ -128,13 +135,18 @@ impl Stage {
     }
 
     /// The shape of node `i`'s output for a piece of `rows` rows (this
-    /// tensor rank's part, when the output is sharded).
-    fn shape(&self, i: usize, rows: i64) -> Result<Vec<i64>, RunError> {
+    /// tensor rank's part, when the output is sharded, and in training
+    /// when it is held by parts of the sequence).
+    fn shape(&self, i: usize, rows: i64, training: bool) -> Result<Vec<i64>, RunError> {
         let mut shape = self.whole_shape(i, rows)?;
         if self.sharded.0.contains(&i) {
             if let Some(last) = shape.last_mut() {
                 *last /= self.sharded.1;
             }
+        }
+        // `sequence = true`: the rank's part of the sequence.
+        if training && self.in_parts.contains(&i) && shape.len() > 1 {
+            shape[1] /= self.sharded.1;
         }
         Ok(shape)
     }
@@ -401,7 +413,7 @@ impl Stage {
                 PipeOp::RecvActivations { micro_batch, from } => {
                     let rows = pieces[micro_batch as usize].x.size()[0];
                     for &i in self.nodes_from(from) {
-                        let shape = self.shape(i, rows)?;
+                        let shape = self.shape(i, rows, true)?;
                         let buffer =
                             Tensor::f_zeros(shape.as_slice(), (Kind::Float, pieces[0].x.device()))
                                 .context(|| format!("step {step}: receive buffer"))?;
@@ -488,7 +500,8 @@ impl Stage {
                 let mut buffers: Vec<Tensor> = nodes
                     .iter()
                     .map(|&i| {
-                        self.shape(i, x.size()[0]).and_then(|shape| {
+                        // Evaluation holds whole sequences.
+                        self.shape(i, x.size()[0], false).and_then(|shape| {
                             Tensor::f_zeros(shape.as_slice(), (Kind::Float, x.device()))
                                 .context(|| format!("step {step}: receive buffer"))
                         })

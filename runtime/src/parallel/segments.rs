@@ -276,7 +276,9 @@ impl Forward {
                     let refs: Vec<&Tensor> = inputs.iter().collect();
                     let tensor = hooks.tensor;
                     if recomputed {
-                        tch::no_grad(|| model.run_node(j, &refs, true, tensor, ctx))?
+                        // Without a graph: the partial output is not kept.
+                        let run = || model.run_node_in_parts(j, &refs, true, tensor, ctx);
+                        tch::no_grad(run)?.0
                     } else {
                         let (y, partial) = model.run_node_in_parts(j, &refs, true, tensor, ctx)?;
                         if let Some(partial) = partial {
@@ -447,8 +449,11 @@ impl Forward {
                 context: ctx(),
                 message: "a value held by parts of the sequence without its tensor group".into(),
             })?;
-        let mine = self.kept(model, i, i, &self.outputs)?;
-        let whole = part.gather_sequence(mine, group, &ctx)?;
+        let values = match self.outputs.contains_key(&i) {
+            true => &self.outputs,
+            false => &self.external,
+        };
+        let whole = part.gather_sequence(self.kept(model, i, i, values)?, group, &ctx)?;
         self.gathered.insert(i, whole.shallow_clone());
         Ok(whole)
     }
@@ -559,6 +564,7 @@ impl Forward {
                 // The re-created activations go with the graph.
                 for j in &nodes {
                     self.outputs.remove(j);
+                    self.partials.remove(j);
                 }
             }
             if let Some(units) = &mut hooks.units {
@@ -577,13 +583,19 @@ impl Forward {
         model: &Model,
         tensor: Option<&dyn Communicator>,
     ) -> Result<(), RunError> {
+        let none = BTreeMap::new();
         for (&i, external) in &self.external {
             let ctx = || format!("backward: the gradient of `{}`", model.nodes()[i].name);
-            let partial = self.leaf_gradients(i, Reader::Split).context(ctx)?;
-            let (Some(partial), true) = (partial, external.requires_grad()) else {
+            if !external.requires_grad() {
+                continue;
+            }
+            // What its leaves collected: split layers' partial sums summed
+            // over the group (reduce-scattered when it is held by parts of
+            // the sequence), whole readers' gathered gradient cut to this
+            // rank's part.
+            let Some(total) = self.gradient_of(model, i, None, &none, tensor)? else {
                 continue;
             };
-            let total = summed_over_tensor(model, &partial, tensor, &ctx)?;
             // Into the received leaf's gradient, beside what other layers
             // of this stage sent it.
             if let Some(root) = with_output(None, external, &total).context(ctx)? {
@@ -644,8 +656,11 @@ impl Forward {
                     shapes
                 )
             };
-            let output = model.run_node(j, &refs, true, tensor, at)?;
+            let (output, partial) = model.run_node_in_parts(j, &refs, true, tensor, at)?;
             self.outputs.insert(j, output);
+            if let Some(partial) = partial {
+                self.partials.insert(j, partial);
+            }
         }
         if let Some(now) = resume {
             torch_ops::set_rng_state(device, &now).context(ctx)?;

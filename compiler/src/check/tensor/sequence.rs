@@ -20,20 +20,14 @@
 //! layer; so is a sequence that does not divide into T parts.
 
 use super::super::parallel::ParallelSpec;
-use super::super::train::TrainSpec;
 use super::super::CheckError;
 use super::region::elementwise;
-use crate::plan::{sequence_params, sums_output, Dim, ModelPlan, Node, NodeSplit, Op, Recompute};
+use crate::plan::{sequence_params, sums_output, Dim, ModelPlan, Node, NodeSplit, Op};
 use crate::span::Span;
 
-/// What `sequence = true` does not run with yet, or needs: errors at `at`,
-/// the setting.
-pub fn not_done(spec: &ParallelSpec, train: &TrainSpec, at: Span, errors: &mut Vec<CheckError>) {
-    let unsupported = |what: &str, help: &str| CheckError::Unsupported {
-        message: format!("sequence parallelism with {what} is not done yet"),
-        span: at,
-        help: Some(help.into()),
-    };
+/// `sequence = true` needs a tensor group: an error at `at`, the setting,
+/// without one.
+pub fn needs_tensor(spec: &ParallelSpec, at: Span, errors: &mut Vec<CheckError>) {
     if spec.tensor < 2 {
         errors.push(CheckError::InvalidValue {
             message:
@@ -43,18 +37,6 @@ pub fn not_done(spec: &ParallelSpec, train: &TrainSpec, at: Span, errors: &mut V
             label: "needs `tensor` of 2 or more".into(),
             help: Some("set `tensor = T` (2 or more), or drop `sequence`".into()),
         });
-    }
-    if spec.pipeline > 1 {
-        errors.push(unsupported(
-            "`pipeline`",
-            "drop `sequence` (tensor parallelism runs with pipeline stages without it)",
-        ));
-    }
-    if train.recompute != Recompute::None {
-        errors.push(unsupported(
-            "`recompute`",
-            "drop `sequence` or `recompute`; sequence parallelism alone already holds each norm's and residual's activations at 1/T",
-        ));
     }
 }
 
