@@ -319,7 +319,10 @@ fn tensor_parallel_runs_train_as_one_process() {
 /// the same file in one process (or as plain data parallelism): the
 /// LLaMA at 2 and 4 tensor ranks (its key/value heads shared at 4), the
 /// GPT with dropout after its embeddings, inside its MLPs and after its
-/// attention (each rank keeping its part of one process's masks), the
+/// attention (each rank keeping its part of one process's masks), and
+/// with its tied embedding kept whole (cut to each rank's part where the
+/// residual stream enters the region), the LLaMA with its embedding and
+/// first norms frozen, the
 /// digits transformer at 4, at 2 replicas × 2 tensor ranks and with its
 /// blocks recomputed, the LLaMA cut into 2 pipeline stages × 2 tensor
 /// ranks (against the same stages unsplit). The all-reduces, all-gathers
@@ -332,6 +335,8 @@ fn sequence_parallel_runs_train_as_one_process() {
     let llama = format!("{sgd}; warmup = 1; ema = 0.9");
     // Its own seed: the file differs from the GPT's without dropout.
     let dropout = format!("{sgd}; warmup = 1; seed = 7");
+    let gpt = format!("{sgd}; warmup = 1");
+    let frozen = format!(r#"{sgd}; warmup = 1; freeze = ["0.*", "1.0.*_norm.*"]"#);
     let recompute = format!("{sgd}; recompute = blocks");
     let cases = [
         (
@@ -352,6 +357,25 @@ fn sequence_parallel_runs_train_as_one_process() {
             "moby_gpt",
             4,
             dropout.as_str(),
+            "tensor = 2; sequence = true",
+            "",
+        ),
+        // The tied embedding whole: the first block's norm and attention
+        // read it whole, and the residual addition cuts it to each rank's
+        // part (its gradient all-gathered in backward).
+        (
+            "moby_gpt",
+            4,
+            gpt.as_str(),
+            r#"tensor = 2; sequence = true; tensor_split = [replicate("wte")]"#,
+            "",
+        ),
+        // The embedding and the first block's norms frozen: no gradient
+        // to sum or gather below the first trained layer.
+        (
+            "moby_llama",
+            4,
+            frozen.as_str(),
             "tensor = 2; sequence = true",
             "",
         ),

@@ -137,16 +137,45 @@ impl Layout<'_> {
         out
     }
 
+    /// Whether each node's output has a gradient: it or a node before it
+    /// has a trained parameter.
+    fn needs_grad(&self) -> Vec<bool> {
+        let frozen: Vec<&str> = (self.model.parameters.iter())
+            .filter(|p| p.frozen)
+            .map(|p| p.name.as_str())
+            .collect();
+        let mut needs: Vec<bool> = Vec::with_capacity(self.model.nodes.len());
+        for node in &self.model.nodes {
+            let trains = node.op.params().iter().any(|p| !frozen.contains(p));
+            needs.push(trains || node.inputs.iter().any(|&i| needs[i]));
+        }
+        needs
+    }
+
     /// Backward, last layer first: the gradient of each whole value that
     /// column-parallel or head-split nodes read, once per value
     /// (reduce-scattered when it is held by parts of the sequence); under
-    /// `sequence` the gradient of each reduce-scattered output,
-    /// all-gathered.
+    /// `sequence` the gradient of each reduce-scattered output, and of each
+    /// whole value a layer of the region reads by parts, all-gathered.
+    /// Only values with a gradient.
     fn backward(&self) -> Vec<TensorCollective> {
         let nodes = &self.model.nodes;
-        // Keyed by the value and 1 for its readers' sum, 0 for a summing
-        // node's all-gather (which runs after, last first).
+        // Keyed by the value and 2 for its parts' gather, 1 for its
+        // readers' sum, 0 for a summing node's all-gather (which runs
+        // after, last first).
         let mut readers: BTreeMap<(usize, u8), (Vec<String>, TensorOp)> = BTreeMap::new();
+        for &j in self.sequence {
+            if self.how(j).is_some() {
+                continue;
+            }
+            for &input in &nodes[j].inputs {
+                if !self.in_parts(input) {
+                    let entry =
+                        (readers.entry((input, 2))).or_insert((Vec::new(), TensorOp::AllGather));
+                    entry.0.push(nodes[j].name.clone());
+                }
+            }
+        }
         for s in self.splits {
             if matches!(s.split, TensorSplit::Column | TensorSplit::Heads) {
                 for &input in &nodes[s.node].inputs {
@@ -162,11 +191,12 @@ impl Layout<'_> {
                 readers.insert((s.node, 0), (vec![s.name.clone()], TensorOp::AllGather));
             }
         }
+        let needs = self.needs_grad();
         readers
             .into_iter()
             .rev()
             // The model's input has no gradient.
-            .filter(|((input, _), _)| !matches!(nodes[*input].op, Op::Input))
+            .filter(|((input, _), _)| needs[*input] && !matches!(nodes[*input].op, Op::Input))
             .map(|((input, _), (layers, op))| TensorCollective {
                 pass: Pass::Backward,
                 node: nodes[input].name.clone(),
@@ -217,7 +247,11 @@ impl Layout<'_> {
             .copied()
             .filter(|i| nodes.contains(i))
             .collect();
-        let params = sequence_params(model, self.splits, &mine);
+        let frozen = |name: &str| (model.parameters.iter()).any(|p| p.name == name && p.frozen);
+        let params: Vec<&str> = sequence_params(model, self.splits, &mine)
+            .into_iter()
+            .filter(|p| !frozen(p))
+            .collect();
         if params.is_empty() {
             return None;
         }

@@ -134,6 +134,12 @@ impl TensorPart {
         self.sequence.as_ref().is_some_and(|s| s.nodes.contains(&j))
     }
 
+    /// A summing node's bias, added after the sum (`None` for other
+    /// nodes; `Some(None)` for a summing node without one).
+    pub(super) fn summed(&self, j: usize) -> Option<Option<&str>> {
+        self.sums.get(&j).map(|b| b.as_deref())
+    }
+
     /// Whether node `j` reads its inputs by parts of the sequence (a whole
     /// layer of the region; the split ones read them whole).
     pub fn reads_parts(&self, j: usize) -> bool {
@@ -219,7 +225,10 @@ impl TensorPart {
         whole[SEQUENCE as usize] = len * self.size;
         let mut noise = Tensor::f_empty(whole.as_slice(), (x.kind(), x.device()))?;
         let noise = noise.f_bernoulli_float_(1.0 - p)?.f_div_scalar(1.0 - p)?;
-        x.f_mul(&noise.f_narrow(SEQUENCE, self.rank * len, len)?)
+        // A copy of this rank's part: the whole mask goes now (the
+        // product keeps its factor for backward).
+        let mine = noise.f_narrow(SEQUENCE, self.rank * len, len)?.copy();
+        x.f_mul(&mine)
     }
 
     /// Sums over the group, once a step, the gradients of the parameters

@@ -59,7 +59,7 @@ pub struct TensorPart {
     cuts: BTreeMap<String, Cut>,
     /// Row-parallel and head-split nodes: their output is summed over the
     /// group, then this bias (whole) added.
-    sums: BTreeMap<usize, Option<String>>,
+    pub(super) sums: BTreeMap<usize, Option<String>>,
     /// Nodes whose input's gradient is a partial sum on each rank.
     readers: BTreeSet<usize>,
     /// Dropout nodes on sharded values.
@@ -323,12 +323,6 @@ impl TensorPart {
         self.readers.contains(&j)
     }
 
-    /// A summing node's bias, added after the sum (`None` for other
-    /// nodes; `Some(None)` for a summing node without one).
-    pub(super) fn summed(&self, j: usize) -> Option<Option<&str>> {
-        self.sums.get(&j).map(|b| b.as_deref())
-    }
-
     /// Whether parameter `name` is cut over the tensor group.
     pub fn is_cut(&self, name: &str) -> bool {
         self.cuts.contains_key(name)
@@ -435,7 +429,11 @@ impl TensorPart {
             whole[last] = width * self.size;
             let mut noise = Tensor::f_empty(whole.as_slice(), (x.kind(), x.device()))?;
             let noise = noise.f_bernoulli_float_(1.0 - p)?.f_div_scalar(1.0 - p)?;
-            x.f_mul(&noise.f_narrow(last as i64, self.rank * width, width)?)
+            // A copy of this rank's part: the whole mask goes now.
+            let mine = noise
+                .f_narrow(last as i64, self.rank * width, width)?
+                .copy();
+            x.f_mul(&mine)
         })())
     }
 

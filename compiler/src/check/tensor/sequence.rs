@@ -1,28 +1,31 @@
 //! `sequence = true`: Megatron-LM's sequence parallelism. Outside the
-//! split regions each tensor rank holds 1/T of every value's sequence
+//! split regions each tensor rank holds 1/T of a value's sequence
 //! (dimension 1 of `[B, S, …]`), not the whole: norms, dropout, residual
 //! additions and the other layers that work on each position alone run on
 //! that part. Where a split region's partial sums would be all-reduced
 //! they are reduce-scattered instead, and where a split layer reads the
 //! region's value it is all-gathered first (in backward the other way
 //! round). A layer that needs the whole sequence (flatten, pooling, the
-//! loss) reads it all-gathered.
+//! model's result) reads it all-gathered; a value computed whole on every
+//! rank that a layer of the region reads is cut to the rank's part (its
+//! gradient all-gathered in backward, Megatron-LM's scatter into the
+//! sequence-parallel region).
 //!
 //! | value | a rank holds |
 //! |---|---|
-//! | a summing split layer's output (row-parallel, head-split, vocabulary-split embedding), `[B, S, …]` | its part of the sequence |
-//! | a whole layer's output that works on each position (element-wise, `linear`, `layer_norm`, `rms_norm`, `pos_embedding`, `embedding`), all of whose inputs are held by parts | its part of the sequence |
-//! | the model's input, `[B, S, …]` (or ids `[B, S]` an embedding reads) | whole, read in parts by the layers above |
+//! | a summing split layer's output (row-parallel, head-split, vocabulary-split embedding), `[B, S, …]`, unless it is the model's result | its part of the sequence |
+//! | a whole layer's output that works on each position (element-wise, `linear`, `layer_norm`, `rms_norm`, `pos_embedding`, `embedding`) with an input held by parts, or reading the model's input, unless it is the result | its part of the sequence |
+//! | the model's input, `[B, S, F]` (or ids `[B, S]` an embedding reads) | whole, read in parts by the layers above |
 //! | anything else | as without `sequence` |
 //!
-//! A value held by parts that reaches the model's result, or an
-//! element-wise layer that mixes it with a whole value, is an error at the
-//! layer; so is a sequence that does not divide into T parts.
+//! A sequence that does not divide into T parts, and a weight read both
+//! inside and outside the region, are errors at the layer (a layer that
+//! reads a weight another layer reads too stays out of the region).
 
 use super::super::parallel::ParallelSpec;
 use super::super::CheckError;
 use super::region::elementwise;
-use crate::plan::{sequence_params, sums_output, Dim, ModelPlan, Node, NodeSplit, Op};
+use crate::plan::{sequence_params, sums_output, Dim, ModelPlan, NodeSplit, Op};
 use crate::span::Span;
 
 /// `sequence = true` needs a tensor group: an error at `at`, the setting,
@@ -63,8 +66,8 @@ fn length(shape: &[Dim]) -> Option<i64> {
 }
 
 /// The nodes whose outputs each tensor rank holds by parts of the
-/// sequence, in node order; `None` when a value would reach a layer it
-/// cannot (each reported at the layer).
+/// sequence, in node order; `None` on an error (reported at the layer),
+/// or when no value would be held by parts (reported at `at`).
 pub fn nodes(
     model: &ModelPlan,
     (spans, names): (&[Span], &[String]),
@@ -84,22 +87,24 @@ pub fn nodes(
         matches!(nodes[i].op, Op::Input)
             && how(j).is_none()
             && position_wise(&nodes[j].op)
-            && (length(input).is_some()
-                || (input.len() == 2 && matches!(nodes[j].op, Op::Embedding { .. })))
+            && match input.len() {
+                2 => matches!(nodes[j].op, Op::Embedding { .. }),
+                n => n == 3 && length(input).is_some(),
+            }
     };
     let mut parts = vec![false; nodes.len()];
     let mut indivisible = false;
     for (i, node) in nodes.iter().enumerate() {
-        let candidate = if sums_output(how(i)) {
+        // The loss reads the result whole.
+        let candidate = if i == model.result {
+            false
+        } else if sums_output(how(i)) {
             true
-        } else if how(i).is_none() && position_wise(&node.op) && !node.inputs.is_empty() {
-            match whole_in_parts(nodes, i, &parts, &input_in_parts, &name) {
-                Ok(held) => held,
-                Err(message) => {
-                    errors.push(misplaced(span(i), message));
-                    false
-                }
-            }
+        } else if how(i).is_none() && position_wise(&node.op) && !shares_weight(model, i) {
+            // `+` and `*` read values of one shape: a whole one is cut
+            // to this rank's part of the sequence as the other is.
+            let held = |k: usize| parts[k] || input_in_parts(k, i);
+            node.inputs.iter().any(|&k| held(k))
         } else {
             false
         };
@@ -127,15 +132,6 @@ pub fn nodes(
             None => {}
         }
     }
-    if parts[model.result] {
-        errors.push(misplaced(
-            span(model.result),
-            format!(
-                "{} gives the model's result, which each tensor rank would hold a part of the sequence of; the loss reads it whole",
-                name(model.result)
-            ),
-        ));
-    }
     if errors.len() > before {
         return None;
     }
@@ -155,41 +151,13 @@ pub fn nodes(
     (errors.len() == before).then_some(sequence)
 }
 
-/// Whether whole node `i`, which works on each position alone, works on
-/// parts of the sequence: all its inputs are held by parts (or are the
-/// model's input, read by parts, `input_in_parts`) and have one shape.
-/// An error (`name` naming the nodes) when it mixes them with whole values
-/// or broadcasts one along the sequence.
-fn whole_in_parts(
-    nodes: &[Node],
-    i: usize,
-    parts: &[bool],
-    input_in_parts: &dyn Fn(usize, usize) -> bool,
-    name: &dyn Fn(usize) -> String,
-) -> Result<bool, String> {
-    let inputs = &nodes[i].inputs;
-    let held = |k: usize| parts[k] || input_in_parts(k, i);
-    let any_part = inputs.iter().any(|&k| parts[k]);
-    let reads_input = inputs.iter().any(|&k| input_in_parts(k, i));
-    if inputs.iter().all(|&k| held(k)) && (any_part || reads_input) {
-        let shapes: Vec<&Vec<Dim>> = inputs.iter().map(|&k| &nodes[k].output).collect();
-        if shapes.windows(2).any(|w| w[0] != w[1]) {
-            return Err(format!(
-                "{} adds or multiplies values of different shapes, broadcast along the sequence, which each tensor rank holds a part of",
-                name(i)
-            ));
-        }
-        return Ok(true);
-    }
-    match (inputs.iter().find(|&&k| parts[k]), inputs.iter().find(|&&k| !held(k))) {
-        (Some(&part), Some(&whole)) => Err(format!(
-            "{} reads {}, which each tensor rank holds a part of the sequence of, and {}, whole: it cannot mix them",
-            name(i),
-            name(part),
-            name(whole)
-        )),
-        _ => Ok(false),
-    }
+/// Whether node `i` reads a weight another node reads too (a tied
+/// embedding): kept whole, out of the sequence-parallel region, whose
+/// weights' gradients are summed over the parts.
+fn shares_weight(model: &ModelPlan, i: usize) -> bool {
+    let mine = model.nodes[i].op.params();
+    (model.nodes.iter().enumerate())
+        .any(|(j, n)| j != i && n.op.params().iter().any(|p| mine.contains(p)))
 }
 
 /// A parameter that a layer of the sequence-parallel region reads (its
@@ -224,7 +192,7 @@ fn misplaced(span: Span, message: String) -> CheckError {
         span,
         label: "misplaced under sequence parallelism".into(),
         help: Some(
-            "outside the split regions each tensor rank holds a part of the sequence; end the model with a layer that needs the whole sequence (flatten, pooling) or an output layer split by vocabulary, and keep whole values out of the sequence-parallel region (`dtl compile` lists it)".into(),
+            "outside the split regions each tensor rank holds a part of the sequence (`dtl compile` lists which values, `topology.sequence`); keep this layer out of the region, or drop `sequence`".into(),
         ),
     }
 }
