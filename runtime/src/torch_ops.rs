@@ -18,6 +18,7 @@ extern "C" {
     fn dtl_rng_state(cuda: i32, index: i32, out: *mut *mut c_void) -> i32;
     fn dtl_set_rng_state(cuda: i32, index: i32, state: *const c_void) -> i32;
     fn dtl_resize_storage(t: *const c_void, nbytes: i64) -> i32;
+    fn dtl_backward(outputs: *const *const c_void, grads: *const *const c_void, n: i32) -> i32;
 }
 
 /// libtorch's message for a call that returned `status` 1.
@@ -98,6 +99,18 @@ pub fn free_storage(t: &Tensor) -> Result<(), TchError> {
     // SAFETY: the tensor is live for the call; its storage is emptied, and
     // the callers read no tensor of it until it is allocated again.
     check(unsafe { dtl_resize_storage(t.as_ptr().cast(), 0) })
+}
+
+/// Backward from every `(output, gradient)` of `roots` in one pass of the
+/// engine (the gradients accumulate into the leaves' `.grad`); the
+/// outputs' values are not read, so one whose storage [`free_storage`]
+/// let go can be a root.
+pub fn backward(roots: &[(Tensor, Tensor)]) -> Result<(), TchError> {
+    let outputs: Vec<*const c_void> = roots.iter().map(|(t, _)| t.as_ptr().cast()).collect();
+    let grads: Vec<*const c_void> = roots.iter().map(|(_, g)| g.as_ptr().cast()).collect();
+    // SAFETY: every tensor is live for the call (borrowed from `roots`),
+    // and the two arrays hold `roots.len()` pointers each.
+    check(unsafe { dtl_backward(outputs.as_ptr(), grads.as_ptr(), roots.len() as i32) })
 }
 
 /// Gives the storage behind `t` fresh, uninitialised memory for `t`'s

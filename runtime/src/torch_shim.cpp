@@ -10,11 +10,13 @@
 #include <ATen/Context.h>
 #include <c10/core/DeviceGuard.h>
 #include <c10/core/StorageImpl.h>
+#include <torch/csrc/autograd/autograd.h>
 
 #include <cstring>
 #include <exception>
 #include <mutex>
 #include <string>
+#include <vector>
 
 namespace {
 
@@ -122,6 +124,23 @@ int dtl_resize_storage(const at::Tensor* t, int64_t nbytes) {
       storage->set_data_ptr_noswap(storage->allocator()->allocate(nbytes));
     }
     storage->set_nbytes(static_cast<size_t>(nbytes));
+  });
+}
+
+// Backward from `n` tensors at once, each with its gradient (one pass of
+// the engine, as `torch.autograd.backward(outputs, grads)`): the outputs'
+// values are not read, so an output whose storage was freed
+// (`dtl_resize_storage`) can be a root. Returns 0, or 1 when libtorch
+// threw.
+int dtl_backward(const at::Tensor* const* outputs, const at::Tensor* const* grads, int n) {
+  return guarded([&] {
+    std::vector<at::Tensor> roots;
+    std::vector<at::Tensor> seeds;
+    for (int k = 0; k < n; ++k) {
+      roots.push_back(*outputs[k]);
+      seeds.push_back(*grads[k]);
+    }
+    torch::autograd::backward(roots, seeds);
   });
 }
 

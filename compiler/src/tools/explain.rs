@@ -112,17 +112,15 @@ pub struct Collective {
 /// only when a node of another piece or stage reads it (the model's output
 /// included); without `recompute` every output is kept.
 /// `sequence = true`: a value held by parts of the sequence is 1/T of
-/// the whole, but the runtime keeps two whole tensors beside some of them
-/// for backward: a summing layer's partial output (its gradient is
-/// all-gathered into it), and the gathered value a split or whole layer
-/// reads.
+/// the whole, but the runtime keeps the gathered value a split or whole
+/// layer reads beside it, whole, for backward (a summing layer's partial
+/// output is let go once reduce-scattered).
 fn sequence_activations(plan: &Plan, whole: &[LayerCost], held: &mut [LayerCost]) {
     let topology = &plan.topology;
     let t = topology.parallelism.tensor;
     let parts = &topology.sequence;
     let nodes = &plan.model.nodes;
     for &i in parts {
-        let summing = crate::plan::sums_output(topology.tensor_split(i));
         let reads_whole = |j: usize| {
             !parts.contains(&j)
                 || matches!(
@@ -134,8 +132,7 @@ fn sequence_activations(plan: &Plan, whole: &[LayerCost], held: &mut [LayerCost]
             .iter()
             .enumerate()
             .any(|(j, n)| n.inputs.contains(&i) && reads_whole(j));
-        held[i].activations = whole[i].activations / t
-            + whole[i].activations * (u64::from(summing) + u64::from(gathered));
+        held[i].activations = whole[i].activations / t + whole[i].activations * u64::from(gathered);
     }
 }
 

@@ -119,6 +119,12 @@ impl Model {
             message: "a tensor-parallel layer run without its tensor group".into(),
         })?;
         let total = part.scatter_sum(&y, group, &ctx)?;
+        // Backward needs the partial output's graph, not its values (the
+        // product that made it keeps its inputs): they go now, and
+        // backward starts from it without reading it.
+        if y.requires_grad() {
+            crate::torch_ops::free_storage(&y).context(&ctx)?;
+        }
         let out = match bias {
             Some(b) => total.f_add(&self.weight(b)).context(&ctx)?,
             None => total,

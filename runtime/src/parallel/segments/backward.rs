@@ -77,20 +77,32 @@ impl Forward {
                 true => self.recompute(model, seg, &nodes, hooks.tensor)?,
                 false => Vec::new(),
             };
+            // `sequence = true`: each reduce-scattered output's gradient,
+            // gathered into the partial output it came from (whose values
+            // were let go: a root of its own, not read).
+            let mut partials = Vec::new();
             for (j, grad) in grads {
-                // `sequence = true`: a reduce-scattered output's gradient,
-                // gathered into the partial output it came from.
                 if let Some(partial) = self.partials.get(&j).filter(|t| t.requires_grad()) {
                     let whole = gather_gradient(model, j, &grad, hooks.tensor)?;
-                    root = with_output(root, partial, &whole).context(ctx)?;
+                    partials.push((partial.shallow_clone(), whole));
                 }
                 let Some(output) = self.outputs.get(&j).filter(|t| t.requires_grad()) else {
                     continue;
                 };
                 root = with_output(root, output, &grad).context(ctx)?;
             }
-            if let Some(root) = root.filter(Tensor::requires_grad) {
-                root.f_backward().context(ctx)?;
+            let root = root.filter(Tensor::requires_grad);
+            if partials.is_empty() {
+                if let Some(root) = root {
+                    root.f_backward().context(ctx)?;
+                }
+            } else {
+                // One pass of the engine from every root.
+                if let Some(root) = root {
+                    let one = root.f_ones_like().context(ctx)?;
+                    partials.push((root, one));
+                }
+                torch_ops::backward(&partials).context(ctx)?;
             }
             // Batch norms' running statistics as forward left them (their
             // backward read the tensors, so not before it).
@@ -101,12 +113,14 @@ impl Forward {
                 Ok(())
             })
             .context(ctx)?;
-            if self.segments.recomputed[seg] {
-                // The re-created activations go with the graph.
-                for j in &nodes {
-                    self.outputs.remove(j);
-                    self.partials.remove(j);
-                }
+            // The segment's outputs, and the leaves that stood for them in
+            // later segments (their gradients are in), go with the graph:
+            // the backward pass holds one segment's gradients at a time.
+            for j in &nodes {
+                self.outputs.remove(j);
+                self.partials.remove(j);
+                self.gathered.remove(j);
+                self.leaves.remove(j);
             }
             if let Some(units) = &mut hooks.units {
                 units.after_backward(first)?;
