@@ -322,7 +322,8 @@ fn tensor_parallel_runs_train_as_one_process() {
 /// attention (each rank keeping its part of one process's masks), and
 /// with its tied embedding kept whole (cut to each rank's part where the
 /// residual stream enters the region), the LLaMA with its embedding and
-/// first norms frozen, the
+/// first norms frozen, the digits transformer with its first block
+/// frozen and recomputed, the
 /// digits transformer at 4, at 2 replicas × 2 tensor ranks and with its
 /// blocks recomputed, the LLaMA cut into 2 pipeline stages × 2 tensor
 /// ranks (against the same stages unsplit). The all-reduces, all-gathers
@@ -337,6 +338,7 @@ fn sequence_parallel_runs_train_as_one_process() {
     let dropout = format!("{sgd}; warmup = 1; seed = 7");
     let gpt = format!("{sgd}; warmup = 1");
     let frozen = format!(r#"{sgd}; warmup = 1; freeze = ["0.*", "1.0.*_norm.*"]"#);
+    let frozen_block = format!(r#"{sgd}; recompute = blocks; freeze = ["0.*", "1.*", "2.0.*"]"#);
     let recompute = format!("{sgd}; recompute = blocks");
     let cases = [
         (
@@ -398,6 +400,15 @@ fn sequence_parallel_runs_train_as_one_process() {
             "digits_transformer",
             6,
             recompute.as_str(),
+            "tensor = 2; sequence = true",
+            "",
+        ),
+        // The first block and what feeds it frozen: it has no gradient,
+        // and is not run again.
+        (
+            "digits_transformer",
+            6,
+            frozen_block.as_str(),
             "tensor = 2; sequence = true",
             "",
         ),

@@ -44,11 +44,17 @@ pub(super) fn collectives(
             .iter()
             .any(|p| p.recomputed && i.is_some_and(|i| (p.first_node..=p.last_node).contains(&i)))
     };
+    // A piece without a gradient is not run again.
+    let needs = layout.needs_grad();
+    let has_gradient = |node: &str| {
+        let i = model.nodes.iter().position(|n| n.name == node);
+        i.is_some_and(|i| needs[i])
+    };
     let again: Vec<TensorCollective> = out
         .iter()
         // A gathered value is gathered once: the recomputed readers read
         // the same leaf.
-        .filter(|c| c.op != TensorOp::AllGather && recomputed(&c.node))
+        .filter(|c| c.op != TensorOp::AllGather && recomputed(&c.node) && has_gradient(&c.node))
         .map(|c| TensorCollective {
             pass: Pass::Recompute,
             ..c.clone()

@@ -129,7 +129,8 @@ impl Model {
             Some(b) => total.f_add(&self.weight(b)).context(&ctx)?,
             None => total,
         };
-        Ok((out, Some(y)))
+        // Without a gradient nothing is sent into it: it goes now.
+        Ok((out, y.requires_grad().then_some(y)))
     }
 }
 
@@ -144,6 +145,12 @@ impl TensorPart {
     /// nodes; `Some(None)` for a summing node without one).
     pub(super) fn summed(&self, j: usize) -> Option<Option<&str>> {
         self.sums.get(&j).map(|b| b.as_deref())
+    }
+
+    /// The whole bias a summing node adds after its sum (taken out of the
+    /// node's op when it was split).
+    pub fn output_bias(&self, j: usize) -> Option<&str> {
+        self.summed(j).flatten()
     }
 
     /// Whether node `j` reads its inputs by parts of the sequence (a whole

@@ -39,6 +39,7 @@ use crate::torch_ops;
 
 use super::sync_norm::{sync_norm, SyncNorm};
 use super::units::Gathering;
+use crate::model::TensorPart;
 pub(super) use backward::with_output;
 
 mod backward;
@@ -248,7 +249,14 @@ impl Forward {
             }
             let inputs = pass.inputs(model, j, seg, hooks.tensor)?;
             let node = &plan_nodes[j];
-            let trains = node.op.params().iter().any(|p| model.trains(p));
+            // A summing node's bias was taken out of its op.
+            let bias = model.tensor_part().and_then(|p| p.output_bias(j));
+            let trains = node
+                .op
+                .params()
+                .into_iter()
+                .chain(bias)
+                .any(|p| model.trains(p));
             let needs_grad = trains || node.inputs.iter().any(|i| pass.needs(*i));
             pass.needs_grad.insert(j, needs_grad);
             let shapes: Vec<Vec<i64>> = inputs.iter().map(Tensor::size).collect();
@@ -393,10 +401,15 @@ impl Forward {
             } else {
                 Reader::Plain
             };
-            if let (Some(part), true) = (part, !outside) {
-                // The model's input (no gradient), read by parts.
-                if part.reads_parts(j) && matches!(model.nodes()[i].op, Op::Input) {
-                    let whole = self.kept(model, i, j, &self.outputs)?;
+            if let Some(part) = part {
+                // The model's input (no gradient), read by parts (received
+                // from an earlier stage when this one does not hold it).
+                if part.reads_parts(j) && input {
+                    let values = match outside {
+                        true => &self.external,
+                        false => &self.outputs,
+                    };
+                    let whole = self.kept(model, i, j, values)?;
                     let ctx = || format!("layer `{}`: its part of the input", node.name);
                     inputs.push(part.part_of(whole).context(ctx)?);
                     continue;
@@ -484,13 +497,7 @@ impl Forward {
             return Ok(whole.shallow_clone());
         }
         let ctx = || format!("gather the sequence of `{}`", model.nodes()[i].name);
-        let (part, group) = model
-            .tensor_part()
-            .zip(tensor)
-            .ok_or_else(|| RunError::Torch {
-                context: ctx(),
-                message: "a value held by parts of the sequence without its tensor group".into(),
-            })?;
+        let (part, group) = sequence_group(model, tensor, &ctx)?;
         let values = match self.outputs.contains_key(&i) {
             true => &self.outputs,
             false => &self.external,
@@ -516,4 +523,20 @@ impl Forward {
             ),
         })
     }
+}
+
+/// `sequence = true`: this rank's part of the model and its tensor group,
+/// which a value held by parts of the sequence needs.
+fn sequence_group<'a>(
+    model: &'a Model,
+    tensor: Option<&'a dyn Communicator>,
+    ctx: &dyn Fn() -> String,
+) -> Result<(&'a TensorPart, &'a dyn Communicator), RunError> {
+    model
+        .tensor_part()
+        .zip(tensor)
+        .ok_or_else(|| RunError::Torch {
+            context: ctx(),
+            message: "a value held by parts of the sequence without its tensor group".into(),
+        })
 }

@@ -325,13 +325,7 @@ fn gather_gradient(
             model.nodes()[j].name
         )
     };
-    let (part, group) = model
-        .tensor_part()
-        .zip(tensor)
-        .ok_or_else(|| RunError::Torch {
-            context: ctx(),
-            message: "a value held by parts of the sequence without its tensor group".into(),
-        })?;
+    let (part, group) = super::sequence_group(model, tensor, &ctx)?;
     part.gather_sequence(grad, group, &ctx)
 }
 
