@@ -210,7 +210,7 @@ impl Executor<'_> {
                 self.hand_over_slices(step)?;
             }
             StepOp::AllReduceGradNorm { .. } => state.norm_over_stages = true,
-            StepOp::TensorAllReduces { .. } => self.after_tensor_backward()?,
+            StepOp::TensorAllReduces { .. } => self.after_tensor_backward(step)?,
         }
         Ok(())
     }
@@ -219,13 +219,13 @@ impl Executor<'_> {
     /// heads several tensor ranks share, and under `sequence = true` those
     /// of the sequence-parallel layers' parameters, summed over the group
     /// (the other tensor collectives ran with the passes).
-    fn after_tensor_backward(&self) -> Result<(), RunError> {
+    fn after_tensor_backward(&self, step: u64) -> Result<(), RunError> {
         let Some(part) = self.model.tensor_part() else {
             return Ok(());
         };
         let group = self.world.tensor.as_ref();
         part.sum_shared_gradients(&self.model, group)?;
-        part.sum_sequence_gradients(&self.model, group)
+        part.sum_sequence_gradients(&self.model, group, step)
     }
 
     /// `forward_backward`: the step's micro-batches, the loss over the

@@ -33,6 +33,7 @@ use super::Model;
 use crate::comm::{Communicator, ReduceOp};
 use crate::error::{RunError, TorchContext};
 use crate::ops::Weights;
+use crate::parallel::flat;
 
 /// The sequence is dimension 1 of every value held by parts.
 const SEQUENCE: i64 = 1;
@@ -89,7 +90,7 @@ impl Model {
         match &self.nodes[j].op {
             Op::Dropout { p } => {
                 return part
-                    .dropout_in_parts(x, *p, train)
+                    .dropout_part(x, (*p, train), SEQUENCE)
                     .context(ctx)
                     .map(|y| (y, None))
             }
@@ -227,23 +228,6 @@ impl TensorPart {
         }
     }
 
-    /// Dropout on this rank's part `x` of the sequence: the whole mask
-    /// drawn (as one process draws it), this rank's part kept.
-    fn dropout_in_parts(&self, x: &Tensor, p: f64, train: bool) -> Result<Tensor, tch::TchError> {
-        if !train || p == 0.0 {
-            return Ok(x.shallow_clone());
-        }
-        let mut whole = x.size();
-        let len = whole[SEQUENCE as usize];
-        whole[SEQUENCE as usize] = len * self.size;
-        let mut noise = Tensor::f_empty(whole.as_slice(), (x.kind(), x.device()))?;
-        let noise = noise.f_bernoulli_float_(1.0 - p)?.f_div_scalar(1.0 - p)?;
-        // A copy of this rank's part: the whole mask goes now (the
-        // product keeps its factor for backward).
-        let mine = noise.f_narrow(SEQUENCE, self.rank * len, len)?.copy();
-        x.f_mul(&mine)
-    }
-
     /// Sums over the group, once a step, the gradients of the parameters
     /// the sequence-parallel region reads (each rank's from its part of
     /// the sequence), in one buffer. Every rank of the group calls it,
@@ -252,6 +236,7 @@ impl TensorPart {
         &self,
         model: &Model,
         group: &dyn Communicator,
+        step: u64,
     ) -> Result<(), RunError> {
         let Some(sequence) = &self.sequence else {
             return Ok(());
@@ -268,23 +253,10 @@ impl TensorPart {
         if grads.is_empty() {
             return Ok(());
         }
-        let flat: Vec<Tensor> = grads
-            .iter()
-            .map(|g| g.f_reshape([-1]).and_then(|g| g.f_to_kind(Kind::Float)))
-            .collect::<Result<_, _>>()
-            .context(ctx)?;
-        let mut all = Tensor::f_cat(&flat, 0).context(ctx)?;
+        let float = |g: &Tensor| g.f_to_kind(Kind::Float).context(ctx);
+        let mut all = flat::flatten(grads.iter().map(float), step)?;
         self.reduce(&mut all, (ReduceOp::Sum, group), &ctx)?;
-        let mut at = 0;
-        for g in grads {
-            let n = g.numel() as i64;
-            let total = all
-                .f_narrow(0, at, n)
-                .and_then(|t| t.f_reshape(g.size()))
-                .context(ctx)?;
-            tch::no_grad(|| g.shallow_clone().f_copy_(&total)).context(ctx)?;
-            at += n;
-        }
+        flat::scatter(&all, grads.into_iter().map(Ok), step)?;
         Ok(())
     }
 }

@@ -419,22 +419,31 @@ impl TensorPart {
         if !self.dropouts.contains(&j) {
             return None;
         }
+        let last = x.dim() as i64 - 1;
+        Some(self.dropout_part(x, (p, train), last))
+    }
+
+    /// Dropout on this rank's part `x` of a value cut along `dim` (its
+    /// t-th of T equal parts): the whole mask drawn, as one process draws
+    /// it, and this rank's part of it kept.
+    pub(super) fn dropout_part(
+        &self,
+        x: &Tensor,
+        (p, train): (f64, bool),
+        dim: i64,
+    ) -> Result<Tensor, tch::TchError> {
         if !train || p == 0.0 {
-            return Some(Ok(x.shallow_clone()));
+            return Ok(x.shallow_clone());
         }
-        Some((|| {
-            let mut whole = x.size();
-            let last = whole.len() - 1;
-            let width = whole[last];
-            whole[last] = width * self.size;
-            let mut noise = Tensor::f_empty(whole.as_slice(), (x.kind(), x.device()))?;
-            let noise = noise.f_bernoulli_float_(1.0 - p)?.f_div_scalar(1.0 - p)?;
-            // A copy of this rank's part: the whole mask goes now.
-            let mine = noise
-                .f_narrow(last as i64, self.rank * width, width)?
-                .copy();
-            x.f_mul(&mine)
-        })())
+        let mut whole = x.size();
+        let len = whole[dim as usize];
+        whole[dim as usize] = len * self.size;
+        let mut noise = Tensor::f_empty(whole.as_slice(), (x.kind(), x.device()))?;
+        let noise = noise.f_bernoulli_float_(1.0 - p)?.f_div_scalar(1.0 - p)?;
+        // A copy of this rank's part: the whole mask goes now (the
+        // product keeps its factor for backward).
+        let mine = noise.f_narrow(dim, self.rank * len, len)?.copy();
+        x.f_mul(&mine)
     }
 
     /// Sums, over the group, the gradient of a value that split layers
