@@ -18,14 +18,15 @@
 //! | the model's input, `[B, S, F]` (or ids `[B, S]` an embedding reads) | whole, read in parts by the layers above |
 //! | anything else | as without `sequence` |
 //!
-//! A sequence that does not divide into T parts, and a weight read both
-//! inside and outside the region, are errors at the layer (a layer that
-//! reads a weight another layer reads too stays out of the region).
+//! A sequence that does not divide into T parts is an error at the layer.
+//! A layer that reads a weight another layer reads too stays out of the
+//! region, so no weight is read both inside it (its gradient a sum over
+//! the parts) and outside.
 
 use super::super::parallel::ParallelSpec;
 use super::super::CheckError;
 use super::region::elementwise;
-use crate::plan::{sequence_params, sums_output, Dim, ModelPlan, NodeSplit, Op};
+use crate::plan::{sums_output, Dim, ModelPlan, NodeSplit, Op};
 use crate::span::Span;
 
 /// `sequence = true` needs a tensor group: an error at `at`, the setting,
@@ -147,8 +148,7 @@ pub fn nodes(
         });
         return None;
     }
-    tied_outside(model, splits, &sequence, (span, &name), errors);
-    (errors.len() == before).then_some(sequence)
+    Some(sequence)
 }
 
 /// Whether node `i` reads a weight another node reads too (a tied
@@ -158,41 +158,4 @@ fn shares_weight(model: &ModelPlan, i: usize) -> bool {
     let mine = model.nodes[i].op.params();
     (model.nodes.iter().enumerate())
         .any(|(j, n)| j != i && n.op.params().iter().any(|p| mine.contains(p)))
-}
-
-/// A parameter that a layer of the sequence-parallel region reads (its
-/// gradient a sum over the parts) may not be read outside it too.
-fn tied_outside(
-    model: &ModelPlan,
-    splits: &[NodeSplit],
-    sequence: &[usize],
-    (span, name): (impl Fn(usize) -> Span, &dyn Fn(usize) -> String),
-    errors: &mut Vec<CheckError>,
-) {
-    let inside = sequence_params(model, splits, sequence);
-    for (i, node) in model.nodes.iter().enumerate() {
-        if sequence.contains(&i) {
-            continue;
-        }
-        if let Some(p) = node.op.params().into_iter().find(|p| inside.contains(p)) {
-            errors.push(misplaced(
-                span(i),
-                format!(
-                    "{} reads `{p}`, which layers working on parts of the sequence read too: its gradient would be summed over the parts twice",
-                    name(i)
-                ),
-            ));
-        }
-    }
-}
-
-fn misplaced(span: Span, message: String) -> CheckError {
-    CheckError::InvalidValue {
-        message,
-        span,
-        label: "misplaced under sequence parallelism".into(),
-        help: Some(
-            "outside the split regions each tensor rank holds a part of the sequence (`dtl compile` lists which values, `topology.sequence`); keep this layer out of the region, or drop `sequence`".into(),
-        ),
-    }
 }
