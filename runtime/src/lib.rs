@@ -28,6 +28,7 @@ pub mod ema;
 pub mod error;
 mod executor;
 pub mod fault;
+pub mod flat;
 mod images;
 pub mod infer;
 pub mod launch;

@@ -9,13 +9,14 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// Bottom to top.
-const ORDER: [&str; 40] = [
+const ORDER: [&str; 41] = [
     // Foundations: no other module of the runtime.
     "error",
     "fault",
     "signals",
     "device",
     "torch_ops",
+    "flat",
     "output",
     "run_folder",
     "loss_scale",

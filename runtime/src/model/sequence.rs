@@ -32,8 +32,8 @@ use super::tensor::TensorPart;
 use super::Model;
 use crate::comm::{Communicator, ReduceOp};
 use crate::error::{RunError, TorchContext};
+use crate::flat;
 use crate::ops::Weights;
-use crate::parallel::flat;
 
 /// The sequence is dimension 1 of every value held by parts.
 const SEQUENCE: i64 = 1;

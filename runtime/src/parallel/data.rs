@@ -16,9 +16,9 @@ use std::collections::{BTreeMap, VecDeque};
 use dtl_compiler::plan::Plan;
 use tch::{Kind, Tensor};
 
-use super::flat::{flatten, scatter};
 use crate::comm::{CommError, Communicator, Pending, ReduceOp};
 use crate::error::{InPlace, RunError, TorchContext};
+use crate::flat::{flatten, scatter};
 
 /// The gradient buckets of this rank's stage, as indices into the model's
 /// parameters.

@@ -15,14 +15,13 @@
 //! - [`units`]: the parameters split over the replicas too (ZeRO-3),
 //!   gathered unit by unit around their forward and backward;
 //!
-//! and what several of them share: [`flat`] buffers. A strategy reads its
+//! and what several of them share: [`crate::flat`] buffers. A strategy reads its
 //! layout from the plan and the world; it computes no rank itself. The
 //! executor ([`crate::executor`]) decides which to run, from the step
 //! program.
 
 pub mod data;
 pub mod diloco;
-pub mod flat;
 pub mod gather;
 pub mod pipeline;
 pub mod segments;

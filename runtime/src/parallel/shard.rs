@@ -425,7 +425,7 @@ impl Sharded {
                     .iter()
                     .map(|&i| super::data::gradient(&params[i]));
                 let whole = bucket.slice * replicas as i64;
-                let send = super::flat::flatten_padded(grads, whole, step)?;
+                let send = crate::flat::flatten_padded(grads, whole, step)?;
                 let mut recv = send
                     .f_new_zeros([bucket.slice], (send.kind(), send.device()))
                     .context(ctx)?;
@@ -558,7 +558,7 @@ impl Sharded {
                 let like = &params[first].1;
                 let values = |_: usize, piece: &Piece| Self::view(piece, &params[piece.param].1);
                 let flat = self.gather_bucket(b, values, like, comm, step)?;
-                super::flat::scatter(
+                crate::flat::scatter(
                     &flat,
                     bucket.params.iter().map(|&i| Ok(params[i].1.detach())),
                     step,

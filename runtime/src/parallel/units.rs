@@ -300,7 +300,7 @@ impl Units {
                 .params
                 .iter()
                 .map(|&i| super::data::gradient(&params[i]));
-            let send = super::flat::flatten_padded(grads, unit.flat.numel() as i64, step)?;
+            let send = crate::flat::flatten_padded(grads, unit.flat.numel() as i64, step)?;
             let mut recv = unit.shard.f_zeros_like().context(ctx)?;
             comm.reduce_scatter(&send, &mut recv)
                 .map_err(collective(step, &unit.name))?;

@@ -1,7 +1,8 @@
 //! Flat buffers: several tensors' values laid end to end in one
 //! contiguous buffer, so one collective carries them all, and the buffer's
 //! slices copied back. What every strategy that moves many tensors at once
-//! shares (gradient buckets, parameter averaging).
+//! shares (gradient buckets, parameter averaging, the sequence-parallel
+//! once-a-step sum).
 
 use tch::Tensor;
 
