@@ -51,6 +51,7 @@ pub mod run_record;
 pub mod selftest;
 pub mod signals;
 mod summary;
+pub mod tensor_file;
 pub mod tensorboard;
 mod torch_ops;
 pub mod train;

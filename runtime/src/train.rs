@@ -24,7 +24,7 @@ use crate::device::DeviceChoice;
 use crate::error::RunError;
 use crate::executor::Executor;
 use crate::fault;
-use crate::output::{self, write_atomic, write_weights, JsonLines};
+use crate::output::{self, write_atomic, JsonLines};
 use crate::progress::Progress;
 use crate::rank_log::RankLog;
 use crate::resume::{open_metrics, resume_from};
@@ -373,9 +373,7 @@ impl Driver<'_> {
         }
         self.progress.finish();
         executor.save_weights(&self.out.join("model.safetensors"), steps)?;
-        if let Some(average) = executor.averaged_weights(steps)? {
-            write_weights(&self.out.join("model_ema.safetensors"), &average)?;
-        }
+        executor.save_average(&self.out.join("model_ema.safetensors"), steps)?;
 
         let summary = self.tally.summary(Finished {
             steps,

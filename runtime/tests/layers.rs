@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// Bottom to top.
-const ORDER: [&str; 41] = [
+const ORDER: [&str; 42] = [
     // Foundations: no other module of the runtime.
     "error",
     "fault",
@@ -18,6 +18,7 @@ const ORDER: [&str; 41] = [
     "torch_ops",
     "flat",
     "output",
+    "tensor_file",
     "run_folder",
     "loss_scale",
     "watch",

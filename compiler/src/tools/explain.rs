@@ -224,7 +224,6 @@ pub fn cost(plan: &Plan) -> Cost {
     let stage_state = stage_optimizer_state(plan);
     let held_state = held_optimizer_state(plan, &stage_state);
     let stage_grads = stage_gradients(plan);
-    let all_state: u64 = stage_state.iter().sum();
     let buffers: u64 = model
         .buffers
         .iter()
@@ -248,7 +247,8 @@ pub fn cost(plan: &Plan) -> Cost {
             };
             let p = topology.local_parameters(model, stage);
             let state = held_state[stage.stage as usize];
-            let others = gathered_for_files(plan, stage, all_state.saturating_sub(state));
+            let own_state = stage_state[stage.stage as usize];
+            let others = gathered_for_files(plan, stage, (own_state, state));
             let grads = stage_grads[stage.stage as usize];
             // `shard = parameters`: the rank's slices, and what is gathered
             // whole at the peak.
@@ -317,39 +317,59 @@ pub fn cost(plan: &Plan) -> Cost {
     }
 }
 
-/// Values rank 0 gathers for the files it writes, on `stage` 0 (none
-/// elsewhere): the other stages' weights (under `shard = parameters` only
-/// what lies in no unit: the units go through the replicas' slices); for
-/// a checkpoint the optimizer state it does not hold (`other_state`: the
-/// other stages', and under `tensor` with `shard` the other replicas'
-/// slices of its own), unless sharded without `tensor` (each replica then
-/// writes its own slices); under `tensor = T` its own stage's split
-/// tensors gathered whole. All held until the file is written.
-fn gathered_for_files(plan: &Plan, stage: &crate::plan::StagePlan, other_state: u64) -> u64 {
-    if stage.stage > 0 {
-        return 0;
-    }
+/// Values a rank of replica 0 at `stage` holds beyond its own while rank 0
+/// writes the files of the whole model (`model.safetensors`, a
+/// checkpoint). The files are written one tensor at a time, each made
+/// whole just before it is written: a split tensor of the stage is its
+/// parts all-gathered and put together on every tensor rank (twice the
+/// whole); rank 0 receives another stage's tensor whole (once; under
+/// `shard = parameters` only what lies in no unit: the units go through
+/// the replicas' slices); the optimizer state has the shapes of the
+/// parameters. The largest of those, and under `tensor` with `shard` a
+/// checkpoint's state of the rank's own part gathered from the other
+/// replicas' slices (`own_state` less the slice it holds, `held_state`),
+/// kept until it is written.
+fn gathered_for_files(
+    plan: &Plan,
+    stage: &crate::plan::StagePlan,
+    (own_state, held_state): (u64, u64),
+) -> u64 {
     let topology = &plan.topology;
     let layout = &topology.parallelism;
-    let all_stages: u64 = topology.stages.iter().map(|s| s.parameters).sum();
-    let all_units: u64 = topology.units.iter().map(|u| u.values()).sum();
-    let in_other_units = all_units - grads_of_units(plan, stage.stage);
-    let weights = all_stages - stage.parameters - in_other_units;
-    // `tensor = T`: rank 0 gathers its stage's split tensors whole (their
-    // optimizer state too, for a checkpoint) before it writes them.
-    let split_whole = match layout.tensor {
-        1 => 0,
-        _ => crate::plan::split_values(&plan.model, &topology.tensor_splits, stage),
+    let model = &plan.model;
+    let values = |name: &str| {
+        model
+            .parameters
+            .iter()
+            .find(|p| p.name == name)
+            .map_or(0, |p| p.shape.iter().product::<i64>() as u64)
     };
-    // Sharded, each replica writes its own slices; but under `tensor` the
-    // state is gathered whole as without sharding.
-    let sharded = layout.shard != Shard::None && layout.data > 1 && layout.tensor == 1;
-    if plan.train.checkpoint_every > 0 && !sharded {
-        let per_value = optimizer_state(&plan.train.optimizer, &[1]);
-        weights + other_state + split_whole * (1 + per_value)
-    } else {
-        weights + split_whole
-    }
+    let split = crate::plan::stage_split_params(model, &topology.tensor_splits, stage);
+    let largest_split = match layout.tensor {
+        1 => 0,
+        _ => split.iter().map(|name| 2 * values(name)).max().unwrap_or(0),
+    };
+    let in_units: std::collections::BTreeSet<&str> = topology
+        .units
+        .iter()
+        .flat_map(|u| u.parameters.iter().map(|p| p.name.as_str()))
+        .collect();
+    let largest_received = topology
+        .stages
+        .iter()
+        .filter(|s| stage.stage == 0 && s.stage != 0)
+        .flat_map(|s| &model.nodes[s.first_node..=s.last_node])
+        .flat_map(|n| n.op.params())
+        .filter(|name| !in_units.contains(name))
+        .map(values)
+        .max()
+        .unwrap_or(0);
+    let sharded_tensor = layout.shard != Shard::None && layout.data > 1 && layout.tensor > 1;
+    let gathered_state = match plan.train.checkpoint_every > 0 && sharded_tensor {
+        true => own_state.saturating_sub(held_state),
+        false => 0,
+    };
+    largest_split.max(largest_received) + gathered_state
 }
 
 /// One line per parameter group (`groups`): what it changes and which
@@ -1038,12 +1058,8 @@ impl Cost {
                 String::new()
             },
             if m.gathered > 0 {
-                let what = match plan.topology.parallelism.tensor {
-                    1 => "the other stages'",
-                    _ => "the split layers' whole tensors and the other stages'",
-                };
                 format!(
-                    " + {what} {} gathered on rank 0 for the files it writes",
+                    " + {} for the files of the whole model, written a tensor at a time",
                     bytes(m.gathered)
                 )
             } else {
@@ -1448,9 +1464,10 @@ mod hand_computed {
             cost.stages[0].memory.activations,
             (64 + 100 + 100) * 2 * 4 * 4
         );
-        // Rank 0 receives stage 1's weights (100·10 + 10) to write the
-        // model file; with checkpoints, Adam's two moments of them too.
-        assert_eq!(cost.stages[0].memory.gathered, 1_010 * 4);
+        // Rank 0 receives stage 1's tensors one at a time to write the
+        // model file, the largest its weight (100 · 10); with checkpoints
+        // Adam's moments of it, of the same shape, come one at a time too.
+        assert_eq!(cost.stages[0].memory.gathered, 1_000 * 4);
         assert_eq!(cost.stages[1].memory.gathered, 0);
         let checkpointed = self::plan(
             &format!(
@@ -1461,7 +1478,7 @@ mod hand_computed {
         );
         assert_eq!(
             super::cost(&checkpointed).stages[0].memory.gathered,
-            3 * 1_010 * 4
+            1_000 * 4
         );
     }
 }

@@ -16,11 +16,10 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use tch::{Device, Tensor};
+use tch::Tensor;
 
-use super::{shards::file_checksum, Loaded, Named};
-use crate::error::{RunError, TorchContext};
-use crate::output::{sync_dir, sync_file, write_weights};
+use super::{shards::file_checksum, Loaded};
+use crate::error::RunError;
 
 /// The prefix of θ_global's and the outer momentum's tensors in
 /// `state.safetensors`.
@@ -44,25 +43,8 @@ pub struct FileSum {
 }
 
 /// Group `g`'s folder in the checkpoint folder `dir`.
-fn folder(dir: &Path, g: u64) -> PathBuf {
+pub fn folder(dir: &Path, g: u64) -> PathBuf {
     dir.join(format!("group-{g}"))
-}
-
-/// Group `g`'s replica (weights and buffers) and its inner optimizer
-/// state (with its `ema` average, prefixed as the checkpoint's), written
-/// into its folder of `dir` and flushed to the disk.
-pub fn write_own(dir: &Path, g: u64, model: &Named, state: &Named) -> Result<(), RunError> {
-    let folder = folder(dir, g);
-    super::empty_dir(&folder)?;
-    write_weights(&folder.join("model.safetensors"), model)?;
-    let state: Vec<(&str, Tensor)> = state
-        .iter()
-        .map(|(n, t)| (n.as_str(), t.to_device(Device::Cpu)))
-        .collect();
-    let path = folder.join("state.safetensors");
-    Tensor::write_safetensors(&state, &path).context(|| format!("write {}", path.display()))?;
-    sync_file(&path)?;
-    sync_dir(&folder)
 }
 
 /// Rank 0, once every group has written: the folders of groups 1 … `groups`

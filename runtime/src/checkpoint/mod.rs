@@ -26,7 +26,7 @@ use std::sync::Arc;
 use dtl_compiler::plan::{DataFile, DataPlan, ModelPlan, Plan, SyncMode, TrainPlan};
 use dtl_compiler::util::rng::Fnv1a;
 use serde::{Deserialize, Serialize};
-use tch::{Device, Tensor};
+use tch::Tensor;
 
 pub mod export;
 pub mod groups;
@@ -35,35 +35,31 @@ pub mod shards;
 use crate::data::Cursor;
 use crate::error::{RunError, TorchContext};
 use crate::model::file::WeightsFile;
-use crate::output::{sync_dir, sync_file, write_weights};
+use crate::output::{sync_dir, sync_file};
 use crate::watch::Watch;
 
 /// Named tensors, in the order they are written.
 pub type Named = Vec<(String, Tensor)>;
 
-/// What a checkpoint holds of the model, the optimizer and the data
-/// stream, gathered on rank 0.
+/// What rank 0 lists in a checkpoint's `state.json`, once every rank has
+/// written its files into the checkpoint being written ([`being_written`]):
+/// `model.safetensors` (the weights and buffers) and `state.safetensors`
+/// (the optimizer state, the `ema` average as `ema.<name>`, DiLoCo's
+/// θ_global and outer momentum as `outer.…`, the data's order, the `async`
+/// updates waiting as `pending.<i>.<bucket>`), written by rank 0 one
+/// tensor at a time.
 pub struct Snapshot {
-    pub model: Named,
-    pub optimizer: Named,
     pub optimizer_steps: u64,
     pub cursor: Cursor,
-    /// `async` updates waiting: the step and its buckets' averaged
-    /// gradients.
-    pub pending: Vec<(u64, Vec<Tensor>)>,
-    /// `ema`: the average of the weights (empty without).
-    pub ema: Named,
+    /// The steps of the `async` updates waiting.
+    pub pending_steps: Vec<u64>,
     /// `precision = fp16`: the loss scale and its steps without overflow.
     pub loss_scale: Option<crate::loss_scale::LossScale>,
-    /// Sharded: the replicas have written their slices into the
-    /// checkpoint being written ([`being_written`]), for so many stages
-    /// and places; `model` and `optimizer` hold the rest.
+    /// Sharded: the replicas have written their slices, for so many stages
+    /// and places; the checkpoint's own files hold the rest.
     pub shards: Option<[u64; 2]>,
-    /// DiLoCo: θ_global and the outer momentum, named as
-    /// `state.safetensors` keeps them (empty without).
-    pub outer: Named,
     /// DiLoCo: the groups, every one but the first having written its
-    /// folder into the checkpoint being written ([`groups`]).
+    /// folder ([`groups`]).
     pub groups: Option<u64>,
 }
 
@@ -373,10 +369,12 @@ fn io(path: &Path) -> impl Fn(std::io::Error) -> RunError + '_ {
     }
 }
 
-/// Writes a checkpoint into `out/checkpoint`; the last one becomes
-/// `checkpoint.prev`. Every file is written whole and flushed to the disk
-/// (file and folder) before a rename makes it current: a crash at any
-/// moment leaves at least one whole checkpoint.
+/// Finishes the checkpoint written into `out/checkpoint.tmp` (its files
+/// are there, [`Snapshot`]) with its `state.json`, and makes it
+/// `out/checkpoint`; the last one becomes `checkpoint.prev`. Every file is
+/// written whole and flushed to the disk (file and folder) before a rename
+/// makes it current: a crash at any moment leaves at least one whole
+/// checkpoint.
 pub fn save(out: &Path, standing: &Standing, snapshot: &Snapshot) -> Result<(), RunError> {
     let tmp = out.join(TMP);
     let shards = match snapshot.shards {
@@ -387,34 +385,7 @@ pub fn save(out: &Path, standing: &Standing, snapshot: &Snapshot) -> Result<(), 
         Some(groups) => groups::collect(&tmp, groups)?,
         None => Vec::new(),
     };
-    // Else the checkpoint's first files: a torn one of a crash is let go.
-    if snapshot.shards.is_none() && snapshot.groups.is_none() {
-        prepare(out)?;
-    }
-    write_weights(&tmp.join("model.safetensors"), &snapshot.model)?;
-    crate::fault::pause_in_checkpoint(crate::fault::Kind::PauseWrite, standing.step);
-    let mut tensors: Named = snapshot
-        .optimizer
-        .iter()
-        .map(|(n, t)| (n.clone(), t.to_device(Device::Cpu)))
-        .collect();
     let cursor = &snapshot.cursor;
-    tensors.push(("data.order".into(), Tensor::from_slice(&cursor.order)));
-    for (i, (_, flats)) in snapshot.pending.iter().enumerate() {
-        for (b, flat) in flats.iter().enumerate() {
-            tensors.push((format!("pending.{i}.{b}"), flat.to_device(Device::Cpu)));
-        }
-    }
-    for (name, t) in &snapshot.ema {
-        tensors.push((format!("{EMA}{name}"), t.to_device(Device::Cpu)));
-    }
-    for (name, t) in &snapshot.outer {
-        tensors.push((format!("{}{name}", groups::OUTER), t.to_device(Device::Cpu)));
-    }
-    let state_path = tmp.join("state.safetensors");
-    Tensor::write_safetensors(&tensors, &state_path)
-        .context(|| format!("write {}", state_path.display()))?;
-    sync_file(&state_path)?;
     let state = State {
         format: FORMAT,
         step: standing.step,
@@ -427,7 +398,7 @@ pub fn save(out: &Path, standing: &Standing, snapshot: &Snapshot) -> Result<(), 
         skipped_steps: standing.skipped_steps,
         train_seconds: standing.train_seconds,
         plan_fingerprint: standing.plan_fingerprint.clone(),
-        pending_steps: snapshot.pending.iter().map(|(s, _)| *s).collect(),
+        pending_steps: snapshot.pending_steps.clone(),
         data_files: standing.data_files.clone(),
         layout: standing.layout,
         watch: standing.watch.clone(),
@@ -459,12 +430,6 @@ pub fn save(out: &Path, standing: &Standing, snapshot: &Snapshot) -> Result<(), 
     }
     std::fs::rename(&tmp, &dir).map_err(io(&dir))?;
     sync_dir(out)
-}
-
-/// Makes `out/checkpoint.tmp` empty, for the checkpoint about to be
-/// written (a torn one of a crash is let go).
-fn prepare(out: &Path) -> Result<(), RunError> {
-    empty_dir(&being_written(out))
 }
 
 /// Makes `dir` an empty folder, whatever was there.

@@ -33,75 +33,65 @@ impl Executor<'_> {
         let (groups, per_group) = (layout.sync_groups(), layout.group_size());
         let g = self.world.place.replica / per_group;
         let first = g * per_group;
-        // The first group's are the checkpoint's own files: nothing to
-        // gather there (every rank of a group takes the same branch).
-        let (model, state) = match g {
-            0 => (None, None),
-            _ => self.group_state(first, step)?,
-        };
         let dir = checkpoint::being_written(out);
         let ready = match (self.world.rank, slices_written) {
             (0, false) => checkpoint::empty_dir(&dir),
             _ => Ok(()),
         };
         shards::agree(self.world, ready, step, "ready the checkpoint's folder")?;
-        let wrote = match (model, state) {
-            (Some(model), Some(state)) => groups::write_own(&dir, g, &model, &state),
-            _ => Ok(()),
+        // The first group's are the checkpoint's own files: nothing to
+        // write there (every rank of a group takes the same branch).
+        let wrote = match g {
+            0 => Ok(()),
+            _ => self.write_group(&groups::folder(&dir, g), first, step),
         };
         shards::agree(self.world, wrote, step, "write its DiLoCo group's state")?;
         Ok(Some(groups))
     }
 
     /// A later group's replica, and its inner optimizer state with its
-    /// `ema` average, gathered on its first rank (replica `first`, stage
-    /// 0, tensor rank 0; `None` elsewhere); sharded within the group, its
-    /// replicas' slices gathered whole, kept by replica `first`.
-    fn group_state(
-        &self,
-        first: u64,
-        step: u64,
-    ) -> Result<(Option<Named>, Option<Named>), RunError> {
-        let model = self.gather_replica(self.model.named(), first, step)?;
+    /// `ema` average, written into `folder` by its first rank (replica
+    /// `first`, stage 0, tensor rank 0) one tensor at a time, laid out as
+    /// the checkpoint's own files; sharded within the group, its replicas'
+    /// slices gathered whole, kept by replica `first`.
+    fn write_group(&self, folder: &Path, first: u64, step: u64) -> Result<(), RunError> {
+        let place = &self.world.place;
+        let writes = place.replica == first && place.stage == 0 && place.tensor == 0;
+        let ready = match writes {
+            true => checkpoint::empty_dir(folder),
+            false => Ok(()),
+        };
+        // Every file goes on whatever failed: the replica's ranks take part.
+        let model = self.whole(self.model.named(), "", step);
+        let to = (&folder.join("model.safetensors") as &Path, Named::new());
+        let wrote_model = self.write_whole(model, first, to, step);
         let params = &self.model.params;
-        let keep = self.world.place.replica == first;
+        let keep = place.replica == first;
         let group = self.world.shard_group();
         let optimizer = match self.optimizer.gathered_state(params, group, keep, step)? {
             Some(state) => state,
             None => self.optimizer.state(params).unwrap_or_default(),
         };
-        let mut state = self.gather_replica(optimizer, first, step)?;
+        let mut state = self.whole(optimizer, "", step);
         if let Some(ema) = &self.ema {
-            let average = self.gather_replica(ema.named(&self.model), first, step)?;
-            if let (Some(state), Some(average)) = (&mut state, average) {
-                state.extend(
-                    average
-                        .into_iter()
-                        .map(|(n, t)| (format!("{}{n}", checkpoint::EMA), t)),
-                );
-            }
+            state.extend(self.whole(ema.named(&self.model), checkpoint::EMA, step));
         }
-        Ok((model, state))
+        let to = (&folder.join("state.safetensors") as &Path, Named::new());
+        let wrote_state = self.write_whole(state, first, to, step);
+        ready.and(wrote_model).and(wrote_state)?;
+        match writes {
+            true => crate::output::sync_dir(folder),
+            false => Ok(()),
+        }
     }
 
-    /// DiLoCo's θ_global, outer momentum and change on the wire, whole, on
-    /// rank 0, named as a checkpoint keeps them (`global.<name>`,
-    /// `momentum.<name>`, `landing.<name>`); empty elsewhere and without
-    /// DiLoCo.
-    pub(super) fn outer_state(&mut self, step: u64) -> Result<Named, RunError> {
+    /// DiLoCo: a change still on the wire settled (a checkpoint holds it).
+    pub(super) fn settle_outer(&mut self, step: u64) -> Result<(), RunError> {
         let groups = self.world.across().size();
-        let Some(outer) = &mut self.outer else {
-            return Ok(Named::new());
-        };
-        // A change on the wire is part of the state.
-        outer.settle(groups, step)?;
-        let mut whole = Named::new();
-        for (kind, own) in outer.saved() {
-            if let Some(named) = self.gather(own, step)? {
-                whole.extend(named.into_iter().map(|(n, t)| (format!("{kind}.{n}"), t)));
-            }
+        match &mut self.outer {
+            Some(outer) => outer.settle(groups, step),
+            None => Ok(()),
         }
-        Ok(whole)
     }
 
     /// `average_parameters` at the steps it is due; `outer_step` after

@@ -1,75 +1,89 @@
 //! What a rank writes of the model: the whole weights (`model.safetensors`,
-//! `keep_best`'s), gathered on rank 0 or under `shard = parameters` through
-//! the replicas' slices, and the checkpoints, whose sharded state each
-//! replica writes itself.
+//! `keep_best`'s), written by rank 0 one tensor at a time as each is made
+//! whole (gathered over the tensor group, sent from its stage), or under
+//! `shard = parameters` through the replicas' slices, and the checkpoints,
+//! whose sharded state each replica writes itself. No rank holds the whole
+//! model, its optimizer state or its average.
 
 use std::path::Path;
 
 use tch::Tensor;
 
 use super::Executor;
-use crate::checkpoint::{self, export, shards, Named, Snapshot};
+use crate::checkpoint::{self, export, groups, shards, Named, Snapshot};
 use crate::error::RunError;
-use crate::output::write_weights;
 use crate::parallel::data::AsyncUpdate;
 use crate::parallel::gather;
+use crate::tensor_file::Lazy;
 
 impl Executor<'_> {
-    /// The whole model's weights on rank 0 (`None` elsewhere): gathered
-    /// from replica 0's stages when the model is cut into stages (not
-    /// under `shard = parameters`, whose weights are the slices).
-    fn weights(&self, step: u64) -> Result<Option<Named>, RunError> {
-        self.gather(self.model.named(), step)
-    }
-
-    /// The average of the weights (`ema`) on rank 0, as [`Self::weights`];
-    /// `None` without `ema`, on every rank.
-    pub fn averaged_weights(&self, step: u64) -> Result<Option<Named>, RunError> {
-        match &self.ema {
-            Some(ema) => self.gather(ema.named(&self.model), step),
-            None => Ok(None),
-        }
-    }
-
-    /// `own` tensors of every stage of replica 0, on rank 0: under
-    /// `tensor = T` the split tensors whole, gathered over replica 0's
-    /// tensor groups.
-    pub(super) fn gather(&self, own: Named, step: u64) -> Result<Option<Named>, RunError> {
-        self.gather_replica(own, 0, step)
-    }
-
-    /// `own` tensors of every stage of `replica`, on its first rank (stage
-    /// 0, tensor rank 0), as [`Self::gather`].
-    pub(super) fn gather_replica(
-        &self,
-        own: Named,
-        replica: u64,
-        step: u64,
-    ) -> Result<Option<Named>, RunError> {
-        if self.world.place.replica != replica {
-            return Ok(None);
-        }
-        let own = match self.model.tensor_part() {
-            Some(part) => {
-                let whole = part.whole(own, self.world.tensor.as_ref(), step)?;
-                if self.world.place.tensor != 0 {
-                    return Ok(None);
-                }
-                whole
-            }
-            None => own,
+    /// This rank's `named` tensors (parameters, buffers, their optimizer
+    /// state or average), named `prefix` + name in a file, each made whole
+    /// when written: under `tensor = T` a split one gathered over the
+    /// tensor group then.
+    pub(super) fn whole<'s>(&'s self, named: Named, prefix: &str, step: u64) -> Vec<Lazy<'s>> {
+        let mut lazies: Vec<Lazy<'s>> = match self.model.tensor_part() {
+            Some(part) => part.whole(named, self.world.tensor.as_ref(), step),
+            None => named.into_iter().map(|(n, t)| Lazy::ready(n, t)).collect(),
         };
-        if self.stage.is_none() {
-            return Ok(Some(own));
+        for lazy in &mut lazies {
+            lazy.described.name.insert_str(0, prefix);
         }
-        gather::on_stage_zero(own, self.world.pipeline.as_ref(), step)
+        lazies
     }
 
-    /// Everything a resumed run needs, after `step` and its collectives,
-    /// on rank 0 (`None` elsewhere); a sharded run's replicas have written
-    /// their slices into the checkpoint being written in `out`. Every rank
-    /// settles its `async` updates in flight first: they are part of the
-    /// state.
+    /// `own` tensors of every stage of `replica` (this rank's of them,
+    /// [`Self::whole`]) written into `path` by its first rank (stage 0,
+    /// tensor rank 0), one tensor at a time, then that rank's `extra`.
+    /// Every rank of the replica calls it; a failed write is that rank's
+    /// error, after the tensors have all come (no rank is left waiting).
+    pub(super) fn write_whole(
+        &self,
+        own: Vec<Lazy<'_>>,
+        replica: u64,
+        (path, extra): (&Path, Named),
+        step: u64,
+    ) -> Result<(), RunError> {
+        match (self.world.place.replica == replica, self.world.place.tensor) {
+            (false, _) => Ok(()),
+            // Its part of each split tensor, for the group's gathers.
+            (true, 1..) => own.into_iter().try_for_each(|lazy| lazy.make().map(drop)),
+            (true, 0) => {
+                let pipeline = self.stage.as_ref().map(|_| self.world.pipeline.as_ref());
+                gather::stream_to_stage_zero(own, pipeline, (path, extra), step)
+            }
+        }
+    }
+
+    /// [`Self::write_whole`] by every rank, replica 0's first writing: a
+    /// failure to write there fails every rank, naming it.
+    fn write_agreed(
+        &self,
+        own: Vec<Lazy<'_>>,
+        (path, extra): (&Path, Named),
+        step: u64,
+    ) -> Result<(), RunError> {
+        let wrote = self.write_whole(own, 0, (path, extra), step);
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        shards::agree(self.world, wrote, step, &format!("write {name}"))
+    }
+
+    /// The average of the weights (`ema`) written into `path` by rank 0,
+    /// as [`Self::write_whole`] writes; nothing without `ema`.
+    pub fn save_average(&self, path: &Path, step: u64) -> Result<(), RunError> {
+        let Some(ema) = &self.ema else {
+            return Ok(());
+        };
+        let own = self.whole(ema.named(&self.model), "", step);
+        self.write_agreed(own, (path, Named::new()), step)
+    }
+
+    /// Everything a resumed run needs, after `step` and its collectives:
+    /// every rank writes its part into the checkpoint being written in
+    /// `out` (rank 0 the weights and the state, one tensor at a time; a
+    /// sharded run's replicas their slices); rank 0 gets what
+    /// `state.json` lists (`None` elsewhere). Every rank settles its
+    /// `async` updates in flight first: they are part of the state.
     pub fn snapshot(&mut self, step: u64, out: &Path) -> Result<Option<Snapshot>, RunError> {
         let replicas = self.world.replicas.size();
         let queue = std::mem::take(&mut self.in_flight);
@@ -78,56 +92,76 @@ impl Executor<'_> {
                 .push_back(update.settle(&self.buckets, replicas)?);
         }
         self.last_checkpoint = Some(step);
+        let tmp = checkpoint::being_written(out);
         // Under `tensor`, a sharded state is gathered and written whole
         // (the slice files know no tensor ranks).
         let shards = match self.model.tensor_part() {
             Some(_) => None,
-            None => self.write_slices(&checkpoint::being_written(out), true, step)?,
+            None => self.write_slices(&tmp, true, step)?,
         };
         let groups = self.write_groups(out, shards.is_some(), step)?;
+        // Else the checkpoint's first files: a torn one of a crash is let go.
+        if shards.is_none() && groups.is_none() && self.world.rank == 0 {
+            checkpoint::empty_dir(&tmp)?;
+        }
+        // A change of DiLoCo's still on the wire is part of the state.
+        self.settle_outer(step)?;
         // The units' parameters are in the slices.
-        let model = self.gather(self.outside_units(), step)?;
-        let optimizer = match shards {
-            Some(_) => (self.world.rank == 0).then(Vec::new),
-            None => {
-                let params = &self.model.params;
-                let group = self.world.shard_group();
-                // Replica 0's ranks write the files.
-                let keep = self.world.place.replica == 0;
-                let state = match self.optimizer.gathered_state(params, group, keep, step)? {
-                    Some(state) => Some(state),
-                    None => self.optimizer.state(params),
-                };
-                self.gather(state.unwrap_or_default(), step)?
-            }
+        let model = self.whole(self.outside_units(), "", step);
+        self.write_agreed(model, (&tmp.join("model.safetensors"), Named::new()), step)?;
+        if self.world.rank == 0 {
+            crate::fault::pause_in_checkpoint(crate::fault::Kind::PauseWrite, step);
+        }
+        let mut state = Vec::new();
+        if shards.is_none() {
+            let params = &self.model.params;
+            let group = self.world.shard_group();
+            // Replica 0's ranks write the files.
+            let keep = self.world.place.replica == 0;
+            let optimizer = match self.optimizer.gathered_state(params, group, keep, step)? {
+                Some(state) => state,
+                None => self.optimizer.state(params).unwrap_or_default(),
+            };
+            state.extend(self.whole(optimizer, "", step));
+        }
+        if let Some(ema) = &self.ema {
+            state.extend(self.whole(ema.named(&self.model), checkpoint::EMA, step));
+        }
+        for (kind, own) in self.outer.iter().flat_map(|outer| outer.saved()) {
+            let prefix = format!("{}{kind}.", groups::OUTER);
+            state.extend(self.whole(own, &prefix, step));
+        }
+        let extra = match self.world.rank {
+            0 => self.state_extra(),
+            _ => Named::new(),
         };
-        let ema = self.averaged_weights(step)?;
-        let outer = self.outer_state(step)?;
-        let (Some(model), Some(optimizer)) = (model, optimizer) else {
+        self.write_agreed(state, (&tmp.join("state.safetensors"), extra), step)?;
+        if self.world.rank != 0 {
             return Ok(None);
-        };
-        let pending = self
-            .in_flight
-            .iter()
-            .map(|update| match update {
-                AsyncUpdate::Ready(step, flats) => {
-                    (*step, flats.iter().map(Tensor::shallow_clone).collect())
-                }
-                AsyncUpdate::Flying(_) => unreachable!("settled above"),
-            })
-            .collect();
+        }
         Ok(Some(Snapshot {
-            model,
-            optimizer,
             optimizer_steps: self.optimizer.steps(),
             cursor: self.cursor.clone(),
-            pending,
-            ema: ema.unwrap_or_default(),
+            pending_steps: self.in_flight.iter().map(AsyncUpdate::step).collect(),
             loss_scale: self.scaler,
             shards,
-            outer,
             groups,
         }))
+    }
+
+    /// What rank 0 adds to `state.safetensors`: the data's order, and the
+    /// `async` updates waiting (`pending.<i>.<bucket>`).
+    fn state_extra(&self) -> Named {
+        let mut extra: Named = vec![("data.order".into(), Tensor::from_slice(&self.cursor.order))];
+        for (i, update) in self.in_flight.iter().enumerate() {
+            let AsyncUpdate::Ready(_, flats) = update else {
+                unreachable!("settled before a checkpoint")
+            };
+            for (b, flat) in flats.iter().enumerate() {
+                extra.push((format!("pending.{i}.{b}"), flat.shallow_clone()));
+            }
+        }
+        extra
     }
 
     /// A sharded optimizer's slices written into `dir`, with the
@@ -165,10 +199,8 @@ impl Executor<'_> {
     pub fn save_weights(&self, path: &Path, step: u64) -> Result<(), RunError> {
         // Decided by the plan: a pipeline stage may hold no unit.
         if self.plan.topology.units.is_empty() {
-            if let Some(weights) = self.weights(step)? {
-                write_weights(path, &weights)?;
-            }
-            return Ok(());
+            let own = self.whole(self.model.named(), "", step);
+            return self.write_agreed(own, (path, Named::new()), step);
         }
         let mut name = path.file_name().unwrap_or_default().to_os_string();
         name.push(".shards");
@@ -181,11 +213,12 @@ impl Executor<'_> {
             });
         };
         // What lies in no unit, of every stage.
-        let Some(outside) = self.gather(self.outside_units(), step)? else {
-            return Ok(());
-        };
         let rest = dir.join("rest.safetensors");
-        write_weights(&rest, &outside)?;
+        let own = self.whole(self.outside_units(), "", step);
+        self.write_agreed(own, (&rest, Named::new()), step)?;
+        if self.world.rank != 0 {
+            return Ok(());
+        }
         let listed = shards::collect(&dir, stages, slices)?;
         let set =
             shards::ShardSet::open(&dir, &listed, true).map_err(|message| RunError::Weights {

@@ -34,6 +34,7 @@ use super::Model;
 use crate::comm::{Communicator, ReduceOp};
 use crate::error::{RunError, TorchContext};
 use crate::ops::Weights;
+use crate::tensor_file::{Described, Lazy};
 
 /// How a sharded parameter is cut over the tensor group.
 #[derive(Debug, Clone, Copy)]
@@ -289,6 +290,20 @@ impl Cut {
         }
     }
 
+    /// The whole tensor's shape, from a rank's part's.
+    fn whole_shape(self, part: &[i64], size: i64) -> Vec<i64> {
+        let mut shape = part.to_vec();
+        match self {
+            Cut::Dim(d) => shape[d as usize] *= size,
+            Cut::InProj {
+                heads,
+                kv_heads,
+                head_dim,
+            } => shape[0] = (heads + 2 * kv_heads) * head_dim,
+        }
+        shape
+    }
+
     /// The whole tensor from every rank's part, in rank order.
     fn whole(self, parts: &[Tensor], size: i64) -> Result<Tensor, tch::TchError> {
         match self {
@@ -353,27 +368,33 @@ impl TensorPart {
         }
     }
 
-    /// The whole tensors of `named` (parameters, their optimizer state),
-    /// gathered over the tensor group: every rank of the group calls it.
-    pub fn whole(
-        &self,
+    /// The tensors of `named` (parameters, their optimizer state), each
+    /// made whole when its turn comes: a split one gathered over `group`
+    /// then, so every rank of the group makes them in the same order and
+    /// holds one whole tensor at a time.
+    pub fn whole<'a>(
+        &'a self,
         named: Vec<(String, Tensor)>,
-        group: &dyn Communicator,
+        group: &'a dyn Communicator,
         step: u64,
-    ) -> Result<Vec<(String, Tensor)>, RunError> {
-        let comm = |e: crate::comm::CommError| RunError::Collective { step, message: e.0 };
-        let mut out = Vec::with_capacity(named.len());
-        for (name, tensor) in named {
+    ) -> Vec<Lazy<'a>> {
+        let whole = move |(name, tensor): (String, Tensor)| {
             let Some(cut) = self.cut_of(&name) else {
-                out.push((name, tensor));
-                continue;
+                return Lazy::ready(name, tensor);
             };
-            let ctx = || format!("gather `{name}` over the tensor group");
-            let parts = self.gather(&tensor, group, &ctx, &comm)?;
-            let whole = cut.whole(&parts, self.size).context(ctx)?;
-            out.push((name, whole));
-        }
-        Ok(out)
+            let described = Described {
+                name: name.clone(),
+                kind: tensor.kind(),
+                shape: cut.whole_shape(&tensor.size(), self.size),
+            };
+            Lazy::new(described, move || {
+                let comm = |e: crate::comm::CommError| RunError::Collective { step, message: e.0 };
+                let ctx = || format!("gather `{name}` over the tensor group");
+                let parts = self.gather(&tensor, group, &ctx, &comm)?;
+                cut.whole(&parts, self.size).context(ctx)
+            })
+        };
+        named.into_iter().map(whole).collect()
     }
 
     /// Node `j`'s output after its op: summed over the group where it is a

@@ -1,45 +1,44 @@
-//! The whole model on rank 0, for the files it writes: with pipeline stages
-//! each stage holds its own layers, and replica 0's stages send theirs to
-//! stage 0 (rank 0), named by parameter, so `model.safetensors` and every
-//! checkpoint are one unsharded file whatever the layout that wrote them.
+//! The whole model written by rank 0, for the files it writes: with
+//! pipeline stages each stage holds its own layers, and replica 0's stages
+//! send theirs to stage 0 (rank 0), named by parameter, so
+//! `model.safetensors` and every checkpoint are one unsharded file
+//! whatever the layout that wrote them.
 //!
-//! Each stage sends a description (names and shapes, as int64 values) and
-//! then its float32 tensors, in order; stage 0 allocates and receives.
+//! Each stage sends a description (names and shapes, as int64 values)
+//! first, so that stage 0 can write the file's header; then its tensors
+//! one at a time, each made whole (under tensor parallelism, gathered over
+//! its tensor group) just before it is sent, as float32. Stage 0 writes
+//! each as it comes: no rank holds more than one tensor it does not own.
+
+use std::path::Path;
 
 use tch::{Device, Kind, Tensor};
 
 use crate::comm::Communicator;
 use crate::error::{RunError, TorchContext};
+use crate::tensor_file::{Described, Lazy, TensorFile};
 
 /// Named tensors, in the order they are written.
 type Named = Vec<(String, Tensor)>;
 
-/// Gathers every stage's `own` tensors on stage 0 of `pipeline` (which
-/// gets them all, in stage order); the other stages get `None`. Every
-/// stage of the pipeline calls it.
-pub fn on_stage_zero(
-    own: Named,
-    pipeline: &dyn Communicator,
+/// Writes every stage's `own` tensors into `path` on stage 0 of
+/// `pipeline` (`None`: no stages), in stage order, then stage 0's
+/// `extra`, one tensor at a time. Every stage's first tensor rank calls
+/// it. Stage 0 goes on receiving after a failed write, so that no stage
+/// waits forever, and then gives the error.
+pub fn stream_to_stage_zero(
+    own: Vec<Lazy<'_>>,
+    pipeline: Option<&dyn Communicator>,
+    (path, extra): (&Path, Named),
     step: u64,
-) -> Result<Option<Named>, RunError> {
+) -> Result<(), RunError> {
     let comm_err = |e: crate::comm::CommError| RunError::Collective {
         step,
         message: format!("gather the weights: {}", e.0),
     };
-    let stage = pipeline.rank();
-    if stage != 0 {
-        let own: Named = own
-            .into_iter()
-            .map(|(n, t)| {
-                t.f_detach()
-                    .and_then(|t| t.f_to_device(Device::Cpu))
-                    .and_then(|t| t.f_to_kind(Kind::Float))
-                    .and_then(|t| t.f_contiguous())
-                    .map(|t| (n, t))
-            })
-            .collect::<Result<_, _>>()
-            .context(|| format!("step {step}: gather the weights"))?;
-        let description = Tensor::from_slice(&describe(&own));
+    let stage = pipeline.map_or(0, |p| p.rank());
+    if let (Some(pipeline), true) = (pipeline, stage != 0) {
+        let description = Tensor::from_slice(&describe(own.iter().map(|l| &l.described)));
         let length = Tensor::from_slice(&[description.numel() as i64]);
         pipeline
             .exchange(&[(&length, 0)], &mut [])
@@ -47,12 +46,21 @@ pub fn on_stage_zero(
         pipeline
             .exchange(&[(&description, 0)], &mut [])
             .map_err(comm_err)?;
-        let sends: Vec<(&Tensor, usize)> = own.iter().map(|(_, t)| (t, 0)).collect();
-        pipeline.exchange(&sends, &mut []).map_err(comm_err)?;
-        return Ok(None);
+        for lazy in own {
+            let t = lazy
+                .make()?
+                .f_detach()
+                .and_then(|t| t.f_to_device(Device::Cpu))
+                .and_then(|t| t.f_to_kind(Kind::Float))
+                .and_then(|t| t.f_contiguous())
+                .context(|| format!("step {step}: gather the weights"))?;
+            pipeline.exchange(&[(&t, 0)], &mut []).map_err(comm_err)?;
+        }
+        return Ok(());
     }
-    let mut all = own;
-    for from in 1..pipeline.size() {
+    let mut stages = Vec::new();
+    for from in 1..pipeline.map_or(1, |p| p.size()) {
+        let pipeline = pipeline.expect("stages");
         let mut length = Tensor::from_slice(&[0i64]);
         pipeline
             .exchange(&[], &mut [(&mut length, from)])
@@ -70,31 +78,56 @@ pub fn on_stage_zero(
             step,
             message: format!("stage {from} described its weights in a form stage 0 cannot read"),
         })?;
-        let mut tensors: Vec<Tensor> = described
-            .iter()
-            .map(|(_, shape)| Tensor::zeros(shape.as_slice(), (Kind::Float, Device::Cpu)))
-            .collect();
-        let mut recvs: Vec<(&mut Tensor, usize)> = tensors.iter_mut().map(|t| (t, from)).collect();
-        pipeline.exchange(&[], &mut recvs).map_err(comm_err)?;
-        all.extend(described.into_iter().map(|(n, _)| n).zip(tensors));
+        stages.push((from, described));
     }
-    Ok(Some(all))
+    let described = own
+        .iter()
+        .map(|l| l.described.clone())
+        .chain(stages.iter().flat_map(|(_, d)| d.iter().cloned()))
+        .chain(extra.iter().map(|(n, t)| Described::of(n, t)))
+        .collect();
+    // The first failure to write; the tensors still come.
+    let mut file = TensorFile::create(path, described);
+    let mut put = |t: &Tensor| {
+        if let Ok(f) = &mut file {
+            if let Err(e) = f.put(t) {
+                file = Err(e);
+            }
+        }
+    };
+    for lazy in own {
+        put(&lazy.make()?);
+    }
+    for (from, described) in stages {
+        let pipeline = pipeline.expect("stages");
+        for d in described {
+            let mut t = Tensor::zeros(d.shape.as_slice(), (Kind::Float, Device::Cpu));
+            pipeline
+                .exchange(&[], &mut [(&mut t, from)])
+                .map_err(comm_err)?;
+            put(&t);
+        }
+    }
+    for (_, t) in &extra {
+        put(t);
+    }
+    file?.finish()
 }
 
 /// `[count, then per tensor: name length, name bytes…, rank, dims…]`.
-fn describe(tensors: &Named) -> Vec<i64> {
+fn describe<'a>(tensors: impl ExactSizeIterator<Item = &'a Described>) -> Vec<i64> {
     let mut out = vec![tensors.len() as i64];
-    for (name, t) in tensors {
-        out.push(name.len() as i64);
-        out.extend(name.bytes().map(i64::from));
-        let size = t.size();
-        out.push(size.len() as i64);
-        out.extend(size);
+    for d in tensors {
+        out.push(d.name.len() as i64);
+        out.extend(d.name.bytes().map(i64::from));
+        out.push(d.shape.len() as i64);
+        out.extend(&d.shape);
     }
     out
 }
 
-fn read_description(values: &[i64]) -> Option<Vec<(String, Vec<i64>)>> {
+/// A stage's description: its tensors, as float32 (as they are sent).
+fn read_description(values: &[i64]) -> Option<Vec<Described>> {
     let mut at = values.iter().copied();
     let count = at.next()?;
     let mut out = Vec::new();
@@ -105,7 +138,11 @@ fn read_description(values: &[i64]) -> Option<Vec<(String, Vec<i64>)>> {
             .collect::<Option<_>>()?;
         let rank = at.next()? as usize;
         let shape: Vec<i64> = (0..rank).map(|_| at.next()).collect::<Option<_>>()?;
-        out.push((String::from_utf8(bytes).ok()?, shape));
+        out.push(Described {
+            name: String::from_utf8(bytes).ok()?,
+            kind: Kind::Float,
+            shape,
+        });
     }
     Some(out)
 }
@@ -126,14 +163,9 @@ mod tests {
                 Tensor::zeros([7], (Kind::Float, Device::Cpu)),
             ),
         ];
-        let back = read_description(&describe(&named)).unwrap();
-        assert_eq!(
-            back,
-            vec![
-                ("0.weight".to_string(), vec![3, 4]),
-                ("1.bias".to_string(), vec![7])
-            ]
-        );
+        let described: Vec<Described> = named.iter().map(|(n, t)| Described::of(n, t)).collect();
+        let back = read_description(&describe(described.iter())).unwrap();
+        assert_eq!(back, described);
         assert!(read_description(&[2, 3]).is_none());
     }
 }
