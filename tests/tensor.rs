@@ -461,7 +461,7 @@ fn sequence_parallel_runs_train_as_one_process() {
 /// whole values are), without held-out rows (evaluation runs whole).
 /// Explain predicts each rank's activations fall by three quarters of the
 /// residual stream's and the norms' (the split layers' gathered inputs
-/// stay whole): 290 to 202 MiB. Rank 0's measured peak falls by at least
+/// stay whole): 322 to 234 MiB. Rank 0's measured peak falls by at least
 /// half of that prediction and at most twice it (measured 2026-12-06:
 /// 105 MiB of 88 predicted).
 #[test]

@@ -4,9 +4,10 @@
 //!
 //! Assumptions, stated in the report too: float32 everywhere; a backward
 //! pass costs twice its forward; every node's output is kept for the
-//! backward pass (an upper bound on activation memory), except inside the
-//! pieces `recompute` drops and recomputes; a multiply-add is two
-//! FLOPs.
+//! backward pass (an upper bound on activation memory), and an attention's
+//! projections and fused-attention output and statistics too, except
+//! inside the pieces `recompute` drops and recomputes; a multiply-add is
+//! two FLOPs.
 
 use serde::Serialize;
 
@@ -165,6 +166,44 @@ fn stage_activations(plan: &Plan, layers: &[LayerCost], first: usize, last: usiz
     (kept, again.into_iter().max().unwrap_or(0))
 }
 
+/// Per sample, what an attention node (`i`) keeps for backward besides its
+/// output, on one tensor rank: libtorch's fused attention (the flash
+/// kernel, on the CPU too) keeps the packed query/key/value projection
+/// (the query, key and value are views of it), its output (the output
+/// projection's input) and the log-sum-exp of each row's scores, and the
+/// rotated query and key under rotary embeddings; never the S × S scores.
+/// A head-split attention's rank has its own heads; the sequence is whole
+/// (under `sequence = true` too: it reads it gathered). 0 for other nodes.
+fn attention_inside(plan: &Plan, i: usize) -> u64 {
+    let node = &plan.model.nodes[i];
+    let crate::plan::Op::Attention {
+        dim,
+        heads,
+        kv_heads,
+        rope_theta,
+        ..
+    } = node.op
+    else {
+        return 0;
+    };
+    let head_dim = dim / heads;
+    let t = plan.topology.parallelism.tensor as i64;
+    let (h, kv) = match plan.topology.tensor_split(i) {
+        Some(crate::plan::TensorSplit::Heads) => {
+            (heads / t, crate::plan::local_kv_heads(kv_heads, t))
+        }
+        _ => (heads, kv_heads),
+    };
+    let rows = numel(&node.output) as i64 / dim;
+    let projected = (h + 2 * kv) * head_dim;
+    let output = h * head_dim;
+    let rotated = match rope_theta {
+        Some(_) => (h + kv) * head_dim,
+        None => 0,
+    };
+    (rows * (projected + output + h + rotated)) as u64
+}
+
 /// Each node's parameters (a layer used twice counts them at its first
 /// use), forward FLOPs and output values, for one sample.
 fn layer_costs(model: &crate::plan::ModelPlan) -> Vec<LayerCost> {
@@ -219,6 +258,9 @@ pub fn cost(plan: &Plan) -> Cost {
     }
     if plan.topology.parallelism.sequence {
         sequence_activations(plan, &layers, &mut held_layers);
+    }
+    for (i, held) in held_layers.iter_mut().enumerate() {
+        held.activations += attention_inside(plan, i);
     }
     let params = model.parameter_count;
     let stage_state = stage_optimizer_state(plan);
@@ -1159,7 +1201,7 @@ impl Cost {
             layout.micro_batches
         ));
         out.push_str(match plan.train.recompute {
-            Recompute::None => "assumptions: float32; backward = 2 × forward; every layer output kept for backward (upper bound)\n",
+            Recompute::None => "assumptions: float32; backward = 2 × forward; every layer output kept for backward (upper bound), and attention's projections, output and row statistics\n",
             Recompute::Blocks => "assumptions: float32; backward = 2 × forward, and the blocks' forward again (recompute = blocks); outside the blocks every layer output kept for backward, inside them only what crosses a block's edge, and one block's activations re-created at a time\n",
             Recompute::All => "assumptions: float32; backward = 2 × forward, and the forward again up to the output's piece (recompute = all); only outputs that cross a piece's edge kept for backward (all in the last piece), one piece recomputed at a time\n",
         });
@@ -1230,6 +1272,43 @@ mod hand_computed {
         };
         crate::compile_source("t.dtl", source, &options)
             .unwrap_or_else(|d| panic!("{}", d.render_human(false)))
+    }
+
+    /// An attention over 16 rows of 32 (8 heads of 4, 2 key/value heads,
+    /// rotary embeddings) keeps its output (16 · 32) and, per sample:
+    /// the packed projection 16 · (8 + 2 · 2) · 4, the fused attention's
+    /// output 16 · 32 and its log-sum-exp 16 · 8, the rotated query and
+    /// key 16 · (8 + 2) · 4. At 2 tensor ranks a rank has 4 heads and 1
+    /// key/value head: half of each but the output, which is whole.
+    #[test]
+    fn an_attention_keeps_its_projections_and_statistics() {
+        let source = |tensor: u64| {
+            format!(
+                r#"
+            model Net {{
+              forward(x: [B, 512]) -> [B, 10] {{
+                x |> reshape([16, 32]) |> attention(32, 8, kv_heads: 2, rope: true)
+                  |> flatten |> linear(512, 10)
+              }}
+            }}
+            data d {{ source = synthetic(rows: 100, features: 512, classes: 10) }}
+            train {{ model = Net; data = d; loss = cross_entropy; optimizer = sgd(lr: 0.1); steps = 1; micro_batch = 8 }}
+            parallel {{ tensor = {tensor} }}
+            "#
+            )
+        };
+        let inside = 16 * (12 * 4) + 16 * 32 + 16 * 8 + 16 * 10 * 4;
+        assert_eq!(inside, 2048);
+        // input 512, reshape 512, attention 512 + inside, flatten 512,
+        // linear 10.
+        let whole = super::cost(&plan(&source(1), vec![]));
+        assert_eq!(whole.memory.activations, (4 * 512 + inside + 10) * 8 * 4);
+        let split = plan(&source(2), vec![]);
+        assert_eq!(
+            super::attention_inside(&split, 2),
+            16 * (6 * 4) + 16 * 16 + 16 * 4 + 16 * 5 * 4
+        );
+        assert_eq!(super::attention_inside(&split, 3), 0);
     }
 
     const MLP: &str = r#"
