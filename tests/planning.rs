@@ -79,6 +79,9 @@ fn layout_ranks_the_layouts_as_explain_predicts_them() {
     if p["pipeline"].as_u64() > Some(1) {
         args.extend(["--set".into(), "parallel.split=auto".into()]);
     }
+    if p["sequence"].as_bool() == Some(true) {
+        args.extend(["--set".into(), "parallel.sequence=true".into()]);
+    }
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let explained: serde_json::Value = serde_json::from_str(&dtl(&args).code(0).stdout).unwrap();
     let explained = step_of(&explained["prediction"]);
@@ -110,21 +113,31 @@ fn layout_searches_tinyllama_on_1024_devices() {
     let layouts: Vec<serde_json::Value> = serde_json::from_str(&run.stdout).unwrap();
     assert_eq!(layouts.len(), 10, "the top 10 by default");
     // Sharded within a node's 4 replicas (8 devices over tensor 2): the
-    // slices' rings cross the network 16 nodes long, not 64 replicas.
+    // slices' rings cross the network 16 nodes long, not 64 replicas;
+    // the sequence split over the tensor ranks (less memory, and 1/T of
+    // the norms' work, for the same bytes), ahead of the same layout
+    // without it.
     let best = &layouts[0]["parallel"];
     assert_eq!(
         (
             best["data"].as_u64(),
             best["tensor"].as_u64(),
-            best["shard_group"].as_u64()
+            best["shard_group"].as_u64(),
+            best["sequence"].as_bool()
         ),
-        (Some(64), Some(2), Some(4)),
+        (Some(64), Some(2), Some(4), Some(true)),
         "{best}"
+    );
+    let second = &layouts[1]["parallel"];
+    assert_eq!(second["sequence"].as_bool(), None, "{second}");
+    assert!(step_of(&layouts[0]) < step_of(&layouts[1]));
+    assert!(
+        layouts[0]["memory_per_rank_bytes"].as_u64() < layouts[1]["memory_per_rank_bytes"].as_u64()
     );
     // The counts docs/planning.md quotes.
     assert!(
         run.stderr
-            .contains("2373 candidates compiled, 2108 fit, 0 over the device's memory"),
+            .contains("4223 candidates compiled, 3760 fit, 0 over the device's memory"),
         "{}",
         run.stderr
     );
@@ -135,9 +148,10 @@ fn layout_searches_tinyllama_on_1024_devices() {
         text.lines()
             .any(|l| l.split_whitespace().take(2).eq([rule, count]))
     };
-    assert!(refused("dtl::check::unsupported", "96"), "{text}");
-    assert!(refused("dtl::check::invalid_value", "120"), "{text}");
+    assert!(refused("dtl::check::unsupported", "192"), "{text}");
+    assert!(refused("dtl::check::invalid_value", "222"), "{text}");
     assert!(text.contains("  shard_group = 4\n"), "{text}");
+    assert!(text.contains("  sequence = true\n"), "{text}");
     dtl(&args)
         .code(0)
         .stdout_has("global_batch")

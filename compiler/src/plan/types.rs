@@ -1451,6 +1451,16 @@ impl TensorOp {
         }
     }
 
+    /// Messages one rank sends in that ring: 2(t − 1) for an all-reduce
+    /// (a reduce-scatter, then an all-gather), t − 1 otherwise.
+    pub fn ring_messages(self, t: u64) -> u64 {
+        let steps = t.max(1) - 1;
+        match self {
+            TensorOp::AllReduce => 2 * steps,
+            TensorOp::AllGather | TensorOp::ReduceScatter => steps,
+        }
+    }
+
     /// As explain names it.
     pub fn name(self) -> &'static str {
         match self {

@@ -18,7 +18,9 @@
 //!   = the devices of a node over the tensor degree, when that splits the
 //!   replicas: consecutive replicas are the ranks of one node, so the
 //!   slices are exchanged over its link and only their sums cross the
-//!   network); `recompute` (none, `blocks` when the model has blocks,
+//!   network); `sequence` (false, and true under a tensor degree: each
+//!   tensor rank holds 1/T of the sequence between the split layers,
+//!   less memory for the same bytes); `recompute` (none, `blocks` when the model has blocks,
 //!   and the file's); `groups` (every divisor of the
 //!   replicas) when the file syncs in groups (local SGD, DiLoCo). The
 //!   stages are balanced by FLOPs (`split = auto`) and the file's schedule
@@ -78,6 +80,9 @@ pub struct Layout {
 pub struct Parallel {
     pub data: u64,
     pub tensor: u64,
+    /// `sequence = true` (left out when false).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub sequence: bool,
     pub pipeline: u64,
     pub shard: &'static str,
     /// Sharded within groups of this many replicas (`shard_group`).
@@ -128,6 +133,7 @@ pub struct Search {
 struct Root {
     data: u64,
     tensor: u64,
+    sequence: bool,
     pipeline: u64,
     shard: Shard,
     shard_group: Option<u64>,
@@ -243,7 +249,14 @@ fn roots(
                 && in_node < data
                 && data.is_multiple_of(in_node))
             .then_some(in_node);
-            for &shard in shards {
+            let sequences: &[bool] = match tensor {
+                1 => &[false],
+                _ => &[false, true],
+            };
+            for (&shard, &sequence) in shards
+                .iter()
+                .flat_map(|s| sequences.iter().map(move |q| (s, q)))
+            {
                 let within = match (shard, node_group) {
                     (Shard::None, _) | (_, None) => vec![None],
                     (_, k) => vec![None, k],
@@ -257,6 +270,7 @@ fn roots(
                             roots.push(Root {
                                 data,
                                 tensor,
+                                sequence,
                                 pipeline,
                                 shard,
                                 shard_group,
@@ -355,6 +369,7 @@ impl Candidate {
         let mut settings = vec![
             format!("parallel.data={}", r.data),
             format!("parallel.tensor={}", r.tensor),
+            format!("parallel.sequence={}", r.sequence),
             format!("parallel.pipeline={}", r.pipeline),
             format!("parallel.micro_batches={}", self.micro_batches),
             format!("parallel.shard={}", r.shard.name()),
@@ -393,6 +408,7 @@ impl Candidate {
             parallel: Parallel {
                 data: r.data,
                 tensor: r.tensor,
+                sequence: r.sequence,
                 pipeline: r.pipeline,
                 shard: r.shard.name(),
                 shard_group: r.shard_group,
@@ -476,7 +492,7 @@ pub fn render(search: &Search, cluster: &Cluster, top: usize) -> String {
         return out;
     }
     out.push_str(&format!(
-        "\n{:>3} {:>5} {:>6} {:>8} {:>13} {:>6} {:>6} {:>5} {:>6} {:>9} {:>11} {:>12} {:>6} {:>10}\n",
+        "\n{:>3} {:>5} {:>10} {:>8} {:>13} {:>6} {:>6} {:>5} {:>6} {:>9} {:>11} {:>12} {:>6} {:>10}\n",
         "#",
         "data",
         "tensor",
@@ -495,10 +511,13 @@ pub fn render(search: &Search, cluster: &Cluster, top: usize) -> String {
     for (i, l) in search.layouts.iter().take(top).enumerate() {
         let p = &l.parallel;
         out.push_str(&format!(
-            "{:>3} {:>5} {:>6} {:>8} {:>13} {:>6} {:>6} {:>5} {:>6} {:>9} {:>11} {:>12.1} {:>5.1}% {:>10}\n",
+            "{:>3} {:>5} {:>10} {:>8} {:>13} {:>6} {:>6} {:>5} {:>6} {:>9} {:>11} {:>12.1} {:>5.1}% {:>10}\n",
             i + 1,
             p.data,
-            p.tensor,
+            match p.sequence {
+                true => format!("{} + seq", p.tensor),
+                false => p.tensor.to_string(),
+            },
             p.pipeline,
             match p.shard_group {
                 Some(k) => format!("{}/{k}", p.shard),
@@ -521,6 +540,9 @@ pub fn render(search: &Search, cluster: &Cluster, top: usize) -> String {
         "\nthe fastest, to write in the file:\nparallel {{\n  data = {}\n  tensor = {}\n  pipeline = {}\n  micro_batches = {}\n  shard = {}\n",
         p.data, p.tensor, p.pipeline, p.micro_batches, p.shard
     ));
+    if p.sequence {
+        out.push_str("  sequence = true\n");
+    }
     if p.pipeline > 1 {
         out.push_str("  split = auto\n");
     }

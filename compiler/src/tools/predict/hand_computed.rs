@@ -116,3 +116,93 @@ fn ranks_sharing_a_device_split_it_and_each_layer_takes_its_roofline() {
     assert!(close(p.parts[2].seconds, optimizer), "{:?}", p.parts);
     assert_eq!(p.memory.device_bytes, (1 << 30) / 2);
 }
+
+/// `sequence = true` (tests/cases' 2 replicas × 2 tensor ranks): a layer
+/// whose output a rank holds by parts computes half of it there, the
+/// others as without; each all-gather and reduce-scatter sends T − 1
+/// messages where an all-reduce sends 2(T − 1), the same bytes a ring.
+#[test]
+fn sequence_parallelism_halves_the_held_layers_and_counts_its_messages() {
+    let path = std::path::Path::new("../tests/cases/ok/parallel_sequence.dtl");
+    let source = std::fs::read_to_string(path).unwrap();
+    let compile = |sequence: bool| {
+        let mut options = crate::options_for(path, true);
+        let setting = format!("parallel.sequence={sequence}");
+        options.overrides = vec![crate::overrides::parse(&setting).unwrap()];
+        crate::compile_source("t.dtl", &source, &options).unwrap()
+    };
+    let (parts, whole) = (compile(true), compile(false));
+    assert!(!parts.topology.sequence.is_empty());
+    let mut cluster = round_cluster();
+    cluster.node.devices = 4;
+    let (rate, bandwidth) = (0.5e9, 0.5e9);
+    let predict = |plan: &crate::plan::Plan| {
+        let cost = crate::tools::explain::cost(plan);
+        (super::predict(plan, &cost, &cluster), cost)
+    };
+    let ((p, cost), (q, _)) = (predict(&parts), predict(&whole));
+    // Each layer held by parts and not split: half of its roofline time,
+    // 3 × for forward and backward, for the 8 rows of each of 2 pieces.
+    let saved: f64 = parts
+        .topology
+        .sequence
+        .iter()
+        .filter(|&&i| parts.topology.tensor_split(i).is_none())
+        .map(|&i| {
+            let l = &cost.layers[i];
+            let time =
+                (l.forward_flops as f64 / rate).max(2.0 * l.activations as f64 * 4.0 / bandwidth);
+            3.0 * time / 2.0
+        })
+        .sum::<f64>()
+        * 8.0
+        * 2.0;
+    assert!(saved > 0.0);
+    let close = |a: f64, b: f64| (a - b).abs() <= 1e-9 * b.max(1e-12);
+    assert!(
+        close(q.parts[0].seconds - p.parts[0].seconds, saved),
+        "{:?} against {:?}",
+        p.parts,
+        q.parts
+    );
+    // With a latency on the node's link (the tensor group's), the tensor
+    // part grows by a latency a message: per piece (accumulate 2) each
+    // collective's, the once-a-step ones once.
+    let latency = |plan: &crate::plan::Plan, latency: f64| {
+        let mut cluster = round_cluster();
+        cluster.node.devices = 4;
+        cluster.node.link.latency = latency;
+        let cost = crate::tools::explain::cost(plan);
+        let p = super::predict(plan, &cost, &cluster);
+        p.parts
+            .iter()
+            .find(|x| x.name.starts_with("tensor"))
+            .map(|x| x.seconds)
+            .unwrap()
+    };
+    let messages = |plan: &crate::plan::Plan| {
+        let collectives = plan
+            .step_program
+            .iter()
+            .find_map(|op| match op {
+                crate::plan::StepOp::TensorAllReduces { collectives, .. } => Some(collectives),
+                _ => None,
+            })
+            .unwrap();
+        collectives
+            .iter()
+            .map(|c| match c.pass {
+                crate::plan::Pass::Update => c.op.ring_messages(2),
+                _ => 2 * c.op.ring_messages(2),
+            })
+            .sum::<u64>()
+    };
+    for plan in [&parts, &whole] {
+        let added = latency(plan, 1e-3) - latency(plan, 0.0);
+        assert!(close(added, messages(plan) as f64 * 1e-3), "{added}");
+    }
+    // An all-reduce's 2 messages are an all-gather's and a reduce-scatter's.
+    assert_eq!(crate::plan::TensorOp::AllReduce.ring_messages(4), 6);
+    assert_eq!(crate::plan::TensorOp::AllGather.ring_messages(4), 3);
+    assert_eq!(crate::plan::TensorOp::ReduceScatter.ring_messages(4), 3);
+}

@@ -8,7 +8,8 @@
 //!   precision × `efficiency.compute` and its values through memory at the
 //!   memory bandwidth × `efficiency.memory` (a roofline), × 3 for forward
 //!   and backward (4 in a piece `recompute` runs again); a tensor rank
-//!   computes 1/T of the split layers and all of the others; ranks that
+//!   computes 1/T of the split layers, 1/T of the layers whose output it
+//!   holds by parts (`sequence = true`) and all of the others; ranks that
 //!   share a device (`node.share`) get their share of it; the slowest
 //!   stage sets the pace, and the pipeline's bubble adds (stages − 1) of
 //!   its pieces per round;
@@ -186,9 +187,10 @@ pub fn predict(plan: &Plan, cost: &Cost, cluster: &Cluster) -> Prediction {
 /// the FLOPs, norms and element-wise layers by the memory): the forward
 /// once, the backward twice that (three times in a piece `recompute`
 /// runs again, its forward once more). A split layer's rank computes 1/T of it
-/// (and holds 1/T of its output when that is sharded); the other layers
-/// run whole on every tensor rank. Layers that compute nothing (views)
-/// are free.
+/// (and holds 1/T of its output when that is sharded); so does a rank
+/// for a layer whose output it holds by parts (`sequence = true`: 1/T of
+/// the sequence); the other layers run whole on every tensor rank. Layers
+/// that compute nothing (views) are free.
 fn sample_seconds(
     plan: &Plan,
     cost: &Cost,
@@ -207,12 +209,14 @@ fn sample_seconds(
         .filter(|(_, l)| l.forward_flops > 0)
         .map(|(i, l)| {
             let split = plan.topology.tensor_splits.iter().find(|s| s.node == i);
-            let flops = match split {
-                Some(_) => l.forward_flops as f64 / t,
-                None => l.forward_flops as f64,
+            let by_parts = plan.topology.sequence.contains(&i);
+            let flops = match (split, by_parts) {
+                (None, false) => l.forward_flops as f64,
+                _ => l.forward_flops as f64 / t,
             };
             let values = match split {
                 Some(s) if s.split.sharded_output() => l.activations as f64 / t,
+                _ if by_parts => l.activations as f64 / t,
                 _ => l.activations as f64,
             };
             let seconds = (flops / flops_per_second).max(2.0 * values * value_bytes / bandwidth);
@@ -280,10 +284,12 @@ impl Links<'_> {
         }
     }
 
-    /// The tensor all-reduces of a rank of the stage that sends the most:
-    /// how many a piece runs, how many once a step (shared key/value
-    /// heads' gradients), and the bytes it sends in a step, a ring each.
-    fn busiest_tensor_stage(&self, collectives: &[TensorCollective]) -> (u64, u64, u64) {
+    /// The tensor collectives of a rank of the stage that sends the most:
+    /// the messages it sends in a step (each of `pieces` pieces runs the
+    /// forward and backward ones, the update's run once a step: shared
+    /// key/value heads' gradients, sequence-parallel parameters) and the
+    /// bytes, a ring each.
+    fn busiest_tensor_stage(&self, collectives: &[TensorCollective], pieces: u64) -> (u64, u64) {
         let plan = self.plan;
         let (t, accumulate) = (plan.topology.parallelism.tensor, plan.train.accumulate);
         let nodes = &plan.model.nodes;
@@ -302,24 +308,24 @@ impl Links<'_> {
                     .zip(&at)
                     .filter(|(_, at)| at.is_some_and(|i| range.contains(&i)))
                     .map(|(c, _)| c);
-                let (mut once, mut count, mut bytes) = (0, 0, 0);
+                let (mut messages, mut bytes) = (0, 0);
                 for c in mine {
-                    let sent = c.op.ring_bytes(c.bytes, t);
+                    let (sent, steps) = (c.op.ring_bytes(c.bytes, t), c.op.ring_messages(t));
                     match c.pass {
                         Pass::Update => {
-                            once += 1;
+                            messages += steps;
                             bytes += sent;
                         }
                         Pass::Forward | Pass::Recompute | Pass::Backward => {
-                            count += 1;
+                            messages += steps * pieces;
                             bytes += sent * accumulate;
                         }
                     }
                 }
-                (count, once, bytes)
+                (messages, bytes)
             })
-            .max_by_key(|&(_, _, bytes)| bytes)
-            .unwrap_or((0, 0, 0))
+            .max_by_key(|&(_, bytes)| bytes)
+            .unwrap_or((0, 0))
     }
 
     /// The gradient slices a replica of the busiest stage holds: one a
@@ -438,11 +444,15 @@ impl Links<'_> {
         Some(match op {
             StepOp::TensorAllReduces { collectives, .. } => {
                 let t = layout.tensor;
-                let (count, once, bytes) = self.busiest_tensor_stage(collectives);
+                let (messages, bytes) = self.busiest_tensor_stage(collectives, pieces);
+                let what = match layout.sequence {
+                    true => "collectives",
+                    false => "all-reduces",
+                };
                 self.part(
-                    format!("tensor all-reduces over {t} (the busiest stage's)"),
+                    format!("tensor {what} over {t} (the busiest stage's)"),
                     GroupKind::Tensor,
-                    ((count * pieces + once) * 2 * (t - 1), bytes),
+                    (messages, bytes),
                     1.0,
                 )
             }
