@@ -204,6 +204,27 @@ fn attention_inside(plan: &Plan, i: usize) -> u64 {
     (rows * (projected + output + h + rotated)) as u64
 }
 
+/// `layers` as one tensor rank keeps them for backward: a sharded output
+/// is 1/T of the whole, and so is a value held by parts of the sequence
+/// ([`sequence_activations`]); an attention keeps what it holds inside
+/// ([`attention_inside`]).
+fn held_activations(plan: &Plan, layers: &[LayerCost]) -> Vec<LayerCost> {
+    let mut held = layers.to_vec();
+    let t = plan.topology.parallelism.tensor;
+    for split in &plan.topology.tensor_splits {
+        if split.split.sharded_output() {
+            held[split.node].activations /= t;
+        }
+    }
+    if plan.topology.parallelism.sequence {
+        sequence_activations(plan, layers, &mut held);
+    }
+    for (i, layer) in held.iter_mut().enumerate() {
+        layer.activations += attention_inside(plan, i);
+    }
+    held
+}
+
 /// Each node's parameters (a layer used twice counts them at its first
 /// use), forward FLOPs and output values, for one sample.
 fn layer_costs(model: &crate::plan::ModelPlan) -> Vec<LayerCost> {
@@ -248,20 +269,7 @@ pub fn cost(plan: &Plan) -> Cost {
         .map(|l| l.forward_flops)
         .sum();
     let train_flops_per_sample = 3 * forward + again;
-    // What one tensor rank keeps: a sharded output is 1/T of the whole.
-    let mut held_layers = layers.clone();
-    let t = plan.topology.parallelism.tensor;
-    for split in &plan.topology.tensor_splits {
-        if split.split.sharded_output() {
-            held_layers[split.node].activations /= t;
-        }
-    }
-    if plan.topology.parallelism.sequence {
-        sequence_activations(plan, &layers, &mut held_layers);
-    }
-    for (i, held) in held_layers.iter_mut().enumerate() {
-        held.activations += attention_inside(plan, i);
-    }
+    let held_layers = held_activations(plan, &layers);
     let params = model.parameter_count;
     let stage_state = stage_optimizer_state(plan);
     let held_state = held_optimizer_state(plan, &stage_state);
