@@ -224,15 +224,21 @@ def main():
         save_file({n: t.contiguous() for n, t in wide_mlp().state_dict().items()},
                   args.write_init)
         return
-    with tempfile.TemporaryDirectory(prefix="dtl-ddp-bench-") as work:
+    mode = "fsdp" if args.fsdp else "zero" if args.zero else "tensor" if args.tensor else None
+    spawn_ranks(replica, args.world,
+                lambda port, out: (args.world, port, args.steps, args.threads, args.init,
+                                   out, mode))
+
+
+def spawn_ranks(target, world, arguments):
+    """Runs `target` on `world` processes (`arguments(port, out)` its
+    arguments after the rank) and prints the JSON rank 0 writes to `out`.
+    gloo's teardown has hung a rank after the result was written (4 ranks
+    on 2 cores): the ranks get a grace period, then are ended (exit 3)."""
+    with tempfile.TemporaryDirectory(prefix="dtl-torch-bench-") as work:
         out = Path(work) / "rank0.json"
-        ranks = mp.spawn(replica, args=(args.world, free_port(), args.steps, args.threads,
-                                        args.init, str(out),
-                                        "fsdp" if args.fsdp else "zero" if args.zero
-                                        else "tensor" if args.tensor else None),
-                         nprocs=args.world, join=False)
-        # gloo's teardown has hung a rank after the result was written (4
-        # ranks on 2 cores): give the ranks a grace period, then end them.
+        ranks = mp.spawn(target, args=arguments(free_port(), str(out)), nprocs=world,
+                         join=False)
         written = None
         while not ranks.join(timeout=1):
             if out.exists():
