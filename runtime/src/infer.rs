@@ -73,7 +73,8 @@ pub fn evaluate(
         "evaluation",
         &measure,
         (&rows, 0, rows.rows),
-        (crate::metrics::chunk_rows(plan), device),
+        &plan.model.output,
+        device,
         &mut forward,
         &|| {},
     )?;
@@ -166,7 +167,7 @@ pub fn predict(
 ) -> Result<Vec<serde_json::Value>, RunError> {
     let ctx = || "predict".to_string();
     let device = model_device(model);
-    let chunk = crate::metrics::chunk_rows(plan);
+    let chunk = crate::metrics::chunk_rows(&plan.model.output);
     let rows = inputs.size()[0] as usize;
     let mut out = Vec::with_capacity(rows);
     tch::no_grad(|| -> Result<(), RunError> {

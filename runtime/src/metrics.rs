@@ -203,8 +203,8 @@ impl Measure {
     }
 }
 
-/// Adds up `measure` over `count` rows of `data` from `first`, `chunk`
-/// rows at a time ([`chunk_rows`]), dropout off: `forward` gives a
+/// Adds up `measure` over `count` rows of `data` from `first`, in chunks
+/// small enough for the model's output, dropout off: `forward` gives a
 /// chunk's output (`None` where it comes out of another rank, a pipeline's
 /// last stage). `progress` is called after every chunk; `what` names the
 /// evaluation in errors (`step 100: evaluation`).
@@ -212,12 +212,14 @@ pub fn over_rows(
     what: &str,
     measure: &Measure,
     (data, first, count): (&Dataset, usize, usize),
-    (chunk, device): (usize, tch::Device),
+    output_shape: &[Dim],
+    device: tch::Device,
     forward: &mut dyn FnMut(&Tensor) -> Result<Option<Tensor>, RunError>,
     progress: &dyn Fn(),
 ) -> Result<Vec<f64>, RunError> {
     let ctx = || what.to_string();
     let mut sums = measure.zero();
+    let chunk = chunk_rows(output_shape);
     tch::no_grad(|| -> Result<(), RunError> {
         let mut start = first;
         while start < first + count {
@@ -236,16 +238,12 @@ pub fn over_rows(
     measure.flatten(sums).context(ctx)
 }
 
-/// Rows evaluated at once: no more than a training micro-batch (the
-/// forward keeps its layers' outputs to its end, as training does, so
-/// this is memory training has shown fits), up to 1024, fewer when the
-/// model's output per row is large (a language model's scores for every
-/// token), so that a chunk's output stays under 2^24 values.
-pub fn chunk_rows(plan: &Plan) -> usize {
-    let per_row = dtl_compiler::lower::cost::numel(&plan.model.output).max(1);
-    ((1u64 << 24) / per_row)
-        .clamp(1, 1024)
-        .min(plan.train.micro_batch.max(1)) as usize
+/// Rows evaluated at once: up to 1024, fewer when the model's output per
+/// row is large (a language model's scores for every token), so that a
+/// chunk's output stays under 2^24 values.
+pub fn chunk_rows(output: &[Dim]) -> usize {
+    let per_row = dtl_compiler::lower::cost::numel(output).max(1);
+    ((1u64 << 24) / per_row).clamp(1, 1024) as usize
 }
 
 /// F1 from per-class counts `[true positives; predictions; targets]`:
@@ -282,29 +280,6 @@ fn f1(counts: &[f64], average: F1Average) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Evaluation's chunks: a training micro-batch at most (its forward
-    /// keeps the layers' outputs as training's does), 1024 rows at most,
-    /// and fewer when a row's output is large (2^24 values a chunk).
-    #[test]
-    fn evaluation_takes_a_micro_batch_at_most() {
-        let chunk = |out: &str, micro_batch: u64| {
-            let source = format!(
-                r#"
-                model Net {{ forward(x: [B, 64]) -> [B, {out}] {{ x |> linear(64, {out}) }} }}
-                data d {{ source = synthetic(rows: 8000, features: 64, classes: {out}) }}
-                train {{ model = Net; data = d; loss = cross_entropy; optimizer = sgd(lr: 0.1); steps = 1; micro_batch = {micro_batch} }}
-                "#
-            );
-            let options = dtl_compiler::options_for(std::path::Path::new("t.dtl"), true);
-            let plan = dtl_compiler::compile_source("t.dtl", &source, &options).unwrap();
-            chunk_rows(&plan)
-        };
-        assert_eq!(chunk("10", 8), 8);
-        assert_eq!(chunk("10", 4096), 1024);
-        // 2^24 / 65536 values a row.
-        assert_eq!(chunk("65536", 512), 256);
-    }
 
     #[test]
     fn f1_by_hand() {

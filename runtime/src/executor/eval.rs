@@ -132,7 +132,8 @@ impl Executor<'_> {
             &what,
             measure,
             (rows, first, count),
-            (chunk_rows(self.plan), self.device),
+            &self.plan.model.output,
+            self.device,
             &mut forward,
             progress,
         )?;
@@ -140,7 +141,7 @@ impl Executor<'_> {
             // Each pass gathers the units: every replica runs as many (and
             // every stage, a stage without units too: the passes cross
             // the pipeline).
-            let chunk = chunk_rows(self.plan);
+            let chunk = chunk_rows(&self.plan.model.output);
             let mut passes = [count.div_ceil(chunk) as f64];
             group
                 .all_reduce_host(&mut passes, ReduceOp::Max)
