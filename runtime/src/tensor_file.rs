@@ -7,7 +7,7 @@
 //! flushed and renamed into place: it appears whole or not at all.
 
 use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::{BufWriter, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use safetensors::tensor::TensorInfo;
@@ -77,28 +77,42 @@ pub struct TensorFile {
     tmp: PathBuf,
     out: Option<BufWriter<File>>,
     described: Vec<Described>,
+    /// Where each described tensor's bytes start in the file.
+    starts: Vec<u64>,
     written: usize,
 }
 
 impl TensorFile {
-    /// Starts `path` with the header of `described`, in that order.
+    /// Starts `path` with the header of `described`. The tensors lie in
+    /// the file by their element's size, largest first (as safetensors
+    /// lays them out: each tensor aligned to its element), and come to
+    /// [`TensorFile::put`] in the order described.
     pub fn create(path: &Path, described: Vec<Described>) -> Result<TensorFile, RunError> {
         let bad = |message: String| RunError::Weights {
             path: path.display().to_string(),
             message,
         };
-        let mut header = serde_json::Map::new();
-        let mut offset = 0usize;
+        let mut dtypes = Vec::with_capacity(described.len());
         for d in &described {
             let dtype = dtype_of(d.kind)
                 .ok_or_else(|| bad(format!("`{}` is {:?}: no safetensors type", d.name, d.kind)))?;
+            dtypes.push(dtype);
+        }
+        let mut order: Vec<usize> = (0..described.len()).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(dtypes[i].size()));
+        let mut header = serde_json::Map::new();
+        let mut offsets = vec![0usize; described.len()];
+        let mut offset = 0usize;
+        for i in order {
+            let d = &described[i];
             let shape: Vec<usize> = d.shape.iter().map(|&s| s.max(0) as usize).collect();
-            let bytes = shape.iter().product::<usize>() * dtype.size();
+            let bytes = shape.iter().product::<usize>() * dtypes[i].size();
             let info = TensorInfo {
-                dtype,
+                dtype: dtypes[i],
                 shape,
                 data_offsets: (offset, offset + bytes),
             };
+            offsets[i] = offset;
             offset += bytes;
             let info = serde_json::to_value(info).expect("tensor infos serialize");
             if header.insert(d.name.clone(), info).is_some() {
@@ -116,11 +130,13 @@ impl TensorFile {
         out.write_all(&(header.len() as u64).to_le_bytes())
             .and_then(|()| out.write_all(&header))
             .map_err(|e| io_err(&tmp, e))?;
+        let data = 8 + header.len() as u64;
         Ok(TensorFile {
             path: path.to_path_buf(),
             tmp,
             out: Some(out),
             described,
+            starts: offsets.into_iter().map(|o| data + o as u64).collect(),
             written: 0,
         })
     }
@@ -143,6 +159,9 @@ impl TensorFile {
         let ctx = || format!("write `{}`", d.name);
         let flat = t.f_detach().and_then(|t| t.f_reshape([-1])).context(ctx)?;
         let (numel, size) = (flat.numel() as i64, d.kind.elt_size_in_bytes());
+        let out = self.out.as_mut().expect("open until finished");
+        out.seek(SeekFrom::Start(self.starts[self.written]))
+            .map_err(|e| io_err(&self.tmp, e))?;
         let mut bytes = Vec::new();
         let mut start = 0;
         while start < numel {
@@ -261,6 +280,19 @@ mod tests {
             assert_eq!(back.size(), t.size(), "{name}");
             assert!(back.equal(t), "{name}");
         }
+        // Each tensor's bytes lie aligned to its element, largest first.
+        let bytes = std::fs::read(&path).unwrap();
+        let len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+        let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + len]).unwrap();
+        for (name, t) in &tensors {
+            let start = header[name]["data_offsets"][0].as_u64().unwrap() as usize;
+            assert_eq!(
+                (8 + len + start) % t.kind().elt_size_in_bytes(),
+                0,
+                "{name}"
+            );
+        }
+        assert_eq!(header["ids"]["data_offsets"][0], 0);
         assert!(!dir.join("t.safetensors.tmp").exists());
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -297,8 +297,7 @@ pub fn cost(plan: &Plan) -> Cost {
             };
             let p = topology.local_parameters(model, stage);
             let state = held_state[stage.stage as usize];
-            let own_state = stage_state[stage.stage as usize];
-            let others = gathered_for_files(plan, stage, (own_state, state));
+            let others = gathered_for_files(plan, stage, stage_state[stage.stage as usize]);
             let grads = stage_grads[stage.stage as usize];
             // `shard = parameters`: the rank's slices, and what is gathered
             // whole at the peak.
@@ -371,33 +370,36 @@ pub fn cost(plan: &Plan) -> Cost {
 /// writes the files of the whole model (`model.safetensors`, a
 /// checkpoint). The files are written one tensor at a time, each made
 /// whole just before it is written: a split tensor of the stage is its
-/// parts all-gathered and put together on every tensor rank (twice the
-/// whole); rank 0 receives another stage's tensor whole (once; under
-/// `shard = parameters` only what lies in no unit: the units go through
-/// the replicas' slices); the optimizer state has the shapes of the
-/// parameters. The largest of those, and under `tensor` with `shard` a
-/// checkpoint's state of the rank's own part gathered from the other
-/// replicas' slices (`own_state` less the slice it holds, `held_state`),
-/// kept until it is written.
-fn gathered_for_files(
-    plan: &Plan,
-    stage: &crate::plan::StagePlan,
-    (own_state, held_state): (u64, u64),
-) -> u64 {
+/// parts all-gathered (T parts, more than the whole where key/value heads
+/// are shared) and put together, on every tensor rank; rank 0 receives
+/// another stage's tensor whole (under `shard = parameters` only those in
+/// no unit: the units go through the replicas' slices); the optimizer
+/// state has the shapes of the parameters. The largest of those; and with
+/// checkpoints, where a sharded optimizer state is gathered from the
+/// replicas' slices (under `tensor`, or for a later DiLoCo group's
+/// folder), the rank's whole state (`own_state`) gathered beside its
+/// slice, held until it is written.
+fn gathered_for_files(plan: &Plan, stage: &crate::plan::StagePlan, own_state: u64) -> u64 {
     let topology = &plan.topology;
     let layout = &topology.parallelism;
     let model = &plan.model;
-    let values = |name: &str| {
-        model
-            .parameters
-            .iter()
-            .find(|p| p.name == name)
-            .map_or(0, |p| p.shape.iter().product::<i64>() as u64)
-    };
-    let split = crate::plan::stage_split_params(model, &topology.tensor_splits, stage);
+    let numel = |shape: &[i64]| shape.iter().product::<i64>() as u64;
+    let values: std::collections::BTreeMap<&str, u64> = model
+        .parameters
+        .iter()
+        .map(|p| (p.name.as_str(), numel(&p.shape)))
+        .collect();
+    let value = |name: &str| values.get(name).copied().unwrap_or(0);
     let largest_split = match layout.tensor {
         1 => 0,
-        _ => split.iter().map(|name| 2 * values(name)).max().unwrap_or(0),
+        t => {
+            let local = topology.tensor_local_shapes(model);
+            crate::plan::stage_split_params(model, &topology.tensor_splits, stage)
+                .iter()
+                .map(|name| local.get(*name).map_or(0, |s| numel(s)) * t + value(name))
+                .max()
+                .unwrap_or(0)
+        }
     };
     let in_units: std::collections::BTreeSet<&str> = topology
         .units
@@ -411,13 +413,14 @@ fn gathered_for_files(
         .flat_map(|s| &model.nodes[s.first_node..=s.last_node])
         .flat_map(|n| n.op.params())
         .filter(|name| !in_units.contains(name))
-        .map(values)
+        .map(value)
         .max()
         .unwrap_or(0);
-    let sharded_tensor = layout.shard != Shard::None && layout.data > 1 && layout.tensor > 1;
-    let gathered_state = match plan.train.checkpoint_every > 0 && sharded_tensor {
-        true => own_state.saturating_sub(held_state),
-        false => 0,
+    let diloco = matches!(layout.sync, SyncMode::Diloco { .. }) && layout.groups > 1;
+    let sharded = layout.shard != Shard::None && layout.data > 1;
+    let gathered_state = match plan.train.checkpoint_every > 0 && sharded {
+        true if layout.tensor > 1 || diloco => own_state,
+        _ => 0,
     };
     largest_split.max(largest_received) + gathered_state
 }

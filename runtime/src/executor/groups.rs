@@ -61,10 +61,11 @@ impl Executor<'_> {
             true => checkpoint::empty_dir(folder),
             false => Ok(()),
         };
-        // Every file goes on whatever failed: the replica's ranks take part.
+        // A failed write (or folder) waits for the other file, which the
+        // replica's ranks make whole together; a tensor not made ends the job.
         let model = self.whole(self.model.named(), "", step);
         let to = (&folder.join("model.safetensors") as &Path, Named::new());
-        let wrote_model = self.write_whole(model, first, to, step);
+        let wrote_model = self.write_whole(model, first, to, step)?;
         let params = &self.model.params;
         let keep = place.replica == first;
         let group = self.world.shard_group();
@@ -77,7 +78,7 @@ impl Executor<'_> {
             state.extend(self.whole(ema.named(&self.model), checkpoint::EMA, step));
         }
         let to = (&folder.join("state.safetensors") as &Path, Named::new());
-        let wrote_state = self.write_whole(state, first, to, step);
+        let wrote_state = self.write_whole(state, first, to, step)?;
         ready.and(wrote_model).and(wrote_state)?;
         match writes {
             true => crate::output::sync_dir(folder),

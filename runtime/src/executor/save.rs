@@ -35,19 +35,27 @@ impl Executor<'_> {
     /// `own` tensors of every stage of `replica` (this rank's of them,
     /// [`Self::whole`]) written into `path` by its first rank (stage 0,
     /// tensor rank 0), one tensor at a time, then that rank's `extra`.
-    /// Every rank of the replica calls it; a failed write is that rank's
-    /// error, after the tensors have all come (no rank is left waiting).
+    /// Every rank of the replica calls it. A failed write is the inner
+    /// error, after the tensors have all come (no rank is left waiting):
+    /// the ranks agree on it. A tensor that could not be made whole or
+    /// moved is the outer error, at once: its collective's peers cannot
+    /// go on, so the rank ends the job.
     pub(super) fn write_whole(
         &self,
         own: Vec<Lazy<'_>>,
         replica: u64,
         (path, extra): (&Path, Named),
         step: u64,
-    ) -> Result<(), RunError> {
+    ) -> Result<Result<(), RunError>, RunError> {
         match (self.world.place.replica == replica, self.world.place.tensor) {
-            (false, _) => Ok(()),
+            (false, _) => Ok(Ok(())),
             // Its part of each split tensor, for the group's gathers.
-            (true, 1..) => own.into_iter().try_for_each(|lazy| lazy.make().map(drop)),
+            (true, 1..) => {
+                for lazy in own {
+                    drop(lazy.make()?);
+                }
+                Ok(Ok(()))
+            }
             (true, 0) => {
                 let pipeline = self.stage.as_ref().map(|_| self.world.pipeline.as_ref());
                 gather::stream_to_stage_zero(own, pipeline, (path, extra), step)
@@ -63,7 +71,7 @@ impl Executor<'_> {
         (path, extra): (&Path, Named),
         step: u64,
     ) -> Result<(), RunError> {
-        let wrote = self.write_whole(own, 0, (path, extra), step);
+        let wrote = self.write_whole(own, 0, (path, extra), step)?;
         let name = path.file_name().unwrap_or_default().to_string_lossy();
         shards::agree(self.world, wrote, step, &format!("write {name}"))
     }
@@ -101,8 +109,12 @@ impl Executor<'_> {
         };
         let groups = self.write_groups(out, shards.is_some(), step)?;
         // Else the checkpoint's first files: a torn one of a crash is let go.
-        if shards.is_none() && groups.is_none() && self.world.rank == 0 {
-            checkpoint::empty_dir(&tmp)?;
+        if shards.is_none() && groups.is_none() {
+            let ready = match self.world.rank {
+                0 => checkpoint::empty_dir(&tmp),
+                _ => Ok(()),
+            };
+            shards::agree(self.world, ready, step, "ready the checkpoint's folder")?;
         }
         // A change of DiLoCo's still on the wire is part of the state.
         self.settle_outer(step)?;

@@ -25,13 +25,15 @@ type Named = Vec<(String, Tensor)>;
 /// `pipeline` (`None`: no stages), in stage order, then stage 0's
 /// `extra`, one tensor at a time. Every stage's first tensor rank calls
 /// it. Stage 0 goes on receiving after a failed write, so that no stage
-/// waits forever, and then gives the error.
+/// waits forever, and then gives the write's error (the inner one); a
+/// tensor that could not be made or moved (its collective's peers left
+/// waiting) is the outer error, given at once.
 pub fn stream_to_stage_zero(
     own: Vec<Lazy<'_>>,
     pipeline: Option<&dyn Communicator>,
     (path, extra): (&Path, Named),
     step: u64,
-) -> Result<(), RunError> {
+) -> Result<Result<(), RunError>, RunError> {
     let comm_err = |e: crate::comm::CommError| RunError::Collective {
         step,
         message: format!("gather the weights: {}", e.0),
@@ -56,7 +58,7 @@ pub fn stream_to_stage_zero(
                 .context(|| format!("step {step}: gather the weights"))?;
             pipeline.exchange(&[(&t, 0)], &mut []).map_err(comm_err)?;
         }
-        return Ok(());
+        return Ok(Ok(()));
     }
     let mut stages = Vec::new();
     for from in 1..pipeline.map_or(1, |p| p.size()) {
@@ -111,7 +113,7 @@ pub fn stream_to_stage_zero(
     for (_, t) in &extra {
         put(t);
     }
-    file?.finish()
+    Ok(file.and_then(TensorFile::finish))
 }
 
 /// `[count, then per tensor: name length, name bytes…, rank, dims…]`.
