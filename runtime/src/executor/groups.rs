@@ -66,14 +66,7 @@ impl Executor<'_> {
         let model = self.whole(self.model.named(), "", step);
         let to = (&folder.join("model.safetensors") as &Path, Named::new());
         let wrote_model = self.write_whole(model, first, to, step)?;
-        let params = &self.model.params;
-        let keep = place.replica == first;
-        let group = self.world.shard_group();
-        let optimizer = match self.optimizer.gathered_state(params, group, keep, step)? {
-            Some(state) => state,
-            None => self.optimizer.state(params).unwrap_or_default(),
-        };
-        let mut state = self.whole(optimizer, "", step);
+        let mut state = self.whole_state(first, step)?;
         if let Some(ema) = &self.ema {
             state.extend(self.whole(ema.named(&self.model), checkpoint::EMA, step));
         }

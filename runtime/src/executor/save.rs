@@ -63,6 +63,20 @@ impl Executor<'_> {
         }
     }
 
+    /// This rank's optimizer state, each tensor made whole when written
+    /// ([`Self::whole`]); a sharded one gathered from the shard group's
+    /// slices first, kept by the ranks of replica `writer` (the others let
+    /// each bucket go once gathered).
+    pub(super) fn whole_state(&self, writer: u64, step: u64) -> Result<Vec<Lazy<'_>>, RunError> {
+        let params = &self.model.params;
+        let (group, keep) = (self.world.shard_group(), self.world.place.replica == writer);
+        let state = match self.optimizer.gathered_state(params, group, keep, step)? {
+            Some(state) => state,
+            None => self.optimizer.state(params).unwrap_or_default(),
+        };
+        Ok(self.whole(state, "", step))
+    }
+
     /// [`Self::write_whole`] by every rank, replica 0's first writing: a
     /// failure to write there fails every rank, naming it.
     fn write_agreed(
@@ -124,18 +138,11 @@ impl Executor<'_> {
         if self.world.rank == 0 {
             crate::fault::pause_in_checkpoint(crate::fault::Kind::PauseWrite, step);
         }
-        let mut state = Vec::new();
-        if shards.is_none() {
-            let params = &self.model.params;
-            let group = self.world.shard_group();
-            // Replica 0's ranks write the files.
-            let keep = self.world.place.replica == 0;
-            let optimizer = match self.optimizer.gathered_state(params, group, keep, step)? {
-                Some(state) => state,
-                None => self.optimizer.state(params).unwrap_or_default(),
-            };
-            state.extend(self.whole(optimizer, "", step));
-        }
+        // Replica 0's ranks write the files.
+        let mut state = match shards {
+            Some(_) => Vec::new(),
+            None => self.whole_state(0, step)?,
+        };
         if let Some(ema) = &self.ema {
             state.extend(self.whole(ema.named(&self.model), checkpoint::EMA, step));
         }
