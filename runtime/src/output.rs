@@ -30,7 +30,7 @@ pub fn write_line(
 }
 
 /// The temp file a file is written to before it is renamed into place.
-fn temp_path(path: &Path) -> std::path::PathBuf {
+pub fn temp_path(path: &Path) -> std::path::PathBuf {
     let mut name = path.file_name().unwrap_or_default().to_os_string();
     name.push(".tmp");
     path.with_file_name(name)
@@ -66,7 +66,7 @@ pub fn replace_atomically(
 }
 
 /// Renames a finished temp file over `path` and flushes the folder.
-fn rename_into_place(tmp: &Path, path: &Path) -> Result<(), RunError> {
+pub fn rename_into_place(tmp: &Path, path: &Path) -> Result<(), RunError> {
     std::fs::rename(tmp, path).map_err(|e| io_err(path, e))?;
     sync_dir(
         path.parent()

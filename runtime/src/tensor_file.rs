@@ -15,7 +15,7 @@ use safetensors::Dtype;
 use tch::{Device, Kind, Tensor};
 
 use crate::error::{RunError, TorchContext};
-use crate::output::{io_err, sync_dir};
+use crate::output::{io_err, rename_into_place, temp_path};
 
 /// A tensor the file will hold, before its values are there.
 #[derive(Debug, Clone, PartialEq)]
@@ -122,9 +122,7 @@ impl TensorFile {
         let mut header = serde_json::to_vec(&header).expect("the header serializes");
         // The data starts 8-byte aligned, as safetensors writes it.
         header.resize(header.len().next_multiple_of(8), b' ');
-        let mut name = path.file_name().unwrap_or_default().to_os_string();
-        name.push(".tmp");
-        let tmp = path.with_file_name(name);
+        let tmp = temp_path(path);
         let file = File::create(&tmp).map_err(|e| io_err(&tmp, e))?;
         let mut out = BufWriter::with_capacity(1 << 20, file);
         out.write_all(&(header.len() as u64).to_le_bytes())
@@ -189,21 +187,16 @@ impl TensorFile {
             return Err(self.bad(format!("finished before `{missing}` was written")));
         }
         let out = self.out.take().expect("open until finished");
-        let flushed = out
+        let done = out
             .into_inner()
             .map_err(|e| e.into_error())
             .and_then(|file| file.sync_all())
-            .and_then(|()| std::fs::rename(&self.tmp, &self.path));
-        if let Err(e) = flushed {
+            .map_err(|e| io_err(&self.tmp, e))
+            .and_then(|()| rename_into_place(&self.tmp, &self.path));
+        if done.is_err() {
             let _ = std::fs::remove_file(&self.tmp);
-            return Err(io_err(&self.path, e));
         }
-        sync_dir(
-            self.path
-                .parent()
-                .filter(|p| !p.as_os_str().is_empty())
-                .unwrap_or(Path::new(".")),
-        )
+        done
     }
 
     fn bad(&self, message: String) -> RunError {
