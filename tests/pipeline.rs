@@ -293,6 +293,29 @@ fn a_residual_connection_that_crosses_the_cut_is_sent_and_its_gradient_comes_bac
     assert_same_run(&out1, &out2, "residual across the cut", SGD_BOUNDS);
 }
 
+/// A `let` after the model's result that reads it (unused: a warning):
+/// the last stage lets each value go after its last reader, but keeps the
+/// result for the loss and the evaluation.
+#[test]
+fn a_value_read_after_the_result_leaves_the_result_in_place() {
+    let _one_at_a_time = ranks();
+    let dir = tempfile::tempdir().unwrap();
+    let model = "let y = x |> linear(64, 48) |> relu |> linear(48, 48) |> relu |> linear(48, 10)\n    let unused = y |> relu\n    y";
+    let settings = format!("{SETTINGS}; micro_batch = 16");
+    let one = experiment(dir.path(), "one", model, &settings, "");
+    let two = experiment(
+        dir.path(),
+        "two",
+        model,
+        &settings,
+        "parallel { pipeline = 2; micro_batches = 4 }",
+    );
+    let (out1, out2) = (dir.path().join("one"), dir.path().join("two"));
+    train(&one, &out1, &[]).code(0);
+    train(&two, &out2, &[]).code(0);
+    assert_same_run(&out1, &out2, "a value read after the result", SGD_BOUNDS);
+}
+
 #[test]
 fn data_times_pipeline_trains_like_one_process() {
     let _one_at_a_time = ranks();

@@ -57,6 +57,18 @@ pub struct Model {
     tensor: Option<TensorPart>,
 }
 
+/// For each node, the last node (in execution order) that reads its
+/// output; `None` where no node does (the result, or an unread value).
+pub fn last_readers(nodes: &[Node]) -> Vec<Option<usize>> {
+    let mut last = vec![None; nodes.len()];
+    for (j, node) in nodes.iter().enumerate() {
+        for &i in &node.inputs {
+            last[i] = Some(j);
+        }
+    }
+    last
+}
+
 /// Which of the model's lists holds a tensor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Slot {
@@ -288,13 +300,17 @@ impl Model {
         around: &mut Around<'_>,
         tensor: Option<&dyn crate::comm::Communicator>,
     ) -> Result<Tensor, RunError> {
-        let mut values: Vec<Tensor> = Vec::with_capacity(self.nodes.len());
+        // Each output is let go after its last reader: autograd keeps what
+        // backward needs, and without a graph nothing more is held.
+        let last = last_readers(&self.nodes);
+        let mut values: Vec<Option<Tensor>> = Vec::with_capacity(self.nodes.len());
         for (j, node) in self.nodes.iter().enumerate() {
             around(j, Edge::Before)?;
             let inputs: Vec<&Tensor> = if node.inputs.is_empty() {
                 vec![input]
             } else {
-                node.inputs.iter().map(|&i| &values[i]).collect()
+                let value = |i: usize| values[i].as_ref().expect("read before its last reader");
+                node.inputs.iter().map(|&i| value(i)).collect()
             };
             let shapes: Vec<Vec<i64>> = inputs.iter().map(|t| t.size()).collect();
             let ctx = || {
@@ -305,10 +321,16 @@ impl Model {
                     shapes
                 )
             };
-            values.push(self.run_node(j, &inputs, train, tensor, ctx)?);
+            let output = self.run_node(j, &inputs, train, tensor, ctx)?;
+            for &i in &node.inputs {
+                if last[i] == Some(j) && i != self.result {
+                    values[i] = None;
+                }
+            }
+            values.push(Some(output));
             around(j, Edge::After)?;
         }
-        Ok(values.swap_remove(self.result))
+        Ok(values.swap_remove(self.result).expect("the result is kept"))
     }
 
     /// Whether `name` is a parameter this model trains (not frozen, not a

@@ -19,7 +19,7 @@ use tch::{Kind, Tensor};
 
 use crate::comm::Communicator;
 use crate::error::{RunError, TorchContext};
-use crate::model::{Around, Edge, Model};
+use crate::model::{last_readers, Around, Edge, Model};
 
 use super::segments::{with_output, Forward, Hooks, Segments};
 
@@ -266,6 +266,7 @@ impl Stage {
             }
             piece.pass = Some(pass);
         }
+        let last = last_readers(&self.nodes);
         for j in (self.first..=self.last).filter(|_| self.segments.is_none()) {
             let node = &self.nodes[j];
             let mut inputs = Vec::with_capacity(node.inputs.len().max(1));
@@ -298,6 +299,8 @@ impl Stage {
                 )
             };
             let out = model.run_node(j, &refs, true, hooks.tensor, ctx)?;
+            drop(inputs);
+            forget_read(&mut values, (node, j), (&last, self.result));
             values.insert(j, out);
         }
         for (_, nodes) in &self.outbound {
@@ -515,6 +518,7 @@ impl Stage {
                 }
             }
             let mut values: BTreeMap<usize, Tensor> = BTreeMap::new();
+            let last = last_readers(&self.nodes);
             for j in self.first..=self.last {
                 let node = &self.nodes[j];
                 let mut inputs = Vec::new();
@@ -532,7 +536,10 @@ impl Stage {
                 let ctx = || format!("step {step}: evaluate layer `{}`", node.name);
                 around(j, Edge::Before)?;
                 let tensor = Some(tensor);
-                values.insert(j, model.run_node(j, &refs, false, tensor, ctx)?);
+                let output = model.run_node(j, &refs, false, tensor, ctx)?;
+                drop(inputs);
+                forget_read(&mut values, (node, j), (&last, self.result));
+                values.insert(j, output);
                 around(j, Edge::After)?;
             }
             for (to, nodes) in &self.outbound {
@@ -554,6 +561,22 @@ impl Stage {
                 .then(|| values.remove(&self.result))
                 .flatten())
         })
+    }
+}
+
+/// Lets go of the values node `j` was the last to read (autograd keeps
+/// what backward needs), but the model's `result` (a `let` after it may
+/// read it). A value a later stage reads has its last reader there, so it
+/// stays to be sent.
+fn forget_read(
+    values: &mut BTreeMap<usize, Tensor>,
+    (node, j): (&Node, usize),
+    (last, result): (&[Option<usize>], usize),
+) {
+    for &i in &node.inputs {
+        if last[i] == Some(j) && i != result {
+            values.remove(&i);
+        }
     }
 }
 
