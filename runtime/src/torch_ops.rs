@@ -19,6 +19,7 @@ extern "C" {
     fn dtl_set_rng_state(cuda: i32, index: i32, state: *const c_void) -> i32;
     fn dtl_resize_storage(t: *const c_void, nbytes: i64) -> i32;
     fn dtl_backward(outputs: *const *const c_void, grads: *const *const c_void, n: i32) -> i32;
+    fn dtl_bump_version(t: *const c_void) -> i32;
 }
 
 /// libtorch's message for a call that returned `status` 1.
@@ -111,6 +112,14 @@ pub fn backward(roots: &[(Tensor, Tensor)]) -> Result<(), TchError> {
     // SAFETY: every tensor is live for the call (borrowed from `roots`),
     // and the two arrays hold `roots.len()` pointers each.
     check(unsafe { dtl_backward(outputs.as_ptr(), grads.as_ptr(), roots.len() as i32) })
+}
+
+/// Marks `t` changed in place for autograd (its version counter), after
+/// its memory was written outside torch (an all-reduce in place): a
+/// backward that saved it then fails instead of reading the new values.
+pub fn bump_version(t: &Tensor) -> Result<(), TchError> {
+    // SAFETY: the tensor is live for the call; only its version changes.
+    check(unsafe { dtl_bump_version(t.as_ptr().cast()) })
 }
 
 /// Gives the storage behind `t` fresh, uninitialised memory for `t`'s

@@ -11,6 +11,7 @@
 #include <c10/core/DeviceGuard.h>
 #include <c10/core/StorageImpl.h>
 #include <torch/csrc/autograd/autograd.h>
+#include <torch/csrc/autograd/variable.h>
 
 #include <cstring>
 #include <exception>
@@ -40,6 +41,14 @@ int guarded(F body) {
 }  // namespace
 
 extern "C" {
+
+// Marks `t` as changed in place (its autograd version counter), as an
+// in-place torch op would: after its memory was written behind autograd's
+// back, a backward that saved `t` refuses to run instead of reading the
+// new values. Returns 0, or 1 when libtorch threw.
+int dtl_bump_version(const at::Tensor* t) {
+  return guarded([&] { torch::autograd::impl::bump_version(*t); });
+}
 
 // The message of the last failed call on this thread.
 const char* dtl_last_error() { return last_error.c_str(); }

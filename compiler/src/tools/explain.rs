@@ -371,7 +371,8 @@ pub fn cost(plan: &Plan) -> Cost {
 /// checkpoint). The files are written one tensor at a time, each made
 /// whole just before it is written: a split tensor of the stage is its
 /// parts all-gathered (T parts, more than the whole where key/value heads
-/// are shared) and put together, on every tensor rank; rank 0 receives
+/// are shared) and put together on tensor rank 0, which writes (the
+/// others hold the parts only; rank 0's figure is counted); rank 0 receives
 /// another stage's tensor whole (under `shard = parameters` only those in
 /// no unit: the units go through the replicas' slices); the optimizer
 /// state has the shapes of the parameters. The largest of those; and with

@@ -198,17 +198,24 @@ impl TensorPart {
         group: &dyn Communicator,
         ctx: &dyn Fn() -> String,
     ) -> Result<Tensor, RunError> {
-        let parts = partial
+        // Rank-major: every rank's part of the sequence laid out in turn,
+        // in one copy.
+        let whole = partial.size();
+        let mut split = whole.clone();
+        split[SEQUENCE as usize] /= self.size;
+        let mut ranked = split.clone();
+        ranked.insert(SEQUENCE as usize, self.size);
+        let mut order: Vec<i64> = (0..ranked.len() as i64).collect();
+        order.swap(0, SEQUENCE as usize);
+        let send = partial
             .f_detach()
-            .and_then(|t| t.f_chunk(self.size, SEQUENCE))
+            .and_then(|t| t.f_reshape(ranked.as_slice()))
+            .and_then(|t| t.f_permute(order.as_slice()))
+            .and_then(|t| t.f_contiguous())
+            .and_then(|t| t.f_reshape([-1]))
             .context(ctx)?;
-        let flat: Vec<Tensor> = parts
-            .iter()
-            .map(|p| p.f_contiguous().and_then(|p| p.f_reshape([-1])))
-            .collect::<Result<_, _>>()
-            .context(ctx)?;
-        let send = Tensor::f_cat(&flat, 0).context(ctx)?;
-        let mut recv = parts[0].f_empty_like().context(ctx)?;
+        let recv =
+            Tensor::f_empty(split.as_slice(), (partial.kind(), partial.device())).context(ctx)?;
         let mut flat_recv = recv.f_reshape([-1]).context(ctx)?;
         group
             .reduce_scatter(&send, &mut flat_recv)
@@ -216,7 +223,6 @@ impl TensorPart {
                 context: ctx(),
                 message: e.0,
             })?;
-        recv = flat_recv.f_reshape(parts[0].size()).context(ctx)?;
         self.count(|s| &s.scatters);
         Ok(recv)
     }

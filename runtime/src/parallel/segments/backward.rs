@@ -254,7 +254,7 @@ impl Forward {
             let total = match (part, tensor) {
                 // Held by parts: each rank keeps its part of the sum.
                 (Some(part), Some(group)) => part.scatter_sum(&partial, group, &ctx)?,
-                _ => summed_over_tensor(model, &partial, tensor, &ctx)?,
+                _ => summed_over_tensor(model, partial, tensor, &ctx)?,
             };
             whole = add(whole, &total)?;
         }
@@ -297,7 +297,7 @@ impl Forward {
 /// on each rank), summed over the tensor group `tensor`.
 fn summed_over_tensor(
     model: &Model,
-    partial: &Tensor,
+    partial: Tensor,
     tensor: Option<&dyn Communicator>,
     ctx: &dyn Fn() -> String,
 ) -> Result<Tensor, RunError> {
