@@ -76,9 +76,9 @@ pub struct Memory {
     /// `shard = parameters` those in no unit), and with `checkpoint_every`
     /// their optimizer state too unless it is sharded.
     pub gathered: u64,
-    /// The gradient exchange's buffers over the replicas: two consecutive
-    /// buckets under way at once, each a flat buffer and (under Open MPI) a
-    /// temporary of its size; under `async` the flat buffers of each step
+    /// The gradient exchange's buffers over the replicas: one bucket at a
+    /// time, its flat buffer and (under Open MPI) a temporary of its size;
+    /// under `async` the flat buffers of each step
     /// still in flight and Open MPI's temporaries of the step being
     /// started; under `shard = gradients` the kept slices and one
     /// bucket being reduce-scattered, with the ring's slices in flight;
@@ -516,19 +516,11 @@ fn exchange_values(plan: &Plan, stage: u64, gradients: u64) -> u64 {
         .map(|b| b.bytes / BYTES_PER_VALUE)
         .collect();
     let largest = sizes.iter().copied().max().unwrap_or(0);
-    // Two consecutive buckets under way at once (one started while the one
-    // before is summed), each with a flat buffer and Open MPI's temporary
-    // of the same size.
-    let two_in_flight = sizes
-        .windows(2)
-        .map(|pair| pair[0] + pair[1])
-        .max()
-        .unwrap_or(largest);
     match (layout.sync, layout.shard) {
         // Inside sync groups, as every step's; none without them.
         (SyncMode::LocalSgd { .. } | SyncMode::Diloco { .. }, _) => {
             match layout.groups > 0 && layout.group_size() > 1 {
-                true => 2 * two_in_flight,
+                true => 2 * largest,
                 false => 0,
             }
         }
@@ -549,7 +541,9 @@ fn exchange_values(plan: &Plan, stage: u64, gradients: u64) -> u64 {
         // before's sum has completed by then (the backend is polled after
         // every micro-batch) and its temporaries are gone.
         (SyncMode::Async { staleness }, _) => (staleness + 2) * gradients,
-        (SyncMode::EveryStep, _) => 2 * two_in_flight,
+        // One bucket at a time: its flat buffer and Open MPI's temporary
+        // of the same size.
+        (SyncMode::EveryStep, _) => 2 * largest,
     }
 }
 

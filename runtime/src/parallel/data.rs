@@ -26,12 +26,6 @@ pub struct Buckets {
     buckets: Vec<Vec<usize>>,
 }
 
-/// Buckets an every-step exchange keeps under way at once: one summed
-/// while the next is flattened and started. Each bucket in flight costs
-/// its flat buffer and, under Open MPI, a temporary of the same size
-/// (what `dtl explain` counts as the exchange's buffers).
-pub const IN_FLIGHT: usize = 2;
-
 /// Flattened bucket buffers on their way through an all-reduce.
 pub struct InFlight {
     /// The step whose gradients these are.
@@ -80,11 +74,15 @@ impl Buckets {
         &self.buckets
     }
 
-    /// Averages the gradients over the replicas, in place, with at most
-    /// [`IN_FLIGHT`] buckets under way at once: each bucket is flattened
-    /// when it starts and written back as soon as it is summed, so the
-    /// exchange holds a few buckets' buffers (and, under MPI, Open MPI's
-    /// temporary of each), not a second copy of every gradient.
+    /// Averages the gradients over `comm`'s replicas in place, a bucket
+    /// at a time: flattened into a buffer of its own, summed by a blocking
+    /// all-reduce, divided, written back. The exchange holds one bucket's
+    /// buffer (and, under MPI, Open MPI's temporary of its size). Blocking,
+    /// not started and waited: Open MPI's non-blocking all-reduce (libnbc)
+    /// took 2.3-2.6× the blocking one's time at 13-16 MiB on the CPU, and
+    /// progresses only inside MPI calls, so a second bucket under way
+    /// overlapped nothing (the data-parallel MLP of benches/predict_mlp.dtl
+    /// at 2 replicas: 79 -> 71 ms a step, the same bits).
     pub fn average_gradients(
         &self,
         comm: &dyn Communicator,
@@ -92,16 +90,13 @@ impl Buckets {
         step: u64,
     ) -> Result<(), RunError> {
         let replicas = comm.size();
-        let mut under_way: VecDeque<(usize, Pending)> = VecDeque::new();
-        for b in 0..self.buckets.len() {
-            if under_way.len() == IN_FLIGHT {
-                let (done, pending) = under_way.pop_front().expect("non-empty");
-                self.write_bucket(done, &averaged(pending, replicas, step)?, params, step)?;
-            }
-            under_way.push_back((b, self.start_bucket(b, comm, params, step)?));
-        }
-        for (done, pending) in under_way {
-            self.write_bucket(done, &averaged(pending, replicas, step)?, params, step)?;
+        for (b, bucket) in self.buckets.iter().enumerate() {
+            let mut flat = flatten(bucket.iter().map(|&i| gradient(&params[i])), step)?;
+            comm.all_reduce(&mut flat, ReduceOp::Sum)
+                .map_err(collective(step))?;
+            flat.f_div_scalar_(replicas as f64)
+                .in_place(|| format!("step {step}: average gradients"))?;
+            self.write_bucket(b, &flat, params, step)?;
         }
         Ok(())
     }
