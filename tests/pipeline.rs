@@ -261,6 +261,21 @@ fn two_stages_train_like_one_process_with_either_schedule() {
     }
 }
 
+/// `model` in one process (`one.dtl`) and over two stages of 4 pieces,
+/// with `cut` among the parallel settings when it is not empty
+/// (`two.dtl`), both with [`SETTINGS`].
+fn one_and_two_stages(dir: &Path, model: &str, cut: &str) -> (PathBuf, PathBuf) {
+    let settings = format!("{SETTINGS}; micro_batch = 16");
+    let one = experiment(dir, "one", model, &settings, "");
+    let cut = match cut {
+        "" => String::new(),
+        cut => format!("; {cut}"),
+    };
+    let parallel = format!("parallel {{ pipeline = 2; micro_batches = 4{cut} }}");
+    let two = experiment(dir, "two", model, &settings, &parallel);
+    (one, two)
+}
+
 #[test]
 fn a_residual_connection_that_crosses_the_cut_is_sent_and_its_gradient_comes_back() {
     let _one_at_a_time = ranks();
@@ -268,15 +283,7 @@ fn a_residual_connection_that_crosses_the_cut_is_sent_and_its_gradient_comes_bac
     // `h` is read on both sides of the cut at `3`: stage 0 sends both the
     // relu's output and `h`.
     let model = "let h = x |> linear(64, 48) |> relu\n    let y = h |> linear(48, 48) |> relu\n    let z = y |> linear(48, 48)\n    z + h |> linear(48, 10)";
-    let settings = format!("{SETTINGS}; micro_batch = 16");
-    let one = experiment(dir.path(), "one", model, &settings, "");
-    let two = experiment(
-        dir.path(),
-        "two",
-        model,
-        &settings,
-        "parallel { pipeline = 2; micro_batches = 4; split = [\"4\"] }",
-    );
+    let (one, two) = one_and_two_stages(dir.path(), model, "split = [\"4\"]");
     let plan = dtl(&["compile", two.to_str().unwrap(), "--format", "json"]).code(0);
     let plan: serde_json::Value = serde_json::from_str(&plan.stdout).unwrap();
     let sends = plan["topology"]["stages"][0]["sends"]
@@ -301,15 +308,7 @@ fn a_value_read_after_the_result_leaves_the_result_in_place() {
     let _one_at_a_time = ranks();
     let dir = tempfile::tempdir().unwrap();
     let model = "let y = x |> linear(64, 48) |> relu |> linear(48, 48) |> relu |> linear(48, 10)\n    let unused = y |> relu\n    y";
-    let settings = format!("{SETTINGS}; micro_batch = 16");
-    let one = experiment(dir.path(), "one", model, &settings, "");
-    let two = experiment(
-        dir.path(),
-        "two",
-        model,
-        &settings,
-        "parallel { pipeline = 2; micro_batches = 4 }",
-    );
+    let (one, two) = one_and_two_stages(dir.path(), model, "");
     let (out1, out2) = (dir.path().join("one"), dir.path().join("two"));
     train(&one, &out1, &[]).code(0);
     train(&two, &out2, &[]).code(0);
