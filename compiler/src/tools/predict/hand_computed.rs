@@ -57,17 +57,22 @@ fn two_replicas_of_a_linear_layer_take_what_the_arithmetic_says() {
     // 650 values of 4 bytes, a ring over 2 sends them all, in 2
     // messages of 1 ms, at 0.5 × 1 MB/s.
     let all_reduce = 2.0 * 1e-3 + 2600.0 / 0.5e6;
+    // The bucket's 2600 bytes flattened, averaged and written back: read
+    // and written three times at 0.5 × 1 GB/s.
+    let copies = 6.0 * 2600.0 / 0.5e9;
     // Plain SGD reads a value and its gradient and writes the value.
     let optimizer = 3.0 * 650.0 * 4.0 / 0.5e9;
     let parts: Vec<(&str, f64)> = p.parts.iter().map(|x| (x.link, x.seconds)).collect();
     let close = |a: f64, b: f64| (a - b).abs() <= 1e-12 * b.max(1e-12);
-    assert_eq!(parts.len(), 3, "{parts:?}");
+    assert_eq!(parts.len(), 4, "{parts:?}");
     assert!(close(parts[0].1, compute), "{parts:?}");
     assert_eq!(parts[1].0, "network");
     assert!(close(parts[1].1, all_reduce), "{parts:?}");
     assert_eq!(parts[2].0, "memory");
-    assert!(close(parts[2].1, optimizer), "{parts:?}");
-    let step = compute + all_reduce + optimizer;
+    assert!(close(parts[2].1, copies), "{parts:?}");
+    assert_eq!(parts[3].0, "memory");
+    assert!(close(parts[3].1, optimizer), "{parts:?}");
+    let step = compute + all_reduce + copies + optimizer;
     assert!(close(p.step_seconds, step));
     assert!(close(p.samples_per_second, 32.0 / step));
     assert!(close(p.mfu, 32.0 * 3840.0 / (step * 2.0 * 1e9)));
