@@ -46,6 +46,8 @@ pub struct Model {
     index: BTreeMap<String, (Slot, usize)>,
     nodes: Vec<Node>,
     result: usize,
+    /// Per node, the values let go once it has run ([`let_go_after`]).
+    let_go: Vec<Vec<usize>>,
     /// The arithmetic of the forward pass.
     pub precision: Precision,
     /// Trainable parameters built without their values (`shard =
@@ -57,16 +59,24 @@ pub struct Model {
     tensor: Option<TensorPart>,
 }
 
-/// For each node, the last node (in execution order) that reads its
-/// output; `None` where no node does (the result, or an unread value).
-pub fn last_readers(nodes: &[Node]) -> Vec<Option<usize>> {
+/// For each node, the values a forward pass lets go once it has run:
+/// those it is the last (in execution order) to read, but `result`, the
+/// model's output (a `let` after it may read it). Autograd keeps what
+/// backward needs, and without a graph nothing more holds them.
+fn let_go_after(nodes: &[Node], result: usize) -> Vec<Vec<usize>> {
     let mut last = vec![None; nodes.len()];
     for (j, node) in nodes.iter().enumerate() {
         for &i in &node.inputs {
             last[i] = Some(j);
         }
     }
-    last
+    let mut after = vec![Vec::new(); nodes.len()];
+    for (i, reader) in last.into_iter().enumerate() {
+        if let Some(j) = reader.filter(|_| i != result) {
+            after[j].push(i);
+        }
+    }
+    after
 }
 
 /// Which of the model's lists holds a tensor.
@@ -234,6 +244,7 @@ impl Model {
             index,
             nodes: plan.nodes.clone(),
             result: plan.result,
+            let_go: let_go_after(&plan.nodes, plan.result),
             precision: Precision::Fp32,
             deferred,
             tensor: None,
@@ -300,9 +311,6 @@ impl Model {
         around: &mut Around<'_>,
         tensor: Option<&dyn crate::comm::Communicator>,
     ) -> Result<Tensor, RunError> {
-        // Each output is let go after its last reader: autograd keeps what
-        // backward needs, and without a graph nothing more is held.
-        let last = last_readers(&self.nodes);
         let mut values: Vec<Option<Tensor>> = Vec::with_capacity(self.nodes.len());
         for (j, node) in self.nodes.iter().enumerate() {
             around(j, Edge::Before)?;
@@ -322,10 +330,8 @@ impl Model {
                 )
             };
             let output = self.run_node(j, &inputs, train, tensor, ctx)?;
-            for &i in &node.inputs {
-                if last[i] == Some(j) && i != self.result {
-                    values[i] = None;
-                }
+            for &i in self.let_go(j) {
+                values[i] = None;
             }
             values.push(Some(output));
             around(j, Edge::After)?;
@@ -337,6 +343,12 @@ impl Model {
     /// buffer).
     pub fn trains(&self, name: &str) -> bool {
         matches!(self.index.get(name), Some((Slot::Param, _)))
+    }
+
+    /// The values a forward pass lets go once node `j` has run: those it
+    /// is the last to read, but the model's output.
+    pub fn let_go(&self, j: usize) -> &[usize] {
+        &self.let_go[j]
     }
 
     /// The plan's nodes, in execution order.

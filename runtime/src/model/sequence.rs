@@ -200,8 +200,7 @@ impl TensorPart {
     ) -> Result<Tensor, RunError> {
         // Rank-major: every rank's part of the sequence laid out in turn,
         // in one copy.
-        let whole = partial.size();
-        let mut split = whole.clone();
+        let mut split = partial.size();
         split[SEQUENCE as usize] /= self.size;
         let mut ranked = split.clone();
         ranked.insert(SEQUENCE as usize, self.size);

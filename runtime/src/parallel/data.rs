@@ -94,9 +94,7 @@ impl Buckets {
             let mut flat = flatten(bucket.iter().map(|&i| gradient(&params[i])), step)?;
             comm.all_reduce(&mut flat, ReduceOp::Sum)
                 .map_err(collective(step))?;
-            flat.f_div_scalar_(replicas as f64)
-                .in_place(|| format!("step {step}: average gradients"))?;
-            self.write_bucket(b, &flat, params, step)?;
+            self.write_bucket(b, &average(flat, replicas, step)?, params, step)?;
         }
         Ok(())
     }
@@ -257,7 +255,11 @@ pub fn progress(queue: &mut VecDeque<AsyncUpdate>) -> Result<(), RunError> {
 /// place: a second gradient-sized buffer per bucket would double what the
 /// exchange holds.
 fn averaged(pending: Pending, replicas: usize, step: u64) -> Result<Tensor, RunError> {
-    let mut sum = pending.wait().map_err(collective(step))?;
+    average(pending.wait().map_err(collective(step))?, replicas, step)
+}
+
+/// `sum` divided by the number of replicas, in place.
+fn average(mut sum: Tensor, replicas: usize, step: u64) -> Result<Tensor, RunError> {
     sum.f_div_scalar_(replicas as f64)
         .in_place(|| format!("step {step}: average gradients"))?;
     Ok(sum)

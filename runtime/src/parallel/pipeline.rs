@@ -19,7 +19,7 @@ use tch::{Kind, Tensor};
 
 use crate::comm::Communicator;
 use crate::error::{RunError, TorchContext};
-use crate::model::{last_readers, Around, Edge, Model};
+use crate::model::{Around, Edge, Model};
 
 use super::segments::{with_output, Forward, Hooks, Segments};
 
@@ -266,7 +266,6 @@ impl Stage {
             }
             piece.pass = Some(pass);
         }
-        let last = last_readers(&self.nodes);
         for j in (self.first..=self.last).filter(|_| self.segments.is_none()) {
             let node = &self.nodes[j];
             let mut inputs = Vec::with_capacity(node.inputs.len().max(1));
@@ -299,8 +298,12 @@ impl Stage {
                 )
             };
             let out = model.run_node(j, &refs, true, hooks.tensor, ctx)?;
+            // A value a later stage reads has its last reader there: it
+            // stays to be sent.
             drop(inputs);
-            forget_read(&mut values, (node, j), (&last, self.result));
+            for i in model.let_go(j) {
+                values.remove(i);
+            }
             values.insert(j, out);
         }
         for (_, nodes) in &self.outbound {
@@ -518,7 +521,6 @@ impl Stage {
                 }
             }
             let mut values: BTreeMap<usize, Tensor> = BTreeMap::new();
-            let last = last_readers(&self.nodes);
             for j in self.first..=self.last {
                 let node = &self.nodes[j];
                 let mut inputs = Vec::new();
@@ -538,7 +540,9 @@ impl Stage {
                 let tensor = Some(tensor);
                 let output = model.run_node(j, &refs, false, tensor, ctx)?;
                 drop(inputs);
-                forget_read(&mut values, (node, j), (&last, self.result));
+                for i in model.let_go(j) {
+                    values.remove(i);
+                }
                 values.insert(j, output);
                 around(j, Edge::After)?;
             }
@@ -561,22 +565,6 @@ impl Stage {
                 .then(|| values.remove(&self.result))
                 .flatten())
         })
-    }
-}
-
-/// Lets go of the values node `j` was the last to read (autograd keeps
-/// what backward needs), but the model's `result` (a `let` after it may
-/// read it). A value a later stage reads has its last reader there, so it
-/// stays to be sent.
-fn forget_read(
-    values: &mut BTreeMap<usize, Tensor>,
-    (node, j): (&Node, usize),
-    (last, result): (&[Option<usize>], usize),
-) {
-    for &i in &node.inputs {
-        if last[i] == Some(j) && i != result {
-            values.remove(&i);
-        }
     }
 }
 
