@@ -40,9 +40,7 @@ train {{
         std::fs::write(&file, text).unwrap();
         let out = dir.path().join(format!("out-{valid}"));
         train(&file, &out, &["--no-tensorboard"]).code(0);
-        let summary: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap())
-                .unwrap();
+        let summary = common::summary(&out);
         (summary["peak_rss_bytes"].as_u64().unwrap(), out)
     };
     let (without, _) = peak("0");
@@ -121,9 +119,7 @@ parallel {{ tensor = {tensor} }}
         let estimate = cost["memory"]["total"].as_u64().unwrap();
         let out = dir.path().join(format!("out-{width}-{tensor}"));
         train(&file, &out, &["--no-tensorboard"]).code(0);
-        let summary: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap())
-                .unwrap();
+        let summary = common::summary(&out);
         (estimate, summary["peak_rss_bytes"].as_u64().unwrap())
     };
     for (tensor, bound) in [(1, 0.15), (2, 0.35)] {

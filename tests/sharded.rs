@@ -13,7 +13,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use common::{
     checkpoints_differ, copy_for_resume, dtl, is_optimizer_state, losses_differ, python, resume,
-    step_records, train, weights_differ, within,
+    step_records, summary, train, weights_differ, within,
 };
 
 /// One multi-rank run at a time: the machine has two cores.
@@ -60,10 +60,6 @@ parallel {{ bucket_mb = 1; {parallel} }}
     let path = dir.join(format!("{name}.dtl"));
     std::fs::write(&path, text).unwrap();
     path
-}
-
-fn summary(out: &Path) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap()
 }
 
 fn max_loss_difference(a: &Path, b: &Path) -> f64 {

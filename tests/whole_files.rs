@@ -48,9 +48,7 @@ parallel { tensor = 2 }
         let mut args = vec!["--no-tensorboard"];
         args.extend(extra);
         train(&file, &out, &args).code(0);
-        let summary: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap())
-                .unwrap();
+        let summary = common::summary(&out);
         summary["peak_rss_bytes"].as_u64().unwrap()
     };
     let without = peak("without", &[]);

@@ -343,6 +343,11 @@ pub fn step_records(out: &Path) -> Vec<dtl_compiler::records::StepRecord> {
         .collect()
 }
 
+/// A run's summary.json.
+pub fn summary(out: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap()
+}
+
 /// The last evaluation record of a run's metrics.jsonl.
 pub fn last_eval(out: &Path) -> dtl_compiler::records::EvalRecord {
     std::fs::read_to_string(out.join("metrics.jsonl"))
