@@ -2,6 +2,7 @@
 thread environment both tools load libtorch with."""
 
 import os
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -13,6 +14,17 @@ def dtl_binary():
         return Path(os.environ["DTL_BIN"]).resolve()
     release = ROOT / "target" / "release" / "dtl"
     return release if release.exists() else ROOT / "target" / "debug" / "dtl"
+
+
+def require_dtl(announce=True):
+    """dtl_binary(), or the driver ends saying how to build it; with
+    `announce`, which binary runs is said on stderr."""
+    dtl = dtl_binary()
+    if not dtl.exists():
+        raise SystemExit(f"{dtl} is missing: build dtl (cargo build --release) or set DTL_BIN")
+    if announce:
+        print(f"dtl: {dtl}", file=sys.stderr)
+    return dtl
 
 
 def thread_env(threads):

@@ -36,7 +36,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench_common import dtl_binary, thread_env
+from bench_common import require_dtl, thread_env
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = ROOT / "benches" / "wide_mlp.dtl"
@@ -117,10 +117,7 @@ def main():
     if args.steps < 1 or args.repeat < 1 or args.threads < 1:
         parser.error("--steps, --repeat and --threads must be at least 1")
 
-    dtl = dtl_binary()
-    if not dtl.exists():
-        raise SystemExit(f"{dtl} is missing: build dtl (cargo build --release) or set DTL_BIN")
-    print(f"dtl: {dtl}", file=sys.stderr)
+    dtl = require_dtl()
     env = thread_env(args.threads)
     runs = {"dtl2": [], "torch2": [], "dtl1": []}
     notes = []

@@ -58,7 +58,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench_common import dtl_binary, thread_env
+from bench_common import require_dtl, thread_env
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = ROOT / "benches" / "pipe_mlp.dtl"
@@ -418,10 +418,7 @@ def main():
     if not set(stage_counts) <= set(SPLITS):
         parser.error(f"--stages: this model is split for {sorted(SPLITS)} stages only")
 
-    dtl = dtl_binary()
-    if not dtl.exists():
-        raise SystemExit(f"{dtl} is missing: build dtl (cargo build --release) or set DTL_BIN")
-    print(f"dtl: {dtl}", file=sys.stderr)
+    dtl = require_dtl()
     env = rank_env(args.threads)
     chosen = layouts(stage_counts)
     with tempfile.TemporaryDirectory(prefix="dtl-pipeline-bench-") as work:

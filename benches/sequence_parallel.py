@@ -34,7 +34,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench_common import ROOT, dtl_binary, thread_env
+from bench_common import ROOT, require_dtl, thread_env
 from ddp_throughput import run, torch_result
 from vs_pytorch import run_measured
 
@@ -91,10 +91,7 @@ def main():
     if min(args.steps, args.micro_batch, args.repeat, args.threads) < 1 or args.tensor < 2:
         parser.error("--steps, --micro-batch, --repeat and --threads must be at least 1, "
                      "--tensor at least 2")
-    dtl = dtl_binary()
-    if not dtl.exists():
-        raise SystemExit(f"{dtl} is missing: build dtl (cargo build --release) or set DTL_BIN")
-    print(f"dtl: {dtl}", file=sys.stderr)
+    dtl = require_dtl()
     env = thread_env(args.threads)
     notes = []
     modes = {"sequence": True, "tensor only": False}

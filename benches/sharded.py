@@ -47,7 +47,7 @@ import tempfile
 from pathlib import Path
 
 import pipeline
-from bench_common import dtl_binary, thread_env
+from bench_common import require_dtl, thread_env
 from ddp_throughput import MODEL, TORCH_SIDE, run, torch_result
 from vs_pytorch import run_measured
 
@@ -128,10 +128,7 @@ def main():
     worlds = [int(w) for w in args.worlds.split(",") if w.strip()]
     if args.steps < 1 or args.repeat < 1 or args.threads < 1 or min(worlds, default=2) < 2:
         parser.error("--steps, --repeat and --threads must be at least 1, worlds at least 2")
-    dtl = dtl_binary()
-    if not dtl.exists():
-        raise SystemExit(f"{dtl} is missing: build dtl (cargo build --release) or set DTL_BIN")
-    print(f"dtl: {dtl}", file=sys.stderr)
+    dtl = require_dtl()
     env = thread_env(args.threads)
     notes, rows = [], []
     with tempfile.TemporaryDirectory(prefix="dtl-sharded-bench-") as work:

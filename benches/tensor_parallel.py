@@ -29,7 +29,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench_common import dtl_binary, thread_env
+from bench_common import require_dtl, thread_env
 from ddp_throughput import MODEL, TORCH_SIDE, run, torch_result
 from vs_pytorch import run_measured
 
@@ -66,10 +66,7 @@ def main():
     args = parser.parse_args()
     if args.steps < 1 or args.repeat < 1 or args.threads < 1 or args.tensor < 2:
         parser.error("--steps, --repeat and --threads must be at least 1, --tensor at least 2")
-    dtl = dtl_binary()
-    if not dtl.exists():
-        raise SystemExit(f"{dtl} is missing: build dtl (cargo build --release) or set DTL_BIN")
-    print(f"dtl: {dtl}", file=sys.stderr)
+    dtl = require_dtl()
     env = thread_env(args.threads)
     notes, runs = [], {"dtl": [], "torch": []}
     with tempfile.TemporaryDirectory(prefix="dtl-tensor-bench-") as work:

@@ -20,7 +20,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench_common import dtl_binary, thread_env
+from bench_common import require_dtl, thread_env
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ["digits_mlp", "digits_cnn", "digits_transformer", "moby_char_lm"]
@@ -133,9 +133,7 @@ def main():
     if args.steps < 1 or args.repeat < 1 or args.threads < 1:
         parser.error("--steps, --repeat and --threads must be at least 1")
 
-    dtl = dtl_binary()
-    if not dtl.exists():
-        raise SystemExit(f"{dtl} is missing: build dtl (cargo build --release) or set DTL_BIN")
+    dtl = require_dtl(announce=False)
 
     env = thread_env(args.threads)
     with tempfile.TemporaryDirectory(prefix="dtl-bench-") as work:
