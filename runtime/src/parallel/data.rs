@@ -11,6 +11,7 @@
 //! bucket's all-reduce runs while the next is flattened and started, and
 //! under `async` every bucket's runs while the next steps compute.
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, VecDeque};
 
 use dtl_compiler::plan::Plan;
@@ -24,6 +25,12 @@ use crate::flat::{flatten, scatter};
 /// parameters.
 pub struct Buckets {
     buckets: Vec<Vec<usize>>,
+    /// The every-step exchange's buffer, as long as the largest bucket:
+    /// made at the first exchange and used for every bucket of every
+    /// step after it. A buffer made per bucket (over glibc's 2 MiB
+    /// threshold, a fresh mapping) paid the first touch of each of its
+    /// pages at every step.
+    buffer: RefCell<Option<Tensor>>,
 }
 
 /// Flattened bucket buffers on their way through an all-reduce.
@@ -66,7 +73,10 @@ impl Buckets {
         if buckets.is_empty() && !params.is_empty() {
             buckets.push((0..params.len()).rev().collect());
         }
-        Ok(Buckets { buckets })
+        Ok(Buckets {
+            buckets,
+            buffer: RefCell::new(None),
+        })
     }
 
     /// Each bucket's parameters, as indices into the stage's parameters.
@@ -75,28 +85,91 @@ impl Buckets {
     }
 
     /// Averages the gradients over `comm`'s replicas in place, a bucket
-    /// at a time: flattened into a buffer of its own, summed by a blocking
-    /// all-reduce, divided, written back. The exchange holds one bucket's
-    /// buffer (and, under MPI, Open MPI's temporary of its size). Blocking,
-    /// not started and waited: Open MPI's non-blocking all-reduce (libnbc)
-    /// took 2.3-2.6× the blocking one's time at 13-16 MiB on the CPU, and
-    /// progresses only inside MPI calls, so a second bucket under way
-    /// overlapped nothing (the data-parallel MLP of benches/predict_mlp.dtl
-    /// at 2 replicas: 79 -> 71 ms a step, the same bits).
+    /// at a time: copied into the exchange's buffer, summed there by a
+    /// blocking all-reduce, and divided by the replicas on the way back
+    /// into the gradients (two passes over the values, no allocation
+    /// after the first step). The exchange holds one buffer of the
+    /// largest bucket (and, under MPI, Open MPI's temporary of its size).
+    /// Blocking, not started and waited: Open MPI's non-blocking
+    /// all-reduce (libnbc) took 2.3-2.6× the blocking one's time at 13-16
+    /// MiB on the CPU, and progresses only inside MPI calls, so a second
+    /// bucket under way overlapped nothing.
     pub fn average_gradients(
         &self,
         comm: &dyn Communicator,
         params: &[(String, Tensor)],
         step: u64,
     ) -> Result<(), RunError> {
-        let replicas = comm.size();
-        for (b, bucket) in self.buckets.iter().enumerate() {
-            let mut flat = flatten(bucket.iter().map(|&i| gradient(&params[i])), step)?;
+        let replicas = comm.size() as f64;
+        let ctx = || format!("step {step}: average gradients");
+        for bucket in &self.buckets {
+            let grads: Vec<Tensor> = bucket
+                .iter()
+                .map(|&i| gradient(&params[i]))
+                .collect::<Result<_, _>>()?;
+            let mut flat = self.buffer_for(&grads, params, step)?;
+            let mut offset = 0;
+            let places: Vec<Tensor> = grads
+                .iter()
+                .map(|grad| {
+                    let n = grad.numel() as i64;
+                    offset += n;
+                    flat.f_narrow(0, offset - n, n)
+                        .and_then(|place| place.f_view_as(grad))
+                        .context(ctx)
+                })
+                .collect::<Result<_, _>>()?;
+            tch::no_grad(|| -> Result<(), RunError> {
+                for (place, grad) in places.iter().zip(&grads) {
+                    place.shallow_clone().f_copy_(grad).context(ctx)?;
+                }
+                Ok(())
+            })?;
             comm.all_reduce(&mut flat, ReduceOp::Sum)
                 .map_err(collective(step))?;
-            self.write_bucket(b, &average(flat, replicas, step)?, params, step)?;
+            tch::no_grad(|| -> Result<(), RunError> {
+                for (place, grad) in places.iter().zip(&grads) {
+                    drop(place.f_div_scalar_out(grad, replicas).context(ctx)?);
+                }
+                Ok(())
+            })?;
         }
         Ok(())
+    }
+
+    /// The first `len` values of the exchange's buffer, for a bucket of
+    /// `grads`. Made, as long as the longest bucket of `params`, at the
+    /// first exchange, and again if a bucket's first gradient is of
+    /// another kind or device.
+    fn buffer_for(
+        &self,
+        grads: &[Tensor],
+        params: &[(String, Tensor)],
+        step: u64,
+    ) -> Result<Tensor, RunError> {
+        let ctx = || format!("step {step}: the gradient exchange's buffer");
+        let len: i64 = grads.iter().map(|g| g.numel() as i64).sum();
+        let Some(first) = grads.first() else {
+            return Tensor::f_empty([0], (Kind::Float, tch::Device::Cpu)).context(ctx);
+        };
+        let (kind, device) = (first.kind(), first.device());
+        let mut buffer = self.buffer.borrow_mut();
+        let fits = buffer
+            .as_ref()
+            .is_some_and(|b| b.numel() as i64 >= len && b.kind() == kind && b.device() == device);
+        if !fits {
+            let longest = self
+                .buckets
+                .iter()
+                .map(|b| b.iter().map(|&i| params[i].1.numel() as i64).sum::<i64>())
+                .max()
+                .unwrap_or(0);
+            // The old buffer goes before the new one is made.
+            *buffer = None;
+            *buffer = Some(Tensor::f_empty([longest.max(len)], (kind, device)).context(ctx)?);
+        }
+        let whole = buffer.as_ref().expect("made above");
+        whole.f_narrow(0, 0, len).context(ctx)
     }
 
     /// Starts summing bucket `b`'s gradients over the replicas: flattened

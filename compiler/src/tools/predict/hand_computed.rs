@@ -57,9 +57,9 @@ fn two_replicas_of_a_linear_layer_take_what_the_arithmetic_says() {
     // 650 values of 4 bytes, a ring over 2 sends them all, in 2
     // messages of 1 ms, at 0.5 × 1 MB/s.
     let all_reduce = 2.0 * 1e-3 + 2600.0 / 0.5e6;
-    // The bucket's 2600 bytes flattened, averaged and written back: read
-    // and written three times at 0.5 × 1 GB/s.
-    let copies = 6.0 * 2600.0 / 0.5e9;
+    // The bucket's 2600 bytes copied into the exchange's buffer and
+    // divided on the way back: read and written twice at 0.5 × 1 GB/s.
+    let copies = 4.0 * 2600.0 / 0.5e9;
     // Plain SGD reads a value and its gradient and writes the value.
     let optimizer = 3.0 * 650.0 * 4.0 / 0.5e9;
     let parts: Vec<(&str, f64)> = p.parts.iter().map(|x| (x.link, x.seconds)).collect();
@@ -118,7 +118,12 @@ fn ranks_sharing_a_device_split_it_and_each_layer_takes_its_roofline() {
     // The two ranks share the node, so the all-reduce stays on its link.
     assert_eq!(p.parts[1].link, "node");
     let optimizer = 3.0 * 650.0 * 4.0 / 0.25e9;
-    assert!(close(p.parts[2].seconds, optimizer), "{:?}", p.parts);
+    let named = |name: &str| p.parts.iter().find(|x| x.name.starts_with(name)).unwrap();
+    assert!(
+        close(named("optimizer step").seconds, optimizer),
+        "{:?}",
+        p.parts
+    );
     assert_eq!(p.memory.device_bytes, (1 << 30) / 2);
 }
 

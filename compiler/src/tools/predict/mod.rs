@@ -274,17 +274,22 @@ fn collectives(plan: &Plan, cluster: &Cluster, compute: f64) -> Vec<Part> {
 
 /// What the runtime's gradient and parameter exchanges move through
 /// memory besides what they send, each value read and written at the
-/// memory bandwidth × `efficiency.memory`: an all-reduce's buckets
-/// flattened into their buffers, divided by the replicas and written back
-/// (3 passes over the bytes); a reduce-scatter's flattened (1), its slice
-/// divided; an all-gather's own slice laid out and the gathered buffers
-/// written back into the parameters (1). Measured on this machine: the
-/// copies were 10 of the 14 ms that 13 MiB of gradients took to exchange
-/// over 2 replicas, the all-reduce itself 3.3.
+/// memory bandwidth × `efficiency.memory`: every step's all-reduce copies
+/// each bucket into the exchange's buffer and divides it by the replicas
+/// on the way back (2 passes over the bytes; `async` flattens, divides
+/// in place and writes back: 3); a reduce-scatter's flattened (1), its
+/// slice divided; an all-gather's own slice laid out and the gathered
+/// buffers written back into the parameters (1). Measured on this
+/// machine, when every step's exchange flattened into a fresh buffer (3
+/// passes): the copies were 10 of the 14 ms that 13 MiB of gradients took
+/// to exchange over 2 replicas, the all-reduce itself 3.3.
 fn exchange_copies(plan: &Plan, cluster: &Cluster, op: &StepOp) -> Option<Part> {
     let topology = &plan.topology;
     let k = topology.parallelism.shard_degree().max(1) as f64;
     let (what, passes) = match op {
+        StepOp::AllReduceGradients { staleness: 0, .. } => {
+            ("copy in, average on the way back", 2.0)
+        }
         StepOp::AllReduceGradients { .. } => ("flatten, average, write back", 3.0),
         StepOp::ReduceScatterGradients { .. } => ("flatten, average the slice", 1.0 + 1.0 / k),
         StepOp::AllGatherParameters { .. } => ("lay out the slice, write back", 1.0 + 1.0 / k),
