@@ -4,6 +4,8 @@
 //! shares (gradient buckets, parameter averaging, the sequence-parallel
 //! once-a-step sum).
 
+use std::cell::RefCell;
+
 use tch::Tensor;
 
 use crate::error::{RunError, TorchContext};
@@ -60,4 +62,64 @@ pub fn scatter(
         offset += n;
     }
     Ok(())
+}
+
+/// Copies `tensors` end to end into the start of `flat` and zeroes the
+/// rest of it (a bucket's padding).
+pub fn lay_out(tensors: &[Tensor], flat: &Tensor, step: u64) -> Result<(), RunError> {
+    let ctx = || format!("step {step}: lay out a bucket");
+    let mut offset = 0;
+    tch::no_grad(|| {
+        for tensor in tensors {
+            let n = tensor.numel() as i64;
+            let mut place = flat
+                .f_narrow(0, offset, n)
+                .and_then(|p| p.f_view_as(tensor))
+                .context(ctx)?;
+            place.f_copy_(tensor).context(ctx)?;
+            offset += n;
+        }
+        let padding = flat.numel() as i64 - offset;
+        if padding > 0 {
+            let mut rest = flat.f_narrow(0, offset, padding).context(ctx)?;
+            drop(rest.f_zero_().context(ctx)?);
+        }
+        Ok(())
+    })
+}
+
+/// A flat buffer kept from step to step, for the exchange of one bucket
+/// at a time: made at the first exchange, as long as the longest, and used
+/// by every bucket after it. A buffer made per bucket (4 MiB or more: a
+/// fresh mapping, see `memory::return_freed_blocks`) had its pages touched
+/// for the first time at every step.
+#[derive(Default)]
+pub struct Kept(RefCell<Option<Tensor>>);
+
+impl Kept {
+    /// Its first `len` values, made `longest` long (or `len`, if more)
+    /// when it is missing, or of another kind or device than `like`.
+    pub fn first(
+        &self,
+        len: i64,
+        longest: i64,
+        like: &Tensor,
+        step: u64,
+    ) -> Result<Tensor, RunError> {
+        let ctx = || format!("step {step}: an exchange's buffer");
+        let mut kept = self.0.borrow_mut();
+        let fits = kept.as_ref().is_some_and(|b| {
+            b.numel() as i64 >= len && b.kind() == like.kind() && b.device() == like.device()
+        });
+        if !fits {
+            // The old buffer goes before the new one is made.
+            *kept = None;
+            let made = Tensor::f_empty([longest.max(len)], (like.kind(), like.device()));
+            *kept = Some(made.context(ctx)?);
+        }
+        kept.as_ref()
+            .expect("made above")
+            .f_narrow(0, 0, len)
+            .context(ctx)
+    }
 }

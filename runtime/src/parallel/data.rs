@@ -11,7 +11,6 @@
 //! bucket's all-reduce runs while the next is flattened and started, and
 //! under `async` every bucket's runs while the next steps compute.
 
-use std::cell::RefCell;
 use std::collections::{BTreeMap, VecDeque};
 
 use dtl_compiler::plan::Plan;
@@ -19,18 +18,14 @@ use tch::{Kind, Tensor};
 
 use crate::comm::{CommError, Communicator, Pending, ReduceOp};
 use crate::error::{InPlace, RunError, TorchContext};
-use crate::flat::{flatten, scatter};
+use crate::flat::{flatten, lay_out, scatter, Kept};
 
 /// The gradient buckets of this rank's stage, as indices into the model's
 /// parameters.
 pub struct Buckets {
     buckets: Vec<Vec<usize>>,
-    /// The every-step exchange's buffer, as long as the largest bucket:
-    /// made at the first exchange and used for every bucket of every
-    /// step after it. A buffer made per bucket (over glibc's 2 MiB
-    /// threshold, a fresh mapping) paid the first touch of each of its
-    /// pages at every step.
-    buffer: RefCell<Option<Tensor>>,
+    /// Every step's exchange's buffer, as long as the largest bucket.
+    buffer: Kept,
 }
 
 /// Flattened bucket buffers on their way through an all-reduce.
@@ -75,7 +70,7 @@ impl Buckets {
         }
         Ok(Buckets {
             buckets,
-            buffer: RefCell::new(None),
+            buffer: Kept::default(),
         })
     }
 
@@ -102,12 +97,23 @@ impl Buckets {
     ) -> Result<(), RunError> {
         let replicas = comm.size() as f64;
         let ctx = || format!("step {step}: average gradients");
+        let longest = self
+            .buckets
+            .iter()
+            .map(|b| b.iter().map(|&i| params[i].1.numel() as i64).sum::<i64>())
+            .max()
+            .unwrap_or(0);
         for bucket in &self.buckets {
             let grads: Vec<Tensor> = bucket
                 .iter()
                 .map(|&i| gradient(&params[i]))
                 .collect::<Result<_, _>>()?;
-            let mut flat = self.buffer_for(&grads, params, step)?;
+            let Some(like) = grads.first() else {
+                continue;
+            };
+            let len = grads.iter().map(|g| g.numel() as i64).sum();
+            let mut flat = self.buffer.first(len, longest, like, step)?;
+            lay_out(&grads, &flat, step)?;
             let mut offset = 0;
             let places: Vec<Tensor> = grads
                 .iter()
@@ -119,12 +125,6 @@ impl Buckets {
                         .context(ctx)
                 })
                 .collect::<Result<_, _>>()?;
-            tch::no_grad(|| -> Result<(), RunError> {
-                for (place, grad) in places.iter().zip(&grads) {
-                    place.shallow_clone().f_copy_(grad).context(ctx)?;
-                }
-                Ok(())
-            })?;
             comm.all_reduce(&mut flat, ReduceOp::Sum)
                 .map_err(collective(step))?;
             tch::no_grad(|| -> Result<(), RunError> {
@@ -135,41 +135,6 @@ impl Buckets {
             })?;
         }
         Ok(())
-    }
-
-    /// The first `len` values of the exchange's buffer, for a bucket of
-    /// `grads`. Made, as long as the longest bucket of `params`, at the
-    /// first exchange, and again if a bucket's first gradient is of
-    /// another kind or device.
-    fn buffer_for(
-        &self,
-        grads: &[Tensor],
-        params: &[(String, Tensor)],
-        step: u64,
-    ) -> Result<Tensor, RunError> {
-        let ctx = || format!("step {step}: the gradient exchange's buffer");
-        let len: i64 = grads.iter().map(|g| g.numel() as i64).sum();
-        let Some(first) = grads.first() else {
-            return Tensor::f_empty([0], (Kind::Float, tch::Device::Cpu)).context(ctx);
-        };
-        let (kind, device) = (first.kind(), first.device());
-        let mut buffer = self.buffer.borrow_mut();
-        let fits = buffer
-            .as_ref()
-            .is_some_and(|b| b.numel() as i64 >= len && b.kind() == kind && b.device() == device);
-        if !fits {
-            let longest = self
-                .buckets
-                .iter()
-                .map(|b| b.iter().map(|&i| params[i].1.numel() as i64).sum::<i64>())
-                .max()
-                .unwrap_or(0);
-            // The old buffer goes before the new one is made.
-            *buffer = None;
-            *buffer = Some(Tensor::f_empty([longest.max(len)], (kind, device)).context(ctx)?);
-        }
-        let whole = buffer.as_ref().expect("made above");
-        whole.f_narrow(0, 0, len).context(ctx)
     }
 
     /// Starts summing bucket `b`'s gradients over the replicas: flattened

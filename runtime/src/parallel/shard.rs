@@ -50,6 +50,7 @@ use crate::checkpoint::shards::{Buffer, BufferParam, OwnSlices, WEIGHTS};
 use crate::checkpoint::SavedState;
 use crate::comm::{CommError, Communicator};
 use crate::error::{InPlace, RunError, TorchContext};
+use crate::flat::{lay_out, Kept};
 use crate::optim::{Optimizer, SLOTS};
 
 mod tensor;
@@ -74,6 +75,11 @@ pub struct Sharded {
     /// the values it updates (empty otherwise: the pieces are views of the
     /// whole parameters).
     owned: Vec<Tensor>,
+    /// Every step's whole buckets on their way: the flat gradients a
+    /// reduce-scatter sends, then the values an all-gather receives; as
+    /// long as the longest padded bucket (`longest`).
+    exchange: Kept,
+    longest: i64,
 }
 
 /// Values `offset..offset + len` of parameter `param`'s flattened values,
@@ -352,12 +358,15 @@ impl Sharded {
         }
         // A piece is optimized as its parameter: the same group settings.
         let names: Vec<&str> = pieces.iter().map(|p| params[p.param].0.as_str()).collect();
+        let longest = slices.iter().map(|b| b.slice).max().unwrap_or(0) * replicas as i64;
         Sharded {
             inner: Optimizer::new(plan, &names, groups),
             pieces,
             buckets: slices,
             grads: Vec::new(),
             owned: Vec::new(),
+            exchange: Kept::default(),
+            longest,
         }
     }
 
@@ -416,25 +425,37 @@ impl Sharded {
         step: u64,
     ) -> Result<(), RunError> {
         let replicas = comm.size();
-        self.grads.clear();
+        // Last step's slices, updated since: this step's are received
+        // into them.
+        let mut kept = std::mem::take(&mut self.grads).into_iter();
+        let mut slices = Vec::with_capacity(self.buckets.len());
         tch::no_grad(|| {
             for (b, bucket) in self.buckets.iter().enumerate() {
                 let ctx = || format!("step {step}: reduce-scatter bucket {b}");
                 let grads = bucket
                     .params
                     .iter()
-                    .map(|&i| super::data::gradient(&params[i]));
+                    .map(|&i| super::data::gradient(&params[i]))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let like = grads.first().ok_or_else(|| RunError::Torch {
+                    context: ctx(),
+                    message: "a gradient bucket without parameters".into(),
+                })?;
                 let whole = bucket.slice * replicas as i64;
-                let send = crate::flat::flatten_padded(grads, whole, step)?;
-                let mut recv = send
-                    .f_new_zeros([bucket.slice], (send.kind(), send.device()))
-                    .context(ctx)?;
+                let send = self.exchange.first(whole, self.longest, like, step)?;
+                lay_out(&grads, &send, step)?;
+                let mut recv = match kept.next() {
+                    Some(t) if t.numel() as i64 == bucket.slice => t,
+                    _ => send
+                        .f_new_zeros([bucket.slice], (send.kind(), send.device()))
+                        .context(ctx)?,
+                };
                 comm.reduce_scatter(&send, &mut recv)
                     .map_err(collective(step))?;
                 if let Some(n) = average_over {
                     recv.f_div_scalar_(n as f64).in_place(ctx)?;
                 }
-                self.grads.push(recv);
+                slices.push(recv);
             }
             // Each value's average is in one replica's slice: the whole
             // gradients are not read again this step.
@@ -442,8 +463,10 @@ impl Sharded {
                 crate::torch_ops::reset_grad(&mut param.shallow_clone())
                     .context(|| format!("step {step}: let the gradient of `{name}` go"))?;
             }
-            Ok(())
-        })
+            Ok::<(), RunError>(())
+        })?;
+        self.grads = slices;
+        Ok(())
     }
 
     /// This rank's slice of bucket `b` of the tensors `of` gives for each
@@ -556,8 +579,13 @@ impl Sharded {
                     continue;
                 };
                 let like = &params[first].1;
+                let ctx = || format!("step {step}: shard of bucket {b}");
                 let values = |_: usize, piece: &Piece| Self::view(piece, &params[piece.param].1);
-                let flat = self.gather_bucket(b, values, like, comm, step)?;
+                let send = self.own_slice(b, values, like).context(ctx)?;
+                let whole = bucket.slice * comm.size() as i64;
+                let mut flat = self.exchange.first(whole, self.longest, like, step)?;
+                comm.all_gather(&send, &mut flat)
+                    .map_err(collective(step))?;
                 crate::flat::scatter(
                     &flat,
                     bucket.params.iter().map(|&i| Ok(params[i].1.detach())),

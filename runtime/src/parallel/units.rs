@@ -35,6 +35,7 @@ use tch::Tensor;
 
 use crate::comm::{CommError, Communicator};
 use crate::error::{InPlace, RunError, TorchContext};
+use crate::flat::{lay_out, Kept};
 use crate::model::Edge;
 use crate::torch_ops;
 
@@ -50,6 +51,9 @@ pub struct Units {
     /// Per unit: this replica's slice of the gradients' sum over the
     /// replicas, added up over the step's micro-batches.
     grads: Vec<Option<Tensor>>,
+    /// The flat gradients of the unit being reduce-scattered, as long as
+    /// the largest unit's.
+    exchange: Kept,
 }
 
 struct Unit {
@@ -177,6 +181,7 @@ impl Units {
         }
         Ok(Some(Units {
             grads: units.iter().map(|_| None).collect(),
+            exchange: Kept::default(),
             units,
             reshard: plan.topology.parallelism.reshard_after_forward,
         }))
@@ -299,8 +304,15 @@ impl Units {
             let grads = unit
                 .params
                 .iter()
-                .map(|&i| super::data::gradient(&params[i]));
-            let send = crate::flat::flatten_padded(grads, unit.flat.numel() as i64, step)?;
+                .map(|&i| super::data::gradient(&params[i]))
+                .collect::<Result<Vec<_>, _>>()?;
+            let longest = self.units.iter().map(|u| u.flat.numel() as i64).max();
+            let whole = unit.flat.numel() as i64;
+            let like = grads.first().unwrap_or(&unit.shard);
+            let send = self
+                .exchange
+                .first(whole, longest.unwrap_or(whole), like, step)?;
+            lay_out(&grads, &send, step)?;
             let mut recv = unit.shard.f_zeros_like().context(ctx)?;
             comm.reduce_scatter(&send, &mut recv)
                 .map_err(collective(step, &unit.name))?;
