@@ -79,6 +79,45 @@ fn two_replicas_of_a_linear_layer_take_what_the_arithmetic_says() {
     assert!(p.memory.fits());
 }
 
+/// A piece of one row through a wide layer is bound by reading its
+/// weights, 64 rows by its FLOPs: the roofline counts the weights once a
+/// piece, beside each row's output and input.
+#[test]
+fn a_piece_of_few_rows_is_bound_by_its_weights() {
+    let step = |rows: u64| {
+        let source = format!(
+            r#"
+            model Net {{ forward(x: [B, 256]) -> [B, 10] {{ x |> linear(256, 256) |> linear(256, 10) }} }}
+            data d {{ source = synthetic(rows: 100, features: 256, classes: 10) }}
+            train {{ model = Net; data = d; loss = cross_entropy; optimizer = sgd(lr: 0.1); steps = 1; micro_batch = {rows} }}
+        "#
+        );
+        let options = crate::options_for(std::path::Path::new("t.dtl"), true);
+        let plan = crate::compile_source("t.dtl", &source, &options).unwrap();
+        let cost = crate::tools::explain::cost(&plan);
+        super::predict(&plan, &cost, &round_cluster()).parts[0].seconds
+    };
+    // The first layer: 65,792 weights, 131,072 FLOPs and 256 outputs a
+    // row (its input as many); the second 2,570, 5,120 and 10 (read 256).
+    let layer = |rows: f64, weights: f64, flops: f64, values: f64| {
+        let moved = rows * 2.0 * values * 4.0 + weights * 4.0;
+        (rows * flops / 0.5e9).max(moved / 0.5e9)
+    };
+    for rows in [1.0, 64.0] {
+        let forward = layer(rows, 65792.0, 131072.0, 256.0) + layer(rows, 2570.0, 5120.0, 10.0);
+        let expected = 3.0 * forward;
+        let got = step(rows as u64);
+        assert!(
+            (got - expected).abs() <= 1e-12 * expected,
+            "{rows} rows: {got} against {expected}"
+        );
+    }
+    // One row: 263 KB of weights at 0.5 GB/s, against 131 kFLOP at 0.5
+    // GFLOP/s.
+    assert!(layer(1.0, 65792.0, 131072.0, 256.0) > 131072.0 / 0.5e9);
+    assert!(layer(64.0, 65792.0, 131072.0, 256.0) == 64.0 * 131072.0 / 0.5e9);
+}
+
 /// Two ranks sharing one device (`node.share` [1, 0.5]): each computes at
 /// half the rate and moves memory at half the bandwidth; a layer is
 /// charged the slower of its FLOPs and its values through memory (the

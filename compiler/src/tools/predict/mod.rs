@@ -107,7 +107,7 @@ pub fn piece_times(plan: &Plan, cost: &Cost, cluster: &Cluster) -> Vec<PieceTime
         .stages
         .iter()
         .map(|stage| {
-            let (forward, backward) = sample_seconds(plan, cost, stage, rates);
+            let (forward, backward) = piece_seconds(plan, cost, stage, rates, rows);
             let from = rank_of(plan, stage.stage);
             let to = rank_of(plan, stage.stage + 1);
             let send = stage
@@ -120,8 +120,8 @@ pub fn piece_times(plan: &Plan, cost: &Cost, cluster: &Cluster) -> Vec<PieceTime
                 })
                 .sum();
             PieceTimes {
-                forward: forward * rows,
-                backward: backward * rows,
+                forward,
+                backward,
                 send,
             }
         })
@@ -184,22 +184,28 @@ pub fn predict(plan: &Plan, cost: &Cost, cluster: &Cluster) -> Prediction {
     }
 }
 
-/// One sample's forward and backward through `stage` on one of its
-/// tensor ranks, layer by layer at the slower of its FLOPs at
-/// `flops_per_second` and its output written and its input read (about as
-/// many values) at `bandwidth` (a roofline: matrix products are bound by
-/// the FLOPs, norms and element-wise layers by the memory): the forward
-/// once, the backward twice that (three times in a piece `recompute`
-/// runs again, its forward once more). A split layer's rank computes 1/T of it
-/// (and holds 1/T of its output when that is sharded); so does a rank
-/// for a layer whose output it holds by parts (`sequence = true`: 1/T of
-/// the sequence); the other layers run whole on every tensor rank. Layers
-/// that compute nothing (views) are free.
-fn sample_seconds(
+/// One piece's forward and backward (`rows` samples) through `stage` on
+/// one of its tensor ranks, layer by layer at the slower of its FLOPs at
+/// `flops_per_second` and what it moves through memory at `bandwidth`
+/// (a roofline): its output written and its input read (about as many
+/// values) for each sample, and its weights read once for the piece. The
+/// forward once, the backward twice that (three times in a piece
+/// `recompute` runs again, its forward once more). Large pieces' matrix
+/// products are bound by the FLOPs, norms and element-wise layers by the
+/// activations, and a piece of a few rows by its weights (on this
+/// machine's CPU a 32-row piece through a 1024 × 1024 layer ran at 64% of
+/// a 256-row one's FLOP/s). A split layer's rank computes 1/T of it,
+/// holds 1/T of its weights (and 1/T of its output when that is sharded);
+/// so does a rank for a layer whose output it holds by parts (`sequence
+/// = true`: 1/T of the sequence, the weights whole); the other layers run
+/// whole on every tensor rank. Layers that compute nothing (views,
+/// embeddings' lookups) are free.
+fn piece_seconds(
     plan: &Plan,
     cost: &Cost,
     stage: &crate::plan::StagePlan,
     (flops_per_second, bandwidth, value_bytes): (f64, f64, f64),
+    rows: f64,
 ) -> (f64, f64) {
     let t = plan.topology.parallelism.tensor.max(1) as f64;
     let pieces = plan.model.pieces(plan.train.recompute);
@@ -223,7 +229,12 @@ fn sample_seconds(
                 _ if by_parts => l.activations as f64 / t,
                 _ => l.activations as f64,
             };
-            let seconds = (flops / flops_per_second).max(2.0 * values * value_bytes / bandwidth);
+            let weights = match split {
+                Some(_) => l.parameters as f64 / t,
+                None => l.parameters as f64,
+            };
+            let moved = rows * 2.0 * values * value_bytes + weights * value_bytes;
+            let seconds = (rows * flops / flops_per_second).max(moved / bandwidth);
             let backward = if recomputed(i) { 3.0 } else { 2.0 };
             (seconds, backward * seconds)
         })
