@@ -425,9 +425,6 @@ impl Sharded {
         step: u64,
     ) -> Result<(), RunError> {
         let replicas = comm.size();
-        // Last step's slices, updated since: this step's are received
-        // into them.
-        let mut kept = std::mem::take(&mut self.grads).into_iter();
         let mut slices = Vec::with_capacity(self.buckets.len());
         tch::no_grad(|| {
             for (b, bucket) in self.buckets.iter().enumerate() {
@@ -444,12 +441,9 @@ impl Sharded {
                 let whole = bucket.slice * replicas as i64;
                 let send = self.exchange.first(whole, self.longest, like, step)?;
                 lay_out(&grads, &send, step)?;
-                let mut recv = match kept.next() {
-                    Some(t) if t.numel() as i64 == bucket.slice => t,
-                    _ => send
-                        .f_new_zeros([bucket.slice], (send.kind(), send.device()))
-                        .context(ctx)?,
-                };
+                let mut recv = send
+                    .f_new_zeros([bucket.slice], (send.kind(), send.device()))
+                    .context(ctx)?;
                 comm.reduce_scatter(&send, &mut recv)
                     .map_err(collective(step))?;
                 if let Some(n) = average_over {

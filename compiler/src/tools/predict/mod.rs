@@ -5,8 +5,9 @@
 //! The model, stated in the report too (docs/planning.md in full):
 //! - compute: each stage's layers for the rows of one pipeline piece, each
 //!   at the slower of its FLOPs at the device's dense peak for the run's
-//!   precision × `efficiency.compute` and its values through memory at the
-//!   memory bandwidth × `efficiency.memory` (a roofline), × 3 for forward
+//!   precision × `efficiency.compute` and its values (each row's, and its
+//!   weights once) through memory at the memory bandwidth ×
+//!   `efficiency.memory` (a roofline), × 3 for forward
 //!   and backward (4 in a piece `recompute` runs again); a tensor rank
 //!   computes 1/T of the split layers, 1/T of the layers whose output it
 //!   holds by parts (`sequence = true`) and all of the others; ranks that
@@ -33,6 +34,8 @@
 //! - nothing overlaps: dtl's runtime all-reduces after the backward pass,
 //!   but `async` updates, whose all-reduce runs behind the next step (only
 //!   what exceeds the compute counts).
+
+use std::collections::BTreeMap;
 
 use serde::Serialize;
 
@@ -188,7 +191,9 @@ pub fn predict(plan: &Plan, cost: &Cost, cluster: &Cluster) -> Prediction {
 /// one of its tensor ranks, layer by layer at the slower of its FLOPs at
 /// `flops_per_second` and what it moves through memory at `bandwidth`
 /// (a roofline): its output written and its input read (about as many
-/// values) for each sample, and its weights read once for the piece. The
+/// values) for each sample, and every weight it reads once for the piece
+/// (4 bytes a value, and under bf16/fp16 the cast's 2 written and 2 read
+/// again: the runtime keeps float32 masters). The
 /// forward once, the backward twice that (three times in a piece
 /// `recompute` runs again, its forward once more). Large pieces' matrix
 /// products are bound by the FLOPs, norms and element-wise layers by the
@@ -214,6 +219,20 @@ fn piece_seconds(
             .iter()
             .any(|p| p.recomputed && (p.first_node..=p.last_node).contains(&i))
     };
+    let sizes: BTreeMap<&str, f64> = (plan.model.parameters.iter())
+        .map(|p| (p.name.as_str(), p.shape.iter().product::<i64>() as f64))
+        .collect();
+    // Every weight a node reads, each time it reads it (a tied output
+    // layer reads its embedding's), as float32 masters; under bf16 or fp16
+    // each use casts it too (written and read again at 2 bytes).
+    let weight_bytes = match value_bytes < 4.0 {
+        true => 4.0 + 2.0 * value_bytes,
+        false => 4.0,
+    };
+    let read = |i: usize| -> f64 {
+        let names = plan.model.nodes[i].op.params();
+        names.iter().filter_map(|n| sizes.get(n)).sum()
+    };
     (stage.first_node..=stage.last_node)
         .filter_map(|i| cost.layers.get(i).map(|l| (i, l)))
         .filter(|(_, l)| l.forward_flops > 0)
@@ -230,10 +249,10 @@ fn piece_seconds(
                 _ => l.activations as f64,
             };
             let weights = match split {
-                Some(_) => l.parameters as f64 / t,
-                None => l.parameters as f64,
+                Some(_) => read(i) / t,
+                None => read(i),
             };
-            let moved = rows * 2.0 * values * value_bytes + weights * value_bytes;
+            let moved = rows * 2.0 * values * value_bytes + weights * weight_bytes;
             let seconds = (rows * flops / flops_per_second).max(moved / bandwidth);
             let backward = if recomputed(i) { 3.0 } else { 2.0 };
             (seconds, backward * seconds)
@@ -298,10 +317,14 @@ fn exchange_copies(plan: &Plan, cluster: &Cluster, op: &StepOp) -> Option<Part> 
     let topology = &plan.topology;
     let k = topology.parallelism.shard_degree().max(1) as f64;
     let (what, passes) = match op {
-        StepOp::AllReduceGradients { staleness: 0, .. } => {
-            ("copy in, average on the way back", 2.0)
+        // `async` (`staleness: 0` too) flattens each step's buckets into
+        // buffers of their own.
+        StepOp::AllReduceGradients { .. }
+            if matches!(topology.parallelism.sync, SyncMode::Async { .. }) =>
+        {
+            ("flatten, average, write back", 3.0)
         }
-        StepOp::AllReduceGradients { .. } => ("flatten, average, write back", 3.0),
+        StepOp::AllReduceGradients { .. } => ("copy in, average on the way back", 2.0),
         StepOp::ReduceScatterGradients { .. } => ("flatten, average the slice", 1.0 + 1.0 / k),
         StepOp::AllGatherParameters { .. } => ("lay out the slice, write back", 1.0 + 1.0 / k),
         _ => return None,
