@@ -26,25 +26,6 @@ pub fn flatten(
     Tensor::f_cat(&flat, 0).context(|| format!("step {step}: flatten a bucket"))
 }
 
-/// [`flatten`], padded with zeros to `len` values (a buffer cut into equal
-/// slices for a reduce-scatter).
-pub fn flatten_padded(
-    tensors: impl Iterator<Item = Result<Tensor, RunError>>,
-    len: i64,
-    step: u64,
-) -> Result<Tensor, RunError> {
-    let flat = flatten(tensors, step)?;
-    let padding = len - flat.numel() as i64;
-    if padding <= 0 {
-        return Ok(flat);
-    }
-    let ctx = || format!("step {step}: pad a bucket");
-    let zeros = flat
-        .f_new_zeros([padding], (flat.kind(), flat.device()))
-        .context(ctx)?;
-    Tensor::f_cat(&[flat, zeros], 0).context(ctx)
-}
-
 /// Copies the slices of `flat` back into the tensors, in order.
 pub fn scatter(
     flat: &Tensor,
@@ -65,11 +46,13 @@ pub fn scatter(
 }
 
 /// Copies `tensors` end to end into the start of `flat` and zeroes the
-/// rest of it (a bucket's padding).
-pub fn lay_out(tensors: &[Tensor], flat: &Tensor, step: u64) -> Result<(), RunError> {
+/// rest of it (a bucket's padding): each tensor's place in `flat`, shaped
+/// as the tensor.
+pub fn lay_out(tensors: &[Tensor], flat: &Tensor, step: u64) -> Result<Vec<Tensor>, RunError> {
     let ctx = || format!("step {step}: lay out a bucket");
     let mut offset = 0;
     tch::no_grad(|| {
+        let mut places = Vec::with_capacity(tensors.len());
         for tensor in tensors {
             let n = tensor.numel() as i64;
             let mut place = flat
@@ -77,6 +60,7 @@ pub fn lay_out(tensors: &[Tensor], flat: &Tensor, step: u64) -> Result<(), RunEr
                 .and_then(|p| p.f_view_as(tensor))
                 .context(ctx)?;
             place.f_copy_(tensor).context(ctx)?;
+            places.push(place);
             offset += n;
         }
         let padding = flat.numel() as i64 - offset;
@@ -84,7 +68,7 @@ pub fn lay_out(tensors: &[Tensor], flat: &Tensor, step: u64) -> Result<(), RunEr
             let mut rest = flat.f_narrow(0, offset, padding).context(ctx)?;
             drop(rest.f_zero_().context(ctx)?);
         }
-        Ok(())
+        Ok(places)
     })
 }
 
@@ -93,28 +77,34 @@ pub fn lay_out(tensors: &[Tensor], flat: &Tensor, step: u64) -> Result<(), RunEr
 /// by every bucket after it. A buffer made per bucket (4 MiB or more: a
 /// fresh mapping, see `memory::return_freed_blocks`) had its pages touched
 /// for the first time at every step.
-#[derive(Default)]
-pub struct Kept(RefCell<Option<Tensor>>);
+pub struct Kept {
+    buffer: RefCell<Option<Tensor>>,
+    /// Values of the longest bucket it carries.
+    longest: i64,
+}
 
 impl Kept {
+    /// A buffer for buckets of at most `longest` values, made at its first
+    /// use.
+    pub fn new(longest: i64) -> Kept {
+        Kept {
+            buffer: RefCell::new(None),
+            longest,
+        }
+    }
+
     /// Its first `len` values, made `longest` long (or `len`, if more)
     /// when it is missing, or of another kind or device than `like`.
-    pub fn first(
-        &self,
-        len: i64,
-        longest: i64,
-        like: &Tensor,
-        step: u64,
-    ) -> Result<Tensor, RunError> {
+    pub fn first(&self, len: i64, like: &Tensor, step: u64) -> Result<Tensor, RunError> {
         let ctx = || format!("step {step}: an exchange's buffer");
-        let mut kept = self.0.borrow_mut();
+        let mut kept = self.buffer.borrow_mut();
         let fits = kept.as_ref().is_some_and(|b| {
             b.numel() as i64 >= len && b.kind() == like.kind() && b.device() == like.device()
         });
         if !fits {
             // The old buffer goes before the new one is made.
             *kept = None;
-            let made = Tensor::f_empty([longest.max(len)], (like.kind(), like.device()));
+            let made = Tensor::f_empty([self.longest.max(len)], (like.kind(), like.device()));
             *kept = Some(made.context(ctx)?);
         }
         kept.as_ref()

@@ -25,7 +25,7 @@ use crate::flat::{flatten, lay_out, scatter, Kept};
 pub struct Buckets {
     buckets: Vec<Vec<usize>>,
     /// Every step's exchange's buffer, as long as the largest bucket.
-    buffer: Kept,
+    exchange: Kept,
 }
 
 /// Flattened bucket buffers on their way through an all-reduce.
@@ -68,9 +68,14 @@ impl Buckets {
         if buckets.is_empty() && !params.is_empty() {
             buckets.push((0..params.len()).rev().collect());
         }
+        let longest = buckets
+            .iter()
+            .map(|b| b.iter().map(|&i| params[i].1.numel() as i64).sum::<i64>())
+            .max()
+            .unwrap_or(0);
         Ok(Buckets {
             buckets,
-            buffer: Kept::default(),
+            exchange: Kept::new(longest),
         })
     }
 
@@ -97,12 +102,6 @@ impl Buckets {
     ) -> Result<(), RunError> {
         let replicas = comm.size() as f64;
         let ctx = || format!("step {step}: average gradients");
-        let longest = self
-            .buckets
-            .iter()
-            .map(|b| b.iter().map(|&i| params[i].1.numel() as i64).sum::<i64>())
-            .max()
-            .unwrap_or(0);
         for bucket in &self.buckets {
             let grads: Vec<Tensor> = bucket
                 .iter()
@@ -112,19 +111,8 @@ impl Buckets {
                 continue;
             };
             let len = grads.iter().map(|g| g.numel() as i64).sum();
-            let mut flat = self.buffer.first(len, longest, like, step)?;
-            lay_out(&grads, &flat, step)?;
-            let mut offset = 0;
-            let places: Vec<Tensor> = grads
-                .iter()
-                .map(|grad| {
-                    let n = grad.numel() as i64;
-                    offset += n;
-                    flat.f_narrow(0, offset - n, n)
-                        .and_then(|place| place.f_view_as(grad))
-                        .context(ctx)
-                })
-                .collect::<Result<_, _>>()?;
+            let mut flat = self.exchange.first(len, like, step)?;
+            let places = lay_out(&grads, &flat, step)?;
             comm.all_reduce(&mut flat, ReduceOp::Sum)
                 .map_err(collective(step))?;
             tch::no_grad(|| -> Result<(), RunError> {
@@ -293,11 +281,7 @@ pub fn progress(queue: &mut VecDeque<AsyncUpdate>) -> Result<(), RunError> {
 /// place: a second gradient-sized buffer per bucket would double what the
 /// exchange holds.
 fn averaged(pending: Pending, replicas: usize, step: u64) -> Result<Tensor, RunError> {
-    average(pending.wait().map_err(collective(step))?, replicas, step)
-}
-
-/// `sum` divided by the number of replicas, in place.
-fn average(mut sum: Tensor, replicas: usize, step: u64) -> Result<Tensor, RunError> {
+    let mut sum = pending.wait().map_err(collective(step))?;
     sum.f_div_scalar_(replicas as f64)
         .in_place(|| format!("step {step}: average gradients"))?;
     Ok(sum)

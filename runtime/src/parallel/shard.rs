@@ -77,9 +77,8 @@ pub struct Sharded {
     owned: Vec<Tensor>,
     /// Every step's whole buckets on their way: the flat gradients a
     /// reduce-scatter sends, then the values an all-gather receives; as
-    /// long as the longest padded bucket (`longest`).
+    /// long as the longest padded bucket.
     exchange: Kept,
-    longest: i64,
 }
 
 /// Values `offset..offset + len` of parameter `param`'s flattened values,
@@ -365,8 +364,7 @@ impl Sharded {
             buckets: slices,
             grads: Vec::new(),
             owned: Vec::new(),
-            exchange: Kept::default(),
-            longest,
+            exchange: Kept::new(longest),
         }
     }
 
@@ -439,7 +437,7 @@ impl Sharded {
                     message: "a gradient bucket without parameters".into(),
                 })?;
                 let whole = bucket.slice * replicas as i64;
-                let send = self.exchange.first(whole, self.longest, like, step)?;
+                let send = self.exchange.first(whole, like, step)?;
                 lay_out(&grads, &send, step)?;
                 let mut recv = send
                     .f_new_zeros([bucket.slice], (send.kind(), send.device()))
@@ -485,8 +483,9 @@ impl Sharded {
         Tensor::f_cat(&parts, 0)
     }
 
-    /// Gathers bucket `b`'s slices of `of` from every replica: the
-    /// bucket's values laid end to end (padding at the end).
+    /// Gathers bucket `b`'s slices of `of` from every replica into
+    /// `recv` (the slice's values × the replicas): the bucket's values
+    /// laid end to end (padding at the end).
     fn gather_bucket(
         &self,
         b: usize,
@@ -494,18 +493,11 @@ impl Sharded {
         like: &Tensor,
         comm: &dyn Communicator,
         step: u64,
-    ) -> Result<Tensor, RunError> {
+        recv: &mut Tensor,
+    ) -> Result<(), RunError> {
         let ctx = || format!("step {step}: shard of bucket {b}");
         let send = self.own_slice(b, of, like).context(ctx)?;
-        let mut recv = like
-            .f_new_zeros(
-                [self.buckets[b].slice * comm.size() as i64],
-                (like.kind(), like.device()),
-            )
-            .context(ctx)?;
-        comm.all_gather(&send, &mut recv)
-            .map_err(collective(step))?;
-        Ok(recv)
+        comm.all_gather(&send, recv).map_err(collective(step))
     }
 
     fn own_slices(
@@ -573,13 +565,10 @@ impl Sharded {
                     continue;
                 };
                 let like = &params[first].1;
-                let ctx = || format!("step {step}: shard of bucket {b}");
                 let values = |_: usize, piece: &Piece| Self::view(piece, &params[piece.param].1);
-                let send = self.own_slice(b, values, like).context(ctx)?;
                 let whole = bucket.slice * comm.size() as i64;
-                let mut flat = self.exchange.first(whole, self.longest, like, step)?;
-                comm.all_gather(&send, &mut flat)
-                    .map_err(collective(step))?;
+                let mut flat = self.exchange.first(whole, like, step)?;
+                self.gather_bucket(b, values, like, comm, step, &mut flat)?;
                 crate::flat::scatter(
                     &flat,
                     bucket.params.iter().map(|&i| Ok(params[i].1.detach())),

@@ -179,9 +179,10 @@ impl Units {
                 gathered: Cell::new(false),
             });
         }
+        let longest = units.iter().map(|u| u.flat.numel() as i64).max();
         Ok(Some(Units {
             grads: units.iter().map(|_| None).collect(),
-            exchange: Kept::default(),
+            exchange: Kept::new(longest.unwrap_or(0)),
             units,
             reshard: plan.topology.parallelism.reshard_after_forward,
         }))
@@ -306,12 +307,9 @@ impl Units {
                 .iter()
                 .map(|&i| super::data::gradient(&params[i]))
                 .collect::<Result<Vec<_>, _>>()?;
-            let longest = self.units.iter().map(|u| u.flat.numel() as i64).max();
             let whole = unit.flat.numel() as i64;
             let like = grads.first().unwrap_or(&unit.shard);
-            let send = self
-                .exchange
-                .first(whole, longest.unwrap_or(whole), like, step)?;
+            let send = self.exchange.first(whole, like, step)?;
             lay_out(&grads, &send, step)?;
             let mut recv = unit.shard.f_zeros_like().context(ctx)?;
             comm.reduce_scatter(&send, &mut recv)

@@ -96,7 +96,11 @@ impl Updater {
                     Some(t) => t.f_reshape([-1]),
                     None => like.f_new_zeros([piece.len], (like.kind(), like.device())),
                 };
-                let flat = s.gather_bucket(b, states, like, comm, step)?;
+                let whole = [s.buckets[b].slice * comm.size() as i64];
+                let mut flat = like
+                    .f_new_zeros(whole, (like.kind(), like.device()))
+                    .context(|| format!("step {step}: shard of bucket {b}"))?;
+                s.gather_bucket(b, states, like, comm, step, &mut flat)?;
                 if !keep {
                     continue;
                 }
